@@ -1,0 +1,17 @@
+//! `mesh-api`: the vocabulary every component of the mesh speaks, and nothing else.
+//!
+//! Istio's names are our interface, so they are defined here exactly once: the
+//! well-known ports and the proxy's UID ([`ports`]), every annotation and label key
+//! we honour with typed, validating parsers ([`annotations`]), SPIFFE workload
+//! identities ([`identity`]), and the redirect parameters that both the injector
+//! (for `istio-init`) and the CNI plugin derive from a pod's annotations through one
+//! function ([`redirect`]), so the two can never disagree. This crate does no I/O.
+
+pub mod annotations;
+pub mod identity;
+pub mod ports;
+pub mod redirect;
+
+pub use annotations::AnnotationError;
+pub use identity::{Identity, IdentityError};
+pub use redirect::{InterceptionMode, RedirectDefaults, RedirectParams, Selection};

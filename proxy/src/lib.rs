@@ -1,0 +1,3 @@
+//! `mesh-proxy`: The sidecar data plane.
+//!
+//! Not built yet: see the open issue for this component.
