@@ -1,1 +1,32 @@
-fn main() {}
+//! `meshctl`: the mesh's command-line tool. Each subcommand lives in its own module;
+//! this file only parses arguments and dispatches.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "meshctl", version, about = "Operate an Istio-compatible sidecar mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Two pods on a local node (real CNI bridge + host-local), one calls the other.
+    Demo(demo::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Demo(args) => demo::run(args),
+    }
+}
