@@ -1,3 +1,24 @@
-//! `mesh-cni`: Redirect rules, istio-init, and the chained CNI plugin with its node installer.
+//! `mesh-cni`: the pod capture rules and everything that writes them.
 //!
-//! Not built yet: see the open issue for this component.
+//! - [`rules`]: pure rule builder (redirect parameters -> iptables-restore text), the
+//!   same rules as Istio's `istio-iptables`.
+//! - [`flags`]: `istio-iptables`-compatible flags for `mesh-cni redirect` (istio-init).
+//! - [`iptables`]: applying/removing a rule set atomically and idempotently in the
+//!   current network namespace (nft or legacy backend).
+//! - [`route`]: TPROXY policy routing over netlink.
+//! - [`netns`]: running work inside another network namespace on a dedicated thread.
+//! - [`plugin`]: the chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION).
+//! - [`validate`]: `mesh-cni validate` (istio-validation).
+//! - [`install`]: `mesh-cni install`, the node DaemonSet installer.
+
+pub mod capture;
+pub mod flags;
+pub mod install;
+pub mod iptables;
+pub mod k8s;
+pub mod netns;
+pub mod plugin;
+pub mod redirect;
+pub mod route;
+pub mod rules;
+pub mod validate;

@@ -1,0 +1,4 @@
+//! placeholder
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::FAILURE
+}

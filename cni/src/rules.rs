@@ -1,0 +1,838 @@
+//! The pure rule builder: [`RedirectParams`] in, the capture rule set out, rendered as
+//! `iptables-restore` input. Produces the same chains and rules as Istio's
+//! `istio-iptables` (checked against its golden files by `tests/conformance.rs`).
+//!
+//! Rules are kept per family, per table, per chain in their final order: Istio's
+//! `-I CHAIN 1` insertions are resolved while building, so the rendering only needs
+//! `-A`, which is what makes the apply step simple and idempotent.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use mesh_api::{InterceptionMode, RedirectParams, Selection};
+
+/// Port the agent's DNS proxy listens on.
+const DNS_CAPTURE_PORT: u16 = mesh_api::ports::DNS_CAPTURE;
+
+/// IP family of one rule set (`iptables` vs `ip6tables`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+/// The netfilter tables the capture rules use, in the order `iptables-save` sorts them.
+pub const TABLES: [&str; 3] = ["mangle", "nat", "raw"];
+
+/// Chains that exist in every table and are never created or deleted by us.
+pub const BUILTIN_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+
+/// One rule: its chain and the match/target arguments after `-A CHAIN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub chain: String,
+    pub args: Vec<String>,
+}
+
+impl Rule {
+    /// The rule as `-A CHAIN args…` text.
+    pub fn append_line(&self) -> String {
+        format!("-A {} {}", self.chain, self.args.join(" "))
+    }
+
+    pub fn in_builtin_chain(&self) -> bool {
+        BUILTIN_CHAINS.contains(&self.chain.as_str())
+    }
+}
+
+/// The rules of one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableRules {
+    /// Our own chains, in declaration order.
+    pub chains: Vec<String>,
+    /// Rules per chain in final order; chains in order of first use.
+    pub rules: Vec<(String, Vec<Vec<String>>)>,
+}
+
+impl TableRules {
+    fn chain_mut(&mut self, chain: &str) -> &mut Vec<Vec<String>> {
+        if let Some(i) = self.rules.iter().position(|(c, _)| c == chain) {
+            &mut self.rules[i].1
+        } else {
+            self.rules.push((chain.to_string(), Vec::new()));
+            &mut self.rules.last_mut().expect("just pushed").1
+        }
+    }
+
+    fn declare(&mut self, chain: &str) {
+        if !BUILTIN_CHAINS.contains(&chain) && !self.chains.iter().any(|c| c == chain) {
+            self.chains.push(chain.to_string());
+        }
+    }
+
+    /// All rules in rendering order.
+    pub fn all_rules(&self) -> impl Iterator<Item = Rule> + '_ {
+        self.rules.iter().flat_map(|(c, rs)| {
+            rs.iter().map(move |a| Rule {
+                chain: c.clone(),
+                args: a.clone(),
+            })
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.rules.iter().all(|(_, r)| r.is_empty())
+    }
+}
+
+/// The complete rule set of one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRules {
+    pub family: Family,
+    /// `(table name, rules)`, sorted by table name, empty tables left out.
+    pub tables: Vec<(String, TableRules)>,
+}
+
+impl FamilyRules {
+    pub fn table(&self, name: &str) -> Option<&TableRules> {
+        self.tables.iter().find(|(t, _)| t == name).map(|(_, r)| r)
+    }
+
+    /// Rules we add to built-in chains (these cannot be flushed wholesale).
+    pub fn builtin_rules(&self) -> Vec<(String, Rule)> {
+        self.tables
+            .iter()
+            .flat_map(|(t, tr)| {
+                tr.all_rules()
+                    .filter(Rule::in_builtin_chain)
+                    .map(move |r| (t.clone(), r))
+            })
+            .collect()
+    }
+
+    /// Istio's dry-run layout: `* table`, `-N` per chain, the rules, `COMMIT`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (table, tr) in &self.tables {
+            let _ = writeln!(out, "* {table}");
+            for c in &tr.chains {
+                let _ = writeln!(out, "-N {c}");
+            }
+            for r in tr.all_rules() {
+                let _ = writeln!(out, "{}", r.append_line());
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+}
+
+/// The rule sets of both families (`v6` only when IPv6 is enabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSet {
+    pub v4: FamilyRules,
+    pub v6: Option<FamilyRules>,
+}
+
+impl RuleSet {
+    pub fn families(&self) -> impl Iterator<Item = &FamilyRules> {
+        std::iter::once(&self.v4).chain(self.v6.as_ref())
+    }
+
+    /// What `redirect --dry-run` prints: the IPv4 restore input, then the IPv6 one.
+    pub fn render(&self) -> String {
+        let mut out = String::from("# iptables-restore (ipv4)\n");
+        out.push_str(&self.v4.render());
+        if let Some(v6) = &self.v6 {
+            out.push_str("# ip6tables-restore (ipv6)\n");
+            out.push_str(&v6.render());
+        }
+        out
+    }
+}
+
+/// Builds the rule set Istio's `istio-iptables` writes for these parameters.
+pub fn build(p: &RedirectParams) -> RuleSet {
+    RuleSet {
+        v4: build_family(p, Family::V4),
+        v6: p.enable_ipv6.then(|| build_family(p, Family::V6)),
+    }
+}
+
+struct Builder {
+    tables: Vec<(String, TableRules)>,
+}
+
+impl Builder {
+    fn table(&mut self, t: &str) -> &mut TableRules {
+        if let Some(i) = self.tables.iter().position(|(n, _)| n == t) {
+            &mut self.tables[i].1
+        } else {
+            self.tables.push((t.to_string(), TableRules::default()));
+            &mut self.tables.last_mut().expect("just pushed").1
+        }
+    }
+
+    fn note_target(tr: &mut TableRules, args: &[String]) {
+        if let Some(i) = args.iter().position(|a| a == "-j") {
+            if let Some(t) = args.get(i + 1).filter(|t| t.starts_with("ISTIO_")) {
+                tr.declare(t);
+            }
+        }
+    }
+
+    fn append(&mut self, table: &str, chain: &str, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let tr = self.table(table);
+        tr.declare(chain);
+        Self::note_target(tr, &args);
+        tr.chain_mut(chain).push(args);
+    }
+
+    /// `-I chain pos` (1-based), as Istio does for a few rules.
+    fn insert(&mut self, table: &str, chain: &str, pos: usize, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let tr = self.table(table);
+        tr.declare(chain);
+        Self::note_target(tr, &args);
+        let rules = tr.chain_mut(chain);
+        let at = (pos.max(1) - 1).min(rules.len());
+        rules.insert(at, args);
+    }
+
+    fn finish(mut self, family: Family) -> FamilyRules {
+        self.tables.retain(|(_, t)| !t.is_empty());
+        self.tables.sort_by(|a, b| a.0.cmp(&b.0));
+        FamilyRules {
+            family,
+            tables: self.tables,
+        }
+    }
+}
+
+fn is_loopback(net: &IpNet) -> bool {
+    net.addr().is_loopback()
+}
+
+fn nets_of(nets: &[IpNet], f: Family) -> Vec<String> {
+    nets.iter()
+        .filter(|n| {
+            matches!(
+                (n, f),
+                (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6)
+            )
+        })
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Istio writes IPv4-compatible IPv6 addresses (`::a.b.c.d`) in dotted form.
+fn v6_text(a: &std::net::Ipv6Addr) -> String {
+    let s = a.segments();
+    if s[..6].iter().all(|x| *x == 0) && (s[6] != 0 || s[7] > 1) {
+        let [_, _, _, _, _, _, _, _, _, _, _, _, a1, a2, a3, a4] = a.octets();
+        return format!("::{a1}.{a2}.{a3}.{a4}");
+    }
+    a.to_string()
+}
+
+fn build_family(p: &RedirectParams, f: Family) -> FamilyRules {
+    let mut b = Builder { tables: Vec::new() };
+    let tproxy = p.interception_mode == InterceptionMode::Tproxy;
+    let (loopback, passthrough) = match f {
+        Family::V4 => (
+            p.host_ipv4_loopback_cidr.to_string(),
+            "127.0.0.6/32".to_string(),
+        ),
+        Family::V6 => ("::1/128".to_string(), "::6/128".to_string()),
+    };
+    let dns_v4: Vec<String> = p.dns_servers_v4.iter().map(|a| format!("{a}/32")).collect();
+    let dns_v6: Vec<String> = p
+        .dns_servers_v6
+        .iter()
+        .map(|a| format!("{}/128", v6_text(a)))
+        .collect();
+    let dns_servers = if f == Family::V4 { &dns_v4 } else { &dns_v6 };
+    // DNS capture needs something to capture: servers, or all port-53 traffic.
+    let redirect_dns =
+        p.redirect_dns && (p.capture_all_dns || !dns_v4.is_empty() || !dns_v6.is_empty());
+    let mark = p.tproxy_mark.to_string();
+    let outbound_mark = (p.tproxy_mark + 1).to_string();
+    let tunnel = p.inbound_tunnel_port.to_string();
+    let uids: Vec<String> = p.proxy_uids.iter().map(ToString::to_string).collect();
+    let gids: Vec<String> = p.proxy_gids.iter().map(ToString::to_string).collect();
+
+    // Interfaces whose inbound traffic is really outbound (KubeVirt) skip inbound capture.
+    for nic in &p.reroute_virtual_interfaces {
+        b.insert("nat", "PREROUTING", 1, &["-i", nic, "-j", "RETURN"]);
+    }
+    if p.drop_invalid {
+        b.append(
+            "mangle",
+            "PREROUTING",
+            &[
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "INVALID",
+                "-j",
+                "ISTIO_DROP",
+            ],
+        );
+        b.append("mangle", "ISTIO_DROP", &["-j", "DROP"]);
+    }
+    for nic in &p.exclude_interfaces {
+        if tproxy {
+            b.append("mangle", "PREROUTING", &["-i", nic, "-j", "RETURN"]);
+            b.append("mangle", "OUTPUT", &["-o", nic, "-j", "RETURN"]);
+        }
+        b.append("nat", "PREROUTING", &["-i", nic, "-j", "RETURN"]);
+        b.append("nat", "OUTPUT", &["-o", nic, "-j", "RETURN"]);
+    }
+
+    b.append(
+        "nat",
+        "ISTIO_INBOUND",
+        &["-p", "tcp", "--dport", &tunnel, "-j", "RETURN"],
+    );
+    let proxy_port = p.proxy_port.to_string();
+    let inbound_port = p.inbound_capture_port.to_string();
+    b.append(
+        "nat",
+        "ISTIO_REDIRECT",
+        &["-p", "tcp", "-j", "REDIRECT", "--to-ports", &proxy_port],
+    );
+    b.append(
+        "nat",
+        "ISTIO_IN_REDIRECT",
+        &["-p", "tcp", "-j", "REDIRECT", "--to-ports", &inbound_port],
+    );
+
+    inbound(&mut b, p, tproxy, &loopback, &mark);
+
+    b.append("nat", "OUTPUT", &["-j", "ISTIO_OUTPUT"]);
+    for port in &p.outbound_ports_exclude {
+        let port = port.to_string();
+        for proto in ["tcp", "udp"] {
+            b.append(
+                "nat",
+                "ISTIO_OUTPUT",
+                &["-p", proto, "--dport", &port, "-j", "RETURN"],
+            );
+        }
+    }
+    b.append(
+        "nat",
+        "ISTIO_OUTPUT",
+        &["-o", "lo", "-s", &passthrough, "-j", "RETURN"],
+    );
+
+    let include = match &p.outbound_ip_ranges_include {
+        Selection::Only(v) => v.clone(),
+        _ => Vec::new(),
+    };
+    let include_has_loopback = include.iter().any(is_loopback);
+    let dns_ports = format!("53,{tunnel}");
+    for (ids, flag) in [(&uids, "--uid-owner"), (&gids, "--gid-owner")] {
+        for id in ids {
+            // DNS to a local server must reach the agent, so port 53 is exempt here;
+            // Istio only does this for the UID rules.
+            if redirect_dns && flag == "--uid-owner" {
+                b.append(
+                    "nat",
+                    "ISTIO_OUTPUT",
+                    &[
+                        "-o",
+                        "lo",
+                        "!",
+                        "-d",
+                        &loopback,
+                        "-p",
+                        "tcp",
+                        "-m",
+                        "multiport",
+                        "!",
+                        "--dports",
+                        &dns_ports,
+                        "-m",
+                        "owner",
+                        flag,
+                        id,
+                        "-j",
+                        "ISTIO_IN_REDIRECT",
+                    ],
+                );
+            } else {
+                b.append(
+                    "nat",
+                    "ISTIO_OUTPUT",
+                    &[
+                        "-o",
+                        "lo",
+                        "!",
+                        "-d",
+                        &loopback,
+                        "-p",
+                        "tcp",
+                        "!",
+                        "--dport",
+                        &tunnel,
+                        "-m",
+                        "owner",
+                        flag,
+                        id,
+                        "-j",
+                        "ISTIO_IN_REDIRECT",
+                    ],
+                );
+            }
+            if !include_has_loopback {
+                if redirect_dns {
+                    b.append(
+                        "nat",
+                        "ISTIO_OUTPUT",
+                        &[
+                            "-o", "lo", "-p", "tcp", "!", "--dport", "53", "-m", "owner", "!",
+                            flag, id, "-j", "RETURN",
+                        ],
+                    );
+                } else {
+                    b.append(
+                        "nat",
+                        "ISTIO_OUTPUT",
+                        &["-o", "lo", "-m", "owner", "!", flag, id, "-j", "RETURN"],
+                    );
+                }
+            }
+            b.append(
+                "nat",
+                "ISTIO_OUTPUT",
+                &["-m", "owner", flag, id, "-j", "RETURN"],
+            );
+        }
+    }
+
+    owner_groups(&mut b, p);
+
+    if redirect_dns {
+        dns(&mut b, p, &uids, &gids, dns_servers);
+    }
+
+    b.append("nat", "ISTIO_OUTPUT", &["-d", &loopback, "-j", "RETURN"]);
+    for cidr in nets_of(&p.outbound_ip_ranges_exclude, f) {
+        b.append("nat", "ISTIO_OUTPUT", &["-d", &cidr, "-j", "RETURN"]);
+    }
+    for port in &p.outbound_ports_include {
+        b.append(
+            "nat",
+            "ISTIO_OUTPUT",
+            &[
+                "-p",
+                "tcp",
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "ISTIO_REDIRECT",
+            ],
+        );
+    }
+    match &p.outbound_ip_ranges_include {
+        Selection::All => {
+            b.append("nat", "ISTIO_OUTPUT", &["-j", "ISTIO_REDIRECT"]);
+            for nic in &p.reroute_virtual_interfaces {
+                b.insert("nat", "PREROUTING", 1, &["-i", nic, "-j", "ISTIO_REDIRECT"]);
+            }
+        }
+        Selection::Only(_) => {
+            for cidr in nets_of(&include, f) {
+                for nic in &p.reroute_virtual_interfaces {
+                    b.insert(
+                        "nat",
+                        "PREROUTING",
+                        1,
+                        &["-i", nic, "-d", &cidr, "-j", "ISTIO_REDIRECT"],
+                    );
+                }
+                b.append(
+                    "nat",
+                    "ISTIO_OUTPUT",
+                    &["-d", &cidr, "-j", "ISTIO_REDIRECT"],
+                );
+            }
+        }
+        Selection::None => {}
+    }
+
+    if tproxy {
+        tproxy_marks(
+            &mut b,
+            &uids,
+            &gids,
+            &loopback,
+            &passthrough,
+            &mark,
+            &outbound_mark,
+        );
+    }
+    b.finish(f)
+}
+
+fn inbound(b: &mut Builder, p: &RedirectParams, tproxy: bool, loopback: &str, mark: &str) {
+    if p.inbound_ports_include.is_none() {
+        return;
+    }
+    let table = if tproxy { "mangle" } else { "nat" };
+    if tproxy {
+        b.append(
+            "mangle",
+            "ISTIO_DIVERT",
+            &["-j", "MARK", "--set-mark", mark],
+        );
+        b.append("mangle", "ISTIO_DIVERT", &["-j", "ACCEPT"]);
+        let tmark = format!("{mark}/0xffffffff");
+        let port = p.inbound_capture_port.to_string();
+        b.append(
+            "mangle",
+            "ISTIO_TPROXY",
+            &[
+                "!",
+                "-d",
+                loopback,
+                "-p",
+                "tcp",
+                "-j",
+                "TPROXY",
+                "--tproxy-mark",
+                &tmark,
+                "--on-port",
+                &port,
+            ],
+        );
+    }
+    b.append(table, "PREROUTING", &["-p", "tcp", "-j", "ISTIO_INBOUND"]);
+    let established = [
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "ISTIO_DIVERT",
+    ];
+    match &p.inbound_ports_include {
+        Selection::All => {
+            for port in &p.inbound_ports_exclude {
+                b.append(
+                    table,
+                    "ISTIO_INBOUND",
+                    &["-p", "tcp", "--dport", &port.to_string(), "-j", "RETURN"],
+                );
+            }
+            if tproxy {
+                let mut a = vec!["-p", "tcp"];
+                a.extend(established);
+                b.append("mangle", "ISTIO_INBOUND", &a);
+                b.append(
+                    "mangle",
+                    "ISTIO_INBOUND",
+                    &["-p", "tcp", "-j", "ISTIO_TPROXY"],
+                );
+            } else {
+                b.append(
+                    "nat",
+                    "ISTIO_INBOUND",
+                    &["-p", "tcp", "-j", "ISTIO_IN_REDIRECT"],
+                );
+            }
+        }
+        Selection::Only(ports) => {
+            for port in ports {
+                let port = port.to_string();
+                if tproxy {
+                    let mut a = vec!["-p", "tcp", "--dport", &port];
+                    a.extend(established);
+                    b.append("mangle", "ISTIO_INBOUND", &a);
+                    b.append(
+                        "mangle",
+                        "ISTIO_INBOUND",
+                        &["-p", "tcp", "--dport", &port, "-j", "ISTIO_TPROXY"],
+                    );
+                } else {
+                    b.append(
+                        "nat",
+                        "ISTIO_INBOUND",
+                        &["-p", "tcp", "--dport", &port, "-j", "ISTIO_IN_REDIRECT"],
+                    );
+                }
+            }
+        }
+        Selection::None => {}
+    }
+}
+
+fn owner_groups(b: &mut Builder, p: &RedirectParams) {
+    match &p.owner_groups_include {
+        Selection::All => {
+            for g in &p.owner_groups_exclude {
+                b.append(
+                    "nat",
+                    "ISTIO_OUTPUT",
+                    &["-m", "owner", "--gid-owner", g, "-j", "RETURN"],
+                );
+            }
+        }
+        Selection::Only(groups) if !groups.is_empty() => {
+            let mut a: Vec<&str> = Vec::new();
+            for g in groups {
+                a.extend(["-m", "owner", "!", "--gid-owner", g]);
+            }
+            a.extend(["-j", "RETURN"]);
+            b.append("nat", "ISTIO_OUTPUT", &a);
+        }
+        // Capture nobody's traffic by group: only the UID/GID exemptions apply.
+        _ => {}
+    }
+}
+
+fn dns(b: &mut Builder, p: &RedirectParams, uids: &[String], gids: &[String], servers: &[String]) {
+    let port = DNS_CAPTURE_PORT.to_string();
+    if p.capture_all_dns {
+        b.append("nat", "ISTIO_OUTPUT", &["-j", "ISTIO_OUTPUT_DNS"]);
+        b.append(
+            "nat",
+            "ISTIO_OUTPUT_DNS",
+            &[
+                "-p",
+                "tcp",
+                "--dport",
+                "53",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &port,
+            ],
+        );
+        b.append(
+            "nat",
+            "ISTIO_OUTPUT_DNS",
+            &[
+                "-p",
+                "udp",
+                "--dport",
+                "53",
+                "-j",
+                "REDIRECT",
+                "--to-port",
+                &port,
+            ],
+        );
+    } else if !servers.is_empty() {
+        b.append("nat", "ISTIO_OUTPUT", &["-j", "ISTIO_OUTPUT_DNS"]);
+        for s in servers {
+            b.append(
+                "nat",
+                "ISTIO_OUTPUT_DNS",
+                &[
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "53",
+                    "-d",
+                    s,
+                    "-j",
+                    "REDIRECT",
+                    "--to-ports",
+                    &port,
+                ],
+            );
+            b.append(
+                "nat",
+                "ISTIO_OUTPUT_DNS",
+                &[
+                    "-p",
+                    "udp",
+                    "--dport",
+                    "53",
+                    "-d",
+                    s,
+                    "-j",
+                    "REDIRECT",
+                    "--to-port",
+                    &port,
+                ],
+            );
+        }
+    }
+
+    // Conntrack zones keep the app->agent and agent->upstream legs of a UDP DNS
+    // exchange apart, so NAT does not confuse them.
+    b.append("raw", "OUTPUT", &["-j", "ISTIO_OUTPUT_DNS"]);
+    for (ids, flag) in [(uids, "--uid-owner"), (gids, "--gid-owner")] {
+        for id in ids {
+            b.append(
+                "raw",
+                "ISTIO_OUTPUT_DNS",
+                &[
+                    "-p", "udp", "--dport", "53", "-m", "owner", flag, id, "-j", "CT", "--zone",
+                    "1",
+                ],
+            );
+            b.append(
+                "raw",
+                "ISTIO_OUTPUT_DNS",
+                &[
+                    "-p", "udp", "--sport", &port, "-m", "owner", flag, id, "-j", "CT", "--zone",
+                    "2",
+                ],
+            );
+        }
+    }
+    if p.capture_all_dns {
+        b.append("raw", "PREROUTING", &["-j", "ISTIO_INBOUND"]);
+        b.append(
+            "raw",
+            "ISTIO_OUTPUT_DNS",
+            &["-p", "udp", "--dport", "53", "-j", "CT", "--zone", "2"],
+        );
+        b.append(
+            "raw",
+            "ISTIO_INBOUND",
+            &["-p", "udp", "--sport", "53", "-j", "CT", "--zone", "1"],
+        );
+    } else if !servers.is_empty() {
+        b.append("raw", "PREROUTING", &["-j", "ISTIO_INBOUND"]);
+        for s in servers {
+            b.append(
+                "raw",
+                "ISTIO_OUTPUT_DNS",
+                &[
+                    "-p", "udp", "--dport", "53", "-d", s, "-j", "CT", "--zone", "2",
+                ],
+            );
+            b.append(
+                "raw",
+                "ISTIO_INBOUND",
+                &[
+                    "-p", "udp", "--sport", "53", "-s", s, "-j", "CT", "--zone", "1",
+                ],
+            );
+        }
+    }
+}
+
+fn tproxy_marks(
+    b: &mut Builder,
+    uids: &[String],
+    gids: &[String],
+    loopback: &str,
+    passthrough: &str,
+    mark: &str,
+    outbound_mark: &str,
+) {
+    b.append(
+        "mangle",
+        "PREROUTING",
+        &[
+            "-p",
+            "tcp",
+            "-m",
+            "mark",
+            "--mark",
+            mark,
+            "-j",
+            "CONNMARK",
+            "--save-mark",
+        ],
+    );
+    b.append(
+        "mangle",
+        "OUTPUT",
+        &[
+            "-p", "tcp", "-o", "lo", "-m", "mark", "--mark", mark, "-j", "RETURN",
+        ],
+    );
+    for (ids, flag) in [(uids, "--uid-owner"), (gids, "--gid-owner")] {
+        for id in ids {
+            b.append(
+                "mangle",
+                "OUTPUT",
+                &[
+                    "!",
+                    "-d",
+                    loopback,
+                    "-p",
+                    "tcp",
+                    "-o",
+                    "lo",
+                    "-m",
+                    "owner",
+                    flag,
+                    id,
+                    "-j",
+                    "MARK",
+                    "--set-mark",
+                    outbound_mark,
+                ],
+            );
+        }
+    }
+    b.append(
+        "mangle",
+        "OUTPUT",
+        &[
+            "-p",
+            "tcp",
+            "-m",
+            "connmark",
+            "--mark",
+            mark,
+            "-j",
+            "CONNMARK",
+            "--restore-mark",
+        ],
+    );
+    b.insert(
+        "mangle",
+        "ISTIO_INBOUND",
+        1,
+        &["-p", "tcp", "-m", "mark", "--mark", mark, "-j", "RETURN"],
+    );
+    b.insert(
+        "mangle",
+        "ISTIO_INBOUND",
+        2,
+        &["-p", "tcp", "-s", passthrough, "-i", "lo", "-j", "RETURN"],
+    );
+    b.insert(
+        "mangle",
+        "ISTIO_INBOUND",
+        3,
+        &[
+            "-p",
+            "tcp",
+            "-i",
+            "lo",
+            "-m",
+            "mark",
+            "!",
+            "--mark",
+            outbound_mark,
+            "-j",
+            "RETURN",
+        ],
+    );
+}
+
+/// The address families a pod's IPs need rules for.
+pub fn wants_ipv6(ips: &[IpAddr]) -> bool {
+    ips.iter().any(IpAddr::is_ipv6)
+}

@@ -1,0 +1,4 @@
+//! placeholder
+pub fn main(_a: &[String]) -> std::process::ExitCode {
+    std::process::ExitCode::FAILURE
+}
