@@ -6,7 +6,11 @@ mod demo;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "meshctl", version, about = "Operate an Istio-compatible sidecar mesh")]
+#[command(
+    name = "meshctl",
+    version,
+    about = "Operate an Istio-compatible sidecar mesh"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,17 +20,20 @@ struct Cli {
 enum Command {
     /// Two pods on a local node (real CNI bridge + host-local), one calls the other.
     Demo(demo::Args),
+    /// The echo test app (what local-mode and demo pods run in place of app containers).
+    #[command(hide = true)]
+    Echo(mesh_e2e::echo::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Demo(args) => demo::run(args),
+        Command::Echo(args) => mesh_e2e::echo::main_with(args),
     }
 }

@@ -1,1 +1,13 @@
-//! placeholder
+//! `mesh-e2e`: what the end-to-end tests (and local mode) stand on.
+//!
+//! [`harness`] builds a node and pods as network namespaces wired by the real CNI
+//! plugins, and runs processes inside them; [`echo`] is the test application that
+//! reports who answered and what it received. The tests in `tests/` drive both
+//! with real clients (curl, h2load).
+
+// Harness errors carry the whole context of a failed command (plugin, netns,
+// stderr) on purpose; they are the cold path, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod echo;
+pub mod harness;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a fresh Debian 12 machine, skipping
+# whatever is already there. Safe to run repeatedly. Needs root (apt-get).
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have iptables        || need+=(iptables)
+have ip              || need+=(iproute2)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ] \
+                     || need+=(containernetworking-plugins)
+have curl            || need+=(curl)
+have h2load          || need+=(nghttp2-client)
+have setpriv         || need+=(util-linux)
+have bash            || need+=(bash)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Python tools some tests drive (schema validation of generated manifests), in a
+# venv of their own so the system Python stays untouched.
+venv=${MESH_TOOLS_VENV:-/opt/mesh-tools}
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  echo "install-deps: creating $venv with kubernetes-validate"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+fi
+echo "install-deps: ok"
