@@ -1,3 +1,4 @@
-//! `mesh-agent`: The config-sync agent: Istio config in, per-proxy snapshots out.
-//!
-//! Not built yet: see the open issue for this component.
+//! `mesh-agent` (partial while building).
+pub mod crdgen;
+pub mod objects;
+pub mod validate;
