@@ -25,3 +25,15 @@ pub use virtual_service::*;
 pub const GROUP: &str = "networking.istio.io";
 /// Versions served for the networking group, storage version first.
 pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+
+/// Service annotation limiting which namespaces see a Kubernetes Service
+/// (comma-separated `exportTo` entries), as Istio reads it.
+pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+/// Pod label overriding the endpoint locality (`region.zone.subzone`).
+pub const LOCALITY_LABEL: &str = "istio-locality";
+/// Pod/node labels that make up a locality when no override is set.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+pub const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+/// EndpointSlice label naming the Service the slice belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
