@@ -123,7 +123,7 @@ pub enum PodError {
         namespace: String,
         name: String,
         attempts: u32,
-        last: K8sError,
+        last: Box<K8sError>,
     },
     #[error("no pod source configured (set podDir or kubernetes.kubeconfig)")]
     NoSource,
@@ -199,7 +199,7 @@ pub fn from_api(src: &KubernetesSource, namespace: &str, name: &str) -> Result<P
         namespace: namespace.into(),
         name: name.into(),
         attempts,
-        last: last.expect("at least one attempt"),
+        last: Box::new(last.expect("at least one attempt")),
     })
 }
 
