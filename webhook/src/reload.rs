@@ -87,9 +87,14 @@ pub fn watch_mesh_config(
     stop: watch::Receiver<bool>,
 ) {
     poll_files(vec![path.clone()], every, stop, move |c| {
+        // An empty file mid-reload is almost always a half-written one, not a
+        // request for all defaults.
         let parsed = std::str::from_utf8(&c[0])
             .map_err(|e| e.to_string())
-            .and_then(|t| parse_mesh_config(t).map_err(|e| e.to_string()));
+            .and_then(|t| match t.trim() {
+                "" => Err("file is empty".to_string()),
+                _ => parse_mesh_config(t).map_err(|e| e.to_string()),
+            });
         match parsed {
             Ok(m) => {
                 state.set_mesh(m);

@@ -6,7 +6,7 @@
 //! Compared (behaviour users depend on): inject/skip/error; init-container and
 //! container names in order (so native-sidecar placement); `restartPolicy: Always`
 //! on a native `istio-proxy`; volume names; the istio-iptables flags of
-//! `istio-init`/`istio-validation`; the init and proxy security contexts; proxy
+//! `istio-init`; the init/validation and proxy security contexts; proxy
 //! resources (quantities compared by value) and readiness/startup probes; whether
 //! the proxy holds the app (postStart hook); every app container's probes and
 //! lifecycle hooks; `ISTIO_KUBE_APP_PROBERS` (as JSON); the tlsMode and
@@ -15,8 +15,8 @@
 //!
 //! Ignored, see [`IGNORED`] for why: images and pull policy, the proxy's
 //! command/args/env (other than `ISTIO_KUBE_APP_PROBERS`), ports, volume mounts and
-//! lifecycle argv, the istio-iptables `--log_output_level` flag and validation's
-//! `--run-validation --skip-rule-apply` (our `mesh-cni validate` subcommand),
+//! lifecycle argv, the istio-iptables `--log_output_level` flag, the args of
+//! `istio-validation` (our `mesh-cni validate` takes only its own flags),
 //! Istio-only volumes, and the `sidecar.istio.io/status`, `istio.io/rev` and
 //! `prometheus.io/*` annotations.
 
@@ -368,7 +368,9 @@ fn compare(ours: &Value, istio: &Value) -> Vec<String> {
     );
     for init in ["istio-init", "istio-validation"] {
         if let (Some(a), Some(b)) = (find(ours, init), find(istio, init)) {
-            check(&format!("{init} flags"), flags(a).into(), flags(b).into());
+            if init == "istio-init" {
+                check(&format!("{init} flags"), flags(a).into(), flags(b).into());
+            }
             check(
                 &format!("{init} securityContext"),
                 a["securityContext"].clone(),

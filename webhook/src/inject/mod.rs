@@ -185,6 +185,18 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     let mut app = array(&spec["containers"], "spec.containers")?;
     let mut inits = array(&spec["initContainers"], "spec.initContainers")?;
     let mut pod_volumes = array(&spec["volumes"], "spec.volumes")?;
+    if app.is_empty() {
+        return Err(InjectError::NotAPod("spec.containers is empty".into()));
+    }
+    for (field, list) in [("containers", &app), ("initContainers", &inits)] {
+        for (i, c) in list.iter().enumerate() {
+            if c["name"].as_str().is_none_or(str::is_empty) {
+                return Err(InjectError::NotAPod(format!(
+                    "spec.{field}[{i}] has no name"
+                )));
+            }
+        }
+    }
 
     // Our containers already in the pod: user overrides or a previous injection.
     let user_proxy = match (

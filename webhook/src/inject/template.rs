@@ -1,7 +1,7 @@
 //! The injected objects themselves: `istio-init` / `istio-validation`, the
 //! `istio-proxy` sidecar and its volumes, built from a resolved [`Plan`]. Names,
 //! ports, paths and the security posture are Istio's; the argv is ours
-//! (`mesh-cni redirect|validate <istio-iptables flags>`, `mesh-proxy sidecar`).
+//! (`mesh-cni redirect <istio-iptables flags>`, `mesh-cni validate`, `mesh-proxy sidecar`).
 
 use std::collections::BTreeMap;
 
@@ -88,8 +88,9 @@ pub fn init_container(plan: &Plan) -> Value {
 /// `istio-validation`: the CNI plugin wrote the rules; check they are there, as the
 /// proxy's user, with no privileges.
 pub fn validation_container(plan: &Plan) -> Value {
-    let mut args = vec!["validate".to_string()];
-    args.extend(plan.flags.iter().cloned());
+    // `mesh-cni validate` takes only its own flags; the defaults (capture port
+    // 15001) match what the CNI plugin writes.
+    let args = vec!["validate".to_string()];
     with_pull_policy(
         json!({
             "name": containers::VALIDATION,
