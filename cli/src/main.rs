@@ -2,7 +2,7 @@
 //! this file only parses arguments and dispatches.
 
 mod demo;
-mod kube_inject;
+mod proxy_status;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +24,8 @@ enum Command {
     /// The echo test app (what local-mode and demo pods run in place of app containers).
     #[command(hide = true)]
     Echo(mesh_e2e::echo::Args),
-    /// Inject the istio-proxy sidecar into workload YAML offline (`-f -` for stdin).
-    KubeInject(kube_inject::Args),
+    /// Per-proxy config sync status from the agents (SYNCED/STALE/NOT SENT/ERROR).
+    ProxyStatus(proxy_status::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +38,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => demo::run(args),
         Command::Echo(args) => mesh_e2e::echo::main_with(args),
-        Command::KubeInject(args) => kube_inject::run(args),
+        Command::ProxyStatus(args) => proxy_status::run(args),
     }
 }
