@@ -237,7 +237,7 @@ fn plugin_call(
     pod: &Pod,
     backend: &str,
     command: &str,
-) -> Result<Value, cni::CniError> {
+) -> Result<Value, Box<cni::CniError>> {
     let inv = cni::Invocation {
         plugin: setup.bin_dir().join("mesh-cni"),
         command: command.into(),
@@ -257,7 +257,7 @@ fn plugin_call(
         &setup.plugin(backend),
         Some(pod.cni_result()),
     );
-    cni::invoke(&inv, &conf)
+    cni::invoke(&inv, &conf).map_err(Box::new)
 }
 
 fn saves(pod: &Pod, backend: &str) -> String {
