@@ -76,6 +76,7 @@ impl Env {
             kubeconfig_name: "mesh-cni-kubeconfig".into(),
             kubeconfig_host_path: self.p("net.d/mesh-cni-kubeconfig"),
             ready_file: self.p("run/ready"),
+            ready_file_host_path: self.p("run/ready"),
             plugin_extra: serde_json::from_str(
                 r#"{"excludeNamespaces":["kube-system","istio-system"]}"#,
             )
@@ -272,6 +273,31 @@ fn late_file_token_rotation_and_readyz() {
     assert_eq!(read(&file), BRIDGE);
 }
 
+/// Runs the plugin's STATUS with `entry` as its config; the exit code, or the CNI
+/// error code on failure.
+fn plugin_status(entry: &serde_json::Value) -> Option<u64> {
+    let mut conf = entry.clone();
+    conf["cniVersion"] = "1.1.0".into();
+    conf["name"] = "containerd-net".into();
+    let mut child = std::process::Command::new(common::bin())
+        .env("CNI_COMMAND", "STATUS")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        return Some(0);
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?["code"].as_u64()
+}
+
 #[test]
 fn binary_installs_and_uninstalls_on_sigterm() {
     let env = Env::new();
@@ -290,6 +316,8 @@ fn binary_installs_and_uninstalls_on_sigterm() {
         .arg(&c.ca_file)
         .arg("--ready-file")
         .arg(&c.ready_file)
+        .arg("--ready-file-host-path")
+        .arg(&c.ready_file)
         .arg("--api-server")
         .arg("https://10.96.0.1:443")
         .env_remove("CNI_COMMAND")
@@ -303,6 +331,12 @@ fn binary_installs_and_uninstalls_on_sigterm() {
     wait_for("insert", Duration::from_secs(5), || {
         read(&file).contains("mesh-cni")
     });
+    // The plugin, configured by the inserted entry, reports ready through STATUS.
+    let v: serde_json::Value = serde_json::from_str(&read(&file)).unwrap();
+    let entry = v["plugins"][2].clone();
+    wait_for("STATUS ready", Duration::from_secs(5), || {
+        plugin_status(&entry) == Some(0)
+    });
     let installed = std::fs::read(env.p("bin/mesh-cni")).unwrap();
     assert_eq!(installed, std::fs::read(common::bin()).unwrap());
     nix::sys::signal::kill(
@@ -312,6 +346,11 @@ fn binary_installs_and_uninstalls_on_sigterm() {
     .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());
+    assert_eq!(
+        plugin_status(&entry),
+        Some(50),
+        "STATUS ready after uninstall"
+    );
     assert_eq!(read(&file), BRIDGE);
     assert!(!env.p("bin/mesh-cni").exists());
 }

@@ -47,8 +47,10 @@ pub struct InstallConfig {
     pub kubeconfig_name: String,
     /// Where the plugin (on the host) finds the kubeconfig.
     pub kubeconfig_host_path: PathBuf,
-    /// Created when installed; the plugin's STATUS reads it.
+    /// Created when installed.
     pub ready_file: PathBuf,
+    /// The same file as the plugin (on the host) sees it; its STATUS reads it.
+    pub ready_file_host_path: PathBuf,
     /// Extra fields for our conflist entry (e.g. `podDir`, `excludeNamespaces`).
     pub plugin_extra: serde_json::Map<String, serde_json::Value>,
     pub poll: Duration,
@@ -71,7 +73,10 @@ impl InstallConfig {
             "kubernetes".into(),
             serde_json::json!({"kubeconfig": self.kubeconfig_host_path}),
         );
-        m.insert("readyFile".into(), serde_json::json!(self.ready_file));
+        m.insert(
+            "readyFile".into(),
+            serde_json::json!(self.ready_file_host_path),
+        );
         for (k, v) in &self.plugin_extra {
             m.insert(k.clone(), v.clone());
         }
@@ -320,6 +325,7 @@ fn parse(args: &[String]) -> Result<(InstallConfig, SocketAddr), InstallError> {
         kubeconfig_name: "mesh-cni-kubeconfig".into(),
         kubeconfig_host_path: "/etc/cni/net.d/mesh-cni-kubeconfig".into(),
         ready_file: "/host/var/run/mesh-cni/ready".into(),
+        ready_file_host_path: "/var/run/mesh-cni/ready".into(),
         plugin_extra: serde_json::Map::new(),
         poll: Duration::from_millis(200),
     };
@@ -341,6 +347,7 @@ fn parse(args: &[String]) -> Result<(InstallConfig, SocketAddr), InstallError> {
             "--kubeconfig-name" => cfg.kubeconfig_name = v,
             "--kubeconfig-host-path" => cfg.kubeconfig_host_path = v.into(),
             "--ready-file" => cfg.ready_file = v.into(),
+            "--ready-file-host-path" => cfg.ready_file_host_path = v.into(),
             "--readyz-addr" => readyz = v.parse().map_err(|e| bad(format!("{e}")))?,
             "--poll-ms" => {
                 cfg.poll = Duration::from_millis(v.parse().map_err(|e| bad(format!("{e}")))?)

@@ -11,7 +11,7 @@ pub mod state;
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use mesh_api::RedirectParams;
@@ -382,9 +382,43 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
     Ok(())
 }
 
-/// The state folder a config names (for tests and the installer).
-pub fn state_dir(conf: &NetConf) -> PathBuf {
-    conf.state_dir.clone()
+/// Runs `f`, turning a panic into a CNI error (code 999) instead of a crash.
+pub fn protect(f: impl FnOnce() -> Result<String, CniError>) -> Result<String, CniError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(CniError::new(
+            code::INTERNAL,
+            "internal error",
+            netns::panic_message(&p),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_becomes_cni_error() {
+        let e = protect(|| panic!("boom at {}", 42)).unwrap_err();
+        assert_eq!(e.code, 999);
+        assert_eq!(e.details, "boom at 42");
+        let v: serde_json::Value = serde_json::from_str(&e.to_json("1.0.0")).unwrap();
+        assert_eq!(
+            (v["code"].as_u64(), v["cniVersion"].as_str()),
+            (Some(999), Some("1.0.0"))
+        );
+        assert_eq!(protect(|| Ok("x".into())).unwrap(), "x");
+    }
+
+    #[test]
+    fn cni_args_parse() {
+        let env = Env {
+            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_UID=u".into(),
+            ..Env::default()
+        };
+        assert_eq!(env.pod(), Some(("shop".into(), "web-0".into())));
+        assert_eq!(Env::default().pod(), None);
+    }
 }
 
 /// Entry point when `CNI_COMMAND` is set.
