@@ -185,3 +185,31 @@ fn validate_passes_only_when_traffic_is_captured() {
     // The proxy's own UID is never redirected.
     assert_eq!(validate("1337").status.code(), Some(126));
 }
+
+#[test]
+fn auto_backend_follows_the_nat_table_in_use() {
+    for (used, other) in [("legacy", "nft"), ("nft", "legacy")] {
+        let ns = Netns::new(&format!("detect-{used}"));
+        // The "host" already has NAT rules in one backend (as kube-proxy would).
+        ns.exec_ok(&[
+            &format!("iptables-{used}"),
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "10.0.0.0/8",
+            "-j",
+            "MASQUERADE",
+        ]);
+        redirect(&ns, "auto", &["-i", "*"]);
+        assert!(
+            ns.save(used, false).contains("ISTIO_OUTPUT"),
+            "rules not in {used}"
+        );
+        assert!(
+            !ns.save(other, false).contains("ISTIO_OUTPUT"),
+            "rules went to {other}"
+        );
+    }
+}
