@@ -393,34 +393,6 @@ pub fn protect(f: impl FnOnce() -> Result<String, CniError>) -> Result<String, C
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn panic_becomes_cni_error() {
-        let e = protect(|| panic!("boom at {}", 42)).unwrap_err();
-        assert_eq!(e.code, 999);
-        assert_eq!(e.details, "boom at 42");
-        let v: serde_json::Value = serde_json::from_str(&e.to_json("1.0.0")).unwrap();
-        assert_eq!(
-            (v["code"].as_u64(), v["cniVersion"].as_str()),
-            (Some(999), Some("1.0.0"))
-        );
-        assert_eq!(protect(|| Ok("x".into())).unwrap(), "x");
-    }
-
-    #[test]
-    fn cni_args_parse() {
-        let env = Env {
-            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_UID=u".into(),
-            ..Env::default()
-        };
-        assert_eq!(env.pod(), Some(("shop".into(), "web-0".into())));
-        assert_eq!(Env::default().pod(), None);
-    }
-}
-
 /// Entry point when `CNI_COMMAND` is set.
 pub fn main() -> ExitCode {
     let env = Env::from_process();
@@ -460,5 +432,33 @@ pub fn main() -> ExitCode {
             println!("{}", e.to_json(&version_of(&stdin)));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_becomes_cni_error() {
+        let e = protect(|| panic!("boom at {}", 42)).unwrap_err();
+        assert_eq!(e.code, 999);
+        assert_eq!(e.details, "boom at 42");
+        let v: serde_json::Value = serde_json::from_str(&e.to_json("1.0.0")).unwrap();
+        assert_eq!(
+            (v["code"].as_u64(), v["cniVersion"].as_str()),
+            (Some(999), Some("1.0.0"))
+        );
+        assert_eq!(protect(|| Ok("x".into())).unwrap(), "x");
+    }
+
+    #[test]
+    fn cni_args_parse() {
+        let env = Env {
+            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_UID=u".into(),
+            ..Env::default()
+        };
+        assert_eq!(env.pod(), Some(("shop".into(), "web-0".into())));
+        assert_eq!(Env::default().pod(), None);
     }
 }
