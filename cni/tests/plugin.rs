@@ -58,6 +58,7 @@ impl Fixture {
             "podDir": self.pods.path(),
             "stateDir": self.state.path(),
             "iptablesBackend": backend,
+            "logFile": self.state.path().join("mesh-cni.log"),
             "prevResult": prev_result(netns),
         })
     }
@@ -139,8 +140,13 @@ fn add_del_restores_exactly(backend: &str) {
 
     let add = call("ADD", &ns, "reviews-v1", &conf);
     assert_eq!(add.code, 0, "{}", add.stderr);
-    // prevResult passes through unchanged.
+    // prevResult passes through unchanged; logs go to the configured file only.
     assert_eq!(add.stdout.trim(), prev_result(&ns.path()).to_string());
+    let log = std::fs::read_to_string(fx.state.path().join("mesh-cni.log")).unwrap();
+    assert!(
+        log.contains("capture rules written") && log.contains("default/reviews-v1"),
+        "{log}"
+    );
     let v4 = ns.save(backend, false);
     assert!(v4.contains("-A OUTPUT -j ISTIO_OUTPUT"), "{v4}");
     assert!(v4.contains("--dport 5432 -j RETURN"), "{v4}");
