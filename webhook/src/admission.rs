@@ -115,7 +115,7 @@ pub fn review(body: &[u8], mesh: &MeshConfig, ctx: &InjectContext) -> Reviewed {
             format!("only Pods are injected; request.object.kind is {k:?}"),
         );
     }
-    let pod: Pod = match serde_json::from_value(object.clone()) {
+    let mut pod: Pod = match serde_json::from_value(object.clone()) {
         Ok(p) => p,
         Err(e) => {
             return deny(
@@ -135,6 +135,8 @@ pub fn review(body: &[u8], mesh: &MeshConfig, ctx: &InjectContext) -> Reviewed {
     let mut ctx = ctx.clone();
     if let Some(ns) = req.get("namespace").and_then(Value::as_str) {
         ctx.namespace = Some(ns.to_string());
+        // Pods created by controllers often carry no namespace yet; the request does.
+        pod.metadata.namespace.get_or_insert_with(|| ns.to_string());
     }
     if let Decision::Skip(why) = decide(&pod, None, mesh) {
         return answer(

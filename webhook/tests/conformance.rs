@@ -221,9 +221,11 @@ fn settings(case: &Value) -> Result<(MeshConfig, InjectContext), String> {
     for d in docs(&input) {
         for p in pods(&d) {
             if let Some(t) = p["metadata"]["annotations"]["inject.istio.io/templates"].as_str() {
-                if t.split(',').any(|t| t.trim() != "sidecar") {
+                if t.split(',')
+                    .any(|t| !["sidecar", "gateway"].contains(&t.trim()))
+                {
                     return Err(format!(
-                        "inject.istio.io/templates={t}: only the sidecar template is implemented"
+                        "inject.istio.io/templates={t}: only the sidecar and gateway templates are implemented (others are refused with an error naming the template)"
                     ));
                 }
             }

@@ -185,7 +185,9 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     let mut app = array(&spec["containers"], "spec.containers")?;
     let mut inits = array(&spec["initContainers"], "spec.initContainers")?;
     let mut pod_volumes = array(&spec["volumes"], "spec.volumes")?;
-    if app.is_empty() {
+    // An injected pod whose only container was istio-proxy has it as a native
+    // sidecar and no regular containers; anything else needs one.
+    if app.is_empty() && !inits.iter().any(|c| c["name"] == containers::PROXY) {
         return Err(InjectError::NotAPod("spec.containers is empty".into()));
     }
     for (field, list) in [("containers", &app), ("initContainers", &inits)] {
@@ -198,7 +200,9 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         }
     }
 
+    let gateway = template_gateway(&ann)?;
     // Our containers already in the pod: user overrides or a previous injection.
+    let proxy_index = app.iter().position(|c| c["name"] == containers::PROXY);
     let user_proxy = match (
         take_named(&mut app, containers::PROXY),
         take_named(&mut inits, containers::PROXY),
@@ -242,6 +246,7 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     };
 
     let native = match bool_annotation(&ann, sidecar::NATIVE_SIDECAR)? {
+        _ if gateway => false,
         Some(b) => b,
         None => match mesh.native_sidecars {
             NativeSidecars::On => true,
@@ -256,13 +261,14 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         .unwrap_or(mesh.rewrite_app_http_probers);
 
     // Istio: any resource annotation replaces the configured resources entirely.
-    let resource_keys = [
+    let resource_keys: [&str; 4] = [
         sidecar::PROXY_CPU,
         sidecar::PROXY_MEMORY,
         sidecar::PROXY_CPU_LIMIT,
         sidecar::PROXY_MEMORY_LIMIT,
     ];
-    let mut resources = if resource_keys.iter().any(|k| ann.contains_key(*k)) {
+    let has_resource_annotation = resource_keys.iter().any(|k| ann.contains_key(*k));
+    let mut resources = if has_resource_annotation {
         mesh_api::meshconfig::Resources {
             requests: BTreeMap::new(),
             limits: BTreeMap::new(),
@@ -306,7 +312,7 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
 
     // Probe rewriting, over app containers and other native sidecars.
     let mut probers = probes::existing_probers(user_proxy.as_ref());
-    if let (true, Some(sp)) = (rewrite, status_port) {
+    if let (true, Some(sp), false) = (rewrite, status_port, gateway) {
         for c in app.iter_mut() {
             probes::rewrite_container(c, sp, &mut probers);
         }
@@ -408,7 +414,11 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         user_volume_mounts: user_mounts,
     };
 
-    let mut proxy = template::proxy_container(&plan);
+    let mut proxy = if gateway {
+        template::gateway_container(&plan, has_resource_annotation)
+    } else {
+        template::proxy_container(&plan)
+    };
     if let Some(u) = &user_proxy {
         merge::merge_container(&mut proxy, u);
         // The recomputed env wins over a stale copy from a previous injection.
@@ -425,7 +435,7 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         o.remove("restartPolicy");
     }
 
-    let init = if params.interception_mode == InterceptionMode::None {
+    let init = if gateway || params.interception_mode == InterceptionMode::None {
         None
     } else if plan.cni {
         let mut c = template::validation_container(&plan);
@@ -455,10 +465,11 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     } else {
         inits.extend(init);
         added_containers.push(containers::PROXY.into());
-        if hold {
-            app.insert(0, proxy);
-        } else {
-            app.push(proxy);
+        match proxy_index {
+            // A gateway's own istio-proxy keeps its place.
+            Some(i) if gateway => app.insert(i.min(app.len()), proxy),
+            _ if hold => app.insert(0, proxy),
+            _ => app.push(proxy),
         }
     }
 
@@ -491,6 +502,9 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         added_secrets.push(s.clone());
     }
 
+    if gateway {
+        allow_low_ports(pod);
+    }
     let spec = pod["spec"].as_object_mut().expect("checked above");
     spec.insert("containers".into(), Value::Array(app.clone()));
     if inits.is_empty() {
@@ -505,11 +519,12 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
 
     // Labels and annotations: ours are added, the user's are never overwritten.
     let (canon_name, canon_rev) = meta::canonical(&labels, &workload.name);
+    if !gateway {
+        labels
+            .entry(annotations::TLS_MODE.into())
+            .or_insert(annotations::TLS_MODE_ISTIO.into());
+    }
     for (k, v) in [
-        (
-            annotations::TLS_MODE,
-            annotations::TLS_MODE_ISTIO.to_string(),
-        ),
         (annotations::CANONICAL_NAME, canon_name),
         (annotations::CANONICAL_REVISION, canon_rev),
     ] {
@@ -521,7 +536,7 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         .filter_map(|c| c["name"].as_str())
         .find(|n| *n != containers::PROXY)
         .map(String::from);
-    if let Some(first) = first_app {
+    if let (Some(first), false) = (first_app, gateway) {
         ann.entry(annotations::DEFAULT_CONTAINER.into())
             .or_insert(first.clone());
         ann.entry("kubectl.kubernetes.io/default-logs-container".into())
@@ -555,6 +570,47 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     meta.insert("labels".into(), json!(labels));
     meta.insert("annotations".into(), json!(ann));
     Ok(())
+}
+
+/// `inject.istio.io/templates`: `sidecar` (the default) or `gateway`; Istio's other
+/// templates (grpc-agent, grpc-simple, custom ones) are not implemented and are
+/// refused rather than silently replaced by a sidecar.
+fn template_gateway(ann: &BTreeMap<String, String>) -> Result<bool, InjectError> {
+    let Some(raw) = ann.get(sidecar::TEMPLATES) else {
+        return Ok(false);
+    };
+    let mut gateway = false;
+    for t in raw.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match t {
+            "sidecar" => {}
+            "gateway" => gateway = true,
+            other => return Err(bad_annotation(
+                sidecar::TEMPLATES,
+                raw,
+                format!(
+                    "injection template {other:?} is not supported (supported: sidecar, gateway)"
+                ),
+            )),
+        }
+    }
+    Ok(gateway)
+}
+
+/// Gateways bind 80/443 as UID 1337: allow unprivileged low ports, as Istio does.
+fn allow_low_ports(pod: &mut Value) {
+    const SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
+    let sc = &mut pod["spec"]["securityContext"];
+    if !sc.is_object() {
+        *sc = json!({});
+    }
+    let sysctls = &mut sc["sysctls"];
+    if !sysctls.is_array() {
+        *sysctls = json!([]);
+    }
+    let list = sysctls.as_array_mut().expect("array ensured above");
+    if !list.iter().any(|s| s["name"] == SYSCTL) {
+        list.push(json!({"name": SYSCTL, "value": "0"}));
+    }
 }
 
 /// Sets each `(name, value)` env var on `c`, replacing same-named ones.

@@ -200,6 +200,25 @@ pub fn proxy_container(plan: &Plan) -> Value {
     with_pull_policy(c, plan)
 }
 
+/// `istio-proxy` as a gateway: the main container, no capture, no startup probe,
+/// resources only when annotations ask for them.
+pub fn gateway_container(plan: &Plan, with_resources: bool) -> Value {
+    let mut c = proxy_container(plan);
+    let o = c.as_object_mut().expect("template is an object");
+    for k in ["startupProbe", "lifecycle", "restartPolicy"] {
+        o.remove(k);
+    }
+    o.insert("args".into(), json!(["router"]));
+    o.insert(
+        "securityContext".into(),
+        json!({"runAsUser": plan.proxy_uid, "runAsGroup": plan.proxy_gid}),
+    );
+    if !with_resources {
+        o.insert("resources".into(), json!({}));
+    }
+    c
+}
+
 /// The sidecar's volumes (Istio's names and sources).
 pub fn volumes() -> Vec<Value> {
     vec![
