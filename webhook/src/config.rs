@@ -19,12 +19,30 @@ pub struct Config {
     /// Address to listen on (HTTPS).
     #[arg(long, env = "MESH_WEBHOOK_LISTEN", default_value = "0.0.0.0:15017")]
     pub listen: SocketAddr,
-    /// PEM serving certificate chain.
-    #[arg(long, env = "MESH_WEBHOOK_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    /// PEM serving certificate chain (reloaded when it changes).
+    #[arg(
+        long,
+        env = "MESH_WEBHOOK_TLS_CERT",
+        required_unless_present = "self_managed_service"
+    )]
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key of the serving certificate.
-    #[arg(long, env = "MESH_WEBHOOK_TLS_KEY")]
-    pub tls_key: PathBuf,
+    #[arg(
+        long,
+        env = "MESH_WEBHOOK_TLS_KEY",
+        required_unless_present = "self_managed_service"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Self-managed mode: make our own CA and a cert for this Service, and keep the
+    /// caBundle of `--webhook-config` in step through the Kubernetes API.
+    #[arg(long, env = "MESH_WEBHOOK_SELF_MANAGED_SERVICE", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub self_managed_service: Option<String>,
+    /// Namespace of that Service.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    pub self_managed_namespace: String,
+    /// MutatingWebhookConfiguration whose caBundle self-managed mode maintains.
+    #[arg(long, default_value = "mesh-sidecar-injector")]
+    pub webhook_config: String,
     /// Mesh config file (the ConfigMap content); defaults apply without it.
     #[arg(long, env = "MESH_WEBHOOK_MESH_CONFIG")]
     pub mesh_config: Option<PathBuf>,
@@ -55,6 +73,10 @@ pub enum ConfigError {
     },
     #[error("mesh config {path}: {error}")]
     Mesh { path: PathBuf, error: MeshLoadError },
+    #[error("self-managed certificates: {0}")]
+    SelfManaged(#[from] crate::selfca::SelfCaError),
+    #[error("give --tls-cert and --tls-key, or --self-managed-service")]
+    NoCert,
     #[error("{field} must be greater than 0 (got {value})")]
     Zero { field: &'static str, value: u64 },
 }
@@ -82,6 +104,8 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, MeshLoadError> {
 pub struct Loaded {
     pub cert: CertifiedKey,
     pub mesh: MeshConfig,
+    /// Set in self-managed mode: the CA whose bundle we publish.
+    pub self_managed: Option<crate::selfca::SelfManaged>,
 }
 
 impl Config {
@@ -114,13 +138,28 @@ impl Config {
                 error,
             })
         };
-        let cert_pem = read("TLS certificate", &self.tls_cert)?;
-        let key_pem = read("TLS key", &self.tls_key)?;
-        let cert = load_certified_key(&cert_pem, &key_pem).map_err(|error| ConfigError::Tls {
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            error,
-        })?;
+        let (cert, self_managed) = match (&self.self_managed_service, &self.tls_cert, &self.tls_key)
+        {
+            (Some(svc), _, _) => {
+                let sm = crate::selfca::SelfManaged::generate(svc, &self.self_managed_namespace)?;
+                let key = sm
+                    .certified_key()
+                    .map_err(crate::selfca::SelfCaError::from)?;
+                (key, Some(sm))
+            }
+            (None, Some(cert), Some(key)) => {
+                let cert_pem = read("TLS certificate", cert)?;
+                let key_pem = read("TLS key", key)?;
+                let ck =
+                    load_certified_key(&cert_pem, &key_pem).map_err(|error| ConfigError::Tls {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        error,
+                    })?;
+                (ck, None)
+            }
+            _ => return Err(ConfigError::NoCert),
+        };
         let mesh = match &self.mesh_config {
             None => MeshConfig::default(),
             Some(p) => {
@@ -133,6 +172,10 @@ impl Config {
                 })?
             }
         };
-        Ok(Loaded { cert, mesh })
+        Ok(Loaded {
+            cert,
+            mesh,
+            self_managed,
+        })
     }
 }

@@ -12,7 +12,9 @@ pub mod config;
 pub mod decide;
 pub mod inject;
 pub mod kube_inject;
+pub mod kubeapi;
 pub mod reload;
+pub mod selfca;
 pub mod server;
 pub mod tls;
 

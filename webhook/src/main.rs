@@ -43,13 +43,35 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on {addr}");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    reload::watch_cert(
-        store.clone(),
-        cfg.tls_cert.clone(),
-        cfg.tls_key.clone(),
-        cfg.reload_interval(),
-        stop_rx.clone(),
-    );
+    match (&loaded.self_managed, &cfg.tls_cert, &cfg.tls_key) {
+        (Some(sm), _, _) => {
+            let api = match mesh_webhook::kubeapi::ApiClient::in_cluster() {
+                Ok(a) => Arc::new(a),
+                Err(e) => {
+                    eprintln!("mesh-webhook: self-managed mode needs the Kubernetes API: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let every = std::time::Duration::from_secs(30);
+            mesh_webhook::selfca::keep_ca_bundle(
+                api,
+                cfg.webhook_config.clone(),
+                sm.ca_pem.clone(),
+                every,
+                stop_rx.clone(),
+            );
+        }
+        (None, Some(cert), Some(key)) => {
+            reload::watch_cert(
+                store.clone(),
+                cert.clone(),
+                key.clone(),
+                cfg.reload_interval(),
+                stop_rx.clone(),
+            );
+        }
+        _ => unreachable!("Config::load checked the certificate source"),
+    }
     if let Some(p) = &cfg.mesh_config {
         reload::watch_mesh_config(
             Arc::clone(&state),

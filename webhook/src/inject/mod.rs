@@ -584,13 +584,15 @@ fn template_gateway(ann: &BTreeMap<String, String>) -> Result<bool, InjectError>
         match t {
             "sidecar" => {}
             "gateway" => gateway = true,
-            other => return Err(bad_annotation(
-                sidecar::TEMPLATES,
-                raw,
-                format!(
+            other => {
+                return Err(bad_annotation(
+                    sidecar::TEMPLATES,
+                    raw,
+                    format!(
                     "injection template {other:?} is not supported (supported: sidecar, gateway)"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(gateway)

@@ -42,11 +42,20 @@ pub fn client_config(ca_pems: &[&str]) -> Arc<rustls::ClientConfig> {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, ca_pem: &str) -> std::io::Result<Client> {
+        Self::connect_as(addr, ca_pem, "localhost").await
+    }
+
+    /// Connects expecting the server to be `server_name` (SNI and verification).
+    pub async fn connect_as(
+        addr: SocketAddr,
+        ca_pem: &str,
+        server_name: &str,
+    ) -> std::io::Result<Client> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let connector = tokio_rustls::TlsConnector::from(client_config(&[ca_pem]));
         let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .connect(ServerName::try_from(server_name.to_string()).unwrap(), tcp)
             .await?;
         let peer_cert = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
