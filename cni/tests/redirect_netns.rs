@@ -213,3 +213,45 @@ fn auto_backend_follows_the_nat_table_in_use() {
         );
     }
 }
+
+#[test]
+fn a_failure_part_way_leaves_nothing_half_written() {
+    // IPv6 disabled: the IPv6 TPROXY route is refused after both rule sets and the
+    // IPv4 routing were written; all of it must be rolled back.
+    let ns = Netns::new("rollback");
+    for k in ["all", "default", "lo"] {
+        ns.exec_ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{k}.disable_ipv6=1"),
+        ]);
+    }
+    let out = ns.exec(&[
+        bin(),
+        "redirect",
+        "--iptables-backend",
+        "nft",
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--ipv6",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ipv6 route add local default dev lo table 133"),
+        "{err}"
+    );
+    assert!(
+        !ns.save("nft", false).contains("ISTIO"),
+        "IPv4 rules left behind"
+    );
+    assert!(
+        !ns.save("nft", true).contains("ISTIO"),
+        "IPv6 rules left behind"
+    );
+    assert!(!ns.exec_ok(&["ip", "rule", "show"]).contains("lookup 133"));
+}
