@@ -9,17 +9,22 @@
 pub mod merge;
 pub mod meta;
 pub mod probes;
+mod read;
 pub mod template;
 
 use std::collections::BTreeMap;
 
 use json_patch::Patch;
 use mesh_api::annotations::{self, containers, sidecar, AnnotationError};
-use mesh_api::meshconfig::{is_quantity, MeshConfig, NativeSidecars, ProxyConfig};
+use mesh_api::meshconfig::{is_quantity, MeshConfig, NativeSidecars};
 use mesh_api::{InterceptionMode, RedirectParams};
 use serde_json::{json, Value};
 
 pub use meta::Workload;
+use read::{
+    bool_annotation, json_map_annotation, proxy_config_annotation, string_map, template_gateway,
+    u32_annotation,
+};
 use template::Plan;
 
 use crate::Pod;
@@ -75,24 +80,6 @@ pub fn inject_value(
     Ok(json_patch::diff(pod, &new))
 }
 
-fn string_map(v: &Value, what: &str) -> Result<BTreeMap<String, String>, InjectError> {
-    match v {
-        Value::Null => Ok(BTreeMap::new()),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(InjectError::NotAPod(format!(
-                    "metadata.{what}[{k:?}] is {other}, not a string"
-                ))),
-            })
-            .collect(),
-        other => Err(InjectError::NotAPod(format!(
-            "metadata.{what} is {other}, not a map"
-        ))),
-    }
-}
-
 fn take_named(list: &mut Vec<Value>, name: &str) -> Option<Value> {
     let i = list.iter().position(|c| c["name"].as_str() == Some(name))?;
     Some(list.remove(i))
@@ -106,69 +93,6 @@ fn array(v: &Value, what: &str) -> Result<Vec<Value>, InjectError> {
             "{what} is not a list of objects"
         ))),
     }
-}
-
-/// `proxy.istio.io/config`: YAML or JSON ProxyConfig. Fields we do not model are
-/// ignored (Istio has many more); a value that is not a mapping is an error.
-fn proxy_config_annotation(ann: &BTreeMap<String, String>) -> Result<ProxyConfig, InjectError> {
-    let Some(raw) = ann.get(annotations::PROXY_CONFIG) else {
-        return Ok(ProxyConfig::default());
-    };
-    let bad = |r: String| bad_annotation(annotations::PROXY_CONFIG, raw, r);
-    let v: Value = serde_yaml_ng::from_str(raw).map_err(|e| bad(e.to_string()))?;
-    let Value::Object(mut m) = v else {
-        return Err(bad("expected a ProxyConfig mapping".into()));
-    };
-    const KNOWN: [&str; 6] = [
-        "concurrency",
-        "drainDuration",
-        "terminationDrainDuration",
-        "holdApplicationUntilProxyStarts",
-        "interceptionMode",
-        "proxyMetadata",
-    ];
-    m.retain(|k, _| KNOWN.contains(&k.as_str()));
-    let pc: ProxyConfig =
-        serde_json::from_value(Value::Object(m)).map_err(|e| bad(e.to_string()))?;
-    pc.validate(annotations::PROXY_CONFIG)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(pc)
-}
-
-fn bool_annotation(ann: &BTreeMap<String, String>, key: &str) -> Result<Option<bool>, InjectError> {
-    ann.get(key)
-        .map(|v| annotations::parse_bool(key, v))
-        .transpose()
-        .map_err(Into::into)
-}
-
-fn u32_annotation(
-    ann: &BTreeMap<String, String>,
-    key: &str,
-    default: u32,
-) -> Result<u32, InjectError> {
-    Ok(match ann.get(key) {
-        Some(v) => annotations::parse_u32(key, v)?,
-        None => default,
-    })
-}
-
-/// A user-supplied map of name -> object (userVolume / userVolumeMount).
-fn json_map_annotation(
-    ann: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Vec<(String, Value)>, InjectError> {
-    let Some(raw) = ann.get(key) else {
-        return Ok(Vec::new());
-    };
-    let m: BTreeMap<String, Value> = serde_json::from_str(raw).map_err(|e| {
-        bad_annotation(
-            key,
-            raw,
-            format!("expected a JSON object of name to spec: {e}"),
-        )
-    })?;
-    Ok(m.into_iter().collect())
 }
 
 /// Rewrites `pod` in place into its injected form.
@@ -503,7 +427,7 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     }
 
     if gateway {
-        allow_low_ports(pod);
+        template::allow_low_ports(pod);
     }
     let spec = pod["spec"].as_object_mut().expect("checked above");
     spec.insert("containers".into(), Value::Array(app.clone()));
@@ -570,49 +494,6 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     meta.insert("labels".into(), json!(labels));
     meta.insert("annotations".into(), json!(ann));
     Ok(())
-}
-
-/// `inject.istio.io/templates`: `sidecar` (the default) or `gateway`; Istio's other
-/// templates (grpc-agent, grpc-simple, custom ones) are not implemented and are
-/// refused rather than silently replaced by a sidecar.
-fn template_gateway(ann: &BTreeMap<String, String>) -> Result<bool, InjectError> {
-    let Some(raw) = ann.get(sidecar::TEMPLATES) else {
-        return Ok(false);
-    };
-    let mut gateway = false;
-    for t in raw.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        match t {
-            "sidecar" => {}
-            "gateway" => gateway = true,
-            other => {
-                return Err(bad_annotation(
-                    sidecar::TEMPLATES,
-                    raw,
-                    format!(
-                    "injection template {other:?} is not supported (supported: sidecar, gateway)"
-                ),
-                ))
-            }
-        }
-    }
-    Ok(gateway)
-}
-
-/// Gateways bind 80/443 as UID 1337: allow unprivileged low ports, as Istio does.
-fn allow_low_ports(pod: &mut Value) {
-    const SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
-    let sc = &mut pod["spec"]["securityContext"];
-    if !sc.is_object() {
-        *sc = json!({});
-    }
-    let sysctls = &mut sc["sysctls"];
-    if !sysctls.is_array() {
-        *sysctls = json!([]);
-    }
-    let list = sysctls.as_array_mut().expect("array ensured above");
-    if !list.iter().any(|s| s["name"] == SYSCTL) {
-        list.push(json!({"name": SYSCTL, "value": "0"}));
-    }
 }
 
 /// Sets each `(name, value)` env var on `c`, replacing same-named ones.

@@ -249,3 +249,20 @@ pub fn pod_ports(app_containers: &[Value]) -> String {
 pub fn metadata_env(meta: &BTreeMap<String, String>) -> Vec<(String, String)> {
     meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
+
+/// Gateways bind 80/443 as UID 1337: allow unprivileged low ports, as Istio does.
+pub fn allow_low_ports(pod: &mut Value) {
+    const SYSCTL: &str = "net.ipv4.ip_unprivileged_port_start";
+    let sc = &mut pod["spec"]["securityContext"];
+    if !sc.is_object() {
+        *sc = json!({});
+    }
+    let sysctls = &mut sc["sysctls"];
+    if !sysctls.is_array() {
+        *sysctls = json!([]);
+    }
+    let list = sysctls.as_array_mut().expect("array ensured above");
+    if !list.iter().any(|s| s["name"] == SYSCTL) {
+        list.push(json!({"name": SYSCTL, "value": "0"}));
+    }
+}
