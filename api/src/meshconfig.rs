@@ -211,8 +211,34 @@ impl Default for ProxyValues {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
+    #[serde(deserialize_with = "quantity_map")]
     pub requests: BTreeMap<String, String>,
+    #[serde(deserialize_with = "quantity_map")]
     pub limits: BTreeMap<String, String>,
+}
+
+/// Quantities as Kubernetes YAML writes them: `cpu: 2` is as good as `cpu: "2"`.
+fn quantity_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Q {
+        S(String),
+        U(u64),
+        F(f64),
+    }
+    let m = BTreeMap::<String, Q>::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, q)| {
+            let v = match q {
+                Q::S(s) => s,
+                Q::U(u) => u.to_string(),
+                Q::F(f) => f.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 impl Default for Resources {
@@ -607,7 +633,7 @@ mod tests {
         let y = r#"
 images: {proxy: "reg/mesh:1.0", pullPolicy: Always, pullSecrets: [regcred]}
 proxy:
-  resources: {requests: {cpu: 10m}, limits: {memory: 64Mi}}
+  resources: {requests: {cpu: 10m}, limits: {memory: 64Mi, cpu: 2}}
   logLevel: debug
 cni: {enabled: true}
 nativeSidecars: "off"
@@ -629,6 +655,10 @@ redirect: {proxyUid: 1500, interceptionMode: TPROXY, excludeInboundPorts: [22]}
         let c: MeshConfig = serde_yaml_ng::from_str(y).unwrap();
         c.validate().unwrap();
         assert_eq!(c.native_sidecars, NativeSidecars::Off);
+        assert_eq!(
+            c.proxy.resources.limits["cpu"], "2",
+            "numbers are quantities too"
+        );
         assert_eq!(c.redirect.proxy_uid, 1500);
         assert_eq!(c.redirect.status_port, Some(15020), "defaults kept");
         assert_eq!(c.outbound_traffic_policy.mode, OutboundMode::RegistryOnly);
