@@ -15,12 +15,13 @@ use crate::Pod;
 pub enum KubeInjectError {
     #[error("document {doc}: not valid YAML: {error}")]
     Yaml { doc: usize, error: String },
-    #[error("document {doc} ({kind} {name:?}): {source}")]
+    #[error("document {doc} ({kind} {name:?}): {error}")]
     Inject {
         doc: usize,
         kind: String,
         name: String,
-        source: Box<InjectError>,
+        /// Not a `#[source]`: the message already includes it.
+        error: Box<InjectError>,
     },
 }
 
@@ -72,7 +73,7 @@ pub fn kube_inject(
                 doc,
                 kind,
                 name,
-                source: Box::new(source),
+                error: Box::new(source),
             }
         })?;
         if changed {
