@@ -1,6 +1,7 @@
 //! Every pod our webhook patches validates against the Kubernetes 1.37 OpenAPI
 //! schema with `kubernetes-validate --strict` (unknown fields are errors). The tool
-//! is installed from PyPI into a venv under the system temp dir on first use.
+//! comes from the CI tools venv (`$MESH_TOOLS_VENV`, /opt/mesh-tools) or, when that
+//! is missing, is installed from PyPI into a venv under the system temp dir.
 
 mod common;
 
@@ -14,6 +15,12 @@ use mesh_webhook::InjectContext;
 use serde_json::Value;
 
 fn kubernetes_validate() -> PathBuf {
+    // tests/install-deps.sh puts it in $MESH_TOOLS_VENV (default /opt/mesh-tools).
+    let shared = std::env::var("MESH_TOOLS_VENV").unwrap_or_else(|_| "/opt/mesh-tools".into());
+    let shared = Path::new(&shared).join("bin/kubernetes-validate");
+    if shared.exists() {
+        return shared;
+    }
     let venv = std::env::temp_dir().join("mesh-webhook-kubernetes-validate");
     let bin = venv.join("bin/kubernetes-validate");
     if bin.exists() {
