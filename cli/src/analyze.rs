@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use mesh_agent::compile::{compile, Settings};
 use mesh_agent::source::files;
 use mesh_agent::store::{SourceEvent, Store};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -64,13 +65,29 @@ pub fn analyze_paths(paths: &[PathBuf], root_namespace: &str) -> anyhow::Result<
     }
     let mut store = Store::default();
     let mut workloads = Vec::new();
+    // Which files define each object: the store keeps the last one silently.
+    let mut defined_in: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &inputs {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let ev = files::read_file(f);
-        if let SourceEvent::Replace { .. } = ev {
+        if let SourceEvent::Replace {
+            origin, objects, ..
+        } = &ev
+        {
             // Workloads (Deployments, ...) are not the agent's business; read their pod templates here.
             workloads.extend(workloads::parse(&text));
+            for o in objects {
+                let k = o.key();
+                defined_in
+                    .entry(if k.namespace.is_empty() {
+                        format!("{} {}", k.kind, k.name)
+                    } else {
+                        format!("{} {}/{}", k.kind, k.namespace, k.name)
+                    })
+                    .or_default()
+                    .push(origin.clone());
+            }
         }
         store.apply(ev);
     }
@@ -79,7 +96,19 @@ pub fn analyze_paths(paths: &[PathBuf], root_namespace: &str) -> anyhow::Result<
         ..Settings::default()
     });
     let snap = compile(&store, &settings, 1);
-    Ok(checks::run(&store, &snap, &workloads))
+    let mut msgs = checks::run(&store, &snap, &workloads);
+    for (resource, origins) in defined_in.into_iter().filter(|(_, o)| o.len() > 1) {
+        msgs.push(Message {
+            level: Level::Warning,
+            code: "MESH0002",
+            name: "DuplicateResource",
+            text: format!("defined in several inputs ({}); only the last one is analyzed", origins.join(", ")),
+            hint: "keep one definition (alternative sample files are meant to be applied one at a time)".into(),
+            resource,
+        });
+    }
+    msgs.sort();
+    Ok(msgs)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -226,6 +226,32 @@ fn text_output_matches_golden() {
 }
 
 #[test]
+fn the_same_resource_in_two_files_is_reported_with_both_files() {
+    // Bookinfo's fault-injection file redefines DestinationRule details with v1 only.
+    let b = bookinfo();
+    let files = vec![
+        b.join("platform/bookinfo.yaml"),
+        b.join("networking/destination-rule-all.yaml"),
+        b.join("networking/fault-injection-details-v1.yaml"),
+    ];
+    let (code, found, out) = analyze(&files, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        found.contains(&(
+            "Warning".into(),
+            "MESH0002".into(),
+            "DestinationRule default/details".into()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("destination-rule-all.yaml")
+            && out.contains("fault-injection-details-v1.yaml"),
+        "{out}"
+    );
+}
+
+#[test]
 fn bad_input_paths_fail_with_the_path() {
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args(["analyze", "-f", "/nonexistent/mesh.yaml"])

@@ -1,6 +1,6 @@
 //! The analyzers: pure functions from the agent's store and compiled snapshot (plus
 //! the workloads' pod templates) to messages. Codes are Istio's where Istio has the
-//! check (users search for them); `MESH0001` is ours.
+//! check (users search for them); `MESH0001` (and `MESH0002` in the caller) are ours.
 
 use std::collections::{BTreeMap, BTreeSet};
 
