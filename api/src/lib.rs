@@ -8,9 +8,14 @@
 //! function ([`redirect`]), so the two can never disagree. This crate does no I/O.
 
 pub mod annotations;
+pub mod crd;
 pub mod identity;
+pub mod networking;
 pub mod ports;
 pub mod redirect;
+pub mod resource;
+pub mod security;
+pub mod syncapi;
 
 pub use annotations::AnnotationError;
 pub use identity::{Identity, IdentityError};

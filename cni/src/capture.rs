@@ -98,3 +98,16 @@ pub fn check(backend: Backend, p: &RedirectParams) -> Result<Vec<String>, Captur
     }
     Ok(missing)
 }
+
+/// Removes TPROXY policy routing for `p`'s mark and table, if present.
+pub fn remove_tproxy_routing(p: &RedirectParams) {
+    let r = TproxyRouting {
+        mark: p.tproxy_mark,
+        table: p.tproxy_route_table,
+    };
+    for f in [Family::V4, Family::V6] {
+        if let Err(e) = route::remove(f, r) {
+            tracing::debug!(error = %e, "no TPROXY routing to remove");
+        }
+    }
+}

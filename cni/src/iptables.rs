@@ -192,27 +192,44 @@ pub struct Applied {
     pub builtin: Vec<(String, String, Vec<String>)>,
 }
 
+/// Whether a rule in a built-in chain (an `iptables-save` line) is one Istio's rule set
+/// writes: a jump into an `ISTIO_*` chain, or one of the few non-jump shapes (interface
+/// exclusions and the TPROXY mark handling). This lets a run remove what an earlier
+/// run with other parameters left, without any record of it.
+pub fn is_capture_rule(table: &str, line: &str) -> bool {
+    let toks: Vec<&str> = line.split_whitespace().collect();
+    if toks.len() < 3 || toks[0] != "-A" || !BUILTIN_CHAINS.contains(&toks[1]) {
+        return false;
+    }
+    if jump_target(line).is_some_and(is_ours) {
+        return true;
+    }
+    let m = &toks[2..];
+    let has = |t: &str| m.contains(&t);
+    if m.len() == 4 && (m[0] == "-i" || m[0] == "-o") && m[2] == "-j" && m[3] == "RETURN" {
+        return table == "nat" || table == "mangle";
+    }
+    table == "mangle"
+        && ((has("CONNMARK") && (has("--save-mark") || has("--restore-mark")))
+            || (toks[1] == "OUTPUT"
+                && has("lo")
+                && ((has("mark") && has("RETURN")) || (has("owner") && has("MARK")))))
+}
+
 /// Builds the restore transaction that turns `current` into `desired` (or removes all
-/// of ours when `desired` is `None`). `candidates` are non-jump rules of ours that may
-/// sit in built-in chains; `present` says whether one exists.
-fn transaction(
-    current: &Saved,
-    desired: Option<&FamilyRules>,
-    candidates: &[(String, Rule)],
-    present: &dyn Fn(&str, &Rule) -> bool,
-) -> String {
+/// of ours when `desired` is `None`).
+fn transaction(current: &Saved, desired: Option<&FamilyRules>) -> String {
     let mut tables: Vec<String> = current
         .iter()
-        .filter(|(_, t)| {
+        .filter(|(n, t)| {
             t.chains.iter().any(|(c, _)| is_ours(c))
-                || t.rules.iter().any(|r| jump_target(r).is_some_and(is_ours))
+                || t.rules.iter().any(|r| is_capture_rule(n, r))
         })
         .map(|(n, _)| n.clone())
         .collect();
     if let Some(d) = desired {
         tables.extend(d.tables.iter().map(|(n, _)| n.clone()));
     }
-    tables.extend(candidates.iter().map(|(t, _)| t.clone()));
     tables.sort();
     tables.dedup();
 
@@ -239,13 +256,8 @@ fn transaction(
             }
         }
         for line in &cur.rules {
-            if BUILTIN_CHAINS.contains(&chain_of(line)) && jump_target(line).is_some_and(is_ours) {
+            if is_capture_rule(&table, line) {
                 body.push_str(&format!("-D{}\n", &line[2..]));
-            }
-        }
-        for (t, r) in candidates {
-            if *t == table && !jump_target(&r.append_line()).is_some_and(is_ours) && present(t, r) {
-                body.push_str(&format!("-D {} {}\n", r.chain, r.args.join(" ")));
             }
         }
         for c in existing {
@@ -278,24 +290,12 @@ fn restore(b: Backend, f: Family, input: &str) -> Result<(), IptablesError> {
     .map(|_| ())
 }
 
-fn has_residue(s: &Saved) -> bool {
-    s.values().any(|t| {
-        t.chains.iter().any(|(c, _)| is_ours(c))
-            || t.rules.iter().any(|r| jump_target(r).is_some_and(is_ours))
-    })
-}
-
 /// Writes `rules` (replacing any earlier capture rules) in one transaction.
 pub fn apply(b: Backend, rules: &FamilyRules) -> Result<Applied, IptablesError> {
     let f = rules.family;
     let current = save(b, f)?;
     let builtin = rules.builtin_rules();
-    // Fresh netns (the CNI case): nothing to look up. Otherwise ask iptables which of
-    // our built-in-chain rules are already there, so they are replaced, not doubled.
-    let residue = has_residue(&current);
-    let present = |t: &str, r: &Rule| residue && exists(b, f, t, r);
-    let input = transaction(&current, Some(rules), &builtin, &present);
-    restore(b, f, &input)?;
+    restore(b, f, &transaction(&current, Some(rules)))?;
     Ok(Applied {
         created_tables: rules
             .tables
@@ -314,21 +314,7 @@ pub fn apply(b: Backend, rules: &FamilyRules) -> Result<Applied, IptablesError> 
 /// the tables we created when they are empty again.
 pub fn remove(b: Backend, f: Family, applied: &Applied) -> Result<(), IptablesError> {
     let current = save(b, f)?;
-    let candidates: Vec<(String, Rule)> = applied
-        .builtin
-        .iter()
-        .map(|(t, c, a)| {
-            (
-                t.clone(),
-                Rule {
-                    chain: c.clone(),
-                    args: a.clone(),
-                },
-            )
-        })
-        .collect();
-    let present = |t: &str, r: &Rule| current.contains_key(t) && exists(b, f, t, r);
-    restore(b, f, &transaction(&current, None, &candidates, &present))?;
+    restore(b, f, &transaction(&current, None))?;
     if b == Backend::Nft && !applied.created_tables.is_empty() {
         let after = save(b, f)?;
         for t in &applied.created_tables {
@@ -400,21 +386,40 @@ mod tests {
             ..Default::default()
         };
         let rules = crate::rules::build(&p).v4;
-        let builtin = rules.builtin_rules();
-        let text = transaction(&saved, Some(&rules), &builtin, &|_, r| {
-            r.args.contains(&"eth9".to_string()) && r.chain == "OUTPUT"
-        });
+        let text = transaction(&saved, Some(&rules));
         assert!(text.contains(":ISTIO_OUTPUT - [0:0]\n"), "{text}");
         assert!(text.contains("-D OUTPUT -j ISTIO_OUTPUT\n"), "{text}");
         assert!(text.contains("-D OUTPUT -o eth9 -j RETURN\n"), "{text}");
         assert!(text.contains("-X ISTIO_OLD\n"), "{text}");
         assert_eq!(text.matches("-A OUTPUT -j ISTIO_OUTPUT").count(), 1);
         // Removal leaves no ISTIO chain behind.
-        let text = transaction(&saved, None, &[], &|_, _| false);
+        let text = transaction(&saved, None);
         assert!(
             text.contains("-X ISTIO_OUTPUT") && text.contains("-X ISTIO_OLD"),
             "{text}"
         );
         assert!(!text.contains("-A "), "{text}");
+        assert!(text.contains("-D OUTPUT -o eth9 -j RETURN"), "{text}");
+    }
+
+    #[test]
+    fn recognises_istio_shapes_only() {
+        for (t, l) in [
+            ("nat", "-A PREROUTING -i eth7 -j RETURN"),
+            ("mangle", "-A OUTPUT -p tcp -m connmark --mark 0x539 -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff"),
+            ("mangle", "-A OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -j MARK --set-xmark 0x53a/0xffffffff"),
+            ("mangle", "-A OUTPUT -o lo -p tcp -m mark --mark 0x539 -j RETURN"),
+            ("raw", "-A PREROUTING -j ISTIO_INBOUND"),
+        ] {
+            assert!(is_capture_rule(t, l), "{l}");
+        }
+        for (t, l) in [
+            ("nat", "-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE"),
+            ("nat", "-A ISTIO_OUTPUT -o lo -j RETURN"),
+            ("filter", "-A INPUT -i eth0 -j RETURN"),
+            ("nat", "-A OUTPUT -j KUBE-SERVICES"),
+        ] {
+            assert!(!is_capture_rule(t, l), "{l}");
+        }
     }
 }

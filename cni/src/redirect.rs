@@ -25,6 +25,10 @@ pub fn run(args: &RedirectArgs) -> Result<String, capture::CaptureError> {
         return Ok(set.render());
     }
     let backend = iptables::detect(args.backend);
+    if args.params.interception_mode != mesh_api::InterceptionMode::Tproxy {
+        // A rerun that switched away from TPROXY must not keep its policy routing.
+        capture::remove_tproxy_routing(&args.params);
+    }
     capture::write(backend, &args.params)?;
     tracing::info!(
         backend = backend.name(),

@@ -29,6 +29,9 @@ pub enum RouteError {
     Reply { what: String, reason: String },
 }
 
+/// Priority of the TPROXY `ip rule`.
+pub const RULE_PRIORITY: u32 = 32764;
+
 /// What TPROXY needs from the routing policy.
 #[derive(Debug, Clone, Copy)]
 pub struct TproxyRouting {
@@ -48,6 +51,9 @@ fn rule_msg(f: Family, r: TproxyRouting) -> RuleMessage {
     m.header.family = family(f);
     m.header.action = RuleAction::ToTable;
     m.header.table = if r.table < 256 { r.table as u8 } else { 0 };
+    // An explicit priority (the one `ip rule add` picks in a fresh netns) lets the
+    // kernel recognise a second add as a duplicate (EEXIST) instead of stacking it.
+    m.attributes.push(RuleAttribute::Priority(RULE_PRIORITY));
     m.attributes.push(RuleAttribute::FwMark(r.mark));
     m.attributes.push(RuleAttribute::Table(r.table));
     m

@@ -1,3 +1,27 @@
-//! `mesh-agent`: The config-sync agent: Istio config in, per-proxy snapshots out.
+//! `mesh-agent`: the config-sync agent. Istio config and service discovery in,
+//! versioned per-proxy snapshots out.
 //!
-//! Not built yet: see the open issue for this component.
+//! Pipeline: a [`source`] (a folder of YAML, or the Kubernetes API) feeds objects
+//! into a [`store::Store`]; the pure [`compile`] step turns the store into an
+//! immutable, versioned [`compile::Snapshot`] after [`validate`] has rejected bad
+//! Istio resources (the rest still applies); [`view`] cuts a per-proxy view out of
+//! a snapshot; [`server`] streams views to subscribed proxies and tracks ACK/NACK;
+//! [`client`] is the library a proxy uses to subscribe.
+//!
+//! Wire protocol (our choice, documented in `mesh_api::syncapi`): length-delimited
+//! frames (4-byte big-endian length) each holding one JSON message, over TCP on
+//! port 15012. It needs no protoc at build time and is trivial to debug; every
+//! view is complete, so applying one is atomic.
+
+pub mod agent;
+pub mod client;
+pub mod compile;
+pub mod config;
+pub mod crdgen;
+pub mod objects;
+pub mod protocol;
+pub mod server;
+pub mod source;
+pub mod store;
+pub mod validate;
+pub mod view;

@@ -1,0 +1,164 @@
+//! Wire types of the config-sync stream between `mesh-agent` (port 15012) and
+//! proxies, and the per-proxy view they carry.
+//!
+//! Framing: each message is one JSON document in a length-delimited frame (4-byte
+//! big-endian length, then the bytes) over a TCP stream. The proxy sends
+//! [`ClientMessage::Subscribe`] first, then one ACK or NACK per [`AgentMessage::View`].
+//! Every view is complete (state of the world), so applying one is atomic and a
+//! proxy that missed versions just takes the latest.
+
+use crate::networking::{DestinationRuleSpec, VirtualServiceSpec};
+use crate::security::AuthorizationPolicySpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Largest frame either side accepts (a view for a large mesh fits comfortably).
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// Who a proxy is; sent once when subscribing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyIdentity {
+    pub pod: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+    pub ips: Vec<String>,
+}
+
+/// Proxy → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ClientMessage {
+    /// First message. `lastVersion` is the version the proxy already runs (after a
+    /// reconnect), so status shows it as acked until a newer one is sent.
+    #[serde(rename_all = "camelCase")]
+    Subscribe {
+        identity: ProxyIdentity,
+        last_version: Option<u64>,
+    },
+    /// The proxy applied `version`.
+    Ack { version: u64 },
+    /// The proxy rejected `version` and keeps its previous one.
+    Nack { version: u64, reason: String },
+}
+
+/// Agent → proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum AgentMessage {
+    /// A complete view for this proxy.
+    View { agent: String, view: ProxyView },
+    /// The agent closes the stream because of what the proxy sent.
+    Error { message: String },
+}
+
+/// Everything one proxy needs, at one mesh version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyView {
+    pub version: u64,
+    /// Services the proxy may call, sorted by hostname.
+    pub services: Vec<Service>,
+    /// VirtualServices that apply to the proxy's visible hosts, keyed by `namespace/name`.
+    pub virtual_services: BTreeMap<String, VirtualServiceSpec>,
+    /// DestinationRules for visible hosts, keyed by host (the one Istio would pick).
+    pub destination_rules: BTreeMap<String, DestinationRuleSpec>,
+    /// `REGISTRY_ONLY` or `ALLOW_ANY`.
+    pub outbound_traffic_policy: String,
+    /// Policy for traffic arriving at the proxy's own workload.
+    pub inbound: InboundPolicy,
+}
+
+/// A service of the registry: a Kubernetes Service or a ServiceEntry host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Service {
+    /// Fully qualified: `name.namespace.svc.<domain>` or the ServiceEntry host.
+    pub hostname: String,
+    pub namespace: String,
+    /// `Kubernetes` or `ServiceEntry`.
+    pub origin: String,
+    pub addresses: Vec<String>,
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<Endpoint>,
+    /// `exportTo` as written (empty: mesh default, public).
+    pub export_to: Vec<String>,
+    /// For ServiceEntries: `MESH_EXTERNAL`/`MESH_INTERNAL` and the resolution.
+    pub location: Option<String>,
+    pub resolution: Option<String>,
+}
+
+/// A port of a service with its protocol as Istio derives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: Option<u16>,
+    /// `HTTP`, `HTTP2`, `GRPC`, `HTTPS`, `TLS`, `TCP`, `MONGO`, `REDIS`, `MYSQL` or `UDP`;
+    /// unknown names give `TCP` with protocol sniffing left to the proxy (`UNKNOWN`).
+    pub protocol: String,
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Endpoint {
+    pub address: String,
+    /// Service port name → the endpoint's port.
+    pub ports: BTreeMap<String, u16>,
+    pub labels: BTreeMap<String, String>,
+    /// `region/zone/subzone`, empty when unknown.
+    pub locality: String,
+    pub ready: bool,
+    pub service_account: Option<String>,
+}
+
+/// Inbound policy of the proxy's workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct InboundPolicy {
+    /// Effective mTLS mode: `STRICT`, `PERMISSIVE` or `DISABLE`.
+    pub mtls_mode: String,
+    /// Port → mode overrides.
+    pub port_mtls: BTreeMap<u16, String>,
+    /// AuthorizationPolicies selecting the workload, keyed by `namespace/name`.
+    pub authorization: BTreeMap<String, AuthorizationPolicySpec>,
+}
+
+/// One proxy's row in `/debug/syncz` and `meshctl proxy-status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyStatus {
+    pub name: String,
+    pub namespace: String,
+    pub agent: String,
+    pub version_sent: Option<u64>,
+    pub version_acked: Option<u64>,
+    /// `SYNCED`, `STALE`, `NOT SENT` or `ERROR`.
+    pub status: String,
+    /// The proxy's rejection reason when `status` is `ERROR`.
+    pub reason: Option<String>,
+}
+
+/// The `/debug/syncz` document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Syncz {
+    pub agent: String,
+    /// Current mesh snapshot version.
+    pub version: u64,
+    pub proxies: Vec<ProxyStatus>,
+    /// Resources rejected by validation, with their errors.
+    pub rejected: Vec<Rejection>,
+}
+
+/// A resource that was not applied and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Rejection {
+    /// `Kind/namespace/name`, or the file for unparseable input.
+    pub resource: String,
+    pub errors: Vec<String>,
+}

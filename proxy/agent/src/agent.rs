@@ -1,0 +1,103 @@
+//! Wires a source, the pipeline, the stream server and the debug server together.
+
+use crate::compile::Snapshot;
+use crate::config::Config;
+use crate::server::{self, Shared};
+use crate::source::Source;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot bind {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+}
+
+/// A running agent: what it bound, its shared state, and its tasks.
+pub struct Running {
+    pub sync_addr: SocketAddr,
+    pub debug_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    source: JoinHandle<Result<(), crate::source::SourceError>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until shutdown or until the source fails.
+    pub async fn wait(self) -> Result<(), AgentError> {
+        let r = self.source.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        match r {
+            Ok(r) => Ok(r?),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Binds both listeners (the config must be validated), then starts everything.
+pub async fn start(
+    cfg: &Config,
+    source: Box<dyn Source>,
+    shutdown: CancellationToken,
+) -> Result<Running, AgentError> {
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Bind { what, addr, source })
+    };
+    let sync = bind("sync stream", cfg.listen).await?;
+    let debug = bind("debug", cfg.debug_listen).await?;
+    let sync_addr = sync.local_addr().map_err(|source| AgentError::Bind {
+        what: "sync stream",
+        addr: cfg.listen,
+        source,
+    })?;
+    let debug_addr = debug.local_addr().map_err(|source| AgentError::Bind {
+        what: "debug",
+        addr: cfg.debug_listen,
+        source,
+    })?;
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let shared = Shared::new(cfg.agent_name(), snap_rx);
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let settings = Arc::new(cfg.settings());
+    let mut tasks = vec![tokio::spawn(server::pipeline::run(
+        ev_rx,
+        settings,
+        snap_tx,
+        cfg.debounce(),
+        shutdown.clone(),
+    ))];
+    tasks.push(tokio::spawn(server::stream::serve(
+        sync,
+        shared.clone(),
+        shutdown.clone(),
+    )));
+    let (s2, sd2) = (shared.clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server::debug::serve(debug, s2, sd2).await {
+            tracing::error!(error = %e, "debug server failed");
+        }
+    }));
+    let source = tokio::spawn(source.run(ev_tx, shutdown));
+    Ok(Running {
+        sync_addr,
+        debug_addr,
+        shared,
+        source,
+        tasks,
+    })
+}

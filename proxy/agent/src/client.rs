@@ -1,0 +1,142 @@
+//! The library a proxy uses to follow the agent: connect with exponential backoff,
+//! subscribe (telling the agent which version it already runs, so a reconnect is a
+//! resume), check each view with the caller's `apply` and ACK or NACK it. The last
+//! good view stays current when the agent is down or a view is rejected; views
+//! replace each other whole, so applying is atomic.
+
+use crate::protocol::{decode, encode, framed, ProtocolError};
+use futures::{SinkExt, StreamExt};
+use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How to reach the agent and who we are.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub agent_addr: String,
+    pub identity: ProxyIdentity,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(agent_addr: impl Into<String>, identity: ProxyIdentity) -> Self {
+        ClientConfig {
+            agent_addr: agent_addr.into(),
+            identity,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the proxy currently runs, observable by the rest of the proxy.
+#[derive(Debug, Clone, Default)]
+pub struct ClientState {
+    /// Last view that `apply` accepted.
+    pub current: Option<Arc<ProxyView>>,
+    pub connected: bool,
+    /// Which agent sent `current`.
+    pub agent: String,
+}
+
+/// Checks and installs a view; `Err(reason)` rejects it (NACK) and keeps the old one.
+pub trait Apply: Send + 'static {
+    fn apply(&mut self, view: &ProxyView) -> Result<(), String>;
+}
+
+impl<F: FnMut(&ProxyView) -> Result<(), String> + Send + 'static> Apply for F {
+    fn apply(&mut self, view: &ProxyView) -> Result<(), String> {
+        self(view)
+    }
+}
+
+/// Starts following the agent in the background; returns the state channel.
+/// The task ends when `shutdown` fires.
+pub fn spawn(
+    cfg: ClientConfig,
+    apply: impl Apply,
+    shutdown: CancellationToken,
+) -> watch::Receiver<ClientState> {
+    let (tx, rx) = watch::channel(ClientState::default());
+    tokio::spawn(run(cfg, apply, tx, shutdown));
+    rx
+}
+
+async fn run(
+    cfg: ClientConfig,
+    mut apply: impl Apply,
+    state: watch::Sender<ClientState>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = cfg.initial_backoff;
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = session(&cfg, &mut apply, &state, &mut backoff) => r,
+        };
+        state.send_modify(|s| s.connected = false);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, agent = %cfg.agent_addr, "sync stream ended; retrying");
+        }
+        // Jitter spreads a fleet's reconnects after an agent restart.
+        let jitter = Duration::from_millis(u64::from(std::process::id() ^ rand_u32()) % 100);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff + jitter) => {}
+        }
+        backoff = (backoff * 2).min(cfg.max_backoff);
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish() as u32
+}
+
+async fn session(
+    cfg: &ClientConfig,
+    apply: &mut impl Apply,
+    state: &watch::Sender<ClientState>,
+    backoff: &mut Duration,
+) -> Result<(), ProtocolError> {
+    let sock = tokio::net::TcpStream::connect(&cfg.agent_addr).await?;
+    let _ = sock.set_nodelay(true);
+    let mut io = framed(sock);
+    let last_version = state.borrow().current.as_ref().map(|v| v.version);
+    io.send(encode(&ClientMessage::Subscribe {
+        identity: cfg.identity.clone(),
+        last_version,
+    }))
+    .await?;
+    state.send_modify(|s| s.connected = true);
+    *backoff = cfg.initial_backoff;
+    while let Some(frame) = io.next().await {
+        let msg: AgentMessage = decode(&frame?)?;
+        match msg {
+            AgentMessage::View { agent, view } => {
+                let version = view.version;
+                let reply = match apply.apply(&view) {
+                    Ok(()) => {
+                        state.send_modify(|s| {
+                            s.current = Some(Arc::new(view));
+                            s.agent = agent;
+                        });
+                        ClientMessage::Ack { version }
+                    }
+                    Err(reason) => {
+                        tracing::warn!(version, %reason, "rejected view; keeping the last good one");
+                        ClientMessage::Nack { version, reason }
+                    }
+                };
+                io.send(encode(&reply)).await?;
+            }
+            AgentMessage::Error { message } => return Err(ProtocolError::Unexpected(message)),
+        }
+    }
+    Err(ProtocolError::Closed)
+}

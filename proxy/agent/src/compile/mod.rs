@@ -1,0 +1,204 @@
+//! The pure snapshot compiler: a [`Store`] in, an immutable, versioned
+//! [`Snapshot`] out. Resources that failed validation (alone or against the rest of
+//! the config) are listed in `rejected` and left out; everything else applies.
+
+mod cross;
+
+pub use cross::{binds_mesh, host_matches as cross_host_matches};
+pub mod protocol;
+mod registry;
+
+use crate::objects::KubeObject;
+use crate::store::Store;
+use crate::validate::Severity;
+use mesh_api::networking::{DestinationRuleSpec, GatewaySpec, SidecarSpec, VirtualServiceSpec};
+use mesh_api::resource::{IstioResource, ResourceKey};
+use mesh_api::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
+use mesh_api::syncapi::{Rejection, Service};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Which services a proxy sees when no Sidecar resource narrows it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Only what its namespace can reach (our default, unlike Istio): its own
+    /// namespace, the root namespace, services exported to it by name, and the
+    /// destinations of VirtualServices it sees.
+    #[default]
+    Namespace,
+    /// Everything exported to it (Istio's default).
+    Mesh,
+}
+
+/// Mesh-wide settings the compiler and views need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// DNS suffix of Kubernetes services (`cluster.local`).
+    pub domain_suffix: String,
+    /// Namespace whose Sidecar/PeerAuthentication/AuthorizationPolicy apply mesh-wide.
+    pub root_namespace: String,
+    /// `ALLOW_ANY` or `REGISTRY_ONLY` when no Sidecar says otherwise.
+    pub outbound_policy: String,
+    pub visibility: Visibility,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            domain_suffix: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            outbound_policy: "ALLOW_ANY".into(),
+            visibility: Visibility::Namespace,
+        }
+    }
+}
+
+/// An accepted Istio resource with its hosts resolved to FQDNs.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub key: ResourceKey,
+    pub object: Arc<KubeObject>,
+    pub hosts: Vec<String>,
+    pub export_to: Vec<String>,
+}
+
+macro_rules! accessor {
+    ($name:ident, $variant:ident, $spec:ty) => {
+        pub fn $name(&self) -> &$spec {
+            match &*self.object {
+                KubeObject::Istio(IstioResource::$variant(r)) => &r.spec,
+                _ => unreachable!("Accepted list holds only its own kind"),
+            }
+        }
+    };
+}
+
+impl Accepted {
+    accessor!(vs, VirtualService, VirtualServiceSpec);
+    accessor!(dr, DestinationRule, DestinationRuleSpec);
+    accessor!(gateway, Gateway, GatewaySpec);
+    accessor!(sidecar, Sidecar, SidecarSpec);
+    accessor!(pa, PeerAuthentication, PeerAuthenticationSpec);
+    accessor!(ap, AuthorizationPolicy, AuthorizationPolicySpec);
+}
+
+/// An immutable compiled mesh at one version.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    pub settings: Arc<Settings>,
+    /// Services by hostname.
+    pub services: BTreeMap<String, Arc<Service>>,
+    pub virtual_services: Vec<Accepted>,
+    pub destination_rules: Vec<Accepted>,
+    pub gateways: Vec<Accepted>,
+    pub sidecars: Vec<Accepted>,
+    pub peer_authentications: Vec<Accepted>,
+    pub authorization_policies: Vec<Accepted>,
+    /// Resources (or files) not applied, with every error.
+    pub rejected: Vec<Rejection>,
+    /// Warnings about applied resources.
+    pub warnings: Vec<String>,
+}
+
+/// Resolves a host as written in a resource of namespace `ns` to the FQDN the
+/// registry uses: short names (no dot) are Kubernetes services of that namespace.
+pub fn fqdn(host: &str, ns: &str, domain: &str) -> String {
+    if host.contains('.') || host == "*" {
+        host.to_string()
+    } else {
+        format!("{host}.{ns}.svc.{domain}")
+    }
+}
+
+/// Compiles the store into a snapshot. Pure: same store, settings and version,
+/// same snapshot.
+pub fn compile(store: &Store, settings: &Arc<Settings>, version: u64) -> Snapshot {
+    let mut snap = Snapshot {
+        version,
+        settings: settings.clone(),
+        ..Default::default()
+    };
+    for (origin, errs) in &store.origin_errors {
+        snap.rejected.push(Rejection {
+            resource: origin.clone(),
+            errors: errs.clone(),
+        });
+    }
+    let mut accepted: BTreeMap<&'static str, Vec<Accepted>> = BTreeMap::new();
+    for (key, e) in &store.objects {
+        let KubeObject::Istio(r) = &*e.object else {
+            continue;
+        };
+        let errors: Vec<String> = e
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        snap.warnings.extend(
+            e.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .map(ToString::to_string),
+        );
+        if !errors.is_empty() {
+            snap.rejected.push(Rejection {
+                resource: key.to_string(),
+                errors,
+            });
+            continue;
+        }
+        let ns = &key.namespace;
+        let d = &settings.domain_suffix;
+        let (hosts, export_to) = match r {
+            IstioResource::VirtualService(v) => (
+                v.spec.hosts.iter().map(|h| fqdn(h, ns, d)).collect(),
+                v.spec.export_to.clone(),
+            ),
+            IstioResource::DestinationRule(v) => {
+                (vec![fqdn(&v.spec.host, ns, d)], v.spec.export_to.clone())
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        accepted.entry(r.kind()).or_default().push(Accepted {
+            key: key.clone(),
+            object: e.object.clone(),
+            hosts,
+            export_to,
+        });
+    }
+    let mut take = |k: &str| accepted.remove(k).unwrap_or_default();
+    let service_entries = take("ServiceEntry");
+    snap.destination_rules = take("DestinationRule");
+    snap.gateways = take("Gateway");
+    snap.sidecars = take("Sidecar");
+    snap.peer_authentications = take("PeerAuthentication");
+    snap.authorization_policies = take("AuthorizationPolicy");
+    let virtual_services = take("VirtualService");
+    let ses: Vec<&mesh_api::networking::ServiceEntry> = service_entries
+        .iter()
+        .filter_map(|a| match &*a.object {
+            KubeObject::Istio(IstioResource::ServiceEntry(se)) => Some(&**se),
+            _ => None,
+        })
+        .collect();
+    snap.services = registry::build(store, settings, &mut snap.warnings, &ses);
+    let (vs, rejected, warnings) = cross::check_virtual_services(virtual_services, &snap);
+    snap.virtual_services = vs;
+    snap.rejected.extend(rejected);
+    snap.warnings.extend(warnings);
+    snap.rejected.sort_by(|a, b| a.resource.cmp(&b.resource));
+    snap
+}

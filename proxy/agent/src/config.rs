@@ -1,0 +1,154 @@
+//! The agent's one typed Config, parsed from flags/env and validated before any
+//! port is bound. Mesh-wide settings (trust domain, root namespace, outbound policy)
+//! are the agent's own flags for now.
+
+use crate::compile::{Settings, Visibility};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where objects come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    Files,
+    Kubernetes,
+}
+
+/// `mesh-agent` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Config source.
+    #[arg(long, value_enum, default_value = "files", env = "MESH_AGENT_SOURCE")]
+    pub source: SourceKind,
+    /// Folder of Kubernetes YAML (source=files), read recursively.
+    #[arg(long, env = "MESH_AGENT_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Sync stream address (Istio's 15012).
+    #[arg(long, default_value = "0.0.0.0:15012", env = "MESH_AGENT_LISTEN")]
+    pub listen: SocketAddr,
+    /// Debug endpoint address (/debug/syncz).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:15014",
+        env = "MESH_AGENT_DEBUG_LISTEN"
+    )]
+    pub debug_listen: SocketAddr,
+    /// Name shown in proxy-status' AGENT column (defaults to the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub agent_name: Option<String>,
+    /// Kubernetes DNS suffix.
+    #[arg(long, default_value = "cluster.local")]
+    pub domain_suffix: String,
+    /// Trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Namespace whose Sidecar/PeerAuthentication/AuthorizationPolicy apply mesh-wide.
+    #[arg(long, default_value = "istio-system")]
+    pub root_namespace: String,
+    /// Outbound policy when no Sidecar sets one: ALLOW_ANY or REGISTRY_ONLY.
+    #[arg(long, default_value = "ALLOW_ANY")]
+    pub outbound_policy: String,
+    /// Default service visibility without a Sidecar: namespace (what the namespace
+    /// can reach) or mesh (everything exported, Istio's behaviour).
+    #[arg(long, value_enum, default_value = "namespace")]
+    pub visibility: Visibility,
+    /// Quiet time that coalesces bursts of changes, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub debounce_ms: u64,
+}
+
+/// A config value that cannot work, and what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--source files needs --config-dir <folder>")]
+    MissingConfigDir,
+    #[error("--config-dir {0:?} is not a readable folder")]
+    BadConfigDir(String),
+    #[error("--outbound-policy {0:?} must be ALLOW_ANY or REGISTRY_ONLY")]
+    OutboundPolicy(String),
+    #[error("--{flag} {value:?} is not a valid {what}")]
+    Name {
+        flag: &'static str,
+        value: String,
+        what: &'static str,
+    },
+    #[error("--debounce-ms {0} must be between 0 and 10000")]
+    Debounce(u64),
+    #[error("--listen and --debug-listen are both {0}")]
+    SameAddress(SocketAddr),
+}
+
+impl Config {
+    /// Checks everything that can be checked without binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.source == SourceKind::Files {
+            let dir = self
+                .config_dir
+                .as_ref()
+                .ok_or(ConfigError::MissingConfigDir)?;
+            if std::fs::read_dir(dir).is_err() {
+                return Err(ConfigError::BadConfigDir(dir.display().to_string()));
+            }
+        }
+        if !matches!(self.outbound_policy.as_str(), "ALLOW_ANY" | "REGISTRY_ONLY") {
+            return Err(ConfigError::OutboundPolicy(self.outbound_policy.clone()));
+        }
+        if !crate::validate::valid_host(&self.domain_suffix) || self.domain_suffix.contains('*') {
+            return Err(ConfigError::Name {
+                flag: "domain-suffix",
+                value: self.domain_suffix.clone(),
+                what: "DNS suffix",
+            });
+        }
+        if mesh_api::Identity::new(&self.trust_domain, "ns", "sa").is_err() {
+            return Err(ConfigError::Name {
+                flag: "trust-domain",
+                value: self.trust_domain.clone(),
+                what: "trust domain",
+            });
+        }
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !label(&self.root_namespace) {
+            return Err(ConfigError::Name {
+                flag: "root-namespace",
+                value: self.root_namespace.clone(),
+                what: "namespace name",
+            });
+        }
+        if self.debounce_ms > 10_000 {
+            return Err(ConfigError::Debounce(self.debounce_ms));
+        }
+        if self.listen == self.debug_listen && self.listen.port() != 0 {
+            return Err(ConfigError::SameAddress(self.listen));
+        }
+        Ok(())
+    }
+
+    /// Compiler settings derived from the flags.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            domain_suffix: self.domain_suffix.clone(),
+            root_namespace: self.root_namespace.clone(),
+            outbound_policy: self.outbound_policy.clone(),
+            visibility: self.visibility,
+        }
+    }
+
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+
+    /// The AGENT column value.
+    pub fn agent_name(&self) -> String {
+        self.agent_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "mesh-agent".into())
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! `mesh-agent`: parses the config, validates it, builds the source and runs.
+
+use clap::{Parser, Subcommand};
+use mesh_agent::config::{Config, SourceKind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mesh-agent",
+    version,
+    about = "Config-sync agent: Istio config in, per-proxy snapshots out",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the CRDs generated from the resource types.
+    GenCrds {
+        #[arg(long, default_value = "manifests/crds")]
+        out: PathBuf,
+    },
+    /// Validate YAML files as the agent would, printing every finding.
+    Validate { files: Vec<PathBuf> },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::GenCrds { out }) => mesh_agent::crdgen::write(&out)
+            .map(|names| {
+                for n in names {
+                    println!("wrote {}", out.join(n).display());
+                }
+            })
+            .map_err(anyhow::Error::from),
+        Some(Command::Validate { files }) => validate(&files),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut store = mesh_agent::store::Store::default();
+    for f in files {
+        store.apply(mesh_agent::source::files::read_file(f));
+    }
+    let snap = mesh_agent::compile::compile(&store, &Default::default(), 1);
+    for w in &snap.warnings {
+        println!("{w}");
+    }
+    for r in &snap.rejected {
+        for e in &r.errors {
+            println!("{e}");
+        }
+    }
+    anyhow::ensure!(
+        snap.rejected.is_empty(),
+        "{} resource(s) rejected",
+        snap.rejected.len()
+    );
+    Ok(())
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let source: Box<dyn mesh_agent::source::Source> = match cfg.source {
+            SourceKind::Files => Box::new(mesh_agent::source::files::FilesSource {
+                dir: cfg.config_dir.clone().unwrap_or_default(),
+                debounce: cfg.debounce(),
+            }),
+            SourceKind::Kubernetes => anyhow::bail!("--source kubernetes is not available yet"),
+        };
+        let running = mesh_agent::agent::start(&cfg, source, shutdown.clone()).await?;
+        // Tests and scripts read this line to learn the bound ports.
+        println!(
+            "mesh-agent listening sync={} debug={}",
+            running.sync_addr, running.debug_addr
+        );
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            sd.cancel();
+        });
+        running.wait().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,51 @@
+//! Framing of the sync stream (see `mesh_api::syncapi`): length-delimited frames
+//! holding one JSON message each. Shared by the server and the client library.
+
+use bytes::Bytes;
+use mesh_api::syncapi::MAX_FRAME;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// A framed sync stream.
+pub type Stream<T> = Framed<T, LengthDelimitedCodec>;
+
+/// Why a frame could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("malformed message ({len} bytes): {source}")]
+    Decode {
+        len: usize,
+        source: serde_json::Error,
+    },
+    #[error("stream I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+    #[error("stream closed")]
+    Closed,
+}
+
+/// Wraps an I/O stream in the sync framing.
+pub fn framed<T: AsyncRead + AsyncWrite>(io: T) -> Stream<T> {
+    Framed::new(
+        io,
+        LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .new_codec(),
+    )
+}
+
+/// Encodes one message.
+pub fn encode<M: Serialize>(m: &M) -> Bytes {
+    // Our message types serialize infallibly (string keys, no custom serializers).
+    Bytes::from(serde_json::to_vec(m).unwrap_or_default())
+}
+
+/// Decodes one message.
+pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, ProtocolError> {
+    serde_json::from_slice(frame).map_err(|source| ProtocolError::Decode {
+        len: frame.len(),
+        source,
+    })
+}

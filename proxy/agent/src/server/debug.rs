@@ -1,0 +1,38 @@
+//! `GET /debug/syncz`: per-proxy sync status and rejected resources, as JSON.
+
+use super::Shared;
+use axum::{extract::State, routing::get, Json, Router};
+use mesh_api::syncapi::Syncz;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The current `/debug/syncz` document.
+pub fn syncz(shared: &Shared) -> Syncz {
+    let snap = shared.snapshots.borrow().clone();
+    Syncz {
+        agent: shared.agent.clone(),
+        version: snap.version,
+        proxies: shared.tracker.statuses(&shared.agent),
+        rejected: snap.rejected.clone(),
+    }
+}
+
+async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
+    Json(syncz(&shared))
+}
+
+/// Serves the debug endpoints on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/debug/syncz", get(handler))
+        .route("/healthz/ready", get(|| async { "ok" }))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

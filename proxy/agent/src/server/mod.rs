@@ -1,0 +1,34 @@
+//! The serving side: the pipeline that turns source events into snapshots
+//! ([`pipeline`]), the stream proxies subscribe to ([`stream`]), per-proxy
+//! sent/acked tracking ([`tracker`]) and the `/debug/syncz` endpoint ([`debug`]).
+
+pub mod debug;
+pub mod pipeline;
+pub mod stream;
+pub mod tracker;
+
+use crate::compile::Snapshot;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// State shared by the stream and debug servers.
+pub struct Shared {
+    /// Name shown in the AGENT column (e.g. the pod name).
+    pub agent: String,
+    /// Latest snapshot; a `watch` keeps only the newest, so a slow reader skips
+    /// intermediate versions instead of queueing them.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub tracker: tracker::Tracker,
+    pub views: stream::ViewCache,
+}
+
+impl Shared {
+    pub fn new(agent: impl Into<String>, snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Self> {
+        Arc::new(Shared {
+            agent: agent.into(),
+            snapshots,
+            tracker: tracker::Tracker::default(),
+            views: stream::ViewCache::default(),
+        })
+    }
+}

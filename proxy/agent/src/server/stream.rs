@@ -1,0 +1,160 @@
+//! The sync stream server: one task per proxy connection. A proxy subscribes with
+//! its identity, gets its full view at once and then every newer version (only the
+//! latest: the snapshot channel keeps one value, so a slow proxy skips versions and
+//! never delays others). ACK/NACK update the tracker. Anything malformed from a
+//! proxy closes that stream with an error message and nothing else.
+
+use super::Shared;
+use crate::compile::Snapshot;
+use crate::protocol::{decode, encode, framed, ProtocolError};
+use crate::view::{self, ViewKey};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Encoded views of the current version by [`ViewKey`]: proxies with the same
+/// scope share one computation and one encoding.
+#[derive(Default)]
+pub struct ViewCache {
+    inner: Mutex<(u64, HashMap<ViewKey, Bytes>)>,
+}
+
+impl ViewCache {
+    /// The encoded `AgentMessage::View` for `id` at `snap`'s version.
+    pub fn get(&self, agent: &str, snap: &Snapshot, id: &ProxyIdentity) -> Bytes {
+        let key = view::key(snap, id);
+        {
+            let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0 == snap.version {
+                if let Some(b) = g.1.get(&key) {
+                    return b.clone();
+                }
+            }
+        }
+        let bytes = encode(&AgentMessage::View {
+            agent: agent.to_string(),
+            view: view::build(snap, id),
+        });
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 != snap.version {
+            if g.0 > snap.version {
+                return bytes;
+            }
+            *g = (snap.version, HashMap::new());
+        }
+        g.1.insert(key, bytes.clone());
+        bytes
+    }
+}
+
+/// Accepts proxies on `listener` until `shutdown`; open streams end with it.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = sock.set_nodelay(true);
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("proxy", %peer);
+        tokio::spawn(
+            async move {
+                if let Err(e) = connection(sock, shared, shutdown).await {
+                    tracing::info!(error = %e, "stream closed");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn connection(
+    sock: TcpStream,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), ProtocolError> {
+    let mut io = framed(sock);
+    let first = tokio::time::timeout(Duration::from_secs(10), io.next())
+        .await
+        .map_err(|_| ProtocolError::Unexpected("no subscribe within 10s".into()))?
+        .ok_or(ProtocolError::Closed)??;
+    let (identity, last) = match decode::<ClientMessage>(&first) {
+        Ok(ClientMessage::Subscribe {
+            identity,
+            last_version,
+        }) => (identity, last_version),
+        Ok(other) => return reject(&mut io, format!("expected subscribe, got {other:?}")).await,
+        Err(e) => return reject(&mut io, e.to_string()).await,
+    };
+    if identity.namespace.is_empty() || identity.pod.is_empty() {
+        return reject(&mut io, "identity needs pod and namespace".into()).await;
+    }
+    tracing::info!(pod = %identity.pod, namespace = %identity.namespace, "proxy subscribed");
+    let id = shared.tracker.connect(identity.clone(), last);
+    let _guard = Disconnect(&shared, id);
+    let mut snaps = shared.snapshots.clone();
+    snaps.mark_changed();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            changed = snaps.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let snap = snaps.borrow_and_update().clone();
+                if snap.version == 0 {
+                    continue; // nothing compiled yet
+                }
+                let bytes = shared.views.get(&shared.agent, &snap, &identity);
+                io.send(bytes).await?;
+                shared.tracker.sent(id, snap.version);
+            }
+            frame = io.next() => {
+                let frame = frame.ok_or(ProtocolError::Closed)??;
+                match decode::<ClientMessage>(&frame) {
+                    Ok(ClientMessage::Ack { version }) => shared.tracker.ack(id, version),
+                    Ok(ClientMessage::Nack { version, reason }) => {
+                        tracing::warn!(version, %reason, "proxy rejected version");
+                        shared.tracker.nack(id, version, reason);
+                    }
+                    Ok(ClientMessage::Subscribe { .. }) => return reject(&mut io, "already subscribed".into()).await,
+                    Err(e) => return reject(&mut io, e.to_string()).await,
+                }
+            }
+        }
+    }
+}
+
+struct Disconnect<'a>(&'a Shared, u64);
+
+impl Drop for Disconnect<'_> {
+    fn drop(&mut self) {
+        self.0.tracker.disconnect(self.1);
+    }
+}
+
+async fn reject(
+    io: &mut crate::protocol::Stream<TcpStream>,
+    message: String,
+) -> Result<(), ProtocolError> {
+    let _ = io
+        .send(encode(&AgentMessage::Error {
+            message: message.clone(),
+        }))
+        .await;
+    Err(ProtocolError::Unexpected(message))
+}

@@ -1,0 +1,104 @@
+//! What each connected proxy was sent and acknowledged, for `/debug/syncz` and
+//! `meshctl proxy-status`.
+
+use mesh_api::syncapi::{ProxyIdentity, ProxyStatus};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default)]
+struct Record {
+    identity: ProxyIdentity,
+    sent: Option<u64>,
+    acked: Option<u64>,
+    nack: Option<(u64, String)>,
+}
+
+/// Per-connection records, removed when the connection ends.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    next: AtomicU64,
+    records: Mutex<BTreeMap<u64, Record>>,
+}
+
+impl Tracker {
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<u64, Record>) -> R) -> R {
+        // A panic while holding the lock leaves plain data; keep serving it.
+        let mut g = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// Registers a subscribed proxy; `acked` is what it says it already runs.
+    pub fn connect(&self, identity: ProxyIdentity, acked: Option<u64>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.with(|m| {
+            m.insert(
+                id,
+                Record {
+                    identity,
+                    acked,
+                    ..Default::default()
+                },
+            )
+        });
+        id
+    }
+
+    pub fn disconnect(&self, id: u64) {
+        self.with(|m| m.remove(&id));
+    }
+
+    pub fn sent(&self, id: u64, version: u64) {
+        self.with(|m| {
+            if let Some(r) = m.get_mut(&id) {
+                r.sent = Some(version);
+            }
+        });
+    }
+
+    pub fn ack(&self, id: u64, version: u64) {
+        self.with(|m| {
+            if let Some(r) = m.get_mut(&id) {
+                r.acked = Some(version);
+                if r.nack.as_ref().is_some_and(|(v, _)| *v <= version) {
+                    r.nack = None;
+                }
+            }
+        });
+    }
+
+    pub fn nack(&self, id: u64, version: u64, reason: String) {
+        self.with(|m| {
+            if let Some(r) = m.get_mut(&id) {
+                r.nack = Some((version, reason));
+            }
+        });
+    }
+
+    /// Rows sorted by namespace and name.
+    pub fn statuses(&self, agent: &str) -> Vec<ProxyStatus> {
+        let mut rows: Vec<ProxyStatus> = self.with(|m| {
+            m.values()
+                .map(|r| {
+                    let (status, reason) = match (&r.nack, r.sent, r.acked) {
+                        (Some((v, why)), Some(s), _) if *v == s => ("ERROR", Some(why.clone())),
+                        (_, None, _) => ("NOT SENT", None),
+                        (_, Some(s), Some(a)) if a == s => ("SYNCED", None),
+                        _ => ("STALE", None),
+                    };
+                    ProxyStatus {
+                        name: r.identity.pod.clone(),
+                        namespace: r.identity.namespace.clone(),
+                        agent: agent.to_string(),
+                        version_sent: r.sent,
+                        version_acked: r.acked,
+                        status: status.into(),
+                        reason,
+                    }
+                })
+                .collect()
+        });
+        rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        rows
+    }
+}

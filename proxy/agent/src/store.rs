@@ -1,0 +1,132 @@
+//! The agent's view of the world: every object the sources delivered, grouped by
+//! origin (a file, or one Kubernetes object) so a source can replace or drop an
+//! origin atomically. Istio resources are validated once, when they arrive.
+
+use crate::objects::KubeObject;
+use crate::validate::{self, Finding};
+use mesh_api::resource::ResourceKey;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What a source reports. Both sources produce exactly these.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// Everything `origin` holds now (replaces what it held before). `errors` are
+    /// problems with the origin itself (e.g. a malformed document), shown as rejections.
+    Replace {
+        origin: String,
+        objects: Vec<KubeObject>,
+        errors: Vec<String>,
+    },
+    /// A syntax error: the origin could not be read at all; keep what it held
+    /// before (last good content) and report why.
+    Unreadable { origin: String, error: String },
+    /// `origin` is gone.
+    Remove { origin: String },
+}
+
+/// One stored object and, for Istio resources, its validation findings.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub object: Arc<KubeObject>,
+    pub findings: Arc<Vec<Finding>>,
+    pub origin: String,
+}
+
+/// All objects, keyed by `Kind/namespace/name`.
+#[derive(Debug, Default, Clone)]
+pub struct Store {
+    pub objects: BTreeMap<ResourceKey, Entry>,
+    origins: HashMap<String, Vec<ResourceKey>>,
+    /// Problems with whole origins, keyed by origin.
+    pub origin_errors: BTreeMap<String, Vec<String>>,
+}
+
+impl Store {
+    /// Applies an event; returns whether anything changed.
+    pub fn apply(&mut self, ev: SourceEvent) -> bool {
+        match ev {
+            SourceEvent::Remove { origin } => {
+                let had_err = self.origin_errors.remove(&origin).is_some();
+                self.drop_origin(&origin) || had_err
+            }
+            SourceEvent::Unreadable { origin, error } => {
+                let errs = vec![error];
+                let changed = self.origin_errors.get(&origin) != Some(&errs);
+                self.origin_errors.insert(origin, errs);
+                changed
+            }
+            SourceEvent::Replace {
+                origin,
+                objects,
+                errors,
+            } => {
+                let mut changed = if errors.is_empty() {
+                    self.origin_errors.remove(&origin).is_some()
+                } else {
+                    let c = self.origin_errors.get(&origin) != Some(&errors);
+                    self.origin_errors.insert(origin.clone(), errors);
+                    c
+                };
+                let new_keys: Vec<ResourceKey> = objects.iter().map(KubeObject::key).collect();
+                let old_keys = self.origins.remove(&origin).unwrap_or_default();
+                for k in &old_keys {
+                    if !new_keys.contains(k)
+                        && self.objects.get(k).is_some_and(|e| e.origin == origin)
+                    {
+                        self.objects.remove(k);
+                        changed = true;
+                    }
+                }
+                for (obj, key) in objects.into_iter().zip(new_keys.iter()) {
+                    if self
+                        .objects
+                        .get(key)
+                        .is_some_and(|e| *e.object == obj && e.origin == origin)
+                    {
+                        continue;
+                    }
+                    let findings = match &obj {
+                        KubeObject::Istio(r) => validate::validate(r),
+                        _ => Vec::new(),
+                    };
+                    self.objects.insert(
+                        key.clone(),
+                        Entry {
+                            object: Arc::new(obj),
+                            findings: Arc::new(findings),
+                            origin: origin.clone(),
+                        },
+                    );
+                    changed = true;
+                }
+                self.origins.insert(origin, new_keys);
+                changed
+            }
+        }
+    }
+
+    fn drop_origin(&mut self, origin: &str) -> bool {
+        let mut changed = false;
+        for k in self.origins.remove(origin).unwrap_or_default() {
+            if self.objects.get(&k).is_some_and(|e| e.origin == origin) {
+                self.objects.remove(&k);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Objects of one kind.
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
+        let start = ResourceKey {
+            kind: kind.to_string(),
+            namespace: String::new(),
+            name: String::new(),
+        };
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(_, e)| e)
+    }
+}

@@ -1,0 +1,133 @@
+//! Validation of Istio resources, modelled on Istio's validation webhook and the
+//! `istioctl analyze` reference checks: each finding names the resource
+//! (`Kind/namespace/name`), the field path and the offending value.
+//!
+//! [`validate`] checks one resource on its own (what Istio's webhook does);
+//! [`crate::compile`] adds cross-resource checks (subset references, conflicting
+//! hosts). Errors reject the resource; warnings (unknown fields, odd but legal
+//! settings) are reported and the resource still applies.
+
+mod checks;
+mod networking;
+mod security;
+mod unknown;
+
+pub use checks::{parse_duration, valid_host};
+
+use mesh_api::resource::{IstioResource, ResourceKey};
+use std::fmt;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in one resource.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub resource: ResourceKey,
+    /// Field path from the object root, e.g. `spec.http[0].route[1].weight`.
+    pub path: String,
+    /// The offending value as written (JSON), empty when the field is missing.
+    pub value: String,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{sev}: {}: {}: {}",
+            self.resource, self.path, self.message
+        )?;
+        if !self.value.is_empty() {
+            write!(f, " (value {})", self.value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects findings for one resource while checks walk it.
+pub struct Report<'a> {
+    key: &'a ResourceKey,
+    pub findings: Vec<Finding>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(key: &'a ResourceKey) -> Self {
+        Report {
+            key,
+            findings: Vec::new(),
+        }
+    }
+
+    /// Records an error at `path` about `value` (anything serializable; `()` for "missing").
+    pub fn error(
+        &mut self,
+        path: impl Into<String>,
+        value: impl serde::Serialize,
+        msg: impl Into<String>,
+    ) {
+        self.push(Severity::Error, path.into(), value, msg.into());
+    }
+
+    /// Records a warning.
+    pub fn warn(
+        &mut self,
+        path: impl Into<String>,
+        value: impl serde::Serialize,
+        msg: impl Into<String>,
+    ) {
+        self.push(Severity::Warning, path.into(), value, msg.into());
+    }
+
+    fn push(
+        &mut self,
+        severity: Severity,
+        path: String,
+        value: impl serde::Serialize,
+        message: String,
+    ) {
+        let value = match serde_json::to_value(value) {
+            Ok(serde_json::Value::Null) | Err(_) => String::new(),
+            Ok(v) => v.to_string(),
+        };
+        self.findings.push(Finding {
+            severity,
+            resource: self.key.clone(),
+            path,
+            value,
+            message,
+        });
+    }
+}
+
+/// Checks one resource on its own. The result is empty for a clean resource.
+pub fn validate(resource: &IstioResource) -> Vec<Finding> {
+    let key = resource.key();
+    let mut r = Report::new(&key);
+    checks::metadata(&mut r, resource.meta());
+    match resource {
+        IstioResource::VirtualService(x) => networking::virtual_service(&mut r, &x.spec),
+        IstioResource::DestinationRule(x) => networking::destination_rule(&mut r, &x.spec),
+        IstioResource::Gateway(x) => networking::gateway(&mut r, &x.spec),
+        IstioResource::ServiceEntry(x) => networking::service_entry(&mut r, &x.spec),
+        IstioResource::Sidecar(x) => networking::sidecar(&mut r, &x.spec),
+        IstioResource::PeerAuthentication(x) => security::peer_authentication(&mut r, &x.spec),
+        IstioResource::AuthorizationPolicy(x) => security::authorization_policy(&mut r, &x.spec),
+    }
+    unknown::report(&mut r, resource.kind(), &resource.spec_json());
+    r.findings
+}
+
+/// True when any finding is an error.
+pub fn has_errors(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.severity == Severity::Error)
+}

@@ -1,0 +1,279 @@
+//! Per-proxy views: the part of a [`Snapshot`] one proxy needs. Outbound, a proxy
+//! gets only services exported to its namespace and selected by its Sidecar's
+//! egress hosts (or, without a Sidecar, by the agent's [`Visibility`] default);
+//! inbound, the PeerAuthentication and AuthorizationPolicies for its own workload.
+
+use crate::compile::{cross_host_matches, Accepted, Snapshot, Visibility};
+use mesh_api::resource::ResourceKey;
+use mesh_api::syncapi::{InboundPolicy, ProxyIdentity, ProxyView, Service};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What determines a view besides the snapshot: proxies with equal keys get
+/// identical views, so the server computes and encodes each key once per version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    pub namespace: String,
+    pub sidecar: Option<ResourceKey>,
+    pub peer_authentications: Vec<ResourceKey>,
+    pub authorization_policies: Vec<ResourceKey>,
+}
+
+fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The Sidecar that applies: workload-selected in the proxy's namespace, else the
+/// namespace default, else the root namespace default (Istio's precedence).
+fn sidecar_for<'s>(snap: &'s Snapshot, id: &ProxyIdentity) -> Option<&'s Accepted> {
+    let in_ns = |a: &&Accepted| a.key.namespace == id.namespace;
+    let sel = |a: &Accepted| {
+        a.sidecar()
+            .workload_selector
+            .as_ref()
+            .map(|w| &w.labels)
+            .filter(|l| !l.is_empty())
+            .cloned()
+    };
+    snap.sidecars
+        .iter()
+        .filter(in_ns)
+        .find(|a| sel(a).is_some_and(|l| selects(&l, &id.labels)))
+        .or_else(|| {
+            snap.sidecars
+                .iter()
+                .filter(in_ns)
+                .find(|a| sel(a).is_none())
+        })
+        .or_else(|| {
+            snap.sidecars
+                .iter()
+                .find(|a| a.key.namespace == snap.settings.root_namespace && sel(a).is_none())
+        })
+}
+
+fn pa_selector(a: &Accepted) -> Option<&BTreeMap<String, String>> {
+    a.pa()
+        .selector
+        .as_ref()
+        .map(|s| &s.match_labels)
+        .filter(|l| !l.is_empty())
+}
+
+fn ap_selector(a: &Accepted) -> Option<&BTreeMap<String, String>> {
+    a.ap()
+        .selector
+        .as_ref()
+        .map(|s| &s.match_labels)
+        .filter(|l| !l.is_empty())
+}
+
+/// PeerAuthentications that apply, most specific first: workload, namespace, mesh.
+fn peer_auths<'s>(snap: &'s Snapshot, id: &ProxyIdentity) -> Vec<&'s Accepted> {
+    let root = &snap.settings.root_namespace;
+    let pas = &snap.peer_authentications;
+    let workload = pas.iter().find(|a| {
+        a.key.namespace == id.namespace && pa_selector(a).is_some_and(|l| selects(l, &id.labels))
+    });
+    let ns = pas
+        .iter()
+        .find(|a| a.key.namespace == id.namespace && pa_selector(a).is_none());
+    let mesh = pas
+        .iter()
+        .find(|a| &a.key.namespace == root && pa_selector(a).is_none());
+    [workload, ns, mesh].into_iter().flatten().collect()
+}
+
+fn authz<'s>(snap: &'s Snapshot, id: &ProxyIdentity) -> Vec<&'s Accepted> {
+    let root = &snap.settings.root_namespace;
+    snap.authorization_policies
+        .iter()
+        .filter(|a| a.key.namespace == id.namespace || &a.key.namespace == root)
+        .filter(|a| ap_selector(a).is_none_or(|l| selects(l, &id.labels)))
+        .collect()
+}
+
+/// The cache key of a proxy's view.
+pub fn key(snap: &Snapshot, id: &ProxyIdentity) -> ViewKey {
+    ViewKey {
+        namespace: id.namespace.clone(),
+        sidecar: sidecar_for(snap, id).map(|a| a.key.clone()),
+        peer_authentications: peer_auths(snap, id).iter().map(|a| a.key.clone()).collect(),
+        authorization_policies: authz(snap, id).iter().map(|a| a.key.clone()).collect(),
+    }
+}
+
+/// Is a resource with `export_to` in namespace `owner` visible from `ns`?
+pub fn exported(export_to: &[String], owner: &str, ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == ns || (e == "." && owner == ns))
+}
+
+/// Does an egress host (`ns/dnsName`) admit service `svc` for a proxy in `proxy_ns`?
+fn egress_admits(entry: &str, svc: &Service, proxy_ns: &str) -> bool {
+    let Some((ns, host)) = entry.split_once('/') else {
+        return false;
+    };
+    let ns_ok = match ns {
+        "*" => true,
+        "." => svc.namespace == proxy_ns,
+        "~" => false,
+        n => svc.namespace == n,
+    };
+    ns_ok && cross_host_matches(host, &svc.hostname)
+}
+
+/// Builds the view of one proxy.
+pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
+    let ns = id.namespace.as_str();
+    let root = snap.settings.root_namespace.as_str();
+    let sidecar = sidecar_for(snap, id);
+    // VirtualServices bound to sidecars and exported to this namespace.
+    let mesh_vs: Vec<&Accepted> = snap
+        .virtual_services
+        .iter()
+        .filter(|a| {
+            crate::compile::binds_mesh(&a.vs().gateways)
+                && exported(&a.export_to, &a.key.namespace, ns)
+        })
+        .collect();
+    let egress: Option<Vec<String>> = match sidecar {
+        Some(sc) => Some(
+            sc.sidecar()
+                .egress
+                .iter()
+                .flat_map(|e| e.hosts.iter().cloned())
+                .collect(),
+        ),
+        None if snap.settings.visibility == Visibility::Mesh => None,
+        None => {
+            let mut hosts = vec!["./*".to_string(), format!("{root}/*")];
+            // Destinations of VirtualServices in its own namespace are reachable too.
+            for vs in mesh_vs.iter().filter(|a| a.key.namespace == ns) {
+                for d in destinations(vs) {
+                    hosts.push(format!(
+                        "*/{}",
+                        crate::compile::fqdn(&d, &vs.key.namespace, &snap.settings.domain_suffix)
+                    ));
+                }
+            }
+            Some(hosts)
+        }
+    };
+    let services: Vec<Service> = snap
+        .services
+        .values()
+        .filter(|s| exported(&s.export_to, &s.namespace, ns))
+        .filter(|s| {
+            let named_export = snap.settings.visibility == Visibility::Namespace
+                && sidecar.is_none()
+                && s.export_to.iter().any(|e| e == ns);
+            named_export
+                || egress
+                    .as_ref()
+                    .is_none_or(|eg| eg.iter().any(|e| egress_admits(e, s, ns)))
+        })
+        .map(|s| (**s).clone())
+        .collect();
+    let hosts: BTreeSet<&str> = services.iter().map(|s| s.hostname.as_str()).collect();
+    let virtual_services = mesh_vs
+        .iter()
+        .filter(|a| {
+            a.hosts
+                .iter()
+                .any(|h| hosts.iter().any(|s| cross_host_matches(h, s)))
+        })
+        .map(|a| {
+            (
+                format!("{}/{}", a.key.namespace, a.key.name),
+                a.vs().clone(),
+            )
+        })
+        .collect();
+    let mut destination_rules = BTreeMap::new();
+    for s in &services {
+        let candidates = snap.destination_rules.iter().filter(|a| {
+            exported(&a.export_to, &a.key.namespace, ns)
+                && cross_host_matches(&a.hosts[0], &s.hostname)
+        });
+        // Istio's lookup order: the proxy's namespace, the service's, then the root.
+        let pick = candidates
+            .clone()
+            .find(|a| a.key.namespace == ns)
+            .or_else(|| candidates.clone().find(|a| a.key.namespace == s.namespace))
+            .or_else(|| candidates.clone().find(|a| a.key.namespace == root));
+        if let Some(dr) = pick {
+            destination_rules.insert(s.hostname.clone(), dr.dr().clone());
+        }
+    }
+    ProxyView {
+        version: snap.version,
+        services,
+        virtual_services,
+        destination_rules,
+        outbound_traffic_policy: sidecar
+            .and_then(|s| s.sidecar().outbound_traffic_policy.as_ref()?.mode.clone())
+            .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
+        inbound: inbound(snap, id),
+    }
+}
+
+fn destinations(vs: &Accepted) -> Vec<String> {
+    let s = vs.vs();
+    let http = s.http.iter().flat_map(|h| {
+        h.route
+            .iter()
+            .map(|d| d.destination.host.clone())
+            .chain(h.mirror.iter().map(|m| m.host.clone()))
+    });
+    let l4 = s
+        .tcp
+        .iter()
+        .flat_map(|t| t.route.iter())
+        .chain(s.tls.iter().flat_map(|t| t.route.iter()))
+        .map(|d| d.destination.host.clone());
+    http.chain(l4).collect()
+}
+
+fn inbound(snap: &Snapshot, id: &ProxyIdentity) -> InboundPolicy {
+    let pas = peer_auths(snap, id);
+    // UNSET (or absent) inherits from the next less specific policy.
+    let mode = pas
+        .iter()
+        .filter_map(|a| a.pa().mtls.as_ref()?.mode.clone())
+        .find(|m| m != "UNSET")
+        .unwrap_or_else(|| "PERMISSIVE".into());
+    let port_mtls = pas
+        .first()
+        .filter(|a| pa_selector(a).is_some())
+        .map(|a| {
+            a.pa()
+                .port_level_mtls
+                .iter()
+                .filter_map(|(p, m)| {
+                    Some((
+                        p.parse().ok()?,
+                        m.mode
+                            .clone()
+                            .filter(|m| m != "UNSET")
+                            .unwrap_or_else(|| mode.clone()),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    InboundPolicy {
+        mtls_mode: mode,
+        port_mtls,
+        authorization: authz(snap, id)
+            .into_iter()
+            .map(|a| {
+                (
+                    format!("{}/{}", a.key.namespace, a.key.name),
+                    a.ap().clone(),
+                )
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,76 @@
+//! The checked-in CRDs in manifests/crds/ must match what the types generate.
+//! `UPDATE_GOLDEN=1 cargo test -p mesh-agent --test crds` refreshes them.
+
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/crds"))
+}
+
+#[test]
+fn checked_in_crds_are_current() {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        mesh_agent::crdgen::write(&dir()).unwrap();
+    }
+    let rendered = mesh_agent::crdgen::render().unwrap();
+    assert_eq!(rendered.len(), 7);
+    let mut stale = Vec::new();
+    for (name, body) in &rendered {
+        let on_disk = std::fs::read_to_string(dir().join(name)).unwrap_or_default();
+        if &on_disk != body {
+            stale.push(name.clone());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale CRDs {stale:?}: run `cargo run -p mesh-agent -- gen-crds` or UPDATE_GOLDEN=1"
+    );
+}
+
+#[test]
+fn crds_serve_all_istio_versions_with_v1_storage() {
+    for (name, body) in mesh_agent::crdgen::render().unwrap() {
+        let v: serde_json::Value = serde_yaml_ng::from_str(&body).unwrap();
+        let versions: Vec<(String, bool)> = v["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap().to_string(),
+                    x["storage"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, bool)> = if name.contains("security") {
+            vec![("v1".into(), true), ("v1beta1".into(), false)]
+        } else {
+            vec![
+                ("v1".into(), true),
+                ("v1beta1".into(), false),
+                ("v1alpha3".into(), false),
+            ]
+        };
+        assert_eq!(versions, expected, "{name}");
+        let spec = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["x-kubernetes-preserve-unknown-fields"], true, "{name}");
+    }
+}
+
+#[test]
+fn virtual_service_schema_uses_istio_field_names() {
+    let (_, body) = mesh_agent::crdgen::render()
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n.starts_with("virtualservices."))
+        .unwrap();
+    for field in [
+        "exportTo",
+        "mirrorPercentage",
+        "perTryTimeout",
+        "sniHosts",
+        "directResponse",
+    ] {
+        assert!(body.contains(field), "missing {field}");
+    }
+}
