@@ -78,7 +78,17 @@ pub fn http(cfg: &Config, e: HttpEntry<'_>) {
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
-pub fn tcp(cfg: &Config, cluster: &str, upstream: &str, flags: &str, rx: u64, tx: u64, ms: u64, local: SocketAddr, remote: SocketAddr) {
+pub fn tcp(
+    cfg: &Config,
+    cluster: &str,
+    upstream: &str,
+    flags: &str,
+    rx: u64,
+    tx: u64,
+    ms: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+) {
     let line = match cfg.access_log {
         AccessLog::Off => return,
         AccessLog::Text => format!(

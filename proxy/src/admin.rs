@@ -29,13 +29,20 @@ async fn ready(State(s): State<AdminState>) -> Response {
     } else if s.shared.store.is_ready() {
         (StatusCode::OK, "").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no configuration received yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration received yet\n",
+        )
+            .into_response()
     }
 }
 
 async fn prometheus(State(s): State<AdminState>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         s.shared.metrics.render(),
     )
         .into_response()
@@ -83,10 +90,17 @@ async fn quit(State(s): State<AdminState>) -> Response {
     "OK\n".into_response()
 }
 
-async fn app_health(State(s): State<AdminState>, Path((container, kind)): Path<(String, String)>) -> Response {
+async fn app_health(
+    State(s): State<AdminState>,
+    Path((container, kind)): Path<(String, String)>,
+) -> Response {
     let key = format!("/app-health/{container}/{kind}");
     match s.probers.run(&key).await {
-        None => (StatusCode::NOT_FOUND, format!("no probe registered for {key}\n")).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no probe registered for {key}\n"),
+        )
+            .into_response(),
         Some(Ok(())) => StatusCode::OK.into_response(),
         Some(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
@@ -104,26 +118,40 @@ pub fn admin_router(st: AdminState) -> Router {
 }
 
 pub fn health_router(st: AdminState) -> Router {
-    Router::new().route("/healthz/ready", get(ready)).with_state(st)
+    Router::new()
+        .route("/healthz/ready", get(ready))
+        .with_state(st)
 }
 
 pub fn prometheus_router(st: AdminState) -> Router {
-    Router::new().route("/stats/prometheus", get(prometheus)).with_state(st)
+    Router::new()
+        .route("/stats/prometheus", get(prometheus))
+        .with_state(st)
 }
 
 pub fn status_router(st: AdminState) -> Router {
     Router::new()
         .route("/stats/prometheus", get(prometheus))
         .route("/healthz/ready", get(ready))
-        .route("/app-health/{container}/{kind}", get(app_health).post(app_health))
+        .route(
+            "/app-health/{container}/{kind}",
+            get(app_health).post(app_health),
+        )
         .route("/quitquitquit", post(quit))
         .route("/drain", post(drain))
         .with_state(st)
 }
 
 /// Serves `router` on `listener` until `stop` resolves.
-pub async fn serve(listener: TcpListener, router: Router, stop: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::warn!(error = %e, "admin server failed");
     }
 }

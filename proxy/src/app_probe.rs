@@ -68,7 +68,10 @@ pub struct Probers {
 
 fn port_of(v: &serde_json::Value) -> Result<u16, ProbeError> {
     match v {
-        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| ProbeError::Port(v.to_string())),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .ok_or_else(|| ProbeError::Port(v.to_string())),
         serde_json::Value::String(s) => s.parse().map_err(|_| ProbeError::Port(s.clone())),
         other => Err(ProbeError::Port(other.to_string())),
     }
@@ -95,9 +98,10 @@ impl Probers {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), port))
                     .await
                     .map_err(|e| ProbeError::Failed(format!("connect {host}:{port}: {e}")))?;
-                let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| ProbeError::Failed(e.to_string()))?;
+                let (mut send, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .map_err(|e| ProbeError::Failed(e.to_string()))?;
                 tokio::spawn(conn);
                 let mut req = http::Request::get(h.path.clone().unwrap_or_else(|| "/".into()))
                     .header("host", format!("{host}:{port}"))
@@ -108,7 +112,10 @@ impl Probers {
                 let req = req
                     .body(http_body_util::Empty::<bytes::Bytes>::new())
                     .map_err(|e| ProbeError::Failed(e.to_string()))?;
-                let resp = send.send_request(req).await.map_err(|e| ProbeError::Failed(e.to_string()))?;
+                let resp = send
+                    .send_request(req)
+                    .await
+                    .map_err(|e| ProbeError::Failed(e.to_string()))?;
                 let code = resp.status().as_u16();
                 if (200..400).contains(&code) {
                     Ok(())
@@ -128,13 +135,17 @@ impl Probers {
                     .map(|_| ())
                     .map_err(|e| ProbeError::Failed(format!("grpc port {}: {e}", g.port)))
             } else {
-                Err(ProbeError::Failed("probe has no httpGet, tcpSocket or grpc".into()))
+                Err(ProbeError::Failed(
+                    "probe has no httpGet, tcpSocket or grpc".into(),
+                ))
             }
         };
         Some(
             tokio::time::timeout(timeout, fut)
                 .await
-                .unwrap_or_else(|_| Err(ProbeError::Failed(format!("timed out after {timeout:?}")))),
+                .unwrap_or_else(|_| {
+                    Err(ProbeError::Failed(format!("timed out after {timeout:?}")))
+                }),
         )
     }
 }

@@ -21,7 +21,11 @@ pub enum ConfigError {
     #[error("--{flag}: {value:?} is not a duration (e.g. 5s, 250ms)")]
     Duration { flag: &'static str, value: String },
     #[error("port {port} is used twice (--{a} and --{b})")]
-    PortClash { port: u16, a: &'static str, b: &'static str },
+    PortClash {
+        port: u16,
+        a: &'static str,
+        b: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -119,7 +123,10 @@ pub enum AccessLog {
 
 /// Parses `1.5s`, `250ms`, `2m`, or a bare number of seconds.
 pub fn parse_duration(flag: &'static str, v: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::Duration { flag, value: v.to_string() };
+    let bad = || ConfigError::Duration {
+        flag,
+        value: v.to_string(),
+    };
     let v = v.trim();
     let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => (&v[..i], &v[i..]),
@@ -147,7 +154,9 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
             _ => Err(ConfigError::Labels(format!("{p:?} is not key=value"))),
         })
         .collect()
@@ -189,7 +198,9 @@ impl Args {
             }
         };
         let labels = parse_labels(&self.labels)?;
-        let workload_name = self.workload_name.unwrap_or_else(|| workload_from_pod(&self.pod));
+        let workload_name = self
+            .workload_name
+            .unwrap_or_else(|| workload_from_pod(&self.pod));
         let at = |p: u16| SocketAddr::new(self.bind, p);
         Ok(Config {
             outbound: at(self.outbound_port),
@@ -207,9 +218,15 @@ impl Args {
             trust_domain: self.trust_domain,
             source,
             concurrency: self.concurrency,
-            detect_timeout: parse_duration("protocol-detection-timeout", &self.protocol_detection_timeout)?,
+            detect_timeout: parse_duration(
+                "protocol-detection-timeout",
+                &self.protocol_detection_timeout,
+            )?,
             drain_grace: parse_duration("drain-grace", &self.drain_grace)?,
-            drain_duration: parse_duration("termination-drain-duration", &self.termination_drain_duration)?,
+            drain_duration: parse_duration(
+                "termination-drain-duration",
+                &self.termination_drain_duration,
+            )?,
             access_log,
         })
     }
@@ -219,7 +236,9 @@ impl Args {
 fn workload_from_pod(pod: &str) -> String {
     let parts: Vec<&str> = pod.split('-').collect();
     match parts.len() {
-        n if n >= 3 && parts[n - 1].len() == 5 && parts[n - 2].len() >= 5 => parts[..n - 2].join("-"),
+        n if n >= 3 && parts[n - 1].len() == 5 && parts[n - 2].len() >= 5 => {
+            parts[..n - 2].join("-")
+        }
         n if n >= 2 && parts[n - 1].chars().all(|c| c.is_ascii_digit()) => parts[..n - 1].join("-"),
         _ => pod.to_string(),
     }
@@ -244,7 +263,15 @@ mod tests {
 
     #[test]
     fn validates() {
-        let c = parse(&["--view-file", "/x", "--labels", "app=r,version=v1", "--pod", "reviews-v1-0"]).unwrap();
+        let c = parse(&[
+            "--view-file",
+            "/x",
+            "--labels",
+            "app=r,version=v1",
+            "--pod",
+            "reviews-v1-0",
+        ])
+        .unwrap();
         assert_eq!(c.labels["version"], "v1");
         assert_eq!(c.workload_name, "reviews-v1");
         assert_eq!(c.admin.ip().to_string(), "127.0.0.1");
@@ -260,9 +287,15 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("f", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("f", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!(parse_duration("f", "2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("f", "-1s").is_err());
-        assert_eq!(workload_from_pod("productpage-v1-6b746f74dc-9stvs"), "productpage-v1");
+        assert_eq!(
+            workload_from_pod("productpage-v1-6b746f74dc-9stvs"),
+            "productpage-v1"
+        );
     }
 }

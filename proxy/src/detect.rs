@@ -20,7 +20,15 @@ pub enum Detected {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const METHODS: [&[u8]; 9] = [
-    b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
 ];
 
 /// Classifies a prefix; `None` means "need more bytes".
@@ -33,7 +41,11 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     }
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
-        return if n == H2_PREFACE.len() { Some(Detected::Http2) } else { None };
+        return if n == H2_PREFACE.len() {
+            Some(Detected::Http2)
+        } else {
+            None
+        };
     }
     let mut maybe = false;
     for m in METHODS {
@@ -61,7 +73,9 @@ pub async fn detect(stream: &TcpStream, window: Duration) -> Detected {
     loop {
         let peek = tokio::time::timeout_at(deadline, stream.peek(&mut buf));
         match peek.await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return classify(&buf[..last]).unwrap_or(Detected::Tcp),
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                return classify(&buf[..last]).unwrap_or(Detected::Tcp)
+            }
             Ok(Ok(n)) => {
                 if let Some(d) = classify(&buf[..n]) {
                     return d;
@@ -85,7 +99,10 @@ mod tests {
     fn classifies() {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
         assert_eq!(classify(b"GE"), None);
-        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Some(Detected::Http2));
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(Detected::Http2)
+        );
         assert_eq!(classify(b"PRI * HT"), None);
         assert_eq!(classify(&[0x16, 3, 1]), Some(Detected::Tls));
         assert_eq!(classify(b"\x00\x01binary"), Some(Detected::Tcp));

@@ -55,7 +55,11 @@ const HOP_BY_HOP: [&str; 7] = [
 ];
 
 fn strip_hop_by_hop(h: &mut http::HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_owned) {
+    if let Some(conn) = h
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
         for name in conn.split(',').map(str::trim) {
             if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
                 continue;
@@ -106,6 +110,8 @@ struct Record {
     req_bytes: u64,
     endpoint: Option<Arc<Endpoint>>,
     log: Option<AccessLogLine>,
+    /// The HTTP/1 connection to give back to its pool once the body is read.
+    checkin: Option<crate::pool::Checkin>,
 }
 
 struct AccessLogLine {
@@ -122,15 +128,25 @@ struct AccessLogLine {
 }
 
 impl Record {
-    fn finish(self, resp_bytes: u64) {
+    fn finish(mut self, resp_bytes: u64, complete: bool) {
+        if let Some(c) = self.checkin.take() {
+            if complete {
+                c.done();
+            }
+        }
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         if let Some(ep) = &self.endpoint {
             ep.active.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(l) = &self.log {
-            crate::access_log::http(&self.shared.cfg, l_fields(l, &self.labels, self.req_bytes, resp_bytes, ms));
+            crate::access_log::http(
+                &self.shared.cfg,
+                l_fields(l, &self.labels, self.req_bytes, resp_bytes, ms),
+            );
         }
-        self.shared.metrics.record_request(self.labels, ms, self.req_bytes, resp_bytes);
+        self.shared
+            .metrics
+            .record_request(self.labels, ms, self.req_bytes, resp_bytes);
     }
 }
 
@@ -185,8 +201,9 @@ impl hyper::body::Body for Metered {
             }
             std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => {
                 let n = self.bytes;
+                let complete = matches!(p, std::task::Poll::Ready(None));
                 if let Some(r) = self.record.take() {
-                    r.finish(n);
+                    r.finish(n, complete);
                 }
             }
             _ => {}
@@ -206,7 +223,8 @@ impl hyper::body::Body for Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         if let Some(r) = self.record.take() {
-            r.finish(self.bytes);
+            // Dropped before the end: the connection's state is unknown.
+            r.finish(self.bytes, false);
         }
     }
 }
@@ -238,13 +256,20 @@ fn replayable(req: &Request<Incoming>) -> bool {
 }
 
 /// The service entry point for both directions.
-pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+) -> Result<Response<Body>, Infallible> {
     // Smuggling guard: a request may not carry both framings.
     if req.headers().contains_key(header::TRANSFER_ENCODING)
         && req.headers().contains_key(header::CONTENT_LENGTH)
     {
-        let mut r = full(StatusCode::BAD_REQUEST, "both content-length and transfer-encoding\n");
-        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let mut r = full(
+            StatusCode::BAD_REQUEST,
+            "both content-length and transfer-encoding\n",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(r);
     }
     let resp = match ctx.direction {
@@ -253,7 +278,8 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Respons
     };
     let mut resp = resp;
     if ctx.shared.is_draining() {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(resp)
 }
@@ -273,7 +299,10 @@ fn authority_of(req: &Request<Incoming>) -> Option<String> {
 async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let shared = &ctx.shared;
     let Some(snap) = shared.store.load() else {
-        return full(StatusCode::SERVICE_UNAVAILABLE, "proxy has no configuration yet\n");
+        return full(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "proxy has no configuration yet\n",
+        );
     };
     let start = Instant::now();
     let authority = authority_of(&req).unwrap_or_else(|| ctx.orig_dst.to_string());
@@ -300,7 +329,11 @@ async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     };
     let log = (shared.cfg.access_log != crate::config::AccessLog::Off).then(|| AccessLogLine {
         method: req.method().to_string(),
-        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         protocol: version_str(req.version()),
         authority: authority.clone(),
         user_agent: header_str(req.headers(), "user-agent"),
@@ -318,6 +351,7 @@ async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         req_bytes,
         endpoint: None,
         log,
+        checkin: None,
     };
 
     let Some(cluster) = cluster else {
@@ -328,14 +362,29 @@ async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             if let Some(l) = record.log.as_mut() {
                 l.cluster = "BlackHoleCluster".into();
             }
-            return metered(full(StatusCode::BAD_GATEWAY, "no route: destination is not in the mesh registry (REGISTRY_ONLY)\n"), record);
+            return metered(
+                full(
+                    StatusCode::BAD_GATEWAY,
+                    "no route: destination is not in the mesh registry (REGISTRY_ONLY)\n",
+                ),
+                record,
+            );
         }
         // ALLOW_ANY: pass through to where the app was going.
         if let Some(l) = record.log.as_mut() {
             l.cluster = "PassthroughCluster".into();
             l.upstream = ctx.orig_dst.to_string();
         }
-        return forward(req, ctx.orig_dst, None, Protocol::Http1, shared, record, &snap).await;
+        return forward(
+            req,
+            ctx.orig_dst,
+            None,
+            Protocol::Http1,
+            shared,
+            record,
+            &snap,
+        )
+        .await;
     };
     labels.destination_service = cluster.host.clone();
     labels.destination_service_name = cluster.service_name.clone();
@@ -344,7 +393,8 @@ async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     if let Some(l) = record.log.as_mut() {
         l.cluster = cluster.name.clone();
     }
-    req.headers_mut().insert(peer::HEADER, shared.me_header.clone());
+    req.headers_mut()
+        .insert(peer::HEADER, shared.me_header.clone());
     send_to_cluster(req, &cluster, ctx, record, &snap).await
 }
 
@@ -362,7 +412,10 @@ async fn send_to_cluster(
     let Some(ep) = lb::pick(&cluster.endpoints, &cluster.lb, &cluster.rr, &keys).cloned() else {
         record.labels.response_code = 503;
         record.labels.response_flags = "UH";
-        return metered(full(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n"), record);
+        return metered(
+            full(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n"),
+            record,
+        );
     };
     record.labels.destination = endpoint_workload(&ep, cluster);
     if let Some(l) = record.log.as_mut() {
@@ -373,7 +426,16 @@ async fn send_to_cluster(
     } else {
         cluster.protocol
     };
-    forward(req, ep.addr, Some((ep, cluster.clone())), proto, &ctx.shared, record, snap).await
+    forward(
+        req,
+        ep.addr,
+        Some((ep, cluster.clone())),
+        proto,
+        &ctx.shared,
+        record,
+        snap,
+    )
+    .await
 }
 
 /// Destination labels from the endpoint (refined by the peer's answer header).
@@ -401,7 +463,10 @@ fn version_str(v: Version) -> &'static str {
 }
 
 fn header_str(h: &http::HeaderMap, k: &str) -> String {
-    h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+    h.get(k)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
 }
 
 /// Sends `req` to `addr` (retrying a bodiless request on connection failure,
@@ -416,12 +481,17 @@ async fn forward(
     mut record: Record,
     snap: &Arc<Snapshot>,
 ) -> Response<Body> {
-    let is_upgrade = req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
+    let is_upgrade =
+        req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut(), is_upgrade);
     let replay = replayable(&req);
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     if parts.headers.get(header::HOST).is_none() {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -429,6 +499,12 @@ async fn forward(
             }
         }
     }
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| addr.to_string());
     let mut body = Some(body.boxed());
     let mut addr = addr;
     let mut attempt = 0;
@@ -437,21 +513,30 @@ async fn forward(
         if let Some((ep, _)) = &target {
             ep.active.fetch_add(1, Ordering::Relaxed);
         }
-        let uri: http::Uri = match format!("http://{addr}{path}").parse() {
-            Ok(u) => u,
-            Err(_) => return metered(full(StatusCode::BAD_REQUEST, "bad request path\n"), record),
+        let up = match upstream_request(
+            &parts,
+            body.take().unwrap_or_else(empty),
+            proto,
+            &authority,
+            &path,
+        ) {
+            Ok(r) => r,
+            Err(r) => return metered(r, record),
         };
-        let mut up = Request::from_parts(parts.clone(), body.take().unwrap_or_else(empty));
-        *up.uri_mut() = uri;
-        *up.version_mut() = if proto == Protocol::Http2 { Version::HTTP_2 } else { Version::HTTP_11 };
         let result = if proto == Protocol::Http2 {
-            shared.clients.out_h2.request(up).await
+            shared
+                .clients
+                .outbound
+                .send_h2(addr, up)
+                .await
+                .map(|r| (r, None))
         } else {
-            shared.clients.out_h1.request(up).await
+            shared.clients.outbound.send_h1(addr, up).await
         };
         match result {
-            Ok(r) => {
+            Ok((r, checkin)) => {
                 record.endpoint = target.map(|(ep, _)| ep);
+                record.checkin = checkin;
                 break Ok(r);
             }
             Err(e) => {
@@ -463,9 +548,16 @@ async fn forward(
                 if connect && replay && attempt < 3 {
                     if let Some((_, cluster)) = &target {
                         // Another endpoint if there is one (Envoy's retry host predicate).
-                        let others: Vec<_> = cluster.endpoints.iter().filter(|x| x.addr != addr).cloned().collect();
+                        let others: Vec<_> = cluster
+                            .endpoints
+                            .iter()
+                            .filter(|x| x.addr != addr)
+                            .cloned()
+                            .collect();
                         let keys = RequestKeys::default();
-                        if let Some(next) = lb::pick(&others, &cluster.lb, &cluster.rr, &keys).cloned() {
+                        if let Some(next) =
+                            lb::pick(&others, &cluster.lb, &cluster.rr, &keys).cloned()
+                        {
                             addr = next.addr;
                             target = Some((next, cluster.clone()));
                         }
@@ -513,6 +605,35 @@ async fn forward(
     }
 }
 
+/// The request as sent upstream: origin-form with `Host` for HTTP/1.1, absolute
+/// with the original `:authority` for HTTP/2. Either way the authority the app
+/// asked for is preserved; the connection itself goes where the pool dials.
+fn upstream_request(
+    parts: &http::request::Parts,
+    body: Body,
+    proto: Protocol,
+    authority: &str,
+    path: &str,
+) -> Result<Request<Body>, Response<Body>> {
+    let uri = if proto == Protocol::Http2 {
+        format!("http://{authority}{path}")
+    } else {
+        path.to_string()
+    };
+    let Ok(uri) = uri.parse::<http::Uri>() else {
+        return Err(full(StatusCode::BAD_REQUEST, "bad request target\n"));
+    };
+    let mut up = Request::from_parts(parts.clone(), body);
+    *up.uri_mut() = uri;
+    if proto == Protocol::Http2 {
+        *up.version_mut() = Version::HTTP_2;
+        up.headers_mut().remove(header::HOST);
+    } else {
+        *up.version_mut() = Version::HTTP_11;
+    }
+    Ok(up)
+}
+
 fn empty() -> Body {
     http_body_util::Empty::new().map_err(|n| match n {}).boxed()
 }
@@ -540,10 +661,23 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     }
     let port = ctx.orig_dst.port();
     let snap = shared.store.load();
-    let cluster = snap.as_ref().and_then(|s| s.cluster_for_dst(ctx.orig_dst).cloned());
+    // The authority names the service when several share this pod port.
+    let authority = authority_of(&req);
+    let cluster = snap.as_ref().and_then(|s| {
+        authority
+            .as_deref()
+            .and_then(|a| s.cluster_for_authority(a, port))
+            .filter(|c| c.endpoints.iter().any(|e| e.addr.port() == port))
+            .or_else(|| s.cluster_for_dst(ctx.orig_dst))
+            .cloned()
+    });
     let (svc, svc_name, svc_ns) = match &cluster {
         Some(c) => (c.host.clone(), c.service_name.clone(), c.namespace.clone()),
-        None => (Arc::from("unknown"), Arc::from("unknown"), shared.me.namespace.clone()),
+        None => (
+            Arc::from("unknown"),
+            Arc::from("unknown"),
+            shared.me.namespace.clone(),
+        ),
     };
     let labels = RequestLabels {
         reporter: Reporter::Destination,
@@ -560,7 +694,11 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     };
     let log = (shared.cfg.access_log != crate::config::AccessLog::Off).then(|| AccessLogLine {
         method: req.method().to_string(),
-        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         protocol: version_str(req.version()),
         authority: authority_of(&req).unwrap_or_default(),
         user_agent: header_str(req.headers(), "user-agent"),
@@ -577,12 +715,18 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         req_bytes: content_length(req.headers()),
         endpoint: None,
         log,
+        checkin: None,
     };
-    let is_upgrade = req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
+    let is_upgrade =
+        req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut(), is_upgrade);
     let h2 = req.version() == Version::HTTP_2;
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let (mut parts, body) = req.into_parts();
     if parts.headers.get(header::HOST).is_none() {
         if let Some(a) = parts.uri.authority() {
@@ -591,20 +735,32 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             }
         }
     }
-    parts.uri = match format!("http://127.0.0.1:{port}{path}").parse() {
-        Ok(u) => u,
-        Err(_) => return metered(full(StatusCode::BAD_REQUEST, "bad request path\n"), record),
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let proto = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+    let up = match upstream_request(&parts, body.boxed(), proto, &authority, &path) {
+        Ok(r) => r,
+        Err(r) => return metered(r, record),
     };
-    parts.version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-    let up = Request::from_parts(parts, body.boxed());
+    let app = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
     let result = if h2 {
-        shared.clients.in_h2.request(up).await
+        shared
+            .clients
+            .inbound
+            .send_h2(app, up)
+            .await
+            .map(|r| (r, None))
     } else {
-        shared.clients.in_h1.request(up).await
+        shared.clients.inbound.send_h1(app, up).await
     };
     let mut record = record;
     match result {
-        Ok(mut r) => {
+        Ok((mut r, checkin)) => {
+            record.checkin = checkin;
             let upstream_upgrade =
                 (r.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut r));
             let (mut rparts, rbody) = r.into_parts();
@@ -614,7 +770,9 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            rparts.headers.insert(peer::HEADER, shared.me_header.clone());
+            rparts
+                .headers
+                .insert(peer::HEADER, shared.me_header.clone());
             if let Some(upstream) = upstream_upgrade {
                 if let Some(down) = downstream_upgrade {
                     tokio::spawn(tunnel(down, upstream));

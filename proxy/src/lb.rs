@@ -165,7 +165,11 @@ mod tests {
         let e = eps(3);
         let rr = AtomicUsize::new(0);
         let picks: Vec<_> = (0..6)
-            .map(|_| pick(&e, &LbPolicy::RoundRobin, &rr, &RequestKeys::default()).unwrap().addr)
+            .map(|_| {
+                pick(&e, &LbPolicy::RoundRobin, &rr, &RequestKeys::default())
+                    .unwrap()
+                    .addr
+            })
             .collect();
         assert_eq!(picks[0], picks[3]);
         assert_ne!(picks[0], picks[1]);
@@ -189,23 +193,35 @@ mod tests {
         let pol = LbPolicy::ConsistentHash(HashKey::Header("x-user".into()));
         let mut h = http::HeaderMap::new();
         h.insert("x-user", "alice".parse().unwrap());
-        let keys = RequestKeys { headers: Some(&h), source_ip: None };
+        let keys = RequestKeys {
+            headers: Some(&h),
+            source_ip: None,
+        };
         let first = pick(&e, &pol, &rr, &keys).unwrap().addr;
         for _ in 0..20 {
             assert_eq!(pick(&e, &pol, &rr, &keys).unwrap().addr, first);
         }
         // Removing another endpoint does not move alice.
-        let fewer: Vec<_> = e.iter().filter(|x| x.addr == first || x.addr != e[0].addr).cloned().collect();
+        let fewer: Vec<_> = e
+            .iter()
+            .filter(|x| x.addr == first || x.addr != e[0].addr)
+            .cloned()
+            .collect();
         assert_eq!(pick(&fewer, &pol, &rr, &keys).unwrap().addr, first);
     }
 
     #[test]
     fn policy_from_settings() {
+        let s: LoadBalancerSettings = serde_json::from_value(
+            serde_json::json!({"consistentHash": {"httpCookie": {"name": "user", "ttl": "0s"}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            LbPolicy::from_settings(&s),
+            LbPolicy::ConsistentHash(HashKey::Cookie("user".into()))
+        );
         let s: LoadBalancerSettings =
-            serde_json::from_value(serde_json::json!({"consistentHash": {"httpCookie": {"name": "user", "ttl": "0s"}}}))
-                .unwrap();
-        assert_eq!(LbPolicy::from_settings(&s), LbPolicy::ConsistentHash(HashKey::Cookie("user".into())));
-        let s: LoadBalancerSettings = serde_json::from_value(serde_json::json!({"simple": "ROUND_ROBIN"})).unwrap();
+            serde_json::from_value(serde_json::json!({"simple": "ROUND_ROBIN"})).unwrap();
         assert_eq!(LbPolicy::from_settings(&s), LbPolicy::RoundRobin);
         assert_eq!(LbPolicy::from_rule(None, 80), LbPolicy::LeastRequest);
     }

@@ -23,6 +23,7 @@ pub mod lb;
 pub mod metrics;
 pub mod orig_dst;
 pub mod peer;
+pub mod pool;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
@@ -64,9 +65,12 @@ pub struct Proxy {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("binding the {what} listener on {addr}: {e}")))
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("binding the {what} listener on {addr}: {e}"),
+        )
+    })
 }
 
 impl Proxy {
@@ -127,19 +131,47 @@ impl Proxy {
             }
         };
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(admin::serve(self.admin, admin::admin_router(st.clone()), stopped()));
-        tasks.spawn(admin::serve(self.health, admin::health_router(st.clone()), stopped()));
-        tasks.spawn(admin::serve(self.prometheus, admin::prometheus_router(st.clone()), stopped()));
-        tasks.spawn(admin::serve(self.status, admin::status_router(st), stopped()));
+        tasks.spawn(admin::serve(
+            self.admin,
+            admin::admin_router(st.clone()),
+            stopped(),
+        ));
+        tasks.spawn(admin::serve(
+            self.health,
+            admin::health_router(st.clone()),
+            stopped(),
+        ));
+        tasks.spawn(admin::serve(
+            self.prometheus,
+            admin::prometheus_router(st.clone()),
+            stopped(),
+        ));
+        tasks.spawn(admin::serve(
+            self.status,
+            admin::status_router(st),
+            stopped(),
+        ));
         let drain = shared.cfg.drain_duration;
-        tasks.spawn(server::accept_loop(self.outbound, shared.clone(), Reporter::Source, stopped(), drain));
+        tasks.spawn(server::accept_loop(
+            self.outbound,
+            shared.clone(),
+            Reporter::Source,
+            stopped(),
+            drain,
+        ));
         let grace = shared.cfg.drain_grace;
         let sh = shared.clone();
         let inbound_stop = async move {
             sh.drained().await;
             tokio::time::sleep(grace).await;
         };
-        let inbound = tokio::spawn(server::accept_loop(self.inbound, shared.clone(), Reporter::Destination, inbound_stop, drain));
+        let inbound = tokio::spawn(server::accept_loop(
+            self.inbound,
+            shared.clone(),
+            Reporter::Destination,
+            inbound_stop,
+            drain,
+        ));
         tokio::select! {
             _ = terminate => {
                 shared.start_drain();

@@ -14,7 +14,8 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PROXY_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PROXY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -25,7 +26,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let probers = match Probers::parse(&std::env::var("ISTIO_KUBE_APP_PROBERS").unwrap_or_default()) {
+    let probers = match Probers::parse(&std::env::var("ISTIO_KUBE_APP_PROBERS").unwrap_or_default())
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("mesh-proxy: invalid configuration: {e}");
@@ -33,7 +35,9 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let rt = if cfg.concurrency == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.concurrency)

@@ -71,10 +71,12 @@ pub struct TcpLabels {
 }
 
 const DURATION_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
-const BYTES_BUCKETS: [f64; 8] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0];
+const BYTES_BUCKETS: [f64; 8] = [
+    1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0,
+];
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -120,7 +122,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn record_request(&self, labels: RequestLabels, duration_ms: f64, req_bytes: u64, resp_bytes: u64) {
+    pub fn record_request(
+        &self,
+        labels: RequestLabels,
+        duration_ms: f64,
+        req_bytes: u64,
+        resp_bytes: u64,
+    ) {
         let mut m = self.requests.lock().expect("metrics lock");
         let s = m.entry(labels).or_default();
         s.total += 1;
@@ -149,10 +157,19 @@ impl Metrics {
         let reqs = self.requests.lock().expect("metrics lock");
         out.push_str("# TYPE istio_requests_total counter\n");
         for (l, s) in reqs.iter() {
-            let _ = writeln!(out, "istio_requests_total{{{}}} {}", request_labels(l), s.total);
+            let _ = writeln!(
+                out,
+                "istio_requests_total{{{}}} {}",
+                request_labels(l),
+                s.total
+            );
         }
         for (name, pick, buckets) in [
-            ("istio_request_duration_milliseconds", 0, &DURATION_BUCKETS[..]),
+            (
+                "istio_request_duration_milliseconds",
+                0,
+                &DURATION_BUCKETS[..],
+            ),
             ("istio_request_bytes", 1, &BYTES_BUCKETS[..]),
             ("istio_response_bytes", 2, &BYTES_BUCKETS[..]),
         ] {
@@ -193,7 +210,9 @@ impl Metrics {
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn workload_labels(out: &mut String, side: &str, w: &Workload) {
@@ -247,7 +266,10 @@ fn request_labels(l: &RequestLabels) -> String {
         &l.destination_service_name,
         &l.destination_service_namespace,
     );
-    let grpc = l.grpc_response_status.map(|g| g.to_string()).unwrap_or_default();
+    let grpc = l
+        .grpc_response_status
+        .map(|g| g.to_string())
+        .unwrap_or_default();
     let _ = write!(
         out,
         ",request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{grpc}\",response_flags=\"{}\",connection_security_policy=\"{}\"",
@@ -296,13 +318,21 @@ mod tests {
         m.record_request(labels.clone(), 3.0, 0, 1200);
         m.record_request(labels, 700.0, 10, 1200);
         let text = m.render();
-        assert!(text.contains("istio_requests_total{reporter=\"source\""), "{text}");
+        assert!(
+            text.contains("istio_requests_total{reporter=\"source\""),
+            "{text}"
+        );
         assert!(text.contains("response_code=\"200\""));
         assert!(text.contains("destination_service_name=\"reviews\""));
-        let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{"))
+            .unwrap();
         assert!(line.ends_with(" 2"), "{line}");
         assert!(text.contains("le=\"5\"} 1"), "cumulative buckets: {text}");
         assert!(text.contains("istio_request_duration_milliseconds_count{"));
-        assert!(text.contains("istio_request_duration_milliseconds_sum{") && text.contains("} 703"));
+        assert!(
+            text.contains("istio_request_duration_milliseconds_sum{") && text.contains("} 703")
+        );
     }
 }

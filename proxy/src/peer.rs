@@ -22,7 +22,8 @@ pub fn encode(w: &Workload) -> http::HeaderValue {
         clean(&w.canonical_service),
         clean(&w.canonical_revision)
     );
-    http::HeaderValue::from_str(&v).unwrap_or_else(|_| http::HeaderValue::from_static("workload=unknown"))
+    http::HeaderValue::from_str(&v)
+        .unwrap_or_else(|_| http::HeaderValue::from_static("workload=unknown"))
 }
 
 /// Parses a peer header; unknown fields are ignored, missing ones are `unknown`.

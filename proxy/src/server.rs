@@ -107,8 +107,13 @@ async fn handle_conn(
     });
     match direction {
         Reporter::Source => {
-            let cluster = snap.as_ref().and_then(|s| s.cluster_for_dst(orig_dst).cloned());
-            let protocol = cluster.as_ref().map(|c| c.protocol).unwrap_or(Protocol::Unknown);
+            let cluster = snap
+                .as_ref()
+                .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
+            let protocol = cluster
+                .as_ref()
+                .map(|c| c.protocol)
+                .unwrap_or(Protocol::Unknown);
             let registry_only = snap
                 .as_ref()
                 .is_some_and(|s| s.outbound_policy == OutboundPolicy::RegistryOnly);
@@ -116,10 +121,17 @@ async fn handle_conn(
                 Protocol::Http1 | Protocol::Http2 => Sniffed::Http,
                 Protocol::Tcp => Sniffed::Tcp(None),
                 Protocol::Unknown => {
-                    let dial_target = if cluster.is_none() && registry_only { None } else { Some(orig_dst) };
+                    let dial_target = if cluster.is_none() && registry_only {
+                        None
+                    } else {
+                        Some(orig_dst)
+                    };
                     let c = cluster.clone();
                     tcp::sniff(&stream, shared.cfg.detect_timeout, || async move {
-                        match (c.and_then(|c| c.endpoints.first().map(|e| e.addr)), dial_target) {
+                        match (
+                            c.and_then(|c| c.endpoints.first().map(|e| e.addr)),
+                            dial_target,
+                        ) {
                             (Some(a), _) | (None, Some(a)) => tcp::connect(a).await,
                             (None, None) => Err(std::io::ErrorKind::NotFound.into()),
                         }
@@ -129,7 +141,9 @@ async fn handle_conn(
             };
             match sniffed {
                 Sniffed::Http => serve_http(stream, ctx, watcher).await,
-                Sniffed::Tcp(pre) => outbound_tcp(stream, orig_dst, &shared, cluster, registry_only, pre).await,
+                Sniffed::Tcp(pre) => {
+                    outbound_tcp(stream, orig_dst, &shared, cluster, registry_only, pre).await
+                }
             }
         }
         Reporter::Destination => {
@@ -167,7 +181,10 @@ async fn outbound_tcp(
 ) {
     let (target, meta) = match &cluster {
         Some(c) => {
-            let keys = crate::lb::RequestKeys { headers: None, source_ip: stream.peer_addr().ok().map(|a| a.ip()) };
+            let keys = crate::lb::RequestKeys {
+                headers: None,
+                source_ip: stream.peer_addr().ok().map(|a| a.ip()),
+            };
             let ep = crate::lb::pick(&c.endpoints, &c.lb, &c.rr, &keys).map(|e| e.addr);
             (
                 ep,
@@ -193,7 +210,11 @@ async fn outbound_tcp(
                     service: host.clone(),
                     service_name: host,
                     service_namespace: Arc::from("unknown"),
-                    cluster: if registry_only { "BlackHoleCluster".into() } else { "PassthroughCluster".into() },
+                    cluster: if registry_only {
+                        "BlackHoleCluster".into()
+                    } else {
+                        "PassthroughCluster".into()
+                    },
                 },
             )
         }
@@ -216,15 +237,28 @@ async fn outbound_tcp(
     }
 }
 
-async fn inbound_tcp(stream: TcpStream, orig_dst: SocketAddr, shared: &Arc<Shared>, pre: Option<TcpStream>) {
+async fn inbound_tcp(
+    stream: TcpStream,
+    orig_dst: SocketAddr,
+    shared: &Arc<Shared>,
+    pre: Option<TcpStream>,
+) {
     let snap = shared.store.load();
-    let cluster = snap.as_ref().and_then(|s| s.cluster_for_dst(orig_dst).cloned());
+    let cluster = snap
+        .as_ref()
+        .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
     let meta = TcpMeta {
         reporter: Reporter::Destination,
         source: Workload::unknown(),
         destination: shared.me.clone(),
-        service: cluster.as_ref().map(|c| c.host.clone()).unwrap_or_else(|| Arc::from("unknown")),
-        service_name: cluster.as_ref().map(|c| c.service_name.clone()).unwrap_or_else(|| Arc::from("unknown")),
+        service: cluster
+            .as_ref()
+            .map(|c| c.host.clone())
+            .unwrap_or_else(|| Arc::from("unknown")),
+        service_name: cluster
+            .as_ref()
+            .map(|c| c.service_name.clone())
+            .unwrap_or_else(|| Arc::from("unknown")),
         service_namespace: shared.me.namespace.clone(),
         cluster: format!("inbound|{}||", orig_dst.port()),
     };

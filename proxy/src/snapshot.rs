@@ -131,7 +131,10 @@ impl Snapshot {
                 for a in &svc.addresses {
                     if let Ok(ip) = a.parse::<IpAddr>() {
                         by_vip.insert(SocketAddr::new(ip, port.port), idx);
-                        by_host.entry(format!("{a}:{}", port.port)).or_default().push(idx);
+                        by_host
+                            .entry(format!("{a}:{}", port.port))
+                            .or_default()
+                            .push(idx);
                     }
                 }
                 for alias in short.iter().chain(std::iter::once(&svc.hostname)) {
@@ -154,7 +157,10 @@ impl Snapshot {
                 }));
             }
         }
-        let outbound_policy = if view.outbound_traffic_policy.eq_ignore_ascii_case("REGISTRY_ONLY") {
+        let outbound_policy = if view
+            .outbound_traffic_policy
+            .eq_ignore_ascii_case("REGISTRY_ONLY")
+        {
             OutboundPolicy::RegistryOnly
         } else {
             OutboundPolicy::AllowAny
@@ -279,8 +285,16 @@ mod tests {
                     protocol: "HTTP".into(),
                 }],
                 endpoints: vec![
-                    VEp { address: "10.88.0.5".into(), ready: true, ..Default::default() },
-                    VEp { address: "10.88.0.6".into(), ready: false, ..Default::default() },
+                    VEp {
+                        address: "10.88.0.5".into(),
+                        ready: true,
+                        ..Default::default()
+                    },
+                    VEp {
+                        address: "10.88.0.6".into(),
+                        ready: false,
+                        ..Default::default()
+                    },
                 ],
                 ..Default::default()
             }],
@@ -293,11 +307,21 @@ mod tests {
     fn lookups() {
         let s = Snapshot::compile(view(), "default");
         assert_eq!(s.outbound_policy, OutboundPolicy::RegistryOnly);
-        let c = s.cluster_for_dst("10.96.0.10:9080".parse().unwrap()).unwrap();
+        let c = s
+            .cluster_for_dst("10.96.0.10:9080".parse().unwrap())
+            .unwrap();
         assert_eq!(c.name, "outbound|9080||reviews.default.svc.cluster.local");
         assert_eq!(c.endpoints.len(), 1, "only ready endpoints");
-        assert!(s.cluster_for_dst("10.88.0.5:9080".parse().unwrap()).is_some());
-        for a in ["reviews", "reviews:9080", "reviews.default", "reviews.default.svc.cluster.local:9080", "10.96.0.10:9080"] {
+        assert!(s
+            .cluster_for_dst("10.88.0.5:9080".parse().unwrap())
+            .is_some());
+        for a in [
+            "reviews",
+            "reviews:9080",
+            "reviews.default",
+            "reviews.default.svc.cluster.local:9080",
+            "10.96.0.10:9080",
+        ] {
             assert!(s.cluster_for_authority(a, 9080).is_some(), "{a}");
         }
         assert!(s.cluster_for_authority("reviews:9999", 9080).is_none());
@@ -305,7 +329,9 @@ mod tests {
         // Short name only from the same namespace.
         let other = Snapshot::compile(view(), "shop");
         assert!(other.cluster_for_authority("reviews", 9080).is_none());
-        assert!(other.cluster_for_authority("reviews.default", 9080).is_some());
+        assert!(other
+            .cluster_for_authority("reviews.default", 9080)
+            .is_some());
     }
 
     #[test]

@@ -53,10 +53,14 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
             match read_view(&path) {
                 Ok(view) => {
                     let version = view.version;
-                    shared.store.store(Snapshot::compile(view, &shared.cfg.namespace));
+                    shared
+                        .store
+                        .store(Snapshot::compile(view, &shared.cfg.namespace));
                     tracing::info!(version, file = %path.display(), "snapshot applied");
                 }
-                Err(e) => tracing::error!(error = %e, "view rejected; keeping the last good snapshot"),
+                Err(e) => {
+                    tracing::error!(error = %e, "view rejected; keeping the last good snapshot")
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -27,17 +27,35 @@ pub struct TcpMeta {
 }
 
 /// Copies between `down` and an already connected `up` until both sides close.
-pub async fn splice(shared: &Arc<Shared>, mut down: TcpStream, mut up: TcpStream, meta: TcpMeta, flags: &'static str) {
+pub async fn splice(
+    shared: &Arc<Shared>,
+    mut down: TcpStream,
+    mut up: TcpStream,
+    meta: TcpMeta,
+    flags: &'static str,
+) {
     let start = Instant::now();
     let labels = labels(&meta, flags);
     shared.metrics.tcp_opened(&labels);
     let local = down.local_addr().ok();
     let remote = down.peer_addr().ok();
     let upstream = up.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let (sent, received) = tokio::io::copy_bidirectional(&mut down, &mut up).await.unwrap_or((0, 0));
+    let (sent, received) = tokio::io::copy_bidirectional(&mut down, &mut up)
+        .await
+        .unwrap_or((0, 0));
     shared.metrics.tcp_closed(labels, sent, received);
     if let (Some(l), Some(r)) = (local, remote) {
-        crate::access_log::tcp(&shared.cfg, &meta.cluster, &upstream, flags, sent, received, start.elapsed().as_millis() as u64, l, r);
+        crate::access_log::tcp(
+            &shared.cfg,
+            &meta.cluster,
+            &upstream,
+            flags,
+            sent,
+            received,
+            start.elapsed().as_millis() as u64,
+            l,
+            r,
+        );
     }
 }
 
@@ -58,7 +76,11 @@ fn labels(meta: &TcpMeta, flags: &'static str) -> TcpLabels {
         destination_service_name: meta.service_name.clone(),
         destination_service_namespace: meta.service_namespace.clone(),
         response_flags: flags,
-        connection_security_policy: if meta.reporter == Reporter::Destination { "none" } else { "unknown" },
+        connection_security_policy: if meta.reporter == Reporter::Destination {
+            "none"
+        } else {
+            "unknown"
+        },
     }
 }
 
@@ -128,7 +150,12 @@ impl<F: std::future::Future<Output = std::io::Result<usize>>> NowOrNever for F {
 pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect {addr} timed out")))??;
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect {addr} timed out"),
+            )
+        })??;
     s.set_nodelay(true)?;
     Ok(s)
 }
