@@ -78,17 +78,29 @@ pub fn http(cfg: &Config, e: HttpEntry<'_>) {
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
-pub fn tcp(
-    cfg: &Config,
-    cluster: &str,
-    upstream: &str,
-    flags: &str,
-    rx: u64,
-    tx: u64,
-    ms: u64,
-    local: SocketAddr,
-    remote: SocketAddr,
-) {
+/// One TCP connection's access-log fields.
+pub struct TcpEntry<'a> {
+    pub cluster: &'a str,
+    pub upstream: &'a str,
+    pub flags: &'a str,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration_ms: u64,
+    pub downstream_local: SocketAddr,
+    pub downstream_remote: SocketAddr,
+}
+
+pub fn tcp(cfg: &Config, e: TcpEntry<'_>) {
+    let TcpEntry {
+        cluster,
+        upstream,
+        flags,
+        bytes_received: rx,
+        bytes_sent: tx,
+        duration_ms: ms,
+        downstream_local: local,
+        downstream_remote: remote,
+    } = e;
     let line = match cfg.access_log {
         AccessLog::Off => return,
         AccessLog::Text => format!(

@@ -14,7 +14,7 @@ use mesh_api::ports;
 pub enum ConfigError {
     #[error("--labels / ISTIO_META_POD_LABELS: {0}")]
     Labels(String),
-    #[error("no config source: give --view-file FILE (standalone) or --agent HOST:PORT")]
+    #[error("no config source: give --agent HOST:PORT, or --config-dir DIR / --view-file FILE (standalone)")]
     NoSource,
     #[error("--concurrency must be 1..=64, got {0}")]
     Concurrency(usize),
@@ -64,6 +64,9 @@ pub struct Args {
     /// Standalone mode: a ProxyView (JSON or YAML) file, re-read when it changes.
     #[arg(long)]
     pub view_file: Option<PathBuf>,
+    /// Standalone mode: a folder of Kubernetes + Istio YAML, served by an embedded agent.
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
     /// The config-sync agent to subscribe to.
     #[arg(long, env = "MESH_AGENT_ADDR")]
     pub agent: Option<String>,
@@ -111,6 +114,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     ViewFile(PathBuf),
+    ConfigDir(PathBuf),
     Agent(String),
 }
 
@@ -182,10 +186,11 @@ impl Args {
                 }
             }
         }
-        let source = match (self.view_file, self.agent) {
-            (Some(f), _) => Source::ViewFile(f),
-            (None, Some(a)) => Source::Agent(a),
-            (None, None) => return Err(ConfigError::NoSource),
+        let source = match (self.view_file, self.config_dir, self.agent) {
+            (Some(f), _, _) => Source::ViewFile(f),
+            (None, Some(d), _) => Source::ConfigDir(d),
+            (None, None, Some(a)) => Source::Agent(a),
+            (None, None, None) => return Err(ConfigError::NoSource),
         };
         let access_log = match self.access_log.as_str() {
             "off" | "" => AccessLog::Off,

@@ -255,19 +255,33 @@ fn replayable(req: &Request<Incoming>) -> bool {
             && req.version() != Version::HTTP_2)
 }
 
+/// Request-smuggling guard: both framings at once, or a header that looks like a
+/// framing header to a lenient back end (`Content_Length`, `Transfer--Encoding`)
+/// is refused and the connection closed, so no later bytes on it are parsed.
+fn framing_hazard(h: &http::HeaderMap) -> Option<&'static str> {
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Some("both content-length and transfer-encoding\n");
+    }
+    for name in h.keys() {
+        let n = name.as_str();
+        if n == "content-length" || n == "transfer-encoding" {
+            continue;
+        }
+        let squashed: String = n.chars().filter(char::is_ascii_alphanumeric).collect();
+        if squashed == "contentlength" || squashed == "transferencoding" {
+            return Some("header name resembles a message framing header\n");
+        }
+    }
+    None
+}
+
 /// The service entry point for both directions.
 pub async fn handle(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<Body>, Infallible> {
-    // Smuggling guard: a request may not carry both framings.
-    if req.headers().contains_key(header::TRANSFER_ENCODING)
-        && req.headers().contains_key(header::CONTENT_LENGTH)
-    {
-        let mut r = full(
-            StatusCode::BAD_REQUEST,
-            "both content-length and transfer-encoding\n",
-        );
+    if let Some(why) = framing_hazard(req.headers()) {
+        let mut r = full(StatusCode::BAD_REQUEST, why);
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(r);
@@ -520,8 +534,13 @@ async fn forward(
             &authority,
             &path,
         ) {
-            Ok(r) => r,
-            Err(r) => return metered(r, record),
+            Some(r) => r,
+            None => {
+                return metered(
+                    full(StatusCode::BAD_REQUEST, "bad request target\n"),
+                    record,
+                )
+            }
         };
         let result = if proto == Protocol::Http2 {
             shared
@@ -614,15 +633,13 @@ fn upstream_request(
     proto: Protocol,
     authority: &str,
     path: &str,
-) -> Result<Request<Body>, Response<Body>> {
+) -> Option<Request<Body>> {
     let uri = if proto == Protocol::Http2 {
         format!("http://{authority}{path}")
     } else {
         path.to_string()
     };
-    let Ok(uri) = uri.parse::<http::Uri>() else {
-        return Err(full(StatusCode::BAD_REQUEST, "bad request target\n"));
-    };
+    let uri = uri.parse::<http::Uri>().ok()?;
     let mut up = Request::from_parts(parts.clone(), body);
     *up.uri_mut() = uri;
     if proto == Protocol::Http2 {
@@ -631,7 +648,7 @@ fn upstream_request(
     } else {
         *up.version_mut() = Version::HTTP_11;
     }
-    Ok(up)
+    Some(up)
 }
 
 fn empty() -> Body {
@@ -743,8 +760,13 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         .unwrap_or_else(|| format!("127.0.0.1:{port}"));
     let proto = if h2 { Protocol::Http2 } else { Protocol::Http1 };
     let up = match upstream_request(&parts, body.boxed(), proto, &authority, &path) {
-        Ok(r) => r,
-        Err(r) => return metered(r, record),
+        Some(r) => r,
+        None => {
+            return metered(
+                full(StatusCode::BAD_REQUEST, "bad request target\n"),
+                record,
+            )
+        }
     };
     let app = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
     let result = if h2 {

@@ -111,10 +111,19 @@ impl Proxy {
     pub async fn run(self, terminate: impl std::future::Future<Output = ()>) {
         let shared = self.shared;
         let quit = Arc::new(tokio::sync::Notify::new());
+        let cancel = tokio_util::sync::CancellationToken::new();
         let source = match shared.cfg.source.clone() {
             Source::ViewFile(p) => tokio::spawn(source::watch_view_file(p, shared.clone())),
             Source::Agent(addr) => {
-                tracing::error!(%addr, "the agent source is not available in this build; use --view-file");
+                source::follow_agent(addr, shared.clone(), cancel.clone());
+                tokio::spawn(async {})
+            }
+            Source::ConfigDir(dir) => {
+                if let Err(e) =
+                    source::embedded_agent(dir.clone(), shared.clone(), cancel.clone()).await
+                {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot start the embedded agent");
+                }
                 tokio::spawn(async {})
             }
         };
@@ -187,6 +196,7 @@ impl Proxy {
             _ = quit.notified() => {}
         }
         let _ = stop_tx.send(true);
+        cancel.cancel();
         source.abort();
         tasks.abort_all();
     }

@@ -147,6 +147,21 @@ async fn handle_conn(
             }
         }
         Reporter::Destination => {
+            // Never relay a remote peer to the proxy's own loopback-only ports
+            // (admin, capture listeners): that would expose them to the network.
+            let own = [
+                shared.cfg.admin.port(),
+                shared.cfg.outbound.port(),
+                shared.cfg.inbound.port(),
+                mesh_api::ports::DNS_CAPTURE,
+            ];
+            if own.contains(&orig_dst.port()) {
+                tracing::debug!(
+                    port = orig_dst.port(),
+                    "inbound connection to a proxy port refused"
+                );
+                return;
+            }
             let declared = snap
                 .as_ref()
                 .and_then(|s| s.cluster_for_dst(orig_dst).map(|c| c.protocol))

@@ -47,14 +47,16 @@ pub async fn splice(
     if let (Some(l), Some(r)) = (local, remote) {
         crate::access_log::tcp(
             &shared.cfg,
-            &meta.cluster,
-            &upstream,
-            flags,
-            sent,
-            received,
-            start.elapsed().as_millis() as u64,
-            l,
-            r,
+            crate::access_log::TcpEntry {
+                cluster: &meta.cluster,
+                upstream: &upstream,
+                flags,
+                bytes_received: sent,
+                bytes_sent: received,
+                duration_ms: start.elapsed().as_millis() as u64,
+                downstream_local: l,
+                downstream_remote: r,
+            },
         );
     }
 }
