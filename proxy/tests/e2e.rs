@@ -192,3 +192,57 @@ fn three_endpoints_share_the_load() {
         "least-request spreads sequential calls: {counts:?}"
     );
 }
+
+#[test]
+fn access_log_and_pod_ip_bound_app() {
+    let mut w = world_with(1, "ALLOW_ANY", &["--access-log", "text"]);
+    // A second app in the server pod that binds only to the pod IP: the inbound
+    // sidecar falls back from 127.0.0.1 to the pod IP.
+    let server = &w.servers[0];
+    let echo = mesh_e2e::bins::workspace_bin("mesh-echo");
+    let ip = server.ip().to_string();
+    let mut only_pod_ip = server
+        .spawn(
+            APP,
+            &[
+                echo.to_str().unwrap(),
+                "--port",
+                "8181",
+                "--bind",
+                &ip,
+                "--pod",
+                "pod-ip-app",
+            ],
+        )
+        .unwrap();
+    only_pod_ip
+        .wait_for_line("mesh-echo listening", Duration::from_secs(5))
+        .unwrap();
+    let r = curl_echo(&w.client, &[&format!("http://{ip}:8181/direct")]);
+    assert_eq!(r.pod, "pod-ip-app");
+    assert!(r.peer.starts_with("127.0.0.6:"), "{}", r.peer);
+    assert_eq!(r.local, format!("{ip}:8181"));
+
+    curl_echo(
+        &w.client,
+        &[
+            "-A",
+            "access-log-test",
+            &format!("http://{VIP}:8080/logged"),
+        ],
+    );
+    let line = w
+        .client_proxy
+        .wait_for_line("\"GET /logged HTTP/1.1\" 200", Duration::from_secs(5))
+        .unwrap();
+    assert!(line.contains("\"access-log-test\""), "{line}");
+    assert!(
+        line.contains("outbound|8080||echo.default.svc.cluster.local"),
+        "{line}"
+    );
+    let inbound = w.server_procs[0]
+        .1
+        .wait_for_line("\"GET /logged HTTP/1.1\" 200", Duration::from_secs(5))
+        .unwrap();
+    assert!(inbound.contains("inbound|8080||"), "{inbound}");
+}
