@@ -112,6 +112,8 @@ struct Record {
     log: Option<AccessLogLine>,
     /// The HTTP/1 connection to give back to its pool once the body is read.
     checkin: Option<crate::pool::Checkin>,
+    /// The connectionPool admission, released when the response ends.
+    permit: Option<crate::limits::Permit>,
 }
 
 struct AccessLogLine {
@@ -366,6 +368,7 @@ async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         endpoint: None,
         log,
         checkin: None,
+        permit: None,
     };
 
     let Some(cluster) = cluster else {
@@ -419,6 +422,20 @@ async fn send_to_cluster(
     mut record: Record,
     snap: &Arc<Snapshot>,
 ) -> Response<Body> {
+    if let Some(limits) = &cluster.limits {
+        let http1 = !(req.version() == Version::HTTP_2 && cluster.protocol != Protocol::Http1);
+        match limits.admit(http1).await {
+            Some(p) => record.permit = Some(p),
+            None => {
+                record.labels.response_code = 503;
+                record.labels.response_flags = "UO";
+                return metered(
+                    full(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect/reset before headers. reset reason: overflow\n"),
+                    record,
+                );
+            }
+        }
+    }
     let keys = RequestKeys {
         headers: Some(req.headers()),
         source_ip: Some(ctx.peer.ip()),
@@ -733,6 +750,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         endpoint: None,
         log,
         checkin: None,
+        permit: None,
     };
     let is_upgrade =
         req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;

@@ -20,6 +20,7 @@ pub mod config;
 pub mod detect;
 pub mod http;
 pub mod lb;
+pub mod limits;
 pub mod metrics;
 pub mod orig_dst;
 pub mod peer;

@@ -70,6 +70,8 @@ pub struct Cluster {
     pub protocol: Protocol,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub lb: LbPolicy,
+    /// DestinationRule connectionPool limits, if any.
+    pub limits: Option<crate::limits::Limits>,
     /// Round-robin cursor.
     pub rr: AtomicUsize,
 }
@@ -153,6 +155,10 @@ impl Snapshot {
                     protocol: Protocol::from_istio(&port.protocol),
                     endpoints,
                     lb: LbPolicy::from_rule(view.destination_rules.get(&svc.hostname), port.port),
+                    limits: crate::limits::Limits::from_rule(
+                        view.destination_rules.get(&svc.hostname),
+                        port.port,
+                    ),
                     rr: AtomicUsize::new(0),
                 }));
             }

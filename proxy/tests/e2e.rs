@@ -246,3 +246,62 @@ fn access_log_and_pod_ip_bound_app() {
         .unwrap();
     assert!(inbound.contains("inbound|8080||"), "{inbound}");
 }
+
+#[test]
+fn connection_pool_overflow_is_503_uo() {
+    let mut w = world(1, "ALLOW_ANY");
+    w.update(|v| {
+        let dr: mesh_api::networking::DestinationRuleSpec = serde_json::from_value(serde_json::json!({
+            "host": "echo.default.svc.cluster.local",
+            "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}}
+        }))
+        .unwrap();
+        v.destination_rules.insert("echo.default.svc.cluster.local".into(), dr);
+    });
+    // Wait for the new version to be in force.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let dump = w
+            .client
+            .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+        if v["version"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "view 2 never applied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://{VIP}:8080/slow?delay_ms=20");
+    let out = w
+        .client
+        .exec(APP, &["h2load", "--h1", "-n", "100", "-c", "10", &url])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !codes.contains(" 0 5xx"),
+        "overflow must produce 503s: {text}"
+    );
+    assert!(
+        !codes.contains(" 0 2xx"),
+        "admitted requests still succeed: {text}"
+    );
+    let cm = metrics(&w.client);
+    let uo = metric_sum(
+        &cm,
+        "istio_requests_total",
+        &["response_code=\"503\"", "response_flags=\"UO\""],
+    );
+    let ok = metric_sum(
+        &cm,
+        "istio_requests_total",
+        &["response_code=\"200\"", "reporter=\"source\""],
+    );
+    assert!(uo >= 1.0 && ok >= 1.0, "uo={uo} ok={ok}\n{cm}");
+    assert_eq!(uo + ok, 100.0, "{cm}");
+}
