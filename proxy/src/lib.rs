@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod peer;
 pub mod pool;
+pub mod route;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
