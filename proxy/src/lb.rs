@@ -155,6 +155,7 @@ mod tests {
                     labels: BTreeMap::new(),
                     service_account: None,
                     active: AtomicUsize::new(0),
+                    health: Default::default(),
                 })
             })
             .collect()

@@ -350,7 +350,7 @@ impl RouteTable {
             }
         }
         // Longest wildcard suffix first.
-        t.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        t.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         t
     }
 

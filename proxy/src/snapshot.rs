@@ -56,6 +56,7 @@ pub struct Endpoint {
     pub labels: std::collections::BTreeMap<String, String>,
     pub service_account: Option<String>,
     pub active: AtomicUsize,
+    pub health: crate::outlier::EndpointHealth,
 }
 
 /// A service port and everything needed to carry a connection to it.
@@ -72,6 +73,8 @@ pub struct Cluster {
     pub lb: LbPolicy,
     /// DestinationRule connectionPool limits, if any.
     pub limits: Option<crate::limits::Limits>,
+    /// DestinationRule outlierDetection, if any.
+    pub outlier: Option<crate::outlier::OutlierConfig>,
     /// Round-robin cursor.
     pub rr: AtomicUsize,
 }
@@ -89,6 +92,12 @@ pub struct Snapshot {
     by_host: HashMap<String, Vec<usize>>,
     /// Endpoint address → cluster, for calls made straight to a pod IP.
     by_endpoint: HashMap<SocketAddr, usize>,
+    /// (FQDN, port) → cluster, for route destinations.
+    by_host_port: HashMap<(String, u16), usize>,
+    /// (FQDN, port, subset) → the subset's cluster (DestinationRule subsets).
+    subsets: HashMap<(String, u16, String), Arc<Cluster>>,
+    /// VirtualService routes by host.
+    pub routes: crate::route::RouteTable,
 }
 
 impl Snapshot {
@@ -99,6 +108,8 @@ impl Snapshot {
         let mut by_vip = HashMap::new();
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_endpoint = HashMap::new();
+        let mut by_host_port = HashMap::new();
+        let mut subsets = HashMap::new();
         for svc in &view.services {
             let short = short_names(svc, namespace);
             let host: Arc<str> = Arc::from(svc.hostname.as_str());
@@ -124,6 +135,7 @@ impl Snapshot {
                             labels: e.labels.clone(),
                             service_account: e.service_account.clone(),
                             active: AtomicUsize::new(0),
+                            health: Default::default(),
                         }))
                     })
                     .collect();
@@ -159,8 +171,22 @@ impl Snapshot {
                         view.destination_rules.get(&svc.hostname),
                         port.port,
                     ),
+                    outlier: crate::outlier::OutlierConfig::from_rule(
+                        view.destination_rules.get(&svc.hostname),
+                        port.port,
+                    ),
                     rr: AtomicUsize::new(0),
                 }));
+                by_host_port.insert((svc.hostname.clone(), port.port), idx);
+                if let Some(dr) = view.destination_rules.get(&svc.hostname) {
+                    let base = &clusters[idx];
+                    for subset in &dr.subsets {
+                        subsets.insert(
+                            (svc.hostname.clone(), port.port, subset.name.clone()),
+                            Arc::new(subset_cluster(base, dr, subset)),
+                        );
+                    }
+                }
             }
         }
         let outbound_policy = if view
@@ -171,6 +197,7 @@ impl Snapshot {
         } else {
             OutboundPolicy::AllowAny
         };
+        let view_routes = view.virtual_services.clone();
         Snapshot {
             version: view.version,
             view,
@@ -179,6 +206,46 @@ impl Snapshot {
             by_vip,
             by_host,
             by_endpoint,
+            by_host_port,
+            subsets,
+            routes: crate::route::RouteTable::compile(&view_routes, "cluster.local"),
+        }
+    }
+
+    /// The cluster a route destination names: its host (FQDN), port (or the
+    /// service's only port, or `fallback_port`) and optional subset.
+    pub fn destination(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        subset: Option<&str>,
+        fallback_port: u16,
+    ) -> Option<Arc<Cluster>> {
+        let port = match port {
+            Some(p) => p,
+            None => {
+                let ports: Vec<u16> = self
+                    .by_host_port
+                    .keys()
+                    .filter(|(h, _)| h == host)
+                    .map(|(_, p)| *p)
+                    .collect();
+                if ports.len() == 1 {
+                    ports[0]
+                } else {
+                    fallback_port
+                }
+            }
+        };
+        match subset {
+            Some(s) => self
+                .subsets
+                .get(&(host.to_string(), port, s.to_string()))
+                .cloned(),
+            None => self
+                .by_host_port
+                .get(&(host.to_string(), port))
+                .map(|i| self.clusters[*i].clone()),
         }
     }
 
@@ -239,6 +306,66 @@ fn short_names(svc: &ViewService, namespace: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// A subset's cluster: the service port's endpoints whose labels match the
+/// subset's, with the subset's traffic policy where it sets one.
+fn subset_cluster(
+    base: &Cluster,
+    dr: &mesh_api::networking::DestinationRuleSpec,
+    subset: &mesh_api::networking::Subset,
+) -> Cluster {
+    // The subset's own policy replaces the rule's top-level one where present.
+    let mut effective = dr.clone();
+    if let Some(tp) = &subset.traffic_policy {
+        let top = effective
+            .traffic_policy
+            .get_or_insert_with(Default::default);
+        if tp.load_balancer.is_some() {
+            top.load_balancer = tp.load_balancer.clone();
+        }
+        if tp.connection_pool.is_some() {
+            top.connection_pool = tp.connection_pool.clone();
+        }
+        if tp.outlier_detection.is_some() {
+            top.outlier_detection = tp.outlier_detection.clone();
+        }
+        if !tp.port_level_settings.is_empty() {
+            top.port_level_settings = tp.port_level_settings.clone();
+        }
+    }
+    let endpoints = base
+        .endpoints
+        .iter()
+        .filter(|e| {
+            subset
+                .labels
+                .iter()
+                .all(|(k, v)| e.labels.get(k) == Some(v))
+        })
+        .map(|e| {
+            Arc::new(Endpoint {
+                addr: e.addr,
+                labels: e.labels.clone(),
+                service_account: e.service_account.clone(),
+                active: AtomicUsize::new(0),
+                health: Default::default(),
+            })
+        })
+        .collect();
+    Cluster {
+        name: format!("outbound|{}|{}|{}", base.port, subset.name, base.host),
+        host: base.host.clone(),
+        service_name: base.service_name.clone(),
+        namespace: base.namespace.clone(),
+        port: base.port,
+        protocol: base.protocol,
+        endpoints,
+        lb: LbPolicy::from_rule(Some(&effective), base.port),
+        limits: crate::limits::Limits::from_rule(Some(&effective), base.port),
+        outlier: crate::outlier::OutlierConfig::from_rule(Some(&effective), base.port),
+        rr: AtomicUsize::new(0),
+    }
 }
 
 /// Where the current snapshot lives; readers never block.

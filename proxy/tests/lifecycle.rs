@@ -95,7 +95,8 @@ fn removed_endpoint_then_sigterm_loses_no_request() {
 
 #[test]
 fn readiness_drain_and_quitquitquit() {
-    let mut w = world(1, "ALLOW_ANY");
+    // A long drain grace: after /drain the pod is unready but still serving.
+    let mut w = world_with(1, "ALLOW_ANY", &["--drain-grace", "30s"]);
     let server = w.servers.remove(0);
     let code = |path: &str, method: &str| {
         let out = server

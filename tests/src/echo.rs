@@ -45,6 +45,9 @@ pub struct Args {
     pub namespace: String,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     pub service_account: String,
+    /// Answer every HTTP request with this status (a failing endpoint).
+    #[arg(long)]
+    pub always_status: Option<u16>,
     /// Print `REQUEST <method> <path>` to stdout for every HTTP request (tests
     /// use it to see exactly which requests reached the app).
     #[arg(long)]
@@ -199,7 +202,10 @@ async fn answer(
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
     let query = parts.uri.query().unwrap_or("").to_string();
-    let mut status = StatusCode::OK;
+    let mut status = id
+        .always_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         match k {
             "status" => {

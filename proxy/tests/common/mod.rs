@@ -118,9 +118,10 @@ pub fn start_proxy(pod: &Pod, view: &Path, labels: &str, extra: &[&str]) -> PodP
         labels,
         "--instance-ip",
         &ip,
-        "--drain-grace",
-        "200ms",
     ];
+    if !extra.contains(&"--drain-grace") {
+        argv.extend_from_slice(&["--drain-grace", "200ms"]);
+    }
     argv.extend_from_slice(extra);
     let mut p = pod.spawn(PROXY, &argv).unwrap();
     p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
