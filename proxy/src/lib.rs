@@ -33,6 +33,7 @@ pub mod send;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
+pub mod sni;
 pub mod source;
 pub mod tcp;
 pub mod upstream;

@@ -126,9 +126,58 @@ pub struct Route {
     pub headers: Option<mesh_api::networking::Headers>,
 }
 
+/// A compiled `tcp` or `tls` route.
+#[derive(Debug, Clone)]
+pub struct L4Route {
+    pub ports: Vec<u16>,
+    pub subnets: Vec<ipnet::IpNet>,
+    pub source_labels: BTreeMap<String, String>,
+    pub source_namespace: Option<String>,
+    /// `tls` routes: SNI patterns (`*.example.com` allowed); empty for `tcp`.
+    pub sni: Vec<String>,
+    pub has_match: bool,
+    pub targets: Vec<Target>,
+}
+
+/// What an L4 route may match on.
+pub struct L4Facts<'a> {
+    pub dst: std::net::SocketAddr,
+    pub sni: Option<&'a str>,
+    pub source_labels: &'a BTreeMap<String, String>,
+    pub source_namespace: &'a str,
+}
+
+impl L4Route {
+    pub fn matches(&self, f: &L4Facts<'_>) -> bool {
+        if !self.has_match {
+            return true;
+        }
+        (self.ports.is_empty() || self.ports.contains(&f.dst.port()))
+            && (self.subnets.is_empty() || self.subnets.iter().any(|n| n.contains(&f.dst.ip())))
+            && self
+                .source_labels
+                .iter()
+                .all(|(k, v)| f.source_labels.get(k) == Some(v))
+            && self
+                .source_namespace
+                .as_deref()
+                .is_none_or(|ns| ns == f.source_namespace)
+            && (self.sni.is_empty()
+                || f.sni.is_some_and(|sni| {
+                    self.sni.iter().any(|p| match p.strip_prefix('*') {
+                        Some(suffix) => sni.ends_with(suffix),
+                        None => p == sni,
+                    })
+                }))
+    }
+}
+
 /// Per host (FQDN or wildcard pattern), the routes of the VirtualService for it.
 #[derive(Debug, Default)]
 pub struct RouteTable {
+    /// `tcp` and `tls` routes per host, in order (tls first, as Envoy's filter
+    /// chain match on SNI comes before the catch-all).
+    pub l4: HashMap<String, Arc<Vec<L4Route>>>,
     exact: HashMap<String, Arc<Vec<Route>>>,
     /// `*.example.com` patterns, as suffixes (`.example.com`).
     wildcard: Vec<(String, Arc<Vec<Route>>)>,
@@ -315,6 +364,88 @@ fn compile_route(h: &HttpRoute, ns: &str, vs: &Arc<str>, domain: &str) -> Result
     })
 }
 
+fn l4_targets(
+    route: &[mesh_api::networking::RouteDestination],
+    ns: &str,
+    domain: &str,
+) -> Vec<Target> {
+    let single = route.len() == 1;
+    route
+        .iter()
+        .map(|r| {
+            let (host, subset, port) = target(&r.destination, ns, domain);
+            Target {
+                host,
+                subset,
+                port,
+                weight: r
+                    .weight
+                    .map(|w| w.max(0) as u32)
+                    .unwrap_or(if single { 100 } else { 0 }),
+                headers: None,
+            }
+        })
+        .collect()
+}
+
+fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
+    let mut out = Vec::new();
+    let nets = |v: &[String]| {
+        v.iter()
+            .filter_map(|s| s.parse().ok())
+            .collect::<Vec<ipnet::IpNet>>()
+    };
+    for r in &vs.tls {
+        let targets = l4_targets(&r.route, ns, domain);
+        for m in &r.match_ {
+            out.push(L4Route {
+                ports: m
+                    .port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .into_iter()
+                    .collect(),
+                subnets: nets(&m.destination_subnets),
+                source_labels: m.source_labels.clone(),
+                source_namespace: m.source_namespace.clone(),
+                sni: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                has_match: true,
+                targets: targets.clone(),
+            });
+        }
+    }
+    for r in &vs.tcp {
+        let targets = l4_targets(&r.route, ns, domain);
+        if r.match_.is_empty() {
+            out.push(L4Route {
+                ports: vec![],
+                subnets: vec![],
+                source_labels: BTreeMap::new(),
+                source_namespace: None,
+                sni: vec![],
+                has_match: false,
+                targets,
+            });
+            continue;
+        }
+        for m in &r.match_ {
+            out.push(L4Route {
+                ports: m
+                    .port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .into_iter()
+                    .collect(),
+                subnets: nets(&m.destination_subnets),
+                source_labels: m.source_labels.clone(),
+                source_namespace: m.source_namespace.clone(),
+                sni: vec![],
+                has_match: true,
+                targets: targets.clone(),
+            });
+        }
+    }
+    out
+}
+
 impl RouteTable {
     /// Compiles the view's VirtualServices (keyed `namespace/name`) that bind to
     /// the mesh (sidecars), skipping any that cannot be compiled.
@@ -339,6 +470,14 @@ impl RouteTable {
                     continue;
                 }
             };
+            let l4 = compile_l4(vs, ns, domain);
+            if !l4.is_empty() {
+                let l4 = Arc::new(l4);
+                for h in &vs.hosts {
+                    t.l4.entry(fqdn(h, ns, domain))
+                        .or_insert_with(|| l4.clone());
+                }
+            }
             for h in &vs.hosts {
                 let h = fqdn(h, ns, domain);
                 if let Some(suffix) = h.strip_prefix('*') {

@@ -194,6 +194,15 @@ async fn outbound_tcp(
     registry_only: bool,
     pre: Option<TcpStream>,
 ) {
+    // A VirtualService `tcp`/`tls` route may send the connection elsewhere.
+    let cluster = match &cluster {
+        Some(c) => Some(
+            l4_route(&stream, c, orig_dst, shared)
+                .await
+                .unwrap_or_else(|| c.clone()),
+        ),
+        None => None,
+    };
     let (target, meta) = match &cluster {
         Some(c) => {
             let keys = crate::lb::RequestKeys {
@@ -284,5 +293,54 @@ async fn inbound_tcp(
     match up {
         Ok(up) => tcp::splice(shared, stream, up, meta, "-").await,
         Err(_) => tcp::refuse(shared, stream, meta, "UF").await,
+    }
+}
+
+/// Applies the host's `tls` (by SNI) and `tcp` routes, if any: the cluster the
+/// connection should go to instead of the service itself.
+async fn l4_route(
+    stream: &TcpStream,
+    cluster: &Arc<crate::snapshot::Cluster>,
+    orig_dst: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<Arc<crate::snapshot::Cluster>> {
+    let snap = shared.store.load()?;
+    let routes = snap.routes.l4.get(cluster.host.as_ref())?.clone();
+    let sni = if routes.iter().any(|r| !r.sni.is_empty()) {
+        peek_sni(stream).await
+    } else {
+        None
+    };
+    let facts = crate::route::L4Facts {
+        dst: orig_dst,
+        sni: sni.as_deref(),
+        source_labels: &shared.cfg.labels,
+        source_namespace: &shared.cfg.namespace,
+    };
+    let route = routes.iter().find(|r| r.matches(&facts))?;
+    let t = crate::route::pick_target(&route.targets, fastrand::f64() * 100.0)?;
+    snap.destination(&t.host, t.port, t.subset.as_deref(), cluster.port)
+}
+
+/// Waits (briefly) for a complete ClientHello and reads its SNI.
+async fn peek_sni(stream: &TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 || buf[0] != 0x16 {
+            return None;
+        }
+        if let Some(name) = crate::sni::parse(&buf[..n]) {
+            return Some(name);
+        }
+        let need = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+        if n >= need || n == buf.len() {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }

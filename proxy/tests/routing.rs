@@ -339,3 +339,53 @@ fn retries_and_outlier_detection_route_around_a_failing_endpoint() {
         "{cm}"
     );
 }
+
+#[test]
+fn tcp_route_sends_connections_to_the_chosen_subset() {
+    let mut w = world(2, "ALLOW_ANY");
+    let tcp_host = "tcp-echo.default.svc.cluster.local";
+    w.update(|v| {
+        let mut dr = subsets_dr("");
+        dr.host = "tcp-echo".into();
+        v.destination_rules.insert(tcp_host.into(), dr);
+        v.virtual_services.insert(
+            "default/tcp".into(),
+            vs("hosts: [tcp-echo]\ntcp:\n- match: [{port: 9000}]\n  route: [{destination: {host: tcp-echo, subset: v2}}]\n"),
+        );
+    });
+    let want = w.view.version;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let dump = w
+            .client
+            .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap_or_default();
+        if v["version"] == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version {want} never applied");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    for i in 0..6 {
+        let script =
+            format!("exec 3<>/dev/tcp/{TCP_VIP}/9000; echo ping{i} >&3; read -r e <&3; echo $e");
+        let out = w
+            .client
+            .exec(APP, &["timeout", "5", "bash", "-c", &script])
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("ping{i}")
+        );
+    }
+    let opened = |pod: &Pod| {
+        metric_sum(
+            &metrics(pod),
+            "istio_tcp_connections_opened_total",
+            &["reporter=\"destination\""],
+        )
+    };
+    assert_eq!(opened(&w.servers[1]), 6.0, "all connections to subset v2");
+    assert_eq!(opened(&w.servers[0]), 0.0);
+}
