@@ -56,9 +56,12 @@ pub struct Args {
     /// Workload name for metrics (Istio's ISTIO_META_WORKLOAD_NAME).
     #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
     pub workload_name: Option<String>,
-    /// Pod labels: `k=v,k2=v2` or a JSON object.
+    /// Pod labels: `k=v,k2=v2` or a JSON object. Without it, the downward-API
+    /// file the injector mounts (`--pod-labels-file`) is read.
     #[arg(long, env = "ISTIO_META_POD_LABELS", default_value = "")]
     pub labels: String,
+    #[arg(long, default_value = "/etc/istio/pod/labels")]
+    pub pod_labels_file: PathBuf,
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
     /// Standalone mode: a ProxyView (JSON or YAML) file, re-read when it changes.
@@ -71,7 +74,7 @@ pub struct Args {
     #[arg(long, env = "MESH_AGENT_ADDR")]
     pub agent: Option<String>,
     /// Worker threads (1 = a single-threaded runtime, like Envoy `--concurrency 1`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "PROXY_CONCURRENCY", default_value_t = 1)]
     pub concurrency: usize,
     /// How long to wait for the first bytes of an undeclared protocol.
     #[arg(long, default_value = "100ms")]
@@ -202,7 +205,12 @@ impl Args {
                 )))
             }
         };
-        let labels = parse_labels(&self.labels)?;
+        let mut labels = parse_labels(&self.labels)?;
+        if labels.is_empty() {
+            if let Ok(text) = std::fs::read_to_string(&self.pod_labels_file) {
+                labels = parse_downward_labels(&text);
+            }
+        }
         let workload_name = self
             .workload_name
             .unwrap_or_else(|| workload_from_pod(&self.pod));
@@ -235,6 +243,14 @@ impl Args {
             access_log,
         })
     }
+}
+
+/// The downward API's `labels` file: one `key="value"` per line.
+fn parse_downward_labels(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
 }
 
 /// `reviews-v1-7d4b9c-x2x9z` → `reviews-v1` (Deployment pods), `ratings-v1-0` → `ratings-v1`.

@@ -38,6 +38,7 @@ pub mod source;
 pub mod tcp;
 pub mod upstream;
 pub mod util;
+pub mod wait;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

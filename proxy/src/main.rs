@@ -5,10 +5,32 @@ use mesh_proxy::app_probe::Probers;
 use mesh_proxy::Proxy;
 
 #[derive(Parser)]
-#[command(name = "mesh-proxy", version, about = "Istio-compatible sidecar proxy")]
+#[command(
+    name = "mesh-proxy",
+    version,
+    about = "Istio-compatible sidecar proxy",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     args: mesh_proxy::config::Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run as a sidecar (what the injected istio-proxy container runs).
+    Sidecar(mesh_proxy::config::Args),
+    /// Run as a gateway.
+    Router(mesh_proxy::config::Args),
+    /// Wait until the local sidecar is ready (holdApplicationUntilProxyStarts).
+    Wait {
+        #[arg(long, default_value = "http://127.0.0.1:15021/healthz/ready")]
+        url: String,
+        #[arg(long, default_value_t = 60)]
+        timeout_seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
