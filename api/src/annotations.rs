@@ -47,6 +47,8 @@ pub mod traffic {
     pub const INCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
     pub const EXCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
     pub const KUBEVIRT_INTERFACES: &str = "traffic.sidecar.istio.io/kubevirtInterfaces";
+    /// Newer name of [`KUBEVIRT_INTERFACES`]; wins when both are set.
+    pub const REROUTE_VIRTUAL_INTERFACES: &str = "istio.io/reroute-virtual-interfaces";
     pub const EXCLUDE_INTERFACES: &str = "traffic.sidecar.istio.io/excludeInterfaces";
 }
 
@@ -265,11 +267,16 @@ pub fn parse_u32(key: &str, value: &str) -> Result<u32, AnnotationError> {
         .map_err(|_| err(key, value, "uint32", "expected a non-negative integer"))
 }
 
-/// Value of `sidecar.istio.io/inject` (label or annotation) as Istio reads it:
-/// `true`/`false` by `ParseBool`; anything else is treated as unset (Istio logs
-/// and falls back to the namespace policy), so we return `None` for it too.
+/// Value of `sidecar.istio.io/inject` (label or annotation) as Istio's injector
+/// reads it, case-insensitively: `y`, `yes`, `true`, `on` mean inject, an empty
+/// or absent value leaves the decision to the namespace, anything else means
+/// do not inject.
 pub fn inject_override(value: Option<&str>) -> Option<bool> {
-    value.and_then(|v| parse_bool(sidecar::INJECT, v).ok())
+    match value?.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "on" => Some(true),
+        "" => None,
+        _ => Some(false),
+    }
 }
 
 #[cfg(test)]
@@ -362,7 +369,15 @@ mod tests {
             assert!(!parse_bool(sidecar::INJECT, f).unwrap());
         }
         assert!(parse_bool(sidecar::INJECT, "yes").is_err());
-        assert_eq!(inject_override(Some("yes")), None);
+        assert_eq!(inject_override(Some("yes")), Some(true));
+        assert_eq!(inject_override(Some("TRUE")), Some(true));
+        assert_eq!(
+            inject_override(Some("1")),
+            Some(false),
+            "Istio reads YAML booleans, not ParseBool"
+        );
+        assert_eq!(inject_override(Some("")), None);
+        assert_eq!(inject_override(None), None);
         assert_eq!(inject_override(Some("false")), Some(false));
         let k = sidecar::INTERCEPTION_MODE;
         assert_eq!(

@@ -273,13 +273,21 @@ impl RedirectParams {
             )?,
             None => defaults.exclude_outbound_ports.clone(),
         };
-        let reroute_virtual_interfaces = match get(traffic::KUBEVIRT_INTERFACES) {
-            Some(v) => annotations::parse_interfaces(
+        let reroute_virtual_interfaces = match (
+            get(traffic::REROUTE_VIRTUAL_INTERFACES),
+            get(traffic::KUBEVIRT_INTERFACES),
+        ) {
+            (Some(v), _) => annotations::parse_interfaces(
+                traffic::REROUTE_VIRTUAL_INTERFACES,
+                v,
+                "rerouteVirtualInterfaces",
+            )?,
+            (None, Some(v)) => annotations::parse_interfaces(
                 traffic::KUBEVIRT_INTERFACES,
                 v,
                 "kubevirtInterfaces",
             )?,
-            None => defaults.kubevirt_interfaces.clone(),
+            (None, None) => defaults.kubevirt_interfaces.clone(),
         };
         let exclude_interfaces = match get(traffic::EXCLUDE_INTERFACES) {
             Some(v) => {
@@ -462,6 +470,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.inbound_ports_exclude, vec![15090, 15021]);
+    }
+
+    #[test]
+    fn reroute_virtual_interfaces_wins_over_kubevirt() {
+        let a = ann(&[
+            (traffic::KUBEVIRT_INTERFACES, "net1"),
+            (traffic::REROUTE_VIRTUAL_INTERFACES, "net2,net3"),
+        ]);
+        let p = RedirectParams::for_pod(&a, &RedirectDefaults::default()).unwrap();
+        assert_eq!(p.reroute_virtual_interfaces, vec!["net2", "net3"]);
     }
 
     #[test]

@@ -1,3 +1,212 @@
-//! `mesh-proxy`: The sidecar data plane.
+//! `mesh-proxy`: the sidecar data plane.
 //!
-//! Not built yet: see the open issue for this component.
+//! It sits in the pod's network namespace behind the redirect rules: outbound
+//! connections arrive on 15001 and inbound ones on 15006, each with its original
+//! destination. HTTP/1.1 and HTTP/2 (h2c) are proxied request by request with
+//! load balancing over the snapshot's endpoints; other traffic is carried as
+//! opaque TCP; undeclared ports are sniffed without holding back server-first
+//! protocols. It reports Istio's metrics, serves health and admin endpoints, and
+//! drains gracefully. Configuration is an immutable snapshot swapped atomically
+//! ([`snapshot`]), from the agent or a standalone file ([`source`]).
+//!
+//! [`Proxy::bind`] binds every listener first (so a bad address fails before
+//! anything runs) and reports what it bound; [`Proxy::run`] serves until told to
+//! stop.
+
+pub mod access_log;
+pub mod admin;
+pub mod app_probe;
+pub mod config;
+pub mod detect;
+pub mod http;
+pub mod lb;
+pub mod limits;
+pub mod metrics;
+pub mod orig_dst;
+pub mod outbound;
+pub mod outlier;
+pub mod peer;
+pub mod pool;
+pub mod record;
+pub mod route;
+pub mod send;
+pub mod server;
+pub mod shared;
+pub mod snapshot;
+pub mod sni;
+pub mod source;
+pub mod tcp;
+pub mod upstream;
+pub mod util;
+pub mod wait;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::admin::AdminState;
+use crate::app_probe::Probers;
+use crate::config::{Config, Source};
+use crate::metrics::Reporter;
+use crate::shared::Shared;
+
+/// The addresses a proxy actually bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub health: SocketAddr,
+    pub prometheus: SocketAddr,
+    pub status: SocketAddr,
+}
+
+pub struct Proxy {
+    shared: Arc<Shared>,
+    probers: Arc<Probers>,
+    outbound: TcpListener,
+    inbound: TcpListener,
+    admin: TcpListener,
+    health: TcpListener,
+    prometheus: TcpListener,
+    status: TcpListener,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("binding the {what} listener on {addr}: {e}"),
+        )
+    })
+}
+
+impl Proxy {
+    /// Binds every listener. `probers` are the app probes (`ISTIO_KUBE_APP_PROBERS`).
+    pub async fn bind(cfg: Config, probers: Probers) -> std::io::Result<Proxy> {
+        Ok(Proxy {
+            outbound: bind(cfg.outbound, "outbound").await?,
+            inbound: bind(cfg.inbound, "inbound").await?,
+            admin: bind(cfg.admin, "admin").await?,
+            health: bind(cfg.health, "health").await?,
+            prometheus: bind(cfg.prometheus, "prometheus").await?,
+            status: bind(cfg.status, "status").await?,
+            shared: Shared::new(cfg),
+            probers: Arc::new(probers),
+        })
+    }
+
+    pub fn bound(&self) -> Bound {
+        let a = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+        Bound {
+            outbound: a(&self.outbound),
+            inbound: a(&self.inbound),
+            admin: a(&self.admin),
+            health: a(&self.health),
+            prometheus: a(&self.prometheus),
+            status: a(&self.status),
+        }
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `terminate` resolves (then drains: readiness fails, inbound
+    /// keeps accepting for the drain grace, then in-flight work gets up to the
+    /// termination drain duration; outbound keeps working meanwhile) or until
+    /// `/quitquitquit` (exits promptly).
+    pub async fn run(self, terminate: impl std::future::Future<Output = ()>) {
+        let shared = self.shared;
+        let quit = Arc::new(tokio::sync::Notify::new());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let source = match shared.cfg.source.clone() {
+            Source::ViewFile(p) => tokio::spawn(source::watch_view_file(p, shared.clone())),
+            Source::Agent(addr) => {
+                source::follow_agent(addr, shared.clone(), cancel.clone());
+                tokio::spawn(async {})
+            }
+            Source::ConfigDir(dir) => {
+                if let Err(e) =
+                    source::embedded_agent(dir.clone(), shared.clone(), cancel.clone()).await
+                {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot start the embedded agent");
+                }
+                tokio::spawn(async {})
+            }
+        };
+        let st = AdminState {
+            shared: shared.clone(),
+            probers: self.probers,
+            quit: quit.clone(),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(admin::serve(
+            self.admin,
+            admin::admin_router(st.clone()),
+            stopped(),
+        ));
+        tasks.spawn(admin::serve(
+            self.health,
+            admin::health_router(st.clone()),
+            stopped(),
+        ));
+        tasks.spawn(admin::serve(
+            self.prometheus,
+            admin::prometheus_router(st.clone()),
+            stopped(),
+        ));
+        tasks.spawn(admin::serve(
+            self.status,
+            admin::status_router(st),
+            stopped(),
+        ));
+        let drain = shared.cfg.drain_duration;
+        tasks.spawn(server::accept_loop(
+            self.outbound,
+            shared.clone(),
+            Reporter::Source,
+            stopped(),
+            drain,
+        ));
+        let grace = shared.cfg.drain_grace;
+        let sh = shared.clone();
+        let inbound_stop = async move {
+            sh.drained().await;
+            tokio::time::sleep(grace).await;
+        };
+        let inbound = tokio::spawn(server::accept_loop(
+            self.inbound,
+            shared.clone(),
+            Reporter::Destination,
+            inbound_stop,
+            drain,
+        ));
+        tokio::select! {
+            _ = terminate => {
+                shared.start_drain();
+                // Inbound finishes after the grace plus at most the drain duration.
+                let _ = inbound.await;
+                let deadline = tokio::time::Instant::now() + drain;
+                while shared.active_connections.load(std::sync::atomic::Ordering::Acquire) > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+            _ = quit.notified() => {}
+        }
+        let _ = stop_tx.send(true);
+        cancel.cancel();
+        source.abort();
+        tasks.abort_all();
+    }
+}

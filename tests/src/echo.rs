@@ -6,7 +6,8 @@
 //! did to it.
 //!
 //! Query parameters let a test shape the answer: `status=503` sets the status code,
-//! `delay_ms=200` delays the answer.
+//! `delay_ms=200` delays the answer. A request with `Upgrade: websocket` is
+//! answered `101 Switching Protocols` and every byte sent afterwards is echoed.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -44,6 +45,13 @@ pub struct Args {
     pub namespace: String,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     pub service_account: String,
+    /// Answer every HTTP request with this status (a failing endpoint).
+    #[arg(long)]
+    pub always_status: Option<u16>,
+    /// Print `REQUEST <method> <path>` to stdout for every HTTP request (tests
+    /// use it to see exactly which requests reached the app).
+    #[arg(long)]
+    pub log_requests: bool,
     /// Pod labels as `k=v,k2=v2`.
     #[arg(long, env = "POD_LABELS", default_value = "", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,
@@ -157,11 +165,36 @@ async fn serve_http(listener: TcpListener, id: std::sync::Arc<Args>) {
 }
 
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     id: std::sync::Arc<Args>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if id.log_requests {
+        println!("REQUEST {} {}", req.method(), req.uri());
+    }
+    if req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on_upgrade.await {
+                let mut io = TokioIo::new(up);
+                let (mut r, mut w) = tokio::io::split(&mut io);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(hyper::header::UPGRADE, "websocket")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header("x-echo-pod", &id.pod)
+            .body(Full::new(Bytes::new()))
+            .expect("static response parts are valid");
+        return Ok(resp);
+    }
     let (parts, body) = req.into_parts();
     let body_bytes = body
         .collect()
@@ -169,7 +202,10 @@ async fn answer(
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
     let query = parts.uri.query().unwrap_or("").to_string();
-    let mut status = StatusCode::OK;
+    let mut status = id
+        .always_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         match k {
             "status" => {

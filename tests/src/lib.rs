@@ -9,5 +9,6 @@
 // stderr) on purpose; they are the cold path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bins;
 pub mod echo;
 pub mod harness;

@@ -182,6 +182,14 @@ impl Node {
         &self.inner.netns
     }
 
+    /// Starts a process in the node's own namespace (as root), where the bridge
+    /// address [`GATEWAY`] is local: node-level daemons such as the agent run
+    /// here and pods reach them through the bridge.
+    pub fn spawn(&self, argv: &[&str]) -> Result<PodProcess> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        PodProcess::spawn(&self.inner.netns, 0, &argv)
+    }
+
     /// Unique id of this node; every namespace it creates starts with it.
     pub fn id(&self) -> &str {
         &self.inner.id

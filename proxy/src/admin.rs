@@ -1,0 +1,157 @@
+//! The proxy's own endpoints: admin on 127.0.0.1:15000 (config dump, clusters,
+//! stats, drain, quit), `/healthz/ready` on 15021 (ready once the first snapshot
+//! is applied, not ready while draining), Prometheus on 15090, and the status
+//! port 15020 (merged metrics, rewritten application probes, `/quitquitquit`,
+//! `/drain`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::app_probe::Probers;
+use crate::shared::Shared;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub probers: Arc<Probers>,
+    pub quit: Arc<tokio::sync::Notify>,
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    if s.shared.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if s.shared.store.is_ready() {
+        (StatusCode::OK, "").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration received yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn prometheus(State(s): State<AdminState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn config_dump(State(s): State<AdminState>) -> Response {
+    let snap = s.shared.store.load();
+    let body = serde_json::json!({
+        "version": snap.as_ref().map(|s| s.version),
+        "identity": {
+            "pod": s.shared.cfg.pod,
+            "namespace": s.shared.cfg.namespace,
+            "serviceAccount": s.shared.cfg.service_account,
+            "workload": &*s.shared.me.workload,
+        },
+        "view": snap.as_ref().map(|s| &s.view),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn clusters(State(s): State<AdminState>) -> Response {
+    let mut out = String::new();
+    if let Some(snap) = s.shared.store.load() {
+        for c in snap.clusters() {
+            for e in &c.endpoints {
+                out.push_str(&format!(
+                    "{}::{}::rq_active::{}\n",
+                    c.name,
+                    e.addr,
+                    e.active.load(std::sync::atomic::Ordering::Relaxed)
+                ));
+            }
+        }
+    }
+    out.into_response()
+}
+
+async fn drain(State(s): State<AdminState>) -> Response {
+    s.shared.start_drain();
+    "OK\n".into_response()
+}
+
+async fn quit(State(s): State<AdminState>) -> Response {
+    s.quit.notify_one();
+    "OK\n".into_response()
+}
+
+async fn app_health(
+    State(s): State<AdminState>,
+    Path((container, kind)): Path<(String, String)>,
+) -> Response {
+    let key = format!("/app-health/{container}/{kind}");
+    match s.probers.run(&key).await {
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no probe registered for {key}\n"),
+        )
+            .into_response(),
+        Some(Ok(())) => StatusCode::OK.into_response(),
+        Some(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+pub fn admin_router(st: AdminState) -> Router {
+    Router::new()
+        .route("/config_dump", get(config_dump))
+        .route("/clusters", get(clusters))
+        .route("/stats/prometheus", get(prometheus))
+        .route("/ready", get(ready))
+        .route("/drain_listeners", post(drain))
+        .route("/quitquitquit", post(quit))
+        .with_state(st)
+}
+
+pub fn health_router(st: AdminState) -> Router {
+    Router::new()
+        .route("/healthz/ready", get(ready))
+        .with_state(st)
+}
+
+pub fn prometheus_router(st: AdminState) -> Router {
+    Router::new()
+        .route("/stats/prometheus", get(prometheus))
+        .with_state(st)
+}
+
+pub fn status_router(st: AdminState) -> Router {
+    Router::new()
+        .route("/stats/prometheus", get(prometheus))
+        .route("/healthz/ready", get(ready))
+        .route(
+            "/app-health/{container}/{kind}",
+            get(app_health).post(app_health),
+        )
+        .route("/quitquitquit", post(quit))
+        .route("/drain", post(drain))
+        .with_state(st)
+}
+
+/// Serves `router` on `listener` until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::warn!(error = %e, "admin server failed");
+    }
+}

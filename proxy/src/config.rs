@@ -1,0 +1,322 @@
+//! The proxy's one typed configuration: command-line flags with Istio's
+//! environment variables as fallbacks (what the injector sets on `istio-proxy`),
+//! validated before any port is bound.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_api::ports;
+
+/// Why the configuration cannot be used; each names the flag and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--labels / ISTIO_META_POD_LABELS: {0}")]
+    Labels(String),
+    #[error("no config source: give --agent HOST:PORT, or --config-dir DIR / --view-file FILE (standalone)")]
+    NoSource,
+    #[error("--concurrency must be 1..=64, got {0}")]
+    Concurrency(usize),
+    #[error("--{flag}: {value:?} is not a duration (e.g. 5s, 250ms)")]
+    Duration { flag: &'static str, value: String },
+    #[error("port {port} is used twice (--{a} and --{b})")]
+    PortClash {
+        port: u16,
+        a: &'static str,
+        b: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = ports::OUTBOUND_CAPTURE)]
+    pub outbound_port: u16,
+    #[arg(long, default_value_t = ports::INBOUND_CAPTURE)]
+    pub inbound_port: u16,
+    #[arg(long, default_value_t = ports::ADMIN)]
+    pub admin_port: u16,
+    #[arg(long, default_value_t = ports::HEALTH)]
+    pub health_port: u16,
+    #[arg(long, default_value_t = ports::PROMETHEUS)]
+    pub prometheus_port: u16,
+    #[arg(long, default_value_t = ports::STATUS)]
+    pub status_port: u16,
+    /// Address the capture, health and metrics listeners bind (admin is always loopback).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    #[arg(long, env = "POD_NAME", default_value = "unknown")]
+    pub pod: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+    #[arg(long, env = "INSTANCE_IP")]
+    pub instance_ip: Option<IpAddr>,
+    /// Workload name for metrics (Istio's ISTIO_META_WORKLOAD_NAME).
+    #[arg(long, env = "ISTIO_META_WORKLOAD_NAME")]
+    pub workload_name: Option<String>,
+    /// Pod labels: `k=v,k2=v2` or a JSON object. Without it, the downward-API
+    /// file the injector mounts (`--pod-labels-file`) is read.
+    #[arg(long, env = "ISTIO_META_POD_LABELS", default_value = "")]
+    pub labels: String,
+    #[arg(long, default_value = "/etc/istio/pod/labels")]
+    pub pod_labels_file: PathBuf,
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Standalone mode: a ProxyView (JSON or YAML) file, re-read when it changes.
+    #[arg(long)]
+    pub view_file: Option<PathBuf>,
+    /// Standalone mode: a folder of Kubernetes + Istio YAML, served by an embedded agent.
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
+    /// The config-sync agent to subscribe to.
+    #[arg(long, env = "MESH_AGENT_ADDR")]
+    pub agent: Option<String>,
+    /// Worker threads (1 = a single-threaded runtime, like Envoy `--concurrency 1`).
+    #[arg(long, env = "PROXY_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+    /// How long to wait for the first bytes of an undeclared protocol.
+    #[arg(long, default_value = "100ms")]
+    pub protocol_detection_timeout: String,
+    /// Grace period after a drain starts during which new inbound connections are still accepted.
+    #[arg(long, default_value = "1s")]
+    pub drain_grace: String,
+    /// terminationDrainDuration: the longest in-flight work may take after a drain.
+    #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value = "5s")]
+    pub termination_drain_duration: String,
+    /// Access log: `off`, `text` (Envoy's default format) or `json`, to stdout.
+    #[arg(long, default_value = "off")]
+    pub access_log: String,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub health: SocketAddr,
+    pub prometheus: SocketAddr,
+    pub status: SocketAddr,
+    pub pod: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub instance_ip: Option<IpAddr>,
+    pub workload_name: String,
+    pub labels: BTreeMap<String, String>,
+    pub trust_domain: String,
+    pub source: Source,
+    pub concurrency: usize,
+    pub detect_timeout: Duration,
+    pub drain_grace: Duration,
+    pub drain_duration: Duration,
+    pub access_log: AccessLog,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    ViewFile(PathBuf),
+    ConfigDir(PathBuf),
+    Agent(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Text,
+    Json,
+}
+
+/// Parses `1.5s`, `250ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(flag: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::Duration {
+        flag,
+        value: v.to_string(),
+    };
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&v[..i], &v[i..]),
+        None => (v, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(bad());
+    }
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let s = s.trim();
+    if s.starts_with('{') {
+        return serde_json::from_str(s).map_err(|e| ConfigError::Labels(format!("{s:?}: {e}")));
+    }
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(ConfigError::Labels(format!("{p:?} is not key=value"))),
+        })
+        .collect()
+}
+
+impl Args {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if !(1..=64).contains(&self.concurrency) {
+            return Err(ConfigError::Concurrency(self.concurrency));
+        }
+        let named = [
+            ("outbound-port", self.outbound_port),
+            ("inbound-port", self.inbound_port),
+            ("admin-port", self.admin_port),
+            ("health-port", self.health_port),
+            ("prometheus-port", self.prometheus_port),
+            ("status-port", self.status_port),
+        ];
+        for (i, (a, pa)) in named.iter().enumerate() {
+            for (b, pb) in &named[i + 1..] {
+                if pa == pb && *pa != 0 {
+                    return Err(ConfigError::PortClash { port: *pa, a, b });
+                }
+            }
+        }
+        let source = match (self.view_file, self.config_dir, self.agent) {
+            (Some(f), _, _) => Source::ViewFile(f),
+            (None, Some(d), _) => Source::ConfigDir(d),
+            (None, None, Some(a)) => Source::Agent(a),
+            (None, None, None) => return Err(ConfigError::NoSource),
+        };
+        let access_log = match self.access_log.as_str() {
+            "off" | "" => AccessLog::Off,
+            "text" | "/dev/stdout" => AccessLog::Text,
+            "json" => AccessLog::Json,
+            other => {
+                return Err(ConfigError::Labels(format!(
+                    "--access-log {other:?}: expected off, text or json"
+                )))
+            }
+        };
+        let mut labels = parse_labels(&self.labels)?;
+        if labels.is_empty() {
+            if let Ok(text) = std::fs::read_to_string(&self.pod_labels_file) {
+                labels = parse_downward_labels(&text);
+            }
+        }
+        let workload_name = self
+            .workload_name
+            .unwrap_or_else(|| workload_from_pod(&self.pod));
+        let at = |p: u16| SocketAddr::new(self.bind, p);
+        Ok(Config {
+            outbound: at(self.outbound_port),
+            inbound: at(self.inbound_port),
+            admin: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.admin_port),
+            health: at(self.health_port),
+            prometheus: at(self.prometheus_port),
+            status: at(self.status_port),
+            pod: self.pod,
+            namespace: self.namespace,
+            service_account: self.service_account,
+            instance_ip: self.instance_ip,
+            workload_name,
+            labels,
+            trust_domain: self.trust_domain,
+            source,
+            concurrency: self.concurrency,
+            detect_timeout: parse_duration(
+                "protocol-detection-timeout",
+                &self.protocol_detection_timeout,
+            )?,
+            drain_grace: parse_duration("drain-grace", &self.drain_grace)?,
+            drain_duration: parse_duration(
+                "termination-drain-duration",
+                &self.termination_drain_duration,
+            )?,
+            access_log,
+        })
+    }
+}
+
+/// The downward API's `labels` file: one `key="value"` per line.
+fn parse_downward_labels(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
+}
+
+/// `reviews-v1-7d4b9c-x2x9z` → `reviews-v1` (Deployment pods), `ratings-v1-0` → `ratings-v1`.
+fn workload_from_pod(pod: &str) -> String {
+    let parts: Vec<&str> = pod.split('-').collect();
+    match parts.len() {
+        n if n >= 3 && parts[n - 1].len() == 5 && parts[n - 2].len() >= 5 => {
+            parts[..n - 2].join("-")
+        }
+        n if n >= 2 && parts[n - 1].chars().all(|c| c.is_ascii_digit()) => parts[..n - 1].join("-"),
+        _ => pod.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut v = vec!["t"];
+        v.extend_from_slice(args);
+        T::parse_from(v).a.validate()
+    }
+
+    #[test]
+    fn validates() {
+        let c = parse(&[
+            "--view-file",
+            "/x",
+            "--labels",
+            "app=r,version=v1",
+            "--pod",
+            "reviews-v1-0",
+        ])
+        .unwrap();
+        assert_eq!(c.labels["version"], "v1");
+        assert_eq!(c.workload_name, "reviews-v1");
+        assert_eq!(c.admin.ip().to_string(), "127.0.0.1");
+        assert!(matches!(parse(&[]), Err(ConfigError::NoSource)));
+        let e = parse(&["--view-file", "/x", "--admin-port", "15001"]).unwrap_err();
+        assert!(e.to_string().contains("15001"), "{e}");
+        let e = parse(&["--view-file", "/x", "--drain-grace", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
+        assert!(parse(&["--view-file", "/x", "--labels", "novalue"]).is_err());
+        let c = parse(&["--view-file", "/x", "--labels", r#"{"app":"x"}"#]).unwrap();
+        assert_eq!(c.labels["app"], "x");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("f", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("f", "2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("f", "-1s").is_err());
+        assert_eq!(
+            workload_from_pod("productpage-v1-6b746f74dc-9stvs"),
+            "productpage-v1"
+        );
+    }
+}

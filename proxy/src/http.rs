@@ -1,0 +1,215 @@
+//! The HTTP service of every captured connection: the smuggling guard, then the
+//! outbound path ([`crate::outbound`]) or the inbound one (here: forward to the
+//! local app). Both record Istio metrics and access-log lines when the response
+//! body ends, propagate trace headers, and generate `x-request-id` when absent.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::metrics::{Reporter, RequestLabels, Workload};
+use crate::peer;
+use crate::record::{metered, AccessLogLine, Record};
+use crate::shared::Shared;
+use crate::snapshot::Protocol;
+use crate::upstream::Body;
+use crate::util::{
+    authority_of, content_length, framing_hazard, full, header_str, protocol_label, request_id,
+    strip_hop_by_hop, tunnel, upstream_request, version_str,
+};
+
+/// The connection a request arrived on.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub orig_dst: SocketAddr,
+    pub direction: Reporter,
+}
+
+/// The service entry point for both directions.
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+) -> Result<Response<Body>, Infallible> {
+    if let Some(why) = framing_hazard(req.headers()) {
+        let mut r = full(StatusCode::BAD_REQUEST, why);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
+    let resp = match ctx.direction {
+        Reporter::Source => crate::outbound::outbound(req, &ctx).await,
+        Reporter::Destination => inbound(req, &ctx).await,
+    };
+    let mut resp = resp;
+    if ctx.shared.is_draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
+    let shared = &ctx.shared;
+    let start = Instant::now();
+    let source = req
+        .headers_mut()
+        .remove(peer::HEADER)
+        .map(|v| peer::decode(&v))
+        .unwrap_or_else(Workload::unknown);
+    if !req.headers().contains_key("x-request-id") {
+        req.headers_mut().insert("x-request-id", request_id());
+    }
+    let port = ctx.orig_dst.port();
+    let snap = shared.store.load();
+    // The authority names the service when several share this pod port.
+    let authority = authority_of(&req);
+    let cluster = snap.as_ref().and_then(|s| {
+        authority
+            .as_deref()
+            .and_then(|a| s.cluster_for_authority(a, port))
+            .filter(|c| c.endpoints.iter().any(|e| e.addr.port() == port))
+            .or_else(|| s.cluster_for_dst(ctx.orig_dst))
+            .cloned()
+    });
+    let (svc, svc_name, svc_ns) = match &cluster {
+        Some(c) => (c.host.clone(), c.service_name.clone(), c.namespace.clone()),
+        None => (
+            Arc::from("unknown"),
+            Arc::from("unknown"),
+            shared.me.namespace.clone(),
+        ),
+    };
+    let labels = RequestLabels {
+        reporter: Reporter::Destination,
+        source,
+        destination: shared.me.clone(),
+        destination_service: svc,
+        destination_service_name: svc_name,
+        destination_service_namespace: svc_ns,
+        request_protocol: protocol_label(req.version(), req.headers()),
+        response_code: 0,
+        grpc_response_status: None,
+        response_flags: "-",
+        connection_security_policy: "none",
+    };
+    let log = (shared.cfg.access_log != crate::config::AccessLog::Off).then(|| AccessLogLine {
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        protocol: version_str(req.version()),
+        authority: authority_of(&req).unwrap_or_default(),
+        user_agent: header_str(req.headers(), "user-agent"),
+        request_id: header_str(req.headers(), "x-request-id"),
+        upstream: format!("127.0.0.1:{port}"),
+        cluster: format!("inbound|{port}||"),
+        downstream_local: ctx.orig_dst,
+        downstream_remote: ctx.peer,
+    });
+    let record = Record {
+        shared: shared.clone(),
+        labels,
+        start,
+        req_bytes: content_length(req.headers()),
+        endpoint: None,
+        log,
+        checkin: None,
+        permit: None,
+    };
+    let is_upgrade =
+        req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
+    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    strip_hop_by_hop(req.headers_mut(), is_upgrade);
+    let h2 = req.version() == Version::HTTP_2;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let (mut parts, body) = req.into_parts();
+    if parts.headers.get(header::HOST).is_none() {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let proto = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+    let up = match upstream_request(&parts, body.boxed(), proto, &authority, &path) {
+        Some(r) => r,
+        None => {
+            return metered(
+                full(StatusCode::BAD_REQUEST, "bad request target\n"),
+                record,
+            )
+        }
+    };
+    let app = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
+    let result = if h2 {
+        shared
+            .clients
+            .inbound
+            .send_h2(app, up)
+            .await
+            .map(|r| (r, None))
+    } else {
+        shared.clients.inbound.send_h1(app, up).await
+    };
+    let mut record = record;
+    match result {
+        Ok((mut r, checkin)) => {
+            record.checkin = checkin;
+            let upstream_upgrade =
+                (r.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut r));
+            let (mut rparts, rbody) = r.into_parts();
+            record.labels.response_code = rparts.status.as_u16();
+            record.labels.grpc_response_status = rparts
+                .headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            rparts
+                .headers
+                .insert(peer::HEADER, shared.me_header.clone());
+            if let Some(upstream) = upstream_upgrade {
+                if let Some(down) = downstream_upgrade {
+                    tokio::spawn(tunnel(down, upstream));
+                }
+            } else {
+                strip_hop_by_hop(&mut rparts.headers, false);
+            }
+            metered(Response::from_parts(rparts, rbody.boxed()), record)
+        }
+        Err(e) => {
+            let connect = e.is_connect();
+            record.labels.response_code = 503;
+            record.labels.response_flags = if connect { "UF" } else { "UC" };
+            metered(
+                full(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    if connect {
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n"
+                    } else {
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n"
+                    },
+                ),
+                record,
+            )
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `mesh-proxy` binary: parse and validate the configuration, bind, run.
+
+use clap::Parser;
+use mesh_proxy::app_probe::Probers;
+use mesh_proxy::Proxy;
+
+#[derive(Parser)]
+#[command(
+    name = "mesh-proxy",
+    version,
+    about = "Istio-compatible sidecar proxy",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: mesh_proxy::config::Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run as a sidecar (what the injected istio-proxy container runs).
+    Sidecar(mesh_proxy::config::Args),
+    /// Run as a gateway.
+    Router(mesh_proxy::config::Args),
+    /// Wait until the local sidecar is ready (holdApplicationUntilProxyStarts).
+    Wait {
+        #[arg(long, default_value = "http://127.0.0.1:15021/healthz/ready")]
+        url: String,
+        #[arg(long, default_value_t = 60)]
+        timeout_seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROXY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match Cli::parse().args.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mesh-proxy: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let probers = match Probers::parse(&std::env::var("ISTIO_KUBE_APP_PROBERS").unwrap_or_default())
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mesh-proxy: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = if cfg.concurrency == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.concurrency)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(async move {
+        let proxy = Proxy::bind(cfg, probers).await?;
+        let b = proxy.bound();
+        println!(
+            "mesh-proxy bound outbound={} inbound={} admin={} health={} prometheus={} status={}",
+            b.outbound, b.inbound, b.admin, b.health, b.prometheus, b.status
+        );
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        proxy
+            .run(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            })
+            .await;
+        Ok(())
+    })
+}

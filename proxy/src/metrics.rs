@@ -1,0 +1,338 @@
+//! Istio's standard metrics, with Istio's names and labels, so existing Grafana
+//! dashboards and Kiali read our sidecars unchanged: `istio_requests_total`,
+//! `istio_request_duration_milliseconds`, `istio_request_bytes`,
+//! `istio_response_bytes` (histograms) and the `istio_tcp_*` counters, each
+//! reported by the `source` (outbound) or `destination` (inbound) proxy.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+/// One side of a call, as the labels describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Workload {
+    pub workload: Arc<str>,
+    pub namespace: Arc<str>,
+    pub principal: Arc<str>,
+    pub app: Arc<str>,
+    pub version: Arc<str>,
+    pub canonical_service: Arc<str>,
+    pub canonical_revision: Arc<str>,
+}
+
+impl Workload {
+    pub fn unknown() -> Arc<Workload> {
+        let u: Arc<str> = Arc::from("unknown");
+        Arc::new(Workload {
+            workload: u.clone(),
+            namespace: u.clone(),
+            principal: u.clone(),
+            app: u.clone(),
+            version: u.clone(),
+            canonical_service: u.clone(),
+            canonical_revision: Arc::from("latest"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    Source,
+    Destination,
+}
+
+/// Labels of one request series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestLabels {
+    pub reporter: Reporter,
+    pub source: Arc<Workload>,
+    pub destination: Arc<Workload>,
+    pub destination_service: Arc<str>,
+    pub destination_service_name: Arc<str>,
+    pub destination_service_namespace: Arc<str>,
+    pub request_protocol: &'static str,
+    pub response_code: u16,
+    pub grpc_response_status: Option<u32>,
+    pub response_flags: &'static str,
+    pub connection_security_policy: &'static str,
+}
+
+/// Labels of one TCP series (no per-request fields).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TcpLabels {
+    pub reporter: Reporter,
+    pub source: Arc<Workload>,
+    pub destination: Arc<Workload>,
+    pub destination_service: Arc<str>,
+    pub destination_service_name: Arc<str>,
+    pub destination_service_namespace: Arc<str>,
+    pub response_flags: &'static str,
+    pub connection_security_policy: &'static str,
+}
+
+const DURATION_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+const BYTES_BUCKETS: [f64; 8] = [
+    1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, buckets: &[f64], v: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; buckets.len()];
+        }
+        if let Some(i) = buckets.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct RequestStats {
+    total: u64,
+    duration: Histogram,
+    req_bytes: Histogram,
+    resp_bytes: Histogram,
+}
+
+#[derive(Debug, Default)]
+struct TcpStats {
+    opened: u64,
+    closed: u64,
+    sent: u64,
+    received: u64,
+}
+
+/// The registry. One short, uncontended lock per finished request or connection.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<HashMap<RequestLabels, RequestStats>>,
+    tcp: Mutex<HashMap<TcpLabels, TcpStats>>,
+}
+
+impl Metrics {
+    pub fn record_request(
+        &self,
+        labels: RequestLabels,
+        duration_ms: f64,
+        req_bytes: u64,
+        resp_bytes: u64,
+    ) {
+        let mut m = self.requests.lock().expect("metrics lock");
+        let s = m.entry(labels).or_default();
+        s.total += 1;
+        s.duration.observe(&DURATION_BUCKETS, duration_ms);
+        s.req_bytes.observe(&BYTES_BUCKETS, req_bytes as f64);
+        s.resp_bytes.observe(&BYTES_BUCKETS, resp_bytes as f64);
+    }
+
+    pub fn tcp_opened(&self, labels: &TcpLabels) {
+        let mut m = self.tcp.lock().expect("metrics lock");
+        m.entry(labels.clone()).or_default().opened += 1;
+    }
+
+    /// `sent` is towards the destination workload, `received` back from it.
+    pub fn tcp_closed(&self, labels: TcpLabels, sent: u64, received: u64) {
+        let mut m = self.tcp.lock().expect("metrics lock");
+        let s = m.entry(labels).or_default();
+        s.closed += 1;
+        s.sent += sent;
+        s.received += received;
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let reqs = self.requests.lock().expect("metrics lock");
+        out.push_str("# TYPE istio_requests_total counter\n");
+        for (l, s) in reqs.iter() {
+            let _ = writeln!(
+                out,
+                "istio_requests_total{{{}}} {}",
+                request_labels(l),
+                s.total
+            );
+        }
+        for (name, pick, buckets) in [
+            (
+                "istio_request_duration_milliseconds",
+                0,
+                &DURATION_BUCKETS[..],
+            ),
+            ("istio_request_bytes", 1, &BYTES_BUCKETS[..]),
+            ("istio_response_bytes", 2, &BYTES_BUCKETS[..]),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for (l, s) in reqs.iter() {
+                let h = match pick {
+                    0 => &s.duration,
+                    1 => &s.req_bytes,
+                    _ => &s.resp_bytes,
+                };
+                let labels = request_labels(l);
+                let mut cum = 0;
+                for (i, b) in buckets.iter().enumerate() {
+                    cum += h.counts.get(i).copied().unwrap_or(0);
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cum}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            }
+        }
+        drop(reqs);
+        let tcp = self.tcp.lock().expect("metrics lock");
+        for (name, pick) in [
+            ("istio_tcp_connections_opened_total", 0),
+            ("istio_tcp_connections_closed_total", 1),
+            ("istio_tcp_sent_bytes_total", 2),
+            ("istio_tcp_received_bytes_total", 3),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (l, s) in tcp.iter() {
+                let v = [s.opened, s.closed, s.sent, s.received][pick];
+                let _ = writeln!(out, "{name}{{{}}} {v}", tcp_labels(l));
+            }
+        }
+        out
+    }
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn workload_labels(out: &mut String, side: &str, w: &Workload) {
+    let _ = write!(
+        out,
+        "{side}_workload=\"{}\",{side}_canonical_service=\"{}\",{side}_canonical_revision=\"{}\",\
+         {side}_workload_namespace=\"{}\",{side}_principal=\"{}\",{side}_app=\"{}\",{side}_version=\"{}\",\
+         {side}_cluster=\"Kubernetes\",",
+        esc(&w.workload),
+        esc(&w.canonical_service),
+        esc(&w.canonical_revision),
+        esc(&w.namespace),
+        esc(&w.principal),
+        esc(&w.app),
+        esc(&w.version),
+    );
+}
+
+fn common(
+    reporter: Reporter,
+    src: &Workload,
+    dst: &Workload,
+    svc: &str,
+    svc_name: &str,
+    svc_ns: &str,
+) -> String {
+    let mut out = String::with_capacity(512);
+    let r = match reporter {
+        Reporter::Source => "source",
+        Reporter::Destination => "destination",
+    };
+    let _ = write!(out, "reporter=\"{r}\",");
+    workload_labels(&mut out, "source", src);
+    workload_labels(&mut out, "destination", dst);
+    let _ = write!(
+        out,
+        "destination_service=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\"",
+        esc(svc),
+        esc(svc_name),
+        esc(svc_ns)
+    );
+    out
+}
+
+fn request_labels(l: &RequestLabels) -> String {
+    let mut out = common(
+        l.reporter,
+        &l.source,
+        &l.destination,
+        &l.destination_service,
+        &l.destination_service_name,
+        &l.destination_service_namespace,
+    );
+    let grpc = l
+        .grpc_response_status
+        .map(|g| g.to_string())
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        ",request_protocol=\"{}\",response_code=\"{}\",grpc_response_status=\"{grpc}\",response_flags=\"{}\",connection_security_policy=\"{}\"",
+        l.request_protocol, l.response_code, l.response_flags, l.connection_security_policy
+    );
+    out
+}
+
+fn tcp_labels(l: &TcpLabels) -> String {
+    let mut out = common(
+        l.reporter,
+        &l.source,
+        &l.destination,
+        &l.destination_service,
+        &l.destination_service_name,
+        &l.destination_service_namespace,
+    );
+    let _ = write!(
+        out,
+        ",request_protocol=\"tcp\",response_flags=\"{}\",connection_security_policy=\"{}\"",
+        l.response_flags, l.connection_security_policy
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_istio_names_and_labels() {
+        let m = Metrics::default();
+        let labels = RequestLabels {
+            reporter: Reporter::Source,
+            source: Workload::unknown(),
+            destination: Workload::unknown(),
+            destination_service: Arc::from("reviews.default.svc.cluster.local"),
+            destination_service_name: Arc::from("reviews"),
+            destination_service_namespace: Arc::from("default"),
+            request_protocol: "http",
+            response_code: 200,
+            grpc_response_status: None,
+            response_flags: "-",
+            connection_security_policy: "unknown",
+        };
+        m.record_request(labels.clone(), 3.0, 0, 1200);
+        m.record_request(labels, 700.0, 10, 1200);
+        let text = m.render();
+        assert!(
+            text.contains("istio_requests_total{reporter=\"source\""),
+            "{text}"
+        );
+        assert!(text.contains("response_code=\"200\""));
+        assert!(text.contains("destination_service_name=\"reviews\""));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{"))
+            .unwrap();
+        assert!(line.ends_with(" 2"), "{line}");
+        assert!(text.contains("le=\"5\"} 1"), "cumulative buckets: {text}");
+        assert!(text.contains("istio_request_duration_milliseconds_count{"));
+        assert!(
+            text.contains("istio_request_duration_milliseconds_sum{") && text.contains("} 703")
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Outlier detection (DestinationRule `outlierDetection`): an endpoint that
+//! returns `consecutive5xxErrors` 5xx answers (or `consecutiveGatewayErrors`
+//! 502/503/504, or connection failures) in a row is ejected for
+//! `baseEjectionTime` × the number of times it has been ejected, as long as no
+//! more than `maxEjectionPercent` of the endpoints are out. If fewer than half
+//! would remain, all endpoints are used (Envoy's panic threshold).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_api::networking::{DestinationRuleSpec, OutlierDetection};
+
+use crate::snapshot::Endpoint;
+
+#[derive(Debug, Clone)]
+pub struct OutlierConfig {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway: u32,
+    pub base_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierConfig {
+    pub fn from_rule(rule: Option<&DestinationRuleSpec>, port: u16) -> Option<OutlierConfig> {
+        let tp = rule?.traffic_policy.as_ref()?;
+        let port_level = tp
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+            .and_then(|p| p.outlier_detection.as_ref());
+        OutlierConfig::from_settings(port_level.or(tp.outlier_detection.as_ref())?)
+    }
+
+    pub fn from_settings(o: &OutlierDetection) -> Option<OutlierConfig> {
+        let c5 = o
+            .consecutive_5xx_errors
+            .or(o.consecutive_errors.map(|e| e.max(0) as u32))
+            .unwrap_or(5);
+        let cg = o.consecutive_gateway_errors.unwrap_or(0);
+        if c5 == 0 && cg == 0 {
+            return None;
+        }
+        Some(OutlierConfig {
+            consecutive_5xx: c5,
+            consecutive_gateway: cg,
+            base_ejection: o
+                .base_ejection_time
+                .as_deref()
+                .and_then(crate::route::duration)
+                .unwrap_or(Duration::from_secs(30)),
+            max_ejection_percent: o
+                .max_ejection_percent
+                .map(|p| p.clamp(0, 100) as u32)
+                .unwrap_or(10),
+        })
+    }
+}
+
+/// Per-endpoint health state.
+#[derive(Debug, Default)]
+pub struct EndpointHealth {
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    ejections: AtomicU32,
+    /// Milliseconds since the process epoch until which the endpoint is out.
+    ejected_until: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+impl EndpointHealth {
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms()
+    }
+}
+
+/// Records the outcome of one attempt (`status` 0 = connection failure).
+pub fn record(cfg: &OutlierConfig, all: &[Arc<Endpoint>], ep: &Endpoint, status: u16) {
+    let h = &ep.health;
+    let gateway = status == 0 || matches!(status, 502..=504);
+    if status == 0 || status >= 500 {
+        let n5 = h.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+        let ng = if gateway {
+            h.consecutive_gateway.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        let trip = (cfg.consecutive_5xx > 0 && n5 >= cfg.consecutive_5xx)
+            || (cfg.consecutive_gateway > 0 && ng >= cfg.consecutive_gateway);
+        if trip && !h.is_ejected() {
+            let out = all.iter().filter(|e| e.health.is_ejected()).count();
+            if (out * 100) < (all.len() * cfg.max_ejection_percent as usize).max(1) || out == 0 {
+                let times = h.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+                let ms = cfg.base_ejection.as_millis() as u64 * u64::from(times);
+                h.ejected_until.store(now_ms() + ms, Ordering::Relaxed);
+                h.consecutive_5xx.store(0, Ordering::Relaxed);
+                h.consecutive_gateway.store(0, Ordering::Relaxed);
+                tracing::info!(endpoint = %ep.addr, ejection_ms = ms, "outlier ejected");
+            }
+        }
+    } else {
+        h.consecutive_5xx.store(0, Ordering::Relaxed);
+        h.consecutive_gateway.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints to balance over: the non-ejected ones, unless fewer than half
+/// remain (panic mode: all of them).
+pub fn available(all: &[Arc<Endpoint>]) -> Vec<Arc<Endpoint>> {
+    let healthy: Vec<Arc<Endpoint>> = all
+        .iter()
+        .filter(|e| !e.health.is_ejected())
+        .cloned()
+        .collect();
+    if healthy.len() * 2 < all.len() {
+        all.to_vec()
+    } else {
+        healthy
+    }
+}

@@ -1,0 +1,196 @@
+//! Upstream connection pools, one per proxy direction, keyed by the upstream
+//! address. We drive hyper's connection API ourselves (rather than a generic
+//! client) so the request keeps its original authority while going to the
+//! endpoint the load balancer chose, and so limits can be applied per endpoint.
+//!
+//! HTTP/1.1: idle connections are reused when the previous response has been
+//! read to the end (the response body hands its sender back). HTTP/2: one
+//! multiplexed connection per endpoint, replaced when it closes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::upstream::Body;
+
+/// Where a pool's connections go.
+#[derive(Clone, Copy)]
+pub enum Dial {
+    /// Straight to the address (outbound; the proxy's UID is exempt from capture).
+    Direct,
+    /// To the local app from 127.0.0.6 (inbound); the address's port is used.
+    LocalApp { instance_ip: Option<IpAddr> },
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("upstream {addr}: {source}")]
+    Upstream {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl SendError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, SendError::Connect { .. })
+    }
+}
+
+/// Returns an HTTP/1 connection to its pool; dropped unused if the exchange
+/// did not finish cleanly.
+pub struct Checkin {
+    pool: Arc<PoolInner>,
+    addr: SocketAddr,
+    sender: Option<http1::SendRequest<Body>>,
+}
+
+impl Checkin {
+    /// The response completed: the connection may serve the next request.
+    pub fn done(mut self) {
+        if let Some(s) = self.sender.take() {
+            if !s.is_closed() {
+                let mut idle = self.pool.h1.lock().expect("pool lock");
+                let list = idle.entry(self.addr).or_default();
+                if list.len() < MAX_IDLE_PER_ENDPOINT {
+                    list.push(s);
+                }
+            }
+        }
+    }
+}
+
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+struct PoolInner {
+    dial: Dial,
+    h1: Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+}
+
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl Pool {
+    pub fn new(dial: Dial) -> Pool {
+        Pool {
+            inner: Arc::new(PoolInner {
+                dial,
+                h1: Mutex::new(HashMap::new()),
+                h2: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
+        let r = match self.inner.dial {
+            Dial::Direct => crate::tcp::connect(addr).await,
+            Dial::LocalApp { instance_ip } => {
+                crate::upstream::connect_local_app(addr.port(), instance_ip).await
+            }
+        };
+        r.map_err(|source| SendError::Connect { addr, source })
+    }
+
+    /// Sends an HTTP/1.1 request to `addr`. On success also returns the
+    /// connection's check-in, to be completed when the response body ends.
+    pub async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        let idle = loop {
+            let candidate = {
+                let mut m = self.inner.h1.lock().expect("pool lock");
+                m.get_mut(&addr).and_then(Vec::pop)
+            };
+            match candidate {
+                Some(s) if !s.is_closed() && s.is_ready() => break Some(s),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        let mut sender = match idle {
+            Some(s) => s,
+            None => {
+                let stream = self.connect(addr).await?;
+                let (s, conn) = http1::Builder::new()
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|source| SendError::Upstream { addr, source })?;
+                tokio::spawn(async move {
+                    let _ = conn.with_upgrades().await;
+                });
+                s
+            }
+        };
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| SendError::Upstream { addr, source })?;
+        let reusable = !upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+        let checkin = reusable.then(|| Checkin {
+            pool: self.inner.clone(),
+            addr,
+            sender: Some(sender),
+        });
+        Ok((resp, checkin))
+    }
+
+    /// Sends an HTTP/2 request over the endpoint's shared connection.
+    pub async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let existing = {
+            let m = self.inner.h2.lock().expect("pool lock");
+            m.get(&addr).filter(|s| !s.is_closed()).cloned()
+        };
+        let mut sender = match existing {
+            Some(s) => s,
+            None => {
+                let stream = self.connect(addr).await?;
+                let (s, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|source| SendError::Upstream { addr, source })?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                self.inner
+                    .h2
+                    .lock()
+                    .expect("pool lock")
+                    .insert(addr, s.clone());
+                s
+            }
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|source| SendError::Upstream { addr, source })?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| SendError::Upstream { addr, source })
+    }
+}

@@ -1,0 +1,157 @@
+//! What is recorded about each proxied request: Istio metrics and the access
+//! log line, written when the response body ends (or is dropped), together with
+//! releasing the endpoint's in-flight count, the connection-pool admission and
+//! the upstream HTTP/1 connection back to its pool.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+
+use crate::metrics::RequestLabels;
+use crate::shared::Shared;
+use crate::snapshot::Endpoint;
+use crate::upstream::Body;
+
+/// Everything needed to record the request once its response completes.
+pub(crate) struct Record {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) labels: RequestLabels,
+    pub(crate) start: Instant,
+    pub(crate) req_bytes: u64,
+    pub(crate) endpoint: Option<Arc<Endpoint>>,
+    pub(crate) log: Option<AccessLogLine>,
+    /// The HTTP/1 connection to give back to its pool once the body is read.
+    pub(crate) checkin: Option<crate::pool::Checkin>,
+    /// The connectionPool admission, released when the response ends.
+    pub(crate) permit: Option<crate::limits::Permit>,
+}
+
+pub(crate) struct AccessLogLine {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) protocol: &'static str,
+    pub(crate) authority: String,
+    pub(crate) user_agent: String,
+    pub(crate) request_id: String,
+    pub(crate) upstream: String,
+    pub(crate) cluster: String,
+    pub(crate) downstream_local: SocketAddr,
+    pub(crate) downstream_remote: SocketAddr,
+}
+
+impl Record {
+    pub(crate) fn finish(mut self, resp_bytes: u64, complete: bool) {
+        if let Some(c) = self.checkin.take() {
+            if complete {
+                c.done();
+            }
+        }
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        if let Some(ep) = &self.endpoint {
+            ep.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(l) = &self.log {
+            crate::access_log::http(
+                &self.shared.cfg,
+                l_fields(l, &self.labels, self.req_bytes, resp_bytes, ms),
+            );
+        }
+        self.shared
+            .metrics
+            .record_request(self.labels, ms, self.req_bytes, resp_bytes);
+    }
+}
+
+pub(crate) fn l_fields<'a>(
+    l: &'a AccessLogLine,
+    labels: &'a RequestLabels,
+    rx: u64,
+    tx: u64,
+    ms: f64,
+) -> crate::access_log::HttpEntry<'a> {
+    crate::access_log::HttpEntry {
+        method: &l.method,
+        path: &l.path,
+        protocol: l.protocol,
+        code: labels.response_code,
+        flags: labels.response_flags,
+        bytes_received: rx,
+        bytes_sent: tx,
+        duration_ms: ms as u64,
+        user_agent: &l.user_agent,
+        request_id: &l.request_id,
+        authority: &l.authority,
+        upstream_host: &l.upstream,
+        upstream_cluster: &l.cluster,
+        downstream_local: l.downstream_local,
+        downstream_remote: l.downstream_remote,
+    }
+}
+
+/// Wraps a response body: counts bytes and records the request when the body
+/// ends or is dropped.
+pub(crate) struct Metered {
+    inner: Body,
+    bytes: u64,
+    record: Option<Record>,
+}
+
+impl hyper::body::Body for Metered {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let p = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &p {
+            std::task::Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => {
+                let n = self.bytes;
+                let complete = matches!(p, std::task::Poll::Ready(None));
+                if let Some(r) = self.record.take() {
+                    r.finish(n, complete);
+                }
+            }
+            _ => {}
+        }
+        p
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            // Dropped before the end: the connection's state is unknown.
+            r.finish(self.bytes, false);
+        }
+    }
+}
+
+pub(crate) fn metered(resp: Response<Body>, record: Record) -> Response<Body> {
+    let (parts, inner) = resp.into_parts();
+    let body = Metered {
+        inner,
+        bytes: 0,
+        record: Some(record),
+    };
+    Response::from_parts(parts, body.boxed())
+}

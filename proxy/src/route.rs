@@ -1,0 +1,666 @@
+//! VirtualService routing, compiled once per snapshot and evaluated per request
+//! as a pure function: `decide(table, request facts) -> Decision`.
+//!
+//! Semantics follow Istio's reference: routes are tried in order and the first
+//! whose `match` list has a matching entry wins (an empty list matches all);
+//! within an entry every condition must hold. String matches are `exact`,
+//! `prefix` or RE2-style full-string `regex`; an empty match object on a header
+//! means "present". A host with a VirtualService but no matching route answers
+//! 404 `NR`, as Envoy does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_api::networking::{
+    CorsPolicy, Destination, HeaderOperations, HttpMatchRequest, HttpRoute, StringMatch,
+    VirtualServiceSpec,
+};
+use regex::Regex;
+
+/// A compiled string matcher.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+    /// `{}`: the value only has to be present.
+    Present,
+}
+
+impl Matcher {
+    pub fn compile(m: &StringMatch, ignore_case: bool) -> Result<Matcher, String> {
+        let lc = |s: &String| {
+            if ignore_case {
+                s.to_ascii_lowercase()
+            } else {
+                s.clone()
+            }
+        };
+        if let Some(e) = &m.exact {
+            Ok(Matcher::Exact(lc(e)))
+        } else if let Some(p) = &m.prefix {
+            Ok(Matcher::Prefix(lc(p)))
+        } else if let Some(r) = &m.regex {
+            let pat = if ignore_case {
+                format!("(?i)^(?:{r})$")
+            } else {
+                format!("^(?:{r})$")
+            };
+            Regex::new(&pat)
+                .map(Matcher::Regex)
+                .map_err(|e| format!("regex {r:?}: {e}"))
+        } else {
+            Ok(Matcher::Present)
+        }
+    }
+
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => v == e,
+            Matcher::Prefix(p) => v.starts_with(p.as_str()),
+            Matcher::Regex(r) => r.is_match(v),
+            Matcher::Present => true,
+        }
+    }
+}
+
+/// One compiled `match` entry.
+#[derive(Debug, Clone, Default)]
+pub struct MatchEntry {
+    pub uri: Option<Matcher>,
+    pub ignore_uri_case: bool,
+    pub scheme: Option<Matcher>,
+    pub method: Option<Matcher>,
+    pub authority: Option<Matcher>,
+    pub headers: Vec<(String, Matcher)>,
+    pub without_headers: Vec<(String, Matcher)>,
+    pub query: Vec<(String, Matcher)>,
+    pub port: Option<u16>,
+    pub source_labels: BTreeMap<String, String>,
+    pub source_namespace: Option<String>,
+    pub gateways: Vec<String>,
+}
+
+/// A weighted destination, resolved to a fully qualified host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: Option<u16>,
+    pub weight: u32,
+    pub headers: Option<HeaderOperations>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub retry_on: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub delay: Option<(Duration, f64)>,
+    pub abort_http: Option<(u16, f64)>,
+    pub abort_grpc: Option<(String, f64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: Option<String>,
+    /// `namespace/name` of the VirtualService (route_name in logs).
+    pub vs: Arc<str>,
+    pub matches: Vec<MatchEntry>,
+    pub targets: Vec<Target>,
+    pub redirect: Option<mesh_api::networking::HttpRedirect>,
+    pub direct_response: Option<(u16, String)>,
+    pub rewrite: Option<mesh_api::networking::HttpRewrite>,
+    pub rewrite_regex: Option<(Regex, String)>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<Retry>,
+    pub fault: Option<Fault>,
+    pub mirror: Option<(String, Option<String>, Option<u16>, f64)>,
+    pub cors: Option<CorsPolicy>,
+    pub cors_origins: Vec<Matcher>,
+    pub headers: Option<mesh_api::networking::Headers>,
+}
+
+/// A compiled `tcp` or `tls` route.
+#[derive(Debug, Clone)]
+pub struct L4Route {
+    pub ports: Vec<u16>,
+    pub subnets: Vec<ipnet::IpNet>,
+    pub source_labels: BTreeMap<String, String>,
+    pub source_namespace: Option<String>,
+    /// `tls` routes: SNI patterns (`*.example.com` allowed); empty for `tcp`.
+    pub sni: Vec<String>,
+    pub has_match: bool,
+    pub targets: Vec<Target>,
+}
+
+/// What an L4 route may match on.
+pub struct L4Facts<'a> {
+    pub dst: std::net::SocketAddr,
+    pub sni: Option<&'a str>,
+    pub source_labels: &'a BTreeMap<String, String>,
+    pub source_namespace: &'a str,
+}
+
+impl L4Route {
+    pub fn matches(&self, f: &L4Facts<'_>) -> bool {
+        if !self.has_match {
+            return true;
+        }
+        (self.ports.is_empty() || self.ports.contains(&f.dst.port()))
+            && (self.subnets.is_empty() || self.subnets.iter().any(|n| n.contains(&f.dst.ip())))
+            && self
+                .source_labels
+                .iter()
+                .all(|(k, v)| f.source_labels.get(k) == Some(v))
+            && self
+                .source_namespace
+                .as_deref()
+                .is_none_or(|ns| ns == f.source_namespace)
+            && (self.sni.is_empty()
+                || f.sni.is_some_and(|sni| {
+                    self.sni.iter().any(|p| match p.strip_prefix('*') {
+                        Some(suffix) => sni.ends_with(suffix),
+                        None => p == sni,
+                    })
+                }))
+    }
+}
+
+/// Per host (FQDN or wildcard pattern), the routes of the VirtualService for it.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// `tcp` and `tls` routes per host, in order (tls first, as Envoy's filter
+    /// chain match on SNI comes before the catch-all).
+    pub l4: HashMap<String, Arc<Vec<L4Route>>>,
+    exact: HashMap<String, Arc<Vec<Route>>>,
+    /// `*.example.com` patterns, as suffixes (`.example.com`).
+    wildcard: Vec<(String, Arc<Vec<Route>>)>,
+    /// Compile problems (a VS that cannot be used is skipped, not half-applied).
+    pub errors: Vec<String>,
+}
+
+/// Istio resolves a short host relative to the resource's namespace.
+pub fn fqdn(host: &str, ns: &str, domain: &str) -> String {
+    if host.contains('.') || host.starts_with('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{ns}.svc.{domain}")
+    }
+}
+
+/// `1.5s`, `250ms`, `2m`, `1h` as Istio durations.
+pub fn duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "us" | "µs" => n / 1e6,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn compile_match(m: &HttpMatchRequest) -> Result<MatchEntry, String> {
+    let ic = m.ignore_uri_case.unwrap_or(false);
+    let opt = |x: &Option<StringMatch>, ic| x.as_ref().map(|s| Matcher::compile(s, ic)).transpose();
+    let list = |x: &BTreeMap<String, StringMatch>| -> Result<Vec<(String, Matcher)>, String> {
+        x.iter()
+            .map(|(k, v)| Ok((k.to_ascii_lowercase(), Matcher::compile(v, false)?)))
+            .collect()
+    };
+    Ok(MatchEntry {
+        uri: opt(&m.uri, ic)?,
+        ignore_uri_case: ic,
+        scheme: opt(&m.scheme, false)?,
+        method: opt(&m.method, false)?,
+        authority: opt(&m.authority, false)?,
+        headers: list(&m.headers)?,
+        without_headers: list(&m.without_headers)?,
+        query: m
+            .query_params
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Matcher::compile(v, false)?)))
+            .collect::<Result<_, String>>()?,
+        port: m.port.and_then(|p| u16::try_from(p).ok()),
+        source_labels: m.source_labels.clone(),
+        source_namespace: m.source_namespace.clone(),
+        gateways: m.gateways.clone(),
+    })
+}
+
+fn percent(p: &Option<mesh_api::networking::Percent>, legacy: Option<i32>) -> f64 {
+    p.as_ref()
+        .map(|p| p.value)
+        .or(legacy.map(f64::from))
+        .unwrap_or(100.0)
+}
+
+fn target(d: &Destination, ns: &str, domain: &str) -> (String, Option<String>, Option<u16>) {
+    (
+        fqdn(&d.host, ns, domain),
+        d.subset.clone(),
+        d.port
+            .as_ref()
+            .and_then(|p| p.number)
+            .and_then(|n| u16::try_from(n).ok()),
+    )
+}
+
+fn compile_route(h: &HttpRoute, ns: &str, vs: &Arc<str>, domain: &str) -> Result<Route, String> {
+    let matches = h
+        .match_
+        .iter()
+        .map(compile_match)
+        .collect::<Result<Vec<_>, _>>()?;
+    let single = h.route.len() == 1;
+    let targets = h
+        .route
+        .iter()
+        .map(|r| {
+            let (host, subset, port) = target(&r.destination, ns, domain);
+            Target {
+                host,
+                subset,
+                port,
+                weight: r
+                    .weight
+                    .map(|w| w.max(0) as u32)
+                    .unwrap_or(if single { 100 } else { 0 }),
+                headers: r.headers.as_ref().and_then(|h| h.request.clone()),
+            }
+        })
+        .collect();
+    let fault = h.fault.as_ref().map(|f| Fault {
+        delay: f.delay.as_ref().and_then(|d| {
+            Some((
+                duration(d.fixed_delay.as_deref()?)?,
+                percent(&d.percentage, d.percent),
+            ))
+        }),
+        abort_http: f.abort.as_ref().and_then(|a| {
+            Some((
+                u16::try_from(a.http_status?).ok()?,
+                percent(&a.percentage, None),
+            ))
+        }),
+        abort_grpc: f
+            .abort
+            .as_ref()
+            .and_then(|a| Some((a.grpc_status.clone()?, percent(&a.percentage, None)))),
+    });
+    let retries = h.retries.as_ref().map(|r| Retry {
+        attempts: r.attempts.max(0) as u32,
+        per_try_timeout: r.per_try_timeout.as_deref().and_then(duration),
+        retry_on: r
+            .retry_on
+            .as_deref()
+            .unwrap_or(
+                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+            )
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect(),
+    });
+    let mirror = h.mirror.as_ref().map(|m| {
+        let (host, subset, port) = target(m, ns, domain);
+        (host, subset, port, percent(&h.mirror_percentage, None))
+    });
+    let cors_origins = h
+        .cors_policy
+        .as_ref()
+        .map(|c| {
+            c.allow_origins
+                .iter()
+                .map(|o| Matcher::compile(o, false))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let rewrite_regex = h
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.uri_regex_rewrite.as_ref())
+        .map(|rr| Regex::new(&rr.match_).map(|re| (re, rr.rewrite.replace("\\", "$"))))
+        .transpose()
+        .map_err(|e| format!("uriRegexRewrite: {e}"))?;
+    Ok(Route {
+        name: h.name.clone(),
+        vs: vs.clone(),
+        matches,
+        targets,
+        redirect: h.redirect.clone(),
+        direct_response: h.direct_response.as_ref().map(|d| {
+            (
+                u16::try_from(d.status).unwrap_or(500),
+                d.body
+                    .as_ref()
+                    .and_then(|b| b.string.clone())
+                    .unwrap_or_default(),
+            )
+        }),
+        rewrite: h.rewrite.clone(),
+        rewrite_regex,
+        timeout: h
+            .timeout
+            .as_deref()
+            .and_then(duration)
+            .filter(|d| !d.is_zero()),
+        retries,
+        fault,
+        mirror,
+        cors: h.cors_policy.clone(),
+        cors_origins,
+        headers: h.headers.clone(),
+    })
+}
+
+fn l4_targets(
+    route: &[mesh_api::networking::RouteDestination],
+    ns: &str,
+    domain: &str,
+) -> Vec<Target> {
+    let single = route.len() == 1;
+    route
+        .iter()
+        .map(|r| {
+            let (host, subset, port) = target(&r.destination, ns, domain);
+            Target {
+                host,
+                subset,
+                port,
+                weight: r
+                    .weight
+                    .map(|w| w.max(0) as u32)
+                    .unwrap_or(if single { 100 } else { 0 }),
+                headers: None,
+            }
+        })
+        .collect()
+}
+
+fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
+    let mut out = Vec::new();
+    let nets = |v: &[String]| {
+        v.iter()
+            .filter_map(|s| s.parse().ok())
+            .collect::<Vec<ipnet::IpNet>>()
+    };
+    for r in &vs.tls {
+        let targets = l4_targets(&r.route, ns, domain);
+        for m in &r.match_ {
+            out.push(L4Route {
+                ports: m
+                    .port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .into_iter()
+                    .collect(),
+                subnets: nets(&m.destination_subnets),
+                source_labels: m.source_labels.clone(),
+                source_namespace: m.source_namespace.clone(),
+                sni: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                has_match: true,
+                targets: targets.clone(),
+            });
+        }
+    }
+    for r in &vs.tcp {
+        let targets = l4_targets(&r.route, ns, domain);
+        if r.match_.is_empty() {
+            out.push(L4Route {
+                ports: vec![],
+                subnets: vec![],
+                source_labels: BTreeMap::new(),
+                source_namespace: None,
+                sni: vec![],
+                has_match: false,
+                targets,
+            });
+            continue;
+        }
+        for m in &r.match_ {
+            out.push(L4Route {
+                ports: m
+                    .port
+                    .and_then(|p| u16::try_from(p).ok())
+                    .into_iter()
+                    .collect(),
+                subnets: nets(&m.destination_subnets),
+                source_labels: m.source_labels.clone(),
+                source_namespace: m.source_namespace.clone(),
+                sni: vec![],
+                has_match: true,
+                targets: targets.clone(),
+            });
+        }
+    }
+    out
+}
+
+impl RouteTable {
+    /// Compiles the view's VirtualServices (keyed `namespace/name`) that bind to
+    /// the mesh (sidecars), skipping any that cannot be compiled.
+    pub fn compile(vss: &BTreeMap<String, VirtualServiceSpec>, domain: &str) -> RouteTable {
+        let mut t = RouteTable::default();
+        for (key, vs) in vss {
+            let binds_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+            if !binds_mesh {
+                continue;
+            }
+            let ns = key.split('/').next().unwrap_or("default");
+            let vs_name: Arc<str> = Arc::from(key.as_str());
+            let routes = vs
+                .http
+                .iter()
+                .map(|h| compile_route(h, ns, &vs_name, domain))
+                .collect::<Result<Vec<_>, _>>();
+            let routes = match routes {
+                Ok(r) => Arc::new(r),
+                Err(e) => {
+                    t.errors.push(format!("VirtualService {key}: {e}"));
+                    continue;
+                }
+            };
+            let l4 = compile_l4(vs, ns, domain);
+            if !l4.is_empty() {
+                let l4 = Arc::new(l4);
+                for h in &vs.hosts {
+                    t.l4.entry(fqdn(h, ns, domain))
+                        .or_insert_with(|| l4.clone());
+                }
+            }
+            for h in &vs.hosts {
+                let h = fqdn(h, ns, domain);
+                if let Some(suffix) = h.strip_prefix('*') {
+                    t.wildcard.push((suffix.to_string(), routes.clone()));
+                } else {
+                    // Istio merges by first writer; keep the first.
+                    t.exact.entry(h).or_insert_with(|| routes.clone());
+                }
+            }
+        }
+        // Longest wildcard suffix first.
+        t.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        t
+    }
+
+    /// The routes for a service host, if a VirtualService covers it.
+    pub fn for_host(&self, host: &str) -> Option<&Arc<Vec<Route>>> {
+        self.exact.get(host).or_else(|| {
+            self.wildcard
+                .iter()
+                .find(|(s, _)| host.ends_with(s.as_str()))
+                .map(|(_, r)| r)
+        })
+    }
+}
+
+/// What the routing decision needs to know about a request.
+pub struct Facts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    pub headers: &'a http::HeaderMap,
+    pub port: u16,
+    pub source_labels: &'a BTreeMap<String, String>,
+    pub source_namespace: &'a str,
+}
+
+impl MatchEntry {
+    pub fn matches(&self, f: &Facts<'_>) -> bool {
+        let header =
+            |name: &str| -> Option<&str> { f.headers.get(name).and_then(|v| v.to_str().ok()) };
+        if let Some(m) = &self.uri {
+            let path = if self.ignore_uri_case {
+                f.path.to_ascii_lowercase()
+            } else {
+                f.path.to_string()
+            };
+            if !m.matches(&path) {
+                return false;
+            }
+        }
+        let opt_ok = |m: &Option<Matcher>, v: &str| m.as_ref().is_none_or(|m| m.matches(v));
+        if !opt_ok(&self.scheme, f.scheme)
+            || !opt_ok(&self.method, f.method)
+            || !opt_ok(&self.authority, f.authority)
+        {
+            return false;
+        }
+        if !self
+            .headers
+            .iter()
+            .all(|(k, m)| header(k).is_some_and(|v| m.matches(v)))
+        {
+            return false;
+        }
+        if self
+            .without_headers
+            .iter()
+            .any(|(k, m)| header(k).is_some_and(|v| m.matches(v)))
+        {
+            return false;
+        }
+        if !self.query.is_empty() {
+            let params: Vec<(&str, &str)> = f
+                .query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split_once('=').unwrap_or((p, "")))
+                .collect();
+            if !self
+                .query
+                .iter()
+                .all(|(k, m)| params.iter().any(|(pk, pv)| pk == k && m.matches(pv)))
+            {
+                return false;
+            }
+        }
+        if self.port.is_some_and(|p| p != f.port) {
+            return false;
+        }
+        if !self
+            .source_labels
+            .iter()
+            .all(|(k, v)| f.source_labels.get(k) == Some(v))
+        {
+            return false;
+        }
+        if self
+            .source_namespace
+            .as_deref()
+            .is_some_and(|ns| ns != f.source_namespace)
+        {
+            return false;
+        }
+        if !self.gateways.is_empty() && !self.gateways.iter().any(|g| g == "mesh") {
+            return false;
+        }
+        true
+    }
+}
+
+/// The first route whose match list admits the request.
+pub fn select<'r>(routes: &'r [Route], f: &Facts<'_>) -> Option<&'r Route> {
+    routes
+        .iter()
+        .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.matches(f)))
+}
+
+/// Weighted choice among a route's targets (`roll` in `0..100` is the caller's
+/// random draw, injectable for tests).
+pub fn pick_target(targets: &[Target], roll: f64) -> Option<&Target> {
+    let total: u32 = targets.iter().map(|t| t.weight).sum();
+    if total == 0 {
+        return targets.first();
+    }
+    let mut point = roll / 100.0 * f64::from(total);
+    for t in targets {
+        if point < f64::from(t.weight) {
+            return Some(t);
+        }
+        point -= f64::from(t.weight);
+    }
+    targets.iter().rev().find(|t| t.weight > 0)
+}
+
+/// Whether a draw in `0..100` falls within `percentage`.
+pub fn hit(percentage: f64, roll: f64) -> bool {
+    roll < percentage
+}
+
+/// The path after a `rewrite.uri`: the matched prefix is replaced when the
+/// route matched on a prefix, otherwise the whole path is.
+pub fn rewrite_path(route: &Route, f: &Facts<'_>, path_and_query: &str) -> Option<String> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let new_path = if let Some((re, with)) = &route.rewrite_regex {
+        re.replace_all(path, with.as_str()).into_owned()
+    } else {
+        let to = route.rewrite.as_ref()?.uri.as_ref()?;
+        let prefix = route
+            .matches
+            .iter()
+            .find(|m| m.matches(f))
+            .and_then(|m| match &m.uri {
+                Some(Matcher::Prefix(p)) => Some(p.clone()),
+                _ => None,
+            });
+        match prefix {
+            Some(p) => {
+                let rest = &path[p.len().min(path.len())..];
+                if to.ends_with('/') && rest.starts_with('/') {
+                    format!("{to}{}", &rest[1..])
+                } else {
+                    format!("{to}{rest}")
+                }
+            }
+            None => to.clone(),
+        }
+    };
+    Some(match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    })
+}
+
+/// CORS: whether `origin` is allowed by the route's policy.
+pub fn cors_allows(route: &Route, origin: &str) -> bool {
+    route.cors_origins.iter().any(|m| m.matches(origin))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! Sending one request to a cluster, with Istio's resilience semantics: the
+//! load balancer picks an endpoint (skipping ejected ones), a failed attempt is
+//! retried on another endpoint when the retry policy says so and the body can be
+//! replayed (a streamed body is never retried), each attempt may have its own
+//! timeout, the whole exchange has the route timeout, and every outcome feeds
+//! outlier detection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::lb::{self, RequestKeys};
+use crate::outlier;
+use crate::pool::{Checkin, Pool};
+use crate::route::Retry;
+use crate::snapshot::{Cluster, Endpoint, Protocol};
+use crate::upstream::Body;
+
+/// Which failures are retried (Envoy's `retry_on` conditions).
+#[derive(Debug, Clone, Default)]
+pub struct RetryOn {
+    pub five_xx: bool,
+    pub gateway_error: bool,
+    pub connect_failure: bool,
+    pub reset: bool,
+    pub retriable_4xx: bool,
+    pub status_codes: Vec<u16>,
+}
+
+impl RetryOn {
+    pub fn parse(items: &[String]) -> RetryOn {
+        let mut r = RetryOn::default();
+        for i in items {
+            match i.as_str() {
+                "5xx" => r.five_xx = true,
+                "gateway-error" => r.gateway_error = true,
+                "connect-failure" => r.connect_failure = true,
+                "reset" | "refused-stream" => r.reset = true,
+                "retriable-4xx" => r.retriable_4xx = true,
+                // Istio's default retriable status code.
+                "retriable-status-codes" => r.status_codes.push(503),
+                "unavailable" | "cancelled" | "deadline-exceeded" | "internal"
+                | "resource-exhausted" => {}
+                other => {
+                    if let Ok(code) = other.parse::<u16>() {
+                        r.status_codes.push(code);
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn status(&self, s: u16) -> bool {
+        (self.five_xx && s >= 500)
+            || (self.gateway_error && matches!(s, 502..=504))
+            || (self.retriable_4xx && s == 409)
+            || self.status_codes.contains(&s)
+    }
+
+    fn connect(&self) -> bool {
+        self.connect_failure || self.five_xx || self.gateway_error || self.reset
+    }
+
+    fn reset(&self) -> bool {
+        self.reset || self.five_xx
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub retries: u32,
+    pub per_try: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub on: RetryOn,
+}
+
+impl Policy {
+    /// A route's policy; without `retries`, Istio's default (2 retries on
+    /// connect-failure, refused-stream, unavailable, cancelled and 503).
+    pub fn for_route(retries: Option<&Retry>, timeout: Option<Duration>) -> Policy {
+        let default_on = [
+            "connect-failure",
+            "refused-stream",
+            "unavailable",
+            "cancelled",
+            "retriable-status-codes",
+        ]
+        .map(String::from);
+        match retries {
+            Some(r) => Policy {
+                retries: r.attempts,
+                per_try: r.per_try_timeout,
+                timeout,
+                on: RetryOn::parse(&r.retry_on),
+            },
+            None => Policy {
+                retries: 2,
+                per_try: None,
+                timeout,
+                on: RetryOn::parse(&default_on),
+            },
+        }
+    }
+}
+
+/// A request body as the retry logic sees it.
+pub enum ReqBody {
+    /// Buffered (or empty): can be sent again.
+    Replayable(Bytes),
+    /// Still streaming from the client: one attempt only.
+    Stream(Body),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Body {
+        match self {
+            ReqBody::Replayable(b) => Full::new(b.clone()).map_err(|n| match n {}).boxed(),
+            ReqBody::Stream(s) => std::mem::replace(s, crate::util::empty()),
+        }
+    }
+    fn replayable(&self) -> bool {
+        matches!(self, ReqBody::Replayable(_))
+    }
+}
+
+/// A successful exchange.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    pub checkin: Option<Checkin>,
+    pub endpoint: Arc<Endpoint>,
+    pub attempts: u32,
+}
+
+/// Why there is no upstream response: the status and Envoy response flag to
+/// answer with.
+#[derive(Debug)]
+pub struct Failed {
+    pub status: u16,
+    pub flags: &'static str,
+    pub message: &'static str,
+    pub endpoint: Option<Arc<Endpoint>>,
+}
+
+const CONNECT_FAILURE: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n";
+const RESET: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n";
+
+/// Sends `parts` + `body` to `cluster` under `policy`. `build` makes the
+/// upstream request for an attempt.
+#[allow(clippy::too_many_arguments)]
+pub async fn to_cluster(
+    pool: &Pool,
+    cluster: &Arc<Cluster>,
+    parts: &http::request::Parts,
+    mut body: ReqBody,
+    proto: Protocol,
+    authority: &str,
+    path: &str,
+    policy: &Policy,
+    keys: &RequestKeys<'_>,
+) -> Result<Sent, Failed> {
+    let deadline = policy.timeout.map(|t| Instant::now() + t);
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let mut attempt = 0u32;
+    let timed_out = || Failed {
+        status: 504,
+        flags: "UT",
+        message: "upstream request timeout\n",
+        endpoint: None,
+    };
+    loop {
+        attempt += 1;
+        let candidates = if cluster.outlier.is_some() {
+            outlier::available(&cluster.endpoints)
+        } else {
+            cluster.endpoints.clone()
+        };
+        let fresh: Vec<Arc<Endpoint>> = candidates
+            .iter()
+            .filter(|e| !tried.contains(&e.addr))
+            .cloned()
+            .collect();
+        let pool_for_pick = if fresh.is_empty() {
+            &candidates
+        } else {
+            &fresh
+        };
+        let Some(ep) = lb::pick(pool_for_pick, &cluster.lb, &cluster.rr, keys).cloned() else {
+            return Err(Failed {
+                status: 503,
+                flags: "UH",
+                message: "no healthy upstream\n",
+                endpoint: None,
+            });
+        };
+        tried.push(ep.addr);
+        let can_retry = attempt <= policy.retries && body.replayable();
+        let Some(req) = crate::util::upstream_request(parts, body.take(), proto, authority, path)
+        else {
+            return Err(Failed {
+                status: 400,
+                flags: "-",
+                message: "bad request target\n",
+                endpoint: None,
+            });
+        };
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        let send = attempt_once(pool, &ep, req, proto);
+        let per_try = policy.per_try;
+        let limit = match (per_try.map(|d| Instant::now() + d), deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let outcome = match limit {
+            Some(at) => tokio::time::timeout_at(at, send).await.map_err(|_| ()),
+            None => Ok(send.await),
+        };
+        let overall_expired = deadline.is_some_and(|d| Instant::now() >= d);
+        match outcome {
+            Ok(Ok((response, checkin))) => {
+                let status = response.status().as_u16();
+                if let Some(cfg) = &cluster.outlier {
+                    outlier::record(cfg, &cluster.endpoints, &ep, status);
+                }
+                if can_retry && policy.on.status(status) && !overall_expired {
+                    ep.active.fetch_sub(1, Ordering::Relaxed);
+                    backoff(attempt).await;
+                    continue;
+                }
+                return Ok(Sent {
+                    response,
+                    checkin,
+                    endpoint: ep,
+                    attempts: attempt,
+                });
+            }
+            Ok(Err(e)) => {
+                ep.active.fetch_sub(1, Ordering::Relaxed);
+                if let Some(cfg) = &cluster.outlier {
+                    outlier::record(cfg, &cluster.endpoints, &ep, 0);
+                }
+                let connect = e.is_connect();
+                tracing::debug!(endpoint = %ep.addr, error = %e, attempt, "upstream attempt failed");
+                let retry = if connect {
+                    policy.on.connect()
+                } else {
+                    policy.on.reset()
+                };
+                if can_retry && retry && !overall_expired {
+                    backoff(attempt).await;
+                    continue;
+                }
+                let flags = match (connect, attempt > 1) {
+                    (true, true) => "URX,UF",
+                    (true, false) => "UF",
+                    (false, true) => "URX,UC",
+                    (false, false) => "UC",
+                };
+                return Err(Failed {
+                    status: 503,
+                    flags,
+                    message: if connect { CONNECT_FAILURE } else { RESET },
+                    endpoint: Some(ep),
+                });
+            }
+            Err(()) => {
+                ep.active.fetch_sub(1, Ordering::Relaxed);
+                if overall_expired {
+                    return Err(timed_out());
+                }
+                // Per-try timeout: a gateway error for retry purposes.
+                if let Some(cfg) = &cluster.outlier {
+                    outlier::record(cfg, &cluster.endpoints, &ep, 504);
+                }
+                if can_retry && policy.on.status(504) {
+                    backoff(attempt).await;
+                    continue;
+                }
+                return Err(timed_out());
+            }
+        }
+    }
+}
+
+async fn attempt_once(
+    pool: &Pool,
+    ep: &Endpoint,
+    req: Request<Body>,
+    proto: Protocol,
+) -> Result<(Response<Incoming>, Option<Checkin>), crate::pool::SendError> {
+    if proto == Protocol::Http2 {
+        pool.send_h2(ep.addr, req).await.map(|r| (r, None))
+    } else {
+        pool.send_h1(ep.addr, req).await
+    }
+}
+
+/// Envoy's default: 25 ms base interval, exponential, jittered.
+async fn backoff(attempt: u32) {
+    let base = 25u64 << attempt.saturating_sub(1).min(4);
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=base))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_on_parsing() {
+        let r = RetryOn::parse(&[
+            "gateway-error".into(),
+            "connect-failure".into(),
+            "409".into(),
+        ]);
+        assert!(r.status(503) && r.status(409) && !r.status(500));
+        assert!(r.connect());
+        let d = Policy::for_route(None, None);
+        assert_eq!(d.retries, 2);
+        assert!(d.on.status(503) && !d.on.status(500));
+    }
+}

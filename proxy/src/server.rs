@@ -1,0 +1,346 @@
+//! The capture listeners. Outbound (15001): every connection the app makes,
+//! with its original destination; inbound (15006): every connection to the pod.
+//! Each connection gets one span, its protocol from the service port (or by
+//! detection), and is carried as HTTP or opaque TCP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use crate::http::ConnCtx;
+use crate::metrics::{Reporter, Workload};
+use crate::shared::{ConnGuard, Shared};
+use crate::snapshot::{OutboundPolicy, Protocol};
+use crate::tcp::{self, Sniffed, TcpMeta};
+
+/// The HTTP server settings for downstream connections (Envoy's edge defaults as
+/// the reference: 60 KiB / 100 headers, header read timeout, bounded h2 streams).
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .max_headers(100)
+        .max_buf_size(64 * 1024)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(60 * 1024)
+        .max_pending_accept_reset_streams(50)
+        .keep_alive_interval(None);
+    b
+}
+
+/// Accepts until `stop` resolves, then lets HTTP connections finish gracefully
+/// (GOAWAY / `Connection: close`) for at most `drain`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    direction: Reporter,
+    stop: impl std::future::Future<Output = ()>,
+    drain: std::time::Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let shared = shared.clone();
+        let local = stream.local_addr().unwrap_or(peer);
+        let orig_dst = crate::orig_dst::original_dst(&stream, local).unwrap_or(local);
+        let span = tracing::debug_span!("conn", dir = ?direction, %peer, dst = %orig_dst);
+        let watcher = graceful.watcher();
+        tokio::spawn(
+            async move {
+                let _guard = ConnGuard::new(&shared);
+                let _ = stream.set_nodelay(true);
+                handle_conn(stream, peer, orig_dst, shared, direction, watcher).await;
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
+
+async fn serve_http(
+    stream: TcpStream,
+    ctx: Arc<ConnCtx>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let svc = hyper::service::service_fn(move |req| crate::http::handle(req, ctx.clone()));
+    let builder = http_builder();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "http connection ended");
+    }
+}
+
+async fn handle_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    orig_dst: SocketAddr,
+    shared: Arc<Shared>,
+    direction: Reporter,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let snap = shared.store.load();
+    let ctx = Arc::new(ConnCtx {
+        shared: shared.clone(),
+        peer,
+        orig_dst,
+        direction,
+    });
+    match direction {
+        Reporter::Source => {
+            let cluster = snap
+                .as_ref()
+                .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
+            let protocol = cluster
+                .as_ref()
+                .map(|c| c.protocol)
+                .unwrap_or(Protocol::Unknown);
+            let registry_only = snap
+                .as_ref()
+                .is_some_and(|s| s.outbound_policy == OutboundPolicy::RegistryOnly);
+            let sniffed = match protocol {
+                Protocol::Http1 | Protocol::Http2 => Sniffed::Http,
+                Protocol::Tcp => Sniffed::Tcp(None),
+                Protocol::Unknown => {
+                    let dial_target = if cluster.is_none() && registry_only {
+                        None
+                    } else {
+                        Some(orig_dst)
+                    };
+                    let c = cluster.clone();
+                    tcp::sniff(&stream, shared.cfg.detect_timeout, || async move {
+                        match (
+                            c.and_then(|c| c.endpoints.first().map(|e| e.addr)),
+                            dial_target,
+                        ) {
+                            (Some(a), _) | (None, Some(a)) => tcp::connect(a).await,
+                            (None, None) => Err(std::io::ErrorKind::NotFound.into()),
+                        }
+                    })
+                    .await
+                }
+            };
+            match sniffed {
+                Sniffed::Http => serve_http(stream, ctx, watcher).await,
+                Sniffed::Tcp(pre) => {
+                    outbound_tcp(stream, orig_dst, &shared, cluster, registry_only, pre).await
+                }
+            }
+        }
+        Reporter::Destination => {
+            // Never relay a remote peer to the proxy's own loopback-only ports
+            // (admin, capture listeners): that would expose them to the network.
+            let own = [
+                shared.cfg.admin.port(),
+                shared.cfg.outbound.port(),
+                shared.cfg.inbound.port(),
+                mesh_api::ports::DNS_CAPTURE,
+            ];
+            if own.contains(&orig_dst.port()) {
+                tracing::debug!(
+                    port = orig_dst.port(),
+                    "inbound connection to a proxy port refused"
+                );
+                return;
+            }
+            let declared = snap
+                .as_ref()
+                .and_then(|s| s.cluster_for_dst(orig_dst).map(|c| c.protocol))
+                .unwrap_or(Protocol::Unknown);
+            let port = orig_dst.port();
+            let ip = shared.cfg.instance_ip;
+            let sniffed = match declared {
+                Protocol::Http1 | Protocol::Http2 => Sniffed::Http,
+                Protocol::Tcp => Sniffed::Tcp(None),
+                Protocol::Unknown => {
+                    tcp::sniff(&stream, shared.cfg.detect_timeout, || {
+                        crate::upstream::connect_local_app(port, ip)
+                    })
+                    .await
+                }
+            };
+            match sniffed {
+                Sniffed::Http => serve_http(stream, ctx, watcher).await,
+                Sniffed::Tcp(pre) => inbound_tcp(stream, orig_dst, &shared, pre).await,
+            }
+        }
+    }
+}
+
+async fn outbound_tcp(
+    stream: TcpStream,
+    orig_dst: SocketAddr,
+    shared: &Arc<Shared>,
+    cluster: Option<Arc<crate::snapshot::Cluster>>,
+    registry_only: bool,
+    pre: Option<TcpStream>,
+) {
+    // A VirtualService `tcp`/`tls` route may send the connection elsewhere.
+    let cluster = match &cluster {
+        Some(c) => Some(
+            l4_route(&stream, c, orig_dst, shared)
+                .await
+                .unwrap_or_else(|| c.clone()),
+        ),
+        None => None,
+    };
+    let (target, meta) = match &cluster {
+        Some(c) => {
+            let keys = crate::lb::RequestKeys {
+                headers: None,
+                source_ip: stream.peer_addr().ok().map(|a| a.ip()),
+            };
+            let ep = crate::lb::pick(&c.endpoints, &c.lb, &c.rr, &keys).map(|e| e.addr);
+            (
+                ep,
+                TcpMeta {
+                    reporter: Reporter::Source,
+                    source: shared.me.clone(),
+                    destination: Workload::unknown(),
+                    service: c.host.clone(),
+                    service_name: c.service_name.clone(),
+                    service_namespace: c.namespace.clone(),
+                    cluster: c.name.clone(),
+                },
+            )
+        }
+        None => {
+            let host: Arc<str> = Arc::from(orig_dst.ip().to_string().as_str());
+            (
+                (!registry_only).then_some(orig_dst),
+                TcpMeta {
+                    reporter: Reporter::Source,
+                    source: shared.me.clone(),
+                    destination: Workload::unknown(),
+                    service: host.clone(),
+                    service_name: host,
+                    service_namespace: Arc::from("unknown"),
+                    cluster: if registry_only {
+                        "BlackHoleCluster".into()
+                    } else {
+                        "PassthroughCluster".into()
+                    },
+                },
+            )
+        }
+    };
+    let Some(target) = target else {
+        let flags = if cluster.is_some() { "UH" } else { "NR" };
+        tcp::refuse(shared, stream, meta, flags).await;
+        return;
+    };
+    let up = match pre {
+        Some(up) => Ok(up),
+        None => tcp::connect(target).await,
+    };
+    match up {
+        Ok(up) => tcp::splice(shared, stream, up, meta, "-").await,
+        Err(e) => {
+            tracing::debug!(%target, error = %e, "upstream connect failed");
+            tcp::refuse(shared, stream, meta, "UF").await;
+        }
+    }
+}
+
+async fn inbound_tcp(
+    stream: TcpStream,
+    orig_dst: SocketAddr,
+    shared: &Arc<Shared>,
+    pre: Option<TcpStream>,
+) {
+    let snap = shared.store.load();
+    let cluster = snap
+        .as_ref()
+        .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
+    let meta = TcpMeta {
+        reporter: Reporter::Destination,
+        source: Workload::unknown(),
+        destination: shared.me.clone(),
+        service: cluster
+            .as_ref()
+            .map(|c| c.host.clone())
+            .unwrap_or_else(|| Arc::from("unknown")),
+        service_name: cluster
+            .as_ref()
+            .map(|c| c.service_name.clone())
+            .unwrap_or_else(|| Arc::from("unknown")),
+        service_namespace: shared.me.namespace.clone(),
+        cluster: format!("inbound|{}||", orig_dst.port()),
+    };
+    let up = match pre {
+        Some(up) => Ok(up),
+        None => crate::upstream::connect_local_app(orig_dst.port(), shared.cfg.instance_ip).await,
+    };
+    match up {
+        Ok(up) => tcp::splice(shared, stream, up, meta, "-").await,
+        Err(_) => tcp::refuse(shared, stream, meta, "UF").await,
+    }
+}
+
+/// Applies the host's `tls` (by SNI) and `tcp` routes, if any: the cluster the
+/// connection should go to instead of the service itself.
+async fn l4_route(
+    stream: &TcpStream,
+    cluster: &Arc<crate::snapshot::Cluster>,
+    orig_dst: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<Arc<crate::snapshot::Cluster>> {
+    let snap = shared.store.load()?;
+    let routes = snap.routes.l4.get(cluster.host.as_ref())?.clone();
+    let sni = if routes.iter().any(|r| !r.sni.is_empty()) {
+        peek_sni(stream).await
+    } else {
+        None
+    };
+    let facts = crate::route::L4Facts {
+        dst: orig_dst,
+        sni: sni.as_deref(),
+        source_labels: &shared.cfg.labels,
+        source_namespace: &shared.cfg.namespace,
+    };
+    let route = routes.iter().find(|r| r.matches(&facts))?;
+    let t = crate::route::pick_target(&route.targets, fastrand::f64() * 100.0)?;
+    snap.destination(&t.host, t.port, t.subset.as_deref(), cluster.port)
+}
+
+/// Waits (briefly) for a complete ClientHello and reads its SNI.
+async fn peek_sni(stream: &TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 || buf[0] != 0x16 {
+            return None;
+        }
+        if let Some(name) = crate::sni::parse(&buf[..n]) {
+            return Some(name);
+        }
+        let need = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+        if n >= need || n == buf.len() {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}

@@ -1,0 +1,103 @@
+//! State shared by every listener of one proxy: configuration, the current
+//! snapshot, metrics, this workload's identity for telemetry, the upstream client
+//! pools and the drain signal.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, Workload};
+use crate::snapshot::Store;
+use crate::upstream::Clients;
+
+pub struct Shared {
+    pub cfg: Config,
+    pub store: Store,
+    pub metrics: Metrics,
+    /// This proxy's workload, as metrics label it.
+    pub me: Arc<Workload>,
+    /// The `x-mesh-peer-metadata` value describing this workload.
+    pub me_header: http::HeaderValue,
+    pub clients: Clients,
+    draining: AtomicBool,
+    drain_notify: tokio::sync::Notify,
+    /// Connections currently being served (all listeners), for drain.
+    pub active_connections: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(cfg: Config) -> Arc<Shared> {
+        let label = |k: &str| cfg.labels.get(k).cloned();
+        let app = label("app").unwrap_or_else(|| cfg.workload_name.clone());
+        let version = label("version").unwrap_or_else(|| "unknown".into());
+        let canonical = label(mesh_api::annotations::CANONICAL_NAME).unwrap_or_else(|| app.clone());
+        let canonical_rev = label(mesh_api::annotations::CANONICAL_REVISION)
+            .or_else(|| label("version"))
+            .unwrap_or_else(|| "latest".into());
+        let principal = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            cfg.trust_domain, cfg.namespace, cfg.service_account
+        );
+        let me = Arc::new(Workload {
+            workload: Arc::from(cfg.workload_name.as_str()),
+            namespace: Arc::from(cfg.namespace.as_str()),
+            principal: Arc::from(principal.as_str()),
+            app: Arc::from(app.as_str()),
+            version: Arc::from(version.as_str()),
+            canonical_service: Arc::from(canonical.as_str()),
+            canonical_revision: Arc::from(canonical_rev.as_str()),
+        });
+        let me_header = crate::peer::encode(&me);
+        let clients = Clients::new(cfg.instance_ip);
+        Arc::new(Shared {
+            cfg,
+            store: Store::default(),
+            metrics: Metrics::default(),
+            me,
+            me_header,
+            clients,
+            draining: AtomicBool::new(false),
+            drain_notify: tokio::sync::Notify::new(),
+            active_connections: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts draining (idempotent).
+    pub fn start_drain(&self) {
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            tracing::info!("drain started");
+            self.drain_notify.notify_waiters();
+        }
+    }
+
+    /// Resolves once a drain has started.
+    pub async fn drained(&self) {
+        loop {
+            let n = self.drain_notify.notified();
+            if self.is_draining() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// Counts a connection as active for as long as it lives.
+pub struct ConnGuard(Arc<Shared>);
+
+impl ConnGuard {
+    pub fn new(shared: &Arc<Shared>) -> ConnGuard {
+        shared.active_connections.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,477 @@
+//! The proxy's compiled view of the mesh: the agent's [`ProxyView`] turned into
+//! lookup tables the data path reads without allocation (services by VIP:port and
+//! by host name, each service port's protocol and ready endpoints).
+//!
+//! Snapshots are immutable. The [`Store`] swaps in a new one atomically; a
+//! connection or request holds the `Arc` it started with, so in-flight work
+//! finishes on the old snapshot and nothing is dropped by an update.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use mesh_api::syncapi::{ProxyView, Service as ViewService};
+
+use crate::lb::LbPolicy;
+
+/// How a port's traffic is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 or gRPC: upstream connections speak h2.
+    Http2,
+    Tcp,
+    /// Unnamed port: sniff the first bytes.
+    Unknown,
+}
+
+impl Protocol {
+    /// Istio's protocol names (from port name prefix or `appProtocol`).
+    pub fn from_istio(name: &str) -> Protocol {
+        match name.to_ascii_uppercase().as_str() {
+            "HTTP" | "HTTP1" | "HTTP/1.1" => Protocol::Http1,
+            "HTTP2" | "GRPC" | "GRPC-WEB" | "H2C" => Protocol::Http2,
+            "" | "UNKNOWN" | "AUTO" => Protocol::Unknown,
+            _ => Protocol::Tcp,
+        }
+    }
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http1 | Protocol::Http2)
+    }
+}
+
+/// Outbound traffic to destinations that are not in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundPolicy {
+    AllowAny,
+    RegistryOnly,
+}
+
+/// One backend, with its in-flight request count for least-request balancing.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub service_account: Option<String>,
+    pub active: AtomicUsize,
+    pub health: crate::outlier::EndpointHealth,
+}
+
+/// A service port and everything needed to carry a connection to it.
+#[derive(Debug)]
+pub struct Cluster {
+    /// `outbound|<port>||<host>`, Istio's cluster name.
+    pub name: String,
+    pub host: Arc<str>,
+    pub service_name: Arc<str>,
+    pub namespace: Arc<str>,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub lb: LbPolicy,
+    /// DestinationRule connectionPool limits, if any.
+    pub limits: Option<crate::limits::Limits>,
+    /// DestinationRule outlierDetection, if any.
+    pub outlier: Option<crate::outlier::OutlierConfig>,
+    /// Round-robin cursor.
+    pub rr: AtomicUsize,
+}
+
+/// The immutable, indexed view one proxy runs on.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    pub view: ProxyView,
+    pub outbound_policy: OutboundPolicy,
+    clusters: Vec<Arc<Cluster>>,
+    by_vip: HashMap<SocketAddr, usize>,
+    /// `host[:port]` aliases (FQDN, `name.ns`, `name` in the proxy's namespace,
+    /// VIP) → cluster per port.
+    by_host: HashMap<String, Vec<usize>>,
+    /// Endpoint address → cluster, for calls made straight to a pod IP.
+    by_endpoint: HashMap<SocketAddr, usize>,
+    /// (FQDN, port) → cluster, for route destinations.
+    by_host_port: HashMap<(String, u16), usize>,
+    /// (FQDN, port, subset) → the subset's cluster (DestinationRule subsets).
+    subsets: HashMap<(String, u16, String), Arc<Cluster>>,
+    /// VirtualService routes by host.
+    pub routes: crate::route::RouteTable,
+}
+
+impl Snapshot {
+    /// Compiles a view. `namespace` is the proxy's own namespace (short names
+    /// such as `reviews` resolve within it, as cluster DNS does).
+    pub fn compile(view: ProxyView, namespace: &str) -> Snapshot {
+        let mut clusters = Vec::new();
+        let mut by_vip = HashMap::new();
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_endpoint = HashMap::new();
+        let mut by_host_port = HashMap::new();
+        let mut subsets = HashMap::new();
+        for svc in &view.services {
+            let short = short_names(svc, namespace);
+            let host: Arc<str> = Arc::from(svc.hostname.as_str());
+            let service_name: Arc<str> =
+                Arc::from(svc.hostname.split('.').next().unwrap_or_default());
+            let ns: Arc<str> = Arc::from(svc.namespace.as_str());
+            for port in &svc.ports {
+                let idx = clusters.len();
+                let endpoints: Vec<Arc<Endpoint>> = svc
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.ready)
+                    .filter_map(|e| {
+                        let ip: IpAddr = e.address.parse().ok()?;
+                        let target = e
+                            .ports
+                            .get(&port.name)
+                            .copied()
+                            .or(port.target_port)
+                            .unwrap_or(port.port);
+                        Some(Arc::new(Endpoint {
+                            addr: SocketAddr::new(ip, target),
+                            labels: e.labels.clone(),
+                            service_account: e.service_account.clone(),
+                            active: AtomicUsize::new(0),
+                            health: Default::default(),
+                        }))
+                    })
+                    .collect();
+                for ep in &endpoints {
+                    by_endpoint.entry(ep.addr).or_insert(idx);
+                }
+                for a in &svc.addresses {
+                    if let Ok(ip) = a.parse::<IpAddr>() {
+                        by_vip.insert(SocketAddr::new(ip, port.port), idx);
+                        by_host
+                            .entry(format!("{a}:{}", port.port))
+                            .or_default()
+                            .push(idx);
+                    }
+                }
+                for alias in short.iter().chain(std::iter::once(&svc.hostname)) {
+                    by_host.entry(alias.clone()).or_default().push(idx);
+                    by_host
+                        .entry(format!("{alias}:{}", port.port))
+                        .or_default()
+                        .push(idx);
+                }
+                clusters.push(Arc::new(Cluster {
+                    name: format!("outbound|{}||{}", port.port, svc.hostname),
+                    host: host.clone(),
+                    service_name: service_name.clone(),
+                    namespace: ns.clone(),
+                    port: port.port,
+                    protocol: Protocol::from_istio(&port.protocol),
+                    endpoints,
+                    lb: LbPolicy::from_rule(view.destination_rules.get(&svc.hostname), port.port),
+                    limits: crate::limits::Limits::from_rule(
+                        view.destination_rules.get(&svc.hostname),
+                        port.port,
+                    ),
+                    outlier: crate::outlier::OutlierConfig::from_rule(
+                        view.destination_rules.get(&svc.hostname),
+                        port.port,
+                    ),
+                    rr: AtomicUsize::new(0),
+                }));
+                by_host_port.insert((svc.hostname.clone(), port.port), idx);
+                if let Some(dr) = view.destination_rules.get(&svc.hostname) {
+                    let base = &clusters[idx];
+                    for subset in &dr.subsets {
+                        subsets.insert(
+                            (svc.hostname.clone(), port.port, subset.name.clone()),
+                            Arc::new(subset_cluster(base, dr, subset)),
+                        );
+                    }
+                }
+            }
+        }
+        let outbound_policy = if view
+            .outbound_traffic_policy
+            .eq_ignore_ascii_case("REGISTRY_ONLY")
+        {
+            OutboundPolicy::RegistryOnly
+        } else {
+            OutboundPolicy::AllowAny
+        };
+        let view_routes = view.virtual_services.clone();
+        Snapshot {
+            version: view.version,
+            view,
+            outbound_policy,
+            clusters,
+            by_vip,
+            by_host,
+            by_endpoint,
+            by_host_port,
+            subsets,
+            routes: crate::route::RouteTable::compile(&view_routes, "cluster.local"),
+        }
+    }
+
+    /// The cluster a route destination names: its host (FQDN), port (or the
+    /// service's only port, or `fallback_port`) and optional subset.
+    pub fn destination(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        subset: Option<&str>,
+        fallback_port: u16,
+    ) -> Option<Arc<Cluster>> {
+        let port = match port {
+            Some(p) => p,
+            None => {
+                let ports: Vec<u16> = self
+                    .by_host_port
+                    .keys()
+                    .filter(|(h, _)| h == host)
+                    .map(|(_, p)| *p)
+                    .collect();
+                if ports.len() == 1 {
+                    ports[0]
+                } else {
+                    fallback_port
+                }
+            }
+        };
+        match subset {
+            Some(s) => self
+                .subsets
+                .get(&(host.to_string(), port, s.to_string()))
+                .cloned(),
+            None => self
+                .by_host_port
+                .get(&(host.to_string(), port))
+                .map(|i| self.clusters[*i].clone()),
+        }
+    }
+
+    /// The cluster a connection to `dst` (its original destination) belongs to:
+    /// a service VIP:port, or an endpoint's own address.
+    pub fn cluster_for_dst(&self, dst: SocketAddr) -> Option<&Arc<Cluster>> {
+        self.by_vip
+            .get(&dst)
+            .or_else(|| self.by_endpoint.get(&dst))
+            .map(|i| &self.clusters[*i])
+    }
+
+    /// The cluster for an HTTP `Host`/`:authority`; `port` is the connection's
+    /// original destination port, used when the authority has none.
+    pub fn cluster_for_authority(&self, authority: &str, port: u16) -> Option<&Arc<Cluster>> {
+        let authority = authority.trim_end_matches('.');
+        let (host, explicit_port) = split_authority(authority);
+        let port = explicit_port.unwrap_or(port);
+        let candidates = self.by_host.get(&format!("{host}:{port}")).or_else(|| {
+            explicit_port
+                .is_none()
+                .then(|| self.by_host.get(host))
+                .flatten()
+        })?;
+        candidates.first().map(|i| &self.clusters[*i])
+    }
+
+    pub fn clusters(&self) -> &[Arc<Cluster>] {
+        &self.clusters
+    }
+}
+
+fn split_authority(a: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = a.strip_prefix('[') {
+        // [v6]:port
+        if let Some((h, p)) = rest.split_once("]:") {
+            return (h, p.parse().ok());
+        }
+        return (rest.trim_end_matches(']'), None);
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (a, None),
+    }
+}
+
+/// Names a pod in `namespace` can use for a Kubernetes service, as cluster DNS
+/// search paths allow: `name`, `name.ns`, `name.ns.svc`.
+fn short_names(svc: &ViewService, namespace: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let parts: Vec<&str> = svc.hostname.split('.').collect();
+    if parts.len() >= 3 && parts[2] == "svc" {
+        let (name, ns) = (parts[0], parts[1]);
+        out.push(format!("{name}.{ns}"));
+        out.push(format!("{name}.{ns}.svc"));
+        if ns == namespace {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// A subset's cluster: the service port's endpoints whose labels match the
+/// subset's, with the subset's traffic policy where it sets one.
+fn subset_cluster(
+    base: &Cluster,
+    dr: &mesh_api::networking::DestinationRuleSpec,
+    subset: &mesh_api::networking::Subset,
+) -> Cluster {
+    // The subset's own policy replaces the rule's top-level one where present.
+    let mut effective = dr.clone();
+    if let Some(tp) = &subset.traffic_policy {
+        let top = effective
+            .traffic_policy
+            .get_or_insert_with(Default::default);
+        if tp.load_balancer.is_some() {
+            top.load_balancer = tp.load_balancer.clone();
+        }
+        if tp.connection_pool.is_some() {
+            top.connection_pool = tp.connection_pool.clone();
+        }
+        if tp.outlier_detection.is_some() {
+            top.outlier_detection = tp.outlier_detection.clone();
+        }
+        if !tp.port_level_settings.is_empty() {
+            top.port_level_settings = tp.port_level_settings.clone();
+        }
+    }
+    let endpoints = base
+        .endpoints
+        .iter()
+        .filter(|e| {
+            subset
+                .labels
+                .iter()
+                .all(|(k, v)| e.labels.get(k) == Some(v))
+        })
+        .map(|e| {
+            Arc::new(Endpoint {
+                addr: e.addr,
+                labels: e.labels.clone(),
+                service_account: e.service_account.clone(),
+                active: AtomicUsize::new(0),
+                health: Default::default(),
+            })
+        })
+        .collect();
+    Cluster {
+        name: format!("outbound|{}|{}|{}", base.port, subset.name, base.host),
+        host: base.host.clone(),
+        service_name: base.service_name.clone(),
+        namespace: base.namespace.clone(),
+        port: base.port,
+        protocol: base.protocol,
+        endpoints,
+        lb: LbPolicy::from_rule(Some(&effective), base.port),
+        limits: crate::limits::Limits::from_rule(Some(&effective), base.port),
+        outlier: crate::outlier::OutlierConfig::from_rule(Some(&effective), base.port),
+        rr: AtomicUsize::new(0),
+    }
+}
+
+/// Where the current snapshot lives; readers never block.
+#[derive(Default)]
+pub struct Store {
+    current: ArcSwapOption<Snapshot>,
+    notify: tokio::sync::Notify,
+}
+
+impl Store {
+    pub fn load(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+    pub fn store(&self, snap: Snapshot) {
+        self.current.store(Some(Arc::new(snap)));
+        self.notify.notify_waiters();
+    }
+    /// Whether a first snapshot has been applied (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.current.load().is_some()
+    }
+    /// Waits until a snapshot is present.
+    pub async fn ready(&self) -> Arc<Snapshot> {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(s) = self.load() {
+                return s;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_api::syncapi::{Endpoint as VEp, ServicePort};
+
+    fn view() -> ProxyView {
+        ProxyView {
+            version: 7,
+            services: vec![ViewService {
+                hostname: "reviews.default.svc.cluster.local".into(),
+                namespace: "default".into(),
+                addresses: vec!["10.96.0.10".into()],
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 9080,
+                    target_port: Some(9080),
+                    protocol: "HTTP".into(),
+                }],
+                endpoints: vec![
+                    VEp {
+                        address: "10.88.0.5".into(),
+                        ready: true,
+                        ..Default::default()
+                    },
+                    VEp {
+                        address: "10.88.0.6".into(),
+                        ready: false,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            outbound_traffic_policy: "REGISTRY_ONLY".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lookups() {
+        let s = Snapshot::compile(view(), "default");
+        assert_eq!(s.outbound_policy, OutboundPolicy::RegistryOnly);
+        let c = s
+            .cluster_for_dst("10.96.0.10:9080".parse().unwrap())
+            .unwrap();
+        assert_eq!(c.name, "outbound|9080||reviews.default.svc.cluster.local");
+        assert_eq!(c.endpoints.len(), 1, "only ready endpoints");
+        assert!(s
+            .cluster_for_dst("10.88.0.5:9080".parse().unwrap())
+            .is_some());
+        for a in [
+            "reviews",
+            "reviews:9080",
+            "reviews.default",
+            "reviews.default.svc.cluster.local:9080",
+            "10.96.0.10:9080",
+        ] {
+            assert!(s.cluster_for_authority(a, 9080).is_some(), "{a}");
+        }
+        assert!(s.cluster_for_authority("reviews:9999", 9080).is_none());
+        assert!(s.cluster_for_authority("ratings", 9080).is_none());
+        // Short name only from the same namespace.
+        let other = Snapshot::compile(view(), "shop");
+        assert!(other.cluster_for_authority("reviews", 9080).is_none());
+        assert!(other
+            .cluster_for_authority("reviews.default", 9080)
+            .is_some());
+    }
+
+    #[test]
+    fn protocols() {
+        assert_eq!(Protocol::from_istio("GRPC"), Protocol::Http2);
+        assert_eq!(Protocol::from_istio("http"), Protocol::Http1);
+        assert_eq!(Protocol::from_istio("MONGO"), Protocol::Tcp);
+        assert_eq!(Protocol::from_istio("UNKNOWN"), Protocol::Unknown);
+    }
+}

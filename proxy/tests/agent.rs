@@ -1,0 +1,209 @@
+//! The whole discovery path: a real `mesh-agent` runs on the node (in the node's
+//! namespace, on the bridge address) over a folder of plain Kubernetes YAML
+//! (Service + Pods with their IPs, as a kubelet reports them); the proxies
+//! subscribe with `--agent` and carry traffic by what the agent sent. Scaling the
+//! Deployment (a new Pod document) changes where requests go. The standalone
+//! `--config-dir` mode (embedded agent) carries the same traffic.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use mesh_e2e::bins::workspace_bin;
+
+const SVC_VIP: &str = "10.96.0.20";
+
+fn pod_yaml(name: &str, ip: &str, labels: &[(&str, &str)]) -> String {
+    let labels: String = labels
+        .iter()
+        .map(|(k, v)| format!("    {k}: {v}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n{labels}spec:\n  serviceAccountName: default\n  containers:\n  - name: app\n    image: echo\nstatus:\n  phase: Running\n  podIP: {ip}\n  conditions:\n  - type: Ready\n    status: \"True\"\n"
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n";
+
+fn start_proxy_with(pod: &Pod, labels: &str, source: &[&str]) -> PodProcess {
+    let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
+    let ip = pod.ip().to_string();
+    let mut argv = vec![
+        proxy,
+        "--pod",
+        pod.name(),
+        "--namespace",
+        "default",
+        "--labels",
+        labels,
+        "--instance-ip",
+        &ip,
+    ];
+    argv.extend_from_slice(source);
+    let mut p = pod.spawn(PROXY, &argv).unwrap();
+    p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
+        .unwrap();
+    wait_ready(pod);
+    p
+}
+
+fn versions(client: &Pod, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let r = curl_echo(client, &[&format!("http://{SVC_VIP}:8080/")]);
+        *seen.entry(r.version.unwrap_or_default()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn proxies_follow_a_real_agent_over_kubernetes_yaml() {
+    let node = Node::new().unwrap();
+    let client = node.add_pod("client-0", "default").unwrap();
+    let v1 = node.add_pod("echo-v1-0", "default").unwrap();
+    let v2 = node.add_pod("echo-v2-0", "default").unwrap();
+    let dir = ViewDir::new();
+    write(&dir.0, "service.yaml", SERVICE);
+    write(
+        &dir.0,
+        "client.yaml",
+        &pod_yaml("client-0", &client.ip().to_string(), &[("app", "client")]),
+    );
+    write(
+        &dir.0,
+        "echo-v1.yaml",
+        &pod_yaml(
+            "echo-v1-0",
+            &v1.ip().to_string(),
+            &[("app", "echo"), ("version", "v1")],
+        ),
+    );
+
+    let agent = workspace_bin("mesh-agent");
+    let listen = format!("{}:15012", mesh_e2e::harness::GATEWAY);
+    let mut agent_proc = node
+        .spawn(&[
+            agent.to_str().unwrap(),
+            "--config-dir",
+            dir.0.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--debug-listen",
+            "127.0.0.1:15014",
+            "--debounce-ms",
+            "20",
+        ])
+        .unwrap();
+    agent_proc
+        .wait_for_line("mesh-agent listening", Duration::from_secs(10))
+        .unwrap();
+
+    let mut procs = Vec::new();
+    for (pod, version) in [(&v1, "v1"), (&v2, "v2")] {
+        redirect(pod);
+        procs.push(start_echo(pod, version));
+        procs.push(start_proxy_with(
+            pod,
+            &format!("app=echo,version={version}"),
+            &["--agent", &listen],
+        ));
+    }
+    redirect(&client);
+    procs.push(start_proxy_with(
+        &client,
+        "app=client",
+        &["--agent", &listen],
+    ));
+
+    // Only v1's Pod is known to the agent: every call lands there.
+    assert_eq!(
+        versions(&client, 10),
+        BTreeMap::from([("v1".to_string(), 10)])
+    );
+
+    // "Scale up": the kubelet reports a second Pod; the agent picks it up and pushes.
+    write(
+        &dir.0,
+        "echo-v2.yaml",
+        &pod_yaml(
+            "echo-v2-0",
+            &v2.ip().to_string(),
+            &[("app", "echo"), ("version", "v2")],
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = versions(&client, 10);
+        if seen.contains_key("v2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new endpoint never received traffic: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The agent tracks every proxy's ACK (what `meshctl proxy-status` shows).
+    let syncz = node_exec(&node, &["curl", "-s", "http://127.0.0.1:15014/debug/syncz"]);
+    let syncz: serde_json::Value = serde_json::from_str(&syncz).unwrap();
+    let proxies = syncz["proxies"].as_array().unwrap();
+    assert_eq!(proxies.len(), 3, "{syncz}");
+    assert!(proxies.iter().all(|p| p["status"] == "SYNCED"), "{syncz}");
+}
+
+fn node_exec(node: &Node, argv: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", node.netns()])
+        .args(argv)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn standalone_config_dir_mode_embeds_the_agent() {
+    let node = Node::new().unwrap();
+    let client = node.add_pod("client-0", "default").unwrap();
+    let v1 = node.add_pod("echo-v1-0", "default").unwrap();
+    let dir = ViewDir::new();
+    write(
+        &dir.0,
+        "all.yaml",
+        &format!(
+            "{SERVICE}---\n{}",
+            pod_yaml(
+                "echo-v1-0",
+                &v1.ip().to_string(),
+                &[("app", "echo"), ("version", "v1")]
+            )
+        ),
+    );
+    redirect(&v1);
+    let _echo = start_echo(&v1, "v1");
+    let d = dir.0.to_str().unwrap();
+    let _p1 = start_proxy_with(&v1, "app=echo,version=v1", &["--config-dir", d]);
+    redirect(&client);
+    let _p2 = start_proxy_with(&client, "app=client", &["--config-dir", d]);
+    let r = curl_echo(
+        &client,
+        &[&format!("http://{SVC_VIP}:8080/"), "-H", "host: echo"],
+    );
+    assert_eq!(r.pod, "echo-v1-0");
+    assert!(r.peer.starts_with("127.0.0.6:"));
+    // Short names resolve by Host as cluster DNS would.
+    let m = metrics(&client);
+    assert!(
+        m.contains("destination_service=\"echo.default.svc.cluster.local\""),
+        "{m}"
+    );
+}

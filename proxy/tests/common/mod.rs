@@ -1,0 +1,324 @@
+//! Fixture shared by the proxy end-to-end tests: a node with a client pod and
+//! server pods, redirect rules written by the real `mesh-cni redirect`, proxies
+//! as UID 1337 fed a view file, echo apps as UID 1000.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+pub use std::time::{Duration, Instant};
+
+pub use mesh_api::syncapi::{Endpoint, ProxyView, Service, ServicePort};
+use mesh_api::{RedirectDefaults, RedirectParams};
+use mesh_e2e::bins::workspace_bin;
+pub use mesh_e2e::echo::EchoReply;
+pub use mesh_e2e::harness::{Node, Pod, PodProcess};
+
+pub const APP: u32 = 1000;
+pub const PROXY: u32 = 1337;
+pub const VIP: &str = "10.96.0.10";
+pub const TCP_VIP: &str = "10.96.0.11";
+pub const BANNER_VIP: &str = "10.96.0.12";
+pub const H2_VIP: &str = "10.96.0.13";
+
+/// A world-readable folder for the view file (the proxy runs as 1337).
+pub struct ViewDir(pub PathBuf);
+
+impl ViewDir {
+    pub fn new() -> ViewDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("mesh-proxy-e2e-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ViewDir(p)
+    }
+    /// Writes a view atomically (temp file + rename), as a config source must.
+    pub fn write(&self, view: &ProxyView) -> PathBuf {
+        let path = self.0.join("view.json");
+        let tmp = self.0.join(".view.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(view).unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+impl Drop for ViewDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn svc(
+    host: &str,
+    vip: &str,
+    port: u16,
+    name: &str,
+    protocol: &str,
+    eps: &[(IpAddr, &str)],
+) -> Service {
+    Service {
+        hostname: host.into(),
+        namespace: "default".into(),
+        origin: "Kubernetes".into(),
+        addresses: vec![vip.into()],
+        ports: vec![ServicePort {
+            name: name.into(),
+            port,
+            target_port: Some(port),
+            protocol: protocol.into(),
+        }],
+        endpoints: eps
+            .iter()
+            .map(|(ip, version)| Endpoint {
+                address: ip.to_string(),
+                labels: BTreeMap::from([
+                    ("app".into(), "echo".into()),
+                    ("version".into(), version.to_string()),
+                ]),
+                ready: true,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Writes the pod's redirect rules exactly as istio-init would.
+pub fn redirect(pod: &Pod) {
+    let flags = RedirectParams::for_pod(&BTreeMap::new(), &RedirectDefaults::default())
+        .unwrap()
+        .to_flags();
+    let cni = workspace_bin("mesh-cni");
+    let mut argv: Vec<&str> = vec![cni.to_str().unwrap(), "redirect"];
+    argv.extend(flags.iter().map(String::as_str));
+    let out = pod.exec(0, &argv).unwrap();
+    assert!(
+        out.status.success(),
+        "mesh-cni redirect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn start_proxy(pod: &Pod, view: &Path, labels: &str, extra: &[&str]) -> PodProcess {
+    let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
+    let ip = pod.ip().to_string();
+    let mut argv = vec![
+        proxy,
+        "--view-file",
+        view.to_str().unwrap(),
+        "--pod",
+        pod.name(),
+        "--namespace",
+        "default",
+        "--labels",
+        labels,
+        "--instance-ip",
+        &ip,
+    ];
+    if !extra.contains(&"--drain-grace") {
+        argv.extend_from_slice(&["--drain-grace", "200ms"]);
+    }
+    argv.extend_from_slice(extra);
+    let mut p = pod.spawn(PROXY, &argv).unwrap();
+    p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
+        .unwrap();
+    wait_ready(pod);
+    p
+}
+
+pub fn wait_ready(pod: &Pod) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = pod
+            .exec(
+                0,
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://127.0.0.1:15021/healthz/ready",
+                ],
+            )
+            .unwrap();
+        if out.stdout == b"200" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy in {} never became ready",
+            pod.name()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn start_echo(pod: &Pod, version: &str) -> PodProcess {
+    let echo = workspace_bin("mesh-echo");
+    let labels = format!("app=echo,version={version}");
+    let mut p = pod
+        .spawn(
+            APP,
+            &[
+                echo.to_str().unwrap(),
+                "--port",
+                "8080",
+                "--tcp-port",
+                "9000",
+                "--pod",
+                pod.name(),
+                "--labels",
+                &labels,
+                "--log-requests",
+            ],
+        )
+        .unwrap();
+    p.wait_for_line("mesh-echo listening", Duration::from_secs(10))
+        .unwrap();
+    p
+}
+
+pub fn curl(pod: &Pod, args: &[&str]) -> std::process::Output {
+    let mut argv = vec!["curl", "-sS", "--max-time", "5"];
+    argv.extend_from_slice(args);
+    pod.exec(APP, &argv).unwrap()
+}
+
+pub fn curl_echo(pod: &Pod, args: &[&str]) -> EchoReply {
+    let out = curl(pod, args);
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+pub fn metrics(pod: &Pod) -> String {
+    let out = pod
+        .exec(
+            0,
+            &["curl", "-s", "http://127.0.0.1:15090/stats/prometheus"],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sum of a metric's samples whose label set contains every `needle`.
+pub fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub struct World {
+    pub dir: ViewDir,
+    pub view: ProxyView,
+    /// Per server pod: (echo app, proxy).
+    pub server_procs: Vec<(PodProcess, PodProcess)>,
+    pub client_proxy: PodProcess,
+    pub client: Pod,
+    pub servers: Vec<Pod>,
+    pub node: Node,
+}
+
+impl World {
+    /// Rewrites the view every proxy reads (atomically).
+    pub fn update(&mut self, f: impl FnOnce(&mut ProxyView)) {
+        f(&mut self.view);
+        self.view.version += 1;
+        self.dir.write(&self.view);
+    }
+}
+
+/// Client pod + `n` server pods, all meshed; the echo service has every server as
+/// an endpoint.
+pub fn world(n: usize, policy: &str) -> World {
+    world_with(n, policy, &[])
+}
+
+/// Like [`world`], with extra flags for every proxy.
+pub fn world_with(n: usize, policy: &str, extra: &[&str]) -> World {
+    let node = Node::new().unwrap();
+    let client = node.add_pod("client-0", "default").unwrap();
+    let servers: Vec<Pod> = (0..n)
+        .map(|i| {
+            node.add_pod(&format!("echo-v{}-0", i + 1), "default")
+                .unwrap()
+        })
+        .collect();
+    let eps: Vec<(IpAddr, String)> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.ip(), format!("v{}", i + 1)))
+        .collect();
+    let eps_ref: Vec<(IpAddr, &str)> = eps.iter().map(|(ip, v)| (*ip, v.as_str())).collect();
+    let view = ProxyView {
+        version: 1,
+        services: vec![
+            svc(
+                "echo.default.svc.cluster.local",
+                VIP,
+                8080,
+                "http",
+                "HTTP",
+                &eps_ref,
+            ),
+            svc(
+                "tcp-echo.default.svc.cluster.local",
+                TCP_VIP,
+                9000,
+                "tcp-echo",
+                "TCP",
+                &eps_ref,
+            ),
+            svc(
+                "banner.default.svc.cluster.local",
+                BANNER_VIP,
+                9100,
+                "banner",
+                "UNKNOWN",
+                &eps_ref,
+            ),
+            svc(
+                "echo-h2.default.svc.cluster.local",
+                H2_VIP,
+                8080,
+                "http2",
+                "HTTP2",
+                &eps_ref,
+            ),
+        ],
+        outbound_traffic_policy: policy.into(),
+        ..Default::default()
+    };
+    let dir = ViewDir::new();
+    let path = dir.write(&view);
+    let mut server_procs = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        redirect(s);
+        let echo = start_echo(s, &format!("v{}", i + 1));
+        let labels = format!("app=echo,version=v{}", i + 1);
+        server_procs.push((echo, start_proxy(s, &path, &labels, extra)));
+    }
+    redirect(&client);
+    let client_proxy = start_proxy(&client, &path, "app=client,version=v1", extra);
+    World {
+        dir,
+        view,
+        server_procs,
+        client_proxy,
+        client,
+        servers,
+        node,
+    }
+}
