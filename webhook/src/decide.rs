@@ -51,18 +51,6 @@ impl std::fmt::Display for SkipReason {
     }
 }
 
-/// Istio reads the inject label/annotation as YAML booleans, case-insensitively:
-/// `y yes true on` mean yes, empty means "not said", anything else means no.
-/// (This differs from `mesh_api::annotations::inject_override`, which follows
-/// `ParseBool`; Istio's injector does not.)
-fn inject_value(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "y" | "yes" | "true" | "on" => Some(true),
-        "" => None,
-        _ => Some(false),
-    }
-}
-
 /// Decides for one pod. `namespace_labels` is `None` when they are unknown (the
 /// webhook relies on its namespaceSelector; kube-inject has no namespace).
 pub fn decide(
@@ -101,7 +89,7 @@ pub fn decide(
     let said = labels
         .get(sidecar::INJECT)
         .or(annotations.get(sidecar::INJECT))
-        .and_then(|v| inject_value(v));
+        .and_then(|v| mesh_api::annotations::inject_override(Some(v)));
     let said = said.or_else(|| {
         if mesh.never_inject_selector.iter().any(|s| s.matches(labels)) {
             Some(false)
