@@ -210,12 +210,6 @@ fn settings(case: &Value) -> Result<(MeshConfig, InjectContext), String> {
             })
             .min();
     }
-    // `istio.io/reroute-virtual-interfaces` is not among the traffic annotations
-    // mesh_api::RedirectParams reads; the injector must not parse traffic
-    // annotations itself (the CNI plugin would disagree), so these wait for mesh-api.
-    if read(case["input"].as_str().unwrap()).contains("istio.io/reroute-virtual-interfaces") {
-        return Err("istio.io/reroute-virtual-interfaces: not read by mesh_api::RedirectParams::for_pod yet".into());
-    }
     // Input-level feature: non-sidecar templates.
     let input = read(case["input"].as_str().unwrap());
     for d in docs(&input) {
