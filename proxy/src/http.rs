@@ -20,8 +20,8 @@ use crate::shared::Shared;
 use crate::snapshot::Protocol;
 use crate::upstream::Body;
 use crate::util::{
-    authority_of, content_length, framing_hazard, full, header_str, protocol_label, request_id,
-    strip_hop_by_hop, tunnel, upstream_request, version_str,
+    authority_of, content_length, framing_hazard, full, protocol_label, request_id,
+    strip_hop_by_hop, tunnel, upstream_request,
 };
 
 /// The connection a request arrived on.
@@ -99,21 +99,17 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         response_flags: "-",
         connection_security_policy: "none",
     };
-    let log = (shared.cfg.access_log != crate::config::AccessLog::Off).then(|| AccessLogLine {
-        method: req.method().to_string(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        protocol: version_str(req.version()),
-        authority: authority_of(&req).unwrap_or_default(),
-        user_agent: header_str(req.headers(), "user-agent"),
-        request_id: header_str(req.headers(), "x-request-id"),
-        upstream: format!("127.0.0.1:{port}"),
-        cluster: format!("inbound|{port}||"),
-        downstream_local: ctx.orig_dst,
-        downstream_remote: ctx.peer,
+    let log = AccessLogLine::for_request(
+        &shared.cfg,
+        &req,
+        authority_of(&req).unwrap_or_default(),
+        ctx.orig_dst,
+        ctx.peer,
+    )
+    .map(|mut l| {
+        l.upstream = format!("127.0.0.1:{port}");
+        l.cluster = format!("inbound|{port}||");
+        l
     });
     let record = Record {
         shared: shared.clone(),

@@ -24,7 +24,7 @@ use crate::snapshot::{Cluster, Endpoint, OutboundPolicy, Protocol, Snapshot};
 use crate::upstream::Body;
 use crate::util::{
     authority_of, content_length, full, header_str, protocol_label, request_id, strip_hop_by_hop,
-    tunnel, version_str,
+    tunnel,
 };
 
 /// Bodies up to this size are buffered so the request can be retried.
@@ -67,22 +67,13 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
         response_flags: "-",
         connection_security_policy: "unknown",
     };
-    let log = (shared.cfg.access_log != crate::config::AccessLog::Off).then(|| AccessLogLine {
-        method: req.method().to_string(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        protocol: version_str(req.version()),
-        authority: authority.clone(),
-        user_agent: header_str(req.headers(), "user-agent"),
-        request_id: header_str(req.headers(), "x-request-id"),
-        upstream: String::new(),
-        cluster: String::new(),
-        downstream_local: ctx.orig_dst,
-        downstream_remote: ctx.peer,
-    });
+    let log =
+        AccessLogLine::for_request(&shared.cfg, &req, authority.clone(), ctx.orig_dst, ctx.peer)
+            .map(|mut l| {
+                l.upstream = String::new();
+                l.cluster = String::new();
+                l
+            });
     let mut record = Record {
         shared: shared.clone(),
         labels,

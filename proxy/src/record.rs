@@ -44,6 +44,35 @@ pub(crate) struct AccessLogLine {
     pub(crate) downstream_remote: SocketAddr,
 }
 
+impl AccessLogLine {
+    /// The request's access-log fields, or `None` when access logging is off.
+    pub(crate) fn for_request<B>(
+        cfg: &crate::config::Config,
+        req: &http::Request<B>,
+        authority: String,
+        downstream_local: SocketAddr,
+        downstream_remote: SocketAddr,
+    ) -> Option<AccessLogLine> {
+        use crate::util::{header_str, version_str};
+        (cfg.access_log != crate::config::AccessLog::Off).then(|| AccessLogLine {
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            protocol: version_str(req.version()),
+            authority,
+            user_agent: header_str(req.headers(), "user-agent"),
+            request_id: header_str(req.headers(), "x-request-id"),
+            upstream: String::new(),
+            cluster: String::new(),
+            downstream_local,
+            downstream_remote,
+        })
+    }
+}
+
 impl Record {
     pub(crate) fn finish(mut self, resp_bytes: u64, complete: bool) {
         if let Some(c) = self.checkin.take() {

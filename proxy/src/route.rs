@@ -389,58 +389,59 @@ fn l4_targets(
 }
 
 fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
-    let mut out = Vec::new();
     let nets = |v: &[String]| {
         v.iter()
             .filter_map(|s| s.parse().ok())
             .collect::<Vec<ipnet::IpNet>>()
     };
+    let entry = |port: Option<u32>,
+                 subnets: &[String],
+                 labels: &BTreeMap<String, String>,
+                 source_ns: &Option<String>,
+                 sni: Vec<String>,
+                 targets: &[Target]| L4Route {
+        ports: port
+            .and_then(|p| u16::try_from(p).ok())
+            .into_iter()
+            .collect(),
+        subnets: nets(subnets),
+        source_labels: labels.clone(),
+        source_namespace: source_ns.clone(),
+        sni,
+        has_match: true,
+        targets: targets.to_vec(),
+    };
+    let mut out = Vec::new();
     for r in &vs.tls {
         let targets = l4_targets(&r.route, ns, domain);
         for m in &r.match_ {
-            out.push(L4Route {
-                ports: m
-                    .port
-                    .and_then(|p| u16::try_from(p).ok())
-                    .into_iter()
-                    .collect(),
-                subnets: nets(&m.destination_subnets),
-                source_labels: m.source_labels.clone(),
-                source_namespace: m.source_namespace.clone(),
-                sni: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                has_match: true,
-                targets: targets.clone(),
-            });
+            let sni = m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            out.push(entry(
+                m.port,
+                &m.destination_subnets,
+                &m.source_labels,
+                &m.source_namespace,
+                sni,
+                &targets,
+            ));
         }
     }
     for r in &vs.tcp {
         let targets = l4_targets(&r.route, ns, domain);
         if r.match_.is_empty() {
-            out.push(L4Route {
-                ports: vec![],
-                subnets: vec![],
-                source_labels: BTreeMap::new(),
-                source_namespace: None,
-                sni: vec![],
-                has_match: false,
-                targets,
-            });
-            continue;
+            let mut any = entry(None, &[], &BTreeMap::new(), &None, vec![], &targets);
+            any.has_match = false;
+            out.push(any);
         }
         for m in &r.match_ {
-            out.push(L4Route {
-                ports: m
-                    .port
-                    .and_then(|p| u16::try_from(p).ok())
-                    .into_iter()
-                    .collect(),
-                subnets: nets(&m.destination_subnets),
-                source_labels: m.source_labels.clone(),
-                source_namespace: m.source_namespace.clone(),
-                sni: vec![],
-                has_match: true,
-                targets: targets.clone(),
-            });
+            out.push(entry(
+                m.port,
+                &m.destination_subnets,
+                &m.source_labels,
+                &m.source_namespace,
+                vec![],
+                &targets,
+            ));
         }
     }
     out

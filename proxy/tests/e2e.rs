@@ -258,20 +258,7 @@ fn connection_pool_overflow_is_503_uo() {
         .unwrap();
         v.destination_rules.insert("echo.default.svc.cluster.local".into(), dr);
     });
-    // Wait for the new version to be in force.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let dump = w
-            .client
-            .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
-        if v["version"] == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "view 2 never applied");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_applied();
     let url = format!("http://{VIP}:8080/slow?delay_ms=20");
     let out = w
         .client

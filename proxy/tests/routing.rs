@@ -35,20 +35,7 @@ fn apply(w: &mut World, vs_yaml: Option<&str>, dr: Option<DestinationRuleSpec>) 
             v.destination_rules.insert(HOST.into(), d);
         }
     });
-    let want = w.view.version;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let dump = w
-            .client
-            .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap_or_default();
-        if v["version"] == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "version {want} never applied");
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    w.wait_applied();
 }
 
 fn url(path: &str) -> String {
@@ -353,20 +340,7 @@ fn tcp_route_sends_connections_to_the_chosen_subset() {
             vs("hosts: [tcp-echo]\ntcp:\n- match: [{port: 9000}]\n  route: [{destination: {host: tcp-echo, subset: v2}}]\n"),
         );
     });
-    let want = w.view.version;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let dump = w
-            .client
-            .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap_or_default();
-        if v["version"] == want {
-            break;
-        }
-        assert!(Instant::now() < deadline, "version {want} never applied");
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    w.wait_applied();
     for i in 0..6 {
         let script =
             format!("exec 3<>/dev/tcp/{TCP_VIP}/9000; echo ping{i} >&3; read -r e <&3; echo $e");

@@ -232,6 +232,24 @@ pub struct World {
 }
 
 impl World {
+    /// Waits (bounded) until the client's proxy runs the current view version.
+    pub fn wait_applied(&self) {
+        let want = self.view.version;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let dump = self
+                .client
+                .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap_or_default();
+            if v["version"] == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "version {want} never applied");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
     /// Rewrites the view every proxy reads (atomically).
     pub fn update(&mut self, f: impl FnOnce(&mut ProxyView)) {
         f(&mut self.view);
