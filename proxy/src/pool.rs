@@ -116,17 +116,30 @@ impl Pool {
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
-        let idle = loop {
+        // A connection checked in when its last response ended may not be
+        // marked ready yet (its task has not run since): wait for it briefly
+        // rather than discarding it, or every request would open a connection.
+        let mut idle = None;
+        loop {
             let candidate = {
                 let mut m = self.inner.h1.lock().expect("pool lock");
                 m.get_mut(&addr).and_then(Vec::pop)
             };
-            match candidate {
-                Some(s) if !s.is_closed() && s.is_ready() => break Some(s),
-                Some(_) => continue,
-                None => break None,
+            let Some(mut s) = candidate else { break };
+            if s.is_closed() {
+                continue;
             }
-        };
+            if s.is_ready() {
+                idle = Some(s);
+                break;
+            }
+            if let Ok(Ok(())) =
+                tokio::time::timeout(std::time::Duration::from_millis(50), s.ready()).await
+            {
+                idle = Some(s);
+                break;
+            }
+        }
         let mut sender = match idle {
             Some(s) => s,
             None => {

@@ -144,6 +144,14 @@ impl hyper::body::Body for Metered {
                 if let Some(d) = f.data_ref() {
                     self.bytes += d.len() as u64;
                 }
+                // hyper stops polling once the body says it has ended, so the
+                // final `None` may never come: finish here.
+                if self.inner.is_end_stream() {
+                    let n = self.bytes;
+                    if let Some(r) = self.record.take() {
+                        r.finish(n, true);
+                    }
+                }
             }
             std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => {
                 let n = self.bytes;
@@ -169,8 +177,11 @@ impl hyper::body::Body for Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         if let Some(r) = self.record.take() {
-            // Dropped before the end: the connection's state is unknown.
-            r.finish(self.bytes, false);
+            // Dropped: complete only if the body had been read to its end
+            // (e.g. an empty body hyper never polled); otherwise the
+            // connection's state is unknown and it is not reused.
+            let complete = hyper::body::Body::is_end_stream(&self.inner);
+            r.finish(self.bytes, complete);
         }
     }
 }

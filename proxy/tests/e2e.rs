@@ -292,3 +292,34 @@ fn connection_pool_overflow_is_503_uo() {
     assert!(uo >= 1.0 && ok >= 1.0, "uo={uo} ok={ok}\n{cm}");
     assert_eq!(uo + ok, 100.0, "{cm}");
 }
+
+#[test]
+fn upstream_http1_connections_are_reused() {
+    let w = world(1, "ALLOW_ANY");
+    let url = format!("http://{VIP}:8080/reuse");
+    // One client connection, many requests: the inbound sidecar's connection to
+    // the app (seen as the app's peer port) must be reused, not reopened.
+    let mut args: Vec<&str> = vec!["-sS", "--max-time", "10"];
+    for _ in 0..40 {
+        args.push(&url);
+    }
+    let out = w
+        .client
+        .exec(APP, &[&["curl"][..], &args[..]].concat())
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace("}{", "}\n{");
+    let peers: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<EchoReply>(l).unwrap().peer)
+        .collect();
+    assert!(
+        peers.len() <= 3,
+        "40 requests used {} upstream connections: {peers:?}",
+        peers.len()
+    );
+}
