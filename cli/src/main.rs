@@ -1,7 +1,10 @@
 //! `meshctl`: the mesh's command-line tool. Each subcommand lives in its own module;
 //! this file only parses arguments and dispatches.
 
+mod analyze;
 mod demo;
+mod kube_inject;
+mod proxy_status;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +26,12 @@ enum Command {
     /// The echo test app (what local-mode and demo pods run in place of app containers).
     #[command(hide = true)]
     Echo(mesh_e2e::echo::Args),
+    /// Per-proxy config sync status from the agents (SYNCED/STALE/NOT SENT/ERROR).
+    ProxyStatus(proxy_status::Args),
+    /// Inject the istio-proxy sidecar into workload YAML offline (`-f -` for stdin).
+    KubeInject(kube_inject::Args),
+    /// Offline checks of Kubernetes/Istio YAML, like `istioctl analyze` (exit 79 on errors).
+    Analyze(analyze::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +44,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => demo::run(args),
         Command::Echo(args) => mesh_e2e::echo::main_with(args),
+        Command::ProxyStatus(args) => proxy_status::run(args),
+        Command::KubeInject(args) => kube_inject::run(args),
+        Command::Analyze(args) => analyze::run(args),
     }
 }

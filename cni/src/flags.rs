@@ -113,11 +113,103 @@ fn parse_ifaces(flag: &str, v: &str) -> Result<Vec<String>, FlagError> {
         .collect()
 }
 
-/// Parses `istio-iptables` flags (argv without the program/subcommand name), reading
-/// the env-only settings through `env`.
+/// Flags that `istio-iptables` also reads from the environment (long name upper-cased,
+/// `-` as `_`), plus Istio's aliases; `true` marks boolean flags.
+const ENV_FLAGS: &[(&str, &[&str], bool)] = &[
+    ("--inbound-capture-port", &["INBOUND_CAPTURE_PORT"], false),
+    ("--inbound-tunnel-port", &["INBOUND_TUNNEL_PORT"], false),
+    ("--proxy-uid", &["PROXY_UID"], false),
+    ("--proxy-gid", &["PROXY_GID"], false),
+    (
+        "--istio-inbound-interception-mode",
+        &["ISTIO_INBOUND_INTERCEPTION_MODE"],
+        false,
+    ),
+    (
+        "--istio-inbound-tproxy-mark",
+        &["ISTIO_INBOUND_TPROXY_MARK"],
+        false,
+    ),
+    (
+        "--istio-inbound-tproxy-route-table",
+        &["ISTIO_INBOUND_TPROXY_ROUTE_TABLE"],
+        false,
+    ),
+    ("--istio-inbound-ports", &["ISTIO_INBOUND_PORTS"], false),
+    (
+        "--istio-local-exclude-ports",
+        &["ISTIO_LOCAL_EXCLUDE_PORTS"],
+        false,
+    ),
+    ("--istio-outbound-ports", &["ISTIO_OUTBOUND_PORTS"], false),
+    (
+        "--istio-local-outbound-ports-exclude",
+        &["ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE"],
+        false,
+    ),
+    ("--istio-service-cidr", &["ISTIO_SERVICE_CIDR"], false),
+    (
+        "--istio-service-exclude-cidr",
+        &["ISTIO_SERVICE_EXCLUDE_CIDR"],
+        false,
+    ),
+    ("--kube-virt-interfaces", &["KUBE_VIRT_INTERFACES"], false),
+    (
+        "--istio-exclude-interfaces",
+        &["ISTIO_EXCLUDE_INTERFACES"],
+        false,
+    ),
+    ("--dry-run", &["DRY_RUN"], true),
+    (
+        "--redirect-dns",
+        &["REDIRECT_DNS", "ISTIO_META_DNS_CAPTURE"],
+        true,
+    ),
+    ("--capture-all-dns", &["CAPTURE_ALL_DNS"], true),
+    ("--drop-invalid", &["DROP_INVALID", "INVALID_DROP"], true),
+    ("--dual-stack", &["DUAL_STACK"], true),
+];
+
+/// The environment's flag settings as argv (command-line flags come after and win).
+fn env_args(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<String>, FlagError> {
+    let mut out = Vec::new();
+    for (flag, names, boolean) in ENV_FLAGS {
+        let Some((name, value)) = names.iter().find_map(|n| env(n).map(|v| (*n, v))) else {
+            continue;
+        };
+        let pair = if *boolean {
+            vec![format!("{flag}={value}")]
+        } else {
+            vec![flag.to_string(), value.clone()]
+        };
+        // Validate alone so an error names the variable, not a flag nobody typed.
+        parse_argv(&pair, &|_| None).map_err(|e| match e {
+            FlagError::Invalid { value, reason, .. } => FlagError::Invalid {
+                flag: name.to_string(),
+                value,
+                reason,
+            },
+            other => other,
+        })?;
+        out.extend(pair);
+    }
+    Ok(out)
+}
+
+/// Parses `istio-iptables` flags (argv without the program/subcommand name), with the
+/// environment (read through `env`) providing defaults and the env-only settings.
 pub fn parse(
     args: &[String],
     env: impl Fn(&str) -> Option<String>,
+) -> Result<RedirectArgs, FlagError> {
+    let mut all = env_args(&env)?;
+    all.extend(args.iter().cloned());
+    parse_argv(&all, &env)
+}
+
+fn parse_argv(
+    args: &[String],
+    env: &impl Fn(&str) -> Option<String>,
 ) -> Result<RedirectArgs, FlagError> {
     let mut p = RedirectParams::default();
     let mut dry_run = false;
@@ -323,6 +415,28 @@ mod tests {
             let parsed = parse(&params.to_flags(), no_env).unwrap();
             assert_eq!(parsed.params, params, "flags {:?}", params.to_flags());
         }
+    }
+
+    #[test]
+    fn environment_sets_flags_and_flags_win() {
+        let env = |k: &str| match k {
+            "ISTIO_INBOUND_PORTS" => Some("8080".to_string()),
+            "ISTIO_META_DNS_CAPTURE" => Some("true".to_string()),
+            "PROXY_UID" => Some("7".to_string()),
+            _ => None,
+        };
+        let r = parse(&["-u".to_string(), "9".to_string()], env).unwrap();
+        assert_eq!(r.params.inbound_ports_include, Selection::Only(vec![8080]));
+        assert!(r.params.redirect_dns);
+        assert_eq!(r.params.proxy_uids, vec![9]);
+        let e = parse(&[], |k| {
+            (k == "ISTIO_INBOUND_PORTS").then(|| "x".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("ISTIO_INBOUND_PORTS") && e.to_string().contains("\"x\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -290,11 +290,50 @@ fn restore(b: Backend, f: Family, input: &str) -> Result<(), IptablesError> {
     .map(|_| ())
 }
 
+/// The transaction for a netns without capture rules: `-N` makes it fail as a whole
+/// (changing nothing) when any of our chains already exists.
+fn fresh_transaction(rules: &FamilyRules) -> String {
+    let mut out = String::new();
+    for (table, tr) in &rules.tables {
+        out.push_str(&format!("*{table}\n"));
+        for c in &tr.chains {
+            out.push_str(&format!("-N {c}\n"));
+        }
+        for r in tr.all_rules() {
+            out.push_str(&r.append_line());
+            out.push('\n');
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
 /// Writes `rules` (replacing any earlier capture rules) in one transaction.
+///
+/// Fast path (a new pod's netns): one restore that creates our chains. If any of them
+/// exists, that transaction fails without effect and the current rules are read to
+/// build one that replaces them. Tables are recorded as created by us on the fast
+/// path; removal only deletes them when nothing is left in them.
 pub fn apply(b: Backend, rules: &FamilyRules) -> Result<Applied, IptablesError> {
     let f = rules.family;
+    let builtin: Vec<(String, String, Vec<String>)> = rules
+        .builtin_rules()
+        .into_iter()
+        .map(|(t, r)| (t, r.chain, r.args))
+        .collect();
+    match restore(b, f, &fresh_transaction(rules)) {
+        Ok(()) => {
+            return Ok(Applied {
+                created_tables: rules.tables.iter().map(|(t, _)| t.clone()).collect(),
+                builtin,
+            })
+        }
+        Err(IptablesError::Failed { stderr, .. }) => {
+            tracing::debug!(%stderr, family = f.name(), "capture rules present: replacing them");
+        }
+        Err(e) => return Err(e),
+    }
     let current = save(b, f)?;
-    let builtin = rules.builtin_rules();
     restore(b, f, &transaction(&current, Some(rules)))?;
     Ok(Applied {
         created_tables: rules
@@ -303,10 +342,7 @@ pub fn apply(b: Backend, rules: &FamilyRules) -> Result<Applied, IptablesError> 
             .map(|(t, _)| t.clone())
             .filter(|t| !current.contains_key(t))
             .collect(),
-        builtin: builtin
-            .into_iter()
-            .map(|(t, r)| (t, r.chain, r.args))
-            .collect(),
+        builtin,
     })
 }
 

@@ -3,6 +3,9 @@
 //! - [`rules`]: pure rule builder (redirect parameters -> iptables-restore text), the
 //!   same rules as Istio's `istio-iptables`.
 //! - [`flags`]: `istio-iptables`-compatible flags for `mesh-cni redirect` (istio-init).
+//! - [`redirect`]: `mesh-cni redirect` (what the istio-init container runs).
+//! - [`capture`]: a pod's whole capture (both families + TPROXY routing), all or nothing.
+//! - [`k8s`]: kubeconfig and a blocking GET of one pod from the API server.
 //! - [`iptables`]: applying/removing a rule set atomically and idempotently in the
 //!   current network namespace (nft or legacy backend).
 //! - [`route`]: TPROXY policy routing over netlink.

@@ -185,3 +185,73 @@ fn validate_passes_only_when_traffic_is_captured() {
     // The proxy's own UID is never redirected.
     assert_eq!(validate("1337").status.code(), Some(126));
 }
+
+#[test]
+fn auto_backend_follows_the_nat_table_in_use() {
+    for (used, other) in [("legacy", "nft"), ("nft", "legacy")] {
+        let ns = Netns::new(&format!("detect-{used}"));
+        // The "host" already has NAT rules in one backend (as kube-proxy would).
+        ns.exec_ok(&[
+            &format!("iptables-{used}"),
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "10.0.0.0/8",
+            "-j",
+            "MASQUERADE",
+        ]);
+        redirect(&ns, "auto", &["-i", "*"]);
+        assert!(
+            ns.save(used, false).contains("ISTIO_OUTPUT"),
+            "rules not in {used}"
+        );
+        assert!(
+            !ns.save(other, false).contains("ISTIO_OUTPUT"),
+            "rules went to {other}"
+        );
+    }
+}
+
+#[test]
+fn a_failure_part_way_leaves_nothing_half_written() {
+    // IPv6 disabled: the IPv6 TPROXY route is refused after both rule sets and the
+    // IPv4 routing were written; all of it must be rolled back.
+    let ns = Netns::new("rollback");
+    for k in ["all", "default", "lo"] {
+        ns.exec_ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{k}.disable_ipv6=1"),
+        ]);
+    }
+    let out = ns.exec(&[
+        bin(),
+        "redirect",
+        "--iptables-backend",
+        "nft",
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "-i",
+        "*",
+        "--ipv6",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ipv6 route add local default dev lo table 133"),
+        "{err}"
+    );
+    assert!(
+        !ns.save("nft", false).contains("ISTIO"),
+        "IPv4 rules left behind"
+    );
+    assert!(
+        !ns.save("nft", true).contains("ISTIO"),
+        "IPv6 rules left behind"
+    );
+    assert!(!ns.exec_ok(&["ip", "rule", "show"]).contains("lookup 133"));
+}

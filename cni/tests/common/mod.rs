@@ -108,3 +108,16 @@ pub fn sh(args: &[&str]) -> String {
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mesh-cni")
 }
+
+/// Number of capture records in a plugin state folder.
+pub fn state_records(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}

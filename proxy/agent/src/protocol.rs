@@ -26,14 +26,24 @@ pub enum ProtocolError {
     Closed,
 }
 
+/// The frame codec (4-byte big-endian length prefix, bounded frame size).
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
 /// Wraps an I/O stream in the sync framing.
 pub fn framed<T: AsyncRead + AsyncWrite>(io: T) -> Stream<T> {
-    Framed::new(
-        io,
-        LengthDelimitedCodec::builder()
-            .max_frame_length(MAX_FRAME)
-            .new_codec(),
-    )
+    Framed::new(io, codec())
+}
+
+/// Writes one frame without copying `body` into an intermediate buffer.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(body).await
 }
 
 /// Encodes one message.

@@ -301,3 +301,44 @@ fn malformed_documents_are_reported_and_the_rest_of_the_file_applies() {
     let want = format!("mixed.yaml:{line}: VirtualService/shop/typo: field spec.hosts: invalid type: string \"web\", expected a sequence");
     assert_eq!(s.rejected[0].errors, [want]);
 }
+
+#[test]
+fn cached_compile_equals_full_compile_across_changes() {
+    let settings = Arc::new(Settings::default());
+    let mut st = store(&[("mesh.yaml", MESH), ("istio.yaml", ISTIO)]);
+    let mut cache = mesh_agent::compile::CompileCache::default();
+    let services = |s: &Snapshot| {
+        serde_json::to_string(&s.services.values().map(|x| &**x).collect::<Vec<_>>()).unwrap()
+    };
+    let first = mesh_agent::compile::compile_cached(&st, &settings, 1, &mut cache);
+    assert_eq!(services(&first), services(&compile(&st, &settings, 1)));
+    // Change a pod (labels, readiness), an EndpointSlice, and a Service, one at a time.
+    let edits = [
+        MESH.replace(
+            "podIP: 10.2.0.8\n  conditions: [{type: Ready, status: \"False\"}]",
+            "podIP: 10.2.0.8\n  conditions: [{type: Ready, status: \"True\"}]",
+        ),
+        MESH.replace("addresses: [10.1.0.6]", "addresses: [10.1.0.60]"),
+        MESH.replace(
+            "labels: {app: web, version: v1,",
+            "labels: {app: web, version: v9,",
+        ),
+        MESH.replace(
+            "- {name: tcp-db, port: 5432}",
+            "- {name: tcp-db, port: 5433}",
+        ),
+    ];
+    for (i, text) in edits.iter().enumerate() {
+        assert_ne!(text, MESH, "edit {i} must change the fixture");
+        let (objs, _) = parse_yaml(text);
+        st.apply(SourceEvent::Replace {
+            origin: "mesh.yaml".into(),
+            objects: objs.into_iter().map(|(_, o)| o).collect(),
+            errors: vec![],
+        });
+        let cached = mesh_agent::compile::compile_cached(&st, &settings, 2 + i as u64, &mut cache);
+        let full = compile(&st, &settings, 2 + i as u64);
+        assert_eq!(services(&cached), services(&full), "edit {i}");
+        assert_ne!(services(&cached), services(&first), "edit {i} is visible");
+    }
+}

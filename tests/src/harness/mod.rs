@@ -230,13 +230,14 @@ impl Node {
         pod.detach()
     }
 
-    /// Returns a path under which `program` can be executed by any UID: programs
-    /// outside the system directories are copied (once) into the node's
-    /// world-readable bin directory, since a checkout may live where other users
-    /// cannot reach it.
+    /// Returns a path under which `program` can be executed by any UID. A
+    /// program that every user can already reach is used in place; otherwise
+    /// (a checkout under a private home, say) it is copied once into the node's
+    /// world-readable bin directory. The copy is made by `cp` in its own process:
+    /// if this process wrote the file, a thread forking concurrently could
+    /// inherit the writable descriptor and make the exec fail with ETXTBSY.
     pub fn stage(&self, program: &Path) -> Result<PathBuf> {
-        let system = ["/usr/", "/bin/", "/sbin/"];
-        if !program.is_absolute() || system.iter().any(|d| program.starts_with(d)) {
+        if !program.is_absolute() || world_executable(program) {
             return Ok(program.to_path_buf());
         }
         let mut staged = self.inner.staged.lock().expect("stage lock");
@@ -245,8 +246,9 @@ impl Node {
         }
         let name = program.file_name().unwrap_or_default();
         let copy = self.inner.state_dir.join("bin").join(name);
-        std::fs::copy(program, &copy).map_err(|e| io(program, e))?;
-        set_mode(&copy, 0o755)?;
+        let (src, dst) = (program.display().to_string(), copy.display().to_string());
+        process::run(&["cp", &src, &dst], None)?;
+        process::run(&["chmod", "0755", &dst], None)?;
         staged.push((program.to_path_buf(), copy.clone()));
         Ok(copy)
     }
@@ -433,6 +435,14 @@ impl Drop for Pod {
             tracing::warn!(pod = %self.name, error = %e, "pod teardown");
         }
     }
+}
+
+/// Whether any user can execute `path`: the file and every directory above it
+/// carry the "others may execute/search" bit.
+fn world_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    ok(path) && path.ancestors().skip(1).all(ok)
 }
 
 fn io(path: &Path, source: std::io::Error) -> HarnessError {

@@ -5,7 +5,7 @@
 use super::{fqdn, Accepted, Snapshot};
 use mesh_api::networking::Destination;
 use mesh_api::syncapi::Rejection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Does a host pattern (`*`, `*.suffix` or exact) match `host`?
 pub fn host_matches(pattern: &str, host: &str) -> bool {
@@ -34,6 +34,16 @@ pub fn check_virtual_services(
     let mut rejected = Vec::new();
     let mut warnings = Vec::new();
     let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
+    // DestinationRules by exact host, wildcard ones apart: subset lookups stay cheap.
+    let mut by_host: HashMap<&str, Vec<&Accepted>> = HashMap::new();
+    let mut wildcard: Vec<&Accepted> = Vec::new();
+    for dr in &snap.destination_rules {
+        if dr.hosts[0].starts_with('*') {
+            wildcard.push(dr);
+        } else {
+            by_host.entry(dr.hosts[0].as_str()).or_default().push(dr);
+        }
+    }
     for vs in all {
         let ns = vs.key.namespace.clone();
         let spec = vs.vs();
@@ -67,7 +77,12 @@ pub fn check_virtual_services(
             let Some(subset) = &d.subset else { continue };
             let host = fqdn(&d.host, &ns, domain);
             let svc_ns = snap.services.get(&host).map(|s| s.namespace.as_str());
-            let found = snap.destination_rules.iter().any(|dr| {
+            let candidates = by_host
+                .get(host.as_str())
+                .into_iter()
+                .flatten()
+                .chain(wildcard.iter());
+            let found = candidates.into_iter().any(|dr| {
                 let drns = dr.key.namespace.as_str();
                 (drns == ns || Some(drns) == svc_ns || drns == root)
                     && host_matches(&dr.hosts[0], &host)

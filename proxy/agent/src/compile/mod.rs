@@ -125,6 +125,21 @@ pub fn fqdn(host: &str, ns: &str, domain: &str) -> String {
 /// Compiles the store into a snapshot. Pure: same store, settings and version,
 /// same snapshot.
 pub fn compile(store: &Store, settings: &Arc<Settings>, version: u64) -> Snapshot {
+    compile_cached(store, settings, version, &mut CompileCache::default())
+}
+
+/// Memo of compiled services keyed by the exact objects (by identity) they were
+/// built from, so a one-endpoint change rebuilds one service, not the registry.
+/// Keep one per settings value; the result equals [`compile`]'s.
+pub use registry::RegistryCache as CompileCache;
+
+/// [`compile`] reusing services whose inputs did not change since the last call.
+pub fn compile_cached(
+    store: &Store,
+    settings: &Arc<Settings>,
+    version: u64,
+    cache: &mut CompileCache,
+) -> Snapshot {
     let mut snap = Snapshot {
         version,
         settings: settings.clone(),
@@ -194,7 +209,7 @@ pub fn compile(store: &Store, settings: &Arc<Settings>, version: u64) -> Snapsho
             _ => None,
         })
         .collect();
-    snap.services = registry::build(store, settings, &mut snap.warnings, &ses);
+    snap.services = registry::build(store, settings, &mut snap.warnings, &ses, cache);
     let (vs, rejected, warnings) = cross::check_virtual_services(virtual_services, &snap);
     snap.virtual_services = vs;
     snap.rejected.extend(rejected);

@@ -20,6 +20,15 @@ struct Index<'a> {
     pods: HashMap<&'a str, Vec<&'a Pod>>,
     pods_by_name: HashMap<(&'a str, &'a str), &'a Pod>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// The stored object behind each typed reference (for the memo's identity check).
+    arcs: HashMap<*const (), &'a Arc<KubeObject>>,
+}
+
+/// Compiled Kubernetes services with the objects they came from. Holding the
+/// `Arc`s keeps their addresses from being reused, so pointer equality is exact.
+#[derive(Default)]
+pub struct RegistryCache {
+    entries: HashMap<String, (Vec<Arc<KubeObject>>, Arc<Service>)>,
 }
 
 fn index(store: &Store) -> Index<'_> {
@@ -30,10 +39,13 @@ fn index(store: &Store) -> Index<'_> {
             ix.pods.entry(ns).or_default().push(p);
             ix.pods_by_name
                 .insert((ns, p.metadata.name.as_deref().unwrap_or("")), p);
+            ix.arcs.insert(&**p as *const Pod as *const (), &e.object);
         }
     }
     for e in store.of_kind("EndpointSlice") {
         if let KubeObject::EndpointSlice(s) = &*e.object {
+            ix.arcs
+                .insert(&**s as *const EndpointSlice as *const (), &e.object);
             let ns = s.metadata.namespace.as_deref().unwrap_or("default");
             if let Some(svc) = s
                 .metadata
@@ -55,16 +67,33 @@ pub fn build(
     settings: &Settings,
     warnings: &mut Vec<String>,
     accepted_se: &[&ServiceEntry],
+    cache: &mut RegistryCache,
 ) -> BTreeMap<String, Arc<Service>> {
     let ix = index(store);
     let mut out = BTreeMap::new();
+    let mut next = HashMap::with_capacity(cache.entries.len());
     for e in store.of_kind("Service") {
         if let KubeObject::Service(s) = &*e.object {
-            if let Some(svc) = kube_service(s, &ix, settings) {
-                out.insert(svc.hostname.clone(), Arc::new(svc));
+            let inputs = inputs(&e.object, s, &ix);
+            let key = format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap_or("default"),
+                s.metadata.name.as_deref().unwrap_or("")
+            );
+            let reused = cache.entries.remove(&key).filter(|(old, _)| {
+                old.len() == inputs.len() && old.iter().zip(&inputs).all(|(a, b)| Arc::ptr_eq(a, b))
+            });
+            let svc = match reused {
+                Some((_, svc)) => Some(svc),
+                None => kube_service(s, &ix, settings).map(Arc::new),
+            };
+            if let Some(svc) = svc {
+                out.insert(svc.hostname.clone(), svc.clone());
+                next.insert(key, (inputs, svc));
             }
         }
     }
+    cache.entries = next;
     for se in accepted_se {
         for svc in service_entry(se, &ix) {
             if out.contains_key(&svc.hostname) {
@@ -77,6 +106,43 @@ pub fn build(
                 continue;
             }
             out.insert(svc.hostname.clone(), Arc::new(svc));
+        }
+    }
+    out
+}
+
+/// Every stored object a Kubernetes service's compiled form depends on.
+fn inputs(me: &Arc<KubeObject>, s: &KService, ix: &Index<'_>) -> Vec<Arc<KubeObject>> {
+    let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+    let name = s.metadata.name.as_deref().unwrap_or("");
+    let arc = |p: *const ()| ix.arcs.get(&p).map(|a| (*a).clone());
+    let mut out = vec![me.clone()];
+    match ix.slices.get(&(ns, name)) {
+        Some(slices) => {
+            for sl in slices {
+                out.extend(arc(&**sl as *const EndpointSlice as *const ()));
+                for ep in sl.endpoints.iter().flatten() {
+                    let pod = ep
+                        .target_ref
+                        .as_ref()
+                        .and_then(|r| ix.pods_by_name.get(&(ns, r.name.as_deref().unwrap_or(""))));
+                    out.extend(pod.and_then(|p| arc(*p as *const Pod as *const ())));
+                }
+            }
+        }
+        None => {
+            let sel = s
+                .spec
+                .as_ref()
+                .and_then(|x| x.selector.as_ref())
+                .filter(|x| !x.is_empty());
+            if let Some(sel) = sel {
+                for p in ix.pods.get(ns).into_iter().flatten() {
+                    if matches(sel, p.metadata.labels.as_ref()) {
+                        out.extend(arc(*p as *const Pod as *const ()));
+                    }
+                }
+            }
         }
     }
     out

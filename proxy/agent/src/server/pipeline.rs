@@ -1,6 +1,6 @@
 //! Source events → store → debounced compile → published snapshot.
 
-use crate::compile::{compile, Settings, Snapshot};
+use crate::compile::{compile_cached, CompileCache, Settings, Snapshot};
 use crate::store::{SourceEvent, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut store = Store::default();
+    let mut cache = CompileCache::default();
     let mut version = publish.borrow().version.max(initial_version());
     loop {
         let first = tokio::select! {
@@ -49,7 +50,7 @@ pub async fn run(
         }
         version += 1;
         let started = std::time::Instant::now();
-        let snap = compile(&store, &settings, version);
+        let snap = compile_cached(&store, &settings, version, &mut cache);
         for r in &snap.rejected {
             for e in &r.errors {
                 tracing::warn!(resource = %r.resource, error = %e, "rejected");

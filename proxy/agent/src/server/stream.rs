@@ -6,50 +6,53 @@
 
 use super::Shared;
 use crate::compile::Snapshot;
-use crate::protocol::{decode, encode, framed, ProtocolError};
+use crate::protocol::{codec, decode, encode, write_frame, ProtocolError};
 use crate::view::{self, ViewKey};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// One encoded view, filled once by whichever proxy asks first.
+type Cell = Arc<OnceLock<Bytes>>;
+
 /// Encoded views of the current version by [`ViewKey`]: proxies with the same
-/// scope share one computation and one encoding.
+/// scope share one computation and one encoding (the first asker computes; the
+/// others wait on the same cell instead of all computing it at once).
 #[derive(Default)]
 pub struct ViewCache {
-    inner: Mutex<(u64, HashMap<ViewKey, Bytes>)>,
+    inner: Mutex<(u64, HashMap<ViewKey, Cell>)>,
 }
 
 impl ViewCache {
     /// The encoded `AgentMessage::View` for `id` at `snap`'s version.
     pub fn get(&self, agent: &str, snap: &Snapshot, id: &ProxyIdentity) -> Bytes {
         let key = view::key(snap, id);
-        {
-            let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let cell = {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0 < snap.version {
+                *g = (snap.version, HashMap::new());
+            }
             if g.0 == snap.version {
-                if let Some(b) = g.1.get(&key) {
-                    return b.clone();
-                }
+                g.1.entry(key).or_default().clone()
+            } else {
+                Arc::new(OnceLock::new()) // an older snapshot than cached: don't cache
             }
-        }
-        let bytes = encode(&AgentMessage::View {
-            agent: agent.to_string(),
-            view: view::build(snap, id),
-        });
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 != snap.version {
-            if g.0 > snap.version {
-                return bytes;
-            }
-            *g = (snap.version, HashMap::new());
-        }
-        g.1.insert(key, bytes.clone());
-        bytes
+        };
+        cell.get_or_init(|| {
+            encode(&AgentMessage::View {
+                agent: agent.to_string(),
+                view: view::build(snap, id),
+            })
+        })
+        .clone()
     }
 }
 
@@ -87,7 +90,10 @@ async fn connection(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> Result<(), ProtocolError> {
-    let mut io = framed(sock);
+    // Reads are framed; writes go straight from the shared encoded view to the
+    // socket, so proxies of one scope share one copy of their view.
+    let (r, mut w) = sock.into_split();
+    let mut io = FramedRead::new(r, codec());
     let first = tokio::time::timeout(Duration::from_secs(10), io.next())
         .await
         .map_err(|_| ProtocolError::Unexpected("no subscribe within 10s".into()))?
@@ -97,11 +103,11 @@ async fn connection(
             identity,
             last_version,
         }) => (identity, last_version),
-        Ok(other) => return reject(&mut io, format!("expected subscribe, got {other:?}")).await,
-        Err(e) => return reject(&mut io, e.to_string()).await,
+        Ok(other) => return reject(&mut w, format!("expected subscribe, got {other:?}")).await,
+        Err(e) => return reject(&mut w, e.to_string()).await,
     };
     if identity.namespace.is_empty() || identity.pod.is_empty() {
-        return reject(&mut io, "identity needs pod and namespace".into()).await;
+        return reject(&mut w, "identity needs pod and namespace".into()).await;
     }
     tracing::info!(pod = %identity.pod, namespace = %identity.namespace, "proxy subscribed");
     let id = shared.tracker.connect(identity.clone(), last);
@@ -120,7 +126,7 @@ async fn connection(
                     continue; // nothing compiled yet
                 }
                 let bytes = shared.views.get(&shared.agent, &snap, &identity);
-                io.send(bytes).await?;
+                write_frame(&mut w, &bytes).await?;
                 shared.tracker.sent(id, snap.version);
             }
             frame = io.next() => {
@@ -131,8 +137,8 @@ async fn connection(
                         tracing::warn!(version, %reason, "proxy rejected version");
                         shared.tracker.nack(id, version, reason);
                     }
-                    Ok(ClientMessage::Subscribe { .. }) => return reject(&mut io, "already subscribed".into()).await,
-                    Err(e) => return reject(&mut io, e.to_string()).await,
+                    Ok(ClientMessage::Subscribe { .. }) => return reject(&mut w, "already subscribed".into()).await,
+                    Err(e) => return reject(&mut w, e.to_string()).await,
                 }
             }
         }
@@ -147,14 +153,10 @@ impl Drop for Disconnect<'_> {
     }
 }
 
-async fn reject(
-    io: &mut crate::protocol::Stream<TcpStream>,
-    message: String,
-) -> Result<(), ProtocolError> {
-    let _ = io
-        .send(encode(&AgentMessage::Error {
-            message: message.clone(),
-        }))
-        .await;
+async fn reject(w: &mut OwnedWriteHalf, message: String) -> Result<(), ProtocolError> {
+    let msg = encode(&AgentMessage::Error {
+        message: message.clone(),
+    });
+    let _ = write_frame(w, &msg).await;
     Err(ProtocolError::Unexpected(message))
 }

@@ -2,6 +2,7 @@
 //! [`SourceEvent`]s, so the compiler cannot tell a folder from a cluster.
 
 pub mod files;
+pub mod kubernetes;
 
 pub use crate::store::SourceEvent;
 use std::future::Future;

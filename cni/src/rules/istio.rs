@@ -1,175 +1,13 @@
-//! The pure rule builder: [`RedirectParams`] in, the capture rule set out, rendered as
-//! `iptables-restore` input. Produces the same chains and rules as Istio's
-//! `istio-iptables` (checked against its golden files by `tests/conformance.rs`).
-//!
-//! Rules are kept per family, per table, per chain in their final order: Istio's
-//! `-I CHAIN 1` insertions are resolved while building, so the rendering only needs
-//! `-A`, which is what makes the apply step simple and idempotent.
-
-use std::fmt::Write as _;
-use std::net::IpAddr;
+//! The rules themselves, in the order and form Istio's `istio-iptables` writes them:
+//! exclusions, the redirect chains, inbound capture (REDIRECT or TPROXY), the outbound
+//! chain with its UID/GID, loopback, DNS and CIDR rules, and TPROXY's mark handling.
 
 use ipnet::IpNet;
 use mesh_api::{InterceptionMode, RedirectParams, Selection};
 
-/// Port the agent's DNS proxy listens on.
-const DNS_CAPTURE_PORT: u16 = mesh_api::ports::DNS_CAPTURE;
+use super::{Family, FamilyRules, TableRules};
 
-/// IP family of one rule set (`iptables` vs `ip6tables`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        }
-    }
-}
-
-/// The netfilter tables the capture rules use, in the order `iptables-save` sorts them.
-pub const TABLES: [&str; 3] = ["mangle", "nat", "raw"];
-
-/// Chains that exist in every table and are never created or deleted by us.
-pub const BUILTIN_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
-
-/// One rule: its chain and the match/target arguments after `-A CHAIN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub chain: String,
-    pub args: Vec<String>,
-}
-
-impl Rule {
-    /// The rule as `-A CHAIN args…` text.
-    pub fn append_line(&self) -> String {
-        format!("-A {} {}", self.chain, self.args.join(" "))
-    }
-
-    pub fn in_builtin_chain(&self) -> bool {
-        BUILTIN_CHAINS.contains(&self.chain.as_str())
-    }
-}
-
-/// The rules of one table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableRules {
-    /// Our own chains, in declaration order.
-    pub chains: Vec<String>,
-    /// Rules per chain in final order; chains in order of first use.
-    pub rules: Vec<(String, Vec<Vec<String>>)>,
-}
-
-impl TableRules {
-    fn chain_mut(&mut self, chain: &str) -> &mut Vec<Vec<String>> {
-        if let Some(i) = self.rules.iter().position(|(c, _)| c == chain) {
-            &mut self.rules[i].1
-        } else {
-            self.rules.push((chain.to_string(), Vec::new()));
-            &mut self.rules.last_mut().expect("just pushed").1
-        }
-    }
-
-    fn declare(&mut self, chain: &str) {
-        if !BUILTIN_CHAINS.contains(&chain) && !self.chains.iter().any(|c| c == chain) {
-            self.chains.push(chain.to_string());
-        }
-    }
-
-    /// All rules in rendering order.
-    pub fn all_rules(&self) -> impl Iterator<Item = Rule> + '_ {
-        self.rules.iter().flat_map(|(c, rs)| {
-            rs.iter().map(move |a| Rule {
-                chain: c.clone(),
-                args: a.clone(),
-            })
-        })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chains.is_empty() && self.rules.iter().all(|(_, r)| r.is_empty())
-    }
-}
-
-/// The complete rule set of one family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FamilyRules {
-    pub family: Family,
-    /// `(table name, rules)`, sorted by table name, empty tables left out.
-    pub tables: Vec<(String, TableRules)>,
-}
-
-impl FamilyRules {
-    pub fn table(&self, name: &str) -> Option<&TableRules> {
-        self.tables.iter().find(|(t, _)| t == name).map(|(_, r)| r)
-    }
-
-    /// Rules we add to built-in chains (these cannot be flushed wholesale).
-    pub fn builtin_rules(&self) -> Vec<(String, Rule)> {
-        self.tables
-            .iter()
-            .flat_map(|(t, tr)| {
-                tr.all_rules()
-                    .filter(Rule::in_builtin_chain)
-                    .map(move |r| (t.clone(), r))
-            })
-            .collect()
-    }
-
-    /// Istio's dry-run layout: `* table`, `-N` per chain, the rules, `COMMIT`.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (table, tr) in &self.tables {
-            let _ = writeln!(out, "* {table}");
-            for c in &tr.chains {
-                let _ = writeln!(out, "-N {c}");
-            }
-            for r in tr.all_rules() {
-                let _ = writeln!(out, "{}", r.append_line());
-            }
-            out.push_str("COMMIT\n");
-        }
-        out
-    }
-}
-
-/// The rule sets of both families (`v6` only when IPv6 is enabled).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleSet {
-    pub v4: FamilyRules,
-    pub v6: Option<FamilyRules>,
-}
-
-impl RuleSet {
-    pub fn families(&self) -> impl Iterator<Item = &FamilyRules> {
-        std::iter::once(&self.v4).chain(self.v6.as_ref())
-    }
-
-    /// What `redirect --dry-run` prints: the IPv4 restore input, then the IPv6 one.
-    pub fn render(&self) -> String {
-        let mut out = String::from("# iptables-restore (ipv4)\n");
-        out.push_str(&self.v4.render());
-        if let Some(v6) = &self.v6 {
-            out.push_str("# ip6tables-restore (ipv6)\n");
-            out.push_str(&v6.render());
-        }
-        out
-    }
-}
-
-/// Builds the rule set Istio's `istio-iptables` writes for these parameters.
-pub fn build(p: &RedirectParams) -> RuleSet {
-    RuleSet {
-        v4: build_family(p, Family::V4),
-        v6: p.enable_ipv6.then(|| build_family(p, Family::V6)),
-    }
-}
-
-struct Builder {
+pub(super) struct Builder {
     tables: Vec<(String, TableRules)>,
 }
 
@@ -191,7 +29,7 @@ impl Builder {
         }
     }
 
-    fn append(&mut self, table: &str, chain: &str, args: &[&str]) {
+    pub(super) fn append(&mut self, table: &str, chain: &str, args: &[&str]) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let tr = self.table(table);
         tr.declare(chain);
@@ -200,7 +38,7 @@ impl Builder {
     }
 
     /// `-I chain pos` (1-based), as Istio does for a few rules.
-    fn insert(&mut self, table: &str, chain: &str, pos: usize, args: &[&str]) {
+    pub(super) fn insert(&mut self, table: &str, chain: &str, pos: usize, args: &[&str]) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let tr = self.table(table);
         tr.declare(chain);
@@ -246,7 +84,7 @@ fn v6_text(a: &std::net::Ipv6Addr) -> String {
     a.to_string()
 }
 
-fn build_family(p: &RedirectParams, f: Family) -> FamilyRules {
+pub(super) fn build_family(p: &RedirectParams, f: Family) -> FamilyRules {
     let mut b = Builder { tables: Vec::new() };
     let tproxy = p.interception_mode == InterceptionMode::Tproxy;
     let (loopback, passthrough) = match f {
@@ -425,7 +263,7 @@ fn build_family(p: &RedirectParams, f: Family) -> FamilyRules {
     owner_groups(&mut b, p);
 
     if redirect_dns {
-        dns(&mut b, p, &uids, &gids, dns_servers);
+        super::dns::dns(&mut b, p, &uids, &gids, dns_servers);
     }
 
     b.append("nat", "ISTIO_OUTPUT", &["-d", &loopback, "-j", "RETURN"]);
@@ -474,7 +312,7 @@ fn build_family(p: &RedirectParams, f: Family) -> FamilyRules {
     }
 
     if tproxy {
-        tproxy_marks(
+        super::tproxy::tproxy_marks(
             &mut b,
             &uids,
             &gids,
@@ -601,238 +439,4 @@ fn owner_groups(b: &mut Builder, p: &RedirectParams) {
         // Capture nobody's traffic by group: only the UID/GID exemptions apply.
         _ => {}
     }
-}
-
-fn dns(b: &mut Builder, p: &RedirectParams, uids: &[String], gids: &[String], servers: &[String]) {
-    let port = DNS_CAPTURE_PORT.to_string();
-    if p.capture_all_dns {
-        b.append("nat", "ISTIO_OUTPUT", &["-j", "ISTIO_OUTPUT_DNS"]);
-        b.append(
-            "nat",
-            "ISTIO_OUTPUT_DNS",
-            &[
-                "-p",
-                "tcp",
-                "--dport",
-                "53",
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                &port,
-            ],
-        );
-        b.append(
-            "nat",
-            "ISTIO_OUTPUT_DNS",
-            &[
-                "-p",
-                "udp",
-                "--dport",
-                "53",
-                "-j",
-                "REDIRECT",
-                "--to-port",
-                &port,
-            ],
-        );
-    } else if !servers.is_empty() {
-        b.append("nat", "ISTIO_OUTPUT", &["-j", "ISTIO_OUTPUT_DNS"]);
-        for s in servers {
-            b.append(
-                "nat",
-                "ISTIO_OUTPUT_DNS",
-                &[
-                    "-p",
-                    "tcp",
-                    "--dport",
-                    "53",
-                    "-d",
-                    s,
-                    "-j",
-                    "REDIRECT",
-                    "--to-ports",
-                    &port,
-                ],
-            );
-            b.append(
-                "nat",
-                "ISTIO_OUTPUT_DNS",
-                &[
-                    "-p",
-                    "udp",
-                    "--dport",
-                    "53",
-                    "-d",
-                    s,
-                    "-j",
-                    "REDIRECT",
-                    "--to-port",
-                    &port,
-                ],
-            );
-        }
-    }
-
-    // Conntrack zones keep the app->agent and agent->upstream legs of a UDP DNS
-    // exchange apart, so NAT does not confuse them.
-    b.append("raw", "OUTPUT", &["-j", "ISTIO_OUTPUT_DNS"]);
-    for (ids, flag) in [(uids, "--uid-owner"), (gids, "--gid-owner")] {
-        for id in ids {
-            b.append(
-                "raw",
-                "ISTIO_OUTPUT_DNS",
-                &[
-                    "-p", "udp", "--dport", "53", "-m", "owner", flag, id, "-j", "CT", "--zone",
-                    "1",
-                ],
-            );
-            b.append(
-                "raw",
-                "ISTIO_OUTPUT_DNS",
-                &[
-                    "-p", "udp", "--sport", &port, "-m", "owner", flag, id, "-j", "CT", "--zone",
-                    "2",
-                ],
-            );
-        }
-    }
-    if p.capture_all_dns {
-        b.append("raw", "PREROUTING", &["-j", "ISTIO_INBOUND"]);
-        b.append(
-            "raw",
-            "ISTIO_OUTPUT_DNS",
-            &["-p", "udp", "--dport", "53", "-j", "CT", "--zone", "2"],
-        );
-        b.append(
-            "raw",
-            "ISTIO_INBOUND",
-            &["-p", "udp", "--sport", "53", "-j", "CT", "--zone", "1"],
-        );
-    } else if !servers.is_empty() {
-        b.append("raw", "PREROUTING", &["-j", "ISTIO_INBOUND"]);
-        for s in servers {
-            b.append(
-                "raw",
-                "ISTIO_OUTPUT_DNS",
-                &[
-                    "-p", "udp", "--dport", "53", "-d", s, "-j", "CT", "--zone", "2",
-                ],
-            );
-            b.append(
-                "raw",
-                "ISTIO_INBOUND",
-                &[
-                    "-p", "udp", "--sport", "53", "-s", s, "-j", "CT", "--zone", "1",
-                ],
-            );
-        }
-    }
-}
-
-fn tproxy_marks(
-    b: &mut Builder,
-    uids: &[String],
-    gids: &[String],
-    loopback: &str,
-    passthrough: &str,
-    mark: &str,
-    outbound_mark: &str,
-) {
-    b.append(
-        "mangle",
-        "PREROUTING",
-        &[
-            "-p",
-            "tcp",
-            "-m",
-            "mark",
-            "--mark",
-            mark,
-            "-j",
-            "CONNMARK",
-            "--save-mark",
-        ],
-    );
-    b.append(
-        "mangle",
-        "OUTPUT",
-        &[
-            "-p", "tcp", "-o", "lo", "-m", "mark", "--mark", mark, "-j", "RETURN",
-        ],
-    );
-    for (ids, flag) in [(uids, "--uid-owner"), (gids, "--gid-owner")] {
-        for id in ids {
-            b.append(
-                "mangle",
-                "OUTPUT",
-                &[
-                    "!",
-                    "-d",
-                    loopback,
-                    "-p",
-                    "tcp",
-                    "-o",
-                    "lo",
-                    "-m",
-                    "owner",
-                    flag,
-                    id,
-                    "-j",
-                    "MARK",
-                    "--set-mark",
-                    outbound_mark,
-                ],
-            );
-        }
-    }
-    b.append(
-        "mangle",
-        "OUTPUT",
-        &[
-            "-p",
-            "tcp",
-            "-m",
-            "connmark",
-            "--mark",
-            mark,
-            "-j",
-            "CONNMARK",
-            "--restore-mark",
-        ],
-    );
-    b.insert(
-        "mangle",
-        "ISTIO_INBOUND",
-        1,
-        &["-p", "tcp", "-m", "mark", "--mark", mark, "-j", "RETURN"],
-    );
-    b.insert(
-        "mangle",
-        "ISTIO_INBOUND",
-        2,
-        &["-p", "tcp", "-s", passthrough, "-i", "lo", "-j", "RETURN"],
-    );
-    b.insert(
-        "mangle",
-        "ISTIO_INBOUND",
-        3,
-        &[
-            "-p",
-            "tcp",
-            "-i",
-            "lo",
-            "-m",
-            "mark",
-            "!",
-            "--mark",
-            outbound_mark,
-            "-j",
-            "RETURN",
-        ],
-    );
-}
-
-/// The address families a pod's IPs need rules for.
-pub fn wants_ipv6(ips: &[IpAddr]) -> bool {
-    ips.iter().any(IpAddr::is_ipv6)
 }

@@ -1,0 +1,759 @@
+//! The mesh config file: the content of the mesh ConfigMap that the injector (and
+//! later the agent) read. Typed, camelCase, unknown fields rejected, and checked by
+//! [`MeshConfig::validate`] with messages naming the field and the bad value.
+//!
+//! It gathers what Istio spreads over the `istio` mesh config and the
+//! `istio-sidecar-injector` values: images, proxy resources, CNI on/off, native
+//! sidecars, defaults for `holdApplicationUntilProxyStarts` and probe rewriting,
+//! trust domain, agent address, injection policy and selectors, the `defaultConfig`
+//! ProxyConfig subset, and the [`RedirectDefaults`] the redirect rules start from.
+//! Parsing a file is the caller's job (any serde format); this module does no I/O.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::redirect::{InterceptionMode, RedirectDefaults, Selection};
+
+/// A bad mesh config value: which field, which value, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mesh config field {field}: {value:?} {reason}")]
+pub struct MeshConfigError {
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+fn bad(field: &str, value: impl ToString, reason: impl Into<String>) -> MeshConfigError {
+    MeshConfigError {
+        field: field.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Whole mesh configuration. Every field has a default, so an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfig {
+    pub images: Images,
+    pub proxy: ProxyValues,
+    pub cni: Cni,
+    pub native_sidecars: NativeSidecars,
+    pub hold_application_until_proxy_starts: bool,
+    #[serde(rename = "rewriteAppHTTPProbers")]
+    pub rewrite_app_http_probers: bool,
+    pub trust_domain: String,
+    /// Namespace of the control plane (`istio-system`).
+    pub root_namespace: String,
+    /// `host:port` of `mesh-agent` (config stream and CA).
+    pub agent_address: String,
+    pub cluster_id: String,
+    /// Revision written to `istio.io/rev` and the status annotation.
+    pub revision: String,
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    pub access_log_file: String,
+    pub access_log_encoding: AccessLogEncoding,
+    pub never_inject_selector: Vec<LabelSelector>,
+    pub always_inject_selector: Vec<LabelSelector>,
+    pub policy: InjectionPolicy,
+    pub default_config: ProxyConfig,
+    #[serde(with = "StrictRedirectDefaults")]
+    pub redirect: RedirectDefaults,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            images: Images::default(),
+            proxy: ProxyValues::default(),
+            cni: Cni::default(),
+            native_sidecars: NativeSidecars::Auto,
+            hold_application_until_proxy_starts: false,
+            rewrite_app_http_probers: true,
+            trust_domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            agent_address: "mesh-agent.istio-system.svc:15012".into(),
+            cluster_id: "Kubernetes".into(),
+            revision: "default".into(),
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            access_log_file: String::new(),
+            access_log_encoding: AccessLogEncoding::Text,
+            never_inject_selector: Vec::new(),
+            always_inject_selector: Vec::new(),
+            policy: InjectionPolicy::Enabled,
+            default_config: ProxyConfig::default(),
+            redirect: RedirectDefaults::default(),
+        }
+    }
+}
+
+/// [`RedirectDefaults`] as read from the file: same fields, but unknown ones are
+/// rejected (the shared type itself is lenient).
+#[derive(Deserialize, Serialize)]
+#[serde(
+    remote = "RedirectDefaults",
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
+struct StrictRedirectDefaults {
+    #[serde(default = "d_uid")]
+    proxy_uid: u32,
+    #[serde(default = "d_uid")]
+    proxy_gid: u32,
+    #[serde(default)]
+    interception_mode: InterceptionMode,
+    #[serde(default = "d_all")]
+    include_ip_ranges: Selection<IpNet>,
+    #[serde(default)]
+    exclude_ip_ranges: Vec<IpNet>,
+    #[serde(default = "d_all")]
+    include_inbound_ports: Selection<u16>,
+    #[serde(default)]
+    exclude_inbound_ports: Vec<u16>,
+    #[serde(default)]
+    include_outbound_ports: Vec<u16>,
+    #[serde(default)]
+    exclude_outbound_ports: Vec<u16>,
+    #[serde(default)]
+    kubevirt_interfaces: Vec<String>,
+    #[serde(default)]
+    exclude_interfaces: Vec<String>,
+    #[serde(default = "d_status")]
+    status_port: Option<u16>,
+    #[serde(default)]
+    redirect_dns: bool,
+    #[serde(default)]
+    capture_all_dns: bool,
+    #[serde(default)]
+    drop_invalid: bool,
+}
+
+fn d_uid() -> u32 {
+    crate::ports::PROXY_UID
+}
+fn d_all<T>() -> Selection<T> {
+    Selection::All
+}
+fn d_status() -> Option<u16> {
+    Some(crate::ports::STATUS)
+}
+
+/// One image holds every binary (`mesh-proxy`, `mesh-cni`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Images {
+    pub proxy: String,
+    pub pull_policy: Option<PullPolicy>,
+    /// Added to every injected pod's `imagePullSecrets`.
+    pub pull_secrets: Vec<String>,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Images {
+            proxy: "ghcr.io/mesh/mesh-proxy:latest".into(),
+            pull_policy: None,
+            pull_secrets: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// The sidecar's container settings (Istio's `global.proxy.*` values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyValues {
+    pub resources: Resources,
+    /// Proxy log level (`sidecar.istio.io/logLevel` overrides it).
+    pub log_level: String,
+    pub component_log_level: String,
+    pub readiness_initial_delay_seconds: u32,
+    pub readiness_period_seconds: u32,
+    pub readiness_failure_threshold: u32,
+    /// A startup probe on `/healthz/ready` so slow starts are not killed.
+    pub startup_probe: bool,
+}
+
+impl Default for ProxyValues {
+    fn default() -> Self {
+        ProxyValues {
+            resources: Resources::default(),
+            log_level: "warning".into(),
+            component_log_level: "misc:error".into(),
+            readiness_initial_delay_seconds: 0,
+            readiness_period_seconds: 15,
+            readiness_failure_threshold: 4,
+            startup_probe: true,
+        }
+    }
+}
+
+/// Kubernetes quantities by resource name (`cpu`, `memory`, ...). A resource left
+/// out is not set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    #[serde(deserialize_with = "quantity_map")]
+    pub requests: BTreeMap<String, String>,
+    #[serde(deserialize_with = "quantity_map")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// Quantities as Kubernetes YAML writes them: `cpu: 2` is as good as `cpu: "2"`.
+fn quantity_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Q {
+        S(String),
+        U(u64),
+        F(f64),
+    }
+    let m = BTreeMap::<String, Q>::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, q)| {
+            let v = match q {
+                Q::S(s) => s,
+                Q::U(u) => u.to_string(),
+                Q::F(f) => f.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        let m = |a: &str, b: &str| {
+            BTreeMap::from([
+                ("cpu".to_string(), a.to_string()),
+                ("memory".into(), b.into()),
+            ])
+        };
+        Resources {
+            requests: m("100m", "128Mi"),
+            limits: m("2", "1Gi"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cni {
+    /// The node CNI plugin writes the redirect rules: inject `istio-validation`
+    /// instead of the privileged `istio-init`.
+    pub enabled: bool,
+}
+
+/// Whether `istio-proxy` is a native sidecar (init container, `restartPolicy: Always`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NativeSidecars {
+    #[serde(alias = "enabled", alias = "true")]
+    On,
+    #[serde(alias = "disabled", alias = "false")]
+    Off,
+    /// On when every node's kubelet is at least 1.33 (or when that is unknown).
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    #[default]
+    AllowAny,
+    RegistryOnly,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    pub mode: OutboundMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AccessLogEncoding {
+    Text,
+    Json,
+}
+
+/// Istio's `policy`: whether pods without an explicit opt-in/opt-out get a sidecar
+/// (in namespaces where injection is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectionPolicy {
+    Enabled,
+    Disabled,
+}
+
+/// A Kubernetes label selector (`matchLabels` + `matchExpressions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    /// Kubernetes semantics: every term must hold; an empty selector matches all.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let got = labels.get(&r.key);
+                match r.operator {
+                    SelectorOperator::In => got.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::NotIn => !got.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::Exists => got.is_some(),
+                    SelectorOperator::DoesNotExist => got.is_none(),
+                }
+            })
+    }
+}
+
+/// The subset of Istio's ProxyConfig we honour (`defaultConfig`, and the
+/// `proxy.istio.io/config` pod annotation over it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Duration such as `45s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_drain_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_application_until_proxy_starts: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interception_mode: Option<InterceptionMode>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub proxy_metadata: BTreeMap<String, String>,
+}
+
+impl ProxyConfig {
+    /// `over` wins field by field; metadata maps are merged.
+    pub fn overlay(&self, over: &ProxyConfig) -> ProxyConfig {
+        let mut proxy_metadata = self.proxy_metadata.clone();
+        proxy_metadata.extend(over.proxy_metadata.clone());
+        ProxyConfig {
+            concurrency: over.concurrency.or(self.concurrency),
+            drain_duration: over.drain_duration.clone().or(self.drain_duration.clone()),
+            termination_drain_duration: over
+                .termination_drain_duration
+                .clone()
+                .or(self.termination_drain_duration.clone()),
+            hold_application_until_proxy_starts: over
+                .hold_application_until_proxy_starts
+                .or(self.hold_application_until_proxy_starts),
+            interception_mode: over.interception_mode.or(self.interception_mode),
+            proxy_metadata,
+        }
+    }
+
+    pub fn validate(&self, prefix: &str) -> Result<(), MeshConfigError> {
+        for (name, v) in [
+            ("drainDuration", &self.drain_duration),
+            ("terminationDrainDuration", &self.termination_drain_duration),
+        ] {
+            if let Some(d) = v {
+                if !is_duration(d) {
+                    return Err(bad(
+                        &format!("{prefix}.{name}"),
+                        d,
+                        "is not a duration (e.g. 45s, 1m30s, 500ms)",
+                    ));
+                }
+            }
+        }
+        if self.concurrency == Some(0) {
+            // Istio reads 0 as "one worker per CPU"; we accept it.
+        }
+        for k in self.proxy_metadata.keys() {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(bad(
+                    &format!("{prefix}.proxyMetadata"),
+                    k,
+                    "is not an environment variable name ([A-Za-z0-9_]+)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Go-style duration: one or more `<number><unit>` with units ns us ms s m h.
+pub fn is_duration(s: &str) -> bool {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if n == 0 || rest[..n].parse::<f64>().is_err() {
+            return false;
+        }
+        rest = &rest[n..];
+        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .iter()
+            .filter(|u| rest.starts_with(*u))
+            .max_by_key(|u| u.len());
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A Kubernetes quantity (`100m`, `1Gi`, `2`, `1.5`, `1e3`): a decimal number and an
+/// optional suffix.
+pub fn is_quantity(s: &str) -> bool {
+    let s = s.trim();
+    let n = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(n);
+    if num.is_empty() || num.parse::<f64>().is_err() {
+        return false;
+    }
+    const SUFFIXES: [&str; 14] = [
+        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    SUFFIXES.contains(&suffix)
+        || (suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+impl MeshConfig {
+    /// Checks every field that can be wrong in a way serde cannot see. The error
+    /// names the field (dotted camelCase path) and the value.
+    pub fn validate(&self) -> Result<(), MeshConfigError> {
+        if self.images.proxy.trim().is_empty() || self.images.proxy.contains(char::is_whitespace) {
+            return Err(bad(
+                "images.proxy",
+                &self.images.proxy,
+                "must be a non-empty image reference without spaces",
+            ));
+        }
+        for (i, s) in self.images.pull_secrets.iter().enumerate() {
+            if s.is_empty() {
+                return Err(bad(
+                    &format!("images.pullSecrets[{i}]"),
+                    s,
+                    "must be a secret name",
+                ));
+            }
+        }
+        for (kind, map) in [
+            ("requests", &self.proxy.resources.requests),
+            ("limits", &self.proxy.resources.limits),
+        ] {
+            for (name, q) in map {
+                if !is_quantity(q) {
+                    return Err(bad(
+                        &format!("proxy.resources.{kind}.{name}"),
+                        q,
+                        "is not a Kubernetes quantity (e.g. 100m, 128Mi, 2)",
+                    ));
+                }
+            }
+        }
+        const LEVELS: [&str; 7] = [
+            "trace", "debug", "info", "warning", "warn", "error", "critical",
+        ];
+        if !LEVELS.contains(&self.proxy.log_level.as_str()) && self.proxy.log_level != "off" {
+            return Err(bad(
+                "proxy.logLevel",
+                &self.proxy.log_level,
+                "must be one of trace, debug, info, warning, error, critical, off",
+            ));
+        }
+        if self.proxy.readiness_period_seconds == 0 {
+            return Err(bad("proxy.readinessPeriodSeconds", 0, "must be at least 1"));
+        }
+        if self.proxy.readiness_failure_threshold == 0 {
+            return Err(bad(
+                "proxy.readinessFailureThreshold",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let td = &self.trust_domain;
+        if td.is_empty()
+            || !td.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    })
+            })
+        {
+            return Err(bad(
+                "trustDomain",
+                td,
+                "must be a lower-case DNS name such as cluster.local",
+            ));
+        }
+        if !is_dns_label(&self.root_namespace) {
+            return Err(bad(
+                "rootNamespace",
+                &self.root_namespace,
+                "must be a namespace name (lower-case DNS label)",
+            ));
+        }
+        match self.agent_address.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty()
+                    && !host.contains(char::is_whitespace)
+                    && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => {
+                return Err(bad(
+                    "agentAddress",
+                    &self.agent_address,
+                    "must be host:port, e.g. mesh-agent.istio-system.svc:15012",
+                ))
+            }
+        }
+        if self.cluster_id.is_empty() {
+            return Err(bad("clusterId", "", "must not be empty"));
+        }
+        if !self.revision.is_empty() && !is_dns_label(&self.revision) {
+            return Err(bad(
+                "revision",
+                &self.revision,
+                "must be a lower-case DNS label",
+            ));
+        }
+        for (field, sels) in [
+            ("neverInjectSelector", &self.never_inject_selector),
+            ("alwaysInjectSelector", &self.always_inject_selector),
+        ] {
+            for (i, sel) in sels.iter().enumerate() {
+                for (j, r) in sel.match_expressions.iter().enumerate() {
+                    let needs_values =
+                        matches!(r.operator, SelectorOperator::In | SelectorOperator::NotIn);
+                    if needs_values == r.values.is_empty() {
+                        return Err(bad(
+                            &format!("{field}[{i}].matchExpressions[{j}].values"),
+                            format!("{:?}", r.values),
+                            format!(
+                                "operator {:?} {} values",
+                                r.operator,
+                                if needs_values { "needs" } else { "takes no" }
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        self.default_config.validate("defaultConfig")?;
+        let r = &self.redirect;
+        if r.status_port == Some(0) {
+            return Err(bad(
+                "redirect.statusPort",
+                0,
+                "must be 1-65535 (leave it out, or null, for no status port)",
+            ));
+        }
+        for (field, list) in [
+            ("redirect.excludeInboundPorts", &r.exclude_inbound_ports),
+            ("redirect.includeOutboundPorts", &r.include_outbound_ports),
+            ("redirect.excludeOutboundPorts", &r.exclude_outbound_ports),
+        ] {
+            if list.contains(&0) {
+                return Err(bad(field, 0, "port 0 is not a port"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_default_and_valid() {
+        let c: MeshConfig = serde_yaml_ng::from_str("{}").unwrap();
+        assert_eq!(c, MeshConfig::default());
+        c.validate().unwrap();
+        assert_eq!(c.redirect, RedirectDefaults::default());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let y = r#"
+images: {proxy: "reg/mesh:1.0", pullPolicy: Always, pullSecrets: [regcred]}
+proxy:
+  resources: {requests: {cpu: 10m}, limits: {memory: 64Mi, cpu: 2}}
+  logLevel: debug
+cni: {enabled: true}
+nativeSidecars: "off"
+holdApplicationUntilProxyStarts: true
+rewriteAppHTTPProbers: false
+trustDomain: example.org
+agentAddress: agent.mesh.svc:15012
+outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+accessLogFile: /dev/stdout
+accessLogEncoding: JSON
+neverInjectSelector:
+- matchExpressions: [{key: openshift.io/build.name, operator: Exists}]
+alwaysInjectSelector:
+- matchLabels: {inject: always}
+policy: disabled
+defaultConfig: {concurrency: 2, drainDuration: 23s, proxyMetadata: {FOO: bar}}
+redirect: {proxyUid: 1500, interceptionMode: TPROXY, excludeInboundPorts: [22]}
+"#;
+        let c: MeshConfig = serde_yaml_ng::from_str(y).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.native_sidecars, NativeSidecars::Off);
+        assert_eq!(
+            c.proxy.resources.limits["cpu"], "2",
+            "numbers are quantities too"
+        );
+        assert_eq!(c.redirect.proxy_uid, 1500);
+        assert_eq!(c.redirect.status_port, Some(15020), "defaults kept");
+        assert_eq!(c.outbound_traffic_policy.mode, OutboundMode::RegistryOnly);
+        assert!(c.never_inject_selector[0].matches(&BTreeMap::from([(
+            "openshift.io/build.name".into(),
+            "x".into()
+        )])));
+        assert!(!c.always_inject_selector[0].matches(&BTreeMap::new()));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        for y in [
+            "imagez: {}",
+            "images: {proxyy: x}",
+            "redirect: {proxyUID: 1}",
+            "defaultConfig: {tracing: {}}",
+        ] {
+            let e = serde_yaml_ng::from_str::<MeshConfig>(y)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("unknown field"), "{y}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_field_and_value() {
+        let cases: [(&str, &str, &str); 9] = [
+            ("trustDomain: 'Bad Domain'", "trustDomain", "Bad Domain"),
+            ("agentAddress: nohost", "agentAddress", "nohost"),
+            ("agentAddress: 'a:99999'", "agentAddress", "a:99999"),
+            (
+                "proxy: {resources: {requests: {cpu: lots}}}",
+                "proxy.resources.requests.cpu",
+                "lots",
+            ),
+            ("proxy: {logLevel: loud}", "proxy.logLevel", "loud"),
+            ("images: {proxy: ''}", "images.proxy", ""),
+            (
+                "defaultConfig: {drainDuration: soon}",
+                "defaultConfig.drainDuration",
+                "soon",
+            ),
+            (
+                "neverInjectSelector: [{matchExpressions: [{key: a, operator: In}]}]",
+                "neverInjectSelector[0].matchExpressions[0].values",
+                "[]",
+            ),
+            (
+                "rootNamespace: Istio_System",
+                "rootNamespace",
+                "Istio_System",
+            ),
+        ];
+        for (y, field, value) in cases {
+            let c: MeshConfig = serde_yaml_ng::from_str(y).unwrap();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.field, field, "{y}");
+            assert_eq!(e.value, value, "{y}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn quantities_and_durations() {
+        for q in ["100m", "1Gi", "2", "0.5", "1e3", "128974848"] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "lots", "1GB", "m"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+        for d in ["23s", "1m30s", "500ms", "1.5h"] {
+            assert!(is_duration(d), "{d}");
+        }
+        for d in ["", "23", "s", "1x"] {
+            assert!(!is_duration(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn proxy_config_overlay() {
+        let base = ProxyConfig {
+            concurrency: Some(2),
+            proxy_metadata: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "1".into())]),
+            ..Default::default()
+        };
+        let over = ProxyConfig {
+            hold_application_until_proxy_starts: Some(true),
+            proxy_metadata: BTreeMap::from([("B".into(), "2".into())]),
+            ..Default::default()
+        };
+        let m = base.overlay(&over);
+        assert_eq!(m.concurrency, Some(2));
+        assert_eq!(m.hold_application_until_proxy_starts, Some(true));
+        assert_eq!(m.proxy_metadata["B"], "2");
+        assert_eq!(m.proxy_metadata["A"], "1");
+    }
+}

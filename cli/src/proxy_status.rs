@@ -1,0 +1,194 @@
+//! `meshctl proxy-status`: one row per proxy connected to each agent, from the
+//! agents' `/debug/syncz` — name, namespace, agent, version sent and acknowledged,
+//! and SYNCED / STALE / NOT SENT / ERROR (with the proxy's rejection reason).
+
+use anyhow::{bail, Context};
+use mesh_api::syncapi::Syncz;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Debug address of an agent (host:port); repeat for several agents.
+    #[arg(long = "agent", default_value = "127.0.0.1:15014")]
+    agents: Vec<String>,
+    /// Only proxies of this namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for a in &args.agents {
+        all.push(fetch(a).with_context(|| format!("querying agent {a}"))?);
+    }
+    if let Some(ns) = &args.namespace {
+        for z in &mut all {
+            z.proxies.retain(|p| &p.namespace == ns);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        print!("{}", render(&all));
+    }
+    Ok(())
+}
+
+/// GET /debug/syncz over plain HTTP/1.1 (the debug port is loopback-only).
+fn fetch(addr: &str) -> anyhow::Result<Syncz> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /debug/syncz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8(buf).context("response is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200 ") {
+        bail!("agent answered {status:?}");
+    }
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body)
+        .with_context(|| format!("agent sent invalid syncz JSON: {body:.200}"))
+}
+
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("bad chunk")?;
+        let n = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).context("short chunk")?);
+        body = rest.get(n + 2..).context("short chunk")?;
+    }
+}
+
+/// The table, columns padded to their widest cell.
+pub fn render(agents: &[Syncz]) -> String {
+    let v = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let mut rows = vec![[
+        "NAME",
+        "NAMESPACE",
+        "AGENT",
+        "VERSION SENT",
+        "VERSION ACKED",
+        "STATUS",
+    ]
+    .map(String::from)];
+    for z in agents {
+        for p in &z.proxies {
+            let status = match &p.reason {
+                Some(r) => format!("{} ({r})", p.status),
+                None => p.status.clone(),
+            };
+            rows.push([
+                p.name.clone(),
+                p.namespace.clone(),
+                p.agent.clone(),
+                v(p.version_sent),
+                v(p.version_acked),
+                status,
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_api::syncapi::ProxyStatus;
+
+    fn sample() -> Syncz {
+        let row = |name: &str, status: &str, sent, acked, reason: Option<&str>| ProxyStatus {
+            name: name.into(),
+            namespace: "shop".into(),
+            agent: "mesh-agent-0".into(),
+            version_sent: sent,
+            version_acked: acked,
+            status: status.into(),
+            reason: reason.map(Into::into),
+        };
+        Syncz {
+            agent: "mesh-agent-0".into(),
+            version: 12,
+            proxies: vec![
+                row("web-1", "SYNCED", Some(12), Some(12), None),
+                row(
+                    "web-2",
+                    "ERROR",
+                    Some(12),
+                    Some(11),
+                    Some("listener conflict"),
+                ),
+                row("web-3", "NOT SENT", None, None, None),
+            ],
+            rejected: vec![],
+        }
+    }
+
+    #[test]
+    fn table_matches_istioctl_style() {
+        assert_eq!(
+            render(&[sample()]),
+            "NAME    NAMESPACE   AGENT          VERSION SENT   VERSION ACKED   STATUS\n\
+             web-1   shop        mesh-agent-0   12             12              SYNCED\n\
+             web-2   shop        mesh-agent-0   12             11              ERROR (listener conflict)\n\
+             web-3   shop        mesh-agent-0   -              -               NOT SENT\n"
+        );
+    }
+
+    #[test]
+    fn fetches_syncz_over_http() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let body = serde_json::to_string(&sample()).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).unwrap();
+            assert!(String::from_utf8_lossy(&req[..n]).starts_with("GET /debug/syncz HTTP/1.1"));
+            let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{chunked}"
+            )
+            .unwrap();
+        });
+        let z = fetch(&addr).unwrap();
+        server.join().unwrap();
+        assert_eq!(z, sample());
+        assert!(fetch("127.0.0.1:1").is_err());
+    }
+}

@@ -1,4 +1,0 @@
-//! placeholder
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
-}

@@ -1,0 +1,305 @@
+//! The files source end to end through the pipeline: real files, real inotify.
+//! Every wait polls a condition with a deadline; nothing sleeps for readiness.
+
+use mesh_agent::compile::{Settings, Snapshot};
+use mesh_agent::server::pipeline;
+use mesh_agent::source::files::FilesSource;
+use mesh_agent::source::Source;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+const MESH: &str = include_str!("fixtures/mesh.yaml");
+const ISTIO: &str = include_str!("fixtures/istio.yaml");
+
+struct Harness {
+    snaps: watch::Receiver<Arc<Snapshot>>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Harness {
+    fn start(dir: &Path) -> Self {
+        let shutdown = CancellationToken::new();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (snap_tx, snaps) = watch::channel(Arc::new(Snapshot::default()));
+        let src = Box::new(FilesSource {
+            dir: dir.to_path_buf(),
+            debounce: Duration::from_millis(30),
+        });
+        tokio::spawn(src.run(ev_tx, shutdown.clone()));
+        tokio::spawn(pipeline::run(
+            ev_rx,
+            Arc::new(Settings::default()),
+            snap_tx,
+            Duration::from_millis(30),
+            shutdown.clone(),
+        ));
+        Harness { snaps, shutdown }
+    }
+
+    /// Waits (bounded) until `f` holds for the latest snapshot; returns how long it took.
+    async fn until(&mut self, what: &str, f: impl Fn(&Snapshot) -> bool) -> Duration {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(5);
+        loop {
+            if f(&self.snaps.borrow_and_update()) {
+                return start.elapsed();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero()
+                || tokio::time::timeout(left, self.snaps.changed())
+                    .await
+                    .is_err()
+            {
+                let s = self.snaps.borrow();
+                panic!(
+                    "timed out waiting for {what}; services {:?}, rejected {:?}",
+                    s.services.keys().collect::<Vec<_>>(),
+                    s.rejected
+                );
+            }
+        }
+    }
+}
+
+fn endpoints(s: &Snapshot, host: &str) -> Vec<(String, bool)> {
+    s.services
+        .get(host)
+        .map(|x| {
+            x.endpoints
+                .iter()
+                .map(|e| (e.address.clone(), e.ready))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_modify_delete_of_each_kind_reaches_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("nested/deeper")).unwrap();
+    std::fs::write(dir.path().join("nested/mesh.yaml"), MESH).unwrap();
+    std::fs::write(dir.path().join("nested/deeper/istio.yml"), ISTIO).unwrap();
+    let mut h = Harness::start(dir.path());
+    h.until("initial load", |s| {
+        s.services.len() == 4 && s.virtual_services.len() == 1
+    })
+    .await;
+
+    // Service: add, modify (port), delete.
+    let svc = |port: u16| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  selector: {{app: cart}}\n  ports: [{{name: http, port: {port}}}]\n")
+    };
+    let f = dir.path().join("cart.yaml");
+    std::fs::write(&f, svc(80)).unwrap();
+    let took = h
+        .until("service added", |s| {
+            s.services
+                .get("cart.shop.svc.cluster.local")
+                .is_some_and(|x| x.ports[0].port == 80)
+        })
+        .await;
+    assert!(took < Duration::from_secs(1), "change took {took:?}");
+    std::fs::write(&f, svc(8080)).unwrap();
+    h.until("service modified", |s| {
+        s.services
+            .get("cart.shop.svc.cluster.local")
+            .is_some_and(|x| x.ports[0].port == 8080)
+    })
+    .await;
+
+    // Pod: endpoints follow a pod matching the selector (no EndpointSlice for cart).
+    let pod = |ready: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: cart-1, namespace: shop, labels: {{app: cart}}}}\nspec:\n  containers: [{{name: c, image: c}}]\nstatus:\n  podIP: 10.9.0.1\n  conditions: [{{type: Ready, status: \"{ready}\"}}]\n")
+    };
+    let pf = dir.path().join("cart-pod.yaml");
+    std::fs::write(&pf, pod("True")).unwrap();
+    h.until("pod endpoint", |s| {
+        endpoints(s, "cart.shop.svc.cluster.local") == [("10.9.0.1".to_string(), true)]
+    })
+    .await;
+    std::fs::write(&pf, pod("False")).unwrap();
+    h.until("pod not ready", |s| {
+        endpoints(s, "cart.shop.svc.cluster.local") == [("10.9.0.1".to_string(), false)]
+    })
+    .await;
+
+    // EndpointSlice: takes over from pods when present, and back when deleted.
+    let slice = |ip: &str| {
+        format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: cart-x, namespace: shop, labels: {{kubernetes.io/service-name: cart}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n- addresses: [{ip}]\n")
+    };
+    let sf = dir.path().join("cart-slice.yaml");
+    std::fs::write(&sf, slice("10.9.9.9")).unwrap();
+    h.until("slice endpoint", |s| {
+        endpoints(s, "cart.shop.svc.cluster.local") == [("10.9.9.9".to_string(), true)]
+    })
+    .await;
+    std::fs::write(&sf, slice("10.9.9.8")).unwrap();
+    h.until("slice modified", |s| {
+        endpoints(s, "cart.shop.svc.cluster.local") == [("10.9.9.8".to_string(), true)]
+    })
+    .await;
+    std::fs::remove_file(&sf).unwrap();
+    h.until("slice deleted", |s| {
+        endpoints(s, "cart.shop.svc.cluster.local") == [("10.9.0.1".to_string(), false)]
+    })
+    .await;
+    std::fs::remove_file(&pf).unwrap();
+    h.until("pod deleted", |s| {
+        endpoints(s, "cart.shop.svc.cluster.local").is_empty()
+    })
+    .await;
+    std::fs::remove_file(&f).unwrap();
+    h.until("service deleted", |s| {
+        !s.services.contains_key("cart.shop.svc.cluster.local")
+    })
+    .await;
+
+    // Each Istio kind: add, modify, delete; observed through the snapshot lists.
+    type Pick = fn(&Snapshot) -> Vec<String>;
+    let kinds: Vec<(&str, &str, &str, Pick)> = vec![
+        ("networking.istio.io/v1", "VirtualService", "spec: {hosts: [web], http: [{timeout: 1s, route: [{destination: {host: web}}]}]}", |s| s.virtual_services.iter().map(|a| format!("{}:{:?}", a.key.name, a.vs().http[0].timeout)).collect()),
+        ("networking.istio.io/v1beta1", "DestinationRule", "spec: {host: web, trafficPolicy: {connectionPool: {tcp: {connectTimeout: 1s}}}}", |s| s.destination_rules.iter().map(|a| format!("{}:{:?}", a.key.name, a.dr().traffic_policy.as_ref().and_then(|t| t.connection_pool.as_ref()?.tcp.as_ref()?.connect_timeout.clone()))).collect()),
+        ("networking.istio.io/v1alpha3", "Gateway", "spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"1s.example.com\"]}]}", |s| s.gateways.iter().map(|a| format!("{}:{}", a.key.name, a.gateway().servers[0].hosts[0])).collect()),
+        ("networking.istio.io/v1", "Sidecar", "spec: {egress: [{hosts: [\"./1s.example.com\"]}]}", |s| s.sidecars.iter().map(|a| format!("{}:{}", a.key.name, a.sidecar().egress[0].hosts[0])).collect()),
+        ("security.istio.io/v1", "AuthorizationPolicy", "spec: {rules: [{to: [{operation: {paths: [\"/1s\"]}}]}]}", |s| s.authorization_policies.iter().filter(|a| a.key.name == "k").map(|a| format!("{}:{}", a.key.name, a.ap().rules[0].to[0].operation.paths[0])).collect()),
+    ];
+    for (api, kind, spec, pick) in kinds {
+        let f = dir.path().join(format!("kind-{kind}.yaml"));
+        let doc = |spec: &str| {
+            format!(
+                "apiVersion: {api}\nkind: {kind}\nmetadata: {{name: k, namespace: shop}}\n{spec}\n"
+            )
+        };
+        let before = pick(&h.snaps.borrow());
+        std::fs::write(&f, doc(spec)).unwrap();
+        h.until(&format!("{kind} added"), |s| {
+            pick(s)
+                .iter()
+                .any(|x| x.starts_with("k:") && x.contains("1s"))
+        })
+        .await;
+        std::fs::write(&f, doc(&spec.replace("1s", "2s"))).unwrap();
+        h.until(&format!("{kind} modified"), |s| {
+            pick(s)
+                .iter()
+                .any(|x| x.starts_with("k:") && x.contains("2s"))
+        })
+        .await;
+        std::fs::remove_file(&f).unwrap();
+        h.until(&format!("{kind} deleted"), |s| pick(s) == before)
+            .await;
+    }
+    // ServiceEntry and PeerAuthentication, whose effects are a service and a mode.
+    let f = dir.path().join("se.yaml");
+    let se = |port: u16| {
+        format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext, namespace: shop}}\nspec:\n  hosts: [ext.example.com]\n  ports: [{{number: {port}, name: tcp, protocol: TCP}}]\n")
+    };
+    std::fs::write(&f, se(1000)).unwrap();
+    h.until("SE added", |s| {
+        s.services
+            .get("ext.example.com")
+            .is_some_and(|x| x.ports[0].port == 1000)
+    })
+    .await;
+    std::fs::write(&f, se(2000)).unwrap();
+    h.until("SE modified", |s| {
+        s.services
+            .get("ext.example.com")
+            .is_some_and(|x| x.ports[0].port == 2000)
+    })
+    .await;
+    std::fs::remove_file(&f).unwrap();
+    h.until("SE deleted", |s| {
+        !s.services.contains_key("ext.example.com")
+    })
+    .await;
+    // Deleting the folder with the Istio fixture drops its resources.
+    std::fs::remove_dir_all(dir.path().join("nested/deeper")).unwrap();
+    h.until("folder deleted", |s| {
+        s.virtual_services.is_empty()
+            && s.peer_authentications.is_empty()
+            && !s.services.contains_key("api.payments.example")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_half_written_files_keep_the_last_good_content() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let good = dir.path().join("istio.yaml");
+    std::fs::write(&good, ISTIO).unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n",
+    )
+    .unwrap();
+    let mut h = Harness::start(dir.path());
+    let broken = format!(
+        "{}",
+        dir.path()
+            .canonicalize()
+            .unwrap()
+            .join("broken.yaml")
+            .display()
+    );
+    h.until("initial load with a broken file", |s| {
+        s.services.len() == 4
+            && s.rejected.iter().any(|r| {
+                r.resource == broken
+                    && r.errors[0].starts_with(&format!("{broken}:5: did not find expected"))
+            })
+    })
+    .await;
+    // A half-written version of a good file: cut inside a flow mapping.
+    let cut = ISTIO.find("trafficPolicy: {tls: {mode").unwrap() + 20;
+    std::fs::write(&good, &ISTIO[..cut]).unwrap();
+    let good_s = format!(
+        "{}",
+        dir.path()
+            .canonicalize()
+            .unwrap()
+            .join("istio.yaml")
+            .display()
+    );
+    h.until("half write reported", |s| {
+        s.rejected.iter().any(|r| r.resource == good_s)
+    })
+    .await;
+    let s = h.snaps.borrow().clone();
+    assert_eq!(
+        s.virtual_services.len(),
+        1,
+        "last good content of istio.yaml stays applied"
+    );
+    assert_eq!(s.destination_rules.len(), 1);
+    // The completed write applies, and fixing the broken file clears its rejection.
+    std::fs::write(
+        &good,
+        ISTIO
+            .replace("weight: 90", "weight: 80")
+            .replace("weight: 10", "weight: 20"),
+    )
+    .unwrap();
+    h.until("completed write applied", |s| {
+        !s.rejected.iter().any(|r| r.resource == good_s)
+            && s.virtual_services
+                .first()
+                .is_some_and(|v| v.vs().http[0].route[0].weight == Some(80))
+    })
+    .await;
+    std::fs::write(dir.path().join("broken.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: fixed, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n").unwrap();
+    h.until("fixed file applied", |s| {
+        s.rejected.is_empty() && s.services.contains_key("fixed.shop.svc.cluster.local")
+    })
+    .await;
+}
