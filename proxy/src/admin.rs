@@ -20,6 +20,7 @@ use crate::shared::Shared;
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub probers: Arc<Probers>,
+    pub app_metrics: Option<Arc<crate::app_metrics::AppMetrics>>,
     pub quit: Arc<tokio::sync::Notify>,
 }
 
@@ -44,6 +45,33 @@ async fn prometheus(State(s): State<AdminState>) -> Response {
             "text/plain; version=0.0.4",
         )],
         s.shared.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The status port's metrics: the sidecar's own, followed by the app's when its
+/// original `prometheus.io/*` annotations (saved by the injector in
+/// `ISTIO_PROMETHEUS_ANNOTATIONS`) ask for scraping, so one scrape of 15020
+/// works even when mTLS keeps Prometheus away from the app's port.
+async fn merged_prometheus(State(s): State<AdminState>) -> Response {
+    let mut body = s.shared.metrics.render();
+    if let Some(app) = &s.app_metrics {
+        match app.fetch().await {
+            Ok(text) => {
+                body.push_str(&text);
+                if !body.ends_with('\n') {
+                    body.push('\n');
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "app metrics not merged"),
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
     )
         .into_response()
 }
@@ -131,7 +159,7 @@ pub fn prometheus_router(st: AdminState) -> Router {
 
 pub fn status_router(st: AdminState) -> Router {
     Router::new()
-        .route("/stats/prometheus", get(prometheus))
+        .route("/stats/prometheus", get(merged_prometheus))
         .route("/healthz/ready", get(ready))
         .route(
             "/app-health/{container}/{kind}",

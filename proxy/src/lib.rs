@@ -15,6 +15,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app_metrics;
 pub mod app_probe;
 pub mod config;
 pub mod detect;
@@ -65,6 +66,7 @@ pub struct Bound {
 pub struct Proxy {
     shared: Arc<Shared>,
     probers: Arc<Probers>,
+    app_metrics: Option<Arc<app_metrics::AppMetrics>>,
     outbound: TcpListener,
     inbound: TcpListener,
     admin: TcpListener,
@@ -85,6 +87,15 @@ async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
 impl Proxy {
     /// Binds every listener. `probers` are the app probes (`ISTIO_KUBE_APP_PROBERS`).
     pub async fn bind(cfg: Config, probers: Probers) -> std::io::Result<Proxy> {
+        Proxy::bind_with(cfg, probers, None).await
+    }
+
+    /// Like [`Proxy::bind`], also merging the app's metrics into the status port.
+    pub async fn bind_with(
+        cfg: Config,
+        probers: Probers,
+        app_metrics: Option<app_metrics::AppMetrics>,
+    ) -> std::io::Result<Proxy> {
         Ok(Proxy {
             outbound: bind(cfg.outbound, "outbound").await?,
             inbound: bind(cfg.inbound, "inbound").await?,
@@ -94,6 +105,7 @@ impl Proxy {
             status: bind(cfg.status, "status").await?,
             shared: Shared::new(cfg),
             probers: Arc::new(probers),
+            app_metrics: app_metrics.map(Arc::new),
         })
     }
 
@@ -139,6 +151,7 @@ impl Proxy {
         let st = AdminState {
             shared: shared.clone(),
             probers: self.probers,
+            app_metrics: self.app_metrics,
             quit: quit.clone(),
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

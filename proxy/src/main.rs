@@ -56,6 +56,15 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    let app_metrics = match mesh_proxy::app_metrics::AppMetrics::from_env_value(
+        &std::env::var("ISTIO_PROMETHEUS_ANNOTATIONS").unwrap_or_default(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("mesh-proxy: invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
     let rt = if cfg.concurrency == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -67,7 +76,7 @@ fn main() -> anyhow::Result<()> {
             .build()?
     };
     rt.block_on(async move {
-        let proxy = Proxy::bind(cfg, probers).await?;
+        let proxy = Proxy::bind_with(cfg, probers, app_metrics).await?;
         let b = proxy.bound();
         println!(
             "mesh-proxy bound outbound={} inbound={} admin={} health={} prometheus={} status={}",

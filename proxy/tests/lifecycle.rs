@@ -229,3 +229,55 @@ fn app_probes_run_through_the_status_port() {
     );
     assert_eq!(code("/app-health/other/livez"), "404");
 }
+
+#[test]
+fn status_port_merges_the_apps_metrics() {
+    let node = Node::new().unwrap();
+    let pod = node.add_pod("metrics-0", "default").unwrap();
+    let dir = ViewDir::new();
+    let path = dir.write(&ProxyView {
+        version: 1,
+        ..Default::default()
+    });
+    // The echo app answers every path with JSON; its "metrics" are that text.
+    let _echo = start_echo(&pod, "v1");
+    let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
+    let ann =
+        r#"ISTIO_PROMETHEUS_ANNOTATIONS={"scrape":"true","port":"8080","path":"/app-metrics"}"#;
+    let mut p = pod
+        .spawn(
+            PROXY,
+            &["env", ann, proxy, "--view-file", path.to_str().unwrap()],
+        )
+        .unwrap();
+    p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
+        .unwrap();
+    wait_ready(&pod);
+    let out = pod
+        .exec(
+            0,
+            &[
+                "curl",
+                "-s",
+                &format!("http://{}:15020/stats/prometheus", pod.ip()),
+            ],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# TYPE istio_requests_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"path\":\"/app-metrics\""),
+        "the app's answer is appended: {text}"
+    );
+    // 15090 stays the sidecar's own.
+    let own = pod
+        .exec(
+            0,
+            &["curl", "-s", "http://127.0.0.1:15090/stats/prometheus"],
+        )
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&own.stdout).contains("app-metrics"));
+}
