@@ -1,11 +1,12 @@
 //! The load generator (our own, wrk2-style; see the README for why not `oha`).
 //!
 //! Open loop: `conns` connections share a fixed total rate; connection `i` has
-//! its own schedule `start + (i/conns + k) * conns/rate`, and every latency is
-//! measured from the request's *intended* send time, not from when it was
-//! actually sent. A stall therefore shows up in the latency of every request
-//! that should have gone out during it (coordinated-omission correction),
-//! instead of silently lowering the rate. Closed loop (`rate` = None) sends the
+//! its own schedule `start + (i/conns + k) * conns/rate`. A request that falls
+//! due while its connection still waits for the previous answer is timed from
+//! its *intended* send time, so a stall shows up in the latency of every
+//! request that should have gone out during it (coordinated-omission
+//! correction) instead of silently lowering the rate; a request on an idle
+//! connection is timed from when it was sent. Closed loop (`rate` = None) sends the
 //! next request as soon as the previous answer arrived, for saturation.
 //!
 //! Every loop is bounded: nothing is scheduled after `warmup + duration`, each
@@ -170,6 +171,7 @@ async fn conn_loop(
     let hard_deadline = end + spec.timeout;
     let mut client = Client::None;
     let mut k: u32 = 0;
+    let mut prev_done = start;
     loop {
         let intended = match (interval, offset) {
             (Some(iv), Some(off)) => start + off + iv * k,
@@ -180,26 +182,44 @@ async fn conn_loop(
             return;
         }
         tokio::time::sleep_until(intended).await;
+        // Coordinated-omission correction: a request that was due while this
+        // connection still waited for the previous answer is timed from when it
+        // was due. On an idle connection it is timed from when it was sent, so
+        // the timer's wake-up lateness (tokio's timer has 1 ms granularity) is
+        // not charged to the system under test.
+        let from = if prev_done > intended {
+            intended
+        } else {
+            Instant::now()
+        };
         let res = tokio::time::timeout(spec.timeout, client.request(spec))
             .await
             .unwrap_or_else(|_| Err(format!("timed out after {:?}", spec.timeout)));
         let done = Instant::now();
+        prev_done = done;
         if res.is_err() {
             client = Client::None;
         }
         if intended < measure_at {
             continue;
         }
-        let mut st = stats.borrow_mut();
-        match res {
-            Ok(()) => st.lat.push((done - intended).as_nanos() as u64),
-            Err(e) => {
-                st.errors += 1;
-                st.first_error.get_or_insert(e);
-                drop(st);
-                // Do not spin on a refused connection.
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        let failed = {
+            let mut st = stats.borrow_mut();
+            match res {
+                Ok(()) => {
+                    st.lat.push((done - from).as_nanos() as u64);
+                    false
+                }
+                Err(e) => {
+                    st.errors += 1;
+                    st.first_error.get_or_insert(e);
+                    true
+                }
             }
+        };
+        if failed {
+            // Do not spin on a refused connection.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -88,7 +88,19 @@ pub fn write_results(
         if raw.interrupted { "- **interrupted: partial results**\n" } else { "" }
     );
     let md = dir.join("results.md");
-    std::fs::write(&md, markdown(&sums, &header))?;
+    let headline = plan
+        .scenarios
+        .iter()
+        .find(|s| s.name == crate::run::HEADLINE)
+        .map(|s| {
+            format!(
+                "HTTP/1.1, 1 KB responses, {} connections, {} req/s",
+                s.conns,
+                s.rate.unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    std::fs::write(&md, markdown(&sums, &header, &headline))?;
     let svg = dir.join("chart.svg");
     std::fs::write(
         &svg,

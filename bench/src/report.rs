@@ -148,6 +148,7 @@ fn headline_rows(sums: &[Summary]) -> Vec<Row> {
     let names = ["p50", "p90", "p99", "p99.9"];
     let lat_names = ["latency p50", "latency p90", "latency p99", "latency p99.9"];
     let add_names = ["added p50", "added p90", "added p99", "added p99.9"];
+    #[allow(clippy::needless_range_loop)] // `i` indexes four parallel arrays
     for i in 0..4 {
         let cell = |v| {
             h(v).map(|s| ms(s.latency_us[i]))
@@ -190,7 +191,8 @@ fn headline_rows(sums: &[Summary]) -> Vec<Row> {
         ratio: r,
         goal: goal_le(r, 0.4),
     });
-    let rss_rows: [(&'static str, fn(&Summary) -> Option<u64>, Option<u64>); 3] = [
+    type RssRow = (&'static str, fn(&Summary) -> Option<u64>, Option<u64>);
+    let rss_rows: [RssRow; 3] = [
         ("RSS per sidecar, idle", |s| s.rss_idle, Some(8)),
         ("RSS per sidecar, under load", |s| s.rss_load, Some(16)),
         ("RSS per sidecar, after load", |s| s.rss_after, None),
@@ -255,9 +257,9 @@ fn goal_ge(r: Option<f64>, min: f64) -> String {
 }
 
 /// The Markdown report.
-pub fn markdown(sums: &[Summary], header: &str) -> String {
+pub fn markdown(sums: &[Summary], header: &str, headline: &str) -> String {
     let mut md = String::from(header);
-    md += "\n## Headline: HTTP/1.1, 1 KB responses, 16 connections, 1000 req/s, both sidecars, mTLS off\n\n";
+    md += &format!("\n## Headline: {headline}, both sidecars, mTLS off\n\n");
     md += "| figure | direct | Envoy 1.40 | mesh-proxy | mesh-proxy ÷ Envoy | goal |\n|---|---:|---:|---:|---:|---|\n";
     for r in headline_rows(sums) {
         let ratio = r
