@@ -21,8 +21,8 @@ struct Panel<'a> {
     fmt: fn(f64) -> String,
 }
 
-const TOP: f64 = 60.0;
-const H: f64 = 250.0;
+const TOP: f64 = 72.0;
+const H: f64 = 240.0;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
