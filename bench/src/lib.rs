@@ -1,0 +1,24 @@
+//! `mesh-bench`: mesh-proxy vs Envoy 1.40 vs a direct connection, on real pods
+//! (network namespaces wired by the CNI plugins, redirect rules by `mesh-cni`),
+//! measured in one interleaved run and written out as JSON, Markdown and SVG.
+//!
+//! [`server`] is the app, [`load`] the load generator (both run inside pods as
+//! subcommands of the same binary), [`topology`] builds a variant, [`run`]
+//! drives the plan, [`report`] and [`svg`] write the results.
+
+pub mod envoy;
+pub mod load;
+mod output;
+pub mod procstat;
+pub mod report;
+pub mod run;
+pub mod server;
+pub mod svg;
+pub mod topology;
+
+pub use output::{write_results, Meta};
+
+/// This program's own path (it is also the app and the load generator).
+pub fn self_exe() -> std::io::Result<std::path::PathBuf> {
+    std::env::current_exe()
+}

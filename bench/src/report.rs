@@ -1,0 +1,318 @@
+//! Turns the raw runs into medians per (scenario, variant), added latency over
+//! `direct`, the mesh-proxy ÷ Envoy ratios against the goals, and the
+//! Markdown table.
+
+use serde::{Deserialize, Serialize};
+
+use crate::run::{Raw, HEADLINE, SATURATION};
+use crate::topology::Variant;
+
+/// Medians over the repetitions of one scenario on one variant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub variant: Option<Variant>,
+    pub runs: usize,
+    pub rps: f64,
+    pub errors: u64,
+    /// p50, p90, p99, p99.9 in microseconds.
+    pub latency_us: [f64; 4],
+    /// Latency minus direct's, per percentile (µs).
+    pub added_us: Option<[f64; 4]>,
+    /// Both sidecars' CPU seconds per 1000 requests.
+    pub cpu_s_per_1000: Option<f64>,
+    /// Requests per second per sidecar CPU-second (both sidecars summed).
+    pub req_per_cpu_s: Option<f64>,
+    /// RSS of the larger sidecar: idle, peak under load, after load (bytes).
+    pub rss_idle: Option<u64>,
+    pub rss_load: Option<u64>,
+    pub rss_after: Option<u64>,
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn summarize(raw: &Raw) -> Vec<Summary> {
+    let mut keys: Vec<(String, Variant)> = Vec::new();
+    for r in &raw.runs {
+        if !keys.contains(&(r.scenario.clone(), r.variant)) {
+            keys.push((r.scenario.clone(), r.variant));
+        }
+    }
+    let mut out: Vec<Summary> = keys
+        .iter()
+        .map(|(sc, v)| {
+            let runs: Vec<_> = raw
+                .runs
+                .iter()
+                .filter(|r| &r.scenario == sc && r.variant == *v)
+                .collect();
+            let lat = |f: fn(&crate::load::Percentiles) -> f64| {
+                median(runs.iter().map(|r| f(&r.load.latency_us)).collect())
+            };
+            let side: Vec<_> = runs.iter().filter_map(|r| r.sidecars.as_ref()).collect();
+            let opt = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+            let idle = raw
+                .idle
+                .iter()
+                .find(|i| i.variant == *v)
+                .map(|i| i.rss[0].max(i.rss[1]));
+            Summary {
+                scenario: sc.clone(),
+                variant: Some(*v),
+                runs: runs.len(),
+                rps: median(runs.iter().map(|r| r.load.rps).collect()),
+                errors: runs.iter().map(|r| r.load.errors).sum(),
+                latency_us: [
+                    lat(|p| p.p50),
+                    lat(|p| p.p90),
+                    lat(|p| p.p99),
+                    lat(|p| p.p999),
+                ],
+                added_us: None,
+                cpu_s_per_1000: opt(side.iter().map(|s| s.cpu_s_per_1000).collect()),
+                req_per_cpu_s: opt(side
+                    .iter()
+                    .map(|s| 1000.0 / s.cpu_s_per_1000.max(1e-9))
+                    .collect()),
+                rss_idle: idle,
+                rss_load: opt(side
+                    .iter()
+                    .map(|s| s.rss_load_peak[0].max(s.rss_load_peak[1]) as f64)
+                    .collect())
+                .map(|b| b as u64),
+                rss_after: opt(side
+                    .iter()
+                    .map(|s| s.rss_after[0].max(s.rss_after[1]) as f64)
+                    .collect())
+                .map(|b| b as u64),
+            }
+        })
+        .collect();
+    let direct: Vec<(String, [f64; 4])> = out
+        .iter()
+        .filter(|s| s.variant == Some(Variant::Direct))
+        .map(|s| (s.scenario.clone(), s.latency_us))
+        .collect();
+    for s in &mut out {
+        if let Some((_, d)) = direct.iter().find(|(sc, _)| *sc == s.scenario) {
+            let l = s.latency_us;
+            s.added_us = Some([l[0] - d[0], l[1] - d[1], l[2] - d[2], l[3] - d[3]]);
+        }
+    }
+    out
+}
+
+pub fn find<'a>(sums: &'a [Summary], scenario: &str, v: Variant) -> Option<&'a Summary> {
+    sums.iter()
+        .find(|s| s.scenario == scenario && s.variant == Some(v))
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.3} ms", us / 1000.0)
+}
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / 1048576.0)
+}
+fn ratio(m: Option<f64>, e: Option<f64>) -> Option<f64> {
+    match (m, e) {
+        (Some(m), Some(e)) if e.abs() > f64::EPSILON => Some(m / e),
+        _ => None,
+    }
+}
+
+struct Row {
+    figure: &'static str,
+    cells: [String; 3],
+    ratio: Option<f64>,
+    goal: String,
+}
+
+/// The headline table: one row per figure, one column per variant, the
+/// mesh-proxy ÷ Envoy ratio and the goal with whether it is met.
+fn headline_rows(sums: &[Summary]) -> Vec<Row> {
+    let vs = [Variant::Direct, Variant::Envoy, Variant::MeshProxy];
+    let h = |v| find(sums, HEADLINE, v);
+    let sat = |v| find(sums, SATURATION, v);
+    let mut rows = Vec::new();
+    let names = ["p50", "p90", "p99", "p99.9"];
+    let lat_names = ["latency p50", "latency p90", "latency p99", "latency p99.9"];
+    let add_names = ["added p50", "added p90", "added p99", "added p99.9"];
+    #[allow(clippy::needless_range_loop)] // `i` indexes four parallel arrays
+    for i in 0..4 {
+        let cell = |v| {
+            h(v).map(|s| ms(s.latency_us[i]))
+                .unwrap_or_else(|| "–".into())
+        };
+        rows.push(Row {
+            figure: lat_names[i],
+            cells: vs.map(cell),
+            ratio: ratio(
+                h(Variant::MeshProxy).map(|s| s.latency_us[i]),
+                h(Variant::Envoy).map(|s| s.latency_us[i]),
+            ),
+            goal: String::new(),
+        });
+    }
+    for i in 0..4 {
+        let get = |v| h(v).and_then(|s| s.added_us).map(|a| a[i]);
+        let r = ratio(get(Variant::MeshProxy), get(Variant::Envoy));
+        let goal = if names[i] == "p50" || names[i] == "p99" {
+            goal_le(r, 0.5)
+        } else {
+            String::new()
+        };
+        rows.push(Row {
+            figure: add_names[i],
+            cells: vs.map(|v| get(v).map(ms).unwrap_or_else(|| "–".into())),
+            ratio: r,
+            goal,
+        });
+    }
+    let cpu = |v| h(v).and_then(|s| s.cpu_s_per_1000);
+    let r = ratio(cpu(Variant::MeshProxy), cpu(Variant::Envoy));
+    rows.push(Row {
+        figure: "sidecar CPU s / 1000 req (both)",
+        cells: vs.map(|v| {
+            cpu(v)
+                .map(|c| format!("{c:.4}"))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: r,
+        goal: goal_le(r, 0.4),
+    });
+    type RssRow = (&'static str, fn(&Summary) -> Option<u64>, Option<u64>);
+    let rss_rows: [RssRow; 3] = [
+        ("RSS per sidecar, idle", |s| s.rss_idle, Some(8)),
+        ("RSS per sidecar, under load", |s| s.rss_load, Some(16)),
+        ("RSS per sidecar, after load", |s| s.rss_after, None),
+    ];
+    for (figure, f, cap) in rss_rows {
+        let get = |v| h(v).and_then(f);
+        let r = ratio(
+            get(Variant::MeshProxy).map(|b| b as f64),
+            get(Variant::Envoy).map(|b| b as f64),
+        );
+        let mut goal = goal_le(r, 0.3);
+        if let (Some(cap), Some(m)) = (cap, get(Variant::MeshProxy)) {
+            let ok = m <= cap * 1048576;
+            goal += &format!("; ≤ {cap} MiB: {}", if ok { "met" } else { "**missed**" });
+        }
+        rows.push(Row {
+            figure,
+            cells: vs.map(|v| get(v).map(mib).unwrap_or_else(|| "–".into())),
+            ratio: r,
+            goal,
+        });
+    }
+    let rps = |v| sat(v).map(|s| s.rps);
+    let r = ratio(rps(Variant::MeshProxy), rps(Variant::Envoy));
+    rows.push(Row {
+        figure: "saturation req/s (closed loop, 16 conns)",
+        cells: vs.map(|v| {
+            rps(v)
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: r,
+        goal: goal_ge(r, 2.0),
+    });
+    let eff = |v| sat(v).and_then(|s| s.req_per_cpu_s);
+    rows.push(Row {
+        figure: "saturation req per sidecar CPU-second",
+        cells: vs.map(|v| {
+            eff(v)
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: ratio(eff(Variant::MeshProxy), eff(Variant::Envoy)),
+        goal: String::new(),
+    });
+    rows
+}
+
+fn goal_le(r: Option<f64>, max: f64) -> String {
+    match r {
+        Some(r) if r <= max => format!("≤ {max}×: met"),
+        Some(_) => format!("≤ {max}×: **missed**"),
+        None => format!("≤ {max}×: n/a"),
+    }
+}
+fn goal_ge(r: Option<f64>, min: f64) -> String {
+    match r {
+        Some(r) if r >= min => format!("≥ {min}×: met"),
+        Some(_) => format!("≥ {min}×: **missed**"),
+        None => format!("≥ {min}×: n/a"),
+    }
+}
+
+/// The Markdown report.
+pub fn markdown(sums: &[Summary], header: &str, headline: &str) -> String {
+    let mut md = String::from(header);
+    md += &format!("\n## Headline: {headline}, both sidecars, mTLS off\n\n");
+    md += "| figure | direct | Envoy 1.40 | mesh-proxy | mesh-proxy ÷ Envoy | goal |\n|---|---:|---:|---:|---:|---|\n";
+    for r in headline_rows(sums) {
+        let ratio = r
+            .ratio
+            .map(|x| format!("{x:.2}"))
+            .unwrap_or_else(|| "–".into());
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.figure, r.cells[0], r.cells[1], r.cells[2], ratio, r.goal
+        );
+    }
+    md += "\n## Every scenario (medians)\n\n";
+    md += "| scenario | variant | runs | req/s | p50 | p90 | p99 | p99.9 | added p50 | added p99 | sidecar CPU s/1k req | RSS under load | errors |\n";
+    md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for s in sums {
+        let added = |i: usize| s.added_us.map(|a| ms(a[i])).unwrap_or_else(|| "–".into());
+        md += &format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.scenario,
+            s.variant.map(|v| v.name()).unwrap_or("?"),
+            s.runs,
+            s.rps,
+            ms(s.latency_us[0]),
+            ms(s.latency_us[1]),
+            ms(s.latency_us[2]),
+            ms(s.latency_us[3]),
+            added(0),
+            added(2),
+            s.cpu_s_per_1000
+                .map(|c| format!("{c:.4}"))
+                .unwrap_or_else(|| "–".into()),
+            s.rss_load.map(mib).unwrap_or_else(|| "–".into()),
+            s.errors
+        );
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn goals_say_met_or_missed() {
+        assert_eq!(goal_le(Some(0.3), 0.4), "≤ 0.4×: met");
+        assert_eq!(goal_le(Some(0.5), 0.4), "≤ 0.4×: **missed**");
+        assert_eq!(goal_ge(Some(1.5), 2.0), "≥ 2×: **missed**");
+    }
+}

@@ -1,0 +1,357 @@
+//! One variant's pods on the shared node: a client pod and a server pod, each
+//! with redirect rules written by the real `mesh-cni redirect`, the
+//! fixed-response app in the server pod, and — unless the variant is `direct` —
+//! a sidecar (Envoy or mesh-proxy, UID 1337, one worker thread) in each pod.
+//! Dropping a [`Deployment`] kills its processes, then removes its pods.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mesh_api::syncapi::{Endpoint, ProxyView, Service, ServicePort};
+use mesh_api::{RedirectDefaults, RedirectParams};
+use mesh_e2e::harness::{Node, Pod, PodProcess};
+use serde::{Deserialize, Serialize};
+
+/// UID of the application and the load generator.
+pub const APP_UID: u32 = 1000;
+/// UID of the sidecars (Istio's proxy UID, excluded from capture).
+pub const PROXY_UID: u32 = 1337;
+/// The service's cluster IP in the meshed variants (captured, never routed).
+pub const VIP: &str = "10.96.0.10";
+pub const HOST: &str = "bench.default.svc.cluster.local";
+
+/// App ports: HTTP/1.1, HTTP/2 (h2c), TCP echo.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub http: u16,
+    pub h2: u16,
+    pub tcp: u16,
+}
+
+pub const PORTS: Ports = Ports {
+    http: 8080,
+    h2: 8081,
+    tcp: 9000,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// No sidecars; the app ports are excluded from capture; the client calls
+    /// the server pod's address.
+    Direct,
+    Envoy,
+    MeshProxy,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Direct => "direct",
+            Variant::Envoy => "envoy",
+            Variant::MeshProxy => "mesh-proxy",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Variant> {
+        [Variant::Direct, Variant::Envoy, Variant::MeshProxy]
+            .into_iter()
+            .find(|v| v.name() == s)
+    }
+}
+
+/// Programs the deployments run.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub cni: PathBuf,
+    pub proxy: PathBuf,
+    pub bench: PathBuf,
+    pub envoy: Option<PathBuf>,
+}
+
+/// A running variant. Field order is drop order: processes before pods.
+pub struct Deployment {
+    pub variant: Variant,
+    /// (client sidecar, server sidecar) and their real pids.
+    _sidecars: Option<(PodProcess, PodProcess)>,
+    pub sidecar_pids: Option<(u32, u32)>,
+    _app: PodProcess,
+    pub client: Pod,
+    pub server: Pod,
+    /// Address the load generator targets (VIP, or the server pod for direct).
+    pub target_ip: IpAddr,
+    _dir: TempDir,
+}
+
+/// A world-readable folder for configs the sidecars (UID 1337) read.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_readable(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, data).with_context(|| path.display().to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// Writes the pod's redirect rules as istio-init would, with `annotations`.
+fn redirect(pod: &Pod, cni: &Path, annotations: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let flags = RedirectParams::for_pod(annotations, &RedirectDefaults::default())?.to_flags();
+    let mut argv: Vec<&str> = vec![cni.to_str().context("cni path")?, "redirect"];
+    argv.extend(flags.iter().map(String::as_str));
+    let out = pod.exec(0, &argv)?;
+    if !out.status.success() {
+        bail!(
+            "mesh-cni redirect in {}: {}",
+            pod.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Polls `url` inside the pod until it answers 200 (bounded).
+fn wait_http_ok(pod: &Pod, url: &str, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = pod.exec(
+            0,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+                url,
+            ],
+        )?;
+        if out.stdout == b"200" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} in {} never answered 200 on {url}", pod.name());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn view(server: IpAddr) -> ProxyView {
+    let port = |name: &str, port: u16, protocol: &str| ServicePort {
+        name: name.into(),
+        port,
+        target_port: Some(port),
+        protocol: protocol.into(),
+    };
+    ProxyView {
+        version: 1,
+        services: vec![Service {
+            hostname: HOST.into(),
+            namespace: "default".into(),
+            origin: "Kubernetes".into(),
+            addresses: vec![VIP.into()],
+            ports: vec![
+                port("http", PORTS.http, "HTTP"),
+                port("http2", PORTS.h2, "HTTP2"),
+                port("tcp", PORTS.tcp, "TCP"),
+            ],
+            endpoints: vec![Endpoint {
+                address: server.to_string(),
+                labels: BTreeMap::from([("app".into(), "bench-server".into())]),
+                ready: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        outbound_traffic_policy: "ALLOW_ANY".into(),
+        ..Default::default()
+    }
+}
+
+impl Deployment {
+    /// Creates the pods, rules, app and sidecars of `variant` on `node`, and
+    /// checks that one request goes through before returning.
+    pub fn start(node: &Node, variant: Variant, bins: &Bins) -> anyhow::Result<Deployment> {
+        let name = variant.name();
+        let dir = std::env::temp_dir().join(format!("mesh-bench-{}-{name}", node.id()));
+        std::fs::create_dir_all(&dir)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let dir = TempDir(dir);
+        let client = node.add_pod(&format!("bench-client-{name}"), "default")?;
+        let server = node.add_pod(&format!("bench-server-{name}"), "default")?;
+        let app_ports = format!("{},{},{}", PORTS.http, PORTS.h2, PORTS.tcp);
+        let (client_ann, server_ann) = if variant == Variant::Direct {
+            use mesh_api::annotations::traffic;
+            (
+                BTreeMap::from([(
+                    traffic::EXCLUDE_OUTBOUND_PORTS.to_string(),
+                    app_ports.clone(),
+                )]),
+                BTreeMap::from([(traffic::EXCLUDE_INBOUND_PORTS.to_string(), app_ports)]),
+            )
+        } else {
+            (BTreeMap::new(), BTreeMap::new())
+        };
+        redirect(&client, &bins.cni, &client_ann)?;
+        redirect(&server, &bins.cni, &server_ann)?;
+        let bench = bins.bench.to_str().context("bench path")?;
+        let http_ports = format!("{},{}", PORTS.http, PORTS.h2);
+        let tcp_port = PORTS.tcp.to_string();
+        let mut app = server.spawn(
+            APP_UID,
+            &[
+                bench,
+                "server",
+                "--http-ports",
+                &http_ports,
+                "--tcp-port",
+                &tcp_port,
+                "--body",
+                "1024",
+            ],
+        )?;
+        app.wait_for_line("mesh-bench server listening", Duration::from_secs(10))?;
+        let sidecars = match variant {
+            Variant::Direct => None,
+            Variant::MeshProxy => {
+                let path = dir.0.join("view.json");
+                write_readable(&path, &serde_json::to_vec(&view(server.ip()))?)?;
+                let s = start_mesh_proxy(&server, &bins.proxy, &path, "app=bench-server")?;
+                let c = start_mesh_proxy(&client, &bins.proxy, &path, "app=bench-client")?;
+                Some((c, s))
+            }
+            Variant::Envoy => {
+                let envoy = bins.envoy.as_deref().context("Envoy is not available")?;
+                let s = start_envoy(&server, envoy, &dir.0, None)?;
+                let c = start_envoy(&client, envoy, &dir.0, Some(server.ip()))?;
+                Some((c, s))
+            }
+        };
+        let sidecar_pids = sidecars.as_ref().map(|(c, s)| {
+            (
+                crate::procstat::resolve(c.pid()),
+                crate::procstat::resolve(s.pid()),
+            )
+        });
+        let target_ip = match variant {
+            Variant::Direct => server.ip(),
+            _ => VIP.parse().expect("static VIP"),
+        };
+        let d = Deployment {
+            variant,
+            _sidecars: sidecars,
+            sidecar_pids,
+            _app: app,
+            client,
+            server,
+            target_ip,
+            _dir: dir,
+        };
+        d.check()?;
+        Ok(d)
+    }
+
+    /// One request from the client pod (as the app UID) through the variant.
+    fn check(&self) -> anyhow::Result<()> {
+        let url = format!("http://{}:{}/", self.target_ip, PORTS.http);
+        let out = self.client.exec(
+            APP_UID,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+                &url,
+            ],
+        )?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        if said != "200 1024" {
+            bail!(
+                "{}: GET {url} from the client pod gave {said:?}: {}",
+                self.variant.name(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the sidecars are still running (a crash must not go unnoticed).
+    pub fn sidecars_alive(&self) -> bool {
+        match self.sidecar_pids {
+            None => true,
+            Some((c, s)) => crate::procstat::alive(c) && crate::procstat::alive(s),
+        }
+    }
+}
+
+fn start_mesh_proxy(
+    pod: &Pod,
+    bin: &Path,
+    view: &Path,
+    labels: &str,
+) -> anyhow::Result<PodProcess> {
+    let ip = pod.ip().to_string();
+    let mut p = pod.spawn(
+        PROXY_UID,
+        &[
+            bin.to_str().context("proxy path")?,
+            "--view-file",
+            view.to_str().context("view path")?,
+            "--pod",
+            pod.name(),
+            "--namespace",
+            "default",
+            "--labels",
+            labels,
+            "--instance-ip",
+            &ip,
+            "--concurrency",
+            "1",
+        ],
+    )?;
+    p.wait_for_line("mesh-proxy bound", Duration::from_secs(20))?;
+    wait_http_ok(pod, "http://127.0.0.1:15021/healthz/ready", "mesh-proxy")?;
+    Ok(p)
+}
+
+fn start_envoy(
+    pod: &Pod,
+    bin: &Path,
+    dir: &Path,
+    upstream: Option<IpAddr>,
+) -> anyhow::Result<PodProcess> {
+    let cfg = crate::envoy::bootstrap(upstream, &PORTS);
+    let path = dir.join(format!("envoy-{}.json", pod.name()));
+    write_readable(&path, &serde_json::to_vec_pretty(&cfg)?)?;
+    let p = pod.spawn(
+        PROXY_UID,
+        &[
+            bin.to_str().context("envoy path")?,
+            "-c",
+            path.to_str().context("config path")?,
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+        ],
+    )?;
+    wait_http_ok(pod, "http://127.0.0.1:15000/ready", "envoy")?;
+    Ok(p)
+}
