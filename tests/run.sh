@@ -16,5 +16,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build (every binary: end-to-end tests chain several of them)"
+cargo build --workspace --bins --quiet
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
