@@ -20,7 +20,7 @@ use crate::shared::Shared;
 use crate::snapshot::Protocol;
 use crate::upstream::Body;
 use crate::util::{
-    authority_of, content_length, framing_hazard, full, protocol_label, request_id,
+    authority_of, content_length, ensure_host, framing_hazard, full, protocol_label, request_id,
     strip_hop_by_hop, tunnel, upstream_request,
 };
 
@@ -132,19 +132,8 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let (mut parts, body) = req.into_parts();
-    if parts.headers.get(header::HOST).is_none() {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+    let host = ensure_host(&mut parts);
+    let authority = host.unwrap_or_else(|| format!("127.0.0.1:{port}"));
     let proto = if h2 { Protocol::Http2 } else { Protocol::Http1 };
     let up = match upstream_request(&parts, body.boxed(), proto, &authority, &path) {
         Some(r) => r,

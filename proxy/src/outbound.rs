@@ -23,7 +23,7 @@ use crate::send::{self, Policy, ReqBody};
 use crate::snapshot::{Cluster, Endpoint, OutboundPolicy, Protocol, Snapshot};
 use crate::upstream::Body;
 use crate::util::{
-    authority_of, content_length, full, header_str, protocol_label, request_id, strip_hop_by_hop,
+    authority_of, content_length, ensure_host, full, protocol_label, request_id, strip_hop_by_hop,
     tunnel,
 };
 
@@ -523,19 +523,8 @@ async fn send_to(
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut(), is_upgrade);
     let (mut parts, body) = req.into_parts();
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_default();
+    let host = ensure_host(&mut parts);
+    let authority = host.unwrap_or_default();
     let path = parts
         .uri
         .path_and_query()
@@ -640,14 +629,7 @@ async fn passthrough(
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut(), is_upgrade);
     let (mut parts, body) = req.into_parts();
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
-    let authority = header_str(&parts.headers, "host");
+    let authority = ensure_host(&mut parts).unwrap_or_else(|| "-".into());
     let path = parts
         .uri
         .path_and_query()

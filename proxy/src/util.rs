@@ -175,3 +175,23 @@ pub(crate) async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::
     let mut u = hyper_util::rt::TokioIo::new(u);
     let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
 }
+
+/// Makes sure the request carries `Host` (from the URI authority, as HTTP/2
+/// requests carry it) and returns it: the authority the app asked for, which
+/// is preserved upstream whatever address the connection goes to.
+pub(crate) fn ensure_host(parts: &mut http::request::Parts) -> Option<String> {
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
