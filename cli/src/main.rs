@@ -4,6 +4,7 @@
 mod analyze;
 mod demo;
 mod kube_inject;
+mod local;
 mod proxy_status;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     /// The echo test app (what local-mode and demo pods run in place of app containers).
     #[command(hide = true)]
     Echo(mesh_e2e::echo::Args),
+    /// Run Kubernetes YAML and mesh config on this machine (up/apply/delete/pods/exec/logs/down).
+    Local(local::Args),
     /// Per-proxy config sync status from the agents (SYNCED/STALE/NOT SENT/ERROR).
     ProxyStatus(proxy_status::Args),
     /// Inject the istio-proxy sidecar into workload YAML offline (`-f -` for stdin).
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => demo::run(args),
         Command::Echo(args) => mesh_e2e::echo::main_with(args),
+        Command::Local(args) => local::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::KubeInject(args) => kube_inject::run(args),
         Command::Analyze(args) => analyze::run(args),

@@ -3,6 +3,12 @@
 //! address that only exists if the capture is in place, and checks through
 //! `SO_ORIGINAL_DST` that the accepted connection was redirected from that address.
 //! Exit 0 when it was, 126 (Istio's code) when not.
+//!
+//! The injector runs `istio-validation` as the proxy's UID (1337), like Istio, and
+//! that UID's outbound traffic is exactly what the rules leave alone. As that UID
+//! the probe therefore takes the one path the rules do capture for it: a connection
+//! over loopback to a local address other than 127.0.0.1 (a pod calling itself
+//! through its own address), which goes to the inbound capture port.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -20,6 +26,21 @@ pub struct ValidateConfig {
     /// Port the redirect sends outbound traffic to.
     pub capture_port: u16,
     pub timeout: Duration,
+}
+
+impl ValidateConfig {
+    /// The probe that the rules capture for a process running as `uid`.
+    pub fn for_uid(uid: u32) -> ValidateConfig {
+        if uid == mesh_api::ports::PROXY_UID {
+            ValidateConfig {
+                target: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 6), 15002),
+                capture_port: mesh_api::ports::INBOUND_CAPTURE,
+                ..ValidateConfig::default()
+            }
+        } else {
+            ValidateConfig::default()
+        }
+    }
 }
 
 impl Default for ValidateConfig {
@@ -126,7 +147,7 @@ pub fn validate(cfg: &ValidateConfig) -> Result<(), ValidateError> {
 }
 
 fn parse(args: &[String]) -> Result<ValidateConfig, ValidateError> {
-    let mut cfg = ValidateConfig::default();
+    let mut cfg = ValidateConfig::for_uid(nix::unistd::geteuid().as_raw());
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {

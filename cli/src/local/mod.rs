@@ -1,0 +1,578 @@
+//! `meshctl local`: runs Kubernetes YAML and mesh config on one Linux machine with
+//! the real components — injector (library), CNI chain with `mesh-cni`, `mesh-agent`
+//! in `files` mode, `mesh-proxy` sidecars — with app containers replaced by the echo
+//! app. `up` creates a node and applies the files; `apply`/`delete` change things
+//! live; `pods`, `exec`, `logs` inspect; `down` removes everything, also after a
+//! crash, from the state kept in the run directory.
+
+mod manifest;
+mod node;
+mod pod;
+mod proc;
+mod state;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mesh_agent::objects::KubeObject;
+use mesh_agent::validate::{has_errors, validate};
+use mesh_webhook::config::parse_mesh_config;
+use mesh_webhook::MeshConfig;
+use serde_json::Value;
+
+pub use manifest::Manifest;
+use state::{write_file, Mode, RunDir, ServiceState, State};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Name of this local mesh (several can run side by side).
+    #[arg(long, global = true, env = "MESHCTL_LOCAL_NAME", default_value = "default")]
+    name: String,
+    /// Where run directories (state, agent config, logs) are kept.
+    #[arg(long, global = true, env = "MESHCTL_LOCAL_ROOT", default_value = "/run/meshctl-local")]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Create the node and agent, then apply the files (Kubernetes YAML + mesh resources).
+    Up(UpArgs),
+    /// Create or change resources live (mesh resources, Services, workloads).
+    Apply(FileArgs),
+    /// Remove the resources named in the files.
+    Delete(FileArgs),
+    /// List pods with IP, readiness and sidecar.
+    Pods,
+    /// Run a command in a pod's network namespace as its app's UID (traffic is captured).
+    Exec(ExecArgs),
+    /// Print a container's log (`-c istio-proxy` for the sidecar).
+    Logs(LogsArgs),
+    /// Remove everything this local mesh created.
+    Down,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FileArgs {
+    /// Files or folders (read recursively) of YAML.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Namespace for documents that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub files: FileArgs,
+    /// How redirect rules are written: by the chained CNI plugin, or by istio-init.
+    #[arg(long, value_enum, default_value = "cni")]
+    pub mode: Mode,
+    /// Mesh config (the `mesh` key of Istio's ConfigMap); defaults apply without it.
+    #[arg(long)]
+    pub mesh_config: Option<PathBuf>,
+    /// On failure, leave what was created for inspection (remove it with `down`).
+    #[arg(long)]
+    pub keep_on_error: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// Pod name (`name` or `namespace/name`).
+    pod: String,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Run as this UID instead of the app's (1337 bypasses the capture, as in a pod).
+    #[arg(long)]
+    uid: Option<u32>,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct LogsArgs {
+    pod: String,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Container (default: the first app container).
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let run = RunDir::new(&args.root, &args.name);
+    match args.command {
+        Cmd::Up(up_args) => {
+            require_root()?;
+            up(&run, &args.name, &up_args)
+        }
+        Cmd::Apply(f) => {
+            require_root()?;
+            let mut st = run.load()?;
+            let m = manifest::read(&f.files, &f.namespace)?;
+            apply(&run, &mut st, &m)
+        }
+        Cmd::Delete(f) => {
+            require_root()?;
+            let mut st = run.load()?;
+            let m = manifest::read(&f.files, &f.namespace)?;
+            delete(&run, &mut st, &m)
+        }
+        Cmd::Pods => pods(&run.load()?),
+        Cmd::Exec(e) => {
+            require_root()?;
+            let st = run.load()?;
+            let p = find_pod(&st, &e.pod, e.namespace.as_deref())?;
+            let uid = e.uid.unwrap_or(p.app_uid);
+            let status = proc::netns_command(&p.netns, uid, &e.command)
+                .status()
+                .with_context(|| format!("running {:?} in {}", e.command, p.name))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Logs(l) => {
+            let st = run.load()?;
+            let p = find_pod(&st, &l.pod, l.namespace.as_deref())?;
+            let proc = match &l.container {
+                Some(c) => p.procs.iter().find(|x| &x.container == c),
+                None => p.procs.iter().find(|x| x.container != "istio-proxy"),
+            };
+            let Some(proc) = proc else {
+                let have: Vec<&str> = p.procs.iter().map(|x| x.container.as_str()).collect();
+                bail!("pod {}/{} has no container {:?} (it has {have:?})", p.namespace, p.name, l.container.unwrap_or_default());
+            };
+            let text = std::fs::read_to_string(&proc.log)
+                .with_context(|| format!("reading {}", proc.log.display()))?;
+            print!("{text}");
+            Ok(())
+        }
+        Cmd::Down => {
+            require_root()?;
+            down(&run)
+        }
+    }
+}
+
+fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("meshctl local creates network namespaces and iptables rules: run it as root");
+    }
+    Ok(())
+}
+
+fn find_pod<'a>(st: &'a State, name: &str, ns: Option<&str>) -> anyhow::Result<&'a state::PodState> {
+    let (ns, name) = match name.split_once('/') {
+        Some((n, p)) => (Some(n), p),
+        None => (ns, name),
+    };
+    let found: Vec<_> = st
+        .pods
+        .iter()
+        .filter(|p| p.name == name && ns.is_none_or(|n| p.namespace == n))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => bail!("no pod {name:?}{} (see `meshctl local pods`)", ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()),
+        _ => bail!("pod name {name:?} exists in several namespaces: give -n NAMESPACE"),
+    }
+}
+
+/// Binaries next to this one, staged where any UID can execute them.
+fn stage_bins(run: &RunDir) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let me = std::env::current_exe().context("locating meshctl")?;
+    let dir = me.parent().context("meshctl has a folder")?;
+    let mut bins = BTreeMap::new();
+    for name in ["meshctl", "mesh-proxy", "mesh-agent", "mesh-cni"] {
+        let src = dir.join(name);
+        if !src.is_file() {
+            bail!("{} is missing: build the workspace binaries (`cargo build --workspace --bins`)", src.display());
+        }
+        let path = if world_executable(&src) {
+            src
+        } else {
+            let dst = run.0.join("bin").join(name);
+            std::fs::create_dir_all(dst.parent().unwrap_or(Path::new("/")))?;
+            proc::run(&["cp", &src.display().to_string(), &dst.display().to_string()])?;
+            proc::run(&["chmod", "0755", &dst.display().to_string()])?;
+            dst
+        };
+        bins.insert(name.to_string(), path);
+    }
+    Ok(bins)
+}
+
+fn world_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    ok(path) && path.ancestors().skip(1).all(ok)
+}
+
+fn load_mesh(path: Option<&Path>) -> anyhow::Result<MeshConfig> {
+    let mut mesh = match path {
+        None => MeshConfig::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading mesh config {}", p.display()))?;
+            parse_mesh_config(&text).with_context(|| format!("mesh config {}", p.display()))?
+        }
+    };
+    mesh.agent_address = format!("{}:15012", node::GATEWAY);
+    Ok(mesh)
+}
+
+fn mesh_path(run: &RunDir) -> PathBuf {
+    run.0.join("mesh.yaml")
+}
+
+fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
+    if run.exists() {
+        bail!(
+            "a local mesh {name:?} already exists in {} (use `meshctl local apply`, or `meshctl local down` first)",
+            run.0.display()
+        );
+    }
+    // Read and check everything before creating anything.
+    let m = manifest::read(&args.files.files, &args.files.namespace)?;
+    check_mesh_resources(&m)?;
+    let mut mesh = load_mesh(args.mesh_config.as_deref())?;
+    mesh.cni.enabled = args.mode == Mode::Cni;
+    std::fs::create_dir_all(run.pods_dir()).with_context(|| format!("creating {}", run.0.display()))?;
+    for d in [&run.0, &run.config(), &run.pods_dir()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let text = match &args.mesh_config {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => String::new(),
+    };
+    write_file(&mesh_path(run), &text)?;
+    let bins = stage_bins(run)?;
+    let cni_dir = bins["mesh-cni"].parent().context("mesh-cni folder")?.to_path_buf();
+    let mesh_cni = (args.mode == Mode::Cni).then(|| {
+        serde_json::json!({
+            "type": "mesh-cni",
+            "podDir": run.pods_dir(),
+            "stateDir": run.0.join("cni-state"),
+            "logFile": run.logs().join("mesh-cni.log"),
+        })
+    });
+    let mut st = State {
+        name: name.to_string(),
+        mode: args.mode,
+        node_netns: format!("ml-{name}-node"),
+        chain: node::chain(&run.0, mesh_cni),
+        cni_path: vec![cni_dir, mesh_e2e::harness::cni::system_plugin_dir().to_path_buf()],
+        agent: None,
+        trust_domain: mesh.trust_domain.clone(),
+        namespaces: BTreeMap::new(),
+        services: Vec::new(),
+        pods: Vec::new(),
+        bins,
+    };
+    run.save(&st)?;
+    let result = (|| {
+        println!("creating node {} (bridge cni0 {}, gateway {})", st.node_netns, node::POD_SUBNET, node::GATEWAY);
+        node::create(&st)?;
+        start_agent(run, &mut st, &mesh)?;
+        apply_with(run, &mut st, &m, &mesh)
+    })();
+    if let Err(e) = result {
+        if args.keep_on_error {
+            eprintln!("meshctl local up failed: {e:#}\nleft in place for inspection (`meshctl local down` removes it)");
+        } else {
+            eprintln!("meshctl local up failed: {e:#}\nremoving what was created");
+            let _ = down(run);
+        }
+        return Err(e);
+    }
+    println!("local mesh {name:?} is up: `meshctl local pods`, `meshctl local exec POD -- curl ...`, `meshctl local down`");
+    Ok(())
+}
+
+fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Result<()> {
+    let policy = match mesh.outbound_traffic_policy.mode {
+        mesh_api::meshconfig::OutboundMode::AllowAny => "ALLOW_ANY",
+        mesh_api::meshconfig::OutboundMode::RegistryOnly => "REGISTRY_ONLY",
+    };
+    let argv: Vec<String> = [
+        st.bins["mesh-agent"].display().to_string(),
+        "--config-dir".into(),
+        run.config().display().to_string(),
+        "--listen".into(),
+        format!("{}:15012", node::GATEWAY),
+        "--debug-listen".into(),
+        "127.0.0.1:15014".into(),
+        "--debounce-ms".into(),
+        "20".into(),
+        "--outbound-policy".into(),
+        policy.into(),
+        "--trust-domain".into(),
+        mesh.trust_domain.clone(),
+        "--root-namespace".into(),
+        mesh.root_namespace.clone(),
+        "--visibility".into(),
+        "mesh".into(),
+        "--agent-name".into(),
+        format!("mesh-agent-{}", st.name),
+    ]
+    .into();
+    let p = proc::spawn("mesh-agent", &st.node_netns, 0, &argv, &[], &run.logs().join("mesh-agent.log"))?;
+    st.agent = Some(p.clone());
+    run.save(st)?;
+    proc::wait_for_log(&p, "mesh-agent listening", Duration::from_secs(20))?;
+    println!("mesh-agent listening on {}:15012 (files source {})", node::GATEWAY, run.config().display());
+    Ok(())
+}
+
+/// Refuses mesh resources the agent would reject, with its precise messages.
+fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
+    let mut errors = Vec::new();
+    for (at, v) in &m.mesh {
+        match KubeObject::from_json(v.clone()) {
+            Ok(Some(KubeObject::Istio(r))) => {
+                let findings = validate(&r);
+                if has_errors(&findings) {
+                    for f in findings {
+                        errors.push(format!("{at}: {f}"));
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{at}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("refused (nothing was changed):\n  {}", errors.join("\n  "));
+    }
+    Ok(())
+}
+
+fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
+    let kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+    let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = v["metadata"]["name"].as_str().unwrap_or_default();
+    run.applied_dir().join(format!("{kind}_{ns}_{name}.yaml"))
+}
+
+fn service_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
+    run.config().join("services").join(format!("{ns}_{name}.yaml"))
+}
+
+fn apply(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
+    check_mesh_resources(m)?;
+    let text = std::fs::read_to_string(mesh_path(run)).unwrap_or_default();
+    let mut mesh = if text.trim().is_empty() {
+        MeshConfig::default()
+    } else {
+        parse_mesh_config(&text)?
+    };
+    mesh.agent_address = format!("{}:15012", node::GATEWAY);
+    mesh.cni.enabled = st.mode == Mode::Cni;
+    apply_with(run, st, m, &mesh)
+}
+
+fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> anyhow::Result<()> {
+    for s in &m.skipped {
+        println!("skipped {s} (not used by a local node)");
+    }
+    for (ns, labels) in &m.namespaces {
+        st.namespaces.insert(ns.clone(), labels.clone());
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
+        write_file(&run.config().join("namespaces").join(format!("{ns}.yaml")), &serde_yaml_ng::to_string(&doc)?)?;
+        println!("namespace/{ns} configured{}", if labels.get("istio-injection").map(String::as_str) == Some("enabled") { " (istio-injection=enabled)" } else { "" });
+    }
+    for sa in &m.service_accounts {
+        let ns = sa["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = sa["metadata"]["name"].as_str().unwrap_or_default();
+        write_file(&run.config().join("serviceaccounts").join(format!("{ns}_{name}.yaml")), &serde_yaml_ng::to_string(sa)?)?;
+    }
+    for svc in &m.services {
+        let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let existing = st.services.iter().position(|s| s.name == name && s.namespace == ns);
+        let vip = match svc["spec"]["clusterIP"].as_str() {
+            Some("None") => None,
+            Some(ip) if ip.parse::<std::net::Ipv4Addr>().is_ok() => Some(ip.to_string()),
+            _ => match existing.and_then(|i| st.services[i].vip.clone()) {
+                Some(v) => Some(v),
+                None => Some(node::allocate_vip(st)?),
+            },
+        };
+        let ports: Vec<(u16, String)> = svc["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let port = u16::try_from(p["port"].as_u64()?).ok()?;
+                let target = match &p["targetPort"] {
+                    Value::Number(n) => n.to_string(),
+                    Value::String(s) => s.clone(),
+                    _ => port.to_string(),
+                };
+                Some((port, target))
+            })
+            .collect();
+        let entry = ServiceState { name: name.clone(), namespace: ns.clone(), vip: vip.clone(), selector: node::selector(svc), ports };
+        match existing {
+            Some(i) => st.services[i] = entry,
+            None => st.services.push(entry),
+        }
+        let mut obj = svc.clone();
+        obj["spec"]["clusterIP"] = serde_json::json!(vip.clone().unwrap_or_else(|| "None".into()));
+        write_file(&service_file(run, &ns, &name), &serde_yaml_ng::to_string(&obj)?)?;
+        println!("service/{name} ({ns}) {}", vip.unwrap_or_else(|| "headless".into()));
+    }
+    for (_, v) in &m.mesh {
+        write_file(&mesh_file(run, v), &serde_yaml_ng::to_string(v)?)?;
+        println!(
+            "{}/{} ({}) configured",
+            v["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
+            v["metadata"]["name"].as_str().unwrap_or_default(),
+            v["metadata"]["namespace"].as_str().unwrap_or_default()
+        );
+    }
+    run.save(st)?;
+    let new: Vec<_> = m
+        .pods
+        .iter()
+        .filter(|p| !st.pods.iter().any(|s| s.name == p.name && s.namespace == p.namespace))
+        .collect();
+    let total = new.len();
+    for (i, spec) in new.into_iter().enumerate() {
+        let started = std::time::Instant::now();
+        let what = pod::create(st, run, spec, mesh, &mut |s| run.save(s))?;
+        let p = st.pods.last().context("pod created")?;
+        println!(
+            "[{}/{total}] pod/{} ({}) ready at {} in {} ms, {what}",
+            i + 1,
+            p.name,
+            p.namespace,
+            p.ip.as_deref().unwrap_or("-"),
+            started.elapsed().as_millis()
+        );
+        refresh(run, st)?;
+    }
+    refresh(run, st)
+}
+
+/// ServiceEntry hosts with addresses, from what has been applied.
+fn service_entry_hosts(run: &RunDir) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(objs) = manifest::objects(&[run.applied_dir()]) else { return out };
+    for (_, v) in objs {
+        if v["kind"] != "ServiceEntry" {
+            continue;
+        }
+        for addr in v["spec"]["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            let addr = addr.strip_suffix("/32").unwrap_or(addr);
+            if addr.parse::<std::net::IpAddr>().is_err() {
+                continue;
+            }
+            for host in v["spec"]["hosts"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                out.push((addr.to_string(), host.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Name resolution and Service VIP rules, after anything changed.
+fn refresh(run: &RunDir, st: &State) -> anyhow::Result<()> {
+    let entries = if run.applied_dir().exists() { service_entry_hosts(run) } else { Vec::new() };
+    node::write_resolution(st, &entries)?;
+    node::write_service_rules(st)
+}
+
+fn delete(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
+    for (_, v) in &m.mesh {
+        let f = mesh_file(run, v);
+        let what = format!(
+            "{}/{} ({})",
+            v["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
+            v["metadata"]["name"].as_str().unwrap_or_default(),
+            v["metadata"]["namespace"].as_str().unwrap_or_default()
+        );
+        match std::fs::remove_file(&f) {
+            Ok(()) => println!("{what} deleted"),
+            Err(_) => println!("{what} not found"),
+        }
+    }
+    let mut errors = Vec::new();
+    for spec in &m.pods {
+        if let Some(i) = st.pods.iter().position(|p| p.name == spec.name && p.namespace == spec.namespace) {
+            let p = st.pods[i].clone();
+            errors.extend(pod::remove(st, run, &p));
+            st.pods.remove(i);
+            run.save(st)?;
+            println!("pod/{} ({}) deleted", p.name, p.namespace);
+        }
+    }
+    for svc in &m.services {
+        let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+        st.services.retain(|s| !(s.name == name && s.namespace == ns));
+        let _ = std::fs::remove_file(service_file(run, ns, name));
+        println!("service/{name} ({ns}) deleted");
+    }
+    run.save(st)?;
+    refresh(run, st)?;
+    if !errors.is_empty() {
+        bail!("some pods were not removed cleanly:\n  {}", errors.join("\n  "));
+    }
+    Ok(())
+}
+
+fn pods(st: &State) -> anyhow::Result<()> {
+    println!("{:<12} {:<24} {:<6} {:<10} {:<15} SIDECAR", "NAMESPACE", "NAME", "READY", "STATUS", "IP");
+    for p in &st.pods {
+        let alive = p.procs.iter().filter(|x| proc::alive(x)).count();
+        let status = if !p.ready {
+            "Pending"
+        } else if alive == p.procs.len() {
+            "Running"
+        } else {
+            "Error"
+        };
+        println!(
+            "{:<12} {:<24} {:<6} {:<10} {:<15} {}",
+            p.namespace,
+            p.name,
+            format!("{alive}/{}", p.procs.len()),
+            status,
+            p.ip.as_deref().unwrap_or("-"),
+            if p.sidecar { "istio-proxy" } else { "-" }
+        );
+    }
+    Ok(())
+}
+
+/// Removes everything recorded in the state: processes, pods (CNI DEL), agent,
+/// node, files. Goes on past errors and reports them at the end.
+pub fn down(run: &RunDir) -> anyhow::Result<()> {
+    if !run.exists() {
+        if run.0.exists() {
+            let _ = std::fs::remove_dir_all(&run.0);
+        }
+        println!("no local mesh at {}: nothing to remove", run.0.display());
+        return Ok(());
+    }
+    let st = run.load()?;
+    let mut errors = Vec::new();
+    for p in st.pods.iter().rev() {
+        errors.extend(pod::remove(&st, run, p));
+    }
+    if let Some(a) = &st.agent {
+        proc::stop(a, Duration::from_secs(3));
+    }
+    errors.extend(node::del_node(&st));
+    if let Err(e) = std::fs::remove_dir_all(&run.0) {
+        errors.push(format!("removing {}: {e}", run.0.display()));
+    }
+    println!("removed {} pods, the agent and node {}", st.pods.len(), st.node_netns);
+    if !errors.is_empty() {
+        bail!("some things could not be removed:\n  {}", errors.join("\n  "));
+    }
+    Ok(())
+}
