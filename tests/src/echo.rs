@@ -6,7 +6,10 @@
 //! did to it.
 //!
 //! Query parameters let a test shape the answer: `status=503` sets the status code,
-//! `delay_ms=200` delays the answer. A request with `Upgrade: websocket` is
+//! `delay_ms=200` delays the answer. `GET /__echo/fault?status=503&every=2` makes
+//! the app itself fail (every 2nd request, or all with `every=1`) until
+//! `/__echo/fault?status=0`: a failing or flaky endpoint for outlier-detection and
+//! retry tests, switched from outside without restarting it. A request with `Upgrade: websocket` is
 //! answered `101 Switching Protocols` and every byte sent afterwards is echoed.
 
 use std::collections::BTreeMap;
@@ -55,6 +58,53 @@ pub struct Args {
     /// Pod labels as `k=v,k2=v2`.
     #[arg(long, env = "POD_LABELS", default_value = "", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,
+    /// The fault switched on through `/__echo/fault` (shared by all connections).
+    #[arg(skip)]
+    pub fault: std::sync::Arc<Fault>,
+}
+
+/// A fault the app injects into its own answers.
+#[derive(Debug, Default)]
+pub struct Fault {
+    status: std::sync::atomic::AtomicU16,
+    every: std::sync::atomic::AtomicU64,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl Fault {
+    /// The status to answer the next request with, if the fault hits it.
+    fn next(&self) -> Option<StatusCode> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let status = self.status.load(Relaxed);
+        if status == 0 {
+            return None;
+        }
+        let every = self.every.load(Relaxed).max(1);
+        let n = self.seen.fetch_add(1, Relaxed) + 1;
+        (n % every == 0)
+            .then(|| StatusCode::from_u16(status).ok())
+            .flatten()
+    }
+
+    fn set(&self, query: &str) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut status = 0u16;
+        let mut every = 1u64;
+        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            match k {
+                "status" => status = v.parse().unwrap_or(0),
+                "every" => every = v.parse().unwrap_or(1),
+                _ => {}
+            }
+        }
+        if StatusCode::from_u16(status).is_err() {
+            status = 0;
+        }
+        self.status.store(status, Relaxed);
+        self.every.store(every.max(1), Relaxed);
+        self.seen.store(0, Relaxed);
+        format!("{{\"status\":{status},\"every\":{every}}}")
+    }
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -202,9 +252,14 @@ async fn answer(
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
     let query = parts.uri.query().unwrap_or("").to_string();
+    if parts.uri.path() == "/__echo/fault" {
+        let body = id.fault.set(&query);
+        return Ok(Response::new(Full::new(Bytes::from(body))));
+    }
     let mut status = id
-        .always_status
-        .and_then(|s| StatusCode::from_u16(s).ok())
+        .fault
+        .next()
+        .or_else(|| id.always_status.and_then(|s| StatusCode::from_u16(s).ok()))
         .unwrap_or(StatusCode::OK);
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         match k {

@@ -71,8 +71,8 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 pub fn objects(inputs: &[PathBuf]) -> anyhow::Result<Vec<(String, Value)>> {
     let mut out = Vec::new();
     for path in files(inputs)? {
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
             let at = format!("{} (document {})", path.display(), i + 1);
             let v: Value = serde::Deserialize::deserialize(doc)
@@ -100,7 +100,10 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
         .map(|m| {
             m.iter()
                 .map(|(k, v)| {
-                    let s = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                    let s = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
                     (k.clone(), s)
                 })
                 .collect()
@@ -121,7 +124,10 @@ pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
     for (at, mut v) in objects(inputs)? {
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         let api = v["apiVersion"].as_str().unwrap_or_default().to_string();
-        let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if kind.is_empty() || api.is_empty() {
             bail!("{at}: missing apiVersion or kind");
         }
@@ -131,7 +137,10 @@ pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
         if kind != "Namespace" && v["metadata"]["namespace"].as_str().is_none() {
             v["metadata"]["namespace"] = json!(default_ns);
         }
-        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let ns = v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         match kind.as_str() {
             "Namespace" => {
                 m.namespaces
@@ -211,7 +220,10 @@ pub fn container_ports(pod: &Value) -> Vec<(String, u16, Option<String>)> {
     for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
         let cname = c["name"].as_str().unwrap_or_default().to_string();
         for p in c["ports"].as_array().into_iter().flatten() {
-            if let Some(port) = p["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok()) {
+            if let Some(port) = p["containerPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+            {
                 let pname = p["name"].as_str().map(str::to_string);
                 out.push((cname.clone(), port, pname));
             }

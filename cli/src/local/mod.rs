@@ -28,10 +28,20 @@ use state::{write_file, Mode, RunDir, ServiceState, State};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Name of this local mesh (several can run side by side).
-    #[arg(long, global = true, env = "MESHCTL_LOCAL_NAME", default_value = "default")]
+    #[arg(
+        long,
+        global = true,
+        env = "MESHCTL_LOCAL_NAME",
+        default_value = "default"
+    )]
     name: String,
     /// Where run directories (state, agent config, logs) are kept.
-    #[arg(long, global = true, env = "MESHCTL_LOCAL_ROOT", default_value = "/run/meshctl-local")]
+    #[arg(
+        long,
+        global = true,
+        env = "MESHCTL_LOCAL_ROOT",
+        default_value = "/run/meshctl-local"
+    )]
     root: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -142,7 +152,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             let Some(proc) = proc else {
                 let have: Vec<&str> = p.procs.iter().map(|x| x.container.as_str()).collect();
-                bail!("pod {}/{} has no container {:?} (it has {have:?})", p.namespace, p.name, l.container.unwrap_or_default());
+                bail!(
+                    "pod {}/{} has no container {:?} (it has {have:?})",
+                    p.namespace,
+                    p.name,
+                    l.container.unwrap_or_default()
+                );
             };
             let text = std::fs::read_to_string(&proc.log)
                 .with_context(|| format!("reading {}", proc.log.display()))?;
@@ -163,7 +178,11 @@ fn require_root() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn find_pod<'a>(st: &'a State, name: &str, ns: Option<&str>) -> anyhow::Result<&'a state::PodState> {
+fn find_pod<'a>(
+    st: &'a State,
+    name: &str,
+    ns: Option<&str>,
+) -> anyhow::Result<&'a state::PodState> {
     let (ns, name) = match name.split_once('/') {
         Some((n, p)) => (Some(n), p),
         None => (ns, name),
@@ -175,7 +194,10 @@ fn find_pod<'a>(st: &'a State, name: &str, ns: Option<&str>) -> anyhow::Result<&
         .collect();
     match found.as_slice() {
         [one] => Ok(one),
-        [] => bail!("no pod {name:?}{} (see `meshctl local pods`)", ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()),
+        [] => bail!(
+            "no pod {name:?}{} (see `meshctl local pods`)",
+            ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+        ),
         _ => bail!("pod name {name:?} exists in several namespaces: give -n NAMESPACE"),
     }
 }
@@ -188,7 +210,10 @@ fn stage_bins(run: &RunDir) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     for name in ["meshctl", "mesh-proxy", "mesh-agent", "mesh-cni"] {
         let src = dir.join(name);
         if !src.is_file() {
-            bail!("{} is missing: build the workspace binaries (`cargo build --workspace --bins`)", src.display());
+            bail!(
+                "{} is missing: build the workspace binaries (`cargo build --workspace --bins`)",
+                src.display()
+            );
         }
         let path = if world_executable(&src) {
             src
@@ -214,7 +239,8 @@ fn load_mesh(path: Option<&Path>) -> anyhow::Result<MeshConfig> {
     let mut mesh = match path {
         None => MeshConfig::default(),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading mesh config {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading mesh config {}", p.display()))?;
             parse_mesh_config(&text).with_context(|| format!("mesh config {}", p.display()))?
         }
     };
@@ -238,7 +264,8 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
     check_mesh_resources(&m)?;
     let mut mesh = load_mesh(args.mesh_config.as_deref())?;
     mesh.cni.enabled = args.mode == Mode::Cni;
-    std::fs::create_dir_all(run.pods_dir()).with_context(|| format!("creating {}", run.0.display()))?;
+    std::fs::create_dir_all(run.pods_dir())
+        .with_context(|| format!("creating {}", run.0.display()))?;
     for d in [&run.0, &run.config(), &run.pods_dir()] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
@@ -249,7 +276,10 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
     };
     write_file(&mesh_path(run), &text)?;
     let bins = stage_bins(run)?;
-    let cni_dir = bins["mesh-cni"].parent().context("mesh-cni folder")?.to_path_buf();
+    let cni_dir = bins["mesh-cni"]
+        .parent()
+        .context("mesh-cni folder")?
+        .to_path_buf();
     let mesh_cni = (args.mode == Mode::Cni).then(|| {
         serde_json::json!({
             "type": "mesh-cni",
@@ -263,7 +293,10 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         mode: args.mode,
         node_netns: format!("ml-{name}-node"),
         chain: node::chain(&run.0, mesh_cni),
-        cni_path: vec![cni_dir, mesh_e2e::harness::cni::system_plugin_dir().to_path_buf()],
+        cni_path: vec![
+            cni_dir,
+            mesh_e2e::harness::cni::system_plugin_dir().to_path_buf(),
+        ],
         agent: None,
         trust_domain: mesh.trust_domain.clone(),
         namespaces: BTreeMap::new(),
@@ -273,7 +306,12 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
     };
     run.save(&st)?;
     let result = (|| {
-        println!("creating node {} (bridge cni0 {}, gateway {})", st.node_netns, node::POD_SUBNET, node::GATEWAY);
+        println!(
+            "creating node {} (bridge cni0 {}, gateway {})",
+            st.node_netns,
+            node::POD_SUBNET,
+            node::GATEWAY
+        );
         node::create(&st)?;
         start_agent(run, &mut st, &mesh)?;
         apply_with(run, &mut st, &m, &mesh)
@@ -318,11 +356,22 @@ fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Resul
         format!("mesh-agent-{}", st.name),
     ]
     .into();
-    let p = proc::spawn("mesh-agent", &st.node_netns, 0, &argv, &[], &run.logs().join("mesh-agent.log"))?;
+    let p = proc::spawn(
+        "mesh-agent",
+        &st.node_netns,
+        0,
+        &argv,
+        &[],
+        &run.logs().join("mesh-agent.log"),
+    )?;
     st.agent = Some(p.clone());
     run.save(st)?;
     proc::wait_for_log(&p, "mesh-agent listening", Duration::from_secs(20))?;
-    println!("mesh-agent listening on {}:15012 (files source {})", node::GATEWAY, run.config().display());
+    println!(
+        "mesh-agent listening on {}:15012 (files source {})",
+        node::GATEWAY,
+        run.config().display()
+    );
     Ok(())
 }
 
@@ -357,7 +406,9 @@ fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
 }
 
 fn service_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
-    run.config().join("services").join(format!("{ns}_{name}.yaml"))
+    run.config()
+        .join("services")
+        .join(format!("{ns}_{name}.yaml"))
 }
 
 fn apply(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
@@ -380,18 +431,42 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
     for (ns, labels) in &m.namespaces {
         st.namespaces.insert(ns.clone(), labels.clone());
         let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
-        write_file(&run.config().join("namespaces").join(format!("{ns}.yaml")), &serde_yaml_ng::to_string(&doc)?)?;
-        println!("namespace/{ns} configured{}", if labels.get("istio-injection").map(String::as_str) == Some("enabled") { " (istio-injection=enabled)" } else { "" });
+        write_file(
+            &run.config().join("namespaces").join(format!("{ns}.yaml")),
+            &serde_yaml_ng::to_string(&doc)?,
+        )?;
+        println!(
+            "namespace/{ns} configured{}",
+            if labels.get("istio-injection").map(String::as_str) == Some("enabled") {
+                " (istio-injection=enabled)"
+            } else {
+                ""
+            }
+        );
     }
     for sa in &m.service_accounts {
         let ns = sa["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = sa["metadata"]["name"].as_str().unwrap_or_default();
-        write_file(&run.config().join("serviceaccounts").join(format!("{ns}_{name}.yaml")), &serde_yaml_ng::to_string(sa)?)?;
+        write_file(
+            &run.config()
+                .join("serviceaccounts")
+                .join(format!("{ns}_{name}.yaml")),
+            &serde_yaml_ng::to_string(sa)?,
+        )?;
     }
     for svc in &m.services {
-        let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let existing = st.services.iter().position(|s| s.name == name && s.namespace == ns);
+        let ns = svc["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = svc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let existing = st
+            .services
+            .iter()
+            .position(|s| s.name == name && s.namespace == ns);
         let vip = match svc["spec"]["clusterIP"].as_str() {
             Some("None") => None,
             Some(ip) if ip.parse::<std::net::Ipv4Addr>().is_ok() => Some(ip.to_string()),
@@ -414,15 +489,27 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
                 Some((port, target))
             })
             .collect();
-        let entry = ServiceState { name: name.clone(), namespace: ns.clone(), vip: vip.clone(), selector: node::selector(svc), ports };
+        let entry = ServiceState {
+            name: name.clone(),
+            namespace: ns.clone(),
+            vip: vip.clone(),
+            selector: node::selector(svc),
+            ports,
+        };
         match existing {
             Some(i) => st.services[i] = entry,
             None => st.services.push(entry),
         }
         let mut obj = svc.clone();
         obj["spec"]["clusterIP"] = serde_json::json!(vip.clone().unwrap_or_else(|| "None".into()));
-        write_file(&service_file(run, &ns, &name), &serde_yaml_ng::to_string(&obj)?)?;
-        println!("service/{name} ({ns}) {}", vip.unwrap_or_else(|| "headless".into()));
+        write_file(
+            &service_file(run, &ns, &name),
+            &serde_yaml_ng::to_string(&obj)?,
+        )?;
+        println!(
+            "service/{name} ({ns}) {}",
+            vip.unwrap_or_else(|| "headless".into())
+        );
     }
     for (_, v) in &m.mesh {
         write_file(&mesh_file(run, v), &serde_yaml_ng::to_string(v)?)?;
@@ -437,7 +524,11 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
     let new: Vec<_> = m
         .pods
         .iter()
-        .filter(|p| !st.pods.iter().any(|s| s.name == p.name && s.namespace == p.namespace))
+        .filter(|p| {
+            !st.pods
+                .iter()
+                .any(|s| s.name == p.name && s.namespace == p.namespace)
+        })
         .collect();
     let total = new.len();
     for (i, spec) in new.into_iter().enumerate() {
@@ -460,17 +551,29 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
 /// ServiceEntry hosts with addresses, from what has been applied.
 fn service_entry_hosts(run: &RunDir) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let Ok(objs) = manifest::objects(&[run.applied_dir()]) else { return out };
+    let Ok(objs) = manifest::objects(&[run.applied_dir()]) else {
+        return out;
+    };
     for (_, v) in objs {
         if v["kind"] != "ServiceEntry" {
             continue;
         }
-        for addr in v["spec"]["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        for addr in v["spec"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             let addr = addr.strip_suffix("/32").unwrap_or(addr);
             if addr.parse::<std::net::IpAddr>().is_err() {
                 continue;
             }
-            for host in v["spec"]["hosts"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for host in v["spec"]["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 out.push((addr.to_string(), host.to_string()));
             }
         }
@@ -480,7 +583,11 @@ fn service_entry_hosts(run: &RunDir) -> Vec<(String, String)> {
 
 /// Name resolution and Service VIP rules, after anything changed.
 fn refresh(run: &RunDir, st: &State) -> anyhow::Result<()> {
-    let entries = if run.applied_dir().exists() { service_entry_hosts(run) } else { Vec::new() };
+    let entries = if run.applied_dir().exists() {
+        service_entry_hosts(run)
+    } else {
+        Vec::new()
+    };
     node::write_resolution(st, &entries)?;
     node::write_service_rules(st)
 }
@@ -501,7 +608,11 @@ fn delete(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
     }
     let mut errors = Vec::new();
     for spec in &m.pods {
-        if let Some(i) = st.pods.iter().position(|p| p.name == spec.name && p.namespace == spec.namespace) {
+        if let Some(i) = st
+            .pods
+            .iter()
+            .position(|p| p.name == spec.name && p.namespace == spec.namespace)
+        {
             let p = st.pods[i].clone();
             errors.extend(pod::remove(st, run, &p));
             st.pods.remove(i);
@@ -512,20 +623,27 @@ fn delete(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
     for svc in &m.services {
         let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = svc["metadata"]["name"].as_str().unwrap_or_default();
-        st.services.retain(|s| !(s.name == name && s.namespace == ns));
+        st.services
+            .retain(|s| !(s.name == name && s.namespace == ns));
         let _ = std::fs::remove_file(service_file(run, ns, name));
         println!("service/{name} ({ns}) deleted");
     }
     run.save(st)?;
     refresh(run, st)?;
     if !errors.is_empty() {
-        bail!("some pods were not removed cleanly:\n  {}", errors.join("\n  "));
+        bail!(
+            "some pods were not removed cleanly:\n  {}",
+            errors.join("\n  ")
+        );
     }
     Ok(())
 }
 
 fn pods(st: &State) -> anyhow::Result<()> {
-    println!("{:<12} {:<24} {:<6} {:<10} {:<15} SIDECAR", "NAMESPACE", "NAME", "READY", "STATUS", "IP");
+    println!(
+        "{:<12} {:<24} {:<6} {:<10} {:<15} SIDECAR",
+        "NAMESPACE", "NAME", "READY", "STATUS", "IP"
+    );
     for p in &st.pods {
         let alive = p.procs.iter().filter(|x| proc::alive(x)).count();
         let status = if !p.ready {
@@ -570,9 +688,16 @@ pub fn down(run: &RunDir) -> anyhow::Result<()> {
     if let Err(e) = std::fs::remove_dir_all(&run.0) {
         errors.push(format!("removing {}: {e}", run.0.display()));
     }
-    println!("removed {} pods, the agent and node {}", st.pods.len(), st.node_netns);
+    println!(
+        "removed {} pods, the agent and node {}",
+        st.pods.len(),
+        st.node_netns
+    );
     if !errors.is_empty() {
-        bail!("some things could not be removed:\n  {}", errors.join("\n  "));
+        bail!(
+            "some things could not be removed:\n  {}",
+            errors.join("\n  ")
+        );
     }
     Ok(())
 }

@@ -57,10 +57,27 @@ pub fn create(state: &State) -> anyhow::Result<()> {
     run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     if run(&["ip", "-n", ns, "link", "show", "cni0"]).is_err() {
         run(&["ip", "-n", ns, "link", "add", "cni0", "type", "bridge"])?;
-        run(&["ip", "-n", ns, "addr", "add", &format!("{GATEWAY}/16"), "dev", "cni0"])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{GATEWAY}/16"),
+            "dev",
+            "cni0",
+        ])?;
     }
     run(&["ip", "-n", ns, "link", "set", "cni0", "up"])?;
-    run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ])?;
     // Service VIPs for pods without a sidecar: DNAT here, masquerade so replies
     // come back through the node (pods share the bridge, like a hairpin).
     let rules = format!(
@@ -96,7 +113,12 @@ fn iptables_restore(netns: &str, rules: &str, noflush: bool) -> anyhow::Result<(
     Ok(())
 }
 
-fn invocation(state: &State, pod: &PodState, plugin_type: &str, command: &str) -> anyhow::Result<cni::Invocation> {
+fn invocation(
+    state: &State,
+    pod: &PodState,
+    plugin_type: &str,
+    command: &str,
+) -> anyhow::Result<cni::Invocation> {
     let plugin = cni::find_plugin(plugin_type, &state.cni_path).with_context(|| {
         format!(
             "CNI plugin {plugin_type:?} not found in {:?} (apt-get install containernetworking-plugins)",
@@ -134,14 +156,22 @@ pub fn add_pod(
         run(&["ip", "netns", "add", &netns])?;
     }
     run(&[
-        "ip", "netns", "exec", &netns, "sysctl", "-qw",
+        "ip",
+        "netns",
+        "exec",
+        &netns,
+        "sysctl",
+        "-qw",
         "net.ipv4.ip_unprivileged_port_start=0",
     ])?;
     let lo = cni::Invocation {
         ifname: "lo".into(),
         ..invocation(state, &state.pods[idx], "loopback", "ADD")?
     };
-    cni::invoke(&lo, &json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"}))?;
+    cni::invoke(
+        &lo,
+        &json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"}),
+    )?;
     state.pods[idx].loopback_added = true;
     save(state)?;
     let mut prev: Option<Value> = None;
@@ -176,9 +206,15 @@ pub fn del_pod(state: &State, pod: &PodState) -> Vec<String> {
         for plugin in state.chain.iter().take(pod.cni_added).rev() {
             let ty = plugin["type"].as_str().unwrap_or_default();
             let step = invocation(state, pod, ty, "DEL").and_then(|inv| {
-                let conf =
-                    cni::plugin_config(&list_name(state), CNI_VERSION, plugin, pod.cni_result.as_ref());
-                cni::invoke(&inv, &conf).map(|_| ()).map_err(anyhow::Error::from)
+                let conf = cni::plugin_config(
+                    &list_name(state),
+                    CNI_VERSION,
+                    plugin,
+                    pod.cni_result.as_ref(),
+                );
+                cni::invoke(&inv, &conf)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
             });
             if let Err(e) = step {
                 errors.push(format!("{}/{}: CNI DEL {ty}: {e}", pod.namespace, pod.name));
@@ -217,8 +253,15 @@ pub fn hosts_file(state: &State, pod: &PodState, entries: &[(String, String)]) -
     for svc in &state.services {
         let Some(vip) = &svc.vip else { continue };
         let (n, ns) = (&svc.name, &svc.namespace);
-        let short = if *ns == pod.namespace { format!(" {n}") } else { String::new() };
-        let _ = writeln!(s, "{vip} {n}.{ns}.svc.{DOMAIN} {n}.{ns}.svc {n}.{ns}{short}");
+        let short = if *ns == pod.namespace {
+            format!(" {n}")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "{vip} {n}.{ns}.svc.{DOMAIN} {n}.{ns}.svc {n}.{ns}{short}"
+        );
     }
     for (addr, host) in entries {
         let _ = writeln!(s, "{addr} {host}");
@@ -253,7 +296,10 @@ pub fn endpoints(state: &State, svc: &ServiceState, target: &str) -> Vec<(String
         .filter(|p| p.namespace == svc.namespace && p.ip.is_some())
         .filter(|p| svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
         .filter_map(|p| {
-            let port = target.parse::<u16>().ok().or_else(|| p.ports.get(target).copied())?;
+            let port = target
+                .parse::<u16>()
+                .ok()
+                .or_else(|| p.ports.get(target).copied())?;
             Some((p.ip.clone()?, port))
         })
         .collect()
@@ -294,7 +340,11 @@ pub fn write_service_rules(state: &State) -> anyhow::Result<()> {
 
 /// The next free VIP.
 pub fn allocate_vip(state: &State) -> anyhow::Result<String> {
-    let used: Vec<&str> = state.services.iter().filter_map(|s| s.vip.as_deref()).collect();
+    let used: Vec<&str> = state
+        .services
+        .iter()
+        .filter_map(|s| s.vip.as_deref())
+        .collect();
     (10..=250u8)
         .map(|i| format!("{}.{}.{}.{i}", VIP_BASE[0], VIP_BASE[1], VIP_BASE[2]))
         .find(|ip| !used.contains(&ip.as_str()))

@@ -30,8 +30,16 @@ pub fn pod_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
 
 /// Runs the injector on `spec` with the namespace labels known to the mesh.
 /// Returns the pod as admitted and whether it got a sidecar (with the reason if not).
-pub fn admit(state: &State, spec: &PodSpec, mesh: &MeshConfig) -> anyhow::Result<(Value, Result<(), String>)> {
-    let ns_labels = state.namespaces.get(&spec.namespace).cloned().unwrap_or_default();
+pub fn admit(
+    state: &State,
+    spec: &PodSpec,
+    mesh: &MeshConfig,
+) -> anyhow::Result<(Value, Result<(), String>)> {
+    let ns_labels = state
+        .namespaces
+        .get(&spec.namespace)
+        .cloned()
+        .unwrap_or_default();
     let typed: Pod = serde_json::from_value(spec.pod.clone())
         .with_context(|| format!("pod {}/{} is not a valid Pod", spec.namespace, spec.name))?;
     match decide(&typed, Some(&ns_labels), mesh) {
@@ -109,7 +117,9 @@ fn env_value(pod: &Value, ps: &PodState, e: &Value) -> Option<String> {
                 let key = key.strip_suffix("']")?;
                 match field {
                     "metadata.labels" => pod["metadata"]["labels"][key].as_str()?.to_string(),
-                    "metadata.annotations" => pod["metadata"]["annotations"][key].as_str()?.to_string(),
+                    "metadata.annotations" => {
+                        pod["metadata"]["annotations"][key].as_str()?.to_string()
+                    }
                     _ => return None,
                 }
             }
@@ -139,10 +149,12 @@ fn container<'a>(pod: &'a Value, list: &str, name: &str) -> Option<&'a Value> {
 fn argv(state: &State, c: &Value) -> anyhow::Result<Vec<String>> {
     let cmd = c["command"][0].as_str().unwrap_or("mesh-proxy");
     let bin_name = cmd.rsplit('/').next().unwrap_or(cmd);
-    let bin = state
-        .bins
-        .get(bin_name)
-        .with_context(|| format!("container {} runs {cmd:?}, which meshctl local does not have", c["name"]))?;
+    let bin = state.bins.get(bin_name).with_context(|| {
+        format!(
+            "container {} runs {cmd:?}, which meshctl local does not have",
+            c["name"]
+        )
+    })?;
     let mut out = vec![bin.display().to_string()];
     out.extend(
         c["args"]
@@ -161,19 +173,38 @@ fn log_path(run: &RunDir, ps: &PodState, container: &str) -> PathBuf {
 }
 
 /// Polls `url` from inside the pod (bounded) until it answers `want`.
-fn wait_http(netns: &str, url: &str, want: &str, what: &str, timeout: Duration) -> anyhow::Result<()> {
+fn wait_http(
+    netns: &str,
+    url: &str,
+    want: &str,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + timeout;
-    let argv: Vec<String> = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", url]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let argv: Vec<String> = [
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "1",
+        url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     loop {
         let code = proc::run_in(netns, 0, &argv, what).unwrap_or_default();
         if code == want || (want == "any" && code != "000" && !code.is_empty()) {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            bail!("{what}: {url} answered {code:?} (want {want}) for {}s", timeout.as_secs());
+            bail!(
+                "{what}: {url} answered {code:?} (want {want}) for {}s",
+                timeout.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -224,11 +255,19 @@ pub fn create(
 
     let netns = state.pods[idx].netns.clone();
     if sidecar {
-        if let Some(init) = container(&pod, "initContainers", mesh_api::annotations::containers::INIT) {
+        if let Some(init) = container(
+            &pod,
+            "initContainers",
+            mesh_api::annotations::containers::INIT,
+        ) {
             let argv = argv(state, init)?;
             proc::run_in(&netns, 0, &argv, &format!("{who}: istio-init"))?;
         }
-        if let Some(val) = container(&pod, "initContainers", mesh_api::annotations::containers::VALIDATION) {
+        if let Some(val) = container(
+            &pod,
+            "initContainers",
+            mesh_api::annotations::containers::VALIDATION,
+        ) {
             let argv = argv(state, val)?;
             let uid = run_as(&pod, val, 1337);
             proc::run_in(&netns, uid, &argv, &format!("{who}: istio-validation"))?;
@@ -242,10 +281,18 @@ pub fn create(
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|e| Some((e["name"].as_str()?.to_string(), env_value(&pod, &state.pods[idx], e)?)))
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_string(),
+                    env_value(&pod, &state.pods[idx], e)?,
+                ))
+            })
             .collect();
         // The downward-API labels file does not exist here; pass them directly.
-        env.push(("ISTIO_META_POD_LABELS".into(), serde_json::to_string(&state.pods[idx].labels)?));
+        env.push((
+            "ISTIO_META_POD_LABELS".into(),
+            serde_json::to_string(&state.pods[idx].labels)?,
+        ));
         let uid = run_as(&pod, c, 1337);
         let log = log_path(run, &state.pods[idx], PROXY_CONTAINER);
         let p = proc::spawn(PROXY_CONTAINER, &netns, uid, &argv, &env, &log)?;
@@ -262,14 +309,22 @@ pub fn create(
         )?;
     }
 
-    let sa = pod["spec"]["serviceAccountName"].as_str().unwrap_or("default").to_string();
+    let sa = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
     let label_arg = state.pods[idx]
         .labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let echo = state.bins.get("meshctl").context("meshctl binary")?.display().to_string();
+    let echo = state
+        .bins
+        .get("meshctl")
+        .context("meshctl binary")?
+        .display()
+        .to_string();
     for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
         let cname = c["name"].as_str().unwrap_or_default();
         if cname == PROXY_CONTAINER {
@@ -277,23 +332,34 @@ pub fn create(
         }
         let uid = run_as(&pod, c, APP_UID);
         state.pods[idx].app_uid = uid;
-        for (_, port, _) in container_ports(&pod).into_iter().filter(|(n, _, _)| n == cname) {
-            let argv: Vec<String> = [
-                echo.as_str(), "echo", "--port", &port.to_string(), "--pod", &spec.name,
-                "--namespace", &spec.namespace, "--service-account", &sa, "--labels", &label_arg,
-                "--log-requests",
-            ]
-            .iter()
-            .map(|s| s.to_string())
+        let ports: Vec<u16> = container_ports(&pod)
+            .into_iter()
+            .filter(|(n, _, _)| n == cname)
+            .map(|(_, p, _)| p)
             .collect();
-            let container = cname.to_string();
-            let log = log_path(run, &state.pods[idx], &container);
-            let p = proc::spawn(&container, &netns, uid, &argv, &[], &log)?;
-            state.pods[idx].procs.push(p.clone());
-            save(state)?;
-            proc::wait_for_log(&p, "mesh-echo listening", Duration::from_secs(20))
-                .with_context(|| format!("{who}: container {cname}"))?;
+        if ports.is_empty() {
+            // Nothing to serve: the container's part is played by `exec`.
+            continue;
         }
+        let mut argv: Vec<String> = vec![echo.clone(), "echo".into()];
+        for p in ports {
+            argv.extend(["--port".to_string(), p.to_string()]);
+        }
+        for (k, v) in [
+            ("--pod", spec.name.as_str()),
+            ("--namespace", spec.namespace.as_str()),
+            ("--service-account", sa.as_str()),
+            ("--labels", label_arg.as_str()),
+        ] {
+            argv.extend([k.to_string(), v.to_string()]);
+        }
+        argv.push("--log-requests".into());
+        let log = log_path(run, &state.pods[idx], cname);
+        let p = proc::spawn(cname, &netns, uid, &argv, &[], &log)?;
+        state.pods[idx].procs.push(p.clone());
+        save(state)?;
+        proc::wait_for_log(&p, "mesh-echo listening", Duration::from_secs(20))
+            .with_context(|| format!("{who}: container {cname}"))?;
     }
     state.pods[idx].ready = true;
     publish(run, &pod, &state.pods[idx])?;
