@@ -1,114 +1,122 @@
-//! `meshctl demo`: the foundation demo. Builds a node with the real CNI plugins
-//! (bridge + host-local), starts the echo app in one pod and calls it from another
-//! pod over HTTP/1.1 and HTTP/2 (h2c) with curl, printing what each side saw.
-//! The echo app is this same binary (`meshctl echo`), so the demo needs nothing
-//! but `meshctl` and the system packages.
+//! `meshctl demo`: the local mesh demo on the embedded default. Brings up Istio's
+//! Bookinfo sample (its namespace labelled `istio-injection=enabled`) with
+//! `meshctl local`, applies Istio's `destination-rule-all.yaml` and the reviews
+//! 80/20 split, and shows what a user would see: where 100 calls from
+//! productpage to reviews landed, and `end-user: jason` routed to v2. Everything
+//! is removed at the end unless `--keep`.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use mesh_e2e::echo::EchoReply;
-use mesh_e2e::harness::Node;
+use anyhow::Context;
+
+use crate::local;
+
+const FILES: [(&str, &str); 5] = [
+    (
+        "namespace.yaml",
+        include_str!("../../samples/bookinfo/platform/namespace.yaml"),
+    ),
+    (
+        "bookinfo.yaml",
+        include_str!("../../samples/bookinfo/platform/bookinfo.yaml"),
+    ),
+    (
+        "destination-rule-all.yaml",
+        include_str!("../../samples/bookinfo/networking/destination-rule-all.yaml"),
+    ),
+    (
+        "virtual-service-reviews-80-20.yaml",
+        include_str!("../../samples/bookinfo/networking/virtual-service-reviews-80-20.yaml"),
+    ),
+    (
+        "virtual-service-reviews-test-v2.yaml",
+        include_str!("../../samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml"),
+    ),
+];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Port the echo app listens on inside its pod.
-    #[arg(long, default_value_t = 8080)]
-    port: u16,
-    /// UID the client and the app run as.
-    #[arg(long, default_value_t = 1000)]
-    uid: u32,
+    /// Calls from productpage to reviews.
+    #[arg(long, default_value_t = 100)]
+    calls: usize,
+    /// Leave the mesh running (`meshctl local --name demo down` removes it).
+    #[arg(long)]
+    keep: bool,
+    /// Where the local mesh keeps its state.
+    #[arg(long, default_value = "/run/meshctl-local")]
+    root: PathBuf,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !nix_is_root() {
-        bail!("meshctl demo creates network namespaces: run it as root");
+    let dir = args.root.join("demo-inputs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = |name: &str| dir.join(name);
+    for (name, text) in FILES {
+        std::fs::write(path(name), text).with_context(|| format!("writing {name}"))?;
     }
-    let me = std::env::current_exe().context("locating meshctl")?;
-    let me = me.to_str().context("meshctl path is not UTF-8")?;
-    println!("[1/4] creating a node: bridge cni0 + host-local IPAM in its own network namespace");
-    let node = Node::new()?;
-    println!("[2/4] creating pods through the CNI chain (loopback, bridge, host-local)");
-    let server = node.add_pod("echo-v1-0", "demo")?;
-    let client = node.add_pod("client-0", "demo")?;
-    println!(
-        "      {:<10} {}  (netns {})",
-        server.name(),
-        server.ip(),
-        server.netns()
-    );
-    println!(
-        "      {:<10} {}  (netns {})",
-        client.name(),
-        client.ip(),
-        client.netns()
-    );
-    println!(
-        "[3/4] starting the echo app in {} on port {}",
-        server.name(),
-        args.port
-    );
-    let port = args.port.to_string();
-    let mut app = server.spawn(
-        args.uid,
-        &[
-            me,
-            "echo",
-            "--port",
-            &port,
-            "--pod",
-            server.name(),
-            "--namespace",
-            "demo",
-            "--service-account",
-            "echo",
-            "--labels",
-            "app=echo,version=v1",
-        ],
-    )?;
-    app.wait_for_line("mesh-echo listening", Duration::from_secs(10))?;
-    println!("[4/4] calling it from {}", client.name());
-    let url = format!("http://{}:{}/hello?from=demo", server.ip(), args.port);
-    for (label, extra) in [
-        ("HTTP/1.1", None),
-        ("HTTP/2 (h2c)", Some("--http2-prior-knowledge")),
-    ] {
-        let mut argv = vec!["curl", "-sS", "--max-time", "5"];
-        argv.extend(extra);
-        argv.push(&url);
-        let out = client.exec(args.uid, &argv)?;
-        if !out.status.success() {
-            bail!(
-                "curl {label} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let reply: EchoReply = serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "echo reply is not JSON: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })?;
+    let session = local::Session::new(&args.root, "demo");
+    println!("[1/4] bringing up Bookinfo with meshctl local (namespace default has istio-injection=enabled)");
+    session.up(&[
+        path("namespace.yaml"),
+        path("bookinfo.yaml"),
+        path("destination-rule-all.yaml"),
+    ])?;
+    let result = (|| {
+        println!("[2/4] applying virtual-service-reviews-80-20.yaml (reviews: 80% v1, 20% v2)");
+        session.apply_and_wait(
+            &path("virtual-service-reviews-80-20.yaml"),
+            "productpage-v1-0",
+        )?;
         println!(
-            "      {label:<13} answered by pod {} (version {}) over {}, it saw the caller as {}",
-            reply.pod,
-            reply.version.as_deref().unwrap_or("-"),
-            reply.protocol,
-            reply.peer
+            "[3/4] {} calls from productpage-v1-0 to http://reviews:9080/ — where they landed:",
+            args.calls
         );
+        let versions = session.versions(
+            "productpage-v1-0",
+            "http://reviews:9080/reviews/0",
+            args.calls,
+            &[],
+        )?;
+        print_bars(&versions, args.calls);
+        println!("[4/4] applying virtual-service-reviews-test-v2.yaml: the user `jason` sees v2, others v1");
+        session.apply_and_wait(
+            &path("virtual-service-reviews-test-v2.yaml"),
+            "productpage-v1-0",
+        )?;
+        let jason = session.versions(
+            "productpage-v1-0",
+            "http://reviews:9080/reviews/0",
+            20,
+            &["-H", "end-user: jason"],
+        )?;
+        let others =
+            session.versions("productpage-v1-0", "http://reviews:9080/reviews/0", 20, &[])?;
+        println!("      end-user: jason → {}", summary(&jason));
+        println!("      anyone else     → {}", summary(&others));
+        anyhow::Ok(())
+    })();
+    if args.keep {
+        println!("kept: try `meshctl local --name demo pods`, `meshctl local --name demo exec productpage-v1-0 -- curl -s reviews:9080/`");
+    } else {
+        session.down()?;
     }
-    drop(app);
-    println!("done: pods, node and namespaces removed");
-    Ok(())
+    result
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+fn summary(v: &[(String, usize)]) -> String {
+    v.iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_bars(v: &[(String, usize)], total: usize) {
+    for (version, n) in v {
+        let width = (n * 50).div_ceil(total.max(1));
+        println!(
+            "      reviews {version:<10} {:<50} {n:>4} ({:.0}%)",
+            "█".repeat(width),
+            *n as f64 * 100.0 / total.max(1) as f64
+        );
+    }
 }

@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Two pods on a local node (real CNI bridge + host-local), one calls the other.
+    /// Bookinfo on a local mesh: an 80/20 reviews split and header routing, shown.
     Demo(demo::Args),
     /// The echo test app (what local-mode and demo pods run in place of app containers).
     #[command(hide = true)]

@@ -281,7 +281,7 @@ mod tests {
             "bad.yaml",
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n---\nkind: Pod\n",
         );
-        let e = read(&[p.clone()], "default").unwrap_err().to_string();
+        let e = read(&[p], "default").unwrap_err().to_string();
         assert!(e.contains("bad.yaml (document 2)"), "{e}");
         assert!(e.contains("missing apiVersion"), "{e}");
         let p = write(dir.path(), "bad2.yaml", "a: [1\n");

@@ -171,6 +171,111 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// A local mesh driven from code (the demo): the same steps as the subcommands.
+pub struct Session {
+    run: RunDir,
+    name: String,
+}
+
+impl Session {
+    pub fn new(root: &Path, name: &str) -> Session {
+        Session {
+            run: RunDir::new(root, name),
+            name: name.to_string(),
+        }
+    }
+
+    /// `up` in CNI mode, replacing a leftover mesh of the same name.
+    pub fn up(&self, files: &[PathBuf]) -> anyhow::Result<()> {
+        require_root()?;
+        if self.run.exists() {
+            down(&self.run)?;
+        }
+        let args = UpArgs {
+            files: FileArgs {
+                files: files.to_vec(),
+                namespace: "default".into(),
+            },
+            mode: Mode::Cni,
+            mesh_config: None,
+            keep_on_error: false,
+        };
+        up(&self.run, &self.name, &args)
+    }
+
+    /// Applies a file and waits (bounded) until `pod`'s proxy runs the new config.
+    pub fn apply_and_wait(&self, file: &Path, pod: &str) -> anyhow::Result<()> {
+        let mut st = self.run.load()?;
+        let p = find_pod(&st, pod, None)?.clone();
+        let before = proxy_version(&p.netns);
+        let m = manifest::read(&[file.to_path_buf()], "default")?;
+        apply(&self.run, &mut st, &m)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while proxy_version(&p.netns) <= before {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "{pod}'s proxy did not receive {} within 15s",
+                    file.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Ok(())
+    }
+
+    /// `n` calls of `url` from `pod` (as its app): how many each version answered.
+    pub fn versions(
+        &self,
+        pod: &str,
+        url: &str,
+        n: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Vec<(String, usize)>> {
+        let st = self.run.load()?;
+        let p = find_pod(&st, pod, None)?;
+        let mut argv: Vec<String> = ["curl", "-sS", "--max-time", "30"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        argv.push(format!("{url}?call=[1-{n}]"));
+        let out = proc::run_in(&p.netns, p.app_uid, &argv, &format!("calls from {pod}"))?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for reply in
+            serde_json::Deserializer::from_str(&out).into_iter::<mesh_e2e::echo::EchoReply>()
+        {
+            let r = reply.context("an answer was not the echo app's JSON")?;
+            *counts
+                .entry(r.version.unwrap_or_else(|| "-".into()))
+                .or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    pub fn down(&self) -> anyhow::Result<()> {
+        down(&self.run)
+    }
+}
+
+/// The config version a pod's proxy runs (0 when it cannot be read).
+fn proxy_version(netns: &str) -> u64 {
+    let argv: Vec<String> = [
+        "curl",
+        "-s",
+        "--max-time",
+        "2",
+        "http://127.0.0.1:15000/config_dump",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    proc::run_in(netns, 0, &argv, "config_dump")
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["version"].as_u64())
+        .unwrap_or(0)
+}
+
 fn require_root() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("meshctl local creates network namespaces and iptables rules: run it as root");
