@@ -63,6 +63,12 @@ enum Cmd {
     Logs(LogsArgs),
     /// Remove everything this local mesh created.
     Down,
+    /// `meshctl proxy-status` against this mesh's agent.
+    ProxyStatus {
+        /// Arguments passed on (`-n NAMESPACE`, `--json`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,6 +173,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Down => {
             require_root()?;
             down(&run)
+        }
+        Cmd::ProxyStatus { args } => {
+            require_root()?;
+            let st = run.load()?;
+            // The agent's debug port is loopback-only inside the node namespace.
+            let mut argv = vec![
+                st.bins["meshctl"].display().to_string(),
+                "proxy-status".to_string(),
+                "--agent".to_string(),
+                "127.0.0.1:15014".to_string(),
+            ];
+            argv.extend(args);
+            let status = proc::netns_command(&st.node_netns, 0, &argv)
+                .status()
+                .context("running meshctl proxy-status in the node")?;
+            std::process::exit(status.code().unwrap_or(1));
         }
     }
 }
