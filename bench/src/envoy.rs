@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::certs::LeafFiles;
+
 use crate::topology::Ports;
 
 pub const VERSION: &str = "1.40.0";
@@ -185,10 +187,48 @@ fn cluster(name: &str, ip: &str, port: u16, h2: bool) -> Value {
     c
 }
 
+/// `common_tls_context` with this sidecar's certificate, the root, and ALPN.
+fn common_tls(tls: &LeafFiles, alpn: &[&str]) -> Value {
+    json!({
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
+        "alpn_protocols": alpn,
+        "tls_certificates": [{
+            "certificate_chain": {"filename": tls.cert},
+            "private_key": {"filename": tls.key}
+        }],
+        "validation_context": {"trusted_ca": {"filename": tls.root}}
+    })
+}
+
+/// Client side: originate mTLS to the server sidecar (Istio's ALPN).
+fn upstream_tls(tls: &LeafFiles, alpn: &str) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common_tls(tls, &[alpn]),
+            "sni": crate::topology::HOST
+        }
+    })
+}
+
+/// Server side: terminate mTLS, a client certificate required (STRICT).
+fn downstream_tls(tls: &LeafFiles) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": common_tls(tls, &["istio-h2", "istio-http/1.1", "istio", "h2", "http/1.1"]),
+            "require_client_certificate": true
+        }
+    })
+}
+
 /// Bootstrap for one sidecar. `upstream` is the server pod's address for the
 /// client sidecar (outbound on 15001) and `None` for the server sidecar
-/// (inbound on 15006 to 127.0.0.1).
-pub fn bootstrap(upstream: Option<IpAddr>, ports: &Ports) -> Value {
+/// (inbound on 15006 to 127.0.0.1). With `tls`, the hop between the two
+/// sidecars is mutual TLS 1.3 with the given certificate.
+pub fn bootstrap(upstream: Option<IpAddr>, ports: &Ports, tls: Option<&LeafFiles>) -> Value {
     let (dir, listen, ip) = match upstream {
         Some(ip) => (
             "outbound",
@@ -215,12 +255,28 @@ pub fn bootstrap(upstream: Option<IpAddr>, ports: &Ports) -> Value {
             } else {
                 hcm(&name, &name)
             };
-            json!({"filter_chain_match": {"destination_port": port}, "filters": [filter]})
+            let mut chain =
+                json!({"filter_chain_match": {"destination_port": port}, "filters": [filter]});
+            if let (Some(t), None) = (tls, upstream) {
+                chain["transport_socket"] = downstream_tls(t);
+            }
+            chain
         })
         .collect();
     let clusters: Vec<Value> = kinds
         .iter()
-        .map(|(port, kind, h2)| cluster(&format!("{dir}_{kind}_{port}"), &ip, *port, *h2))
+        .map(|(port, kind, h2)| {
+            let mut c = cluster(&format!("{dir}_{kind}_{port}"), &ip, *port, *h2);
+            if let (Some(t), Some(_)) = (tls, upstream) {
+                let alpn = match *kind {
+                    "tcp" => "istio",
+                    "h2" => "istio-h2",
+                    _ => "istio-http/1.1",
+                };
+                c["transport_socket"] = upstream_tls(t, alpn);
+            }
+            c
+        })
         .collect();
     json!({
         "node": {"id": format!("sidecar~{dir}"), "cluster": "mesh-bench"},

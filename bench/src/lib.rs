@@ -6,6 +6,7 @@
 //! subcommands of the same binary), [`topology`] builds a variant, [`run`]
 //! drives the plan, [`report`] and [`svg`] write the results.
 
+pub mod certs;
 pub mod envoy;
 pub mod load;
 mod output;

@@ -31,8 +31,12 @@ struct RunArgs {
     /// Repetitions (default 1 quick/smoke, 3 full).
     #[arg(long)]
     reps: Option<usize>,
-    /// Variants, comma separated: direct, envoy, mesh-proxy.
-    #[arg(long, value_delimiter = ',', default_value = "direct,envoy,mesh-proxy")]
+    /// Variants, comma separated: direct, envoy, mesh-proxy, envoy-mtls, mesh-proxy-mtls.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,envoy,mesh-proxy,envoy-mtls,mesh-proxy-mtls"
+    )]
     variants: Vec<String>,
     /// Only these scenarios (names as in the report).
     #[arg(long, value_delimiter = ',')]
@@ -173,7 +177,7 @@ fn bench(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut variants = Vec::new();
     for v in &a.variants {
         variants.push(Variant::parse(v).ok_or_else(|| {
-            anyhow::anyhow!("--variants: unknown variant {v:?} (direct, envoy, mesh-proxy)")
+            anyhow::anyhow!("--variants: unknown variant {v:?} (direct, envoy, mesh-proxy, envoy-mtls, mesh-proxy-mtls)")
         })?);
     }
     let (mode, mut scs, reps, settle) = if a.smoke {
@@ -201,7 +205,7 @@ fn bench(a: RunArgs) -> anyhow::Result<ExitCode> {
         reps: a.reps.unwrap_or(reps),
         settle: Duration::from_millis(settle),
     };
-    let envoy = if variants.contains(&Variant::Envoy) {
+    let envoy = if variants.iter().any(|v| v.is_envoy()) {
         let bin = match a.envoy {
             Some(p) => p,
             None => mesh_bench::envoy::find_or_install(Duration::from_secs(a.envoy_install_timeout_s))
@@ -214,6 +218,7 @@ fn bench(a: RunArgs) -> anyhow::Result<ExitCode> {
     let bins = Bins {
         cni: mesh_e2e::bins::workspace_bin("mesh-cni"),
         proxy: mesh_e2e::bins::workspace_bin("mesh-proxy"),
+        agent: mesh_e2e::bins::workspace_bin("mesh-agent"),
         bench: mesh_bench::self_exe()?,
         envoy: envoy.clone(),
     };

@@ -139,9 +139,11 @@ struct Row {
 }
 
 /// The headline table: one row per figure, one column per variant, the
-/// mesh-proxy ÷ Envoy ratio and the goal with whether it is met.
-fn headline_rows(sums: &[Summary]) -> Vec<Row> {
-    let vs = [Variant::Direct, Variant::Envoy, Variant::MeshProxy];
+/// mesh-proxy ÷ Envoy ratio and the goal with whether it is met. `pair` is
+/// (Envoy, mesh-proxy) with mTLS off or on; `direct` is the baseline of both.
+fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
+    let (envoy, mesh) = pair;
+    let vs = [Variant::Direct, envoy, mesh];
     let h = |v| find(sums, HEADLINE, v);
     let sat = |v| find(sums, SATURATION, v);
     let mut rows = Vec::new();
@@ -158,15 +160,15 @@ fn headline_rows(sums: &[Summary]) -> Vec<Row> {
             figure: lat_names[i],
             cells: vs.map(cell),
             ratio: ratio(
-                h(Variant::MeshProxy).map(|s| s.latency_us[i]),
-                h(Variant::Envoy).map(|s| s.latency_us[i]),
+                h(mesh).map(|s| s.latency_us[i]),
+                h(envoy).map(|s| s.latency_us[i]),
             ),
             goal: String::new(),
         });
     }
     for i in 0..4 {
         let get = |v| h(v).and_then(|s| s.added_us).map(|a| a[i]);
-        let r = ratio(get(Variant::MeshProxy), get(Variant::Envoy));
+        let r = ratio(get(mesh), get(envoy));
         let goal = if names[i] == "p50" || names[i] == "p99" {
             goal_le(r, 0.5)
         } else {
@@ -180,7 +182,7 @@ fn headline_rows(sums: &[Summary]) -> Vec<Row> {
         });
     }
     let cpu = |v| h(v).and_then(|s| s.cpu_s_per_1000);
-    let r = ratio(cpu(Variant::MeshProxy), cpu(Variant::Envoy));
+    let r = ratio(cpu(mesh), cpu(envoy));
     rows.push(Row {
         figure: "sidecar CPU s / 1000 req (both)",
         cells: vs.map(|v| {
@@ -199,12 +201,9 @@ fn headline_rows(sums: &[Summary]) -> Vec<Row> {
     ];
     for (figure, f, cap) in rss_rows {
         let get = |v| h(v).and_then(f);
-        let r = ratio(
-            get(Variant::MeshProxy).map(|b| b as f64),
-            get(Variant::Envoy).map(|b| b as f64),
-        );
+        let r = ratio(get(mesh).map(|b| b as f64), get(envoy).map(|b| b as f64));
         let mut goal = goal_le(r, 0.3);
-        if let (Some(cap), Some(m)) = (cap, get(Variant::MeshProxy)) {
+        if let (Some(cap), Some(m)) = (cap, get(mesh)) {
             let ok = m <= cap * 1048576;
             goal += &format!("; ≤ {cap} MiB: {}", if ok { "met" } else { "**missed**" });
         }
@@ -216,7 +215,7 @@ fn headline_rows(sums: &[Summary]) -> Vec<Row> {
         });
     }
     let rps = |v| sat(v).map(|s| s.rps);
-    let r = ratio(rps(Variant::MeshProxy), rps(Variant::Envoy));
+    let r = ratio(rps(mesh), rps(envoy));
     rows.push(Row {
         figure: "saturation req/s (closed loop, 16 conns)",
         cells: vs.map(|v| {
@@ -235,7 +234,7 @@ fn headline_rows(sums: &[Summary]) -> Vec<Row> {
                 .map(|x| format!("{x:.0}"))
                 .unwrap_or_else(|| "–".into())
         }),
-        ratio: ratio(eff(Variant::MeshProxy), eff(Variant::Envoy)),
+        ratio: ratio(eff(mesh), eff(envoy)),
         goal: String::new(),
     });
     rows
@@ -259,17 +258,25 @@ fn goal_ge(r: Option<f64>, min: f64) -> String {
 /// The Markdown report.
 pub fn markdown(sums: &[Summary], header: &str, headline: &str) -> String {
     let mut md = String::from(header);
-    md += &format!("\n## Headline: {headline}, both sidecars, mTLS off\n\n");
-    md += "| figure | direct | Envoy 1.40 | mesh-proxy | mesh-proxy ÷ Envoy | goal |\n|---|---:|---:|---:|---:|---|\n";
-    for r in headline_rows(sums) {
-        let ratio = r
-            .ratio
-            .map(|x| format!("{x:.2}"))
-            .unwrap_or_else(|| "–".into());
-        md += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            r.figure, r.cells[0], r.cells[1], r.cells[2], ratio, r.goal
-        );
+    for (pair, tls) in [
+        ((Variant::Envoy, Variant::MeshProxy), "off"),
+        ((Variant::EnvoyMtls, Variant::MeshProxyMtls), "on"),
+    ] {
+        if find(sums, HEADLINE, pair.0).is_none() && find(sums, HEADLINE, pair.1).is_none() {
+            continue;
+        }
+        md += &format!("\n## Headline: {headline}, both sidecars, mTLS {tls}\n\n");
+        md += "| figure | direct | Envoy 1.40 | mesh-proxy | mesh-proxy ÷ Envoy | goal |\n|---|---:|---:|---:|---:|---|\n";
+        for r in headline_rows(sums, pair) {
+            let ratio = r
+                .ratio
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "–".into());
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                r.figure, r.cells[0], r.cells[1], r.cells[2], ratio, r.goal
+            );
+        }
     }
     md += "\n## Every scenario (medians)\n\n";
     md += "| scenario | variant | runs | req/s | p50 | p90 | p99 | p99.9 | added p50 | added p99 | sidecar CPU s/1k req | RSS under load | errors |\n";

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::load::{LoadResult, Mode};
 use crate::procstat::{cpu_secs, rss_bytes};
-use crate::topology::{Bins, Deployment, Variant, APP_UID, PORTS};
+use crate::topology::{Bins, Deployment, MeshCa, Variant, APP_UID, PORTS};
 
 /// Set by Ctrl-C / SIGTERM; checked between runs.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -70,6 +70,7 @@ pub fn scenarios(headline_s: f64, other_s: f64, warmup_s: f64, rate: f64) -> Vec
 #[serde(rename_all = "kebab-case")]
 pub enum Mtls {
     Off,
+    On,
 }
 
 #[derive(Debug, Clone)]
@@ -134,11 +135,16 @@ pub fn execute(plan: &Plan, bins: &Bins) -> (Raw, Option<anyhow::Error>) {
 
 fn execute_into(plan: &Plan, bins: &Bins, raw: &mut Raw) -> anyhow::Result<()> {
     let node = Node::new()?;
+    let ca = if plan.variants.iter().any(|v| v.mtls()) {
+        Some(MeshCa::start(&node, bins).context("starting the mesh CA for the mTLS variants")?)
+    } else {
+        None
+    };
     let mut deps = Vec::new();
     for v in &plan.variants {
         interrupted()?;
         let t = Instant::now();
-        let d = Deployment::start(&node, *v, bins)
+        let d = Deployment::start(&node, *v, bins, ca.as_ref())
             .with_context(|| format!("starting the {} variant", v.name()))?;
         eprintln!(
             "mesh-bench: {} ready in {:.1}s",
@@ -294,7 +300,11 @@ fn run_one(
         rep,
         scenario: sc.name.clone(),
         variant: d.variant,
-        mtls: Mtls::Off,
+        mtls: if d.variant.mtls() {
+            Mtls::On
+        } else {
+            Mtls::Off
+        },
         load,
         sidecars,
     })

@@ -5,10 +5,12 @@ use crate::report::{find, Summary};
 use crate::run::HEADLINE;
 use crate::topology::Variant;
 
-const COLORS: [(Variant, &str); 3] = [
+const COLORS: [(Variant, &str); 5] = [
     (Variant::Direct, "#9e9e9e"),
     (Variant::Envoy, "#d9534f"),
     (Variant::MeshProxy, "#2b7bb9"),
+    (Variant::EnvoyMtls, "#8b1e1b"),
+    (Variant::MeshProxyMtls, "#174a70"),
 ];
 
 struct Panel<'a> {
@@ -94,9 +96,17 @@ fn panel(p: &Panel) -> String {
 
 /// The whole picture for the headline scenario.
 pub fn chart(sums: &[Summary], subtitle: &str) -> String {
-    let all = [Variant::Direct, Variant::Envoy, Variant::MeshProxy];
-    let proxies = [Variant::Envoy, Variant::MeshProxy];
     let h = |v| find(sums, HEADLINE, v);
+    // Only the variants that ran, so a run without the mTLS ones draws as before.
+    let all: Vec<Variant> = Variant::ALL
+        .into_iter()
+        .filter(|v| h(*v).is_some())
+        .collect();
+    let proxies: Vec<Variant> = all
+        .iter()
+        .copied()
+        .filter(|v| *v != Variant::Direct)
+        .collect();
     let lat = Panel {
         x: 20.0,
         w: 440.0,

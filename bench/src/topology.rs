@@ -45,20 +45,38 @@ pub enum Variant {
     Direct,
     Envoy,
     MeshProxy,
+    /// Envoy with mutual TLS 1.3 between the sidecars (certificates from the bench root).
+    EnvoyMtls,
+    /// mesh-proxy with auto mTLS, its certificates issued by mesh-agent's CA (same root).
+    MeshProxyMtls,
 }
 
 impl Variant {
+    pub const ALL: [Variant; 5] = [
+        Variant::Direct,
+        Variant::Envoy,
+        Variant::MeshProxy,
+        Variant::EnvoyMtls,
+        Variant::MeshProxyMtls,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Variant::Direct => "direct",
             Variant::Envoy => "envoy",
             Variant::MeshProxy => "mesh-proxy",
+            Variant::EnvoyMtls => "envoy-mtls",
+            Variant::MeshProxyMtls => "mesh-proxy-mtls",
         }
     }
+    pub fn mtls(self) -> bool {
+        matches!(self, Variant::EnvoyMtls | Variant::MeshProxyMtls)
+    }
+    pub fn is_envoy(self) -> bool {
+        matches!(self, Variant::Envoy | Variant::EnvoyMtls)
+    }
     pub fn parse(s: &str) -> Option<Variant> {
-        [Variant::Direct, Variant::Envoy, Variant::MeshProxy]
-            .into_iter()
-            .find(|v| v.name() == s)
+        Variant::ALL.into_iter().find(|v| v.name() == s)
     }
 }
 
@@ -67,6 +85,7 @@ impl Variant {
 pub struct Bins {
     pub cni: PathBuf,
     pub proxy: PathBuf,
+    pub agent: PathBuf,
     pub bench: PathBuf,
     pub envoy: Option<PathBuf>,
 }
@@ -94,7 +113,7 @@ impl Drop for TempDir {
     }
 }
 
-fn write_readable(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub fn write_readable(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, data).with_context(|| path.display().to_string())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
@@ -145,7 +164,7 @@ fn wait_http_ok(pod: &Pod, url: &str, what: &str) -> anyhow::Result<()> {
     }
 }
 
-fn view(server: IpAddr) -> ProxyView {
+fn view(server: IpAddr, mtls: bool) -> ProxyView {
     let port = |name: &str, port: u16, protocol: &str| ServicePort {
         name: name.into(),
         port,
@@ -166,21 +185,112 @@ fn view(server: IpAddr) -> ProxyView {
             ],
             endpoints: vec![Endpoint {
                 address: server.to_string(),
-                labels: BTreeMap::from([("app".into(), "bench-server".into())]),
+                labels: if mtls {
+                    BTreeMap::from([
+                        ("app".into(), "bench-server".into()),
+                        ("security.istio.io/tlsMode".into(), "istio".into()),
+                    ])
+                } else {
+                    BTreeMap::from([("app".into(), "bench-server".into())])
+                },
                 ready: true,
                 ..Default::default()
             }],
             ..Default::default()
         }],
         outbound_traffic_policy: "ALLOW_ANY".into(),
+        inbound: mesh_api::syncapi::InboundPolicy {
+            // Like the Envoy variant's `require_client_certificate`.
+            mtls_mode: if mtls { "STRICT" } else { "PERMISSIVE" }.into(),
+            ..Default::default()
+        },
         ..Default::default()
+    }
+}
+
+/// The node-level half of the mTLS variants: the bench root, mesh-agent as the
+/// mesh CA on the bridge address (with a local token per mesh-proxy pod), and
+/// Envoy's leaf certificates. Dropped after every deployment.
+pub struct MeshCa {
+    ca: crate::certs::Ca,
+    dir: TempDir,
+    _agent: PodProcess,
+    tokens: std::sync::Mutex<String>,
+}
+
+impl MeshCa {
+    pub fn start(node: &Node, bins: &Bins) -> anyhow::Result<MeshCa> {
+        let dir = std::env::temp_dir().join(format!("mesh-bench-{}-ca", node.id()));
+        std::fs::create_dir_all(dir.join("config"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let dir = TempDir(dir);
+        let ca = crate::certs::Ca::new()?;
+        ca.write_cacerts(&dir.0.join("cacerts"))?;
+        std::fs::write(dir.0.join("tokens"), "")?;
+        // The agent binds the bridge address, which exists once a pod is attached
+        // or, before that, once the bridge is created here (the bridge plugin
+        // adopts an existing bridge).
+        let ns = node.netns();
+        let gw = format!("{}/16", mesh_e2e::harness::GATEWAY);
+        let sh = format!(
+            "ip link show cni0 >/dev/null 2>&1 || {{ ip link add cni0 type bridge && ip addr add {gw} dev cni0; }}; ip link set cni0 up"
+        );
+        let st = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &sh])
+            .status()?;
+        anyhow::ensure!(st.success(), "creating the bridge for the CA");
+        let listen = format!("{}:15012", mesh_e2e::harness::GATEWAY);
+        let p = |x: &Path| x.display().to_string();
+        let mut agent = node.spawn(&[
+            bins.agent.to_str().context("agent path")?,
+            "--config-dir",
+            &p(&dir.0.join("config")),
+            "--listen",
+            &listen,
+            "--debug-listen",
+            "127.0.0.1:15014",
+            "--ca-dir",
+            &p(&dir.0.join("cacerts")),
+            "--ca-tokens",
+            &p(&dir.0.join("tokens")),
+        ])?;
+        agent.wait_for_line("mesh-agent listening", Duration::from_secs(20))?;
+        Ok(MeshCa {
+            ca,
+            dir,
+            _agent: agent,
+            tokens: std::sync::Mutex::new(String::new()),
+        })
+    }
+
+    /// A token file for `pod` (service account = pod name), known to the CA.
+    fn token(&self, pod: &Pod) -> anyhow::Result<PathBuf> {
+        let token = format!("bench-{}-{}", pod.name(), std::process::id());
+        let mut all = self.tokens.lock().expect("tokens lock");
+        all.push_str(&format!("{token} default {}\n", pod.name()));
+        std::fs::write(self.dir.0.join("tokens"), all.as_bytes())?;
+        let path = self.dir.0.join(format!("{}.token", pod.name()));
+        write_readable(&path, token.as_bytes())?;
+        Ok(path)
+    }
+
+    fn envoy_leaf(&self, pod: &Pod) -> anyhow::Result<crate::certs::LeafFiles> {
+        self.ca.leaf(&self.dir.0, pod.name())
     }
 }
 
 impl Deployment {
     /// Creates the pods, rules, app and sidecars of `variant` on `node`, and
     /// checks that one request goes through before returning.
-    pub fn start(node: &Node, variant: Variant, bins: &Bins) -> anyhow::Result<Deployment> {
+    pub fn start(
+        node: &Node,
+        variant: Variant,
+        bins: &Bins,
+        ca: Option<&MeshCa>,
+    ) -> anyhow::Result<Deployment> {
         let name = variant.name();
         let dir = std::env::temp_dir().join(format!("mesh-bench-{}-{name}", node.id()));
         std::fs::create_dir_all(&dir)?;
@@ -225,17 +335,46 @@ impl Deployment {
         app.wait_for_line("mesh-bench server listening", Duration::from_secs(10))?;
         let sidecars = match variant {
             Variant::Direct => None,
-            Variant::MeshProxy => {
+            Variant::MeshProxy | Variant::MeshProxyMtls => {
+                let mtls = variant.mtls();
                 let path = dir.0.join("view.json");
-                write_readable(&path, &serde_json::to_vec(&view(server.ip()))?)?;
-                let s = start_mesh_proxy(&server, &bins.proxy, &path, "app=bench-server")?;
-                let c = start_mesh_proxy(&client, &bins.proxy, &path, "app=bench-client")?;
+                write_readable(&path, &serde_json::to_vec(&view(server.ip(), mtls))?)?;
+                let token = |pod: &Pod| match (mtls, ca) {
+                    (false, _) => Ok(None),
+                    (true, Some(ca)) => ca.token(pod).map(Some),
+                    (true, None) => bail!("the mTLS variant needs the mesh CA"),
+                };
+                let s = start_mesh_proxy(
+                    &server,
+                    &bins.proxy,
+                    &path,
+                    "app=bench-server",
+                    token(&server)?,
+                )?;
+                let c = start_mesh_proxy(
+                    &client,
+                    &bins.proxy,
+                    &path,
+                    "app=bench-client",
+                    token(&client)?,
+                )?;
                 Some((c, s))
             }
-            Variant::Envoy => {
+            Variant::Envoy | Variant::EnvoyMtls => {
                 let envoy = bins.envoy.as_deref().context("Envoy is not available")?;
-                let s = start_envoy(&server, envoy, &dir.0, None)?;
-                let c = start_envoy(&client, envoy, &dir.0, Some(server.ip()))?;
+                let leaf = |pod: &Pod| match (variant.mtls(), ca) {
+                    (false, _) => Ok(None),
+                    (true, Some(ca)) => ca.envoy_leaf(pod).map(Some),
+                    (true, None) => bail!("the mTLS variant needs the bench root"),
+                };
+                let s = start_envoy(&server, envoy, &dir.0, None, leaf(&server)?.as_ref())?;
+                let c = start_envoy(
+                    &client,
+                    envoy,
+                    &dir.0,
+                    Some(server.ip()),
+                    leaf(&client)?.as_ref(),
+                )?;
                 Some((c, s))
             }
         };
@@ -305,26 +444,39 @@ fn start_mesh_proxy(
     bin: &Path,
     view: &Path,
     labels: &str,
+    ca_token: Option<PathBuf>,
 ) -> anyhow::Result<PodProcess> {
     let ip = pod.ip().to_string();
-    let mut p = pod.spawn(
-        PROXY_UID,
-        &[
-            bin.to_str().context("proxy path")?,
-            "--view-file",
-            view.to_str().context("view path")?,
-            "--pod",
-            pod.name(),
-            "--namespace",
-            "default",
-            "--labels",
-            labels,
-            "--instance-ip",
-            &ip,
-            "--concurrency",
-            "1",
-        ],
-    )?;
+    let mut argv: Vec<String> = [
+        bin.to_str().context("proxy path")?,
+        "--view-file",
+        view.to_str().context("view path")?,
+        "--pod",
+        pod.name(),
+        "--namespace",
+        "default",
+        "--service-account",
+        pod.name(),
+        "--labels",
+        labels,
+        "--instance-ip",
+        &ip,
+        "--concurrency",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(t) = ca_token {
+        argv.extend([
+            "--ca-token-file".to_string(),
+            t.display().to_string(),
+            "--ca-addr".to_string(),
+            format!("{}:15012", mesh_e2e::harness::GATEWAY),
+        ]);
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut p = pod.spawn(PROXY_UID, &argv)?;
     p.wait_for_line("mesh-proxy bound", Duration::from_secs(20))?;
     wait_http_ok(pod, "http://127.0.0.1:15021/healthz/ready", "mesh-proxy")?;
     Ok(p)
@@ -335,8 +487,9 @@ fn start_envoy(
     bin: &Path,
     dir: &Path,
     upstream: Option<IpAddr>,
+    tls: Option<&crate::certs::LeafFiles>,
 ) -> anyhow::Result<PodProcess> {
-    let cfg = crate::envoy::bootstrap(upstream, &PORTS);
+    let cfg = crate::envoy::bootstrap(upstream, &PORTS, tls);
     let path = dir.join(format!("envoy-{}.json", pod.name()));
     write_readable(&path, &serde_json::to_vec_pretty(&cfg)?)?;
     let p = pod.spawn(

@@ -38,11 +38,23 @@ fn smoke_run_measures_every_variant_and_writes_the_report() {
     .expect("results.json parses");
     assert_eq!(doc["interrupted"], false);
     let runs = doc["runs"].as_array().expect("runs");
-    for variant in ["direct", "envoy", "mesh-proxy"] {
+    for variant in [
+        "direct",
+        "envoy",
+        "mesh-proxy",
+        "envoy-mtls",
+        "mesh-proxy-mtls",
+    ] {
         let run = runs
             .iter()
             .find(|r| r["variant"] == variant)
             .unwrap_or_else(|| panic!("no run for {variant}: {stderr}"));
+        let mtls = if variant.ends_with("-mtls") {
+            "on"
+        } else {
+            "off"
+        };
+        assert_eq!(run["mtls"], mtls, "{variant}");
         let load = &run["load"];
         assert!(load["ok"].as_u64().unwrap() >= 100, "{variant}: {load}");
         assert_eq!(load["errors"], 0, "{variant}: {load}");
@@ -86,6 +98,10 @@ fn smoke_run_measures_every_variant_and_writes_the_report() {
 
     let md = std::fs::read_to_string(dir.path().join("results.md")).expect("results.md");
     assert!(md.contains("mesh-proxy ÷ Envoy"), "{md}");
+    assert!(
+        md.contains("both sidecars, mTLS off") && md.contains("both sidecars, mTLS on"),
+        "{md}"
+    );
     assert!(md.contains("| sidecar CPU s / 1000 req (both) |"), "{md}");
     let svg = std::fs::read_to_string(dir.path().join("chart.svg")).expect("chart.svg");
     assert!(
