@@ -81,7 +81,7 @@ impl Fault {
         }
         let every = self.every.load(Relaxed).max(1);
         let n = self.seen.fetch_add(1, Relaxed) + 1;
-        (n % every == 0)
+        n.is_multiple_of(every)
             .then(|| StatusCode::from_u16(status).ok())
             .flatten()
     }
