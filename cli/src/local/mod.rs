@@ -5,6 +5,7 @@
 //! live; `pods`, `exec`, `logs` inspect; `down` removes everything, also after a
 //! crash, from the state kept in the run directory.
 
+mod ca;
 mod manifest;
 mod node;
 mod pod;
@@ -483,6 +484,14 @@ fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Resul
         format!("mesh-agent-{}", st.name),
     ]
     .into();
+    ca::init(run)?;
+    let mut argv = argv;
+    argv.extend([
+        "--ca-tokens".to_string(),
+        ca::tokens_file(run).display().to_string(),
+        "--ca-root-out".to_string(),
+        ca::root_file(run).display().to_string(),
+    ]);
     let p = proc::spawn(
         "mesh-agent",
         &st.node_netns,

@@ -294,6 +294,13 @@ pub fn create(
             serde_json::to_string(&state.pods[idx].labels)?,
         ));
         let uid = run_as(&pod, c, 1337);
+        // The projected istio-token plays this part in a cluster.
+        let sa = pod["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        let token = super::ca::issue(run, &spec.namespace, &spec.name, sa, uid)
+            .with_context(|| format!("{who}: issuing its CA credential"))?;
+        env.push(("CA_TOKEN_FILE".into(), token.display().to_string()));
         let log = log_path(run, &state.pods[idx], PROXY_CONTAINER);
         let p = proc::spawn(PROXY_CONTAINER, &netns, uid, &argv, &env, &log)?;
         state.pods[idx].procs.push(p.clone());
@@ -376,6 +383,7 @@ pub fn remove(state: &State, run: &RunDir, ps: &PodState) -> Vec<String> {
         proc::stop(p, Duration::from_secs(3));
     }
     let errors = node::del_pod(state, ps);
+    super::ca::revoke(run, &ps.namespace, &ps.name);
     let _ = std::fs::remove_file(pod_file(run, &ps.namespace, &ps.name));
     errors
 }
