@@ -3,9 +3,12 @@
 
 mod analyze;
 mod demo;
+mod http_get;
 mod kube_inject;
 mod local;
+mod proxy_config;
 mod proxy_status;
+mod version;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +38,10 @@ enum Command {
     KubeInject(kube_inject::Args),
     /// Offline checks of Kubernetes/Istio YAML, like `istioctl analyze` (exit 79 on errors).
     Analyze(analyze::Args),
+    /// What one sidecar has in force: clusters, listeners, routes, endpoints (like `istioctl proxy-config`).
+    ProxyConfig(proxy_config::Args),
+    /// Client version and the versions of the agents, webhooks and proxies it can reach.
+    Version(version::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +58,7 @@ fn main() -> anyhow::Result<()> {
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::KubeInject(args) => kube_inject::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::ProxyConfig(args) => proxy_config::run(args),
+        Command::Version(args) => version::run(args),
     }
 }

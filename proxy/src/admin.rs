@@ -1,5 +1,6 @@
-//! The proxy's own endpoints: admin on 127.0.0.1:15000 (config dump, clusters,
-//! stats, drain, quit), `/healthz/ready` on 15021 (ready once the first snapshot
+//! The proxy's own endpoints: admin on 127.0.0.1:15000 (config dump with the
+//! compiled tables of [`crate::config_dump`], server info, clusters, stats, drain,
+//! quit), `/healthz/ready` on 15021 (ready once the first snapshot
 //! is applied, not ready while draining), Prometheus on 15090, and the status
 //! port 15020 (merged metrics, rewritten application probes, `/quitquitquit`,
 //! `/drain`).
@@ -87,8 +88,31 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
             "workload": &*s.shared.me.workload,
         },
         "view": snap.as_ref().map(|s| &s.view),
+        "compiled": snap.as_ref().map(|snap| crate::config_dump::compile(snap, crate::config_dump::Ports {
+            outbound: s.shared.cfg.outbound.port(),
+            inbound: s.shared.cfg.inbound.port(),
+        })),
     });
     axum::Json(body).into_response()
+}
+
+/// Envoy's `/server_info` shape, trimmed to what `meshctl version` shows.
+async fn server_info(State(s): State<AdminState>) -> Response {
+    let state = if s.shared.is_draining() {
+        "DRAINING"
+    } else if s.shared.store.is_ready() {
+        "LIVE"
+    } else {
+        "PRE_INITIALIZING"
+    };
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "component": "mesh-proxy",
+        "state": state,
+        "node": {"pod": s.shared.cfg.pod, "namespace": s.shared.cfg.namespace},
+        "configVersion": s.shared.store.load().map(|snap| snap.version),
+    }))
+    .into_response()
 }
 
 async fn clusters(State(s): State<AdminState>) -> Response {
@@ -137,6 +161,7 @@ async fn app_health(
 pub fn admin_router(st: AdminState) -> Router {
     Router::new()
         .route("/config_dump", get(config_dump))
+        .route("/server_info", get(server_info))
         .route("/clusters", get(clusters))
         .route("/stats/prometheus", get(prometheus))
         .route("/ready", get(ready))

@@ -18,6 +18,7 @@ pub mod admin;
 pub mod app_metrics;
 pub mod app_probe;
 pub mod config;
+pub mod config_dump;
 pub mod detect;
 pub mod http;
 pub mod lb;

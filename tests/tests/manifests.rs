@@ -364,21 +364,28 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                         "{dir}: {name} has a wildcard in {field}"
                     );
                 }
+                // Writes beyond patch exist only on the webhook's certificate Secret
+                // (checked exactly below).
                 ensure!(
                     strs(&rule["verbs"])
                         .iter()
-                        .all(|v| ["get", "list", "watch", "patch"].contains(&v.as_str())),
+                        .all(|v| ["get", "list", "watch", "patch", "create", "update"]
+                            .contains(&v.as_str())),
                     "{dir}: {name} verbs {:?}",
                     rule["verbs"]
                 );
             }
         }
         // Each binding's role exists and its subject is the component's own account.
-        for b in of_kind(&objs, "ClusterRoleBinding") {
+        for (b, role_kind) in of_kind(&objs, "ClusterRoleBinding")
+            .map(|b| (b, "ClusterRole"))
+            .chain(of_kind(&objs, "RoleBinding").map(|b| (b, "Role")))
+        {
             let name = b["metadata"]["name"].as_str().unwrap_or("");
+            ensure!(b["roleRef"]["kind"] == role_kind, "{name} roleRef kind");
             find(
                 &objs,
-                "ClusterRole",
+                role_kind,
                 b["roleRef"]["name"].as_str().unwrap_or(""),
             );
             ensure!(
@@ -394,6 +401,7 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                 == serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}])
         );
         let writes: Vec<&Value> = of_kind(&objs, "ClusterRole")
+            .chain(of_kind(&objs, "Role"))
             .flat_map(|r| {
                 r["rules"]
                     .as_array()
@@ -402,19 +410,40 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                     .into_iter()
                     .map(move |x| (r, x))
             })
-            .filter(|(_, x)| strs(&x["verbs"]).iter().any(|v| v == "patch"))
+            .filter(|(_, x)| {
+                strs(&x["verbs"])
+                    .iter()
+                    .any(|v| ["patch", "create", "update"].contains(&v.as_str()))
+            })
             .map(|(r, _)| r)
             .collect();
         match dir {
-            // Self-managed certificates: the webhook patches its own configuration only.
+            // Self-managed certificates: the webhook patches its own configurations
+            // and writes its own certificate Secret, nothing else.
             "manifests" | "manifests/overlays/cni" => {
                 let w = find(&objs, "ClusterRole", "mesh-webhook");
-                ensure!(writes == [w], "{dir}: only mesh-webhook may write");
+                let r = find(&objs, "Role", "mesh-webhook");
+                ensure!(r["metadata"]["namespace"] == "istio-system");
+                let mut ws = writes.clone();
+                ws.dedup();
+                ensure!(ws == [w, r], "{dir}: only mesh-webhook may write");
                 ensure!(
                     w["rules"]
-                        == serde_json::json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["mesh-sidecar-injector"], "verbs": ["get", "patch"]}]),
+                        == serde_json::json!([
+                            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["mesh-sidecar-injector"], "verbs": ["get", "patch"]},
+                            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": ["mesh-validator"], "verbs": ["get", "patch"]}]),
                     "{dir}: {}",
                     w["rules"]
+                );
+                // create cannot be narrowed by resourceNames (Kubernetes RBAC), so it
+                // is the only unnamed write, and only on Secrets of istio-system.
+                ensure!(
+                    r["rules"]
+                        == serde_json::json!([
+                            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mesh-webhook-certs"], "verbs": ["get", "update"]},
+                            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]),
+                    "{dir}: {}",
+                    r["rules"]
                 );
             }
             _ => ensure!(

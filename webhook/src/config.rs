@@ -43,6 +43,14 @@ pub struct Config {
     /// MutatingWebhookConfiguration whose caBundle self-managed mode maintains.
     #[arg(long, default_value = "mesh-sidecar-injector")]
     pub webhook_config: String,
+    /// ValidatingWebhookConfiguration whose caBundle self-managed mode maintains
+    /// (empty: none).
+    #[arg(long, default_value = "mesh-validator")]
+    pub validating_webhook_config: String,
+    /// Secret (in the Service's namespace) holding the CA and serving cert all
+    /// replicas share in self-managed mode.
+    #[arg(long, default_value = "mesh-webhook-certs")]
+    pub certs_secret: String,
     /// Mesh config file (the ConfigMap content); defaults apply without it.
     #[arg(long, env = "MESH_WEBHOOK_MESH_CONFIG")]
     pub mesh_config: Option<PathBuf>,
@@ -87,17 +95,19 @@ pub enum MeshLoadError {
     Yaml(String),
     #[error(transparent)]
     Invalid(#[from] MeshConfigError),
+    #[error(transparent)]
+    File(#[from] mesh_agent::meshfile::MeshFileError),
 }
 
-/// Parses and validates mesh config YAML (unknown fields are errors).
+/// Parses and validates mesh config YAML exactly as mesh-agent does
+/// (`mesh_agent::meshfile`): Istio MeshConfig fields the mesh does not use are
+/// accepted and logged, known fields are typed and checked.
 pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, MeshLoadError> {
-    let m: MeshConfig = if text.trim().is_empty() {
-        MeshConfig::default()
-    } else {
-        serde_yaml_ng::from_str(text).map_err(|e| MeshLoadError::Yaml(e.to_string()))?
-    };
-    m.validate()?;
-    Ok(m)
+    let m = mesh_agent::meshfile::parse(text)?;
+    if !m.ignored.is_empty() {
+        tracing::info!(fields = ?m.ignored, "mesh config fields not used by the mesh");
+    }
+    Ok(m.mesh)
 }
 
 /// A validated Config with its files loaded.

@@ -1,4 +1,4 @@
-//! The few Kubernetes API calls self-managed mode needs (GET, JSON PATCH), over
+//! The few Kubernetes API calls self-managed mode needs (GET, POST, PUT, JSON PATCH), over
 //! hyper with rustls and the pod's service-account token. One connection per call:
 //! these calls are rare.
 
@@ -34,6 +34,16 @@ pub enum ApiError {
         path: String,
         error: String,
     },
+}
+
+impl ApiError {
+    /// The HTTP status the API server answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 pub struct ApiClient {
@@ -163,6 +173,21 @@ impl ApiClient {
 
     pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
         self.call("GET", path, None).await
+    }
+
+    /// Creates an object (`POST` to the collection).
+    pub async fn create(&self, path: &str, obj: &Value) -> Result<Value, ApiError> {
+        let body = serde_json::to_vec(obj).unwrap_or_default();
+        self.call("POST", path, Some(("application/json", body)))
+            .await
+    }
+
+    /// Replaces an object (`PUT`); its `metadata.resourceVersion` makes the API
+    /// server refuse (409) when someone else wrote in between.
+    pub async fn replace(&self, path: &str, obj: &Value) -> Result<Value, ApiError> {
+        let body = serde_json::to_vec(obj).unwrap_or_default();
+        self.call("PUT", path, Some(("application/json", body)))
+            .await
     }
 
     /// RFC 6902 patch (`application/json-patch+json`).

@@ -1,6 +1,8 @@
 //! `mesh-webhook`: the mutating admission webhook that injects the `istio-proxy`
 //! sidecar (Istio-compatible), and `kube-inject` for workload YAML.
 //!
+//! [`validate`] answers the validating webhook (`/validate`) for Istio resources.
+//!
 //! Pure core: [`decide`] (should this pod get a sidecar, as Istio decides) and
 //! [`inject()`] (the RFC 6902 patch that adds it). Around it: [`admission`] turns
 //! AdmissionReview bytes into a response, [`kube_inject`] rewrites YAML streams,
@@ -16,7 +18,9 @@ pub mod kubeapi;
 pub mod reload;
 pub mod selfca;
 pub mod server;
+pub mod sharedca;
 pub mod tls;
+pub mod validate;
 
 pub use decide::{decide, Decision, SkipReason};
 pub use inject::{inject, inject_value, InjectContext, InjectError};

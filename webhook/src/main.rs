@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use mesh_webhook::config::Config;
+use mesh_webhook::selfca::WebhookKind;
 use mesh_webhook::server::{serve, AppState};
+use mesh_webhook::sharedca::{self, SharedCa};
 use mesh_webhook::{reload, tls};
 
 #[derive(Parser)]
@@ -44,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     match (&loaded.self_managed, &cfg.tls_cert, &cfg.tls_key) {
-        (Some(sm), _, _) => {
+        (Some(_), _, _) => {
             let api = match mesh_webhook::kubeapi::ApiClient::in_cluster() {
                 Ok(a) => Arc::new(a),
                 Err(e) => {
@@ -52,12 +54,46 @@ async fn main() -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
-            let every = std::time::Duration::from_secs(30);
-            mesh_webhook::selfca::keep_ca_bundle(
+            let shared = SharedCa::new(
+                &cfg.self_managed_namespace,
+                &cfg.certs_secret,
+                cfg.self_managed_service
+                    .as_deref()
+                    .unwrap_or("mesh-webhook"),
+            );
+            let mut configs = vec![(WebhookKind::Mutating, cfg.webhook_config.clone())];
+            if !cfg.validating_webhook_config.is_empty() {
+                configs.push((
+                    WebhookKind::Validating,
+                    cfg.validating_webhook_config.clone(),
+                ));
+            }
+            // Serve only the shared cert: a replica with a private one would fail
+            // every call the API server sends it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let served = loop {
+                match sharedca::sync_once(&api, &shared, &store, None, &configs).await {
+                    Ok(s) => break s,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        tracing::warn!(error = %e, "shared certificate not ready; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "mesh-webhook: shared certificate Secret {}/{}: {e}",
+                            cfg.self_managed_namespace, cfg.certs_secret
+                        );
+                        std::process::exit(1);
+                    }
+                }
+            };
+            sharedca::keep_shared(
                 api,
-                cfg.webhook_config.clone(),
-                sm.ca_pem.clone(),
-                every,
+                shared,
+                store.clone(),
+                Some(served),
+                configs,
+                std::time::Duration::from_secs(30),
                 stop_rx.clone(),
             );
         }

@@ -2,6 +2,7 @@
 //! the Service's DNS names) and keeps the `caBundle` of its
 //! MutatingWebhookConfiguration equal to that CA through the Kubernetes API,
 //! re-patching whenever it drifts (e.g. a GitOps tool re-applied the manifest).
+//! With several replicas the CA is shared through a Secret: see [`crate::sharedca`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,12 @@ pub enum SelfCaError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("MutatingWebhookConfiguration {name}: {reason}")]
-    Shape { name: String, reason: String },
+    #[error("{kind} {name}: {reason}")]
+    Shape {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
 }
 
 /// A CA and the serving cert it signed.
@@ -34,9 +39,22 @@ pub struct SelfManaged {
 }
 
 impl SelfManaged {
-    /// CA + serving cert for Service `service` in `namespace`.
+    /// CA + serving cert for Service `service` in `namespace`, valid for a year.
     pub fn generate(service: &str, namespace: &str) -> Result<Self, SelfCaError> {
+        Self::generate_for(service, namespace, Duration::from_secs(365 * 24 * 3600))
+    }
+
+    /// Same, valid from five minutes ago (clock skew between nodes) for `lifetime`.
+    pub fn generate_for(
+        service: &str,
+        namespace: &str,
+        lifetime: Duration,
+    ) -> Result<Self, SelfCaError> {
+        let now = time::OffsetDateTime::now_utc();
+        let (from, until) = (now - Duration::from_secs(300), now + lifetime);
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca.not_before = from;
+        ca.not_after = until;
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca.distinguished_name.push(
             rcgen::DnType::CommonName,
@@ -51,7 +69,9 @@ impl SelfManaged {
             format!("{service}.{namespace}.svc"),
             format!("{service}.{namespace}.svc.cluster.local"),
         ];
-        let leaf = rcgen::CertificateParams::new(names)?;
+        let mut leaf = rcgen::CertificateParams::new(names)?;
+        leaf.not_before = from;
+        leaf.not_after = until;
         let key = rcgen::KeyPair::generate()?;
         let cert = leaf.signed_by(&key, &issuer)?;
         Ok(SelfManaged {
@@ -66,8 +86,28 @@ impl SelfManaged {
     }
 }
 
-fn path(name: &str) -> String {
-    format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}")
+/// Which kind of webhook configuration carries the caBundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookKind {
+    Mutating,
+    Validating,
+}
+
+impl WebhookKind {
+    fn path(self, name: &str) -> String {
+        let plural = match self {
+            WebhookKind::Mutating => "mutatingwebhookconfigurations",
+            WebhookKind::Validating => "validatingwebhookconfigurations",
+        };
+        format!("/apis/admissionregistration.k8s.io/v1/{plural}/{name}")
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            WebhookKind::Mutating => "MutatingWebhookConfiguration",
+            WebhookKind::Validating => "ValidatingWebhookConfiguration",
+        }
+    }
 }
 
 /// Makes every webhook of `name` carry `ca_pem` as its caBundle. Returns whether a
@@ -78,9 +118,21 @@ pub async fn sync_ca_bundle(
     name: &str,
     ca_pem: &str,
 ) -> Result<bool, SelfCaError> {
+    sync_ca_bundle_of(api, WebhookKind::Mutating, name, ca_pem).await
+}
+
+/// [`sync_ca_bundle`] for either kind of webhook configuration.
+pub async fn sync_ca_bundle_of(
+    api: &ApiClient,
+    kind: WebhookKind,
+    name: &str,
+    ca_pem: &str,
+) -> Result<bool, SelfCaError> {
     let want = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let path = |n: &str| kind.path(n);
     let cfg = api.get(&path(name)).await?;
     let shape = |reason: &str| SelfCaError::Shape {
+        kind: kind.kind(),
         name: name.into(),
         reason: reason.into(),
     };

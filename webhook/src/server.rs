@@ -1,4 +1,5 @@
-//! The HTTPS admission server: axum routes (`POST /inject`, `/healthz`, `/readyz`)
+//! The HTTPS admission server: axum routes (`POST /inject`, `POST /validate`,
+//! `GET /version`, `/healthz`, `/readyz`)
 //! served by hyper over rustls on a listener the caller bound. Slow or hostile
 //! clients are bounded: TLS handshake and header read timeouts, a body read
 //! timeout, a 6 MiB body limit. Shuts down gracefully on the given signal.
@@ -71,6 +72,8 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/inject", post(inject))
+        .route("/validate", post(validate))
+        .route("/version", get(version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .with_state(state)
@@ -88,30 +91,34 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn inject(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let lim = st.limits;
-    if !is_json(&headers) {
+/// Reads a JSON request body within the limits, or the error response to send.
+async fn read_json_body(
+    lim: Limits,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, Response> {
+    if !is_json(headers) {
         let got = headers
             .get(header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        return plain(
+        return Err(plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be application/json, got {got:?}\n"),
-        );
+        ));
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > lim.max_body_bytes as u64) {
-        return plain(
+        return Err(plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "body of {} bytes exceeds the {} byte limit\n",
                 declared.unwrap_or(0),
                 lim.max_body_bytes
             ),
-        );
+        ));
     }
     let collected = tokio::time::timeout(
         lim.body_timeout,
@@ -120,26 +127,39 @@ async fn inject(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body)
     .await;
     let bytes = match collected {
         Err(_) => {
-            return plain(
+            return Err(plain(
                 StatusCode::REQUEST_TIMEOUT,
                 "request body not received in time\n".into(),
-            )
+            ))
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return plain(
+            return Err(plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body exceeds the {} byte limit\n", lim.max_body_bytes),
-            )
+            ))
         }
-        Ok(Err(e)) => return plain(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n")),
+        Ok(Err(e)) => {
+            return Err(plain(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read body: {e}\n"),
+            ))
+        }
         Ok(Ok(b)) => b.to_bytes(),
     };
     if bytes.is_empty() {
-        return plain(
+        return Err(plain(
             StatusCode::BAD_REQUEST,
             "empty body: expected an AdmissionReview\n".into(),
-        );
+        ));
     }
+    Ok(bytes)
+}
+
+async fn inject(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_json_body(st.limits, &headers, body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let mesh = st.mesh();
     let span = tracing::info_span!(
         "admission",
@@ -230,4 +250,39 @@ pub async fn serve(
 /// Binds nothing itself: reports the address of the listener it was given.
 pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
     listener.local_addr()
+}
+
+async fn validate(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_json_body(st.limits, &headers, body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let span = tracing::info_span!(
+        "validation",
+        uid = tracing::field::Empty,
+        allowed = tracing::field::Empty
+    );
+    let _g = span.enter();
+    match crate::validate::review(&bytes) {
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed validation review");
+            plain(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+        Ok(v) => {
+            span.record("uid", v.uid.as_str());
+            span.record("allowed", v.allowed);
+            if let Some(m) = &v.message {
+                tracing::info!(message = %m, "configuration refused");
+            }
+            (StatusCode::OK, Json(v.body)).into_response()
+        }
+    }
+}
+
+/// `GET /version`: what `meshctl version` reports for the webhook.
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "component": "mesh-webhook",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
 }

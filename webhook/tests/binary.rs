@@ -84,7 +84,8 @@ fn bad_configuration_exits_with_what_to_fix() {
         "{err}"
     );
 
-    std::fs::write(m, "imagez: {}\n").unwrap();
+    // Istio fields we do not use are accepted; a typo inside our own block is not.
+    std::fs::write(m, "images: {proxyy: x}\n").unwrap();
     let (code, err) = run(&[
         "--listen",
         "127.0.0.1:0",
@@ -97,7 +98,7 @@ fn bad_configuration_exits_with_what_to_fix() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("unknown field") && err.contains("imagez"),
+        err.contains("unknown field") && err.contains("proxyy"),
         "{err}"
     );
 }

@@ -53,6 +53,23 @@ pub async fn start(
     source: Box<dyn Source>,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
+    let (keep, settings) = watch::channel(Arc::new(cfg.settings()));
+    let sd = shutdown.clone();
+    // Keeps the settings channel open for the agent's lifetime.
+    tokio::spawn(async move {
+        sd.cancelled().await;
+        drop(keep);
+    });
+    start_live(cfg, settings, source, shutdown).await
+}
+
+/// [`start`] with settings that follow the mesh config file.
+pub async fn start_live(
+    cfg: &Config,
+    settings: watch::Receiver<Arc<crate::compile::Settings>>,
+    source: Box<dyn Source>,
+    shutdown: CancellationToken,
+) -> Result<Running, AgentError> {
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -73,8 +90,7 @@ pub async fn start(
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let shared = Shared::new(cfg.agent_name(), snap_rx);
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let settings = Arc::new(cfg.settings());
-    let mut tasks = vec![tokio::spawn(server::pipeline::run(
+    let mut tasks = vec![tokio::spawn(server::pipeline::run_live(
         ev_rx,
         settings,
         snap_tx,

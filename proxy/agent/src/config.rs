@@ -1,6 +1,7 @@
 //! The agent's one typed Config, parsed from flags/env and validated before any
 //! port is bound. Mesh-wide settings (trust domain, root namespace, outbound policy)
-//! are the agent's own flags for now.
+//! come from flags, or from the mesh config file (`--mesh-config`, the mesh-config
+//! ConfigMap's `mesh` key) whose values win over the flags.
 
 use crate::compile::{Settings, Visibility};
 use std::net::SocketAddr;
@@ -52,6 +53,14 @@ pub struct Config {
     /// can reach) or mesh (everything exported, Istio's behaviour).
     #[arg(long, value_enum, default_value = "namespace")]
     pub visibility: Visibility,
+    /// Istio mesh config file (the mesh-config ConfigMap's `mesh` key). Its
+    /// trustDomain, rootNamespace and outboundTrafficPolicy.mode override the
+    /// flags; it is re-read on change (a bad edit keeps the last good config).
+    #[arg(long, env = "MESH_AGENT_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
+    /// How often the mesh config file is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub mesh_reload_ms: u64,
     /// Quiet time that coalesces bursts of changes, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
@@ -76,11 +85,60 @@ pub enum ConfigError {
     Debounce(u64),
     #[error("--listen and --debug-listen are both {0}")]
     SameAddress(SocketAddr),
+    #[error("--mesh-config: {0}")]
+    MeshConfig(#[from] crate::meshfile::MeshFileError),
+    #[error("--mesh-reload-ms must be between 10 and 3600000 (got {0})")]
+    MeshReload(u64),
+    #[error("--mesh-config {path}: {error} (the value comes from the file)")]
+    MeshValue {
+        path: String,
+        error: Box<ConfigError>,
+    },
 }
 
 impl Config {
-    /// Checks everything that can be checked without binding.
+    /// The mesh config file, if one is configured.
+    pub fn load_mesh(&self) -> Result<Option<crate::meshfile::MeshFile>, ConfigError> {
+        match &self.mesh_config {
+            None => Ok(None),
+            Some(p) => Ok(Some(crate::meshfile::load(p)?)),
+        }
+    }
+
+    /// This config with the mesh config's values in place of the flags.
+    pub fn with_mesh(&self, m: &crate::meshfile::MeshFile) -> Config {
+        let mut c = self.clone();
+        c.trust_domain = m.mesh.trust_domain.clone();
+        c.root_namespace = m.mesh.root_namespace.clone();
+        c.outbound_policy = match m.mesh.outbound_traffic_policy.mode {
+            mesh_api::meshconfig::OutboundMode::AllowAny => "ALLOW_ANY".into(),
+            mesh_api::meshconfig::OutboundMode::RegistryOnly => "REGISTRY_ONLY".into(),
+        };
+        c
+    }
+
+    /// Checks everything that can be checked without binding, the mesh config
+    /// file included (with its values applied).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(m) = self.load_mesh()? {
+            if !(10..=3_600_000).contains(&self.mesh_reload_ms) {
+                return Err(ConfigError::MeshReload(self.mesh_reload_ms));
+            }
+            let mut applied = self.with_mesh(&m);
+            applied.mesh_config = None;
+            return applied.validate().map_err(|e| ConfigError::MeshValue {
+                path: self
+                    .mesh_config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                error: Box::new(e),
+            });
+        }
+        self.validate_flags()
+    }
+
+    fn validate_flags(&self) -> Result<(), ConfigError> {
         if self.source == SourceKind::Files {
             let dir = self
                 .config_dir

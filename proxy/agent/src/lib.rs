@@ -20,6 +20,7 @@ pub mod client;
 pub mod compile;
 pub mod config;
 pub mod crdgen;
+pub mod meshfile;
 pub mod objects;
 pub mod protocol;
 pub mod server;

@@ -80,8 +80,18 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
-    cfg.validate()?;
+fn run(flags: Config) -> anyhow::Result<()> {
+    flags.validate()?;
+    let mesh = flags.load_mesh()?;
+    let cfg = match &mesh {
+        Some(m) => {
+            if !m.ignored.is_empty() {
+                tracing::info!(fields = ?m.ignored, "mesh config fields not used by the mesh");
+            }
+            flags.with_mesh(m)
+        }
+        None => flags.clone(),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -94,7 +104,32 @@ fn run(cfg: Config) -> anyhow::Result<()> {
                 Box::new(mesh_agent::source::kubernetes::KubernetesSource::from_env().await?)
             }
         };
-        let running = mesh_agent::agent::start(&cfg, source, shutdown.clone()).await?;
+        let (settings_tx, settings_rx) =
+            tokio::sync::watch::channel(std::sync::Arc::new(cfg.settings()));
+        if let (Some(path), Some(first)) = (flags.mesh_config.clone(), mesh) {
+            let mut files = mesh_agent::meshfile::watch(
+                path,
+                first,
+                std::time::Duration::from_millis(flags.mesh_reload_ms),
+                shutdown.clone(),
+            );
+            let flags = flags.clone();
+            tokio::spawn(async move {
+                while files.changed().await.is_ok() {
+                    let next = flags.with_mesh(&files.borrow_and_update());
+                    let mut check = next.clone();
+                    check.mesh_config = None;
+                    match check.validate() {
+                        Ok(()) => {
+                            settings_tx.send_replace(std::sync::Arc::new(next.settings()));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "mesh config edit rejected; keeping the last good config"),
+                    }
+                }
+            });
+        }
+        let running =
+            mesh_agent::agent::start_live(&cfg, settings_rx, source, shutdown.clone()).await?;
         // Tests and scripts read this line to learn the bound ports.
         println!(
             "mesh-agent listening sync={} debug={}",

@@ -31,6 +31,8 @@ fn config(dir: &Path, listen: SocketAddr) -> Config {
         outbound_policy: "ALLOW_ANY".into(),
         visibility: Default::default(),
         debounce_ms: 100,
+        mesh_config: None,
+        mesh_reload_ms: 1000,
     }
 }
 

@@ -39,7 +39,7 @@ fn mesh_text(objs: &[Value]) -> String {
 }
 
 #[test]
-fn mesh_config_as_shipped_is_accepted_by_the_webhook_and_matches_the_agent_flags() -> Result<()> {
+fn mesh_config_as_shipped_is_accepted_by_the_webhook_and_the_agent() -> Result<()> {
     let mut parsed = Vec::new();
     for (dir, cni) in [("manifests", false), ("manifests/overlays/cni", true)] {
         let objs = render(dir)?;
@@ -80,7 +80,7 @@ fn mesh_config_as_shipped_is_accepted_by_the_webhook_and_matches_the_agent_flags
         let file = tmp.path().join("mesh.yaml");
         std::fs::write(&file, &text)?;
         let mut cli = WebhookCli::try_parse_from(&args)?;
-        cli.config.mesh_config = Some(file);
+        cli.config.mesh_config = Some(file.clone());
         let loaded = cli
             .config
             .load()
@@ -91,12 +91,59 @@ fn mesh_config_as_shipped_is_accepted_by_the_webhook_and_matches_the_agent_flags
             "serves the Service's names"
         );
         ensure!(flag(&args, "--webhook-config") == Some("mesh-sidecar-injector"));
+        let vwc = of_kind(&objs, "ValidatingWebhookConfiguration")
+            .next()
+            .context("ValidatingWebhookConfiguration")?;
+        ensure!(flag(&args, "--validating-webhook-config") == vwc["metadata"]["name"].as_str());
+        // The shared-CA Secret is the one the webhook's Role lets it get/update.
+        let role = find(&objs, "Role", "mesh-webhook");
+        ensure!(
+            strs(&role["rules"][0]["resourceNames"])
+                == [flag(&args, "--certs-secret").context("--certs-secret")?]
+        );
 
-        // The agent, with the Deployment's args: valid, and agreeing with the mesh config.
-        let agent = container(find(&objs, "Deployment", "mesh-agent"), "mesh-agent");
-        let a = AgentCli::try_parse_from(args_of(agent))?.config;
-        a.validate()
+        // The agent, with the Deployment's args and the same ConfigMap mounted where
+        // its --mesh-config points: valid, and taking its settings from the file.
+        let agent_dep = find(&objs, "Deployment", "mesh-agent");
+        let agent = container(agent_dep, "mesh-agent");
+        let agent_args = args_of(agent);
+        let agent_path = flag(&agent_args, "--mesh-config").context("agent --mesh-config")?;
+        let agent_mount = agent["volumeMounts"]
+            .as_array()
+            .context("agent mounts")?
+            .iter()
+            .find(|m| m["name"] == "mesh-config")
+            .context("agent mesh-config mount")?;
+        let agent_vol = agent_dep["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .context("agent volumes")?
+            .iter()
+            .find(|v| v["name"] == "mesh-config")
+            .context("agent volume")?;
+        ensure!(agent_vol["configMap"]["name"] == "mesh-config");
+        let agent_item = &agent_vol["configMap"]["items"][0];
+        ensure!(agent_item["key"] == "mesh");
+        ensure!(
+            agent_path
+                == format!(
+                    "{}/{}",
+                    agent_mount["mountPath"].as_str().unwrap_or(""),
+                    agent_item["path"].as_str().unwrap_or("")
+                )
+        );
+        let agent_file = mesh_agent::meshfile::parse(&text).map_err(|e| {
+            anyhow::anyhow!("{dir}: mesh-agent rejects the shipped mesh config: {e}")
+        })?;
+        ensure!(
+            agent_file.mesh == mesh,
+            "agent and webhook read the same config"
+        );
+        let mut flags = AgentCli::try_parse_from(&agent_args)?.config;
+        flags.mesh_config = Some(file.clone());
+        flags
+            .validate()
             .map_err(|e| anyhow::anyhow!("{dir}: mesh-agent would exit: {e}"))?;
+        let a = flags.with_mesh(&flags.load_mesh()?.context("mesh file")?);
         ensure!(
             a.trust_domain == mesh.trust_domain,
             "trust domain: agent {} vs mesh config {}",

@@ -31,6 +31,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/debug/syncz", get(handler))
         .route("/healthz/ready", get(|| async { "ok" }))
+        .route("/version", get(|| async { axum::Json(serde_json::json!({"component": "mesh-agent", "version": env!("CARGO_PKG_VERSION")})) }))
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -19,21 +19,50 @@ pub fn initial_version() -> u64 {
 /// Applies events and publishes a new snapshot after each burst (events arriving
 /// within `debounce` of each other are coalesced, bounded by 1 s).
 pub async fn run(
-    mut events: UnboundedReceiver<SourceEvent>,
+    events: UnboundedReceiver<SourceEvent>,
     settings: Arc<Settings>,
     publish: watch::Sender<Arc<Snapshot>>,
     debounce: Duration,
     shutdown: CancellationToken,
 ) {
+    let (_keep, rx) = watch::channel(settings);
+    run_live(events, rx, publish, debounce, shutdown).await
+}
+
+/// [`run`] with settings that can change (mesh config reload): a change
+/// recompiles the store with the new settings.
+pub async fn run_live(
+    mut events: UnboundedReceiver<SourceEvent>,
+    mut settings_rx: watch::Receiver<Arc<Settings>>,
+    publish: watch::Sender<Arc<Snapshot>>,
+    debounce: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut settings = settings_rx.borrow_and_update().clone();
+    let mut settings_open = true;
     let mut store = Store::default();
     let mut cache = CompileCache::default();
     let mut version = publish.borrow().version.max(initial_version());
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
-            e = events.recv() => match e { Some(e) => e, None => return },
+            e = events.recv() => match e { Some(e) => Some(e), None => return },
+            r = settings_rx.changed(), if settings_open => {
+                settings_open = r.is_ok();
+                None
+            }
         };
-        let mut changed = store.apply(first);
+        let mut changed = match first {
+            Some(e) => store.apply(e),
+            None => {
+                let next = settings_rx.borrow_and_update().clone();
+                let differs = *next != *settings;
+                settings = next;
+                // New settings change every service's compiled view.
+                cache = CompileCache::default();
+                differs
+            }
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         loop {
             tokio::select! {

@@ -1,0 +1,166 @@
+//! Minimal HTTP/1.1 GET for the loopback-only debug and admin endpoints (proxy
+//! admin 15000, agent debug 15014), and over TLS for the webhook's `/version`.
+//! One request per connection; chunked bodies are decoded.
+
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect(addr: &str) -> anyhow::Result<std::net::TcpStream> {
+    let sa = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))?;
+    let s = std::net::TcpStream::connect_timeout(&sa, TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    Ok(s)
+}
+
+fn exchange(mut s: impl Read + Write, addr: &str, path: &str) -> anyhow::Result<String> {
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    // A TLS peer may close without close_notify; what arrived is still the answer.
+    if let Err(e) = s.read_to_end(&mut buf) {
+        if buf.is_empty() {
+            return Err(e.into());
+        }
+    }
+    let text = String::from_utf8(buf).context("response is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200 ") {
+        bail!("GET {path} answered {status:?}");
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        Ok(body.to_string())
+    }
+}
+
+/// GET `path` from `addr` (host:port) over plain HTTP, the body as JSON.
+pub fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let body = exchange(connect(addr)?, addr, path)?;
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body:.200}"))
+}
+
+/// GET `path` over HTTPS. With `ca_pem` the server must chain to it under
+/// `server_name`; without, the certificate is not checked (only version
+/// information is read, nothing is sent).
+pub fn get_json_tls(
+    addr: &str,
+    server_name: &str,
+    ca_pem: Option<&[u8]>,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let cfg = match ca_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                roots.add(c.context("CA PEM")?)?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth(),
+    };
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .with_context(|| format!("server name {server_name:?}"))?;
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name)?;
+    let tls = rustls::StreamOwned::new(conn, connect(addr)?);
+    let body = exchange(tls, addr, path)?;
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body:.200}"))
+}
+
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("bad chunk")?;
+        let n = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).context("short chunk")?);
+        body = rest.get(n + 2..).context("short chunk")?;
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart (istioctl's layout).
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,227 @@
+//! `meshctl proxy-config <cluster|listener|route|endpoint|all> <ADMIN-ADDR|POD>
+//! [-o short|json]`: what one sidecar has in force, read from its admin endpoint's
+//! `/config_dump` (the `compiled` tables of `mesh_proxy::config_dump`), printed
+//! with the columns of `istioctl proxy-config`.
+//!
+//! The target is the admin address (`127.0.0.1:15000` inside the pod, or the local
+//! end of `kubectl port-forward POD 15000`). Pod names are not resolved here yet
+//! (no API-server port-forward): the error says what to run instead.
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::http_get::{get_json, table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    #[value(alias = "clusters", alias = "c")]
+    Cluster,
+    #[value(alias = "listeners", alias = "l")]
+    Listener,
+    #[value(alias = "routes", alias = "r")]
+    Route,
+    #[value(alias = "endpoints", alias = "ep")]
+    Endpoint,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Short,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    kind: Kind,
+    /// Admin address of the sidecar (host:port, e.g. 127.0.0.1:15000).
+    target: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "short")]
+    output: Output,
+    /// Only rows of this service FQDN (clusters, routes, endpoints).
+    #[arg(long)]
+    fqdn: Option<String>,
+    /// Only rows of this port (clusters, listeners, routes).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let addr = admin_addr(&args.target)?;
+    let dump = get_json(&addr, "/config_dump")
+        .with_context(|| format!("reading the config of the sidecar at {addr}"))?;
+    let compiled = dump
+        .get("compiled")
+        .filter(|c| c.is_object())
+        .with_context(|| format!("the sidecar at {addr} has no configuration yet"))?;
+    let filtered = filter(compiled, args.fqdn.as_deref(), args.port);
+    print!("{}", render(&filtered, args.kind, args.output)?);
+    Ok(())
+}
+
+/// `host:port` as given; a bare pod name is refused with what to do.
+fn admin_addr(target: &str) -> anyhow::Result<String> {
+    match target.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(target.to_string()),
+        _ => bail!(
+            "{target:?} is not an admin address (host:port); for a pod, run \
+             `kubectl port-forward {target} 15000` and pass 127.0.0.1:15000"
+        ),
+    }
+}
+
+fn filter(compiled: &Value, fqdn: Option<&str>, port: Option<u16>) -> Value {
+    // A row names its service as `host`, `host:port`, `Route: host:port` or a
+    // cluster name `outbound|port|subset|host`.
+    let fq = |v: &str| {
+        fqdn.is_none_or(|f| {
+            v == f
+                || v.ends_with(&format!("|{f}"))
+                || v.starts_with(&format!("{f}:"))
+                || v.contains(&format!(" {f}:"))
+        })
+    };
+    let pt = |v: Option<u64>| port.is_none_or(|p| v == Some(u64::from(p)));
+    let cluster_port = |c: &str| c.split('|').nth(1).and_then(|p| p.parse().ok());
+    let mut out = compiled.clone();
+    let mut retain = |section: &str, f: &dyn Fn(&Value) -> bool| {
+        if let Some(rows) = out[section].as_array_mut() {
+            rows.retain(|r| f(r));
+        }
+    };
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+    retain("clusters", &|r| {
+        fq(&text(r, "serviceFqdn")) && pt(r["port"].as_u64())
+    });
+    retain("listeners", &|r| {
+        fq(&text(r, "destination")) && pt(r["port"].as_u64())
+    });
+    retain("routes", &|r| {
+        fq(&text(r, "vhost")) && pt(text(r, "name").parse().ok())
+    });
+    retain("endpoints", &|r| {
+        let c = text(r, "cluster");
+        fq(&c) && pt(cluster_port(&c))
+    });
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn rows(compiled: &Value, section: &str) -> Vec<Value> {
+    compiled[section].as_array().cloned().unwrap_or_default()
+}
+
+fn clusters(c: &Value) -> String {
+    let mut t = vec![[
+        "SERVICE FQDN",
+        "PORT",
+        "SUBSET",
+        "DIRECTION",
+        "TYPE",
+        "DESTINATION RULE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for r in rows(c, "clusters") {
+        t.push(vec![
+            s(&r["serviceFqdn"]),
+            s(&r["port"]),
+            s(&r["subset"]),
+            s(&r["direction"]),
+            s(&r["type"]),
+            s(&r["destinationRule"]),
+        ]);
+    }
+    table(&t)
+}
+
+fn listeners(c: &Value) -> String {
+    let mut t = vec![["ADDRESSES", "PORT", "MATCH", "DESTINATION"]
+        .map(String::from)
+        .to_vec()];
+    for r in rows(c, "listeners") {
+        t.push(vec![
+            s(&r["address"]),
+            s(&r["port"]),
+            s(&r["match"]),
+            s(&r["destination"]),
+        ]);
+    }
+    table(&t)
+}
+
+fn routes(c: &Value) -> String {
+    let mut t = vec![
+        ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in rows(c, "routes") {
+        let domains: Vec<String> = r["domains"]
+            .as_array()
+            .map(|d| d.iter().map(s).collect())
+            .unwrap_or_default();
+        t.push(vec![
+            s(&r["name"]),
+            s(&r["vhost"]),
+            domains.join(", "),
+            s(&r["match"]),
+            s(&r["virtualService"]),
+        ]);
+    }
+    table(&t)
+}
+
+fn endpoints(c: &Value) -> String {
+    let mut t = vec![["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"]
+        .map(String::from)
+        .to_vec()];
+    for r in rows(c, "endpoints") {
+        t.push(vec![
+            s(&r["endpoint"]),
+            s(&r["status"]),
+            s(&r["outlierCheck"]),
+            s(&r["cluster"]),
+        ]);
+    }
+    table(&t)
+}
+
+/// The table(s) or JSON for `kind`.
+pub fn render(compiled: &Value, kind: Kind, output: Output) -> anyhow::Result<String> {
+    let section = match kind {
+        Kind::Cluster => Some("clusters"),
+        Kind::Listener => Some("listeners"),
+        Kind::Route => Some("routes"),
+        Kind::Endpoint => Some("endpoints"),
+        Kind::All => None,
+    };
+    if output == Output::Json {
+        let v = match section {
+            Some(sec) => compiled[sec].clone(),
+            None => compiled.clone(),
+        };
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    Ok(match kind {
+        Kind::Cluster => clusters(compiled),
+        Kind::Listener => listeners(compiled),
+        Kind::Route => routes(compiled),
+        Kind::Endpoint => endpoints(compiled),
+        Kind::All => [
+            clusters(compiled),
+            listeners(compiled),
+            routes(compiled),
+            endpoints(compiled),
+        ]
+        .join("\n"),
+    })
+}
