@@ -104,6 +104,7 @@ async fn handle_conn(
         peer,
         orig_dst,
         direction,
+        peer_identity: None,
     });
     match direction {
         Reporter::Source => {
@@ -180,7 +181,15 @@ async fn handle_conn(
             };
             match sniffed {
                 Sniffed::Http => serve_http(stream, ctx, watcher).await,
-                Sniffed::Tcp(pre) => inbound_tcp(stream, orig_dst, &shared, pre).await,
+                Sniffed::Tcp(pre) => {
+                    let verdict = crate::gate::tcp_verdict(
+                        snap.as_deref(),
+                        peer,
+                        orig_dst,
+                        ctx.peer_identity.as_ref(),
+                    );
+                    inbound_tcp(stream, orig_dst, &shared, pre, verdict).await
+                }
             }
         }
     }
@@ -266,6 +275,7 @@ async fn inbound_tcp(
     orig_dst: SocketAddr,
     shared: &Arc<Shared>,
     pre: Option<TcpStream>,
+    verdict: crate::authz::Verdict,
 ) {
     let snap = shared.store.load();
     let cluster = snap
@@ -286,6 +296,13 @@ async fn inbound_tcp(
         service_namespace: shared.me.namespace.clone(),
         cluster: format!("inbound|{}||", orig_dst.port()),
     };
+    if !verdict.is_allowed() {
+        // Envoy's network RBAC filter: the connection is closed, nothing reaches the app.
+        tracing::debug!(details = %verdict.details(), "inbound connection denied");
+        drop(pre);
+        tcp::refuse(shared, stream, meta, "-").await;
+        return;
+    }
     let up = match pre {
         Some(up) => Ok(up),
         None => crate::upstream::connect_local_app(orig_dst.port(), shared.cfg.instance_ip).await,
