@@ -74,8 +74,12 @@ pub fn parse(value: &str) -> Result<Vec<Bucket>, AnnotationError> {
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| bad(value, format!("{n:?} is not a positive token count")))?;
-        let fill = interval(per.trim())
-            .ok_or_else(|| bad(value, format!("{per:?} is not an interval (s, m, h, 250ms)")))?;
+        let fill = interval(per.trim()).ok_or_else(|| {
+            bad(
+                value,
+                format!("{per:?} is not an interval (s, m, h, 250ms)"),
+            )
+        })?;
         if fill < Duration::from_millis(50) {
             return Err(bad(value, format!("interval {per:?} is below 50ms")));
         }
@@ -88,12 +92,9 @@ pub fn parse(value: &str) -> Result<Vec<Bucket>, AnnotationError> {
         for item in items {
             match item.split_once('=') {
                 Some(("burst", v)) => {
-                    b.max_tokens = v
-                        .trim()
-                        .parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad(value, format!("burst {v:?} is not a positive number")))?
+                    b.max_tokens = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        bad(value, format!("burst {v:?} is not a positive number"))
+                    })?
                 }
                 Some(("port", v)) => {
                     b.port = Some(
@@ -101,7 +102,12 @@ pub fn parse(value: &str) -> Result<Vec<Bucket>, AnnotationError> {
                             .map_err(|e| bad(value, e.reason))?,
                     )
                 }
-                _ => return Err(bad(value, format!("unknown option {item:?} (burst=N, port=P)"))),
+                _ => {
+                    return Err(bad(
+                        value,
+                        format!("unknown option {item:?} (burst=N, port=P)"),
+                    ))
+                }
             }
         }
         if out.iter().any(|o| o.port == b.port) {
@@ -132,7 +138,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_value() {
-        for v in ["100", "x/s", "0/s", "5/10ms", "5/s,burst=0", "5/s,color=red", "5/s;6/s", "5/s,port=0"] {
+        for v in [
+            "100",
+            "x/s",
+            "0/s",
+            "5/10ms",
+            "5/s,burst=0",
+            "5/s,color=red",
+            "5/s;6/s",
+            "5/s,port=0",
+        ] {
             let e = parse(v).unwrap_err().to_string();
             assert!(e.contains(ANNOTATION) && e.contains(v), "{v}: {e}");
         }

@@ -37,7 +37,9 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(s.1);
         let fills = (elapsed.as_nanos() / self.interval.as_nanos().max(1)) as u64;
         if fills > 0 {
-            s.0 = s.0.saturating_add(fills.saturating_mul(self.per_fill)).min(self.max);
+            s.0 =
+                s.0.saturating_add(fills.saturating_mul(self.per_fill))
+                    .min(self.max);
             s.1 += self.interval * fills.min(u32::MAX as u64) as u32;
         }
         if s.0 > 0 {

@@ -112,7 +112,11 @@ pub(crate) fn l_fields<'a>(
         protocol: l.protocol,
         code: labels.response_code,
         flags: labels.response_flags,
-        details: if l.details.is_empty() { "-" } else { &l.details },
+        details: if l.details.is_empty() {
+            "-"
+        } else {
+            &l.details
+        },
         bytes_received: rx,
         bytes_sent: tx,
         duration_ms: ms as u64,

@@ -204,7 +204,11 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
     let r: EchoReply = serde_json::from_str(&call(c0, "/admin/../public", &[]).1).unwrap();
     assert_eq!(r.path, "/public", "the app receives the normalized path");
     // TCP to an HTTP-only ALLOW: the rule cannot match, the connection is closed.
-    assert_eq!(tcp_echo(c0), "", "TCP denied by an ALLOW with HTTP-only rules");
+    assert_eq!(
+        tcp_echo(c0),
+        "",
+        "TCP denied by an ALLOW with HTTP-only rules"
+    );
 
     // DENY beats ALLOW, with a header condition.
     let deny = policy(
@@ -259,7 +263,11 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
         "/./admin",
         "/admin/./x",
     ] {
-        assert_eq!(status(c0, path, &[]), 403, "{path} must not bypass the DENY");
+        assert_eq!(
+            status(c0, path, &[]),
+            403,
+            "{path} must not bypass the DENY"
+        );
     }
     assert_eq!(status(c0, "/public", &[]), 200);
     assert_eq!(status(c0, "/administrator", &[]), 200);
@@ -300,7 +308,10 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
             "destination_workload=\"echo-v1\"",
         ],
     );
-    assert!(denied >= 15.0, "403s recorded by the server: {denied}\n{sm}");
+    assert!(
+        denied >= 15.0,
+        "403s recorded by the server: {denied}\n{sm}"
+    );
     let cm = metrics(c0);
     assert!(
         metric_sum(

@@ -71,10 +71,14 @@ pub struct HttpFacts<'a> {
 /// The outcome of evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Allow { audited: bool },
+    Allow {
+        audited: bool,
+    },
     /// `policy` is Istio's id of the DENY rule that matched
     /// (`ns[<ns>]-policy[<name>]-rule[<i>]`), or `None` when no ALLOW matched.
-    Deny { policy: Option<String> },
+    Deny {
+        policy: Option<String>,
+    },
 }
 
 impl Verdict {
@@ -341,10 +345,7 @@ impl Authz {
             for p in self.policies.iter().filter(|p| p.action == action) {
                 if let Some(i) = p.rules.iter().position(|r| r.matches(facts, true)) {
                     return Verdict::Deny {
-                        policy: Some(format!(
-                            "ns[{}]-policy[{}]-rule[{i}]",
-                            p.namespace, p.name
-                        )),
+                        policy: Some(format!("ns[{}]-policy[{}]-rule[{i}]", p.namespace, p.name)),
                     };
                 }
             }
@@ -460,7 +461,11 @@ fn host_pair(f: &Field<StrList>, host: &str) -> bool {
 /// `host:port` → `host`; `[v6]:port` → `[v6]`; anything else unchanged.
 fn strip_port(a: &str) -> &str {
     match a.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
+        Some((h, p))
+            if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
         _ => a,
     }
 }
@@ -482,7 +487,11 @@ impl CompiledCondition {
             Key::Header(name) => match &f.http {
                 None => lenient,
                 Some(h) => {
-                    let mut vals = h.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+                    let mut vals = h
+                        .headers
+                        .get_all(name)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok());
                     match (vals.next(), vals.next()) {
                         (None, _) => pair(&self.strs, None),
                         (Some(one), None) => pair(&self.strs, Some(one)),

@@ -42,7 +42,7 @@ impl R {
         self.headers.append(k, v.parse().unwrap());
         self
     }
-    fn from_ip(mut self, ip: &'static str) -> R {
+    fn src_ip(mut self, ip: &'static str) -> R {
         self.src = ip;
         self
     }
@@ -67,8 +67,8 @@ impl R {
         self
     }
     fn decide(&self, a: &Authz) -> Verdict {
-        let path = normalize::normalize(self.target, normalize::PathNormalization::default())
-            .unwrap();
+        let path =
+            normalize::normalize(self.target, normalize::PathNormalization::default()).unwrap();
         let ns = self
             .principal
             .and_then(|p| p.split("/ns/").nth(1))
@@ -295,10 +295,10 @@ fn table() {
         ("header absent", vec![ALLOW_HEADER], get("/"), false),
         ("header other value", vec![ALLOW_HEADER], get("/").header("x-token", "guest"), false),
         ("repeated header joined", vec![ALLOW_HEADER], get("/").header("x-token", "admin-a").header("x-token", "b"), true),
-        ("ipBlocks in", vec![ALLOW_IPS], get("/").from_ip("10.88.0.5"), true),
-        ("ipBlocks out", vec![ALLOW_IPS], get("/").from_ip("10.88.1.5"), false),
-        ("notIpBlocks", vec![ALLOW_IPS], get("/").from_ip("10.88.0.66"), false),
-        ("ipBlocks ignore XFF", vec![ALLOW_IPS], get("/").from_ip("10.88.1.5").xff("10.88.0.5"), false),
+        ("ipBlocks in", vec![ALLOW_IPS], get("/").src_ip("10.88.0.5"), true),
+        ("ipBlocks out", vec![ALLOW_IPS], get("/").src_ip("10.88.1.5"), false),
+        ("notIpBlocks", vec![ALLOW_IPS], get("/").src_ip("10.88.0.66"), false),
+        ("ipBlocks ignore XFF", vec![ALLOW_IPS], get("/").src_ip("10.88.1.5").xff("10.88.0.5"), false),
         ("remoteIpBlocks from XFF", vec![ALLOW_REMOTE], get("/").xff("1.1.1.1, 203.0.113.9"), true),
         ("remoteIpBlocks uses the last XFF hop", vec![ALLOW_REMOTE], get("/").xff("203.0.113.9, 1.1.1.1"), false),
         ("remoteIpBlocks without XFF", vec![ALLOW_REMOTE], get("/"), false),
@@ -309,7 +309,7 @@ fn table() {
         ("when: port, ip, principal", vec![ALLOW_WHEN_MISC], get("/"), true),
         ("when: wrong port", vec![ALLOW_WHEN_MISC], get("/").port(9000), false),
         ("when: notValues principal", vec![ALLOW_WHEN_MISC], get("/").peer(bad), false),
-        ("when: source.ip", vec![ALLOW_WHEN_MISC], get("/").from_ip("192.168.0.1"), false),
+        ("when: source.ip", vec![ALLOW_WHEN_MISC], get("/").src_ip("192.168.0.1"), false),
         ("TCP: DENY ignores HTTP-only fields", vec![DENY_GET_TCP], get("/").tcp().port(9000), false),
         ("TCP: DENY still needs its port", vec![DENY_GET_TCP], get("/").tcp().port(9001), true),
         ("TCP: ALLOW rule with HTTP-only fields never matches", vec![ALLOW_GET_TCP], get("/").tcp().port(9000), false),
@@ -335,7 +335,12 @@ fn table() {
             failed.push(format!("{name}: want allowed={want}, got {got:?}"));
         }
     }
-    assert!(failed.is_empty(), "{} failures:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} failures:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 #[test]
@@ -369,7 +374,10 @@ fn denial_names_the_rule() {
 fn warnings_name_the_problem() {
     let a = policies(&[CUSTOM, ALLOW_UNKNOWN_KEY, TARGET_REF]);
     let w = a.warnings.join("\n");
-    assert!(w.contains("foo/p0") && w.contains("CUSTOM") && w.contains("ext-authz"), "{w}");
+    assert!(
+        w.contains("foo/p0") && w.contains("CUSTOM") && w.contains("ext-authz"),
+        "{w}"
+    );
     assert!(w.contains("request.weird"), "{w}");
     assert!(w.contains("targetRef"), "{w}");
 }
