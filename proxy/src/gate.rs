@@ -6,6 +6,7 @@
 //! `rbac_access_denied_matched_policy[...]`, no response flag, like Envoy's RBAC
 //! filter), 429 `local_rate_limited` with `x-local-rate-limit: true` and flag `RL`.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderValue};
@@ -99,7 +100,10 @@ fn normalize_path<B>(req: &mut Request<B>, mode: PathNormalization) -> Result<()
         return Ok(());
     };
     let n = normalize::normalize(pq.as_str(), mode).map_err(|e| Refusal::BadPath(e.to_string()))?;
-    if n != pq.as_str() {
+    if let Cow::Owned(n) = n {
+        if n == pq.as_str() {
+            return Ok(());
+        }
         let mut parts = req.uri().clone().into_parts();
         parts.path_and_query = Some(
             n.parse()
@@ -171,4 +175,56 @@ pub fn tcp_verdict(
         sni: None,
         http: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ip_is_the_last_forwarded_hop() {
+        let peer: IpAddr = "10.88.0.2".parse().unwrap();
+        let req = Request::builder()
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-for", "1.1.1.1, 198.51.100.4")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            remote_ip(&req, peer),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        let bare = Request::builder().body(()).unwrap();
+        assert_eq!(remote_ip(&bare, peer), peer);
+        let junk = Request::builder()
+            .header("x-forwarded-for", "not-an-ip")
+            .body(())
+            .unwrap();
+        assert_eq!(remote_ip(&junk, peer), peer);
+    }
+
+    #[test]
+    fn the_request_carries_the_normalized_path() {
+        let mut req = Request::builder()
+            .uri("http://echo:8080/a/../b//c?x=/../y")
+            .body(())
+            .unwrap();
+        normalize_path(&mut req, PathNormalization::MergeSlashes).unwrap();
+        assert_eq!(req.uri().to_string(), "http://echo:8080/b/c?x=/../y");
+        let mut nul = Request::builder().uri("/a%00").body(()).unwrap();
+        let e = normalize_path(&mut nul, PathNormalization::Base).unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(e.reason().unwrap().contains("/a%00"));
+    }
+
+    #[test]
+    fn refusals_answer_like_envoy() {
+        let r = Refusal::RateLimited.response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["x-local-rate-limit"], "true");
+        assert_eq!(Refusal::RateLimited.flags(), "RL");
+        let d = Refusal::Denied(Verdict::Deny { policy: None });
+        assert_eq!(d.response().status(), 403);
+        assert_eq!(d.flags(), "-");
+        assert_eq!(d.details(), "rbac_access_denied_matched_policy[none]");
+    }
 }

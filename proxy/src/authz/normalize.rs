@@ -9,6 +9,7 @@
 //! decode `%2F` and `%5C`, then MERGE_SLASHES). `%00` is always refused. The
 //! query string is left as it is.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 /// Which normalization runs before authorization.
@@ -110,18 +111,20 @@ fn merge_slashes(path: &str) -> String {
     out
 }
 
-/// Normalizes a request target (`path?query`). Returns it unchanged when there
-/// is nothing to do, so the common case does not allocate twice.
-pub fn normalize(target: &str, mode: PathNormalization) -> Result<String, PathError> {
+/// Normalizes a request target (`path?query`). Borrows it unchanged when
+/// there is nothing to do (the common case: no `%`, `\\`, `/.` or `//`).
+pub fn normalize(target: &str, mode: PathNormalization) -> Result<Cow<'_, str>, PathError> {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    if path.contains("%00") {
+    let escapes = path.contains('%');
+    if escapes && path.contains("%00") {
         return Err(PathError::Nul(target.to_string()));
     }
-    if mode == PathNormalization::None || !path.starts_with('/') {
-        return Ok(target.to_string());
+    let clean = !escapes && !path.contains('\\') && !path.contains("/.") && !path.contains("//");
+    if clean || mode == PathNormalization::None || !path.starts_with('/') {
+        return Ok(Cow::Borrowed(target));
     }
     let mut p = if mode == PathNormalization::DecodeAndMergeSlashes {
         decode_where(path, |c| c == b'/' || c == b'\\')
@@ -137,7 +140,7 @@ pub fn normalize(target: &str, mode: PathNormalization) -> Result<String, PathEr
         p.push('?');
         p.push_str(q);
     }
-    Ok(p)
+    Ok(Cow::Owned(p))
 }
 
 /// The path without its query, as `paths`/`notPaths` compare it.
