@@ -295,6 +295,27 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Selection as Istio does it: a policy in the root namespace applies
+    // mesh-wide; one in another namespace, or whose selector does not match, does not.
+    let ap = |ns: &str, name: &str, body: &str| {
+        format!("apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{body}")
+    };
+    write(
+        &m.dir.0,
+        "scoped.yaml",
+        &[
+            ap("istio-system", "mesh-deny", "  action: DENY\n  rules:\n  - to:\n    - operation:\n        ports: [\"8080\"]\n        paths: [\"/mesh-denied\"]\n"),
+            ap("other", "deny-all", "  action: DENY\n  rules:\n  - {}\n"),
+            ap("default", "deny-unselected", "  selector:\n    matchLabels:\n      app: nomatch\n  action: DENY\n  rules:\n  - {}\n"),
+        ]
+        .join("---\n"),
+    );
+    until(&m, "/mesh-denied", &[], 403);
+    assert_eq!(status(c0, "/fine", &[]), 200);
+    assert_eq!(tcp_echo(c0), "ping", "neither deny-all applies here");
+    std::fs::remove_file(m.dir.0.join("scoped.yaml")).unwrap();
+    until(&m, "/mesh-denied", &[], 200);
+
     // Istio's telemetry of denials: 403 with no response flag, both reporters;
     // the access log carries Envoy's RBAC response code details.
     let sm = metrics(&m.server);
