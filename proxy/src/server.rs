@@ -169,9 +169,27 @@ async fn handle_conn(
                 .unwrap_or(Protocol::Unknown);
             let port = orig_dst.port();
             let ip = shared.cfg.instance_ip;
+            // Decided before sniffing so a connection TCP policy refuses never
+            // reaches the app, not even through the server-first early dial.
+            let verdict = crate::gate::tcp_verdict(
+                snap.as_deref(),
+                peer,
+                orig_dst,
+                ctx.peer_identity.as_ref(),
+            );
+            let may_dial = verdict.is_allowed();
             let sniffed = match declared {
                 Protocol::Http1 | Protocol::Http2 => Sniffed::Http,
                 Protocol::Tcp => Sniffed::Tcp(None),
+                Protocol::Unknown if !may_dial => {
+                    // No early dial: wait the whole window for the client to speak.
+                    match crate::detect::detect(&stream, shared.cfg.detect_timeout).await {
+                        crate::detect::Detected::Http1 | crate::detect::Detected::Http2 => {
+                            Sniffed::Http
+                        }
+                        _ => Sniffed::Tcp(None),
+                    }
+                }
                 Protocol::Unknown => {
                     tcp::sniff(&stream, shared.cfg.detect_timeout, || {
                         crate::upstream::connect_local_app(port, ip)
@@ -181,15 +199,7 @@ async fn handle_conn(
             };
             match sniffed {
                 Sniffed::Http => serve_http(stream, ctx, watcher).await,
-                Sniffed::Tcp(pre) => {
-                    let verdict = crate::gate::tcp_verdict(
-                        snap.as_deref(),
-                        peer,
-                        orig_dst,
-                        ctx.peer_identity.as_ref(),
-                    );
-                    inbound_tcp(stream, orig_dst, &shared, pre, verdict).await
-                }
+                Sniffed::Tcp(pre) => inbound_tcp(stream, orig_dst, &shared, pre, verdict).await,
             }
         }
     }
