@@ -70,30 +70,43 @@ fn main() {
         ),
     ];
     let n = 1_000_000u32;
+    let normalized: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            normalize(r.1, PathNormalization::MergeSlashes)
+                .unwrap()
+                .into_owned()
+        })
+        .collect();
+    let facts: Vec<Facts> = reqs
+        .iter()
+        .zip(&normalized)
+        .map(|((method, _, principal, src), path)| {
+            let ip = src.parse().unwrap();
+            Facts {
+                source_ip: ip,
+                remote_ip: ip,
+                destination_ip: "10.88.0.5".parse().unwrap(),
+                destination_port: 8080,
+                principal: Some(principal),
+                namespace: principal.split('/').nth(2),
+                sni: None,
+                http: Some(HttpFacts {
+                    method,
+                    path: path_only(path),
+                    host: "reviews.default.svc.cluster.local:9080",
+                    headers: &headers,
+                }),
+            }
+        })
+        .collect();
     let mut allowed = 0u32;
     let t = Instant::now();
     for i in 0..n {
-        let (method, target, principal, src) = reqs[(i % 4) as usize];
-        let normalized = normalize(target, PathNormalization::MergeSlashes).unwrap();
-        let ip = src.parse().unwrap();
-        let facts = Facts {
-            source_ip: ip,
-            remote_ip: ip,
-            destination_ip: "10.88.0.5".parse().unwrap(),
-            destination_port: 8080,
-            principal: Some(principal),
-            namespace: principal.split('/').nth(2),
-            sni: None,
-            http: Some(HttpFacts {
-                method,
-                path: path_only(&normalized),
-                host: "reviews.default.svc.cluster.local:9080",
-                headers: &headers,
-            }),
-        };
-        allowed += black_box(authz.evaluate(&facts)).is_allowed() as u32;
+        allowed +=
+            black_box(authz.evaluate(black_box(&facts[(i % 4) as usize]))).is_allowed() as u32;
     }
-    let with_norm = t.elapsed();
+    let eval = t.elapsed();
     let t = Instant::now();
     for i in 0..n {
         let (_, target, _, _) = reqs[(i % 4) as usize];
@@ -101,9 +114,9 @@ fn main() {
     }
     let norm_only = t.elapsed();
     println!(
-        "{} policies, {n} requests ({allowed} allowed): normalize+evaluate {:.0} ns/request, normalize alone {:.0} ns/request",
+        "{} policies, {n} requests ({allowed} allowed): evaluate {:.0} ns/request, path normalization {:.0} ns/request (mix: 3 of 4 paths need no work)",
         POLICIES.len(),
-        with_norm.as_nanos() as f64 / n as f64,
+        eval.as_nanos() as f64 / n as f64,
         norm_only.as_nanos() as f64 / n as f64,
     );
 }
