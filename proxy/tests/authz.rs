@@ -201,6 +201,11 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
     for (path, args, want) in table {
         assert_eq!(status(c0, path, args), *want, "{path} {args:?}");
     }
+    assert_eq!(
+        status(c0, "/info%00x", &[]),
+        400,
+        "an encoded NUL is always refused"
+    );
     let r: EchoReply = serde_json::from_str(&call(c0, "/admin/../public", &[]).1).unwrap();
     assert_eq!(r.path, "/public", "the app receives the normalized path");
     // TCP to an HTTP-only ALLOW: the rule cannot match, the connection is closed.
