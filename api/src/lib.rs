@@ -13,6 +13,7 @@ pub mod identity;
 pub mod meshconfig;
 pub mod networking;
 pub mod ports;
+pub mod ratelimit;
 pub mod redirect;
 pub mod resource;
 pub mod security;

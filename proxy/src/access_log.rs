@@ -12,6 +12,8 @@ pub struct HttpEntry<'a> {
     pub protocol: &'a str,
     pub code: u16,
     pub flags: &'a str,
+    /// `%RESPONSE_CODE_DETAILS%` (`-` when the upstream answered).
+    pub details: &'a str,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub duration_ms: u64,
@@ -58,15 +60,15 @@ pub fn http(cfg: &Config, e: HttpEntry<'_>) {
     let line = match cfg.access_log {
         AccessLog::Off => return,
         AccessLog::Text => format!(
-            "[{}] \"{} {} {}\" {} {} - - \"-\" {} {} {} - \"-\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - -\n",
-            now(), e.method, e.path, e.protocol, e.code, e.flags, e.bytes_received, e.bytes_sent,
+            "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} - \"-\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - -\n",
+            now(), e.method, e.path, e.protocol, e.code, e.flags, e.details, e.bytes_received, e.bytes_sent,
             e.duration_ms, e.user_agent, e.request_id, e.authority, e.upstream_host, e.upstream_cluster,
             e.downstream_local, e.downstream_remote
         ),
         AccessLog::Json => {
             let v = serde_json::json!({
                 "start_time": now(), "method": e.method, "path": e.path, "protocol": e.protocol,
-                "response_code": e.code, "response_flags": e.flags, "bytes_received": e.bytes_received,
+                "response_code": e.code, "response_flags": e.flags, "response_code_details": e.details, "bytes_received": e.bytes_received,
                 "bytes_sent": e.bytes_sent, "duration": e.duration_ms, "user_agent": e.user_agent,
                 "request_id": e.request_id, "authority": e.authority, "upstream_host": e.upstream_host,
                 "upstream_cluster": e.upstream_cluster, "downstream_local_address": e.downstream_local.to_string(),

@@ -20,6 +20,10 @@ pub enum ConfigError {
     Concurrency(usize),
     #[error("--{flag}: {value:?} is not a duration (e.g. 5s, 250ms)")]
     Duration { flag: &'static str, value: String },
+    #[error("--local-rate-limit / MESH_LOCAL_RATE_LIMIT: {0}")]
+    RateLimit(mesh_api::AnnotationError),
+    #[error("--path-normalization: {0}")]
+    PathNormalization(String),
     #[error("port {port} is used twice (--{a} and --{b})")]
     PortClash {
         port: u16,
@@ -88,6 +92,14 @@ pub struct Args {
     /// Access log: `off`, `text` (Envoy's default format) or `json`, to stdout.
     #[arg(long, default_value = "off")]
     pub access_log: String,
+    /// Local rate limit of inbound HTTP requests, e.g. `100/s` or
+    /// `50/s;5/s,port=9080` (syntax: `mesh_api::ratelimit`).
+    #[arg(long, env = "MESH_LOCAL_RATE_LIMIT", default_value = "")]
+    pub local_rate_limit: String,
+    /// Inbound path normalization before authorization (Istio's
+    /// meshConfig.pathNormalization): NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES.
+    #[arg(long, env = "MESH_PATH_NORMALIZATION", default_value = "MERGE_SLASHES")]
+    pub path_normalization: String,
 }
 
 /// Validated configuration.
@@ -112,6 +124,8 @@ pub struct Config {
     pub drain_grace: Duration,
     pub drain_duration: Duration,
     pub access_log: AccessLog,
+    pub rate_limits: Vec<mesh_api::ratelimit::Bucket>,
+    pub path_normalization: crate::authz::normalize::PathNormalization,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +255,12 @@ impl Args {
                 &self.termination_drain_duration,
             )?,
             access_log,
+            rate_limits: mesh_api::ratelimit::parse(&self.local_rate_limit)
+                .map_err(ConfigError::RateLimit)?,
+            path_normalization: self
+                .path_normalization
+                .parse()
+                .map_err(ConfigError::PathNormalization)?,
         })
     }
 }
@@ -304,6 +324,12 @@ mod tests {
         assert!(parse(&["--view-file", "/x", "--labels", "novalue"]).is_err());
         let c = parse(&["--view-file", "/x", "--labels", r#"{"app":"x"}"#]).unwrap();
         assert_eq!(c.labels["app"], "x");
+        let e = parse(&["--view-file", "/x", "--local-rate-limit", "fast"]).unwrap_err();
+        assert!(e.to_string().contains("fast"), "{e}");
+        let e = parse(&["--view-file", "/x", "--path-normalization", "LOOSE"]).unwrap_err();
+        assert!(e.to_string().contains("LOOSE"), "{e}");
+        let c = parse(&["--view-file", "/x", "--local-rate-limit", "5/s"]).unwrap();
+        assert_eq!(c.rate_limits.len(), 1);
     }
 
     #[test]

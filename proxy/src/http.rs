@@ -30,6 +30,7 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     pub orig_dst: SocketAddr,
     pub direction: Reporter,
+    pub peer_identity: Option<mesh_api::Identity>,
 }
 
 /// The service entry point for both directions.
@@ -68,6 +69,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     }
     let port = ctx.orig_dst.port();
     let snap = shared.store.load();
+    let gate = crate::gate::check(&mut req, ctx, snap.as_deref());
     // The authority names the service when several share this pod port.
     let authority = authority_of(&req);
     let cluster = snap.as_ref().and_then(|s| {
@@ -111,7 +113,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         l.cluster = format!("inbound|{port}||");
         l
     });
-    let record = Record {
+    let mut record = Record {
         shared: shared.clone(),
         labels,
         start,
@@ -121,6 +123,34 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         checkin: None,
         permit: None,
     };
+    match gate {
+        Ok(false) => {}
+        Ok(true) => tracing::info!(
+            method = %req.method(),
+            path = %req.uri().path(),
+            peer = %ctx.peer,
+            "request matched an AUDIT AuthorizationPolicy"
+        ),
+        Err(refusal) => {
+            tracing::debug!(
+                details = %refusal.details(),
+                reason = refusal.reason().unwrap_or("-"),
+                peer = %ctx.peer,
+                "inbound request refused"
+            );
+            record.labels.response_code = refusal.status().as_u16();
+            record.labels.response_flags = refusal.flags();
+            if let Some(l) = record.log.as_mut() {
+                l.details = refusal.details();
+            }
+            let mut resp = refusal.response();
+            // Local replies carry the peer metadata too, so the caller's
+            // metrics name this workload.
+            resp.headers_mut()
+                .insert(peer::HEADER, shared.me_header.clone());
+            return metered(resp, record);
+        }
+    }
     let is_upgrade =
         req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -155,7 +185,6 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     } else {
         shared.clients.inbound.send_h1(app, up).await
     };
-    let mut record = record;
     match result {
         Ok((mut r, checkin)) => {
             record.checkin = checkin;

@@ -9,6 +9,28 @@
 //! drains gracefully. Configuration is an immutable snapshot swapped atomically
 //! ([`snapshot`]), from the agent or a standalone file ([`source`]).
 //!
+//! Inbound, every request or TCP connection first passes [`gate`]: path
+//! normalization (`--path-normalization`, Istio's `meshConfig.pathNormalization`
+//! modes, default `MERGE_SLASHES`), the workload's AuthorizationPolicies
+//! ([`authz`]: 403 `RBAC: access denied`, or the TCP connection closed), then
+//! the local rate limit ([`ratelimit`]).
+//!
+//! # Local rate limiting
+//!
+//! Set the pod annotation `ratelimit.mesh.io/local` (passed to the proxy as
+//! `MESH_LOCAL_RATE_LIMIT`, or `--local-rate-limit`) to one or more token
+//! buckets, Envoy's `local_ratelimit` without an EnvoyFilter:
+//!
+//! ```text
+//! ratelimit.mesh.io/local: "100/s"               # 100 requests/s for the workload
+//! ratelimit.mesh.io/local: "10/500ms,burst=20"   # 10 tokens per 500 ms, 20 banked
+//! ratelimit.mesh.io/local: "50/s;5/s,port=9080"  # and port 9080 at most 5/s
+//! ```
+//!
+//! Over the limit, inbound HTTP requests get `429 local_rate_limited` with
+//! `x-local-rate-limit: true`; metrics and access log show response flag `RL`.
+//! The limit is per proxy (per pod), like Envoy's local rate limit.
+//!
 //! [`Proxy::bind`] binds every listener first (so a bad address fails before
 //! anything runs) and reports what it bound; [`Proxy::run`] serves until told to
 //! stop.
@@ -17,9 +39,11 @@ pub mod access_log;
 pub mod admin;
 pub mod app_metrics;
 pub mod app_probe;
+pub mod authz;
 pub mod config;
 pub mod config_dump;
 pub mod detect;
+pub mod gate;
 pub mod http;
 pub mod lb;
 pub mod limits;
@@ -29,6 +53,7 @@ pub mod outbound;
 pub mod outlier;
 pub mod peer;
 pub mod pool;
+pub mod ratelimit;
 pub mod record;
 pub mod route;
 pub mod send;

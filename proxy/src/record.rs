@@ -42,6 +42,8 @@ pub(crate) struct AccessLogLine {
     pub(crate) cluster: String,
     pub(crate) downstream_local: SocketAddr,
     pub(crate) downstream_remote: SocketAddr,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` when the proxy answered itself.
+    pub(crate) details: String,
 }
 
 impl AccessLogLine {
@@ -69,6 +71,7 @@ impl AccessLogLine {
             cluster: String::new(),
             downstream_local,
             downstream_remote,
+            details: String::new(),
         })
     }
 }
@@ -109,6 +112,11 @@ pub(crate) fn l_fields<'a>(
         protocol: l.protocol,
         code: labels.response_code,
         flags: labels.response_flags,
+        details: if l.details.is_empty() {
+            "-"
+        } else {
+            &l.details
+        },
         bytes_received: rx,
         bytes_sent: tx,
         duration_ms: ms as u64,

@@ -104,6 +104,7 @@ async fn handle_conn(
         peer,
         orig_dst,
         direction,
+        peer_identity: None,
     });
     match direction {
         Reporter::Source => {
@@ -168,9 +169,27 @@ async fn handle_conn(
                 .unwrap_or(Protocol::Unknown);
             let port = orig_dst.port();
             let ip = shared.cfg.instance_ip;
+            // Decided before sniffing so a connection TCP policy refuses never
+            // reaches the app, not even through the server-first early dial.
+            let verdict = crate::gate::tcp_verdict(
+                snap.as_deref(),
+                peer,
+                orig_dst,
+                ctx.peer_identity.as_ref(),
+            );
+            let may_dial = verdict.is_allowed();
             let sniffed = match declared {
                 Protocol::Http1 | Protocol::Http2 => Sniffed::Http,
                 Protocol::Tcp => Sniffed::Tcp(None),
+                Protocol::Unknown if !may_dial => {
+                    // No early dial: wait the whole window for the client to speak.
+                    match crate::detect::detect(&stream, shared.cfg.detect_timeout).await {
+                        crate::detect::Detected::Http1 | crate::detect::Detected::Http2 => {
+                            Sniffed::Http
+                        }
+                        _ => Sniffed::Tcp(None),
+                    }
+                }
                 Protocol::Unknown => {
                     tcp::sniff(&stream, shared.cfg.detect_timeout, || {
                         crate::upstream::connect_local_app(port, ip)
@@ -180,7 +199,7 @@ async fn handle_conn(
             };
             match sniffed {
                 Sniffed::Http => serve_http(stream, ctx, watcher).await,
-                Sniffed::Tcp(pre) => inbound_tcp(stream, orig_dst, &shared, pre).await,
+                Sniffed::Tcp(pre) => inbound_tcp(stream, orig_dst, &shared, pre, verdict).await,
             }
         }
     }
@@ -266,6 +285,7 @@ async fn inbound_tcp(
     orig_dst: SocketAddr,
     shared: &Arc<Shared>,
     pre: Option<TcpStream>,
+    verdict: crate::authz::Verdict,
 ) {
     let snap = shared.store.load();
     let cluster = snap
@@ -286,6 +306,13 @@ async fn inbound_tcp(
         service_namespace: shared.me.namespace.clone(),
         cluster: format!("inbound|{}||", orig_dst.port()),
     };
+    if !verdict.is_allowed() {
+        // Envoy's network RBAC filter: the connection is closed, nothing reaches the app.
+        tracing::debug!(details = %verdict.details(), "inbound connection denied");
+        drop(pre);
+        tcp::refuse(shared, stream, meta, "-").await;
+        return;
+    }
     let up = match pre {
         Some(up) => Ok(up),
         None => crate::upstream::connect_local_app(orig_dst.port(), shared.cfg.instance_ip).await,

@@ -19,6 +19,8 @@ pub struct Shared {
     /// The `x-mesh-peer-metadata` value describing this workload.
     pub me_header: http::HeaderValue,
     pub clients: Clients,
+    /// Local rate limits of inbound requests (`--local-rate-limit`).
+    pub rate_limits: crate::ratelimit::RateLimits,
     draining: AtomicBool,
     drain_notify: tokio::sync::Notify,
     /// Connections currently being served (all listeners), for drain.
@@ -49,7 +51,9 @@ impl Shared {
         });
         let me_header = crate::peer::encode(&me);
         let clients = Clients::new(cfg.instance_ip);
+        let rate_limits = crate::ratelimit::RateLimits::new(&cfg.rate_limits);
         Arc::new(Shared {
+            rate_limits,
             cfg,
             store: Store::default(),
             metrics: Metrics::default(),

@@ -98,6 +98,8 @@ pub struct Snapshot {
     subsets: HashMap<(String, u16, String), Arc<Cluster>>,
     /// VirtualService routes by host.
     pub routes: crate::route::RouteTable,
+    /// The workload's AuthorizationPolicies, compiled.
+    pub authz: crate::authz::Authz,
 }
 
 impl Snapshot {
@@ -198,7 +200,12 @@ impl Snapshot {
             OutboundPolicy::AllowAny
         };
         let view_routes = view.virtual_services.clone();
+        let authz = crate::authz::Authz::compile(view.inbound.authorization.iter());
+        for w in &authz.warnings {
+            tracing::warn!(version = view.version, "{w}");
+        }
         Snapshot {
+            authz,
             version: view.version,
             view,
             outbound_policy,

@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use crate::snapshot::Protocol;
 use crate::upstream::Body;
@@ -108,7 +107,7 @@ pub(crate) fn framing_hazard(h: &http::HeaderMap) -> Option<&'static str> {
     None
 }
 
-pub(crate) fn authority_of(req: &Request<Incoming>) -> Option<String> {
+pub(crate) fn authority_of<B>(req: &Request<B>) -> Option<String> {
     req.uri()
         .authority()
         .map(|a| a.as_str().to_string())
