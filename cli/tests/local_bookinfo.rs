@@ -45,6 +45,32 @@ fn bookinfo_weighted_header_and_mirror_routing() {
         assert_eq!(r[0].0, 200, "{host}");
     }
 
+    // What productpage's sidecar has in force, as `istioctl proxy-config` shows it.
+    let clusters = mesh.ok(&[
+        "proxy-config",
+        "cluster",
+        CLIENT,
+        "--fqdn",
+        "reviews.default.svc.cluster.local",
+    ]);
+    for subset in ["v1", "v2", "v3"] {
+        assert!(
+            clusters
+                .lines()
+                .any(|l| l.contains("reviews.default.svc.cluster.local") && l.contains(subset)),
+            "{clusters}"
+        );
+    }
+    let endpoints = mesh.ok(&[
+        "proxy-config",
+        "endpoint",
+        CLIENT,
+        "--fqdn",
+        "reviews.default.svc.cluster.local",
+    ]);
+    let healthy = endpoints.lines().filter(|l| l.contains(" HEALTHY")).count();
+    assert!(healthy >= 3 && !endpoints.contains("UNHEALTHY"), "{endpoints}");
+
     mesh.apply(&sample("networking/virtual-service-all-v1.yaml"), &[CLIENT]);
     let res = mesh.calls(CLIENT, REVIEWS, 100, &[]);
     assert_eq!(versions(&res), [("v1".to_string(), 100)].into(), "all-v1");

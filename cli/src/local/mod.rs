@@ -64,6 +64,16 @@ enum Cmd {
     Logs(LogsArgs),
     /// Remove everything this local mesh created.
     Down,
+    /// `meshctl proxy-config KIND` of a pod's sidecar (clusters, listeners, routes, endpoints, all).
+    ProxyConfig {
+        /// cluster | listener | route | endpoint | all
+        kind: String,
+        /// Pod name (`name` or `namespace/name`).
+        pod: String,
+        /// Arguments passed on (`-o json`, `--fqdn`, `--port`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// `meshctl proxy-status` against this mesh's agent.
     ProxyStatus {
         /// Arguments passed on (`-n NAMESPACE`, `--json`).
@@ -174,6 +184,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Down => {
             require_root()?;
             down(&run)
+        }
+        Cmd::ProxyConfig { kind, pod, args } => {
+            require_root()?;
+            let st = run.load()?;
+            let p = find_pod(&st, &pod, None)?;
+            if !p.sidecar {
+                bail!("pod {}/{} has no sidecar", p.namespace, p.name);
+            }
+            // The admin port is loopback-only inside the pod.
+            let mut argv = vec![
+                st.bins["meshctl"].display().to_string(),
+                "proxy-config".to_string(),
+                kind,
+                "127.0.0.1:15000".to_string(),
+            ];
+            argv.extend(args);
+            let status = proc::netns_command(&p.netns, 0, &argv)
+                .status()
+                .context("running meshctl proxy-config in the pod")?;
+            std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::ProxyStatus { args } => {
             require_root()?;
