@@ -289,6 +289,11 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
     if let Some(c) = proxy_config.concurrency {
         env.push(("PROXY_CONCURRENCY".into(), c.to_string()));
     }
+    if let Some(limit) = ann.get(mesh_api::ratelimit::ANNOTATION) {
+        // Refused here, at admission, rather than by a sidecar that will not start.
+        mesh_api::ratelimit::parse(limit)?;
+        env.push((mesh_api::ratelimit::ENV.into(), limit.clone()));
+    }
     if !probers.is_empty() {
         let v = serde_json::to_string(&probers).unwrap_or_default();
         env.push((probes::APP_PROBERS_ENV.into(), v));
@@ -503,4 +508,39 @@ fn set_env(c: &mut Value, vars: &[(String, String)]) {
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
     merge::merge_container(c, &json!({ "env": over }));
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+
+    fn pod(limit: &str) -> Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "shop",
+                         "annotations": {mesh_api::ratelimit::ANNOTATION: limit}},
+            "spec": {"containers": [{"name": "web", "image": "web"}]}
+        })
+    }
+
+    #[test]
+    fn the_rate_limit_annotation_reaches_the_sidecar_or_is_refused() {
+        let mesh = MeshConfig::default();
+        let mut p = pod("10/s,burst=20");
+        mutate(&mut p, &mesh, &InjectContext::default()).unwrap();
+        let proxy = p["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(p["spec"]["initContainers"].as_array().into_iter().flatten())
+            .find(|c| c["name"] == "istio-proxy")
+            .unwrap()
+            .clone();
+        let env = proxy["env"].as_array().unwrap();
+        assert!(env
+            .iter()
+            .any(|e| e["name"] == mesh_api::ratelimit::ENV && e["value"] == "10/s,burst=20"));
+        let e = mutate(&mut pod("lots"), &mesh, &InjectContext::default()).unwrap_err();
+        assert!(e.to_string().contains("lots"), "{e}");
+    }
 }
