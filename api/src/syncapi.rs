@@ -41,6 +41,16 @@ pub enum ClientMessage {
     Ack { version: u64 },
     /// The proxy rejected `version` and keeps its previous one.
     Nack { version: u64, reason: String },
+    /// Alone on its own connection (instead of `Subscribe`): asks the mesh CA for a
+    /// workload certificate. `csr` is a PEM PKCS#10 request (the key never leaves
+    /// the proxy); `token` proves the caller's identity (the projected service
+    /// account token in Kubernetes, the pod's local credential otherwise).
+    #[serde(rename_all = "camelCase")]
+    Csr {
+        token: String,
+        csr: String,
+        ttl_seconds: u64,
+    },
 }
 
 /// Agent → proxy.
@@ -51,6 +61,13 @@ pub enum AgentMessage {
     View { agent: String, view: ProxyView },
     /// The agent closes the stream because of what the proxy sent.
     Error { message: String },
+    /// Answer to [`ClientMessage::Csr`]: the leaf first, then its issuers (PEM),
+    /// and every trusted mesh root (more than one during a root rotation).
+    #[serde(rename_all = "camelCase")]
+    Certificate {
+        cert_chain: Vec<String>,
+        roots: Vec<String>,
+    },
 }
 
 /// Everything one proxy needs, at one mesh version.

@@ -22,6 +22,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    #[error("mesh CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
 }
 
 /// A running agent: what it bound, its shared state, and its tasks.
@@ -45,6 +47,26 @@ impl Running {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Builds (or loads) the CA, publishes its roots, and picks the authenticator.
+pub fn ca_service(cfg: &Config) -> Result<server::CaService, AgentError> {
+    let max_ttl = std::time::Duration::from_secs(cfg.ca.max_cert_ttl_secs);
+    let ca = match &cfg.ca.ca_dir {
+        Some(dir) => crate::ca::Ca::from_dir(dir, &cfg.trust_domain, max_ttl)?,
+        None => crate::ca::Ca::self_signed(&cfg.trust_domain, max_ttl)?,
+    };
+    if let Some(out) = &cfg.ca.ca_root_out {
+        ca.publish(out)?;
+    }
+    let auth = match &cfg.ca.ca_tokens {
+        Some(file) => crate::ca::auth::Authenticator::LocalTokens {
+            file: file.clone(),
+            trust_domain: cfg.trust_domain.clone(),
+        },
+        None => crate::ca::auth::Authenticator::None,
+    };
+    Ok(server::CaService { ca, auth })
 }
 
 /// Binds both listeners (the config must be validated), then starts everything.
@@ -71,7 +93,7 @@ pub async fn start(
         source,
     })?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let shared = Shared::new(cfg.agent_name(), snap_rx);
+    let shared = Shared::with_ca(cfg.agent_name(), snap_rx, Some(Arc::new(ca_service(cfg)?)));
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let settings = Arc::new(cfg.settings());
     let mut tasks = vec![tokio::spawn(server::pipeline::run(

@@ -31,6 +31,7 @@ fn config(dir: &Path, listen: SocketAddr) -> Config {
         outbound_policy: "ALLOW_ANY".into(),
         visibility: Default::default(),
         debounce_ms: 100,
+        ca: Default::default(),
     }
 }
 
