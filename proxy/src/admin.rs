@@ -27,6 +27,13 @@ pub struct AdminState {
 async fn ready(State(s): State<AdminState>) -> Response {
     if s.shared.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if s.shared.cfg.cert.is_some() && s.shared.tls.current().is_none() {
+        // Like Istio: not ready until the workload certificate is there.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no workload certificate yet\n",
+        )
+            .into_response()
     } else if s.shared.store.is_ready() {
         (StatusCode::OK, "").into_response()
     } else {

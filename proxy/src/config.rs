@@ -20,6 +20,10 @@ pub enum ConfigError {
     Concurrency(usize),
     #[error("--{flag}: {value:?} is not a duration (e.g. 5s, 250ms)")]
     Duration { flag: &'static str, value: String },
+    #[error("--ca-token-file is set but there is no CA address: give --ca-addr or --agent")]
+    NoCa,
+    #[error("--cert-ttl {0:?} must be at least 2s")]
+    CertTtl(String),
     #[error("port {port} is used twice (--{a} and --{b})")]
     PortClash {
         port: u16,
@@ -88,6 +92,17 @@ pub struct Args {
     /// Access log: `off`, `text` (Envoy's default format) or `json`, to stdout.
     #[arg(long, default_value = "off")]
     pub access_log: String,
+    /// The pod's credential for the mesh CA (Istio's projected token
+    /// /var/run/secrets/tokens/istio-token; a local token file in local mode).
+    /// Setting it turns on workload certificates and mTLS.
+    #[arg(long, env = "CA_TOKEN_FILE")]
+    pub ca_token_file: Option<PathBuf>,
+    /// The mesh CA (Istio's CA_ADDR); defaults to --agent.
+    #[arg(long, env = "CA_ADDR")]
+    pub ca_addr: Option<String>,
+    /// Workload certificate lifetime asked of the CA (Istio's SECRET_TTL).
+    #[arg(long, env = "SECRET_TTL", default_value = "24h")]
+    pub cert_ttl: String,
 }
 
 /// Validated configuration.
@@ -112,6 +127,8 @@ pub struct Config {
     pub drain_grace: Duration,
     pub drain_duration: Duration,
     pub access_log: AccessLog,
+    /// Where the workload certificate comes from (mTLS on), if anywhere.
+    pub cert: Option<crate::mtls::certs::CertSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +206,23 @@ impl Args {
                 }
             }
         }
+        let cert_ttl = parse_duration("cert-ttl", &self.cert_ttl)?;
+        if cert_ttl < Duration::from_secs(2) {
+            return Err(ConfigError::CertTtl(self.cert_ttl.clone()));
+        }
+        let cert = match &self.ca_token_file {
+            None => None,
+            Some(token_file) => Some(crate::mtls::certs::CertSource {
+                ca_addr: self
+                    .ca_addr
+                    .clone()
+                    .or_else(|| self.agent.clone())
+                    .ok_or(ConfigError::NoCa)?,
+                token_file: token_file.clone(),
+                ttl: cert_ttl,
+                trust_domain: self.trust_domain.clone(),
+            }),
+        };
         let source = match (self.view_file, self.config_dir, self.agent) {
             (Some(f), _, _) => Source::ViewFile(f),
             (None, Some(d), _) => Source::ConfigDir(d),
@@ -241,6 +275,7 @@ impl Args {
                 &self.termination_drain_duration,
             )?,
             access_log,
+            cert,
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod http;
 pub mod lb;
 pub mod limits;
 pub mod metrics;
+pub mod mtls;
 pub mod orig_dst;
 pub mod outbound;
 pub mod outlier;
@@ -133,6 +134,9 @@ impl Proxy {
         let shared = self.shared;
         let quit = Arc::new(tokio::sync::Notify::new());
         let cancel = tokio_util::sync::CancellationToken::new();
+        if let Some(src) = shared.cfg.cert.clone() {
+            tokio::spawn(mtls::certs::run(src, shared.tls.clone(), cancel.clone()));
+        }
         let source = match shared.cfg.source.clone() {
             Source::ViewFile(p) => tokio::spawn(source::watch_view_file(p, shared.clone())),
             Source::Agent(addr) => {

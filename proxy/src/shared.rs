@@ -19,6 +19,8 @@ pub struct Shared {
     /// The `x-mesh-peer-metadata` value describing this workload.
     pub me_header: http::HeaderValue,
     pub clients: Clients,
+    /// The workload certificate (mTLS), rotated in place.
+    pub tls: Arc<crate::mtls::certs::TlsState>,
     draining: AtomicBool,
     drain_notify: tokio::sync::Notify,
     /// Connections currently being served (all listeners), for drain.
@@ -48,7 +50,8 @@ impl Shared {
             canonical_revision: Arc::from(canonical_rev.as_str()),
         });
         let me_header = crate::peer::encode(&me);
-        let clients = Clients::new(cfg.instance_ip);
+        let tls = Arc::new(crate::mtls::certs::TlsState::default());
+        let clients = Clients::new(cfg.instance_ip, tls.clone());
         Arc::new(Shared {
             cfg,
             store: Store::default(),
@@ -56,6 +59,7 @@ impl Shared {
             me,
             me_header,
             clients,
+            tls,
             draining: AtomicBool::new(false),
             drain_notify: tokio::sync::Notify::new(),
             active_connections: AtomicUsize::new(0),
