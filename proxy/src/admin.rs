@@ -98,6 +98,26 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
     axum::Json(body).into_response()
 }
 
+/// Envoy's `/certs`, reduced: the workload certificate in use.
+async fn certs(State(s): State<AdminState>) -> Response {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let body = match s.shared.tls.current() {
+        Some(c) => serde_json::json!({
+            "identity": c.identity.to_string(),
+            "issuedAt": unix(c.issued_at),
+            "notAfter": unix(c.not_after),
+            "roots": c.roots,
+            "rotations": s.shared.tls.rotations.load(std::sync::atomic::Ordering::Relaxed),
+        }),
+        None => serde_json::json!({"identity": null, "rotations": 0}),
+    };
+    axum::Json(body).into_response()
+}
+
 async fn clusters(State(s): State<AdminState>) -> Response {
     let mut out = String::new();
     if let Some(snap) = s.shared.store.load() {
@@ -145,6 +165,7 @@ pub fn admin_router(st: AdminState) -> Router {
     Router::new()
         .route("/config_dump", get(config_dump))
         .route("/clusters", get(clusters))
+        .route("/certs", get(certs))
         .route("/stats/prometheus", get(prometheus))
         .route("/ready", get(ready))
         .route("/drain_listeners", post(drain))
