@@ -175,7 +175,10 @@ async fn handle_conn(
                 .as_ref()
                 .map(|s| InboundMode::for_port(&s.view.inbound, port))
                 .unwrap_or(InboundMode::Permissive);
-            if mode != InboundMode::Disable {
+            // Without a certificate PERMISSIVE is plain plaintext: no need to wait
+            // for first bytes (server-first protocols keep their latency).
+            let may_tls = shared.tls.current().is_some() || mode == InboundMode::Strict;
+            if mode != InboundMode::Disable && may_tls {
                 match crate::mtls::inbound::classify(&stream, shared.cfg.detect_timeout).await {
                     Hello::Istio => {
                         let Some(creds) = shared.tls.current() else {

@@ -1,0 +1,127 @@
+//! The mesh CA over the real sync port: a proxy's credential gets exactly its
+//! own SPIFFE identity; a CSR for another identity, an unknown credential, or a
+//! namespace-A credential asking for namespace B is refused with a reason.
+
+use mesh_agent::client::request_certificate;
+use mesh_agent::config::{CaArgs, Config, SourceKind};
+use std::path::Path;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+fn config(dir: &Path, tokens: &Path) -> Config {
+    Config {
+        source: SourceKind::Files,
+        config_dir: Some(dir.to_path_buf()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        debug_listen: "127.0.0.1:0".parse().unwrap(),
+        agent_name: Some("ca-test".into()),
+        domain_suffix: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        root_namespace: "istio-system".into(),
+        outbound_policy: "ALLOW_ANY".into(),
+        visibility: Default::default(),
+        debounce_ms: 10,
+        ca: CaArgs {
+            ca_tokens: Some(tokens.to_path_buf()),
+            ca_root_out: Some(dir.join("root-cert.pem")),
+            ..Default::default()
+        },
+    }
+}
+
+fn csr(sans: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.subject_alt_names = sans
+        .iter()
+        .map(|s| rcgen::SanType::URI(s.to_string().try_into().unwrap()))
+        .collect();
+    p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn uris(pem_text: &str) -> Vec<String> {
+    let p = pem::parse(pem_text).unwrap();
+    let (_, cert) = X509Certificate::from_der(p.contents()).unwrap();
+    cert.subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ca_issues_only_the_proven_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "tok-a shop cart\ntok-b bank teller\n").unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir(&config_dir).unwrap();
+    let cfg = config(&config_dir, &tokens);
+    cfg.validate().unwrap();
+    let shutdown = CancellationToken::new();
+    let source = Box::new(mesh_agent::source::files::FilesSource {
+        dir: config_dir.clone(),
+        debounce: Duration::from_millis(10),
+    });
+    let agent = mesh_agent::agent::start(&cfg, source, shutdown.clone())
+        .await
+        .unwrap();
+    let addr = agent.sync_addr.to_string();
+    let ttl = Duration::from_secs(3600);
+
+    // Own credential, no SAN asked: the identity the credential proves.
+    let ok = request_certificate(&addr, "tok-a", &csr(&[]), ttl).await.unwrap();
+    assert_eq!(uris(&ok.chain[0]), ["spiffe://cluster.local/ns/shop/sa/cart"]);
+    let published = std::fs::read_to_string(config_dir.join("root-cert.pem")).unwrap();
+    assert_eq!(ok.roots, vec![published]);
+    // Asking for its own identity explicitly is fine.
+    let own = "spiffe://cluster.local/ns/shop/sa/cart";
+    assert!(request_certificate(&addr, "tok-a", &csr(&[own]), ttl).await.is_ok());
+
+    // Another service account's identity: refused, naming both.
+    let other = "spiffe://cluster.local/ns/bank/sa/teller";
+    let e = request_certificate(&addr, "tok-a", &csr(&[other]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(other) && e.contains(own), "{e}");
+    // Namespace A's credential cannot get any identity in namespace B.
+    let e = request_certificate(
+        &addr,
+        "tok-a",
+        &csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
+        ttl,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ns/bank/sa/cart"), "{e}");
+    // Unknown or empty credential.
+    let e = request_certificate(&addr, "tok-z", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("authentication failed"), "{e}");
+    let e = request_certificate(&addr, "", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no credential"), "{e}");
+    // Garbage instead of a CSR.
+    let e = request_certificate(&addr, "tok-b", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("PKCS#10"), "{e}");
+    // The CA keeps serving after all that.
+    let ok = request_certificate(&addr, "tok-b", &csr(&[]), ttl).await.unwrap();
+    assert_eq!(uris(&ok.chain[0]), [other]);
+    shutdown.cancel();
+}
