@@ -161,9 +161,9 @@ mod port_keys {
         BTreeMap::<String, String>::deserialize(d)?
             .into_iter()
             .map(|(k, v)| {
-                k.parse::<u16>()
-                    .map(|p| (p, v))
-                    .map_err(|_| serde::de::Error::custom(format!("port {k:?} is not a port number")))
+                k.parse::<u16>().map(|p| (p, v)).map_err(|_| {
+                    serde::de::Error::custom(format!("port {k:?} is not a port number"))
+                })
             })
             .collect()
     }
@@ -182,7 +182,10 @@ mod tests {
             view,
         };
         let json = serde_json::to_string(&msg).unwrap();
-        assert!(json.contains(r#""portMtls":{"8080":"PERMISSIVE"}"#), "{json}");
+        assert!(
+            json.contains(r#""portMtls":{"8080":"PERMISSIVE"}"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<AgentMessage>(&json).unwrap(), msg);
         let bad = json.replace("8080", "http");
         assert!(serde_json::from_str::<AgentMessage>(&bad).is_err());

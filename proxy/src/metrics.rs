@@ -221,7 +221,10 @@ impl Metrics {
         }
         drop(tcp);
         for (name, v) in [
-            ("mesh_inbound_mtls_handshake_errors_total", &self.mtls_failed),
+            (
+                "mesh_inbound_mtls_handshake_errors_total",
+                &self.mtls_failed,
+            ),
             ("mesh_inbound_plaintext_refused_total", &self.strict_refused),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter");

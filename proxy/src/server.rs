@@ -14,11 +14,11 @@ use tracing::Instrument;
 
 use crate::http::ConnCtx;
 use crate::metrics::{Reporter, Workload};
-use crate::shared::{ConnGuard, Shared};
-use crate::snapshot::{OutboundPolicy, Protocol};
 use crate::mtls::inbound::Hello;
 use crate::mtls::stream::{Alpn, TlsDial};
 use crate::mtls::InboundMode;
+use crate::shared::{ConnGuard, Shared};
+use crate::snapshot::{OutboundPolicy, Protocol};
 use crate::tcp::{self, Sniffed, TcpMeta};
 
 /// The HTTP server settings for downstream connections (Envoy's edge defaults as
@@ -80,8 +80,11 @@ pub async fn accept_loop(
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
 }
 
-pub(crate) async fn serve_http<S>(stream: S, ctx: Arc<ConnCtx>, watcher: hyper_util::server::graceful::Watcher)
-where
+pub(crate) async fn serve_http<S>(
+    stream: S,
+    ctx: Arc<ConnCtx>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| crate::http::handle(req, ctx.clone()));
@@ -182,7 +185,10 @@ async fn handle_conn(
                 match crate::mtls::inbound::classify(&stream, shared.cfg.detect_timeout).await {
                     Hello::Istio => {
                         let Some(creds) = shared.tls.current() else {
-                            tracing::info!(port, "mTLS connection refused: no workload certificate yet");
+                            tracing::info!(
+                                port,
+                                "mTLS connection refused: no workload certificate yet"
+                            );
                             return;
                         };
                         crate::mtls::inbound::serve(stream, ctx, creds, declared, watcher).await;

@@ -68,7 +68,12 @@ impl Mesh {
             &config.0,
             "pods.yaml",
             &[
-                pod_yaml("client-0", &ip(&client), "client", &[("app", "client"), MESHED]),
+                pod_yaml(
+                    "client-0",
+                    &ip(&client),
+                    "client",
+                    &[("app", "client"), MESHED],
+                ),
                 pod_yaml(
                     "echo-v1-0",
                     &ip(&server),
@@ -213,13 +218,20 @@ fn in_netns<T: Send + 'static>(
 }
 
 /// Listens on `port` in `pod` and returns the first bytes of the first connection.
-fn capture_once(pod: &Pod, port: u16) -> (std::thread::JoinHandle<Vec<u8>>, std::sync::mpsc::Receiver<()>) {
+fn capture_once(
+    pod: &Pod,
+    port: u16,
+) -> (
+    std::thread::JoinHandle<Vec<u8>>,
+    std::sync::mpsc::Receiver<()>,
+) {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = in_netns(pod, move || {
         let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
         tx.send(()).unwrap();
         let (mut c, _) = l.accept().unwrap();
-        c.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
         let mut buf = vec![0u8; 4096];
         let mut got = 0;
         // A ClientHello's record length tells when it is complete; plaintext HTTP ends its head with CRLFCRLF.
@@ -247,9 +259,16 @@ fn wire_bytes(m: &Mesh) -> Vec<u8> {
     let (h, ready) = capture_once(&m.sink, 7000);
     ready.recv().unwrap();
     // curl fails (the sink never answers HTTP); only the bytes matter.
-    let _ = m
-        .client
-        .exec(APP, &["curl", "-s", "--max-time", "3", &format!("http://{SINK_VIP}:7000/")]);
+    let _ = m.client.exec(
+        APP,
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            &format!("http://{SINK_VIP}:7000/"),
+        ],
+    );
     h.join().unwrap()
 }
 
@@ -260,7 +279,12 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
 
     // 1. On the wire: a TLS ClientHello offering Istio's HTTP/1.1 ALPN, not HTTP.
     let bytes = wire_bytes(&m);
-    assert_eq!(bytes.first(), Some(&0x16), "not TLS: {:?}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        bytes.first(),
+        Some(&0x16),
+        "not TLS: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
     let alpn = mesh_proxy::sni::alpn(&bytes).expect("a complete ClientHello");
     assert_eq!(alpn, vec![b"istio-http/1.1".to_vec()]);
     assert_eq!(
@@ -286,7 +310,10 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
             "x-forwarded-client-cert: URI=spiffe://cluster.local/ns/kube-system/sa/admin",
         ],
     );
-    assert!(!r.headers["x-forwarded-client-cert"].contains("kube-system"), "{r:?}");
+    assert!(
+        !r.headers["x-forwarded-client-cert"].contains("kube-system"),
+        "{r:?}"
+    );
     // TCP is mTLS too (ALPN istio): the echo comes back.
     let echoed = in_netns(&m.client, || {
         let mut s = TcpStream::connect((SVC_VIP, 9000)).unwrap();
@@ -329,7 +356,10 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let certs = admin_json(&m.client, "/certs");
-    assert_eq!(certs["identity"], "spiffe://cluster.local/ns/default/sa/client");
+    assert_eq!(
+        certs["identity"],
+        "spiffe://cluster.local/ns/default/sa/client"
+    );
 
     // 4. PERMISSIVE (the default): a pod without a sidecar gets through in plaintext,
     // and the app sees no XFCC, the metrics say "none".
@@ -341,7 +371,10 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
         metric_sum(
             &text,
             "istio_requests_total",
-            &["source_principal=\"unknown\"", "connection_security_policy=\"none\""]
+            &[
+                "source_principal=\"unknown\"",
+                "connection_security_policy=\"none\""
+            ]
         ) >= 1.0,
         "{text}"
     );
@@ -354,7 +387,10 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = curl(&m.plain, &["-o", "/dev/null", "-w", "%{http_code}", &plain_url]);
+        let out = curl(
+            &m.plain,
+            &["-o", "/dev/null", "-w", "%{http_code}", &plain_url],
+        );
         if !out.status.success() {
             break;
         }
@@ -375,7 +411,12 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
         .exec(
             APP,
             &[
-                "curl", "-sk", "--max-time", "3", "--http1.1", &format!("https://{}:8080/", m.server.ip()),
+                "curl",
+                "-sk",
+                "--max-time",
+                "3",
+                "--http1.1",
+                &format!("https://{}:8080/", m.server.ip()),
             ],
         )
         .unwrap();
@@ -389,11 +430,17 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = curl(&m.plain, &["-o", "/dev/null", "-w", "%{http_code}", &plain_url]);
+        let out = curl(
+            &m.plain,
+            &["-o", "/dev/null", "-w", "%{http_code}", &plain_url],
+        );
         if out.status.success() && out.stdout == b"200" {
             break;
         }
-        assert!(Instant::now() < deadline, "port-level PERMISSIVE never applied");
+        assert!(
+            Instant::now() < deadline,
+            "port-level PERMISSIVE never applied"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -409,7 +456,12 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
         if bytes.starts_with(b"GET / HTTP/1.1\r\n") {
             break;
         }
-        assert_eq!(bytes.first(), Some(&0x16), "{:?}", String::from_utf8_lossy(&bytes));
+        assert_eq!(
+            bytes.first(),
+            Some(&0x16),
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
         assert!(Instant::now() < deadline, "DISABLE never applied");
     }
     eprintln!("mtls e2e body took {:?}", t0.elapsed());
@@ -451,7 +503,15 @@ fn rotation_under_load_loses_no_request() {
         .client
         .exec(
             APP,
-            &["h2load", "--h1", "-c", "4", "-D", "9", &format!("http://{SVC_VIP}:8080/")],
+            &[
+                "h2load",
+                "--h1",
+                "-c",
+                "4",
+                "-D",
+                "9",
+                &format!("http://{SVC_VIP}:8080/"),
+            ],
         )
         .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -466,13 +526,22 @@ fn rotation_under_load_loses_no_request() {
         let re = regex::Regex::new(&format!(r"(\d+) {what}")).unwrap();
         re.captures(line).unwrap()[1].parse().unwrap()
     };
-    let codes = text.lines().find(|l| l.starts_with("status codes:")).unwrap();
-    eprintln!("rotation: http {line} | {codes} | tcp ok={tcp_ok} failed={}", tcp_failed.len());
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap();
+    eprintln!(
+        "rotation: http {line} | {codes} | tcp ok={tcp_ok} failed={}",
+        tcp_failed.len()
+    );
     assert!(num("succeeded") > 500, "{line}");
     assert_eq!(num("failed"), 0, "{line}");
     assert_eq!(num("errored"), 0, "{line}");
     assert_eq!(num("timeout"), 0, "{line}");
-    assert!(codes.contains(&format!("{} 2xx", num("succeeded"))), "{codes}");
+    assert!(
+        codes.contains(&format!("{} 2xx", num("succeeded"))),
+        "{codes}"
+    );
     assert!(tcp_failed.is_empty(), "{tcp_failed:?}");
     assert!(tcp_ok > 100, "{tcp_ok}");
     // Both sides really rotated several times during the run.
@@ -481,5 +550,8 @@ fn rotation_under_load_loses_no_request() {
         assert!(c["rotations"].as_u64().unwrap() >= 4, "{c}");
     }
     let last = admin_json(&m.server, "/certs");
-    assert!(last["notAfter"].as_u64() > first["notAfter"].as_u64(), "{first} {last}");
+    assert!(
+        last["notAfter"].as_u64() > first["notAfter"].as_u64(),
+        "{first} {last}"
+    );
 }

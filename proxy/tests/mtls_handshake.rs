@@ -17,8 +17,12 @@ fn root(name: &str) -> Root {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = CertificateParams::default();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    p.distinguished_name.push(rcgen::DnType::OrganizationName, name);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, name);
     let pem = p.self_signed(&key).unwrap().pem();
     Root {
         issuer: Issuer::new(p, key),
@@ -77,7 +81,10 @@ async fn handshake(
     let der = conn.peer_certificates().unwrap()[0].clone();
     let peer = mesh_proxy::mtls::PeerCert::from_der(&der, "cluster.local")
         .map_err(|e| format!("identity: {e}"))?;
-    Ok((peer.identity.to_string(), conn.alpn_protocol().unwrap().to_vec()))
+    Ok((
+        peer.identity.to_string(),
+        conn.alpn_protocol().unwrap().to_vec(),
+    ))
 }
 
 #[tokio::test]
@@ -97,37 +104,63 @@ async fn mesh_peers_handshake_and_bad_peers_are_refused() {
 
     // A client certificate from another CA.
     let foreign = creds(&r2, CLIENT, -1, 1, &[&r1]);
-    let e = handshake(foreign.client_h1.clone(), &server).await.unwrap_err();
-    assert!(e.contains("server: Some(\"invalid peer certificate: UnknownIssuer"), "{e}");
+    let e = handshake(foreign.client_h1.clone(), &server)
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("server: Some(\"invalid peer certificate: UnknownIssuer"),
+        "{e}"
+    );
     // A server certificate from another CA: the client refuses it.
     let foreign_server = creds(&r2, SERVER, -1, 1, &[&r2]);
-    let e = handshake(good.client_h1.clone(), &foreign_server).await.unwrap_err();
-    assert!(e.contains("client: Some(\"invalid peer certificate: UnknownIssuer"), "{e}");
+    let e = handshake(good.client_h1.clone(), &foreign_server)
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("client: Some(\"invalid peer certificate: UnknownIssuer"),
+        "{e}"
+    );
     // An expired client certificate.
     let expired = creds(&r1, CLIENT, -3, -1, &[&r1]);
-    let e = handshake(expired.client_h1.clone(), &server).await.unwrap_err();
+    let e = handshake(expired.client_h1.clone(), &server)
+        .await
+        .unwrap_err();
     assert!(e.to_lowercase().contains("expired"), "{e}");
     // A foreign trust domain: the chain is fine, the identity is not ours.
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = CertificateParams::default();
     p.subject_alt_names = vec![SanType::URI(
-        "spiffe://evil.example/ns/shop/sa/cart".to_string().try_into().unwrap(),
+        "spiffe://evil.example/ns/shop/sa/cart"
+            .to_string()
+            .try_into()
+            .unwrap(),
     )];
     let evil = p.signed_by(&key, &r1.issuer).unwrap();
-    assert!(build_creds(&[evil.pem()], key.serialize_der(), &[r1.pem.clone()], "cluster.local").is_err());
+    assert!(build_creds(
+        &[evil.pem()],
+        key.serialize_der(),
+        std::slice::from_ref(&r1.pem),
+        "cluster.local"
+    )
+    .is_err());
     let evil_client = Arc::new(
         rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(mesh_proxy::mtls::verify::MeshServerVerifier::new(
-                rustls::server::WebPkiClientVerifier::builder(Arc::new({
-                    let mut s = rustls::RootCertStore::empty();
-                    s.add(rustls::pki_types::CertificateDer::from(pem::parse(&r1.pem).unwrap().into_contents())).unwrap();
-                    s
-                }))
-                .build()
-                .unwrap(),
-                "cluster.local",
-            )))
+            .with_custom_certificate_verifier(Arc::new(
+                mesh_proxy::mtls::verify::MeshServerVerifier::new(
+                    rustls::server::WebPkiClientVerifier::builder(Arc::new({
+                        let mut s = rustls::RootCertStore::empty();
+                        s.add(rustls::pki_types::CertificateDer::from(
+                            pem::parse(&r1.pem).unwrap().into_contents(),
+                        ))
+                        .unwrap();
+                        s
+                    }))
+                    .build()
+                    .unwrap(),
+                    "cluster.local",
+                ),
+            ))
             .with_client_auth_cert(
                 vec![evil.der().clone()],
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
@@ -137,22 +170,31 @@ async fn mesh_peers_handshake_and_bad_peers_are_refused() {
     let e = handshake(evil_client, &server).await.unwrap_err();
     assert!(e.contains("evil.example"), "{e}");
     // TLS 1.2 only: refused (sidecars speak TLS 1.3).
-    let mut tls12 = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(mesh_proxy::mtls::verify::MeshServerVerifier::new(
-            rustls::server::WebPkiClientVerifier::builder(Arc::new({
-                let mut s = rustls::RootCertStore::empty();
-                s.add(rustls::pki_types::CertificateDer::from(pem::parse(&r1.pem).unwrap().into_contents())).unwrap();
-                s
-            }))
-            .build()
-            .unwrap(),
-            "cluster.local",
-        )))
-        .with_no_client_auth();
+    let mut tls12 =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(
+                mesh_proxy::mtls::verify::MeshServerVerifier::new(
+                    rustls::server::WebPkiClientVerifier::builder(Arc::new({
+                        let mut s = rustls::RootCertStore::empty();
+                        s.add(rustls::pki_types::CertificateDer::from(
+                            pem::parse(&r1.pem).unwrap().into_contents(),
+                        ))
+                        .unwrap();
+                        s
+                    }))
+                    .build()
+                    .unwrap(),
+                    "cluster.local",
+                ),
+            ))
+            .with_no_client_auth();
     tls12.alpn_protocols = vec![b"istio-http/1.1".to_vec()];
     let e = handshake(Arc::new(tls12), &server).await.unwrap_err();
-    assert!(e.contains("ProtocolVersion") || e.contains("protocol version"), "{e}");
+    assert!(
+        e.contains("ProtocolVersion") || e.contains("protocol version"),
+        "{e}"
+    );
 
     // Root rotation: a server trusting both roots accepts clients of either.
     let both = creds(&r1, SERVER, -1, 1, &[&r1, &r2]);

@@ -137,7 +137,9 @@ async fn session(
             }
             AgentMessage::Error { message } => return Err(ProtocolError::Unexpected(message)),
             AgentMessage::Certificate { .. } => {
-                return Err(ProtocolError::Unexpected("a certificate on the sync stream".into()))
+                return Err(ProtocolError::Unexpected(
+                    "a certificate on the sync stream".into(),
+                ))
             }
         }
     }

@@ -77,13 +77,20 @@ async fn ca_issues_only_the_proven_identity() {
     let ttl = Duration::from_secs(3600);
 
     // Own credential, no SAN asked: the identity the credential proves.
-    let ok = request_certificate(&addr, "tok-a", &csr(&[]), ttl).await.unwrap();
-    assert_eq!(uris(&ok.chain[0]), ["spiffe://cluster.local/ns/shop/sa/cart"]);
+    let ok = request_certificate(&addr, "tok-a", &csr(&[]), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        uris(&ok.chain[0]),
+        ["spiffe://cluster.local/ns/shop/sa/cart"]
+    );
     let published = std::fs::read_to_string(config_dir.join("root-cert.pem")).unwrap();
     assert_eq!(ok.roots, vec![published]);
     // Asking for its own identity explicitly is fine.
     let own = "spiffe://cluster.local/ns/shop/sa/cart";
-    assert!(request_certificate(&addr, "tok-a", &csr(&[own]), ttl).await.is_ok());
+    assert!(request_certificate(&addr, "tok-a", &csr(&[own]), ttl)
+        .await
+        .is_ok());
 
     // Another service account's identity: refused, naming both.
     let other = "spiffe://cluster.local/ns/bank/sa/teller";
@@ -115,13 +122,20 @@ async fn ca_issues_only_the_proven_identity() {
         .to_string();
     assert!(e.contains("no credential"), "{e}");
     // Garbage instead of a CSR.
-    let e = request_certificate(&addr, "tok-b", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", ttl)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = request_certificate(
+        &addr,
+        "tok-b",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        ttl,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("PKCS#10"), "{e}");
     // The CA keeps serving after all that.
-    let ok = request_certificate(&addr, "tok-b", &csr(&[]), ttl).await.unwrap();
+    let ok = request_certificate(&addr, "tok-b", &csr(&[]), ttl)
+        .await
+        .unwrap();
     assert_eq!(uris(&ok.chain[0]), [other]);
     shutdown.cancel();
 }

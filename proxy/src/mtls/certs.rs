@@ -103,8 +103,8 @@ pub fn build_creds(
     let leaf = chain
         .first()
         .ok_or_else(|| CertError::Answer("empty certificate chain".into()))?;
-    let identity = super::mesh_identity(leaf, trust_domain)
-        .map_err(|e| CertError::Answer(e.to_string()))?;
+    let identity =
+        super::mesh_identity(leaf, trust_domain).map_err(|e| CertError::Answer(e.to_string()))?;
     let (not_after, not_before) = validity(leaf)?;
     // The CA backdates notBefore for clock skew; the lifetime we plan rotation
     // on starts when we got the certificate.
@@ -154,8 +154,7 @@ pub fn build_creds(
 
 fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime), CertError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| CertError::Answer(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::Answer(e.to_string()))?;
     let t = |ts: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64);
     Ok((
         t(cert.validity().not_after.timestamp()),
@@ -176,13 +175,12 @@ pub async fn fetch(src: &CertSource) -> Result<Creds, CertError> {
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)?
         .pem()?;
-    let signed =
-        mesh_agent::client::request_certificate(&src.ca_addr, token.trim(), &csr, src.ttl)
-            .await
-            .map_err(|source| CertError::Ca {
-                addr: src.ca_addr.clone(),
-                source,
-            })?;
+    let signed = mesh_agent::client::request_certificate(&src.ca_addr, token.trim(), &csr, src.ttl)
+        .await
+        .map_err(|source| CertError::Ca {
+            addr: src.ca_addr.clone(),
+            source,
+        })?;
     build_creds(
         &signed.chain,
         key.serialize_der(),

@@ -40,7 +40,9 @@ pub async fn classify(stream: &TcpStream, window: Duration) -> Hello {
             _ => return Hello::OtherTls,
         };
         if let Some(alpns) = crate::sni::alpn(&buf[..n]) {
-            let istio = alpns.iter().any(|a| super::ISTIO_ALPNS.contains(&a.as_slice()));
+            let istio = alpns
+                .iter()
+                .any(|a| super::ISTIO_ALPNS.contains(&a.as_slice()));
             return if istio { Hello::Istio } else { Hello::OtherTls };
         }
         let need = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));

@@ -62,10 +62,7 @@ fn spiffe_san_extraction() {
     let der = leaf(vec![]);
     assert_eq!(spiffe_identity(&der), Err(PeerError::NoSpiffe));
     let der = leaf(vec![uri("spiffe://cluster.local/ns/a")]);
-    assert!(matches!(
-        spiffe_identity(&der),
-        Err(PeerError::Identity(_))
-    ));
+    assert!(matches!(spiffe_identity(&der), Err(PeerError::Identity(_))));
     assert_eq!(spiffe_identity(b"junk"), Err(PeerError::Parse));
 }
 

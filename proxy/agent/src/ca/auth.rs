@@ -25,7 +25,10 @@ pub enum AuthError {
 #[derive(Debug, Clone)]
 pub enum Authenticator {
     /// `<token> <namespace> <service-account>` lines.
-    LocalTokens { file: PathBuf, trust_domain: String },
+    LocalTokens {
+        file: PathBuf,
+        trust_domain: String,
+    },
     None,
 }
 
@@ -68,14 +71,19 @@ pub fn lookup(text: &str, token: &str, trust_domain: &str) -> Result<Identity, A
         let [t, ns, sa] = f.as_slice() else {
             return Err(AuthError::File {
                 path: String::new(),
-                why: format!("line {} is not \"<token> <namespace> <service-account>\"", n + 1),
+                why: format!(
+                    "line {} is not \"<token> <namespace> <service-account>\"",
+                    n + 1
+                ),
             });
         };
         if ct_eq(t.as_bytes(), token.as_bytes()) && found.is_none() {
-            found = Some(Identity::new(trust_domain, *ns, *sa).map_err(|e| AuthError::File {
-                path: String::new(),
-                why: format!("line {}: {e}", n + 1),
-            })?);
+            found = Some(
+                Identity::new(trust_domain, *ns, *sa).map_err(|e| AuthError::File {
+                    path: String::new(),
+                    why: format!("line {}: {e}", n + 1),
+                })?,
+            );
         }
     }
     found.ok_or(AuthError::Unknown)

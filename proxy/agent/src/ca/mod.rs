@@ -10,8 +10,7 @@ pub mod auth;
 use mesh_api::Identity;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,7 +79,8 @@ pub fn split_pem(text: &str) -> Vec<String> {
 impl Ca {
     /// A fresh self-signed root (ECDSA P-256, 10 years), Istio's self-signed CA.
     pub fn self_signed(trust_domain: &str, max_ttl: Duration) -> Result<Ca, CaError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, trust_domain);
@@ -119,19 +119,28 @@ impl Ca {
         };
         let cert = read("ca-cert.pem")?;
         let key = read("ca-key.pem")?;
-        let key = KeyPair::from_pem(&key).map_err(|e| bad("ca-key.pem", "private key", e.to_string()))?;
+        let key =
+            KeyPair::from_pem(&key).map_err(|e| bad("ca-key.pem", "private key", e.to_string()))?;
         let issuer = Issuer::from_ca_cert_pem(&cert, key)
             .map_err(|e| bad("ca-cert.pem", "CA certificate", e.to_string()))?;
         let roots = split_pem(&read("root-cert.pem")?);
         if roots.is_empty() {
-            return Err(bad("root-cert.pem", "certificate", "no CERTIFICATE block".into()));
+            return Err(bad(
+                "root-cert.pem",
+                "certificate",
+                "no CERTIFICATE block".into(),
+            ));
         }
         let chain = match read("cert-chain.pem") {
             Ok(t) => split_pem(&t),
             Err(_) => split_pem(&cert),
         };
         if chain.is_empty() {
-            return Err(bad("cert-chain.pem", "certificate", "no CERTIFICATE block".into()));
+            return Err(bad(
+                "cert-chain.pem",
+                "certificate",
+                "no CERTIFICATE block".into(),
+            ));
         }
         Ok(Ca {
             issuer,
@@ -161,7 +170,12 @@ impl Ca {
 
     /// Signs `csr_pem` for `identity` (already authenticated), valid for `ttl`
     /// capped at [`Ca::max_ttl`].
-    pub fn sign(&self, csr_pem: &str, identity: &Identity, ttl: Duration) -> Result<Issued, CaError> {
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<Issued, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::Csr)?;
         check_request(&csr.params, identity)?;
         let ttl = ttl.min(self.max_ttl).max(Duration::from_secs(1));
@@ -169,9 +183,8 @@ impl Ca {
         // Istio leaves the subject empty; the identity is the URI SAN alone.
         params.distinguished_name = DistinguishedName::new();
         let uri = identity.to_string();
-        params.subject_alt_names = vec![SanType::URI(
-            uri.clone().try_into().map_err(CaError::Sign)?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(uri.clone().try_into().map_err(CaError::Sign)?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

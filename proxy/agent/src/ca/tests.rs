@@ -41,12 +41,18 @@ fn signs_exactly_the_proven_identity() {
     let ca = Ca::self_signed("cluster.local", Duration::from_secs(3600)).unwrap();
     let me = id("shop", "cart");
     // No SAN asked: the proven identity is issued.
-    let issued = ca.sign(&csr(&[], false), &me, Duration::from_secs(60)).unwrap();
+    let issued = ca
+        .sign(&csr(&[], false), &me, Duration::from_secs(60))
+        .unwrap();
     assert_eq!(issued.chain.len(), 2);
     assert_eq!(leaf_uris(&issued.chain[0]), vec![me.to_string()]);
     // Asking for its own identity is fine too.
     let issued = ca
-        .sign(&csr(&[uri(&me.to_string())], false), &me, Duration::from_secs(60))
+        .sign(
+            &csr(&[uri(&me.to_string())], false),
+            &me,
+            Duration::from_secs(60),
+        )
         .unwrap();
     assert_eq!(leaf_uris(&issued.chain[0]), vec![me.to_string()]);
     // The TTL is capped by the CA's maximum.
@@ -54,7 +60,9 @@ fn signs_exactly_the_proven_identity() {
     let (_, cert) = X509Certificate::from_der(p.contents()).unwrap();
     let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
     assert!((100..=130).contains(&life), "{life}");
-    let issued = ca.sign(&csr(&[], false), &me, Duration::from_secs(10 * 3600)).unwrap();
+    let issued = ca
+        .sign(&csr(&[], false), &me, Duration::from_secs(10 * 3600))
+        .unwrap();
     let p = ::pem::parse(&issued.chain[0]).unwrap();
     let (_, cert) = X509Certificate::from_der(p.contents()).unwrap();
     let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
@@ -82,11 +90,17 @@ fn refuses_foreign_sans_and_ca_requests() {
         .unwrap_err();
     assert!(matches!(e, CaError::ForeignSan { .. }), "{e}");
     let dns = SanType::DnsName("bank.example".try_into().unwrap());
-    let e = ca.sign(&csr(&[dns], false), &me, Duration::from_secs(60)).unwrap_err();
+    let e = ca
+        .sign(&csr(&[dns], false), &me, Duration::from_secs(60))
+        .unwrap_err();
     assert!(e.to_string().contains("DNS:bank.example"), "{e}");
-    let e = ca.sign(&csr(&[], true), &me, Duration::from_secs(60)).unwrap_err();
+    let e = ca
+        .sign(&csr(&[], true), &me, Duration::from_secs(60))
+        .unwrap_err();
     assert!(matches!(e, CaError::CaRequested), "{e}");
-    let e = ca.sign("not a csr", &me, Duration::from_secs(60)).unwrap_err();
+    let e = ca
+        .sign("not a csr", &me, Duration::from_secs(60))
+        .unwrap_err();
     assert!(matches!(e, CaError::Csr(_)), "{e}");
 }
 
@@ -99,7 +113,9 @@ fn tampered_csr_is_refused() {
     let i = der.len() / 3;
     der[i] ^= 0x01;
     let bad = ::pem::encode(&::pem::Pem::new("CERTIFICATE REQUEST", der));
-    assert!(ca.sign(&bad, &id("a", "b"), Duration::from_secs(60)).is_err());
+    assert!(ca
+        .sign(&bad, &id("a", "b"), Duration::from_secs(60))
+        .is_err());
 }
 
 #[test]
@@ -110,15 +126,22 @@ fn loads_an_istio_cacerts_folder_with_two_roots() {
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut rp = CertificateParams::default();
     rp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    rp.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    rp.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     rp.distinguished_name.push(DnType::CommonName, "new root");
     let root = rp.self_signed(&root_key).unwrap();
     let root_issuer = Issuer::new(rp, root_key);
     let int_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut ip = CertificateParams::default();
     ip.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    ip.distinguished_name.push(DnType::CommonName, "intermediate");
+    ip.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ip.distinguished_name
+        .push(DnType::CommonName, "intermediate");
     let int = ip.signed_by(&int_key, &root_issuer).unwrap();
     std::fs::write(dir.path().join("ca-cert.pem"), int.pem()).unwrap();
     std::fs::write(dir.path().join("ca-key.pem"), int_key.serialize_pem()).unwrap();
@@ -134,7 +157,9 @@ fn loads_an_istio_cacerts_folder_with_two_roots() {
     .unwrap();
     let ca = Ca::from_dir(dir.path(), "cluster.local", Duration::from_secs(3600)).unwrap();
     assert_eq!(ca.roots().len(), 2);
-    let issued = ca.sign(&csr(&[], false), &id("a", "b"), Duration::from_secs(60)).unwrap();
+    let issued = ca
+        .sign(&csr(&[], false), &id("a", "b"), Duration::from_secs(60))
+        .unwrap();
     // leaf + intermediate + root
     assert_eq!(issued.chain.len(), 3);
     let p = ::pem::parse(&issued.chain[0]).unwrap();
@@ -154,12 +179,18 @@ fn loads_an_istio_cacerts_folder_with_two_roots() {
 #[test]
 fn local_credentials() {
     let text = "# token ns sa\nt-cart shop cart\nt-teller bank teller\n";
-    assert_eq!(lookup(text, "t-cart", "cluster.local").unwrap(), id("shop", "cart"));
+    assert_eq!(
+        lookup(text, "t-cart", "cluster.local").unwrap(),
+        id("shop", "cart")
+    );
     assert_eq!(
         lookup(text, "t-teller", "cluster.local").unwrap(),
         id("bank", "teller")
     );
-    assert_eq!(lookup(text, "t-car", "cluster.local"), Err(AuthError::Unknown));
+    assert_eq!(
+        lookup(text, "t-car", "cluster.local"),
+        Err(AuthError::Unknown)
+    );
     let e = lookup("oops\n", "x", "cluster.local").unwrap_err();
     assert!(e.to_string().contains("line 1"), "{e}");
 }
