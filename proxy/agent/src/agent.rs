@@ -49,8 +49,12 @@ impl Running {
     }
 }
 
-/// Builds (or loads) the CA, publishes its roots, and picks the authenticator.
-pub fn ca_service(cfg: &Config) -> Result<server::CaService, AgentError> {
+/// Builds (or loads) the CA, publishes its roots, and picks the authenticator:
+/// TokenReview through `kube` when given, else the local tokens file.
+pub fn ca_service(
+    cfg: &Config,
+    kube: Option<kube::Client>,
+) -> Result<server::CaService, AgentError> {
     let max_ttl = std::time::Duration::from_secs(cfg.ca.max_cert_ttl_secs);
     let ca = match &cfg.ca.ca_dir {
         Some(dir) => crate::ca::Ca::from_dir(dir, &cfg.trust_domain, max_ttl)?,
@@ -59,20 +63,36 @@ pub fn ca_service(cfg: &Config) -> Result<server::CaService, AgentError> {
     if let Some(out) = &cfg.ca.ca_root_out {
         ca.publish(out)?;
     }
-    let auth = match &cfg.ca.ca_tokens {
-        Some(file) => crate::ca::auth::Authenticator::LocalTokens {
+    let auth = match (kube, &cfg.ca.ca_tokens) {
+        (Some(client), _) => crate::ca::auth::Authenticator::Kubernetes {
+            client,
+            trust_domain: cfg.trust_domain.clone(),
+        },
+        (None, Some(file)) => crate::ca::auth::Authenticator::LocalTokens {
             file: file.clone(),
             trust_domain: cfg.trust_domain.clone(),
         },
-        None => crate::ca::auth::Authenticator::None,
+        (None, None) => crate::ca::auth::Authenticator::None,
     };
     Ok(server::CaService { ca, auth })
 }
 
-/// Binds both listeners (the config must be validated), then starts everything.
+/// Binds both listeners (the config must be validated), then starts everything,
+/// with a CA authenticating callers by the local tokens file.
 pub async fn start(
     cfg: &Config,
     source: Box<dyn Source>,
+    shutdown: CancellationToken,
+) -> Result<Running, AgentError> {
+    let ca = ca_service(cfg, None)?;
+    start_with_ca(cfg, source, ca, shutdown).await
+}
+
+/// Like [`start`], with a given CA service (Kubernetes: TokenReview).
+pub async fn start_with_ca(
+    cfg: &Config,
+    source: Box<dyn Source>,
+    ca: server::CaService,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
     let bind = |what, addr| async move {
@@ -93,7 +113,7 @@ pub async fn start(
         source,
     })?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let shared = Shared::with_ca(cfg.agent_name(), snap_rx, Some(Arc::new(ca_service(cfg)?)));
+    let shared = Shared::with_ca(cfg.agent_name(), snap_rx, Some(Arc::new(ca)));
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let settings = Arc::new(cfg.settings());
     let mut tasks = vec![tokio::spawn(server::pipeline::run(

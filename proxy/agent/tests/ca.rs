@@ -139,3 +139,108 @@ async fn ca_issues_only_the_proven_identity() {
     assert_eq!(uris(&ok.chain[0]), [other]);
     shutdown.cancel();
 }
+
+/// A fake API server answering TokenReviews like kube-apiserver would.
+async fn fake_token_review(
+    axum::Json(tr): axum::Json<serde_json::Value>,
+) -> axum::Json<serde_json::Value> {
+    let token = tr["spec"]["token"].as_str().unwrap_or_default();
+    let asked = tr["spec"]["audiences"].clone();
+    let status = match token {
+        "sa-token-cart" => serde_json::json!({
+            "authenticated": true,
+            "user": {"username": "system:serviceaccount:shop:cart"},
+            "audiences": asked,
+        }),
+        // A token minted for another audience (e.g. the default API audience).
+        "api-audience-token" => serde_json::json!({
+            "authenticated": true,
+            "user": {"username": "system:serviceaccount:shop:cart"},
+            "audiences": ["https://kubernetes.default.svc"],
+        }),
+        "user-token" => serde_json::json!({
+            "authenticated": true,
+            "user": {"username": "alice@example.com"},
+            "audiences": asked,
+        }),
+        _ => serde_json::json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    axum::Json(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "metadata": {},
+        "spec": tr["spec"],
+        "status": status,
+    }))
+}
+
+#[tokio::test]
+async fn kubernetes_mode_reviews_service_account_tokens() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let reviews = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = reviews.clone();
+    let app = axum::Router::new().route(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        axum::routing::post(move |body| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            fake_token_review(body)
+        }),
+    );
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await
+    });
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{api}").parse().unwrap()))
+            .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &dir.path().join("unused"));
+    cfg.ca.ca_tokens = None;
+    let ca = mesh_agent::agent::ca_service(&cfg, Some(client)).unwrap();
+    let source = Box::new(mesh_agent::source::files::FilesSource {
+        dir: dir.path().to_path_buf(),
+        debounce: Duration::from_millis(10),
+    });
+    let agent = mesh_agent::agent::start_with_ca(&cfg, source, ca, shutdown.clone())
+        .await
+        .unwrap();
+    let addr = agent.sync_addr.to_string();
+    let ttl = Duration::from_secs(600);
+
+    let ok = request_certificate(&addr, "sa-token-cart", &csr(&[]), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        uris(&ok.chain[0]),
+        ["spiffe://cluster.local/ns/shop/sa/cart"]
+    );
+    // The token's namespace bounds the identity: shop's token gets nothing in bank.
+    let e = request_certificate(
+        &addr,
+        "sa-token-cart",
+        &csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
+        ttl,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ns/bank/sa/cart"), "{e}");
+    for (token, why) in [
+        ("forged", "not authenticated"),
+        ("api-audience-token", "istio-ca"),
+        ("user-token", "not a service account"),
+    ] {
+        let e = request_certificate(&addr, token, &csr(&[]), ttl)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{token}: {e}");
+    }
+    assert_eq!(reviews.load(std::sync::atomic::Ordering::Relaxed), 5);
+    shutdown.cancel();
+}

@@ -194,3 +194,21 @@ fn local_credentials() {
     let e = lookup("oops\n", "x", "cluster.local").unwrap_err();
     assert!(e.to_string().contains("line 1"), "{e}");
 }
+
+#[test]
+fn token_review_users() {
+    use super::auth::service_account_identity as sa;
+    assert_eq!(
+        sa("system:serviceaccount:shop:cart", "cluster.local").unwrap(),
+        id("shop", "cart")
+    );
+    for bad in [
+        "alice",
+        "system:serviceaccount:shop",
+        "system:node:n1",
+        "system:serviceaccount:Shop:cart",
+    ] {
+        let e = sa(bad, "cluster.local").unwrap_err();
+        assert!(e.to_string().contains(bad), "{e}");
+    }
+}
