@@ -58,6 +58,7 @@ pub async fn splice_io<D, U>(
     let start = Instant::now();
     let labels = labels(&meta, flags);
     shared.metrics.tcp_opened(&labels);
+    let security = labels.connection_security_policy;
     let (local, remote) = addrs;
     let (sent, received) = tokio::io::copy_bidirectional(&mut down, &mut up)
         .await
@@ -75,6 +76,12 @@ pub async fn splice_io<D, U>(
                 duration_ms: start.elapsed().as_millis() as u64,
                 downstream_local: l,
                 downstream_remote: r,
+                peer_principal: if meta.mtls {
+                    &meta.source.principal
+                } else {
+                    "unknown"
+                },
+                security,
             },
         );
     }

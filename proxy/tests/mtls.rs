@@ -274,7 +274,7 @@ fn wire_bytes(m: &Mesh) -> Vec<u8> {
 
 #[test]
 fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
-    let m = Mesh::new(&[]);
+    let mut m = Mesh::new(&["--access-log", "json"]);
     let t0 = Instant::now();
 
     // 1. On the wire: a TLS ClientHello offering Istio's HTTP/1.1 ALPN, not HTTP.
@@ -301,6 +301,17 @@ fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
     )
     .unwrap();
     assert!(re.is_match(xfcc), "{xfcc}");
+    // The server sidecar's access log names the verified peer.
+    let line = m.procs[2]
+        .wait_for_line(
+            r#""downstream_peer_uri_san":"spiffe://cluster.local/ns/default/sa/client""#,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert!(
+        line.contains(r#""connection_security_policy":"mutual_tls""#),
+        "{line}"
+    );
     // A client cannot forge XFCC: the server sidecar replaces it.
     let r = curl_echo(
         &m.client,
