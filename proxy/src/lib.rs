@@ -5,7 +5,10 @@
 //! destination. HTTP/1.1 and HTTP/2 (h2c) are proxied request by request with
 //! load balancing over the snapshot's endpoints; other traffic is carried as
 //! opaque TCP; undeclared ports are sniffed without holding back server-first
-//! protocols. It reports Istio's metrics, serves health and admin endpoints, and
+//! protocols. With a CA credential (`--ca-token-file`) it holds a SPIFFE workload
+//! certificate and speaks Istio-style mTLS between sidecars ([`mtls`]): automatic
+//! towards meshed endpoints, PeerAuthentication modes inbound, XFCC to the app.
+//! It reports Istio's metrics, serves health and admin endpoints, and
 //! drains gracefully. Configuration is an immutable snapshot swapped atomically
 //! ([`snapshot`]), from the agent or a standalone file ([`source`]).
 //!
