@@ -41,6 +41,16 @@ pub enum ClientMessage {
     Ack { version: u64 },
     /// The proxy rejected `version` and keeps its previous one.
     Nack { version: u64, reason: String },
+    /// Alone on its own connection (instead of `Subscribe`): asks the mesh CA for a
+    /// workload certificate. `csr` is a PEM PKCS#10 request (the key never leaves
+    /// the proxy); `token` proves the caller's identity (the projected service
+    /// account token in Kubernetes, the pod's local credential otherwise).
+    #[serde(rename_all = "camelCase")]
+    Csr {
+        token: String,
+        csr: String,
+        ttl_seconds: u64,
+    },
 }
 
 /// Agent → proxy.
@@ -51,6 +61,13 @@ pub enum AgentMessage {
     View { agent: String, view: ProxyView },
     /// The agent closes the stream because of what the proxy sent.
     Error { message: String },
+    /// Answer to [`ClientMessage::Csr`]: the leaf first, then its issuers (PEM),
+    /// and every trusted mesh root (more than one during a root rotation).
+    #[serde(rename_all = "camelCase")]
+    Certificate {
+        cert_chain: Vec<String>,
+        roots: Vec<String>,
+    },
 }
 
 /// Everything one proxy needs, at one mesh version.
@@ -121,10 +138,58 @@ pub struct Endpoint {
 pub struct InboundPolicy {
     /// Effective mTLS mode: `STRICT`, `PERMISSIVE` or `DISABLE`.
     pub mtls_mode: String,
-    /// Port → mode overrides.
+    /// Port → mode overrides. Keys travel as strings: integer map keys do not
+    /// survive the buffering of the internally tagged [`AgentMessage`].
+    #[serde(with = "port_keys")]
     pub port_mtls: BTreeMap<u16, String>,
     /// AuthorizationPolicies selecting the workload, keyed by `namespace/name`.
     pub authorization: BTreeMap<String, AuthorizationPolicySpec>,
+}
+
+mod port_keys {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u16, String>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<BTreeMap<String, &String>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u16, String>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                k.parse::<u16>().map(|p| (p, v)).map_err(|_| {
+                    serde::de::Error::custom(format!("port {k:?} is not a port number"))
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_mtls_survives_the_tagged_message() {
+        let mut view = ProxyView::default();
+        view.inbound.port_mtls.insert(8080, "PERMISSIVE".into());
+        let msg = AgentMessage::View {
+            agent: "a".into(),
+            view,
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(
+            json.contains(r#""portMtls":{"8080":"PERMISSIVE"}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<AgentMessage>(&json).unwrap(), msg);
+        let bad = json.replace("8080", "http");
+        assert!(serde_json::from_str::<AgentMessage>(&bad).is_err());
+    }
 }
 
 /// One proxy's row in `/debug/syncz` and `meshctl proxy-status`.

@@ -24,6 +24,10 @@ pub struct HttpEntry<'a> {
     pub upstream_cluster: &'a str,
     pub downstream_local: SocketAddr,
     pub downstream_remote: SocketAddr,
+    /// The downstream peer's verified SPIFFE identity (inbound mTLS), or `unknown`.
+    pub peer_principal: &'a str,
+    /// `mutual_tls`, `none` or `unknown`, as in the metrics.
+    pub security: &'a str,
 }
 
 fn now() -> String {
@@ -73,6 +77,8 @@ pub fn http(cfg: &Config, e: HttpEntry<'_>) {
                 "request_id": e.request_id, "authority": e.authority, "upstream_host": e.upstream_host,
                 "upstream_cluster": e.upstream_cluster, "downstream_local_address": e.downstream_local.to_string(),
                 "downstream_remote_address": e.downstream_remote.to_string(),
+                "downstream_peer_uri_san": e.peer_principal,
+                "connection_security_policy": e.security,
             });
             format!("{v}\n")
         }
@@ -90,6 +96,8 @@ pub struct TcpEntry<'a> {
     pub duration_ms: u64,
     pub downstream_local: SocketAddr,
     pub downstream_remote: SocketAddr,
+    pub peer_principal: &'a str,
+    pub security: &'a str,
 }
 
 pub fn tcp(cfg: &Config, e: TcpEntry<'_>) {
@@ -102,6 +110,8 @@ pub fn tcp(cfg: &Config, e: TcpEntry<'_>) {
         duration_ms: ms,
         downstream_local: local,
         downstream_remote: remote,
+        peer_principal,
+        security,
     } = e;
     let line = match cfg.access_log {
         AccessLog::Off => return,
@@ -114,7 +124,8 @@ pub fn tcp(cfg: &Config, e: TcpEntry<'_>) {
             serde_json::json!({"start_time": now(), "protocol": "tcp", "response_flags": flags,
                 "bytes_received": rx, "bytes_sent": tx, "duration": ms, "upstream_host": upstream,
                 "upstream_cluster": cluster, "downstream_local_address": local.to_string(),
-                "downstream_remote_address": remote.to_string()})
+                "downstream_remote_address": remote.to_string(),
+                "downstream_peer_uri_san": peer_principal, "connection_security_policy": security})
         ),
     };
     let _ = std::io::stdout().lock().write_all(line.as_bytes());

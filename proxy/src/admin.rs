@@ -28,6 +28,13 @@ pub struct AdminState {
 async fn ready(State(s): State<AdminState>) -> Response {
     if s.shared.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if s.shared.cfg.cert.is_some() && s.shared.tls.current().is_none() {
+        // Like Istio: not ready until the workload certificate is there.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no workload certificate yet\n",
+        )
+            .into_response()
     } else if s.shared.store.is_ready() {
         (StatusCode::OK, "").into_response()
     } else {
@@ -115,6 +122,26 @@ async fn server_info(State(s): State<AdminState>) -> Response {
     .into_response()
 }
 
+/// Envoy's `/certs`, reduced: the workload certificate in use.
+async fn certs(State(s): State<AdminState>) -> Response {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let body = match s.shared.tls.current() {
+        Some(c) => serde_json::json!({
+            "identity": c.identity.to_string(),
+            "issuedAt": unix(c.issued_at),
+            "notAfter": unix(c.not_after),
+            "roots": c.roots,
+            "rotations": s.shared.tls.rotations.load(std::sync::atomic::Ordering::Relaxed),
+        }),
+        None => serde_json::json!({"identity": null, "rotations": 0}),
+    };
+    axum::Json(body).into_response()
+}
+
 async fn clusters(State(s): State<AdminState>) -> Response {
     let mut out = String::new();
     if let Some(snap) = s.shared.store.load() {
@@ -163,6 +190,7 @@ pub fn admin_router(st: AdminState) -> Router {
         .route("/config_dump", get(config_dump))
         .route("/server_info", get(server_info))
         .route("/clusters", get(clusters))
+        .route("/certs", get(certs))
         .route("/stats/prometheus", get(prometheus))
         .route("/ready", get(ready))
         .route("/drain_listeners", post(drain))

@@ -24,6 +24,10 @@ pub enum ConfigError {
     RateLimit(mesh_api::AnnotationError),
     #[error("--path-normalization: {0}")]
     PathNormalization(String),
+    #[error("--ca-token-file is set but there is no CA address: give --ca-addr or --agent")]
+    NoCa,
+    #[error("--cert-ttl {0:?} must be at least 2s")]
+    CertTtl(String),
     #[error("port {port} is used twice (--{a} and --{b})")]
     PortClash {
         port: u16,
@@ -100,6 +104,17 @@ pub struct Args {
     /// meshConfig.pathNormalization): NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES.
     #[arg(long, env = "MESH_PATH_NORMALIZATION", default_value = "MERGE_SLASHES")]
     pub path_normalization: String,
+    /// The pod's credential for the mesh CA (Istio's projected token
+    /// /var/run/secrets/tokens/istio-token; a local token file in local mode).
+    /// Setting it turns on workload certificates and mTLS.
+    #[arg(long, env = "CA_TOKEN_FILE")]
+    pub ca_token_file: Option<PathBuf>,
+    /// The mesh CA (Istio's CA_ADDR); defaults to --agent.
+    #[arg(long, env = "CA_ADDR")]
+    pub ca_addr: Option<String>,
+    /// Workload certificate lifetime asked of the CA (Istio's SECRET_TTL).
+    #[arg(long, env = "SECRET_TTL", default_value = "24h")]
+    pub cert_ttl: String,
 }
 
 /// Validated configuration.
@@ -126,6 +141,8 @@ pub struct Config {
     pub access_log: AccessLog,
     pub rate_limits: Vec<mesh_api::ratelimit::Bucket>,
     pub path_normalization: crate::authz::normalize::PathNormalization,
+    /// Where the workload certificate comes from (mTLS on), if anywhere.
+    pub cert: Option<crate::mtls::certs::CertSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +220,23 @@ impl Args {
                 }
             }
         }
+        let cert_ttl = parse_duration("cert-ttl", &self.cert_ttl)?;
+        if cert_ttl < Duration::from_secs(2) {
+            return Err(ConfigError::CertTtl(self.cert_ttl.clone()));
+        }
+        let cert = match &self.ca_token_file {
+            None => None,
+            Some(token_file) => Some(crate::mtls::certs::CertSource {
+                ca_addr: self
+                    .ca_addr
+                    .clone()
+                    .or_else(|| self.agent.clone())
+                    .ok_or(ConfigError::NoCa)?,
+                token_file: token_file.clone(),
+                ttl: cert_ttl,
+                trust_domain: self.trust_domain.clone(),
+            }),
+        };
         let source = match (self.view_file, self.config_dir, self.agent) {
             (Some(f), _, _) => Source::ViewFile(f),
             (None, Some(d), _) => Source::ConfigDir(d),
@@ -261,6 +295,7 @@ impl Args {
                 .path_normalization
                 .parse()
                 .map_err(ConfigError::PathNormalization)?,
+            cert,
         })
     }
 }

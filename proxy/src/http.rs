@@ -26,6 +26,8 @@ use crate::util::{
 
 /// The connection a request arrived on.
 pub struct ConnCtx {
+    /// SHA-256 of the peer's leaf certificate (hex), for XFCC.
+    pub peer_cert_hash: Option<String>,
     pub shared: Arc<Shared>,
     pub peer: SocketAddr,
     pub orig_dst: SocketAddr,
@@ -59,11 +61,29 @@ pub async fn handle(
 async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let shared = &ctx.shared;
     let start = Instant::now();
-    let source = req
+    let mut source = req
         .headers_mut()
         .remove(peer::HEADER)
         .map(|v| peer::decode(&v))
         .unwrap_or_else(Workload::unknown);
+    // The principal is what the peer proved with its certificate, never what
+    // the metadata header claims; the app learns it from XFCC only.
+    let principal: Arc<str> = match &ctx.peer_identity {
+        Some(id) => Arc::from(id.to_string().as_str()),
+        None => Arc::from("unknown"),
+    };
+    if source.principal != principal {
+        let mut w = (*source).clone();
+        w.principal = principal;
+        source = Arc::new(w);
+    }
+    req.headers_mut().remove(crate::mtls::XFCC);
+    if let (Some(id), Some(hash)) = (&ctx.peer_identity, &ctx.peer_cert_hash) {
+        let v = crate::mtls::xfcc(&shared.me.principal, hash, id);
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            req.headers_mut().insert(crate::mtls::XFCC, v);
+        }
+    }
     if !req.headers().contains_key("x-request-id") {
         req.headers_mut().insert("x-request-id", request_id());
     }
@@ -99,7 +119,11 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         response_code: 0,
         grpc_response_status: None,
         response_flags: "-",
-        connection_security_policy: "none",
+        connection_security_policy: if ctx.peer_identity.is_some() {
+            "mutual_tls"
+        } else {
+            "none"
+        },
     };
     let log = AccessLogLine::for_request(
         &shared.cfg,

@@ -154,6 +154,7 @@ mod tests {
                     addr: format!("10.0.0.{}:80", i + 1).parse().unwrap(),
                     labels: BTreeMap::new(),
                     service_account: None,
+                    tls: crate::mtls::UpstreamTls::Plaintext,
                     active: AtomicUsize::new(0),
                     health: Default::default(),
                 })

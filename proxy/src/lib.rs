@@ -5,7 +5,10 @@
 //! destination. HTTP/1.1 and HTTP/2 (h2c) are proxied request by request with
 //! load balancing over the snapshot's endpoints; other traffic is carried as
 //! opaque TCP; undeclared ports are sniffed without holding back server-first
-//! protocols. It reports Istio's metrics, serves health and admin endpoints, and
+//! protocols. With a CA credential (`--ca-token-file`) it holds a SPIFFE workload
+//! certificate and speaks Istio-style mTLS between sidecars ([`mtls`]): automatic
+//! towards meshed endpoints, PeerAuthentication modes inbound, XFCC to the app.
+//! It reports Istio's metrics, serves health and admin endpoints, and
 //! drains gracefully. Configuration is an immutable snapshot swapped atomically
 //! ([`snapshot`]), from the agent or a standalone file ([`source`]).
 //!
@@ -48,6 +51,7 @@ pub mod http;
 pub mod lb;
 pub mod limits;
 pub mod metrics;
+pub mod mtls;
 pub mod orig_dst;
 pub mod outbound;
 pub mod outlier;
@@ -159,6 +163,9 @@ impl Proxy {
         let shared = self.shared;
         let quit = Arc::new(tokio::sync::Notify::new());
         let cancel = tokio_util::sync::CancellationToken::new();
+        if let Some(src) = shared.cfg.cert.clone() {
+            tokio::spawn(mtls::certs::run(src, shared.tls.clone(), cancel.clone()));
+        }
         let source = match shared.cfg.source.clone() {
             Source::ViewFile(p) => tokio::spawn(source::watch_view_file(p, shared.clone())),
             Source::Agent(addr) => {

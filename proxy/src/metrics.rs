@@ -119,9 +119,23 @@ struct TcpStats {
 pub struct Metrics {
     requests: Mutex<HashMap<RequestLabels, RequestStats>>,
     tcp: Mutex<HashMap<TcpLabels, TcpStats>>,
+    /// Inbound mTLS handshakes that failed (bad chain, no certificate, old TLS).
+    mtls_failed: std::sync::atomic::AtomicU64,
+    /// Inbound plaintext connections refused by PeerAuthentication STRICT.
+    strict_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
+    pub fn mtls_handshake_failed(&self) {
+        self.mtls_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn strict_refused(&self) {
+        self.strict_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn record_request(
         &self,
         labels: RequestLabels,
@@ -204,6 +218,21 @@ impl Metrics {
                 let v = [s.opened, s.closed, s.sent, s.received][pick];
                 let _ = writeln!(out, "{name}{{{}}} {v}", tcp_labels(l));
             }
+        }
+        drop(tcp);
+        for (name, v) in [
+            (
+                "mesh_inbound_mtls_handshake_errors_total",
+                &self.mtls_failed,
+            ),
+            ("mesh_inbound_plaintext_refused_total", &self.strict_refused),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(
+                out,
+                "{name} {}",
+                v.load(std::sync::atomic::Ordering::Relaxed)
+            );
         }
         out
     }

@@ -15,8 +15,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
+pub use crate::mtls::stream::{MaybeTls, TlsDial};
 use crate::upstream::Body;
 
 /// Where a pool's connections go.
@@ -55,7 +55,7 @@ impl SendError {
 /// did not finish cleanly.
 pub struct Checkin {
     pool: Arc<PoolInner>,
-    addr: SocketAddr,
+    addr: Key,
     sender: Option<http1::SendRequest<Body>>,
 }
 
@@ -76,10 +76,15 @@ impl Checkin {
 
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
+/// Connections are pooled per address and per security: an mTLS connection
+/// is never reused for a plaintext request to the same endpoint, or vice versa.
+type Key = (SocketAddr, bool);
+
 struct PoolInner {
     dial: Dial,
-    h1: Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+    tls: Arc<crate::mtls::certs::TlsState>,
+    h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Body>>>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<Body>>>,
 }
 
 #[derive(Clone)]
@@ -88,33 +93,72 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(dial: Dial) -> Pool {
+    pub fn new(dial: Dial, tls: Arc<crate::mtls::certs::TlsState>) -> Pool {
         Pool {
             inner: Arc::new(PoolInner {
                 dial,
+                tls,
                 h1: Mutex::new(HashMap::new()),
                 h2: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
+    /// The workload certificate mTLS connections from this pool use.
+    pub fn tls(&self) -> &crate::mtls::certs::TlsState {
+        &self.inner.tls
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&TlsDial>,
+    ) -> Result<MaybeTls, SendError> {
         let r = match self.inner.dial {
             Dial::Direct => crate::tcp::connect(addr).await,
             Dial::LocalApp { instance_ip } => {
                 crate::upstream::connect_local_app(addr.port(), instance_ip).await
             }
         };
-        r.map_err(|source| SendError::Connect { addr, source })
+        let tcp = r.map_err(|source| SendError::Connect { addr, source })?;
+        match tls {
+            None => Ok(MaybeTls::Plain(tcp)),
+            Some(t) => t
+                .connect(tcp)
+                .await
+                .map(|s| MaybeTls::Tls(Box::new(s)))
+                .map_err(|source| SendError::Connect { addr, source }),
+        }
     }
 
-    /// Sends an HTTP/1.1 request to `addr`. On success also returns the
-    /// connection's check-in, to be completed when the response body ends.
+    /// Sends an HTTP/1.1 request to `addr` in plaintext.
     pub async fn send_h1(
         &self,
         addr: SocketAddr,
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
+        self.send_h1_via(addr, None, req).await
+    }
+
+    /// Sends an HTTP/2 request to `addr` in plaintext (h2c).
+    pub async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        self.send_h2_via(addr, None, req).await
+    }
+
+    /// Sends an HTTP/1.1 request to `addr`, over mTLS when `tls` says so. On
+    /// success also returns the connection's check-in, to be completed when the
+    /// response body ends.
+    pub async fn send_h1_via(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&TlsDial>,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
+        let key = (addr, tls.is_some());
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
         // A connection checked in when its last response ended may not be
         // marked ready yet (its task has not run since): wait for it briefly
@@ -123,7 +167,7 @@ impl Pool {
         loop {
             let candidate = {
                 let mut m = self.inner.h1.lock().expect("pool lock");
-                m.get_mut(&addr).and_then(Vec::pop)
+                m.get_mut(&key).and_then(Vec::pop)
             };
             let Some(mut s) = candidate else { break };
             if s.is_closed() {
@@ -143,7 +187,7 @@ impl Pool {
         let mut sender = match idle {
             Some(s) => s,
             None => {
-                let stream = self.connect(addr).await?;
+                let stream = self.connect(addr, tls).await?;
                 let (s, conn) = http1::Builder::new()
                     .handshake(TokioIo::new(stream))
                     .await
@@ -161,26 +205,28 @@ impl Pool {
         let reusable = !upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
         let checkin = reusable.then(|| Checkin {
             pool: self.inner.clone(),
-            addr,
+            addr: key,
             sender: Some(sender),
         });
         Ok((resp, checkin))
     }
 
     /// Sends an HTTP/2 request over the endpoint's shared connection.
-    pub async fn send_h2(
+    pub async fn send_h2_via(
         &self,
         addr: SocketAddr,
+        tls: Option<&TlsDial>,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
+        let key = (addr, tls.is_some());
         let existing = {
             let m = self.inner.h2.lock().expect("pool lock");
-            m.get(&addr).filter(|s| !s.is_closed()).cloned()
+            m.get(&key).filter(|s| !s.is_closed()).cloned()
         };
         let mut sender = match existing {
             Some(s) => s,
             None => {
-                let stream = self.connect(addr).await?;
+                let stream = self.connect(addr, tls).await?;
                 let (s, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .handshake(TokioIo::new(stream))
@@ -193,7 +239,7 @@ impl Pool {
                     .h2
                     .lock()
                     .expect("pool lock")
-                    .insert(addr, s.clone());
+                    .insert(key, s.clone());
                 s
             }
         };

@@ -127,6 +127,11 @@ pub(crate) fn l_fields<'a>(
         upstream_cluster: &l.cluster,
         downstream_local: l.downstream_local,
         downstream_remote: l.downstream_remote,
+        peer_principal: match labels.reporter {
+            crate::metrics::Reporter::Destination => &labels.source.principal,
+            crate::metrics::Reporter::Source => "unknown",
+        },
+        security: labels.connection_security_policy,
     }
 }
 

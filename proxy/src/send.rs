@@ -213,7 +213,7 @@ pub async fn to_cluster(
             });
         };
         ep.active.fetch_add(1, Ordering::Relaxed);
-        let send = attempt_once(pool, &ep, req, proto);
+        let send = attempt_once(pool, cluster, &ep, req, proto);
         let per_try = policy.per_try;
         let limit = match (per_try.map(|d| Instant::now() + d), deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -292,14 +292,29 @@ pub async fn to_cluster(
 
 async fn attempt_once(
     pool: &Pool,
+    cluster: &Cluster,
     ep: &Endpoint,
     req: Request<Body>,
     proto: Protocol,
 ) -> Result<(Response<Incoming>, Option<Checkin>), crate::pool::SendError> {
-    if proto == Protocol::Http2 {
-        pool.send_h2(ep.addr, req).await.map(|r| (r, None))
+    use crate::mtls::stream::{Alpn, TlsDial};
+    let alpn = if proto == Protocol::Http2 {
+        Alpn::Http2
     } else {
-        pool.send_h1(ep.addr, req).await
+        Alpn::Http1
+    };
+    let tls = TlsDial::for_endpoint(pool.tls(), cluster, ep, alpn).map_err(|source| {
+        crate::pool::SendError::Connect {
+            addr: ep.addr,
+            source,
+        }
+    })?;
+    if proto == Protocol::Http2 {
+        pool.send_h2_via(ep.addr, tls.as_ref(), req)
+            .await
+            .map(|r| (r, None))
+    } else {
+        pool.send_h1_via(ep.addr, tls.as_ref(), req).await
     }
 }
 

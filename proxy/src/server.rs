@@ -14,6 +14,9 @@ use tracing::Instrument;
 
 use crate::http::ConnCtx;
 use crate::metrics::{Reporter, Workload};
+use crate::mtls::inbound::Hello;
+use crate::mtls::stream::{Alpn, TlsDial};
+use crate::mtls::InboundMode;
 use crate::shared::{ConnGuard, Shared};
 use crate::snapshot::{OutboundPolicy, Protocol};
 use crate::tcp::{self, Sniffed, TcpMeta};
@@ -77,11 +80,13 @@ pub async fn accept_loop(
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
 }
 
-async fn serve_http(
-    stream: TcpStream,
+pub(crate) async fn serve_http<S>(
+    stream: S,
     ctx: Arc<ConnCtx>,
     watcher: hyper_util::server::graceful::Watcher,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req| crate::http::handle(req, ctx.clone()));
     let builder = http_builder();
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -100,6 +105,7 @@ async fn handle_conn(
 ) {
     let snap = shared.store.load();
     let ctx = Arc::new(ConnCtx {
+        peer_cert_hash: None,
         shared: shared.clone(),
         peer,
         orig_dst,
@@ -168,6 +174,34 @@ async fn handle_conn(
                 .and_then(|s| s.cluster_for_dst(orig_dst).map(|c| c.protocol))
                 .unwrap_or(Protocol::Unknown);
             let port = orig_dst.port();
+            let mode = snap
+                .as_ref()
+                .map(|s| InboundMode::for_port(&s.view.inbound, port))
+                .unwrap_or(InboundMode::Permissive);
+            // Without a certificate PERMISSIVE is plain plaintext: no need to wait
+            // for first bytes (server-first protocols keep their latency).
+            let may_tls = shared.tls.current().is_some() || mode == InboundMode::Strict;
+            if mode != InboundMode::Disable && may_tls {
+                match crate::mtls::inbound::classify(&stream, shared.cfg.detect_timeout).await {
+                    Hello::Istio => {
+                        let Some(creds) = shared.tls.current() else {
+                            tracing::info!(
+                                port,
+                                "mTLS connection refused: no workload certificate yet"
+                            );
+                            return;
+                        };
+                        crate::mtls::inbound::serve(stream, ctx, creds, declared, watcher).await;
+                        return;
+                    }
+                    _ if mode == InboundMode::Strict => {
+                        tracing::info!(port, %peer, "plaintext connection refused: PeerAuthentication STRICT");
+                        shared.metrics.strict_refused();
+                        return;
+                    }
+                    _ => {}
+                }
+            }
             let ip = shared.cfg.instance_ip;
             // Decided before sniffing so a connection TCP policy refuses never
             // reaches the app, not even through the server-first early dial.
@@ -199,7 +233,10 @@ async fn handle_conn(
             };
             match sniffed {
                 Sniffed::Http => serve_http(stream, ctx, watcher).await,
-                Sniffed::Tcp(pre) => inbound_tcp(stream, orig_dst, &shared, pre, verdict).await,
+                Sniffed::Tcp(pre) => {
+                    let addrs = (stream.local_addr().ok(), stream.peer_addr().ok());
+                    inbound_tcp(stream, addrs, orig_dst, &shared, pre, None, verdict).await
+                }
             }
         }
     }
@@ -228,7 +265,7 @@ async fn outbound_tcp(
                 headers: None,
                 source_ip: stream.peer_addr().ok().map(|a| a.ip()),
             };
-            let ep = crate::lb::pick(&c.endpoints, &c.lb, &c.rr, &keys).map(|e| e.addr);
+            let ep = crate::lb::pick(&c.endpoints, &c.lb, &c.rr, &keys).cloned();
             (
                 ep,
                 TcpMeta {
@@ -239,13 +276,14 @@ async fn outbound_tcp(
                     service_name: c.service_name.clone(),
                     service_namespace: c.namespace.clone(),
                     cluster: c.name.clone(),
+                    mtls: false,
                 },
             )
         }
         None => {
             let host: Arc<str> = Arc::from(orig_dst.ip().to_string().as_str());
             (
-                (!registry_only).then_some(orig_dst),
+                (!registry_only).then(|| passthrough_endpoint(orig_dst)),
                 TcpMeta {
                     reporter: Reporter::Source,
                     source: shared.me.clone(),
@@ -258,6 +296,7 @@ async fn outbound_tcp(
                     } else {
                         "PassthroughCluster".into()
                     },
+                    mtls: false,
                 },
             )
         }
@@ -267,33 +306,85 @@ async fn outbound_tcp(
         tcp::refuse(shared, stream, meta, flags).await;
         return;
     };
+    // The connection that pre-dialled during detection went to its own endpoint.
+    let target = match (&pre, &cluster) {
+        (Some(p), Some(c)) => p
+            .peer_addr()
+            .ok()
+            .and_then(|a| c.endpoints.iter().find(|e| e.addr == a).cloned())
+            .unwrap_or(target),
+        _ => target,
+    };
+    let tls = match &cluster {
+        Some(c) => TlsDial::for_endpoint(&shared.tls, c, &target, Alpn::Tcp),
+        None => Ok(None),
+    };
     let up = match pre {
         Some(up) => Ok(up),
-        None => tcp::connect(target).await,
+        None => tcp::connect(target.addr).await,
     };
-    match up {
-        Ok(up) => tcp::splice(shared, stream, up, meta, "-").await,
-        Err(e) => {
-            tracing::debug!(%target, error = %e, "upstream connect failed");
+    let addrs = (stream.local_addr().ok(), stream.peer_addr().ok());
+    let (up, tls) = match (up, tls) {
+        (Ok(up), Ok(tls)) => (up, tls),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(target = %target.addr, error = %e, "upstream connect failed");
             tcp::refuse(shared, stream, meta, "UF").await;
+            return;
         }
+    };
+    let upstream = target.addr.to_string();
+    match tls {
+        None => tcp::splice_io(shared, stream, addrs, up, upstream, meta, "-").await,
+        Some(dial) => match dial.connect(up).await {
+            Ok(up) => tcp::splice_io(shared, stream, addrs, up, upstream, meta, "-").await,
+            Err(e) => {
+                tracing::debug!(target = %target.addr, error = %e, "mTLS handshake failed");
+                tcp::refuse(shared, stream, meta, "UF").await;
+            }
+        },
     }
 }
 
-async fn inbound_tcp(
-    stream: TcpStream,
+/// An endpoint for a connection passed through to its original destination.
+fn passthrough_endpoint(addr: SocketAddr) -> Arc<crate::snapshot::Endpoint> {
+    Arc::new(crate::snapshot::Endpoint {
+        addr,
+        labels: Default::default(),
+        service_account: None,
+        tls: crate::mtls::UpstreamTls::Plaintext,
+        active: Default::default(),
+        health: Default::default(),
+    })
+}
+
+/// Carries an inbound connection (plaintext, or already decrypted) to the app.
+pub(crate) async fn inbound_tcp<D>(
+    stream: D,
+    addrs: (Option<SocketAddr>, Option<SocketAddr>),
     orig_dst: SocketAddr,
     shared: &Arc<Shared>,
     pre: Option<TcpStream>,
+    peer: Option<&crate::mtls::PeerCert>,
     verdict: crate::authz::Verdict,
-) {
+) where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let snap = shared.store.load();
     let cluster = snap
         .as_ref()
         .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
+    let source = match peer {
+        Some(p) => {
+            let mut w = (*Workload::unknown()).clone();
+            w.principal = Arc::from(p.identity.to_string().as_str());
+            w.namespace = Arc::from(p.identity.namespace.as_str());
+            Arc::new(w)
+        }
+        None => Workload::unknown(),
+    };
     let meta = TcpMeta {
         reporter: Reporter::Destination,
-        source: Workload::unknown(),
+        source,
         destination: shared.me.clone(),
         service: cluster
             .as_ref()
@@ -305,6 +396,7 @@ async fn inbound_tcp(
             .unwrap_or_else(|| Arc::from("unknown")),
         service_namespace: shared.me.namespace.clone(),
         cluster: format!("inbound|{}||", orig_dst.port()),
+        mtls: peer.is_some(),
     };
     if !verdict.is_allowed() {
         // Envoy's network RBAC filter: the connection is closed, nothing reaches the app.
@@ -318,7 +410,10 @@ async fn inbound_tcp(
         None => crate::upstream::connect_local_app(orig_dst.port(), shared.cfg.instance_ip).await,
     };
     match up {
-        Ok(up) => tcp::splice(shared, stream, up, meta, "-").await,
+        Ok(up) => {
+            let upstream = up.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            tcp::splice_io(shared, stream, addrs, up, upstream, meta, "-").await
+        }
         Err(_) => tcp::refuse(shared, stream, meta, "UF").await,
     }
 }

@@ -21,6 +21,8 @@ pub struct Shared {
     pub clients: Clients,
     /// Local rate limits of inbound requests (`--local-rate-limit`).
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// The workload certificate (mTLS), rotated in place.
+    pub tls: Arc<crate::mtls::certs::TlsState>,
     draining: AtomicBool,
     drain_notify: tokio::sync::Notify,
     /// Connections currently being served (all listeners), for drain.
@@ -50,8 +52,9 @@ impl Shared {
             canonical_revision: Arc::from(canonical_rev.as_str()),
         });
         let me_header = crate::peer::encode(&me);
-        let clients = Clients::new(cfg.instance_ip);
         let rate_limits = crate::ratelimit::RateLimits::new(&cfg.rate_limits);
+        let tls = Arc::new(crate::mtls::certs::TlsState::default());
+        let clients = Clients::new(cfg.instance_ip, tls.clone());
         Arc::new(Shared {
             rate_limits,
             cfg,
@@ -60,6 +63,7 @@ impl Shared {
             me,
             me_header,
             clients,
+            tls,
             draining: AtomicBool::new(false),
             drain_notify: tokio::sync::Notify::new(),
             active_connections: AtomicUsize::new(0),

@@ -55,6 +55,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub labels: std::collections::BTreeMap<String, String>,
     pub service_account: Option<String>,
+    /// Whether connections to this endpoint are mTLS (DestinationRule or auto).
+    pub tls: crate::mtls::UpstreamTls,
     pub active: AtomicUsize,
     pub health: crate::outlier::EndpointHealth,
 }
@@ -136,6 +138,11 @@ impl Snapshot {
                             addr: SocketAddr::new(ip, target),
                             labels: e.labels.clone(),
                             service_account: e.service_account.clone(),
+                            tls: crate::mtls::UpstreamTls::decide(
+                                tls_mode(view.destination_rules.get(&svc.hostname), port.port)
+                                    .as_deref(),
+                                &e.labels,
+                            ),
                             active: AtomicUsize::new(0),
                             health: Default::default(),
                         }))
@@ -340,7 +347,11 @@ fn subset_cluster(
         if !tp.port_level_settings.is_empty() {
             top.port_level_settings = tp.port_level_settings.clone();
         }
+        if tp.tls.is_some() {
+            top.tls = tp.tls.clone();
+        }
     }
+    let mode = tls_mode(Some(&effective), base.port);
     let endpoints = base
         .endpoints
         .iter()
@@ -355,6 +366,7 @@ fn subset_cluster(
                 addr: e.addr,
                 labels: e.labels.clone(),
                 service_account: e.service_account.clone(),
+                tls: crate::mtls::UpstreamTls::decide(mode.as_deref(), &e.labels),
                 active: AtomicUsize::new(0),
                 health: Default::default(),
             })
@@ -373,6 +385,17 @@ fn subset_cluster(
         outlier: crate::outlier::OutlierConfig::from_rule(Some(&effective), base.port),
         rr: AtomicUsize::new(0),
     }
+}
+
+/// The DestinationRule's `tls.mode` for `port` (port-level settings first).
+fn tls_mode(rule: Option<&mesh_api::networking::DestinationRuleSpec>, port: u16) -> Option<String> {
+    let tp = rule?.traffic_policy.as_ref()?;
+    let port_level = tp
+        .port_level_settings
+        .iter()
+        .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+        .and_then(|p| p.tls.as_ref());
+    port_level.or(tp.tls.as_ref())?.mode.clone()
 }
 
 /// Where the current snapshot lives; readers never block.

@@ -24,22 +24,42 @@ pub struct TcpMeta {
     pub service_name: Arc<str>,
     pub service_namespace: Arc<str>,
     pub cluster: String,
+    /// The downstream connection was mTLS (inbound).
+    pub mtls: bool,
 }
 
 /// Copies between `down` and an already connected `up` until both sides close.
 pub async fn splice(
     shared: &Arc<Shared>,
-    mut down: TcpStream,
-    mut up: TcpStream,
+    down: TcpStream,
+    up: TcpStream,
     meta: TcpMeta,
     flags: &'static str,
 ) {
+    let addrs = (down.local_addr().ok(), down.peer_addr().ok());
+    let upstream = up.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    splice_io(shared, down, addrs, up, upstream, meta, flags).await
+}
+
+/// [`splice`] for any streams (TLS on either side); `addrs` are the downstream
+/// (local, remote) addresses for the access log.
+pub async fn splice_io<D, U>(
+    shared: &Arc<Shared>,
+    mut down: D,
+    addrs: (Option<SocketAddr>, Option<SocketAddr>),
+    mut up: U,
+    upstream: String,
+    meta: TcpMeta,
+    flags: &'static str,
+) where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let labels = labels(&meta, flags);
     shared.metrics.tcp_opened(&labels);
-    let local = down.local_addr().ok();
-    let remote = down.peer_addr().ok();
-    let upstream = up.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let security = labels.connection_security_policy;
+    let (local, remote) = addrs;
     let (sent, received) = tokio::io::copy_bidirectional(&mut down, &mut up)
         .await
         .unwrap_or((0, 0));
@@ -56,13 +76,24 @@ pub async fn splice(
                 duration_ms: start.elapsed().as_millis() as u64,
                 downstream_local: l,
                 downstream_remote: r,
+                peer_principal: if meta.mtls {
+                    &meta.source.principal
+                } else {
+                    "unknown"
+                },
+                security,
             },
         );
     }
 }
 
 /// Records a connection that could not be carried (no upstream) and closes it.
-pub async fn refuse(shared: &Arc<Shared>, mut down: TcpStream, meta: TcpMeta, flags: &'static str) {
+pub async fn refuse<D: tokio::io::AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    mut down: D,
+    meta: TcpMeta,
+    flags: &'static str,
+) {
     let labels = labels(&meta, flags);
     shared.metrics.tcp_opened(&labels);
     shared.metrics.tcp_closed(labels, 0, 0);
@@ -78,10 +109,10 @@ fn labels(meta: &TcpMeta, flags: &'static str) -> TcpLabels {
         destination_service_name: meta.service_name.clone(),
         destination_service_namespace: meta.service_namespace.clone(),
         response_flags: flags,
-        connection_security_policy: if meta.reporter == Reporter::Destination {
-            "none"
-        } else {
-            "unknown"
+        connection_security_policy: match (meta.reporter, meta.mtls) {
+            (Reporter::Destination, true) => "mutual_tls",
+            (Reporter::Destination, false) => "none",
+            _ => "unknown",
         },
     }
 }

@@ -10,6 +10,9 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use tokio::net::{TcpSocket, TcpStream};
 
+use std::sync::Arc;
+
+use crate::mtls::certs::TlsState;
 use crate::pool::{Dial, Pool};
 
 /// The body type every proxied request and response uses.
@@ -21,10 +24,10 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(instance_ip: Option<IpAddr>) -> Clients {
+    pub fn new(instance_ip: Option<IpAddr>, tls: Arc<TlsState>) -> Clients {
         Clients {
-            outbound: Pool::new(Dial::Direct),
-            inbound: Pool::new(Dial::LocalApp { instance_ip }),
+            outbound: Pool::new(Dial::Direct, tls.clone()),
+            inbound: Pool::new(Dial::LocalApp { instance_ip }, tls),
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    #[error("mesh CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
 }
 
 /// A running agent: what it bound, its shared state, and its tasks.
@@ -47,10 +49,50 @@ impl Running {
     }
 }
 
-/// Binds both listeners (the config must be validated), then starts everything.
+/// Builds (or loads) the CA, publishes its roots, and picks the authenticator:
+/// TokenReview through `kube` when given, else the local tokens file.
+pub fn ca_service(
+    cfg: &Config,
+    kube: Option<kube::Client>,
+) -> Result<server::CaService, AgentError> {
+    let max_ttl = std::time::Duration::from_secs(cfg.ca.max_cert_ttl_secs);
+    let ca = match &cfg.ca.ca_dir {
+        Some(dir) => crate::ca::Ca::from_dir(dir, &cfg.trust_domain, max_ttl)?,
+        None => crate::ca::Ca::self_signed(&cfg.trust_domain, max_ttl)?,
+    };
+    if let Some(out) = &cfg.ca.ca_root_out {
+        ca.publish(out)?;
+    }
+    let auth = match (kube, &cfg.ca.ca_tokens) {
+        (Some(client), _) => crate::ca::auth::Authenticator::Kubernetes {
+            client,
+            trust_domain: cfg.trust_domain.clone(),
+        },
+        (None, Some(file)) => crate::ca::auth::Authenticator::LocalTokens {
+            file: file.clone(),
+            trust_domain: cfg.trust_domain.clone(),
+        },
+        (None, None) => crate::ca::auth::Authenticator::None,
+    };
+    Ok(server::CaService { ca, auth })
+}
+
+/// Binds both listeners (the config must be validated), then starts everything,
+/// with a CA authenticating callers by the local tokens file.
 pub async fn start(
     cfg: &Config,
     source: Box<dyn Source>,
+    shutdown: CancellationToken,
+) -> Result<Running, AgentError> {
+    let ca = ca_service(cfg, None)?;
+    start_with_ca(cfg, source, ca, shutdown).await
+}
+
+/// Like [`start`], with a given CA service (Kubernetes: TokenReview).
+pub async fn start_with_ca(
+    cfg: &Config,
+    source: Box<dyn Source>,
+    ca: server::CaService,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
     let (keep, settings) = watch::channel(Arc::new(cfg.settings()));
@@ -60,14 +102,15 @@ pub async fn start(
         sd.cancelled().await;
         drop(keep);
     });
-    start_live(cfg, settings, source, shutdown).await
+    start_live(cfg, settings, source, ca, shutdown).await
 }
 
-/// [`start`] with settings that follow the mesh config file.
+/// [`start_with_ca`] with settings that follow the mesh config file.
 pub async fn start_live(
     cfg: &Config,
     settings: watch::Receiver<Arc<crate::compile::Settings>>,
     source: Box<dyn Source>,
+    ca: server::CaService,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
     let bind = |what, addr| async move {
@@ -88,7 +131,7 @@ pub async fn start_live(
         source,
     })?;
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let shared = Shared::new(cfg.agent_name(), snap_rx);
+    let shared = Shared::with_ca(cfg.agent_name(), snap_rx, Some(Arc::new(ca)));
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let mut tasks = vec![tokio::spawn(server::pipeline::run_live(
         ev_rx,

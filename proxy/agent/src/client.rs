@@ -136,7 +136,53 @@ async fn session(
                 io.send(encode(&reply)).await?;
             }
             AgentMessage::Error { message } => return Err(ProtocolError::Unexpected(message)),
+            AgentMessage::Certificate { .. } => {
+                return Err(ProtocolError::Unexpected(
+                    "a certificate on the sync stream".into(),
+                ))
+            }
         }
     }
     Err(ProtocolError::Closed)
+}
+
+/// A signed chain (leaf first) and the mesh roots, PEM.
+#[derive(Debug, Clone)]
+pub struct SignedCert {
+    pub chain: Vec<String>,
+    pub roots: Vec<String>,
+}
+
+/// Asks the mesh CA at `addr` to sign `csr_pem` (one connection, one answer).
+pub async fn request_certificate(
+    addr: &str,
+    token: &str,
+    csr_pem: &str,
+    ttl: Duration,
+) -> Result<SignedCert, ProtocolError> {
+    let exchange = async {
+        let sock = tokio::net::TcpStream::connect(addr).await?;
+        let _ = sock.set_nodelay(true);
+        let mut io = framed(sock);
+        io.send(encode(&ClientMessage::Csr {
+            token: token.to_string(),
+            csr: csr_pem.to_string(),
+            ttl_seconds: ttl.as_secs(),
+        }))
+        .await?;
+        let frame = io.next().await.ok_or(ProtocolError::Closed)??;
+        match decode::<AgentMessage>(&frame)? {
+            AgentMessage::Certificate { cert_chain, roots } => Ok(SignedCert {
+                chain: cert_chain,
+                roots,
+            }),
+            AgentMessage::Error { message } => Err(ProtocolError::Unexpected(message)),
+            AgentMessage::View { .. } => Err(ProtocolError::Unexpected(
+                "a view instead of a certificate".into(),
+            )),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| ProtocolError::Unexpected(format!("CA at {addr} did not answer within 10s")))?
 }

@@ -64,6 +64,37 @@ pub struct Config {
     /// Quiet time that coalesces bursts of changes, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
+    #[command(flatten)]
+    pub ca: CaArgs,
+}
+
+/// The mesh CA's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CaArgs {
+    /// An Istio `cacerts` folder (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem); without it a self-signed root is generated at start.
+    #[arg(long, env = "MESH_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Local credentials (files mode): `<token> <namespace> <service-account>` lines.
+    #[arg(long, env = "MESH_CA_TOKENS")]
+    pub ca_tokens: Option<PathBuf>,
+    /// Where to publish the root bundle (local mode's `istio-ca-root-cert`).
+    #[arg(long, env = "MESH_CA_ROOT_OUT")]
+    pub ca_root_out: Option<PathBuf>,
+    /// Longest workload certificate lifetime, in seconds (Istio's MAX_WORKLOAD_CERT_TTL, 90 days).
+    #[arg(long, env = "MAX_WORKLOAD_CERT_TTL_SECONDS", default_value_t = 90 * 24 * 3600)]
+    pub max_cert_ttl_secs: u64,
+}
+
+impl Default for CaArgs {
+    fn default() -> Self {
+        CaArgs {
+            ca_dir: None,
+            ca_tokens: None,
+            ca_root_out: None,
+            max_cert_ttl_secs: 90 * 24 * 3600,
+        }
+    }
 }
 
 /// A config value that cannot work, and what to change.
@@ -83,6 +114,10 @@ pub enum ConfigError {
     },
     #[error("--debounce-ms {0} must be between 0 and 10000")]
     Debounce(u64),
+    #[error("--ca-dir {0:?} is not a readable folder")]
+    BadCaDir(String),
+    #[error("--max-cert-ttl-secs must be at least 1")]
+    MaxTtl,
     #[error("--listen and --debug-listen are both {0}")]
     SameAddress(SocketAddr),
     #[error("--mesh-config: {0}")]
@@ -180,6 +215,14 @@ impl Config {
         }
         if self.debounce_ms > 10_000 {
             return Err(ConfigError::Debounce(self.debounce_ms));
+        }
+        if let Some(dir) = &self.ca.ca_dir {
+            if std::fs::read_dir(dir).is_err() {
+                return Err(ConfigError::BadCaDir(dir.display().to_string()));
+            }
+        }
+        if self.ca.max_cert_ttl_secs == 0 {
+            return Err(ConfigError::MaxTtl);
         }
         if self.listen == self.debug_listen && self.listen.port() != 0 {
             return Err(ConfigError::SameAddress(self.listen));

@@ -11,11 +11,13 @@
 //! Wire protocol (our choice, documented in `mesh_api::syncapi`): length-delimited
 //! frames (4-byte big-endian length) each holding one JSON message, over TCP on
 //! port 15012. It needs no protoc at build time and is trivial to debug; every
-//! view is complete, so applying one is atomic. The stream is plaintext for now
-//! (mTLS on 15012 comes with the CA). [`agent::start`] wires everything together;
+//! view is complete, so applying one is atomic. The same port answers one-shot
+//! certificate requests to the mesh [`ca`] (a CSR in, a signed chain and the
+//! roots out; keys never travel). The port is plaintext TCP for now. [`agent::start`] wires everything together;
 //! the `mesh-agent` binary only parses and validates its [`config::Config`].
 
 pub mod agent;
+pub mod ca;
 pub mod client;
 pub mod compile;
 pub mod config;

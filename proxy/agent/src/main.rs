@@ -95,13 +95,18 @@ fn run(flags: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let source: Box<dyn mesh_agent::source::Source> = match cfg.source {
-            SourceKind::Files => Box::new(mesh_agent::source::files::FilesSource {
-                dir: cfg.config_dir.clone().unwrap_or_default(),
-                debounce: cfg.debounce(),
-            }),
+        let (source, kube): (Box<dyn mesh_agent::source::Source>, _) = match cfg.source {
+            SourceKind::Files => (
+                Box::new(mesh_agent::source::files::FilesSource {
+                    dir: cfg.config_dir.clone().unwrap_or_default(),
+                    debounce: cfg.debounce(),
+                }),
+                None,
+            ),
             SourceKind::Kubernetes => {
-                Box::new(mesh_agent::source::kubernetes::KubernetesSource::from_env().await?)
+                let k = mesh_agent::source::kubernetes::KubernetesSource::from_env().await?;
+                let client = k.client.clone();
+                (Box::new(k), Some(client))
             }
         };
         let (settings_tx, settings_rx) =
@@ -128,8 +133,10 @@ fn run(flags: Config) -> anyhow::Result<()> {
                 }
             });
         }
+        // Kubernetes: the CA reviews projected service-account tokens.
+        let ca = mesh_agent::agent::ca_service(&cfg, kube)?;
         let running =
-            mesh_agent::agent::start_live(&cfg, settings_rx, source, shutdown.clone()).await?;
+            mesh_agent::agent::start_live(&cfg, settings_rx, source, ca, shutdown.clone()).await?;
         // Tests and scripts read this line to learn the bound ports.
         println!(
             "mesh-agent listening sync={} debug={}",

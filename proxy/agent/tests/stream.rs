@@ -33,6 +33,7 @@ fn config(dir: &Path, listen: SocketAddr) -> Config {
         debounce_ms: 100,
         mesh_config: None,
         mesh_reload_ms: 1000,
+        ca: Default::default(),
     }
 }
 

@@ -20,15 +20,32 @@ pub struct Shared {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub tracker: tracker::Tracker,
     pub views: stream::ViewCache,
+    /// The mesh CA and how it authenticates callers.
+    pub ca: Option<Arc<CaService>>,
+}
+
+/// The CA as served on the sync port.
+pub struct CaService {
+    pub ca: crate::ca::Ca,
+    pub auth: crate::ca::auth::Authenticator,
 }
 
 impl Shared {
     pub fn new(agent: impl Into<String>, snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Self> {
+        Shared::with_ca(agent, snapshots, None)
+    }
+
+    pub fn with_ca(
+        agent: impl Into<String>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        ca: Option<Arc<CaService>>,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             agent: agent.into(),
             snapshots,
             tracker: tracker::Tracker::default(),
             views: stream::ViewCache::default(),
+            ca,
         })
     }
 }

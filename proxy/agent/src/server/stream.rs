@@ -103,6 +103,11 @@ async fn connection(
             identity,
             last_version,
         }) => (identity, last_version),
+        Ok(ClientMessage::Csr {
+            token,
+            csr,
+            ttl_seconds,
+        }) => return certificate(&shared, &mut w, &token, &csr, ttl_seconds).await,
         Ok(other) => return reject(&mut w, format!("expected subscribe, got {other:?}")).await,
         Err(e) => return reject(&mut w, e.to_string()).await,
     };
@@ -137,10 +142,48 @@ async fn connection(
                         tracing::warn!(version, %reason, "proxy rejected version");
                         shared.tracker.nack(id, version, reason);
                     }
-                    Ok(ClientMessage::Subscribe { .. }) => return reject(&mut w, "already subscribed".into()).await,
+                    Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {
+                        return reject(&mut w, "already subscribed".into()).await
+                    }
                     Err(e) => return reject(&mut w, e.to_string()).await,
                 }
             }
+        }
+    }
+}
+
+/// One CSR: authenticate the caller, sign for exactly its identity, answer, close.
+async fn certificate(
+    shared: &Shared,
+    w: &mut OwnedWriteHalf,
+    token: &str,
+    csr: &str,
+    ttl_seconds: u64,
+) -> Result<(), ProtocolError> {
+    let Some(ca) = &shared.ca else {
+        return reject(w, "this agent runs no CA".into()).await;
+    };
+    let identity = match ca.auth.authenticate(token).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "certificate request refused: not authenticated");
+            return reject(w, format!("authentication failed: {e}")).await;
+        }
+    };
+    let ttl = Duration::from_secs(ttl_seconds);
+    match ca.ca.sign(csr, &identity, ttl) {
+        Ok(issued) => {
+            tracing::info!(%identity, ttl_seconds, "workload certificate issued");
+            let msg = encode(&AgentMessage::Certificate {
+                cert_chain: issued.chain,
+                roots: issued.roots,
+            });
+            write_frame(w, &msg).await?;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(%identity, error = %e, "certificate request refused");
+            reject(w, format!("certificate request refused: {e}")).await
         }
     }
 }

@@ -1,0 +1,248 @@
+//! The mesh CA over the real sync port: a proxy's credential gets exactly its
+//! own SPIFFE identity; a CSR for another identity, an unknown credential, or a
+//! namespace-A credential asking for namespace B is refused with a reason.
+
+use mesh_agent::client::request_certificate;
+use mesh_agent::config::{CaArgs, Config, SourceKind};
+use std::path::Path;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+fn config(dir: &Path, tokens: &Path) -> Config {
+    Config {
+        source: SourceKind::Files,
+        config_dir: Some(dir.to_path_buf()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        debug_listen: "127.0.0.1:0".parse().unwrap(),
+        agent_name: Some("ca-test".into()),
+        domain_suffix: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        root_namespace: "istio-system".into(),
+        outbound_policy: "ALLOW_ANY".into(),
+        visibility: Default::default(),
+        debounce_ms: 10,
+        mesh_config: None,
+        mesh_reload_ms: 1000,
+        ca: CaArgs {
+            ca_tokens: Some(tokens.to_path_buf()),
+            ca_root_out: Some(dir.join("root-cert.pem")),
+            ..Default::default()
+        },
+    }
+}
+
+fn csr(sans: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.subject_alt_names = sans
+        .iter()
+        .map(|s| rcgen::SanType::URI(s.to_string().try_into().unwrap()))
+        .collect();
+    p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn uris(pem_text: &str) -> Vec<String> {
+    let p = pem::parse(pem_text).unwrap();
+    let (_, cert) = X509Certificate::from_der(p.contents()).unwrap();
+    cert.subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ca_issues_only_the_proven_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "tok-a shop cart\ntok-b bank teller\n").unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir(&config_dir).unwrap();
+    let cfg = config(&config_dir, &tokens);
+    cfg.validate().unwrap();
+    let shutdown = CancellationToken::new();
+    let source = Box::new(mesh_agent::source::files::FilesSource {
+        dir: config_dir.clone(),
+        debounce: Duration::from_millis(10),
+    });
+    let agent = mesh_agent::agent::start(&cfg, source, shutdown.clone())
+        .await
+        .unwrap();
+    let addr = agent.sync_addr.to_string();
+    let ttl = Duration::from_secs(3600);
+
+    // Own credential, no SAN asked: the identity the credential proves.
+    let ok = request_certificate(&addr, "tok-a", &csr(&[]), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        uris(&ok.chain[0]),
+        ["spiffe://cluster.local/ns/shop/sa/cart"]
+    );
+    let published = std::fs::read_to_string(config_dir.join("root-cert.pem")).unwrap();
+    assert_eq!(ok.roots, vec![published]);
+    // Asking for its own identity explicitly is fine.
+    let own = "spiffe://cluster.local/ns/shop/sa/cart";
+    assert!(request_certificate(&addr, "tok-a", &csr(&[own]), ttl)
+        .await
+        .is_ok());
+
+    // Another service account's identity: refused, naming both.
+    let other = "spiffe://cluster.local/ns/bank/sa/teller";
+    let e = request_certificate(&addr, "tok-a", &csr(&[other]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(other) && e.contains(own), "{e}");
+    // Namespace A's credential cannot get any identity in namespace B.
+    let e = request_certificate(
+        &addr,
+        "tok-a",
+        &csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
+        ttl,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ns/bank/sa/cart"), "{e}");
+    // Unknown or empty credential.
+    let e = request_certificate(&addr, "tok-z", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("authentication failed"), "{e}");
+    let e = request_certificate(&addr, "", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no credential"), "{e}");
+    // Garbage instead of a CSR.
+    let e = request_certificate(
+        &addr,
+        "tok-b",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        ttl,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("PKCS#10"), "{e}");
+    // The CA keeps serving after all that.
+    let ok = request_certificate(&addr, "tok-b", &csr(&[]), ttl)
+        .await
+        .unwrap();
+    assert_eq!(uris(&ok.chain[0]), [other]);
+    shutdown.cancel();
+}
+
+/// A fake API server answering TokenReviews like kube-apiserver would.
+async fn fake_token_review(
+    axum::Json(tr): axum::Json<serde_json::Value>,
+) -> axum::Json<serde_json::Value> {
+    let token = tr["spec"]["token"].as_str().unwrap_or_default();
+    let asked = tr["spec"]["audiences"].clone();
+    let status = match token {
+        "sa-token-cart" => serde_json::json!({
+            "authenticated": true,
+            "user": {"username": "system:serviceaccount:shop:cart"},
+            "audiences": asked,
+        }),
+        // A token minted for another audience (e.g. the default API audience).
+        "api-audience-token" => serde_json::json!({
+            "authenticated": true,
+            "user": {"username": "system:serviceaccount:shop:cart"},
+            "audiences": ["https://kubernetes.default.svc"],
+        }),
+        "user-token" => serde_json::json!({
+            "authenticated": true,
+            "user": {"username": "alice@example.com"},
+            "audiences": asked,
+        }),
+        _ => serde_json::json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    axum::Json(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "metadata": {},
+        "spec": tr["spec"],
+        "status": status,
+    }))
+}
+
+#[tokio::test]
+async fn kubernetes_mode_reviews_service_account_tokens() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let reviews = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = reviews.clone();
+    let app = axum::Router::new().route(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        axum::routing::post(move |body| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            fake_token_review(body)
+        }),
+    );
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await
+    });
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{api}").parse().unwrap()))
+            .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &dir.path().join("unused"));
+    cfg.ca.ca_tokens = None;
+    let ca = mesh_agent::agent::ca_service(&cfg, Some(client)).unwrap();
+    let source = Box::new(mesh_agent::source::files::FilesSource {
+        dir: dir.path().to_path_buf(),
+        debounce: Duration::from_millis(10),
+    });
+    let agent = mesh_agent::agent::start_with_ca(&cfg, source, ca, shutdown.clone())
+        .await
+        .unwrap();
+    let addr = agent.sync_addr.to_string();
+    let ttl = Duration::from_secs(600);
+
+    let ok = request_certificate(&addr, "sa-token-cart", &csr(&[]), ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        uris(&ok.chain[0]),
+        ["spiffe://cluster.local/ns/shop/sa/cart"]
+    );
+    // The token's namespace bounds the identity: shop's token gets nothing in bank.
+    let e = request_certificate(
+        &addr,
+        "sa-token-cart",
+        &csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
+        ttl,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ns/bank/sa/cart"), "{e}");
+    for (token, why) in [
+        ("forged", "not authenticated"),
+        ("api-audience-token", "istio-ca"),
+        ("user-token", "not a service account"),
+    ] {
+        let e = request_certificate(&addr, token, &csr(&[]), ttl)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{token}: {e}");
+    }
+    assert_eq!(reviews.load(std::sync::atomic::Ordering::Relaxed), 5);
+    shutdown.cancel();
+}

@@ -1,0 +1,168 @@
+//! Mutual TLS between sidecars, as Istio does it: every proxy holds a SPIFFE
+//! workload certificate from the mesh CA ([`certs`]), originates TLS 1.3 with
+//! Istio's ALPN values towards meshed endpoints and terminates it inbound per the
+//! PeerAuthentication mode. This module holds the pure parts: ALPN names, the
+//! inbound mode of a port, the peer identity of a certificate and the
+//! `X-Forwarded-Client-Cert` value.
+
+pub mod certs;
+pub mod inbound;
+pub mod stream;
+pub mod verify;
+
+use mesh_api::Identity;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// ALPN an HTTP/1.1 upstream connection offers (Istio's `istio-http/1.1`).
+pub const ALPN_HTTP1: &[u8] = b"istio-http/1.1";
+/// ALPN for HTTP/2 upstream connections.
+pub const ALPN_H2: &[u8] = b"istio-h2";
+/// ALPN for opaque TCP.
+pub const ALPN_TCP: &[u8] = b"istio";
+/// Every Istio ALPN a sidecar terminates (HTTP/1.0 as Istio lists it too).
+pub const ISTIO_ALPNS: [&[u8]; 5] = [
+    ALPN_H2,
+    ALPN_HTTP1,
+    b"istio-http/1.0",
+    ALPN_TCP,
+    b"istio-peer-exchange",
+];
+
+/// The pod label Istio sets on injected workloads; endpoints carrying it get mTLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// The XFCC header.
+pub const XFCC: &str = "x-forwarded-client-cert";
+
+/// PeerAuthentication mode for inbound traffic on one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundMode {
+    /// mTLS and plaintext both accepted (told apart by the first bytes).
+    Permissive,
+    /// Only mTLS from a mesh identity.
+    Strict,
+    /// Plaintext only: TLS is passed through to the app untouched.
+    Disable,
+}
+
+impl InboundMode {
+    /// Istio's reading: `UNSET`/empty/unknown inherit the default, PERMISSIVE.
+    pub fn parse(s: &str) -> InboundMode {
+        match s.to_ascii_uppercase().as_str() {
+            "STRICT" => InboundMode::Strict,
+            "DISABLE" => InboundMode::Disable,
+            _ => InboundMode::Permissive,
+        }
+    }
+
+    /// The mode for `port` under the view's inbound policy (port overrides first).
+    pub fn for_port(policy: &mesh_api::syncapi::InboundPolicy, port: u16) -> InboundMode {
+        match policy.port_mtls.get(&port) {
+            Some(m) => InboundMode::parse(m),
+            None => InboundMode::parse(&policy.mtls_mode),
+        }
+    }
+}
+
+/// How a connection to one endpoint is secured (DestinationRule `tls.mode`, or
+/// auto mTLS from the endpoint's `security.istio.io/tlsMode` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    Plaintext,
+    /// Auto mTLS: the endpoint has a sidecar; plaintext if we have no certificate yet.
+    Auto,
+    /// `ISTIO_MUTUAL`: mTLS or nothing.
+    IstioMutual,
+}
+
+impl UpstreamTls {
+    /// `mode` is the DestinationRule's `tls.mode` (port-level first), if any.
+    pub fn decide(
+        mode: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> UpstreamTls {
+        match mode.map(str::to_ascii_uppercase).as_deref() {
+            Some("DISABLE") => UpstreamTls::Plaintext,
+            Some("ISTIO_MUTUAL") => UpstreamTls::IstioMutual,
+            // SIMPLE/MUTUAL (TLS origination to external hosts) is not implemented:
+            // the connection stays as the app made it.
+            Some("SIMPLE") | Some("MUTUAL") => UpstreamTls::Plaintext,
+            _ if labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio") => {
+                UpstreamTls::Auto
+            }
+            _ => UpstreamTls::Plaintext,
+        }
+    }
+}
+
+/// Why a peer certificate gives no identity.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PeerError {
+    #[error("the peer certificate is not valid X.509 DER")]
+    Parse,
+    #[error("the peer certificate has no SPIFFE URI SAN")]
+    NoSpiffe,
+    #[error("peer identity {0} belongs to trust domain {1:?}, not ours")]
+    TrustDomain(String, String),
+    #[error(transparent)]
+    Identity(#[from] mesh_api::identity::IdentityError),
+}
+
+/// The SPIFFE identity in a certificate's URI SAN (exactly one, Istio's shape).
+pub fn spiffe_identity(der: &[u8]) -> Result<Identity, PeerError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| PeerError::Parse)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| PeerError::Parse)?
+        .ok_or(PeerError::NoSpiffe)?;
+    let uri = san
+        .value
+        .general_names
+        .iter()
+        .find_map(|g| match g {
+            GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
+            _ => None,
+        })
+        .ok_or(PeerError::NoSpiffe)?;
+    Ok(uri.parse()?)
+}
+
+/// Like [`spiffe_identity`], also requiring our trust domain.
+pub fn mesh_identity(der: &[u8], trust_domain: &str) -> Result<Identity, PeerError> {
+    let id = spiffe_identity(der)?;
+    if id.trust_domain != trust_domain {
+        return Err(PeerError::TrustDomain(id.to_string(), id.trust_domain));
+    }
+    Ok(id)
+}
+
+/// Lower-case hex SHA-256 of the peer's leaf certificate (XFCC `Hash`).
+pub fn cert_hash(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Istio's `X-Forwarded-Client-Cert` element for a sidecar's inbound request:
+/// `By=<our identity>;Hash=<sha256 of the peer cert>;Subject="";URI=<peer identity>`.
+pub fn xfcc(by: &str, hash: &str, peer: &Identity) -> String {
+    format!("By={by};Hash={hash};Subject=\"\";URI={peer}")
+}
+
+/// What we learnt about the peer of an mTLS connection.
+#[derive(Debug, Clone)]
+pub struct PeerCert {
+    pub identity: Identity,
+    pub hash: String,
+}
+
+impl PeerCert {
+    pub fn from_der(der: &[u8], trust_domain: &str) -> Result<PeerCert, PeerError> {
+        Ok(PeerCert {
+            identity: mesh_identity(der, trust_domain)?,
+            hash: cert_hash(der),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
