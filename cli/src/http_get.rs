@@ -24,10 +24,12 @@ fn connect(addr: &str) -> anyhow::Result<std::net::TcpStream> {
 }
 
 fn exchange(mut s: impl Read + Write, addr: &str, path: &str) -> anyhow::Result<String> {
-    write!(
-        s,
+    // One write: a server may answer and close as soon as it has the request.
+    let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    s.write_all(req.as_bytes())?;
+    s.flush()?;
     let mut buf = Vec::new();
     // A TLS peer may close without close_notify; what arrived is still the answer.
     if let Err(e) = s.read_to_end(&mut buf) {

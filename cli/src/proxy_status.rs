@@ -42,10 +42,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn fetch(addr: &str) -> anyhow::Result<Syncz> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET /debug/syncz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    // One write: a server may answer and close as soon as it has the request.
+    let req = format!("GET /debug/syncz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8(buf).context("response is not UTF-8")?;
@@ -176,9 +175,12 @@ mod tests {
         let body = serde_json::to_string(&sample()).unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut req = [0u8; 1024];
-            let n = s.read(&mut req).unwrap();
-            assert!(String::from_utf8_lossy(&req[..n]).starts_with("GET /debug/syncz HTTP/1.1"));
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+                req.push(byte[0]);
+            }
+            assert!(String::from_utf8_lossy(&req).starts_with("GET /debug/syncz HTTP/1.1"));
             let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
             write!(
                 s,

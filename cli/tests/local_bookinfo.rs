@@ -69,7 +69,10 @@ fn bookinfo_weighted_header_and_mirror_routing() {
         "reviews.default.svc.cluster.local",
     ]);
     let healthy = endpoints.lines().filter(|l| l.contains(" HEALTHY")).count();
-    assert!(healthy >= 3 && !endpoints.contains("UNHEALTHY"), "{endpoints}");
+    assert!(
+        healthy >= 3 && !endpoints.contains("UNHEALTHY"),
+        "{endpoints}"
+    );
 
     mesh.apply(&sample("networking/virtual-service-all-v1.yaml"), &[CLIENT]);
     let res = mesh.calls(CLIENT, REVIEWS, 100, &[]);
