@@ -4,6 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Where the injector mounts the projected service-account token (audience
+/// `istio-ca`) that a sidecar presents to the mesh CA, as Istio does.
+pub const CA_TOKEN_PATH: &str = "/var/run/secrets/tokens/istio-token";
+
 /// A workload identity as issued by the mesh CA.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Identity {

@@ -224,7 +224,13 @@ impl Args {
         if cert_ttl < Duration::from_secs(2) {
             return Err(ConfigError::CertTtl(self.cert_ttl.clone()));
         }
-        let cert = match &self.ca_token_file {
+        // In a pod the injector mounts the token where Istio's agent looks for it.
+        let default_token = std::path::Path::new(mesh_api::identity::CA_TOKEN_PATH);
+        let token_file = self
+            .ca_token_file
+            .clone()
+            .or_else(|| default_token.exists().then(|| default_token.to_path_buf()));
+        let cert = match &token_file {
             None => None,
             Some(token_file) => Some(crate::mtls::certs::CertSource {
                 ca_addr: self
