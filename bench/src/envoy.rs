@@ -190,7 +190,7 @@ fn cluster(name: &str, ip: &str, port: u16, h2: bool) -> Value {
 /// `common_tls_context` with this sidecar's certificate, the root, and ALPN.
 fn common_tls(tls: &LeafFiles, alpn: &[&str]) -> Value {
     json!({
-        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3", "tls_maximum_protocol_version": "TLSv1_3"},
         "alpn_protocols": alpn,
         "tls_certificates": [{
             "certificate_chain": {"filename": tls.cert},

@@ -421,8 +421,14 @@ impl Deployment {
         )?;
         let said = String::from_utf8_lossy(&out.stdout);
         if said != "200 1024" {
+            // The proxy's own answer says why (e.g. a TLS handshake failure).
+            let body = self
+                .client
+                .exec(APP_UID, &["curl", "-sS", "--max-time", "5", &url])
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
             bail!(
-                "{}: GET {url} from the client pod gave {said:?}: {}",
+                "{}: GET {url} from the client pod gave {said:?} ({body:.300}): {}",
                 self.variant.name(),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -502,7 +508,7 @@ fn start_envoy(
             "1",
             "--disable-hot-restart",
             "-l",
-            "warning",
+            &std::env::var("MESH_BENCH_ENVOY_LOG").unwrap_or_else(|_| "warning".into()),
         ],
     )?;
     wait_http_ok(pod, "http://127.0.0.1:15000/ready", "envoy")?;
