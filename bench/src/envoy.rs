@@ -201,12 +201,12 @@ fn common_tls(tls: &LeafFiles, alpn: &[&str]) -> Value {
 }
 
 /// Client side: originate mTLS to the server sidecar (Istio's ALPN).
-fn upstream_tls(tls: &LeafFiles, alpn: &str) -> Value {
+fn upstream_tls(tls: &LeafFiles, alpn: &[&str]) -> Value {
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "common_tls_context": common_tls(tls, &[alpn]),
+            "common_tls_context": common_tls(tls, alpn),
             "sni": crate::topology::HOST
         }
     })
@@ -218,7 +218,9 @@ fn downstream_tls(tls: &LeafFiles) -> Value {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "common_tls_context": common_tls(tls, &["istio-h2", "istio-http/1.1", "istio", "h2", "http/1.1"]),
+            // The standard names first: the HTTP connection manager's AUTO codec
+            // picks HTTP/2 only for ALPN `h2`.
+            "common_tls_context": common_tls(tls, &["h2", "http/1.1", "istio-h2", "istio-http/1.1", "istio"]),
             "require_client_certificate": true
         }
     })
@@ -268,10 +270,11 @@ pub fn bootstrap(upstream: Option<IpAddr>, ports: &Ports, tls: Option<&LeafFiles
         .map(|(port, kind, h2)| {
             let mut c = cluster(&format!("{dir}_{kind}_{port}"), &ip, *port, *h2);
             if let (Some(t), Some(_)) = (tls, upstream) {
-                let alpn = match *kind {
-                    "tcp" => "istio",
-                    "h2" => "istio-h2",
-                    _ => "istio-http/1.1",
+                // Istio's names plus the standard one, as Istio's outbound clusters offer.
+                let alpn: &[&str] = match *kind {
+                    "tcp" => &["istio"],
+                    "h2" => &["istio-h2", "h2"],
+                    _ => &["istio-http/1.1", "http/1.1"],
                 };
                 c["transport_socket"] = upstream_tls(t, alpn);
             }
