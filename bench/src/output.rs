@@ -35,7 +35,7 @@ impl Meta {
             machine: format!("{}; {} cores; {}; {}", cpu.trim(), sh("nproc"), sh("free -g | awk '/Mem:/{print $2\" GiB\"}'"), sh("uname -sr")),
             command: std::env::args().collect::<Vec<_>>().join(" "),
             mode: mode.to_string(),
-            mtls: "off (mTLS-on variants pending the security issue)".into(),
+            mtls: "off for direct/envoy/mesh-proxy; on (TLS 1.3, certificates from one root, server requires client certificates) for envoy-mtls/mesh-proxy-mtls".into(),
             envoy: envoy.to_string(),
             load_generator: "mesh-bench load: own wrk2-style open loop with coordinated-omission correction; closed loop for saturation".into(),
         }

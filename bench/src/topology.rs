@@ -399,6 +399,7 @@ impl Deployment {
             _dir: dir,
         };
         d.check()?;
+        d.check_mtls()?;
         Ok(d)
     }
 
@@ -431,6 +432,40 @@ impl Deployment {
                 "{}: GET {url} from the client pod gave {said:?} ({body:.300}): {}",
                 self.variant.name(),
                 String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// For the mTLS variants: proof from the server sidecar that the request
+    /// came over mutual TLS (a misconfiguration must not measure plaintext).
+    fn check_mtls(&self) -> anyhow::Result<()> {
+        let (url, needle) = match self.variant {
+            Variant::MeshProxyMtls => (
+                "http://127.0.0.1:15090/stats/prometheus",
+                "connection_security_policy=\"mutual_tls\"",
+            ),
+            Variant::EnvoyMtls => (
+                "http://127.0.0.1:15000/stats?filter=ssl.handshake",
+                "ssl.handshake: ",
+            ),
+            _ => return Ok(()),
+        };
+        let out = self
+            .server
+            .exec(0, &["curl", "-sS", "--max-time", "5", url])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let proven = text.lines().any(|l| {
+            l.contains(needle)
+                && l.rsplit([' ', ':'])
+                    .next()
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+                    .is_some_and(|n| n > 0.0)
+        });
+        if !proven {
+            bail!(
+                "{}: the server sidecar shows no mutual-TLS request ({url}):\n{text:.2000}",
+                self.variant.name()
             );
         }
         Ok(())
