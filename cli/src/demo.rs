@@ -99,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("kept: try `meshctl local --name demo pods`, `meshctl local --name demo exec productpage-v1-0 -- curl -s reviews:9080/`");
     } else {
         session.down()?;
+        let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }

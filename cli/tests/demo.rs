@@ -34,5 +34,9 @@ fn demo_shows_the_split_and_cleans_up() {
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&netns.stdout).contains("ml-demo-"));
     assert!(!root.join("demo").exists());
+    assert!(
+        !root.join("demo-inputs").exists(),
+        "the demo's input files were left behind"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
