@@ -22,6 +22,9 @@ pub enum Kind {
     Route,
     #[value(alias = "endpoints", alias = "ep")]
     Endpoint,
+    /// The workload certificate and roots in use (from the sidecar's `/certs`).
+    #[value(alias = "secrets", alias = "s")]
+    Secret,
     All,
 }
 
@@ -48,6 +51,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let addr = admin_addr(&args.target)?;
+    if args.kind == Kind::Secret {
+        let certs = get_json(&addr, "/certs")
+            .with_context(|| format!("reading the certificates of the sidecar at {addr}"))?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&certs)?),
+            _ => print!("{}", secrets(&certs)),
+        }
+        return Ok(());
+    }
     let dump = get_json(&addr, "/config_dump")
         .with_context(|| format!("reading the config of the sidecar at {addr}"))?;
     let compiled = dump
@@ -196,13 +208,81 @@ fn endpoints(c: &Value) -> String {
 }
 
 /// The table(s) or JSON for `kind`.
+/// istioctl's `proxy-config secret` rows: the workload certificate, then the roots.
+pub fn secrets(certs: &Value) -> String {
+    let time = |k: &str| {
+        certs[k]
+            .as_u64()
+            .map(|t| {
+                let out = std::process::Command::new("date")
+                    .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"])
+                    .output();
+                out.ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| t.to_string())
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut rows = vec![vec![
+        "RESOURCE NAME".to_string(),
+        "TYPE".into(),
+        "STATUS".into(),
+        "IDENTITY".into(),
+        "NOT BEFORE".into(),
+        "NOT AFTER".into(),
+        "ROTATIONS".into(),
+    ]];
+    match certs["identity"].as_str() {
+        Some(id) => {
+            rows.push(vec![
+                "default".into(),
+                "Cert Chain".into(),
+                "ACTIVE".into(),
+                id.to_string(),
+                time("issuedAt"),
+                time("notAfter"),
+                certs["rotations"].to_string(),
+            ]);
+            for i in 0..certs["roots"].as_u64().unwrap_or(0) {
+                rows.push(vec![
+                    format!(
+                        "ROOTCA{}",
+                        if i == 0 {
+                            String::new()
+                        } else {
+                            format!("-{i}")
+                        }
+                    ),
+                    "CA".into(),
+                    "ACTIVE".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+        }
+        None => rows.push(vec![
+            "default".into(),
+            "Cert Chain".into(),
+            "NONE (mTLS off: no workload certificate)".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]),
+    }
+    table(&rows)
+}
+
 pub fn render(compiled: &Value, kind: Kind, output: Output) -> anyhow::Result<String> {
     let section = match kind {
         Kind::Cluster => Some("clusters"),
         Kind::Listener => Some("listeners"),
         Kind::Route => Some("routes"),
         Kind::Endpoint => Some("endpoints"),
-        Kind::All => None,
+        Kind::All | Kind::Secret => None,
     };
     if output == Output::Json {
         let v = match section {
@@ -216,6 +296,7 @@ pub fn render(compiled: &Value, kind: Kind, output: Output) -> anyhow::Result<St
         Kind::Listener => listeners(compiled),
         Kind::Route => routes(compiled),
         Kind::Endpoint => endpoints(compiled),
+        Kind::Secret => String::new(),
         Kind::All => [
             clusters(compiled),
             listeners(compiled),

@@ -188,6 +188,16 @@ fn mtls_peer_authentication_and_authorization_table() {
         ) >= 1.0,
         "{m}"
     );
+    // The certificate web's sidecar serves, as `istioctl proxy-config secret` shows it.
+    let secret = mesh.ok(&["proxy-config", "secret", WEB]);
+    assert!(
+        secret.contains("spiffe://cluster.local/ns/shop/sa/web"),
+        "{secret}"
+    );
+    assert!(
+        secret.contains("Cert Chain") && secret.contains("ROOTCA"),
+        "{secret}"
+    );
     // PERMISSIVE (the default): a pod without a sidecar still gets in, in plaintext.
     let r = mesh.calls("legacy/outside-0", "http://web.shop/hello", 1, &[]);
     assert_eq!(r[0].0, 200);
