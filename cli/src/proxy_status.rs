@@ -2,10 +2,8 @@
 //! agents' `/debug/syncz` — name, namespace, agent, version sent and acknowledged,
 //! and SYNCED / STALE / NOT SENT / ERROR (with the proxy's rejection reason).
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use mesh_api::syncapi::Syncz;
-use std::io::{Read, Write};
-use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,46 +36,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GET /debug/syncz over plain HTTP/1.1 (the debug port is loopback-only).
+/// GET /debug/syncz (the debug port is loopback-only, plain HTTP/1.1).
 fn fetch(addr: &str) -> anyhow::Result<Syncz> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    // One write: a server may answer and close as soon as it has the request.
-    let req = format!("GET /debug/syncz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8(buf).context("response is not UTF-8")?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status = head.lines().next().unwrap_or("");
-    if !status.contains(" 200 ") {
-        bail!("agent answered {status:?}");
-    }
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)?
-    } else {
-        body.to_string()
-    };
-    serde_json::from_str(&body)
-        .with_context(|| format!("agent sent invalid syncz JSON: {body:.200}"))
-}
-
-fn dechunk(mut body: &str) -> anyhow::Result<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").context("bad chunk")?;
-        let n = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.push_str(rest.get(..n).context("short chunk")?);
-        body = rest.get(n + 2..).context("short chunk")?;
-    }
+    let v = crate::http_get::get_json(addr, "/debug/syncz")?;
+    serde_json::from_value(v).context("agent sent invalid syncz JSON")
 }
 
 /// The table, columns padded to their widest cell.
@@ -128,6 +90,7 @@ pub fn render(agents: &[Syncz]) -> String {
 mod tests {
     use super::*;
     use mesh_api::syncapi::ProxyStatus;
+    use std::io::{Read, Write};
 
     fn sample() -> Syncz {
         let row = |name: &str, status: &str, sent, acked, reason: Option<&str>| ProxyStatus {

@@ -373,7 +373,7 @@ fn stage_bins(run: &RunDir) -> anyhow::Result<BTreeMap<String, PathBuf>> {
                 src.display()
             );
         }
-        let path = if world_executable(&src) {
+        let path = if mesh_e2e::harness::world_executable(&src) {
             src
         } else {
             let dst = run.0.join("bin").join(name);
@@ -385,12 +385,6 @@ fn stage_bins(run: &RunDir) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         bins.insert(name.to_string(), path);
     }
     Ok(bins)
-}
-
-fn world_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
-    ok(path) && path.ancestors().skip(1).all(ok)
 }
 
 fn load_mesh(path: Option<&Path>) -> anyhow::Result<MeshConfig> {

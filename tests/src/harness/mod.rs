@@ -439,7 +439,7 @@ impl Drop for Pod {
 
 /// Whether any user can execute `path`: the file and every directory above it
 /// carry the "others may execute/search" bit.
-fn world_executable(path: &Path) -> bool {
+pub fn world_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let ok = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
     ok(path) && path.ancestors().skip(1).all(ok)
