@@ -2,7 +2,8 @@
 //!
 //! CPU is `utime + stime` of `/proc/<pid>/stat` (every thread of the process,
 //! also ones that have exited), in clock ticks; RSS is `VmRSS` of
-//! `/proc/<pid>/status`.
+//! `/proc/<pid>/status`. Read and write system calls (`syscr` + `syscw` of
+//! `/proc/<pid>/io`) show how much of a proxy's cost is the kernel's.
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux unless asked otherwise).
 fn clk_tck() -> f64 {
@@ -19,6 +20,11 @@ fn clk_tck() -> f64 {
 
 /// CPU seconds (user + system) the process has used so far.
 pub fn cpu_secs(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(u, s)| u + s)
+}
+
+/// CPU seconds the process has used so far: (user, system).
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -26,7 +32,18 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     // Fields 14 and 15 of stat(5); `rest` starts at field 3.
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / clk_tck())
+    Some((utime / clk_tck(), stime / clk_tck()))
+}
+
+/// Read-like plus write-like system calls so far (every thread).
+pub fn syscalls(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |k: &str| -> Option<u64> {
+        io.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(field("syscr:")? + field("syscw:")?)
 }
 
 /// Resident set size in bytes.
@@ -35,6 +52,19 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Memory only this process holds (`Private_Clean + Private_Dirty` of
+/// `/proc/<pid>/smaps_rollup`): what one more sidecar costs, since the
+/// binary's text pages are shared by every process running it.
+pub fn private_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kb = |k: &str| -> Option<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some((kb("Private_Clean:")? + kb("Private_Dirty:")?) * 1024)
 }
 
 /// The program a spawned pod process really is: `ip netns exec` and `setpriv`
@@ -85,7 +115,14 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(cpu_secs(me).unwrap() > 0.0);
+        let (user, _sys) = cpu_split(me).unwrap();
+        assert!(user > 0.0);
+        let before = syscalls(me).unwrap();
+        std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(syscalls(me).unwrap() > before);
         assert!(rss_bytes(me).unwrap() > 1024 * 1024);
+        let private = private_bytes(me).unwrap();
+        assert!(private > 0 && private <= rss_bytes(me).unwrap());
         assert_eq!(resolve(me), me);
         assert!(alive(me));
         assert_eq!(cpu_secs(u32::MAX), None);

@@ -21,12 +21,23 @@ pub struct Summary {
     pub added_us: Option<[f64; 4]>,
     /// Both sidecars' CPU seconds per 1000 requests.
     pub cpu_s_per_1000: Option<f64>,
+    /// Share of the sidecars' CPU spent in the kernel (0..1).
+    #[serde(default)]
+    pub kernel_share: Option<f64>,
+    /// Read + write system calls of both sidecars per request.
+    #[serde(default)]
+    pub syscalls_per_req: Option<f64>,
     /// Requests per second per sidecar CPU-second (both sidecars summed).
     pub req_per_cpu_s: Option<f64>,
     /// RSS of the larger sidecar: idle, peak under load, after load (bytes).
     pub rss_idle: Option<u64>,
     pub rss_load: Option<u64>,
     pub rss_after: Option<u64>,
+    /// Private memory of the larger sidecar: idle, peak under load (bytes).
+    #[serde(default)]
+    pub private_idle: Option<u64>,
+    #[serde(default)]
+    pub private_load: Option<u64>,
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -67,6 +78,12 @@ pub fn summarize(raw: &Raw) -> Vec<Summary> {
                 .iter()
                 .find(|i| i.variant == *v)
                 .map(|i| i.rss[0].max(i.rss[1]));
+            let private_idle = raw
+                .idle
+                .iter()
+                .find(|i| i.variant == *v)
+                .map(|i| i.private[0].max(i.private[1]))
+                .filter(|p| *p > 0);
             Summary {
                 scenario: sc.clone(),
                 variant: Some(*v),
@@ -81,6 +98,22 @@ pub fn summarize(raw: &Raw) -> Vec<Summary> {
                 ],
                 added_us: None,
                 cpu_s_per_1000: opt(side.iter().map(|s| s.cpu_s_per_1000).collect()),
+                kernel_share: opt(side
+                    .iter()
+                    .filter(|s| s.cpu_s[0] + s.cpu_s[1] > 0.0)
+                    .map(|s| {
+                        let all = s.cpu_s[0] + s.cpu_s[1];
+                        1.0 - (s.cpu_user_s[0] + s.cpu_user_s[1]) / all
+                    })
+                    .collect()),
+                syscalls_per_req: opt(runs
+                    .iter()
+                    .filter_map(|r| {
+                        let s = r.sidecars.as_ref()?;
+                        let n = s.syscalls[0] + s.syscalls[1];
+                        (n > 0).then(|| n as f64 / r.load.ok.max(1) as f64)
+                    })
+                    .collect()),
                 req_per_cpu_s: opt(side
                     .iter()
                     .map(|s| 1000.0 / s.cpu_s_per_1000.max(1e-9))
@@ -89,6 +122,13 @@ pub fn summarize(raw: &Raw) -> Vec<Summary> {
                 rss_load: opt(side
                     .iter()
                     .map(|s| s.rss_load_peak[0].max(s.rss_load_peak[1]) as f64)
+                    .collect())
+                .map(|b| b as u64),
+                private_idle,
+                private_load: opt(side
+                    .iter()
+                    .map(|s| s.private_load_peak[0].max(s.private_load_peak[1]) as f64)
+                    .filter(|p| *p > 0.0)
                     .collect())
                 .map(|b| b as u64),
                 rss_after: opt(side
@@ -193,11 +233,37 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
         ratio: r,
         goal: goal_le(r, 0.4),
     });
+    let ks = |v| h(v).and_then(|s| s.kernel_share);
+    rows.push(Row {
+        figure: "kernel share of that CPU",
+        cells: vs.map(|v| {
+            ks(v)
+                .map(|k| format!("{:.0} %", k * 100.0))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: None,
+        goal: String::new(),
+    });
+    let sc = |v| h(v).and_then(|s| s.syscalls_per_req);
+    rows.push(Row {
+        figure: "read+write syscalls / request (both)",
+        cells: vs.map(|v| {
+            sc(v)
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: ratio(sc(mesh), sc(envoy)),
+        goal: String::new(),
+    });
     type RssRow = (&'static str, fn(&Summary) -> Option<u64>, Option<u64>);
     let rss_rows: [RssRow; 3] = [
         ("RSS per sidecar, idle", |s| s.rss_idle, Some(8)),
         ("RSS per sidecar, under load", |s| s.rss_load, Some(16)),
         ("RSS per sidecar, after load", |s| s.rss_after, None),
+    ];
+    let private_rows: [(&'static str, fn(&Summary) -> Option<u64>); 2] = [
+        ("private memory per sidecar, idle", |s| s.private_idle),
+        ("private memory per sidecar, under load", |s| s.private_load),
     ];
     for (figure, f, cap) in rss_rows {
         let get = |v| h(v).and_then(f);
@@ -212,6 +278,15 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
             cells: vs.map(|v| get(v).map(mib).unwrap_or_else(|| "–".into())),
             ratio: r,
             goal,
+        });
+    }
+    for (figure, f) in private_rows {
+        let get = |v| h(v).and_then(f);
+        rows.push(Row {
+            figure,
+            cells: vs.map(|v| get(v).map(mib).unwrap_or_else(|| "–".into())),
+            ratio: ratio(get(mesh).map(|b| b as f64), get(envoy).map(|b| b as f64)),
+            goal: String::new(),
         });
     }
     let rps = |v| sat(v).map(|s| s.rps);

@@ -12,7 +12,7 @@ use mesh_e2e::harness::Node;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{LoadResult, Mode};
-use crate::procstat::{cpu_secs, rss_bytes};
+use crate::procstat::{cpu_split, private_bytes, rss_bytes, syscalls};
 use crate::topology::{Bins, Deployment, MeshCa, Variant, APP_UID, PORTS};
 
 /// Set by Ctrl-C / SIGTERM; checked between runs.
@@ -91,6 +91,15 @@ pub struct SidecarFigures {
     pub rss_before: [u64; 2],
     pub rss_load_peak: [u64; 2],
     pub rss_after: [u64; 2],
+    /// User-mode part of `cpu_s` (the rest is the kernel's).
+    #[serde(default)]
+    pub cpu_user_s: [f64; 2],
+    /// Read and write system calls during the window (client, server).
+    #[serde(default)]
+    pub syscalls: [u64; 2],
+    /// Peak private memory under load (client, server).
+    #[serde(default)]
+    pub private_load_peak: [u64; 2],
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +117,9 @@ pub struct RunRecord {
 pub struct Idle {
     pub variant: Variant,
     pub rss: [u64; 2],
+    /// Private memory (not shared with other processes), bytes.
+    #[serde(default)]
+    pub private: [u64; 2],
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -157,15 +169,19 @@ fn execute_into(plan: &Plan, bins: &Bins, raw: &mut Raw) -> anyhow::Result<()> {
     for d in &deps {
         if let Some((c, s)) = d.sidecar_pids {
             let rss = [rss_bytes(c).unwrap_or(0), rss_bytes(s).unwrap_or(0)];
+            let private = [private_bytes(c).unwrap_or(0), private_bytes(s).unwrap_or(0)];
             eprintln!(
-                "mesh-bench: {} idle RSS {} / {}",
+                "mesh-bench: {} idle RSS {} / {} (private {} / {})",
                 d.variant.name(),
                 mib(rss[0]),
-                mib(rss[1])
+                mib(rss[1]),
+                mib(private[0]),
+                mib(private[1])
             );
             raw.idle.push(Idle {
                 variant: d.variant,
                 rss,
+                private,
             });
         }
     }
@@ -215,6 +231,22 @@ fn line(r: &RunRecord) -> String {
     s
 }
 
+/// A sidecar's counters at one instant.
+struct Usage {
+    user: f64,
+    sys: f64,
+    syscalls: u64,
+}
+
+fn usage(pid: u32) -> Usage {
+    let (user, sys) = cpu_split(pid).unwrap_or((0.0, 0.0));
+    Usage {
+        user,
+        sys,
+        syscalls: syscalls(pid).unwrap_or(0),
+    }
+}
+
 fn run_one(
     d: &mut Deployment,
     sc: &Scenario,
@@ -254,9 +286,10 @@ fn run_one(
     let mut p = d.client.spawn(APP_UID, &argv)?;
     let wait = Duration::from_secs_f64(sc.warmup_s + 15.0);
     p.wait_for_line("load phase=measure", wait)?;
-    let cpu0 = pids.map(|(c, s)| [cpu_secs(c).unwrap_or(0.0), cpu_secs(s).unwrap_or(0.0)]);
+    let cpu0 = pids.map(|(c, s)| [usage(c), usage(s)]);
     let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(Mutex::new([0u64; 2]));
+    // [rss client, rss server, private client, private server]
+    let peak = Arc::new(Mutex::new([0u64; 4]));
     let sampler = pids.map(|(c, s)| {
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
@@ -264,6 +297,8 @@ fn run_one(
                 let mut pk = peak.lock().expect("peak lock");
                 pk[0] = pk[0].max(rss_bytes(c).unwrap_or(0));
                 pk[1] = pk[1].max(rss_bytes(s).unwrap_or(0));
+                pk[2] = pk[2].max(private_bytes(c).unwrap_or(0));
+                pk[3] = pk[3].max(private_bytes(s).unwrap_or(0));
                 drop(pk);
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -273,7 +308,7 @@ fn run_one(
         "load phase=done",
         Duration::from_secs_f64(sc.duration_s + 15.0),
     );
-    let cpu1 = pids.map(|(c, s)| [cpu_secs(c).unwrap_or(0.0), cpu_secs(s).unwrap_or(0.0)]);
+    let cpu1 = pids.map(|(c, s)| [usage(c), usage(s)]);
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = sampler {
         let _ = t.join();
@@ -285,12 +320,20 @@ fn run_one(
     std::thread::sleep(settle);
     let sidecars = match (pids, cpu0, cpu1, rss_before) {
         (Some((c, s)), Some(a), Some(b), Some(before)) => {
-            let cpu_s = [b[0] - a[0], b[1] - a[1]];
+            let pk = *peak.lock().expect("peak lock");
+            let total = |u: &Usage| u.user + u.sys;
+            let cpu_s = [total(&b[0]) - total(&a[0]), total(&b[1]) - total(&a[1])];
             Some(SidecarFigures {
+                cpu_user_s: [b[0].user - a[0].user, b[1].user - a[1].user],
+                syscalls: [
+                    b[0].syscalls.saturating_sub(a[0].syscalls),
+                    b[1].syscalls.saturating_sub(a[1].syscalls),
+                ],
                 cpu_s,
                 cpu_s_per_1000: (cpu_s[0] + cpu_s[1]) / (load.ok.max(1) as f64) * 1000.0,
                 rss_before: before,
-                rss_load_peak: *peak.lock().expect("peak lock"),
+                rss_load_peak: [pk[0], pk[1]],
+                private_load_peak: [pk[2], pk[3]],
                 rss_after: [rss_bytes(c).unwrap_or(0), rss_bytes(s).unwrap_or(0)],
             })
         }

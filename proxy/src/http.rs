@@ -61,22 +61,18 @@ pub async fn handle(
 async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let shared = &ctx.shared;
     let start = Instant::now();
-    let mut source = req
-        .headers_mut()
-        .remove(peer::HEADER)
-        .map(|v| peer::decode(&v))
-        .unwrap_or_else(Workload::unknown);
     // The principal is what the peer proved with its certificate, never what
     // the metadata header claims; the app learns it from XFCC only.
-    let principal: Arc<str> = match &ctx.peer_identity {
-        Some(id) => Arc::from(id.to_string().as_str()),
-        None => Arc::from("unknown"),
+    let source = match req.headers_mut().remove(peer::HEADER) {
+        Some(v) => shared.peers.source(&v, ctx.peer_identity.as_ref()),
+        None => {
+            let mut w = (*Workload::unknown()).clone();
+            if let Some(id) = &ctx.peer_identity {
+                w.principal = Arc::from(id.to_string().as_str());
+            }
+            Arc::new(w)
+        }
     };
-    if source.principal != principal {
-        let mut w = (*source).clone();
-        w.principal = principal;
-        source = Arc::new(w);
-    }
     req.headers_mut().remove(crate::mtls::XFCC);
     if let (Some(id), Some(hash)) = (&ctx.peer_identity, &ctx.peer_cert_hash) {
         let v = crate::mtls::xfcc(&shared.me.principal, hash, id);

@@ -114,11 +114,15 @@ struct TcpStats {
     received: u64,
 }
 
+type Hasher = foldhash::fast::RandomState;
+
 /// The registry. One short, uncontended lock per finished request or connection.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<RequestLabels, RequestStats>>,
-    tcp: Mutex<HashMap<TcpLabels, TcpStats>>,
+    // Hashed with foldhash (seeded per process): SipHash over every label
+    // string was a visible part of the per-request cost.
+    requests: Mutex<HashMap<RequestLabels, RequestStats, Hasher>>,
+    tcp: Mutex<HashMap<TcpLabels, TcpStats, Hasher>>,
     /// Inbound mTLS handshakes that failed (bad chain, no certificate, old TLS).
     mtls_failed: std::sync::atomic::AtomicU64,
     /// Inbound plaintext connections refused by PeerAuthentication STRICT.

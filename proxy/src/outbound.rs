@@ -565,7 +565,7 @@ async fn send_to(
                 record.labels.response_flags = "URX";
             }
             if let Some(v) = rparts.headers.remove(peer::HEADER) {
-                record.labels.destination = peer::decode(&v);
+                record.labels.destination = ctx.shared.peers.destination(&v);
             }
             record.labels.grpc_response_status = rparts
                 .headers

@@ -3,7 +3,8 @@
 //! so both sides report `source_*` and `destination_*` metric labels, as
 //! Istio's metadata exchange does. The header never reaches the apps.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::metrics::Workload;
 
@@ -47,9 +48,116 @@ pub fn decode(v: &http::HeaderValue) -> Arc<Workload> {
     Arc::new(w)
 }
 
+/// Whether `uri` is exactly `spiffe://<td>/ns/<ns>/sa/<sa>` of `id`, without
+/// formatting it.
+fn is_uri_of(uri: &str, id: &mesh_api::Identity) -> bool {
+    let rest = uri.strip_prefix("spiffe://");
+    let rest = rest.and_then(|r| r.strip_prefix(id.trust_domain.as_str()));
+    let rest = rest.and_then(|r| r.strip_prefix("/ns/"));
+    let rest = rest.and_then(|r| r.strip_prefix(id.namespace.as_str()));
+    let rest = rest.and_then(|r| r.strip_prefix("/sa/"));
+    rest == Some(id.service_account.as_str())
+}
+
+/// Most entries a [`PeerCache`] keeps before it starts over.
+const CACHE_LIMIT: usize = 512;
+
+/// Decoded peer headers by their exact bytes. A sidecar talks to few distinct
+/// workloads, so each header is parsed (seven allocations) once, not on every
+/// request. Bounded: when full it is cleared, so a peer sending ever-new
+/// headers costs at most the uncached path.
+#[derive(Default)]
+pub struct PeerCache {
+    /// header bytes → (as sent, with principal `unknown`).
+    map: Mutex<HashMap<Box<[u8]>, (Arc<Workload>, Arc<Workload>), foldhash::fast::RandomState>>,
+}
+
+impl PeerCache {
+    /// The calling workload for metrics. The principal is what the peer proved
+    /// with its certificate (`verified`), never what the header claims:
+    /// `unknown` without mTLS.
+    pub fn source(
+        &self,
+        header: &http::HeaderValue,
+        verified: Option<&mesh_api::Identity>,
+    ) -> Arc<Workload> {
+        let (sent, anonymous) = self.lookup(header);
+        match verified {
+            None => anonymous,
+            Some(id) if is_uri_of(&sent.principal, id) => sent,
+            Some(id) => {
+                let mut w = (*sent).clone();
+                w.principal = Arc::from(id.to_string().as_str());
+                Arc::new(w)
+            }
+        }
+    }
+
+    /// The called workload, as its sidecar describes itself.
+    pub fn destination(&self, header: &http::HeaderValue) -> Arc<Workload> {
+        self.lookup(header).0
+    }
+
+    fn lookup(&self, header: &http::HeaderValue) -> (Arc<Workload>, Arc<Workload>) {
+        let key = header.as_bytes();
+        if let Some(hit) = self.map.lock().expect("peer cache lock").get(key) {
+            return hit.clone();
+        }
+        let sent = decode(header);
+        let mut anon = (*sent).clone();
+        anon.principal = Arc::from("unknown");
+        let entry = (sent, Arc::new(anon));
+        let mut m = self.map.lock().expect("peer cache lock");
+        if m.len() >= CACHE_LIMIT {
+            m.clear();
+        }
+        m.insert(key.into(), entry.clone());
+        entry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_never_trusts_the_claimed_principal() {
+        let mut w = (*Workload::unknown()).clone();
+        w.workload = Arc::from("productpage-v1");
+        w.principal = Arc::from("spiffe://cluster.local/ns/default/sa/bookinfo-productpage");
+        let h = encode(&w);
+        let cache = PeerCache::default();
+        let id = |sa: &str| mesh_api::Identity {
+            trust_domain: "cluster.local".into(),
+            namespace: "default".into(),
+            service_account: sa.into(),
+        };
+        // Proven identity equal to the claim: the cached value, twice the same.
+        let a = cache.source(&h, Some(&id("bookinfo-productpage")));
+        let b = cache.source(&h, Some(&id("bookinfo-productpage")));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*a.workload, "productpage-v1");
+        // Another proven identity wins over the claim; no identity → unknown.
+        let c = cache.source(&h, Some(&id("bookinfo-productpagex")));
+        assert_eq!(
+            &*c.principal,
+            "spiffe://cluster.local/ns/default/sa/bookinfo-productpagex"
+        );
+        assert_eq!(&*cache.source(&h, None).principal, "unknown");
+        assert_eq!(&*cache.destination(&h).principal, &*w.principal);
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let cache = PeerCache::default();
+        for i in 0..(CACHE_LIMIT * 2 + 3) {
+            let mut w = (*Workload::unknown()).clone();
+            w.workload = Arc::from(format!("w{i}").as_str());
+            let got = cache.destination(&encode(&w));
+            assert_eq!(&*got.workload, format!("w{i}").as_str());
+        }
+        assert!(cache.map.lock().unwrap().len() <= CACHE_LIMIT);
+    }
 
     #[test]
     fn round_trip() {

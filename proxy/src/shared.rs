@@ -18,6 +18,8 @@ pub struct Shared {
     pub me: Arc<Workload>,
     /// The `x-mesh-peer-metadata` value describing this workload.
     pub me_header: http::HeaderValue,
+    /// Peers' metadata headers, decoded once each.
+    pub peers: crate::peer::PeerCache,
     pub clients: Clients,
     /// Local rate limits of inbound requests (`--local-rate-limit`).
     pub rate_limits: crate::ratelimit::RateLimits,
@@ -62,6 +64,7 @@ impl Shared {
             metrics: Metrics::default(),
             me,
             me_header,
+            peers: Default::default(),
             clients,
             tls,
             draining: AtomicBool::new(false),
