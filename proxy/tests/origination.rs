@@ -54,8 +54,8 @@ fn ca(name: &str) -> Ca {
 
 /// A leaf signed by `ca`: (certificate PEM, key PEM, certificate DER, key DER).
 fn leaf(ca: &Ca, cn: &str, dns: &[&str], client: bool) -> (String, String, Vec<u8>, Vec<u8>) {
-    let mut p = CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
-        .unwrap();
+    let mut p =
+        CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
     p.extended_key_usages = vec![if client {
         ExtendedKeyUsagePurpose::ClientAuth
@@ -223,7 +223,10 @@ impl World {
                 .iter()
                 .filter(|e| matches!(e, Event::Plaintext(_)))
                 .collect();
-            assert!(leaked.is_empty(), "plaintext reached the server: {leaked:?}");
+            assert!(
+                leaked.is_empty(),
+                "plaintext reached the server: {leaked:?}"
+            );
         }
         ev
     }
@@ -250,7 +253,11 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
     // then write them once the pod exists.
     let m = MeshNet::new("", &specs, &[]);
     let ext_ip = m.pod("ext-0").ip().to_string();
-    write(&m.config.0, "services.yaml", SERVICES.replace("EXT_IP", &ext_ip));
+    write(
+        &m.config.0,
+        "services.yaml",
+        SERVICES.replace("EXT_IP", &ext_ip),
+    );
 
     // Test PKI: the server's CA, an unrelated CA, and a client CA for MUTUAL.
     let server_ca = ca("origin server CA");
@@ -274,9 +281,9 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = vec![rustls::pki_types::CertificateDer::from(srv_der)];
     let key = || {
-        rustls::pki_types::PrivateKeyDer::Pkcs8(
-            rustls::pki_types::PrivatePkcs8KeyDer::from(srv_key.clone()),
-        )
+        rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+            srv_key.clone(),
+        ))
     };
     let simple = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -321,9 +328,10 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let _ = w.get("api.external.test", "/no-rule");
-        if w.take().iter().any(
-            |e| matches!(e, Event::Plaintext(t) if t.starts_with("GET /no-rule HTTP/1.1")),
-        ) {
+        if w.take()
+            .iter()
+            .any(|e| matches!(e, Event::Plaintext(t) if t.starts_with("GET /no-rule HTTP/1.1")))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "plaintext never seen");
@@ -351,7 +359,11 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
             &format!("        mode: MUTUAL\n        caCertificates: {ca_file}\n        clientCertificate: {cc}\n        privateKey: {ck}\n"),
         ),
     );
-    w.until("api.external.test", "200", "sni=Some(\"api.external.test\")");
+    w.until(
+        "api.external.test",
+        "200",
+        "sni=Some(\"api.external.test\")",
+    );
     w.until("mtls.external.test", "200", "CN=origin-client");
     // Requests sent while the rule was on its way went out as plaintext.
     let _ = std::mem::take(&mut *w.events.lock().unwrap());
@@ -446,7 +458,11 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
             &format!("        mode: SIMPLE\n        caCertificates: {ca_file}\n        subjectAltNames: [mtls.external.test]\n        sni: mtls.external.test\n"),
         ),
     );
-    w.until("api.external.test", "200", "sni=Some(\"mtls.external.test\")");
+    w.until(
+        "api.external.test",
+        "200",
+        "sni=Some(\"mtls.external.test\")",
+    );
 
     // 4. insecureSkipVerify accepts the server despite the wrong CA.
     write(
@@ -460,7 +476,11 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
             ),
         ),
     );
-    w.until("api.external.test", "200", "sni=Some(\"api.external.test\")");
+    w.until(
+        "api.external.test",
+        "200",
+        "sni=Some(\"api.external.test\")",
+    );
 
     // 5. MUTUAL: the server that demands a client certificate sees ours.
     let body = w.until("mtls.external.test", "200", "");
@@ -497,15 +517,19 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
         ),
     );
     w.until("api.external.test", "503", "");
-    let line = w.m.sidecar(0)
-        .wait_for_line("TLS origination settings unusable", Duration::from_secs(5))
-        .unwrap();
+    let line =
+        w.m.sidecar(0)
+            .wait_for_line("TLS origination settings unusable", Duration::from_secs(5))
+            .unwrap();
     assert!(line.contains(&garbage), "{line}");
     assert!(line.contains("outbound|80||api.external.test"), "{line}");
     assert_eq!(w.get("mtls.external.test", "/still-fine").0, "200");
     w.take();
     assert_eq!(w.get("api.external.test", "/bad-file").0, "503");
-    assert!(w.take().is_empty(), "a request went out with unusable settings");
+    assert!(
+        w.take().is_empty(),
+        "a request went out with unusable settings"
+    );
 
     // No plaintext ever reached the server once a rule was in place.
     w.take();

@@ -238,9 +238,8 @@ fn roots(s: &ClientTlsSettings) -> Result<rustls::RootCertStore, OriginateError>
         }
         None => {
             // Istio verifies against the OS trust store when no CA is given.
-            let (added, _) = store.add_parsable_certificates(
-                rustls_native_certs::load_native_certs().certs,
-            );
+            let (added, _) =
+                store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
             if added == 0 {
                 return Err(OriginateError::NoRoots);
             }
@@ -344,8 +343,14 @@ mod tests {
             ..Default::default()
         };
         let mode = |t: Option<ClientTlsSettings>| t.and_then(|t| t.mode);
-        assert_eq!(mode(effective_tls(Some(&rule), None, 8080)).as_deref(), Some("ISTIO_MUTUAL"));
-        assert_eq!(mode(effective_tls(Some(&rule), None, 80)).as_deref(), Some("SIMPLE"));
+        assert_eq!(
+            mode(effective_tls(Some(&rule), None, 8080)).as_deref(),
+            Some("ISTIO_MUTUAL")
+        );
+        assert_eq!(
+            mode(effective_tls(Some(&rule), None, 80)).as_deref(),
+            Some("SIMPLE")
+        );
         // Port-level settings do not inherit the top-level TLS.
         assert_eq!(mode(effective_tls(Some(&rule), None, 81)), None);
         assert_eq!(effective_tls(None, None, 80), None);
@@ -358,15 +363,27 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(mode(effective_tls(Some(&rule), Some(&subset), 8080)).as_deref(), Some("DISABLE"));
-        assert_eq!(mode(effective_tls(Some(&rule), Some(&subset), 80)).as_deref(), Some("DISABLE"));
-        assert_eq!(mode(effective_tls(Some(&rule), Some(&subset), 443)).as_deref(), Some("MUTUAL"));
+        assert_eq!(
+            mode(effective_tls(Some(&rule), Some(&subset), 8080)).as_deref(),
+            Some("DISABLE")
+        );
+        assert_eq!(
+            mode(effective_tls(Some(&rule), Some(&subset), 80)).as_deref(),
+            Some("DISABLE")
+        );
+        assert_eq!(
+            mode(effective_tls(Some(&rule), Some(&subset), 443)).as_deref(),
+            Some("MUTUAL")
+        );
         // A subset without its own TLS keeps the rule's for the port.
         let plain_subset = Subset {
             name: "v1".into(),
             traffic_policy: Some(TrafficPolicy::default()),
             ..Default::default()
         };
-        assert_eq!(mode(effective_tls(Some(&rule), Some(&plain_subset), 80)).as_deref(), Some("SIMPLE"));
+        assert_eq!(
+            mode(effective_tls(Some(&rule), Some(&plain_subset), 80)).as_deref(),
+            Some("SIMPLE")
+        );
     }
 }

@@ -20,8 +20,8 @@ fn inbound_modes() {
 
 #[test]
 fn upstream_decision() {
-    use originate::ClusterTls;
     use mesh_api::networking::ClientTlsSettings;
+    use originate::ClusterTls;
     let meshed = BTreeMap::from([(TLS_MODE_LABEL.to_string(), "istio".to_string())]);
     let plain = BTreeMap::new();
     let sas = vec!["spiffe://cluster.local/ns/default/sa/echo".to_string()];

@@ -78,7 +78,7 @@ pub fn check_identity(end_entity: &[u8], expected: &[String]) -> Result<(), Stri
     }
     let id = super::spiffe_identity(end_entity).map_err(|e| e.to_string())?;
     let id = id.to_string();
-    if expected.iter().any(|e| *e == id) {
+    if expected.contains(&id) {
         Ok(())
     } else {
         Err(format!(

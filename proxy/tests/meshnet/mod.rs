@@ -79,7 +79,11 @@ impl MeshNet {
         for s in specs {
             if let Some(sa) = s.token_sa {
                 tokens.push_str(&format!("tok-{} default {sa}\n", s.name));
-                write(&files.0, &format!("{}.token", s.name), format!("tok-{}\n", s.name));
+                write(
+                    &files.0,
+                    &format!("{}.token", s.name),
+                    format!("tok-{}\n", s.name),
+                );
             }
         }
         write(&files.0, "ca-tokens", tokens);
