@@ -224,28 +224,30 @@ fn key(path: &str) -> Result<PrivateKeyDer<'static>, OriginateError> {
         })
 }
 
-fn roots(s: &ClientTlsSettings) -> Result<rustls::RootCertStore, OriginateError> {
+fn roots(s: &ClientTlsSettings) -> Result<Arc<rustls::RootCertStore>, OriginateError> {
+    let Some(path) = s.ca_certificates.as_deref().filter(|p| !p.is_empty()) else {
+        // Istio verifies against the OS trust store when no CA is given. It is
+        // read once: snapshots are recompiled on every config change.
+        static SYSTEM: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+        let store = SYSTEM.get_or_init(|| {
+            let mut store = rustls::RootCertStore::empty();
+            store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            Arc::new(store)
+        });
+        if store.is_empty() {
+            return Err(OriginateError::NoRoots);
+        }
+        return Ok(store.clone());
+    };
     let mut store = rustls::RootCertStore::empty();
-    match s.ca_certificates.as_deref().filter(|p| !p.is_empty()) {
-        Some(path) => {
-            for c in certs("caCertificates", path)? {
-                store.add(c).map_err(|e| OriginateError::File {
-                    field: "caCertificates",
-                    path: path.into(),
-                    reason: format!("bad CA certificate: {e}"),
-                })?;
-            }
-        }
-        None => {
-            // Istio verifies against the OS trust store when no CA is given.
-            let (added, _) =
-                store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            if added == 0 {
-                return Err(OriginateError::NoRoots);
-            }
-        }
+    for c in certs("caCertificates", path)? {
+        store.add(c).map_err(|e| OriginateError::File {
+            field: "caCertificates",
+            path: path.into(),
+            reason: format!("bad CA certificate: {e}"),
+        })?;
     }
-    Ok(store)
+    Ok(Arc::new(store))
 }
 
 /// Builds the client configs of a SIMPLE (`mutual` false) or MUTUAL cluster.
@@ -268,11 +270,7 @@ pub fn build(
     let verifier = if s.insecure_skip_verify == Some(true) {
         OriginVerifier::insecure(provider.clone())
     } else {
-        OriginVerifier::new(
-            Arc::new(roots(s)?),
-            s.subject_alt_names.clone(),
-            provider.clone(),
-        )
+        OriginVerifier::new(roots(s)?, s.subject_alt_names.clone(), provider.clone())
     };
     let client_auth = if mutual {
         match (s.client_certificate.as_deref(), s.private_key.as_deref()) {

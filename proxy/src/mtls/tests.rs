@@ -161,3 +161,26 @@ fn xfcc_format() {
         )
     );
 }
+
+#[test]
+fn simple_without_ca_certificates_uses_the_os_trust_store() {
+    let s = mesh_api::networking::ClientTlsSettings {
+        mode: Some("SIMPLE".into()),
+        ..Default::default()
+    };
+    let built = originate::build(&s, false, "api.example.com");
+    if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        let o = built.unwrap();
+        assert_eq!(
+            o.sni,
+            rustls::pki_types::ServerName::try_from("api.example.com").unwrap()
+        );
+    } else {
+        assert_eq!(built.err(), Some(originate::OriginateError::NoRoots));
+    }
+    // MUTUAL without a client certificate is refused, never sent without one.
+    assert_eq!(
+        originate::build(&s, true, "api.example.com").err(),
+        Some(originate::OriginateError::NoClientCert)
+    );
+}
