@@ -104,6 +104,10 @@ pub struct Service {
     /// For ServiceEntries: `MESH_EXTERNAL`/`MESH_INTERNAL` and the resolution.
     pub location: Option<String>,
     pub resolution: Option<String>,
+    /// Identities the service's workloads run as (full SPIFFE URIs, sorted): the
+    /// service accounts of its endpoints, plus a ServiceEntry's `subjectAltNames`.
+    /// A client's mTLS accepts a server only if it presents one of them.
+    pub subject_alt_names: Vec<String>,
 }
 
 /// A port of a service with its protocol as Istio derives it.

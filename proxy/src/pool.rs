@@ -77,8 +77,9 @@ impl Checkin {
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 /// Connections are pooled per address and per security: an mTLS connection
-/// is never reused for a plaintext request to the same endpoint, or vice versa.
-type Key = (SocketAddr, bool);
+/// is never reused for a plaintext request to the same endpoint, or vice versa,
+/// nor across different TLS settings ([`TlsDial::pool_key`]).
+type Key = (SocketAddr, u64);
 
 struct PoolInner {
     dial: Dial,
@@ -158,7 +159,7 @@ impl Pool {
         tls: Option<&TlsDial>,
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
-        let key = (addr, tls.is_some());
+        let key = (addr, tls.map_or(0, |t| t.pool_key));
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
         // A connection checked in when its last response ended may not be
         // marked ready yet (its task has not run since): wait for it briefly
@@ -218,7 +219,7 @@ impl Pool {
         tls: Option<&TlsDial>,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
-        let key = (addr, tls.is_some());
+        let key = (addr, tls.map_or(0, |t| t.pool_key));
         let existing = {
             let m = self.inner.h2.lock().expect("pool lock");
             m.get(&key).filter(|s| !s.is_closed()).cloned()

@@ -122,6 +122,14 @@ impl Snapshot {
             let ns: Arc<str> = Arc::from(svc.namespace.as_str());
             for port in &svc.ports {
                 let idx = clusters.len();
+                let cluster_name = format!("outbound|{}||{}", port.port, svc.hostname);
+                let rule = view.destination_rules.get(&svc.hostname);
+                let ctls = crate::mtls::originate::ClusterTls::compile(
+                    crate::mtls::originate::effective_tls(rule, None, port.port).as_ref(),
+                    &svc.hostname,
+                    &svc.subject_alt_names,
+                    &cluster_name,
+                );
                 let endpoints: Vec<Arc<Endpoint>> = svc
                     .endpoints
                     .iter()
@@ -138,11 +146,7 @@ impl Snapshot {
                             addr: SocketAddr::new(ip, target),
                             labels: e.labels.clone(),
                             service_account: e.service_account.clone(),
-                            tls: crate::mtls::UpstreamTls::decide(
-                                tls_mode(view.destination_rules.get(&svc.hostname), port.port)
-                                    .as_deref(),
-                                &e.labels,
-                            ),
+                            tls: ctls.for_endpoint(&e.labels),
                             active: AtomicUsize::new(0),
                             health: Default::default(),
                         }))
@@ -168,7 +172,7 @@ impl Snapshot {
                         .push(idx);
                 }
                 clusters.push(Arc::new(Cluster {
-                    name: format!("outbound|{}||{}", port.port, svc.hostname),
+                    name: cluster_name,
                     host: host.clone(),
                     service_name: service_name.clone(),
                     namespace: ns.clone(),
@@ -192,7 +196,7 @@ impl Snapshot {
                     for subset in &dr.subsets {
                         subsets.insert(
                             (svc.hostname.clone(), port.port, subset.name.clone()),
-                            Arc::new(subset_cluster(base, dr, subset)),
+                            Arc::new(subset_cluster(base, dr, subset, &svc.subject_alt_names)),
                         );
                     }
                 }
@@ -328,6 +332,7 @@ fn subset_cluster(
     base: &Cluster,
     dr: &mesh_api::networking::DestinationRuleSpec,
     subset: &mesh_api::networking::Subset,
+    service_sans: &[String],
 ) -> Cluster {
     // The subset's own policy replaces the rule's top-level one where present.
     let mut effective = dr.clone();
@@ -351,7 +356,13 @@ fn subset_cluster(
             top.tls = tp.tls.clone();
         }
     }
-    let mode = tls_mode(Some(&effective), base.port);
+    let name = format!("outbound|{}|{}|{}", base.port, subset.name, base.host);
+    let ctls = crate::mtls::originate::ClusterTls::compile(
+        crate::mtls::originate::effective_tls(Some(dr), Some(subset), base.port).as_ref(),
+        &base.host,
+        service_sans,
+        &name,
+    );
     let endpoints = base
         .endpoints
         .iter()
@@ -366,14 +377,14 @@ fn subset_cluster(
                 addr: e.addr,
                 labels: e.labels.clone(),
                 service_account: e.service_account.clone(),
-                tls: crate::mtls::UpstreamTls::decide(mode.as_deref(), &e.labels),
+                tls: ctls.for_endpoint(&e.labels),
                 active: AtomicUsize::new(0),
                 health: Default::default(),
             })
         })
         .collect();
     Cluster {
-        name: format!("outbound|{}|{}|{}", base.port, subset.name, base.host),
+        name,
         host: base.host.clone(),
         service_name: base.service_name.clone(),
         namespace: base.namespace.clone(),
@@ -385,17 +396,6 @@ fn subset_cluster(
         outlier: crate::outlier::OutlierConfig::from_rule(Some(&effective), base.port),
         rr: AtomicUsize::new(0),
     }
-}
-
-/// The DestinationRule's `tls.mode` for `port` (port-level settings first).
-fn tls_mode(rule: Option<&mesh_api::networking::DestinationRuleSpec>, port: u16) -> Option<String> {
-    let tp = rule?.traffic_policy.as_ref()?;
-    let port_level = tp
-        .port_level_settings
-        .iter()
-        .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
-        .and_then(|p| p.tls.as_ref());
-    port_level.or(tp.tls.as_ref())?.mode.clone()
 }
 
 /// Where the current snapshot lives; readers never block.

@@ -237,6 +237,7 @@ impl Config {
             root_namespace: self.root_namespace.clone(),
             outbound_policy: self.outbound_policy.clone(),
             visibility: self.visibility,
+            trust_domain: self.trust_domain.clone(),
         }
     }
 

@@ -129,6 +129,8 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
      "spec.trafficPolicy.tls", "cannot specify client certificates", "\"ISTIO_MUTUAL\""),
     ("kind: DestinationRule\nmetadata: {name: mutual}\nspec:\n  host: a\n  trafficPolicy:\n    tls: {mode: MUTUAL}\n",
      "spec.trafficPolicy.tls", "mode MUTUAL needs clientCertificate and privateKey", "\"MUTUAL\""),
+    ("kind: DestinationRule\nmetadata: {name: sds}\nspec:\n  host: a\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 443}\n      tls: {mode: SIMPLE, credentialName: ext-ca}\n",
+     "spec.trafficPolicy.portLevelSettings[0].tls.credentialName", "credentialName is not supported for sidecars yet; use clientCertificate/privateKey/caCertificates files", "\"ext-ca\""),
     ("kind: DestinationRule\nmetadata: {name: lb}\nspec:\n  host: a\n  trafficPolicy:\n    loadBalancer: {simple: FASTEST}\n",
      "spec.trafficPolicy.loadBalancer.simple", "must be one of", "\"FASTEST\""),
     ("kind: DestinationRule\nmetadata: {name: subsets}\nspec:\n  host: a\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v1, labels: {version: v2}}\n",

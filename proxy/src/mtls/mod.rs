@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod inbound;
+pub mod originate;
 pub mod stream;
 pub mod verify;
 
@@ -65,34 +66,18 @@ impl InboundMode {
 }
 
 /// How a connection to one endpoint is secured (DestinationRule `tls.mode`, or
-/// auto mTLS from the endpoint's `security.istio.io/tlsMode` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// auto mTLS from the endpoint's `security.istio.io/tlsMode` label); decided per
+/// cluster by [`originate::ClusterTls`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamTls {
     Plaintext,
-    /// Auto mTLS: the endpoint has a sidecar; plaintext if we have no certificate yet.
-    Auto,
-    /// `ISTIO_MUTUAL`: mTLS or nothing.
-    IstioMutual,
-}
-
-impl UpstreamTls {
-    /// `mode` is the DestinationRule's `tls.mode` (port-level first), if any.
-    pub fn decide(
-        mode: Option<&str>,
-        labels: &std::collections::BTreeMap<String, String>,
-    ) -> UpstreamTls {
-        match mode.map(str::to_ascii_uppercase).as_deref() {
-            Some("DISABLE") => UpstreamTls::Plaintext,
-            Some("ISTIO_MUTUAL") => UpstreamTls::IstioMutual,
-            // SIMPLE/MUTUAL (TLS origination to external hosts) is not implemented:
-            // the connection stays as the app made it.
-            Some("SIMPLE") | Some("MUTUAL") => UpstreamTls::Plaintext,
-            _ if labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio") => {
-                UpstreamTls::Auto
-            }
-            _ => UpstreamTls::Plaintext,
-        }
-    }
+    /// Auto mTLS: the endpoint has a sidecar; plaintext if we have no certificate
+    /// yet. The server must present one of these identities (empty: any).
+    Auto(originate::Sans),
+    /// `ISTIO_MUTUAL`: mTLS or nothing, pinned like [`UpstreamTls::Auto`].
+    IstioMutual(originate::Sans),
+    /// `SIMPLE`/`MUTUAL`: TLS origination with the rule's settings (or their error).
+    Originate(originate::Origin),
 }
 
 /// Why a peer certificate gives no identity.

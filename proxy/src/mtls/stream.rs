@@ -20,6 +20,10 @@ use crate::snapshot::{Cluster, Endpoint};
 pub struct TlsDial {
     pub config: Arc<rustls::ClientConfig>,
     pub sni: ServerName<'static>,
+    /// Pools keep connections apart per TLS settings (never 0: plaintext).
+    pub pool_key: u64,
+    /// Mesh identities the server must present (auto mTLS / ISTIO_MUTUAL).
+    pub expected: Option<super::originate::Sans>,
 }
 
 /// Which application protocol the upstream connection carries.
@@ -36,12 +40,31 @@ impl TlsDial {
         tcp: TcpStream,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let c = tokio_rustls::TlsConnector::from(self.config.clone());
-        tokio::time::timeout(
+        let tls = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             c.connect(self.sni.clone(), tcp),
         )
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "mTLS handshake timed out"))?
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        .map_err(|e| {
+            tracing::debug!(sni = ?self.sni, error = %e, "upstream TLS handshake failed");
+            e
+        })?;
+        // SAN pinning: checked before a single byte of the request is written.
+        if let Some(expected) = &self.expected {
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .unwrap_or_default();
+            if let Err(reason) = super::verify::check_identity(&leaf, expected) {
+                tracing::warn!(sni = ?self.sni, %reason, "upstream refused: wrong mesh identity");
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason));
+            }
+        }
+        Ok(tls)
     }
 
     /// How to reach `ep` of `cluster`: `Ok(None)` for plaintext, an error when
@@ -52,18 +75,40 @@ impl TlsDial {
         ep: &Endpoint,
         alpn: Alpn,
     ) -> io::Result<Option<TlsDial>> {
-        let creds = match ep.tls {
+        let (creds, expected) = match &ep.tls {
             UpstreamTls::Plaintext => return Ok(None),
-            UpstreamTls::Auto => match state.current() {
-                Some(c) => c,
+            UpstreamTls::Originate(o) => {
+                let o = o.0.as_ref().as_ref().map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("TLS origination for {}: {e}", cluster.name),
+                    )
+                })?;
+                let config = match alpn {
+                    Alpn::Http1 => o.h1.clone(),
+                    Alpn::Http2 => o.h2.clone(),
+                    Alpn::Tcp => o.tcp.clone(),
+                };
+                return Ok(Some(TlsDial {
+                    config,
+                    sni: o.sni.clone(),
+                    pool_key: o.pool_key,
+                    expected: None,
+                }));
+            }
+            UpstreamTls::Auto(sans) => match state.current() {
+                Some(c) => (c, sans),
                 None => return Ok(None),
             },
-            UpstreamTls::IstioMutual => state.current().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    "ISTIO_MUTUAL: no workload certificate yet",
-                )
-            })?,
+            UpstreamTls::IstioMutual(sans) => (
+                state.current().ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "ISTIO_MUTUAL: no workload certificate yet",
+                    )
+                })?,
+                sans,
+            ),
         };
         let config = match alpn {
             Alpn::Http1 => creds.client_h1.clone(),
@@ -74,7 +119,12 @@ impl TlsDial {
         let sni = ServerName::try_from(format!("outbound_.{}_._.{}", cluster.port, cluster.host))
             .or_else(|_| ServerName::try_from(cluster.host.to_string()))
             .unwrap_or_else(|_| ServerName::IpAddress(ep.addr.ip().into()));
-        Ok(Some(TlsDial { config, sni }))
+        Ok(Some(TlsDial {
+            config,
+            sni,
+            pool_key: super::originate::pool_key(("mesh", &**expected)),
+            expected: Some(expected.clone()),
+        }))
     }
 }
 

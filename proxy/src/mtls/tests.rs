@@ -20,18 +20,95 @@ fn inbound_modes() {
 
 #[test]
 fn upstream_decision() {
+    use mesh_api::networking::ClientTlsSettings;
+    use originate::ClusterTls;
     let meshed = BTreeMap::from([(TLS_MODE_LABEL.to_string(), "istio".to_string())]);
     let plain = BTreeMap::new();
-    assert_eq!(UpstreamTls::decide(None, &meshed), UpstreamTls::Auto);
-    assert_eq!(UpstreamTls::decide(None, &plain), UpstreamTls::Plaintext);
+    let sas = vec!["spiffe://cluster.local/ns/default/sa/echo".to_string()];
+    let mode = |m: &str| ClientTlsSettings {
+        mode: Some(m.into()),
+        ..Default::default()
+    };
+    let c = |s: Option<&ClientTlsSettings>| ClusterTls::compile(s, "h", &sas, "c");
     assert_eq!(
-        UpstreamTls::decide(Some("DISABLE"), &meshed),
+        c(None).for_endpoint(&meshed),
+        UpstreamTls::Auto(sas.clone().into())
+    );
+    assert_eq!(c(None).for_endpoint(&plain), UpstreamTls::Plaintext);
+    assert_eq!(
+        c(Some(&mode("DISABLE"))).for_endpoint(&meshed),
+        UpstreamTls::Plaintext
+    );
+    // TLS settings without a mode are DISABLE (the API's zero value).
+    assert_eq!(
+        c(Some(&ClientTlsSettings::default())).for_endpoint(&meshed),
         UpstreamTls::Plaintext
     );
     assert_eq!(
-        UpstreamTls::decide(Some("ISTIO_MUTUAL"), &plain),
-        UpstreamTls::IstioMutual
+        c(Some(&mode("ISTIO_MUTUAL"))).for_endpoint(&plain),
+        UpstreamTls::IstioMutual(sas.clone().into())
     );
+    // The rule's subjectAltNames replace the service accounts.
+    let pinned = ClientTlsSettings {
+        subject_alt_names: vec!["spiffe://cluster.local/ns/x/sa/y".into()],
+        ..mode("ISTIO_MUTUAL")
+    };
+    assert_eq!(
+        c(Some(&pinned)).for_endpoint(&meshed),
+        UpstreamTls::IstioMutual(vec!["spiffe://cluster.local/ns/x/sa/y".to_string()].into())
+    );
+    // SIMPLE/MUTUAL never fall back to plaintext, even when unusable.
+    let broken = ClientTlsSettings {
+        ca_certificates: Some("/nonexistent/ca.pem".into()),
+        ..mode("SIMPLE")
+    };
+    match c(Some(&broken)).for_endpoint(&plain) {
+        UpstreamTls::Originate(o) => {
+            let e = o.0.as_ref().as_ref().err().unwrap().to_string();
+            assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let cred = ClientTlsSettings {
+        credential_name: Some("my-secret".into()),
+        ..mode("SIMPLE")
+    };
+    match c(Some(&cred)).for_endpoint(&plain) {
+        UpstreamTls::Originate(o) => assert!(matches!(
+            o.0.as_ref(),
+            Err(originate::OriginateError::CredentialName(_))
+        )),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pinned_identity() {
+    let der = leaf(vec![rcgen::SanType::URI(
+        rcgen::string::Ia5String::try_from("spiffe://cluster.local/ns/default/sa/echo").unwrap(),
+    )]);
+    let echo = "spiffe://cluster.local/ns/default/sa/echo".to_string();
+    let other = "spiffe://cluster.local/ns/default/sa/other".to_string();
+    assert!(verify::check_identity(&der, &[]).is_ok());
+    assert!(verify::check_identity(&der, &[other.clone(), echo.clone()]).is_ok());
+    let e = verify::check_identity(&der, std::slice::from_ref(&other)).unwrap_err();
+    assert!(e.contains("sa/echo") && e.contains("sa/other"), "{e}");
+}
+
+#[test]
+fn san_list_matching() {
+    let der = leaf(vec![
+        rcgen::SanType::DnsName(rcgen::string::Ia5String::try_from("*.example.com").unwrap()),
+        rcgen::SanType::IpAddress("10.1.2.3".parse().unwrap()),
+    ]);
+    let m = |w: &[&str]| {
+        verify::san_matches(&der, &w.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    };
+    assert!(m(&["api.example.com"]));
+    assert!(m(&["nope.test", "10.1.2.3"]));
+    assert!(!m(&["a.b.example.com"]));
+    assert!(!m(&["example.com"]));
+    assert!(!m(&["other.test"]));
 }
 
 fn leaf(sans: Vec<rcgen::SanType>) -> Vec<u8> {
@@ -82,5 +159,28 @@ fn xfcc_format() {
         format!(
             "By=spiffe://cluster.local/ns/default/sa/echo;Hash={hash};Subject=\"\";URI=spiffe://cluster.local/ns/shop/sa/cart"
         )
+    );
+}
+
+#[test]
+fn simple_without_ca_certificates_uses_the_os_trust_store() {
+    let s = mesh_api::networking::ClientTlsSettings {
+        mode: Some("SIMPLE".into()),
+        ..Default::default()
+    };
+    let built = originate::build(&s, false, "api.example.com");
+    if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        let o = built.unwrap();
+        assert_eq!(
+            o.sni,
+            rustls::pki_types::ServerName::try_from("api.example.com").unwrap()
+        );
+    } else {
+        assert_eq!(built.err(), Some(originate::OriginateError::NoRoots));
+    }
+    // MUTUAL without a client certificate is refused, never sent without one.
+    assert_eq!(
+        originate::build(&s, true, "api.example.com").err(),
+        Some(originate::OriginateError::NoClientCert)
     );
 }

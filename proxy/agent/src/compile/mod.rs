@@ -51,6 +51,8 @@ pub struct Settings {
     /// `ALLOW_ANY` or `REGISTRY_ONLY` when no Sidecar says otherwise.
     pub outbound_policy: String,
     pub visibility: Visibility,
+    /// SPIFFE trust domain of the mesh identities services expect (`cluster.local`).
+    pub trust_domain: String,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             root_namespace: "istio-system".into(),
             outbound_policy: "ALLOW_ANY".into(),
             visibility: Visibility::Namespace,
+            trust_domain: "cluster.local".into(),
         }
     }
 }

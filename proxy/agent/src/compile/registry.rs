@@ -95,7 +95,7 @@ pub fn build(
     }
     cache.entries = next;
     for se in accepted_se {
-        for svc in service_entry(se, &ix) {
+        for svc in service_entry(se, &ix, &settings.trust_domain) {
             if out.contains_key(&svc.hostname) {
                 warnings.push(format!(
                     "ServiceEntry/{}/{}: host {} is already a Kubernetes Service; the Service wins",
@@ -196,6 +196,7 @@ fn kube_service(s: &KService, ix: &Index<'_>, settings: &Settings) -> Option<Ser
         })
         .unwrap_or_default();
     Some(Service {
+        subject_alt_names: subject_alt_names(&settings.trust_domain, ns, &endpoints, &[]),
         hostname: format!("{name}.{ns}.svc.{}", settings.domain_suffix),
         namespace: ns.into(),
         origin: "Kubernetes".into(),
@@ -206,6 +207,27 @@ fn kube_service(s: &KService, ix: &Index<'_>, settings: &Settings) -> Option<Ser
         location: None,
         resolution: None,
     })
+}
+
+/// The identities a service's workloads present, as Istio derives a cluster's
+/// SAN list: `spiffe://<td>/ns/<ns>/sa/<sa>` for each endpoint's service account
+/// (endpoints without one add nothing), plus names a ServiceEntry declares.
+pub fn subject_alt_names(
+    trust_domain: &str,
+    ns: &str,
+    endpoints: &[Endpoint],
+    declared: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = endpoints
+        .iter()
+        .filter_map(|e| e.service_account.as_deref().filter(|sa| !sa.is_empty()))
+        .filter_map(|sa| mesh_api::Identity::new(trust_domain, ns, sa).ok())
+        .map(|id| id.to_string())
+        .chain(declared.iter().cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn locality(labels: Option<&BTreeMap<String, String>>, zone: Option<&str>) -> String {
@@ -326,7 +348,7 @@ fn from_pods(s: &KService, ns: &str, ix: &Index<'_>) -> Vec<Endpoint> {
     out
 }
 
-fn service_entry(se: &ServiceEntry, ix: &Index<'_>) -> Vec<Service> {
+fn service_entry(se: &ServiceEntry, ix: &Index<'_>, trust_domain: &str) -> Vec<Service> {
     let ns = se.metadata.namespace.as_deref().unwrap_or("default");
     let s = &se.spec;
     let ports: Vec<ServicePort> = s
@@ -388,6 +410,7 @@ fn service_entry(se: &ServiceEntry, ix: &Index<'_>) -> Vec<Service> {
         }
     }
     endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+    let sans = subject_alt_names(trust_domain, ns, &endpoints, &s.subject_alt_names);
     s.hosts
         .iter()
         .map(|h| Service {
@@ -400,6 +423,49 @@ fn service_entry(se: &ServiceEntry, ix: &Index<'_>) -> Vec<Service> {
             export_to: s.export_to.clone(),
             location: Some(s.location.clone().unwrap_or_else(|| "MESH_EXTERNAL".into())),
             resolution: Some(s.resolution.clone().unwrap_or_else(|| "NONE".into())),
+            subject_alt_names: sans.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_identities_of_a_service() {
+        let ep = |sa: Option<&str>| Endpoint {
+            address: "10.0.0.1".into(),
+            service_account: sa.map(str::to_string),
+            ..Default::default()
+        };
+        let eps = [
+            ep(Some("reviews")),
+            ep(None),
+            ep(Some("reviews")),
+            ep(Some("bookinfo")),
+            ep(Some("")),
+        ];
+        assert_eq!(
+            subject_alt_names("example.org", "shop", &eps, &[]),
+            vec![
+                "spiffe://example.org/ns/shop/sa/bookinfo".to_string(),
+                "spiffe://example.org/ns/shop/sa/reviews".to_string(),
+            ]
+        );
+        // A ServiceEntry's declared names join its workloads' accounts.
+        assert_eq!(
+            subject_alt_names(
+                "cluster.local",
+                "ext",
+                &[ep(Some("db"))],
+                &["spiffe://other.td/ns/x/sa/y".into()]
+            ),
+            vec![
+                "spiffe://cluster.local/ns/ext/sa/db".to_string(),
+                "spiffe://other.td/ns/x/sa/y".to_string(),
+            ]
+        );
+        assert!(subject_alt_names("cluster.local", "ns", &[ep(None)], &[]).is_empty());
+    }
 }

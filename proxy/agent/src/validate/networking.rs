@@ -494,12 +494,21 @@ fn policy_parts(
             Some("MUTUAL") if t.credential_name.is_none() && (t.client_certificate.is_none() || t.private_key.is_none()) => r.error(
                 &tp,
                 t.mode.as_ref(),
-                "mode MUTUAL needs clientCertificate and privateKey, or credentialName",
+                "mode MUTUAL needs clientCertificate and privateKey (files in the pod)",
             ),
             Some("DISABLE") if has_files || t.credential_name.is_some() || t.sni.is_some() => {
                 r.error(&tp, t.mode.as_ref(), "TLS settings given but mode is DISABLE")
             }
             _ => {}
+        }
+        // Istio's sidecars fetch credentialName through SDS from a Secret; we do
+        // not yet, and must not silently send plaintext instead.
+        if t.credential_name.is_some() {
+            r.error(
+                format!("{tp}.credentialName"),
+                t.credential_name.as_ref(),
+                "credentialName is not supported for sidecars yet; use clientCertificate/privateKey/caCertificates files",
+            );
         }
         if t.credential_name.is_some()
             && (t.client_certificate.is_some() || t.private_key.is_some())

@@ -1,0 +1,192 @@
+//! Issue 8's long rotation run: 60 s workload certificates on both sidecars
+//! (each renews about every 30 s) under an open-loop 200 req/s for 5 minutes
+//! over keep-alive connections, plus a new HTTP connection and a new TCP (fresh
+//! mTLS handshake upstream) connection every second. Zero failures allowed.
+//! Alone in its own test binary: it takes a little over five minutes.
+
+mod common;
+mod meshnet;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use meshnet::*;
+
+const SVC_VIP: &str = "10.96.0.20";
+const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
+
+const RUN_SECS: u64 = 300;
+/// 4 keep-alive clients at 50 req/s each.
+const CLIENTS: u64 = 4;
+const RPS_PER_CLIENT: u64 = 50;
+
+/// One fresh HTTP connection (`Connection: close`) and one fresh TCP echo.
+fn fresh_connections() -> Result<(), String> {
+    let mut s = TcpStream::connect((SVC_VIP, 8080)).map_err(|e| format!("http connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /fresh HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("http write: {e}"))?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)
+        .map_err(|e| format!("http read: {e}"))?;
+    if !resp.starts_with(b"HTTP/1.1 200") {
+        return Err(format!(
+            "http: {:?}",
+            String::from_utf8_lossy(&resp[..resp.len().min(200)])
+        ));
+    }
+    let mut t = TcpStream::connect((SVC_VIP, 9000)).map_err(|e| format!("tcp connect: {e}"))?;
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    t.write_all(b"rotate\n")
+        .map_err(|e| format!("tcp write: {e}"))?;
+    let mut buf = [0u8; 7];
+    t.read_exact(&mut buf)
+        .map_err(|e| format!("tcp read: {e}"))?;
+    if &buf != b"rotate\n" {
+        return Err(format!("tcp echo {buf:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn sixty_second_certificates_under_200_rps_for_five_minutes() {
+    let specs = [
+        PodSpec {
+            name: "client-0",
+            pod_sa: "client",
+            token_sa: Some("client"),
+            labels: &[("app", "client"), MESHED],
+        },
+        PodSpec {
+            name: "echo-v1-0",
+            pod_sa: "echo",
+            token_sa: Some("echo"),
+            labels: &[("app", "echo"), ("version", "v1"), MESHED],
+        },
+    ];
+    let m = MeshNet::new(SERVICES, &specs, &["--cert-ttl", "60s"]);
+    let client = m.pod("client-0");
+    let server = m.pod("echo-v1-0");
+    let first = admin_json(server, "/certs");
+    let t0 = Instant::now();
+
+    // New connections, one of each per second, on a fixed schedule.
+    let stop = Arc::new(AtomicBool::new(false));
+    let fresh_ok = Arc::new(AtomicU64::new(0));
+    let (st, ok) = (stop.clone(), fresh_ok.clone());
+    let fresh = in_netns(client, move || {
+        let mut failed = Vec::new();
+        let start = Instant::now();
+        let mut n = 0u64;
+        while !st.load(Ordering::Relaxed) && n < RUN_SECS {
+            match fresh_connections() {
+                Ok(()) => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => failed.push(format!("at {:?}: {e}", start.elapsed())),
+            }
+            n += 1;
+            let next = start + Duration::from_secs(n);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        failed
+    });
+
+    // The open-loop keep-alive load, in the client app.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let load = {
+        let url = format!("http://{SVC_VIP}:8080/");
+        let pod_exec = |args: Vec<String>| {
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            client.exec(APP, &argv).unwrap()
+        };
+        let args = vec![
+            "h2load".to_string(),
+            "--h1".into(),
+            "-c".into(),
+            CLIENTS.to_string(),
+            "--rps".into(),
+            RPS_PER_CLIENT.to_string(),
+            "-D".into(),
+            RUN_SECS.to_string(),
+            url,
+        ];
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let out = pod_exec(args);
+                done_tx.send(()).unwrap();
+                out
+            });
+            // Progress every 30 s while the load runs.
+            loop {
+                match done_rx.recv_timeout(Duration::from_secs(30)) {
+                    Ok(()) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let c = admin_json(client, "/certs");
+                        let sv = admin_json(server, "/certs");
+                        eprintln!(
+                            "[{:>4}s] rotations client={} server={} fresh connections ok={}",
+                            t0.elapsed().as_secs(),
+                            c["rotations"],
+                            sv["rotations"],
+                            fresh_ok.load(Ordering::Relaxed)
+                        );
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            h.join().unwrap()
+        })
+    };
+    stop.store(true, Ordering::Relaxed);
+    let fresh_failed = fresh.join().unwrap();
+    let text = String::from_utf8_lossy(&load.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_else(|| panic!("no h2load summary: {text}"));
+    let num = |what: &str| -> u64 {
+        let re = regex::Regex::new(&format!(r"(\d+) {what}")).unwrap();
+        re.captures(line).unwrap()[1].parse().unwrap()
+    };
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap();
+    let fresh_n = fresh_ok.load(Ordering::Relaxed);
+    let rot: Vec<u64> = [client, server]
+        .iter()
+        .map(|p| admin_json(p, "/certs")["rotations"].as_u64().unwrap())
+        .collect();
+    eprintln!(
+        "rotation_long: {:?} | {line} | {codes} | fresh http+tcp ok={fresh_n} failed={} | certificates installed client={} server={}",
+        t0.elapsed(),
+        fresh_failed.len(),
+        rot[0],
+        rot[1]
+    );
+    // Open loop at 200 req/s for 300 s: about 60 000 requests, none failed.
+    let expected = CLIENTS * RPS_PER_CLIENT * RUN_SECS;
+    assert!(num("succeeded") >= expected * 95 / 100, "{line}");
+    assert_eq!(num("failed"), 0, "{line}");
+    assert_eq!(num("errored"), 0, "{line}");
+    assert_eq!(num("timeout"), 0, "{line}");
+    assert!(
+        codes.contains(&format!("{} 2xx", num("succeeded"))),
+        "{codes}"
+    );
+    assert!(fresh_failed.is_empty(), "{fresh_failed:?}");
+    assert!(fresh_n >= RUN_SECS - 2, "{fresh_n}");
+    // The first certificate plus at least four renewals on each side.
+    for r in &rot {
+        assert!(*r >= 5, "{rot:?}");
+    }
+    let last = admin_json(server, "/certs");
+    assert!(
+        last["notAfter"].as_u64() > first["notAfter"].as_u64(),
+        "{first} {last}"
+    );
+}
