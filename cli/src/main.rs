@@ -2,6 +2,7 @@
 //! this file only parses arguments and dispatches.
 
 mod analyze;
+mod cluster;
 mod demo;
 mod http_get;
 mod kube_inject;
