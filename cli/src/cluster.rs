@@ -44,7 +44,7 @@ pub enum ClusterError {
     NoConfig(String),
     #[error("building the Kubernetes client for {url}: {source}")]
     Client { url: String, source: kube::Error },
-    #[error("the Kubernetes API server at {url} is unreachable ({what}): {source}")]
+    #[error("the Kubernetes API server at {url} is unreachable ({what}): {}", chain(.source))]
     Unreachable {
         url: String,
         what: String,
@@ -68,6 +68,21 @@ pub enum ClusterError {
     },
     #[error("starting the client runtime: {0}")]
     Runtime(#[from] std::io::Error),
+}
+
+/// An error and its causes on one line (a connect error says why only in its source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 impl ClusterError {
@@ -207,7 +222,12 @@ impl Cluster {
     }
 
     /// A page of a pod's sidecar admin (15000), after checking the pod has one.
-    pub fn sidecar_admin_get(&self, ns: &str, pod: &str, path: &str) -> Result<String, ClusterError> {
+    pub fn sidecar_admin_get(
+        &self,
+        ns: &str,
+        pod: &str,
+        path: &str,
+    ) -> Result<String, ClusterError> {
         let p = self.get_pod(ns, pod)?;
         if !has_sidecar(&p) {
             return Err(ClusterError::NoSidecar {

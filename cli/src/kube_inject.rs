@@ -37,7 +37,8 @@ pub struct Args {
 /// The mesh ConfigMap of the kubeconfig's cluster; `None` when no cluster is
 /// configured or reachable.
 fn from_cluster(ns: &str) -> anyhow::Result<Option<MeshConfig>> {
-    let text = Cluster::connect().and_then(|c| c.configmap_key(ns, MESH_CONFIGMAP, MESH_CONFIGMAP_KEY));
+    let text =
+        Cluster::connect().and_then(|c| c.configmap_key(ns, MESH_CONFIGMAP, MESH_CONFIGMAP_KEY));
     match text {
         Ok(t) => parse_mesh_config(&t)
             .map(Some)

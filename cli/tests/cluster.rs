@@ -107,9 +107,30 @@ fn world() -> World {
     let (sync, debug) = (field(&line, "sync="), field(&line, "debug="));
     let (proxy, line) = spawn(
         Command::new(workspace_bin("mesh-proxy"))
-            .args(["--bind", "127.0.0.1", "--pod", "web-0", "--namespace", "shop"])
-            .args(["--outbound-port", "0", "--inbound-port", "0", "--admin-port", "0"])
-            .args(["--health-port", "0", "--prometheus-port", "0", "--status-port", "0"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--pod",
+                "web-0",
+                "--namespace",
+                "shop",
+            ])
+            .args([
+                "--outbound-port",
+                "0",
+                "--inbound-port",
+                "0",
+                "--admin-port",
+                "0",
+            ])
+            .args([
+                "--health-port",
+                "0",
+                "--prometheus-port",
+                "0",
+                "--status-port",
+                "0",
+            ])
             .args(["--agent", &sync]),
     );
     let admin = field(&line, "admin=");
@@ -121,7 +142,12 @@ fn world() -> World {
         );
         objects.pods.insert(k, p);
     };
-    add(pod("shop", "web-0", json!({"app": "web"}), &["web", "istio-proxy"]));
+    add(pod(
+        "shop",
+        "web-0",
+        json!({"app": "web"}),
+        &["web", "istio-proxy"],
+    ));
     add(pod("shop", "plain-0", json!({"app": "plain"}), &["plain"]));
     add(pod(
         "istio-system",
@@ -170,18 +196,30 @@ fn proxy_config_and_status_through_the_api_server() {
         o.contains(" v1 ")
     });
     let (_, direct, _) = meshctl(&kc, &["proxy-config", "cluster", &w.admin]);
-    assert_eq!(out, direct, "same table through the API as from the admin port");
+    assert_eq!(
+        out, direct,
+        "same table through the API as from the admin port"
+    );
     assert!(out.starts_with("SERVICE FQDN"), "{out}");
     for want in [fq, "BlackHoleCluster", "PassthroughCluster"] {
         assert!(out.contains(want), "{want} in\n{out}");
     }
     let seen = w.api.seen();
-    assert!(seen.contains(&"GET /api/v1/namespaces/shop/pods/web-0".into()), "{seen:?}");
+    assert!(
+        seen.contains(&"GET /api/v1/namespaces/shop/pods/web-0".into()),
+        "{seen:?}"
+    );
     assert!(
         seen.contains(&"GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/config_dump".into()),
         "{seen:?}"
     );
-    assert!(w.api.auth.lock().unwrap().iter().all(|a| a == "Bearer test-token"));
+    assert!(w
+        .api
+        .auth
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|a| a == "Bearer test-token"));
 
     // The kubeconfig context's namespace (shop) and -n give the same pod; JSON too.
     w.api.clear();
@@ -189,7 +227,10 @@ fn proxy_config_and_status_through_the_api_server() {
     assert!(ok, "{err}");
     let eps: serde_json::Value = serde_json::from_str(&json_out).unwrap();
     assert!(
-        eps.as_array().unwrap().iter().any(|e| e["endpoint"] == "10.1.0.1:9080"),
+        eps.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["endpoint"] == "10.1.0.1:9080"),
         "{json_out}"
     );
     let (ok, _, err) = meshctl(&kc, &["proxy-config", "route", "web-0", "-n", "shop"]);
@@ -227,7 +268,10 @@ fn proxy_config_and_status_through_the_api_server() {
     // proxy-status: the agent pods by label, each one's syncz through the API.
     w.api.clear();
     let out = until(&kc, &["proxy-status"], |o| o.contains("SYNCED"));
-    let row = out.lines().find(|l| l.starts_with("web-0 ")).unwrap_or_else(|| panic!("{out}"));
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("web-0 "))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains(" shop ") && row.ends_with("SYNCED"), "{out}");
     let seen = w.api.seen();
     assert!(
@@ -260,7 +304,84 @@ fn an_unreachable_admin_port_is_reported_with_the_pod() {
     let (ok, _, err) = meshctl(&api.kubeconfig(), &["proxy-config", "cluster", "dark-0"]);
     assert!(!ok, "{err}");
     assert!(
-        err.contains("pod shop/dark-0 port 15000") && err.contains("503") && err.contains("connection refused"),
+        err.contains("pod shop/dark-0 port 15000")
+            && err.contains("503")
+            && err.contains("connection refused"),
         "{err}"
     );
+}
+
+#[test]
+fn version_finds_the_control_plane_and_proxies_in_the_cluster() {
+    let w = world();
+    let kc = w.api.kubeconfig();
+    // A real webhook on a certificate from a throwaway CA (the API server does not
+    // verify pod certificates on the proxy subresource, nor does the fake).
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, rcgen::KeyPair::generate().unwrap());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mesh-webhook.istio-system.svc".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let tls = tempfile::tempdir().unwrap();
+    let p = |n: &str| tls.path().join(n).to_str().unwrap().to_string();
+    std::fs::write(p("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(p("tls.key"), key.serialize_pem()).unwrap();
+    let (_webhook, line) = spawn(Command::new(workspace_bin("mesh-webhook")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &p("tls.crt"),
+        "--tls-key",
+        &p("tls.key"),
+    ]));
+    let webhook = line.trim().rsplit(' ').next().unwrap().to_string();
+    {
+        let mut o = w.api.objects.lock().unwrap();
+        o.pods.insert(
+            ("istio-system".into(), "mesh-webhook-1".into()),
+            pod(
+                "istio-system",
+                "mesh-webhook-1",
+                json!({"app": "mesh-webhook"}),
+                &["mesh-webhook"],
+            ),
+        );
+        o.backends.insert(
+            "istio-system/mesh-webhook-1:15017".into(),
+            format!("https://{webhook}"),
+        );
+    }
+    let v = env!("CARGO_PKG_VERSION");
+    // The proxy shows up in the data plane once the agent reports it connected.
+    let out = until(&kc, &["version"], |o| o.contains("data plane"));
+    assert_eq!(
+        out,
+        format!(
+            "client version: {v}\ncontrol plane version: {v}\ndata plane version: {v} (1 proxy)\n"
+        )
+    );
+    let (ok, out, err) = meshctl(&kc, &["version", "-o", "json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        j["agents"][0]["address"],
+        "pod istio-system/mesh-agent-7f9c"
+    );
+    assert_eq!(
+        j["webhooks"][0]["address"],
+        "pod istio-system/mesh-webhook-1"
+    );
+    assert_eq!(j["webhooks"][0]["version"], v);
+    assert_eq!(j["dataPlane"][0]["address"], "pod shop/web-0");
+    let seen = w.api.seen();
+    for want in [
+        "GET /api/v1/namespaces/istio-system/pods/mesh-agent-7f9c:15014/proxy/version",
+        "GET /api/v1/namespaces/istio-system/pods/https:mesh-webhook-1:15017/proxy/version",
+        "GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/server_info",
+    ] {
+        assert!(seen.contains(&want.to_string()), "{want} in {seen:?}");
+    }
 }

@@ -66,7 +66,11 @@ fn status(code: u16, reason: &str, message: String) -> Response {
 fn query_param(q: &str, key: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.replace("%3D", "=").replace("%3d", "=").replace("%2C", ","))
+        (k == key).then(|| {
+            v.replace("%3D", "=")
+                .replace("%3d", "=")
+                .replace("%2C", ",")
+        })
     })
 }
 
@@ -190,7 +194,9 @@ impl FakeApi {
                     };
                     sn.lock().unwrap().push(line);
                     if let Some(a) = req.headers().get("authorization") {
-                        au.lock().unwrap().push(a.to_str().unwrap_or("").to_string());
+                        au.lock()
+                            .unwrap()
+                            .push(a.to_str().unwrap_or("").to_string());
                     }
                     handle(st, req)
                 });
