@@ -2,6 +2,7 @@
 //! this file only parses arguments and dispatches.
 
 mod analyze;
+mod cluster;
 mod demo;
 mod http_get;
 mod kube_inject;
@@ -45,9 +46,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // kube_client logs request failures itself; ours name the object instead.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,kube_client=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

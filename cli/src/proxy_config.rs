@@ -1,15 +1,19 @@
-//! `meshctl proxy-config <cluster|listener|route|endpoint|all> <ADMIN-ADDR|POD>
-//! [-o short|json]`: what one sidecar has in force, read from its admin endpoint's
-//! `/config_dump` (the `compiled` tables of `mesh_proxy::config_dump`), printed
-//! with the columns of `istioctl proxy-config`.
+//! `meshctl proxy-config <cluster|listener|route|endpoint|secret|all>
+//! <ADMIN-ADDR|POD[.NAMESPACE]> [-n NS] [-o short|json]`: what one sidecar has in
+//! force, read from its admin endpoint's `/config_dump` (the `compiled` tables of
+//! `mesh_proxy::config_dump`) and `/certs`, printed with the columns of
+//! `istioctl proxy-config`.
 //!
-//! The target is the admin address (`127.0.0.1:15000` inside the pod, or the local
-//! end of `kubectl port-forward POD 15000`). Pod names are not resolved here yet
-//! (no API-server port-forward): the error says what to run instead.
+//! A target that is `host:port` is the admin address itself (`127.0.0.1:15000`
+//! inside the pod, or the local end of `kubectl port-forward POD 15000`); anything
+//! else is a pod, whose admin pages are read through the API server's pod proxy
+//! subresource (see `crate::cluster` for how that differs from istioctl's
+//! port-forward).
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::Value;
 
+use crate::cluster::{pod_and_namespace, Cluster};
 use crate::http_get::{get_json, table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,8 +41,12 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     kind: Kind,
-    /// Admin address of the sidecar (host:port, e.g. 127.0.0.1:15000).
+    /// Pod (`POD` or `POD.NAMESPACE`), or the sidecar's admin address (host:port,
+    /// e.g. 127.0.0.1:15000).
     target: String,
+    /// Namespace of the pod (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "short")]
     output: Output,
     /// Only rows of this service FQDN (clusters, routes, endpoints).
@@ -49,37 +57,84 @@ pub struct Args {
     port: Option<u16>,
 }
 
+/// Where the admin pages come from.
+enum Source {
+    Addr(String),
+    Pod {
+        cluster: Box<Cluster>,
+        ns: String,
+        pod: String,
+    },
+}
+
+impl Source {
+    fn of(target: &str, namespace: Option<&str>) -> anyhow::Result<Source> {
+        if is_admin_addr(target) {
+            return Ok(Source::Addr(target.to_string()));
+        }
+        let cluster = Cluster::connect().with_context(|| {
+            format!(
+                "{target:?} is not an admin address (host:port), so it names a pod; \
+                 for a sidecar outside Kubernetes run `kubectl port-forward {target} 15000` \
+                 and pass 127.0.0.1:15000"
+            )
+        })?;
+        let (pod, ns) = pod_and_namespace(target, namespace, cluster.namespace());
+        Ok(Source::Pod {
+            cluster: Box::new(cluster),
+            ns,
+            pod,
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Source::Addr(a) => format!("the sidecar at {a}"),
+            Source::Pod { ns, pod, .. } => format!("the sidecar of pod {ns}/{pod}"),
+        }
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<Value> {
+        match self {
+            Source::Addr(a) => get_json(a, path),
+            Source::Pod { cluster, ns, pod } => {
+                let body = cluster.sidecar_admin_get(ns, pod, path)?;
+                serde_json::from_str(&body)
+                    .with_context(|| format!("GET {path}: not JSON: {body:.200}"))
+            }
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let addr = admin_addr(&args.target)?;
+    let src = Source::of(&args.target, args.namespace.as_deref())?;
+    let who = src.name();
     if args.kind == Kind::Secret {
-        let certs = get_json(&addr, "/certs")
-            .with_context(|| format!("reading the certificates of the sidecar at {addr}"))?;
+        let certs = src
+            .get("/certs")
+            .with_context(|| format!("reading the certificates of {who}"))?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&certs)?),
             _ => print!("{}", secrets(&certs)),
         }
         return Ok(());
     }
-    let dump = get_json(&addr, "/config_dump")
-        .with_context(|| format!("reading the config of the sidecar at {addr}"))?;
+    let dump = src
+        .get("/config_dump")
+        .with_context(|| format!("reading the config of {who}"))?;
     let compiled = dump
         .get("compiled")
         .filter(|c| c.is_object())
-        .with_context(|| format!("the sidecar at {addr} has no configuration yet"))?;
+        .with_context(|| format!("{who} has no configuration yet"))?;
     let filtered = filter(compiled, args.fqdn.as_deref(), args.port);
     print!("{}", render(&filtered, args.kind, args.output)?);
     Ok(())
 }
 
-/// `host:port` as given; a bare pod name is refused with what to do.
-fn admin_addr(target: &str) -> anyhow::Result<String> {
-    match target.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(target.to_string()),
-        _ => bail!(
-            "{target:?} is not an admin address (host:port); for a pod, run \
-             `kubectl port-forward {target} 15000` and pass 127.0.0.1:15000"
-        ),
-    }
+/// `host:port` (a name or IP and a numeric port); pod names cannot contain `:`.
+fn is_admin_addr(target: &str) -> bool {
+    target.parse::<std::net::SocketAddr>().is_ok()
+        || matches!(target.rsplit_once(':'), Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok())
 }
 
 fn filter(compiled: &Value, fqdn: Option<&str>, port: Option<u16>) -> Value {
@@ -229,6 +284,7 @@ pub fn secrets(certs: &Value) -> String {
         "TYPE".into(),
         "STATUS".into(),
         "IDENTITY".into(),
+        "SERIAL NUMBER".into(),
         "NOT BEFORE".into(),
         "NOT AFTER".into(),
         "ROTATIONS".into(),
@@ -240,6 +296,7 @@ pub fn secrets(certs: &Value) -> String {
                 "Cert Chain".into(),
                 "ACTIVE".into(),
                 id.to_string(),
+                s(&certs["serialNumber"]),
                 time("issuedAt"),
                 time("notAfter"),
                 certs["rotations"].to_string(),
@@ -260,6 +317,7 @@ pub fn secrets(certs: &Value) -> String {
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
                 ]);
             }
         }
@@ -267,6 +325,7 @@ pub fn secrets(certs: &Value) -> String {
             "default".into(),
             "Cert Chain".into(),
             "NONE (mTLS off: no workload certificate)".into(),
+            "-".into(),
             "-".into(),
             "-".into(),
             "-".into(),

@@ -1,15 +1,31 @@
 //! `meshctl proxy-status`: one row per proxy connected to each agent, from the
 //! agents' `/debug/syncz` — name, namespace, agent, version sent and acknowledged,
 //! and SYNCED / STALE / NOT SENT / ERROR (with the proxy's rejection reason).
+//!
+//! `--agent ADDR` reads agents directly. Without it, the agents are the running
+//! `app=mesh-agent` pods of the control plane namespace of the kubeconfig's
+//! cluster, each read through the API server's pod proxy subresource (see
+//! `crate::cluster`); with no cluster configured, the agent on 127.0.0.1:15014.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use mesh_api::syncapi::Syncz;
+
+use crate::cluster::{
+    is_running, pod_name, Cluster, ClusterError, AGENT_DEBUG_PORT, AGENT_SELECTOR, CONTROL_NS,
+};
+
+/// The agent's debug address when meshctl runs next to it (no cluster configured).
+const LOCAL_AGENT: &str = "127.0.0.1:15014";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Debug address of an agent (host:port); repeat for several agents.
-    #[arg(long = "agent", default_value = "127.0.0.1:15014")]
+    /// Debug address of an agent (host:port); repeat for several agents. Without
+    /// it, the agent pods of the cluster.
+    #[arg(long = "agent")]
     agents: Vec<String>,
+    /// Namespace of the control plane (the agent pods).
+    #[arg(long, default_value = CONTROL_NS)]
+    istio_namespace: String,
     /// Only proxies of this namespace.
     #[arg(long, short = 'n')]
     namespace: Option<String>,
@@ -20,7 +36,18 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut all = Vec::new();
-    for a in &args.agents {
+    let mut agents = args.agents.clone();
+    if agents.is_empty() {
+        match Cluster::connect() {
+            Ok(c) => all = from_cluster(&c, &args.istio_namespace)?,
+            Err(e @ ClusterError::NoConfig(_)) => {
+                eprintln!("{e}; asking the agent at {LOCAL_AGENT}");
+                agents.push(LOCAL_AGENT.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for a in &agents {
         all.push(fetch(a).with_context(|| format!("querying agent {a}"))?);
     }
     if let Some(ns) = &args.namespace {
@@ -34,6 +61,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", render(&all));
     }
     Ok(())
+}
+
+/// Every running agent pod's syncz, through the API server.
+fn from_cluster(c: &Cluster, ns: &str) -> anyhow::Result<Vec<Syncz>> {
+    let pods = c.list_pods(ns, AGENT_SELECTOR)?;
+    let running: Vec<_> = pods.iter().filter(|p| is_running(p)).collect();
+    if running.is_empty() {
+        bail!("no running agent pods ({AGENT_SELECTOR}) in namespace {ns}: is the mesh installed?");
+    }
+    let mut out = Vec::new();
+    for p in running {
+        let name = pod_name(p);
+        let body = c.pod_proxy_get(ns, &name, AGENT_DEBUG_PORT, false, "/debug/syncz")?;
+        out.push(
+            serde_json::from_str(&body)
+                .with_context(|| format!("agent pod {ns}/{name} sent invalid syncz JSON"))?,
+        );
+    }
+    Ok(out)
 }
 
 /// GET /debug/syncz (the debug port is loopback-only, plain HTTP/1.1).

@@ -10,6 +10,12 @@
 //! Sources: each agent's debug `/version`, the webhook's HTTPS `/version`, each
 //! proxy admin's `/server_info`. An unreachable component is reported on stderr
 //! and left out; `-o json` gives every answer (and error) per address.
+//!
+//! Given no address, the components are found in the kubeconfig's cluster: the
+//! running `app=mesh-agent` and `app=mesh-webhook` pods of the control plane
+//! namespace and the proxies the agents report, each read through the API
+//! server's pod proxy subresource (see `crate::cluster`). With no cluster
+//! configured, only the client version is printed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +23,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::{json, Value};
 
+use k8s_openapi::api::core::v1::Pod;
+use mesh_api::syncapi::Syncz;
+
+use crate::cluster::{
+    is_running, pod_name, Cluster, ClusterError, AGENT_DEBUG_PORT, AGENT_SELECTOR, CONTROL_NS,
+    WEBHOOK_PORT, WEBHOOK_SELECTOR,
+};
 use crate::http_get::{get_json, get_json_tls};
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +55,57 @@ pub struct Args {
     short: bool,
     #[arg(short = 'o', long = "output", value_parser = ["short", "json"], default_value = "short")]
     output: String,
+    /// Namespace of the control plane (cluster mode).
+    #[arg(long, default_value = CONTROL_NS)]
+    istio_namespace: String,
+}
+
+/// Agents, webhooks and proxies of the cluster, each with what it answered.
+fn from_cluster(c: &Cluster, ns: &str) -> anyhow::Result<[Vec<Answer>; 3]> {
+    let ask = |pods: &[Pod], port, https, path| -> Vec<(String, anyhow::Result<Value>)> {
+        pods.iter()
+            .filter(|p| is_running(p))
+            .map(|p| {
+                let name = pod_name(p);
+                let v = c
+                    .pod_proxy_get(ns, &name, port, https, path)
+                    .map_err(anyhow::Error::new)
+                    .and_then(|b| serde_json::from_str(&b).context("answer is not JSON"));
+                (format!("pod {ns}/{name}"), v)
+            })
+            .collect()
+    };
+    let agent_pods = c.list_pods(ns, AGENT_SELECTOR)?;
+    let webhook_pods = c.list_pods(ns, WEBHOOK_SELECTOR)?;
+    let agents = ask(&agent_pods, AGENT_DEBUG_PORT, false, "/version");
+    let webhooks = ask(&webhook_pods, WEBHOOK_PORT, true, "/version");
+    // The proxies: those the agents report connected (each once).
+    let mut seen = std::collections::BTreeSet::new();
+    for p in ask(&agent_pods, AGENT_DEBUG_PORT, false, "/debug/syncz") {
+        if let Ok(Ok(z)) = p.1.map(serde_json::from_value::<Syncz>) {
+            seen.extend(z.proxies.into_iter().map(|p| (p.namespace, p.name)));
+        }
+    }
+    let proxies = seen
+        .into_iter()
+        .map(|(pns, name)| Answer {
+            addr: format!("pod {pns}/{name}"),
+            result: version_of(
+                c.sidecar_admin_get(&pns, &name, "/server_info")
+                    .map_err(anyhow::Error::new)
+                    .and_then(|b| serde_json::from_str(&b).context("answer is not JSON")),
+            ),
+        })
+        .collect();
+    let answers = |xs: Vec<(String, anyhow::Result<Value>)>| {
+        xs.into_iter()
+            .map(|(addr, v)| Answer {
+                addr,
+                result: version_of(v),
+            })
+            .collect()
+    };
+    Ok([answers(agents), answers(webhooks), proxies])
 }
 
 /// What one component answered.
@@ -68,7 +132,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
-    let agents: Vec<Answer> = args
+    let mut from_k8s = None;
+    if args.agents.is_empty() && args.webhooks.is_empty() && args.proxies.is_empty() {
+        match Cluster::connect() {
+            Ok(c) => match from_cluster(&c, &args.istio_namespace) {
+                Ok(a) => from_k8s = Some(a),
+                Err(e) => eprintln!("cluster: {e:#}"),
+            },
+            Err(ClusterError::NoConfig(_)) => {}
+            Err(e) => eprintln!("cluster: {e}"),
+        }
+    }
+    let [k8s_agents, k8s_webhooks, k8s_proxies] = from_k8s.unwrap_or_default();
+    let mut agents: Vec<Answer> = args
         .agents
         .iter()
         .map(|a| Answer {
@@ -76,7 +152,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             result: version_of(get_json(a, "/version")),
         })
         .collect();
-    let webhooks: Vec<Answer> = args
+    agents.extend(k8s_agents);
+    let mut webhooks: Vec<Answer> = args
         .webhooks
         .iter()
         .map(|a| Answer {
@@ -89,7 +166,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )),
         })
         .collect();
-    let proxies: Vec<Answer> = args
+    webhooks.extend(k8s_webhooks);
+    let mut proxies: Vec<Answer> = args
         .proxies
         .iter()
         .map(|a| Answer {
@@ -97,6 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             result: version_of(get_json(a, "/server_info")),
         })
         .collect();
+    proxies.extend(k8s_proxies);
     if args.output == "json" {
         let j = |xs: &[Answer]| -> Vec<Value> {
             xs.iter()

@@ -198,6 +198,40 @@ fn mtls_peer_authentication_and_authorization_table() {
         secret.contains("Cert Chain") && secret.contains("ROOTCA"),
         "{secret}"
     );
+    // Its SERIAL NUMBER is the one of the certificate web's sidecar really serves,
+    // read by a TLS handshake from a pod without sidecar (Istio's ALPN, so the
+    // PERMISSIVE inbound terminates mesh TLS; the missing client cert fails the
+    // handshake only after the server certificate has been sent).
+    let cells: Vec<&str> = secret
+        .lines()
+        .find(|l| l.starts_with("default "))
+        .unwrap_or_else(|| panic!("{secret}"))
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let shown = cells[4];
+    assert!(
+        !shown.is_empty() && shown.chars().all(|c| c.is_ascii_hexdigit()),
+        "{secret}"
+    );
+    let served = mesh.exec(
+        "legacy/outside-0",
+        None,
+        &[
+            "sh",
+            "-c",
+            "openssl s_client -connect web.shop:80 -alpn istio-http/1.1 </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial",
+        ],
+    );
+    let served = String::from_utf8_lossy(&served.stdout).trim().to_string();
+    let norm = |s: &str| s.trim_start_matches('0').to_ascii_lowercase();
+    assert_eq!(
+        norm(served.strip_prefix("serial=").unwrap_or("?")),
+        norm(shown),
+        "served {served:?}, shown\n{secret}"
+    );
     // PERMISSIVE (the default): a pod without a sidecar still gets in, in plaintext.
     let r = mesh.calls("legacy/outside-0", "http://web.shop/hello", 1, &[]);
     assert_eq!(r[0].0, 200);

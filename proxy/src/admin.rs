@@ -132,6 +132,7 @@ async fn certs(State(s): State<AdminState>) -> Response {
     let body = match s.shared.tls.current() {
         Some(c) => serde_json::json!({
             "identity": c.identity.to_string(),
+            "serialNumber": c.serial,
             "issuedAt": unix(c.issued_at),
             "notAfter": unix(c.not_after),
             "roots": c.roots,

@@ -51,6 +51,8 @@ pub struct Creds {
     pub identity: Identity,
     pub not_after: SystemTime,
     pub issued_at: SystemTime,
+    /// The leaf's serial number, lowercase hex (as `istioctl proxy-config secret` shows it).
+    pub serial: String,
     /// Inbound: TLS 1.3, client certificate required, Istio ALPNs.
     pub server: Arc<ServerConfig>,
     pub client_h1: Arc<ClientConfig>,
@@ -105,7 +107,7 @@ pub fn build_creds(
         .ok_or_else(|| CertError::Answer("empty certificate chain".into()))?;
     let identity =
         super::mesh_identity(leaf, trust_domain).map_err(|e| CertError::Answer(e.to_string()))?;
-    let (not_after, not_before) = validity(leaf)?;
+    let (not_after, not_before, serial) = validity(leaf)?;
     // The CA backdates notBefore for clock skew; the lifetime we plan rotation
     // on starts when we got the certificate.
     let issued_at = SystemTime::now().max(not_before);
@@ -144,6 +146,7 @@ pub fn build_creds(
         identity,
         not_after,
         issued_at,
+        serial,
         server: Arc::new(server),
         client_h1: client(super::ALPN_HTTP1)?,
         client_h2: client(super::ALPN_H2)?,
@@ -152,13 +155,15 @@ pub fn build_creds(
     })
 }
 
-fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime), CertError> {
+/// notAfter, notBefore and the serial (hex) of a certificate.
+fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime, String), CertError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::Answer(e.to_string()))?;
     let t = |ts: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64);
     Ok((
         t(cert.validity().not_after.timestamp()),
         t(cert.validity().not_before.timestamp()),
+        format!("{:x}", cert.serial),
     ))
 }
 

@@ -1,0 +1,387 @@
+//! meshctl against a Kubernetes cluster: the real `meshctl` binary, configured by
+//! a `KUBECONFIG` file only, talks to an in-process fake API server whose pod
+//! proxy subresource forwards to a real `mesh-proxy` admin (subscribed to a real
+//! `mesh-agent`), that agent's debug port, and a real `mesh-webhook`. The output
+//! must show what those processes really have, errors must name the pod, and
+//! the fake must have seen the exact API paths.
+
+mod fake_apiserver;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_apiserver::{pod, FakeApi, Objects};
+use mesh_e2e::bins::workspace_bin;
+use serde_json::json;
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  clusterIP: 10.96.0.20
+  selector: {app: reviews}
+  ports:
+  - {name: http, port: 9080}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1, namespace: shop, labels: {app: reviews, version: v1}}
+spec: {containers: [{name: app, image: reviews}]}
+status: {podIP: 10.1.0.1, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+"#;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> (Proc, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(child), line)
+}
+
+fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        .to_string()
+}
+
+/// meshctl with only `KUBECONFIG` telling it where the cluster is.
+fn meshctl(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A real agent over MESH, a real proxy (shop/web-0) subscribed to it, and the
+/// fake API server knowing them as pods.
+struct World {
+    api: FakeApi,
+    admin: String,
+    _procs: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let (agent, line) = spawn(
+        Command::new(workspace_bin("mesh-agent"))
+            .args(["--config-dir", dir.path().to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0", "--debug-listen", "127.0.0.1:0"]),
+    );
+    let (sync, debug) = (field(&line, "sync="), field(&line, "debug="));
+    let (proxy, line) = spawn(
+        Command::new(workspace_bin("mesh-proxy"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--pod",
+                "web-0",
+                "--namespace",
+                "shop",
+            ])
+            .args([
+                "--outbound-port",
+                "0",
+                "--inbound-port",
+                "0",
+                "--admin-port",
+                "0",
+            ])
+            .args([
+                "--health-port",
+                "0",
+                "--prometheus-port",
+                "0",
+                "--status-port",
+                "0",
+            ])
+            .args(["--agent", &sync]),
+    );
+    let admin = field(&line, "admin=");
+    let mut objects = Objects::default();
+    let mut add = |p: serde_json::Value| {
+        let k = (
+            p["metadata"]["namespace"].as_str().unwrap().to_string(),
+            p["metadata"]["name"].as_str().unwrap().to_string(),
+        );
+        objects.pods.insert(k, p);
+    };
+    add(pod(
+        "shop",
+        "web-0",
+        json!({"app": "web"}),
+        &["web", "istio-proxy"],
+    ));
+    add(pod("shop", "plain-0", json!({"app": "plain"}), &["plain"]));
+    add(pod(
+        "istio-system",
+        "mesh-agent-7f9c",
+        json!({"app": "mesh-agent"}),
+        &["mesh-agent"],
+    ));
+    objects
+        .backends
+        .insert("shop/web-0:15000".into(), format!("http://{admin}"));
+    objects.backends.insert(
+        "istio-system/mesh-agent-7f9c:15014".into(),
+        format!("http://{debug}"),
+    );
+    World {
+        api: FakeApi::start(objects),
+        admin,
+        _procs: vec![agent, proxy],
+        _dir: dir,
+    }
+}
+
+fn until(kc: &std::path::Path, args: &[&str], f: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, out, err) = meshctl(kc, args);
+        if ok && f(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "meshctl {args:?} never matched; last: {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn proxy_config_and_status_through_the_api_server() {
+    let w = world();
+    let kc = w.api.kubeconfig();
+    let fq = "reviews.shop.svc.cluster.local";
+
+    // The pod's clusters, as the real proxy compiled them from the agent's push.
+    let out = until(&kc, &["proxy-config", "cluster", "web-0.shop"], |o| {
+        o.contains(" v1 ")
+    });
+    let (_, direct, _) = meshctl(&kc, &["proxy-config", "cluster", &w.admin]);
+    assert_eq!(
+        out, direct,
+        "same table through the API as from the admin port"
+    );
+    assert!(out.starts_with("SERVICE FQDN"), "{out}");
+    for want in [fq, "BlackHoleCluster", "PassthroughCluster"] {
+        assert!(out.contains(want), "{want} in\n{out}");
+    }
+    let seen = w.api.seen();
+    assert!(
+        seen.contains(&"GET /api/v1/namespaces/shop/pods/web-0".into()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/config_dump".into()),
+        "{seen:?}"
+    );
+    assert!(w
+        .api
+        .auth
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|a| a == "Bearer test-token"));
+
+    // The kubeconfig context's namespace (shop) and -n give the same pod; JSON too.
+    w.api.clear();
+    let (ok, json_out, err) = meshctl(&kc, &["proxy-config", "endpoint", "web-0", "-o", "json"]);
+    assert!(ok, "{err}");
+    let eps: serde_json::Value = serde_json::from_str(&json_out).unwrap();
+    assert!(
+        eps.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["endpoint"] == "10.1.0.1:9080"),
+        "{json_out}"
+    );
+    let (ok, _, err) = meshctl(&kc, &["proxy-config", "route", "web-0", "-n", "shop"]);
+    assert!(ok, "{err}");
+    assert!(w
+        .api
+        .seen()
+        .iter()
+        .all(|s| s.starts_with("GET /api/v1/namespaces/shop/pods/web-0")));
+
+    // secret: no CA here, so no workload certificate; read through /certs.
+    let (ok, out, err) = meshctl(&kc, &["proxy-config", "secret", "web-0"]);
+    assert!(ok && out.contains("NONE (mTLS off"), "{out}{err}");
+    assert!(w
+        .api
+        .seen()
+        .contains(&"GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/certs".into()));
+
+    // A missing pod: the API's 404, naming it.
+    let (ok, _, err) = meshctl(&kc, &["proxy-config", "cluster", "nope-0.shop"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("pod shop/nope-0: not found") && err.contains("pods \"nope-0\" not found"),
+        "{err}"
+    );
+    // A pod without a sidecar: said so, and its port never asked.
+    w.api.clear();
+    let (ok, _, err) = meshctl(&kc, &["proxy-config", "listener", "plain-0"]);
+    assert!(
+        !ok && err.contains("pod shop/plain-0 has no istio-proxy container"),
+        "{err}"
+    );
+    assert_eq!(w.api.seen(), ["GET /api/v1/namespaces/shop/pods/plain-0"]);
+
+    // proxy-status: the agent pods by label, each one's syncz through the API.
+    w.api.clear();
+    let out = until(&kc, &["proxy-status"], |o| o.contains("SYNCED"));
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("web-0 "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(" shop ") && row.ends_with("SYNCED"), "{out}");
+    let seen = w.api.seen();
+    assert!(
+        seen.contains(
+            &"GET /api/v1/namespaces/istio-system/pods?&labelSelector=app%3Dmesh-agent".into()
+        ) || seen.contains(
+            &"GET /api/v1/namespaces/istio-system/pods?labelSelector=app%3Dmesh-agent".into()
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(
+            &"GET /api/v1/namespaces/istio-system/pods/mesh-agent-7f9c:15014/proxy/debug/syncz"
+                .into()
+        ),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_admin_port_is_reported_with_the_pod() {
+    // A sidecar pod whose admin answers nothing (as a loopback-only admin would
+    // through the proxy subresource): the API server's 503 is passed on.
+    let mut objects = Objects::default();
+    objects.pods.insert(
+        ("shop".into(), "dark-0".into()),
+        pod("shop", "dark-0", json!({}), &["app", "istio-proxy"]),
+    );
+    let api = FakeApi::start(objects);
+    let (ok, _, err) = meshctl(&api.kubeconfig(), &["proxy-config", "cluster", "dark-0"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("pod shop/dark-0 port 15000")
+            && err.contains("503")
+            && err.contains("connection refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_finds_the_control_plane_and_proxies_in_the_cluster() {
+    let w = world();
+    let kc = w.api.kubeconfig();
+    // A real webhook on a certificate from a throwaway CA (the API server does not
+    // verify pod certificates on the proxy subresource, nor does the fake).
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, rcgen::KeyPair::generate().unwrap());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mesh-webhook.istio-system.svc".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let tls = tempfile::tempdir().unwrap();
+    let p = |n: &str| tls.path().join(n).to_str().unwrap().to_string();
+    std::fs::write(p("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(p("tls.key"), key.serialize_pem()).unwrap();
+    let (_webhook, line) = spawn(Command::new(workspace_bin("mesh-webhook")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &p("tls.crt"),
+        "--tls-key",
+        &p("tls.key"),
+    ]));
+    let webhook = line.trim().rsplit(' ').next().unwrap().to_string();
+    {
+        let mut o = w.api.objects.lock().unwrap();
+        o.pods.insert(
+            ("istio-system".into(), "mesh-webhook-1".into()),
+            pod(
+                "istio-system",
+                "mesh-webhook-1",
+                json!({"app": "mesh-webhook"}),
+                &["mesh-webhook"],
+            ),
+        );
+        o.backends.insert(
+            "istio-system/mesh-webhook-1:15017".into(),
+            format!("https://{webhook}"),
+        );
+    }
+    let v = env!("CARGO_PKG_VERSION");
+    // The proxy shows up in the data plane once the agent reports it connected.
+    let out = until(&kc, &["version"], |o| o.contains("data plane"));
+    assert_eq!(
+        out,
+        format!(
+            "client version: {v}\ncontrol plane version: {v}\ndata plane version: {v} (1 proxy)\n"
+        )
+    );
+    let (ok, out, err) = meshctl(&kc, &["version", "-o", "json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        j["agents"][0]["address"],
+        "pod istio-system/mesh-agent-7f9c"
+    );
+    assert_eq!(
+        j["webhooks"][0]["address"],
+        "pod istio-system/mesh-webhook-1"
+    );
+    assert_eq!(j["webhooks"][0]["version"], v);
+    assert_eq!(j["dataPlane"][0]["address"], "pod shop/web-0");
+    let seen = w.api.seen();
+    for want in [
+        "GET /api/v1/namespaces/istio-system/pods/mesh-agent-7f9c:15014/proxy/version",
+        "GET /api/v1/namespaces/istio-system/pods/https:mesh-webhook-1:15017/proxy/version",
+        "GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/server_info",
+    ] {
+        assert!(seen.contains(&want.to_string()), "{want} in {seen:?}");
+    }
+}
