@@ -39,6 +39,10 @@ pub enum Mode {
     Tcp,
     /// HTTP/1.1 GET on a new connection per request (`connection: close`).
     Churn,
+    /// `Tcp` on a new connection per exchange: with mTLS on, every exchange is
+    /// a new TLS handshake between the sidecars (HTTP churn is not: the
+    /// sidecars keep their upstream connections).
+    TcpChurn,
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +239,7 @@ type Res = Result<(), String>;
 
 impl Client {
     async fn request(&mut self, spec: &LoadSpec) -> Res {
-        if matches!(self, Client::None) || spec.mode == Mode::Churn {
+        if matches!(self, Client::None) || matches!(spec.mode, Mode::Churn | Mode::TcpChurn) {
             *self = Client::connect(spec).await?;
         }
         match self {
@@ -293,7 +297,9 @@ impl Client {
                 tokio::task::spawn_local(conn);
                 Ok(Client::H2(send))
             }
-            Mode::Tcp => Ok(Client::Tcp(io.into_inner(), vec![b'y'; spec.size * 2])),
+            Mode::Tcp | Mode::TcpChurn => {
+                Ok(Client::Tcp(io.into_inner(), vec![b'y'; spec.size * 2]))
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::{Raw, HEADLINE, SATURATION};
+use crate::run::{Raw, HEADLINE, SATURATION, TCP_CHURN};
 use crate::topology::Variant;
 
 /// Medians over the repetitions of one scenario on one variant.
@@ -255,13 +255,14 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
         ratio: ratio(sc(mesh), sc(envoy)),
         goal: String::new(),
     });
-    type RssRow = (&'static str, fn(&Summary) -> Option<u64>, Option<u64>);
+    type Field = fn(&Summary) -> Option<u64>;
+    type RssRow = (&'static str, Field, Option<u64>);
     let rss_rows: [RssRow; 3] = [
         ("RSS per sidecar, idle", |s| s.rss_idle, Some(8)),
         ("RSS per sidecar, under load", |s| s.rss_load, Some(16)),
         ("RSS per sidecar, after load", |s| s.rss_after, None),
     ];
-    let private_rows: [(&'static str, fn(&Summary) -> Option<u64>); 2] = [
+    let private_rows: [(&'static str, Field); 2] = [
         ("private memory per sidecar, idle", |s| s.private_idle),
         ("private memory per sidecar, under load", |s| s.private_load),
     ];
@@ -300,6 +301,19 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
         }),
         ratio: r,
         goal: goal_ge(r, 2.0),
+    });
+    // One new connection per exchange: with mTLS on, one handshake between the
+    // sidecars each, so this is handshakes per sidecar CPU-second.
+    let churn = |v| find(sums, TCP_CHURN, v).and_then(|s| s.req_per_cpu_s);
+    rows.push(Row {
+        figure: "new TCP connections per sidecar CPU-second (churn-tcp)",
+        cells: vs.map(|v| {
+            churn(v)
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: ratio(churn(mesh), churn(envoy)),
+        goal: String::new(),
     });
     let eff = |v| sat(v).and_then(|s| s.req_per_cpu_s);
     rows.push(Row {

@@ -35,7 +35,7 @@ impl Scenario {
         match self.mode {
             Mode::Http1 | Mode::Churn => PORTS.http,
             Mode::H2c => PORTS.h2,
-            Mode::Tcp => PORTS.tcp,
+            Mode::Tcp | Mode::TcpChurn => PORTS.tcp,
         }
     }
 }
@@ -43,6 +43,8 @@ impl Scenario {
 /// Name of the headline scenario (Istio's method: HTTP/1.1, 1 KB, 16 conns, 1000 rps).
 pub const HEADLINE: &str = "http1-1kb-1000rps";
 pub const SATURATION: &str = "saturation-http1";
+/// A new TCP connection per exchange: the sidecars' handshake cost.
+pub const TCP_CHURN: &str = "churn-tcp-500rps";
 
 /// The scenarios of a mode: `(headline secs, other secs, warm-up secs)`.
 pub fn scenarios(headline_s: f64, other_s: f64, warmup_s: f64, rate: f64) -> Vec<Scenario> {
@@ -60,6 +62,7 @@ pub fn scenarios(headline_s: f64, other_s: f64, warmup_s: f64, rate: f64) -> Vec
         s("h2c-1kb-1000rps", Mode::H2c, Some(rate), other_s),
         s("tcp-echo-1kb-1000rps", Mode::Tcp, Some(rate), other_s),
         s("churn-http1-500rps", Mode::Churn, Some(rate / 2.0), other_s),
+        s(TCP_CHURN, Mode::TcpChurn, Some(rate / 2.0), other_s),
     ]
 }
 

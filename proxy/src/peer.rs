@@ -59,6 +59,9 @@ fn is_uri_of(uri: &str, id: &mesh_api::Identity) -> bool {
     rest == Some(id.service_account.as_str())
 }
 
+/// A decoded header: as sent, and with principal `unknown`.
+type Decoded = (Arc<Workload>, Arc<Workload>);
+
 /// Most entries a [`PeerCache`] keeps before it starts over.
 const CACHE_LIMIT: usize = 512;
 
@@ -68,8 +71,7 @@ const CACHE_LIMIT: usize = 512;
 /// headers costs at most the uncached path.
 #[derive(Default)]
 pub struct PeerCache {
-    /// header bytes → (as sent, with principal `unknown`).
-    map: Mutex<HashMap<Box<[u8]>, (Arc<Workload>, Arc<Workload>), foldhash::fast::RandomState>>,
+    map: Mutex<HashMap<Box<[u8]>, Decoded, foldhash::fast::RandomState>>,
 }
 
 impl PeerCache {

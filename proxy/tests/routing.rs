@@ -253,7 +253,7 @@ fn retries_and_outlier_detection_route_around_a_failing_endpoint() {
     let bad = node.add_pod("echo-bad-0", "default").unwrap();
     let eps = [(good.ip(), "v1"), (bad.ip(), "v1")];
     let dr: DestinationRuleSpec = serde_yaml_ng::from_str(
-        "host: echo\ntrafficPolicy:\n  loadBalancer: {simple: ROUND_ROBIN}\n  outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 50}\n",
+        "host: echo\ntrafficPolicy:\n  loadBalancer: {simple: ROUND_ROBIN}\n  outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 10s, maxEjectionPercent: 50}\n",
     )
     .unwrap();
     let view = ProxyView {
@@ -288,10 +288,13 @@ fn retries_and_outlier_detection_route_around_a_failing_endpoint() {
     redirect(&client);
     procs.push(start_proxy(&client, &path, "app=client", &[]));
     // Istio's default retry policy retries 503 on another endpoint: every call succeeds.
+    // The ejection lasts 10 s: long enough that a loaded machine finishes the
+    // next 30 calls inside it (2 s was not, under the full suite).
     for _ in 0..20 {
         let r = curl_echo(&client, &[&url("/")]);
         assert_eq!(r.pod, "echo-good-0");
     }
+    let ejected_by = std::time::Instant::now();
     // After 3 consecutive 5xx the bad endpoint was ejected: it stops seeing traffic...
     let seen_bad = inbound(&bad);
     assert!(
@@ -307,7 +310,10 @@ fn retries_and_outlier_detection_route_around_a_failing_endpoint() {
         "an ejected endpoint gets no traffic"
     );
     // ...and comes back after the ejection time.
-    std::thread::sleep(Duration::from_millis(2200));
+    // Readmission is due at most baseEjectionTime + one interval after the
+    // ejection, which happened before `ejected_by`.
+    let due = ejected_by + Duration::from_millis(11_200);
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
     for _ in 0..6 {
         curl_echo(&client, &[&url("/")]);
     }
