@@ -139,8 +139,14 @@ fn run(flags: Config) -> anyhow::Result<()> {
             mesh_agent::agent::start_live(&cfg, settings_rx, source, ca, shutdown.clone()).await?;
         // Tests and scripts read this line to learn the bound ports.
         println!(
-            "mesh-agent listening sync={} debug={}",
-            running.sync_addr, running.debug_addr
+            "mesh-agent listening sync={} debug={} tls={}{}",
+            running.sync_addr,
+            running.debug_addr,
+            if running.tls.is_some() { "on" } else { "off" },
+            running
+                .plaintext_addr
+                .map(|a| format!(" plaintext={a}"))
+                .unwrap_or_default()
         );
         let sd = shutdown.clone();
         tokio::spawn(async move {
