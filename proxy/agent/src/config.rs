@@ -138,8 +138,12 @@ pub enum ConfigError {
     BadCaDir(String),
     #[error("--max-cert-ttl-secs must be at least 1")]
     MaxTtl,
-    #[error("two listeners (--listen, --plaintext-listen, --debug-listen) are both {0}")]
-    SameAddress(SocketAddr),
+    #[error("--{a} and --{b} are both {addr}")]
+    SameAddress {
+        a: &'static str,
+        b: &'static str,
+        addr: SocketAddr,
+    },
     #[error("--ca-reload-ms must be between 100 and 3600000 (got {0})")]
     CaReload(u64),
     #[error("--server-san {0:?} is not a DNS name")]
@@ -250,17 +254,20 @@ impl Config {
         if self.ca.max_cert_ttl_secs == 0 {
             return Err(ConfigError::MaxTtl);
         }
-        let addrs: Vec<SocketAddr> = [
-            Some(self.listen),
-            self.plaintext_listen,
-            Some(self.debug_listen),
+        let addrs: Vec<(&'static str, SocketAddr)> = [
+            ("listen", Some(self.listen)),
+            ("plaintext-listen", self.plaintext_listen),
+            ("debug-listen", Some(self.debug_listen)),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(f, a)| Some((f, a?)))
         .collect();
-        for (i, a) in addrs.iter().enumerate() {
-            if a.port() != 0 && addrs[i + 1..].contains(a) {
-                return Err(ConfigError::SameAddress(*a));
+        for (i, (a, addr)) in addrs.iter().enumerate() {
+            if let Some((b, _)) = addrs[i + 1..]
+                .iter()
+                .find(|(_, other)| addr.port() != 0 && other == addr)
+            {
+                return Err(ConfigError::SameAddress { a, b, addr: *addr });
             }
         }
         if !(100..=3_600_000).contains(&self.ca.ca_reload_ms) {

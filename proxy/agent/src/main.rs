@@ -138,15 +138,15 @@ fn run(flags: Config) -> anyhow::Result<()> {
         let running =
             mesh_agent::agent::start_live(&cfg, settings_rx, source, ca, shutdown.clone()).await?;
         // Tests and scripts read this line to learn the bound ports.
+        tracing::info!(
+            sync = %running.sync_addr,
+            tls = running.tls.is_some(),
+            plaintext_config_only = ?running.plaintext_addr,
+            "sync port bound"
+        );
         println!(
-            "mesh-agent listening sync={} debug={} tls={}{}",
-            running.sync_addr,
-            running.debug_addr,
-            if running.tls.is_some() { "on" } else { "off" },
-            running
-                .plaintext_addr
-                .map(|a| format!(" plaintext={a}"))
-                .unwrap_or_default()
+            "mesh-agent listening sync={} debug={}",
+            running.sync_addr, running.debug_addr
         );
         let sd = shutdown.clone();
         tokio::spawn(async move {
