@@ -8,6 +8,14 @@ use std::str::FromStr;
 /// `istio-ca`) that a sidecar presents to the mesh CA, as Istio does.
 pub const CA_TOKEN_PATH: &str = "/var/run/secrets/tokens/istio-token";
 
+/// Where the injector mounts the `istio-ca-root-cert` ConfigMap's bundle, the
+/// roots a sidecar verifies the mesh CA / config server (15012) with, as
+/// pilot-agent reads it.
+pub const CA_ROOT_PATH: &str = "/var/run/secrets/istio/root-cert.pem";
+
+/// The name the config server / CA on 15012 is verified as (istiod's service name).
+pub const ISTIOD_SERVER_NAME: &str = "istiod.istio-system.svc";
+
 /// A workload identity as issued by the mesh CA.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Identity {

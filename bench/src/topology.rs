@@ -256,6 +256,9 @@ impl MeshCa {
             &p(&dir.0.join("cacerts")),
             "--ca-tokens",
             &p(&dir.0.join("tokens")),
+            // 15012 is TLS: sidecars verify it against the published bundle.
+            "--ca-root-out",
+            &p(&dir.0.join("root-cert.pem")),
         ])?;
         agent.wait_for_line("mesh-agent listening", Duration::from_secs(20))?;
         Ok(MeshCa {
@@ -510,6 +513,9 @@ fn start_mesh_proxy(
     .collect();
     if let Some(t) = ca_token {
         argv.extend([
+            // The agent publishes its bundle next to the tokens (MeshCa::start).
+            "--ca-root-file".to_string(),
+            t.with_file_name("root-cert.pem").display().to_string(),
             "--ca-token-file".to_string(),
             t.display().to_string(),
             "--ca-addr".to_string(),

@@ -136,7 +136,10 @@ async fn certs(State(s): State<AdminState>) -> Response {
             "issuedAt": unix(c.issued_at),
             "notAfter": unix(c.not_after),
             "roots": c.roots,
+            "rootSha256": c.root_sha256,
+            "chainSha256": c.chain_sha256,
             "rotations": s.shared.tls.rotations.load(std::sync::atomic::Ordering::Relaxed),
+            "rootUpdates": s.shared.tls.root_updates.load(std::sync::atomic::Ordering::Relaxed),
         }),
         None => serde_json::json!({"identity": null, "rotations": 0}),
     };

@@ -26,6 +26,10 @@ pub enum ConfigError {
     PathNormalization(String),
     #[error("--ca-token-file is set but there is no CA address: give --ca-addr or --agent")]
     NoCa,
+    #[error("the CA credential {token} is set but the CA root bundle {roots} is missing: mount the istio-ca-root-cert ConfigMap there or give --ca-root-file")]
+    NoRoots { token: String, roots: String },
+    #[error("--ca-root-file {path}: {why}")]
+    BadRoots { path: String, why: String },
     #[error("--cert-ttl {0:?} must be at least 2s")]
     CertTtl(String),
     #[error("port {port} is used twice (--{a} and --{b})")]
@@ -112,6 +116,14 @@ pub struct Args {
     /// The mesh CA (Istio's CA_ADDR); defaults to --agent.
     #[arg(long, env = "CA_ADDR")]
     pub ca_addr: Option<String>,
+    /// Roots the agent's 15012 (config + CA) is verified with (default
+    /// /var/run/secrets/istio/root-cert.pem, where pilot-agent reads it). TLS to
+    /// the agent whenever this is given or the default file exists.
+    #[arg(long, env = "CA_ROOT_CA")]
+    pub ca_root_file: Option<PathBuf>,
+    /// The name the agent's certificate must carry.
+    #[arg(long, env = "ISTIOD_SAN", default_value = mesh_api::identity::ISTIOD_SERVER_NAME)]
+    pub ca_server_name: String,
     /// Workload certificate lifetime asked of the CA (Istio's SECRET_TTL).
     #[arg(long, env = "SECRET_TTL", default_value = "24h")]
     pub cert_ttl: String,
@@ -143,6 +155,8 @@ pub struct Config {
     pub path_normalization: crate::authz::normalize::PathNormalization,
     /// Where the workload certificate comes from (mTLS on), if anywhere.
     pub cert: Option<crate::mtls::certs::CertSource>,
+    /// How the agent (config stream) is reached: TLS when a root file is there.
+    pub agent_transport: mesh_agent::client::Transport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,9 +244,15 @@ impl Args {
             .ca_token_file
             .clone()
             .or_else(|| default_token.exists().then(|| default_token.to_path_buf()));
+        let agent_transport = crate::mtls::certs::transport(
+            self.ca_root_file.as_deref(),
+            &self.ca_server_name,
+            token_file.as_deref(),
+        )?;
         let cert = match &token_file {
             None => None,
             Some(token_file) => Some(crate::mtls::certs::CertSource {
+                transport: agent_transport.clone(),
                 ca_addr: self
                     .ca_addr
                     .clone()
@@ -302,6 +322,7 @@ impl Args {
                 .parse()
                 .map_err(ConfigError::PathNormalization)?,
             cert,
+            agent_transport,
         })
     }
 }
@@ -371,6 +392,39 @@ mod tests {
         assert!(e.to_string().contains("LOOSE"), "{e}");
         let c = parse(&["--view-file", "/x", "--local-rate-limit", "5/s"]).unwrap();
         assert_eq!(c.rate_limits.len(), 1);
+    }
+
+    #[test]
+    fn ca_token_needs_a_root_bundle() {
+        // The default bundle path does not exist here: the error names it.
+        let e = parse(&[
+            "--view-file",
+            "/x",
+            "--ca-token-file",
+            "/t",
+            "--ca-addr",
+            "a:1",
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(mesh_api::identity::CA_ROOT_PATH)
+                && e.to_string().contains("/t"),
+            "{e}"
+        );
+        let e = parse(&["--agent", "a:1", "--ca-root-file", "/no/such/roots.pem"]).unwrap_err();
+        assert!(e.to_string().contains("/no/such/roots.pem"), "{e}");
+        // No token, no bundle: plaintext config stream (an agent without CA).
+        let c = parse(&["--agent", "a:1"]).unwrap();
+        assert_eq!(c.agent_transport, mesh_agent::client::Transport::Plaintext);
+        let dir = std::env::temp_dir().join(format!("roots-{}.pem", std::process::id()));
+        let ca = mesh_agent::ca::Ca::self_signed("cluster.local", Duration::from_secs(60)).unwrap();
+        ca.publish(&dir).unwrap();
+        let c = parse(&["--agent", "a:1", "--ca-root-file", dir.to_str().unwrap()]).unwrap();
+        assert!(matches!(
+            c.agent_transport,
+            mesh_agent::client::Transport::Tls { .. }
+        ));
+        let _ = std::fs::remove_file(dir);
     }
 
     #[test]

@@ -169,7 +169,8 @@ impl Proxy {
         let source = match shared.cfg.source.clone() {
             Source::ViewFile(p) => tokio::spawn(source::watch_view_file(p, shared.clone())),
             Source::Agent(addr) => {
-                source::follow_agent(addr, shared.clone(), cancel.clone());
+                let transport = shared.cfg.agent_transport.clone();
+                source::follow_agent(addr, transport, shared.clone(), cancel.clone());
                 tokio::spawn(async {})
             }
             Source::ConfigDir(dir) => {

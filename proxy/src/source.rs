@@ -72,6 +72,7 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
 /// runs until `shutdown`.
 pub fn follow_agent(
     addr: String,
+    transport: mesh_agent::client::Transport,
     shared: Arc<Shared>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -91,7 +92,8 @@ pub fn follow_agent(
         tracing::info!(version, "snapshot applied");
         Ok(())
     };
-    let client = mesh_agent::client::ClientConfig::new(addr, identity);
+    let mut client = mesh_agent::client::ClientConfig::new(addr, identity);
+    client.transport = transport;
     let _state = mesh_agent::client::spawn(client, apply, shutdown);
 }
 
@@ -131,7 +133,9 @@ pub async fn embedded_agent(
     let running = mesh_agent::agent::start(&cfg, source, shutdown.clone())
         .await
         .map_err(|e| e.to_string())?;
-    follow_agent(running.sync_addr.to_string(), shared, shutdown);
+    // The embedded agent runs no CA: its loopback port is plaintext.
+    let plain = mesh_agent::client::Transport::Plaintext;
+    follow_agent(running.sync_addr.to_string(), plain, shared, shutdown);
     tokio::spawn(async move {
         if let Err(e) = running.wait().await {
             tracing::error!(error = %e, "embedded agent stopped");

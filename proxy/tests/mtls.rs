@@ -55,6 +55,10 @@ struct Mesh {
 
 impl Mesh {
     fn new(proxy_extra: &[&str]) -> Mesh {
+        Mesh::with(&[], proxy_extra)
+    }
+
+    fn with(agent_extra: &[&str], proxy_extra: &[&str]) -> Mesh {
         let node = Node::new().unwrap();
         let client = node.add_pod("client-0", "default").unwrap();
         let server = node.add_pod("echo-v1-0", "default").unwrap();
@@ -97,23 +101,23 @@ impl Mesh {
         let agent_addr = format!("{}:15012", mesh_e2e::harness::GATEWAY);
         let tokens = secrets.0.join("ca-tokens");
         let root_out = secrets.0.join("root-cert.pem");
-        let mut agent_proc = node
-            .spawn(&[
-                agent.to_str().unwrap(),
-                "--config-dir",
-                config.0.to_str().unwrap(),
-                "--listen",
-                &agent_addr,
-                "--debug-listen",
-                "127.0.0.1:15014",
-                "--debounce-ms",
-                "20",
-                "--ca-tokens",
-                tokens.to_str().unwrap(),
-                "--ca-root-out",
-                root_out.to_str().unwrap(),
-            ])
-            .unwrap();
+        let mut agent_argv = vec![
+            agent.to_str().unwrap(),
+            "--config-dir",
+            config.0.to_str().unwrap(),
+            "--listen",
+            &agent_addr,
+            "--debug-listen",
+            "127.0.0.1:15014",
+            "--debounce-ms",
+            "20",
+            "--ca-tokens",
+            tokens.to_str().unwrap(),
+            "--ca-root-out",
+            root_out.to_str().unwrap(),
+        ];
+        agent_argv.extend_from_slice(agent_extra);
+        let mut agent_proc = node.spawn(&agent_argv).unwrap();
         agent_proc
             .wait_for_line("mesh-agent listening", Duration::from_secs(10))
             .unwrap();
@@ -130,6 +134,7 @@ impl Mesh {
             "echo",
             &agent_addr,
             &secrets.0.join("echo-v1-0.token"),
+            &root_out,
             proxy_extra,
         ));
         redirect(&client);
@@ -139,6 +144,7 @@ impl Mesh {
             "client",
             &agent_addr,
             &secrets.0.join("client-0.token"),
+            &root_out,
             proxy_extra,
         ));
         Mesh {
@@ -160,6 +166,7 @@ fn start_meshed_proxy(
     sa: &str,
     agent: &str,
     token: &Path,
+    roots: &Path,
     extra: &[&str],
 ) -> PodProcess {
     let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
@@ -180,6 +187,9 @@ fn start_meshed_proxy(
         agent,
         "--ca-token-file",
         token.to_str().unwrap(),
+        // The agent's 15012 is TLS: verified against the published bundle.
+        "--ca-root-file",
+        roots.to_str().unwrap(),
     ];
     argv.extend_from_slice(extra);
     let mut p = pod.spawn(PROXY, &argv).unwrap();
@@ -564,5 +574,258 @@ fn rotation_under_load_loses_no_request() {
     assert!(
         last["notAfter"].as_u64() > first["notAfter"].as_u64(),
         "{first} {last}"
+    );
+}
+
+/// A CA certificate (self-signed root, or under `parent`) for the `cacerts` folder.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+    key: String,
+}
+
+impl TestCa {
+    fn new(name: &str, parent: Option<&TestCa>) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, name);
+        let cert = match parent {
+            None => p.self_signed(&key).unwrap(),
+            Some(parent) => p.signed_by(&key, &parent.issuer).unwrap(),
+        };
+        TestCa {
+            pem: cert.pem(),
+            key: key.serialize_pem(),
+            issuer: rcgen::Issuer::new(p, key),
+        }
+    }
+
+    /// SHA-256 of the certificate, as the proxies' /certs shows it.
+    fn sha(&self) -> String {
+        mesh_proxy::mtls::cert_hash(pem::parse(&self.pem).unwrap().contents())
+    }
+}
+
+/// Waits until both sidecars' /certs satisfy `f`.
+fn until_certs(m: &Mesh, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for pod in [&m.client, &m.server] {
+        loop {
+            let c = admin_json(pod, "/certs");
+            if f(&c) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what}: {} has {c}", pod.name());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn sorted(v: &serde_json::Value) -> Vec<String> {
+    let mut l: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect();
+    l.sort();
+    l
+}
+
+#[test]
+fn root_rotation_in_three_steps_loses_no_request() {
+    let (old, new) = (TestCa::new("old-root", None), TestCa::new("new-root", None));
+    let inter = TestCa::new("new-intermediate", Some(&new));
+    let cacerts = ViewDir::new();
+    write(&cacerts.0, "ca-cert.pem", &old.pem);
+    write(&cacerts.0, "ca-key.pem", &old.key);
+    write(&cacerts.0, "root-cert.pem", &old.pem);
+    write(&cacerts.0, "cert-chain.pem", &old.pem);
+    let dir = cacerts.0.to_str().unwrap().to_string();
+    // 4 s leaves: each sidecar renews about every 2 s; the folder is polled every 200 ms.
+    let m = Mesh::with(
+        &["--ca-dir", &dir, "--ca-reload-ms", "200"],
+        &["--cert-ttl", "4s"],
+    );
+    until_certs(&m, "old root only", |c| {
+        sorted(&c["rootSha256"]) == [old.sha()]
+    });
+    let t0 = Instant::now();
+    const LOAD_SECS: u64 = 25;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // New TCP connections (fresh mTLS handshakes) all through the rotation.
+    let st = stop.clone();
+    let tcp = in_netns(&m.client, move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = (|| -> std::io::Result<()> {
+                let mut s = TcpStream::connect((SVC_VIP, 9000))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(b"rotate\n")?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf)?;
+                if &buf != b"rotate\n" {
+                    return Err(std::io::Error::other("wrong echo"));
+                }
+                Ok(())
+            })();
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => failed.push(e.to_string()),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed)
+    });
+    // HTTP load over pooled connections at the same time, bounded in time.
+    let load = std::thread::scope(|scope| {
+        let client = &m.client;
+        let http = scope.spawn(move || {
+            client
+                .exec(
+                    APP,
+                    &[
+                        "h2load",
+                        "--h1",
+                        "-c",
+                        "4",
+                        "-D",
+                        &LOAD_SECS.to_string(),
+                        &format!("http://{SVC_VIP}:8080/"),
+                    ],
+                )
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_secs(1));
+
+        // Step 1: root-cert.pem = old + new, the old root still signs.
+        write(
+            &cacerts.0,
+            "root-cert.pem",
+            &format!("{}{}", old.pem, new.pem),
+        );
+        let both = {
+            let mut v = vec![old.sha(), new.sha()];
+            v.sort();
+            v
+        };
+        until_certs(&m, "step 1: old + new roots trusted", |c| {
+            sorted(&c["rootSha256"]) == both
+        });
+        let t1 = t0.elapsed();
+        // Step 2: the signer switches to an intermediate under the new root; the
+        // files are written one by one, so the agent may see a half-written folder.
+        write(&cacerts.0, "ca-cert.pem", &inter.pem);
+        write(&cacerts.0, "ca-key.pem", &inter.key);
+        write(
+            &cacerts.0,
+            "cert-chain.pem",
+            &format!("{}{}", inter.pem, new.pem),
+        );
+        until_certs(&m, "step 2: leaves from the intermediate", |c| {
+            c["chainSha256"][0] == inter.sha().as_str() && sorted(&c["rootSha256"]) == both
+        });
+        let t2 = t0.elapsed();
+        // Step 3: the old root is removed.
+        write(&cacerts.0, "root-cert.pem", &new.pem);
+        until_certs(&m, "step 3: new root only", |c| {
+            sorted(&c["rootSha256"]) == [new.sha()] && c["chainSha256"][0] == inter.sha().as_str()
+        });
+        let t3 = t0.elapsed();
+        // Keep traffic flowing on the final state for a renewal or two.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            t0.elapsed() < Duration::from_secs(LOAD_SECS - 2),
+            "the rotation outlasted the load ({t1:?} {t2:?} {t3:?})"
+        );
+        let out = http.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (out, t1, t2, t3)
+    });
+    let (out, t1, t2, t3) = load;
+    let (tcp_ok, tcp_failed) = tcp.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_else(|| panic!("h2load summary: {text}"));
+    let num = |what: &str| -> u64 {
+        let re = regex::Regex::new(&format!(r"(\d+) {what}")).unwrap();
+        re.captures(line).unwrap()[1].parse().unwrap()
+    };
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap();
+    eprintln!(
+        "root rotation: steps done at {t1:?} {t2:?} {t3:?} | http {line} | {codes} | tcp ok={tcp_ok} failed={}",
+        tcp_failed.len()
+    );
+    assert!(num("succeeded") > 500, "{line}");
+    assert_eq!(num("failed"), 0, "{line}");
+    assert_eq!(num("errored"), 0, "{line}");
+    assert_eq!(num("timeout"), 0, "{line}");
+    assert!(
+        codes.contains(&format!("{} 2xx", num("succeeded"))),
+        "{codes}"
+    );
+    assert!(tcp_failed.is_empty(), "{tcp_failed:?}");
+    assert!(tcp_ok > 100, "{tcp_ok}");
+    // Final state: leaves from the intermediate, chained to the new root only.
+    for pod in [&m.client, &m.server] {
+        let c = admin_json(pod, "/certs");
+        assert_eq!(sorted(&c["rootSha256"]), [new.sha()], "{c}");
+        assert_eq!(
+            sorted(&c["chainSha256"]),
+            {
+                let mut v = vec![inter.sha(), new.sha()];
+                v.sort();
+                v
+            },
+            "{c}"
+        );
+    }
+    // On the wire (openssl offering Istio's ALPN): the server sidecar's chain
+    // verifies against the new root alone and not against the old one.
+    let new_pem = cacerts.0.join("new-root-only.pem");
+    let old_pem = cacerts.0.join("old-root-only.pem");
+    write(&cacerts.0, "new-root-only.pem", &new.pem);
+    write(&cacerts.0, "old-root-only.pem", &old.pem);
+    let verify = |ca: &Path| {
+        let out = m
+            .plain
+            .exec(
+                APP,
+                &[
+                    "sh",
+                    "-c",
+                    &format!(
+                        "openssl s_client -connect {}:8080 -tls1_3 -alpn istio-http/1.1 -CAfile {} </dev/null 2>&1",
+                        m.server.ip(),
+                        ca.display()
+                    ),
+                ],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // (The sidecar then wants a client certificate; only its own chain matters here.)
+    let good = verify(&new_pem);
+    assert!(
+        good.contains("Certificate chain") && good.contains("Verify return code: 0 (ok)"),
+        "{good}"
+    );
+    let bad = verify(&old_pem);
+    assert!(
+        bad.contains("Certificate chain") && !bad.contains("Verify return code: 0 (ok)"),
+        "{bad}"
     );
 }

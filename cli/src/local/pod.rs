@@ -301,6 +301,11 @@ pub fn create(
         let token = super::ca::issue(run, &spec.namespace, &spec.name, sa, uid)
             .with_context(|| format!("{who}: issuing its CA credential"))?;
         env.push(("CA_TOKEN_FILE".into(), token.display().to_string()));
+        // 15012 is TLS: the bundle the agent publishes (istio-ca-root-cert's role).
+        env.push((
+            "CA_ROOT_CA".into(),
+            super::ca::root_file(run).display().to_string(),
+        ));
         let log = log_path(run, &state.pods[idx], PROXY_CONTAINER);
         let p = proc::spawn(PROXY_CONTAINER, &netns, uid, &argv, &env, &log)?;
         state.pods[idx].procs.push(p.clone());

@@ -1,4 +1,9 @@
 //! Wires a source, the pipeline, the stream server and the debug server together.
+//!
+//! The CA is on when it can authenticate callers (`--ca-tokens`, or TokenReview
+//! in Kubernetes mode). Then 15012 speaks TLS with a serving certificate from
+//! the mesh CA, the `cacerts` folder is followed for rotations and the root
+//! bundle is published. Without CA, 15012 is plaintext and config-only.
 
 use crate::compile::Snapshot;
 use crate::config::Config;
@@ -24,12 +29,18 @@ pub enum AgentError {
     Source(#[from] crate::source::SourceError),
     #[error("mesh CA: {0}")]
     Ca(#[from] crate::ca::CaError),
+    #[error("issuing the 15012 serving certificate: {0}")]
+    ServingCert(String),
 }
 
 /// A running agent: what it bound, its shared state, and its tasks.
 pub struct Running {
     pub sync_addr: SocketAddr,
     pub debug_addr: SocketAddr,
+    /// The optional plaintext config-only listener.
+    pub plaintext_addr: Option<SocketAddr>,
+    /// The serving certificate of the TLS sync port (None: plaintext, no CA).
+    pub tls: Option<Arc<server::tls::ServerTls>>,
     pub shared: Arc<Shared>,
     source: JoinHandle<Result<(), crate::source::SourceError>>,
     tasks: Vec<JoinHandle<()>>,
@@ -50,14 +61,18 @@ impl Running {
 }
 
 /// Builds (or loads) the CA, publishes its roots, and picks the authenticator:
-/// TokenReview through `kube` when given, else the local tokens file.
+/// TokenReview through `kube` when given, else the local tokens file. `None`
+/// when there is no way to authenticate callers: no CA, plaintext 15012.
 pub fn ca_service(
     cfg: &Config,
     kube: Option<kube::Client>,
-) -> Result<server::CaService, AgentError> {
+) -> Result<Option<server::CaService>, AgentError> {
+    if kube.is_none() && cfg.ca.ca_tokens.is_none() {
+        return Ok(None);
+    }
     let max_ttl = std::time::Duration::from_secs(cfg.ca.max_cert_ttl_secs);
     let ca = match &cfg.ca.ca_dir {
-        Some(dir) => crate::ca::Ca::from_dir(dir, &cfg.trust_domain, max_ttl)?,
+        Some(dir) => crate::ca::reload::load(dir, &cfg.trust_domain, max_ttl)?,
         None => crate::ca::Ca::self_signed(&cfg.trust_domain, max_ttl)?,
     };
     if let Some(out) = &cfg.ca.ca_root_out {
@@ -74,7 +89,7 @@ pub fn ca_service(
         },
         (None, None) => crate::ca::auth::Authenticator::None,
     };
-    Ok(server::CaService { ca, auth })
+    Ok(Some(server::CaService::new(ca, auth)))
 }
 
 /// Binds both listeners (the config must be validated), then starts everything,
@@ -92,7 +107,7 @@ pub async fn start(
 pub async fn start_with_ca(
     cfg: &Config,
     source: Box<dyn Source>,
-    ca: server::CaService,
+    ca: Option<server::CaService>,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
     let (keep, settings) = watch::channel(Arc::new(cfg.settings()));
@@ -110,7 +125,7 @@ pub async fn start_live(
     cfg: &Config,
     settings: watch::Receiver<Arc<crate::compile::Settings>>,
     source: Box<dyn Source>,
-    ca: server::CaService,
+    ca: Option<server::CaService>,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
     let bind = |what, addr| async move {
@@ -130,8 +145,25 @@ pub async fn start_live(
         addr: cfg.debug_listen,
         source,
     })?;
+    let plain = match cfg.plaintext_listen {
+        Some(addr) => Some(bind("plaintext config", addr).await?),
+        None => None,
+    };
+    let plaintext_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
+    let ca = ca.map(Arc::new);
+    let tls = match &ca {
+        Some(ca) => Some(
+            server::tls::ServerTls::new(
+                ca,
+                &cfg.ca.server_sans,
+                std::time::Duration::from_secs(cfg.ca.server_cert_ttl_secs),
+            )
+            .map_err(AgentError::ServingCert)?,
+        ),
+        None => None,
+    };
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let shared = Shared::with_ca(cfg.agent_name(), snap_rx, Some(Arc::new(ca)));
+    let shared = Shared::with_ca(cfg.agent_name(), snap_rx, ca.clone());
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let mut tasks = vec![tokio::spawn(server::pipeline::run_live(
         ev_rx,
@@ -140,11 +172,27 @@ pub async fn start_live(
         cfg.debounce(),
         shutdown.clone(),
     ))];
+    let mode = match &tls {
+        Some(t) => server::stream::Mode::Tls(t.clone()),
+        None => server::stream::Mode::Plain { csr: true },
+    };
     tasks.push(tokio::spawn(server::stream::serve(
         sync,
         shared.clone(),
+        mode,
         shutdown.clone(),
     )));
+    if let Some(plain) = plain {
+        tasks.push(tokio::spawn(server::stream::serve(
+            plain,
+            shared.clone(),
+            server::stream::Mode::Plain { csr: false },
+            shutdown.clone(),
+        )));
+    }
+    if let (Some(ca), Some(t)) = (&ca, &tls) {
+        tasks.extend(ca_tasks(cfg, ca, t, &shutdown));
+    }
     let (s2, sd2) = (shared.clone(), shutdown.clone());
     tasks.push(tokio::spawn(async move {
         if let Err(e) = server::debug::serve(debug, s2, sd2).await {
@@ -155,8 +203,47 @@ pub async fn start_live(
     Ok(Running {
         sync_addr,
         debug_addr,
+        plaintext_addr,
+        tls,
         shared,
         source,
         tasks,
     })
+}
+
+/// What follows the CA in force: the serving certificate, the `cacerts` folder
+/// watch, and root publication (file, Kubernetes ConfigMaps).
+fn ca_tasks(
+    cfg: &Config,
+    ca: &Arc<server::CaService>,
+    tls: &Arc<server::tls::ServerTls>,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(
+        tls.clone().renew(ca.clone(), shutdown.clone()),
+    )];
+    if let Some(dir) = &cfg.ca.ca_dir {
+        tasks.push(tokio::spawn(crate::ca::reload::watch(
+            dir.clone(),
+            ca.clone(),
+            std::time::Duration::from_millis(cfg.ca.ca_reload_ms),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(out) = &cfg.ca.ca_root_out {
+        tasks.push(tokio::spawn(crate::ca::publish::file(
+            out.clone(),
+            ca.subscribe(),
+            shutdown.clone(),
+        )));
+    }
+    if let crate::ca::auth::Authenticator::Kubernetes { client, .. } = &ca.auth {
+        tasks.push(tokio::spawn(crate::ca::publish::configmaps(
+            client.clone(),
+            ca.subscribe(),
+            std::time::Duration::from_secs(5),
+            shutdown.clone(),
+        )));
+    }
+    tasks
 }

@@ -3,6 +3,11 @@
 //! resume), check each view with the caller's `apply` and ACK or NACK it. The last
 //! good view stays current when the agent is down or a view is rejected; views
 //! replace each other whole, so applying is atomic.
+//!
+//! [`Transport`]: plaintext, or TLS 1.3 verified against a root bundle file and
+//! an expected server name (the agent's 15012 when its CA is on). The bundle is
+//! re-read at every connection, so a root rotation published into the file (the
+//! mounted `istio-ca-root-cert`) applies to the next connection.
 
 use crate::protocol::{decode, encode, framed, ProtocolError};
 use futures::{SinkExt, StreamExt};
@@ -12,10 +17,84 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// How connections to the agent are secured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// An agent without CA (config only).
+    #[default]
+    Plaintext,
+    /// TLS 1.3; the agent's certificate must chain to a root in `root_file` and
+    /// carry `server_name`.
+    Tls {
+        root_file: std::path::PathBuf,
+        server_name: String,
+    },
+}
+
+/// A connected, possibly TLS-wrapped, stream to the agent.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to `addr` as `transport` says.
+pub async fn connect(addr: &str, transport: &Transport) -> Result<Box<dyn Io>, ProtocolError> {
+    let sock = tokio::net::TcpStream::connect(addr).await?;
+    let _ = sock.set_nodelay(true);
+    let (root_file, server_name) = match transport {
+        Transport::Plaintext => return Ok(Box::new(sock)),
+        Transport::Tls {
+            root_file,
+            server_name,
+        } => (root_file, server_name),
+    };
+    let tls_err = |why: String| ProtocolError::Tls(why);
+    let text = tokio::fs::read_to_string(root_file).await.map_err(|e| {
+        tls_err(format!(
+            "reading the CA root bundle {}: {e}",
+            root_file.display()
+        ))
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for block in pem::parse_many(&text).unwrap_or_default() {
+        if block.tag() == "CERTIFICATE" {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(
+                    block.into_contents(),
+                ))
+                .map_err(|e| tls_err(format!("{}: bad root: {e}", root_file.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(tls_err(format!(
+            "the CA root bundle {} holds no certificate",
+            root_file.display()
+        )));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| tls_err(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+        .map_err(|e| tls_err(format!("server name {server_name:?}: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, sock)
+        .await
+        .map_err(|e| {
+            tls_err(format!(
+                "TLS to {addr} as {server_name:?} (roots {}): {e}",
+                root_file.display()
+            ))
+        })?;
+    Ok(Box::new(tls))
+}
+
 /// How to reach the agent and who we are.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub agent_addr: String,
+    pub transport: Transport,
     pub identity: ProxyIdentity,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
@@ -25,6 +104,7 @@ impl ClientConfig {
     pub fn new(agent_addr: impl Into<String>, identity: ProxyIdentity) -> Self {
         ClientConfig {
             agent_addr: agent_addr.into(),
+            transport: Transport::Plaintext,
             identity,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -104,8 +184,7 @@ async fn session(
     state: &watch::Sender<ClientState>,
     backoff: &mut Duration,
 ) -> Result<(), ProtocolError> {
-    let sock = tokio::net::TcpStream::connect(&cfg.agent_addr).await?;
-    let _ = sock.set_nodelay(true);
+    let sock = connect(&cfg.agent_addr, &cfg.transport).await?;
     let mut io = framed(sock);
     let last_version = state.borrow().current.as_ref().map(|v| v.version);
     io.send(encode(&ClientMessage::Subscribe {
@@ -156,14 +235,13 @@ pub struct SignedCert {
 /// Asks the mesh CA at `addr` to sign `csr_pem` (one connection, one answer).
 pub async fn request_certificate(
     addr: &str,
+    transport: &Transport,
     token: &str,
     csr_pem: &str,
     ttl: Duration,
 ) -> Result<SignedCert, ProtocolError> {
     let exchange = async {
-        let sock = tokio::net::TcpStream::connect(addr).await?;
-        let _ = sock.set_nodelay(true);
-        let mut io = framed(sock);
+        let mut io = framed(connect(addr, transport).await?);
         io.send(encode(&ClientMessage::Csr {
             token: token.to_string(),
             csr: csr_pem.to_string(),

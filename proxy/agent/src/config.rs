@@ -24,9 +24,12 @@ pub struct Config {
     /// Folder of Kubernetes YAML (source=files), read recursively.
     #[arg(long, env = "MESH_AGENT_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Sync stream address (Istio's 15012).
+    /// Sync stream and CA address (Istio's 15012): TLS when the CA is on.
     #[arg(long, default_value = "0.0.0.0:15012", env = "MESH_AGENT_LISTEN")]
     pub listen: SocketAddr,
+    /// Optional plaintext config-only listener (Istio's 15010); refuses CSRs.
+    #[arg(long, env = "MESH_AGENT_PLAINTEXT_LISTEN")]
+    pub plaintext_listen: Option<SocketAddr>,
     /// Debug endpoint address (/debug/syncz).
     #[arg(
         long,
@@ -84,6 +87,20 @@ pub struct CaArgs {
     /// Longest workload certificate lifetime, in seconds (Istio's MAX_WORKLOAD_CERT_TTL, 90 days).
     #[arg(long, env = "MAX_WORKLOAD_CERT_TTL_SECONDS", default_value_t = 90 * 24 * 3600)]
     pub max_cert_ttl_secs: u64,
+    /// How often --ca-dir is checked for changes (root rotation), in milliseconds.
+    #[arg(long, env = "MESH_CA_RELOAD_MS", default_value_t = 5000)]
+    pub ca_reload_ms: u64,
+    /// Extra DNS names in the 15012 serving certificate (besides
+    /// istiod.istio-system.svc and mesh-agent.istio-system.svc); repeatable.
+    #[arg(
+        long = "server-san",
+        env = "MESH_AGENT_SERVER_SANS",
+        value_delimiter = ','
+    )]
+    pub server_sans: Vec<String>,
+    /// Lifetime of the 15012 serving certificate, in seconds (renewed at half).
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub server_cert_ttl_secs: u64,
 }
 
 impl Default for CaArgs {
@@ -93,6 +110,9 @@ impl Default for CaArgs {
             ca_tokens: None,
             ca_root_out: None,
             max_cert_ttl_secs: 90 * 24 * 3600,
+            ca_reload_ms: 5000,
+            server_sans: Vec::new(),
+            server_cert_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -118,8 +138,18 @@ pub enum ConfigError {
     BadCaDir(String),
     #[error("--max-cert-ttl-secs must be at least 1")]
     MaxTtl,
-    #[error("--listen and --debug-listen are both {0}")]
-    SameAddress(SocketAddr),
+    #[error("--{a} and --{b} are both {addr}")]
+    SameAddress {
+        a: &'static str,
+        b: &'static str,
+        addr: SocketAddr,
+    },
+    #[error("--ca-reload-ms must be between 100 and 3600000 (got {0})")]
+    CaReload(u64),
+    #[error("--server-san {0:?} is not a DNS name")]
+    ServerSan(String),
+    #[error("--server-cert-ttl-secs must be at least 2")]
+    ServerTtl,
     #[error("--mesh-config: {0}")]
     MeshConfig(#[from] crate::meshfile::MeshFileError),
     #[error("--mesh-reload-ms must be between 10 and 3600000 (got {0})")]
@@ -224,8 +254,35 @@ impl Config {
         if self.ca.max_cert_ttl_secs == 0 {
             return Err(ConfigError::MaxTtl);
         }
-        if self.listen == self.debug_listen && self.listen.port() != 0 {
-            return Err(ConfigError::SameAddress(self.listen));
+        let addrs: Vec<(&'static str, SocketAddr)> = [
+            ("listen", Some(self.listen)),
+            ("plaintext-listen", self.plaintext_listen),
+            ("debug-listen", Some(self.debug_listen)),
+        ]
+        .into_iter()
+        .filter_map(|(f, a)| Some((f, a?)))
+        .collect();
+        for (i, (a, addr)) in addrs.iter().enumerate() {
+            if let Some((b, _)) = addrs[i + 1..]
+                .iter()
+                .find(|(_, other)| addr.port() != 0 && other == addr)
+            {
+                return Err(ConfigError::SameAddress { a, b, addr: *addr });
+            }
+        }
+        if !(100..=3_600_000).contains(&self.ca.ca_reload_ms) {
+            return Err(ConfigError::CaReload(self.ca.ca_reload_ms));
+        }
+        if let Some(bad) = self
+            .ca
+            .server_sans
+            .iter()
+            .find(|s| !crate::validate::valid_host(s) || s.contains('*'))
+        {
+            return Err(ConfigError::ServerSan(bad.clone()));
+        }
+        if self.ca.server_cert_ttl_secs < 2 {
+            return Err(ConfigError::ServerTtl);
         }
         Ok(())
     }

@@ -13,7 +13,9 @@
 //! port 15012. It needs no protoc at build time and is trivial to debug; every
 //! view is complete, so applying one is atomic. The same port answers one-shot
 //! certificate requests to the mesh [`ca`] (a CSR in, a signed chain and the
-//! roots out; keys never travel). The port is plaintext TCP for now. [`agent::start`] wires everything together;
+//! roots out; keys never travel). When the CA is on the port speaks TLS 1.3
+//! with a certificate the agent issues itself ([`server::tls`]); an optional
+//! plaintext port serves config only. [`agent::start`] wires everything together;
 //! the `mesh-agent` binary only parses and validates its [`config::Config`].
 
 pub mod agent;

@@ -138,6 +138,12 @@ fn run(flags: Config) -> anyhow::Result<()> {
         let running =
             mesh_agent::agent::start_live(&cfg, settings_rx, source, ca, shutdown.clone()).await?;
         // Tests and scripts read this line to learn the bound ports.
+        tracing::info!(
+            sync = %running.sync_addr,
+            tls = running.tls.is_some(),
+            plaintext_config_only = ?running.plaintext_addr,
+            "sync port bound"
+        );
         println!(
             "mesh-agent listening sync={} debug={}",
             running.sync_addr, running.debug_addr

@@ -24,6 +24,8 @@ pub enum ProtocolError {
     Unexpected(String),
     #[error("stream closed")]
     Closed,
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The frame codec (4-byte big-endian length prefix, bounded frame size).

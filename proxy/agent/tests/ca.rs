@@ -1,8 +1,11 @@
 //! The mesh CA over the real sync port: a proxy's credential gets exactly its
 //! own SPIFFE identity; a CSR for another identity, an unknown credential, or a
 //! namespace-A credential asking for namespace B is refused with a reason.
+//! The port speaks TLS 1.3 with a certificate the agent issued itself; a
+//! plaintext client, a client expecting another name or trusting other roots
+//! gets nothing, and the plaintext config-only port refuses CSRs.
 
-use mesh_agent::client::request_certificate;
+use mesh_agent::client::{request_certificate, Transport};
 use mesh_agent::config::{CaArgs, Config, SourceKind};
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +17,7 @@ fn config(dir: &Path, tokens: &Path) -> Config {
         source: SourceKind::Files,
         config_dir: Some(dir.to_path_buf()),
         listen: "127.0.0.1:0".parse().unwrap(),
+        plaintext_listen: Some("127.0.0.1:0".parse().unwrap()),
         debug_listen: "127.0.0.1:0".parse().unwrap(),
         agent_name: Some("ca-test".into()),
         domain_suffix: "cluster.local".into(),
@@ -27,8 +31,16 @@ fn config(dir: &Path, tokens: &Path) -> Config {
         ca: CaArgs {
             ca_tokens: Some(tokens.to_path_buf()),
             ca_root_out: Some(dir.join("root-cert.pem")),
+            server_sans: vec!["ca.example.internal".into()],
             ..Default::default()
         },
+    }
+}
+
+fn tls_to(root_file: &Path) -> Transport {
+    Transport::Tls {
+        root_file: root_file.to_path_buf(),
+        server_name: mesh_api::identity::ISTIOD_SERVER_NAME.into(),
     }
 }
 
@@ -65,6 +77,11 @@ async fn ca_issues_only_the_proven_identity() {
     std::fs::write(&tokens, "tok-a shop cart\ntok-b bank teller\n").unwrap();
     let config_dir = dir.path().join("config");
     std::fs::create_dir(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+    )
+    .unwrap();
     let cfg = config(&config_dir, &tokens);
     cfg.validate().unwrap();
     let shutdown = CancellationToken::new();
@@ -77,9 +94,10 @@ async fn ca_issues_only_the_proven_identity() {
         .unwrap();
     let addr = agent.sync_addr.to_string();
     let ttl = Duration::from_secs(3600);
+    let tls = tls_to(&config_dir.join("root-cert.pem"));
 
     // Own credential, no SAN asked: the identity the credential proves.
-    let ok = request_certificate(&addr, "tok-a", &csr(&[]), ttl)
+    let ok = request_certificate(&addr, &tls, "tok-a", &csr(&[]), ttl)
         .await
         .unwrap();
     assert_eq!(
@@ -90,13 +108,13 @@ async fn ca_issues_only_the_proven_identity() {
     assert_eq!(ok.roots, vec![published]);
     // Asking for its own identity explicitly is fine.
     let own = "spiffe://cluster.local/ns/shop/sa/cart";
-    assert!(request_certificate(&addr, "tok-a", &csr(&[own]), ttl)
+    assert!(request_certificate(&addr, &tls, "tok-a", &csr(&[own]), ttl)
         .await
         .is_ok());
 
     // Another service account's identity: refused, naming both.
     let other = "spiffe://cluster.local/ns/bank/sa/teller";
-    let e = request_certificate(&addr, "tok-a", &csr(&[other]), ttl)
+    let e = request_certificate(&addr, &tls, "tok-a", &csr(&[other]), ttl)
         .await
         .unwrap_err()
         .to_string();
@@ -104,6 +122,7 @@ async fn ca_issues_only_the_proven_identity() {
     // Namespace A's credential cannot get any identity in namespace B.
     let e = request_certificate(
         &addr,
+        &tls,
         "tok-a",
         &csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
         ttl,
@@ -113,12 +132,12 @@ async fn ca_issues_only_the_proven_identity() {
     .to_string();
     assert!(e.contains("ns/bank/sa/cart"), "{e}");
     // Unknown or empty credential.
-    let e = request_certificate(&addr, "tok-z", &csr(&[]), ttl)
+    let e = request_certificate(&addr, &tls, "tok-z", &csr(&[]), ttl)
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("authentication failed"), "{e}");
-    let e = request_certificate(&addr, "", &csr(&[]), ttl)
+    let e = request_certificate(&addr, &tls, "", &csr(&[]), ttl)
         .await
         .unwrap_err()
         .to_string();
@@ -126,6 +145,7 @@ async fn ca_issues_only_the_proven_identity() {
     // Garbage instead of a CSR.
     let e = request_certificate(
         &addr,
+        &tls,
         "tok-b",
         "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
         ttl,
@@ -135,10 +155,96 @@ async fn ca_issues_only_the_proven_identity() {
     .to_string();
     assert!(e.contains("PKCS#10"), "{e}");
     // The CA keeps serving after all that.
-    let ok = request_certificate(&addr, "tok-b", &csr(&[]), ttl)
+    let ok = request_certificate(&addr, &tls, "tok-b", &csr(&[]), ttl)
         .await
         .unwrap();
     assert_eq!(uris(&ok.chain[0]), [other]);
+
+    // 15012 is TLS: a plaintext client gets no answer it can use.
+    let e = request_certificate(&addr, &Transport::Plaintext, "tok-b", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("BEGIN CERTIFICATE"), "{e}");
+    // Another expected name, or other roots: the handshake fails, the token is not sent.
+    let wrong_name = Transport::Tls {
+        root_file: config_dir.join("root-cert.pem"),
+        server_name: "evil.example.com".into(),
+    };
+    let e = request_certificate(&addr, &wrong_name, "tok-b", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("evil.example.com") && e.contains("TLS"), "{e}");
+    let other_ca = mesh_agent::ca::Ca::self_signed("cluster.local", ttl).unwrap();
+    let other_roots = dir.path().join("other-root.pem");
+    other_ca.publish(&other_roots).unwrap();
+    let e = request_certificate(&addr, &tls_to(&other_roots), "tok-b", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other-root.pem"), "{e}");
+    let e = request_certificate(
+        &addr,
+        &tls_to(&dir.path().join("nope.pem")),
+        "tok-b",
+        &csr(&[]),
+        ttl,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nope.pem"), "{e}");
+    // The serving certificate carries the istiod names and the extra SAN.
+    let sans = agent.tls.as_ref().unwrap().sans().to_vec();
+    assert!(
+        sans.contains(&"mesh-agent.istio-system.svc".to_string()),
+        "{sans:?}"
+    );
+    assert!(
+        sans.contains(&"ca.example.internal".to_string()),
+        "{sans:?}"
+    );
+    let by_extra = Transport::Tls {
+        root_file: config_dir.join("root-cert.pem"),
+        server_name: "ca.example.internal".into(),
+    };
+    assert!(
+        request_certificate(&addr, &by_extra, "tok-b", &csr(&[]), ttl)
+            .await
+            .is_ok()
+    );
+
+    // The plaintext config-only port serves views but refuses CSRs, clearly.
+    let plain = agent.plaintext_addr.unwrap().to_string();
+    let e = request_certificate(&plain, &Transport::Plaintext, "tok-b", &csr(&[]), ttl)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("plaintext config-only"), "{e}");
+    for (addr, transport) in [(plain, Transport::Plaintext), (addr.clone(), tls.clone())] {
+        let mut cfg = mesh_agent::client::ClientConfig::new(
+            addr,
+            mesh_api::syncapi::ProxyIdentity {
+                pod: "p".into(),
+                namespace: "shop".into(),
+                ..Default::default()
+            },
+        );
+        cfg.transport = transport;
+        let mut state = mesh_agent::client::spawn(
+            cfg,
+            |_: &mesh_api::syncapi::ProxyView| Ok(()),
+            shutdown.clone(),
+        );
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| s.current.is_some()),
+        )
+        .await
+        .expect("a view within 10s")
+        .unwrap();
+    }
     shutdown.cancel();
 }
 
@@ -204,6 +310,7 @@ async fn kubernetes_mode_reviews_service_account_tokens() {
     let mut cfg = config(dir.path(), &dir.path().join("unused"));
     cfg.ca.ca_tokens = None;
     let ca = mesh_agent::agent::ca_service(&cfg, Some(client)).unwrap();
+    assert!(ca.is_some(), "Kubernetes mode always runs the CA");
     let source = Box::new(mesh_agent::source::files::FilesSource {
         dir: dir.path().to_path_buf(),
         debounce: Duration::from_millis(10),
@@ -213,8 +320,9 @@ async fn kubernetes_mode_reviews_service_account_tokens() {
         .unwrap();
     let addr = agent.sync_addr.to_string();
     let ttl = Duration::from_secs(600);
+    let tls = tls_to(&dir.path().join("root-cert.pem"));
 
-    let ok = request_certificate(&addr, "sa-token-cart", &csr(&[]), ttl)
+    let ok = request_certificate(&addr, &tls, "sa-token-cart", &csr(&[]), ttl)
         .await
         .unwrap();
     assert_eq!(
@@ -224,6 +332,7 @@ async fn kubernetes_mode_reviews_service_account_tokens() {
     // The token's namespace bounds the identity: shop's token gets nothing in bank.
     let e = request_certificate(
         &addr,
+        &tls,
         "sa-token-cart",
         &csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
         ttl,
@@ -237,7 +346,7 @@ async fn kubernetes_mode_reviews_service_account_tokens() {
         ("api-audience-token", "istio-ca"),
         ("user-token", "not a service account"),
     ] {
-        let e = request_certificate(&addr, token, &csr(&[]), ttl)
+        let e = request_certificate(&addr, &tls, token, &csr(&[]), ttl)
             .await
             .unwrap_err()
             .to_string();

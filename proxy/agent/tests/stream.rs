@@ -23,6 +23,7 @@ fn config(dir: &Path, listen: SocketAddr) -> Config {
         source: SourceKind::Files,
         config_dir: Some(dir.to_path_buf()),
         listen,
+        plaintext_listen: None,
         debug_listen: "127.0.0.1:0".parse().unwrap(),
         agent_name: Some("agent-test".into()),
         domain_suffix: "cluster.local".into(),

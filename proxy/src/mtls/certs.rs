@@ -4,6 +4,21 @@
 //! not renew in lockstep) builds new configs and swaps them in atomically: new
 //! connections use the new certificate, existing ones keep theirs and are never
 //! dropped. Failures retry with backoff while the old certificate stays in use.
+//!
+//! TLS or plaintext to the agent ([`transport`]): TLS 1.3 whenever a root bundle
+//! is there — `--ca-root-file`, or pilot-agent's default path
+//! `/var/run/secrets/istio/root-cert.pem` (the mounted `istio-ca-root-cert`) if
+//! it exists — verified against that bundle and `--ca-server-name`
+//! (`istiod.istio-system.svc`). Without one the config stream is plaintext (an
+//! agent without CA), and a CA credential without a bundle is a config error:
+//! the token is never sent in clear.
+//!
+//! Roots during a rotation: the mesh peers are trusted against the union of the
+//! roots the CA sent with the last certificate and the roots in the bundle file,
+//! which is re-read every second. Adding a root reaches the proxy through
+//! whichever comes first (no wait for the leaf renewal); a root is dropped only
+//! when both agree it is gone. Either way the leaf and key stay; only the
+//! verifiers are rebuilt and swapped in.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,9 +52,55 @@ pub enum CertError {
     Tls(#[from] rustls::Error),
 }
 
+/// Decides how to reach the agent (see the module doc). `token` is the CA
+/// credential in use, if any.
+pub fn transport(
+    root_file: Option<&std::path::Path>,
+    server_name: &str,
+    token: Option<&std::path::Path>,
+) -> Result<mesh_agent::client::Transport, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let default = std::path::Path::new(mesh_api::identity::CA_ROOT_PATH);
+    let root_file = match root_file {
+        Some(f) => f,
+        None if default.exists() => default,
+        None => {
+            return match token {
+                Some(t) => Err(ConfigError::NoRoots {
+                    token: t.display().to_string(),
+                    roots: default.display().to_string(),
+                }),
+                None => Ok(mesh_agent::client::Transport::Plaintext),
+            }
+        }
+    };
+    let bad = |why: String| ConfigError::BadRoots {
+        path: root_file.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(root_file).map_err(|e| bad(e.to_string()))?;
+    if pem_certs(&[text])
+        .map_err(|e| bad(e.to_string()))?
+        .is_empty()
+    {
+        return Err(bad("no CERTIFICATE in it".into()));
+    }
+    if rustls::pki_types::ServerName::try_from(server_name.to_string()).is_err() {
+        return Err(bad(format!(
+            "--ca-server-name {server_name:?} is not a DNS name"
+        )));
+    }
+    Ok(mesh_agent::client::Transport::Tls {
+        root_file: root_file.to_path_buf(),
+        server_name: server_name.to_string(),
+    })
+}
+
 /// Where and how to get certificates.
 #[derive(Debug, Clone)]
 pub struct CertSource {
+    /// TLS to the CA, with the bundle file also followed for mesh roots.
+    pub transport: mesh_agent::client::Transport,
     pub ca_addr: String,
     pub token_file: PathBuf,
     pub ttl: Duration,
@@ -58,7 +119,21 @@ pub struct Creds {
     pub client_h1: Arc<ClientConfig>,
     pub client_h2: Arc<ClientConfig>,
     pub client_tcp: Arc<ClientConfig>,
+    /// How many roots peers are verified against.
     pub roots: usize,
+    /// SHA-256 (hex) of each trusted root, sorted.
+    pub root_sha256: Vec<String>,
+    /// SHA-256 (hex) of each certificate after the leaf (the issuing chain).
+    pub chain_sha256: Vec<String>,
+    chain: Vec<CertificateDer<'static>>,
+    key_der: Vec<u8>,
+    /// The roots the CA sent with this certificate.
+    ca_roots: Vec<CertificateDer<'static>>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    super::cert_hash(der)
 }
 
 /// The current credentials; `None` until the first certificate arrives.
@@ -67,6 +142,8 @@ pub struct TlsState {
     current: ArcSwapOption<Creds>,
     /// Successful rotations (for the admin page and tests).
     pub rotations: std::sync::atomic::AtomicU64,
+    /// Root bundle changes applied without a new certificate.
+    pub root_updates: std::sync::atomic::AtomicU64,
 }
 
 impl TlsState {
@@ -101,7 +178,63 @@ pub fn build_creds(
     roots_pem: &[String],
     trust_domain: &str,
 ) -> Result<Creds, CertError> {
-    let chain = pem_certs(chain_pem)?;
+    let ca_roots = pem_certs(roots_pem)?;
+    build(
+        pem_certs(chain_pem)?,
+        key_der,
+        ca_roots.clone(),
+        ca_roots,
+        trust_domain,
+        None,
+    )
+}
+
+impl Creds {
+    /// The same certificate and key, peers verified against `ca_roots` (from
+    /// the CA) ∪ `extra` (the bundle file).
+    pub fn with_roots(
+        &self,
+        extra: &[CertificateDer<'static>],
+        trust_domain: &str,
+    ) -> Result<Creds, CertError> {
+        let mut trusted = self.ca_roots.clone();
+        trusted.extend(extra.iter().cloned());
+        build(
+            self.chain.clone(),
+            self.key_der.clone(),
+            self.ca_roots.clone(),
+            trusted,
+            trust_domain,
+            Some(self.issued_at),
+        )
+    }
+
+    /// Whether peers are verified against exactly `ca_roots ∪ extra`.
+    pub fn trusts_exactly(&self, extra: &[CertificateDer<'static>]) -> bool {
+        let mut want: Vec<&[u8]> = self
+            .ca_roots
+            .iter()
+            .chain(extra)
+            .map(|c| c.as_ref())
+            .collect();
+        want.sort();
+        want.dedup();
+        let mut have: Vec<&[u8]> = self.trusted.iter().map(|c| c.as_ref()).collect();
+        have.sort();
+        want == have
+    }
+}
+
+fn build(
+    chain: Vec<CertificateDer<'static>>,
+    key_der: Vec<u8>,
+    ca_roots: Vec<CertificateDer<'static>>,
+    mut trusted: Vec<CertificateDer<'static>>,
+    trust_domain: &str,
+    issued_at: Option<SystemTime>,
+) -> Result<Creds, CertError> {
+    trusted.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    trusted.dedup();
     let leaf = chain
         .first()
         .ok_or_else(|| CertError::Answer("empty certificate chain".into()))?;
@@ -110,11 +243,11 @@ pub fn build_creds(
     let (not_after, not_before, serial) = validity(leaf)?;
     // The CA backdates notBefore for clock skew; the lifetime we plan rotation
     // on starts when we got the certificate.
-    let issued_at = SystemTime::now().max(not_before);
+    let issued_at = issued_at.unwrap_or_else(|| SystemTime::now().max(not_before));
     let mut roots = RootCertStore::empty();
-    for r in pem_certs(roots_pem)? {
+    for r in &trusted {
         roots
-            .add(r)
+            .add(r.clone())
             .map_err(|e| CertError::Answer(format!("bad root: {e}")))?;
     }
     let n_roots = roots.len();
@@ -152,6 +285,12 @@ pub fn build_creds(
         client_h2: client(super::ALPN_H2)?,
         client_tcp: client(super::ALPN_TCP)?,
         roots: n_roots,
+        root_sha256: trusted.iter().map(|r| sha256_hex(r)).collect(),
+        chain_sha256: chain[1..].iter().map(|c| sha256_hex(c)).collect(),
+        chain,
+        key_der,
+        ca_roots,
+        trusted,
     })
 }
 
@@ -167,6 +306,15 @@ fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime, String), CertError> {
     ))
 }
 
+/// The roots in the bundle file of a TLS transport (None: no file, or unreadable).
+fn file_roots(src: &CertSource) -> Option<Vec<CertificateDer<'static>>> {
+    let mesh_agent::client::Transport::Tls { root_file, .. } = &src.transport else {
+        return Some(Vec::new());
+    };
+    let text = std::fs::read_to_string(root_file).ok()?;
+    pem_certs(&[text]).ok().filter(|r| !r.is_empty())
+}
+
 /// Generates a key, asks the CA, builds the configs.
 pub async fn fetch(src: &CertSource) -> Result<Creds, CertError> {
     let token = tokio::fs::read_to_string(&src.token_file)
@@ -180,18 +328,51 @@ pub async fn fetch(src: &CertSource) -> Result<Creds, CertError> {
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)?
         .pem()?;
-    let signed = mesh_agent::client::request_certificate(&src.ca_addr, token.trim(), &csr, src.ttl)
-        .await
-        .map_err(|source| CertError::Ca {
-            addr: src.ca_addr.clone(),
-            source,
-        })?;
-    build_creds(
+    let signed = mesh_agent::client::request_certificate(
+        &src.ca_addr,
+        &src.transport,
+        token.trim(),
+        &csr,
+        src.ttl,
+    )
+    .await
+    .map_err(|source| CertError::Ca {
+        addr: src.ca_addr.clone(),
+        source,
+    })?;
+    let creds = build_creds(
         &signed.chain,
         key.serialize_der(),
         &signed.roots,
         &src.trust_domain,
-    )
+    )?;
+    match file_roots(src) {
+        Some(extra) if !extra.is_empty() => creds.with_roots(&extra, &src.trust_domain),
+        _ => Ok(creds),
+    }
+}
+
+/// Follows the bundle file: swaps in verifiers for a changed root set.
+fn refresh_roots(src: &CertSource, state: &TlsState) {
+    let (Some(current), Some(extra)) = (state.current(), file_roots(src)) else {
+        return;
+    };
+    if current.trusts_exactly(&extra) {
+        return;
+    }
+    match current.with_roots(&extra, &src.trust_domain) {
+        Ok(c) => {
+            tracing::info!(
+                roots = c.roots,
+                "mesh root bundle changed; peers verified against it"
+            );
+            state.install(c);
+            state
+                .root_updates
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!(error = %e, "root bundle not usable; keeping the roots in force"),
+    }
 }
 
 /// When to renew: half the lifetime after issue, ±10% jitter, never in the past.
@@ -201,14 +382,26 @@ pub fn renew_at(issued: SystemTime, not_after: SystemTime, jitter: f64) -> Syste
     issued + Duration::from_secs_f64(half)
 }
 
-/// Keeps a valid certificate installed in `state` until `shutdown`.
+/// Keeps a valid certificate installed in `state` until `shutdown`, and the
+/// trusted roots following the bundle file (checked every second).
 pub async fn run(
     src: CertSource,
     state: Arc<TlsState>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
+    let mut renew = tokio::time::Instant::now();
+    let mut roots_tick = tokio::time::interval(Duration::from_secs(1));
+    roots_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = roots_tick.tick() => {
+                refresh_roots(&src, &state);
+                continue;
+            }
+            _ = tokio::time::sleep_until(renew) => {}
+        }
         let wait = match fetch(&src).await {
             Ok(c) => {
                 let at = renew_at(c.issued_at, c.not_after, fastrand::f64());
@@ -231,9 +424,6 @@ pub async fn run(
                 w
             }
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
+        renew = tokio::time::Instant::now() + wait;
     }
 }

@@ -4,8 +4,16 @@
 //! `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`). It signs workload CSRs for
 //! exactly the identity the caller proved ([`auth`]) — the SANs in the request
 //! are only checked, never copied — and publishes the root bundle.
+//!
+//! The CA in force is swappable ([`crate::server::CaService`]): [`reload`] polls
+//! the `cacerts` folder and replaces it when the folder changes and checks out
+//! (Istio's three-step root rotation: add the new root to `root-cert.pem`,
+//! switch the signer, remove the old root); [`publish`] follows it with the root
+//! bundle file and, in Kubernetes, the `istio-ca-root-cert` ConfigMaps.
 
 pub mod auth;
+pub mod publish;
+pub mod reload;
 
 use mesh_api::Identity;
 use rcgen::{
@@ -39,6 +47,10 @@ pub enum CaError {
     CaRequested,
     #[error("signing: {0}")]
     Sign(rcgen::Error),
+    #[error(
+        "the CA does not check out: a certificate it signs does not chain to root-cert.pem ({0})"
+    )]
+    Inconsistent(String),
     #[error("writing the root bundle to {path}: {source}")]
     Publish {
         path: PathBuf,
@@ -208,6 +220,51 @@ impl Ca {
         Ok(Issued {
             chain,
             roots: self.roots.clone(),
+        })
+    }
+}
+
+/// The agent's own serving certificate for 15012 (like istiod's): DNS SANs,
+/// server usage only, the same chain as workload certificates.
+#[derive(Clone)]
+pub struct ServerCert {
+    /// Leaf first, then the issuing chain (PEM).
+    pub chain: Vec<String>,
+    /// PKCS#8 DER of the key generated for it.
+    pub key_der: Vec<u8>,
+    pub not_after: std::time::SystemTime,
+}
+
+impl Ca {
+    /// Issues the agent's serving certificate for `dns_names`, valid for `ttl`.
+    pub fn issue_server(&self, dns_names: &[String], ttl: Duration) -> Result<ServerCert, CaError> {
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = dns_names
+            .iter()
+            .map(|d| Ok(SanType::DnsName(d.clone().try_into()?)))
+            .collect::<Result<_, rcgen::Error>>()
+            .map_err(CaError::Sign)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(1);
+        let ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::DAY);
+        params.not_after = now + ttl;
+        params.serial_number = Some(random_serial());
+        let leaf = params
+            .signed_by(&key, &self.issuer)
+            .map_err(CaError::Sign)?;
+        let mut chain = vec![leaf.pem()];
+        chain.extend(self.chain.iter().cloned());
+        Ok(ServerCert {
+            chain,
+            key_der: key.serialize_der(),
+            not_after: std::time::SystemTime::now() + ttl.unsigned_abs(),
         })
     }
 }

@@ -5,6 +5,7 @@
 pub mod debug;
 pub mod pipeline;
 pub mod stream;
+pub mod tls;
 pub mod tracker;
 
 use crate::compile::Snapshot;
@@ -24,10 +25,36 @@ pub struct Shared {
     pub ca: Option<Arc<CaService>>,
 }
 
-/// The CA as served on the sync port.
+/// The CA as served on the sync port. The CA in force can be replaced (a
+/// reloaded `cacerts` folder); whoever depends on it (the serving certificate,
+/// root publication) subscribes to the changes.
 pub struct CaService {
-    pub ca: crate::ca::Ca,
+    ca: watch::Sender<Arc<crate::ca::Ca>>,
     pub auth: crate::ca::auth::Authenticator,
+}
+
+impl CaService {
+    pub fn new(ca: crate::ca::Ca, auth: crate::ca::auth::Authenticator) -> CaService {
+        CaService {
+            ca: watch::channel(Arc::new(ca)).0,
+            auth,
+        }
+    }
+
+    /// The CA in force.
+    pub fn current(&self) -> Arc<crate::ca::Ca> {
+        self.ca.borrow().clone()
+    }
+
+    /// Puts `ca` in force; certificates issued from now on come from it.
+    pub fn replace(&self, ca: crate::ca::Ca) {
+        self.ca.send_replace(Arc::new(ca));
+    }
+
+    /// Follows the CA in force.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<crate::ca::Ca>> {
+        self.ca.subscribe()
+    }
 }
 
 impl Shared {

@@ -14,8 +14,8 @@ use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -56,8 +56,23 @@ impl ViewCache {
     }
 }
 
+/// What a listener speaks and allows.
+#[derive(Clone)]
+pub enum Mode {
+    /// TLS with the agent's serving certificate; CSRs allowed.
+    Tls(Arc<super::tls::ServerTls>),
+    /// Plaintext; `csr` says whether certificate requests are served (only on
+    /// an agent without CA, which answers them with "no CA" anyway).
+    Plain { csr: bool },
+}
+
 /// Accepts proxies on `listener` until `shutdown`; open streams end with it.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mode: Mode,
+    shutdown: CancellationToken,
+) {
     loop {
         let (sock, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -74,9 +89,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("proxy", %peer);
+        let mode = mode.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = connection(sock, shared, shutdown).await {
+                let r = match mode {
+                    Mode::Plain { csr } => connection(sock, shared, csr, shutdown).await,
+                    Mode::Tls(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock))
+                            .await
+                        {
+                            Ok(Ok(s)) => connection(s, shared, true, shutdown).await,
+                            Ok(Err(e)) => {
+                                Err(ProtocolError::Unexpected(format!("TLS handshake: {e}")))
+                            }
+                            Err(_) => Err(ProtocolError::Unexpected(
+                                "no TLS handshake within 10s".into(),
+                            )),
+                        }
+                    }
+                };
+                if let Err(e) = r {
                     tracing::info!(error = %e, "stream closed");
                 }
             }
@@ -85,14 +118,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     }
 }
 
-async fn connection(
-    sock: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    sock: S,
     shared: Arc<Shared>,
+    csr_allowed: bool,
     shutdown: CancellationToken,
 ) -> Result<(), ProtocolError> {
     // Reads are framed; writes go straight from the shared encoded view to the
     // socket, so proxies of one scope share one copy of their view.
-    let (r, mut w) = sock.into_split();
+    let (r, mut w) = tokio::io::split(sock);
     let mut io = FramedRead::new(r, codec());
     let first = tokio::time::timeout(Duration::from_secs(10), io.next())
         .await
@@ -107,7 +141,16 @@ async fn connection(
             token,
             csr,
             ttl_seconds,
-        }) => return certificate(&shared, &mut w, &token, &csr, ttl_seconds).await,
+        }) if csr_allowed => return certificate(&shared, &mut w, &token, &csr, ttl_seconds).await,
+        Ok(ClientMessage::Csr { .. }) => {
+            return reject(
+                &mut w,
+                "certificate requests are refused on this plaintext config-only port; \
+                 ask the TLS port (15012) so the credential is not sent in clear"
+                    .into(),
+            )
+            .await
+        }
         Ok(other) => return reject(&mut w, format!("expected subscribe, got {other:?}")).await,
         Err(e) => return reject(&mut w, e.to_string()).await,
     };
@@ -132,6 +175,7 @@ async fn connection(
                 }
                 let bytes = shared.views.get(&shared.agent, &snap, &identity);
                 write_frame(&mut w, &bytes).await?;
+                w.flush().await?;
                 shared.tracker.sent(id, snap.version);
             }
             frame = io.next() => {
@@ -153,15 +197,19 @@ async fn connection(
 }
 
 /// One CSR: authenticate the caller, sign for exactly its identity, answer, close.
-async fn certificate(
+async fn certificate<W: AsyncWrite + Unpin>(
     shared: &Shared,
-    w: &mut OwnedWriteHalf,
+    w: &mut W,
     token: &str,
     csr: &str,
     ttl_seconds: u64,
 ) -> Result<(), ProtocolError> {
     let Some(ca) = &shared.ca else {
-        return reject(w, "this agent runs no CA".into()).await;
+        return reject(
+            w,
+            "this agent runs no CA (start it with --ca-tokens FILE, or --source kubernetes)".into(),
+        )
+        .await;
     };
     let identity = match ca.auth.authenticate(token).await {
         Ok(id) => id,
@@ -171,7 +219,7 @@ async fn certificate(
         }
     };
     let ttl = Duration::from_secs(ttl_seconds);
-    match ca.ca.sign(csr, &identity, ttl) {
+    match ca.current().sign(csr, &identity, ttl) {
         Ok(issued) => {
             tracing::info!(%identity, ttl_seconds, "workload certificate issued");
             let msg = encode(&AgentMessage::Certificate {
@@ -179,6 +227,7 @@ async fn certificate(
                 roots: issued.roots,
             });
             write_frame(w, &msg).await?;
+            w.flush().await?;
             Ok(())
         }
         Err(e) => {
@@ -196,10 +245,11 @@ impl Drop for Disconnect<'_> {
     }
 }
 
-async fn reject(w: &mut OwnedWriteHalf, message: String) -> Result<(), ProtocolError> {
+async fn reject<W: AsyncWrite + Unpin>(w: &mut W, message: String) -> Result<(), ProtocolError> {
     let msg = encode(&AgentMessage::Error {
         message: message.clone(),
     });
     let _ = write_frame(w, &msg).await;
+    let _ = w.flush().await;
     Err(ProtocolError::Unexpected(message))
 }

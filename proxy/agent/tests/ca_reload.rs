@@ -1,0 +1,221 @@
+//! Root rotation at the agent: the `cacerts` folder is followed (Istio's
+//! three steps: add the new root, switch the signer to an intermediate under
+//! it, drop the old root). A half-written or inconsistent folder is refused and
+//! the last good CA keeps signing; the published bundle, the roots handed out
+//! with each certificate and the 15012 serving certificate follow each step.
+
+use mesh_agent::client::{request_certificate, SignedCert, Transport};
+use mesh_agent::config::{CaArgs, Config, SourceKind};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+    key: String,
+}
+
+fn ca(name: &str, parent: Option<&Ca>) -> Ca {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, name);
+    let cert = match parent {
+        None => p.self_signed(&key).unwrap(),
+        Some(parent) => p.signed_by(&key, &parent.issuer).unwrap(),
+    };
+    Ca {
+        pem: cert.pem(),
+        key: key.serialize_pem(),
+        issuer: Issuer::new(p, key),
+    }
+}
+
+fn put(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+fn csr() -> String {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+fn norm(pem_text: &str) -> Vec<Vec<u8>> {
+    pem::parse_many(pem_text)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.into_contents())
+        .collect()
+}
+
+async fn ask(addr: &str, tls: &Transport) -> SignedCert {
+    request_certificate(addr, tls, "tok", &csr(), Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
+/// Asks until the CA hands out what `f` wants (bounded).
+async fn until(
+    addr: &str,
+    tls: &Transport,
+    what: &str,
+    f: impl Fn(&SignedCert) -> bool,
+) -> SignedCert {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = ask(addr, tls).await;
+        if f(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{what}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
+    let (old, new) = (ca("old-root", None), ca("new-root", None));
+    let inter = ca("new-intermediate", Some(&new));
+    let dir = tempfile::tempdir().unwrap();
+    let (cacerts, config) = (dir.path().join("cacerts"), dir.path().join("config"));
+    std::fs::create_dir(&cacerts).unwrap();
+    std::fs::create_dir(&config).unwrap();
+    put(&cacerts, "ca-cert.pem", &old.pem);
+    put(&cacerts, "ca-key.pem", &old.key);
+    put(&cacerts, "root-cert.pem", &old.pem);
+    put(&cacerts, "cert-chain.pem", &old.pem);
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "tok shop cart\n").unwrap();
+    let roots_out = dir.path().join("root-cert.pem");
+    let cfg = Config {
+        source: SourceKind::Files,
+        config_dir: Some(config.clone()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plaintext_listen: None,
+        debug_listen: "127.0.0.1:0".parse().unwrap(),
+        agent_name: Some("reload-test".into()),
+        domain_suffix: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        root_namespace: "istio-system".into(),
+        outbound_policy: "ALLOW_ANY".into(),
+        visibility: Default::default(),
+        debounce_ms: 10,
+        mesh_config: None,
+        mesh_reload_ms: 1000,
+        ca: CaArgs {
+            ca_dir: Some(cacerts.clone()),
+            ca_tokens: Some(tokens),
+            ca_root_out: Some(roots_out.clone()),
+            ca_reload_ms: 100,
+            ..Default::default()
+        },
+    };
+    cfg.validate().unwrap();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let source = Box::new(mesh_agent::source::files::FilesSource {
+        dir: config,
+        debounce: Duration::from_millis(10),
+    });
+    let agent = mesh_agent::agent::start(&cfg, source, shutdown.clone())
+        .await
+        .unwrap();
+    let addr = agent.sync_addr.to_string();
+    let serving = agent.tls.clone().unwrap();
+    let via = |roots: &Path| Transport::Tls {
+        root_file: roots.to_path_buf(),
+        server_name: "istiod.istio-system.svc".into(),
+    };
+    let tls = via(&roots_out);
+    let ask = || ask(&addr, &tls);
+    let first = ask().await;
+    assert_eq!(norm(&first.chain[1]), norm(&old.pem));
+    assert_eq!(first.roots.len(), 1);
+
+    // Step 1: both roots trusted, still signed by the old one.
+    put(
+        &cacerts,
+        "root-cert.pem",
+        &format!("{}{}", old.pem, new.pem),
+    );
+    let got = until(&addr, &tls, "two roots", |c| c.roots.len() == 2).await;
+    assert_eq!(norm(&got.chain[1]), norm(&old.pem));
+    assert_eq!(norm(&std::fs::read_to_string(&roots_out).unwrap()).len(), 2);
+
+    // A half-written step 2 (new certificate, old key) is refused; the old CA signs on.
+    let issued = serving.issued.load(std::sync::atomic::Ordering::Relaxed);
+    put(&cacerts, "ca-cert.pem", &inter.pem);
+    tokio::time::sleep(Duration::from_millis(500)).await; // five reload periods
+    let got = ask().await;
+    assert_eq!(norm(&got.chain[1]), norm(&old.pem));
+    // Garbage is refused the same way.
+    put(
+        &cacerts,
+        "ca-key.pem",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(norm(&ask().await.chain[1]), norm(&old.pem));
+
+    // Step 2 completed: signed by the intermediate under the new root.
+    put(&cacerts, "ca-key.pem", &inter.key);
+    put(
+        &cacerts,
+        "cert-chain.pem",
+        &format!("{}{}", inter.pem, new.pem),
+    );
+    let inter_der = norm(&inter.pem);
+    let got = until(&addr, &tls, "intermediate signer", |c| {
+        norm(&c.chain[1]) == inter_der
+    })
+    .await;
+    assert_eq!(got.roots.len(), 2);
+    // The serving certificate followed: a client trusting only the new root connects.
+    assert!(serving.issued.load(std::sync::atomic::Ordering::Relaxed) > issued);
+    let new_only = dir.path().join("new-only.pem");
+    std::fs::write(&new_only, &new.pem).unwrap();
+    request_certificate(
+        &addr,
+        &via(&new_only),
+        "tok",
+        &csr(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+
+    // Step 3: the old root is gone everywhere.
+    put(&cacerts, "root-cert.pem", &new.pem);
+    let got = until(&addr, &tls, "new root only", |c| c.roots.len() == 1).await;
+    assert_eq!(norm(&got.roots[0]), norm(&new.pem));
+    assert_eq!(
+        norm(&std::fs::read_to_string(&roots_out).unwrap()),
+        norm(&new.pem)
+    );
+    let old_only = dir.path().join("old-only.pem");
+    std::fs::write(&old_only, &old.pem).unwrap();
+    let e = request_certificate(
+        &addr,
+        &via(&old_only),
+        "tok",
+        &csr(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("old-only.pem"), "{e}");
+}
