@@ -169,6 +169,9 @@ fn start_sidecar(
 ) -> PodProcess {
     let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
     let ip = pod.ip().to_string();
+    // The agent publishes its root bundle beside the tokens (--ca-root-out);
+    // sidecars verify the agent's TLS port (15012) against it.
+    let root = token.with_file_name("root-cert.pem");
     let mut argv = vec![
         SH,
         "-c",
@@ -188,6 +191,8 @@ fn start_sidecar(
         agent,
         "--ca-token-file",
         token.to_str().unwrap(),
+        "--ca-root-file",
+        root.to_str().unwrap(),
     ];
     argv.extend_from_slice(extra);
     let mut p = pod.spawn(PROXY, &argv).unwrap();
