@@ -1,6 +1,7 @@
 //! Minimal HTTP/1.1 GET for the loopback-only debug and admin endpoints (proxy
-//! admin 15000, agent debug 15014), and over TLS for the webhook's `/version`.
-//! One request per connection; chunked bodies are decoded.
+//! admin 15000, agent debug 15014), over TLS for the webhook's `/version`, and
+//! over a port-forwarded stream (cluster.rs). One request per connection;
+//! chunked bodies are decoded.
 
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
@@ -23,12 +24,15 @@ fn connect(addr: &str) -> anyhow::Result<std::net::TcpStream> {
     Ok(s)
 }
 
+fn request(host: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+}
+
 fn exchange(mut s: impl Read + Write, addr: &str, path: &str) -> anyhow::Result<String> {
     // One write: a server may answer and close as soon as it has the request.
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes())?;
+    s.write_all(request(addr, path).as_bytes())?;
     s.flush()?;
     let mut buf = Vec::new();
     // A TLS peer may close without close_notify; what arrived is still the answer.
@@ -37,6 +41,28 @@ fn exchange(mut s: impl Read + Write, addr: &str, path: &str) -> anyhow::Result<
             return Err(e.into());
         }
     }
+    body_of(buf, path)
+}
+
+/// The same exchange over any byte stream (a port-forwarded one): the answer is
+/// complete when the far end closes.
+pub async fn exchange_async<S>(mut s: S, host: &str, path: &str) -> anyhow::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request(host, path).as_bytes()).await?;
+    s.flush().await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    if buf.is_empty() {
+        bail!("GET {path}: the connection closed without an answer");
+    }
+    body_of(buf, path)
+}
+
+/// The body of a 200 answer (chunked decoded); any other status is an error naming it.
+fn body_of(buf: Vec<u8>, path: &str) -> anyhow::Result<String> {
     let text = String::from_utf8(buf).context("response is not UTF-8")?;
     let (head, body) = text
         .split_once("\r\n\r\n")
