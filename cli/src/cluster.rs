@@ -249,11 +249,6 @@ impl Cluster {
         self.rt.block_on(async {
             let mut pf = match api.portforward(pod, &[port]).await {
                 Ok(pf) => pf,
-                Err(e @ kube::Error::Api(_)) => {
-                    return Err(
-                        self.map_err(format!("port-forward to pod {ns}/{pod} port {port}"), e)
-                    )
-                }
                 Err(e @ kube::Error::UpgradeConnection(_)) => return Err(fail(chain(&e))),
                 Err(e) => {
                     return Err(

@@ -272,11 +272,16 @@ mod portforward {
                 );
                 let _ = sink.send(frame(1, msg.as_bytes())).await;
                 let _ = sink.send(Message::Close(None)).await;
+                // Finish the close handshake, as a real server does: dropping the
+                // socket with the client's frames unread would reset it, and the
+                // client could lose the error frame it already received.
+                let drain = async { while let Some(Ok(_)) = from_client.next().await {} };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
                 return;
             }
         };
         let (mut rd, mut wr) = tcp.into_split();
-        let up = tokio::spawn(async move {
+        let mut up = tokio::spawn(async move {
             while let Some(Ok(msg)) = from_client.next().await {
                 let data = match msg {
                     Message::Binary(b) if b.len() > 1 && b[0] == 0 => b,
@@ -302,7 +307,13 @@ mod portforward {
         }
         // v4 has no half-close: the pod side closing ends the whole stream.
         let _ = sink.send(Message::Close(None)).await;
-        up.abort();
+        // The up loop ends at the client's Close (the handshake's answer).
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut up)
+            .await
+            .is_err()
+        {
+            up.abort();
+        }
     }
 }
 
