@@ -2,15 +2,15 @@
 //! client configured as kubectl finds its cluster (`KUBECONFIG`, `~/.kube/config`,
 //! then the in-cluster service account).
 //!
-//! Sidecar admin pages (15000) and agent debug pages (15014) are read through the
-//! API server's pod proxy subresource,
-//! `GET /api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/{path}`. `istioctl` opens a
-//! port-forward instead; the proxy subresource is the plain-HTTP equivalent (one
-//! request, no SPDY/WebSocket stream). Note the difference: the API server dials
-//! the pod IP, so the page must listen on the pod's address; a page bound to the
-//! pod's loopback only (the sidecar admin, the agent's debug listener as shipped)
-//! is reachable by port-forward but answers the proxy subresource with the API
-//! server's "connection refused" (reported as such below).
+//! Sidecar admin pages (15000) and agent debug pages (15014) are read through a
+//! port-forward, as kubectl and istioctl do:
+//! `GET /api/v1/namespaces/{ns}/pods/{pod}/portforward?ports={port}` upgraded to a
+//! WebSocket (`v4.channel.k8s.io`), one HTTP/1.1 GET over the forwarded stream.
+//! The kubelet dials the port on the pod's loopback, so the sidecar admin and the
+//! agent's debug listener, both bound to 127.0.0.1 in the pod like Istio's, are
+//! reachable; the API server's pod proxy subresource would dial the pod IP and be
+//! refused. The proxy subresource is used only for the webhook's `/version`
+//! (HTTPS on the pod IP, where the webhook listens for the API server anyway).
 //!
 //! The commands are synchronous; a [`Cluster`] owns a single-threaded runtime and
 //! blocks on each call.
@@ -60,6 +60,13 @@ pub enum ClusterError {
     },
     #[error("pod {namespace}/{pod} has no {SIDECAR} container (not injected into the mesh)")]
     NoSidecar { namespace: String, pod: String },
+    #[error("port-forward to pod {namespace}/{pod} port {port}: {message}")]
+    PortForward {
+        namespace: String,
+        pod: String,
+        port: u16,
+        message: String,
+    },
     #[error("ConfigMap {namespace}/{name} has no key {key:?}")]
     MissingKey {
         namespace: String,
@@ -197,7 +204,8 @@ impl Cluster {
     }
 
     /// `GET /api/v1/namespaces/{ns}/pods/[https:]{pod}:{port}/proxy{path}`: a page
-    /// of the pod, through the API server.
+    /// of the pod, through the API server, which dials the pod IP (so only for
+    /// listeners on the pod's address: the webhook).
     pub fn pod_proxy_get(
         &self,
         ns: &str,
@@ -221,6 +229,64 @@ impl Cluster {
             .map_err(|e| self.map_err(format!("GET {path} of pod {ns}/{pod} port {port}"), e))
     }
 
+    /// GET `path` from the pod's `port` on its loopback, through a port-forward
+    /// (`pods/{pod}/portforward?ports={port}`). A failure names pod and port, with
+    /// the kubelet's own reason when it sent one (e.g. connection refused).
+    pub fn port_forward_get(
+        &self,
+        ns: &str,
+        pod: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<String, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let fail = |message: String| ClusterError::PortForward {
+            namespace: ns.into(),
+            pod: pod.into(),
+            port,
+            message,
+        };
+        self.rt.block_on(async {
+            let mut pf = match api.portforward(pod, &[port]).await {
+                Ok(pf) => pf,
+                Err(e @ kube::Error::UpgradeConnection(_)) => return Err(fail(chain(&e))),
+                Err(e) => {
+                    return Err(
+                        self.map_err(format!("port-forward to pod {ns}/{pod} port {port}"), e)
+                    )
+                }
+            };
+            let (Some(stream), Some(error)) = (pf.take_stream(port), pf.take_error(port)) else {
+                pf.abort();
+                return Err(fail("no stream for the port".into()));
+            };
+            let host = format!("localhost:{port}");
+            let got = tokio::time::timeout(
+                READ_TIMEOUT,
+                crate::http_get::exchange_async(stream, &host, path),
+            )
+            .await;
+            let result = match got {
+                Ok(Ok(body)) => Ok(body),
+                failed => {
+                    // The pod side's reason (the kubelet writes it on the port's error
+                    // channel, then closes) says more than a closed stream.
+                    let reason = tokio::time::timeout(Duration::from_secs(2), error)
+                        .await
+                        .ok()
+                        .flatten();
+                    Err(fail(match (reason, failed) {
+                        (Some(r), _) => r,
+                        (None, Ok(Err(e))) => format!("{e:#}"),
+                        (None, _) => format!("GET {path}: no answer in {READ_TIMEOUT:?}"),
+                    }))
+                }
+            };
+            pf.abort();
+            result
+        })
+    }
+
     /// A page of a pod's sidecar admin (15000), after checking the pod has one.
     pub fn sidecar_admin_get(
         &self,
@@ -235,7 +301,7 @@ impl Cluster {
                 pod: pod.into(),
             });
         }
-        self.pod_proxy_get(ns, pod, ADMIN_PORT, false, path)
+        self.port_forward_get(ns, pod, ADMIN_PORT, path)
     }
 }
 

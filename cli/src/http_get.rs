@@ -1,6 +1,7 @@
 //! Minimal HTTP/1.1 GET for the loopback-only debug and admin endpoints (proxy
-//! admin 15000, agent debug 15014), and over TLS for the webhook's `/version`.
-//! One request per connection; chunked bodies are decoded.
+//! admin 15000, agent debug 15014), over TLS for the webhook's `/version`, and
+//! over a port-forwarded stream (cluster.rs). One request per connection;
+//! chunked bodies are decoded.
 
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
@@ -23,12 +24,15 @@ fn connect(addr: &str) -> anyhow::Result<std::net::TcpStream> {
     Ok(s)
 }
 
+fn request(host: &str, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+}
+
 fn exchange(mut s: impl Read + Write, addr: &str, path: &str) -> anyhow::Result<String> {
     // One write: a server may answer and close as soon as it has the request.
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes())?;
+    s.write_all(request(addr, path).as_bytes())?;
     s.flush()?;
     let mut buf = Vec::new();
     // A TLS peer may close without close_notify; what arrived is still the answer.
@@ -37,6 +41,57 @@ fn exchange(mut s: impl Read + Write, addr: &str, path: &str) -> anyhow::Result<
             return Err(e.into());
         }
     }
+    body_of(buf, path)
+}
+
+/// The same exchange over any byte stream (a port-forwarded one). The answer ends
+/// at its Content-Length or last chunk, or when the far end closes: a forwarded
+/// stream need not close when the pod's side does.
+pub async fn exchange_async<S>(mut s: S, host: &str, path: &str) -> anyhow::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request(host, path).as_bytes()).await?;
+    s.flush().await?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if is_complete(&buf) {
+            break;
+        }
+    }
+    if buf.is_empty() {
+        bail!("GET {path}: the connection closed without an answer");
+    }
+    body_of(buf, path)
+}
+
+/// Whether `buf` holds a whole response (head, then Content-Length bytes or a
+/// chunked body through its last chunk).
+fn is_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = &buf[end + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n")
+}
+
+/// The body of a 200 answer (chunked decoded); any other status is an error naming it.
+fn body_of(buf: Vec<u8>, path: &str) -> anyhow::Result<String> {
     let text = String::from_utf8(buf).context("response is not UTF-8")?;
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -165,4 +220,24 @@ pub fn table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_is_complete_at_its_length_or_last_chunk() {
+        let h = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n";
+        assert!(!is_complete(&h[..10]));
+        assert!(!is_complete(&[&h[..], b"abc"].concat()));
+        assert!(is_complete(&[&h[..], b"abcd"].concat()));
+        let c = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        assert!(!is_complete(c));
+        let whole = [&c[..], b"0\r\n\r\n"].concat();
+        assert!(is_complete(&whole));
+        assert_eq!(body_of(whole, "/x").unwrap(), "abc");
+        // Without either, only the close ends it.
+        assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nabc"));
+    }
 }

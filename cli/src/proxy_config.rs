@@ -6,9 +6,8 @@
 //!
 //! A target that is `host:port` is the admin address itself (`127.0.0.1:15000`
 //! inside the pod, or the local end of `kubectl port-forward POD 15000`); anything
-//! else is a pod, whose admin pages are read through the API server's pod proxy
-//! subresource (see `crate::cluster` for how that differs from istioctl's
-//! port-forward).
+//! else is a pod, whose admin pages are read through a port-forward via the API
+//! server, as istioctl does (see `crate::cluster`).
 
 use anyhow::Context;
 use serde_json::Value;

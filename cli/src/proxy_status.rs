@@ -4,7 +4,7 @@
 //!
 //! `--agent ADDR` reads agents directly. Without it, the agents are the running
 //! `app=mesh-agent` pods of the control plane namespace of the kubeconfig's
-//! cluster, each read through the API server's pod proxy subresource (see
+//! cluster, each read through a port-forward via the API server (see
 //! `crate::cluster`); with no cluster configured, the agent on 127.0.0.1:15014.
 
 use anyhow::{bail, Context};
@@ -73,7 +73,7 @@ fn from_cluster(c: &Cluster, ns: &str) -> anyhow::Result<Vec<Syncz>> {
     let mut out = Vec::new();
     for p in running {
         let name = pod_name(p);
-        let body = c.pod_proxy_get(ns, &name, AGENT_DEBUG_PORT, false, "/debug/syncz")?;
+        let body = c.port_forward_get(ns, &name, AGENT_DEBUG_PORT, "/debug/syncz")?;
         out.push(
             serde_json::from_str(&body)
                 .with_context(|| format!("agent pod {ns}/{name} sent invalid syncz JSON"))?,

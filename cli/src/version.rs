@@ -13,8 +13,9 @@
 //!
 //! Given no address, the components are found in the kubeconfig's cluster: the
 //! running `app=mesh-agent` and `app=mesh-webhook` pods of the control plane
-//! namespace and the proxies the agents report, each read through the API
-//! server's pod proxy subresource (see `crate::cluster`). With no cluster
+//! namespace and the proxies the agents report: agents and proxies through a
+//! port-forward to their loopback-only ports, the webhook through the API
+//! server's pod proxy subresource (it listens on the pod IP; see `crate::cluster`). With no cluster
 //! configured, only the client version is printed.
 
 use std::collections::BTreeMap;
@@ -67,8 +68,14 @@ fn from_cluster(c: &Cluster, ns: &str) -> anyhow::Result<[Vec<Answer>; 3]> {
             .filter(|p| is_running(p))
             .map(|p| {
                 let name = pod_name(p);
-                let v = c
-                    .pod_proxy_get(ns, &name, port, https, path)
+                // The webhook serves HTTPS on the pod IP (the proxy subresource
+                // reaches it); the agent's debug port is loopback-only (port-forward).
+                let got = if https {
+                    c.pod_proxy_get(ns, &name, port, true, path)
+                } else {
+                    c.port_forward_get(ns, &name, port, path)
+                };
+                let v = got
                     .map_err(anyhow::Error::new)
                     .and_then(|b| serde_json::from_str(&b).context("answer is not JSON"));
                 (format!("pod {ns}/{name}"), v)

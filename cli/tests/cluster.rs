@@ -1,9 +1,12 @@
 //! meshctl against a Kubernetes cluster: the real `meshctl` binary, configured by
-//! a `KUBECONFIG` file only, talks to an in-process fake API server whose pod
-//! proxy subresource forwards to a real `mesh-proxy` admin (subscribed to a real
-//! `mesh-agent`), that agent's debug port, and a real `mesh-webhook`. The output
-//! must show what those processes really have, errors must name the pod, and
-//! the fake must have seen the exact API paths.
+//! a `KUBECONFIG` file only, talks to an in-process fake API server whose
+//! port-forward subresource (WebSocket, as kube-rs speaks it to a real one)
+//! bridges to a real `mesh-proxy` admin bound to 127.0.0.1 only (subscribed to a
+//! real `mesh-agent`) and that agent's loopback debug port, and whose pod proxy
+//! subresource reaches a real `mesh-webhook`. The output must show what those
+//! processes really have, errors must name pod and port, and the fake must have
+//! seen the exact API paths (port-forward, never the proxy subresource, for the
+//! loopback-only ports).
 
 mod fake_apiserver;
 
@@ -134,6 +137,8 @@ fn world() -> World {
             .args(["--agent", &sync]),
     );
     let admin = field(&line, "admin=");
+    // The admin is loopback-only, as in a pod: only a port-forward reaches it.
+    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
     let mut objects = Objects::default();
     let mut add = |p: serde_json::Value| {
         let k = (
@@ -210,9 +215,10 @@ fn proxy_config_and_status_through_the_api_server() {
         "{seen:?}"
     );
     assert!(
-        seen.contains(&"GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/config_dump".into()),
+        seen.contains(&"GET /api/v1/namespaces/shop/pods/web-0/portforward?ports=15000".into()),
         "{seen:?}"
     );
+    assert!(!seen.iter().any(|s| s.contains("/proxy")), "{seen:?}");
     assert!(w
         .api
         .auth
@@ -242,12 +248,16 @@ fn proxy_config_and_status_through_the_api_server() {
         .all(|s| s.starts_with("GET /api/v1/namespaces/shop/pods/web-0")));
 
     // secret: no CA here, so no workload certificate; read through /certs.
+    w.api.clear();
     let (ok, out, err) = meshctl(&kc, &["proxy-config", "secret", "web-0"]);
     assert!(ok && out.contains("NONE (mTLS off"), "{out}{err}");
-    assert!(w
-        .api
-        .seen()
-        .contains(&"GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/certs".into()));
+    assert_eq!(
+        w.api.seen(),
+        [
+            "GET /api/v1/namespaces/shop/pods/web-0",
+            "GET /api/v1/namespaces/shop/pods/web-0/portforward?ports=15000"
+        ]
+    );
 
     // A missing pod: the API's 404, naming it.
     let (ok, _, err) = meshctl(&kc, &["proxy-config", "cluster", "nope-0.shop"]);
@@ -276,38 +286,50 @@ fn proxy_config_and_status_through_the_api_server() {
     let seen = w.api.seen();
     assert!(
         seen.contains(
-            &"GET /api/v1/namespaces/istio-system/pods?&labelSelector=app%3Dmesh-agent".into()
-        ) || seen.contains(
             &"GET /api/v1/namespaces/istio-system/pods?labelSelector=app%3Dmesh-agent".into()
         ),
         "{seen:?}"
     );
     assert!(
         seen.contains(
-            &"GET /api/v1/namespaces/istio-system/pods/mesh-agent-7f9c:15014/proxy/debug/syncz"
+            &"GET /api/v1/namespaces/istio-system/pods/mesh-agent-7f9c/portforward?ports=15014"
                 .into()
         ),
         "{seen:?}"
     );
+    assert!(!seen.iter().any(|s| s.contains("/proxy")), "{seen:?}");
 }
 
 #[test]
-fn an_unreachable_admin_port_is_reported_with_the_pod() {
-    // A sidecar pod whose admin answers nothing (as a loopback-only admin would
-    // through the proxy subresource): the API server's 503 is passed on.
+fn a_forwarded_port_with_nothing_listening_is_reported_with_pod_and_port() {
+    // A sidecar pod whose admin port has nothing listening: the fake really dials
+    // a closed loopback port and, like the kubelet, sends the refusal on the
+    // port's error channel; meshctl names pod and port and passes the reason on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
     let mut objects = Objects::default();
     objects.pods.insert(
         ("shop".into(), "dark-0".into()),
         pod("shop", "dark-0", json!({}), &["app", "istio-proxy"]),
     );
+    objects
+        .backends
+        .insert("shop/dark-0:15000".into(), format!("http://{closed_addr}"));
     let api = FakeApi::start(objects);
-    let (ok, _, err) = meshctl(&api.kubeconfig(), &["proxy-config", "cluster", "dark-0"]);
-    assert!(!ok, "{err}");
+    let (ok, out, err) = meshctl(&api.kubeconfig(), &["proxy-config", "cluster", "dark-0"]);
+    assert!(!ok, "{out}{err}");
     assert!(
-        err.contains("pod shop/dark-0 port 15000")
-            && err.contains("503")
+        err.contains("port-forward to pod shop/dark-0 port 15000: error forwarding port 15000")
             && err.contains("connection refused"),
         "{err}"
+    );
+    assert_eq!(
+        api.seen(),
+        [
+            "GET /api/v1/namespaces/shop/pods/dark-0",
+            "GET /api/v1/namespaces/shop/pods/dark-0/portforward?ports=15000"
+        ]
     );
 }
 
@@ -378,10 +400,17 @@ fn version_finds_the_control_plane_and_proxies_in_the_cluster() {
     assert_eq!(j["dataPlane"][0]["address"], "pod shop/web-0");
     let seen = w.api.seen();
     for want in [
-        "GET /api/v1/namespaces/istio-system/pods/mesh-agent-7f9c:15014/proxy/version",
+        "GET /api/v1/namespaces/istio-system/pods/mesh-agent-7f9c/portforward?ports=15014",
         "GET /api/v1/namespaces/istio-system/pods/https:mesh-webhook-1:15017/proxy/version",
-        "GET /api/v1/namespaces/shop/pods/web-0:15000/proxy/server_info",
+        "GET /api/v1/namespaces/shop/pods/web-0/portforward?ports=15000",
     ] {
         assert!(seen.contains(&want.to_string()), "{want} in {seen:?}");
     }
+    // Only the webhook (on the pod IP) goes through the proxy subresource.
+    assert!(
+        seen.iter()
+            .filter(|s| s.contains("/proxy"))
+            .all(|s| s.contains("mesh-webhook-1")),
+        "{seen:?}"
+    );
 }

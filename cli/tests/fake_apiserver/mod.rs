@@ -1,8 +1,14 @@
 //! A small in-process Kubernetes API server for meshctl's cluster tests (no real
 //! one exists here): plain HTTP on 127.0.0.1:0, serving GET of pods (one, or a
-//! list by `app=` label), ConfigMaps, and the pod proxy subresource
-//! `pods/[https:]NAME:PORT/proxy/PATH` by forwarding to a real process (a
-//! mesh-proxy admin, a mesh-agent debug port, a mesh-webhook) with curl. Every
+//! list by `app=` label), ConfigMaps, the pod proxy subresource
+//! `pods/[https:]NAME:PORT/proxy/PATH` (forwarded with curl to a real process,
+//! the way the API server dials a pod IP), and the port-forward subresource
+//! `pods/NAME/portforward?ports=PORT` as the real one serves kube-rs: a WebSocket
+//! upgrade with subprotocol `v4.channel.k8s.io`, channel 0 data and 1 error, the
+//! first frame on each the port (u16 little-endian), then the data channel
+//! bridged to a TCP connection to the real process on 127.0.0.1 (the kubelet
+//! dials the pod's loopback), and a dial failure written on the error channel
+//! in the kubelet's words before closing. Every
 //! request line and Authorization header is recorded, so tests can check that
 //! meshctl really went through the API. A kubeconfig file pointing at it is
 //! written for `KUBECONFIG`.
@@ -24,7 +30,8 @@ pub struct Objects {
     pub pods: BTreeMap<(String, String), Value>,
     /// (namespace, name) → ConfigMap JSON.
     pub configmaps: BTreeMap<(String, String), Value>,
-    /// "namespace/pod:port" → base URL of the real process behind it.
+    /// "namespace/pod:port" → base URL of the real process behind it (for a
+    /// port-forward, its host:port after the scheme).
     pub backends: BTreeMap<String, String>,
 }
 
@@ -52,7 +59,7 @@ pub fn pod(ns: &str, name: &str, labels: Value, containers: &[&str]) -> Value {
     })
 }
 
-fn status(code: u16, reason: &str, message: String) -> Response {
+pub(crate) fn status(code: u16, reason: &str, message: String) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code});
     (
@@ -63,7 +70,7 @@ fn status(code: u16, reason: &str, message: String) -> Response {
         .into_response()
 }
 
-fn query_param(q: &str, key: &str) -> Option<String> {
+pub(crate) fn query_param(q: &str, key: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| {
@@ -75,6 +82,9 @@ fn query_param(q: &str, key: &str) -> Option<String> {
 }
 
 async fn handle(st: Arc<Mutex<Objects>>, req: Request<Body>) -> Response {
+    if req.uri().path().ends_with("/portforward") {
+        return portforward::handle(st, req).await;
+    }
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').splitn(7, '/').collect();
@@ -146,6 +156,8 @@ async fn handle(st: Arc<Mutex<Objects>>, req: Request<Body>) -> Response {
         _ => status(404, "NotFound", format!("the server could not find {path}")),
     }
 }
+
+mod portforward;
 
 /// GET `url` from the real process (curl: plain HTTP or TLS without verification,
 /// as the API server does towards pods).
@@ -227,8 +239,15 @@ impl FakeApi {
         self.dir.path().join("kubeconfig")
     }
 
+    /// The recorded request lines; kube-rs writes `?&key=v` for its first query
+    /// parameter, shown here as `?key=v` (the empty pair carries nothing).
     pub fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.replacen("?&", "?", 1))
+            .collect()
     }
 
     pub fn clear(&self) {
