@@ -246,7 +246,7 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
     });
     let sc = |v| h(v).and_then(|s| s.syscalls_per_req);
     rows.push(Row {
-        figure: "read+write syscalls / request (both)",
+        figure: "read/write-family syscalls / request (both; not send/recv)",
         cells: vs.map(|v| {
             sc(v)
                 .map(|x| format!("{x:.1}"))
