@@ -72,6 +72,8 @@ pub struct Db {
     pub bookmarks: usize,
     /// While set, events are recorded but not streamed (a network partition).
     pub partitioned: bool,
+    /// collection -> newest event that open streams did not get (partition).
+    pub missed: HashMap<String, u64>,
 }
 
 pub struct Fake {
@@ -144,7 +146,9 @@ impl Fake {
     fn record(&self, db: &mut Db, path: &str, ev: Value) {
         let rv = db.rv;
         db.log.push((rv, path.into(), ev.clone()));
-        if !db.partitioned {
+        if db.partitioned {
+            db.missed.insert(path.into(), rv);
+        } else {
             let _ = self.live.send((path.into(), ev));
         }
     }
@@ -183,6 +187,7 @@ pub async fn handler(
     let line = |v: &Value| bytes::Bytes::from(format!("{v}\n"));
     // Subscribe before reading the backlog so nothing falls in between.
     let mut live = fake.live.subscribe();
+    let mut backlog_rv = from;
     {
         let mut db = fake.db();
         if from < db.compacted {
@@ -195,24 +200,60 @@ pub async fn handler(
         for (rv, p, ev) in &db.log {
             if *rv > from && *p == path {
                 let _ = tx.send(line(ev));
+                backlog_rv = *rv;
             }
         }
     }
     let mut dropped = fake.drop_watches.subscribe();
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let fake2 = fake.clone();
+    let event_rv = |ev: &Value| -> u64 {
+        ev["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     tokio::spawn(async move {
+        // Newest version this stream has delivered; a bookmark may only claim
+        // a version once every event of this collection up to it was sent
+        // (the API server's guarantee), so a stream that missed events during
+        // a partition never bookmarks past them.
+        let mut delivered = backlog_rv;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 _ = dropped.changed() => return,
                 ev = live.recv() => match ev {
-                    Ok((p, ev)) if p == path => { if tx.send(line(&ev)).is_err() { return } }
+                    // Skips what the backlog already sent.
+                    Ok((p, ev)) if p == path && event_rv(&ev) > delivered => {
+                        delivered = event_rv(&ev);
+                        if tx.send(line(&ev)).is_err() { return }
+                    }
                     Ok(_) => {}
                     Err(_) => return,
                 },
                 _ = tick.tick(), if bookmarks => {
-                    let rv = { let mut db = fake2.db(); if db.partitioned { continue } db.bookmarks += 1; db.rv };
+                    let mut out = Vec::new();
+                    let rv = {
+                        let mut db = fake2.db();
+                        if db.partitioned { continue }
+                        // Under the lock every recorded event is already in
+                        // the channel: send those first, then the bookmark.
+                        while let Ok((p, ev)) = live.try_recv() {
+                            if p == path && event_rv(&ev) > delivered {
+                                delivered = event_rv(&ev);
+                                out.push(ev);
+                            }
+                        }
+                        if db.missed.get(&path).is_some_and(|m| *m > delivered) { None } else {
+                            db.bookmarks += 1;
+                            Some(db.rv)
+                        }
+                    };
+                    for ev in out {
+                        if tx.send(line(&ev)).is_err() { return }
+                    }
+                    let Some(rv) = rv else { continue };
                     let bm = json!({"type": "BOOKMARK", "object": {"kind": "Bookmark", "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string()}}});
                     if tx.send(line(&bm)).is_err() { return }
                 }
