@@ -16,10 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mesh_e2e::testca::TestCa;
 use meshnet::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Event {
@@ -34,43 +32,6 @@ enum Event {
 }
 
 type Events = Arc<Mutex<Vec<Event>>>;
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    let pem = p.self_signed(&key).unwrap().pem();
-    Ca {
-        pem,
-        issuer: Issuer::new(p, key),
-    }
-}
-
-/// A leaf signed by `ca`: (certificate PEM, key PEM, certificate DER, key DER).
-fn leaf(ca: &Ca, cn: &str, dns: &[&str], client: bool) -> (String, String, Vec<u8>, Vec<u8>) {
-    let mut p =
-        CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.extended_key_usages = vec![if client {
-        ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        ExtendedKeyUsagePurpose::ServerAuth
-    }];
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (
-        cert.pem(),
-        key.serialize_pem(),
-        cert.der().to_vec(),
-        key.serialize_der(),
-    )
-}
 
 fn subject_cn(der: &[u8]) -> String {
     use x509_parser::prelude::{FromDer, X509Certificate};
@@ -260,16 +221,17 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
     );
 
     // Test PKI: the server's CA, an unrelated CA, and a client CA for MUTUAL.
-    let server_ca = ca("origin server CA");
-    let other_ca = ca("unrelated CA");
-    let client_ca = ca("origin client CA");
-    let (_, _, srv_der, srv_key) = leaf(
-        &server_ca,
+    let server_ca = TestCa::new("origin server CA", None);
+    let other_ca = TestCa::new("unrelated CA", None);
+    let client_ca = TestCa::new("origin client CA", None);
+    let srv = server_ca.leaf(
         "external server",
         &["api.external.test", "mtls.external.test"],
         false,
     );
-    let (cli_pem, cli_key_pem, _, _) = leaf(&client_ca, "origin-client", &[], true);
+    let (srv_der, srv_key) = (srv.cert_der, srv.key_der);
+    let cli = client_ca.leaf("origin-client", &[], true);
+    let (cli_pem, cli_key_pem) = (cli.cert_pem, cli.key_pem);
     write(&m.files.0, "server-ca.pem", &server_ca.pem);
     write(&m.files.0, "other-ca.pem", &other_ca.pem);
     write(&m.files.0, "client.pem", &cli_pem);

@@ -2,7 +2,8 @@
 //!
 //! [`harness`] builds a node and pods as network namespaces wired by the real CNI
 //! plugins, and runs processes inside them; [`echo`] is the test application that
-//! reports who answered and what it received. The tests in `tests/` drive both
+//! reports who answered and what it received; [`testca`] is the PKI of the
+//! tests that bring their own certificates. The tests in `tests/` drive these
 //! with real clients (curl, h2load).
 
 // Harness errors carry the whole context of a failed command (plugin, netns,
@@ -12,3 +13,4 @@
 pub mod bins;
 pub mod echo;
 pub mod harness;
+pub mod testca;

@@ -6,44 +6,11 @@
 
 use mesh_agent::client::{request_certificate, SignedCert, Transport};
 use mesh_agent::config::{CaArgs, Config, SourceKind};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use mesh_e2e::testca::{write_file as put, TestCa};
+use rcgen::{CertificateParams, KeyPair};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-    key: String,
-}
-
-fn ca(name: &str, parent: Option<&Ca>) -> Ca {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = CertificateParams::default();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.distinguished_name
-        .push(rcgen::DnType::OrganizationName, name);
-    let cert = match parent {
-        None => p.self_signed(&key).unwrap(),
-        Some(parent) => p.signed_by(&key, &parent.issuer).unwrap(),
-    };
-    Ca {
-        pem: cert.pem(),
-        key: key.serialize_pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-fn put(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, dir.join(name)).unwrap();
-}
 
 fn csr() -> String {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -88,8 +55,8 @@ async fn until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
-    let (old, new) = (ca("old-root", None), ca("new-root", None));
-    let inter = ca("new-intermediate", Some(&new));
+    let (old, new) = (TestCa::new("old-root", None), TestCa::new("new-root", None));
+    let inter = TestCa::new("new-intermediate", Some(&new));
     let dir = tempfile::tempdir().unwrap();
     let (cacerts, config) = (dir.path().join("cacerts"), dir.path().join("config"));
     std::fs::create_dir(&cacerts).unwrap();
@@ -147,11 +114,7 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     assert_eq!(first.roots.len(), 1);
 
     // Step 1: both roots trusted, still signed by the old one.
-    put(
-        &cacerts,
-        "root-cert.pem",
-        &format!("{}{}", old.pem, new.pem),
-    );
+    put(&cacerts, "root-cert.pem", format!("{}{}", old.pem, new.pem));
     let got = until(&addr, &tls, "two roots", |c| c.roots.len() == 2).await;
     assert_eq!(norm(&got.chain[1]), norm(&old.pem));
     assert_eq!(norm(&std::fs::read_to_string(&roots_out).unwrap()).len(), 2);
@@ -176,7 +139,7 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     put(
         &cacerts,
         "cert-chain.pem",
-        &format!("{}{}", inter.pem, new.pem),
+        format!("{}{}", inter.pem, new.pem),
     );
     let inter_der = norm(&inter.pem);
     let got = until(&addr, &tls, "intermediate signer", |c| {

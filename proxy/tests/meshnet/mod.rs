@@ -5,10 +5,15 @@
 //! (an impostor), or have no sidecar at all (an external server).
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::common::*;
 use mesh_e2e::bins::workspace_bin;
+pub use mesh_e2e::testca::write_file as write;
 
 /// One pod of the mesh.
 pub struct PodSpec<'a> {
@@ -22,19 +27,14 @@ pub struct PodSpec<'a> {
 
 pub const MESHED: (&str, &str) = ("security.istio.io/tlsMode", "istio");
 
+/// The echo service of the mTLS tests: HTTP on 8080, a TCP echo on 9000.
+pub const ECHO_VIP: &str = "10.96.0.20";
+pub const ECHO_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
+
 /// Agent and sidecars log to stderr; run them with stderr on stdout so tests
 /// can wait for their log lines (`exec` keeps the process id).
 const SH: &str = "/bin/sh";
 const LOGS_TO_STDOUT: &str = "exec \"$0\" \"$@\" 2>&1";
-
-/// Writes a file atomically, world-readable (sidecars run as 1337).
-pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::rename(tmp, dir.join(name)).unwrap();
-}
 
 fn pod_yaml(name: &str, ip: &str, sa: &str, labels: &[(&str, &str)]) -> String {
     let labels: String = labels
@@ -61,6 +61,16 @@ pub struct MeshNet {
 
 impl MeshNet {
     pub fn new(services_yaml: &str, specs: &[PodSpec<'_>], proxy_extra: &[&str]) -> MeshNet {
+        MeshNet::with(services_yaml, specs, &[], proxy_extra)
+    }
+
+    /// Like [`MeshNet::new`], with extra arguments for the agent.
+    pub fn with(
+        services_yaml: &str,
+        specs: &[PodSpec<'_>],
+        agent_extra: &[&str],
+        proxy_extra: &[&str],
+    ) -> MeshNet {
         let node = Node::new().unwrap();
         let pods: Vec<Pod> = specs
             .iter()
@@ -89,29 +99,33 @@ impl MeshNet {
         write(&files.0, "ca-tokens", tokens);
         let agent_addr = format!("{}:15012", mesh_e2e::harness::GATEWAY);
         let bin = workspace_bin("mesh-agent");
-        let mut agent = node
-            .spawn(&[
-                SH,
-                "-c",
-                LOGS_TO_STDOUT,
-                bin.to_str().unwrap(),
-                "--config-dir",
-                config.0.to_str().unwrap(),
-                "--listen",
-                &agent_addr,
-                "--debug-listen",
-                "127.0.0.1:15014",
-                "--debounce-ms",
-                "20",
-                "--ca-tokens",
-                files.0.join("ca-tokens").to_str().unwrap(),
-                "--ca-root-out",
-                files.0.join("root-cert.pem").to_str().unwrap(),
-            ])
-            .unwrap();
+        let (tokens, root_out) = (files.0.join("ca-tokens"), files.0.join("root-cert.pem"));
+        let mut argv = vec![
+            SH,
+            "-c",
+            LOGS_TO_STDOUT,
+            bin.to_str().unwrap(),
+            "--config-dir",
+            config.0.to_str().unwrap(),
+            "--listen",
+            &agent_addr,
+            "--debug-listen",
+            "127.0.0.1:15014",
+            "--debounce-ms",
+            "20",
+            "--ca-tokens",
+            tokens.to_str().unwrap(),
+            "--ca-root-out",
+            root_out.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(agent_extra);
+        let mut agent = node.spawn(&argv).unwrap();
         agent
             .wait_for_line("mesh-agent listening", Duration::from_secs(10))
             .unwrap();
+        // The root bundle is published as a file (local mode's istio-ca-root-cert).
+        let root = std::fs::read_to_string(&root_out).unwrap();
+        assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
         let mut procs = Vec::new();
         for (s, pod) in specs.iter().zip(&pods) {
             let mut mine = Vec::new();
@@ -232,4 +246,75 @@ pub fn status(pod: &Pod, args: &[&str]) -> (String, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.to_string(), body.to_string())
+}
+
+/// One echo round trip over a new TCP connection (a fresh mTLS handshake
+/// between the sidecars); run it inside the client's network namespace.
+pub fn tcp_echo_once(vip: &str, port: u16) -> Result<(), String> {
+    let mut s = TcpStream::connect((vip, port)).map_err(|e| format!("tcp connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"rotate\n")
+        .map_err(|e| format!("tcp write: {e}"))?;
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf)
+        .map_err(|e| format!("tcp read: {e}"))?;
+    if &buf != b"rotate\n" {
+        return Err(format!("tcp echo {buf:?}"));
+    }
+    Ok(())
+}
+
+/// New TCP connections from `pod` to the echo service, one every 20 ms, until
+/// `stop`: the number that worked and the errors of those that did not.
+pub fn tcp_echo_loop(
+    pod: &Pod,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<String>)> {
+    in_netns(pod, move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            match tcp_echo_once(ECHO_VIP, 9000) {
+                Ok(()) => ok += 1,
+                Err(e) => failed.push(e),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed)
+    })
+}
+
+/// h2load's summary of a load run that must have lost nothing.
+pub struct H2load {
+    pub line: String,
+    pub codes: String,
+    pub succeeded: u64,
+}
+
+impl H2load {
+    /// Parses h2load's output and asserts that no request failed, errored or
+    /// timed out, and that every answer was a 2xx.
+    pub fn clean(out: &std::process::Output) -> H2load {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let find = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix:?} in h2load's output: {text}"))
+                .to_string()
+        };
+        let (line, codes) = (find("requests:"), find("status codes:"));
+        let num = |what: &str| -> u64 {
+            let re = regex::Regex::new(&format!(r"(\d+) {what}")).unwrap();
+            re.captures(&line).unwrap()[1].parse().unwrap()
+        };
+        for bad in ["failed", "errored", "timeout"] {
+            assert_eq!(num(bad), 0, "{bad}: {line}");
+        }
+        let succeeded = num("succeeded");
+        assert!(codes.contains(&format!("{succeeded} 2xx")), "{codes}");
+        H2load {
+            line,
+            codes,
+            succeeded,
+        }
+    }
 }

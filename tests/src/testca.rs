@@ -1,0 +1,82 @@
+//! Test PKI for the tests that bring their own certificates: P-256 roots and
+//! intermediates (an Istio `cacerts` folder is made of these), leaves signed by
+//! them, and an atomic, world-readable file writer, because sidecars run as
+//! UID 1337 and the agent may poll a folder while a test rewrites it.
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// A certificate authority: a self-signed root, or an intermediate under another.
+pub struct TestCa {
+    /// The CA certificate (PEM).
+    pub pem: String,
+    /// Its private key (PKCS#8 PEM).
+    pub key: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and its key, in PEM and DER.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
+
+impl TestCa {
+    /// A CA named `name` (its subject's O and CN); self-signed without `parent`.
+    pub fn new(name: &str, parent: Option<&TestCa>) -> TestCa {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p.distinguished_name.push(DnType::OrganizationName, name);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = match parent {
+            None => p.self_signed(&key).unwrap(),
+            Some(parent) => p.signed_by(&key, &parent.issuer).unwrap(),
+        };
+        TestCa {
+            pem: cert.pem(),
+            key: key.serialize_pem(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// A leaf for `cn` with DNS names `dns`, for client or server use.
+    pub fn leaf(&self, cn: &str, dns: &[&str], client: bool) -> Leaf {
+        let names: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+/// Writes `dir/name` atomically (temporary file, then rename), mode 0644.
+pub fn write_file(dir: &Path, name: &str, text: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
