@@ -28,18 +28,8 @@ const SINK_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: si
 /// as meshed: a raw listener there poses as a meshed endpoint).
 fn mesh(agent_extra: &[&str], proxy_extra: &[&str]) -> MeshNet {
     let specs = [
-        PodSpec {
-            name: "echo-v1-0",
-            pod_sa: "echo",
-            token_sa: Some("echo"),
-            labels: &[("app", "echo"), ("version", "v1"), MESHED],
-        },
-        PodSpec {
-            name: "client-0",
-            pod_sa: "client",
-            token_sa: Some("client"),
-            labels: &[("app", "client"), MESHED],
-        },
+        ECHO,
+        CLIENT,
         PodSpec {
             name: "plain-0",
             pod_sa: "plain",

@@ -197,12 +197,7 @@ impl World {
 fn simple_and_mutual_origination_to_an_external_tls_server() {
     let t0 = Instant::now();
     let specs = [
-        PodSpec {
-            name: "client-0",
-            pod_sa: "client",
-            token_sa: Some("client"),
-            labels: &[("app", "client"), MESHED],
-        },
+        CLIENT,
         PodSpec {
             name: "ext-0",
             pod_sa: "default",

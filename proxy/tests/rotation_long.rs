@@ -42,20 +42,7 @@ fn fresh_connections() -> Result<(), String> {
 
 #[test]
 fn sixty_second_certificates_under_200_rps_for_five_minutes() {
-    let specs = [
-        PodSpec {
-            name: "client-0",
-            pod_sa: "client",
-            token_sa: Some("client"),
-            labels: &[("app", "client"), MESHED],
-        },
-        PodSpec {
-            name: "echo-v1-0",
-            pod_sa: "echo",
-            token_sa: Some("echo"),
-            labels: &[("app", "echo"), ("version", "v1"), MESHED],
-        },
-    ];
+    let specs = [CLIENT, ECHO];
     let m = MeshNet::new(ECHO_SERVICE, &specs, &["--cert-ttl", "60s"]);
     let client = m.pod("client-0");
     let server = m.pod("echo-v1-0");

@@ -36,12 +36,7 @@ fn until(pod: &Pod, url: &str, code: &str) {
 fn client_refuses_a_server_with_another_mesh_identity() {
     let t0 = Instant::now();
     let specs = [
-        PodSpec {
-            name: "client-0",
-            pod_sa: "client",
-            token_sa: Some("client"),
-            labels: &[("app", "client"), MESHED],
-        },
+        CLIENT,
         PodSpec {
             name: "echo-0",
             pod_sa: "echo",

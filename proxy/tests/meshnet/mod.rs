@@ -27,6 +27,22 @@ pub struct PodSpec<'a> {
 
 pub const MESHED: (&str, &str) = ("security.istio.io/tlsMode", "istio");
 
+/// A meshed client pod, identity `client`.
+pub const CLIENT: PodSpec<'static> = PodSpec {
+    name: "client-0",
+    pod_sa: "client",
+    token_sa: Some("client"),
+    labels: &[("app", "client"), MESHED],
+};
+
+/// A meshed echo server pod behind [`ECHO_SERVICE`], identity `echo`.
+pub const ECHO: PodSpec<'static> = PodSpec {
+    name: "echo-v1-0",
+    pod_sa: "echo",
+    token_sa: Some("echo"),
+    labels: &[("app", "echo"), ("version", "v1"), MESHED],
+};
+
 /// The echo service of the mTLS tests: HTTP on 8080, a TCP echo on 9000.
 pub const ECHO_VIP: &str = "10.96.0.20";
 pub const ECHO_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
