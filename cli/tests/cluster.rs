@@ -9,13 +9,10 @@
 //! loopback-only ports).
 
 mod fake_apiserver;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod procs;
 
 use fake_apiserver::{pod, FakeApi, Objects};
-use mesh_e2e::bins::workspace_bin;
+use procs::*;
 use serde_json::json;
 
 const MESH: &str = r#"
@@ -47,49 +44,6 @@ spec:
   - {name: v1, labels: {version: v1}}
 "#;
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(cmd: &mut Command) -> (Proc, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line)
-}
-
-fn field(line: &str, key: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .to_string()
-}
-
-/// meshctl with only `KUBECONFIG` telling it where the cluster is.
-fn meshctl(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// A real agent over MESH, a real proxy (shop/web-0) subscribed to it, and the
 /// fake API server knowing them as pods.
 struct World {
@@ -102,43 +56,8 @@ struct World {
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
-    let (agent, line) = spawn(
-        Command::new(workspace_bin("mesh-agent"))
-            .args(["--config-dir", dir.path().to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--debug-listen", "127.0.0.1:0"]),
-    );
-    let (sync, debug) = (field(&line, "sync="), field(&line, "debug="));
-    let (proxy, line) = spawn(
-        Command::new(workspace_bin("mesh-proxy"))
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--pod",
-                "web-0",
-                "--namespace",
-                "shop",
-            ])
-            .args([
-                "--outbound-port",
-                "0",
-                "--inbound-port",
-                "0",
-                "--admin-port",
-                "0",
-            ])
-            .args([
-                "--health-port",
-                "0",
-                "--prometheus-port",
-                "0",
-                "--status-port",
-                "0",
-            ])
-            .args(["--agent", &sync]),
-    );
-    let admin = field(&line, "admin=");
-    // The admin is loopback-only, as in a pod: only a port-forward reaches it.
-    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
+    let (agent, sync, debug) = agent(dir.path());
+    let (proxy, admin) = proxy(&["--agent", &sync]);
     let mut objects = Objects::default();
     let mut add = |p: serde_json::Value| {
         let k = (
@@ -172,21 +91,6 @@ fn world() -> World {
         admin,
         _procs: vec![agent, proxy],
         _dir: dir,
-    }
-}
-
-fn until(kc: &std::path::Path, args: &[&str], f: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (ok, out, err) = meshctl(kc, args);
-        if ok && f(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "meshctl {args:?} never matched; last: {out}{err}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -339,27 +243,8 @@ fn version_finds_the_control_plane_and_proxies_in_the_cluster() {
     let kc = w.api.kubeconfig();
     // A real webhook on a certificate from a throwaway CA (the API server does not
     // verify pod certificates on the proxy subresource, nor does the fake).
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let issuer = rcgen::Issuer::new(ca, rcgen::KeyPair::generate().unwrap());
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["mesh-webhook.istio-system.svc".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let tls = tempfile::tempdir().unwrap();
-    let p = |n: &str| tls.path().join(n).to_str().unwrap().to_string();
-    std::fs::write(p("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(p("tls.key"), key.serialize_pem()).unwrap();
-    let (_webhook, line) = spawn(Command::new(workspace_bin("mesh-webhook")).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &p("tls.crt"),
-        "--tls-key",
-        &p("tls.key"),
-    ]));
-    let webhook = line.trim().rsplit(' ').next().unwrap().to_string();
+    let wh = webhook();
+    let webhook = wh.addr.clone();
     {
         let mut o = w.api.objects.lock().unwrap();
         o.pods.insert(

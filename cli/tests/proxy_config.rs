@@ -6,12 +6,12 @@
 //! VirtualService's route matches, endpoints with health and outlier state; a
 //! file edit shows up after the proxy applies it.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod procs;
 
-use mesh_e2e::bins::workspace_bin;
+use std::path::Path;
+
+use mesh_e2e::testca::TestCa;
+use procs::*;
 
 const MESH: &str = r#"
 apiVersion: v1
@@ -78,97 +78,20 @@ spec:
     - destination: {host: reviews, subset: v1}
 "#;
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// meshctl with no cluster: sidecars are addressed by their admin address.
+fn ctl(args: &[&str]) -> (bool, String, String) {
+    meshctl(Path::new(NO_CLUSTER), args)
 }
 
-/// Starts a binary and returns it with its first stdout line.
-fn spawn(cmd: &mut Command) -> (Proc, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line)
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
-
-fn meshctl(args: &[&str]) -> (bool, String, String) {
-    // No cluster: a bare pod name must not reach whatever kubeconfig this machine has.
-    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(args)
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn start_proxy(dir: &Path) -> (Proc, String) {
-    let (p, line) = spawn(
-        Command::new(workspace_bin("mesh-proxy"))
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--pod",
-                "web-0",
-                "--namespace",
-                "shop",
-            ])
-            .args([
-                "--outbound-port",
-                "0",
-                "--inbound-port",
-                "0",
-                "--admin-port",
-                "0",
-            ])
-            .args([
-                "--health-port",
-                "0",
-                "--prometheus-port",
-                "0",
-                "--status-port",
-                "0",
-            ])
-            .arg("--config-dir")
-            .arg(dir),
-    );
-    (p, field(&line, "admin=").to_string())
-}
-
-/// Polls the proxy-config table until `f` accepts it (the embedded agent needs a
+/// Polls a proxy-config table until `f` accepts it (the embedded agent needs a
 /// moment to read the folder and push the view).
-fn until(args: &[&str], f: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (ok, out, err) = meshctl(args);
-        if ok && f(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "meshctl {args:?} never matched; last: {out}{err}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn until_shown(args: &[&str], f: impl Fn(&str) -> bool) -> String {
+    until(Path::new(NO_CLUSTER), args, f)
+}
+
+/// The proxy under test: its embedded agent reads the YAML in `dir`.
+fn start_proxy(dir: &Path) -> (Proc, String) {
+    proxy(&["--config-dir", dir.to_str().unwrap()])
 }
 
 fn cells(table: &str) -> Vec<Vec<String>> {
@@ -190,7 +113,7 @@ fn proxy_config_tables_show_what_the_proxy_compiled() {
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let (_proxy, admin) = start_proxy(dir.path());
 
-    let clusters = until(&["proxy-config", "cluster", &admin], |o| {
+    let clusters = until_shown(&["proxy-config", "cluster", &admin], |o| {
         o.contains("|v2|") || o.contains(" v2 ")
     });
     let rows = cells(&clusters);
@@ -227,7 +150,7 @@ fn proxy_config_tables_show_what_the_proxy_compiled() {
         );
     }
 
-    let (ok, eps, err) = meshctl(&["proxy-config", "endpoint", &admin, "--fqdn", fq]);
+    let (ok, eps, err) = ctl(&["proxy-config", "endpoint", &admin, "--fqdn", fq]);
     assert!(ok, "{err}");
     let rows = cells(&eps);
     assert_eq!(rows[0], ["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"]);
@@ -258,7 +181,7 @@ fn proxy_config_tables_show_what_the_proxy_compiled() {
     }
     assert!(!eps.contains("10.1.0.9"), "--fqdn filters: {eps}");
 
-    let (ok, routes, err) = meshctl(&["proxy-config", "routes", &admin]);
+    let (ok, routes, err) = ctl(&["proxy-config", "routes", &admin]);
     assert!(ok, "{err}");
     let rows = cells(&routes);
     assert_eq!(
@@ -286,7 +209,7 @@ fn proxy_config_tables_show_what_the_proxy_compiled() {
         .map(|r| r.map(String::from).to_vec())
     );
 
-    let (ok, listeners, err) = meshctl(&["proxy-config", "listener", &admin, "--port", "5432"]);
+    let (ok, listeners, err) = ctl(&["proxy-config", "listener", &admin, "--port", "5432"]);
     assert!(ok, "{err}");
     assert_eq!(
         cells(&listeners)[1..],
@@ -300,7 +223,7 @@ fn proxy_config_tables_show_what_the_proxy_compiled() {
         .to_vec()]
     );
 
-    let (ok, json, err) = meshctl(&["proxy-config", "all", &admin, "-o", "json"]);
+    let (ok, json, err) = ctl(&["proxy-config", "all", &admin, "-o", "json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let v2 = v["clusters"]
@@ -319,17 +242,17 @@ fn proxy_config_tables_show_what_the_proxy_compiled() {
             .replace("subset: v2}, weight: 80", "subset: v1}, weight: 80"),
     )
     .unwrap();
-    until(&["proxy-config", "cluster", &admin], |o| {
+    until_shown(&["proxy-config", "cluster", &admin], |o| {
         !o.contains(" v2 ")
     });
 
     // Bad targets say what to do.
-    let (ok, _, err) = meshctl(&["proxy-config", "cluster", "reviews-v1-abc"]);
+    let (ok, _, err) = ctl(&["proxy-config", "cluster", "reviews-v1-abc"]);
     assert!(
         !ok && err.contains("kubectl port-forward reviews-v1-abc 15000"),
         "{err}"
     );
-    let (ok, _, err) = meshctl(&["proxy-config", "cluster", "127.0.0.1:1"]);
+    let (ok, _, err) = ctl(&["proxy-config", "cluster", "127.0.0.1:1"]);
     assert!(!ok && err.contains("127.0.0.1:1"), "{err}");
 }
 
@@ -338,37 +261,10 @@ fn version_reports_every_reachable_component() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let (_proxy, admin) = start_proxy(dir.path());
-    let (_agent, line) = spawn(
-        Command::new(workspace_bin("mesh-agent"))
-            .args(["--config-dir", dir.path().to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "--debug-listen", "127.0.0.1:0"]),
-    );
-    let agent = field(&line, "debug=").to_string();
-
+    let (_agent, _, agent) = agent(dir.path());
     // The webhook on a cert for its Service name from a test CA.
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let leaf = rcgen::CertificateParams::new(vec!["mesh-webhook.istio-system.svc".into()]).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    let tls = tempfile::tempdir().unwrap();
-    let p = |n: &str| tls.path().join(n).to_str().unwrap().to_string();
-    std::fs::write(p("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(p("tls.key"), key.serialize_pem()).unwrap();
-    std::fs::write(p("ca.crt"), ca_cert.pem()).unwrap();
-    let (_webhook, line) = spawn(Command::new(workspace_bin("mesh-webhook")).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &p("tls.crt"),
-        "--tls-key",
-        &p("tls.key"),
-    ]));
-    // "listening on ADDR"
-    let webhook = line.trim().rsplit(' ').next().unwrap().to_string();
+    let wh = webhook();
+    let (webhook, webhook_ca) = (wh.addr.clone(), wh.ca.to_str().unwrap().to_string());
 
     let v = env!("CARGO_PKG_VERSION");
     let args = [
@@ -378,13 +274,13 @@ fn version_reports_every_reachable_component() {
         "--webhook",
         &webhook,
         "--webhook-ca",
-        &p("ca.crt"),
+        &webhook_ca,
         "--proxy-admin",
         &admin,
         "--proxy-admin",
         "127.0.0.1:1",
     ];
-    let (ok, out, err) = meshctl(&args);
+    let (ok, out, err) = ctl(&args);
     assert!(ok, "{err}");
     assert_eq!(
         out,
@@ -396,7 +292,7 @@ fn version_reports_every_reachable_component() {
 
     let mut json_args = args.to_vec();
     json_args.extend(["-o", "json"]);
-    let (ok, out, err) = meshctl(&json_args);
+    let (ok, out, err) = ctl(&json_args);
     assert!(ok, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["agents"][0]["version"], v);
@@ -406,16 +302,8 @@ fn version_reports_every_reachable_component() {
 
     // A webhook that does not chain to the given CA is not believed.
     let other = tempfile::NamedTempFile::new().unwrap();
-    let mut o = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    o.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    std::fs::write(
-        other.path(),
-        o.self_signed(&rcgen::KeyPair::generate().unwrap())
-            .unwrap()
-            .pem(),
-    )
-    .unwrap();
-    let (_, out, err) = meshctl(&[
+    std::fs::write(other.path(), TestCa::new("other CA", None).pem).unwrap();
+    let (_, out, err) = ctl(&[
         "version",
         "--webhook",
         &webhook,
@@ -426,5 +314,5 @@ fn version_reports_every_reachable_component() {
     ]);
     assert!(out.contains("\"error\""), "{out}{err}");
 
-    assert_eq!(meshctl(&["version", "--short"]).1.trim(), v);
+    assert_eq!(ctl(&["version", "--short"]).1.trim(), v);
 }
