@@ -200,11 +200,16 @@ fn dechunk(mut body: &str) -> anyhow::Result<String> {
 
 /// Columns padded to their widest cell, two spaces apart (istioctl's layout).
 pub fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    table_with_gap(rows, "  ")
+}
+
+/// Columns padded to their widest cell, `gap` apart; trailing blanks trimmed.
+pub fn table_with_gap<R: AsRef<[String]>>(rows: &[R], gap: &str) -> String {
+    let cols = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
             rows.iter()
-                .map(|r| r.get(c).map_or(0, String::len))
+                .map(|r| r.as_ref().get(c).map_or(0, String::len))
                 .max()
                 .unwrap_or(0)
         })
@@ -212,11 +217,12 @@ pub fn table(rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r
+            .as_ref()
             .iter()
             .enumerate()
             .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
             .collect();
-        out.push_str(line.join("  ").trim_end());
+        out.push_str(line.join(gap).trim_end());
         out.push('\n');
     }
     out

@@ -116,20 +116,8 @@ pub fn render(agents: &[Syncz]) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
-            .collect();
-        out.push_str(line.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
+    // istioctl proxy-status sets its columns three spaces apart.
+    crate::http_get::table_with_gap(&rows, "   ")
 }
 
 #[cfg(test)]
