@@ -143,24 +143,26 @@ async fn mesh_peers_handshake_and_bad_peers_are_refused() {
         "cluster.local"
     )
     .is_err());
+    // What a sidecar uses to check a peer server: chain to r1, SPIFFE identity.
+    let mesh_verifier = || {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                pem::parse(&r1.pem).unwrap().into_contents(),
+            ))
+            .unwrap();
+        Arc::new(mesh_proxy::mtls::verify::MeshServerVerifier::new(
+            rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .unwrap(),
+            "cluster.local",
+            rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        ))
+    };
     let evil_client = Arc::new(
         rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(
-                mesh_proxy::mtls::verify::MeshServerVerifier::new(
-                    rustls::server::WebPkiClientVerifier::builder(Arc::new({
-                        let mut s = rustls::RootCertStore::empty();
-                        s.add(rustls::pki_types::CertificateDer::from(
-                            pem::parse(&r1.pem).unwrap().into_contents(),
-                        ))
-                        .unwrap();
-                        s
-                    }))
-                    .build()
-                    .unwrap(),
-                    "cluster.local",
-                ),
-            ))
+            .with_custom_certificate_verifier(mesh_verifier())
             .with_client_auth_cert(
                 vec![evil.der().clone()],
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
@@ -173,21 +175,7 @@ async fn mesh_peers_handshake_and_bad_peers_are_refused() {
     let mut tls12 =
         rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(
-                mesh_proxy::mtls::verify::MeshServerVerifier::new(
-                    rustls::server::WebPkiClientVerifier::builder(Arc::new({
-                        let mut s = rustls::RootCertStore::empty();
-                        s.add(rustls::pki_types::CertificateDer::from(
-                            pem::parse(&r1.pem).unwrap().into_contents(),
-                        ))
-                        .unwrap();
-                        s
-                    }))
-                    .build()
-                    .unwrap(),
-                    "cluster.local",
-                ),
-            ))
+            .with_custom_certificate_verifier(mesh_verifier())
             .with_no_client_auth();
     tls12.alpn_protocols = vec![b"istio-http/1.1".to_vec()];
     let e = handshake(Arc::new(tls12), &server).await.unwrap_err();

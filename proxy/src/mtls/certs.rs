@@ -265,7 +265,11 @@ fn build(
         .with_client_cert_verifier(client_verifier.clone())
         .with_single_cert(chain.clone(), key())?;
     server.alpn_protocols = super::ISTIO_ALPNS.iter().map(|a| a.to_vec()).collect();
-    let server_verifier = Arc::new(MeshServerVerifier::new(client_verifier, trust_domain));
+    let server_verifier = Arc::new(MeshServerVerifier::new(
+        client_verifier,
+        trust_domain,
+        provider().signature_verification_algorithms,
+    ));
     let client = |alpn: &[u8]| -> Result<Arc<ClientConfig>, CertError> {
         let mut c = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?

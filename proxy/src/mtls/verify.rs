@@ -8,9 +8,39 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{DigitallySignedStruct, Error, SignatureScheme};
+
+/// The handshake-signature half of `ServerCertVerifier`, the same for every
+/// verifier here: checked with the algorithms `self.algorithms()` returns (the
+/// crypto provider's), so only the certificate checks differ.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, self.algorithms())
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algorithms().supported_schemes()
+        }
+    };
+}
 
 /// Verifies a peer sidecar acting as server.
 #[derive(Debug)]
@@ -19,14 +49,24 @@ pub struct MeshServerVerifier {
     /// serverAuth and clientAuth usages), so the WebPKI client verifier does it.
     chain: Arc<dyn ClientCertVerifier>,
     trust_domain: String,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl MeshServerVerifier {
-    pub fn new(chain: Arc<dyn ClientCertVerifier>, trust_domain: &str) -> MeshServerVerifier {
+    pub fn new(
+        chain: Arc<dyn ClientCertVerifier>,
+        trust_domain: &str,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> MeshServerVerifier {
         MeshServerVerifier {
             chain,
             trust_domain: trust_domain.to_string(),
+            algorithms,
         }
+    }
+
+    fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.algorithms
     }
 }
 
@@ -46,27 +86,7 @@ impl ServerCertVerifier for MeshServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// Whether a mesh server's certificate names one of the destination's expected
@@ -118,6 +138,10 @@ impl OriginVerifier {
             provider,
         }
     }
+
+    fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.provider.signature_verification_algorithms
+    }
 }
 
 impl ServerCertVerifier for OriginVerifier {
@@ -154,39 +178,7 @@ impl ServerCertVerifier for OriginVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// Whether any SAN of the certificate equals one of `wanted` (a DNS SAN
