@@ -8,54 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use common::*;
-use mesh_e2e::bins::workspace_bin;
 
 const SVC_VIP: &str = "10.96.0.20";
 
-fn pod_yaml(name: &str, ip: &str, labels: &[(&str, &str)]) -> String {
-    let labels: String = labels
-        .iter()
-        .map(|(k, v)| format!("    {k}: {v}\n"))
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n{labels}spec:\n  serviceAccountName: default\n  containers:\n  - name: app\n    image: echo\nstatus:\n  phase: Running\n  podIP: {ip}\n  conditions:\n  - type: Ready\n    status: \"True\"\n"
-    )
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::rename(tmp, dir.join(name)).unwrap();
-}
-
 const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n";
-
-fn start_proxy_with(pod: &Pod, labels: &str, source: &[&str]) -> PodProcess {
-    let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
-    let ip = pod.ip().to_string();
-    let mut argv = vec![
-        proxy,
-        "--pod",
-        pod.name(),
-        "--namespace",
-        "default",
-        "--labels",
-        labels,
-        "--instance-ip",
-        &ip,
-    ];
-    argv.extend_from_slice(source);
-    let mut p = pod.spawn(PROXY, &argv).unwrap();
-    p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
-        .unwrap();
-    wait_ready(pod);
-    p
-}
 
 fn versions(client: &Pod, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
@@ -77,36 +35,26 @@ fn proxies_follow_a_real_agent_over_kubernetes_yaml() {
     write(
         &dir.0,
         "client.yaml",
-        &pod_yaml("client-0", &client.ip().to_string(), &[("app", "client")]),
+        pod_yaml(
+            "client-0",
+            &client.ip().to_string(),
+            "default",
+            &[("app", "client")],
+        ),
     );
     write(
         &dir.0,
         "echo-v1.yaml",
-        &pod_yaml(
+        pod_yaml(
             "echo-v1-0",
             &v1.ip().to_string(),
+            "default",
             &[("app", "echo"), ("version", "v1")],
         ),
     );
 
-    let agent = workspace_bin("mesh-agent");
-    let listen = format!("{}:15012", mesh_e2e::harness::GATEWAY);
-    let mut agent_proc = node
-        .spawn(&[
-            agent.to_str().unwrap(),
-            "--config-dir",
-            dir.0.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--debug-listen",
-            "127.0.0.1:15014",
-            "--debounce-ms",
-            "20",
-        ])
-        .unwrap();
-    agent_proc
-        .wait_for_line("mesh-agent listening", Duration::from_secs(10))
-        .unwrap();
+    let listen = agent_addr();
+    let _agent = start_agent(&node, &dir.0, &[]);
 
     let mut procs = Vec::new();
     for (pod, version) in [(&v1, "v1"), (&v2, "v2")] {
@@ -135,9 +83,10 @@ fn proxies_follow_a_real_agent_over_kubernetes_yaml() {
     write(
         &dir.0,
         "echo-v2.yaml",
-        &pod_yaml(
+        pod_yaml(
             "echo-v2-0",
             &v2.ip().to_string(),
+            "default",
             &[("app", "echo"), ("version", "v2")],
         ),
     );
@@ -179,11 +128,12 @@ fn standalone_config_dir_mode_embeds_the_agent() {
     write(
         &dir.0,
         "all.yaml",
-        &format!(
+        format!(
             "{SERVICE}---\n{}",
             pod_yaml(
                 "echo-v1-0",
                 &v1.ip().to_string(),
+                "default",
                 &[("app", "echo"), ("version", "v1")]
             )
         ),

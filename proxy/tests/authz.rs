@@ -6,28 +6,11 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
-use mesh_e2e::bins::workspace_bin;
 
 const SVC_VIP: &str = "10.96.0.30";
 
 const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.30\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
-
-fn pod_yaml(name: &str, ip: &str, app: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    app: {app}\nspec:\n  serviceAccountName: {app}\n  containers:\n  - name: app\n    image: x\nstatus:\n  phase: Running\n  podIP: {ip}\n  conditions:\n  - type: Ready\n    status: \"True\"\n"
-    )
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::rename(tmp, dir.join(name)).unwrap();
-}
 
 /// An AuthorizationPolicy document selecting the echo workload.
 fn policy(name: &str, spec: &str) -> String {
@@ -46,30 +29,6 @@ struct Mesh {
     _node: Node,
 }
 
-fn start_proxy(pod: &Pod, labels: &str, agent: &str, extra: &[&str]) -> PodProcess {
-    let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
-    let ip = pod.ip().to_string();
-    let mut argv = vec![
-        proxy,
-        "--pod",
-        pod.name(),
-        "--namespace",
-        "default",
-        "--labels",
-        labels,
-        "--instance-ip",
-        &ip,
-        "--agent",
-        agent,
-    ];
-    argv.extend_from_slice(extra);
-    let mut p = pod.spawn(PROXY, &argv).unwrap();
-    p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
-        .unwrap();
-    wait_ready(pod);
-    p
-}
-
 /// Two meshed clients and one meshed echo server, all following a real agent.
 fn mesh(server_flags: &[&str]) -> Mesh {
     let node = Node::new().unwrap();
@@ -83,39 +42,35 @@ fn mesh(server_flags: &[&str]) -> Mesh {
         write(
             &dir.0,
             &format!("{}.yaml", c.name()),
-            &pod_yaml(c.name(), &c.ip().to_string(), "client"),
+            pod_yaml(
+                c.name(),
+                &c.ip().to_string(),
+                "client",
+                &[("app", "client")],
+            ),
         );
     }
     write(
         &dir.0,
         "echo.yaml",
-        &pod_yaml(server.name(), &server.ip().to_string(), "echo"),
+        pod_yaml(
+            server.name(),
+            &server.ip().to_string(),
+            "echo",
+            &[("app", "echo")],
+        ),
     );
-    let agent = workspace_bin("mesh-agent");
-    let listen = format!("{}:15012", mesh_e2e::harness::GATEWAY);
-    let mut agent_proc = node
-        .spawn(&[
-            agent.to_str().unwrap(),
-            "--config-dir",
-            dir.0.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--debug-listen",
-            "127.0.0.1:15014",
-            "--debounce-ms",
-            "20",
-        ])
-        .unwrap();
-    agent_proc
-        .wait_for_line("mesh-agent listening", Duration::from_secs(10))
-        .unwrap();
+    let listen = agent_addr();
+    let agent_proc = start_agent(&node, &dir.0, &[]);
     let mut procs = vec![agent_proc];
     redirect(&server);
     procs.push(start_echo(&server, "v1"));
-    let server_proxy = start_proxy(&server, "app=echo,version=v1", &listen, server_flags);
+    let mut server_config = vec!["--agent", listen.as_str()];
+    server_config.extend_from_slice(server_flags);
+    let server_proxy = start_proxy_with(&server, "app=echo,version=v1", &server_config);
     for c in &clients {
         redirect(c);
-        procs.push(start_proxy(c, "app=client", &listen, &[]));
+        procs.push(start_proxy_with(c, "app=client", &["--agent", &listen]));
     }
     Mesh {
         dir,
@@ -243,7 +198,7 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
     assert_eq!(tcp_echo(c0), "");
 
     // ALLOW with no rules denies everything, from everyone.
-    write(&m.dir.0, "allow.yaml", &policy("allow-read", ""));
+    write(&m.dir.0, "allow.yaml", policy("allow-read", ""));
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(c1, "/anything", &[]) != 403 {
         assert!(Instant::now() < deadline, "allow-nothing never applied");
@@ -283,7 +238,7 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
     write(
         &m.dir.0,
         "deny.yaml",
-        &policy(
+        policy(
             "deny-tcp",
             "action: DENY\nrules:\n- to:\n  - operation:\n      ports: [\"9000\"]\n",
         ),
@@ -308,7 +263,7 @@ fn authorization_policies_are_enforced_and_follow_live_changes() {
     write(
         &m.dir.0,
         "scoped.yaml",
-        &[
+        [
             ap("istio-system", "mesh-deny", "  action: DENY\n  rules:\n  - to:\n    - operation:\n        ports: [\"8080\"]\n        paths: [\"/mesh-denied\"]\n"),
             ap("other", "deny-all", "  action: DENY\n  rules:\n  - {}\n"),
             ap("default", "deny-unselected", "  selector:\n    matchLabels:\n      app: nomatch\n  action: DENY\n  rules:\n  - {}\n"),

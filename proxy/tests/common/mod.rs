@@ -13,6 +13,9 @@ use mesh_api::{RedirectDefaults, RedirectParams};
 use mesh_e2e::bins::workspace_bin;
 pub use mesh_e2e::echo::EchoReply;
 pub use mesh_e2e::harness::{Node, Pod, PodProcess};
+// Not every test binary writes files.
+#[allow(unused_imports)]
+pub use mesh_e2e::testca::write_file as write;
 
 pub const APP: u32 = 1000;
 pub const PROXY: u32 = 1337;
@@ -104,12 +107,25 @@ pub fn redirect(pod: &Pod) {
 }
 
 pub fn start_proxy(pod: &Pod, view: &Path, labels: &str, extra: &[&str]) -> PodProcess {
+    let mut config = vec!["--view-file", view.to_str().unwrap()];
+    if !extra.contains(&"--drain-grace") {
+        config.extend_from_slice(&["--drain-grace", "200ms"]);
+    }
+    config.extend_from_slice(extra);
+    start_proxy_with(pod, labels, &config)
+}
+
+/// A sidecar (UID 1337) for `pod` in namespace `default` with `labels`,
+/// configured by `config` (`--agent ADDR`, `--view-file FILE`, …); returns once
+/// it is ready (config applied, and its certificate if it asked for one).
+pub fn start_proxy_with(pod: &Pod, labels: &str, config: &[&str]) -> PodProcess {
     let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
     let ip = pod.ip().to_string();
     let mut argv = vec![
+        SH,
+        "-c",
+        LOGS_TO_STDOUT,
         proxy,
-        "--view-file",
-        view.to_str().unwrap(),
         "--pod",
         pod.name(),
         "--namespace",
@@ -119,15 +135,60 @@ pub fn start_proxy(pod: &Pod, view: &Path, labels: &str, extra: &[&str]) -> PodP
         "--instance-ip",
         &ip,
     ];
-    if !extra.contains(&"--drain-grace") {
-        argv.extend_from_slice(&["--drain-grace", "200ms"]);
-    }
-    argv.extend_from_slice(extra);
+    argv.extend_from_slice(config);
     let mut p = pod.spawn(PROXY, &argv).unwrap();
     p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
         .unwrap();
     wait_ready(pod);
     p
+}
+
+/// Agent and sidecars log to stderr; run them with stderr on stdout so tests
+/// can wait for their log lines (`exec` keeps the process id).
+const SH: &str = "/bin/sh";
+const LOGS_TO_STDOUT: &str = "exec \"$0\" \"$@\" 2>&1";
+
+/// Where sidecars reach the agent: the node's bridge address, port 15012.
+pub fn agent_addr() -> String {
+    format!("{}:15012", mesh_e2e::harness::GATEWAY)
+}
+
+/// A real `mesh-agent` on the node over the YAML folder `config` (debounce
+/// 20 ms), listening on [`agent_addr`], with `extra` arguments.
+pub fn start_agent(node: &Node, config: &Path, extra: &[&str]) -> PodProcess {
+    let bin = workspace_bin("mesh-agent");
+    let listen = agent_addr();
+    let mut argv = vec![
+        SH,
+        "-c",
+        LOGS_TO_STDOUT,
+        bin.to_str().unwrap(),
+        "--config-dir",
+        config.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--debug-listen",
+        "127.0.0.1:15014",
+        "--debounce-ms",
+        "20",
+    ];
+    argv.extend_from_slice(extra);
+    let mut agent = node.spawn(&argv).unwrap();
+    agent
+        .wait_for_line("mesh-agent listening", Duration::from_secs(10))
+        .unwrap();
+    agent
+}
+
+/// A Pod as the API server would list it: Running, Ready, at `ip`.
+pub fn pod_yaml(name: &str, ip: &str, sa: &str, labels: &[(&str, &str)]) -> String {
+    let labels: String = labels
+        .iter()
+        .map(|(k, v)| format!("    {k}: {v}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n{labels}spec:\n  serviceAccountName: {sa}\n  containers:\n  - name: app\n    image: echo\nstatus:\n  phase: Running\n  podIP: {ip}\n  conditions:\n  - type: Ready\n    status: \"True\"\n"
+    )
 }
 
 pub fn wait_ready(pod: &Pod) {

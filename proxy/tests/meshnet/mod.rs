@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::common::*;
-use mesh_e2e::bins::workspace_bin;
-pub use mesh_e2e::testca::write_file as write;
 
 /// One pod of the mesh.
 pub struct PodSpec<'a> {
@@ -46,21 +44,6 @@ pub const ECHO: PodSpec<'static> = PodSpec {
 /// The echo service of the mTLS tests: HTTP on 8080, a TCP echo on 9000.
 pub const ECHO_VIP: &str = "10.96.0.20";
 pub const ECHO_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
-
-/// Agent and sidecars log to stderr; run them with stderr on stdout so tests
-/// can wait for their log lines (`exec` keeps the process id).
-const SH: &str = "/bin/sh";
-const LOGS_TO_STDOUT: &str = "exec \"$0\" \"$@\" 2>&1";
-
-fn pod_yaml(name: &str, ip: &str, sa: &str, labels: &[(&str, &str)]) -> String {
-    let labels: String = labels
-        .iter()
-        .map(|(k, v)| format!("    {k}: {v}\n"))
-        .collect();
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n{labels}spec:\n  serviceAccountName: {sa}\n  containers:\n  - name: app\n    image: echo\nstatus:\n  phase: Running\n  podIP: {ip}\n  conditions:\n  - type: Ready\n    status: \"True\"\n"
-    )
-}
 
 /// Fields drop in order: processes, then files, then pods and the node.
 pub struct MeshNet {
@@ -113,32 +96,16 @@ impl MeshNet {
             }
         }
         write(&files.0, "ca-tokens", tokens);
-        let agent_addr = format!("{}:15012", mesh_e2e::harness::GATEWAY);
-        let bin = workspace_bin("mesh-agent");
+        let agent_addr = agent_addr();
         let (tokens, root_out) = (files.0.join("ca-tokens"), files.0.join("root-cert.pem"));
         let mut argv = vec![
-            SH,
-            "-c",
-            LOGS_TO_STDOUT,
-            bin.to_str().unwrap(),
-            "--config-dir",
-            config.0.to_str().unwrap(),
-            "--listen",
-            &agent_addr,
-            "--debug-listen",
-            "127.0.0.1:15014",
-            "--debounce-ms",
-            "20",
             "--ca-tokens",
             tokens.to_str().unwrap(),
             "--ca-root-out",
             root_out.to_str().unwrap(),
         ];
         argv.extend_from_slice(agent_extra);
-        let mut agent = node.spawn(&argv).unwrap();
-        agent
-            .wait_for_line("mesh-agent listening", Duration::from_secs(10))
-            .unwrap();
+        let agent = start_agent(&node, &config.0, &argv);
         // The root bundle is published as a file (local mode's istio-ca-root-cert).
         let root = std::fs::read_to_string(&root_out).unwrap();
         assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
@@ -197,26 +164,12 @@ fn start_sidecar(
     token: &Path,
     extra: &[&str],
 ) -> PodProcess {
-    let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
-    let ip = pod.ip().to_string();
     // The agent publishes its root bundle beside the tokens (--ca-root-out);
     // sidecars verify the agent's TLS port (15012) against it.
     let root = token.with_file_name("root-cert.pem");
-    let mut argv = vec![
-        SH,
-        "-c",
-        LOGS_TO_STDOUT,
-        proxy,
-        "--pod",
-        pod.name(),
-        "--namespace",
-        "default",
+    let mut config = vec![
         "--service-account",
         sa,
-        "--labels",
-        labels,
-        "--instance-ip",
-        &ip,
         "--agent",
         agent,
         "--ca-token-file",
@@ -224,13 +177,8 @@ fn start_sidecar(
         "--ca-root-file",
         root.to_str().unwrap(),
     ];
-    argv.extend_from_slice(extra);
-    let mut p = pod.spawn(PROXY, &argv).unwrap();
-    p.wait_for_line("mesh-proxy bound", Duration::from_secs(10))
-        .unwrap();
-    // Ready means: config applied and workload certificate installed.
-    wait_ready(pod);
-    p
+    config.extend_from_slice(extra);
+    start_proxy_with(pod, labels, &config)
 }
 
 /// The admin page at `path` as JSON.
