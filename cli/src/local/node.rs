@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use super::proc::run;
 use super::state::{PodState, ServiceState, State};
 
-pub const POD_SUBNET: &str = "10.88.0.0/16";
-pub const GATEWAY: &str = "10.88.0.1";
+pub use mesh_e2e::harness::GATEWAY;
+pub use mesh_e2e::harness::POD_SUBNET;
 /// Service VIPs are handed out from here (Kubernetes' default service CIDR).
 pub const VIP_BASE: [u8; 3] = [10, 96, 0];
 pub const DOMAIN: &str = "cluster.local";
@@ -26,19 +26,7 @@ const SVC_CHAIN: &str = "MESHLOCAL-SERVICES";
 
 /// The conflist's plugins after loopback.
 pub fn chain(state_dir: &Path, mesh_cni: Option<Value>) -> Vec<Value> {
-    let mut plugins = vec![json!({
-        "type": "bridge",
-        "bridge": "cni0",
-        "isGateway": true,
-        "ipMasq": false,
-        "hairpinMode": true,
-        "ipam": {
-            "type": "host-local",
-            "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-            "routes": [{"dst": "0.0.0.0/0"}],
-            "dataDir": state_dir.join("ipam"),
-        }
-    })];
+    let mut plugins = vec![mesh_e2e::harness::bridge_plugin(state_dir)];
     plugins.extend(mesh_cni);
     plugins
 }

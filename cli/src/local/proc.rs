@@ -13,22 +13,7 @@ use nix::unistd::Pid;
 
 use super::state::Proc;
 
-/// `ip netns exec NS [setpriv --reuid U --regid U --clear-groups --] argv...`
-pub fn netns_command(netns: &str, uid: u32, argv: &[String]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", netns]);
-    if uid != 0 {
-        c.args([
-            "setpriv",
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "--",
-        ]);
-    }
-    c.args(argv);
-    c
-}
+pub use mesh_e2e::harness::process::pod_command as netns_command;
 
 /// Starts `argv` in `netns` as `uid`, detached from this process (own process
 /// group, output appended to `log`), and returns its record.

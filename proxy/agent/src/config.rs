@@ -162,6 +162,26 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The config that `flags` give (without the program name), parsed exactly
+    /// as `mesh-agent` parses its command line, defaults and all: for callers
+    /// that embed the agent, and tests that want the real defaults.
+    pub fn from_flags<I, T>(flags: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        #[command(name = "mesh-agent")]
+        struct Flags {
+            #[command(flatten)]
+            config: Config,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("mesh-agent"))
+            .chain(flags.into_iter().map(Into::into));
+        Ok(Flags::try_parse_from(argv)?.config)
+    }
+
     /// The mesh config file, if one is configured.
     pub fn load_mesh(&self) -> Result<Option<crate::meshfile::MeshFile>, ConfigError> {
         match &self.mesh_config {

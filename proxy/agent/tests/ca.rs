@@ -6,35 +6,34 @@
 //! gets nothing, and the plaintext config-only port refuses CSRs.
 
 use mesh_agent::client::{request_certificate, Transport};
-use mesh_agent::config::{CaArgs, Config, SourceKind};
+use mesh_agent::config::Config;
 use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 fn config(dir: &Path, tokens: &Path) -> Config {
-    Config {
-        source: SourceKind::Files,
-        config_dir: Some(dir.to_path_buf()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        plaintext_listen: Some("127.0.0.1:0".parse().unwrap()),
-        debug_listen: "127.0.0.1:0".parse().unwrap(),
-        agent_name: Some("ca-test".into()),
-        domain_suffix: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
-        outbound_policy: "ALLOW_ANY".into(),
-        visibility: Default::default(),
-        debounce_ms: 10,
-        mesh_config: None,
-        mesh_reload_ms: 1000,
-        ca: CaArgs {
-            ca_tokens: Some(tokens.to_path_buf()),
-            ca_root_out: Some(dir.join("root-cert.pem")),
-            server_sans: vec!["ca.example.internal".into()],
-            ..Default::default()
-        },
-    }
+    Config::from_flags([
+        "--config-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--plaintext-listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--agent-name",
+        "ca-test",
+        "--debounce-ms",
+        "10",
+        "--ca-tokens",
+        tokens.to_str().unwrap(),
+        "--ca-root-out",
+        dir.join("root-cert.pem").to_str().unwrap(),
+        "--server-san",
+        "ca.example.internal",
+    ])
+    .unwrap()
 }
 
 fn tls_to(root_file: &Path) -> Transport {
@@ -119,41 +118,26 @@ async fn ca_issues_only_the_proven_identity() {
         .unwrap_err()
         .to_string();
     assert!(e.contains(other) && e.contains(own), "{e}");
-    // Namespace A's credential cannot get any identity in namespace B.
-    let e = request_certificate(
-        &addr,
-        &tls,
-        "tok-a",
-        &csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
-        ttl,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("ns/bank/sa/cart"), "{e}");
-    // Unknown or empty credential.
-    let e = request_certificate(&addr, &tls, "tok-z", &csr(&[]), ttl)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("authentication failed"), "{e}");
-    let e = request_certificate(&addr, &tls, "", &csr(&[]), ttl)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("no credential"), "{e}");
-    // Garbage instead of a CSR.
-    let e = request_certificate(
-        &addr,
-        &tls,
-        "tok-b",
-        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
-        ttl,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("PKCS#10"), "{e}");
+    // Refused, each with a message naming why: namespace A's credential asking
+    // for an identity in namespace B, an unknown or empty credential, garbage
+    // instead of a CSR.
+    let garbage = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+    for (token, request, why) in [
+        (
+            "tok-a",
+            csr(&["spiffe://cluster.local/ns/bank/sa/cart"]),
+            "ns/bank/sa/cart",
+        ),
+        ("tok-z", csr(&[]), "authentication failed"),
+        ("", csr(&[]), "no credential"),
+        ("tok-b", garbage.to_string(), "PKCS#10"),
+    ] {
+        let e = request_certificate(&addr, &tls, token, &request, ttl)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{token:?}: {e}");
+    }
     // The CA keeps serving after all that.
     let ok = request_certificate(&addr, &tls, "tok-b", &csr(&[]), ttl)
         .await

@@ -5,7 +5,7 @@
 //! with each certificate and the 15012 serving certificate follow each step.
 
 use mesh_agent::client::{request_certificate, SignedCert, Transport};
-use mesh_agent::config::{CaArgs, Config, SourceKind};
+use mesh_agent::config::Config;
 use mesh_e2e::testca::{write_file as put, TestCa};
 use rcgen::{CertificateParams, KeyPair};
 use std::path::Path;
@@ -68,29 +68,27 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "tok shop cart\n").unwrap();
     let roots_out = dir.path().join("root-cert.pem");
-    let cfg = Config {
-        source: SourceKind::Files,
-        config_dir: Some(config.clone()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        plaintext_listen: None,
-        debug_listen: "127.0.0.1:0".parse().unwrap(),
-        agent_name: Some("reload-test".into()),
-        domain_suffix: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
-        outbound_policy: "ALLOW_ANY".into(),
-        visibility: Default::default(),
-        debounce_ms: 10,
-        mesh_config: None,
-        mesh_reload_ms: 1000,
-        ca: CaArgs {
-            ca_dir: Some(cacerts.clone()),
-            ca_tokens: Some(tokens),
-            ca_root_out: Some(roots_out.clone()),
-            ca_reload_ms: 100,
-            ..Default::default()
-        },
-    };
+    let cfg = Config::from_flags([
+        "--config-dir",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--agent-name",
+        "reload-test",
+        "--debounce-ms",
+        "10",
+        "--ca-dir",
+        cacerts.to_str().unwrap(),
+        "--ca-tokens",
+        tokens.to_str().unwrap(),
+        "--ca-root-out",
+        roots_out.to_str().unwrap(),
+        "--ca-reload-ms",
+        "100",
+    ])
+    .unwrap();
     cfg.validate().unwrap();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();

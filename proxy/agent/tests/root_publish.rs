@@ -6,7 +6,7 @@
 mod fake_api;
 
 use fake_api::Fake;
-use mesh_agent::config::{CaArgs, Config, SourceKind};
+use mesh_agent::config::Config;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -50,23 +50,19 @@ async fn root_bundle_configmap_in_every_namespace() {
     let client = fake.serve(shutdown.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        source: SourceKind::Files,
-        config_dir: Some(dir.path().to_path_buf()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        plaintext_listen: None,
-        debug_listen: "127.0.0.1:0".parse().unwrap(),
-        agent_name: Some("publish-test".into()),
-        domain_suffix: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
-        outbound_policy: "ALLOW_ANY".into(),
-        visibility: Default::default(),
-        debounce_ms: 10,
-        mesh_config: None,
-        mesh_reload_ms: 1000,
-        ca: CaArgs::default(),
-    };
+    let cfg = Config::from_flags([
+        "--config-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--agent-name",
+        "publish-test",
+        "--debounce-ms",
+        "10",
+    ])
+    .unwrap();
     let ca = mesh_agent::agent::ca_service(&cfg, Some(client)).unwrap();
     let source = Box::new(mesh_agent::source::files::FilesSource {
         dir: dir.path().to_path_buf(),

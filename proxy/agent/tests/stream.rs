@@ -4,7 +4,7 @@
 //! restarted agent process resyncing everyone.
 
 use mesh_agent::client::{self, ClientConfig, ClientState};
-use mesh_agent::config::{Config, SourceKind};
+use mesh_agent::config::Config;
 use mesh_agent::source::files::FilesSource;
 use mesh_api::syncapi::{ProxyIdentity, ProxyView, Syncz};
 use std::io::{BufRead, BufReader};
@@ -19,23 +19,17 @@ const MESH: &str = include_str!("fixtures/mesh.yaml");
 const PROXIES: usize = 200;
 
 fn config(dir: &Path, listen: SocketAddr) -> Config {
-    Config {
-        source: SourceKind::Files,
-        config_dir: Some(dir.to_path_buf()),
-        listen,
-        plaintext_listen: None,
-        debug_listen: "127.0.0.1:0".parse().unwrap(),
-        agent_name: Some("agent-test".into()),
-        domain_suffix: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
-        outbound_policy: "ALLOW_ANY".into(),
-        visibility: Default::default(),
-        debounce_ms: 100,
-        mesh_config: None,
-        mesh_reload_ms: 1000,
-        ca: Default::default(),
-    }
+    Config::from_flags([
+        "--config-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        &listen.to_string(),
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--agent-name",
+        "agent-test",
+    ])
+    .unwrap()
 }
 
 fn identity(i: usize) -> ProxyIdentity {

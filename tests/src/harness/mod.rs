@@ -10,7 +10,7 @@
 //! touch the host's interfaces or routes.
 
 pub mod cni;
-mod process;
+pub mod process;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,25 @@ pub const GATEWAY: &str = "10.88.0.1";
 /// Prefix of every namespace the harness creates (for leak checks).
 pub const NETNS_PREFIX: &str = "mesh-";
 const CNI_VERSION: &str = "1.0.0";
+
+/// The node's first CNI plugin: Debian's `bridge` on `cni0` (the node is the
+/// gateway) with `host-local` addresses from [`POD_SUBNET`], its state kept in
+/// `state_dir`; ours is chained after it, as on a real node.
+pub fn bridge_plugin(state_dir: &std::path::Path) -> serde_json::Value {
+    json!({
+        "type": "bridge",
+        "bridge": "cni0",
+        "isGateway": true,
+        "ipMasq": false,
+        "hairpinMode": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": state_dir.join("ipam"),
+        }
+    })
+}
 
 /// What went wrong while building or driving the node.
 #[derive(Debug, thiserror::Error)]
@@ -96,19 +115,7 @@ impl NodeBuilder {
         let state_dir = std::env::temp_dir().join(format!("{id}-state"));
         let mut path = self.plugin_dirs;
         path.push(cni::system_plugin_dir().to_path_buf());
-        let bridge = json!({
-            "type": "bridge",
-            "bridge": "cni0",
-            "isGateway": true,
-            "ipMasq": false,
-            "hairpinMode": true,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": state_dir.join("ipam"),
-            }
-        });
+        let bridge = bridge_plugin(&state_dir);
         let mut plugins = vec![bridge];
         plugins.extend(self.chain);
         for p in &plugins {

@@ -39,7 +39,7 @@ pub(crate) fn run(argv: &[&str], netns: Option<&str>) -> Result<String> {
 }
 
 /// `ip netns exec NS [setpriv --reuid U --regid U --clear-groups --] argv...`
-fn pod_command(netns: &str, uid: u32, argv: &[String]) -> Command {
+pub fn pod_command(netns: &str, uid: u32, argv: &[String]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", netns]);
     if uid != 0 {
