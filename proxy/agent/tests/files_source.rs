@@ -107,7 +107,8 @@ async fn add_modify_delete_of_each_kind_reaches_the_snapshot() {
                 .is_some_and(|x| x.ports[0].port == 80)
         })
         .await;
-    assert!(took < Duration::from_secs(1), "change took {took:?}");
+    // Seen on change (debounced), not on some slow resync; generous for loaded CI machines.
+    assert!(took < Duration::from_secs(5), "change took {took:?}");
     std::fs::write(&f, svc(8080)).unwrap();
     h.until("service modified", |s| {
         s.services
