@@ -6,8 +6,7 @@
 //! without the ConfigMap is an error naming it.
 
 mod fake_apiserver;
-
-use std::process::Command;
+mod procs;
 
 use fake_apiserver::{FakeApi, Objects};
 use serde_json::json;
@@ -30,19 +29,8 @@ fn kube_inject(kubeconfig: &std::path::Path, extra: &[&str]) -> (bool, String, S
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.yaml");
     std::fs::write(&file, APP).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(["kube-inject", "-f", file.to_str().unwrap()])
-        .args(extra)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", dir.path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let args = [&["kube-inject", "-f", file.to_str().unwrap()], extra].concat();
+    procs::meshctl(kubeconfig, &args)
 }
 
 #[test]

@@ -154,6 +154,16 @@ impl Drop for World {
 }
 
 impl World {
+    /// Writes DestinationRule `name` for `host` with `tls` as port 80's TLS
+    /// settings (replacing the previous version of that rule).
+    fn set_tls(&self, name: &str, host: &str, tls: &str) {
+        write(
+            &self.m.config.0,
+            &format!("dr-{name}.yaml"),
+            dr(name, host, tls),
+        );
+    }
+
     fn get(&self, host: &str, path: &str) -> (String, String) {
         let resolve = format!("{host}:80:{}", self.ext_ip);
         status(
@@ -296,26 +306,14 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
 
     // 1. SIMPLE with the server's CA: TLS with the host as SNI, no plaintext.
     let ca_file = f("server-ca.pem");
-    write(
-        &w.m.config.0,
-        "dr-api.yaml",
-        dr(
-            "api",
-            "api.external.test",
-            &format!("        mode: SIMPLE\n        caCertificates: {ca_file}\n"),
-        ),
+    w.set_tls(
+        "api",
+        "api.external.test",
+        &format!("        mode: SIMPLE\n        caCertificates: {ca_file}\n"),
     );
     // The MUTUAL rule for the other host goes in now too (checked in step 5).
     let (cc, ck) = (f("client.pem"), f("client-key.pem"));
-    write(
-        &w.m.config.0,
-        "dr-mtls.yaml",
-        dr(
-            "mtls",
-            "mtls.external.test",
-            &format!("        mode: MUTUAL\n        caCertificates: {ca_file}\n        clientCertificate: {cc}\n        privateKey: {ck}\n"),
-        ),
-    );
+    w.set_tls("mtls", "mtls.external.test", &format!("        mode: MUTUAL\n        caCertificates: {ca_file}\n        clientCertificate: {cc}\n        privateKey: {ck}\n"));
     w.until(
         "api.external.test",
         "200",
@@ -346,14 +344,10 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
 
     // 2. The wrong CA: 503 and nothing reaches the server but failed handshakes.
     let other = f("other-ca.pem");
-    write(
-        &w.m.config.0,
-        "dr-api.yaml",
-        dr(
-            "api",
-            "api.external.test",
-            &format!("        mode: SIMPLE\n        caCertificates: {other}\n"),
-        ),
+    w.set_tls(
+        "api",
+        "api.external.test",
+        &format!("        mode: SIMPLE\n        caCertificates: {other}\n"),
     );
     w.until("api.external.test", "503", "");
     w.take();
@@ -389,15 +383,7 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
     }
 
     // 3. subjectAltNames: a mismatch is refused; a match passes (SNI unchanged).
-    write(
-        &w.m.config.0,
-        "dr-api.yaml",
-        dr(
-            "api",
-            "api.external.test",
-            &format!("        mode: SIMPLE\n        caCertificates: {ca_file}\n        subjectAltNames: [other.external.test]\n"),
-        ),
-    );
+    w.set_tls("api", "api.external.test", &format!("        mode: SIMPLE\n        caCertificates: {ca_file}\n        subjectAltNames: [other.external.test]\n"));
     w.until("api.external.test", "503", "");
     w.take();
     assert_eq!(w.get("api.external.test", "/san-mismatch").0, "503");
@@ -406,15 +392,7 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
         ev.iter().all(|e| matches!(e, Event::Handshake(_))),
         "{ev:?}"
     );
-    write(
-        &w.m.config.0,
-        "dr-api.yaml",
-        dr(
-            "api",
-            "api.external.test",
-            &format!("        mode: SIMPLE\n        caCertificates: {ca_file}\n        subjectAltNames: [mtls.external.test]\n        sni: mtls.external.test\n"),
-        ),
-    );
+    w.set_tls("api", "api.external.test", &format!("        mode: SIMPLE\n        caCertificates: {ca_file}\n        subjectAltNames: [mtls.external.test]\n        sni: mtls.external.test\n"));
     w.until(
         "api.external.test",
         "200",
@@ -422,17 +400,9 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
     );
 
     // 4. insecureSkipVerify accepts the server despite the wrong CA.
-    write(
-        &w.m.config.0,
-        "dr-api.yaml",
-        dr(
-            "api",
-            "api.external.test",
-            &format!(
+    w.set_tls("api", "api.external.test", &format!(
                 "        mode: SIMPLE\n        caCertificates: {other}\n        insecureSkipVerify: true\n"
-            ),
-        ),
-    );
+            ));
     w.until(
         "api.external.test",
         "200",
@@ -464,14 +434,10 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
     // 7. Unusable files: that cluster answers 503 with a log line naming the
     // file; the other cluster keeps working, the proxy keeps running.
     let garbage = f("garbage.pem");
-    write(
-        &w.m.config.0,
-        "dr-api.yaml",
-        dr(
-            "api",
-            "api.external.test",
-            &format!("        mode: SIMPLE\n        caCertificates: {garbage}\n"),
-        ),
+    w.set_tls(
+        "api",
+        "api.external.test",
+        &format!("        mode: SIMPLE\n        caCertificates: {garbage}\n"),
     );
     w.until("api.external.test", "503", "");
     let line =

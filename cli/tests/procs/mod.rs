@@ -119,12 +119,13 @@ pub fn webhook() -> Webhook {
     }
 }
 
-/// meshctl with only `kubeconfig` telling it where the cluster is:
-/// (success, stdout, stderr).
+/// meshctl with only `kubeconfig` telling it where the cluster is (no
+/// in-cluster config, and a HOME without a ~/.kube): (success, stdout, stderr).
 pub fn meshctl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
+        .env("HOME", "/nonexistent/home")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
