@@ -22,6 +22,8 @@ pub enum IptablesError {
         stderr: String,
         input: String,
     },
+    #[error(transparent)]
+    Nft(#[from] crate::nftables::NftError),
 }
 
 /// Which iptables implementation writes the rules.
@@ -361,11 +363,10 @@ pub fn remove(b: Backend, f: Family, applied: &Applied) -> Result<(), IptablesEr
                         .all(|(c, p)| BUILTIN_CHAINS.contains(&c.as_str()) && p == "ACCEPT")
             });
             if empty {
-                let fam = if f == Family::V4 { "ip" } else { "ip6" };
-                // Best effort: a table someone else just started using stays.
-                if let Err(e) = run("nft", &["delete", "table", fam, t], None) {
-                    tracing::debug!(table = %t, error = %e, "empty table left in place");
-                }
+                // Over netlink, not with the `nft` command: DEL must not depend on a
+                // package few nodes have. A failure is reported, never ignored: an
+                // empty table left behind is a different node than before ADD.
+                crate::nftables::delete_table(f, t)?;
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod install;
 pub mod iptables;
 pub mod k8s;
 pub mod netns;
+pub mod nftables;
 pub mod plugin;
 pub mod redirect;
 pub mod route;
