@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,7 @@ impl Env {
 struct Running {
     stop: Arc<AtomicBool>,
     ready: Arc<AtomicBool>,
+    passes: Arc<AtomicU64>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -98,14 +99,26 @@ impl Running {
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicBool::new(false));
         let inst = Installer::new(cfg, ready.clone());
+        let passes = inst.passes();
         let s = stop.clone();
         let handle = std::thread::spawn(move || inst.run(&s));
         Running {
             stop,
             ready,
+            passes,
             handle: Some(handle),
         }
     }
+    /// Returns once the installer has finished `n` more full passes.
+    fn wait_passes(&self, n: u64) {
+        // The pass under way may have read the files before the caller changed
+        // them: one more than asked for.
+        let target = self.passes.load(Ordering::SeqCst) + n + 1;
+        wait_for("installer passes", Duration::from_secs(10), || {
+            self.passes.load(Ordering::SeqCst) >= target
+        });
+    }
+
     fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.take().unwrap().join().unwrap();
@@ -164,7 +177,7 @@ fn roundtrip(name: &str, original: &str, expect: &[&str]) {
         b"\x7fELF fake binary"
     );
     // Several passes later: still exactly one entry.
-    std::thread::sleep(Duration::from_millis(200));
+    run.wait_passes(3);
     assert_eq!(read(&file).matches("\"mesh-cni\"").count(), 1);
 
     // Another CNI rewrites its file: we are back within a few poll intervals
@@ -251,8 +264,8 @@ fn late_file_token_rotation_and_readyz() {
         read(&kc).contains("token: token-1")
     });
     assert!(read(&kc).contains("server: https://10.96.0.1:443"));
-    // No CNI config yet: not ready.
-    std::thread::sleep(Duration::from_millis(150));
+    // No CNI config yet: not ready, after passes that saw no config.
+    run.wait_passes(2);
     assert!(readyz().starts_with("HTTP/1.1 503"));
     // The node's CNI writes its config late.
     let file = env.p("net.d/10-containerd-net.conflist");

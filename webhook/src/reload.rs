@@ -4,6 +4,7 @@
 //! A new version that fails to load is logged and the last good one stays.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,30 @@ use tokio::sync::watch;
 use crate::config::parse_mesh_config;
 use crate::server::AppState;
 use crate::tls::{load_certified_key, CertStore};
+
+/// How many new versions of a watched file were put in force and how many were
+/// rejected (the last good one stayed). Tests and operators wait on these instead
+/// of guessing how long a poll takes.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    applied: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl ReloadStats {
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Acquire)
+    }
+
+    fn record(&self, ok: bool) {
+        let c = if ok { &self.applied } else { &self.rejected };
+        c.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 /// Polls `paths` every `every`; when their content changes (and all are readable),
 /// calls `apply` with the new contents. Stops when `stop` flips to true.
@@ -62,7 +87,9 @@ pub fn watch_cert(
     key: PathBuf,
     every: Duration,
     stop: watch::Receiver<bool>,
-) {
+) -> Arc<ReloadStats> {
+    let stats = Arc::new(ReloadStats::default());
+    let st = stats.clone();
     poll_files(
         vec![cert.clone(), key],
         every,
@@ -71,12 +98,15 @@ pub fn watch_cert(
             Ok(k) => {
                 store.swap(k);
                 tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+                st.record(true);
             }
             Err(e) => {
-                tracing::error!(cert = %cert.display(), error = %e, "new serving certificate rejected; keeping the current one")
+                tracing::error!(cert = %cert.display(), error = %e, "new serving certificate rejected; keeping the current one");
+                st.record(false);
             }
         },
     );
+    stats
 }
 
 /// Keeps the server's mesh config in step with its file.
@@ -85,7 +115,9 @@ pub fn watch_mesh_config(
     path: PathBuf,
     every: Duration,
     stop: watch::Receiver<bool>,
-) {
+) -> Arc<ReloadStats> {
+    let stats = Arc::new(ReloadStats::default());
+    let st = stats.clone();
     poll_files(vec![path.clone()], every, stop, move |c| {
         // An empty file mid-reload is almost always a half-written one, not a
         // request for all defaults.
@@ -99,10 +131,13 @@ pub fn watch_mesh_config(
             Ok(m) => {
                 state.set_mesh(m);
                 tracing::info!(path = %path.display(), "mesh config reloaded");
+                st.record(true);
             }
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "new mesh config rejected; the last good one stays in force")
+                tracing::error!(path = %path.display(), error = %e, "new mesh config rejected; the last good one stays in force");
+                st.record(false);
             }
         }
     });
+    stats
 }

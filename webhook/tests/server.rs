@@ -98,8 +98,17 @@ async fn tls_admission_and_cert_reload() {
     assert_eq!(r["response"]["allowed"], true);
 
     // Garbage cert files are rejected; the current cert stays.
+    let rejected = srv.cert_reloads.rejected();
     std::fs::write(&srv.cert, "not a cert").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // several reload periods
+    let stats = srv.cert_reloads.clone();
+    assert!(
+        eventually(5, || {
+            let stats = stats.clone();
+            async move { stats.rejected() > rejected }
+        })
+        .await,
+        "garbage cert never looked at"
+    );
     assert!(Client::connect(addr, &other.cert_pem).await.is_ok());
 }
 
@@ -280,8 +289,17 @@ async fn mesh_config_reload_keeps_last_good() {
         "images: {proxyy: reg/mesh:3}\n",
         "trustDomain: 'Not Valid'\nimages: {proxy: reg/mesh:3}\n",
     ] {
+        let rejected = srv.mesh_reloads.rejected();
         write_atomically(&srv.mesh, bad);
-        tokio::time::sleep(Duration::from_millis(300)).await; // several reload periods
+        let stats = srv.mesh_reloads.clone();
+        assert!(
+            eventually(5, || {
+                let stats = stats.clone();
+                async move { stats.rejected() > rejected }
+            })
+            .await,
+            "bad mesh config never looked at: {bad}"
+        );
         assert_eq!(image_now().await.as_deref(), Some("reg/mesh:2"));
     }
 }

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +127,9 @@ pub struct Installer {
     cfg: InstallConfig,
     touched: Touched,
     ready: Arc<AtomicBool>,
+    /// Reconcile passes finished (successful or not): what a caller waits on to
+    /// know the installer has looked at the files again.
+    passes: Arc<AtomicU64>,
 }
 
 impl Installer {
@@ -135,7 +138,13 @@ impl Installer {
             cfg,
             touched: Touched::default(),
             ready,
+            passes: Arc::default(),
         }
+    }
+
+    /// The number of reconcile passes [`Installer::run`] has finished.
+    pub fn passes(&self) -> Arc<AtomicU64> {
+        self.passes.clone()
     }
 
     fn install_binary(&mut self) -> Result<(), InstallError> {
@@ -273,6 +282,7 @@ impl Installer {
                 self.ready.store(false, Ordering::SeqCst);
                 tracing::warn!(error = %e, "install pass failed; retrying");
             }
+            self.passes.fetch_add(1, Ordering::AcqRel);
             let mut waited = Duration::ZERO;
             while waited < self.cfg.poll && !shutdown.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));

@@ -134,6 +134,9 @@ pub struct TestServer {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub mesh: PathBuf,
+    /// Versions of the cert pair / mesh config applied and rejected so far.
+    pub cert_reloads: Arc<reload::ReloadStats>,
+    pub mesh_reloads: Arc<reload::ReloadStats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     watch_stop: tokio::sync::watch::Sender<bool>,
 }
@@ -164,8 +167,9 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (watch_stop, rx) = tokio::sync::watch::channel(false);
         let every = Duration::from_millis(50);
-        reload::watch_cert(store.clone(), cert.clone(), key.clone(), every, rx.clone());
-        reload::watch_mesh_config(state.clone(), mesh.clone(), every, rx);
+        let cert_reloads =
+            reload::watch_cert(store.clone(), cert.clone(), key.clone(), every, rx.clone());
+        let mesh_reloads = reload::watch_mesh_config(state.clone(), mesh.clone(), every, rx);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, tls::server_config(store), state, async {
             let _ = stopped.await;
@@ -176,6 +180,8 @@ impl TestServer {
             cert,
             key,
             mesh,
+            cert_reloads,
+            mesh_reloads,
             stop: Some(stop),
             watch_stop,
         }
