@@ -51,6 +51,10 @@ pub fn http_builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// How long a connection that spent its premature-reset budget gets to write
+/// its GOAWAY before it is dropped.
+const FLOOD_FLUSH: Duration = Duration::from_millis(20);
+
 /// Tells connections to finish (GOAWAY / `Connection: close`) and waits for them.
 #[derive(Debug, Clone, Default)]
 pub struct Drain {
@@ -99,8 +103,15 @@ where
     let svc = hyper::service::service_fn(move |req| {
         // Dropped unanswered when the client resets the stream: a premature reset.
         let guard = st.open_stream();
+        let h2 = req.version() == http::Version::HTTP_2;
         let fut = crate::http::handle(req, ctx.clone());
         async move {
+            if h2 {
+                // Yield once before any work: hyper then looks for a RST_STREAM,
+                // which a rapid-reset client sends in the same packet as its
+                // HEADERS, and drops the stream before we dial or forward.
+                tokio::task::yield_now().await;
+            }
             let resp = fut.await?;
             Ok::<_, std::convert::Infallible>(resp.map(|b| guard.respond(b)))
         }
@@ -119,32 +130,39 @@ where
                 return;
             }
             Next::GoAway(reason) => {
-                if reason == Reason::ResetFlood {
-                    // An attack or a broken client: operators want the peer.
-                    tracing::info!(%peer, "HTTP/2 premature-reset budget spent: GOAWAY");
-                } else {
-                    tracing::debug!(?reason, "downstream connection told to go away");
-                }
                 shared.metrics.conn.closed(reason);
                 conn.as_mut().graceful_shutdown();
+                if reason == Reason::ResetFlood {
+                    // An attack or a broken client: operators want the peer. No
+                    // grace: every further frame costs us, so the GOAWAY gets a
+                    // moment to be written, then the connection is dropped.
+                    tracing::info!(%peer, "HTTP/2 premature-reset budget spent: GOAWAY");
+                    let _ = tokio::time::timeout(FLOOD_FLUSH, conn.as_mut()).await;
+                    return;
+                }
+                tracing::debug!(?reason, "downstream connection told to go away");
                 going_away = Some(now);
                 continue;
             }
         };
         tokio::select! {
+            // The watchdog first, with the task's fresh coop budget: a client
+            // that keeps the connection always readable (a SETTINGS or PING
+            // flood) must not starve it.
+            biased;
+            _ = tokio::time::sleep_until(check_at) => {}
+            // Acted on at once (not at the next deadline): the budget is spent.
+            _ = state.flood.notified(), if going_away.is_none() => {}
+            _ = drain.token.cancelled(), if going_away.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                going_away = Some(tokio::time::Instant::now());
+            }
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "http connection ended");
                 }
                 return;
             }
-            _ = drain.token.cancelled(), if going_away.is_none() => {
-                conn.as_mut().graceful_shutdown();
-                going_away = Some(tokio::time::Instant::now());
-            }
-            // Acted on at once (not at the next deadline): the budget is spent.
-            _ = state.flood.notified(), if going_away.is_none() => {}
-            _ = tokio::time::sleep_until(check_at) => {}
         }
     }
 }

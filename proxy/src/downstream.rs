@@ -99,22 +99,23 @@ pub fn decide(now: Instant, f: &Facts, t: &Timeouts) -> Next {
             Next::CheckAt(end)
         };
     }
-    if !f.first_byte {
-        let end = f.started + t.first_byte;
-        return if now >= end {
-            Next::Close(Reason::FirstByte)
-        } else {
-            Next::CheckAt(end)
-        };
+    let first_byte_end = f.started + t.first_byte;
+    if !f.first_byte && now >= first_byte_end {
+        return Next::Close(Reason::FirstByte);
     }
     if f.reset_exceeded {
         return Next::GoAway(Reason::ResetFlood);
     }
-    let end = f.last_progress + t.idle;
-    if now >= end {
-        Next::GoAway(Reason::Idle)
+    let idle_end = f.last_progress + t.idle;
+    if now >= idle_end {
+        return Next::GoAway(Reason::Idle);
+    }
+    // The watchdog only wakes at deadlines: while no byte has come, the next
+    // one is the earlier of both (the first byte does not wake it).
+    if f.first_byte {
+        Next::CheckAt(idle_end)
     } else {
-        Next::CheckAt(end)
+        Next::CheckAt(first_byte_end.min(idle_end))
     }
 }
 

@@ -83,6 +83,28 @@ async fn idle_is_measured_from_the_last_request_progress() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn idle_shorter_than_first_byte_is_checked_in_time() {
+    // The watchdog sleeps until its deadline; the first byte does not wake it,
+    // so with no byte yet the next look must already be at the idle deadline.
+    let t = Timeouts {
+        idle: Duration::from_secs(2),
+        ..T
+    };
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let start = Instant::now();
+    assert_eq!(
+        decide(start, &s.facts(None), &t),
+        Next::CheckAt(start + t.idle)
+    );
+    s.io(true, 9); // a PING flood: bytes, never a request
+    tokio::time::advance(t.idle).await;
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &t),
+        Next::GoAway(Reason::Idle)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn premature_resets_spend_the_budget() {
     let s = ConnState::new(ResetBudget::DEFAULT);
     s.io(true, 24);
