@@ -132,11 +132,11 @@ where
             Next::GoAway(reason) => {
                 shared.metrics.conn.closed(reason);
                 conn.as_mut().graceful_shutdown();
-                if reason == Reason::ResetFlood {
+                if matches!(reason, Reason::ResetFlood | Reason::ControlFlood) {
                     // An attack or a broken client: operators want the peer. No
                     // grace: every further frame costs us, so the GOAWAY gets a
                     // moment to be written, then the connection is dropped.
-                    tracing::info!(%peer, "HTTP/2 premature-reset budget spent: GOAWAY");
+                    tracing::info!(%peer, ?reason, "downstream flood: GOAWAY and close");
                     let _ = tokio::time::timeout(FLOOD_FLUSH, conn.as_mut()).await;
                     return;
                 }
@@ -151,7 +151,7 @@ where
             // flood) must not starve it.
             biased;
             _ = tokio::time::sleep_until(check_at) => {}
-            // Acted on at once (not at the next deadline): the budget is spent.
+            // Acted on at once (not at the next deadline): a flood budget is spent.
             _ = state.flood.notified(), if going_away.is_none() => {}
             _ = drain.token.cancelled(), if going_away.is_none() => {
                 conn.as_mut().graceful_shutdown();

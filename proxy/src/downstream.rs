@@ -62,6 +62,8 @@ pub enum Reason {
     FirstByte,
     Idle,
     ResetFlood,
+    /// Bytes kept coming with no request in flight: a PING or SETTINGS flood.
+    ControlFlood,
     /// Told to go away, but streams did not finish within the grace.
     GraceOver,
     /// Opaque TCP with no byte either way for the TCP idle timeout.
@@ -86,6 +88,8 @@ pub struct Facts {
     pub first_byte: bool,
     pub last_progress: Instant,
     pub reset_exceeded: bool,
+    /// More than [`CONTROL_BYTES`] read while no request was in flight.
+    pub control_flood: bool,
     pub going_away_since: Option<Instant>,
 }
 
@@ -106,6 +110,9 @@ pub fn decide(now: Instant, f: &Facts, t: &Timeouts) -> Next {
     if f.reset_exceeded {
         return Next::GoAway(Reason::ResetFlood);
     }
+    if f.control_flood {
+        return Next::GoAway(Reason::ControlFlood);
+    }
     let idle_end = f.last_progress + t.idle;
     if now >= idle_end {
         return Next::GoAway(Reason::Idle);
@@ -118,6 +125,12 @@ pub fn decide(now: Instant, f: &Facts, t: &Timeouts) -> Next {
         Next::CheckAt(first_byte_end.min(idle_end))
     }
 }
+
+/// What a connection may send while no request is in flight before it is told
+/// to go away. A request's own headers arrive before it is in flight (at most
+/// 64 KiB, the header limits), so 256 KiB is never reached by a real client;
+/// a PING flood reaches it after ~15,000 PINGs.
+pub const CONTROL_BYTES: u64 = 256 * 1024;
 
 /// The watchdog of an opaque TCP connection: closed once no byte moved either
 /// way for `idle`.
@@ -140,6 +153,10 @@ pub struct ConnState {
     last_progress_ms: AtomicU64,
     opened: AtomicU64,
     premature: AtomicU64,
+    /// Requests between service call and the end of their response body.
+    in_flight: AtomicU64,
+    /// Bytes read while `in_flight` was 0, since the last request started.
+    quiet_bytes: AtomicU64,
     /// Bytes read from / written to the downstream.
     pub read_bytes: AtomicU64,
     pub written_bytes: AtomicU64,
@@ -157,6 +174,8 @@ impl ConnState {
             last_progress_ms: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             premature: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            quiet_bytes: AtomicU64::new(0),
             read_bytes: AtomicU64::new(0),
             written_bytes: AtomicU64::new(0),
             budget,
@@ -175,6 +194,12 @@ impl ConnState {
     fn io(&self, read: bool, n: usize) {
         if read {
             self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if self.in_flight.load(Ordering::Relaxed) == 0 {
+                let q = self.quiet_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                if q > CONTROL_BYTES && q - n as u64 <= CONTROL_BYTES {
+                    self.flood.notify_one();
+                }
+            }
             if !self.first_byte.load(Ordering::Relaxed) {
                 self.first_byte.store(true, Ordering::Relaxed);
             }
@@ -203,6 +228,7 @@ impl ConnState {
                 self.opened.load(Ordering::Relaxed),
                 self.premature.load(Ordering::Relaxed),
             ),
+            control_flood: self.quiet_bytes.load(Ordering::Relaxed) > CONTROL_BYTES,
             going_away_since,
         }
     }
@@ -210,6 +236,8 @@ impl ConnState {
     /// A request arrived: held by the service future until the response starts.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
         self.opened.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.quiet_bytes.store(0, Ordering::Relaxed);
         self.progress();
         StreamGuard {
             state: self.clone(),
@@ -243,6 +271,7 @@ impl Drop for StreamGuard {
             return;
         }
         let s = &self.state;
+        s.in_flight.fetch_sub(1, Ordering::Relaxed);
         let premature = s.premature.fetch_add(1, Ordering::Relaxed) + 1;
         if s.budget
             .exceeded(s.opened.load(Ordering::Relaxed), premature)
@@ -284,6 +313,7 @@ impl hyper::body::Body for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.state.progress();
     }
 }
@@ -417,6 +447,7 @@ pub struct ConnCounters {
     pub overflow_outbound: AtomicU64,
     pub overflow_inbound: AtomicU64,
     pub reset_flood: AtomicU64,
+    pub control_flood: AtomicU64,
     pub first_byte: AtomicU64,
     pub http_idle: AtomicU64,
     pub grace_over: AtomicU64,
@@ -429,6 +460,7 @@ impl ConnCounters {
             Reason::FirstByte => &self.first_byte,
             Reason::Idle => &self.http_idle,
             Reason::ResetFlood => &self.reset_flood,
+            Reason::ControlFlood => &self.control_flood,
             Reason::GraceOver => &self.grace_over,
             Reason::TcpIdle => &self.tcp_idle,
         };
@@ -451,6 +483,7 @@ impl ConnCounters {
         let _ = writeln!(out, "# TYPE mesh_downstream_cx_closed_total counter");
         for (r, v) in [
             ("h2_premature_reset", &self.reset_flood),
+            ("control_flood", &self.control_flood),
             ("first_byte_timeout", &self.first_byte),
             ("http_idle_timeout", &self.http_idle),
             ("goaway_grace_over", &self.grace_over),

@@ -16,7 +16,9 @@ fn python() -> String {
 
 /// Copies a script next to the view file, where the app user (UID 1000) can read it.
 fn script(w: &World, name: &str) -> String {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name);
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
     let dst = w.dir.0.join(name);
     std::fs::copy(&src, &dst).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -92,9 +94,7 @@ struct Attack {
     closed: u64,
     max_closed_secs: Option<f64>,
     goaways: u64,
-    goaway_codes: Vec<u32>,
     streams: u64,
-    frames_sent: u64,
 }
 
 #[test]
@@ -114,11 +114,13 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
     let attack = script(&w, "h2attack.py");
     let py = python();
     h2load(&w.client, 1); // warm-up: pools, first connections
-    // (mode, per-connection deadline, attack for at least, p99 bounded):
-    // every attacking connection must be closed well within its deadline.
-    // Known gap, printed but not asserted: a SETTINGS or PING flood is only
-    // ended by the idle timeout, and until then it starves the single-threaded
-    // sidecar (other clients' p99 went from ~14 ms to ~640 ms).
+                          // (mode, per-connection deadline, attack for at least, p99 bounded):
+                          // every attacking connection must be closed well within its deadline.
+                          // Known gap, printed but not asserted: a SETTINGS or PING flood is ended
+                          // by the control-bytes budget (256 KiB read with no request in flight,
+                          // ~1.5 s at this attacker's pace); until then h2 writes one ACK per frame
+                          // and other clients of the single-threaded sidecar wait (measured: settings
+                          // x1.9, ping x23 of a ~5 ms baseline; x16 and x20 before the budget).
     let modes = [
         ("paced", 10, 3, true),
         ("burst", 10, 3, true),
@@ -133,7 +135,10 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
         // drifts (other test binaries share its two cores).
         let base = h2load(&w.client, 3);
         assert!(base.succeeded > 0 && base.failed == 0, "baseline failed");
-        eprintln!("{mode} baseline: {} requests, p99 {:.2} ms", base.succeeded, base.p99_ms);
+        eprintln!(
+            "{mode} baseline: {} requests, p99 {:.2} ms",
+            base.succeeded, base.p99_ms
+        );
         let before = metrics(&w.client);
         let cpu0 = cpu_ms(&w.client_proxy);
         let scpu0 = cpu_ms(&w.server_procs[0].1);
@@ -149,9 +154,16 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
             .wait_for_line("\"mode\"", Duration::from_secs(deadline + repeat + 30))
             .unwrap_or_else(|e| panic!("{mode}: {e}: {:?}", p.output_lines()));
         let a: Attack = serde_json::from_str(&line).unwrap();
+        assert_eq!(a.mode, mode);
+        if matches!(mode, "paced" | "burst") {
+            assert!(a.streams > 100, "{mode}: the flood was sent: {line}");
+        }
         let cpu = cpu_ms(&w.client_proxy) - cpu0;
         let scpu = cpu_ms(&w.server_procs[0].1) - scpu0;
-        eprintln!("{a:?}; CPU during attack + load: client sidecar {cpu} ms, server sidecar {scpu} ms");
+        eprintln!(
+            "{}; CPU during attack + load: client sidecar {cpu} ms, server sidecar {scpu} ms",
+            line.trim()
+        );
         assert_eq!(
             a.closed, a.connections,
             "{mode}: an attacking connection outlived its {deadline}s deadline: {a:?}"
@@ -231,7 +243,6 @@ struct Idle {
     opened: u64,
     closed: u64,
     min_closed_secs: Option<f64>,
-    max_closed_secs: Option<f64>,
     extra_closed_secs: Option<f64>,
 }
 

@@ -141,6 +141,35 @@ async fn premature_resets_spend_the_budget() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn bytes_without_a_request_in_flight_are_a_control_flood() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    // A request's headers, then its body while it is in flight: never a flood.
+    s.io(true, 60 * 1024);
+    let g = s.open_stream();
+    s.io(true, 10 * 1024 * 1024);
+    let body = g.respond(crate::util::full(http::StatusCode::OK, "").into_body());
+    assert!(!s.facts(None).control_flood);
+    drop(body);
+    // Then PINGs with nothing in flight.
+    for _ in 0..(CONTROL_BYTES / 17) {
+        s.io(true, 17);
+    }
+    assert!(!s.facts(None).control_flood);
+    s.io(true, 17);
+    assert!(s.facts(None).control_flood);
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::GoAway(Reason::ControlFlood)
+    );
+    tokio::time::timeout(Duration::from_millis(1), s.flood.notified())
+        .await
+        .expect("watchdog woken");
+    // A new request starts the count again.
+    let _g = s.open_stream();
+    assert!(!s.facts(None).control_flood);
+}
+
+#[tokio::test(start_paused = true)]
 async fn tcp_idle_counts_bytes_either_way() {
     let s = ConnState::new(ResetBudget::DEFAULT);
     let idle = Duration::from_secs(3600);
