@@ -318,15 +318,28 @@ impl Drop for Tracked {
     }
 }
 
-/// An I/O stream that records when bytes move (and whether any arrived).
+/// An I/O stream that records when bytes move (and whether any arrived), and
+/// reads at most [`READ_SLICE`] bytes before letting other connections run.
 pub struct Activity<S> {
     inner: S,
     state: Arc<ConnState>,
+    /// Bytes read since the stream last returned `Pending`.
+    burst: usize,
 }
+
+/// Why: tokio's cooperative budget counts I/O operations, not bytes, and one
+/// 8 KiB read can hold ~500 PING or SETTINGS frames; a flooding client could
+/// keep the (single-threaded) sidecar on its connection for tens of
+/// milliseconds per turn while every other connection waits.
+pub const READ_SLICE: usize = 64 * 1024;
 
 impl<S> Activity<S> {
     pub fn new(inner: S, state: Arc<ConnState>) -> Activity<S> {
-        Activity { inner, state }
+        Activity {
+            inner,
+            state,
+            burst: 0,
+        }
     }
 }
 
@@ -336,9 +349,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.burst >= READ_SLICE {
+            // Yield this turn (woken at once): fairness, not backpressure.
+            self.burst = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
+        if r.is_pending() {
+            self.burst = 0;
+        }
+        self.burst += n;
         if n > 0 {
             self.state.io(true, n);
         }

@@ -214,6 +214,30 @@ async fn cap_refuses_connection_n_plus_one_and_logs_once_per_interval() {
     ));
 }
 
+#[tokio::test]
+async fn reads_yield_after_a_slice() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(4 * READ_SLICE);
+    b.write_all(&vec![0u8; 3 * READ_SLICE]).await.unwrap();
+    let mut io = Activity::new(a, s.clone());
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut buf = vec![0u8; 8192];
+    let (mut read, mut yields) = (0, 0);
+    while read < 3 * READ_SLICE {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut io).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) => read += rb.filled().len(),
+            Poll::Ready(Err(e)) => panic!("{e}"),
+            Poll::Pending => yields += 1,
+        }
+        assert!(yields <= 3, "stuck");
+    }
+    // Data was always ready: the only Pendings are the slices' yields.
+    assert_eq!(yields, 2);
+    assert_eq!(s.read_bytes.load(Ordering::Relaxed), 3 * READ_SLICE as u64);
+}
+
 #[test]
 fn counters_render() {
     let c = ConnCounters::default();
