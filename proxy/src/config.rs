@@ -32,6 +32,8 @@ pub enum ConfigError {
     BadRoots { path: String, why: String },
     #[error("--cert-ttl {0:?} must be at least 2s")]
     CertTtl(String),
+    #[error("--{flag} {value:?} must be more than zero")]
+    Zero { flag: &'static str, value: String },
     #[error("port {port} is used twice (--{a} and --{b})")]
     PortClash {
         port: u16,
@@ -91,6 +93,30 @@ pub struct Args {
     /// How long to wait for the first bytes of an undeclared protocol.
     #[arg(long, default_value = "100ms")]
     pub protocol_detection_timeout: String,
+    /// A downstream HTTP connection that sends no byte within this is closed
+    /// (only where HTTP is known: declared HTTP ports, or after mTLS with an
+    /// HTTP ALPN; undeclared ports still fall back to TCP after detection, so
+    /// server-first protocols keep working).
+    #[arg(long, env = "MESH_HTTP_FIRST_BYTE_TIMEOUT", default_value = "15s")]
+    pub http_first_byte_timeout: String,
+    /// A downstream HTTP connection with no request started and no response
+    /// byte moved for this long gets GOAWAY / `Connection: close` (Envoy's
+    /// HTTP connection manager `idle_timeout` default, 1h).
+    #[arg(long, env = "MESH_HTTP_IDLE_TIMEOUT", default_value = "1h")]
+    pub http_idle_timeout: String,
+    /// Opaque TCP connections with no byte either way for this long are closed
+    /// (Istio's TCP proxy `idle_timeout` default, 1h).
+    #[arg(long, env = "MESH_TCP_IDLE_TIMEOUT", default_value = "1h")]
+    pub tcp_idle_timeout: String,
+    /// At most this many connections at once per capture listener (inbound,
+    /// outbound); connection N+1 is closed at once and counted in
+    /// `mesh_downstream_cx_overflow_total`.
+    #[arg(
+        long,
+        env = "MESH_MAX_CONNECTIONS_PER_LISTENER",
+        default_value_t = 10_000
+    )]
+    pub max_connections_per_listener: usize,
     /// Grace period after a drain starts during which new inbound connections are still accepted.
     #[arg(long, default_value = "1s")]
     pub drain_grace: String,
@@ -148,6 +174,10 @@ pub struct Config {
     pub source: Source,
     pub concurrency: usize,
     pub detect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    pub tcp_idle_timeout: Duration,
+    pub max_connections_per_listener: usize,
     pub drain_grace: Duration,
     pub drain_duration: Duration,
     pub access_log: AccessLog,
@@ -288,6 +318,23 @@ impl Args {
         let workload_name = self
             .workload_name
             .unwrap_or_else(|| workload_from_pod(&self.pod));
+        let positive = |flag: &'static str, v: &str| match parse_duration(flag, v)? {
+            d if d.is_zero() => Err(ConfigError::Zero {
+                flag,
+                value: v.to_string(),
+            }),
+            d => Ok(d),
+        };
+        let first_byte_timeout =
+            positive("http-first-byte-timeout", &self.http_first_byte_timeout)?;
+        let http_idle_timeout = positive("http-idle-timeout", &self.http_idle_timeout)?;
+        let tcp_idle_timeout = positive("tcp-idle-timeout", &self.tcp_idle_timeout)?;
+        if self.max_connections_per_listener == 0 {
+            return Err(ConfigError::Zero {
+                flag: "max-connections-per-listener",
+                value: "0".into(),
+            });
+        }
         let at = |p: u16| SocketAddr::new(self.bind, p);
         Ok(Config {
             outbound: at(self.outbound_port),
@@ -309,6 +356,10 @@ impl Args {
                 "protocol-detection-timeout",
                 &self.protocol_detection_timeout,
             )?,
+            first_byte_timeout,
+            http_idle_timeout,
+            tcp_idle_timeout,
+            max_connections_per_listener: self.max_connections_per_listener,
             drain_grace: parse_duration("drain-grace", &self.drain_grace)?,
             drain_duration: parse_duration(
                 "termination-drain-duration",
@@ -392,6 +443,27 @@ mod tests {
         assert!(e.to_string().contains("LOOSE"), "{e}");
         let c = parse(&["--view-file", "/x", "--local-rate-limit", "5/s"]).unwrap();
         assert_eq!(c.rate_limits.len(), 1);
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = parse(&["--view-file", "/x"]).unwrap();
+        assert_eq!(c.first_byte_timeout, Duration::from_secs(15));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(3600));
+        assert_eq!(c.tcp_idle_timeout, Duration::from_secs(3600));
+        assert_eq!(c.max_connections_per_listener, 10_000);
+        for (flag, bad) in [
+            ("--http-first-byte-timeout", "0s"),
+            ("--http-idle-timeout", "forever"),
+            ("--tcp-idle-timeout", "0"),
+            ("--max-connections-per-listener", "0"),
+        ] {
+            let e = parse(&["--view-file", "/x", flag, bad]).unwrap_err();
+            assert!(
+                e.to_string().contains(&flag[2..]) && e.to_string().contains(bad),
+                "{e}"
+            );
+        }
     }
 
     #[test]

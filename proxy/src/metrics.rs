@@ -127,6 +127,8 @@ pub struct Metrics {
     mtls_failed: std::sync::atomic::AtomicU64,
     /// Inbound plaintext connections refused by PeerAuthentication STRICT.
     strict_refused: std::sync::atomic::AtomicU64,
+    /// Downstream connections refused or closed by the connection limits.
+    pub conn: crate::downstream::ConnCounters,
 }
 
 impl Metrics {
@@ -238,6 +240,7 @@ impl Metrics {
                 v.load(std::sync::atomic::Ordering::Relaxed)
             );
         }
+        self.conn.render(&mut out);
         out
     }
 }

@@ -6,12 +6,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
+use crate::conn::{Drain, DrainWatch};
 use crate::http::ConnCtx;
 use crate::metrics::{Reporter, Workload};
 use crate::mtls::inbound::Hello;
@@ -21,27 +19,10 @@ use crate::shared::{ConnGuard, Shared};
 use crate::snapshot::{OutboundPolicy, Protocol};
 use crate::tcp::{self, Sniffed, TcpMeta};
 
-/// The HTTP server settings for downstream connections (Envoy's edge defaults as
-/// the reference: 60 KiB / 100 headers, header read timeout, bounded h2 streams).
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30))
-        .max_headers(100)
-        .max_buf_size(64 * 1024)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(100)
-        .max_header_list_size(60 * 1024)
-        .max_pending_accept_reset_streams(50)
-        .keep_alive_interval(None);
-    b
-}
-
 /// Accepts until `stop` resolves, then lets HTTP connections finish gracefully
-/// (GOAWAY / `Connection: close`) for at most `drain`.
+/// (GOAWAY / `Connection: close`) for at most `drain`. At most
+/// `--max-connections-per-listener` connections at once: the next is closed at
+/// once, counted, and logged (once per interval).
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -49,7 +30,12 @@ pub async fn accept_loop(
     stop: impl std::future::Future<Output = ()>,
     drain: std::time::Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let graceful = Drain::default();
+    let cap = crate::downstream::ConnCap::new(shared.cfg.max_connections_per_listener);
+    let overflow = match direction {
+        Reporter::Source => &shared.metrics.conn.overflow_outbound,
+        Reporter::Destination => &shared.metrics.conn.overflow_inbound,
+    };
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -62,13 +48,27 @@ pub async fn accept_loop(
             },
             _ = &mut stop => break,
         };
+        let Some(permit) = cap.admit() else {
+            overflow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if cap.log_refusal() {
+                tracing::warn!(
+                    listener = ?direction,
+                    max = shared.cfg.max_connections_per_listener,
+                    %peer,
+                    "connection limit reached: refusing connections (logged once per 10s)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let shared = shared.clone();
         let local = stream.local_addr().unwrap_or(peer);
         let orig_dst = crate::orig_dst::original_dst(&stream, local).unwrap_or(local);
         let span = tracing::debug_span!("conn", dir = ?direction, %peer, dst = %orig_dst);
-        let watcher = graceful.watcher();
+        let watcher = graceful.watch();
         tokio::spawn(
             async move {
+                let _permit = permit;
                 let _guard = ConnGuard::new(&shared);
                 let _ = stream.set_nodelay(true);
                 handle_conn(stream, peer, orig_dst, shared, direction, watcher).await;
@@ -77,22 +77,14 @@ pub async fn accept_loop(
         );
     }
     drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    graceful.shutdown(drain).await;
 }
 
-pub(crate) async fn serve_http<S>(
-    stream: S,
-    ctx: Arc<ConnCtx>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
+pub(crate) async fn serve_http<S>(stream: S, ctx: Arc<ConnCtx>, watcher: DrainWatch)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| crate::http::handle(req, ctx.clone()));
-    let builder = http_builder();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(error = %e, "http connection ended");
-    }
+    crate::conn::serve(stream, ctx, watcher).await
 }
 
 async fn handle_conn(
@@ -101,7 +93,7 @@ async fn handle_conn(
     orig_dst: SocketAddr,
     shared: Arc<Shared>,
     direction: Reporter,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: DrainWatch,
 ) {
     let snap = shared.store.load();
     let ctx = Arc::new(ConnCtx {

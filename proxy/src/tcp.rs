@@ -45,7 +45,7 @@ pub async fn splice(
 /// (local, remote) addresses for the access log.
 pub async fn splice_io<D, U>(
     shared: &Arc<Shared>,
-    mut down: D,
+    down: D,
     addrs: (Option<SocketAddr>, Option<SocketAddr>),
     mut up: U,
     upstream: String,
@@ -60,9 +60,35 @@ pub async fn splice_io<D, U>(
     shared.metrics.tcp_opened(&labels);
     let security = labels.connection_security_policy;
     let (local, remote) = addrs;
-    let (sent, received) = tokio::io::copy_bidirectional(&mut down, &mut up)
-        .await
-        .unwrap_or((0, 0));
+    // Counted on the downstream side (every byte passes it), which is also
+    // where idleness is seen: no byte either way for --tcp-idle-timeout closes.
+    let state = crate::downstream::ConnState::new(crate::downstream::ResetBudget::DEFAULT);
+    let mut down = crate::downstream::Activity::new(down, state.clone());
+    {
+        let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+        let mut copy = std::pin::pin!(copy);
+        let idle = shared.cfg.tcp_idle_timeout;
+        loop {
+            let now = tokio::time::Instant::now();
+            let at = match crate::downstream::decide_tcp(now, state.last_io(), idle) {
+                crate::downstream::Next::CheckAt(at) => at,
+                crate::downstream::Next::Close(reason)
+                | crate::downstream::Next::GoAway(reason) => {
+                    shared.metrics.conn.closed(reason);
+                    break;
+                }
+            };
+            tokio::select! {
+                _ = &mut copy => break,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let (sent, received) = (
+        state.read_bytes.load(Relaxed),
+        state.written_bytes.load(Relaxed),
+    );
     shared.metrics.tcp_closed(labels, sent, received);
     if let (Some(l), Some(r)) = (local, remote) {
         crate::access_log::tcp(

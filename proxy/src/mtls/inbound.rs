@@ -59,7 +59,7 @@ pub async fn serve(
     ctx: Arc<ConnCtx>,
     creds: Arc<Creds>,
     declared: Protocol,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: crate::conn::DrainWatch,
 ) {
     let shared = ctx.shared.clone();
     let addrs = (stream.local_addr().ok(), stream.peer_addr().ok());

@@ -1,0 +1,168 @@
+//! One downstream HTTP connection (HTTP/1 or HTTP/2, plaintext or after mTLS):
+//! the one server builder every downstream listener shares, and the watchdog
+//! that enforces [`crate::downstream`]'s decisions on it (first-byte and idle
+//! timeouts, the premature-reset budget, the drain).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
+
+use crate::downstream::{decide, Activity, ConnState, Next, Reason, ResetBudget, Timeouts};
+use crate::http::ConnCtx;
+
+/// The HTTP server settings for every downstream connection (inbound, outbound
+/// and any future gateway listener: keep it one builder). Envoy's edge
+/// recommendations are the reference.
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // A started request's headers must arrive within this.
+        .header_read_timeout(Duration::from_secs(30))
+        // 60 KiB / 100 headers, Envoy's max_request_headers_kb/count defaults.
+        .max_headers(100)
+        .max_buf_size(64 * 1024)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        // Envoy's edge value: 100 streams at once bounds the work one connection
+        // can have in flight (hyper's default is 200).
+        .max_concurrent_streams(100)
+        // Same 60 KiB budget as HTTP/1; also what bounds a CONTINUATION flood
+        // (h2 stops buffering a header block past this and answers 431/GOAWAY).
+        .max_header_list_size(60 * 1024)
+        // Burst rapid reset: h2 sends GOAWAY past 50 reset-before-accept streams.
+        // The paced kind is the premature-reset budget in `serve`.
+        .max_pending_accept_reset_streams(50)
+        // Receive windows: 64 KiB per stream, 1 MiB per connection (Envoy's edge
+        // values) bound what a client can make us buffer of its request bodies.
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        // Send side: at most 128 KiB queued per stream for a client that does
+        // not read (zero window); the upstream is back-pressured beyond it.
+        .max_send_buf_size(128 * 1024)
+        // We send no PINGs: idleness is measured by requests, and a PING we
+        // sent would count as the peer's activity.
+        .keep_alive_interval(None);
+    b
+}
+
+/// How long a connection that spent its premature-reset budget gets to write
+/// its GOAWAY before it is dropped.
+const FLOOD_FLUSH: Duration = Duration::from_millis(20);
+
+/// Tells connections to finish (GOAWAY / `Connection: close`) and waits for them.
+#[derive(Debug, Clone, Default)]
+pub struct Drain {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// What one connection holds of a [`Drain`].
+#[derive(Debug)]
+pub struct DrainWatch {
+    token: CancellationToken,
+    _live: TaskTrackerToken,
+}
+
+impl Drain {
+    pub fn watch(&self) -> DrainWatch {
+        DrainWatch {
+            token: self.token.clone(),
+            _live: self.tracker.token(),
+        }
+    }
+
+    /// Signals every watcher and waits at most `within` for them to finish.
+    pub async fn shutdown(self, within: Duration) {
+        self.token.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(within, self.tracker.wait()).await;
+    }
+}
+
+/// Serves one downstream HTTP connection until it ends or is closed.
+pub async fn serve<S>(stream: S, ctx: Arc<ConnCtx>, drain: DrainWatch)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = ctx.shared.clone();
+    let peer = ctx.peer;
+    let timeouts = Timeouts {
+        first_byte: shared.cfg.first_byte_timeout,
+        idle: shared.cfg.http_idle_timeout,
+        close_grace: shared.cfg.drain_duration,
+    };
+    let state = ConnState::new(ResetBudget::DEFAULT);
+    let io = TokioIo::new(Activity::new(stream, state.clone()));
+    let st = state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        // Dropped unanswered when the client resets the stream: a premature reset.
+        let guard = st.open_stream();
+        let h2 = req.version() == http::Version::HTTP_2;
+        let fut = crate::http::handle(req, ctx.clone());
+        async move {
+            if h2 {
+                // Yield once before any work: hyper then looks for a RST_STREAM,
+                // which a rapid-reset client sends in the same packet as its
+                // HEADERS, and drops the stream before we dial or forward.
+                tokio::task::yield_now().await;
+            }
+            let resp = fut.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| guard.respond(b)))
+        }
+    });
+    let builder = http_builder();
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    let mut going_away: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        let check_at = match decide(now, &state.facts(going_away), &timeouts) {
+            Next::CheckAt(t) => t,
+            Next::Close(reason) => {
+                tracing::debug!(?reason, "downstream connection closed");
+                shared.metrics.conn.closed(reason);
+                return;
+            }
+            Next::GoAway(reason) => {
+                shared.metrics.conn.closed(reason);
+                conn.as_mut().graceful_shutdown();
+                if matches!(reason, Reason::ResetFlood | Reason::ControlFlood) {
+                    // An attack or a broken client: operators want the peer. No
+                    // grace: every further frame costs us, so the GOAWAY gets a
+                    // moment to be written, then the connection is dropped.
+                    tracing::info!(%peer, ?reason, "downstream flood: GOAWAY and close");
+                    let _ = tokio::time::timeout(FLOOD_FLUSH, conn.as_mut()).await;
+                    return;
+                }
+                tracing::debug!(?reason, "downstream connection told to go away");
+                going_away = Some(now);
+                continue;
+            }
+        };
+        tokio::select! {
+            // The watchdog first, with the task's fresh coop budget: a client
+            // that keeps the connection always readable (a SETTINGS or PING
+            // flood) must not starve it.
+            biased;
+            _ = tokio::time::sleep_until(check_at) => {}
+            // Acted on at once (not at the next deadline): a flood budget is spent.
+            _ = state.flood.notified(), if going_away.is_none() => {}
+            _ = drain.token.cancelled(), if going_away.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                going_away = Some(tokio::time::Instant::now());
+            }
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "http connection ended");
+                }
+                return;
+            }
+        }
+    }
+}

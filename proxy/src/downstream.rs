@@ -1,0 +1,525 @@
+//! Downstream connection hardening, the pure part: the HTTP/2 premature-reset
+//! budget (Envoy's `premature_reset_total_stream_count` idea), the first-byte /
+//! idle / GOAWAY-grace deadlines of one connection, the per-listener connection
+//! cap, and the counters they feed. The I/O shell that applies them is
+//! [`crate::conn`] (HTTP) and [`crate::tcp`] (opaque TCP).
+//!
+//! Why: a paced HTTP/2 rapid-reset client (a few dozen HEADERS+RST_STREAM per
+//! millisecond) stays under h2's burst limit and could hold one connection for
+//! hundreds of thousands of streams; silent connections were held forever.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// When a connection has spent its premature-reset budget: at least
+/// `min_streams` streams opened and more than `max_premature_pct` percent of them
+/// reset by the client before the response started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetBudget {
+    pub min_streams: u64,
+    pub max_premature_pct: u64,
+}
+
+impl ResetBudget {
+    /// 100 streams keeps a browser or gRPC client that cancels now and then far
+    /// from the limit while a flood is cut within ~100 streams (Envoy waits for
+    /// 500; we act earlier because a reset stream costs us an upstream dial).
+    pub const DEFAULT: ResetBudget = ResetBudget {
+        min_streams: 100,
+        max_premature_pct: 50,
+    };
+
+    pub fn exceeded(&self, opened: u64, premature: u64) -> bool {
+        opened >= self.min_streams
+            && premature.saturating_mul(100) > opened.saturating_mul(self.max_premature_pct)
+    }
+}
+
+/// The deadlines of one downstream HTTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A connection that has sent no byte by then is closed (no response: there
+    /// is no request to answer).
+    pub first_byte: Duration,
+    /// No request started, no response byte moved for this long: GOAWAY /
+    /// `Connection: close`. Control frames (PING, SETTINGS) do not count, like
+    /// Envoy's `idle_timeout` which counts requests, not bytes.
+    pub idle: Duration,
+    /// How long a connection told to go away may take to finish its streams.
+    pub close_grace: Duration,
+}
+
+/// Why a connection is being closed (the counter it bumps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    FirstByte,
+    Idle,
+    ResetFlood,
+    /// Bytes kept coming with no request in flight: a PING or SETTINGS flood.
+    ControlFlood,
+    /// Told to go away, but streams did not finish within the grace.
+    GraceOver,
+    /// Opaque TCP with no byte either way for the TCP idle timeout.
+    TcpIdle,
+}
+
+/// What the watchdog of a connection does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing yet: look again at this instant (or when something happens).
+    CheckAt(Instant),
+    /// Start a graceful close (GOAWAY / `Connection: close`).
+    GoAway(Reason),
+    /// Drop the connection now.
+    Close(Reason),
+}
+
+/// What the watchdog knows about a connection at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
+    pub started: Instant,
+    pub first_byte: bool,
+    pub last_progress: Instant,
+    pub reset_exceeded: bool,
+    /// More than [`CONTROL_BYTES`] read while no request was in flight.
+    pub control_flood: bool,
+    pub going_away_since: Option<Instant>,
+}
+
+/// The watchdog's decision; pure so timers are tested with paused time.
+pub fn decide(now: Instant, f: &Facts, t: &Timeouts) -> Next {
+    if let Some(since) = f.going_away_since {
+        let end = since + t.close_grace;
+        return if now >= end {
+            Next::Close(Reason::GraceOver)
+        } else {
+            Next::CheckAt(end)
+        };
+    }
+    let first_byte_end = f.started + t.first_byte;
+    if !f.first_byte && now >= first_byte_end {
+        return Next::Close(Reason::FirstByte);
+    }
+    if f.reset_exceeded {
+        return Next::GoAway(Reason::ResetFlood);
+    }
+    if f.control_flood {
+        return Next::GoAway(Reason::ControlFlood);
+    }
+    let idle_end = f.last_progress + t.idle;
+    if now >= idle_end {
+        return Next::GoAway(Reason::Idle);
+    }
+    // The watchdog only wakes at deadlines: while no byte has come, the next
+    // one is the earlier of both (the first byte does not wake it).
+    if f.first_byte {
+        Next::CheckAt(idle_end)
+    } else {
+        Next::CheckAt(first_byte_end.min(idle_end))
+    }
+}
+
+/// What a connection may send while no request is in flight before it is told
+/// to go away. A request's own headers arrive before it is in flight (at most
+/// 64 KiB, the header limits), so 256 KiB is never reached by a real client;
+/// a PING flood reaches it after ~15,000 PINGs.
+pub const CONTROL_BYTES: u64 = 256 * 1024;
+
+/// The watchdog of an opaque TCP connection: closed once no byte moved either
+/// way for `idle`.
+pub fn decide_tcp(now: Instant, last_io: Instant, idle: Duration) -> Next {
+    let end = last_io + idle;
+    if now >= end {
+        Next::Close(Reason::TcpIdle)
+    } else {
+        Next::CheckAt(end)
+    }
+}
+
+/// Shared between a connection's I/O wrapper, its streams and its watchdog.
+#[derive(Debug)]
+pub struct ConnState {
+    origin: Instant,
+    first_byte: AtomicBool,
+    /// Milliseconds after `origin`.
+    last_io_ms: AtomicU64,
+    last_progress_ms: AtomicU64,
+    opened: AtomicU64,
+    premature: AtomicU64,
+    /// Requests between service call and the end of their response body.
+    in_flight: AtomicU64,
+    /// Bytes read while `in_flight` was 0, since the last request started.
+    quiet_bytes: AtomicU64,
+    /// Bytes read from / written to the downstream.
+    pub read_bytes: AtomicU64,
+    pub written_bytes: AtomicU64,
+    budget: ResetBudget,
+    /// Signalled when the reset budget is spent (a stored permit: never missed).
+    pub flood: tokio::sync::Notify,
+}
+
+impl ConnState {
+    pub fn new(budget: ResetBudget) -> Arc<ConnState> {
+        Arc::new(ConnState {
+            origin: Instant::now(),
+            first_byte: AtomicBool::new(false),
+            last_io_ms: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            premature: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            quiet_bytes: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
+            budget,
+            flood: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.origin + Duration::from_millis(ms)
+    }
+
+    fn io(&self, read: bool, n: usize) {
+        if read {
+            self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if self.in_flight.load(Ordering::Relaxed) == 0 {
+                let q = self.quiet_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                if q > CONTROL_BYTES && q - n as u64 <= CONTROL_BYTES {
+                    self.flood.notify_one();
+                }
+            }
+            if !self.first_byte.load(Ordering::Relaxed) {
+                self.first_byte.store(true, Ordering::Relaxed);
+            }
+        } else {
+            self.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn progress(&self) {
+        self.last_progress_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// When a byte last moved either way (opaque TCP idleness).
+    pub fn last_io(&self) -> Instant {
+        self.at(self.last_io_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn facts(&self, going_away_since: Option<Instant>) -> Facts {
+        Facts {
+            started: self.origin,
+            first_byte: self.first_byte.load(Ordering::Relaxed),
+            last_progress: self.at(self.last_progress_ms.load(Ordering::Relaxed)),
+            reset_exceeded: self.budget.exceeded(
+                self.opened.load(Ordering::Relaxed),
+                self.premature.load(Ordering::Relaxed),
+            ),
+            control_flood: self.quiet_bytes.load(Ordering::Relaxed) > CONTROL_BYTES,
+            going_away_since,
+        }
+    }
+
+    /// A request arrived: held by the service future until the response starts.
+    pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.quiet_bytes.store(0, Ordering::Relaxed);
+        self.progress();
+        StreamGuard {
+            state: self.clone(),
+            responded: false,
+        }
+    }
+}
+
+/// Counts its stream as premature if dropped before [`StreamGuard::respond`]
+/// (hyper drops the service future when the client resets the stream).
+pub struct StreamGuard {
+    state: Arc<ConnState>,
+    responded: bool,
+}
+
+impl StreamGuard {
+    /// The response started: its body reports progress as it moves.
+    pub fn respond(mut self, body: crate::upstream::Body) -> Tracked {
+        self.responded = true;
+        self.state.progress();
+        Tracked {
+            inner: body,
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.responded {
+            return;
+        }
+        let s = &self.state;
+        s.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let premature = s.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        if s.budget
+            .exceeded(s.opened.load(Ordering::Relaxed), premature)
+        {
+            s.flood.notify_one();
+        }
+    }
+}
+
+/// A response body that marks progress on every frame and at its end.
+pub struct Tracked {
+    inner: crate::upstream::Body,
+    state: Arc<ConnState>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if r.is_ready() {
+            self.state.progress();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.state.progress();
+    }
+}
+
+/// An I/O stream that records when bytes move (and whether any arrived), and
+/// reads at most [`READ_SLICE`] bytes before letting other connections run.
+pub struct Activity<S> {
+    inner: S,
+    state: Arc<ConnState>,
+    /// Bytes read since the stream last returned `Pending`.
+    burst: usize,
+}
+
+/// Why: tokio's cooperative budget counts I/O operations, not bytes, and one
+/// 8 KiB read can hold ~500 PING or SETTINGS frames; a flooding client could
+/// keep the (single-threaded) sidecar on its connection for tens of
+/// milliseconds per turn while every other connection waits.
+pub const READ_SLICE: usize = 64 * 1024;
+
+impl<S> Activity<S> {
+    pub fn new(inner: S, state: Arc<ConnState>) -> Activity<S> {
+        Activity {
+            inner,
+            state,
+            burst: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.burst >= READ_SLICE {
+            // Yield this turn (woken at once): fairness, not backpressure.
+            self.burst = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if r.is_pending() {
+            self.burst = 0;
+        }
+        self.burst += n;
+        if n > 0 {
+            self.state.io(true, n);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.state.io(false, n);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.state.io(false, n);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// At most `max` connections at once on one listener.
+#[derive(Debug)]
+pub struct ConnCap {
+    max: usize,
+    live: Arc<AtomicUsize>,
+    last_log: Mutex<Option<Instant>>,
+}
+
+/// One admitted connection; frees its slot when dropped.
+#[derive(Debug)]
+pub struct CapPermit(Arc<AtomicUsize>);
+
+impl Drop for CapPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Refusals are logged at most once per this interval (a flood must not flood the log).
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether a refusal at `now` is logged, given the last logged one.
+pub fn should_log(last: Option<Instant>, now: Instant, interval: Duration) -> bool {
+    last.is_none_or(|l| now.duration_since(l) >= interval)
+}
+
+impl ConnCap {
+    pub fn new(max: usize) -> ConnCap {
+        ConnCap {
+            max,
+            live: Arc::new(AtomicUsize::new(0)),
+            last_log: Mutex::new(None),
+        }
+    }
+
+    /// A slot, or `None` when `max` connections are open.
+    pub fn admit(&self) -> Option<CapPermit> {
+        if self.live.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(CapPermit(self.live.clone()))
+    }
+
+    /// Whether this refusal should be logged (once per interval).
+    pub fn log_refusal(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self.last_log.lock().expect("cap log lock");
+        if should_log(*last, now, REFUSAL_LOG_INTERVAL) {
+            *last = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Connection-level counters, rendered with the other metrics.
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    pub overflow_outbound: AtomicU64,
+    pub overflow_inbound: AtomicU64,
+    pub reset_flood: AtomicU64,
+    pub control_flood: AtomicU64,
+    pub first_byte: AtomicU64,
+    pub http_idle: AtomicU64,
+    pub grace_over: AtomicU64,
+    pub tcp_idle: AtomicU64,
+}
+
+impl ConnCounters {
+    pub fn closed(&self, r: Reason) {
+        let c = match r {
+            Reason::FirstByte => &self.first_byte,
+            Reason::Idle => &self.http_idle,
+            Reason::ResetFlood => &self.reset_flood,
+            Reason::ControlFlood => &self.control_flood,
+            Reason::GraceOver => &self.grace_over,
+            Reason::TcpIdle => &self.tcp_idle,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "# TYPE mesh_downstream_cx_overflow_total counter");
+        for (l, v) in [
+            ("outbound", &self.overflow_outbound),
+            ("inbound", &self.overflow_inbound),
+        ] {
+            let _ = writeln!(
+                out,
+                "mesh_downstream_cx_overflow_total{{listener=\"{l}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE mesh_downstream_cx_closed_total counter");
+        for (r, v) in [
+            ("h2_premature_reset", &self.reset_flood),
+            ("control_flood", &self.control_flood),
+            ("first_byte_timeout", &self.first_byte),
+            ("http_idle_timeout", &self.http_idle),
+            ("goaway_grace_over", &self.grace_over),
+            ("tcp_idle_timeout", &self.tcp_idle),
+        ] {
+            let _ = writeln!(
+                out,
+                "mesh_downstream_cx_closed_total{{reason=\"{r}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Timeouts = Timeouts {
+    first_byte: Duration::from_secs(15),
+    idle: Duration::from_secs(3600),
+    close_grace: Duration::from_secs(5),
+};
+
+#[test]
+fn reset_budget() {
+    let b = ResetBudget::DEFAULT;
+    // Below the minimum number of streams nothing counts, even all reset.
+    assert!(!b.exceeded(99, 99));
+    // Exactly half is allowed; more than half is not.
+    assert!(!b.exceeded(100, 50));
+    assert!(b.exceeded(100, 51));
+    assert!(!b.exceeded(265_160, 1_000));
+    assert!(b.exceeded(265_160, 265_160));
+    assert!(!b.exceeded(u64::MAX, u64::MAX / 200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_connection_closes_at_first_byte_timeout() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let start = Instant::now();
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::CheckAt(start + T.first_byte)
+    );
+    tokio::time::advance(T.first_byte - Duration::from_millis(1)).await;
+    assert!(matches!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::CheckAt(_)
+    ));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::Close(Reason::FirstByte)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_is_measured_from_the_last_request_progress() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(64);
+    let mut io = Activity::new(a, s.clone());
+    b.write_all(b"GET").await.unwrap();
+    let mut buf = [0u8; 3];
+    io.read_exact(&mut buf).await.unwrap();
+    assert!(s.facts(None).first_byte);
+    assert_eq!(s.read_bytes.load(Ordering::Relaxed), 3);
+    tokio::time::advance(Duration::from_secs(600)).await;
+    let g = s.open_stream();
+    let body = g.respond(crate::util::full(http::StatusCode::OK, "ok").into_body());
+    let progressed = Instant::now();
+    // Bytes that are not requests (PINGs, SETTINGS) do not keep it alive.
+    tokio::time::advance(Duration::from_secs(3000)).await;
+    io.write_all(b"PING").await.unwrap();
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::CheckAt(progressed + T.idle)
+    );
+    drop(body);
+    let ended = Instant::now();
+    tokio::time::advance(T.idle).await;
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::GoAway(Reason::Idle)
+    );
+    // Told to go away: the grace, then a hard close.
+    let since = Instant::now();
+    assert_eq!(
+        decide(Instant::now(), &s.facts(Some(since)), &T),
+        Next::CheckAt(since + T.close_grace)
+    );
+    tokio::time::advance(T.close_grace).await;
+    assert_eq!(
+        decide(Instant::now(), &s.facts(Some(since)), &T),
+        Next::Close(Reason::GraceOver)
+    );
+    assert!(ended < since);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_shorter_than_first_byte_is_checked_in_time() {
+    // The watchdog sleeps until its deadline; the first byte does not wake it,
+    // so with no byte yet the next look must already be at the idle deadline.
+    let t = Timeouts {
+        idle: Duration::from_secs(2),
+        ..T
+    };
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let start = Instant::now();
+    assert_eq!(
+        decide(start, &s.facts(None), &t),
+        Next::CheckAt(start + t.idle)
+    );
+    s.io(true, 9); // a PING flood: bytes, never a request
+    tokio::time::advance(t.idle).await;
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &t),
+        Next::GoAway(Reason::Idle)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn premature_resets_spend_the_budget() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    s.io(true, 24);
+    // 60 answered, 40 reset unanswered: 40% of 100, within budget.
+    for _ in 0..60 {
+        let g = s.open_stream();
+        drop(g.respond(crate::util::full(http::StatusCode::OK, "").into_body()));
+    }
+    for _ in 0..40 {
+        drop(s.open_stream());
+    }
+    assert!(!s.facts(None).reset_exceeded);
+    assert!(matches!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::CheckAt(_)
+    ));
+    // A paced flood: every further stream reset before its response.
+    let mut n = 0;
+    while !s.facts(None).reset_exceeded {
+        drop(s.open_stream());
+        n += 1;
+        assert!(n < 1000, "budget never spent");
+    }
+    // 60 answered of 100 + n: more than half reset once n > 20.
+    assert_eq!(n, 21);
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::GoAway(Reason::ResetFlood)
+    );
+    // The watchdog is woken at once, not at its next deadline.
+    tokio::time::timeout(Duration::from_millis(1), s.flood.notified())
+        .await
+        .expect("flood notified");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bytes_without_a_request_in_flight_are_a_control_flood() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    // A request's headers, then its body while it is in flight: never a flood.
+    s.io(true, 60 * 1024);
+    let g = s.open_stream();
+    s.io(true, 10 * 1024 * 1024);
+    let body = g.respond(crate::util::full(http::StatusCode::OK, "").into_body());
+    assert!(!s.facts(None).control_flood);
+    drop(body);
+    // Then PINGs with nothing in flight.
+    for _ in 0..(CONTROL_BYTES / 17) {
+        s.io(true, 17);
+    }
+    assert!(!s.facts(None).control_flood);
+    s.io(true, 17);
+    assert!(s.facts(None).control_flood);
+    assert_eq!(
+        decide(Instant::now(), &s.facts(None), &T),
+        Next::GoAway(Reason::ControlFlood)
+    );
+    tokio::time::timeout(Duration::from_millis(1), s.flood.notified())
+        .await
+        .expect("watchdog woken");
+    // A new request starts the count again.
+    let _g = s.open_stream();
+    assert!(!s.facts(None).control_flood);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tcp_idle_counts_bytes_either_way() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let idle = Duration::from_secs(3600);
+    let (a, mut b) = tokio::io::duplex(64);
+    let mut io = Activity::new(a, s.clone());
+    tokio::time::advance(Duration::from_secs(3000)).await;
+    // A server-first protocol: only writes towards the client.
+    io.write_all(b"220 ready\r\n").await.unwrap();
+    let mut buf = [0u8; 11];
+    b.read_exact(&mut buf).await.unwrap();
+    let last = Instant::now();
+    assert_eq!(
+        decide_tcp(Instant::now(), s.last_io(), idle),
+        Next::CheckAt(last + idle)
+    );
+    tokio::time::advance(idle).await;
+    assert_eq!(
+        decide_tcp(Instant::now(), s.last_io(), idle),
+        Next::Close(Reason::TcpIdle)
+    );
+    assert_eq!(s.written_bytes.load(Ordering::Relaxed), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cap_refuses_connection_n_plus_one_and_logs_once_per_interval() {
+    let cap = ConnCap::new(2);
+    let a = cap.admit().expect("1");
+    let _b = cap.admit().expect("2");
+    assert!(cap.admit().is_none(), "3 is over the cap");
+    assert!(cap.log_refusal(), "first refusal is logged");
+    assert!(!cap.log_refusal(), "the next within the interval is not");
+    tokio::time::advance(REFUSAL_LOG_INTERVAL).await;
+    assert!(cap.log_refusal(), "logged again after the interval");
+    drop(a);
+    assert!(cap.admit().is_some(), "a closed connection frees its slot");
+    let t = Instant::now();
+    assert!(should_log(None, t, REFUSAL_LOG_INTERVAL));
+    assert!(!should_log(
+        Some(t),
+        t + Duration::from_secs(9),
+        REFUSAL_LOG_INTERVAL
+    ));
+}
+
+#[tokio::test]
+async fn reads_yield_after_a_slice() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(4 * READ_SLICE);
+    b.write_all(&vec![0u8; 3 * READ_SLICE]).await.unwrap();
+    let mut io = Activity::new(a, s.clone());
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut buf = vec![0u8; 8192];
+    let (mut read, mut yields) = (0, 0);
+    while read < 3 * READ_SLICE {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut io).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) => read += rb.filled().len(),
+            Poll::Ready(Err(e)) => panic!("{e}"),
+            Poll::Pending => yields += 1,
+        }
+        assert!(yields <= 3, "stuck");
+    }
+    // Data was always ready: the only Pendings are the slices' yields.
+    assert_eq!(yields, 2);
+    assert_eq!(s.read_bytes.load(Ordering::Relaxed), 3 * READ_SLICE as u64);
+}
+
+#[test]
+fn counters_render() {
+    let c = ConnCounters::default();
+    c.closed(Reason::ResetFlood);
+    c.overflow_inbound.fetch_add(2, Ordering::Relaxed);
+    let mut out = String::new();
+    c.render(&mut out);
+    assert!(
+        out.contains("mesh_downstream_cx_closed_total{reason=\"h2_premature_reset\"} 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mesh_downstream_cx_overflow_total{listener=\"inbound\"} 2"),
+        "{out}"
+    );
+}
