@@ -109,8 +109,6 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     record.labels.destination_service = cluster.host.clone();
     record.labels.destination_service_name = cluster.service_name.clone();
     record.labels.destination_service_namespace = cluster.namespace.clone();
-    req.headers_mut()
-        .insert(peer::HEADER, shared.me_header.clone());
 
     let routes = snap.routes.for_host(&cluster.host).cloned();
     let Some(routes) = routes else {
@@ -421,6 +419,7 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let pool = ctx.shared.clients.outbound.clone();
+    let me = ctx.shared.me_header.clone();
     tokio::spawn(async move {
         let policy = Policy {
             retries: 0,
@@ -444,6 +443,7 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
             &path,
             &policy,
             &keys,
+            &me,
         )
         .await
         {
@@ -551,7 +551,16 @@ async fn send_to(
     };
     let pool = &ctx.shared.clients.outbound;
     let result = send::to_cluster(
-        pool, cluster, &parts, body, proto, &authority, &path, policy, &keys,
+        pool,
+        cluster,
+        &parts,
+        body,
+        proto,
+        &authority,
+        &path,
+        policy,
+        &keys,
+        &ctx.shared.me_header,
     )
     .await;
     match result {
@@ -564,8 +573,11 @@ async fn send_to(
             if sent.attempts > 1 && rparts.status.as_u16() >= 500 {
                 record.labels.response_flags = "URX";
             }
+            // Only a mesh endpoint's description of itself is believed.
             if let Some(v) = rparts.headers.remove(peer::HEADER) {
-                record.labels.destination = ctx.shared.peers.destination(&v);
+                if peer::for_endpoint(&sent.endpoint.tls) {
+                    record.labels.destination = ctx.shared.peers.destination(&v);
+                }
             }
             record.labels.grpc_response_status = rparts
                 .headers

@@ -78,9 +78,11 @@ pub fn svc(
             .iter()
             .map(|(ip, version)| Endpoint {
                 address: ip.to_string(),
+                // The pods run sidecars: their endpoints say so, as injected pods' do.
                 labels: BTreeMap::from([
                     ("app".into(), "echo".into()),
                     ("version".into(), version.to_string()),
+                    ("security.istio.io/tlsMode".into(), "istio".into()),
                 ]),
                 ready: true,
                 ..Default::default()
