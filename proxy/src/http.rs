@@ -40,6 +40,10 @@ pub async fn handle(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<Body>, Infallible> {
+    // Stands in for a request the connection's guard refused (crate::h1guard).
+    if req.method().as_str() == crate::h1guard::REJECT_METHOD {
+        return Ok(crate::h1guard::local_reply(req.uri().path()));
+    }
     if let Some(why) = framing_hazard(req.headers()) {
         let mut r = full(StatusCode::BAD_REQUEST, why);
         r.headers_mut()
@@ -237,6 +241,11 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
                 strip_hop_by_hop(&mut rparts.headers, false);
             }
             metered(Response::from_parts(rparts, rbody.boxed()), record)
+        }
+        Err(e) if e.downstream_body_flags().is_some() => {
+            record.labels.response_code = 400;
+            record.labels.response_flags = e.downstream_body_flags().unwrap_or("DPE");
+            metered(full(StatusCode::BAD_REQUEST, crate::pool::BAD_BODY), record)
         }
         Err(e) => {
             let connect = e.is_connect();

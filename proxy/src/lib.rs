@@ -47,6 +47,8 @@ pub mod config;
 pub mod config_dump;
 pub mod detect;
 pub mod gate;
+pub mod h1guard;
+pub mod h1scan;
 pub mod http;
 pub mod lb;
 pub mod limits;

@@ -460,24 +460,16 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
 }
 
 /// Buffers small bodies so the request can be retried; streams the rest.
-async fn request_body(
-    body: Incoming,
-    headers: &http::HeaderMap,
-    version: Version,
-) -> Result<ReqBody, hyper::Error> {
+/// Decided from the body as hyper framed it, not from headers: by now the
+/// hop-by-hop `Transfer-Encoding` is gone, and a chunked body must still be
+/// streamed (and its errors seen), never taken for an empty one.
+async fn request_body(body: Incoming) -> Result<ReqBody, hyper::Error> {
     use hyper::body::Body as _;
     if body.is_end_stream() {
         return Ok(ReqBody::Replayable(Bytes::new()));
     }
-    let len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match len {
+    match body.size_hint().exact() {
         Some(n) if n <= REPLAY_LIMIT => Ok(ReqBody::Replayable(body.collect().await?.to_bytes())),
-        None if version != Version::HTTP_2 && !headers.contains_key(header::TRANSFER_ENCODING) => {
-            Ok(ReqBody::Replayable(Bytes::new()))
-        }
         _ => Ok(ReqBody::Stream(body.boxed())),
     }
 }
@@ -533,7 +525,7 @@ async fn send_to(
     let body = if is_upgrade {
         ReqBody::Stream(body.boxed())
     } else {
-        match request_body(body, &parts.headers, parts.version).await {
+        match request_body(body).await {
             Ok(b) => b,
             Err(_) => {
                 record.labels.response_code = 400;
@@ -668,6 +660,11 @@ async fn passthrough(
                 strip_hop_by_hop(&mut rparts.headers, false);
             }
             metered(Response::from_parts(rparts, rbody.boxed()), record)
+        }
+        Err(e) if e.downstream_body_flags().is_some() => {
+            record.labels.response_code = 400;
+            record.labels.response_flags = e.downstream_body_flags().unwrap_or("DPE");
+            metered(full(StatusCode::BAD_REQUEST, crate::pool::BAD_BODY), record)
         }
         Err(e) => {
             record.labels.response_code = 503;

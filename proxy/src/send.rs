@@ -253,6 +253,14 @@ pub async fn to_cluster(
             }
             Ok(Err(e)) => {
                 ep.active.fetch_sub(1, Ordering::Relaxed);
+                if let Some(flags) = e.downstream_body_flags() {
+                    return Err(Failed {
+                        status: 400,
+                        flags,
+                        message: crate::pool::BAD_BODY,
+                        endpoint: Some(ep),
+                    });
+                }
                 if let Some(cfg) = &cluster.outlier {
                     outlier::record(cfg, &cluster.endpoints, &ep, 0);
                 }

@@ -89,6 +89,7 @@ pub(crate) async fn serve_http<S>(
 {
     let svc = hyper::service::service_fn(move |req| crate::http::handle(req, ctx.clone()));
     let builder = http_builder();
+    let stream = crate::h1guard::Guarded::new(stream);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(error = %e, "http connection ended");
