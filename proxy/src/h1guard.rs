@@ -197,6 +197,82 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
     }
 }
 
+impl<S: AsyncRead + Unpin> Guarded<S> {
+    /// A body whose head hyper already has: read straight into hyper's buffer
+    /// and only count or step through it; bytes past the body's end (the next
+    /// head) are taken back to be scanned.
+    fn poll_body_in_place(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = out.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, out))?;
+        let new = &out.filled()[before..];
+        if new.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let used = match self.mode {
+            Mode::Body(n) => {
+                let take = usize::try_from(n).unwrap_or(usize::MAX).min(new.len());
+                let left = n - take as u64;
+                self.mode = if left == 0 { HEAD } else { Mode::Body(left) };
+                take
+            }
+            Mode::Chunked(state) => match h1scan::chunk_step(state, new) {
+                Ok((Chunk::Done, used)) => {
+                    self.mode = HEAD;
+                    used
+                }
+                Ok((state, used)) => {
+                    self.mode = Mode::Chunked(state);
+                    used
+                }
+                // The head is already with hyper: its decoder fails the body.
+                Err(_) => {
+                    self.mode = Mode::Off;
+                    new.len()
+                }
+            },
+            _ => new.len(),
+        };
+        self.base += used as u64;
+        if used < new.len() {
+            self.buf.extend_from_slice(&new[used..]);
+            out.set_filled(before + used);
+            self.advance();
+            if used == 0 {
+                // Nothing of this read is hyper's (the body had ended): hand
+                // over what the scan allows, or come back for more.
+                if self.ready > 0 {
+                    return self.poll_read_ready(out);
+                }
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S> Guarded<S> {
+    /// Hands `buf[..ready]` to hyper (never an empty read, which means EOF).
+    fn poll_read_ready(&mut self, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let n = self.ready.min(out.remaining());
+        if n == 0 {
+            return Poll::Pending;
+        }
+        out.put_slice(&self.buf[..n]);
+        self.buf.drain(..n);
+        self.ready -= n;
+        self.base += n as u64;
+        if self.buf.is_empty() && self.buf.capacity() > 4 * READ_CHUNK {
+            self.buf = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -209,21 +285,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         }
         loop {
             if this.ready > 0 {
-                let n = this.ready.min(out.remaining());
-                out.put_slice(&this.buf[..n]);
-                this.buf.drain(..n);
-                this.ready -= n;
-                this.base += n as u64;
-                if this.buf.is_empty() && this.buf.capacity() > 4 * READ_CHUNK {
-                    this.buf = Vec::new();
-                }
-                return Poll::Ready(Ok(()));
+                return this.poll_read_ready(out);
             }
             match this.mode {
                 Mode::Off if this.buf.is_empty() => {
                     return Pin::new(&mut this.inner).poll_read(cx, out);
                 }
                 Mode::Rejected => return this.poll_drain(cx),
+                Mode::Body(_) | Mode::Chunked(_) if this.buf.is_empty() => {
+                    return this.poll_body_in_place(cx, out);
+                }
                 _ => {}
             }
             let len = this.buf.len();
@@ -377,6 +448,33 @@ mod tests {
         assert_eq!(read_now(&mut g), head.to_vec());
         w.write_all(b"zz\r\n").await.unwrap();
         assert_eq!(read_now(&mut g), b"zz\r\n".to_vec());
+    }
+
+    #[tokio::test]
+    async fn bodies_after_a_released_head_are_stepped_in_place() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut g = Guarded::new(server);
+        let (_keep, mut w) = tokio::io::split(client);
+        let head = b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n";
+        w.write_all(head).await.unwrap();
+        assert_eq!(read_now(&mut g), head.to_vec());
+        // The body's end and a bad next head in one read: the body goes
+        // through, the next request is replaced.
+        w.write_all(b"abcdGET /b HTTP/1.1\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut want = b"abcd".to_vec();
+        want.extend(local(Reject::BareLf));
+        assert_eq!(read_now(&mut g), want);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut g = Guarded::new(server);
+        let (_keep, mut w) = tokio::io::split(client);
+        let head = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        w.write_all(head).await.unwrap();
+        assert_eq!(read_now(&mut g), head.to_vec());
+        let rest = b"2\r\nab\r\n0\r\n\r\nGET /ok HTTP/1.1\r\n\r\n";
+        w.write_all(rest).await.unwrap();
+        assert_eq!(read_now(&mut g), rest.to_vec());
     }
 
     #[tokio::test]
