@@ -380,11 +380,20 @@ mod tests {
         got
     }
 
+    type Client = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+    type Reader = tokio::io::ReadHalf<tokio::io::DuplexStream>;
+
+    /// A guarded server end and the client's writing end (its reading end
+    /// kept so the connection stays open).
+    fn pipe() -> (Guarded<tokio::io::DuplexStream>, Client, Reader) {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        let (r, w) = tokio::io::split(client);
+        (Guarded::new(server), w, r)
+    }
+
     /// What hyper reads when the client sends `pieces` (each arriving on its own).
     async fn through(pieces: &[&[u8]]) -> Vec<u8> {
-        let (client, server) = tokio::io::duplex(256 * 1024);
-        let mut g = Guarded::new(server);
-        let (_keep, mut w) = tokio::io::split(client);
+        let (mut g, mut w, _keep) = pipe();
         let mut got = Vec::new();
         for p in pieces {
             w.write_all(p).await.unwrap();
@@ -441,9 +450,7 @@ mod tests {
     #[tokio::test]
     async fn a_bad_chunk_after_the_head_went_through_is_left_to_hyper() {
         let head = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let (client, server) = tokio::io::duplex(1024);
-        let mut g = Guarded::new(server);
-        let (_keep, mut w) = tokio::io::split(client);
+        let (mut g, mut w, _keep) = pipe();
         w.write_all(head).await.unwrap();
         assert_eq!(read_now(&mut g), head.to_vec());
         w.write_all(b"zz\r\n").await.unwrap();
@@ -452,9 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_after_a_released_head_are_stepped_in_place() {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let mut g = Guarded::new(server);
-        let (_keep, mut w) = tokio::io::split(client);
+        let (mut g, mut w, _keep) = pipe();
         let head = b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n";
         w.write_all(head).await.unwrap();
         assert_eq!(read_now(&mut g), head.to_vec());
@@ -466,9 +471,7 @@ mod tests {
         let mut want = b"abcd".to_vec();
         want.extend(local(Reject::BareLf));
         assert_eq!(read_now(&mut g), want);
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let mut g = Guarded::new(server);
-        let (_keep, mut w) = tokio::io::split(client);
+        let (mut g, mut w, _keep) = pipe();
         let head = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         w.write_all(head).await.unwrap();
         assert_eq!(read_now(&mut g), head.to_vec());

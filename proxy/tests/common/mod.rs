@@ -253,6 +253,13 @@ pub fn curl(pod: &Pod, args: &[&str]) -> std::process::Output {
     pod.exec(APP, &argv).unwrap()
 }
 
+/// The HTTP status code of one curl from the app of `pod` (`000`: no answer).
+pub fn http_code(pod: &Pod, args: &[&str]) -> String {
+    let mut argv = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    argv.extend_from_slice(args);
+    String::from_utf8_lossy(&curl(pod, &argv).stdout).into_owned()
+}
+
 pub fn curl_echo(pod: &Pod, args: &[&str]) -> EchoReply {
     let out = curl(pod, args);
     assert!(
