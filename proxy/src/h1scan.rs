@@ -287,6 +287,9 @@ mod tests {
         // Incomplete: only the limit matters, not the rest of the head.
         assert!(target_too_long(format!("GET /{target}").as_bytes()));
         assert!(!target_too_long(format!("GET {target}").as_bytes()));
+        assert!(Reject::UriTooLong
+            .message()
+            .contains(&MAX_URI_BYTES.to_string()));
         let headers = format!("GET / HTTP/1.1\r\nx-big: {target}");
         assert!(
             !target_too_long(headers.as_bytes()),
