@@ -3,12 +3,16 @@
 //! quit), `/healthz/ready` on 15021 (ready once the first snapshot
 //! is applied, not ready while draining), Prometheus on 15090, and the status
 //! port 15020 (merged metrics, rewritten application probes, `/quitquitquit`,
-//! `/drain`).
+//! `/drain`). The status port listens on every address (kubelet and Prometheus
+//! reach it from outside the pod), so its state-changing endpoints answer only
+//! callers on loopback, as Istio's agent does: any other caller gets 403.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -224,7 +228,43 @@ pub fn status_router(st: AdminState) -> Router {
         )
         .route("/quitquitquit", post(quit))
         .route("/drain", post(drain))
+        .route_layer(axum::middleware::from_fn(local_only_for_changes))
         .with_state(st)
+}
+
+/// Whether `ip` is a loopback address (IPv4-mapped IPv6 included).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Whether a request to the status port changes the proxy's state (drain,
+/// exit) rather than reading it. Probes and metrics are reads, whatever the method.
+pub fn changes_state(path: &str) -> bool {
+    matches!(path, "/quitquitquit" | "/drain")
+}
+
+/// Refuses state-changing requests from anywhere but loopback: another pod
+/// must not be able to drain or stop this sidecar.
+async fn local_only_for_changes(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if changes_state(req.uri().path()) && !is_loopback(peer.ip()) {
+        tracing::warn!(caller = %peer,
+            "status port request {} refused: only allowed from localhost", req.uri().path());
+        return (
+            StatusCode::FORBIDDEN,
+            "only requests from localhost are allowed\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Serves `router` on `listener` until `stop` resolves.
@@ -233,10 +273,36 @@ pub async fn serve(
     router: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router)
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
     {
         tracing::warn!(error = %e, "admin server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_callers_may_change_state() {
+        for ip in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "10.0.0.5",
+            "0.0.0.0",
+            "::",
+            "fe80::1",
+            "::ffff:10.0.0.5",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(changes_state("/quitquitquit") && changes_state("/drain"));
+        assert!(!changes_state("/healthz/ready") && !changes_state("/app-health/app/livez"));
+        assert!(!changes_state("/stats/prometheus"));
     }
 }

@@ -40,6 +40,10 @@ pub async fn handle(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<Body>, Infallible> {
+    // Stands in for a request the connection's guard refused (crate::h1guard).
+    if req.method().as_str() == crate::h1guard::REJECT_METHOD {
+        return Ok(crate::h1guard::local_reply(req.uri().path()));
+    }
     if let Some(why) = framing_hazard(req.headers()) {
         let mut r = full(StatusCode::BAD_REQUEST, why);
         r.headers_mut()
@@ -63,7 +67,10 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let start = Instant::now();
     // The principal is what the peer proved with its certificate, never what
     // the metadata header claims; the app learns it from XFCC only.
-    let source = match req.headers_mut().remove(peer::HEADER) {
+    let claimed = req.headers_mut().remove(peer::HEADER);
+    // Only a caller that described itself (a sidecar) learns who answered.
+    let answer_metadata = claimed.is_some();
+    let source = match claimed {
         Some(v) => shared.peers.source(&v, ctx.peer_identity.as_ref()),
         None => {
             let mut w = (*Workload::unknown()).clone();
@@ -166,8 +173,10 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             let mut resp = refusal.response();
             // Local replies carry the peer metadata too, so the caller's
             // metrics name this workload.
-            resp.headers_mut()
-                .insert(peer::HEADER, shared.me_header.clone());
+            if answer_metadata {
+                resp.headers_mut()
+                    .insert(peer::HEADER, shared.me_header.clone());
+            }
             return metered(resp, record);
         }
     }
@@ -217,9 +226,13 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            rparts
-                .headers
-                .insert(peer::HEADER, shared.me_header.clone());
+            if answer_metadata {
+                rparts
+                    .headers
+                    .insert(peer::HEADER, shared.me_header.clone());
+            } else {
+                rparts.headers.remove(peer::HEADER);
+            }
             if let Some(upstream) = upstream_upgrade {
                 if let Some(down) = downstream_upgrade {
                     tokio::spawn(tunnel(down, upstream));
@@ -228,6 +241,11 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
                 strip_hop_by_hop(&mut rparts.headers, false);
             }
             metered(Response::from_parts(rparts, rbody.boxed()), record)
+        }
+        Err(e) if e.downstream_body_flags().is_some() => {
+            record.labels.response_code = 400;
+            record.labels.response_flags = e.downstream_body_flags().unwrap_or("DPE");
+            metered(full(StatusCode::BAD_REQUEST, crate::pool::BAD_BODY), record)
         }
         Err(e) => {
             let connect = e.is_connect();

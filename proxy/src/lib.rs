@@ -49,6 +49,8 @@ pub mod conn;
 pub mod detect;
 pub mod downstream;
 pub mod gate;
+pub mod h1guard;
+pub mod h1scan;
 pub mod http;
 pub mod lb;
 pub mod limits;

@@ -109,8 +109,6 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     record.labels.destination_service = cluster.host.clone();
     record.labels.destination_service_name = cluster.service_name.clone();
     record.labels.destination_service_namespace = cluster.namespace.clone();
-    req.headers_mut()
-        .insert(peer::HEADER, shared.me_header.clone());
 
     let routes = snap.routes.for_host(&cluster.host).cloned();
     let Some(routes) = routes else {
@@ -421,6 +419,7 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let pool = ctx.shared.clients.outbound.clone();
+    let me = ctx.shared.me_header.clone();
     tokio::spawn(async move {
         let policy = Policy {
             retries: 0,
@@ -444,6 +443,7 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
             &path,
             &policy,
             &keys,
+            &me,
         )
         .await
         {
@@ -460,24 +460,16 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
 }
 
 /// Buffers small bodies so the request can be retried; streams the rest.
-async fn request_body(
-    body: Incoming,
-    headers: &http::HeaderMap,
-    version: Version,
-) -> Result<ReqBody, hyper::Error> {
+/// Decided from the body as hyper framed it, not from headers: by now the
+/// hop-by-hop `Transfer-Encoding` is gone, and a chunked body must still be
+/// streamed (and its errors seen), never taken for an empty one.
+async fn request_body(body: Incoming) -> Result<ReqBody, hyper::Error> {
     use hyper::body::Body as _;
     if body.is_end_stream() {
         return Ok(ReqBody::Replayable(Bytes::new()));
     }
-    let len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match len {
+    match body.size_hint().exact() {
         Some(n) if n <= REPLAY_LIMIT => Ok(ReqBody::Replayable(body.collect().await?.to_bytes())),
-        None if version != Version::HTTP_2 && !headers.contains_key(header::TRANSFER_ENCODING) => {
-            Ok(ReqBody::Replayable(Bytes::new()))
-        }
         _ => Ok(ReqBody::Stream(body.boxed())),
     }
 }
@@ -533,7 +525,7 @@ async fn send_to(
     let body = if is_upgrade {
         ReqBody::Stream(body.boxed())
     } else {
-        match request_body(body, &parts.headers, parts.version).await {
+        match request_body(body).await {
             Ok(b) => b,
             Err(_) => {
                 record.labels.response_code = 400;
@@ -551,7 +543,16 @@ async fn send_to(
     };
     let pool = &ctx.shared.clients.outbound;
     let result = send::to_cluster(
-        pool, cluster, &parts, body, proto, &authority, &path, policy, &keys,
+        pool,
+        cluster,
+        &parts,
+        body,
+        proto,
+        &authority,
+        &path,
+        policy,
+        &keys,
+        &ctx.shared.me_header,
     )
     .await;
     match result {
@@ -564,8 +565,11 @@ async fn send_to(
             if sent.attempts > 1 && rparts.status.as_u16() >= 500 {
                 record.labels.response_flags = "URX";
             }
+            // Only a mesh endpoint's description of itself is believed.
             if let Some(v) = rparts.headers.remove(peer::HEADER) {
-                record.labels.destination = ctx.shared.peers.destination(&v);
+                if peer::for_endpoint(&sent.endpoint.tls) {
+                    record.labels.destination = ctx.shared.peers.destination(&v);
+                }
             }
             record.labels.grpc_response_status = rparts
                 .headers
@@ -656,6 +660,11 @@ async fn passthrough(
                 strip_hop_by_hop(&mut rparts.headers, false);
             }
             metered(Response::from_parts(rparts, rbody.boxed()), record)
+        }
+        Err(e) if e.downstream_body_flags().is_some() => {
+            record.labels.response_code = 400;
+            record.labels.response_flags = e.downstream_body_flags().unwrap_or("DPE");
+            metered(full(StatusCode::BAD_REQUEST, crate::pool::BAD_BODY), record)
         }
         Err(e) => {
             record.labels.response_code = 503;

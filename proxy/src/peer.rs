@@ -1,7 +1,9 @@
 //! Peer metadata exchange: the outbound proxy tells the inbound proxy who is
 //! calling (and the inbound proxy answers with who was called) in one header,
 //! so both sides report `source_*` and `destination_*` metric labels, as
-//! Istio's metadata exchange does. The header never reaches the apps.
+//! Istio's metadata exchange does. The header never reaches the apps, and it
+//! goes only to mesh endpoints (see [`for_endpoint`]): an external host or an
+//! unmeshed server never learns the caller's workload, namespace or identity.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,17 @@ pub fn encode(w: &Workload) -> http::HeaderValue {
     );
     http::HeaderValue::from_str(&v)
         .unwrap_or_else(|_| http::HeaderValue::from_static("workload=unknown"))
+}
+
+/// Whether requests to an endpoint secured as `tls` carry this workload's
+/// metadata (and whether its answer's metadata is believed): only a mesh
+/// endpoint, one with a sidecar (`security.istio.io/tlsMode: istio`, auto
+/// mTLS) or one the DestinationRule says speaks `ISTIO_MUTUAL`. Plaintext
+/// (unmeshed pods, `DISABLE`, ServiceEntry hosts without a sidecar) and TLS
+/// origination to external servers never do.
+pub fn for_endpoint(tls: &crate::mtls::UpstreamTls) -> bool {
+    use crate::mtls::UpstreamTls;
+    matches!(tls, UpstreamTls::Auto(_) | UpstreamTls::IstioMutual(_))
 }
 
 /// Parses a peer header; unknown fields are ignored, missing ones are `unknown`.
@@ -159,6 +172,15 @@ mod tests {
             assert_eq!(&*got.workload, format!("w{i}").as_str());
         }
         assert!(cache.map.lock().unwrap().len() <= CACHE_LIMIT);
+    }
+
+    #[test]
+    fn only_mesh_endpoints_get_metadata() {
+        use crate::mtls::UpstreamTls;
+        let sans: crate::mtls::originate::Sans = Vec::<String>::new().into();
+        assert!(for_endpoint(&UpstreamTls::Auto(sans.clone())));
+        assert!(for_endpoint(&UpstreamTls::IstioMutual(sans)));
+        assert!(!for_endpoint(&UpstreamTls::Plaintext));
     }
 
     #[test]

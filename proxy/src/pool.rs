@@ -49,7 +49,29 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         matches!(self, SendError::Connect { .. })
     }
+
+    /// When the exchange failed because reading the downstream request body
+    /// did (an invalid chunk once the head had gone upstream, or the client
+    /// gone mid-body): Envoy's response flag for it. The upstream request was
+    /// aborted; the answer is 400, and the endpoint is not to blame.
+    pub fn downstream_body_flags(&self) -> Option<&'static str> {
+        let SendError::Upstream { source, .. } = self else {
+            return None;
+        };
+        if !source.is_user() {
+            return None;
+        }
+        let body = std::error::Error::source(source)?.downcast_ref::<hyper::Error>()?;
+        Some(if body.is_incomplete_message() {
+            "DC"
+        } else {
+            "DPE"
+        })
+    }
 }
+
+/// The answer when the downstream request body could not be read.
+pub const BAD_BODY: &str = "invalid request body\n";
 
 /// Returns an HTTP/1 connection to its pool; dropped unused if the exchange
 /// did not finish cleanly.

@@ -153,8 +153,9 @@ const CONNECT_FAILURE: &str =
 const RESET: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n";
 
-/// Sends `parts` + `body` to `cluster` under `policy`. `build` makes the
-/// upstream request for an attempt.
+/// Sends `parts` + `body` to `cluster` under `policy`. Each attempt carries
+/// `peer_metadata` (this workload's) only if its endpoint is a mesh endpoint;
+/// any copy the app set is dropped otherwise.
 #[allow(clippy::too_many_arguments)]
 pub async fn to_cluster(
     pool: &Pool,
@@ -166,6 +167,7 @@ pub async fn to_cluster(
     path: &str,
     policy: &Policy,
     keys: &RequestKeys<'_>,
+    peer_metadata: &http::HeaderValue,
 ) -> Result<Sent, Failed> {
     let deadline = policy.timeout.map(|t| Instant::now() + t);
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
@@ -203,7 +205,8 @@ pub async fn to_cluster(
         };
         tried.push(ep.addr);
         let can_retry = attempt <= policy.retries && body.replayable();
-        let Some(req) = crate::util::upstream_request(parts, body.take(), proto, authority, path)
+        let Some(mut req) =
+            crate::util::upstream_request(parts, body.take(), proto, authority, path)
         else {
             return Err(Failed {
                 status: 400,
@@ -212,6 +215,12 @@ pub async fn to_cluster(
                 endpoint: None,
             });
         };
+        if crate::peer::for_endpoint(&ep.tls) {
+            req.headers_mut()
+                .insert(crate::peer::HEADER, peer_metadata.clone());
+        } else {
+            req.headers_mut().remove(crate::peer::HEADER);
+        }
         ep.active.fetch_add(1, Ordering::Relaxed);
         let send = attempt_once(pool, cluster, &ep, req, proto);
         let per_try = policy.per_try;
@@ -244,6 +253,14 @@ pub async fn to_cluster(
             }
             Ok(Err(e)) => {
                 ep.active.fetch_sub(1, Ordering::Relaxed);
+                if let Some(flags) = e.downstream_body_flags() {
+                    return Err(Failed {
+                        status: 400,
+                        flags,
+                        message: crate::pool::BAD_BODY,
+                        endpoint: Some(ep),
+                    });
+                }
                 if let Some(cfg) = &cluster.outlier {
                     outlier::record(cfg, &cluster.endpoints, &ep, 0);
                 }

@@ -84,7 +84,9 @@ pub(crate) async fn serve_http<S>(stream: S, ctx: Arc<ConnCtx>, watcher: DrainWa
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    crate::conn::serve(stream, ctx, watcher).await
+    // The HTTP/1 head guard sits right under hyper: it sees exactly the bytes
+    // hyper would parse (HTTP/2 passes through it untouched).
+    crate::conn::serve(crate::h1guard::Guarded::new(stream), ctx, watcher).await
 }
 
 async fn handle_conn(

@@ -323,3 +323,69 @@ fn upstream_http1_connections_are_reused() {
         peers.len()
     );
 }
+
+#[test]
+fn peer_metadata_goes_only_to_mesh_endpoints() {
+    let mut w = world(1, "ALLOW_ANY");
+    // A server outside the mesh (no sidecar) that echoes the headers it got,
+    // reached as a MESH_EXTERNAL ServiceEntry host and by passthrough.
+    let ext = w.node.add_pod("ext-0", "default").unwrap();
+    let mut ext_echo = start_echo(&ext, "ext");
+    const EXT_VIP: &str = "10.96.0.30";
+    let mut entry = svc(
+        "api.external.test",
+        EXT_VIP,
+        8080,
+        "http",
+        "HTTP",
+        &[(ext.ip(), "ext")],
+    );
+    entry.origin = "ServiceEntry".into();
+    entry.location = Some("MESH_EXTERNAL".into());
+    entry.endpoints[0].labels.clear();
+    w.update(|v| v.services.push(entry));
+    w.wait_applied();
+    let peer_header = "x-mesh-peer-metadata";
+    let external = curl_echo(
+        &w.client,
+        &[
+            "-H",
+            "Host: api.external.test",
+            &format!("http://{EXT_VIP}:8080/service-entry"),
+        ],
+    );
+    assert_eq!(external.pod, "ext-0");
+    assert!(
+        !external.headers.contains_key(peer_header),
+        "caller identity leaked to a ServiceEntry host: {:?}",
+        external.headers
+    );
+    let passthrough = curl_echo(
+        &w.client,
+        &[&format!("http://{}:8080/passthrough", ext.ip())],
+    );
+    assert_eq!(passthrough.pod, "ext-0");
+    assert!(
+        !passthrough.headers.contains_key(peer_header),
+        "caller identity leaked to a passthrough destination: {:?}",
+        passthrough.headers
+    );
+    ext_echo
+        .wait_for_line("REQUEST GET /passthrough", Duration::from_secs(5))
+        .unwrap();
+    // The meshed server's sidecar still learns who called (and strips it).
+    let meshed = curl_echo(&w.client, &[&format!("http://{VIP}:8080/meshed")]);
+    assert!(!meshed.headers.contains_key(peer_header));
+    let sm = metrics(&w.servers[0]);
+    assert_eq!(
+        metric_sum(
+            &sm,
+            "istio_requests_total",
+            &["reporter=\"destination\"", "source_workload=\"client\""]
+        ),
+        1.0,
+        "{sm}"
+    );
+    let cm = metrics(&w.client);
+    assert!(cm.contains("destination_workload=\"echo-v1\""), "{cm}");
+}

@@ -1,7 +1,9 @@
 //! Hostile HTTP/1 input: the request-smuggling corpus of the
 //! `http_desync_guardian` crate (its Severe and Ambiguous cases) is sent through
 //! the client sidecar with a second request hidden behind each; none may reach
-//! the app as a separate request. Oversized headers get 431.
+//! the app as a separate request. Oversized headers get 431, over-long request
+//! targets 414; bare-LF line ends and invalid chunk sizes get 400, and none of
+//! those requests reaches the app.
 
 mod common;
 
@@ -138,19 +140,8 @@ fn smuggling_corpus_never_desyncs_the_app() {
 fn oversized_headers_get_431_and_the_proxy_keeps_serving() {
     let w = world(1, "ALLOW_ANY");
     let big = format!("x-big: {}", "a".repeat(70 * 1024));
-    let out = curl(
-        &w.client,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &big,
-            &format!("http://{VIP}:8080/"),
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
+    let code = http_code(&w.client, &["-H", &big, &format!("http://{VIP}:8080/")]);
+    assert_eq!(code, "431");
     let mut args: Vec<String> = Vec::new();
     for i in 0..120 {
         args.push("-H".into());
@@ -229,4 +220,137 @@ fn server_first_protocol_is_not_delayed_by_detection() {
     assert_eq!(banner, "220 ready");
     let ms: u64 = ms.parse().unwrap();
     assert!(ms < 1000, "banner took {ms} ms: detection held it back");
+}
+
+/// Sends the raw bytes of `file` from the client app to the echo service and
+/// returns the first line of the answer (empty if none within 3 s).
+fn raw_status(w: &World, file: &std::path::Path) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/{VIP}/8080; cat {} >&3; timeout 3 head -n1 <&3",
+        file.display()
+    );
+    let out = w.client.exec(APP, &["bash", "-c", &script]).unwrap();
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Asserts (after a marker request reached the app) that no request whose
+/// path contains `needle` ever did.
+fn app_never_saw(w: &mut World, needle: &str) {
+    let marker = format!("/marker-{needle}");
+    let r = curl_echo(&w.client, &[&format!("http://{VIP}:8080{marker}")]);
+    assert_eq!(r.path, marker);
+    let echo = &mut w.server_procs[0].0;
+    echo.wait_for_line(&format!("REQUEST GET {marker}"), Duration::from_secs(5))
+        .unwrap();
+    let seen: Vec<&String> = echo
+        .output_lines()
+        .iter()
+        .filter(|l| l.starts_with("REQUEST") && l.contains(needle) && !l.contains("/marker-"))
+        .collect();
+    assert!(seen.is_empty(), "the app saw {seen:?}");
+}
+
+#[test]
+fn invalid_chunk_size_is_400_and_nothing_reaches_the_app() {
+    let mut w = world(1, "ALLOW_ANY");
+    for (i, body) in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "5x\r\nhello\r\n0\r\n\r\n",
+        "-1\r\n\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let f = w.dir.0.join(format!("chunk-{i}.bin"));
+        let raw = format!(
+            "POST /badchunk-{i} HTTP/1.1\r\nHost: {VIP}:8080\r\nTransfer-Encoding: chunked\r\n\r\n{body}GET /badchunk-smuggled-{i} HTTP/1.1\r\nHost: {VIP}:8080\r\n\r\n"
+        );
+        std::fs::write(&f, raw).unwrap();
+        assert_eq!(
+            raw_status(&w, &f),
+            "HTTP/1.1 400 Bad Request",
+            "body {body:?}"
+        );
+    }
+    app_never_saw(&mut w, "badchunk");
+    // A valid chunked body still reaches the app whole.
+    let r = curl_echo(
+        &w.client,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "hello-chunked",
+            &format!("http://{VIP}:8080/chunked-ok"),
+        ],
+    );
+    assert_eq!((r.path.as_str(), r.body_bytes), ("/chunked-ok", 13));
+}
+
+#[test]
+fn invalid_chunk_after_the_head_went_upstream_is_400_and_aborted() {
+    let mut w = world(1, "ALLOW_ANY");
+    let go = w.dir.0.join("go");
+    // The head alone first; the bad chunk only once the app has the head.
+    let script = format!(
+        "exec 3<>/dev/tcp/{VIP}/8080; printf 'POST /late-chunk HTTP/1.1\\r\\nHost: {VIP}:8080\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n' >&3; \
+         for i in $(seq 200); do [ -e {go} ] && break; sleep 0.05; done; \
+         printf 'zz\\r\\nhello\\r\\n0\\r\\n\\r\\n' >&3; timeout 3 head -n1 <&3",
+        go = go.display()
+    );
+    let client = w.client.spawn(APP, &["bash", "-c", &script]).unwrap();
+    w.server_procs[0]
+        .0
+        .wait_for_line("REQUEST POST /late-chunk", Duration::from_secs(5))
+        .unwrap();
+    std::fs::write(&go, "").unwrap();
+    let mut client = client;
+    let line = client
+        .wait_for_line("HTTP/1.1", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e}: {:?}", w.client_proxy.output_lines()));
+    assert_eq!(line.trim_end(), "HTTP/1.1 400 Bad Request");
+    let cm = metrics(&w.client);
+    assert_eq!(
+        metric_sum(
+            &cm,
+            "istio_requests_total",
+            &["response_code=\"400\"", "response_flags=\"DPE\""]
+        ),
+        1.0,
+        "{cm}"
+    );
+    let r = curl_echo(&w.client, &[&format!("http://{VIP}:8080/after")]);
+    assert_eq!(r.path, "/after");
+}
+
+#[test]
+fn bare_lf_in_the_request_head_is_400() {
+    let mut w = world(1, "ALLOW_ANY");
+    let heads = [
+        format!("GET /barelf-0 HTTP/1.1\nHost: {VIP}:8080\r\n\r\n"),
+        format!("GET /barelf-1 HTTP/1.1\r\nHost: {VIP}:8080\nx-a: b\r\n\r\n"),
+        format!("GET /barelf-2 HTTP/1.1\r\nHost: {VIP}:8080\r\nx-a: b\n\n"),
+    ];
+    for (i, head) in heads.iter().enumerate() {
+        let f = w.dir.0.join(format!("lf-{i}.bin"));
+        std::fs::write(&f, head).unwrap();
+        assert_eq!(raw_status(&w, &f), "HTTP/1.1 400 Bad Request", "{head:?}");
+    }
+    app_never_saw(&mut w, "barelf");
+}
+
+#[test]
+fn long_uri_is_414() {
+    let mut w = world(1, "ALLOW_ANY");
+    let code = |uri: &str| http_code(&w.client, &[&format!("http://{VIP}:8080{uri}")]);
+    // Just under the 32 KiB limit: served.
+    let fits = format!("/fits-{}", "a".repeat(32 * 1024 - 6));
+    assert_eq!(code(&fits), "200");
+    // Over it, and over the 64 KiB head buffer: 414 either way (a header
+    // section over 64 KiB is still 431: oversized_headers_get_431_...).
+    for n in [32 * 1024 + 1, 40 * 1024, 70 * 1024] {
+        let long = format!("/longuri-{}", "a".repeat(n - 9));
+        assert_eq!(code(&long), "414", "{n}-byte target");
+    }
+    app_never_saw(&mut w, "longuri");
 }

@@ -144,7 +144,47 @@ fn readiness_drain_and_quitquitquit() {
         "admin must not be reachable from outside the pod: {}",
         String::from_utf8_lossy(&external.stdout)
     );
-    // /drain: not ready any more, still serving.
+    // Another pod may read the status port but not drain or stop the sidecar
+    // (Istio's agent: localhost only); each refusal is logged with the caller.
+    for path in ["/quitquitquit", "/drain"] {
+        let out = w
+            .client
+            .exec(
+                0,
+                &[
+                    "curl",
+                    "-s",
+                    "-m",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-X",
+                    "POST",
+                    &format!("http://{}:15020{path}", server.ip()),
+                ],
+            )
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "{path}");
+        let line = w.server_procs[0]
+            .1
+            .wait_for_line(&format!("request {path} refused"), Duration::from_secs(5))
+            .unwrap();
+        assert!(
+            line.contains("caller") && line.contains(&format!("{}:", w.client.ip())),
+            "{line}"
+        );
+    }
+    let refusals = w.server_procs[0]
+        .1
+        .output_lines()
+        .iter()
+        .filter(|l| l.contains("only allowed from localhost"))
+        .count();
+    assert_eq!(refusals, 2);
+    assert_eq!(code(":15021/healthz/ready", "GET"), "200");
+    // /drain from the pod itself: not ready any more, still serving.
     assert_eq!(code(":15020/drain", "POST"), "200");
     assert_eq!(code(":15021/healthz/ready", "GET"), "503");
     let r = curl_echo(&w.client, &[&format!("http://{VIP}:8080/")]);

@@ -78,9 +78,11 @@ pub fn svc(
             .iter()
             .map(|(ip, version)| Endpoint {
                 address: ip.to_string(),
+                // The pods run sidecars: their endpoints say so, as injected pods' do.
                 labels: BTreeMap::from([
                     ("app".into(), "echo".into()),
                     ("version".into(), version.to_string()),
+                    ("security.istio.io/tlsMode".into(), "istio".into()),
                 ]),
                 ready: true,
                 ..Default::default()
@@ -249,6 +251,13 @@ pub fn curl(pod: &Pod, args: &[&str]) -> std::process::Output {
     let mut argv = vec!["curl", "-sS", "--max-time", "5"];
     argv.extend_from_slice(args);
     pod.exec(APP, &argv).unwrap()
+}
+
+/// The HTTP status code of one curl from the app of `pod` (`000`: no answer).
+pub fn http_code(pod: &Pod, args: &[&str]) -> String {
+    let mut argv = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    argv.extend_from_slice(args);
+    String::from_utf8_lossy(&curl(pod, &argv).stdout).into_owned()
 }
 
 pub fn curl_echo(pod: &Pod, args: &[&str]) -> EchoReply {
