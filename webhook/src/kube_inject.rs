@@ -226,7 +226,7 @@ mod tests {
             format!("--- null\n---\n{pod}"),
             format!("---\n---\n{pod}---\n"),
             format!("{svc}---\n# only a comment\n---\n   \n--- ~\n---\nnull\n---\n{pod}"),
-            format!("--- {{apiVersion: v1, kind: Pod, metadata: {{name: p}}, spec: {{containers: [{{name: app, image: app}}]}}}}\n--- null\n"),
+            "--- {apiVersion: v1, kind: Pod, metadata: {name: p}, spec: {containers: [{name: app, image: app}]}}\n--- null\n".to_string(),
             // A whitespace-only document with a tab; a directive before a null document.
             format!("%YAML 1.2\n--- null\n---\n\t\n---\n{pod}---\n\t  \n"),
         ] {

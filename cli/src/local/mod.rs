@@ -494,8 +494,10 @@ fn agent_running(run: &RunDir, st: &State) -> anyhow::Result<()> {
              would be pushed to the sidecars, so nothing was applied. \
              `meshctl local down` and `up` start the mesh again",
             st.name,
-            a.as_ref()
-                .map_or("never started".to_string(), |a| format!("pid {} exited", a.pid)),
+            a.as_ref().map_or("never started".to_string(), |a| format!(
+                "pid {} exited",
+                a.pid
+            )),
             run.logs().join("mesh-agent.log").display()
         ),
     }

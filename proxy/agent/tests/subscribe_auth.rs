@@ -106,7 +106,9 @@ async fn only_own_pods(agent: &Running, dir: &Path, add_pod: impl FnOnce()) {
         .await
         .unwrap();
     assert!(
-        view.services.iter().any(|s| s.hostname.starts_with("web.shop.")),
+        view.services
+            .iter()
+            .any(|s| s.hostname.starts_with("web.shop.")),
         "{view:?}"
     );
     assert!(
@@ -116,11 +118,36 @@ async fn only_own_pods(agent: &Running, dir: &Path, add_pod: impl FnOnce()) {
     );
     let cases = [
         // Pod A's token subscribing as pod B of another service account.
-        (pod("inventory", "stock-2"), Some("tok-stock"), "service_account", "\"default\""),
-        (pod("inventory", "stock-1"), Some("tok-web"), "namespace", "\"shop\""),
-        (pod("shop", "web-1"), None, "unauthenticated", "no credential"),
-        (pod("shop", "web-1"), Some("tok-nope"), "unauthenticated", "not"),
-        (pod("shop", "web-9"), Some("tok-web"), "unknown_pod", "shop/web-9"),
+        (
+            pod("inventory", "stock-2"),
+            Some("tok-stock"),
+            "service_account",
+            "\"default\"",
+        ),
+        (
+            pod("inventory", "stock-1"),
+            Some("tok-web"),
+            "namespace",
+            "\"shop\"",
+        ),
+        (
+            pod("shop", "web-1"),
+            None,
+            "unauthenticated",
+            "no credential",
+        ),
+        (
+            pod("shop", "web-1"),
+            Some("tok-nope"),
+            "unauthenticated",
+            "not",
+        ),
+        (
+            pod("shop", "web-9"),
+            Some("tok-web"),
+            "unknown_pod",
+            "shop/web-9",
+        ),
     ];
     for (id, token, reason, names) in cases {
         let before = refused(debug, reason).await;
@@ -136,7 +163,12 @@ async fn only_own_pods(agent: &Running, dir: &Path, add_pod: impl FnOnce()) {
 
     // The plaintext config-only port trusts its network: any pod, no token.
     let plain = agent.plaintext_addr.unwrap().to_string();
-    let any = subscribe_once(&plain, &Transport::Plaintext, pod("inventory", "stock-2"), None);
+    let any = subscribe_once(
+        &plain,
+        &Transport::Plaintext,
+        pod("inventory", "stock-2"),
+        None,
+    );
     assert!(any.await.is_ok());
 
     // The client library: a bad token is refused, the file is re-read at the
@@ -218,11 +250,19 @@ async fn token_review_subscribe_only_to_own_pods() {
     // An expired projected token: the API server does not authenticate it.
     let addr = agent.sync_addr.to_string();
     let before = refused(agent.debug_addr, "unauthenticated").await;
-    let e = subscribe_once(&addr, &tls(dir.path()), pod("shop", "web-1"), Some("tok-expired"))
-        .await
-        .unwrap_err();
+    let e = subscribe_once(
+        &addr,
+        &tls(dir.path()),
+        pod("shop", "web-1"),
+        Some("tok-expired"),
+    )
+    .await
+    .unwrap_err();
     assert!(e.contains("expired"), "{e}");
-    assert_eq!(refused(agent.debug_addr, "unauthenticated").await, before + 1);
+    assert_eq!(
+        refused(agent.debug_addr, "unauthenticated").await,
+        before + 1
+    );
     let web9: serde_json::Value = serde_yaml_ng::from_str(WEB_9).unwrap();
     only_own_pods(&agent, dir.path(), || fake.apply(web9)).await;
 }

@@ -232,7 +232,11 @@ fn pod_accounts(store: &Store) -> BTreeMap<(String, String), String> {
         .of_kind("Pod")
         .filter_map(|e| match &*e.object {
             KubeObject::Pod(p) => {
-                let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                let ns = p
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
                 let sa = p
                     .spec
                     .as_ref()

@@ -62,7 +62,12 @@ impl Refusal {
 }
 
 /// Every refusal reason, in `/metrics` order.
-pub const REASONS: [&str; 4] = ["unauthenticated", "namespace", "unknown_pod", "service_account"];
+pub const REASONS: [&str; 4] = [
+    "unauthenticated",
+    "namespace",
+    "unknown_pod",
+    "service_account",
+];
 
 /// May `caller` follow the view of the pod `id` names? `pods` maps
 /// (namespace, pod) to its service account, as the agent knows them.

@@ -167,7 +167,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             token,
             csr,
             ttl_seconds,
-        }) if port.csr_allowed => return certificate(&shared, &mut w, &token, &csr, ttl_seconds).await,
+        }) if port.csr_allowed => {
+            return certificate(&shared, &mut w, &token, &csr, ttl_seconds).await
+        }
         Ok(ClientMessage::Csr { .. }) => {
             return reject(
                 &mut w,

@@ -193,11 +193,10 @@ impl Fake {
         let token = tr["spec"]["token"].as_str().unwrap_or_default();
         let mut db = self.db();
         db.reviews += 1;
-        let mut status = db
-            .tokens
-            .get(token)
-            .cloned()
-            .unwrap_or_else(|| json!({"authenticated": false, "error": "invalid bearer token"}));
+        let mut status =
+            db.tokens.get(token).cloned().unwrap_or_else(
+                || json!({"authenticated": false, "error": "invalid bearer token"}),
+            );
         if status["authenticated"] == true && status.get("audiences").is_none() {
             status["audiences"] = tr["spec"]["audiences"].clone();
         }
