@@ -5,6 +5,7 @@
 //! plaintext client, a client expecting another name or trusting other roots
 //! gets nothing, and the plaintext config-only port refuses CSRs.
 
+mod common;
 mod fake_api;
 
 use mesh_agent::client::{request_certificate, Transport};
@@ -86,15 +87,8 @@ async fn ca_issues_only_the_proven_identity() {
     )
     .unwrap();
     let cfg = config(&config_dir, &tokens);
-    cfg.validate().unwrap();
     let shutdown = CancellationToken::new();
-    let source = Box::new(mesh_agent::source::files::FilesSource {
-        dir: config_dir.clone(),
-        debounce: Duration::from_millis(10),
-    });
-    let agent = mesh_agent::agent::start(&cfg, source, shutdown.clone())
-        .await
-        .unwrap();
+    let agent = common::start_files_agent(&cfg, &config_dir, &shutdown).await;
     let addr = agent.sync_addr.to_string();
     let ttl = Duration::from_secs(3600);
     let tls = tls_to(&config_dir.join("root-cert.pem"));

@@ -214,16 +214,9 @@ async fn local_tokens_subscribe_only_to_own_pods() {
     std::fs::create_dir(&config_dir).unwrap();
     std::fs::write(config_dir.join("mesh.yaml"), MESH).unwrap();
     let cfg = config(&config_dir, Some(&tokens));
-    cfg.validate().unwrap();
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let source = Box::new(mesh_agent::source::files::FilesSource {
-        dir: config_dir.clone(),
-        debounce: Duration::from_millis(10),
-    });
-    let agent = mesh_agent::agent::start(&cfg, source, shutdown.clone())
-        .await
-        .unwrap();
+    let agent = common::start_files_agent(&cfg, &config_dir, &shutdown).await;
     let add = config_dir.join("web-9.yaml");
     only_own_pods(&agent, &config_dir, || std::fs::write(add, WEB_9).unwrap()).await;
 }

@@ -31,3 +31,20 @@ pub async fn refused(debug: SocketAddr, reason: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Validates `cfg` and starts an agent with it over the files source at `dir`
+/// (10 ms debounce), until `shutdown`.
+pub async fn start_files_agent(
+    cfg: &mesh_agent::config::Config,
+    dir: &std::path::Path,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> mesh_agent::agent::Running {
+    cfg.validate().unwrap();
+    let source = Box::new(mesh_agent::source::files::FilesSource {
+        dir: dir.to_path_buf(),
+        debounce: std::time::Duration::from_millis(10),
+    });
+    mesh_agent::agent::start(cfg, source, shutdown.clone())
+        .await
+        .unwrap()
+}
