@@ -32,10 +32,16 @@ pub struct ProxyIdentity {
 pub enum ClientMessage {
     /// First message. `lastVersion` is the version the proxy already runs (after a
     /// reconnect), so status shows it as acked until a newer one is sent.
+    /// `token` is the pod's credential, as in [`ClientMessage::Csr`]: on the TLS
+    /// port of an agent with a CA the subscription is authenticated with it and
+    /// must be for a pod of the token's namespace and service account. Never
+    /// sent in clear (plaintext ports trust their network and ignore it).
     #[serde(rename_all = "camelCase")]
     Subscribe {
         identity: ProxyIdentity,
         last_version: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// The proxy applied `version`.
     Ack { version: u64 },

@@ -26,9 +26,13 @@ spec:
 ";
 
 fn kube_inject(kubeconfig: &std::path::Path, extra: &[&str]) -> (bool, String, String) {
+    inject_yaml(kubeconfig, APP, extra)
+}
+
+fn inject_yaml(kubeconfig: &std::path::Path, yaml: &str, extra: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.yaml");
-    std::fs::write(&file, APP).unwrap();
+    std::fs::write(&file, yaml).unwrap();
     let args = [&["kube-inject", "-f", file.to_str().unwrap()], extra].concat();
     procs::meshctl(kubeconfig, &args)
 }
@@ -103,4 +107,20 @@ fn kube_inject_without_a_cluster_falls_back_to_defaults() {
         err.contains("unreachable") && err.contains("using the default mesh config"),
         "{err}"
     );
+}
+
+/// Null and empty documents (`--- null`, whitespace, comments) are skipped as
+/// kubectl does; content on a `---` line starts the next document.
+#[test]
+fn kube_inject_skips_null_and_empty_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "--- null\n---\n\t\n---\n# nothing\n---\n{APP}---\n~\n--- {{apiVersion: v1, kind: Service, metadata: {{name: s}}}}\n"
+    );
+    let (ok, out, err) = inject_yaml(&dir.path().join("absent"), &yaml, &["--offline"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("name: istio-proxy"), "{out}");
+    assert!(out.contains("kind: Service"), "{out}");
+    let null_doc = |l: &str| matches!(l.trim(), "null" | "~" | "--- null" | "--- ~");
+    assert!(!out.lines().any(null_doc), "{out}");
 }

@@ -2,7 +2,8 @@
 //! sidecar and still reach Service VIPs (kube-proxy's job, done in the node);
 //! `REGISTRY_ONLY` blocks an unregistered host until a ServiceEntry opens it;
 //! bad input is refused before anything is created, with the object named; and
-//! `down` leaves nothing behind, also after an `up` that failed half-way.
+//! `down` leaves nothing behind, also after an `up` that failed half-way;
+//! `apply` to a mesh whose agent died is refused, saying so.
 
 mod common;
 
@@ -229,6 +230,31 @@ fn a_failed_up_is_undone_and_down_removes_everything() {
         .iter()
         .map(|p| p["netns"].as_str().unwrap().to_string())
         .collect();
+
+    // With its agent gone, `apply` would push nothing: refused, saying why.
+    let agent = state["agent"]["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::SIGKILL).unwrap();
+    let vs = mesh.file(
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: shop}\n\
+         spec:\n  hosts: [web]\n  http:\n  - route:\n    - destination: {host: web}\n",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        // SIGKILL is asynchronous: wait until the process is really gone.
+        let out = mesh.meshctl(&["apply", "-f", &vs]);
+        if !out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("mesh-agent") && err.contains("not running") && err.contains("nothing"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("configured"));
 
     let down = mesh.ok(&["down"]);
     assert!(down.contains("removed"), "{down}");

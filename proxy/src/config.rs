@@ -136,7 +136,9 @@ pub struct Args {
     pub path_normalization: String,
     /// The pod's credential for the mesh CA (Istio's projected token
     /// /var/run/secrets/tokens/istio-token; a local token file in local mode).
-    /// Setting it turns on workload certificates and mTLS.
+    /// Setting it turns on workload certificates and mTLS; it also
+    /// authenticates the config subscription on the agent's TLS port (re-read
+    /// at every connection, as projected tokens rotate).
     #[arg(long, env = "CA_TOKEN_FILE")]
     pub ca_token_file: Option<PathBuf>,
     /// The mesh CA (Istio's CA_ADDR); defaults to --agent.

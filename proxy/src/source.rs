@@ -69,7 +69,8 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
 }
 
 /// Subscribes to the agent at `addr` and applies every view it sends (ACKed);
-/// runs until `shutdown`.
+/// runs until `shutdown`. Over TLS the subscription carries the pod's CA
+/// credential (`--ca-token-file`), re-read at every (re)connection.
 pub fn follow_agent(
     addr: String,
     transport: mesh_agent::client::Transport,
@@ -94,6 +95,7 @@ pub fn follow_agent(
     };
     let mut client = mesh_agent::client::ClientConfig::new(addr, identity);
     client.transport = transport;
+    client.token_file = cfg.cert.as_ref().map(|c| c.token_file.clone());
     let _state = mesh_agent::client::spawn(client, apply, shutdown);
 }
 

@@ -2,7 +2,7 @@
 //! Pods and the pod templates of Deployment, StatefulSet, DaemonSet, ReplicaSet,
 //! ReplicationController, Job, DeploymentConfig and CronJob (its `jobTemplate`) are
 //! injected, `List` items are walked; any other document is copied through
-//! byte for byte.
+//! byte for byte. Empty and null documents are dropped, as kubectl does.
 
 use mesh_api::meshconfig::MeshConfig;
 use serde_json::{json, Value};
@@ -36,18 +36,31 @@ const TEMPLATE_KINDS: [&str; 7] = [
     "DeploymentConfig",
 ];
 
-/// Splits a YAML stream on `---` document markers, keeping each document's text.
+/// Splits a YAML stream on `---` document markers, keeping each document's
+/// text. Content after the marker on its line (`--- null`, `--- {kind: Pod}`)
+/// starts the next document.
 fn split_documents(input: &str) -> Vec<String> {
     let mut docs = vec![String::new()];
     for line in input.split_inclusive('\n') {
         let t = line.trim_end();
-        if t == "---" || t.starts_with("--- ") || t.starts_with("---\t") {
+        if t == "---" {
             docs.push(String::new());
+        } else if let Some(rest) = t.strip_prefix("--- ").or_else(|| t.strip_prefix("---\t")) {
+            docs.push(format!("{}\n", rest.trim_start()));
         } else if let Some(last) = docs.last_mut() {
             last.push_str(line);
         }
     }
     docs
+}
+
+/// A document with nothing but blank lines (tabs included), comments and
+/// directives (kubectl skips it).
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l.starts_with('%')
+    })
 }
 
 /// Injects every workload in `input`; returns the rewritten stream.
@@ -59,12 +72,15 @@ pub fn kube_inject(
     let mut out = String::new();
     for (i, text) in split_documents(input).into_iter().enumerate() {
         let doc = i + 1;
+        if is_blank(&text) {
+            continue;
+        }
         let value: Value = serde_yaml_ng::from_str(&text).map_err(|e| KubeInjectError::Yaml {
             doc,
             error: e.to_string(),
         })?;
         if value.is_null() {
-            continue; // empty document (comments only)
+            continue; // a null document (`--- null`, `~`): kubectl skips it too
         }
         let mut value = value;
         let changed = inject_object(&mut value, None, mesh, ctx).map_err(|e| {
@@ -200,6 +216,41 @@ mod tests {
             docs[1]["items"][0]["spec"]["initContainers"][1]["name"],
             "istio-proxy"
         );
+    }
+
+    #[test]
+    fn null_and_empty_documents_are_skipped_as_kubectl_does() {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: app}]\n";
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n";
+        for input in [
+            format!("--- null\n---\n{pod}"),
+            format!("---\n---\n{pod}---\n"),
+            format!("{svc}---\n# only a comment\n---\n   \n--- ~\n---\nnull\n---\n{pod}"),
+            "--- {apiVersion: v1, kind: Pod, metadata: {name: p}, spec: {containers: [{name: app, image: app}]}}\n--- null\n".to_string(),
+            // A whitespace-only document with a tab; a directive before a null document.
+            format!("%YAML 1.2\n--- null\n---\n\t\n---\n{pod}---\n\t  \n"),
+        ] {
+            let out = kube_inject(&input, &MeshConfig::default(), &InjectContext::default())
+                .unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            let docs: Vec<Value> = split_documents(&out)
+                .iter()
+                .map(|d| serde_yaml_ng::from_str::<Value>(d).unwrap_or(Value::Null))
+                .filter(|v| !v.is_null())
+                .collect();
+            let pods: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Pod").collect();
+            assert_eq!(pods.len(), 1, "{input:?} gave {out}");
+            assert_eq!(
+                pods[0]["spec"]["initContainers"][1]["name"], "istio-proxy",
+                "{out}"
+            );
+            // No null document comes out either.
+            let nulls = split_documents(&out)
+                .iter()
+                .filter(|d| !is_blank(d))
+                .filter(|d| serde_yaml_ng::from_str::<Value>(d).unwrap().is_null())
+                .count();
+            assert_eq!(nulls, 0, "{input:?} gave {out}");
+        }
     }
 
     #[test]

@@ -53,6 +53,8 @@ enum Cmd {
     /// Create the node and agent, then apply the files (Kubernetes YAML + mesh resources).
     Up(UpArgs),
     /// Create or change resources live (mesh resources, Services, workloads).
+    /// Refused (exit 1, nothing changed) when the mesh's agent is not running:
+    /// nothing would reach the sidecars, and only `down` + `up` start a new one.
     Apply(FileArgs),
     /// Remove the resources named in the files.
     Delete(FileArgs),
@@ -140,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Apply(f) => {
             require_root()?;
             let mut st = run.load()?;
+            agent_running(&run, &st)?;
             let m = manifest::read(&f.files, &f.namespace)?;
             apply(&run, &mut st, &m)
         }
@@ -479,6 +482,25 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
     }
     println!("local mesh {name:?} is up: `meshctl local pods`, `meshctl local exec POD -- curl ...`, `meshctl local down`");
     Ok(())
+}
+
+/// Applying to a mesh whose agent died would push nothing to any sidecar:
+/// say so instead of reporting resources as configured.
+fn agent_running(run: &RunDir, st: &State) -> anyhow::Result<()> {
+    match &st.agent {
+        Some(a) if proc::alive(a) => Ok(()),
+        a => bail!(
+            "the mesh-agent of local mesh {:?} is not running ({}; log {}): nothing \
+             would be pushed to the sidecars, so nothing was applied. \
+             `meshctl local down` and `up` start the mesh again",
+            st.name,
+            a.as_ref().map_or("never started".to_string(), |a| format!(
+                "pid {} exited",
+                a.pid
+            )),
+            run.logs().join("mesh-agent.log").display()
+        ),
+    }
 }
 
 fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Result<()> {

@@ -8,6 +8,12 @@
 //! an expected server name (the agent's 15012 when its CA is on). The bundle is
 //! re-read at every connection, so a root rotation published into the file (the
 //! mounted `istio-ca-root-cert`) applies to the next connection.
+//!
+//! Over TLS the subscription carries the pod's token (`token_file`), re-read at
+//! every connection because projected tokens rotate; it is never sent over a
+//! plaintext transport. A refusal from the agent (unauthenticated, not the
+//! caller's pod, a pod the agent does not know yet) is logged and retried with
+//! the same backoff; the backoff resets only once a view arrives.
 
 use crate::protocol::{decode, encode, framed, ProtocolError};
 use futures::{SinkExt, StreamExt};
@@ -96,6 +102,8 @@ pub struct ClientConfig {
     pub agent_addr: String,
     pub transport: Transport,
     pub identity: ProxyIdentity,
+    /// The pod's credential, sent with every subscription over TLS.
+    pub token_file: Option<std::path::PathBuf>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -106,6 +114,7 @@ impl ClientConfig {
             agent_addr: agent_addr.into(),
             transport: Transport::Plaintext,
             identity,
+            token_file: None,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
         }
@@ -158,8 +167,14 @@ async fn run(
             r = session(&cfg, &mut apply, &state, &mut backoff) => r,
         };
         state.send_modify(|s| s.connected = false);
-        if let Err(e) = result {
-            tracing::debug!(error = %e, agent = %cfg.agent_addr, "sync stream ended; retrying");
+        match result {
+            Err(ProtocolError::Refused(e)) => {
+                tracing::warn!(error = %e, agent = %cfg.agent_addr, "the agent refused the subscription; retrying")
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, agent = %cfg.agent_addr, "sync stream ended; retrying")
+            }
+            Ok(()) => {}
         }
         // Jitter spreads a fleet's reconnects after an agent restart.
         let jitter = Duration::from_millis(u64::from(std::process::id() ^ rand_u32()) % 100);
@@ -184,20 +199,25 @@ async fn session(
     state: &watch::Sender<ClientState>,
     backoff: &mut Duration,
 ) -> Result<(), ProtocolError> {
+    let token = match (&cfg.token_file, &cfg.transport) {
+        (Some(f), Transport::Tls { .. }) => Some(read_token(f).await?),
+        _ => None,
+    };
     let sock = connect(&cfg.agent_addr, &cfg.transport).await?;
     let mut io = framed(sock);
     let last_version = state.borrow().current.as_ref().map(|v| v.version);
     io.send(encode(&ClientMessage::Subscribe {
         identity: cfg.identity.clone(),
         last_version,
+        token,
     }))
     .await?;
     state.send_modify(|s| s.connected = true);
-    *backoff = cfg.initial_backoff;
     while let Some(frame) = io.next().await {
         let msg: AgentMessage = decode(&frame?)?;
         match msg {
             AgentMessage::View { agent, view } => {
+                *backoff = cfg.initial_backoff;
                 let version = view.version;
                 let reply = match apply.apply(&view) {
                     Ok(()) => {
@@ -214,7 +234,7 @@ async fn session(
                 };
                 io.send(encode(&reply)).await?;
             }
-            AgentMessage::Error { message } => return Err(ProtocolError::Unexpected(message)),
+            AgentMessage::Error { message } => return Err(ProtocolError::Refused(message)),
             AgentMessage::Certificate { .. } => {
                 return Err(ProtocolError::Unexpected(
                     "a certificate on the sync stream".into(),
@@ -223,6 +243,14 @@ async fn session(
         }
     }
     Err(ProtocolError::Closed)
+}
+
+/// The pod's token as the file holds it now.
+async fn read_token(file: &std::path::Path) -> Result<String, ProtocolError> {
+    let text = tokio::fs::read_to_string(file).await.map_err(|e| {
+        ProtocolError::Unexpected(format!("reading the token {}: {e}", file.display()))
+    })?;
+    Ok(text.trim().to_string())
 }
 
 /// A signed chain (leaf first) and the mesh roots, PEM.

@@ -24,10 +24,15 @@ pub struct Config {
     /// Folder of Kubernetes YAML (source=files), read recursively.
     #[arg(long, env = "MESH_AGENT_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Sync stream and CA address (Istio's 15012): TLS when the CA is on.
+    /// Sync stream and CA address (Istio's 15012). With the CA on it speaks TLS
+    /// and a subscription must carry its pod's token (as a CSR does) and is
+    /// served only for pods of the token's namespace and service account.
+    /// Without CA (no --ca-tokens in files mode) nobody can be authenticated:
+    /// the port is plaintext, config-only and trusts its network.
     #[arg(long, default_value = "0.0.0.0:15012", env = "MESH_AGENT_LISTEN")]
     pub listen: SocketAddr,
     /// Optional plaintext config-only listener (Istio's 15010); refuses CSRs.
+    /// It trusts its network: any pod's view to anyone who can reach it.
     #[arg(long, env = "MESH_AGENT_PLAINTEXT_LISTEN")]
     pub plaintext_listen: Option<SocketAddr>,
     /// Debug endpoint address (/debug/syncz).
@@ -78,7 +83,8 @@ pub struct CaArgs {
     /// cert-chain.pem); without it a self-signed root is generated at start.
     #[arg(long, env = "MESH_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
-    /// Local credentials (files mode): `<token> <namespace> <service-account>` lines.
+    /// Local credentials (files mode): `<token> <namespace> <service-account>`
+    /// lines. They authenticate CSRs and subscriptions on 15012.
     #[arg(long, env = "MESH_CA_TOKENS")]
     pub ca_tokens: Option<PathBuf>,
     /// Where to publish the root bundle (local mode's `istio-ca-root-cert`).

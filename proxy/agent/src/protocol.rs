@@ -24,6 +24,8 @@ pub enum ProtocolError {
     Unexpected(String),
     #[error("stream closed")]
     Closed,
+    #[error("refused by the agent: {0}")]
+    Refused(String),
     #[error("{0}")]
     Tls(String),
 }

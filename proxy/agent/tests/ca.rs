@@ -5,6 +5,9 @@
 //! plaintext client, a client expecting another name or trusting other roots
 //! gets nothing, and the plaintext config-only port refuses CSRs.
 
+mod common;
+mod fake_api;
+
 use mesh_agent::client::{request_certificate, Transport};
 use mesh_agent::config::Config;
 use std::path::Path;
@@ -78,19 +81,14 @@ async fn ca_issues_only_the_proven_identity() {
     std::fs::create_dir(&config_dir).unwrap();
     std::fs::write(
         config_dir.join("ns.yaml"),
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\n\
+         spec: {serviceAccountName: cart, containers: [{name: c, image: c}]}\n",
     )
     .unwrap();
     let cfg = config(&config_dir, &tokens);
-    cfg.validate().unwrap();
     let shutdown = CancellationToken::new();
-    let source = Box::new(mesh_agent::source::files::FilesSource {
-        dir: config_dir.clone(),
-        debounce: Duration::from_millis(10),
-    });
-    let agent = mesh_agent::agent::start(&cfg, source, shutdown.clone())
-        .await
-        .unwrap();
+    let agent = common::start_files_agent(&cfg, &config_dir, &shutdown).await;
     let addr = agent.sync_addr.to_string();
     let ttl = Duration::from_secs(3600);
     let tls = tls_to(&config_dir.join("root-cert.pem"));
@@ -206,6 +204,9 @@ async fn ca_issues_only_the_proven_identity() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("plaintext config-only"), "{e}");
+    // Pod p's proxy gets its view from both (with its token over TLS).
+    let tokens_of_p = dir.path().join("token-p");
+    std::fs::write(&tokens_of_p, "tok-a\n").unwrap();
     for (addr, transport) in [(plain, Transport::Plaintext), (addr.clone(), tls.clone())] {
         let mut cfg = mesh_agent::client::ClientConfig::new(
             addr,
@@ -216,6 +217,7 @@ async fn ca_issues_only_the_proven_identity() {
             },
         );
         cfg.transport = transport;
+        cfg.token_file = Some(tokens_of_p.clone());
         let mut state = mesh_agent::client::spawn(
             cfg,
             |_: &mesh_api::syncapi::ProxyView| Ok(()),
@@ -232,63 +234,23 @@ async fn ca_issues_only_the_proven_identity() {
     shutdown.cancel();
 }
 
-/// A fake API server answering TokenReviews like kube-apiserver would.
-async fn fake_token_review(
-    axum::Json(tr): axum::Json<serde_json::Value>,
-) -> axum::Json<serde_json::Value> {
-    let token = tr["spec"]["token"].as_str().unwrap_or_default();
-    let asked = tr["spec"]["audiences"].clone();
-    let status = match token {
-        "sa-token-cart" => serde_json::json!({
-            "authenticated": true,
-            "user": {"username": "system:serviceaccount:shop:cart"},
-            "audiences": asked,
-        }),
-        // A token minted for another audience (e.g. the default API audience).
-        "api-audience-token" => serde_json::json!({
-            "authenticated": true,
-            "user": {"username": "system:serviceaccount:shop:cart"},
-            "audiences": ["https://kubernetes.default.svc"],
-        }),
-        "user-token" => serde_json::json!({
-            "authenticated": true,
-            "user": {"username": "alice@example.com"},
-            "audiences": asked,
-        }),
-        _ => serde_json::json!({"authenticated": false, "error": "invalid bearer token"}),
-    };
-    axum::Json(serde_json::json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "metadata": {},
-        "spec": tr["spec"],
-        "status": status,
-    }))
-}
-
 #[tokio::test]
 async fn kubernetes_mode_reviews_service_account_tokens() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = listener.local_addr().unwrap();
-    let reviews = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = reviews.clone();
-    let app = axum::Router::new().route(
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        axum::routing::post(move |body| {
-            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            fake_token_review(body)
-        }),
+    let fake = fake_api::Fake::new();
+    fake.sa_token("sa-token-cart", "shop", "cart");
+    // A token minted for another audience (e.g. the default API audience).
+    fake.token_status(
+        "api-audience-token",
+        serde_json::json!({"authenticated": true,
+            "user": {"username": "system:serviceaccount:shop:cart"},
+            "audiences": ["https://kubernetes.default.svc"]}),
+    );
+    fake.token_status(
+        "user-token",
+        serde_json::json!({"authenticated": true, "user": {"username": "alice@example.com"}}),
     );
     let shutdown = CancellationToken::new();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { sd.cancelled().await })
-            .await
-    });
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{api}").parse().unwrap()))
-            .unwrap();
+    let client = fake.serve(shutdown.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), &dir.path().join("unused"));
@@ -336,6 +298,6 @@ async fn kubernetes_mode_reviews_service_account_tokens() {
             .to_string();
         assert!(e.contains(why), "{token}: {e}");
     }
-    assert_eq!(reviews.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(fake.db().reviews, 5);
     shutdown.cancel();
 }

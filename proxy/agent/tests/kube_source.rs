@@ -23,14 +23,6 @@ use fake_api::*;
 const MESH: &str = include_str!("fixtures/mesh.yaml");
 const ISTIO: &str = include_str!("fixtures/istio.yaml");
 
-fn docs(text: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml_ng::Deserializer::from_str(text)
-        .filter_map(|d| Value::deserialize(d).ok())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 /// What must agree between sources: services (with endpoints), accepted Istio
 /// resources with their specs, and rejections.
 fn canonical(s: &Snapshot) -> Value {

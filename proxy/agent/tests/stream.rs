@@ -3,10 +3,13 @@
 //! tracking in /debug/syncz, garbage closing only its own stream, and a killed and
 //! restarted agent process resyncing everyone.
 
+mod common;
+
+use common::syncz;
 use mesh_agent::client::{self, ClientConfig, ClientState};
 use mesh_agent::config::Config;
 use mesh_agent::source::files::FilesSource;
-use mesh_api::syncapi::{ProxyIdentity, ProxyView, Syncz};
+use mesh_api::syncapi::{ProxyIdentity, ProxyView};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -76,18 +79,6 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     start.elapsed()
-}
-
-async fn syncz(debug: SocketAddr) -> Syncz {
-    let mut s = tokio::net::TcpStream::connect(debug).await.unwrap();
-    s.write_all(b"GET /debug/syncz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 fn versions(states: &[watch::Receiver<ClientState>]) -> Vec<Option<u64>> {

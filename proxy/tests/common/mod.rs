@@ -121,6 +121,11 @@ pub fn start_proxy(pod: &Pod, view: &Path, labels: &str, extra: &[&str]) -> PodP
 /// configured by `config` (`--agent ADDR`, `--view-file FILE`, …); returns once
 /// it is ready (config applied, and its certificate if it asked for one).
 pub fn start_proxy_with(pod: &Pod, labels: &str, config: &[&str]) -> PodProcess {
+    start_proxy_as(pod, pod.name(), labels, config)
+}
+
+/// Like [`start_proxy_with`], with the sidecar saying it is pod `name`.
+pub fn start_proxy_as(pod: &Pod, name: &str, labels: &str, config: &[&str]) -> PodProcess {
     let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
     let ip = pod.ip().to_string();
     let mut argv = vec![
@@ -129,7 +134,7 @@ pub fn start_proxy_with(pod: &Pod, labels: &str, config: &[&str]) -> PodProcess 
         LOGS_TO_STDOUT,
         proxy,
         "--pod",
-        pod.name(),
+        name,
         "--namespace",
         "default",
         "--labels",

@@ -2,7 +2,11 @@
 //! credentials) and meshed pods whose sidecars get certificates from it, for the
 //! tests that need several pods with chosen identities: each pod declares a
 //! service account in its Pod object and may hold a credential for another one
-//! (an impostor), or have no sidecar at all (an external server).
+//! (an impostor), or have no sidecar at all (an external server). The agent
+//! serves a sidecar only the views of its credential's own pods, so an
+//! impostor's sidecar follows the view of a pod `<name>-stolen` of the
+//! credential's account (a Pod object with no IP, in no service), as a thief
+//! of that credential could.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -78,11 +82,20 @@ impl MeshNet {
         let config = ViewDir::new();
         let files = ViewDir::new();
         write(&config.0, "services.yaml", services_yaml);
-        let yaml: Vec<String> = specs
+        let mut yaml: Vec<String> = specs
             .iter()
             .zip(&pods)
             .map(|(s, p)| pod_yaml(s.name, &p.ip().to_string(), s.pod_sa, s.labels))
             .collect();
+        for s in specs {
+            if let Some(sa) = s.token_sa.filter(|sa| *sa != s.pod_sa) {
+                yaml.push(format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default}}\n\
+                     spec: {{serviceAccountName: {sa}, containers: [{{name: app, image: echo}}]}}\n",
+                    stolen(s.name)
+                ));
+            }
+        }
         write(&config.0, "pods.yaml", yaml.join("---\n"));
         let mut tokens = String::new();
         for s in specs {
@@ -121,8 +134,13 @@ impl MeshNet {
                     .collect();
                 redirect(pod);
                 mine.push(start_echo(pod, s.name));
+                let as_pod = match s.token_sa {
+                    Some(sa) if sa != s.pod_sa => stolen(s.name),
+                    _ => s.name.to_string(),
+                };
                 mine.push(start_sidecar(
                     pod,
+                    &as_pod,
                     &labels.join(","),
                     s.pod_sa,
                     &agent_addr,
@@ -156,8 +174,14 @@ impl MeshNet {
     }
 }
 
+/// The pod an impostor's sidecar follows (see the module doc).
+fn stolen(name: &str) -> String {
+    format!("{name}-stolen")
+}
+
 fn start_sidecar(
     pod: &Pod,
+    as_pod: &str,
     labels: &str,
     sa: &str,
     agent: &str,
@@ -178,7 +202,7 @@ fn start_sidecar(
         root.to_str().unwrap(),
     ];
     config.extend_from_slice(extra);
-    start_proxy_with(pod, labels, &config)
+    start_proxy_as(pod, as_pod, labels, &config)
 }
 
 /// The admin page at `path` as JSON.

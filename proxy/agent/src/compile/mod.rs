@@ -113,6 +113,9 @@ pub struct Snapshot {
     pub rejected: Vec<Rejection>,
     /// Warnings about applied resources.
     pub warnings: Vec<String>,
+    /// The service account of every pod the agent knows, by (namespace, name):
+    /// whom a subscription for that pod may come from.
+    pub pods: Arc<BTreeMap<(String, String), String>>,
 }
 
 /// Resolves a host as written in a resource of namespace `ns` to the FQDN the
@@ -218,5 +221,31 @@ pub fn compile_cached(
     snap.rejected.extend(rejected);
     snap.warnings.extend(warnings);
     snap.rejected.sort_by(|a, b| a.resource.cmp(&b.resource));
+    snap.pods = Arc::new(pod_accounts(store));
     snap
+}
+
+/// (namespace, pod) → serviceAccountName, `default` when the Pod names none
+/// (the service account admission controller's default).
+fn pod_accounts(store: &Store) -> BTreeMap<(String, String), String> {
+    store
+        .of_kind("Pod")
+        .filter_map(|e| match &*e.object {
+            KubeObject::Pod(p) => {
+                let ns = p
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                let sa = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .filter(|sa| !sa.is_empty())
+                    .unwrap_or_else(|| "default".into());
+                Some(((ns, p.metadata.name.clone()?), sa))
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -1,4 +1,5 @@
-//! `GET /debug/syncz`: per-proxy sync status and rejected resources, as JSON.
+//! `GET /debug/syncz`: per-proxy sync status and rejected resources, as JSON;
+//! `GET /metrics`: the agent's counters (Prometheus text).
 
 use super::Shared;
 use axum::{extract::State, routing::get, Json, Router};
@@ -30,6 +31,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/debug/syncz", get(handler))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Shared>>| async move { super::access::metrics(&s) }),
+        )
         .route("/healthz/ready", get(|| async { "ok" }))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"component": "mesh-agent", "version": env!("CARGO_PKG_VERSION")})) }))
         .with_state(shared);

@@ -1,7 +1,9 @@
 //! The serving side: the pipeline that turns source events into snapshots
 //! ([`pipeline`]), the stream proxies subscribe to ([`stream`]), per-proxy
-//! sent/acked tracking ([`tracker`]) and the `/debug/syncz` endpoint ([`debug`]).
+//! sent/acked tracking ([`tracker`]), who may subscribe to what ([`access`])
+//! and the `/debug/syncz` and `/metrics` endpoints ([`debug`]).
 
+pub mod access;
 pub mod debug;
 pub mod pipeline;
 pub mod stream;
@@ -23,6 +25,8 @@ pub struct Shared {
     pub views: stream::ViewCache,
     /// The mesh CA and how it authenticates callers.
     pub ca: Option<Arc<CaService>>,
+    /// Subscriptions refused so far (`/metrics`).
+    pub refusals: access::Refusals,
 }
 
 /// The CA as served on the sync port. The CA in force can be replaced (a
@@ -73,6 +77,7 @@ impl Shared {
             tracker: tracker::Tracker::default(),
             views: stream::ViewCache::default(),
             ca,
+            refusals: access::Refusals::default(),
         })
     }
 }

@@ -2,8 +2,11 @@
 //! its identity, gets its full view at once and then every newer version (only the
 //! latest: the snapshot channel keeps one value, so a slow proxy skips versions and
 //! never delays others). ACK/NACK update the tracker. Anything malformed from a
-//! proxy closes that stream with an error message and nothing else.
+//! proxy closes that stream with an error message and nothing else. On the TLS
+//! port a subscription is authenticated and limited to the caller's own pods
+//! ([`super::access`]); refusals are logged and counted.
 
+use super::access::{self, Refusal};
 use super::Shared;
 use crate::compile::Snapshot;
 use crate::protocol::{codec, decode, encode, write_frame, ProtocolError};
@@ -59,10 +62,12 @@ impl ViewCache {
 /// What a listener speaks and allows.
 #[derive(Clone)]
 pub enum Mode {
-    /// TLS with the agent's serving certificate; CSRs allowed.
+    /// TLS with the agent's serving certificate; CSRs allowed; subscriptions
+    /// authenticated and limited to the caller's own pods.
     Tls(Arc<super::tls::ServerTls>),
-    /// Plaintext; `csr` says whether certificate requests are served (only on
-    /// an agent without CA, which answers them with "no CA" anyway).
+    /// Plaintext, trusting its network (any pod's view to anyone who asks);
+    /// `csr` says whether certificate requests are served (only on an agent
+    /// without CA, which answers them with "no CA" anyway).
     Plain { csr: bool },
 }
 
@@ -93,13 +98,25 @@ pub async fn serve(
         tokio::spawn(
             async move {
                 let r = match mode {
-                    Mode::Plain { csr } => connection(sock, shared, csr, shutdown).await,
+                    Mode::Plain { csr } => {
+                        let port = Port {
+                            csr_allowed: csr,
+                            authenticate: false,
+                        };
+                        connection(sock, shared, port, shutdown).await
+                    }
                     Mode::Tls(tls) => {
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                         match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock))
                             .await
                         {
-                            Ok(Ok(s)) => connection(s, shared, true, shutdown).await,
+                            Ok(Ok(s)) => {
+                                let port = Port {
+                                    csr_allowed: true,
+                                    authenticate: true,
+                                };
+                                connection(s, shared, port, shutdown).await
+                            }
                             Ok(Err(e)) => {
                                 Err(ProtocolError::Unexpected(format!("TLS handshake: {e}")))
                             }
@@ -118,10 +135,18 @@ pub async fn serve(
     }
 }
 
+/// What one accepted connection may do.
+#[derive(Clone, Copy)]
+struct Port {
+    csr_allowed: bool,
+    /// Subscriptions must prove they are for the caller's own pod.
+    authenticate: bool,
+}
+
 async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     sock: S,
     shared: Arc<Shared>,
-    csr_allowed: bool,
+    port: Port,
     shutdown: CancellationToken,
 ) -> Result<(), ProtocolError> {
     // Reads are framed; writes go straight from the shared encoded view to the
@@ -132,16 +157,19 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         .await
         .map_err(|_| ProtocolError::Unexpected("no subscribe within 10s".into()))?
         .ok_or(ProtocolError::Closed)??;
-    let (identity, last) = match decode::<ClientMessage>(&first) {
+    let (identity, last, token) = match decode::<ClientMessage>(&first) {
         Ok(ClientMessage::Subscribe {
             identity,
             last_version,
-        }) => (identity, last_version),
+            token,
+        }) => (identity, last_version, token),
         Ok(ClientMessage::Csr {
             token,
             csr,
             ttl_seconds,
-        }) if csr_allowed => return certificate(&shared, &mut w, &token, &csr, ttl_seconds).await,
+        }) if port.csr_allowed => {
+            return certificate(&shared, &mut w, &token, &csr, ttl_seconds).await
+        }
         Ok(ClientMessage::Csr { .. }) => {
             return reject(
                 &mut w,
@@ -157,10 +185,35 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     if identity.namespace.is_empty() || identity.pod.is_empty() {
         return reject(&mut w, "identity needs pod and namespace".into()).await;
     }
-    tracing::info!(pod = %identity.pod, namespace = %identity.namespace, "proxy subscribed");
+    let mut snaps = shared.snapshots.clone();
+    let caller = if port.authenticate {
+        let token = token.unwrap_or_default();
+        let caller = match shared.ca.as_ref() {
+            Some(ca) => ca.auth.authenticate(&token).await,
+            None => Err(crate::ca::auth::AuthError::NotConfigured),
+        };
+        let caller = match caller {
+            Ok(c) => c,
+            Err(e) => return refuse(&shared, &mut w, &identity, e.into()).await,
+        };
+        let owned = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = owner_check(&caller, &identity, &mut snaps) => r,
+        };
+        match owned {
+            Some(Ok(())) => {}
+            Some(Err(r)) => return refuse(&shared, &mut w, &identity, r).await,
+            None => return Ok(()), // the agent is stopping
+        }
+        Some(caller)
+    } else {
+        None
+    };
+    tracing::info!(pod = %identity.pod, namespace = %identity.namespace,
+        caller = %caller.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "unauthenticated port".into()),
+        "proxy subscribed");
     let id = shared.tracker.connect(identity.clone(), last);
     let _guard = Disconnect(&shared, id);
-    let mut snaps = shared.snapshots.clone();
     snaps.mark_changed();
     loop {
         tokio::select! {
@@ -172,6 +225,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 let snap = snaps.borrow_and_update().clone();
                 if snap.version == 0 {
                     continue; // nothing compiled yet
+                }
+                // The pod recreated under another service account: not the
+                // caller's any more. (A pod that disappeared is draining: its
+                // proxy keeps its view.)
+                if let Some(caller) = &caller {
+                    match access::check(caller, &snap.pods, &identity) {
+                        Ok(()) | Err(Refusal::UnknownPod { .. }) => {}
+                        Err(r) => return refuse(&shared, &mut w, &identity, r).await,
+                    }
                 }
                 let bytes = shared.views.get(&shared.agent, &snap, &identity);
                 write_frame(&mut w, &bytes).await?;
@@ -235,6 +297,48 @@ async fn certificate<W: AsyncWrite + Unpin>(
             reject(w, format!("certificate request refused: {e}")).await
         }
     }
+}
+
+/// How long a subscription for a pod the agent does not know waits for the
+/// pod to show up (its watch may lag behind pod creation, or the agent just
+/// started and has not listed every kind) before it is refused.
+const UNKNOWN_POD_GRACE: Duration = Duration::from_secs(2);
+
+/// Is `id` the caller's pod, as the compiled snapshots know it? Waits for the
+/// first compiled snapshot, and up to [`UNKNOWN_POD_GRACE`] for an unknown pod.
+/// `None`: the snapshots ended (shutdown).
+async fn owner_check(
+    caller: &mesh_api::Identity,
+    id: &mesh_api::syncapi::ProxyIdentity,
+    snaps: &mut tokio::sync::watch::Receiver<Arc<Snapshot>>,
+) -> Option<Result<(), Refusal>> {
+    let mut snap = snaps.wait_for(|s| s.version > 0).await.ok()?.clone();
+    let deadline = tokio::time::Instant::now() + UNKNOWN_POD_GRACE;
+    loop {
+        match access::check(caller, &snap.pods, id) {
+            Err(Refusal::UnknownPod { .. }) if tokio::time::Instant::now() < deadline => {
+                match tokio::time::timeout_at(deadline, snaps.changed()).await {
+                    Ok(Err(_)) => return None,
+                    Ok(Ok(())) => snap = snaps.borrow_and_update().clone(),
+                    Err(_) => {} // grace over: the last check decides
+                }
+            }
+            r => return Some(r),
+        }
+    }
+}
+
+/// Refuses a subscription: logged, counted, and the reason sent to the caller.
+async fn refuse<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    w: &mut W,
+    id: &mesh_api::syncapi::ProxyIdentity,
+    why: Refusal,
+) -> Result<(), ProtocolError> {
+    tracing::warn!(pod = %id.pod, namespace = %id.namespace, reason = why.reason(),
+        error = %why, "subscription refused");
+    shared.refusals.count(&why);
+    reject(w, why.to_string()).await
 }
 
 struct Disconnect<'a>(&'a Shared, u64);

@@ -1,7 +1,8 @@
 //! A small in-process fake Kubernetes API server (axum on 127.0.0.1:0) shared
 //! by the Kubernetes tests: list + watch with resourceVersions, bookmarks and
-//! `410 Gone` for expired versions, and server-side apply (PATCH) of
-//! namespaced objects.
+//! `410 Gone` for expired versions, server-side apply (PATCH) of
+//! namespaced objects, and TokenReviews (POST) of the tokens a test registers:
+//! anything else, an expired token included, is not authenticated.
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -59,6 +60,15 @@ pub fn collection(kind: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// The documents of a YAML stream, as JSON (null documents skipped).
+pub fn docs(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .filter_map(|d| Value::deserialize(d).ok())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
 #[derive(Default)]
 pub struct Db {
     pub rv: u64,
@@ -74,6 +84,10 @@ pub struct Db {
     pub partitioned: bool,
     /// collection -> newest event that open streams did not get (partition).
     pub missed: HashMap<String, u64>,
+    /// token -> the TokenReview status the API server answers for it.
+    pub tokens: HashMap<String, Value>,
+    /// TokenReviews answered.
+    pub reviews: usize,
 }
 
 pub struct Fake {
@@ -151,6 +165,48 @@ impl Fake {
         } else {
             let _ = self.live.send((path.into(), ev));
         }
+    }
+
+    /// A valid projected token of `ns`/`sa` (for the audience the review asks).
+    pub fn sa_token(&self, token: &str, ns: &str, sa: &str) {
+        self.token_status(
+            token,
+            json!({"authenticated": true, "user": {"username": format!("system:serviceaccount:{ns}:{sa}")}}),
+        );
+    }
+
+    /// A token that was valid once and has expired: kube-apiserver answers
+    /// "not authenticated" with the JWT validation error.
+    pub fn expired_token(&self, token: &str) {
+        self.token_status(
+            token,
+            json!({"authenticated": false, "error": "[invalid bearer token, service account token has expired]"}),
+        );
+    }
+
+    /// The status reviewing `token` answers (`audiences` absent: those asked).
+    pub fn token_status(&self, token: &str, status: Value) {
+        self.db().tokens.insert(token.into(), status);
+    }
+
+    fn review(&self, tr: &Value) -> Value {
+        let token = tr["spec"]["token"].as_str().unwrap_or_default();
+        let mut db = self.db();
+        db.reviews += 1;
+        let mut status =
+            db.tokens.get(token).cloned().unwrap_or_else(
+                || json!({"authenticated": false, "error": "invalid bearer token"}),
+            );
+        if status["authenticated"] == true && status.get("audiences").is_none() {
+            status["audiences"] = tr["spec"]["audiences"].clone();
+        }
+        json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "metadata": {},
+            "spec": tr["spec"],
+            "status": status,
+        })
     }
 
     /// Forgets history (etcd compaction): watches from older versions get 410.
@@ -308,6 +364,10 @@ pub async fn route(
     q: Query<HashMap<String, String>>,
     body: bytes::Bytes,
 ) -> axum::response::Response {
+    if method == Method::POST && uri.path() == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        let tr = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+        return axum::response::Response::new(Body::from(fake.review(&tr).to_string()));
+    }
     if method != Method::PATCH {
         return handler(State(fake), uri, q).await;
     }

@@ -1,0 +1,187 @@
+//! Who may follow which pod's view. On the TLS port of an agent with a CA a
+//! subscription is authenticated like a CSR (the pod's token: TokenReview in
+//! Kubernetes, the local tokens file otherwise) and the proven (namespace,
+//! service account) must be the subscribed pod's namespace and the
+//! `serviceAccountName` of that pod as the agent knows it. A view lists every
+//! service's endpoints and the pod's inbound policy, so a caller gets only the
+//! views of its own pods.
+//!
+//! A pod the agent does not know (yet) is not served on the caller's word: its
+//! object may still be on its way (a watch lagging behind pod creation, an
+//! agent that just started, a `meshctl local` Pod file not yet read). The
+//! stream waits a short grace for it to show up, then refuses with a reason;
+//! the proxy retries with backoff and subscribes as soon as the pod is known.
+//!
+//! Plaintext ports (`--plaintext-listen`, and 15012 of an agent without CA,
+//! which has no way to authenticate anyone) trust their network, as Istio's
+//! 15010 does: they check nothing here.
+
+use super::Shared;
+use crate::ca::auth::AuthError;
+use mesh_api::syncapi::ProxyIdentity;
+use mesh_api::Identity;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a subscription is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("subscription not authenticated: {0}")]
+    Unauthenticated(#[from] AuthError),
+    #[error(
+        "the credential is for namespace {caller:?}, not for pod {namespace}/{pod}'s namespace"
+    )]
+    Namespace {
+        caller: String,
+        namespace: String,
+        pod: String,
+    },
+    #[error("pod {namespace}/{pod} is not known to this agent (yet); retry when it is")]
+    UnknownPod { namespace: String, pod: String },
+    #[error(
+        "pod {namespace}/{pod} runs as service account {pod_sa:?}, the credential is for {caller_sa:?}"
+    )]
+    ServiceAccount {
+        namespace: String,
+        pod: String,
+        pod_sa: String,
+        caller_sa: String,
+    },
+}
+
+impl Refusal {
+    /// The label of this refusal in `/metrics`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated(_) => "unauthenticated",
+            Refusal::Namespace { .. } => "namespace",
+            Refusal::UnknownPod { .. } => "unknown_pod",
+            Refusal::ServiceAccount { .. } => "service_account",
+        }
+    }
+}
+
+/// Every refusal reason, in `/metrics` order.
+pub const REASONS: [&str; 4] = [
+    "unauthenticated",
+    "namespace",
+    "unknown_pod",
+    "service_account",
+];
+
+/// May `caller` follow the view of the pod `id` names? `pods` maps
+/// (namespace, pod) to its service account, as the agent knows them.
+pub fn check(
+    caller: &Identity,
+    pods: &BTreeMap<(String, String), String>,
+    id: &ProxyIdentity,
+) -> Result<(), Refusal> {
+    if caller.namespace != id.namespace {
+        return Err(Refusal::Namespace {
+            caller: caller.namespace.clone(),
+            namespace: id.namespace.clone(),
+            pod: id.pod.clone(),
+        });
+    }
+    let Some(sa) = pods.get(&(id.namespace.clone(), id.pod.clone())) else {
+        return Err(Refusal::UnknownPod {
+            namespace: id.namespace.clone(),
+            pod: id.pod.clone(),
+        });
+    };
+    if *sa != caller.service_account {
+        return Err(Refusal::ServiceAccount {
+            namespace: id.namespace.clone(),
+            pod: id.pod.clone(),
+            pod_sa: sa.clone(),
+            caller_sa: caller.service_account.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Refused subscriptions so far, by [`REASONS`] index.
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; 4]);
+
+impl Refusals {
+    pub fn count(&self, r: &Refusal) {
+        let i = REASONS.iter().position(|x| *x == r.reason()).unwrap_or(0);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: &str) -> u64 {
+        REASONS
+            .iter()
+            .position(|x| *x == reason)
+            .map_or(0, |i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// The agent's Prometheus text: refused subscriptions by reason.
+pub fn metrics(shared: &Shared) -> String {
+    let mut out = String::from(
+        "# HELP mesh_agent_subscriptions_refused_total Config subscriptions refused, by reason.\n\
+         # TYPE mesh_agent_subscriptions_refused_total counter\n",
+    );
+    for r in REASONS {
+        out.push_str(&format!(
+            "mesh_agent_subscriptions_refused_total{{reason=\"{r}\"}} {}\n",
+            shared.refusals.get(r)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> BTreeMap<(String, String), String> {
+        [(("shop", "web-0"), "web"), (("shop", "cart-0"), "cart")]
+            .into_iter()
+            .map(|((ns, p), sa)| ((ns.into(), p.into()), sa.into()))
+            .collect()
+    }
+
+    fn sub(ns: &str, pod: &str) -> ProxyIdentity {
+        ProxyIdentity {
+            pod: pod.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_pods_own_account_may_follow_its_view() {
+        let web = Identity::new("cluster.local", "shop", "web").unwrap();
+        let bank = Identity::new("cluster.local", "bank", "web").unwrap();
+        assert_eq!(check(&web, &pods(), &sub("shop", "web-0")), Ok(()));
+        let cases = [
+            (&web, sub("shop", "cart-0"), "service_account", "\"cart\""),
+            (&bank, sub("shop", "web-0"), "namespace", "\"bank\""),
+            (&web, sub("shop", "web-9"), "unknown_pod", "shop/web-9"),
+            // Same pod name in another namespace: the namespace decides first.
+            (&web, sub("bank", "web-0"), "namespace", "bank/web-0"),
+        ];
+        for (caller, id, reason, names) in cases {
+            let e = check(caller, &pods(), &id).unwrap_err();
+            assert_eq!(e.reason(), reason, "{id:?}: {e}");
+            assert!(e.to_string().contains(names), "{id:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let r = Refusals::default();
+        r.count(&Refusal::UnknownPod {
+            namespace: "a".into(),
+            pod: "b".into(),
+        });
+        r.count(&Refusal::Unauthenticated(AuthError::Empty));
+        r.count(&Refusal::Unauthenticated(AuthError::Unknown));
+        assert_eq!(r.get("unknown_pod"), 1);
+        assert_eq!(r.get("unauthenticated"), 2);
+        assert_eq!(r.get("namespace"), 0);
+    }
+}

@@ -1,0 +1,50 @@
+//! Helpers shared by the agent's integration tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The body of `GET path` on the agent's debug port (HTTP/1.1, one request).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// `/debug/syncz`.
+pub async fn syncz(debug: SocketAddr) -> mesh_api::syncapi::Syncz {
+    let body = http_get(debug, "/debug/syncz").await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The agent's count of subscriptions refused for `reason` (`/metrics`).
+pub async fn refused(debug: SocketAddr, reason: &str) -> u64 {
+    let body = http_get(debug, "/metrics").await;
+    let key = format!("mesh_agent_subscriptions_refused_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("no {key:?} in {body}"))
+        .parse()
+        .unwrap()
+}
+
+/// Validates `cfg` and starts an agent with it over the files source at `dir`
+/// (10 ms debounce), until `shutdown`.
+pub async fn start_files_agent(
+    cfg: &mesh_agent::config::Config,
+    dir: &std::path::Path,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> mesh_agent::agent::Running {
+    cfg.validate().unwrap();
+    let source = Box::new(mesh_agent::source::files::FilesSource {
+        dir: dir.to_path_buf(),
+        debounce: std::time::Duration::from_millis(10),
+    });
+    mesh_agent::agent::start(cfg, source, shutdown.clone())
+        .await
+        .unwrap()
+}
