@@ -127,12 +127,26 @@ pub struct Metrics {
     mtls_failed: std::sync::atomic::AtomicU64,
     /// Inbound plaintext connections refused by PeerAuthentication STRICT.
     strict_refused: std::sync::atomic::AtomicU64,
+    /// Views refused because a resource could not be compiled (NACKed).
+    config_rejected: std::sync::atomic::AtomicU64,
+    /// Settings applied but decided against (unusable TLS files, ...).
+    config_warnings: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
     pub fn mtls_handshake_failed(&self) {
         self.mtls_failed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn config_rejected(&self) {
+        self.config_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn config_warnings(&self, n: usize) {
+        self.config_warnings
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn strict_refused(&self) {
@@ -230,6 +244,8 @@ impl Metrics {
                 &self.mtls_failed,
             ),
             ("mesh_inbound_plaintext_refused_total", &self.strict_refused),
+            ("mesh_proxy_config_rejected_total", &self.config_rejected),
+            ("mesh_proxy_config_warnings_total", &self.config_warnings),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(
