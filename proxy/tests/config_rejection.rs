@@ -221,3 +221,76 @@ fn metric_sum_plain(text: &str, name: &str) -> f64 {
         .filter_map(|v| v.trim().parse::<f64>().ok())
         .sum()
 }
+
+/// A VirtualService document for the agent's folder.
+fn vs_doc(spec_yaml: &str) -> String {
+    let spec: String = spec_yaml.lines().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: echo\n  namespace: default\nspec:\n{spec}"
+    )
+}
+
+fn syncz(node: &Node) -> serde_json::Value {
+    let text = node_exec(node, &["curl", "-s", "http://127.0.0.1:15014/debug/syncz"]);
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+#[test]
+fn the_agent_refuses_the_regex_a_sidecar_could_not_compile() {
+    let node = Node::new().unwrap();
+    let client = node.add_pod("client-0", "default").unwrap();
+    let v1 = node.add_pod("echo-v1-0", "default").unwrap();
+    let dir = ViewDir::new();
+    write(&dir.0, "service.yaml", ECHO_SERVICE);
+    let labels = [("app", "echo"), ("version", "v1")];
+    let pods = [
+        pod_yaml("client-0", &client.ip().to_string(), "default", &[("app", "client")]),
+        pod_yaml("echo-v1-0", &v1.ip().to_string(), "default", &labels),
+    ];
+    write(&dir.0, "pods.yaml", pods.join("---\n"));
+    write(&dir.0, "vs.yaml", vs_doc(GOOD_VS));
+    let _agent = start_agent(&node, &dir.0, &[]);
+    let listen = agent_addr();
+    redirect(&v1);
+    let _echo = start_echo(&v1, "v1");
+    let _p1 = start_proxy_with(&v1, "app=echo,version=v1", &["--agent", &listen]);
+    redirect(&client);
+    let _p2 = start_proxy_with(&client, "app=client", &["--agent", &listen]);
+    let code = |path: &str| {
+        let url = format!("http://10.96.0.20:8080{path}");
+        let out = curl(&client, &["-o", "/dev/null", "-w", "%{http_code}", &url]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(code("/old"), "418");
+
+    write(&dir.0, "vs.yaml", vs_doc(BAD_VS));
+    // Positive signal: the agent lists the VirtualService as rejected, with
+    // the field and the reason, and every proxy is in sync with the agent's
+    // newest version (none was sent anything it would refuse).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = syncz(&node);
+        let rejected = s["rejected"].as_array().cloned().unwrap_or_default();
+        let refused = rejected.iter().any(|r| {
+            r["resource"] == "VirtualService/default/echo"
+                && r["errors"][0].as_str().is_some_and(|e| {
+                    e.contains("spec.http[0].match[0].uri.regex")
+                        && e.contains("flag x is not RE2 syntax")
+                })
+        });
+        let proxies = s["proxies"].as_array().cloned().unwrap_or_default();
+        let synced = proxies.len() == 2
+            && proxies
+                .iter()
+                .all(|p| p["status"] == "SYNCED" && p["versionAcked"] == s["version"]);
+        if refused && synced {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never refused at validation: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        s["proxies"].as_array().unwrap().iter().all(|p| p["reason"].is_null()),
+        "{s}"
+    );
+}
