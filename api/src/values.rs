@@ -8,6 +8,7 @@
 //! - [`full_match_regex`] / [`regex`]: RE2 syntax through the `regex` crate, with
 //!   the flags RE2 lacks (`x`, `R`, `u`) refused, a program size bound, and the
 //!   full-string anchoring a StringMatch `regex` has.
+//! - [`ip_net`]: an IP address or CIDR block (`destinationSubnets`, `ipBlocks`).
 //! - [`Matcher`]: a compiled StringMatch (uri, scheme, method, authority, header,
 //!   query parameter, CORS origin).
 
@@ -23,6 +24,8 @@ pub enum ValueError {
     Regex { value: String, reason: String },
     #[error("exactly one of exact, prefix or regex must be set")]
     StringMatch,
+    #[error("invalid IP address or CIDR block {0:?}")]
+    IpNet(String),
 }
 
 /// Compiled program size bound for every configured regex (Envoy bounds RE2's
@@ -173,6 +176,13 @@ pub fn regex(pattern: &str) -> Result<regex::Regex, ValueError> {
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| regex_error(pattern, e))
+}
+
+/// An IP address (a single-address block) or a CIDR block.
+pub fn ip_net(s: &str) -> Result<ipnet::IpNet, ValueError> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| ValueError::IpNet(s.to_string()))
 }
 
 /// A compiled StringMatch.
@@ -327,6 +337,16 @@ mod tests {
         assert!(full_match_regex("(?i)/a(?m:^b)(?sU:.+)", false).is_ok());
         let big = full_match_regex("\\w{1000}\\w{1000}", false).unwrap_err();
         assert!(big.to_string().contains("size limit"), "{big}");
+    }
+
+    #[test]
+    fn addresses_and_blocks() {
+        assert_eq!(ip_net("10.0.0.5").unwrap().to_string(), "10.0.0.5/32");
+        assert_eq!(ip_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(ip_net("fd00::1").unwrap().to_string(), "fd00::1/128");
+        for bad in ["10.0.0.0/33", "10.0.0", "", "a.b.c.d"] {
+            assert_eq!(ip_net(bad), Err(ValueError::IpNet(bad.into())), "{bad}");
+        }
     }
 
     #[test]

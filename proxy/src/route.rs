@@ -376,14 +376,17 @@ fn l4_targets(
         .collect()
 }
 
-fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
-    let nets = |v: &[String]| {
+fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Result<Vec<L4Route>, RouteError> {
+    // A subnet that does not parse must not be dropped: an empty list matches
+    // every destination.
+    let nets = |v: &[String], p: String| {
         v.iter()
-            .filter_map(|s| s.parse().ok())
-            .collect::<Vec<ipnet::IpNet>>()
+            .enumerate()
+            .map(|(k, s)| values::ip_net(s).map_err(at(format!("{p}.destinationSubnets[{k}]"))))
+            .collect::<Result<Vec<ipnet::IpNet>, _>>()
     };
     let entry = |port: Option<u32>,
-                 subnets: &[String],
+                 subnets: Vec<ipnet::IpNet>,
                  labels: &BTreeMap<String, String>,
                  source_ns: &Option<String>,
                  sni: Vec<String>,
@@ -392,7 +395,7 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
             .and_then(|p| u16::try_from(p).ok())
             .into_iter()
             .collect(),
-        subnets: nets(subnets),
+        subnets,
         source_labels: labels.clone(),
         source_namespace: source_ns.clone(),
         sni,
@@ -400,13 +403,13 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
         targets: targets.to_vec(),
     };
     let mut out = Vec::new();
-    for r in &vs.tls {
+    for (i, r) in vs.tls.iter().enumerate() {
         let targets = l4_targets(&r.route, ns, domain);
-        for m in &r.match_ {
+        for (j, m) in r.match_.iter().enumerate() {
             let sni = m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
             out.push(entry(
                 m.port,
-                &m.destination_subnets,
+                nets(&m.destination_subnets, format!("tls[{i}].match[{j}]"))?,
                 &m.source_labels,
                 &m.source_namespace,
                 sni,
@@ -414,17 +417,17 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
             ));
         }
     }
-    for r in &vs.tcp {
+    for (i, r) in vs.tcp.iter().enumerate() {
         let targets = l4_targets(&r.route, ns, domain);
         if r.match_.is_empty() {
-            let mut any = entry(None, &[], &BTreeMap::new(), &None, vec![], &targets);
+            let mut any = entry(None, Vec::new(), &BTreeMap::new(), &None, vec![], &targets);
             any.has_match = false;
             out.push(any);
         }
-        for m in &r.match_ {
+        for (j, m) in r.match_.iter().enumerate() {
             out.push(entry(
                 m.port,
-                &m.destination_subnets,
+                nets(&m.destination_subnets, format!("tcp[{i}].match[{j}]"))?,
                 &m.source_labels,
                 &m.source_namespace,
                 vec![],
@@ -432,7 +435,7 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
             ));
         }
     }
-    out
+    Ok(out)
 }
 
 impl RouteTable {
@@ -453,14 +456,14 @@ impl RouteTable {
                 .enumerate()
                 .map(|(i, h)| compile_route(h, &format!("http[{i}]"), ns, &vs_name, domain))
                 .collect::<Result<Vec<_>, _>>();
-            let routes = match routes {
-                Ok(r) => Arc::new(r),
+            let compiled = routes.and_then(|r| Ok((r, compile_l4(vs, ns, domain)?)));
+            let (routes, l4) = match compiled {
+                Ok((r, l4)) => (Arc::new(r), l4),
                 Err(e) => {
                     t.errors.push((key.clone(), e));
                     continue;
                 }
             };
-            let l4 = compile_l4(vs, ns, domain);
             if !l4.is_empty() {
                 let l4 = Arc::new(l4);
                 for h in &vs.hosts {

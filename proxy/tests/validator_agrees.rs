@@ -3,7 +3,7 @@
 //! alphabets chosen to hit the places where two parsers used to disagree:
 //! regexes with `(?x)`, `#`, stray `)`, flags and classes; Go-style compound
 //! durations (`0m1s`, `1h2m`, `.5s`); every kind of string match, with and
-//! without `ignoreUriCase`. Each generated resource goes through the real
+//! without `ignoreUriCase`; addresses and blocks in `destinationSubnets`. Each generated resource goes through the real
 //! validator (`mesh_agent::validate::validate`) and, when it passes, the real
 //! `Snapshot::compile` of a view holding it, which must not refuse it.
 
@@ -177,7 +177,14 @@ fn view() -> ProxyView {
 
 #[test]
 fn whatever_the_validator_accepts_the_proxy_compiles() {
-    let strategy = (prop::collection::vec(http_route(), 1..3), opt(duration()));
+    let subnet = prop::sample::select(
+        &["10.0.0.5", "10.0.0.0/8", "fd00::1", "fd00::/64", "10.0.0.0/33", "10.0.0", " 10.0.0.1"][..],
+    );
+    let strategy = (
+        prop::collection::vec(http_route(), 1..3),
+        opt(duration()),
+        prop::collection::vec(subnet, 0..3),
+    );
     let mut runner = TestRunner::new(Config {
         cases: CASES,
         failure_persistence: None,
@@ -185,8 +192,15 @@ fn whatever_the_validator_accepts_the_proxy_compiles() {
     });
     let accepted = std::cell::Cell::new(0u32);
     runner
-        .run(&strategy, |(http, ejection)| {
-            let vs = resource("VirtualService", json!({ "hosts": ["echo"], "http": http }));
+        .run(&strategy, |(http, ejection, subnets)| {
+            let tcp = json!([{
+                "match": [{ "destinationSubnets": subnets }],
+                "route": [{ "destination": { "host": "echo" } }],
+            }]);
+            let vs = resource(
+                "VirtualService",
+                json!({ "hosts": ["echo"], "http": http, "tcp": tcp }),
+            );
             let mut outlier = json!({ "consecutive5xxErrors": 3 });
             if let Some(e) = &ejection {
                 outlier["baseEjectionTime"] = json!(e);

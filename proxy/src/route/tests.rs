@@ -285,3 +285,34 @@ fn targets() {
         "httpbin.org"
     );
 }
+
+#[test]
+fn a_bare_address_in_destination_subnets_is_a_single_address_block() {
+    let spec: VirtualServiceSpec = serde_yaml_ng::from_str(
+        "hosts: [svc]\ntcp:\n- match: [{destinationSubnets: [10.0.0.5]}]\n  route: [{destination: {host: a}}]\n",
+    )
+    .unwrap();
+    let t = RouteTable::compile(&BTreeMap::from([("ns/x".to_string(), spec)]), "cluster.local");
+    assert!(t.errors.is_empty(), "{:?}", t.errors);
+    let l4 = &t.l4["svc.ns.svc.cluster.local"][0];
+    let no_labels = BTreeMap::new();
+    let facts = |dst: &str| L4Facts {
+        dst: dst.parse().unwrap(),
+        sni: None,
+        source_labels: &no_labels,
+        source_namespace: "ns",
+    };
+    assert!(l4.matches(&facts("10.0.0.5:80")));
+    // Dropping the entry would have matched every destination.
+    assert!(!l4.matches(&facts("10.0.0.6:80")));
+    let bad: VirtualServiceSpec = serde_yaml_ng::from_str(
+        "hosts: [svc]\ntcp:\n- match: [{destinationSubnets: [10.0.0.0/33]}]\n  route: [{destination: {host: a}}]\n",
+    )
+    .unwrap();
+    let t = RouteTable::compile(&BTreeMap::from([("ns/x".to_string(), bad)]), "cluster.local");
+    assert_eq!(
+        t.errors[0].1.to_string(),
+        "tcp[0].match[0].destinationSubnets[0]: invalid IP address or CIDR block \"10.0.0.0/33\""
+    );
+    assert!(t.l4.is_empty());
+}

@@ -96,8 +96,7 @@ pub fn port(r: &mut Report<'_>, path: &str, p: u32) {
 
 /// Checks an IP address or CIDR block.
 pub fn cidr(r: &mut Report<'_>, path: &str, s: &str) {
-    let ok = s.parse::<std::net::IpAddr>().is_ok() || s.parse::<ipnet::IpNet>().is_ok();
-    if !ok {
+    if values::ip_net(s).is_err() {
         r.error(path, s, "invalid IP address or CIDR block");
     }
 }
