@@ -280,7 +280,10 @@ mod tests {
             ("soon", "invalid number in duration \"soon\""),
             ("10", "missing unit in duration \"10\""),
             ("1s5", "missing unit in duration \"1s5\""),
-            ("10 seconds", "unknown unit \" seconds\" in duration \"10 seconds\""),
+            (
+                "10 seconds",
+                "unknown unit \" seconds\" in duration \"10 seconds\"",
+            ),
             ("3x", "unknown unit \"x\" in duration \"3x\""),
             ("1.2.3s", "invalid number in duration \"1.2.3s\""),
             (".s", "invalid number in duration \".s\""),
@@ -316,11 +319,20 @@ mod tests {
                 "(?x)/never # a comment",
                 "flag x is not RE2 syntax (the flags are i, m, s and U)",
             ),
-            ("a(?x: b)", "flag x is not RE2 syntax (the flags are i, m, s and U)"),
-            ("(?R)a", "flag R is not RE2 syntax (the flags are i, m, s and U)"),
+            (
+                "a(?x: b)",
+                "flag x is not RE2 syntax (the flags are i, m, s and U)",
+            ),
+            (
+                "(?R)a",
+                "flag R is not RE2 syntax (the flags are i, m, s and U)",
+            ),
             ("a)|(b", "unopened group"),
             ("(unclosed", "unclosed group"),
-            ("a\\", "incomplete escape sequence, reached end of pattern prematurely"),
+            (
+                "a\\",
+                "incomplete escape sequence, reached end of pattern prematurely",
+            ),
         ] {
             let e = full_match_regex(p, false).unwrap_err();
             assert_eq!(

@@ -426,7 +426,10 @@ mod tests {
         );
         assert_eq!(parse_duration("f", "2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("f", "-1s").is_err());
-        assert_eq!(parse_duration("f", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("f", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
         assert_eq!(
             workload_from_pod("productpage-v1-6b746f74dc-9stvs"),
             "productpage-v1"

@@ -183,7 +183,11 @@ fn compile_match(m: &HttpMatchRequest, p: &str) -> Result<MatchEntry, RouteError
     let list = |x: &BTreeMap<String, StringMatch>, f: &str, lower: bool| {
         x.iter()
             .map(|(k, v)| {
-                let name = if lower { k.to_ascii_lowercase() } else { k.clone() };
+                let name = if lower {
+                    k.to_ascii_lowercase()
+                } else {
+                    k.clone()
+                };
                 let m = Matcher::compile(v, false).map_err(at(format!("{p}.{f}.{k}")))?;
                 Ok((name, m))
             })

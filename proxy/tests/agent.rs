@@ -13,7 +13,6 @@ use common::*;
 
 const SVC_VIP: &str = "10.96.0.20";
 
-
 fn versions(client: &Pod, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {

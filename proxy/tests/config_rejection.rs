@@ -64,7 +64,8 @@ fn view(version: u64, vs_yaml: &str) -> ProxyView {
         )],
         ..Default::default()
     };
-    v.virtual_services.insert("default/echo".into(), vs(vs_yaml));
+    v.virtual_services
+        .insert("default/echo".into(), vs(vs_yaml));
     v
 }
 
@@ -141,7 +142,13 @@ async fn an_uncompilable_view_is_nacked_with_the_resource_and_the_last_good_one_
 fn status_of(w: &World, path: &str) -> String {
     let out = curl(
         &w.client,
-        &["-o", "/dev/null", "-w", "%{http_code}", &format!("http://{VIP}:8080{path}")],
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{VIP}:8080{path}"),
+        ],
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -157,7 +164,8 @@ fn config_dump(pod: &Pod) -> serde_json::Value {
 fn a_refused_view_keeps_the_previous_virtual_service_in_force() {
     let mut w = world(1, "ALLOW_ANY");
     w.update(|v| {
-        v.virtual_services.insert("default/echo".into(), vs(GOOD_VS));
+        v.virtual_services
+            .insert("default/echo".into(), vs(GOOD_VS));
     });
     w.wait_applied();
     assert_eq!(status_of(&w, "/old"), "418");
@@ -174,7 +182,10 @@ fn a_refused_view_keeps_the_previous_virtual_service_in_force() {
         if d["rejected"]["version"] == bad {
             break d;
         }
-        assert!(Instant::now() < deadline, "version {bad} never refused: {d}");
+        assert!(
+            Instant::now() < deadline,
+            "version {bad} never refused: {d}"
+        );
         std::thread::sleep(Duration::from_millis(30));
     };
     assert_eq!(dump["version"], good, "{dump}");
@@ -182,7 +193,9 @@ fn a_refused_view_keeps_the_previous_virtual_service_in_force() {
         dump["rejected"]["errors"][0]["resource"], "VirtualService/default/echo",
         "{dump}"
     );
-    let why = dump["rejected"]["errors"][0]["error"].as_str().unwrap_or("");
+    let why = dump["rejected"]["errors"][0]["error"]
+        .as_str()
+        .unwrap_or("");
     assert!(
         why.starts_with("http[0].match[0].uri: invalid regex \"(?x)/never # a comment\""),
         "{dump}"
@@ -190,7 +203,11 @@ fn a_refused_view_keeps_the_previous_virtual_service_in_force() {
     // The previous VirtualService keeps applying.
     assert_eq!(status_of(&w, "/old"), "418");
     let m = metrics(&w.client);
-    assert_eq!(metric_sum_plain(&m, "mesh_proxy_config_rejected_total"), 1.0, "{m}");
+    assert_eq!(
+        metric_sum_plain(&m, "mesh_proxy_config_rejected_total"),
+        1.0,
+        "{m}"
+    );
     // `meshctl proxy-config` reads the same dump and says so.
     let meshctl = mesh_e2e::bins::workspace_bin("meshctl");
     let out = w
@@ -244,7 +261,12 @@ fn the_agent_refuses_the_regex_a_sidecar_could_not_compile() {
     write(&dir.0, "service.yaml", ECHO_SERVICE);
     let labels = [("app", "echo"), ("version", "v1")];
     let pods = [
-        pod_yaml("client-0", &client.ip().to_string(), "default", &[("app", "client")]),
+        pod_yaml(
+            "client-0",
+            &client.ip().to_string(),
+            "default",
+            &[("app", "client")],
+        ),
         pod_yaml("echo-v1-0", &v1.ip().to_string(), "default", &labels),
     ];
     write(&dir.0, "pods.yaml", pods.join("---\n"));
@@ -286,11 +308,18 @@ fn the_agent_refuses_the_regex_a_sidecar_could_not_compile() {
         if refused && synced {
             break s;
         }
-        assert!(Instant::now() < deadline, "never refused at validation: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "never refused at validation: {s}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        s["proxies"].as_array().unwrap().iter().all(|p| p["reason"].is_null()),
+        s["proxies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["reason"].is_null()),
         "{s}"
     );
 }

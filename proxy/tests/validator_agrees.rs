@@ -117,31 +117,34 @@ fn http_route() -> impl Strategy<Value = Value> {
         opt(regex()),
         opt(string_match()),
     )
-        .prop_map(|(matches, timeout, per_try, delay, max_age, rewrite, origin)| {
-            let mut r = json!({
-                "match": matches,
-                "route": [{ "destination": { "host": "echo" } }],
-            });
-            if let Some(t) = timeout {
-                r["timeout"] = json!(t);
-            }
-            if let Some(t) = per_try {
-                r["retries"] = json!({ "attempts": 2, "perTryTimeout": t });
-            }
-            if let Some(d) = delay {
-                r["fault"] = json!({ "delay": { "fixedDelay": d, "percentage": { "value": 50 } } });
-            }
-            if let Some(o) = origin {
-                r["corsPolicy"] = json!({ "allowOrigins": [o] });
-                if let Some(a) = max_age {
-                    r["corsPolicy"]["maxAge"] = json!(a);
+        .prop_map(
+            |(matches, timeout, per_try, delay, max_age, rewrite, origin)| {
+                let mut r = json!({
+                    "match": matches,
+                    "route": [{ "destination": { "host": "echo" } }],
+                });
+                if let Some(t) = timeout {
+                    r["timeout"] = json!(t);
                 }
-            }
-            if let Some(re) = rewrite {
-                r["rewrite"] = json!({ "uriRegexRewrite": { "match": re, "rewrite": "/\\1" } });
-            }
-            r
-        })
+                if let Some(t) = per_try {
+                    r["retries"] = json!({ "attempts": 2, "perTryTimeout": t });
+                }
+                if let Some(d) = delay {
+                    r["fault"] =
+                        json!({ "delay": { "fixedDelay": d, "percentage": { "value": 50 } } });
+                }
+                if let Some(o) = origin {
+                    r["corsPolicy"] = json!({ "allowOrigins": [o] });
+                    if let Some(a) = max_age {
+                        r["corsPolicy"]["maxAge"] = json!(a);
+                    }
+                }
+                if let Some(re) = rewrite {
+                    r["rewrite"] = json!({ "uriRegexRewrite": { "match": re, "rewrite": "/\\1" } });
+                }
+                r
+            },
+        )
 }
 
 fn resource(kind: &str, spec: Value) -> IstioResource {
@@ -178,7 +181,15 @@ fn view() -> ProxyView {
 #[test]
 fn whatever_the_validator_accepts_the_proxy_compiles() {
     let subnet = prop::sample::select(
-        &["10.0.0.5", "10.0.0.0/8", "fd00::1", "fd00::/64", "10.0.0.0/33", "10.0.0", " 10.0.0.1"][..],
+        &[
+            "10.0.0.5",
+            "10.0.0.0/8",
+            "fd00::1",
+            "fd00::/64",
+            "10.0.0.0/33",
+            "10.0.0",
+            " 10.0.0.1",
+        ][..],
     );
     let strategy = (
         prop::collection::vec(http_route(), 1..3),

@@ -267,10 +267,16 @@ fn compound_durations_are_enforced_and_bad_ones_are_errors() {
             "hosts: [svc]\nhttp:\n- {yaml}\n  route: [{{destination: {{host: a}}}}]\n"
         ))
         .unwrap();
-        let t = RouteTable::compile(&BTreeMap::from([("ns/x".to_string(), spec)]), "cluster.local");
+        let t = RouteTable::compile(
+            &BTreeMap::from([("ns/x".to_string(), spec)]),
+            "cluster.local",
+        );
         assert_eq!(t.errors.len(), 1, "{field}");
         assert_eq!(t.errors[0].1.path, path, "{field}");
-        assert!(matches!(t.errors[0].1.error, ValueError::Duration(_)), "{field}");
+        assert!(
+            matches!(t.errors[0].1.error, ValueError::Duration(_)),
+            "{field}"
+        );
     }
 }
 
@@ -292,7 +298,10 @@ fn a_bare_address_in_destination_subnets_is_a_single_address_block() {
         "hosts: [svc]\ntcp:\n- match: [{destinationSubnets: [10.0.0.5]}]\n  route: [{destination: {host: a}}]\n",
     )
     .unwrap();
-    let t = RouteTable::compile(&BTreeMap::from([("ns/x".to_string(), spec)]), "cluster.local");
+    let t = RouteTable::compile(
+        &BTreeMap::from([("ns/x".to_string(), spec)]),
+        "cluster.local",
+    );
     assert!(t.errors.is_empty(), "{:?}", t.errors);
     let l4 = &t.l4["svc.ns.svc.cluster.local"][0];
     let no_labels = BTreeMap::new();
@@ -309,7 +318,10 @@ fn a_bare_address_in_destination_subnets_is_a_single_address_block() {
         "hosts: [svc]\ntcp:\n- match: [{destinationSubnets: [10.0.0.0/33]}]\n  route: [{destination: {host: a}}]\n",
     )
     .unwrap();
-    let t = RouteTable::compile(&BTreeMap::from([("ns/x".to_string(), bad)]), "cluster.local");
+    let t = RouteTable::compile(
+        &BTreeMap::from([("ns/x".to_string(), bad)]),
+        "cluster.local",
+    );
     assert_eq!(
         t.errors[0].1.to_string(),
         "tcp[0].match[0].destinationSubnets[0]: invalid IP address or CIDR block \"10.0.0.0/33\""

@@ -180,9 +180,9 @@ pub fn start_agent(node: &Node, config: &Path, extra: &[&str]) -> PodProcess {
     agent
 }
 
-/// The `echo` Service (VIP 10.96.0.20, port 8080 `http`) as Kubernetes YAML,
-/// for tests that run a real agent over a folder.
-pub const ECHO_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n";
+/// The `echo` Service (VIP 10.96.0.20, ports 8080 `http` and 9000 `tcp-echo`)
+/// as Kubernetes YAML, for tests that run a real agent over a folder.
+pub const ECHO_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
 
 /// Runs `argv` in the node's namespace (where the agent listens); its stdout.
 pub fn node_exec(node: &Node, argv: &[&str]) -> String {
