@@ -101,8 +101,7 @@ fn proxies_follow_a_real_agent_over_kubernetes_yaml() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The agent tracks every proxy's ACK (what `meshctl proxy-status` shows).
-    let syncz = node_exec(&node, &["curl", "-s", "http://127.0.0.1:15014/debug/syncz"]);
-    let syncz: serde_json::Value = serde_json::from_str(&syncz).unwrap();
+    let syncz = agent_syncz(&node);
     let proxies = syncz["proxies"].as_array().unwrap();
     assert_eq!(proxies.len(), 3, "{syncz}");
     assert!(proxies.iter().all(|p| p["status"] == "SYNCED"), "{syncz}");

@@ -140,17 +140,7 @@ async fn an_uncompilable_view_is_nacked_with_the_resource_and_the_last_good_one_
 }
 
 fn status_of(w: &World, path: &str) -> String {
-    let out = curl(
-        &w.client,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{VIP}:8080{path}"),
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    http_code(&w.client, &[&format!("http://{VIP}:8080{path}")])
 }
 
 fn config_dump(pod: &Pod) -> serde_json::Value {
@@ -247,11 +237,6 @@ fn vs_doc(spec_yaml: &str) -> String {
     )
 }
 
-fn syncz(node: &Node) -> serde_json::Value {
-    let text = node_exec(node, &["curl", "-s", "http://127.0.0.1:15014/debug/syncz"]);
-    serde_json::from_str(&text).unwrap_or_default()
-}
-
 #[test]
 fn the_agent_refuses_the_regex_a_sidecar_could_not_compile() {
     let node = Node::new().unwrap();
@@ -278,11 +263,7 @@ fn the_agent_refuses_the_regex_a_sidecar_could_not_compile() {
     let _p1 = start_proxy_with(&v1, "app=echo,version=v1", &["--agent", &listen]);
     redirect(&client);
     let _p2 = start_proxy_with(&client, "app=client", &["--agent", &listen]);
-    let code = |path: &str| {
-        let url = format!("http://10.96.0.20:8080{path}");
-        let out = curl(&client, &["-o", "/dev/null", "-w", "%{http_code}", &url]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let code = |path: &str| http_code(&client, &[&format!("http://10.96.0.20:8080{path}")]);
     assert_eq!(code("/old"), "418");
 
     write(&dir.0, "vs.yaml", vs_doc(BAD_VS));
@@ -291,7 +272,7 @@ fn the_agent_refuses_the_regex_a_sidecar_could_not_compile() {
     // newest version (none was sent anything it would refuse).
     let deadline = Instant::now() + Duration::from_secs(10);
     let s = loop {
-        let s = syncz(&node);
+        let s = agent_syncz(&node);
         let rejected = s["rejected"].as_array().cloned().unwrap_or_default();
         let refused = rejected.iter().any(|r| {
             r["resource"] == "VirtualService/default/echo"

@@ -194,6 +194,13 @@ pub fn node_exec(node: &Node, argv: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The agent's `/debug/syncz` (what `meshctl proxy-status` shows), read in
+/// the node's namespace; `Null` while the agent does not answer.
+pub fn agent_syncz(node: &Node) -> serde_json::Value {
+    let text = node_exec(node, &["curl", "-s", "http://127.0.0.1:15014/debug/syncz"]);
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
 /// A Pod as the API server would list it: Running, Ready, at `ip`.
 pub fn pod_yaml(name: &str, ip: &str, sa: &str, labels: &[(&str, &str)]) -> String {
     let labels: String = labels
@@ -263,6 +270,13 @@ pub fn curl(pod: &Pod, args: &[&str]) -> std::process::Output {
     let mut argv = vec!["curl", "-sS", "--max-time", "5"];
     argv.extend_from_slice(args);
     pod.exec(APP, &argv).unwrap()
+}
+
+/// The HTTP status code curl got (`000` when it got no answer).
+pub fn http_code(pod: &Pod, args: &[&str]) -> String {
+    let mut a = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    a.extend_from_slice(args);
+    String::from_utf8_lossy(&curl(pod, &a).stdout).into_owned()
 }
 
 pub fn curl_echo(pod: &Pod, args: &[&str]) -> EchoReply {
