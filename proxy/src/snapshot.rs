@@ -584,6 +584,35 @@ mod tests {
     }
 
     #[test]
+    fn a_view_with_an_unusable_resource_is_refused_whole_with_every_reason() {
+        let mut v = view();
+        let host = "reviews.default.svc.cluster.local";
+        v.destination_rules.insert(
+            host.into(),
+            serde_yaml_ng::from_str(
+                "host: reviews\ntrafficPolicy: {outlierDetection: {baseEjectionTime: 3x}}\nsubsets: [{name: v1, labels: {version: v1}}]\n",
+            )
+            .unwrap(),
+        );
+        v.virtual_services.insert(
+            "default/reviews".into(),
+            serde_yaml_ng::from_str(
+                "hosts: [reviews]\nhttp:\n- timeout: 10\n  route: [{destination: {host: reviews}}]\n",
+            )
+            .unwrap(),
+        );
+        let e = Snapshot::compile(v, "default").unwrap_err();
+        assert_eq!(e.version, 7);
+        // The subset cluster repeats its rule's problem: reported once.
+        assert_eq!(
+            e.to_string(),
+            "version 7 cannot be applied: \
+             DestinationRule/reviews.default.svc.cluster.local: trafficPolicy.outlierDetection.baseEjectionTime (port 9080): unknown unit \"x\" in duration \"3x\"; \
+             VirtualService/default/reviews: http[0].timeout: missing unit in duration \"10\""
+        );
+    }
+
+    #[test]
     fn lookups() {
         let s = Snapshot::compile(view(), "default").unwrap();
         assert_eq!(s.outbound_policy, OutboundPolicy::RegistryOnly);
