@@ -85,7 +85,8 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
                     let _ = apply_view(&shared, view);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "view rejected; keeping the last good snapshot")
+                    tracing::error!(error = %e, "view rejected; keeping the last good snapshot");
+                    shared.metrics.config_rejected();
                 }
             }
         }
