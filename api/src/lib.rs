@@ -5,7 +5,9 @@
 //! we honour with typed, validating parsers ([`annotations`]), SPIFFE workload
 //! identities ([`identity`]), and the redirect parameters that both the injector
 //! (for `istio-init`) and the CNI plugin derive from a pod's annotations through one
-//! function ([`redirect`]), so the two can never disagree. This crate does no I/O.
+//! function ([`redirect`]), so the two can never disagree. Configuration values
+//! (durations, regexes, string matches) have one parser each ([`values`]), used by
+//! the agent's validator and the proxy alike. This crate does no I/O.
 
 pub mod annotations;
 pub mod crd;
@@ -18,6 +20,7 @@ pub mod redirect;
 pub mod resource;
 pub mod security;
 pub mod syncapi;
+pub mod values;
 
 pub use annotations::AnnotationError;
 pub use identity::{Identity, IdentityError};

@@ -420,30 +420,10 @@ impl ProxyConfig {
     }
 }
 
-/// Go-style duration: one or more `<number><unit>` with units ns us ms s m h.
+/// Whether `s` is a duration as every other duration in the mesh is parsed
+/// ([`crate::values::duration`]).
 pub fn is_duration(s: &str) -> bool {
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return false;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if n == 0 || rest[..n].parse::<f64>().is_err() {
-            return false;
-        }
-        rest = &rest[n..];
-        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
-            .iter()
-            .filter(|u| rest.starts_with(*u))
-            .max_by_key(|u| u.len());
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
-        }
-    }
-    true
+    crate::values::duration(s).is_ok()
 }
 
 /// A Kubernetes quantity (`100m`, `1Gi`, `2`, `1.5`, `1e3`): a decimal number and an

@@ -42,21 +42,15 @@ fn bad(value: &str, reason: impl Into<String>) -> AnnotationError {
     }
 }
 
+/// A bucket's interval: a mesh duration ([`crate::values::duration`]), where a
+/// bare unit means one of it (`/s`, `/m`); it must be positive.
 fn interval(v: &str) -> Option<Duration> {
-    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(0) => ("1", v),
-        Some(i) => (&v[..i], &v[i..]),
-        None => return None,
+    let d = if v.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        crate::values::duration(&format!("1{v}"))
+    } else {
+        crate::values::duration(v)
     };
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
+    d.ok().filter(|d| !d.is_zero())
 }
 
 /// Parses the annotation value; empty means no limit.

@@ -127,7 +127,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("{who} has no configuration yet"))?;
     let filtered = filter(compiled, args.fqdn.as_deref(), args.port);
     print!("{}", render(&filtered, args.kind, args.output)?);
+    if let Some(note) = rejection_note(&dump) {
+        eprint!("{note}");
+    }
     Ok(())
+}
+
+/// What the tables do not show: a newer config the proxy refused (it keeps
+/// running `version`), each resource with its reason.
+pub fn rejection_note(dump: &Value) -> Option<String> {
+    let r = dump.get("rejected").filter(|r| r.is_object())?;
+    let mut out = format!(
+        "warning: the proxy refused config version {} and keeps running version {}:\n",
+        s(&r["version"]),
+        s(&dump["version"])
+    );
+    for e in r["errors"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {}: {}\n", s(&e["resource"]), s(&e["error"])));
+    }
+    Some(out)
 }
 
 /// `host:port` (a name or IP and a numeric port); pod names cannot contain `:`.
@@ -363,4 +381,28 @@ pub fn render(compiled: &Value, kind: Kind, output: Output) -> anyhow::Result<St
         ]
         .join("\n"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_version_is_reported_with_each_resource() {
+        let dump = serde_json::json!({
+            "version": 4,
+            "rejected": {"version": 5, "errors": [
+                {"resource": "VirtualService/shop/web", "error": "http[0].timeout: missing unit in duration \"10\""}
+            ]},
+        });
+        assert_eq!(
+            rejection_note(&dump).unwrap(),
+            "warning: the proxy refused config version 5 and keeps running version 4:\n  \
+             VirtualService/shop/web: http[0].timeout: missing unit in duration \"10\"\n"
+        );
+        assert_eq!(
+            rejection_note(&serde_json::json!({"version": 4, "rejected": null})),
+            None
+        );
+    }
 }

@@ -99,6 +99,9 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
             "workload": &*s.shared.me.workload,
         },
         "view": snap.as_ref().map(|s| &s.view),
+        // A newer view the proxy refused (NACKed): `version` above still runs.
+        "rejected": s.shared.store.rejected(),
+        "warnings": snap.as_ref().map(|s| &s.warnings),
         "compiled": snap.as_ref().map(|snap| crate::config_dump::compile(snap, crate::config_dump::Ports {
             outbound: s.shared.cfg.outbound.port(),
             inbound: s.shared.cfg.inbound.port(),

@@ -205,29 +205,20 @@ pub enum AccessLog {
     Json,
 }
 
-/// Parses `1.5s`, `250ms`, `2m`, or a bare number of seconds.
+/// Parses a duration flag: any mesh duration ([`mesh_api::values::duration`]:
+/// `1.5s`, `250ms`, `1m30s`), or a bare number of seconds.
 pub fn parse_duration(flag: &'static str, v: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::Duration {
+    let v = v.trim();
+    let bare = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if bare {
+        mesh_api::values::duration(&format!("{v}s"))
+    } else {
+        mesh_api::values::duration(v)
+    };
+    parsed.map_err(|_| ConfigError::Duration {
         flag,
         value: v.to_string(),
-    };
-    let v = v.trim();
-    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&v[..i], &v[i..]),
-        None => (v, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    if !n.is_finite() || n < 0.0 {
-        return Err(bad());
-    }
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    })
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -509,6 +500,10 @@ mod tests {
         );
         assert_eq!(parse_duration("f", "2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("f", "-1s").is_err());
+        assert_eq!(
+            parse_duration("f", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
         assert_eq!(
             workload_from_pod("productpage-v1-6b746f74dc-9stvs"),
             "productpage-v1"

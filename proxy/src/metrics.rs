@@ -129,12 +129,26 @@ pub struct Metrics {
     strict_refused: std::sync::atomic::AtomicU64,
     /// Downstream connections refused or closed by the connection limits.
     pub conn: crate::downstream::ConnCounters,
+    /// Views refused because a resource could not be compiled (NACKed).
+    config_rejected: std::sync::atomic::AtomicU64,
+    /// Settings applied but decided against (unusable TLS files, ...).
+    config_warnings: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
     pub fn mtls_handshake_failed(&self) {
         self.mtls_failed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn config_rejected(&self) {
+        self.config_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn config_warnings(&self, n: usize) {
+        self.config_warnings
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn strict_refused(&self) {
@@ -232,6 +246,8 @@ impl Metrics {
                 &self.mtls_failed,
             ),
             ("mesh_inbound_plaintext_refused_total", &self.strict_refused),
+            ("mesh_proxy_config_rejected_total", &self.config_rejected),
+            ("mesh_proxy_config_warnings_total", &self.config_warnings),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(

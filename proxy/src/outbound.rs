@@ -184,7 +184,7 @@ async fn apply_route(
                 "access-control-allow-headers",
                 &cors.allow_headers.join(","),
             );
-            if let Some(age) = cors.max_age.as_deref().and_then(route::duration) {
+            if let Some(age) = route.cors_max_age {
                 set(h, "access-control-max-age", &age.as_secs().to_string());
             }
             if cors.allow_credentials == Some(true) {

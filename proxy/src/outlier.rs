@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_api::networking::{DestinationRuleSpec, OutlierDetection};
+use mesh_api::values::ValueError;
 
 use crate::snapshot::Endpoint;
 
@@ -22,38 +23,48 @@ pub struct OutlierConfig {
 }
 
 impl OutlierConfig {
-    pub fn from_rule(rule: Option<&DestinationRuleSpec>, port: u16) -> Option<OutlierConfig> {
-        let tp = rule?.traffic_policy.as_ref()?;
+    /// The rule's settings for `port`; `Err` when `baseEjectionTime` is not a duration.
+    pub fn from_rule(
+        rule: Option<&DestinationRuleSpec>,
+        port: u16,
+    ) -> Result<Option<OutlierConfig>, ValueError> {
+        let Some(tp) = rule.and_then(|r| r.traffic_policy.as_ref()) else {
+            return Ok(None);
+        };
         let port_level = tp
             .port_level_settings
             .iter()
             .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
             .and_then(|p| p.outlier_detection.as_ref());
-        OutlierConfig::from_settings(port_level.or(tp.outlier_detection.as_ref())?)
+        match port_level.or(tp.outlier_detection.as_ref()) {
+            Some(o) => OutlierConfig::from_settings(o),
+            None => Ok(None),
+        }
     }
 
-    pub fn from_settings(o: &OutlierDetection) -> Option<OutlierConfig> {
+    pub fn from_settings(o: &OutlierDetection) -> Result<Option<OutlierConfig>, ValueError> {
         let c5 = o
             .consecutive_5xx_errors
             .or(o.consecutive_errors.map(|e| e.max(0) as u32))
             .unwrap_or(5);
         let cg = o.consecutive_gateway_errors.unwrap_or(0);
         if c5 == 0 && cg == 0 {
-            return None;
+            return Ok(None);
         }
-        Some(OutlierConfig {
+        let base_ejection = o
+            .base_ejection_time
+            .as_deref()
+            .map(mesh_api::values::duration)
+            .transpose()?;
+        Ok(Some(OutlierConfig {
             consecutive_5xx: c5,
             consecutive_gateway: cg,
-            base_ejection: o
-                .base_ejection_time
-                .as_deref()
-                .and_then(crate::route::duration)
-                .unwrap_or(Duration::from_secs(30)),
+            base_ejection: base_ejection.unwrap_or(Duration::from_secs(30)),
             max_ejection_percent: o
                 .max_ejection_percent
                 .map(|p| p.clamp(0, 100) as u32)
                 .unwrap_or(10),
-        })
+        }))
     }
 }
 

@@ -18,52 +18,23 @@ use mesh_api::networking::{
 };
 use regex::Regex;
 
-/// A compiled string matcher.
-#[derive(Debug, Clone)]
-pub enum Matcher {
-    Exact(String),
-    Prefix(String),
-    Regex(Regex),
-    /// `{}`: the value only has to be present.
-    Present,
+/// Why a VirtualService cannot be compiled: the field and the value's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {error}")]
+pub struct RouteError {
+    /// Field path within the spec, e.g. `http[0].match[1].uri`.
+    pub path: String,
+    pub error: ValueError,
 }
 
-impl Matcher {
-    pub fn compile(m: &StringMatch, ignore_case: bool) -> Result<Matcher, String> {
-        let lc = |s: &String| {
-            if ignore_case {
-                s.to_ascii_lowercase()
-            } else {
-                s.clone()
-            }
-        };
-        if let Some(e) = &m.exact {
-            Ok(Matcher::Exact(lc(e)))
-        } else if let Some(p) = &m.prefix {
-            Ok(Matcher::Prefix(lc(p)))
-        } else if let Some(r) = &m.regex {
-            let pat = if ignore_case {
-                format!("(?i)^(?:{r})$")
-            } else {
-                format!("^(?:{r})$")
-            };
-            Regex::new(&pat)
-                .map(Matcher::Regex)
-                .map_err(|e| format!("regex {r:?}: {e}"))
-        } else {
-            Ok(Matcher::Present)
-        }
-    }
-
-    pub fn matches(&self, v: &str) -> bool {
-        match self {
-            Matcher::Exact(e) => v == e,
-            Matcher::Prefix(p) => v.starts_with(p.as_str()),
-            Matcher::Regex(r) => r.is_match(v),
-            Matcher::Present => true,
-        }
-    }
+fn at(path: impl Into<String>) -> impl FnOnce(ValueError) -> RouteError {
+    let path = path.into();
+    move |error| RouteError { path, error }
 }
+
+/// A compiled string matcher: the one the agent's validator compiles too.
+pub use mesh_api::values::Matcher;
+use mesh_api::values::{self, ValueError};
 
 /// One compiled `match` entry.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +94,8 @@ pub struct Route {
     pub mirror: Option<(String, Option<String>, Option<u16>, f64)>,
     pub cors: Option<CorsPolicy>,
     pub cors_origins: Vec<Matcher>,
+    /// `corsPolicy.maxAge`, parsed once.
+    pub cors_max_age: Option<Duration>,
     pub headers: Option<mesh_api::networking::Headers>,
 }
 
@@ -181,8 +154,9 @@ pub struct RouteTable {
     exact: HashMap<String, Arc<Vec<Route>>>,
     /// `*.example.com` patterns, as suffixes (`.example.com`).
     wildcard: Vec<(String, Arc<Vec<Route>>)>,
-    /// Compile problems (a VS that cannot be used is skipped, not half-applied).
-    pub errors: Vec<String>,
+    /// VirtualServices that cannot be compiled (`namespace/name` and why). A
+    /// snapshot with any is refused whole (see [`crate::snapshot::Snapshot::compile`]).
+    pub errors: Vec<(String, RouteError)>,
 }
 
 /// Istio resolves a short host relative to the resource's namespace.
@@ -194,43 +168,40 @@ pub fn fqdn(host: &str, ns: &str, domain: &str) -> String {
     }
 }
 
-/// `1.5s`, `250ms`, `2m`, `1h` as Istio durations.
-pub fn duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "us" | "µs" => n / 1e6,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+/// An optional duration field, parsed by the shared parser.
+fn opt_duration(d: Option<&str>, path: String) -> Result<Option<Duration>, RouteError> {
+    d.map(values::duration).transpose().map_err(at(path))
 }
 
-fn compile_match(m: &HttpMatchRequest) -> Result<MatchEntry, String> {
+fn compile_match(m: &HttpMatchRequest, p: &str) -> Result<MatchEntry, RouteError> {
     let ic = m.ignore_uri_case.unwrap_or(false);
-    let opt = |x: &Option<StringMatch>, ic| x.as_ref().map(|s| Matcher::compile(s, ic)).transpose();
-    let list = |x: &BTreeMap<String, StringMatch>| -> Result<Vec<(String, Matcher)>, String> {
+    let opt = |x: &Option<StringMatch>, ic, f: &str| {
+        x.as_ref()
+            .map(|s| Matcher::compile(s, ic).map_err(at(format!("{p}.{f}"))))
+            .transpose()
+    };
+    let list = |x: &BTreeMap<String, StringMatch>, f: &str, lower: bool| {
         x.iter()
-            .map(|(k, v)| Ok((k.to_ascii_lowercase(), Matcher::compile(v, false)?)))
-            .collect()
+            .map(|(k, v)| {
+                let name = if lower {
+                    k.to_ascii_lowercase()
+                } else {
+                    k.clone()
+                };
+                let m = Matcher::compile(v, false).map_err(at(format!("{p}.{f}.{k}")))?;
+                Ok((name, m))
+            })
+            .collect::<Result<Vec<_>, RouteError>>()
     };
     Ok(MatchEntry {
-        uri: opt(&m.uri, ic)?,
+        uri: opt(&m.uri, ic, "uri")?,
         ignore_uri_case: ic,
-        scheme: opt(&m.scheme, false)?,
-        method: opt(&m.method, false)?,
-        authority: opt(&m.authority, false)?,
-        headers: list(&m.headers)?,
-        without_headers: list(&m.without_headers)?,
-        query: m
-            .query_params
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), Matcher::compile(v, false)?)))
-            .collect::<Result<_, String>>()?,
+        scheme: opt(&m.scheme, false, "scheme")?,
+        method: opt(&m.method, false, "method")?,
+        authority: opt(&m.authority, false, "authority")?,
+        headers: list(&m.headers, "headers", true)?,
+        without_headers: list(&m.without_headers, "withoutHeaders", true)?,
+        query: list(&m.query_params, "queryParams", false)?,
         port: m.port.and_then(|p| u16::try_from(p).ok()),
         source_labels: m.source_labels.clone(),
         source_namespace: m.source_namespace.clone(),
@@ -256,11 +227,18 @@ fn target(d: &Destination, ns: &str, domain: &str) -> (String, Option<String>, O
     )
 }
 
-fn compile_route(h: &HttpRoute, ns: &str, vs: &Arc<str>, domain: &str) -> Result<Route, String> {
+fn compile_route(
+    h: &HttpRoute,
+    p: &str,
+    ns: &str,
+    vs: &Arc<str>,
+    domain: &str,
+) -> Result<Route, RouteError> {
     let matches = h
         .match_
         .iter()
-        .map(compile_match)
+        .enumerate()
+        .map(|(j, m)| compile_match(m, &format!("{p}.match[{j}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let single = h.route.len() == 1;
     let targets = h
@@ -280,59 +258,75 @@ fn compile_route(h: &HttpRoute, ns: &str, vs: &Arc<str>, domain: &str) -> Result
             }
         })
         .collect();
-    let fault = h.fault.as_ref().map(|f| Fault {
-        delay: f.delay.as_ref().and_then(|d| {
-            Some((
-                duration(d.fixed_delay.as_deref()?)?,
-                percent(&d.percentage, d.percent),
-            ))
+    let fault = match &h.fault {
+        None => None,
+        Some(f) => {
+            let delay = match &f.delay {
+                Some(d) => opt_duration(
+                    d.fixed_delay.as_deref(),
+                    format!("{p}.fault.delay.fixedDelay"),
+                )?
+                .map(|t| (t, percent(&d.percentage, d.percent))),
+                None => None,
+            };
+            Some(Fault {
+                delay,
+                abort_http: f.abort.as_ref().and_then(|a| {
+                    Some((
+                        u16::try_from(a.http_status?).ok()?,
+                        percent(&a.percentage, None),
+                    ))
+                }),
+                abort_grpc: f
+                    .abort
+                    .as_ref()
+                    .and_then(|a| Some((a.grpc_status.clone()?, percent(&a.percentage, None)))),
+            })
+        }
+    };
+    let retries = match &h.retries {
+        None => None,
+        Some(r) => Some(Retry {
+            attempts: r.attempts.max(0) as u32,
+            per_try_timeout: opt_duration(
+                r.per_try_timeout.as_deref(),
+                format!("{p}.retries.perTryTimeout"),
+            )?,
+            retry_on: r
+                .retry_on
+                .as_deref()
+                .unwrap_or(
+                    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                )
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
         }),
-        abort_http: f.abort.as_ref().and_then(|a| {
-            Some((
-                u16::try_from(a.http_status?).ok()?,
-                percent(&a.percentage, None),
-            ))
-        }),
-        abort_grpc: f
-            .abort
-            .as_ref()
-            .and_then(|a| Some((a.grpc_status.clone()?, percent(&a.percentage, None)))),
-    });
-    let retries = h.retries.as_ref().map(|r| Retry {
-        attempts: r.attempts.max(0) as u32,
-        per_try_timeout: r.per_try_timeout.as_deref().and_then(duration),
-        retry_on: r
-            .retry_on
-            .as_deref()
-            .unwrap_or(
-                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-            )
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect(),
-    });
+    };
     let mirror = h.mirror.as_ref().map(|m| {
         let (host, subset, port) = target(m, ns, domain);
         (host, subset, port, percent(&h.mirror_percentage, None))
     });
     let cors_origins = h
         .cors_policy
-        .as_ref()
-        .map(|c| {
-            c.allow_origins
-                .iter()
-                .map(|o| Matcher::compile(o, false))
-                .collect::<Result<Vec<_>, _>>()
+        .iter()
+        .flat_map(|c| c.allow_origins.iter().enumerate())
+        .map(|(k, o)| {
+            Matcher::compile(o, false).map_err(at(format!("{p}.corsPolicy.allowOrigins[{k}]")))
         })
-        .transpose()?
-        .unwrap_or_default();
+        .collect::<Result<Vec<_>, _>>()?;
+    let cors_max_age = opt_duration(
+        h.cors_policy.as_ref().and_then(|c| c.max_age.as_deref()),
+        format!("{p}.corsPolicy.maxAge"),
+    )?;
     let rewrite_regex = h
         .rewrite
         .as_ref()
         .and_then(|r| r.uri_regex_rewrite.as_ref())
-        .map(|rr| Regex::new(&rr.match_).map(|re| (re, rr.rewrite.replace("\\", "$"))))
+        .map(|rr| values::regex(&rr.match_).map(|re| (re, rr.rewrite.replace("\\", "$"))))
         .transpose()
-        .map_err(|e| format!("uriRegexRewrite: {e}"))?;
+        .map_err(at(format!("{p}.rewrite.uriRegexRewrite.match")))?;
+    let timeout = opt_duration(h.timeout.as_deref(), format!("{p}.timeout"))?;
     Ok(Route {
         name: h.name.clone(),
         vs: vs.clone(),
@@ -350,16 +344,14 @@ fn compile_route(h: &HttpRoute, ns: &str, vs: &Arc<str>, domain: &str) -> Result
         }),
         rewrite: h.rewrite.clone(),
         rewrite_regex,
-        timeout: h
-            .timeout
-            .as_deref()
-            .and_then(duration)
-            .filter(|d| !d.is_zero()),
+        // Zero means "no timeout", as in Envoy.
+        timeout: timeout.filter(|d| !d.is_zero()),
         retries,
         fault,
         mirror,
         cors: h.cors_policy.clone(),
         cors_origins,
+        cors_max_age,
         headers: h.headers.clone(),
     })
 }
@@ -388,14 +380,17 @@ fn l4_targets(
         .collect()
 }
 
-fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
-    let nets = |v: &[String]| {
+fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Result<Vec<L4Route>, RouteError> {
+    // A subnet that does not parse must not be dropped: an empty list matches
+    // every destination.
+    let nets = |v: &[String], p: String| {
         v.iter()
-            .filter_map(|s| s.parse().ok())
-            .collect::<Vec<ipnet::IpNet>>()
+            .enumerate()
+            .map(|(k, s)| values::ip_net(s).map_err(at(format!("{p}.destinationSubnets[{k}]"))))
+            .collect::<Result<Vec<ipnet::IpNet>, _>>()
     };
     let entry = |port: Option<u32>,
-                 subnets: &[String],
+                 subnets: Vec<ipnet::IpNet>,
                  labels: &BTreeMap<String, String>,
                  source_ns: &Option<String>,
                  sni: Vec<String>,
@@ -404,7 +399,7 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
             .and_then(|p| u16::try_from(p).ok())
             .into_iter()
             .collect(),
-        subnets: nets(subnets),
+        subnets,
         source_labels: labels.clone(),
         source_namespace: source_ns.clone(),
         sni,
@@ -412,13 +407,13 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
         targets: targets.to_vec(),
     };
     let mut out = Vec::new();
-    for r in &vs.tls {
+    for (i, r) in vs.tls.iter().enumerate() {
         let targets = l4_targets(&r.route, ns, domain);
-        for m in &r.match_ {
+        for (j, m) in r.match_.iter().enumerate() {
             let sni = m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
             out.push(entry(
                 m.port,
-                &m.destination_subnets,
+                nets(&m.destination_subnets, format!("tls[{i}].match[{j}]"))?,
                 &m.source_labels,
                 &m.source_namespace,
                 sni,
@@ -426,17 +421,17 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
             ));
         }
     }
-    for r in &vs.tcp {
+    for (i, r) in vs.tcp.iter().enumerate() {
         let targets = l4_targets(&r.route, ns, domain);
         if r.match_.is_empty() {
-            let mut any = entry(None, &[], &BTreeMap::new(), &None, vec![], &targets);
+            let mut any = entry(None, Vec::new(), &BTreeMap::new(), &None, vec![], &targets);
             any.has_match = false;
             out.push(any);
         }
-        for m in &r.match_ {
+        for (j, m) in r.match_.iter().enumerate() {
             out.push(entry(
                 m.port,
-                &m.destination_subnets,
+                nets(&m.destination_subnets, format!("tcp[{i}].match[{j}]"))?,
                 &m.source_labels,
                 &m.source_namespace,
                 vec![],
@@ -444,12 +439,12 @@ fn compile_l4(vs: &VirtualServiceSpec, ns: &str, domain: &str) -> Vec<L4Route> {
             ));
         }
     }
-    out
+    Ok(out)
 }
 
 impl RouteTable {
     /// Compiles the view's VirtualServices (keyed `namespace/name`) that bind to
-    /// the mesh (sidecars), skipping any that cannot be compiled.
+    /// the mesh (sidecars); any that cannot be compiled is listed in `errors`.
     pub fn compile(vss: &BTreeMap<String, VirtualServiceSpec>, domain: &str) -> RouteTable {
         let mut t = RouteTable::default();
         for (key, vs) in vss {
@@ -462,16 +457,17 @@ impl RouteTable {
             let routes = vs
                 .http
                 .iter()
-                .map(|h| compile_route(h, ns, &vs_name, domain))
+                .enumerate()
+                .map(|(i, h)| compile_route(h, &format!("http[{i}]"), ns, &vs_name, domain))
                 .collect::<Result<Vec<_>, _>>();
-            let routes = match routes {
-                Ok(r) => Arc::new(r),
+            let compiled = routes.and_then(|r| Ok((r, compile_l4(vs, ns, domain)?)));
+            let (routes, l4) = match compiled {
+                Ok((r, l4)) => (Arc::new(r), l4),
                 Err(e) => {
-                    t.errors.push(format!("VirtualService {key}: {e}"));
+                    t.errors.push((key.clone(), e));
                     continue;
                 }
             };
-            let l4 = compile_l4(vs, ns, domain);
             if !l4.is_empty() {
                 let l4 = Arc::new(l4);
                 for h in &vs.hosts {

@@ -5,6 +5,12 @@
 //! Snapshots are immutable. The [`Store`] swaps in a new one atomically; a
 //! connection or request holds the `Arc` it started with, so in-flight work
 //! finishes on the old snapshot and nothing is dropped by an update.
+//!
+//! Compiling is all or nothing: a view with any resource the proxy cannot use
+//! is refused whole ([`CompileError`] names each resource, field and value), so
+//! the source NACKs it and the previous snapshot keeps applying. Settings the
+//! proxy applies but decides against at run time (TLS files it cannot read, an
+//! AuthorizationPolicy field it ignores) are [`Snapshot::warnings`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +21,37 @@ use arc_swap::ArcSwapOption;
 use mesh_api::syncapi::{ProxyView, Service as ViewService};
 
 use crate::lb::LbPolicy;
+
+/// One resource of a view the proxy cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceError {
+    /// `VirtualService/namespace/name` or `DestinationRule/<host>`.
+    pub resource: String,
+    /// The field path and why, e.g. `http[0].match[0].uri: invalid regex ...`.
+    pub error: String,
+}
+
+impl std::fmt::Display for ResourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.resource, self.error)
+    }
+}
+
+/// A view the proxy refuses, with every reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("version {version} cannot be applied: {}", join(.errors))]
+pub struct CompileError {
+    pub version: u64,
+    pub errors: Vec<ResourceError>,
+}
+
+fn join(errors: &[ResourceError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// How a port's traffic is carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,12 +139,16 @@ pub struct Snapshot {
     pub routes: crate::route::RouteTable,
     /// The workload's AuthorizationPolicies, compiled.
     pub authz: crate::authz::Authz,
+    /// Settings applied but decided against (logged and counted once per apply).
+    pub warnings: Vec<String>,
 }
 
 impl Snapshot {
     /// Compiles a view. `namespace` is the proxy's own namespace (short names
     /// such as `reviews` resolve within it, as cluster DNS does).
-    pub fn compile(view: ProxyView, namespace: &str) -> Snapshot {
+    pub fn compile(view: ProxyView, namespace: &str) -> Result<Snapshot, CompileError> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         let mut clusters = Vec::new();
         let mut by_vip = HashMap::new();
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
@@ -128,8 +169,8 @@ impl Snapshot {
                     crate::mtls::originate::effective_tls(rule, None, port.port).as_ref(),
                     &svc.hostname,
                     &svc.subject_alt_names,
-                    &cluster_name,
                 );
+                tls_warning(&ctls, &cluster_name, &mut warnings);
                 let endpoints: Vec<Arc<Endpoint>> = svc
                     .endpoints
                     .iter()
@@ -184,9 +225,11 @@ impl Snapshot {
                         view.destination_rules.get(&svc.hostname),
                         port.port,
                     ),
-                    outlier: crate::outlier::OutlierConfig::from_rule(
+                    outlier: outlier(
                         view.destination_rules.get(&svc.hostname),
+                        &svc.hostname,
                         port.port,
+                        &mut errors,
                     ),
                     rr: AtomicUsize::new(0),
                 }));
@@ -196,7 +239,14 @@ impl Snapshot {
                     for subset in &dr.subsets {
                         subsets.insert(
                             (svc.hostname.clone(), port.port, subset.name.clone()),
-                            Arc::new(subset_cluster(base, dr, subset, &svc.subject_alt_names)),
+                            Arc::new(subset_cluster(
+                                base,
+                                dr,
+                                subset,
+                                &svc.subject_alt_names,
+                                &mut errors,
+                                &mut warnings,
+                            )),
                         );
                     }
                 }
@@ -210,12 +260,23 @@ impl Snapshot {
         } else {
             OutboundPolicy::AllowAny
         };
-        let view_routes = view.virtual_services.clone();
-        let authz = crate::authz::Authz::compile(view.inbound.authorization.iter());
-        for w in &authz.warnings {
-            tracing::warn!(version = view.version, "{w}");
+        let routes = crate::route::RouteTable::compile(&view.virtual_services, "cluster.local");
+        errors.extend(routes.errors.iter().map(|(key, e)| ResourceError {
+            resource: format!("VirtualService/{key}"),
+            error: e.to_string(),
+        }));
+        if !errors.is_empty() {
+            // Subset clusters repeat their rule's problems.
+            errors.sort_by(|a, b| (&a.resource, &a.error).cmp(&(&b.resource, &b.error)));
+            errors.dedup();
+            return Err(CompileError {
+                version: view.version,
+                errors,
+            });
         }
-        Snapshot {
+        let authz = crate::authz::Authz::compile(view.inbound.authorization.iter());
+        warnings.extend(authz.warnings.iter().cloned());
+        Ok(Snapshot {
             authz,
             version: view.version,
             view,
@@ -226,8 +287,9 @@ impl Snapshot {
             by_endpoint,
             by_host_port,
             subsets,
-            routes: crate::route::RouteTable::compile(&view_routes, "cluster.local"),
-        }
+            routes,
+            warnings,
+        })
     }
 
     /// The cluster a route destination names: its host (FQDN), port (or the
@@ -296,6 +358,39 @@ impl Snapshot {
     }
 }
 
+/// The cluster's outlier settings; a bad duration is a [`ResourceError`].
+fn outlier(
+    rule: Option<&mesh_api::networking::DestinationRuleSpec>,
+    host: &str,
+    port: u16,
+    errors: &mut Vec<ResourceError>,
+) -> Option<crate::outlier::OutlierConfig> {
+    crate::outlier::OutlierConfig::from_rule(rule, port).unwrap_or_else(|e| {
+        errors.push(ResourceError {
+            resource: format!("DestinationRule/{host}"),
+            error: format!("trafficPolicy.outlierDetection.baseEjectionTime (port {port}): {e}"),
+        });
+        None
+    })
+}
+
+/// TLS origination whose files cannot be used: applied (requests to the cluster
+/// fail with 503 rather than going out in plaintext) and reported, since the
+/// files are the pod's and may be fixed without a config change.
+fn tls_warning(
+    ctls: &crate::mtls::originate::ClusterTls,
+    cluster: &str,
+    warnings: &mut Vec<String>,
+) {
+    if let crate::mtls::originate::ClusterTls::Originate(o) = ctls {
+        if let Err(e) = &*o.0 {
+            warnings.push(format!(
+                "cluster {cluster}: TLS origination settings unusable ({e}); requests to it fail with 503"
+            ));
+        }
+    }
+}
+
 fn split_authority(a: &str) -> (&str, Option<u16>) {
     if let Some(rest) = a.strip_prefix('[') {
         // [v6]:port
@@ -333,6 +428,8 @@ fn subset_cluster(
     dr: &mesh_api::networking::DestinationRuleSpec,
     subset: &mesh_api::networking::Subset,
     service_sans: &[String],
+    errors: &mut Vec<ResourceError>,
+    warnings: &mut Vec<String>,
 ) -> Cluster {
     // The subset's own policy replaces the rule's top-level one where present.
     let mut effective = dr.clone();
@@ -361,8 +458,8 @@ fn subset_cluster(
         crate::mtls::originate::effective_tls(Some(dr), Some(subset), base.port).as_ref(),
         &base.host,
         service_sans,
-        &name,
     );
+    tls_warning(&ctls, &name, warnings);
     let endpoints = base
         .endpoints
         .iter()
@@ -393,7 +490,7 @@ fn subset_cluster(
         endpoints,
         lb: LbPolicy::from_rule(Some(&effective), base.port),
         limits: crate::limits::Limits::from_rule(Some(&effective), base.port),
-        outlier: crate::outlier::OutlierConfig::from_rule(Some(&effective), base.port),
+        outlier: outlier(Some(&effective), &base.host, base.port, errors),
         rr: AtomicUsize::new(0),
     }
 }
@@ -403,6 +500,8 @@ fn subset_cluster(
 pub struct Store {
     current: ArcSwapOption<Snapshot>,
     notify: tokio::sync::Notify,
+    /// The last refused view newer than the current snapshot (config dump).
+    rejected: std::sync::Mutex<Option<CompileError>>,
 }
 
 impl Store {
@@ -410,8 +509,26 @@ impl Store {
         self.current.load_full()
     }
     pub fn store(&self, snap: Snapshot) {
+        let version = snap.version;
         self.current.store(Some(Arc::new(snap)));
+        self.with_rejected(|r| {
+            if r.as_ref().is_some_and(|e| e.version <= version) {
+                *r = None;
+            }
+        });
         self.notify.notify_waiters();
+    }
+    /// Records a refused view; the current snapshot stays.
+    pub fn reject(&self, e: CompileError) {
+        self.with_rejected(|r| *r = Some(e));
+    }
+    /// The last refused view, until a view at least as new is applied.
+    pub fn rejected(&self) -> Option<CompileError> {
+        self.with_rejected(|r| r.clone())
+    }
+    fn with_rejected<R>(&self, f: impl FnOnce(&mut Option<CompileError>) -> R) -> R {
+        // Plain data: a panic elsewhere while holding the lock leaves it usable.
+        f(&mut self.rejected.lock().unwrap_or_else(|e| e.into_inner()))
     }
     /// Whether a first snapshot has been applied (readiness).
     pub fn is_ready(&self) -> bool {
@@ -467,8 +584,37 @@ mod tests {
     }
 
     #[test]
+    fn a_view_with_an_unusable_resource_is_refused_whole_with_every_reason() {
+        let mut v = view();
+        let host = "reviews.default.svc.cluster.local";
+        v.destination_rules.insert(
+            host.into(),
+            serde_yaml_ng::from_str(
+                "host: reviews\ntrafficPolicy: {outlierDetection: {baseEjectionTime: 3x}}\nsubsets: [{name: v1, labels: {version: v1}}]\n",
+            )
+            .unwrap(),
+        );
+        v.virtual_services.insert(
+            "default/reviews".into(),
+            serde_yaml_ng::from_str(
+                "hosts: [reviews]\nhttp:\n- timeout: 10\n  route: [{destination: {host: reviews}}]\n",
+            )
+            .unwrap(),
+        );
+        let e = Snapshot::compile(v, "default").unwrap_err();
+        assert_eq!(e.version, 7);
+        // The subset cluster repeats its rule's problem: reported once.
+        assert_eq!(
+            e.to_string(),
+            "version 7 cannot be applied: \
+             DestinationRule/reviews.default.svc.cluster.local: trafficPolicy.outlierDetection.baseEjectionTime (port 9080): unknown unit \"x\" in duration \"3x\"; \
+             VirtualService/default/reviews: http[0].timeout: missing unit in duration \"10\""
+        );
+    }
+
+    #[test]
     fn lookups() {
-        let s = Snapshot::compile(view(), "default");
+        let s = Snapshot::compile(view(), "default").unwrap();
         assert_eq!(s.outbound_policy, OutboundPolicy::RegistryOnly);
         let c = s
             .cluster_for_dst("10.96.0.10:9080".parse().unwrap())
@@ -490,7 +636,7 @@ mod tests {
         assert!(s.cluster_for_authority("reviews:9999", 9080).is_none());
         assert!(s.cluster_for_authority("ratings", 9080).is_none());
         // Short name only from the same namespace.
-        let other = Snapshot::compile(view(), "shop");
+        let other = Snapshot::compile(view(), "shop").unwrap();
         assert!(other.cluster_for_authority("reviews", 9080).is_none());
         assert!(other
             .cluster_for_authority("reviews.default", 9080)

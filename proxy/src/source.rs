@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use mesh_api::syncapi::ProxyView;
 
 use crate::shared::Shared;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CompileError, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -42,6 +42,34 @@ pub fn read_view(path: &Path) -> Result<ProxyView, SourceError> {
     }
 }
 
+/// Compiles `view` and installs it. A view the proxy cannot fully compile is
+/// refused whole: the current snapshot stays, the rejection is kept for the
+/// config dump, each bad resource gets one log line and the refusal is counted.
+/// Settings applied but decided against are logged and counted too.
+pub fn apply_view(shared: &Shared, view: ProxyView) -> Result<(), CompileError> {
+    let version = view.version;
+    match Snapshot::compile(view, &shared.cfg.namespace) {
+        Ok(snap) => {
+            for w in &snap.warnings {
+                tracing::warn!(version, "config applied with a problem: {w}");
+            }
+            shared.metrics.config_warnings(snap.warnings.len());
+            shared.store.store(snap);
+            tracing::info!(version, "snapshot applied");
+            Ok(())
+        }
+        Err(e) => {
+            for r in &e.errors {
+                tracing::error!(version, resource = %r.resource, error = %r.error,
+                    "view rejected; keeping the last good snapshot");
+            }
+            shared.metrics.config_rejected();
+            shared.store.reject(e.clone());
+            Err(e)
+        }
+    }
+}
+
 /// Applies `path` now and whenever its modification time or size changes.
 pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
     let mut seen: Option<(SystemTime, u64)> = None;
@@ -52,15 +80,13 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
         if stamp.is_some() && stamp != seen {
             seen = stamp;
             match read_view(&path) {
+                // `apply_view` logs and records the outcome either way.
                 Ok(view) => {
-                    let version = view.version;
-                    shared
-                        .store
-                        .store(Snapshot::compile(view, &shared.cfg.namespace));
-                    tracing::info!(version, file = %path.display(), "snapshot applied");
+                    let _ = apply_view(&shared, view);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "view rejected; keeping the last good snapshot")
+                    tracing::error!(error = %e, "view rejected; keeping the last good snapshot");
+                    shared.metrics.config_rejected();
                 }
             }
         }
@@ -68,9 +94,10 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
     }
 }
 
-/// Subscribes to the agent at `addr` and applies every view it sends (ACKed);
-/// runs until `shutdown`. Over TLS the subscription carries the pod's CA
-/// credential (`--ca-token-file`), re-read at every (re)connection.
+/// Subscribes to the agent at `addr` and applies every view it sends (ACKed, or
+/// NACKed with the reason when it cannot be compiled); runs until `shutdown`.
+/// Over TLS the subscription carries the pod's CA credential
+/// (`--ca-token-file`), re-read at every (re)connection.
 pub fn follow_agent(
     addr: String,
     transport: mesh_agent::client::Transport,
@@ -86,12 +113,9 @@ pub fn follow_agent(
         ips: cfg.instance_ip.iter().map(|ip| ip.to_string()).collect(),
     };
     let sh = shared.clone();
+    // A refused view is NACKed with every resource and reason.
     let apply = move |view: &ProxyView| -> Result<(), String> {
-        let version = view.version;
-        sh.store
-            .store(Snapshot::compile(view.clone(), &sh.cfg.namespace));
-        tracing::info!(version, "snapshot applied");
-        Ok(())
+        apply_view(&sh, view.clone()).map_err(|e| e.to_string())
     };
     let mut client = mesh_agent::client::ClientConfig::new(addr, identity);
     client.transport = transport;

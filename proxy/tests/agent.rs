@@ -13,8 +13,6 @@ use common::*;
 
 const SVC_VIP: &str = "10.96.0.20";
 
-const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n";
-
 fn versions(client: &Pod, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
@@ -31,7 +29,7 @@ fn proxies_follow_a_real_agent_over_kubernetes_yaml() {
     let v1 = node.add_pod("echo-v1-0", "default").unwrap();
     let v2 = node.add_pod("echo-v2-0", "default").unwrap();
     let dir = ViewDir::new();
-    write(&dir.0, "service.yaml", SERVICE);
+    write(&dir.0, "service.yaml", ECHO_SERVICE);
     write(
         &dir.0,
         "client.yaml",
@@ -103,20 +101,10 @@ fn proxies_follow_a_real_agent_over_kubernetes_yaml() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The agent tracks every proxy's ACK (what `meshctl proxy-status` shows).
-    let syncz = node_exec(&node, &["curl", "-s", "http://127.0.0.1:15014/debug/syncz"]);
-    let syncz: serde_json::Value = serde_json::from_str(&syncz).unwrap();
+    let syncz = agent_syncz(&node);
     let proxies = syncz["proxies"].as_array().unwrap();
     assert_eq!(proxies.len(), 3, "{syncz}");
     assert!(proxies.iter().all(|p| p["status"] == "SYNCED"), "{syncz}");
-}
-
-fn node_exec(node: &Node, argv: &[&str]) -> String {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", node.netns()])
-        .args(argv)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -129,7 +117,7 @@ fn standalone_config_dir_mode_embeds_the_agent() {
         &dir.0,
         "all.yaml",
         format!(
-            "{SERVICE}---\n{}",
+            "{ECHO_SERVICE}---\n{}",
             pod_yaml(
                 "echo-v1-0",
                 &v1.ip().to_string(),

@@ -148,17 +148,7 @@ fn registry_only_refuses_unknown_destinations_allow_any_passes() {
         let w = world(1, policy);
         // An address no service owns: a pod outside the registry, reached directly on another port.
         let outside = w.servers[0].ip();
-        let out = curl(
-            &w.client,
-            &[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("http://{outside}:8081/"),
-            ],
-        );
-        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        let code = http_code(&w.client, &[&format!("http://{outside}:8081/")]);
         if expect_ok {
             // Passed through to the original destination: the server's sidecar answers
             // (nothing listens on 8081 there), i.e. the request left the client pod.

@@ -446,6 +446,14 @@ fn simple_and_mutual_origination_to_an_external_tls_server() {
             .unwrap();
     assert!(line.contains(&garbage), "{line}");
     assert!(line.contains("outbound|80||api.external.test"), "{line}");
+    // ... and a counter of settings the proxy applied but decided against.
+    let m = metrics(w.m.pod("client-0"));
+    assert!(
+        m.lines()
+            .filter_map(|l| l.strip_prefix("mesh_proxy_config_warnings_total "))
+            .any(|v| v.parse::<f64>().is_ok_and(|n| n >= 1.0)),
+        "{m}"
+    );
     assert_eq!(w.get("mtls.external.test", "/still-fine").0, "200");
     w.take();
     assert_eq!(w.get("api.external.test", "/bad-file").0, "503");

@@ -117,6 +117,9 @@ http:
 - match: [{uri: {prefix: /timeout}}]
   timeout: 0.3s
   route: [{destination: {host: echo, subset: v1}}]
+- match: [{uri: {prefix: /compound}}]
+  timeout: 0m1s
+  route: [{destination: {host: echo, subset: v1}}]
 - route: [{destination: {host: echo, subset: v1}}]
 "#,
         ),
@@ -142,6 +145,10 @@ http:
     let (code, t) = code_and_time(&w, &[&url("/timeout?delay_ms=3000")]);
     assert_eq!(code, "504");
     assert!(t < 2.0, "route timeout cut the call: {t}s");
+    // A compound duration is the same duration (Go/Istio syntax), not dropped.
+    let (code, t) = code_and_time(&w, &[&url("/compound?delay_ms=3000")]);
+    assert_eq!(code, "504");
+    assert!((1.0..2.5).contains(&t), "0m1s timeout cut the call: {t}s");
     let cm = metrics(&w.client);
     assert_eq!(
         metric_sum(
@@ -163,7 +170,7 @@ http:
             "istio_requests_total",
             &["response_flags=\"UT\"", "response_code=\"504\""]
         ),
-        1.0,
+        2.0,
         "{cm}"
     );
 }

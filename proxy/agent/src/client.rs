@@ -228,7 +228,9 @@ async fn session(
                         ClientMessage::Ack { version }
                     }
                     Err(reason) => {
-                        tracing::warn!(version, %reason, "rejected view; keeping the last good one");
+                        // The applier reports its own refusal (the proxy logs each
+                        // resource once); this line only traces the NACK.
+                        tracing::debug!(version, %reason, "rejected view; keeping the last good one");
                         ClientMessage::Nack { version, reason }
                     }
                 };

@@ -101,6 +101,12 @@ fn unknown_fields_are_kept_and_warned_about() {
 const INVALID: &[(&str, &str, &str, &str)] = &[
     ("kind: VirtualService\nmetadata: {name: bad-regex}\nspec:\n  hosts: [a]\n  http:\n  - match:\n    - uri: {regex: \"(unclosed\"}\n    route:\n    - destination: {host: a}\n",
      "spec.http[0].match[0].uri.regex", "invalid regex", "\"(unclosed\""),
+    // Compiled as the proxy compiles it (anchored, RE2 flags only): `(?x)`'s
+    // comment would swallow the anchoring group, so the proxy could not use it.
+    ("kind: VirtualService\nmetadata: {name: x-flag}\nspec:\n  hosts: [a]\n  http:\n  - match:\n    - uri: {regex: \"(?x)/never # a comment\"}\n    route:\n    - destination: {host: a}\n",
+     "spec.http[0].match[0].uri.regex", "flag x is not RE2 syntax", "\"(?x)/never # a comment\""),
+    ("kind: VirtualService\nmetadata: {name: escape}\nspec:\n  hosts: [a]\n  http:\n  - match:\n    - headers: {x-v: {regex: \"a)|(b\"}}\n    route:\n    - destination: {host: a}\n",
+     "spec.http[0].match[0].headers.x-v.regex", "unopened group", "\"a)|(b\""),
     ("kind: VirtualService\nmetadata: {name: weights}\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a, subset: v1}\n      weight: 60\n    - destination: {host: a, subset: v2}\n      weight: 30\n",
      "spec.http[0].route", "total destination weight must be 100", "90"),
     ("kind: VirtualService\nmetadata: {name: dup}\nspec:\n  hosts: [a, b, a]\n  http:\n  - route:\n    - destination: {host: a}\n",

@@ -79,9 +79,7 @@ impl IpList {
         vals.iter()
             .map(|v| {
                 let v = v.trim();
-                v.parse::<IpNet>()
-                    .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| BadIp(v.to_string()))
+                mesh_api::values::ip_net(v).map_err(|_| BadIp(v.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(IpList)

@@ -127,7 +127,6 @@ impl ClusterTls {
         settings: Option<&ClientTlsSettings>,
         host: &str,
         service_sans: &[String],
-        cluster: &str,
     ) -> ClusterTls {
         let sans = |s: Option<&ClientTlsSettings>| -> Sans {
             match s.filter(|s| !s.subject_alt_names.is_empty()) {
@@ -142,12 +141,9 @@ impl ClusterTls {
             (Some("DISABLE"), _) => ClusterTls::Disable,
             (Some("ISTIO_MUTUAL"), s) => ClusterTls::IstioMutual(sans(s)),
             (Some(m @ ("SIMPLE" | "MUTUAL")), Some(s)) => {
-                let built = build(s, m == "MUTUAL", host);
-                if let Err(e) = &built {
-                    tracing::warn!(cluster, error = %e,
-                        "TLS origination settings unusable: requests to this cluster fail with 503");
-                }
-                ClusterTls::Originate(Origin(Arc::new(built)))
+                // An error is kept (the cluster fails with 503) and reported by
+                // the snapshot's warnings.
+                ClusterTls::Originate(Origin(Arc::new(build(s, m == "MUTUAL", host))))
             }
             // No TLS settings at all: auto mTLS. Settings without a mode mean
             // DISABLE (the API's zero value), as in Istio.

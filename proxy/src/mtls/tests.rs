@@ -29,7 +29,7 @@ fn upstream_decision() {
         mode: Some(m.into()),
         ..Default::default()
     };
-    let c = |s: Option<&ClientTlsSettings>| ClusterTls::compile(s, "h", &sas, "c");
+    let c = |s: Option<&ClientTlsSettings>| ClusterTls::compile(s, "h", &sas);
     assert_eq!(
         c(None).for_endpoint(&meshed),
         UpstreamTls::Auto(sas.clone().into())

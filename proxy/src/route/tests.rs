@@ -227,15 +227,61 @@ fn bad_regex_rejects_the_whole_virtual_service() {
         "cluster.local",
     );
     assert!(t.for_host("svc.ns.svc.cluster.local").is_none());
-    assert!(t.errors[0].contains("ns/bad"), "{:?}", t.errors);
+    assert_eq!(t.errors[0].0, "ns/bad");
+    assert_eq!(
+        t.errors[0].1.to_string(),
+        "http[0].match[0].uri: invalid regex \"(\": unclosed group"
+    );
 }
 
 #[test]
-fn durations_and_targets() {
-    assert_eq!(duration("0.5s"), Some(Duration::from_millis(500)));
-    assert_eq!(duration("7s"), Some(Duration::from_secs(7)));
-    assert_eq!(duration("1m"), Some(Duration::from_secs(60)));
-    assert_eq!(duration("bad"), None);
+fn compound_durations_are_enforced_and_bad_ones_are_errors() {
+    let routes = table(
+        "hosts: [svc]\nhttp:\n- timeout: 0m1s\n  retries: {attempts: 2, perTryTimeout: 1m0.5s}\n  fault: {delay: {fixedDelay: 1h2m, percentage: {value: 100}}}\n  corsPolicy: {allowOrigins: [{exact: a}], maxAge: 1m30s}\n  route: [{destination: {host: a}}]\n",
+    );
+    let r = &routes[0];
+    assert_eq!(r.timeout, Some(Duration::from_secs(1)));
+    assert_eq!(
+        r.retries.as_ref().unwrap().per_try_timeout,
+        Some(Duration::from_millis(60_500))
+    );
+    assert_eq!(
+        r.fault.as_ref().unwrap().delay.unwrap().0,
+        Duration::from_secs(3720)
+    );
+    assert_eq!(r.cors_max_age, Some(Duration::from_secs(90)));
+    for (field, yaml, path) in [
+        ("timeout", "timeout: 1 s", "http[0].timeout"),
+        (
+            "perTryTimeout",
+            "retries: {attempts: 1, perTryTimeout: 1x}",
+            "http[0].retries.perTryTimeout",
+        ),
+        (
+            "fixedDelay",
+            "fault: {delay: {fixedDelay: soon}}",
+            "http[0].fault.delay.fixedDelay",
+        ),
+    ] {
+        let spec: VirtualServiceSpec = serde_yaml_ng::from_str(&format!(
+            "hosts: [svc]\nhttp:\n- {yaml}\n  route: [{{destination: {{host: a}}}}]\n"
+        ))
+        .unwrap();
+        let t = RouteTable::compile(
+            &BTreeMap::from([("ns/x".to_string(), spec)]),
+            "cluster.local",
+        );
+        assert_eq!(t.errors.len(), 1, "{field}");
+        assert_eq!(t.errors[0].1.path, path, "{field}");
+        assert!(
+            matches!(t.errors[0].1.error, ValueError::Duration(_)),
+            "{field}"
+        );
+    }
+}
+
+#[test]
+fn targets() {
     assert_eq!(
         fqdn("reviews", "default", "cluster.local"),
         "reviews.default.svc.cluster.local"
@@ -244,4 +290,41 @@ fn durations_and_targets() {
         fqdn("httpbin.org", "default", "cluster.local"),
         "httpbin.org"
     );
+}
+
+#[test]
+fn a_bare_address_in_destination_subnets_is_a_single_address_block() {
+    let spec: VirtualServiceSpec = serde_yaml_ng::from_str(
+        "hosts: [svc]\ntcp:\n- match: [{destinationSubnets: [10.0.0.5]}]\n  route: [{destination: {host: a}}]\n",
+    )
+    .unwrap();
+    let t = RouteTable::compile(
+        &BTreeMap::from([("ns/x".to_string(), spec)]),
+        "cluster.local",
+    );
+    assert!(t.errors.is_empty(), "{:?}", t.errors);
+    let l4 = &t.l4["svc.ns.svc.cluster.local"][0];
+    let no_labels = BTreeMap::new();
+    let facts = |dst: &str| L4Facts {
+        dst: dst.parse().unwrap(),
+        sni: None,
+        source_labels: &no_labels,
+        source_namespace: "ns",
+    };
+    assert!(l4.matches(&facts("10.0.0.5:80")));
+    // Dropping the entry would have matched every destination.
+    assert!(!l4.matches(&facts("10.0.0.6:80")));
+    let bad: VirtualServiceSpec = serde_yaml_ng::from_str(
+        "hosts: [svc]\ntcp:\n- match: [{destinationSubnets: [10.0.0.0/33]}]\n  route: [{destination: {host: a}}]\n",
+    )
+    .unwrap();
+    let t = RouteTable::compile(
+        &BTreeMap::from([("ns/x".to_string(), bad)]),
+        "cluster.local",
+    );
+    assert_eq!(
+        t.errors[0].1.to_string(),
+        "tcp[0].match[0].destinationSubnets[0]: invalid IP address or CIDR block \"10.0.0.0/33\""
+    );
+    assert!(t.l4.is_empty());
 }

@@ -187,6 +187,27 @@ pub fn start_agent(node: &Node, config: &Path, extra: &[&str]) -> PodProcess {
     agent
 }
 
+/// The `echo` Service (VIP 10.96.0.20, ports 8080 `http` and 9000 `tcp-echo`)
+/// as Kubernetes YAML, for tests that run a real agent over a folder.
+pub const ECHO_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
+
+/// Runs `argv` in the node's namespace (where the agent listens); its stdout.
+pub fn node_exec(node: &Node, argv: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", node.netns()])
+        .args(argv)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The agent's `/debug/syncz` (what `meshctl proxy-status` shows), read in
+/// the node's namespace; `Null` while the agent does not answer.
+pub fn agent_syncz(node: &Node) -> serde_json::Value {
+    let text = node_exec(node, &["curl", "-s", "http://127.0.0.1:15014/debug/syncz"]);
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
 /// A Pod as the API server would list it: Running, Ready, at `ip`.
 pub fn pod_yaml(name: &str, ip: &str, sa: &str, labels: &[(&str, &str)]) -> String {
     let labels: String = labels

@@ -45,9 +45,8 @@ pub const ECHO: PodSpec<'static> = PodSpec {
     labels: &[("app", "echo"), ("version", "v1"), MESHED],
 };
 
-/// The echo service of the mTLS tests: HTTP on 8080, a TCP echo on 9000.
+/// The VIP of [`ECHO_SERVICE`] (HTTP on 8080, a TCP echo on 9000).
 pub const ECHO_VIP: &str = "10.96.0.20";
-pub const ECHO_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: default\nspec:\n  clusterIP: 10.96.0.20\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 8080\n  - name: tcp-echo\n    port: 9000\n    targetPort: 9000\n";
 
 /// Fields drop in order: processes, then files, then pods and the node.
 pub struct MeshNet {

@@ -1,9 +1,12 @@
 //! Field-level checks shared by every kind: names, hosts, durations, ports, CIDRs,
-//! regexes and string matches, with Istio's rules.
+//! regexes and string matches, with Istio's rules. Values the proxy compiles
+//! (durations, regexes, string matches) are checked by compiling them with the
+//! proxy's own parsers ([`mesh_api::values`]).
 
 use super::Report;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::networking::StringMatch;
+use mesh_api::values;
 use std::time::Duration;
 
 /// Checks name and namespace are DNS-1123 labels (Kubernetes' own rule).
@@ -74,47 +77,11 @@ pub fn host(r: &mut Report<'_>, path: &str, h: &str, allow_wildcard: bool) {
     }
 }
 
-/// Parses a duration as Istio writes them (`10s`, `1.5s`, `100ms`, `1m30s`, `2h`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
-        let num: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid number in duration {s:?}"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
-        };
-        total += num * scale;
-        rest = &rest[unit_end..];
-    }
-    if !total.is_finite() || total > 315_576_000_000.0 {
-        return Err(format!("duration {s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 /// Checks an optional duration field: well formed and at least 1ms (Istio's floor).
 pub fn duration(r: &mut Report<'_>, path: &str, d: Option<&String>) {
     let Some(d) = d else { return };
-    match parse_duration(d) {
-        Err(e) => r.error(path, d, e),
+    match values::duration(d) {
+        Err(e) => r.error(path, d, e.to_string()),
         Ok(v) if v < Duration::from_millis(1) => r.error(path, d, "duration must be at least 1ms"),
         _ => {}
     }
@@ -129,37 +96,32 @@ pub fn port(r: &mut Report<'_>, path: &str, p: u32) {
 
 /// Checks an IP address or CIDR block.
 pub fn cidr(r: &mut Report<'_>, path: &str, s: &str) {
-    let ok = s.parse::<std::net::IpAddr>().is_ok() || s.parse::<ipnet::IpNet>().is_ok();
-    if !ok {
+    if values::ip_net(s).is_err() {
         r.error(path, s, "invalid IP address or CIDR block");
     }
 }
 
-/// Checks a regex compiles (RE2 dialect, which the `regex` crate follows) within a size bound.
+/// Checks a regex searched anywhere in a value (`uriRegexRewrite.match`), as
+/// the proxy compiles it.
 pub fn regex(r: &mut Report<'_>, path: &str, re: &str) {
-    if let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
-        let first = e
-            .to_string()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        r.error(path, re, format!("invalid regex: {first}"));
+    if let Err(e) = values::regex(re) {
+        r.error(path, re, e.to_string());
     }
 }
 
-/// A StringMatch must set exactly one of `exact`, `prefix`, `regex`.
-pub fn string_match(r: &mut Report<'_>, path: &str, m: &StringMatch) {
-    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if set != 1 {
-        r.error(path, m, "exactly one of exact, prefix or regex must be set");
+/// A StringMatch must set exactly one of `exact`, `prefix`, `regex`, and compile
+/// exactly as the proxy compiles it (`ignore_case`: the `ignoreUriCase` form).
+pub fn string_match(r: &mut Report<'_>, path: &str, m: &StringMatch, ignore_case: bool) {
+    if m.exact.is_none() && m.prefix.is_none() && m.regex.is_none() {
+        r.error(path, m, values::ValueError::StringMatch.to_string());
+        return;
     }
-    if let Some(re) = &m.regex {
-        regex(r, &format!("{path}.regex"), re);
+    match values::Matcher::compile(m, ignore_case) {
+        Err(e @ values::ValueError::Regex { .. }) => {
+            r.error(format!("{path}.regex"), &m.regex, e.to_string())
+        }
+        Err(e) => r.error(path, m, e.to_string()),
+        Ok(_) => {}
     }
 }
 

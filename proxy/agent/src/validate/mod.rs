@@ -12,7 +12,7 @@ mod networking;
 mod security;
 mod unknown;
 
-pub use checks::{parse_duration, valid_host};
+pub use checks::valid_host;
 
 use mesh_api::resource::{IstioResource, ResourceKey};
 use std::fmt;

@@ -99,7 +99,9 @@ fn http_route(r: &mut Report<'_>, p: &str, h: &HttpRoute) {
             ("authority", &m.authority),
         ] {
             if let Some(sm) = sm {
-                string_match(r, &format!("{mp}.{f}"), sm);
+                // The proxy compiles `uri` in the ignoreUriCase form when it is set.
+                let ic = f == "uri" && m.ignore_uri_case == Some(true);
+                string_match(r, &format!("{mp}.{f}"), sm, ic);
             }
         }
         for (f, map) in [
@@ -121,7 +123,7 @@ fn http_route(r: &mut Report<'_>, p: &str, h: &HttpRoute) {
                 {
                     continue;
                 }
-                string_match(r, &format!("{mp}.{f}.{k}"), sm);
+                string_match(r, &format!("{mp}.{f}.{k}"), sm, false);
             }
         }
         if let Some(pt) = m.port {
@@ -262,7 +264,7 @@ fn http_route(r: &mut Report<'_>, p: &str, h: &HttpRoute) {
     }
     if let Some(c) = &h.cors_policy {
         for (k, o) in c.allow_origins.iter().enumerate() {
-            string_match(r, &format!("{p}.corsPolicy.allowOrigins[{k}]"), o);
+            string_match(r, &format!("{p}.corsPolicy.allowOrigins[{k}]"), o, false);
         }
         duration(r, &format!("{p}.corsPolicy.maxAge"), c.max_age.as_ref());
     }
