@@ -97,8 +97,16 @@ struct Attack {
     streams: u64,
 }
 
+/// The floods measure latency and memory: one test at a time, so none of them
+/// is measured during another's flood.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn h2_floods_end_in_goaway_and_spare_other_clients() {
+    let _one_at_a_time = serial();
     // A short idle timeout: floods of control frames (no requests) and a stalled
     // zero-window stream are ended by it; the grace after GOAWAY is 2 s.
     let w = world_with(
@@ -275,6 +283,7 @@ fn idle_conns(w: &World, n: usize, deadline: u64, extra_after: Option<f64>) -> I
 
 #[test]
 fn silent_connections_are_closed_and_the_cap_refuses_one_more() {
+    let _one_at_a_time = serial();
     let w = world_with(
         1,
         "ALLOW_ANY",
@@ -344,6 +353,7 @@ fn silent_connections_are_closed_and_the_cap_refuses_one_more() {
 
 #[test]
 fn idle_connection_flood_is_released() {
+    let _one_at_a_time = serial();
     let w = world_with(1, "ALLOW_ANY", &["--http-first-byte-timeout", "5s"]);
     let (rss0, _) = proxy_mem(&w.client_proxy);
     let n = 5000;
