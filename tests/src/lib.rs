@@ -12,5 +12,6 @@
 
 pub mod bins;
 pub mod echo;
+pub mod fuzz;
 pub mod harness;
 pub mod testca;
