@@ -56,7 +56,8 @@ fn interval(v: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
+    // `try_`: a huge count of hours (found by fuzzing) overflows a Duration.
+    Duration::try_from_secs_f64(secs).ok().filter(|d| !d.is_zero())
 }
 
 /// Parses the annotation value; empty means no limit.
@@ -147,6 +148,8 @@ mod tests {
             "5/s,color=red",
             "5/s;6/s",
             "5/s,port=0",
+            // Found by fuzzing (api/tests/fuzz.rs): panicked instead.
+            "1/99999999999999999999h",
         ] {
             let e = parse(v).unwrap_err().to_string();
             assert!(e.contains(ANNOTATION) && e.contains(v), "{v}: {e}");
