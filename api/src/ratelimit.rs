@@ -57,7 +57,9 @@ fn interval(v: &str) -> Option<Duration> {
         _ => return None,
     };
     // `try_`: a huge count of hours (found by fuzzing) overflows a Duration.
-    Duration::try_from_secs_f64(secs).ok().filter(|d| !d.is_zero())
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// Parses the annotation value; empty means no limit.

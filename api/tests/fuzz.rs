@@ -24,8 +24,30 @@ const KEY: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
 
 /// Tokens of list-valued annotations.
 const LIST_TOKENS: [&str; 24] = [
-    ",", " ", "*", "0", "1", "80", "65535", "65536", "4294967296", "-", "+", "10.0.0.0",
-    "/", "8", "32", "33", "::", "fe80::1", "128", "eth0", "veth", ":", "\t", "ü",
+    ",",
+    " ",
+    "*",
+    "0",
+    "1",
+    "80",
+    "65535",
+    "65536",
+    "4294967296",
+    "-",
+    "+",
+    "10.0.0.0",
+    "/",
+    "8",
+    "32",
+    "33",
+    "::",
+    "fe80::1",
+    "128",
+    "eth0",
+    "veth",
+    ":",
+    "\t",
+    "ü",
 ];
 
 /// An error names the annotation key and quotes the whole value (the rule for
@@ -92,8 +114,28 @@ fn annotation_lists() {
 
 /// Tokens of the rate-limit grammar (`N/INTERVAL[,burst=N][,port=P];...`).
 const RATE_TOKENS: [&str; 22] = [
-    "1", "0", "50", "100", "99999999999999999999", "18446744073709551616", ".", "/", "s",
-    "ms", "m", "h", ",", "burst=", "port=", ";", " ", "e", "-", "inf", "9080", "=",
+    "1",
+    "0",
+    "50",
+    "100",
+    "99999999999999999999",
+    "18446744073709551616",
+    ".",
+    "/",
+    "s",
+    "ms",
+    "m",
+    "h",
+    ",",
+    "burst=",
+    "port=",
+    ";",
+    " ",
+    "e",
+    "-",
+    "inf",
+    "9080",
+    "=",
 ];
 
 /// The local rate limit: accepted buckets are usable (positive counts, an
@@ -121,7 +163,23 @@ fn rate_limit() {
 
 /// Tokens of Go durations and Kubernetes quantities.
 const QUANTITY_TOKENS: [&str; 18] = [
-    "1", "0", ".", "5", "ns", "us", "µs", "ms", "s", "m", "h", "Ki", "Gi", "e", "E", "+", "-",
+    "1",
+    "0",
+    ".",
+    "5",
+    "ns",
+    "us",
+    "µs",
+    "ms",
+    "s",
+    "m",
+    "h",
+    "Ki",
+    "Gi",
+    "e",
+    "E",
+    "+",
+    "-",
     "99999999999",
 ];
 

@@ -47,7 +47,15 @@ fn base_conf() -> &'static (Value, Vocab) {
             }
         });
         let mut extra: Vec<&str> = SUPPORTED_VERSIONS.to_vec();
-        extra.extend(["legacy", "nft", "REDIRECT", "TPROXY", "*", "10.0.0.0/8", "::/0"]);
+        extra.extend([
+            "legacy",
+            "nft",
+            "REDIRECT",
+            "TPROXY",
+            "*",
+            "10.0.0.0/8",
+            "::/0",
+        ]);
         let vocab = Vocab::from_example(&conf, &extra);
         (conf, vocab)
     })
@@ -62,7 +70,7 @@ fn cni_stdin_config() {
         .for_each(|data: &[u8]| {
             let mut b = Bytes::new(data);
             let (base, vocab) = base_conf();
-            let stdin = if b.byte() % 8 == 0 {
+            let stdin = if b.byte().is_multiple_of(8) {
                 b.raw(255).into_bytes()
             } else {
                 let mut doc = base.clone();
@@ -95,9 +103,28 @@ const KEYS: [&str; 11] = [
     sidecar::STATUS_PORT,
 ];
 const VALUE_TOKENS: [&str; 22] = [
-    ",", " ", "*", "0", "80", "15021", "65535", "70000", "10.0.0.0/8", "10.1.2.3/32",
-    "fd00::/8", "::/0", "0.0.0.0/0", "eth0", "net1", "-", "REDIRECT", "TPROXY", "NONE", "/",
-    "=", "ü",
+    ",",
+    " ",
+    "*",
+    "0",
+    "80",
+    "15021",
+    "65535",
+    "70000",
+    "10.0.0.0/8",
+    "10.1.2.3/32",
+    "fd00::/8",
+    "::/0",
+    "0.0.0.0/0",
+    "eth0",
+    "net1",
+    "-",
+    "REDIRECT",
+    "TPROXY",
+    "NONE",
+    "/",
+    "=",
+    "ü",
 ];
 
 /// Redirect annotations: for any annotation values, the parameters derived
@@ -113,7 +140,10 @@ fn redirect_annotations() {
             for _ in 0..1 + b.byte() % 4 {
                 let k = b.pick(&KEYS).to_string();
                 let mut vb = Bytes::new(&data[data.len().min(usize::from(b.byte()))..]);
-                ann.insert(k, text(&mut vb, &VALUE_TOKENS[..]).chars().take(40).collect());
+                ann.insert(
+                    k,
+                    text(&mut vb, &VALUE_TOKENS[..]).chars().take(40).collect(),
+                );
             }
             match RedirectParams::for_pod(&ann, &RedirectDefaults::default()) {
                 Ok(p) => {

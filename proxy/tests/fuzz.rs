@@ -21,7 +21,7 @@ const CI_TIME: Duration = Duration::from_secs(2);
 
 /// A length field: usually the true one, sometimes whatever the bytes say.
 fn len_field(b: &mut Bytes, real: usize, width: usize) -> Vec<u8> {
-    let v = if b.byte() % 8 == 0 {
+    let v = if b.byte().is_multiple_of(8) {
         usize::from(b.byte()) << 8 | usize::from(b.byte())
     } else {
         real
@@ -76,10 +76,22 @@ fn client_hello(b: &mut Bytes) -> Vec<u8> {
     hello.push(0);
     hello.extend(len_field(b, exts.len(), 2));
     hello.extend(exts);
-    let mut hs = vec![if b.byte() % 16 == 0 { b.byte() } else { 1 }];
+    let mut hs = vec![if b.byte().is_multiple_of(16) {
+        b.byte()
+    } else {
+        1
+    }];
     hs.extend(len_field(b, hello.len(), 3));
     hs.extend(hello);
-    let mut rec = vec![if b.byte() % 16 == 0 { b.byte() } else { 0x16 }, 3, 1];
+    let mut rec = vec![
+        if b.byte().is_multiple_of(16) {
+            b.byte()
+        } else {
+            0x16
+        },
+        3,
+        1,
+    ];
     rec.extend(len_field(b, hs.len(), 2));
     rec.extend(hs);
     rec
@@ -99,7 +111,7 @@ fn sni_sniffer() {
         .with_test_time(CI_TIME)
         .for_each(|data: &[u8]| {
             let mut b = Bytes::new(data);
-            let mut buf = if b.byte() % 8 == 0 {
+            let mut buf = if b.byte().is_multiple_of(8) {
                 b.raw(255).into_bytes()
             } else {
                 client_hello(&mut b)
@@ -234,8 +246,8 @@ fn peer_metadata() {
 
 /// Tokens of request targets that normalization treats specially.
 const PATH_TOKENS: [&str; 28] = [
-    "/", "//", ".", "..", "%", "%%", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%25",
-    "%3", "%30", "%32", "%36", "%61", "\\", "?", "#", "a", "admin", "0", "F", "e", "ü",
+    "/", "//", ".", "..", "%", "%%", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%25", "%3",
+    "%30", "%32", "%36", "%61", "\\", "?", "#", "a", "admin", "0", "F", "e", "ü",
 ];
 
 const MODES: [PathNormalization; 4] = [

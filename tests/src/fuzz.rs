@@ -174,7 +174,7 @@ pub fn json(b: &mut Bytes, vocab: &Vocab, depth: u8) -> Value {
 pub fn object(b: &mut Bytes, vocab: &Vocab, depth: u8) -> Value {
     let mut m = Map::new();
     for _ in 0..b.byte() % 8 {
-        let k = if vocab.keys.is_empty() || b.byte() % 8 == 0 {
+        let k = if vocab.keys.is_empty() || b.byte().is_multiple_of(8) {
             b.raw(8)
         } else {
             b.pick(&vocab.keys).clone()
@@ -185,7 +185,7 @@ pub fn object(b: &mut Bytes, vocab: &Vocab, depth: u8) -> Value {
 }
 
 fn number(b: &mut Bytes) -> Value {
-    match serde_json::from_str::<Value>(*b.pick(&NUMBERS)) {
+    match serde_json::from_str::<Value>(b.pick::<&str>(&NUMBERS)) {
         Ok(v @ Value::Number(_)) => v,
         _ => Value::Number(Number::from(b.byte())),
     }
@@ -196,10 +196,10 @@ fn number(b: &mut Bytes) -> Value {
 pub fn text(b: &mut Bytes, tokens: &[&str]) -> String {
     let mut s = String::new();
     while !b.is_empty() {
-        if b.byte() % 8 == 0 {
+        if b.byte().is_multiple_of(8) {
             s.push_str(&b.raw(4));
         } else {
-            s.push_str(*b.pick(tokens));
+            s.push_str(b.pick::<&str>(tokens));
         }
     }
     s
@@ -217,7 +217,7 @@ pub fn mutate(b: &mut Bytes, doc: &mut Value, vocab: &Vocab) {
 
 /// Walks down while the bytes say so, then changes the node reached.
 fn mutate_node(b: &mut Bytes, node: &mut Value, vocab: &Vocab) {
-    if b.byte() % 4 != 0 {
+    if !b.byte().is_multiple_of(4) {
         match node {
             Value::Object(m) if !m.is_empty() => {
                 let keys: Vec<String> = m.keys().cloned().collect();

@@ -71,9 +71,24 @@ fn pods() -> &'static (Vec<Value>, Vocab) {
             "httpGet",
         ];
         let values = [
-            "true", "false", "y", "*", "", "0", "15021", "80,443", "10.0.0.0/8", "TPROXY",
-            "100m", "1Gi", "sidecar", "{\"holdApplicationUntilProxyStarts\": true}",
-            "{\"vol\": {\"emptyDir\": {}}}", "[{\"name\": \"v\"}]", "10/s,burst=5", "eth0",
+            "true",
+            "false",
+            "y",
+            "*",
+            "",
+            "0",
+            "15021",
+            "80,443",
+            "10.0.0.0/8",
+            "TPROXY",
+            "100m",
+            "1Gi",
+            "sidecar",
+            "{\"holdApplicationUntilProxyStarts\": true}",
+            "{\"vol\": {\"emptyDir\": {}}}",
+            "[{\"name\": \"v\"}]",
+            "10/s,burst=5",
+            "eth0",
         ];
         vocab.extend(Vocab {
             keys: keys.iter().map(|s| s.to_string()).collect(),
@@ -98,7 +113,7 @@ fn admission_review() {
             let mut pod = b.pick(pods).clone();
             mutate(&mut b, &mut pod, vocab);
             let mut review = review_for(&pod, "fuzz-uid", "admission.k8s.io/v1");
-            if b.byte() % 8 == 0 {
+            if b.byte().is_multiple_of(8) {
                 mutate(&mut b, &mut review, vocab);
             }
             let body = serde_json::to_vec(&review).expect("JSON");
@@ -130,7 +145,12 @@ fn validation_review() {
         for r in &all {
             vocab.extend(Vocab::from_example(
                 r,
-                &["security.istio.io/v1", "AuthorizationPolicy", "DENY", "ISTIO_MUTUAL"],
+                &[
+                    "security.istio.io/v1",
+                    "AuthorizationPolicy",
+                    "DENY",
+                    "ISTIO_MUTUAL",
+                ],
             ));
         }
         (all, vocab)
@@ -144,7 +164,7 @@ fn validation_review() {
             let mut review = review_for(&obj, "fuzz-uid", "admission.k8s.io/v1");
             review["request"]["kind"] = json!({"group": "networking.istio.io", "version": "v1",
                 "kind": obj["kind"]});
-            if b.byte() % 8 == 0 {
+            if b.byte().is_multiple_of(8) {
                 mutate(&mut b, &mut review, vocab);
             }
             let body = serde_json::to_vec(&review).expect("JSON");

@@ -184,7 +184,7 @@ fn sync_frames() {
         .for_each(|data: &[u8]| {
             let mut b = Bytes::new(data);
             let mut msg = b.pick(sync_messages()).clone();
-            if b.byte() % 8 == 0 {
+            if b.byte().is_multiple_of(8) {
                 msg = json(&mut b, vocab(), 6);
             } else {
                 mutate(&mut b, &mut msg, vocab());
@@ -263,12 +263,12 @@ fn crd_decode() {
             let mut b = Bytes::new(data);
             let mut doc = b.pick(fixtures()).clone();
             mutate(&mut b, &mut doc, vocab());
-            let mut text = if b.byte() % 2 == 0 {
+            let mut text = if b.byte().is_multiple_of(2) {
                 serde_yaml_ng::to_string(&doc).expect("YAML")
             } else {
                 doc.to_string()
             };
-            if b.byte() % 8 == 0 && !text.is_empty() {
+            if b.byte().is_multiple_of(8) && !text.is_empty() {
                 let mut raw = text.into_bytes();
                 let i = usize::from(b.byte()) * 7 % raw.len();
                 raw[i] = b.byte();

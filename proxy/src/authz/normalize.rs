@@ -129,8 +129,10 @@ pub fn normalize(target: &str, mode: PathNormalization) -> Result<Cow<'_, str>, 
     // One pass for all decoded characters, so a decoded `/` cannot complete a
     // new escape after its pass is over.
     let slashes = mode == PathNormalization::DecodeAndMergeSlashes;
-    let mut p = decode_where(path, |c| unreserved(c) || (slashes && (c == b'/' || c == b'\\')))
-        .replace('\\', "/");
+    let mut p = decode_where(path, |c| {
+        unreserved(c) || (slashes && (c == b'/' || c == b'\\'))
+    })
+    .replace('\\', "/");
     // Decoding can assemble a `%00` (`%%300`) that the check above did not see.
     if p.contains("%00") {
         return Err(PathError::Nul(target.to_string()));
