@@ -22,30 +22,22 @@ impl Vocab {
     /// Collects every property name and enum value of a JSON schema (as produced
     /// by `schemars::schema_for!`), plus `extra` strings.
     pub fn from_schema(schema: &Value, extra: &[&str]) -> Vocab {
-        let mut v = Vocab {
-            keys: Vec::new(),
-            strings: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        walk(schema, &mut v);
-        v.keys.sort();
-        v.keys.dedup();
-        v.strings.sort();
-        v.strings.dedup();
-        v
+        Vocab::collect(extra, |v| walk(schema, v))
     }
 
     /// Collects every key and string value of an example document (a default
     /// config serialized, a fixture), plus `extra` strings.
     pub fn from_example(doc: &Value, extra: &[&str]) -> Vocab {
+        Vocab::collect(extra, |v| example(doc, v))
+    }
+
+    fn collect(extra: &[&str], fill: impl FnOnce(&mut Vocab)) -> Vocab {
         let mut v = Vocab {
             keys: Vec::new(),
             strings: extra.iter().map(|s| s.to_string()).collect(),
         };
-        example(doc, &mut v);
-        v.keys.sort();
-        v.keys.dedup();
-        v.strings.sort();
-        v.strings.dedup();
+        fill(&mut v);
+        v.tidy();
         v
     }
 
@@ -53,6 +45,11 @@ impl Vocab {
     pub fn extend(&mut self, other: Vocab) {
         self.keys.extend(other.keys);
         self.strings.extend(other.strings);
+        self.tidy();
+    }
+
+    /// Sorted and without repeats, so each word is as likely as another.
+    fn tidy(&mut self) {
         self.keys.sort();
         self.keys.dedup();
         self.strings.sort();

@@ -175,7 +175,7 @@ where
 }
 
 /// Sync frames: the codec splits any byte stream into frames no larger than
-/// the limit and re-encodes them to the same bytes; every frame decodes (or is
+/// the limit and re-encodes them to the bytes they came from; every frame decodes (or is
 /// refused) as either side's message, and what decodes round-trips.
 #[test]
 fn sync_frames() {
