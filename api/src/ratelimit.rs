@@ -141,6 +141,8 @@ mod tests {
             "5/s,color=red",
             "5/s;6/s",
             "5/s,port=0",
+            // Found by fuzzing (api/tests/fuzz.rs): panicked instead.
+            "1/99999999999999999999h",
         ] {
             let e = parse(v).unwrap_err().to_string();
             assert!(e.contains(ANNOTATION) && e.contains(v), "{v}: {e}");

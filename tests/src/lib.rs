@@ -3,8 +3,9 @@
 //! [`harness`] builds a node and pods as network namespaces wired by the real CNI
 //! plugins, and runs processes inside them; [`echo`] is the test application that
 //! reports who answered and what it received; [`testca`] is the PKI of the
-//! tests that bring their own certificates. The tests in `tests/` drive these
-//! with real clients (curl, h2load).
+//! tests that bring their own certificates; [`fuzz`] turns a fuzzer's bytes
+//! into structured inputs for the crates' fuzz targets (`tests/FUZZING.md`).
+//! The tests in `tests/` drive these with real clients (curl, h2load).
 
 // Harness errors carry the whole context of a failed command (plugin, netns,
 // stderr) on purpose; they are the cold path, so their size does not matter.
@@ -12,5 +13,6 @@
 
 pub mod bins;
 pub mod echo;
+pub mod fuzz;
 pub mod harness;
 pub mod testca;

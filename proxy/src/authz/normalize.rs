@@ -51,23 +51,23 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Decodes `%HH` where `keep(decoded)` says so; other escapes stay as written.
+/// Where a decoded character completes a new escape (`%%361` → `%61`), that one
+/// is decoded too, so no escape `keep` accepts is left: normalizing twice gives
+/// the same path, and an app decoding once more cannot see a different one.
 fn decode_where(s: &str, keep: impl Fn(u8) -> bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                let c = h * 16 + l;
-                if keep(c) {
-                    out.push(c);
-                    i += 3;
-                    continue;
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        out.push(c);
+        // Each decode shortens `out` by two, so this stays linear.
+        while let [.., b'%', h, l] = out[..] {
+            match (hex(h), hex(l)) {
+                (Some(h), Some(l)) if keep(h * 16 + l) => {
+                    out.truncate(out.len() - 3);
+                    out.push(h * 16 + l);
                 }
+                _ => break,
             }
         }
-        out.push(b[i]);
-        i += 1;
     }
     // Only ASCII bytes were produced from escapes; the rest was valid UTF-8.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
@@ -126,12 +126,17 @@ pub fn normalize(target: &str, mode: PathNormalization) -> Result<Cow<'_, str>, 
     if clean || mode == PathNormalization::None || !path.starts_with('/') {
         return Ok(Cow::Borrowed(target));
     }
-    let mut p = if mode == PathNormalization::DecodeAndMergeSlashes {
-        decode_where(path, |c| c == b'/' || c == b'\\')
-    } else {
-        path.to_string()
-    };
-    p = decode_where(&p, unreserved).replace('\\', "/");
+    // One pass for all decoded characters, so a decoded `/` cannot complete a
+    // new escape after its pass is over.
+    let slashes = mode == PathNormalization::DecodeAndMergeSlashes;
+    let mut p = decode_where(path, |c| {
+        unreserved(c) || (slashes && (c == b'/' || c == b'\\'))
+    })
+    .replace('\\', "/");
+    // Decoding can assemble a `%00` (`%%300`) that the check above did not see.
+    if p.contains("%00") {
+        return Err(PathError::Nul(target.to_string()));
+    }
     p = remove_dot_segments(&p);
     if mode != PathNormalization::Base {
         p = merge_slashes(&p);
@@ -180,6 +185,13 @@ mod tests {
             (DecodeAndMergeSlashes, "/x/..%2fadmin", "/admin"),
             (None, "/a/../b", "/a/../b"),
             (MergeSlashes, "*", "*"),
+            // Found by fuzzing (proxy/tests/fuzz.rs): a decoded character that
+            // completes an escape is decoded too, so a second pass (or the app)
+            // cannot turn what authorization saw into `/admin`.
+            (Base, "/%%361dmin", "/admin"),
+            (Base, "/%%3%361dmin", "/admin"),
+            (DecodeAndMergeSlashes, "/a%%32Fadmin", "/a/admin"),
+            (Base, "/a%%32Fb", "/a%2Fb"),
         ];
         for (mode, input, want) in cases {
             assert_eq!(normalize(input, mode).unwrap(), want, "{mode:?} {input}");
@@ -191,6 +203,9 @@ mod tests {
         let e = normalize("/a%00b", Base).unwrap_err();
         assert!(e.to_string().contains("/a%00b"));
         assert!(normalize("/a%00", None).is_err());
+        // Found by fuzzing: decoding `%30` next to `%0` assembles a `%00`.
+        let e = normalize("/%%300", Base).unwrap_err();
+        assert!(e.to_string().contains("/%%300"), "{e}");
     }
 
     #[test]
