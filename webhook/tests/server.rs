@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use common::net::{eventually, Client, TestServer};
 use common::{apply_response, review_for, TestCa};
+use mesh_webhook::reload::ReloadStats;
 use mesh_webhook::server::Limits;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn pod(annotations: Value) -> Value {
@@ -98,17 +100,10 @@ async fn tls_admission_and_cert_reload() {
     assert_eq!(r["response"]["allowed"], true);
 
     // Garbage cert files are rejected; the current cert stays.
-    let rejected = srv.cert_reloads.rejected();
-    std::fs::write(&srv.cert, "not a cert").unwrap();
-    let stats = srv.cert_reloads.clone();
-    assert!(
-        eventually(5, || {
-            let stats = stats.clone();
-            async move { stats.rejected() > rejected }
-        })
-        .await,
-        "garbage cert never looked at"
-    );
+    rejected_after(&srv.cert_reloads, || {
+        std::fs::write(&srv.cert, "not a cert").unwrap()
+    })
+    .await;
     assert!(Client::connect(addr, &other.cert_pem).await.is_ok());
 }
 
@@ -289,19 +284,25 @@ async fn mesh_config_reload_keeps_last_good() {
         "images: {proxyy: reg/mesh:3}\n",
         "trustDomain: 'Not Valid'\nimages: {proxy: reg/mesh:3}\n",
     ] {
-        let rejected = srv.mesh_reloads.rejected();
-        write_atomically(&srv.mesh, bad);
-        let stats = srv.mesh_reloads.clone();
-        assert!(
-            eventually(5, || {
-                let stats = stats.clone();
-                async move { stats.rejected() > rejected }
-            })
-            .await,
-            "bad mesh config never looked at: {bad}"
-        );
+        rejected_after(&srv.mesh_reloads, || write_atomically(&srv.mesh, bad)).await;
         assert_eq!(image_now().await.as_deref(), Some("reg/mesh:2"));
     }
+}
+
+/// Runs `change`, then waits until the watcher has rejected one more version:
+/// the positive signal that the bad file was looked at (and refused).
+async fn rejected_after(stats: &Arc<ReloadStats>, change: impl FnOnce()) {
+    let before = stats.rejected();
+    change();
+    let stats = stats.clone();
+    assert!(
+        eventually(5, || {
+            let stats = stats.clone();
+            async move { stats.rejected() > before }
+        })
+        .await,
+        "the changed file was never rejected"
+    );
 }
 
 /// How Kubernetes updates a mounted ConfigMap: the new content appears at once.
