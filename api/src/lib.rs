@@ -11,6 +11,7 @@
 
 pub mod annotations;
 pub mod crd;
+pub mod gatewayview;
 pub mod identity;
 pub mod meshconfig;
 pub mod networking;

@@ -7,6 +7,9 @@
 //! Every view is complete (state of the world), so applying one is atomic and a
 //! proxy that missed versions just takes the latest.
 
+pub use crate::gatewayview::{
+    GatewayListener, GatewayServer, GatewayTls, GatewayView, TlsCredential, TlsFiles,
+};
 use crate::networking::{DestinationRuleSpec, VirtualServiceSpec};
 use crate::security::AuthorizationPolicySpec;
 use serde::{Deserialize, Serialize};
@@ -24,6 +27,10 @@ pub struct ProxyIdentity {
     pub service_account: String,
     pub labels: BTreeMap<String, String>,
     pub ips: Vec<String>,
+    /// A gateway (`mesh-proxy router`, Istio's node type `router`): it gets the
+    /// listeners of the Gateways selecting its labels in [`ProxyView::gateway`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub router: bool,
 }
 
 /// Proxy → agent.
@@ -91,6 +98,9 @@ pub struct ProxyView {
     pub outbound_traffic_policy: String,
     /// Policy for traffic arriving at the proxy's own workload.
     pub inbound: InboundPolicy,
+    /// For a gateway proxy (`router`): its listeners, servers and bound routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayView>,
 }
 
 /// A service of the registry: a Kubernetes Service or a ServiceEntry host.

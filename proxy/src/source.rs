@@ -111,6 +111,7 @@ pub fn follow_agent(
         service_account: cfg.service_account.clone(),
         labels: cfg.labels.clone(),
         ips: cfg.instance_ip.iter().map(|ip| ip.to_string()).collect(),
+        ..Default::default()
     };
     let sh = shared.clone();
     // A refused view is NACKed with every resource and reason.

@@ -216,6 +216,7 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
             .and_then(|s| s.sidecar().outbound_traffic_policy.as_ref()?.mode.clone())
             .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
         inbound: inbound(snap, id),
+        gateway: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn proxy(ns: &str, pod: &str, labels: &[(&str, &str)]) -> ProxyIdentity {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         ips: vec![],
+        router: false,
     }
 }
 

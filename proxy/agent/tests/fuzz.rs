@@ -121,6 +121,7 @@ fn sync_messages() -> &'static [Value] {
             service_account: "web".into(),
             labels: [("app".to_string(), "web".to_string())].into(),
             ips: vec!["10.1.0.5".into()],
+            router: false,
         };
         let client = [
             ClientMessage::Subscribe {

@@ -106,6 +106,7 @@ async fn mesh_config_file_applies_live_and_a_bad_edit_keeps_the_last_good() {
         service_account: "default".into(),
         labels: [("app".to_string(), "web".to_string())].into(),
         ips: vec!["10.200.0.1".into()],
+        router: false,
     };
     let state = client::spawn(
         ClientConfig::new(sync, id),

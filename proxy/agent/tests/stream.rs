@@ -42,6 +42,7 @@ fn identity(i: usize) -> ProxyIdentity {
         service_account: "default".into(),
         labels: [("app".to_string(), format!("app-{}", i % 7))].into(),
         ips: vec![format!("10.200.{}.{}", i / 250, i % 250)],
+        router: false,
     }
 }
 
