@@ -80,7 +80,8 @@ fn removed_endpoint_then_sigterm_loses_no_request() {
             s.endpoints.retain(|e| e.address != gone);
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The client stops picking it once it runs the new view.
+    w.wait_applied();
     w.server_procs[1]
         .1
         .signal(nix::sys::signal::Signal::SIGTERM)
@@ -201,7 +202,19 @@ fn readiness_drain_and_quitquitquit() {
 fn bad_view_keeps_the_last_good_snapshot() {
     let w = world(1, "ALLOW_ANY");
     std::fs::write(w.dir.0.join("view.json"), b"{ not json").unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // Wait for the client proxy to have read and refused it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rejected = || {
+        metrics(&w.client)
+            .lines()
+            .find_map(|l| l.strip_prefix("mesh_proxy_config_rejected_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    while rejected() < 1 {
+        assert!(Instant::now() < deadline, "the bad view was never refused");
+        std::thread::sleep(Duration::from_millis(30));
+    }
     let r = curl_echo(&w.client, &[&format!("http://{VIP}:8080/")]);
     assert_eq!(
         r.pod,

@@ -119,8 +119,26 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
 
     // A half-written step 2 (new certificate, old key) is refused; the old CA signs on.
     let issued = serving.issued.load(std::sync::atomic::Ordering::Relaxed);
+    let ca_service = agent.shared.ca.clone().unwrap();
+    let refused = || {
+        ca_service
+            .reloads_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Waits until the watcher looked at the changed folder and refused it.
+    let refused_once_more = |before: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while refused() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "the bad folder was never refused"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let before = refused();
     put(&cacerts, "ca-cert.pem", &inter.pem);
-    tokio::time::sleep(Duration::from_millis(500)).await; // five reload periods
+    refused_once_more(before).await;
     let got = ask().await;
     assert_eq!(norm(&got.chain[1]), norm(&old.pem));
     // Garbage is refused the same way.
@@ -129,7 +147,7 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
         "ca-key.pem",
         "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    refused_once_more(before + 1).await;
     assert_eq!(norm(&ask().await.chain[1]), norm(&old.pem));
 
     // Step 2 completed: signed by the intermediate under the new root.

@@ -100,8 +100,13 @@ pub async fn watch(
                     "cacerts changed: the new CA is in force");
                 service.replace(ca);
             }
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
-                "cacerts changed but is not usable; keeping the CA in force"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e,
+                    "cacerts changed but is not usable; keeping the CA in force");
+                service
+                    .reloads_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

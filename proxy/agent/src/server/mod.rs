@@ -35,6 +35,9 @@ pub struct Shared {
 pub struct CaService {
     ca: watch::Sender<Arc<crate::ca::Ca>>,
     pub auth: crate::ca::auth::Authenticator,
+    /// Changed `cacerts` folders that were not usable and were refused (the CA
+    /// in force stayed): a positive signal that a reload was looked at.
+    pub reloads_refused: std::sync::atomic::AtomicU64,
 }
 
 impl CaService {
@@ -42,6 +45,7 @@ impl CaService {
         CaService {
             ca: watch::channel(Arc::new(ca)).0,
             auth,
+            reloads_refused: 0.into(),
         }
     }
 
