@@ -89,7 +89,11 @@ fn assert_gateway(pod: &Value, mesh: &MeshConfig) {
     );
     assert_eq!(names(&spec["containers"]), ["istio-proxy"]);
     let c = proxy(pod);
-    assert_eq!(c["image"], mesh.images.proxy.as_str(), "image: auto replaced");
+    assert_eq!(
+        c["image"],
+        mesh.images.proxy.as_str(),
+        "image: auto replaced"
+    );
     assert_eq!(c["command"], json!(["mesh-proxy"]));
     assert_eq!(c["args"], json!(["router"]));
     assert!(c.get("restartPolicy").is_none() && c.get("lifecycle").is_none());
@@ -102,7 +106,10 @@ fn assert_gateway(pod: &Value, mesh: &MeshConfig) {
     ] {
         assert_eq!(env(c, name)["valueFrom"]["fieldRef"]["fieldPath"], path);
     }
-    assert_eq!(env(c, "ISTIO_META_WORKLOAD_NAME")["value"], "istio-ingressgateway");
+    assert_eq!(
+        env(c, "ISTIO_META_WORKLOAD_NAME")["value"],
+        "istio-ingressgateway"
+    );
     assert_eq!(
         env(c, "ISTIO_META_OWNER")["value"],
         "kubernetes://apis/apps/v1/namespaces/istio-system/deployments/istio-ingressgateway"
@@ -226,10 +233,15 @@ fn kube_inject_fills_the_same_gateway_container() {
     let kinds: Vec<Value> = docs(&out).iter().map(|d| d["kind"].clone()).collect();
     assert_eq!(
         kinds,
-        json!(["ServiceAccount", "Deployment", "PodDisruptionBudget", "Service"])
-            .as_array()
-            .unwrap()
-            .clone()
+        json!([
+            "ServiceAccount",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Service"
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
     );
 }
 
@@ -249,7 +261,10 @@ fn the_same_pod_without_the_template_annotation_gets_a_sidecar() {
     let c = proxy(&out);
     assert_eq!(c["args"], json!(["sidecar"]));
     assert_eq!(c["restartPolicy"], "Always");
-    assert_eq!(out["metadata"]["labels"]["security.istio.io/tlsMode"], "istio");
+    assert_eq!(
+        out["metadata"]["labels"]["security.istio.io/tlsMode"],
+        "istio"
+    );
     assert!(out["spec"]["securityContext"]["sysctls"].is_null());
 }
 

@@ -83,7 +83,10 @@ pub fn decide(pod: &Pod, excluded_namespaces: &[String]) -> Decision {
     };
     // A gateway (`router`, injected by the `gateway` template) receives its traffic
     // on its own listeners: capturing it would loop its upstream calls back in.
-    if let Some(mode) = proxy.proxy_mode().filter(|m| *m != containers::MODE_SIDECAR) {
+    if let Some(mode) = proxy
+        .proxy_mode()
+        .filter(|m| *m != containers::MODE_SIDECAR)
+    {
         return Decision::Skip(format!("istio-proxy runs as {mode}, not a sidecar"));
     }
     if pod
@@ -255,7 +258,12 @@ mod tests {
             }
         }
         // The mode is read where both dialects put it; a sidecar's is captured.
-        for args in ["[sidecar]", "[proxy, sidecar, --domain, x]", "[--log=x]", "[]"] {
+        for args in [
+            "[sidecar]",
+            "[proxy, sidecar, --domain, x]",
+            "[--log=x]",
+            "[]",
+        ] {
             let yaml = format!("metadata: {{name: a, namespace: d, annotations: {{sidecar.istio.io/status: x}}}}\nspec: {{containers: [{{name: app}}, {{name: istio-proxy, args: {args}}}]}}");
             assert_eq!(decide(&pod(&yaml), &none), Decision::Capture, "{args}");
         }

@@ -45,14 +45,18 @@ fn pod_of(d: &Value) -> Value {
     let t = &d["spec"]["template"];
     let mut meta = t["metadata"].clone();
     meta["namespace"] = d["metadata"]["namespace"].clone();
-    meta["generateName"] = format!("{}-5d8f7c-", d["metadata"]["name"].as_str().unwrap_or("")).into();
+    meta["generateName"] =
+        format!("{}-5d8f7c-", d["metadata"]["name"].as_str().unwrap_or("")).into();
     serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": t["spec"]})
 }
 
 fn check(objs: &[Value], dir: &str, g: &Gateway) -> Result<()> {
     let name = g.name;
     let d = find(objs, "Deployment", name);
-    ensure!(d["metadata"]["namespace"] == "istio-system", "{dir}: {name} namespace");
+    ensure!(
+        d["metadata"]["namespace"] == "istio-system",
+        "{dir}: {name} namespace"
+    );
     let want = labels(&[("app", name), ("istio", g.istio)]);
     let pl = pod_labels(d);
     for (k, v) in &want {
@@ -74,8 +78,13 @@ fn check(objs: &[Value], dir: &str, g: &Gateway) -> Result<()> {
         "{dir}: {name} selector"
     );
     let spec = &d["spec"]["template"]["spec"];
-    let sa = spec["serviceAccountName"].as_str().context("serviceAccountName")?;
-    ensure!(sa == name, "{dir}: {name} runs as its own account, not {sa}");
+    let sa = spec["serviceAccountName"]
+        .as_str()
+        .context("serviceAccountName")?;
+    ensure!(
+        sa == name,
+        "{dir}: {name} runs as its own account, not {sa}"
+    );
     find(objs, "ServiceAccount", sa);
     let cs = containers(d);
     ensure!(
@@ -86,7 +95,9 @@ fn check(objs: &[Value], dir: &str, g: &Gateway) -> Result<()> {
     ensure!(
         spec["securityContext"]["runAsNonRoot"] == true
             && c["securityContext"]["runAsNonRoot"] == true
-            && spec["securityContext"]["runAsUser"].as_u64().is_some_and(|u| u != 0),
+            && spec["securityContext"]["runAsUser"]
+                .as_u64()
+                .is_some_and(|u| u != 0),
         "{dir}: {name} runs as non-root"
     );
     ensure!(
@@ -130,15 +141,22 @@ fn check(objs: &[Value], dir: &str, g: &Gateway) -> Result<()> {
             )
         })
         .collect();
-    let want_ports: Vec<(String, u64, u64)> =
-        g.ports.iter().map(|(n, p, t)| (n.to_string(), *p, *t)).collect();
+    let want_ports: Vec<(String, u64, u64)> = g
+        .ports
+        .iter()
+        .map(|(n, p, t)| (n.to_string(), *p, *t))
+        .collect();
     ensure!(got == want_ports, "{dir}: {name} Service ports {got:?}");
 
     // Exactly one injection webhook selects these pods in istio-system.
     let ns = find(objs, "Namespace", "istio-system");
     let mut nsl = labels_of(&ns["metadata"]["labels"]);
     nsl.insert("kubernetes.io/metadata.name".into(), "istio-system".into());
-    let mwc = find(objs, "MutatingWebhookConfiguration", "mesh-sidecar-injector");
+    let mwc = find(
+        objs,
+        "MutatingWebhookConfiguration",
+        "mesh-sidecar-injector",
+    );
     let hooks: Vec<&str> = mwc["webhooks"]
         .as_array()
         .context("webhooks")?
@@ -190,7 +208,9 @@ fn check(objs: &[Value], dir: &str, g: &Gateway) -> Result<()> {
     );
     ensure!(
         p["securityContext"]["runAsNonRoot"] == true
-            && p["securityContext"]["runAsUser"].as_u64().is_some_and(|u| u != 0),
+            && p["securityContext"]["runAsUser"]
+                .as_u64()
+                .is_some_and(|u| u != 0),
         "{dir}: {name} stays non-root once injected"
     );
     let exposed: Vec<u64> = p["ports"]
@@ -205,7 +225,10 @@ fn check(objs: &[Value], dir: &str, g: &Gateway) -> Result<()> {
             "{dir}: {name} Service port {pname} targets {target}, not exposed: {exposed:?}"
         );
     }
-    ensure!(exposed.contains(&15090), "{dir}: {name} 15090 http-envoy-prom");
+    ensure!(
+        exposed.contains(&15090),
+        "{dir}: {name} 15090 http-envoy-prom"
+    );
     Ok(())
 }
 
@@ -219,14 +242,16 @@ fn gateways_are_installed_and_injected_as_istio_ships_them() -> Result<()> {
             check(&objs, dir, &EGRESS)?;
         } else {
             ensure!(
-                !objs
-                    .iter()
-                    .any(|o| o["metadata"]["name"] == EGRESS.name),
+                !objs.iter().any(|o| o["metadata"]["name"] == EGRESS.name),
                 "{dir}: the egress gateway is opt-in (components/egress-gateway)"
             );
         }
         // Control-plane pods in istio-system are still never sent to the webhook.
-        let mwc = find(&objs, "MutatingWebhookConfiguration", "mesh-sidecar-injector");
+        let mwc = find(
+            &objs,
+            "MutatingWebhookConfiguration",
+            "mesh-sidecar-injector",
+        );
         let nsl = labels(&[("kubernetes.io/metadata.name", "istio-system")]);
         for w in of_kind(&objs, "Deployment").chain(of_kind(&objs, "DaemonSet")) {
             let wname = w["metadata"]["name"].as_str().unwrap_or("");
@@ -255,7 +280,10 @@ fn agent_reads_secrets_cluster_wide_for_gateway_credentials() -> Result<()> {
             .as_array()
             .context("rules")?
             .iter()
-            .filter(|r| strs(&r["apiGroups"]) == [""] && strs(&r["resources"]).contains(&"secrets".to_string()))
+            .filter(|r| {
+                strs(&r["apiGroups"]) == [""]
+                    && strs(&r["resources"]).contains(&"secrets".to_string())
+            })
             .flat_map(|r| strs(&r["verbs"]))
             .collect();
         ensure!(
