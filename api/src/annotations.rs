@@ -75,6 +75,11 @@ pub mod containers {
     pub const PROXY: &str = "istio-proxy";
     pub const INIT: &str = "istio-init";
     pub const VALIDATION: &str = "istio-validation";
+    /// `istio-proxy`'s mode, its first argument after `mesh-proxy` (Istio:
+    /// `pilot-agent proxy sidecar|router`). The CNI plugin reads it back: only
+    /// sidecars are captured, gateways (`router`) never.
+    pub const MODE_SIDECAR: &str = "sidecar";
+    pub const MODE_ROUTER: &str = "router";
 }
 
 /// A bad annotation value. The message names the key, the value, the Istio check

@@ -249,6 +249,42 @@ fn skipped_pods_pass_through_untouched() {
     );
 }
 
+/// The ingress gateway pod exactly as mesh-webhook's gateway template injects it
+/// (its golden file, refreshed by the webhook's own test), named for this fixture.
+fn injected_gateway_pod() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../webhook/tests/golden/gateway-injected.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut pod: Value = serde_yaml_ng::from_str(&text).unwrap();
+    pod["metadata"]["name"] = json!("istio-ingressgateway-5d8f7c-x1");
+    pod["metadata"]["namespace"] = json!("default");
+    serde_yaml_ng::to_string(&pod).unwrap()
+}
+
+#[test]
+fn injected_gateway_pods_are_never_captured() {
+    let fx = Fixture::new();
+    std::fs::write(fx.pods.path().join("gw.yaml"), injected_gateway_pod()).unwrap();
+    let ns = Netns::new("gw");
+    let before = baseline(&ns, "nft");
+    let conf = fx.conf("nft", &ns.path());
+    let out = call("ADD", &ns, "istio-ingressgateway-5d8f7c-x1", &conf);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), prev_result(&ns.path()).to_string());
+    assert_eq!(ns.save("nft", false), before.0, "no rules for a gateway");
+    let log = std::fs::read_to_string(fx.state.path().join("mesh-cni.log")).unwrap();
+    assert!(log.contains("istio-proxy runs as router"), "{log}");
+    // The sidecar pod next to it in the same folder still is captured.
+    let ns2 = Netns::new("gwside");
+    let conf2 = fx.conf("nft", &ns2.path());
+    let out = call("ADD", &ns2, "reviews-v1", &conf2);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(ns2.save("nft", false).contains("ISTIO_REDIRECT"));
+    assert_eq!(call("DEL", &ns2, "reviews-v1", &conf2).code, 0);
+}
+
 #[test]
 fn missing_pod_fails_closed() {
     let fx = Fixture::new();

@@ -13,10 +13,11 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-const RENDERS: [&str; 3] = [
+const RENDERS: [&str; 4] = [
     "manifests",
     "manifests/overlays/cni",
     "manifests/overlays/cert-manager",
+    "manifests/overlays/egress-gateway",
 ];
 /// Newest and oldest Kubernetes versions we claim (manifests/README.md). 1.33 is
 /// where native sidecars (`nativeSidecars: auto`) are on everywhere.
@@ -228,19 +229,29 @@ const INJECTION_TABLE: &[(&str, LabelPairs, LabelPairs, bool)] = &[
         false,
     ),
     ("kube-public", &[("istio.io/rev", "default")], &[], false),
-    // Ours also never injects the control plane's namespace (issue 9).
+    // Ours never injects the control plane's namespace as a whole (issue 9)...
     (
         "istio-system",
         &[("istio-injection", "enabled")],
         &[],
         false,
     ),
+    ("istio-system", &[("istio.io/rev", "default")], &[], false),
+    ("istio-system", &[], &[], false),
+    (
+        "istio-system",
+        &[],
+        &[("sidecar.istio.io/inject", "false")],
+        false,
+    ),
+    // ...but pods there that opt in by label are: the gateways (issue 16).
     (
         "istio-system",
         &[],
         &[("sidecar.istio.io/inject", "true")],
-        false,
+        true,
     ),
+    ("istio-system", &[], &[("istio.io/rev", "default")], true),
 ];
 
 #[test]
@@ -420,7 +431,7 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
         match dir {
             // Self-managed certificates: the webhook patches its own configurations
             // and writes its own certificate Secret, nothing else.
-            "manifests" | "manifests/overlays/cni" => {
+            "manifests" | "manifests/overlays/cni" | "manifests/overlays/egress-gateway" => {
                 let w = find(&objs, "ClusterRole", "mesh-webhook");
                 let r = find(&objs, "Role", "mesh-webhook");
                 ensure!(r["metadata"]["namespace"] == "istio-system");
@@ -457,3 +468,6 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
 
 #[path = "manifests_support/wiring.rs"]
 mod wiring;
+
+#[path = "manifests_support/gateways.rs"]
+mod gateways;

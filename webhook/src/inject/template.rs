@@ -169,7 +169,7 @@ pub fn proxy_container(plan: &Plan) -> Value {
         "name": containers::PROXY,
         "image": plan.image,
         "command": ["mesh-proxy"],
-        "args": ["sidecar"],
+        "args": [containers::MODE_SIDECAR],
         "env": env,
         "ports": [
             {"containerPort": ports::PROMETHEUS, "name": "http-envoy-prom", "protocol": "TCP"},
@@ -200,15 +200,30 @@ pub fn proxy_container(plan: &Plan) -> Value {
     with_pull_policy(c, plan)
 }
 
-/// `istio-proxy` as a gateway: the main container, no capture, no startup probe,
-/// resources only when annotations ask for them.
+/// `istio-proxy` as a gateway (Istio's `gateway` template): the pod's main
+/// container running `mesh-proxy router`, no capture (so never TPROXY root), no
+/// startup probe, resources only when annotations ask for them (the Deployment
+/// brings its own). Ports: Istio's template declares only 15090; 15021 is named
+/// `status-port` as on the gateway Service (load balancers health-check it), and
+/// 15020 stays declared because the injected `prometheus.io/port` points there.
 pub fn gateway_container(plan: &Plan, with_resources: bool) -> Value {
-    let mut c = proxy_container(plan);
+    let mut c = proxy_container(&Plan {
+        interception: InterceptionMode::Redirect,
+        native: false,
+        hold: false,
+        ..plan.clone()
+    });
     let o = c.as_object_mut().expect("template is an object");
-    for k in ["startupProbe", "lifecycle", "restartPolicy"] {
-        o.remove(k);
-    }
-    o.insert("args".into(), json!(["router"]));
+    o.remove("startupProbe");
+    o.insert("args".into(), json!([containers::MODE_ROUTER]));
+    o.insert(
+        "ports".into(),
+        json!([
+            {"containerPort": ports::PROMETHEUS, "name": "http-envoy-prom", "protocol": "TCP"},
+            {"containerPort": ports::HEALTH, "name": "status-port", "protocol": "TCP"},
+            {"containerPort": ports::STATUS, "name": "http-status", "protocol": "TCP"},
+        ]),
+    );
     o.insert(
         "securityContext".into(),
         json!({"runAsUser": plan.proxy_uid, "runAsGroup": plan.proxy_gid}),
