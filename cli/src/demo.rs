@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         path("namespace.yaml"),
         path("bookinfo.yaml"),
         path("destination-rule-all.yaml"),
-    ])?;
+    ], "ingress")?;
     let result = (|| {
         println!("[2/4] applying virtual-service-reviews-80-20.yaml (reviews: 80% v1, 20% v2)");
         session.apply_and_wait(

@@ -6,10 +6,14 @@
 //! crash, from the state kept in the run directory.
 
 mod ca;
+mod forward;
+mod gateway;
 mod manifest;
 mod node;
 mod pod;
 mod proc;
+mod publish;
+mod secret;
 mod state;
 
 use std::collections::BTreeMap;
@@ -76,6 +80,28 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Where a published Service port (the ingress gateway's) is reached from
+    /// this host: `127.0.0.1:HOSTPORT`, or `PORT HOSTPORT` lines without `--port`.
+    ServiceUrl {
+        /// Service name.
+        #[arg(value_name = "NAME")]
+        service: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The Service port (80 for the ingress gateway's http2).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// The host-port forwarder process (started by `up`/`apply`).
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        table: PathBuf,
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+    },
     /// `meshctl proxy-status` against this mesh's agent.
     ProxyStatus {
         /// Arguments passed on (`-n NAMESPACE`, `--json`).
@@ -107,6 +133,10 @@ pub struct UpArgs {
     /// On failure, leave what was created for inspection (remove it with `down`).
     #[arg(long)]
     pub keep_on_error: bool,
+    /// Gateways installed in istio-system, as Istio's demo profile does:
+    /// `ingress,egress`, `ingress`, `egress` or `none`.
+    #[arg(long, default_value = "ingress,egress")]
+    pub gateways: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +238,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("running meshctl proxy-config in the pod")?;
             std::process::exit(status.code().unwrap_or(1));
         }
+        Cmd::ServiceUrl {
+            service,
+            namespace,
+            port,
+        } => {
+            let st = run.load()?;
+            print!(
+                "{}",
+                publish::service_url(&st.services, &service, &namespace, port)?
+            );
+            Ok(())
+        }
+        Cmd::Forward {
+            netns,
+            table,
+            ports,
+        } => Ok(forward::serve(&netns, table, &ports)?),
         Cmd::ProxyStatus { args } => {
             require_root()?;
             let st = run.load()?;
@@ -241,8 +288,9 @@ impl Session {
         }
     }
 
-    /// `up` in CNI mode, replacing a leftover mesh of the same name.
-    pub fn up(&self, files: &[PathBuf]) -> anyhow::Result<()> {
+    /// `up` in CNI mode with the given gateways (`--gateways`), replacing a
+    /// leftover mesh of the same name.
+    pub fn up(&self, files: &[PathBuf], gateways: &str) -> anyhow::Result<()> {
         require_root()?;
         if self.run.exists() {
             down(&self.run)?;
@@ -255,6 +303,7 @@ impl Session {
             mode: Mode::Cni,
             mesh_config: None,
             keep_on_error: false,
+            gateways: gateways.to_string(),
         };
         up(&self.run, &self.name, &args)
     }
@@ -414,8 +463,16 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             run.0.display()
         );
     }
-    // Read and check everything before creating anything.
-    let m = manifest::read(&args.files.files, &args.files.namespace)?;
+    // Read and check everything before creating anything. The gateways come
+    // first, as Istio is installed before the applications.
+    let kinds = gateway::parse(&args.gateways)
+        .map_err(|e| anyhow::anyhow!("--gateways: {e}"))?;
+    let mut objs: Vec<(String, Value)> = gateway::install(&kinds)
+        .into_iter()
+        .map(|v| ("meshctl local gateways".to_string(), v))
+        .collect();
+    objs.extend(manifest::objects(&args.files.files)?);
+    let m = manifest::from_objects(objs, &args.files.namespace)?;
     check_mesh_resources(&m)?;
     let mut mesh = load_mesh(args.mesh_config.as_deref())?;
     mesh.cni.enabled = args.mode == Mode::Cni;
@@ -453,6 +510,8 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             mesh_e2e::harness::cni::system_plugin_dir().to_path_buf(),
         ],
         agent: None,
+        forwarder: None,
+        forwarded_ports: Vec::new(),
         trust_domain: mesh.trust_domain.clone(),
         namespaces: BTreeMap::new(),
         services: Vec::new(),
@@ -479,6 +538,9 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             let _ = down(run);
         }
         return Err(e);
+    }
+    for line in publish::addresses(&st) {
+        println!("{line}");
     }
     println!("local mesh {name:?} is up: `meshctl local pods`, `meshctl local exec POD -- curl ...`, `meshctl local down`");
     Ok(())
@@ -587,6 +649,10 @@ fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
     run.applied_dir().join(format!("{kind}_{ns}_{name}.yaml"))
 }
 
+fn secret_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
+    run.secrets_dir().join(format!("{ns}_{name}.yaml"))
+}
+
 fn service_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
     run.config()
         .join("services")
@@ -671,12 +737,22 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
                 Some((port, target))
             })
             .collect();
+        let published = if publish::is_published(svc) {
+            let before = existing
+                .map(|i| st.services[i].published.clone())
+                .unwrap_or_default();
+            publish::assign(&ports, &before, publish::free_port)
+                .context("choosing a free host port")?
+        } else {
+            Vec::new()
+        };
         let entry = ServiceState {
             name: name.clone(),
             namespace: ns.clone(),
             vip: vip.clone(),
             selector: node::selector(svc),
             ports,
+            published,
         };
         match existing {
             Some(i) => st.services[i] = entry,
@@ -692,6 +768,12 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
             "service/{name} ({ns}) {}",
             vip.unwrap_or_else(|| "headless".into())
         );
+    }
+    for v in &m.secrets {
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        secret::write(&secret_file(run, ns, name), v)?;
+        println!("{}", secret::describe(v));
     }
     for (_, v) in &m.mesh {
         write_file(&mesh_file(run, v), &serde_yaml_ng::to_string(v)?)?;
@@ -763,18 +845,27 @@ fn service_entry_hosts(run: &RunDir) -> Vec<(String, String)> {
     out
 }
 
-/// Name resolution and Service VIP rules, after anything changed.
-fn refresh(run: &RunDir, st: &State) -> anyhow::Result<()> {
+/// Name resolution, Service VIP rules and published ports, after anything changed.
+fn refresh(run: &RunDir, st: &mut State) -> anyhow::Result<()> {
     let entries = if run.applied_dir().exists() {
         service_entry_hosts(run)
     } else {
         Vec::new()
     };
     node::write_resolution(st, &entries)?;
-    node::write_service_rules(st)
+    node::write_service_rules(st)?;
+    publish::sync(run, st)
 }
 
 fn delete(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
+    for v in &m.secrets {
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        match std::fs::remove_file(secret_file(run, ns, name)) {
+            Ok(()) => println!("secret/{name} ({ns}) deleted"),
+            Err(_) => println!("secret/{name} ({ns}) not found"),
+        }
+    }
     for (_, v) in &m.mesh {
         let f = mesh_file(run, v);
         let what = format!(
@@ -860,6 +951,9 @@ pub fn down(run: &RunDir) -> anyhow::Result<()> {
     }
     let st = run.load()?;
     let mut errors = Vec::new();
+    if let Some(f) = &st.forwarder {
+        proc::stop(f, Duration::from_secs(3));
+    }
     for p in st.pods.iter().rev() {
         errors.extend(pod::remove(&st, run, p));
     }

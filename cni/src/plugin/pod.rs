@@ -25,6 +25,16 @@ pub struct Meta {
 pub struct Container {
     pub name: String,
     pub restart_policy: Option<String>,
+    pub args: Vec<String>,
+}
+
+impl Container {
+    /// A gateway's istio-proxy (`router`, Istio's `proxy router`) captures nothing:
+    /// Istio's plugin redirects only when the proxy runs as a sidecar.
+    fn is_router(&self) -> bool {
+        let a: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        matches!(a.as_slice(), ["router", ..] | ["proxy", "router", ..])
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -64,6 +74,14 @@ pub fn decide(pod: &Pod, excluded_namespaces: &[String]) -> Decision {
             });
     if !has_proxy {
         return Decision::Skip("no istio-proxy sidecar".into());
+    }
+    if pod
+        .spec
+        .containers
+        .iter()
+        .any(|c| c.name == containers::PROXY && c.is_router())
+    {
+        return Decision::Skip("istio-proxy runs as a gateway (router)".into());
     }
     if pod
         .spec
@@ -225,6 +243,8 @@ mod tests {
             ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x}}\nspec: {containers: [{name: istio-proxy}], initContainers: [{name: istio-init}]}", "istio-init"),
             ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x, sidecar.istio.io/inject: 'false'}}\nspec: {containers: [{name: istio-proxy}]}", "=false"),
             ("metadata: {name: a, namespace: d}\nspec: {containers: [{name: istio-proxy}]}", "sidecar.istio.io/status"),
+            ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x}}\nspec: {containers: [{name: istio-proxy, args: [router]}]}", "gateway"),
+            ("metadata: {name: a, namespace: d, annotations: {sidecar.istio.io/status: x}}\nspec: {containers: [{name: istio-proxy, args: [proxy, router]}]}", "gateway"),
         ] {
             match decide(&pod(yaml), &none) {
                 Decision::Skip(r) => assert!(r.contains(why), "{r} vs {why}"),
