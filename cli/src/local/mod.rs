@@ -7,7 +7,7 @@
 
 mod ca;
 mod forward;
-mod gateway;
+pub mod gateway;
 mod manifest;
 mod node;
 mod pod;
