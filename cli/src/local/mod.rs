@@ -328,38 +328,65 @@ impl Session {
         Ok(())
     }
 
-    /// `n` calls of `url` from `pod` (as its app): how many each version answered.
-    pub fn versions(
+    /// Where a published Service port is reached from this host (`127.0.0.1:PORT`).
+    pub fn service_url(&self, name: &str, namespace: &str, port: u16) -> anyhow::Result<String> {
+        let st = self.run.load()?;
+        let s = publish::service_url(&st.services, name, namespace, Some(port))?;
+        Ok(s.trim().to_string())
+    }
+
+    /// `n` calls of `url` from this host (curl, one connection): how many each
+    /// version answered, or the status when the answer is not the echo app's.
+    pub fn host_versions(
         &self,
-        pod: &str,
         url: &str,
         n: usize,
         extra: &[&str],
     ) -> anyhow::Result<Vec<(String, usize)>> {
-        let st = self.run.load()?;
-        let p = find_pod(&st, pod, None)?;
-        let mut argv: Vec<String> = ["curl", "-sS", "--max-time", "30"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        argv.push(format!("{url}?call=[1-{n}]"));
-        let out = proc::run_in(&p.netns, p.app_uid, &argv, &format!("calls from {pod}"))?;
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for reply in
-            serde_json::Deserializer::from_str(&out).into_iter::<mesh_e2e::echo::EchoReply>()
-        {
-            let r = reply.context("an answer was not the echo app's JSON")?;
-            *counts
-                .entry(r.version.unwrap_or_else(|| "-".into()))
-                .or_default() += 1;
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "30"])
+            .args(extra)
+            .arg(format!("{url}?call=[1-{n}]"));
+        let out = cmd.output().context("running curl")?;
+        if !out.status.success() {
+            bail!(
+                "curl {url} from this host failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        Ok(counts.into_iter().collect())
+        count_versions(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// One GET of `url` from this host: the status and the answering pod.
+    pub fn host_get(&self, url: &str) -> anyhow::Result<(u16, Option<String>)> {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}", url])
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        let pod = serde_json::from_str::<mesh_e2e::echo::EchoReply>(body)
+            .ok()
+            .map(|r| r.pod);
+        Ok((code.trim().parse().unwrap_or(0), pod))
     }
 
     pub fn down(&self) -> anyhow::Result<()> {
         down(&self.run)
     }
+}
+
+/// Echo answers (concatenated JSON) counted by the answering pod's version.
+fn count_versions(out: &str) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for reply in serde_json::Deserializer::from_str(out).into_iter::<mesh_e2e::echo::EchoReply>() {
+        let r = reply.context("an answer was not the echo app's JSON")?;
+        *counts
+            .entry(r.version.unwrap_or_else(|| "-".into()))
+            .or_default() += 1;
+    }
+    Ok(counts.into_iter().collect())
 }
 
 /// The config version a pod's proxy runs (0 when it cannot be read).
