@@ -141,11 +141,7 @@ pub fn analyze_paths(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut msgs = analyze_paths(
-        &args.files,
-        &args.root_namespace,
-        &args.installed_gateways,
-    )?;
+    let mut msgs = analyze_paths(&args.files, &args.root_namespace, &args.installed_gateways)?;
     msgs.retain(|m| m.level <= args.output_threshold);
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&msgs)?),

@@ -106,7 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         session.apply_and_wait(&path("bookinfo-gateway.yaml"), GATEWAY_POD)?;
         let (code, pod) = session.host_get(&format!("http://{ingress}/productpage"))?;
         let Some(pod) = pod.filter(|_| code == 200) else {
-            bail!("GET http://{ingress}/productpage from this host answered {code}, not productpage");
+            bail!(
+                "GET http://{ingress}/productpage from this host answered {code}, not productpage"
+            );
         };
         println!("      curl http://{ingress}/productpage → {code}, answered by {pod}");
         let (code, _) = session.host_get(&format!("http://{ingress}/no-such-page"))?;

@@ -169,12 +169,12 @@ fn gateway_messages_use_istios_wording() {
         "{out}"
     );
     // Without the install's ingress gateway, the base's Gateway selects nothing.
-    let (code, found, _) = analyze(
-        &with_base("clean.yaml"),
-        &["--installed-gateways", "none"],
-    );
+    let (code, found, _) = analyze(&with_base("clean.yaml"), &["--installed-gateways", "none"]);
     assert_eq!(code, 79);
-    assert_eq!(found, set(&[("Error", "IST0101", "Gateway shop/shop-gateway")]));
+    assert_eq!(
+        found,
+        set(&[("Error", "IST0101", "Gateway shop/shop-gateway")])
+    );
     // A gateway workload in the input is matched like the install's.
     let (code, found, out) = analyze(
         &[

@@ -35,7 +35,10 @@ fn demo_shows_the_split_and_cleans_up() {
         stdout.contains("/productpage → 200, answered by productpage-v1-0"),
         "{stdout}"
     );
-    assert!(stdout.contains("/no-such-page → 404 (no route)"), "{stdout}");
+    assert!(
+        stdout.contains("/no-such-page → 404 (no route)"),
+        "{stdout}"
+    );
     // Bookinfo's six pods and the ingress gateway.
     assert!(stdout.contains("removed 7 pods"), "{stdout}");
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();

@@ -122,7 +122,10 @@ fn ingress_and_egress_gateways_like_istios_demo_profile() {
     let pod: serde_json::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&pod_file).unwrap()).unwrap();
     assert_eq!(pod["spec"]["containers"][0]["name"], "istio-proxy");
-    assert_eq!(pod["spec"]["containers"][0]["args"], serde_json::json!(["router"]));
+    assert_eq!(
+        pod["spec"]["containers"][0]["args"],
+        serde_json::json!(["router"])
+    );
     assert!(pod["spec"]["initContainers"].is_null(), "{pod:#}");
     assert_eq!(
         pod["spec"]["serviceAccountName"],
@@ -188,12 +191,7 @@ fn published_ports_service_url_and_secrets_without_gateways() {
     assert!(!up.contains("KEY-BYTES") && !up.contains("Q0Et"), "{up}");
 
     // service-url errors: exit code 1 and one line naming the value.
-    let out = mesh.meshctl(&[
-        "service-url",
-        "istio-ingressgateway",
-        "-n",
-        "istio-system",
-    ]);
+    let out = mesh.meshctl(&["service-url", "istio-ingressgateway", "-n", "istio-system"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("no service \"istio-ingressgateway\" in namespace istio-system"),
@@ -202,7 +200,11 @@ fn published_ports_service_url_and_secrets_without_gateways() {
     );
     let out = mesh.meshctl(&["service-url", "inner", "-n", "shop"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("shop/inner has no ports published"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("shop/inner has no ports published"),
+        "{}",
+        text(&out)
+    );
     let out = mesh.meshctl(&["service-url", "web", "-n", "shop", "--port", "8080"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -219,7 +221,10 @@ fn published_ports_service_url_and_secrets_without_gateways() {
         let (code, reply) = host_get(&addr, &format!("/hello?call={i}"));
         assert_eq!(code, 200);
         let r = reply.expect("echo reply");
-        assert_eq!((r.path.as_str(), r.local.ends_with(":8080")), ("/hello", true));
+        assert_eq!(
+            (r.path.as_str(), r.local.ends_with(":8080")),
+            ("/hello", true)
+        );
         seen.insert(r.pod);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -281,7 +286,10 @@ fn published_ports_service_url_and_secrets_without_gateways() {
     );
     assert!(!file.with_file_name("istio-system_broken.yaml").exists());
     let out = mesh.ok(&["delete", "-f", &secrets]);
-    assert!(out.contains("secret/shop-cert (istio-system) deleted"), "{out}");
+    assert!(
+        out.contains("secret/shop-cert (istio-system) deleted"),
+        "{out}"
+    );
     assert!(!file.exists());
 
     // Deleting the Service closes its host ports; `down` stops the forwarder.

@@ -50,7 +50,9 @@ pub fn hosts_overlap(a: &str, b: &str) -> bool {
     let covers = |wild: &str, other: &str| {
         wild.strip_prefix('*').is_some_and(|suffix| {
             let other = other.strip_prefix('*').unwrap_or(other);
-            other.to_ascii_lowercase().ends_with(&suffix.to_ascii_lowercase())
+            other
+                .to_ascii_lowercase()
+                .ends_with(&suffix.to_ascii_lowercase())
         })
     };
     covers(a, b) || covers(b, a)
@@ -88,9 +90,10 @@ pub fn run(store: &Store, snap: &Snapshot, pods: &[Workload], out: &mut Vec<Mess
                     "Referenced selector not found: {:?}",
                     selector_text(&spec.selector)
                 ),
-                hint: "deploy a gateway whose pods carry these labels (istio: ingressgateway for the \
+                hint:
+                    "deploy a gateway whose pods carry these labels (istio: ingressgateway for the \
                        default ingress) or fix spec.selector"
-                    .into(),
+                        .into(),
             });
             continue;
         };

@@ -156,9 +156,9 @@ pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Res
             }
             "Service" => m.services.push(v),
             "ServiceAccount" => m.service_accounts.push(v),
-            "Secret" if api == "v1" => m
-                .secrets
-                .push(super::secret::normalize(v).with_context(|| format!("{at}: Secret {ns}/{name}"))?),
+            "Secret" if api == "v1" => m.secrets.push(
+                super::secret::normalize(v).with_context(|| format!("{at}: Secret {ns}/{name}"))?,
+            ),
             "Pod" => m.pods.push(PodSpec {
                 name: name.clone(),
                 namespace: ns,

@@ -492,8 +492,7 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
     }
     // Read and check everything before creating anything. The gateways come
     // first, as Istio is installed before the applications.
-    let kinds = gateway::parse(&args.gateways)
-        .map_err(|e| anyhow::anyhow!("--gateways: {e}"))?;
+    let kinds = gateway::parse(&args.gateways).map_err(|e| anyhow::anyhow!("--gateways: {e}"))?;
     let mut objs: Vec<(String, Value)> = gateway::install(&kinds)
         .into_iter()
         .map(|v| ("meshctl local gateways".to_string(), v))

@@ -56,8 +56,7 @@ fn valid_key(k: &str) -> bool {
     !k.is_empty()
         && k != "."
         && k != ".."
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
