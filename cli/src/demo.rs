@@ -107,7 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (code, pod) = session.host_get(&format!("http://{ingress}/productpage"))?;
         let Some(pod) = pod.filter(|_| code == 200) else {
             bail!(
-                "GET http://{ingress}/productpage from this host answered {code}, not productpage"
+                "GET http://{ingress}/productpage from this host: {}, not productpage's answer \
+                 (with --keep, `meshctl local --name demo logs {GATEWAY_POD} -n istio-system -c istio-proxy` shows the gateway's log)",
+                if code == 0 { "no HTTP answer".to_string() } else { format!("status {code}") }
             );
         };
         println!("      curl http://{ingress}/productpage → {code}, answered by {pod}");

@@ -767,8 +767,18 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
             let before = existing
                 .map(|i| st.services[i].published.clone())
                 .unwrap_or_default();
-            publish::assign(&ports, &before, publish::free_port)
-                .context("choosing a free host port")?
+            // Never hand out a host port another published port already has.
+            let mut used: Vec<u16> = st
+                .services
+                .iter()
+                .flat_map(|s| s.published.iter().map(|(_, h)| *h))
+                .collect();
+            publish::assign(&ports, &before, || {
+                let p = publish::free_port_except(&used)?;
+                used.push(p);
+                Ok(p)
+            })
+            .context("choosing a free host port")?
         } else {
             Vec::new()
         };
@@ -790,8 +800,19 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
             &service_file(run, &ns, &name),
             &serde_yaml_ng::to_string(&obj)?,
         )?;
+        let on_host = st
+            .services
+            .iter()
+            .find(|s| s.name == name && s.namespace == ns)
+            .map(|s| {
+                s.published
+                    .iter()
+                    .map(|(p, h)| format!(", port {p} on 127.0.0.1:{h}"))
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
         println!(
-            "service/{name} ({ns}) {}",
+            "service/{name} ({ns}) {}{on_host}",
             vip.unwrap_or_else(|| "headless".into())
         );
     }

@@ -67,6 +67,21 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// [`free_port`], other than those in `used` (recorded for ports whose
+/// forwarder is not listening yet); a few tries, then an error.
+pub fn free_port_except(used: &[u16]) -> std::io::Result<u16> {
+    for _ in 0..32 {
+        let p = free_port()?;
+        if !used.contains(&p) {
+            return Ok(p);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port on 127.0.0.1 outside the ones already published",
+    ))
+}
+
 /// The forwarder's table for the current endpoints.
 pub fn table(st: &State) -> Table {
     let mut t = Table::new();
@@ -231,6 +246,8 @@ mod tests {
         );
         assert_eq!(assign(&[], &[(443, 31443)], &mut free).unwrap(), []);
         assert!(free_port().unwrap() > 0);
+        let taken = free_port().unwrap();
+        assert_ne!(free_port_except(&[taken]).unwrap(), taken);
         let lb = serde_json::json!({"spec": {"type": "LoadBalancer"}});
         let np = serde_json::json!({"spec": {"type": "NodePort"}});
         let ci = serde_json::json!({"spec": {}});
