@@ -240,14 +240,24 @@ fn published_ports_service_url_and_secrets_without_gateways() {
     );
 
     // Re-applying the Service with another port keeps the first host port.
+    // The new port names its nodePort: that is its host port.
+    let node_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let two_ports = mesh.file(
         "web2.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n  - {name: http-alt, port: 81, targetPort: 9090}\n",
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec:\n  type: LoadBalancer\n  selector: {{app: web}}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n  - {{name: http-alt, port: 81, targetPort: 9090, nodePort: {node_port}}}\n"),
     );
-    mesh.ok(&["apply", "-f", &two_ports]);
+    let out = mesh.ok(&["apply", "-f", &two_ports]);
+    assert!(
+        out.contains(&format!("port 81 on 127.0.0.1:{node_port}")),
+        "{out}"
+    );
     assert_eq!(url(&mesh, "web", "shop", "80"), addr);
     let alt = url(&mesh, "web", "shop", "81");
-    assert_ne!(alt, addr);
+    assert_eq!(alt, format!("127.0.0.1:{node_port}"));
     let (code, reply) = host_get(&alt, "/alt");
     assert_eq!(code, 200);
     assert!(reply.unwrap().local.ends_with(":9090"));

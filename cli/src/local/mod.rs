@@ -764,9 +764,27 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
             })
             .collect();
         let published = if publish::is_published(svc) {
-            let before = existing
-                .map(|i| st.services[i].published.clone())
-                .unwrap_or_default();
+            // A `nodePort` written in the Service is the host port; then the
+            // port this Service already had; then a free one.
+            let mut before = publish::node_ports(svc);
+            for (port, node) in &before {
+                if let Some(other) = st.services.iter().find(|s| {
+                    !(s.name == name && s.namespace == ns)
+                        && s.published.iter().any(|(_, h)| h == node)
+                }) {
+                    bail!(
+                        "service {ns}/{name}: port {port} asks for nodePort {node}, already \
+                         published for service {}/{}",
+                        other.namespace,
+                        other.name
+                    );
+                }
+            }
+            before.extend(
+                existing
+                    .map(|i| st.services[i].published.clone())
+                    .unwrap_or_default(),
+            );
             // Never hand out a host port another published port already has.
             let mut used: Vec<u16> = st
                 .services

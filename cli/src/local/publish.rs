@@ -44,6 +44,20 @@ pub fn is_published(svc: &Value) -> bool {
     )
 }
 
+/// `(port, nodePort)` of the Service ports that name their `nodePort`.
+pub fn node_ports(svc: &Value) -> Vec<(u16, u16)> {
+    svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let port = u16::try_from(p["port"].as_u64()?).ok()?;
+            let node = u16::try_from(p["nodePort"].as_u64()?).ok()?;
+            Some((port, node))
+        })
+        .collect()
+}
+
 /// Host ports for `ports`: the one already assigned to a port keeps it, new
 /// ports get one from `free`.
 pub fn assign(
@@ -248,6 +262,10 @@ mod tests {
         assert!(free_port().unwrap() > 0);
         let taken = free_port().unwrap();
         assert_ne!(free_port_except(&[taken]).unwrap(), taken);
+        let np = serde_json::json!({"spec": {"ports": [
+            {"port": 80, "nodePort": 30080}, {"port": 443}, {"port": 81, "nodePort": 70000}
+        ]}});
+        assert_eq!(node_ports(&np), [(80, 30080)]);
         let lb = serde_json::json!({"spec": {"type": "LoadBalancer"}});
         let np = serde_json::json!({"spec": {"type": "NodePort"}});
         let ci = serde_json::json!({"spec": {}});
