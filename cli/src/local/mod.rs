@@ -790,6 +790,7 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
                 .services
                 .iter()
                 .flat_map(|s| s.published.iter().map(|(_, h)| *h))
+                .chain(before.iter().map(|(_, h)| *h))
                 .collect();
             publish::assign(&ports, &before, || {
                 let p = publish::free_port_except(&used)?;
