@@ -6,6 +6,7 @@
 //! at or above `--failure-threshold`.
 
 mod checks;
+mod gateways;
 mod workloads;
 
 pub use checks::{Level, Message};
@@ -38,6 +39,11 @@ pub struct Args {
     /// Namespace holding mesh-wide resources (mesh-wide PeerAuthentication).
     #[arg(long, default_value = "istio-system")]
     root_namespace: String,
+    /// Gateways of the install assumed to run in the root namespace besides
+    /// the input's workloads (what Gateway selectors may match): `ingress`
+    /// (the default install's istio-ingressgateway), `ingress,egress`, `none`.
+    #[arg(long, default_value = "ingress")]
+    installed_gateways: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -47,7 +53,13 @@ enum Format {
 }
 
 /// Reads every input into the agent's store and runs all checks.
-pub fn analyze_paths(paths: &[PathBuf], root_namespace: &str) -> anyhow::Result<Vec<Message>> {
+pub fn analyze_paths(
+    paths: &[PathBuf],
+    root_namespace: &str,
+    installed_gateways: &str,
+) -> anyhow::Result<Vec<Message>> {
+    let installed = crate::local::gateway::parse(installed_gateways)
+        .map_err(|e| anyhow::anyhow!("--installed-gateways: {e}"))?;
     let mut inputs = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -97,6 +109,23 @@ pub fn analyze_paths(paths: &[PathBuf], root_namespace: &str) -> anyhow::Result<
     });
     let snap = compile(&store, &settings, 1);
     let mut msgs = checks::run(&store, &snap, &workloads);
+    // The install's gateway pods, in the root namespace, unless the input has them.
+    let mut pods = workloads.clone();
+    for kind in installed {
+        let known = pods
+            .iter()
+            .any(|w| w.namespace == root_namespace && w.name == kind.name());
+        if !known {
+            pods.extend(kind.objects().iter().filter_map(|o| {
+                let mut o = o.clone();
+                o["metadata"]["namespace"] = serde_json::json!(root_namespace);
+                workloads::from_value(&o)
+            }));
+        }
+    }
+    gateways::run(&store, &snap, &pods, &mut msgs);
+    msgs.sort();
+    msgs.dedup();
     for (resource, origins) in defined_in.into_iter().filter(|(_, o)| o.len() > 1) {
         msgs.push(Message {
             level: Level::Warning,
@@ -112,7 +141,7 @@ pub fn analyze_paths(paths: &[PathBuf], root_namespace: &str) -> anyhow::Result<
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut msgs = analyze_paths(&args.files, &args.root_namespace)?;
+    let mut msgs = analyze_paths(&args.files, &args.root_namespace, &args.installed_gateways)?;
     msgs.retain(|m| m.level <= args.output_threshold);
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&msgs)?),

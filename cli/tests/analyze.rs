@@ -115,6 +115,24 @@ fn each_check_reports_its_code_resource_and_exit_code() {
             &[("Error", "IST0106", "VirtualService shop/broken")],
             79,
         ),
+        (
+            "gateway-no-pods.yaml",
+            &[("Error", "IST0101", "Gateway shop/edge")],
+            79,
+        ),
+        (
+            "credential-missing.yaml",
+            &[("Error", "IST0101", "Gateway shop/secure")],
+            79,
+        ),
+        (
+            "gateway-conflict.yaml",
+            &[
+                ("Error", "IST0145", "Gateway shop/alpha"),
+                ("Error", "IST0145", "Gateway shop/beta"),
+            ],
+            79,
+        ),
     ];
     for (case, want, want_code) in cases {
         let (code, found, out) = analyze(&with_base(case), &[]);
@@ -127,6 +145,47 @@ fn each_check_reports_its_code_resource_and_exit_code() {
         &["--failure-threshold", "warning"],
     );
     assert_eq!(code, 79);
+}
+
+#[test]
+fn gateway_messages_use_istios_wording() {
+    let (_, _, out) = analyze(&with_base("gateway-no-pods.yaml"), &[]);
+    assert!(
+        out.contains(r#"Referenced selector not found: \"istio=edgegateway\""#),
+        "{out}"
+    );
+    // The Secret is looked up in the gateway pods' namespace (istio-system),
+    // not the Gateway's: shop-cert is found there, other-cert only in shop is not.
+    let (_, _, out) = analyze(&with_base("credential-missing.yaml"), &[]);
+    assert!(
+        out.contains(r#"Referenced credentialName not found: \"other-cert\""#)
+            && !out.contains("\\\"shop-cert\\\""),
+        "{out}"
+    );
+    let (_, _, out) = analyze(&with_base("gateway-conflict.yaml"), &[]);
+    assert!(
+        out.contains("Conflict with gateways shop/beta (workload selector istio=ingressgateway, port 8081, hosts foo.example.com).")
+            && !out.contains("shop/gamma"),
+        "{out}"
+    );
+    // Without the install's ingress gateway, the base's Gateway selects nothing.
+    let (code, found, _) = analyze(&with_base("clean.yaml"), &["--installed-gateways", "none"]);
+    assert_eq!(code, 79);
+    assert_eq!(
+        found,
+        set(&[("Error", "IST0101", "Gateway shop/shop-gateway")])
+    );
+    // A gateway workload in the input is matched like the install's.
+    let (code, found, out) = analyze(
+        &[
+            dir().join("base.yaml"),
+            dir().join("clean.yaml"),
+            dir().join("gateway-no-pods.yaml"),
+            dir().join("edge-gateway-deployment.yaml"),
+        ],
+        &[],
+    );
+    assert_eq!((code, found), (0, set(&[])), "{out}");
 }
 
 #[test]

@@ -49,12 +49,13 @@ pub fn parse(text: &str) -> Vec<Workload> {
         } else {
             vec![v]
         };
-        out.extend(items.iter().filter_map(workload));
+        out.extend(items.iter().filter_map(from_value));
     }
     out
 }
 
-fn workload(v: &Value) -> Option<Workload> {
+/// The pod template of one workload object (`None` for other kinds).
+pub fn from_value(v: &Value) -> Option<Workload> {
     let kind = v["kind"].as_str()?;
     let template = match kind {
         "Pod" => v,

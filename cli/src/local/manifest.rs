@@ -1,6 +1,6 @@
 //! Reading the YAML given to `meshctl local`: Kubernetes objects become the
-//! namespaces, services and pods to create; Istio resources go to the agent as
-//! written; kinds a local node has no use for (ConfigMaps, Secrets...) are
+//! namespaces, services and pods to create; Istio resources and Secrets go to
+//! the agent as written; kinds a local node has no use for (ConfigMaps...) are
 //! reported and skipped. Errors name the file and the document.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,9 @@ pub struct Manifest {
     pub pods: Vec<PodSpec>,
     /// `networking.istio.io` / `security.istio.io` objects, with their source.
     pub mesh: Vec<(String, Value)>,
+    /// Secrets (gateway `credentialName`s), checked and with `stringData`
+    /// folded into `data` as the API server stores them.
+    pub secrets: Vec<Value>,
     /// `Kind ns/name` of what was skipped.
     pub skipped: Vec<String>,
 }
@@ -120,8 +123,13 @@ pub fn is_mesh_kind(api_version: &str) -> bool {
 /// Sorts the objects into a [`Manifest`]; `default_ns` is used where a document
 /// names none (like `kubectl apply -n`).
 pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
+    from_objects(objects(inputs)?, default_ns)
+}
+
+/// [`read`] over objects already parsed (each with where it came from).
+pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Result<Manifest> {
     let mut m = Manifest::default();
-    for (at, mut v) in objects(inputs)? {
+    for (at, mut v) in objs {
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         let api = v["apiVersion"].as_str().unwrap_or_default().to_string();
         let name = v["metadata"]["name"]
@@ -148,6 +156,9 @@ pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
             }
             "Service" => m.services.push(v),
             "ServiceAccount" => m.service_accounts.push(v),
+            "Secret" if api == "v1" => m.secrets.push(
+                super::secret::normalize(v).with_context(|| format!("{at}: Secret {ns}/{name}"))?,
+            ),
             "Pod" => m.pods.push(PodSpec {
                 name: name.clone(),
                 namespace: ns,

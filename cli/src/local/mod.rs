@@ -6,10 +6,14 @@
 //! crash, from the state kept in the run directory.
 
 mod ca;
+mod forward;
+pub mod gateway;
 mod manifest;
 mod node;
 mod pod;
 mod proc;
+mod publish;
+mod secret;
 mod state;
 
 use std::collections::BTreeMap;
@@ -76,6 +80,28 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Where a published Service port (the ingress gateway's) is reached from
+    /// this host: `127.0.0.1:HOSTPORT`, or `PORT HOSTPORT` lines without `--port`.
+    ServiceUrl {
+        /// Service name.
+        #[arg(value_name = "NAME")]
+        service: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The Service port (80 for the ingress gateway's http2).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// The host-port forwarder process (started by `up`/`apply`).
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        table: PathBuf,
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+    },
     /// `meshctl proxy-status` against this mesh's agent.
     ProxyStatus {
         /// Arguments passed on (`-n NAMESPACE`, `--json`).
@@ -107,6 +133,10 @@ pub struct UpArgs {
     /// On failure, leave what was created for inspection (remove it with `down`).
     #[arg(long)]
     pub keep_on_error: bool,
+    /// Gateways installed in istio-system, as Istio's demo profile does:
+    /// `ingress,egress`, `ingress`, `egress` or `none`.
+    #[arg(long, default_value = "ingress,egress")]
+    pub gateways: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +238,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("running meshctl proxy-config in the pod")?;
             std::process::exit(status.code().unwrap_or(1));
         }
+        Cmd::ServiceUrl {
+            service,
+            namespace,
+            port,
+        } => {
+            let st = run.load()?;
+            print!(
+                "{}",
+                publish::service_url(&st.services, &service, &namespace, port)?
+            );
+            Ok(())
+        }
+        Cmd::Forward {
+            netns,
+            table,
+            ports,
+        } => Ok(forward::serve(&netns, table, &ports)?),
         Cmd::ProxyStatus { args } => {
             require_root()?;
             let st = run.load()?;
@@ -241,8 +288,9 @@ impl Session {
         }
     }
 
-    /// `up` in CNI mode, replacing a leftover mesh of the same name.
-    pub fn up(&self, files: &[PathBuf]) -> anyhow::Result<()> {
+    /// `up` in CNI mode with the given gateways (`--gateways`), replacing a
+    /// leftover mesh of the same name.
+    pub fn up(&self, files: &[PathBuf], gateways: &str) -> anyhow::Result<()> {
         require_root()?;
         if self.run.exists() {
             down(&self.run)?;
@@ -255,6 +303,7 @@ impl Session {
             mode: Mode::Cni,
             mesh_config: None,
             keep_on_error: false,
+            gateways: gateways.to_string(),
         };
         up(&self.run, &self.name, &args)
     }
@@ -279,38 +328,65 @@ impl Session {
         Ok(())
     }
 
-    /// `n` calls of `url` from `pod` (as its app): how many each version answered.
-    pub fn versions(
+    /// Where a published Service port is reached from this host (`127.0.0.1:PORT`).
+    pub fn service_url(&self, name: &str, namespace: &str, port: u16) -> anyhow::Result<String> {
+        let st = self.run.load()?;
+        let s = publish::service_url(&st.services, name, namespace, Some(port))?;
+        Ok(s.trim().to_string())
+    }
+
+    /// `n` calls of `url` from this host (curl, one connection): how many each
+    /// version answered, or the status when the answer is not the echo app's.
+    pub fn host_versions(
         &self,
-        pod: &str,
         url: &str,
         n: usize,
         extra: &[&str],
     ) -> anyhow::Result<Vec<(String, usize)>> {
-        let st = self.run.load()?;
-        let p = find_pod(&st, pod, None)?;
-        let mut argv: Vec<String> = ["curl", "-sS", "--max-time", "30"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        argv.push(format!("{url}?call=[1-{n}]"));
-        let out = proc::run_in(&p.netns, p.app_uid, &argv, &format!("calls from {pod}"))?;
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for reply in
-            serde_json::Deserializer::from_str(&out).into_iter::<mesh_e2e::echo::EchoReply>()
-        {
-            let r = reply.context("an answer was not the echo app's JSON")?;
-            *counts
-                .entry(r.version.unwrap_or_else(|| "-".into()))
-                .or_default() += 1;
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "30"])
+            .args(extra)
+            .arg(format!("{url}?call=[1-{n}]"));
+        let out = cmd.output().context("running curl")?;
+        if !out.status.success() {
+            bail!(
+                "curl {url} from this host failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        Ok(counts.into_iter().collect())
+        count_versions(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// One GET of `url` from this host: the status and the answering pod.
+    pub fn host_get(&self, url: &str) -> anyhow::Result<(u16, Option<String>)> {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}", url])
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        let pod = serde_json::from_str::<mesh_e2e::echo::EchoReply>(body)
+            .ok()
+            .map(|r| r.pod);
+        Ok((code.trim().parse().unwrap_or(0), pod))
     }
 
     pub fn down(&self) -> anyhow::Result<()> {
         down(&self.run)
     }
+}
+
+/// Echo answers (concatenated JSON) counted by the answering pod's version.
+fn count_versions(out: &str) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for reply in serde_json::Deserializer::from_str(out).into_iter::<mesh_e2e::echo::EchoReply>() {
+        let r = reply.context("an answer was not the echo app's JSON")?;
+        *counts
+            .entry(r.version.unwrap_or_else(|| "-".into()))
+            .or_default() += 1;
+    }
+    Ok(counts.into_iter().collect())
 }
 
 /// The config version a pod's proxy runs (0 when it cannot be read).
@@ -414,8 +490,15 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             run.0.display()
         );
     }
-    // Read and check everything before creating anything.
-    let m = manifest::read(&args.files.files, &args.files.namespace)?;
+    // Read and check everything before creating anything. The gateways come
+    // first, as Istio is installed before the applications.
+    let kinds = gateway::parse(&args.gateways).map_err(|e| anyhow::anyhow!("--gateways: {e}"))?;
+    let mut objs: Vec<(String, Value)> = gateway::install(&kinds)
+        .into_iter()
+        .map(|v| ("meshctl local gateways".to_string(), v))
+        .collect();
+    objs.extend(manifest::objects(&args.files.files)?);
+    let m = manifest::from_objects(objs, &args.files.namespace)?;
     check_mesh_resources(&m)?;
     let mut mesh = load_mesh(args.mesh_config.as_deref())?;
     mesh.cni.enabled = args.mode == Mode::Cni;
@@ -453,6 +536,8 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             mesh_e2e::harness::cni::system_plugin_dir().to_path_buf(),
         ],
         agent: None,
+        forwarder: None,
+        forwarded_ports: Vec::new(),
         trust_domain: mesh.trust_domain.clone(),
         namespaces: BTreeMap::new(),
         services: Vec::new(),
@@ -479,6 +564,9 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             let _ = down(run);
         }
         return Err(e);
+    }
+    for line in publish::addresses(&st) {
+        println!("{line}");
     }
     println!("local mesh {name:?} is up: `meshctl local pods`, `meshctl local exec POD -- curl ...`, `meshctl local down`");
     Ok(())
@@ -587,6 +675,10 @@ fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
     run.applied_dir().join(format!("{kind}_{ns}_{name}.yaml"))
 }
 
+fn secret_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
+    run.secrets_dir().join(format!("{ns}_{name}.yaml"))
+}
+
 fn service_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
     run.config()
         .join("services")
@@ -671,12 +763,51 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
                 Some((port, target))
             })
             .collect();
+        let published = if publish::is_published(svc) {
+            // A `nodePort` written in the Service is the host port; then the
+            // port this Service already had; then a free one.
+            let mut before = publish::node_ports(svc);
+            for (port, node) in &before {
+                if let Some(other) = st.services.iter().find(|s| {
+                    !(s.name == name && s.namespace == ns)
+                        && s.published.iter().any(|(_, h)| h == node)
+                }) {
+                    bail!(
+                        "service {ns}/{name}: port {port} asks for nodePort {node}, already \
+                         published for service {}/{}",
+                        other.namespace,
+                        other.name
+                    );
+                }
+            }
+            before.extend(
+                existing
+                    .map(|i| st.services[i].published.clone())
+                    .unwrap_or_default(),
+            );
+            // Never hand out a host port another published port already has.
+            let mut used: Vec<u16> = st
+                .services
+                .iter()
+                .flat_map(|s| s.published.iter().map(|(_, h)| *h))
+                .chain(before.iter().map(|(_, h)| *h))
+                .collect();
+            publish::assign(&ports, &before, || {
+                let p = publish::free_port_except(&used)?;
+                used.push(p);
+                Ok(p)
+            })
+            .context("choosing a free host port")?
+        } else {
+            Vec::new()
+        };
         let entry = ServiceState {
             name: name.clone(),
             namespace: ns.clone(),
             vip: vip.clone(),
             selector: node::selector(svc),
             ports,
+            published,
         };
         match existing {
             Some(i) => st.services[i] = entry,
@@ -688,10 +819,27 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
             &service_file(run, &ns, &name),
             &serde_yaml_ng::to_string(&obj)?,
         )?;
+        let on_host = st
+            .services
+            .iter()
+            .find(|s| s.name == name && s.namespace == ns)
+            .map(|s| {
+                s.published
+                    .iter()
+                    .map(|(p, h)| format!(", port {p} on 127.0.0.1:{h}"))
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
         println!(
-            "service/{name} ({ns}) {}",
+            "service/{name} ({ns}) {}{on_host}",
             vip.unwrap_or_else(|| "headless".into())
         );
+    }
+    for v in &m.secrets {
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        secret::write(&secret_file(run, ns, name), v)?;
+        println!("{}", secret::describe(v));
     }
     for (_, v) in &m.mesh {
         write_file(&mesh_file(run, v), &serde_yaml_ng::to_string(v)?)?;
@@ -763,18 +911,27 @@ fn service_entry_hosts(run: &RunDir) -> Vec<(String, String)> {
     out
 }
 
-/// Name resolution and Service VIP rules, after anything changed.
-fn refresh(run: &RunDir, st: &State) -> anyhow::Result<()> {
+/// Name resolution, Service VIP rules and published ports, after anything changed.
+fn refresh(run: &RunDir, st: &mut State) -> anyhow::Result<()> {
     let entries = if run.applied_dir().exists() {
         service_entry_hosts(run)
     } else {
         Vec::new()
     };
     node::write_resolution(st, &entries)?;
-    node::write_service_rules(st)
+    node::write_service_rules(st)?;
+    publish::sync(run, st)
 }
 
 fn delete(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
+    for v in &m.secrets {
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        match std::fs::remove_file(secret_file(run, ns, name)) {
+            Ok(()) => println!("secret/{name} ({ns}) deleted"),
+            Err(_) => println!("secret/{name} ({ns}) not found"),
+        }
+    }
     for (_, v) in &m.mesh {
         let f = mesh_file(run, v);
         let what = format!(
@@ -860,6 +1017,9 @@ pub fn down(run: &RunDir) -> anyhow::Result<()> {
     }
     let st = run.load()?;
     let mut errors = Vec::new();
+    if let Some(f) = &st.forwarder {
+        proc::stop(f, Duration::from_secs(3));
+    }
     for p in st.pods.iter().rev() {
         errors.extend(pod::remove(&st, run, p));
     }

@@ -25,6 +25,15 @@ pub fn spawn(
     env: &[(String, String)],
     log: &Path,
 ) -> anyhow::Result<Proc> {
+    let mut cmd = netns_command(netns, uid, argv);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    spawn_command(container, cmd, log)
+        .with_context(|| format!("starting {container} ({}) in {netns}", argv.join(" ")))
+}
+
+/// [`spawn`] of a command already built (the forwarder runs in the host's
+/// namespace, not through `ip netns exec`).
+pub fn spawn_command(container: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Proc> {
     use std::os::unix::process::CommandExt;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -35,15 +44,11 @@ pub fn spawn(
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
-    let mut cmd = netns_command(netns, uid, argv);
-    cmd.envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {container} ({}) in {netns}", argv.join(" ")))?;
+    let child = cmd.spawn()?;
     let pid = child.id();
     // The child outlives this command; dropping the handle does not kill it.
     drop(child);

@@ -61,6 +61,10 @@ pub struct ServiceState {
     pub selector: BTreeMap<String, String>,
     /// (port, targetPort as written: a number or a container port name).
     pub ports: Vec<(u16, String)>,
+    /// LoadBalancer and NodePort Services: (port, host port on 127.0.0.1),
+    /// chosen once and kept for the life of the mesh.
+    #[serde(default)]
+    pub published: Vec<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +76,11 @@ pub struct State {
     pub chain: Vec<Value>,
     pub cni_path: Vec<PathBuf>,
     pub agent: Option<Proc>,
+    /// The host-port forwarder and the host ports it was started with.
+    #[serde(default)]
+    pub forwarder: Option<Proc>,
+    #[serde(default)]
+    pub forwarded_ports: Vec<u16>,
     pub trust_domain: String,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub services: Vec<ServiceState>,
@@ -100,6 +109,14 @@ impl RunDir {
     }
     pub fn applied_dir(&self) -> PathBuf {
         self.config().join("applied")
+    }
+    /// The forwarder's table (host port → Service endpoints).
+    pub fn forward_table(&self) -> PathBuf {
+        self.0.join("forward.json")
+    }
+    /// Secrets for the agent (mode 0600 files).
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.config().join("secrets")
     }
     pub fn logs(&self) -> PathBuf {
         self.0.join("logs")

@@ -43,7 +43,14 @@ impl Local {
         Local { name, root, files }
     }
 
+    /// `meshctl local ARGS` for this mesh. An `up` that does not choose its
+    /// gateways gets `--gateways none`: tests not about gateways skip their two
+    /// pods (gateway tests pass `--gateways` themselves).
     pub fn meshctl(&self, args: &[&str]) -> Output {
+        let mut args = args.to_vec();
+        if args.first() == Some(&"up") && !args.contains(&"--gateways") {
+            args.extend(["--gateways", "none"]);
+        }
         Command::new(env!("CARGO_BIN_EXE_meshctl"))
             .args(["local", "--name", &self.name, "--root"])
             .arg(&self.root)
