@@ -72,6 +72,32 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A workload leaf as the mesh CA issues them: URI SAN `spiffe` (e.g.
+    /// `spiffe://cluster.local/ns/shop/sa/web`), client and server use; valid
+    /// now, or expired since 2021 with `expired`.
+    pub fn workload(&self, spiffe: &str, expired: bool) -> Leaf {
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![rcgen::SanType::URI(spiffe.try_into().unwrap())];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
 /// Writes `dir/name` atomically (temporary file, then rename), mode 0644.
 pub fn write_file(dir: &Path, name: &str, text: impl AsRef<[u8]>) {
     use std::os::unix::fs::PermissionsExt;

@@ -259,14 +259,20 @@ mod tests {
             combine(Some(web.clone()), None),
             Ok((web.clone(), Auth::Certificate))
         );
-        assert_eq!(combine(None, Some(web.clone())), Ok((web.clone(), Auth::Token)));
+        assert_eq!(
+            combine(None, Some(web.clone())),
+            Ok((web.clone(), Auth::Token))
+        );
         assert_eq!(
             combine(Some(web.clone()), Some(web.clone())),
             Ok((web.clone(), Auth::Both))
         );
         let e = combine(Some(web.clone()), Some(id("shop", "cart"))).unwrap_err();
         assert_eq!(e.reason(), "credentials_disagree");
-        assert!(e.to_string().contains("/sa/web") && e.to_string().contains("/sa/cart"), "{e}");
+        assert!(
+            e.to_string().contains("/sa/web") && e.to_string().contains("/sa/cart"),
+            "{e}"
+        );
         let e = combine(None, None).unwrap_err();
         assert_eq!(e.reason(), "unauthenticated");
         assert_eq!(Auth::Both.label(), "certificate_and_token");

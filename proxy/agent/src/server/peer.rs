@@ -22,7 +22,9 @@ use std::sync::Arc;
 pub enum CertRefusal {
     #[error("the client certificate is not signed by the mesh CA (none of its {roots} trusted root(s) issued it)")]
     UnknownIssuer { roots: usize },
-    #[error("the client certificate expired {ago_s}s ago (notAfter {not_after_unix} in Unix seconds)")]
+    #[error(
+        "the client certificate expired {ago_s}s ago (notAfter {not_after_unix} in Unix seconds)"
+    )]
     Expired { not_after_unix: u64, ago_s: u64 },
     #[error("the client certificate is not valid yet")]
     NotYetValid,
@@ -61,12 +63,10 @@ pub fn identity(
         }
     }
     let n = roots.len();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider(),
-    )
-    .build()
-    .map_err(|e| CertRefusal::Roots(e.to_string()))?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| CertRefusal::Roots(e.to_string()))?;
     verifier
         .verify_client_cert(leaf, intermediates, now)
         .map_err(|e| refusal(e, n))?;
@@ -159,5 +159,51 @@ impl ClientCertVerifier for OfferClientCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_e2e::testca::TestCa;
+
+    fn check(leaf: &mesh_e2e::testca::Leaf, roots: &[&TestCa]) -> Result<Identity, CertRefusal> {
+        let roots: Vec<String> = roots.iter().map(|r| r.pem.clone()).collect();
+        let chain = [CertificateDer::from(leaf.cert_der.clone())];
+        identity(&chain, &roots, "cluster.local", UnixTime::now())
+    }
+
+    #[test]
+    fn only_a_current_mesh_certificate_of_our_trust_domain_names_its_caller() {
+        let (mesh, other) = (TestCa::new("mesh", None), TestCa::new("other", None));
+        let web = "spiffe://cluster.local/ns/shop/sa/web";
+        assert_eq!(
+            check(&mesh.workload(web, false), &[&mesh]),
+            Ok(Identity::new("cluster.local", "shop", "web").unwrap())
+        );
+        // During a root rotation every trusted root counts.
+        assert!(check(&other.workload(web, false), &[&mesh, &other]).is_ok());
+        let e = check(&other.workload(web, false), &[&mesh]).unwrap_err();
+        assert_eq!(e, CertRefusal::UnknownIssuer { roots: 1 });
+        assert!(e.to_string().contains("not signed by the mesh CA"), "{e}");
+        let e = check(&mesh.workload(web, true), &[&mesh]).unwrap_err();
+        assert!(
+            matches!(e, CertRefusal::Expired { ago_s, .. } if ago_s > 365 * 24 * 3600),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("expired"), "{e}");
+        let foreign = "spiffe://other.domain/ns/shop/sa/web";
+        let e = check(&mesh.workload(foreign, false), &[&mesh]).unwrap_err();
+        assert!(
+            matches!(e, CertRefusal::Identity(PeerError::TrustDomain(..))),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("\"other.domain\""), "{e}");
+        let e = check(&mesh.leaf("web", &["web.shop"], true), &[&mesh]).unwrap_err();
+        assert_eq!(e, CertRefusal::Identity(PeerError::NoSpiffe));
+        // A server-only certificate does not authenticate a client.
+        let e = check(&mesh.leaf("web", &["web.shop"], false), &[&mesh]).unwrap_err();
+        assert_eq!(e, CertRefusal::NotClientAuth, "{e}");
+        assert!(identity(&[], &[mesh.pem.clone()], "cluster.local", UnixTime::now()).is_err());
     }
 }
