@@ -146,7 +146,16 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     .await;
     assert_eq!(got.roots.len(), 2);
     // The serving certificate followed: a client trusting only the new root connects.
-    assert!(serving.issued.load(std::sync::atomic::Ordering::Relaxed) > issued);
+    // (It is re-issued by its own task once the CA changes, so possibly just
+    // after the first certificate the new signer issued: wait for it.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serving.issued.load(std::sync::atomic::Ordering::Relaxed) <= issued {
+        assert!(
+            Instant::now() < deadline,
+            "serving certificate not re-issued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let new_only = dir.path().join("new-only.pem");
     std::fs::write(&new_only, &new.pem).unwrap();
     request_certificate(

@@ -204,6 +204,12 @@ mod tests {
         // A server-only certificate does not authenticate a client.
         let e = check(&mesh.leaf("web", &["web.shop"], false), &[&mesh]).unwrap_err();
         assert_eq!(e, CertRefusal::NotClientAuth, "{e}");
-        assert!(identity(&[], &[mesh.pem.clone()], "cluster.local", UnixTime::now()).is_err());
+        assert!(identity(
+            &[],
+            std::slice::from_ref(&mesh.pem),
+            "cluster.local",
+            UnixTime::now()
+        )
+        .is_err());
     }
 }
