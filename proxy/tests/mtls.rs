@@ -557,10 +557,7 @@ fn sidecar_reconnects_to_the_agent_with_its_certificate() {
     // A CA that survives the agent's restart.
     let root = TestCa::new("mesh-root", None);
     let cacerts = ViewDir::new();
-    for f in ["ca-cert.pem", "root-cert.pem", "cert-chain.pem"] {
-        write(&cacerts.0, f, &root.pem);
-    }
-    write(&cacerts.0, "ca-key.pem", &root.key);
+    root.write_cacerts(&cacerts.0);
     let agent_extra = ["--ca-dir", cacerts.0.to_str().unwrap()];
     let mut m = MeshNet::with(ECHO_SERVICE, &[ECHO], &agent_extra, &[]);
     let series = |auth: &str| format!("mesh_agent_subscriptions_total{{auth=\"{auth}\"}}");

@@ -61,10 +61,7 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     let (cacerts, config) = (dir.path().join("cacerts"), dir.path().join("config"));
     std::fs::create_dir(&cacerts).unwrap();
     std::fs::create_dir(&config).unwrap();
-    put(&cacerts, "ca-cert.pem", &old.pem);
-    put(&cacerts, "ca-key.pem", &old.key);
-    put(&cacerts, "root-cert.pem", &old.pem);
-    put(&cacerts, "cert-chain.pem", &old.pem);
+    old.write_cacerts(&cacerts);
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "tok shop cart\n").unwrap();
     let roots_out = dir.path().join("root-cert.pem");

@@ -103,6 +103,16 @@ async fn subscribe_as(
     }
 }
 
+/// `view` is web-1's: it lists the shop/web service.
+fn assert_web_view(view: &ProxyView) {
+    assert!(
+        view.services
+            .iter()
+            .any(|s| s.hostname.starts_with("web.shop.")),
+        "{view:?}"
+    );
+}
+
 async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f().await {
@@ -121,12 +131,7 @@ async fn only_own_pods(agent: &Running, dir: &Path, add_pod: impl FnOnce()) {
     let view = subscribe_once(&addr, &tls, pod("shop", "web-1"), Some("tok-web"))
         .await
         .unwrap();
-    assert!(
-        view.services
-            .iter()
-            .any(|s| s.hostname.starts_with("web.shop.")),
-        "{view:?}"
-    );
+    assert_web_view(&view);
     assert!(
         subscribe_once(&addr, &tls, pod("inventory", "stock-1"), Some("tok-stock"))
             .await
@@ -285,7 +290,7 @@ fn client_cert(leaf: &mesh_e2e::testca::Leaf) -> ClientCert {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_certificates_subscribe_only_to_own_pods() {
-    use mesh_e2e::testca::{write_file as put, TestCa};
+    use mesh_e2e::testca::TestCa;
     let (mesh, other) = (
         TestCa::new("mesh-root", None),
         TestCa::new("other-root", None),
@@ -294,10 +299,7 @@ async fn workload_certificates_subscribe_only_to_own_pods() {
     let (cacerts, config_dir) = (dir.path().join("cacerts"), dir.path().join("config"));
     std::fs::create_dir(&cacerts).unwrap();
     std::fs::create_dir(&config_dir).unwrap();
-    put(&cacerts, "ca-cert.pem", &mesh.pem);
-    put(&cacerts, "ca-key.pem", &mesh.key);
-    put(&cacerts, "root-cert.pem", &mesh.pem);
-    put(&cacerts, "cert-chain.pem", &mesh.pem);
+    mesh.write_cacerts(&cacerts);
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "tok-web shop web\ntok-stock inventory stock\n").unwrap();
     std::fs::write(config_dir.join("mesh.yaml"), MESH).unwrap();
@@ -337,12 +339,7 @@ async fn workload_certificates_subscribe_only_to_own_pods() {
     let view = subscribe_as(&addr, &tls, Some(&issued), pod("shop", "web-1"), None)
         .await
         .unwrap();
-    assert!(
-        view.services
-            .iter()
-            .any(|s| s.hostname.starts_with("web.shop.")),
-        "{view:?}"
-    );
+    assert_web_view(&view);
     assert_eq!(subscribed(debug, "certificate").await, before + 1);
 
     // No certificate, a valid token: still served, counted as token.
