@@ -97,7 +97,9 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
 /// Subscribes to the agent at `addr` and applies every view it sends (ACKed, or
 /// NACKed with the reason when it cannot be compiled); runs until `shutdown`.
 /// Over TLS the subscription carries the pod's CA credential
-/// (`--ca-token-file`), re-read at every (re)connection.
+/// (`--ca-token-file`), re-read at every (re)connection, until the proxy holds
+/// a workload certificate: from then on each (re)connection presents the
+/// current one as TLS client certificate instead.
 pub fn follow_agent(
     addr: String,
     transport: mesh_agent::client::Transport,
@@ -121,6 +123,12 @@ pub fn follow_agent(
     let mut client = mesh_agent::client::ClientConfig::new(addr, identity);
     client.transport = transport;
     client.token_file = cfg.cert.as_ref().map(|c| c.token_file.clone());
+    if cfg.cert.is_some() {
+        let tls = shared.tls.clone();
+        client.client_cert = Some(mesh_agent::client::CurrentCert(Arc::new(move || {
+            tls.current().map(|c| c.client_cert())
+        })));
+    }
     let _state = mesh_agent::client::spawn(client, apply, shutdown);
 }
 

@@ -5,6 +5,8 @@
 //! app sees XFCC, that metrics carry principals and `mutual_tls`, that STRICT
 //! refuses a plaintext client that PERMISSIVE lets through, that DestinationRule
 //! DISABLE sends plaintext, and that certificate rotation under load loses nothing.
+//! A sidecar that holds its certificate reconnects to the agent with it (no
+//! token needed any more).
 
 mod common;
 mod meshnet;
@@ -545,4 +547,50 @@ fn root_rotation_in_three_steps_loses_no_request() {
         bad.contains("Certificate chain") && !bad.contains("Verify return code: 0 (ok)"),
         "{bad}"
     );
+}
+
+/// A sidecar with its certificate reconnects to a restarted agent with it:
+/// the tokens file no longer knows the sidecar's token, so only the
+/// certificate can authenticate the new subscription.
+#[test]
+fn sidecar_reconnects_to_the_agent_with_its_certificate() {
+    // A CA that survives the agent's restart.
+    let root = TestCa::new("mesh-root", None);
+    let cacerts = ViewDir::new();
+    root.write_cacerts(&cacerts.0);
+    let agent_extra = ["--ca-dir", cacerts.0.to_str().unwrap()];
+    let mut m = MeshNet::with(ECHO_SERVICE, &[ECHO], &agent_extra, &[]);
+    let series = |auth: &str| format!("mesh_agent_subscriptions_total{{auth=\"{auth}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let certs = admin_json(&m.pods[0], "/certs");
+        let metrics = m.agent_get("/metrics");
+        let synced =
+            counter(&metrics, &series("token")) + counter(&metrics, &series("certificate")) >= 1.0;
+        if certs["identity"] == "spiffe://cluster.local/ns/default/sa/echo" && synced {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate or subscription: {certs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write(&m.files.0, "ca-tokens", "");
+    m.restart_agent();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = m.agent_get("/metrics");
+        if counter(&metrics, &series("certificate")) >= 1.0 {
+            assert_eq!(counter(&metrics, &series("token")), 0.0, "{metrics}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate-authenticated subscription: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let z: serde_json::Value = serde_json::from_str(&m.agent_get("/debug/syncz")).unwrap();
+    assert_eq!(z["proxies"].as_array().map(Vec::len), Some(1), "{z}");
 }

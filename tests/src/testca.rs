@@ -61,6 +61,28 @@ impl TestCa {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
+        self.sign(p)
+    }
+
+    /// A workload leaf as the mesh CA issues them: URI SAN `spiffe` (e.g.
+    /// `spiffe://cluster.local/ns/shop/sa/web`), client and server use; valid
+    /// now, or expired since 2021 with `expired`.
+    pub fn workload(&self, spiffe: &str, expired: bool) -> Leaf {
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![rcgen::SanType::URI(spiffe.try_into().unwrap())];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        self.sign(p)
+    }
+
+    /// `p` signed by this CA for a fresh P-256 key.
+    fn sign(&self, p: CertificateParams) -> Leaf {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         Leaf {
@@ -69,6 +91,14 @@ impl TestCa {
             cert_der: cert.der().to_vec(),
             key_der: key.serialize_der(),
         }
+    }
+
+    /// Makes `dir` an Istio `cacerts` folder of this (root) CA signing itself.
+    pub fn write_cacerts(&self, dir: &Path) {
+        for f in ["ca-cert.pem", "root-cert.pem", "cert-chain.pem"] {
+            write_file(dir, f, &self.pem);
+        }
+        write_file(dir, "ca-key.pem", &self.key);
     }
 }
 

@@ -11,9 +11,15 @@
 //!
 //! Over TLS the subscription carries the pod's token (`token_file`), re-read at
 //! every connection because projected tokens rotate; it is never sent over a
-//! plaintext transport. A refusal from the agent (unauthenticated, not the
-//! caller's pod, a pod the agent does not know yet) is logged and retried with
-//! the same backoff; the backoff resets only once a view arrives.
+//! plaintext transport. Once the proxy holds a workload certificate
+//! (`client_cert`, asked for at every connection because it rotates) it is
+//! presented as TLS client certificate instead, and the token stays home. If
+//! the agent refuses a subscription made with the certificate (a CA that no
+//! longer trusts it, say), the next attempt goes with the token, and the one
+//! after that with the certificate again (after a view: the certificate). A refusal from the agent
+//! (unauthenticated, not the caller's pod, a pod the agent does not know yet)
+//! is logged and retried with the same backoff; the backoff resets only once a
+//! view arrives.
 
 use crate::protocol::{decode, encode, framed, ProtocolError};
 use futures::{SinkExt, StreamExt};
@@ -41,8 +47,35 @@ pub enum Transport {
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
+/// A workload certificate to present as TLS client: chain (leaf first) and
+/// its PKCS#8 key.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub key_der: Vec<u8>,
+}
+
+/// The certificate to present now (`None`: none yet).
+#[derive(Clone)]
+pub struct CurrentCert(pub Arc<dyn Fn() -> Option<ClientCert> + Send + Sync>);
+
+impl std::fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CurrentCert")
+    }
+}
+
 /// Connects to `addr` as `transport` says.
 pub async fn connect(addr: &str, transport: &Transport) -> Result<Box<dyn Io>, ProtocolError> {
+    connect_as(addr, transport, None).await
+}
+
+/// [`connect`], presenting `cert` as TLS client certificate (TLS only).
+pub async fn connect_as(
+    addr: &str,
+    transport: &Transport,
+    cert: Option<&ClientCert>,
+) -> Result<Box<dyn Io>, ProtocolError> {
     let sock = tokio::net::TcpStream::connect(addr).await?;
     let _ = sock.set_nodelay(true);
     let (root_file, server_name) = match transport {
@@ -80,8 +113,16 @@ pub async fn connect(addr: &str, transport: &Transport) -> Result<Box<dyn Io>, P
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])
     .map_err(|e| tls_err(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let cfg = match cert {
+        None => cfg.with_no_client_auth(),
+        Some(c) => cfg
+            .with_client_auth_cert(
+                c.chain.clone(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(c.key_der.clone().into()),
+            )
+            .map_err(|e| tls_err(format!("the workload certificate: {e}")))?,
+    };
     let name = rustls::pki_types::ServerName::try_from(server_name.clone())
         .map_err(|e| tls_err(format!("server name {server_name:?}: {e}")))?;
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
@@ -102,8 +143,11 @@ pub struct ClientConfig {
     pub agent_addr: String,
     pub transport: Transport,
     pub identity: ProxyIdentity,
-    /// The pod's credential, sent with every subscription over TLS.
+    /// The pod's credential, sent with every subscription over TLS made
+    /// without a certificate.
     pub token_file: Option<std::path::PathBuf>,
+    /// The workload certificate, presented over TLS once there is one.
+    pub client_cert: Option<CurrentCert>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -115,6 +159,7 @@ impl ClientConfig {
             transport: Transport::Plaintext,
             identity,
             token_file: None,
+            client_cert: None,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
         }
@@ -160,16 +205,27 @@ async fn run(
     state: watch::Sender<ClientState>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = cfg.initial_backoff;
+    let mut retry = Retry {
+        backoff: cfg.initial_backoff,
+        with_cert: true,
+        presented_cert: false,
+    };
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&cfg, &mut apply, &state, &mut backoff) => r,
+            r = session(&cfg, &mut apply, &state, &mut retry) => r,
         };
         state.send_modify(|s| s.connected = false);
         match result {
             Err(ProtocolError::Refused(e)) => {
-                tracing::warn!(error = %e, agent = %cfg.agent_addr, "the agent refused the subscription; retrying")
+                tracing::warn!(error = %e, agent = %cfg.agent_addr, certificate = retry.presented_cert,
+                    "the agent refused the subscription; retrying");
+                if cfg.token_file.is_some() {
+                    // Alternate the credentials: a refused certificate (a CA
+                    // that no longer trusts it) is not repeated until it
+                    // rotates, nor a refused token while a certificate is there.
+                    retry.with_cert = !retry.presented_cert;
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, agent = %cfg.agent_addr, "sync stream ended; retrying")
@@ -180,10 +236,19 @@ async fn run(
         let jitter = Duration::from_millis(u64::from(std::process::id() ^ rand_u32()) % 100);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = tokio::time::sleep(retry.backoff + jitter) => {}
         }
-        backoff = (backoff * 2).min(cfg.max_backoff);
+        retry.backoff = (retry.backoff * 2).min(cfg.max_backoff);
     }
+}
+
+/// What one connection attempt starts from and leaves for the next.
+struct Retry {
+    backoff: Duration,
+    /// Present the certificate (if there is one) at this attempt.
+    with_cert: bool,
+    /// The last attempt presented one.
+    presented_cert: bool,
 }
 
 fn rand_u32() -> u32 {
@@ -197,13 +262,19 @@ async fn session(
     cfg: &ClientConfig,
     apply: &mut impl Apply,
     state: &watch::Sender<ClientState>,
-    backoff: &mut Duration,
+    retry: &mut Retry,
 ) -> Result<(), ProtocolError> {
-    let token = match (&cfg.token_file, &cfg.transport) {
-        (Some(f), Transport::Tls { .. }) => Some(read_token(f).await?),
+    let tls = matches!(cfg.transport, Transport::Tls { .. });
+    let cert = match &cfg.client_cert {
+        Some(current) if tls && retry.with_cert => (current.0)(),
         _ => None,
     };
-    let sock = connect(&cfg.agent_addr, &cfg.transport).await?;
+    retry.presented_cert = cert.is_some();
+    let token = match &cfg.token_file {
+        Some(f) if tls && cert.is_none() => Some(read_token(f).await?),
+        _ => None,
+    };
+    let sock = connect_as(&cfg.agent_addr, &cfg.transport, cert.as_ref()).await?;
     let mut io = framed(sock);
     let last_version = state.borrow().current.as_ref().map(|v| v.version);
     io.send(encode(&ClientMessage::Subscribe {
@@ -217,7 +288,8 @@ async fn session(
         let msg: AgentMessage = decode(&frame?)?;
         match msg {
             AgentMessage::View { agent, view } => {
-                *backoff = cfg.initial_backoff;
+                retry.backoff = cfg.initial_backoff;
+                retry.with_cert = true;
                 let version = view.version;
                 let reply = match apply.apply(&view) {
                     Ok(()) => {

@@ -61,10 +61,7 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     let (cacerts, config) = (dir.path().join("cacerts"), dir.path().join("config"));
     std::fs::create_dir(&cacerts).unwrap();
     std::fs::create_dir(&config).unwrap();
-    put(&cacerts, "ca-cert.pem", &old.pem);
-    put(&cacerts, "ca-key.pem", &old.key);
-    put(&cacerts, "root-cert.pem", &old.pem);
-    put(&cacerts, "cert-chain.pem", &old.pem);
+    old.write_cacerts(&cacerts);
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "tok shop cart\n").unwrap();
     let roots_out = dir.path().join("root-cert.pem");
@@ -164,7 +161,16 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     .await;
     assert_eq!(got.roots.len(), 2);
     // The serving certificate followed: a client trusting only the new root connects.
-    assert!(serving.issued.load(std::sync::atomic::Ordering::Relaxed) > issued);
+    // (It is re-issued by its own task once the CA changes, so possibly just
+    // after the first certificate the new signer issued: wait for it.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serving.issued.load(std::sync::atomic::Ordering::Relaxed) <= issued {
+        assert!(
+            Instant::now() < deadline,
+            "serving certificate not re-issued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let new_only = dir.path().join("new-only.pem");
     std::fs::write(&new_only, &new.pem).unwrap();
     request_certificate(

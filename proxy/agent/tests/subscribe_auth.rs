@@ -7,14 +7,19 @@
 //! client library re-reads its token file at every reconnection and gets its
 //! view once the token is good and the pod known. The plaintext config-only
 //! port trusts its network and serves anyone.
+//!
+//! Workload certificates presented as TLS client authenticate a subscription
+//! on their own, under the same rule; refused: another pod's, one from another
+//! CA, an expired one, one of another trust domain, and a certificate paired
+//! with a token of another identity.
 
 mod common;
 mod fake_api;
 
-use common::refused;
+use common::{refused, subscribed};
 use futures::{SinkExt, StreamExt};
 use mesh_agent::agent::Running;
-use mesh_agent::client::{self, ClientConfig, Transport};
+use mesh_agent::client::{self, ClientCert, ClientConfig, CurrentCert, Transport};
 use mesh_agent::config::Config;
 use mesh_agent::protocol::{decode, encode, framed};
 use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
@@ -67,7 +72,18 @@ async fn subscribe_once(
     identity: ProxyIdentity,
     token: Option<&str>,
 ) -> Result<ProxyView, String> {
-    let mut io = framed(client::connect(addr, transport).await.unwrap());
+    subscribe_as(addr, transport, None, identity, token).await
+}
+
+/// [`subscribe_once`], presenting `cert` as TLS client certificate.
+async fn subscribe_as(
+    addr: &str,
+    transport: &Transport,
+    cert: Option<&ClientCert>,
+    identity: ProxyIdentity,
+    token: Option<&str>,
+) -> Result<ProxyView, String> {
+    let mut io = framed(client::connect_as(addr, transport, cert).await.unwrap());
     io.send(encode(&ClientMessage::Subscribe {
         identity,
         last_version: None,
@@ -85,6 +101,16 @@ async fn subscribe_once(
         AgentMessage::Error { message } => Err(message),
         other => panic!("{other:?}"),
     }
+}
+
+/// `view` is web-1's: it lists the shop/web service.
+fn assert_web_view(view: &ProxyView) {
+    assert!(
+        view.services
+            .iter()
+            .any(|s| s.hostname.starts_with("web.shop.")),
+        "{view:?}"
+    );
 }
 
 async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
@@ -105,12 +131,7 @@ async fn only_own_pods(agent: &Running, dir: &Path, add_pod: impl FnOnce()) {
     let view = subscribe_once(&addr, &tls, pod("shop", "web-1"), Some("tok-web"))
         .await
         .unwrap();
-    assert!(
-        view.services
-            .iter()
-            .any(|s| s.hostname.starts_with("web.shop.")),
-        "{view:?}"
-    );
+    assert_web_view(&view);
     assert!(
         subscribe_once(&addr, &tls, pod("inventory", "stock-1"), Some("tok-stock"))
             .await
@@ -258,4 +279,176 @@ async fn token_review_subscribe_only_to_own_pods() {
     );
     let web9: serde_json::Value = serde_yaml_ng::from_str(WEB_9).unwrap();
     only_own_pods(&agent, dir.path(), || fake.apply(web9)).await;
+}
+
+fn client_cert(leaf: &mesh_e2e::testca::Leaf) -> ClientCert {
+    ClientCert {
+        chain: vec![leaf.cert_der.clone().into()],
+        key_der: leaf.key_der.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_certificates_subscribe_only_to_own_pods() {
+    use mesh_e2e::testca::TestCa;
+    let (mesh, other) = (
+        TestCa::new("mesh-root", None),
+        TestCa::new("other-root", None),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (cacerts, config_dir) = (dir.path().join("cacerts"), dir.path().join("config"));
+    std::fs::create_dir(&cacerts).unwrap();
+    std::fs::create_dir(&config_dir).unwrap();
+    mesh.write_cacerts(&cacerts);
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "tok-web shop web\ntok-stock inventory stock\n").unwrap();
+    std::fs::write(config_dir.join("mesh.yaml"), MESH).unwrap();
+    let mut cfg = config(&config_dir, Some(&tokens));
+    cfg.ca.ca_dir = Some(cacerts.clone());
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let agent = common::start_files_agent(&cfg, &config_dir, &shutdown).await;
+    let (addr, tls, debug) = (
+        agent.sync_addr.to_string(),
+        tls(&config_dir),
+        agent.debug_addr,
+    );
+
+    // A certificate the agent issued through a CSR (token once), then the
+    // certificate alone: the pod's view, counted as certificate-authenticated.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let signed =
+        client::request_certificate(&addr, &tls, "tok-web", &csr, Duration::from_secs(600))
+            .await
+            .unwrap();
+    let issued = ClientCert {
+        chain: signed
+            .chain
+            .iter()
+            .flat_map(|p| pem::parse_many(p).unwrap())
+            .map(|b| b.into_contents().into())
+            .collect(),
+        key_der: key.serialize_der(),
+    };
+    let before = subscribed(debug, "certificate").await;
+    let view = subscribe_as(&addr, &tls, Some(&issued), pod("shop", "web-1"), None)
+        .await
+        .unwrap();
+    assert_web_view(&view);
+    assert_eq!(subscribed(debug, "certificate").await, before + 1);
+
+    // No certificate, a valid token: still served, counted as token.
+    let before = subscribed(debug, "token").await;
+    subscribe_as(&addr, &tls, None, pod("shop", "web-1"), Some("tok-web"))
+        .await
+        .unwrap();
+    assert_eq!(subscribed(debug, "token").await, before + 1);
+    // Both credentials, same identity: served.
+    let before = subscribed(debug, "certificate_and_token").await;
+    subscribe_as(
+        &addr,
+        &tls,
+        Some(&issued),
+        pod("shop", "web-1"),
+        Some("tok-web"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(subscribed(debug, "certificate_and_token").await, before + 1);
+
+    let id = |td: &str, ns: &str, sa: &str| format!("spiffe://{td}/ns/{ns}/sa/{sa}");
+    let web = client_cert(&mesh.workload(&id("cluster.local", "shop", "web"), false));
+    let stock = client_cert(&mesh.workload(&id("cluster.local", "inventory", "stock"), false));
+    let cases = [
+        // Another namespace's pod, another service account's pod.
+        (
+            &web,
+            pod("inventory", "stock-1"),
+            None,
+            "namespace",
+            "\"shop\"",
+        ),
+        (
+            &stock,
+            pod("inventory", "stock-2"),
+            None,
+            "service_account",
+            "\"default\"",
+        ),
+        (
+            &client_cert(&other.workload(&id("cluster.local", "shop", "web"), false)),
+            pod("shop", "web-1"),
+            None,
+            "certificate",
+            "not signed by the mesh CA",
+        ),
+        (
+            &client_cert(&mesh.workload(&id("cluster.local", "shop", "web"), true)),
+            pod("shop", "web-1"),
+            None,
+            "certificate",
+            "expired",
+        ),
+        (
+            &client_cert(&mesh.workload(&id("other.domain", "shop", "web"), false)),
+            pod("shop", "web-1"),
+            None,
+            "certificate",
+            "\"other.domain\"",
+        ),
+        // A certificate and a token of different identities.
+        (
+            &web,
+            pod("shop", "web-1"),
+            Some("tok-stock"),
+            "credentials_disagree",
+            "inventory/sa/stock",
+        ),
+        // A good certificate does not excuse a bad token.
+        (
+            &web,
+            pod("shop", "web-1"),
+            Some("tok-nope"),
+            "unauthenticated",
+            "not known",
+        ),
+    ];
+    for (cert, id, token, reason, names) in cases {
+        let before = refused(debug, reason).await;
+        let e = subscribe_as(&addr, &tls, Some(cert), id.clone(), token)
+            .await
+            .unwrap_err();
+        assert!(e.contains(names), "{id:?} {token:?}: {e}");
+        assert_eq!(refused(debug, reason).await, before + 1, "{id:?}: {e}");
+    }
+    // The TestCa-signed certificate of the right pod is as good as an issued one.
+    assert!(
+        subscribe_as(&addr, &tls, Some(&web), pod("shop", "web-1"), None)
+            .await
+            .is_ok()
+    );
+
+    // The client library presents the current certificate and keeps the
+    // token (a bad one here) home: the view arrives by certificate.
+    let token_file = dir.path().join("proxy-token");
+    std::fs::write(&token_file, "tok-nope\n").unwrap();
+    let mut c = ClientConfig::new(addr.clone(), pod("shop", "web-1"));
+    c.transport = tls.clone();
+    c.token_file = Some(token_file);
+    let current = issued.clone();
+    c.client_cert = Some(CurrentCert(std::sync::Arc::new(move || {
+        Some(current.clone())
+    })));
+    let before = subscribed(debug, "certificate").await;
+    let state = client::spawn(c, |_: &ProxyView| Ok(()), shutdown.clone());
+    until("the view by certificate", async || {
+        state.borrow().current.is_some()
+    })
+    .await;
+    assert_eq!(subscribed(debug, "certificate").await, before + 1);
 }

@@ -209,6 +209,14 @@ impl Creds {
         )
     }
 
+    /// This certificate and key as the agent client presents them on 15012.
+    pub fn client_cert(&self) -> mesh_agent::client::ClientCert {
+        mesh_agent::client::ClientCert {
+            chain: self.chain.clone(),
+            key_der: self.key_der.clone(),
+        }
+    }
+
     /// Whether peers are verified against exactly `ca_roots ∪ extra`.
     pub fn trusts_exactly(&self, extra: &[CertificateDer<'static>]) -> bool {
         let mut want: Vec<&[u8]> = self

@@ -2,7 +2,7 @@
 //! workload certificate from the mesh CA ([`certs`]), originates TLS 1.3 with
 //! Istio's ALPN values towards meshed endpoints and terminates it inbound per the
 //! PeerAuthentication mode. This module holds the pure parts: ALPN names, the
-//! inbound mode of a port, the peer identity of a certificate and the
+//! inbound mode of a port, the peer identity of a certificate (from mesh-api) and the
 //! `X-Forwarded-Client-Cert` value.
 
 pub mod certs;
@@ -12,7 +12,6 @@ pub mod stream;
 pub mod verify;
 
 use mesh_api::Identity;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// ALPN an HTTP/1.1 upstream connection offers (Istio's `istio-http/1.1`).
 pub const ALPN_HTTP1: &[u8] = b"istio-http/1.1";
@@ -80,46 +79,9 @@ pub enum UpstreamTls {
     Originate(originate::Origin),
 }
 
-/// Why a peer certificate gives no identity.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PeerError {
-    #[error("the peer certificate is not valid X.509 DER")]
-    Parse,
-    #[error("the peer certificate has no SPIFFE URI SAN")]
-    NoSpiffe,
-    #[error("peer identity {0} belongs to trust domain {1:?}, not ours")]
-    TrustDomain(String, String),
-    #[error(transparent)]
-    Identity(#[from] mesh_api::identity::IdentityError),
-}
-
-/// The SPIFFE identity in a certificate's URI SAN (exactly one, Istio's shape).
-pub fn spiffe_identity(der: &[u8]) -> Result<Identity, PeerError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|_| PeerError::Parse)?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| PeerError::Parse)?
-        .ok_or(PeerError::NoSpiffe)?;
-    let uri = san
-        .value
-        .general_names
-        .iter()
-        .find_map(|g| match g {
-            GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
-            _ => None,
-        })
-        .ok_or(PeerError::NoSpiffe)?;
-    Ok(uri.parse()?)
-}
-
-/// Like [`spiffe_identity`], also requiring our trust domain.
-pub fn mesh_identity(der: &[u8], trust_domain: &str) -> Result<Identity, PeerError> {
-    let id = spiffe_identity(der)?;
-    if id.trust_domain != trust_domain {
-        return Err(PeerError::TrustDomain(id.to_string(), id.trust_domain));
-    }
-    Ok(id)
-}
+// The SPIFFE identity of a certificate is shared vocabulary: the agent
+// authenticates 15012 subscriptions by it too.
+pub use mesh_api::identity::{mesh_identity, spiffe_identity, PeerError};
 
 /// Lower-case hex SHA-256 of the peer's leaf certificate (XFCC `Hash`).
 pub fn cert_hash(der: &[u8]) -> String {

@@ -58,6 +58,8 @@ pub struct MeshNet {
     /// Credentials and any files a test hands to sidecars (world-readable).
     pub files: ViewDir,
     pub pods: Vec<Pod>,
+    /// The agent's arguments after the common ones (for a restart).
+    agent_argv: Vec<String>,
     _node: Node,
 }
 
@@ -118,6 +120,7 @@ impl MeshNet {
         ];
         argv.extend_from_slice(agent_extra);
         let agent = start_agent(&node, &config.0, &argv);
+        let agent_argv = argv.iter().map(|a| a.to_string()).collect();
         // The root bundle is published as a file (local mode's istio-ca-root-cert).
         let root = std::fs::read_to_string(&root_out).unwrap();
         assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
@@ -155,8 +158,29 @@ impl MeshNet {
             config,
             files,
             pods,
+            agent_argv,
             _node: node,
         }
+    }
+
+    /// Stops the agent (SIGTERM, reaped) and starts it again with the same
+    /// arguments; sidecars reconnect on their own. (Its CA survives the
+    /// restart only from a `--ca-dir`.)
+    pub fn restart_agent(&mut self) {
+        self.agent
+            .signal(nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        self.agent.wait(Duration::from_secs(10)).unwrap();
+        let argv: Vec<&str> = self.agent_argv.iter().map(String::as_str).collect();
+        self.agent = start_agent(&self._node, &self.config.0, &argv);
+    }
+
+    /// The body of `GET path` on the agent's debug port ("" while it does not answer).
+    pub fn agent_get(&self, path: &str) -> String {
+        node_exec(
+            &self._node,
+            &["curl", "-s", &format!("http://127.0.0.1:15014{path}")],
+        )
     }
 
     pub fn pod(&self, name: &str) -> &Pod {

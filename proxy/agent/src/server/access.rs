@@ -1,10 +1,14 @@
 //! Who may follow which pod's view. On the TLS port of an agent with a CA a
 //! subscription is authenticated like a CSR (the pod's token: TokenReview in
-//! Kubernetes, the local tokens file otherwise) and the proven (namespace,
-//! service account) must be the subscribed pod's namespace and the
+//! Kubernetes, the local tokens file otherwise) or by the workload certificate
+//! the caller presented as TLS client ([`super::peer`]), and the proven
+//! (namespace, service account) must be the subscribed pod's namespace and the
 //! `serviceAccountName` of that pod as the agent knows it. A view lists every
 //! service's endpoints and the pod's inbound policy, so a caller gets only the
 //! views of its own pods.
+//!
+//! A caller presenting both credentials must present two that agree
+//! ([`combine`]): each is verified, neither is ignored.
 //!
 //! A pod the agent does not know (yet) is not served on the caller's word: its
 //! object may still be on its way (a watch lagging behind pod creation, an
@@ -16,6 +20,7 @@
 //! which has no way to authenticate anyone) trust their network, as Istio's
 //! 15010 does: they check nothing here.
 
+use super::peer::CertRefusal;
 use super::Shared;
 use crate::ca::auth::AuthError;
 use mesh_api::syncapi::ProxyIdentity;
@@ -28,6 +33,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Refusal {
     #[error("subscription not authenticated: {0}")]
     Unauthenticated(#[from] AuthError),
+    #[error("subscription not authenticated: {0}")]
+    Certificate(#[from] CertRefusal),
+    #[error("the client certificate is for {certificate}, the token for {token}: the credentials disagree")]
+    Disagree { certificate: String, token: String },
     #[error(
         "the credential is for namespace {caller:?}, not for pod {namespace}/{pod}'s namespace"
     )]
@@ -54,6 +63,8 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::Unauthenticated(_) => "unauthenticated",
+            Refusal::Certificate(_) => "certificate",
+            Refusal::Disagree { .. } => "credentials_disagree",
             Refusal::Namespace { .. } => "namespace",
             Refusal::UnknownPod { .. } => "unknown_pod",
             Refusal::ServiceAccount { .. } => "service_account",
@@ -62,12 +73,55 @@ impl Refusal {
 }
 
 /// Every refusal reason, in `/metrics` order.
-pub const REASONS: [&str; 4] = [
+pub const REASONS: [&str; 6] = [
     "unauthenticated",
+    "certificate",
+    "credentials_disagree",
     "namespace",
     "unknown_pod",
     "service_account",
 ];
+
+/// Which credential authenticated a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Token,
+    Certificate,
+    /// Both, agreeing.
+    Both,
+}
+
+/// Every [`Auth`] label, in `/metrics` order.
+pub const AUTHS: [&str; 3] = ["token", "certificate", "certificate_and_token"];
+
+impl Auth {
+    /// The label of this credential in `/metrics`.
+    pub fn label(self) -> &'static str {
+        AUTHS[self as usize]
+    }
+}
+
+/// The caller, from the identity its certificate proved and the one its token
+/// proved (each already verified). When both are there they must name the
+/// same identity: taking either alone would let a caller pair its own valid
+/// token with a certificate it holds for another identity (or the reverse) and
+/// leave the mismatch unnoticed; refusing makes a confused or tampered proxy
+/// visible instead of silently picking one of its claims.
+pub fn combine(
+    certificate: Option<Identity>,
+    token: Option<Identity>,
+) -> Result<(Identity, Auth), Refusal> {
+    match (certificate, token) {
+        (Some(c), Some(t)) if c != t => Err(Refusal::Disagree {
+            certificate: c.to_string(),
+            token: t.to_string(),
+        }),
+        (Some(c), Some(_)) => Ok((c, Auth::Both)),
+        (Some(c), None) => Ok((c, Auth::Certificate)),
+        (None, Some(t)) => Ok((t, Auth::Token)),
+        (None, None) => Err(Refusal::Unauthenticated(AuthError::Empty)),
+    }
+}
 
 /// May `caller` follow the view of the pod `id` names? `pods` maps
 /// (namespace, pod) to its service account, as the agent knows them.
@@ -102,7 +156,7 @@ pub fn check(
 
 /// Refused subscriptions so far, by [`REASONS`] index.
 #[derive(Debug, Default)]
-pub struct Refusals([AtomicU64; 4]);
+pub struct Refusals([AtomicU64; REASONS.len()]);
 
 impl Refusals {
     pub fn count(&self, r: &Refusal) {
@@ -118,7 +172,22 @@ impl Refusals {
     }
 }
 
-/// The agent's Prometheus text: refused subscriptions by reason.
+/// Authenticated subscriptions so far, by [`AUTHS`] index.
+#[derive(Debug, Default)]
+pub struct Accepted([AtomicU64; AUTHS.len()]);
+
+impl Accepted {
+    pub fn count(&self, a: Auth) {
+        self.0[a as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, a: Auth) -> u64 {
+        self.0[a as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// The agent's Prometheus text: refused subscriptions by reason, and
+/// authenticated ones by credential.
 pub fn metrics(shared: &Shared) -> String {
     let mut out = String::from(
         "# HELP mesh_agent_subscriptions_refused_total Config subscriptions refused, by reason.\n\
@@ -128,6 +197,17 @@ pub fn metrics(shared: &Shared) -> String {
         out.push_str(&format!(
             "mesh_agent_subscriptions_refused_total{{reason=\"{r}\"}} {}\n",
             shared.refusals.get(r)
+        ));
+    }
+    out.push_str(
+        "# HELP mesh_agent_subscriptions_total Config subscriptions authenticated on the TLS port, by credential.\n\
+         # TYPE mesh_agent_subscriptions_total counter\n",
+    );
+    for a in [Auth::Token, Auth::Certificate, Auth::Both] {
+        out.push_str(&format!(
+            "mesh_agent_subscriptions_total{{auth=\"{}\"}} {}\n",
+            a.label(),
+            shared.accepted.get(a)
         ));
     }
     out
@@ -169,6 +249,33 @@ mod tests {
             assert_eq!(e.reason(), reason, "{id:?}: {e}");
             assert!(e.to_string().contains(names), "{id:?}: {e}");
         }
+    }
+
+    #[test]
+    fn both_credentials_must_name_the_same_identity() {
+        let id = |ns: &str, sa: &str| Identity::new("cluster.local", ns, sa).unwrap();
+        let web = id("shop", "web");
+        assert_eq!(
+            combine(Some(web.clone()), None),
+            Ok((web.clone(), Auth::Certificate))
+        );
+        assert_eq!(
+            combine(None, Some(web.clone())),
+            Ok((web.clone(), Auth::Token))
+        );
+        assert_eq!(
+            combine(Some(web.clone()), Some(web.clone())),
+            Ok((web.clone(), Auth::Both))
+        );
+        let e = combine(Some(web.clone()), Some(id("shop", "cart"))).unwrap_err();
+        assert_eq!(e.reason(), "credentials_disagree");
+        assert!(
+            e.to_string().contains("/sa/web") && e.to_string().contains("/sa/cart"),
+            "{e}"
+        );
+        let e = combine(None, None).unwrap_err();
+        assert_eq!(e.reason(), "unauthenticated");
+        assert_eq!(Auth::Both.label(), "certificate_and_token");
     }
 
     #[test]

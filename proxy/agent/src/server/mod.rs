@@ -1,10 +1,11 @@
 //! The serving side: the pipeline that turns source events into snapshots
 //! ([`pipeline`]), the stream proxies subscribe to ([`stream`]), per-proxy
-//! sent/acked tracking ([`tracker`]), who may subscribe to what ([`access`])
-//! and the `/debug/syncz` and `/metrics` endpoints ([`debug`]).
+//! sent/acked tracking ([`tracker`]), who may subscribe to what ([`access`],
+//! with client certificates checked by [`peer`]) and the `/debug/syncz` and `/metrics` endpoints ([`debug`]).
 
 pub mod access;
 pub mod debug;
+pub mod peer;
 pub mod pipeline;
 pub mod stream;
 pub mod tls;
@@ -27,6 +28,8 @@ pub struct Shared {
     pub ca: Option<Arc<CaService>>,
     /// Subscriptions refused so far (`/metrics`).
     pub refusals: access::Refusals,
+    /// Subscriptions authenticated so far, by credential (`/metrics`).
+    pub accepted: access::Accepted,
 }
 
 /// The CA as served on the sync port. The CA in force can be replaced (a
@@ -82,6 +85,7 @@ impl Shared {
             views: stream::ViewCache::default(),
             ca,
             refusals: access::Refusals::default(),
+            accepted: access::Accepted::default(),
         })
     }
 }

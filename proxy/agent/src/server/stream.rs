@@ -3,10 +3,11 @@
 //! latest: the snapshot channel keeps one value, so a slow proxy skips versions and
 //! never delays others). ACK/NACK update the tracker. Anything malformed from a
 //! proxy closes that stream with an error message and nothing else. On the TLS
-//! port a subscription is authenticated and limited to the caller's own pods
+//! port a subscription is authenticated (token, or the client certificate of
+//! the TLS connection) and limited to the caller's own pods
 //! ([`super::access`]); refusals are logged and counted.
 
-use super::access::{self, Refusal};
+use super::access::{self, Auth, Refusal};
 use super::Shared;
 use crate::compile::Snapshot;
 use crate::protocol::{codec, decode, encode, write_frame, ProtocolError};
@@ -14,6 +15,7 @@ use crate::view::{self, ViewKey};
 use bytes::Bytes;
 use futures::StreamExt;
 use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity};
+use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -103,7 +105,7 @@ pub async fn serve(
                             csr_allowed: csr,
                             authenticate: false,
                         };
-                        connection(sock, shared, port, shutdown).await
+                        connection(sock, shared, port, None, shutdown).await
                     }
                     Mode::Tls(tls) => {
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
@@ -115,7 +117,8 @@ pub async fn serve(
                                     csr_allowed: true,
                                     authenticate: true,
                                 };
-                                connection(s, shared, port, shutdown).await
+                                let peer = s.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+                                connection(s, shared, port, peer, shutdown).await
                             }
                             Ok(Err(e)) => {
                                 Err(ProtocolError::Unexpected(format!("TLS handshake: {e}")))
@@ -147,6 +150,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     sock: S,
     shared: Arc<Shared>,
     port: Port,
+    peer: Option<Vec<CertificateDer<'static>>>,
     shutdown: CancellationToken,
 ) -> Result<(), ProtocolError> {
     // Reads are framed; writes go straight from the shared encoded view to the
@@ -187,14 +191,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
     let mut snaps = shared.snapshots.clone();
     let caller = if port.authenticate {
-        let token = token.unwrap_or_default();
-        let caller = match shared.ca.as_ref() {
-            Some(ca) => ca.auth.authenticate(&token).await,
-            None => Err(crate::ca::auth::AuthError::NotConfigured),
-        };
-        let caller = match caller {
+        let (caller, auth) = match authenticate(&shared, peer.as_deref(), token).await {
             Ok(c) => c,
-            Err(e) => return refuse(&shared, &mut w, &identity, e.into()).await,
+            Err(r) => return refuse(&shared, &mut w, &identity, r).await,
         };
         let owned = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -205,13 +204,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             Some(Err(r)) => return refuse(&shared, &mut w, &identity, r).await,
             None => return Ok(()), // the agent is stopping
         }
-        Some(caller)
+        shared.accepted.count(auth);
+        Some((caller, auth))
     } else {
         None
     };
     tracing::info!(pod = %identity.pod, namespace = %identity.namespace,
-        caller = %caller.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "unauthenticated port".into()),
+        caller = %caller.as_ref().map(|c| c.0.to_string()).unwrap_or_else(|| "unauthenticated port".into()),
+        auth = caller.as_ref().map_or("none", |c| c.1.label()),
         "proxy subscribed");
+    let caller = caller.map(|c| c.0);
     let id = shared.tracker.connect(identity.clone(), last);
     let _guard = Disconnect(&shared, id);
     snaps.mark_changed();
@@ -256,6 +258,36 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             }
         }
     }
+}
+
+/// Who the caller is, by the certificate it presented as TLS client and the
+/// token in its subscription (see [`access::combine`] for both at once).
+async fn authenticate(
+    shared: &Shared,
+    peer: Option<&[CertificateDer<'static>]>,
+    token: Option<String>,
+) -> Result<(mesh_api::Identity, Auth), Refusal> {
+    let Some(ca) = shared.ca.as_ref() else {
+        return Err(crate::ca::auth::AuthError::NotConfigured.into());
+    };
+    let certificate = match peer.filter(|c| !c.is_empty()) {
+        Some(chain) => {
+            let current = ca.current();
+            let now = rustls::pki_types::UnixTime::now();
+            Some(super::peer::identity(
+                chain,
+                current.roots(),
+                &current.trust_domain,
+                now,
+            )?)
+        }
+        None => None,
+    };
+    let token = match token.filter(|t| !t.trim().is_empty()) {
+        Some(t) => Some(ca.auth.authenticate(&t).await?),
+        None => None,
+    };
+    access::combine(certificate, token)
 }
 
 /// One CSR: authenticate the caller, sign for exactly its identity, answer, close.

@@ -4,7 +4,8 @@
 //! `--server-san`), so a workload token never travels in clear. The certificate
 //! is re-issued at half its lifetime and at once whenever the CA in force
 //! changes (a root rotation must reach the serving certificate too); each new
-//! connection takes the current one, open ones keep theirs.
+//! connection takes the current one, open ones keep theirs. A caller may
+//! present its workload certificate as TLS client ([`super::peer`]).
 
 use super::CaService;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -45,7 +46,8 @@ fn build(
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
-            .with_no_client_auth()
+            // Asked, not required; judged per subscription (see `peer`).
+            .with_client_cert_verifier(Arc::new(super::peer::OfferClientCert::default()))
             .with_single_cert(chain, key)
             .map_err(|e| e.to_string())?;
     Ok((Arc::new(cfg), cert.not_after))

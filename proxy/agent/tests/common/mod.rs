@@ -23,8 +23,27 @@ pub async fn syncz(debug: SocketAddr) -> mesh_api::syncapi::Syncz {
 
 /// The agent's count of subscriptions refused for `reason` (`/metrics`).
 pub async fn refused(debug: SocketAddr, reason: &str) -> u64 {
+    counter(
+        debug,
+        &format!("mesh_agent_subscriptions_refused_total{{reason=\"{reason}\"}}"),
+    )
+    .await
+}
+
+/// The agent's count of subscriptions authenticated by `auth` (`token`,
+/// `certificate`, `certificate_and_token`).
+pub async fn subscribed(debug: SocketAddr, auth: &str) -> u64 {
+    counter(
+        debug,
+        &format!("mesh_agent_subscriptions_total{{auth=\"{auth}\"}}"),
+    )
+    .await
+}
+
+/// One sample of the agent's `/metrics`, by name and labels.
+pub async fn counter(debug: SocketAddr, series: &str) -> u64 {
     let body = http_get(debug, "/metrics").await;
-    let key = format!("mesh_agent_subscriptions_refused_total{{reason=\"{reason}\"}} ");
+    let key = format!("{series} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&key))
         .unwrap_or_else(|| panic!("no {key:?} in {body}"))
