@@ -104,13 +104,8 @@ impl KubeObject {
                 Self::ServiceAccount(Box::new(serde_json::from_value(v).map_err(err)?))
             }
             ("v1", "Secret") => {
-                let mut s: Secret = serde_json::from_value(v).map_err(err)?;
-                // Key material is served by the CA/SDS path, not kept in every snapshot.
-                s.data = s
-                    .data
-                    .map(|d| d.into_keys().map(|k| (k, Default::default())).collect());
-                s.string_data = None;
-                Self::Secret(Box::new(s))
+                let s: Secret = serde_json::from_value(v).map_err(err)?;
+                Self::Secret(Box::new(keep_credential_keys(s)))
             }
             _ => return Ok(None),
         };
@@ -132,6 +127,31 @@ impl KubeObject {
             Self::Istio(_) => return None,
         })
     }
+}
+
+/// The Secret keys a gateway credential is read from (Istio's `credentialName`
+/// lookup); every other key is dropped on arrival.
+pub const CREDENTIAL_KEYS: [&str; 7] = [
+    "tls.crt", "tls.key", "cert", "key", "ca.crt", "cacert", "ca.crl",
+];
+
+/// Keeps only what a gateway credential can use: the [`CREDENTIAL_KEYS`] of
+/// `kubernetes.io/tls` and `Opaque` Secrets, with `stringData` (files source;
+/// the API server never returns it) merged over `data` as the API server does.
+/// Other Secrets (service account tokens, Helm releases, ...) keep no bytes, so
+/// memory stays proportional to the gateway credentials.
+fn keep_credential_keys(mut s: Secret) -> Secret {
+    let usable = matches!(
+        s.type_.as_deref(),
+        None | Some("Opaque" | "kubernetes.io/tls")
+    );
+    let mut data = s.data.take().unwrap_or_default();
+    for (k, v) in s.string_data.take().unwrap_or_default() {
+        data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+    }
+    data.retain(|k, _| usable && CREDENTIAL_KEYS.contains(&k.as_str()));
+    s.data = (!data.is_empty()).then_some(data);
+    s
 }
 
 /// Drops metadata the agent never reads (managed fields, last-applied config).

@@ -23,8 +23,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// One encoded view, filled once by whichever proxy asks first.
-type Cell = Arc<OnceLock<Bytes>>;
+/// One encoded view and its gateway warnings, filled once by whichever proxy asks first.
+type Cell = Arc<OnceLock<(Bytes, Arc<Vec<String>>)>>;
 
 /// Encoded views of the current version by [`ViewKey`]: proxies with the same
 /// scope share one computation and one encoding (the first asker computes; the
@@ -32,11 +32,20 @@ type Cell = Arc<OnceLock<Bytes>>;
 #[derive(Default)]
 pub struct ViewCache {
     inner: Mutex<(u64, HashMap<ViewKey, Cell>)>,
+    /// The gateway warnings last logged per router scope (namespace, labels):
+    /// each problem is logged once when it appears, not once per version.
+    logged: Mutex<HashMap<(String, std::collections::BTreeMap<String, String>), Vec<String>>>,
 }
 
 impl ViewCache {
-    /// The encoded `AgentMessage::View` for `id` at `snap`'s version.
-    pub fn get(&self, agent: &str, snap: &Snapshot, id: &ProxyIdentity) -> Bytes {
+    /// The encoded `AgentMessage::View` for `id` at `snap`'s version, and the
+    /// view's gateway warnings (for proxy-status).
+    pub fn get(
+        &self,
+        agent: &str,
+        snap: &Snapshot,
+        id: &ProxyIdentity,
+    ) -> (Bytes, Arc<Vec<String>>) {
         let key = view::key(snap, id);
         let cell = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -50,12 +59,38 @@ impl ViewCache {
             }
         };
         cell.get_or_init(|| {
-            encode(&AgentMessage::View {
+            let view = view::build(snap, id);
+            let warnings = view
+                .gateway
+                .as_ref()
+                .map(|g| g.warnings.clone())
+                .unwrap_or_default();
+            if id.router {
+                self.log_changes(id, &warnings);
+            }
+            let bytes = encode(&AgentMessage::View {
                 agent: agent.to_string(),
-                view: view::build(snap, id),
-            })
+                view,
+            });
+            (bytes, Arc::new(warnings))
         })
         .clone()
+    }
+
+    /// Logs the warnings of a router scope that are new since the last view.
+    /// They name Secrets and what is wrong with them, never their bytes.
+    fn log_changes(&self, id: &ProxyIdentity, warnings: &[String]) {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = logged
+            .entry((id.namespace.clone(), id.labels.clone()))
+            .or_default();
+        for w in warnings.iter().filter(|w| !prev.contains(w)) {
+            tracing::warn!(namespace = %id.namespace, warning = %w, "gateway server disabled");
+        }
+        for w in prev.iter().filter(|w| !warnings.contains(w)) {
+            tracing::info!(namespace = %id.namespace, warning = %w, "gateway problem resolved");
+        }
+        *prev = warnings.to_vec();
     }
 }
 
@@ -235,10 +270,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         Err(r) => return refuse(&shared, &mut w, &identity, r).await,
                     }
                 }
-                let bytes = shared.views.get(&shared.agent, &snap, &identity);
+                let (bytes, warnings) = shared.views.get(&shared.agent, &snap, &identity);
                 write_frame(&mut w, &bytes).await?;
                 w.flush().await?;
-                shared.tracker.sent(id, snap.version);
+                shared.tracker.sent(id, snap.version, warnings);
             }
             frame = io.next() => {
                 let frame = frame.ok_or(ProtocolError::Closed)??;
