@@ -7,8 +7,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::resource::{parse_object, IstioResource, ParseError, ResourceKey};
 
-/// One object the agent cares about (boxed: sizes differ a lot).
-#[derive(Debug, Clone, PartialEq)]
+/// One object the agent cares about (boxed: sizes differ a lot). `Debug`
+/// shows a Secret's key names and sizes, never its bytes.
+#[derive(Clone, PartialEq)]
 pub enum KubeObject {
     Namespace(Box<Namespace>),
     Service(Box<Service>),
@@ -17,6 +18,32 @@ pub enum KubeObject {
     ServiceAccount(Box<ServiceAccount>),
     Secret(Box<Secret>),
     Istio(IstioResource),
+}
+
+impl std::fmt::Debug for KubeObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Namespace(o) => f.debug_tuple("Namespace").field(o).finish(),
+            Self::Service(o) => f.debug_tuple("Service").field(o).finish(),
+            Self::EndpointSlice(o) => f.debug_tuple("EndpointSlice").field(o).finish(),
+            Self::Pod(o) => f.debug_tuple("Pod").field(o).finish(),
+            Self::ServiceAccount(o) => f.debug_tuple("ServiceAccount").field(o).finish(),
+            Self::Secret(o) => {
+                let keys: Vec<String> = o
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}: [{} bytes]", v.0.len()))
+                    .collect();
+                f.debug_struct("Secret")
+                    .field("key", &self.key().to_string())
+                    .field("type", &o.type_)
+                    .field("data", &keys)
+                    .finish()
+            }
+            Self::Istio(r) => f.debug_tuple("Istio").field(r).finish(),
+        }
+    }
 }
 
 /// Why an object could not be read.

@@ -22,7 +22,9 @@ pub enum CredentialError {
         key: &'static str,
         why: String,
     },
-    #[error("secret {secret} key {key:?} is not a PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    #[error(
+        "secret {secret} key {key:?} is not a usable PEM private key (RSA, ECDSA or Ed25519; PKCS#8, PKCS#1 or SEC1)"
+    )]
     BadKey { secret: String, key: &'static str },
     #[error("secret {secret}: the private key does not match the certificate: {why}")]
     Mismatch { secret: String, why: String },
@@ -122,13 +124,24 @@ pub fn credential(
         secret: id.clone(),
         key: kk,
     })?;
-    let provider = rustls::crypto::ring::default_provider();
-    rustls::sign::CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| {
-        CredentialError::Mismatch {
-            secret: id.clone(),
-            why: e.to_string(),
+    let bad_key = || CredentialError::BadKey {
+        secret: id.clone(),
+        key: kk,
+    };
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|_| bad_key())?;
+    match rustls::sign::CertifiedKey::new(chain, signing).keys_match() {
+        // A key type whose public half rustls cannot derive: nothing to compare.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => {
+            return Err(CredentialError::Mismatch {
+                secret: id.clone(),
+                why: e.to_string(),
+            })
         }
-    })?;
+    }
     let mut cred = TlsCredential {
         source: id.clone(),
         cert_chain: String::from_utf8_lossy(cert).into_owned(),
