@@ -57,9 +57,19 @@ fn current(s: &watch::Receiver<ClientState>) -> Option<Arc<ProxyView>> {
 }
 
 fn secrets(cred: Option<(&str, &str)>, shop: (&str, &str)) -> String {
-    let mut docs = vec![secret("istio-system", "shop-cred", &[("tls.crt", shop.0), ("tls.key", shop.1)], true)];
+    let mut docs = vec![secret(
+        "istio-system",
+        "shop-cred",
+        &[("tls.crt", shop.0), ("tls.key", shop.1)],
+        true,
+    )];
     if let Some((c, k)) = cred {
-        docs.push(secret("istio-system", "cred", &[("tls.crt", c), ("tls.key", k)], false));
+        docs.push(secret(
+            "istio-system",
+            "cred",
+            &[("tls.crt", c), ("tls.key", k)],
+            false,
+        ));
     }
     docs.join("\n---\n")
 }
@@ -74,46 +84,83 @@ async fn files_source_rotation_and_deletion_reach_the_router() {
     );
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "gateway.yaml", GATEWAY);
-    write_file(dir.path(), "secrets.yaml", secrets(Some((&a1.cert_pem, &a1.key_pem)), (&shop.cert_pem, &shop.key_pem)));
+    write_file(
+        dir.path(),
+        "secrets.yaml",
+        secrets(
+            Some((&a1.cert_pem, &a1.key_pem)),
+            (&shop.cert_pem, &shop.key_pem),
+        ),
+    );
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let cfg = Config::from_flags([
-        "--config-dir", dir.path().to_str().unwrap(),
-        "--listen", "127.0.0.1:0",
-        "--debug-listen", "127.0.0.1:0",
-        "--agent-name", "agent-gw",
+        "--config-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--agent-name",
+        "agent-gw",
     ])
     .unwrap();
     let agent = common::start_files_agent(&cfg, dir.path(), &shutdown).await;
     let addr = agent.sync_addr.to_string();
     let ok = |_: &ProxyView| Ok(());
-    let router = client::spawn(ClientConfig::new(addr.clone(), ingress(true)), ok, shutdown.clone());
-    let sidecar = client::spawn(ClientConfig::new(addr, ingress(false)), ok, shutdown.clone());
+    let router = client::spawn(
+        ClientConfig::new(addr.clone(), ingress(true)),
+        ok,
+        shutdown.clone(),
+    );
+    let sidecar = client::spawn(
+        ClientConfig::new(addr, ingress(false)),
+        ok,
+        shutdown.clone(),
+    );
     let t = Duration::from_secs(10);
 
     wait_for("the router's first certificate", t, async || {
         current(&router).and_then(|v| cert_of(&v, 1)) == Some(a1.cert_pem.clone())
     })
     .await;
-    wait_for("the sidecar's view", t, async || current(&sidecar).is_some()).await;
+    wait_for("the sidecar's view", t, async || {
+        current(&sidecar).is_some()
+    })
+    .await;
     assert_eq!(current(&sidecar).unwrap().gateway, None);
     let v1 = current(&router).unwrap();
     assert!(v1.virtual_services.is_empty());
     assert_eq!(v1.gateway.as_ref().unwrap().listeners.len(), 4);
 
     // Rotation: a new version with the new certificate, same agent, no restart.
-    write_file(dir.path(), "secrets.yaml", secrets(Some((&a2.cert_pem, &a2.key_pem)), (&shop.cert_pem, &shop.key_pem)));
+    write_file(
+        dir.path(),
+        "secrets.yaml",
+        secrets(
+            Some((&a2.cert_pem, &a2.key_pem)),
+            (&shop.cert_pem, &shop.key_pem),
+        ),
+    );
     wait_for("the rotated certificate", t, async || {
         current(&router).and_then(|v| cert_of(&v, 1)) == Some(a2.cert_pem.clone())
     })
     .await;
     let v2 = current(&router).unwrap();
     assert!(v2.version > v1.version);
-    assert_eq!(tls(&v2, 1).unwrap().credential.unwrap().private_key, a2.key_pem);
+    assert_eq!(
+        tls(&v2, 1).unwrap().credential.unwrap().private_key,
+        a2.key_pem
+    );
 
     // Deletion: that server's TLS turns to an error, the other keeps its certificate.
-    write_file(dir.path(), "secrets.yaml", secrets(None, (&shop.cert_pem, &shop.key_pem)));
-    let want = "istio-system/gw servers[1]: secret istio-system/cred not found in the gateway's namespace";
+    write_file(
+        dir.path(),
+        "secrets.yaml",
+        secrets(None, (&shop.cert_pem, &shop.key_pem)),
+    );
+    let want =
+        "istio-system/gw servers[1]: secret istio-system/cred not found in the gateway's namespace";
     wait_for("the deleted secret's error", t, async || {
         current(&router).and_then(|v| tls(&v, 1)?.error) == Some(want.into())
     })
@@ -124,7 +171,11 @@ async fn files_source_rotation_and_deletion_reach_the_router() {
 
     // proxy-status shows the warning on the router's row only.
     wait_for("the warning in syncz", t, async || {
-        syncz(agent.debug_addr).await.proxies.iter().any(|p| p.warnings == [want.to_string()])
+        syncz(agent.debug_addr)
+            .await
+            .proxies
+            .iter()
+            .any(|p| p.warnings == [want.to_string()])
     })
     .await;
     let z = syncz(agent.debug_addr).await;
@@ -132,7 +183,10 @@ async fn files_source_rotation_and_deletion_reach_the_router() {
     assert!(side.warnings.is_empty());
     let body = common::http_get(agent.debug_addr, "/debug/syncz").await;
     for key in [&a1.key_pem, &a2.key_pem, &shop.key_pem] {
-        assert!(!body.contains(key.lines().nth(1).unwrap()), "key bytes in syncz");
+        assert!(
+            !body.contains(key.lines().nth(1).unwrap()),
+            "key bytes in syncz"
+        );
     }
 }
 
@@ -148,32 +202,58 @@ async fn kubernetes_source_serves_and_rotates_gateway_secrets() {
         fake.apply(d);
     }
     let cred = |l: &mesh_e2e::testca::Leaf| -> serde_json::Value {
-        serde_json::from_str(&secret("istio-system", "cred", &[("tls.crt", &l.cert_pem), ("tls.key", &l.key_pem)], false)).unwrap()
+        serde_json::from_str(&secret(
+            "istio-system",
+            "cred",
+            &[("tls.crt", &l.cert_pem), ("tls.key", &l.key_pem)],
+            false,
+        ))
+        .unwrap()
     };
     fake.apply(cred(&a1));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(fake_api::handler).with_state(fake.clone());
+    let app = axum::Router::new()
+        .fallback(fake_api::handler)
+        .with_state(fake.clone());
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let sd = shutdown.clone();
     tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await
     });
-    let client = kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (snap_tx, snaps) = watch::channel(Arc::new(Snapshot::default()));
     tokio::spawn(Box::new(KubernetesSource { client }).run(ev_tx, shutdown.clone()));
-    tokio::spawn(pipeline::run(ev_rx, Arc::new(Settings::default()), snap_tx, Duration::from_millis(30), shutdown.clone()));
+    tokio::spawn(pipeline::run(
+        ev_rx,
+        Arc::new(Settings::default()),
+        snap_tx,
+        Duration::from_millis(30),
+        shutdown.clone(),
+    ));
     let id = ingress(true);
     let view_now = || view::build(&snaps.borrow(), &id);
     let t = Duration::from_secs(10);
-    wait_for("the listed secret", t, async || cert_of(&view_now(), 1) == Some(a1.cert_pem.clone())).await;
+    wait_for("the listed secret", t, async || {
+        cert_of(&view_now(), 1) == Some(a1.cert_pem.clone())
+    })
+    .await;
     fake.apply(cred(&a2));
-    wait_for("the watched rotation", t, async || cert_of(&view_now(), 1) == Some(a2.cert_pem.clone())).await;
+    wait_for("the watched rotation", t, async || {
+        cert_of(&view_now(), 1) == Some(a2.cert_pem.clone())
+    })
+    .await;
     fake.delete("Secret", "istio-system", "cred");
     wait_for("the watched deletion", t, async || {
-        tls(&view_now(), 1).and_then(|t| t.error).is_some_and(|e| e.contains("secret istio-system/cred not found"))
+        tls(&view_now(), 1)
+            .and_then(|t| t.error)
+            .is_some_and(|e| e.contains("secret istio-system/cred not found"))
     })
     .await;
 }

@@ -114,4 +114,3 @@ pub async fn wait_for(
     }
     start.elapsed()
 }
-
