@@ -6,7 +6,7 @@ use common::store;
 
 use mesh_agent::compile::{compile, Settings, Snapshot, Visibility};
 use mesh_agent::objects::parse_yaml;
-use mesh_agent::store::{SourceEvent, Store};
+use mesh_agent::store::SourceEvent;
 use mesh_agent::view;
 use mesh_api::syncapi::ProxyIdentity;
 use std::sync::Arc;

@@ -188,7 +188,7 @@ fn bad_material_disables_only_its_server_with_one_precise_message() {
         assert_eq!(one.credential, None);
         assert_eq!(
             v.warnings,
-            [err.clone()],
+            std::slice::from_ref(&err),
             "one line for the one broken server"
         );
         assert!(!err.contains(body(&a.key_pem)) && !err.contains(body(&other.key_pem)));

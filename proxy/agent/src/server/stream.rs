@@ -26,6 +26,9 @@ use tracing::Instrument;
 /// One encoded view and its gateway warnings, filled once by whichever proxy asks first.
 type Cell = Arc<OnceLock<(Bytes, Arc<Vec<String>>)>>;
 
+/// A router's namespace and labels: what its Gateways depend on.
+type RouterScope = (String, std::collections::BTreeMap<String, String>);
+
 /// Encoded views of the current version by [`ViewKey`]: proxies with the same
 /// scope share one computation and one encoding (the first asker computes; the
 /// others wait on the same cell instead of all computing it at once).
@@ -34,7 +37,7 @@ pub struct ViewCache {
     inner: Mutex<(u64, HashMap<ViewKey, Cell>)>,
     /// The gateway warnings last logged per router scope (namespace, labels):
     /// each problem is logged once when it appears, not once per version.
-    logged: Mutex<HashMap<(String, std::collections::BTreeMap<String, String>), Vec<String>>>,
+    logged: Mutex<HashMap<RouterScope, Vec<String>>>,
 }
 
 impl ViewCache {
