@@ -211,22 +211,9 @@ async fn kubernetes_source_serves_and_rotates_gateway_secrets() {
         .unwrap()
     };
     fake.apply(cred(&a1));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .fallback(fake_api::handler)
-        .with_state(fake.clone());
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { sd.cancelled().await })
-            .await
-    });
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
+    let client = fake.serve(shutdown.clone()).await;
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (snap_tx, snaps) = watch::channel(Arc::new(Snapshot::default()));
     tokio::spawn(Box::new(KubernetesSource { client }).run(ev_tx, shutdown.clone()));
