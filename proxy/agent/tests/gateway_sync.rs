@@ -244,3 +244,82 @@ async fn kubernetes_source_serves_and_rotates_gateway_secrets() {
     })
     .await;
 }
+
+const INGRESS_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: ingress-1, namespace: istio-system, labels: {istio: ingressgateway}}\nspec:\n  serviceAccountName: istio-ingressgateway\n  containers: [{name: istio-proxy, image: proxy}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_go_only_to_authenticated_routers() {
+    let ca = TestCa::new("gw-ca", None);
+    let (a, shop) = (
+        ca.leaf("a", &["bookinfo.example.com"], false),
+        ca.leaf("shop", &["*.shop.example.com"], false),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir(&config_dir).unwrap();
+    write_file(&config_dir, "gateway.yaml", GATEWAY);
+    write_file(&config_dir, "pod.yaml", INGRESS_POD);
+    write_file(
+        &config_dir,
+        "secrets.yaml",
+        secrets(
+            Some((&a.cert_pem, &a.key_pem)),
+            (&shop.cert_pem, &shop.key_pem),
+        ),
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "tok-gw istio-system istio-ingressgateway\n").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-gw").unwrap();
+    let root = dir.path().join("root-cert.pem");
+    let cfg = Config::from_flags([
+        "--config-dir",
+        config_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--plaintext-listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--ca-tokens",
+        tokens.to_str().unwrap(),
+        "--ca-root-out",
+        root.to_str().unwrap(),
+    ])
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let agent = common::start_files_agent(&cfg, &config_dir, &shutdown).await;
+    let ok = |_: &ProxyView| Ok(());
+    let mut authed = ClientConfig::new(agent.sync_addr.to_string(), ingress(true));
+    authed.transport = client::Transport::Tls {
+        root_file: root.clone(),
+        server_name: mesh_api::identity::ISTIOD_SERVER_NAME.into(),
+    };
+    authed.token_file = Some(token);
+    let authed = client::spawn(authed, ok, shutdown.clone());
+    let plain = ClientConfig::new(agent.plaintext_addr.unwrap().to_string(), ingress(true));
+    let plain = client::spawn(plain, ok, shutdown.clone());
+    let t = Duration::from_secs(10);
+    wait_for("the authenticated router's key", t, async || {
+        current(&authed)
+            .and_then(|v| tls(&v, 1)?.credential)
+            .map(|c| c.private_key)
+            == Some(a.key_pem.clone())
+    })
+    .await;
+    wait_for("the plaintext router's view", t, async || {
+        current(&plain).is_some()
+    })
+    .await;
+    let v = current(&plain).unwrap();
+    for i in [1, 2] {
+        let t = tls(&v, i).unwrap();
+        assert_eq!(t.credential, None);
+        assert!(t
+            .error
+            .unwrap()
+            .contains("credentials are sent only on the authenticated sync port"));
+    }
+    assert_eq!(v.gateway.as_ref().unwrap().warnings.len(), 2);
+}

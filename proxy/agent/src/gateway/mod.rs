@@ -193,3 +193,22 @@ fn server(
         default_endpoint: srv.default_endpoint.clone(),
     }
 }
+
+/// What an unauthenticated config-only port sends a router instead of key
+/// material: each credential replaced by an error (and a warning), so any
+/// pod that can reach that port never obtains a gateway's private key.
+pub fn without_credentials(view: &mut GatewayView) {
+    let mut lines = Vec::new();
+    for s in view.listeners.iter_mut().flat_map(|l| &mut l.servers) {
+        if let Some(t) = s.tls.as_mut().filter(|t| t.credential.is_some()) {
+            t.credential = None;
+            let e = format!(
+                "{} servers[{}]: credentials are sent only on the authenticated sync port (15012), not on the plaintext config port",
+                s.gateway, s.index
+            );
+            lines.push(e.clone());
+            t.error = Some(e);
+        }
+    }
+    view.warnings.extend(lines);
+}

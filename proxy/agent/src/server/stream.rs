@@ -34,7 +34,8 @@ type RouterScope = (String, std::collections::BTreeMap<String, String>);
 /// others wait on the same cell instead of all computing it at once).
 #[derive(Default)]
 pub struct ViewCache {
-    inner: Mutex<(u64, HashMap<ViewKey, Cell>)>,
+    /// Keyed by view and whether key material may be sent on the port.
+    inner: Mutex<(u64, HashMap<(ViewKey, bool), Cell>)>,
     /// The gateway warnings last logged per router scope (namespace, labels):
     /// each problem is logged once when it appears, not once per version.
     logged: Mutex<HashMap<RouterScope, Vec<String>>>,
@@ -42,14 +43,17 @@ pub struct ViewCache {
 
 impl ViewCache {
     /// The encoded `AgentMessage::View` for `id` at `snap`'s version, and the
-    /// view's gateway warnings (for proxy-status).
+    /// view's gateway warnings (for proxy-status). Without `secrets` (an
+    /// unauthenticated port next to an authenticated one) a gateway gets no
+    /// private keys.
     pub fn get(
         &self,
         agent: &str,
         snap: &Snapshot,
         id: &ProxyIdentity,
+        secrets: bool,
     ) -> (Bytes, Arc<Vec<String>>) {
-        let key = view::key(snap, id);
+        let key = (view::key(snap, id), secrets);
         let cell = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if g.0 < snap.version {
@@ -62,7 +66,10 @@ impl ViewCache {
             }
         };
         cell.get_or_init(|| {
-            let view = view::build(snap, id);
+            let mut view = view::build(snap, id);
+            if let (false, Some(g)) = (secrets, view.gateway.as_mut()) {
+                crate::gateway::without_credentials(g);
+            }
             let warnings = view
                 .gateway
                 .as_ref()
@@ -273,7 +280,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         Err(r) => return refuse(&shared, &mut w, &identity, r).await,
                     }
                 }
-                let (bytes, warnings) = shared.views.get(&shared.agent, &snap, &identity);
+                // Key material only where the caller is authenticated, or on
+                // an agent that authenticates nobody (no CA: a trusted network).
+                let secrets = port.authenticate || port.csr_allowed;
+                let (bytes, warnings) = shared.views.get(&shared.agent, &snap, &identity, secrets);
                 write_frame(&mut w, &bytes).await?;
                 w.flush().await?;
                 shared.tracker.sent(id, snap.version, warnings);
