@@ -26,6 +26,9 @@ use tracing::Instrument;
 /// One encoded view and its gateway warnings, filled once by whichever proxy asks first.
 type Cell = Arc<OnceLock<(Bytes, Arc<Vec<String>>)>>;
 
+/// A view's key and whether key material may be sent on the port.
+type CacheKey = (ViewKey, bool);
+
 /// A router's namespace and labels: what its Gateways depend on.
 type RouterScope = (String, std::collections::BTreeMap<String, String>);
 
@@ -34,8 +37,7 @@ type RouterScope = (String, std::collections::BTreeMap<String, String>);
 /// others wait on the same cell instead of all computing it at once).
 #[derive(Default)]
 pub struct ViewCache {
-    /// Keyed by view and whether key material may be sent on the port.
-    inner: Mutex<(u64, HashMap<(ViewKey, bool), Cell>)>,
+    inner: Mutex<(u64, HashMap<CacheKey, Cell>)>,
     /// The gateway warnings last logged per router scope (namespace, labels):
     /// each problem is logged once when it appears, not once per version.
     logged: Mutex<HashMap<RouterScope, Vec<String>>>,
