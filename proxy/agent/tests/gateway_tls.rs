@@ -31,6 +31,10 @@ spec:
 "#;
 
 fn snap(secrets: &[String]) -> Snapshot {
+    snap_at(secrets, 5)
+}
+
+fn snap_at(secrets: &[String], version: u64) -> Snapshot {
     let joined = secrets.join("\n---\n");
     let s = compile(
         &store(&[
@@ -39,7 +43,7 @@ fn snap(secrets: &[String]) -> Snapshot {
             ("secrets.yaml", &joined),
         ]),
         &Arc::new(Settings::default()),
-        5,
+        version,
     );
     assert!(s.rejected.is_empty(), "{:?}", s.rejected);
     s
@@ -268,4 +272,71 @@ fn mutual_needs_a_client_ca_and_the_cacert_secret_wins() {
     let c = mt.credential.unwrap();
     assert_eq!(c.source, "istio-system/mcred, istio-system/mcred-cacert");
     assert_eq!(c.ca_certificates.as_deref(), Some(clients.pem.as_str()));
+}
+
+/// Log output captured from the current thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_broken_credential_is_logged_once_per_change_without_key_bytes() {
+    let ca = TestCa::new("gw-ca", None);
+    let a = ca.leaf("bookinfo", &["bookinfo.example.com"], false);
+    let shop = secret(
+        "istio-system",
+        "shop-cred",
+        &[("tls.crt", &a.cert_pem), ("tls.key", &a.key_pem)],
+        false,
+    );
+    let broken = secret("istio-system", "cred", &[("tls.crt", &a.cert_pem)], false);
+    let fixed = secret(
+        "istio-system",
+        "cred",
+        &[("tls.crt", &a.cert_pem), ("tls.key", &a.key_pem)],
+        false,
+    );
+    let out = Captured::default();
+    let w = out.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .finish();
+    let cache = mesh_agent::server::stream::ViewCache::default();
+    let id = router("istio-system", "ingressgateway");
+    tracing::subscriber::with_default(sub, || {
+        for (v, secrets) in [
+            (10, [&broken, &shop]),
+            (11, [&broken, &shop]),
+            (12, [&fixed, &shop]),
+        ] {
+            let s = snap_at(&[secrets[0].clone(), secrets[1].clone()], v);
+            // Two proxies of the same scope, one computation.
+            let (_, w1) = cache.get("agent", &s, &id, true);
+            let (_, w2) = cache.get("agent", &s, &id, true);
+            assert_eq!(w1, w2);
+            assert_eq!(w1.is_empty(), v == 12);
+        }
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("gateway server disabled").count(), 1, "{text}");
+    assert!(
+        text.contains(r#"secret istio-system/cred has no "tls.key""#),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("gateway problem resolved").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains(body(&a.key_pem)), "{text}");
 }
