@@ -288,7 +288,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 let (bytes, warnings) = shared.views.get(&shared.agent, &snap, &identity, secrets);
                 write_frame(&mut w, &bytes).await?;
                 w.flush().await?;
-                shared.tracker.sent(id, snap.version, warnings);
+                shared.tracker.sent_with_warnings(id, snap.version, warnings);
             }
             frame = io.next() => {
                 let frame = frame.ok_or(ProtocolError::Closed)??;

@@ -50,7 +50,13 @@ impl Tracker {
         self.with(|m| m.remove(&id));
     }
 
-    pub fn sent(&self, id: u64, version: u64, warnings: Arc<Vec<String>>) {
+    pub fn sent(&self, id: u64, version: u64) {
+        self.sent_with_warnings(id, version, Arc::default());
+    }
+
+    /// [`Tracker::sent`] for a view with problems to show (a gateway's bad
+    /// credential), replacing those of the view sent before.
+    pub fn sent_with_warnings(&self, id: u64, version: u64, warnings: Arc<Vec<String>>) {
         self.with(|m| {
             if let Some(r) = m.get_mut(&id) {
                 r.sent = Some(version);
