@@ -228,6 +228,10 @@ pub struct ProxyStatus {
     pub status: String,
     /// The proxy's rejection reason when `status` is `ERROR`.
     pub reason: Option<String>,
+    /// Problems in the view last sent (a gateway's missing or malformed
+    /// credential Secret, ...): the parts it disables, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The `/debug/syncz` document.

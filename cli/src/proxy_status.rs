@@ -117,7 +117,14 @@ pub fn render(agents: &[Syncz]) -> String {
         }
     }
     // istioctl proxy-status sets its columns three spaces apart.
-    crate::http_get::table_with_gap(&rows, "   ")
+    let mut out = crate::http_get::table_with_gap(&rows, "   ");
+    // Warnings (a gateway's bad credential Secret) follow the table, one per line.
+    for p in agents.iter().flat_map(|z| &z.proxies) {
+        for w in &p.warnings {
+            out.push_str(&format!("WARNING {}.{}: {w}\n", p.name, p.namespace));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -135,6 +142,7 @@ mod tests {
             version_acked: acked,
             status: status.into(),
             reason: reason.map(Into::into),
+            warnings: vec![],
         };
         Syncz {
             agent: "mesh-agent-0".into(),
@@ -162,6 +170,20 @@ mod tests {
              web-1   shop        mesh-agent-0   12             12              SYNCED\n\
              web-2   shop        mesh-agent-0   12             11              ERROR (listener conflict)\n\
              web-3   shop        mesh-agent-0   -              -               NOT SENT\n"
+        );
+    }
+
+    #[test]
+    fn gateway_warnings_follow_the_table() {
+        let mut z = sample();
+        z.proxies[0].warnings =
+            vec!["istio-system/gw servers[1]: secret istio-system/cred has no \"tls.key\"".into()];
+        let out = render(&[z]);
+        assert!(
+            out.ends_with(
+                "NOT SENT\nWARNING web-1.shop: istio-system/gw servers[1]: secret istio-system/cred has no \"tls.key\"\n"
+            ),
+            "{out}"
         );
     }
 

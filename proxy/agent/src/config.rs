@@ -61,6 +61,15 @@ pub struct Config {
     /// can reach) or mesh (everything exported, Istio's behaviour).
     #[arg(long, value_enum, default_value = "namespace")]
     pub visibility: Visibility,
+    /// Istio's PILOT_SCOPE_GATEWAY_TO_NAMESPACE: gateway pods get only the
+    /// Gateways of their own namespace (`true`), not every namespace's.
+    #[arg(
+        long,
+        env = "PILOT_SCOPE_GATEWAY_TO_NAMESPACE",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub scope_gateway_to_namespace: bool,
     /// Istio mesh config file (the mesh-config ConfigMap's `mesh` key). Its
     /// trustDomain, rootNamespace and outboundTrafficPolicy.mode override the
     /// flags; it is re-read on change (a bad edit keeps the last good config).
@@ -321,6 +330,7 @@ impl Config {
             outbound_policy: self.outbound_policy.clone(),
             visibility: self.visibility,
             trust_domain: self.trust_domain.clone(),
+            scope_gateway_to_namespace: self.scope_gateway_to_namespace,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod client;
 pub mod compile;
 pub mod config;
 pub mod crdgen;
+pub mod gateway;
 pub mod meshfile;
 pub mod objects;
 pub mod protocol;

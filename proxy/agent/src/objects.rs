@@ -7,8 +7,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::resource::{parse_object, IstioResource, ParseError, ResourceKey};
 
-/// One object the agent cares about (boxed: sizes differ a lot).
-#[derive(Debug, Clone, PartialEq)]
+/// One object the agent cares about (boxed: sizes differ a lot). `Debug`
+/// shows a Secret's key names and sizes, never its bytes.
+#[derive(Clone, PartialEq)]
 pub enum KubeObject {
     Namespace(Box<Namespace>),
     Service(Box<Service>),
@@ -17,6 +18,32 @@ pub enum KubeObject {
     ServiceAccount(Box<ServiceAccount>),
     Secret(Box<Secret>),
     Istio(IstioResource),
+}
+
+impl std::fmt::Debug for KubeObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Namespace(o) => f.debug_tuple("Namespace").field(o).finish(),
+            Self::Service(o) => f.debug_tuple("Service").field(o).finish(),
+            Self::EndpointSlice(o) => f.debug_tuple("EndpointSlice").field(o).finish(),
+            Self::Pod(o) => f.debug_tuple("Pod").field(o).finish(),
+            Self::ServiceAccount(o) => f.debug_tuple("ServiceAccount").field(o).finish(),
+            Self::Secret(o) => {
+                let keys: Vec<String> = o
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}: [{} bytes]", v.0.len()))
+                    .collect();
+                f.debug_struct("Secret")
+                    .field("key", &self.key().to_string())
+                    .field("type", &o.type_)
+                    .field("data", &keys)
+                    .finish()
+            }
+            Self::Istio(r) => f.debug_tuple("Istio").field(r).finish(),
+        }
+    }
 }
 
 /// Why an object could not be read.
@@ -104,13 +131,8 @@ impl KubeObject {
                 Self::ServiceAccount(Box::new(serde_json::from_value(v).map_err(err)?))
             }
             ("v1", "Secret") => {
-                let mut s: Secret = serde_json::from_value(v).map_err(err)?;
-                // Key material is served by the CA/SDS path, not kept in every snapshot.
-                s.data = s
-                    .data
-                    .map(|d| d.into_keys().map(|k| (k, Default::default())).collect());
-                s.string_data = None;
-                Self::Secret(Box::new(s))
+                let s: Secret = serde_json::from_value(v).map_err(err)?;
+                Self::Secret(Box::new(keep_credential_keys(s)))
             }
             _ => return Ok(None),
         };
@@ -132,6 +154,31 @@ impl KubeObject {
             Self::Istio(_) => return None,
         })
     }
+}
+
+/// The Secret keys a gateway credential is read from (Istio's `credentialName`
+/// lookup); every other key is dropped on arrival.
+pub const CREDENTIAL_KEYS: [&str; 7] = [
+    "tls.crt", "tls.key", "cert", "key", "ca.crt", "cacert", "ca.crl",
+];
+
+/// Keeps only what a gateway credential can use: the [`CREDENTIAL_KEYS`] of
+/// `kubernetes.io/tls` and `Opaque` Secrets, with `stringData` (files source;
+/// the API server never returns it) merged over `data` as the API server does.
+/// Other Secrets (service account tokens, Helm releases, ...) keep no bytes, so
+/// memory stays proportional to the gateway credentials.
+fn keep_credential_keys(mut s: Secret) -> Secret {
+    let usable = matches!(
+        s.type_.as_deref(),
+        None | Some("Opaque" | "kubernetes.io/tls")
+    );
+    let mut data = s.data.take().unwrap_or_default();
+    for (k, v) in s.string_data.take().unwrap_or_default() {
+        data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+    }
+    data.retain(|k, _| usable && CREDENTIAL_KEYS.contains(&k.as_str()));
+    s.data = (!data.is_empty()).then_some(data);
+    s
 }
 
 /// Drops metadata the agent never reads (managed fields, last-applied config).

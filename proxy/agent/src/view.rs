@@ -3,6 +3,7 @@
 //! egress hosts (or, without a Sidecar, by the agent's [`Visibility`] default);
 //! inbound, the PeerAuthentication and AuthorizationPolicies for its own workload.
 
+pub use crate::compile::exported;
 use crate::compile::{cross_host_matches, Accepted, Snapshot, Visibility};
 use mesh_api::resource::ResourceKey;
 use mesh_api::syncapi::{InboundPolicy, ProxyIdentity, ProxyView, Service};
@@ -16,6 +17,8 @@ pub struct ViewKey {
     pub sidecar: Option<ResourceKey>,
     pub peer_authentications: Vec<ResourceKey>,
     pub authorization_policies: Vec<ResourceKey>,
+    /// A router's labels: they choose its Gateways and gateway Services.
+    pub router: Option<BTreeMap<String, String>>,
 }
 
 fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -99,15 +102,8 @@ pub fn key(snap: &Snapshot, id: &ProxyIdentity) -> ViewKey {
         sidecar: sidecar_for(snap, id).map(|a| a.key.clone()),
         peer_authentications: peer_auths(snap, id).iter().map(|a| a.key.clone()).collect(),
         authorization_policies: authz(snap, id).iter().map(|a| a.key.clone()).collect(),
+        router: id.router.then(|| id.labels.clone()),
     }
-}
-
-/// Is a resource with `export_to` in namespace `owner` visible from `ns`?
-pub fn exported(export_to: &[String], owner: &str, ns: &str) -> bool {
-    export_to.is_empty()
-        || export_to
-            .iter()
-            .any(|e| e == "*" || e == ns || (e == "." && owner == ns))
 }
 
 /// Does an egress host (`ns/dnsName`) admit service `svc` for a proxy in `proxy_ns`?
@@ -126,6 +122,9 @@ fn egress_admits(entry: &str, svc: &Service, proxy_ns: &str) -> bool {
 
 /// Builds the view of one proxy.
 pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
+    if id.router {
+        return router(snap, id);
+    }
     let ns = id.namespace.as_str();
     let root = snap.settings.root_namespace.as_str();
     let sidecar = sidecar_for(snap, id);
@@ -191,8 +190,58 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
             )
         })
         .collect();
+    ProxyView {
+        version: snap.version,
+        destination_rules: destination_rules(snap, ns, &services),
+        services,
+        virtual_services,
+        outbound_traffic_policy: sidecar
+            .and_then(|s| s.sidecar().outbound_traffic_policy.as_ref()?.mode.clone())
+            .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
+        inbound: inbound(snap, id),
+        gateway: None,
+    }
+}
+
+/// A gateway's view: its Gateway servers and bound routes, the services those
+/// routes name (every visible one behind an AUTO_PASSTHROUGH server) and their
+/// DestinationRules. Mesh routes (`virtual_services`) do not apply to it.
+fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
+    let ns = id.namespace.as_str();
+    let gw = crate::gateway::build(snap, id);
+    let services: Vec<Service> = snap
+        .services
+        .values()
+        .filter(|s| exported(&s.export_to, &s.namespace, ns))
+        .filter(|s| {
+            gw.all_services
+                || gw
+                    .destinations
+                    .iter()
+                    .any(|d| cross_host_matches(d, &s.hostname))
+        })
+        .map(|s| (**s).clone())
+        .collect();
+    ProxyView {
+        version: snap.version,
+        destination_rules: destination_rules(snap, ns, &services),
+        services,
+        virtual_services: BTreeMap::new(),
+        outbound_traffic_policy: snap.settings.outbound_policy.clone(),
+        inbound: inbound(snap, id),
+        gateway: Some(gw.view),
+    }
+}
+
+/// The DestinationRule of each service, as a proxy of namespace `ns` sees it.
+fn destination_rules(
+    snap: &Snapshot,
+    ns: &str,
+    services: &[Service],
+) -> BTreeMap<String, mesh_api::networking::DestinationRuleSpec> {
+    let root = snap.settings.root_namespace.as_str();
     let mut destination_rules = BTreeMap::new();
-    for s in &services {
+    for s in services {
         let candidates = snap.destination_rules.iter().filter(|a| {
             exported(&a.export_to, &a.key.namespace, ns)
                 && cross_host_matches(&a.hosts[0], &s.hostname)
@@ -207,34 +256,11 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
             destination_rules.insert(s.hostname.clone(), dr.dr().clone());
         }
     }
-    ProxyView {
-        version: snap.version,
-        services,
-        virtual_services,
-        destination_rules,
-        outbound_traffic_policy: sidecar
-            .and_then(|s| s.sidecar().outbound_traffic_policy.as_ref()?.mode.clone())
-            .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
-        inbound: inbound(snap, id),
-        gateway: None,
-    }
+    destination_rules
 }
 
 fn destinations(vs: &Accepted) -> Vec<String> {
-    let s = vs.vs();
-    let http = s.http.iter().flat_map(|h| {
-        h.route
-            .iter()
-            .map(|d| d.destination.host.clone())
-            .chain(h.mirror.iter().map(|m| m.host.clone()))
-    });
-    let l4 = s
-        .tcp
-        .iter()
-        .flat_map(|t| t.route.iter())
-        .chain(s.tls.iter().flat_map(|t| t.route.iter()))
-        .map(|d| d.destination.host.clone());
-    http.chain(l4).collect()
+    crate::gateway::bind::destinations(vs.vs())
 }
 
 fn inbound(snap: &Snapshot, id: &ProxyIdentity) -> InboundPolicy {

@@ -1,8 +1,12 @@
 //! Snapshot compiler and per-proxy views over an in-memory store.
 
+mod common;
+
+use common::store;
+
 use mesh_agent::compile::{compile, Settings, Snapshot, Visibility};
 use mesh_agent::objects::parse_yaml;
-use mesh_agent::store::{SourceEvent, Store};
+use mesh_agent::store::SourceEvent;
 use mesh_agent::view;
 use mesh_api::syncapi::ProxyIdentity;
 use std::sync::Arc;
@@ -13,22 +17,6 @@ const BOOKINFO: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/samples/bookinfo/networking"
 );
-
-fn store(files: &[(&str, &str)]) -> Store {
-    let mut s = Store::default();
-    for (origin, text) in files {
-        let (objs, errs) = parse_yaml(text);
-        s.apply(SourceEvent::Replace {
-            origin: origin.to_string(),
-            objects: objs.into_iter().map(|(_, o)| o).collect(),
-            errors: errs
-                .iter()
-                .map(|e| format!("{origin}:{}: {}", e.line, e.message))
-                .collect(),
-        });
-    }
-    s
-}
 
 fn snap(files: &[(&str, &str)]) -> Snapshot {
     compile(&store(files), &Arc::new(Settings::default()), 7)

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::syncz;
+use common::{syncz, wait_for};
 use mesh_agent::client::{self, ClientConfig, ClientState};
 use mesh_agent::config::Config;
 use mesh_agent::source::files::FilesSource;
@@ -13,7 +13,7 @@ use mesh_api::syncapi::{ProxyIdentity, ProxyView};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -68,18 +68,6 @@ fn spawn_proxies(
             client::spawn(cfg, applier(i), shutdown.clone())
         })
         .collect()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
 }
 
 fn versions(states: &[watch::Receiver<ClientState>]) -> Vec<Option<u64>> {

@@ -3,6 +3,7 @@
 //! the config) are listed in `rejected` and left out; everything else applies.
 
 mod cross;
+pub mod gwinputs;
 
 pub use cross::{binds_mesh, host_matches as cross_host_matches};
 pub mod protocol;
@@ -53,6 +54,9 @@ pub struct Settings {
     pub visibility: Visibility,
     /// SPIFFE trust domain of the mesh identities services expect (`cluster.local`).
     pub trust_domain: String,
+    /// Istio's `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`: a gateway pod is configured
+    /// only by Gateways of its own namespace (default: Gateways anywhere).
+    pub scope_gateway_to_namespace: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +67,7 @@ impl Default for Settings {
             outbound_policy: "ALLOW_ANY".into(),
             visibility: Visibility::Namespace,
             trust_domain: "cluster.local".into(),
+            scope_gateway_to_namespace: false,
         }
     }
 }
@@ -116,6 +121,18 @@ pub struct Snapshot {
     /// The service account of every pod the agent knows, by (namespace, name):
     /// whom a subscription for that pod may come from.
     pub pods: Arc<BTreeMap<(String, String), String>>,
+    /// Credential keys of Secrets, for gateway `credentialName`s.
+    pub secrets: Arc<gwinputs::Secrets>,
+    /// Services with selectors: which Service ports front a gateway pod.
+    pub selector_services: Arc<Vec<gwinputs::SelectorService>>,
+}
+
+/// Is a resource with `export_to` in namespace `owner` visible from `ns`?
+pub fn exported(export_to: &[String], owner: &str, ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == ns || (e == "." && owner == ns))
 }
 
 /// Resolves a host as written in a resource of namespace `ns` to the FQDN the
@@ -222,6 +239,8 @@ pub fn compile_cached(
     snap.warnings.extend(warnings);
     snap.rejected.sort_by(|a, b| a.resource.cmp(&b.resource));
     snap.pods = Arc::new(pod_accounts(store));
+    snap.secrets = Arc::new(gwinputs::secrets(store));
+    snap.selector_services = Arc::new(gwinputs::selector_services(store));
     snap
 }
 

@@ -25,21 +25,39 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// One encoded view, filled once by whichever proxy asks first.
-type Cell = Arc<OnceLock<Bytes>>;
+/// One encoded view and its gateway warnings, filled once by whichever proxy asks first.
+type Cell = Arc<OnceLock<(Bytes, Arc<Vec<String>>)>>;
+
+/// A view's key and whether key material may be sent on the port.
+type CacheKey = (ViewKey, bool);
+
+/// A router's namespace and labels: what its Gateways depend on.
+type RouterScope = (String, std::collections::BTreeMap<String, String>);
 
 /// Encoded views of the current version by [`ViewKey`]: proxies with the same
 /// scope share one computation and one encoding (the first asker computes; the
 /// others wait on the same cell instead of all computing it at once).
 #[derive(Default)]
 pub struct ViewCache {
-    inner: Mutex<(u64, HashMap<ViewKey, Cell>)>,
+    inner: Mutex<(u64, HashMap<CacheKey, Cell>)>,
+    /// The gateway warnings last logged per router scope (namespace, labels):
+    /// each problem is logged once when it appears, not once per version.
+    logged: Mutex<HashMap<RouterScope, Vec<String>>>,
 }
 
 impl ViewCache {
-    /// The encoded `AgentMessage::View` for `id` at `snap`'s version.
-    pub fn get(&self, agent: &str, snap: &Snapshot, id: &ProxyIdentity) -> Bytes {
-        let key = view::key(snap, id);
+    /// The encoded `AgentMessage::View` for `id` at `snap`'s version, and the
+    /// view's gateway warnings (for proxy-status). Without `secrets` (an
+    /// unauthenticated port next to an authenticated one) a gateway gets no
+    /// private keys.
+    pub fn get(
+        &self,
+        agent: &str,
+        snap: &Snapshot,
+        id: &ProxyIdentity,
+        secrets: bool,
+    ) -> (Bytes, Arc<Vec<String>>) {
+        let key = (view::key(snap, id), secrets);
         let cell = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if g.0 < snap.version {
@@ -52,12 +70,41 @@ impl ViewCache {
             }
         };
         cell.get_or_init(|| {
-            encode(&AgentMessage::View {
+            let mut view = view::build(snap, id);
+            if let (false, Some(g)) = (secrets, view.gateway.as_mut()) {
+                crate::gateway::without_credentials(g);
+            }
+            let warnings = view
+                .gateway
+                .as_ref()
+                .map(|g| g.warnings.clone())
+                .unwrap_or_default();
+            if id.router {
+                self.log_changes(id, &warnings);
+            }
+            let bytes = encode(&AgentMessage::View {
                 agent: agent.to_string(),
-                view: view::build(snap, id),
-            })
+                view,
+            });
+            (bytes, Arc::new(warnings))
         })
         .clone()
+    }
+
+    /// Logs the warnings of a router scope that are new since the last view.
+    /// They name Secrets and what is wrong with them, never their bytes.
+    fn log_changes(&self, id: &ProxyIdentity, warnings: &[String]) {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = logged
+            .entry((id.namespace.clone(), id.labels.clone()))
+            .or_default();
+        for w in warnings.iter().filter(|w| !prev.contains(w)) {
+            tracing::warn!(namespace = %id.namespace, warning = %w, "gateway server disabled");
+        }
+        for w in prev.iter().filter(|w| !warnings.contains(w)) {
+            tracing::info!(namespace = %id.namespace, warning = %w, "gateway problem resolved");
+        }
+        *prev = warnings.to_vec();
     }
 }
 
@@ -237,10 +284,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         Err(r) => return refuse(&shared, &mut w, &identity, r).await,
                     }
                 }
-                let bytes = shared.views.get(&shared.agent, &snap, &identity);
+                // Key material only where the caller is authenticated, or on
+                // an agent that authenticates nobody (no CA: a trusted network).
+                let secrets = port.authenticate || port.csr_allowed;
+                let (bytes, warnings) = shared.views.get(&shared.agent, &snap, &identity, secrets);
                 write_frame(&mut w, &bytes).await?;
                 w.flush().await?;
-                shared.tracker.sent(id, snap.version);
+                shared.tracker.sent_with_warnings(id, snap.version, warnings);
             }
             frame = io.next() => {
                 let frame = frame.ok_or(ProtocolError::Closed)??;

@@ -4,7 +4,7 @@
 use mesh_api::syncapi::{ProxyIdentity, ProxyStatus};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Default)]
 struct Record {
@@ -12,6 +12,8 @@ struct Record {
     sent: Option<u64>,
     acked: Option<u64>,
     nack: Option<(u64, String)>,
+    /// Warnings of the view last sent.
+    warnings: Arc<Vec<String>>,
 }
 
 /// Per-connection records, removed when the connection ends.
@@ -49,9 +51,16 @@ impl Tracker {
     }
 
     pub fn sent(&self, id: u64, version: u64) {
+        self.sent_with_warnings(id, version, Arc::default());
+    }
+
+    /// [`Tracker::sent`] for a view with problems to show (a gateway's bad
+    /// credential), replacing those of the view sent before.
+    pub fn sent_with_warnings(&self, id: u64, version: u64, warnings: Arc<Vec<String>>) {
         self.with(|m| {
             if let Some(r) = m.get_mut(&id) {
                 r.sent = Some(version);
+                r.warnings = warnings;
             }
         });
     }
@@ -94,6 +103,7 @@ impl Tracker {
                         version_acked: r.acked,
                         status: status.into(),
                         reason,
+                        warnings: r.warnings.to_vec(),
                     }
                 })
                 .collect()

@@ -17,13 +17,27 @@ pub fn virtual_service(r: &mut Report<'_>, s: &VirtualServiceSpec) {
     }
     unique(r, "spec.hosts", s.hosts.iter().map(String::as_str), "host");
     for (i, g) in s.gateways.iter().enumerate() {
-        let name = g.rsplit('/').next().unwrap_or(g);
-        if g != "mesh" && !dns1123_subdomain_like(name) {
-            r.error(
-                format!("spec.gateways[{i}]"),
-                g,
-                "gateway must be 'mesh' or [namespace/]name",
-            );
+        gateway_ref(r, &format!("spec.gateways[{i}]"), g);
+    }
+    for (i, h) in s.http.iter().enumerate() {
+        for (j, m) in h.match_.iter().enumerate() {
+            for (k, g) in m.gateways.iter().enumerate() {
+                gateway_ref(r, &format!("spec.http[{i}].match[{j}].gateways[{k}]"), g);
+            }
+        }
+    }
+    for (i, t) in s.tls.iter().enumerate() {
+        for (j, m) in t.match_.iter().enumerate() {
+            for (k, g) in m.gateways.iter().enumerate() {
+                gateway_ref(r, &format!("spec.tls[{i}].match[{j}].gateways[{k}]"), g);
+            }
+        }
+    }
+    for (i, t) in s.tcp.iter().enumerate() {
+        for (j, m) in t.match_.iter().enumerate() {
+            for (k, g) in m.gateways.iter().enumerate() {
+                gateway_ref(r, &format!("spec.tcp[{i}].match[{j}].gateways[{k}]"), g);
+            }
         }
     }
     export_to(r, "spec.exportTo", &s.export_to);
@@ -82,6 +96,18 @@ pub fn virtual_service(r: &mut Report<'_>, s: &VirtualServiceSpec) {
             }
         }
         route_destinations(r, &p, t.route.iter().map(|d| (&d.destination, d.weight)));
+    }
+}
+
+/// A VirtualService `gateways` entry: `mesh`, `name` or `namespace/name`.
+fn gateway_ref(r: &mut Report<'_>, path: &str, g: &str) {
+    let ok = g == "mesh"
+        || match g.split_once('/') {
+            Some((ns, name)) => dns1123_label(ns) && dns1123_subdomain_like(name),
+            None => dns1123_subdomain_like(g),
+        };
+    if !ok {
+        r.error(path, g, "gateway must be 'mesh' or [namespace/]name");
     }
 }
 
@@ -582,12 +608,54 @@ pub fn gateway(r: &mut Report<'_>, s: &GatewaySpec) {
             }
             host(r, &hp, name, true);
         }
+        let proto = srv
+            .port
+            .as_ref()
+            .and_then(|pt| pt.protocol.as_deref())
+            .unwrap_or("")
+            .to_ascii_uppercase();
         if let Some(t) = &srv.tls {
             let tp = format!("{p}.tls");
             one_of(r, &format!("{tp}.mode"), t.mode.as_ref(), &SERVER_TLS);
+            let terminates = proto == "HTTPS" || proto == "TLS";
+            // Istio's default mode is SIMPLE: an HTTPS/TLS server without a mode
+            // must name its certificate all the same.
+            let mode = t
+                .mode
+                .clone()
+                .or_else(|| terminates.then(|| "SIMPLE".to_string()));
+            if matches!(mode.as_deref(), Some("PASSTHROUGH" | "AUTO_PASSTHROUGH")) && !terminates {
+                r.error(
+                    format!("{tp}.mode"),
+                    t.mode.as_ref(),
+                    format!(
+                        "mode {} needs protocol TLS or HTTPS, not {proto:?}",
+                        mode.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+            let versions = ["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
+            for (f, v) in [
+                ("minProtocolVersion", &t.min_protocol_version),
+                ("maxProtocolVersion", &t.max_protocol_version),
+            ] {
+                one_of(r, &format!("{tp}.{f}"), v.as_ref(), &versions);
+            }
+            if let (Some(lo), Some(hi)) = (&t.min_protocol_version, &t.max_protocol_version) {
+                let rank = |v: &str| versions.iter().position(|x| *x == v);
+                if let (Some(a), Some(b)) = (rank(lo), rank(hi)) {
+                    if a > 0 && b > 0 && a > b {
+                        r.error(
+                            format!("{tp}.minProtocolVersion"),
+                            lo,
+                            format!("minProtocolVersion is above maxProtocolVersion {hi}"),
+                        );
+                    }
+                }
+            }
             let has_cert = t.server_certificate.is_some() || t.private_key.is_some();
             let cred = t.credential_name.is_some() || !t.credential_names.is_empty();
-            match t.mode.as_deref() {
+            match mode.as_deref() {
                 Some("SIMPLE") | Some("MUTUAL") | Some("OPTIONAL_MUTUAL")
                     if !cred && (t.server_certificate.is_none() || t.private_key.is_none()) =>
                 {

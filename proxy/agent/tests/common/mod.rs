@@ -67,3 +67,69 @@ pub async fn start_files_agent(
         .await
         .unwrap()
 }
+
+/// A store holding the YAML `files` (origin, text), as the files source
+/// delivers them; document errors become origin errors.
+pub fn store(files: &[(&str, &str)]) -> mesh_agent::store::Store {
+    let mut s = mesh_agent::store::Store::default();
+    for (origin, text) in files {
+        let (objs, errs) = mesh_agent::objects::parse_yaml(text);
+        s.apply(mesh_agent::store::SourceEvent::Replace {
+            origin: origin.to_string(),
+            objects: objs.into_iter().map(|(_, o)| o).collect(),
+            errors: errs
+                .iter()
+                .map(|e| format!("{origin}:{}: {}", e.line, e.message))
+                .collect(),
+        });
+    }
+    s
+}
+
+/// A Secret document (JSON, which is YAML) with `data` (base64, as the API
+/// server sends it) or, with `string_data`, the same keys as `stringData`.
+pub fn secret(ns: &str, name: &str, keys: &[(&str, &str)], string_data: bool) -> String {
+    let map: std::collections::BTreeMap<String, String> = keys
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut s = k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        ..Default::default()
+    };
+    if string_data {
+        s.string_data = Some(map);
+    } else {
+        s.data = Some(
+            map.into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                .collect(),
+        );
+    }
+    let mut v = serde_json::to_value(&s).unwrap();
+    v["apiVersion"] = "v1".into();
+    v["kind"] = "Secret".into();
+    v.to_string()
+}
+
+/// Polls `f` every 20 ms until it holds; panics after `timeout`. Returns how long it took.
+pub async fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl AsyncFnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
