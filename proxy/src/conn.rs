@@ -131,6 +131,7 @@ where
             }
             Next::GoAway(reason) => {
                 shared.metrics.conn.closed(reason);
+                shared.penalty.closed(peer.ip(), reason);
                 conn.as_mut().graceful_shutdown();
                 if matches!(reason, Reason::ResetFlood | Reason::ControlFlood) {
                     // An attack or a broken client: operators want the peer. No

@@ -161,6 +161,10 @@ pub struct ConnState {
     pub read_bytes: AtomicU64,
     pub written_bytes: AtomicU64,
     budget: ResetBudget,
+    /// A flood budget is spent: nothing more is read from the connection (its
+    /// GOAWAY can still be written). Why: until the watchdog drops it, every
+    /// frame read is more work the attacker gets for free.
+    spent: AtomicBool,
     /// Signalled when the reset budget is spent (a stored permit: never missed).
     pub flood: tokio::sync::Notify,
 }
@@ -179,6 +183,7 @@ impl ConnState {
             read_bytes: AtomicU64::new(0),
             written_bytes: AtomicU64::new(0),
             budget,
+            spent: AtomicBool::new(false),
             flood: tokio::sync::Notify::new(),
         })
     }
@@ -197,7 +202,7 @@ impl ConnState {
             if self.in_flight.load(Ordering::Relaxed) == 0 {
                 let q = self.quiet_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
                 if q > CONTROL_BYTES && q - n as u64 <= CONTROL_BYTES {
-                    self.flood.notify_one();
+                    self.spend();
                 }
             }
             if !self.first_byte.load(Ordering::Relaxed) {
@@ -207,6 +212,16 @@ impl ConnState {
             self.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
         self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn spend(&self) {
+        self.spent.store(true, Ordering::Relaxed);
+        self.flood.notify_one();
+    }
+
+    /// Whether a flood budget is spent (reads stop).
+    pub fn is_spent(&self) -> bool {
+        self.spent.load(Ordering::Relaxed)
     }
 
     pub fn progress(&self) {
@@ -276,7 +291,7 @@ impl Drop for StreamGuard {
         if s.budget
             .exceeded(s.opened.load(Ordering::Relaxed), premature)
         {
-            s.flood.notify_one();
+            s.spend();
         }
     }
 }
@@ -327,11 +342,14 @@ pub struct Activity<S> {
     burst: usize,
 }
 
-/// Why: tokio's cooperative budget counts I/O operations, not bytes, and one
-/// 8 KiB read can hold ~500 PING or SETTINGS frames; a flooding client could
-/// keep the (single-threaded) sidecar on its connection for tens of
-/// milliseconds per turn while every other connection waits.
-pub const READ_SLICE: usize = 64 * 1024;
+/// Why: tokio's cooperative budget counts I/O operations, not bytes, and the
+/// sidecar is single-threaded. One 64 KiB read of a SETTINGS flood is ~4,400
+/// frames, each answered with an ACK: measured (perf on the debug build), the
+/// connection then held the thread ~35 ms per turn, and each step of another
+/// client's request (read it, dial, forward, answer) waited for such a turn
+/// (p99 ×6 of baseline). 4 KiB bounds a turn to ~270 frames; a bulk transfer
+/// only pays a yield per 4 KiB.
+pub const READ_SLICE: usize = 4 * 1024;
 
 impl<S> Activity<S> {
     pub fn new(inner: S, state: Arc<ConnState>) -> Activity<S> {
@@ -349,15 +367,30 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.state.is_spent() {
+            // Not woken: the watchdog (same task, its own timer) ends it.
+            return Poll::Pending;
+        }
         if self.burst >= READ_SLICE {
             // Yield this turn (woken at once): fairness, not backpressure.
             self.burst = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
+        // One read brings at most the rest of the slice: a large read buffer
+        // must not hold the thread longer than a slice's worth of frames.
+        let room = READ_SLICE - self.burst;
+        let (r, n) = if buf.remaining() > room {
+            let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
+            let r = Pin::new(&mut self.inner).poll_read(cx, &mut part);
+            let n = part.filled().len();
+            buf.advance(n);
+            (r, n)
+        } else {
+            let before = buf.filled().len();
+            let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+            (r, buf.filled().len() - before)
+        };
         if r.is_pending() {
             self.burst = 0;
         }
@@ -475,6 +508,9 @@ pub struct ConnCounters {
     pub http_idle: AtomicU64,
     pub grace_over: AtomicU64,
     pub tcp_idle: AtomicU64,
+    /// Connections refused because their peer is penalized ([`crate::penalty`]).
+    pub penalized_reset: AtomicU64,
+    pub penalized_control: AtomicU64,
 }
 
 impl ConnCounters {
@@ -486,6 +522,15 @@ impl ConnCounters {
             Reason::ControlFlood => &self.control_flood,
             Reason::GraceOver => &self.grace_over,
             Reason::TcpIdle => &self.tcp_idle,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection refused at accept: its peer is penalized for `r`.
+    pub fn penalized(&self, r: Reason) {
+        let c = match r {
+            Reason::ResetFlood => &self.penalized_reset,
+            _ => &self.penalized_control,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -515,6 +560,17 @@ impl ConnCounters {
             let _ = writeln!(
                 out,
                 "mesh_downstream_cx_closed_total{{reason=\"{r}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE mesh_downstream_cx_penalized_total counter");
+        for (r, v) in [
+            ("h2_premature_reset", &self.penalized_reset),
+            ("control_flood", &self.penalized_control),
+        ] {
+            let _ = writeln!(
+                out,
+                "mesh_downstream_cx_penalized_total{{reason=\"{r}\"}} {}",
                 v.load(Ordering::Relaxed)
             );
         }

@@ -60,6 +60,7 @@ pub mod orig_dst;
 pub mod outbound;
 pub mod outlier;
 pub mod peer;
+pub mod penalty;
 pub mod pool;
 pub mod ratelimit;
 pub mod record;

@@ -95,7 +95,14 @@ struct Attack {
     max_closed_secs: Option<f64>,
     goaways: u64,
     streams: u64,
+    /// Connections reset at accept (the address was penalized).
+    refused: u64,
 }
+
+/// The absolute floor of the p99 bound, in ms: on this shared 2-core machine
+/// (other builds run beside the test) a debug-build baseline p99 of 2–5 ms
+/// varies by a few ms between two runs a few seconds apart with no attack.
+const FLOOR_MS: f64 = 5.0;
 
 /// The floods measure latency and memory: one test at a time, so none of them
 /// is measured during another's flood.
@@ -121,24 +128,31 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
     );
     let attack = script(&w, "h2attack.py");
     let py = python();
+    // Each attacker is another pod (no sidecar) calling the server pod directly:
+    // the server sidecar's inbound listener is attacked, while the other
+    // clients (h2load in the client pod) reach the same server sidecar from
+    // another address. (The attacker's own address is what the sidecar
+    // penalizes after a flood; a client sharing it, e.g. behind a NAT, would
+    // share the penalty: that is why the penalty is bounded.)
+    let target = w.servers[0].ip().to_string();
     h2load(&w.client, 1); // warm-up: pools, first connections
-                          // (mode, per-connection deadline, attack for at least, p99 bounded):
-                          // every attacking connection must be closed well within its deadline.
-                          // Known gap, printed but not asserted: a SETTINGS or PING flood is ended
-                          // by the control-bytes budget (256 KiB read with no request in flight,
-                          // ~1.5 s at this attacker's pace); until then h2 writes one ACK per frame
-                          // and other clients of the single-threaded sidecar wait (measured: settings
-                          // x1.9, ping x23 of a ~5 ms baseline; x16 and x20 before the budget).
+    // (mode, per-connection deadline, attack for at least): every attacking
+    // connection must be closed well within its deadline, and the other
+    // clients' p99 stay within 2x their baseline (the goal).
     let modes = [
-        ("paced", 10, 3, true),
-        ("burst", 10, 3, true),
-        ("continuation", 10, 3, true),
-        ("settings", 10, 3, false),
-        ("ping", 10, 3, false),
-        ("zerowindow", 15, 0, true),
+        ("paced", 10, 3),
+        ("burst", 10, 3),
+        ("continuation", 10, 3),
+        ("settings", 10, 3),
+        ("ping", 10, 3),
+        ("zerowindow", 15, 0),
     ];
     let mut report = Vec::new();
-    for (mode, deadline, repeat, bounded) in modes {
+    let mut slow = Vec::new();
+    for (i, (mode, deadline, repeat)) in modes.into_iter().enumerate() {
+        // A fresh attacker (a new address) per mode: the previous one's
+        // penalty must not hide this one's flood.
+        let attacker = w.node.add_pod(&format!("attacker-{i}"), "default").unwrap();
         // A baseline right before each attack: the machine's background load
         // drifts (other test binaries share its two cores).
         let base = h2load(&w.client, 3);
@@ -147,15 +161,14 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
             "{mode} baseline: {} requests, p99 {:.2} ms",
             base.succeeded, base.p99_ms
         );
-        let before = metrics(&w.client);
+        let before = metrics(&w.servers[0]);
         let cpu0 = cpu_ms(&w.client_proxy);
         let scpu0 = cpu_ms(&w.server_procs[0].1);
         let (dl, rp) = (deadline.to_string(), repeat.to_string());
-        let mut p = w
-            .client
+        let mut p = attacker
             // The script nices itself: it stands for another machine, not
             // for a process taking the sidecar's CPU on this one.
-            .spawn(APP, &[&py, &attack, mode, H2_VIP, "8080", &dl, &rp])
+            .spawn(APP, &[&py, &attack, mode, &target, "8080", &dl, &rp])
             .unwrap();
         let load = h2load(&w.client, 3);
         // And one right after: the baseline is the worse of the two, so a
@@ -201,18 +214,27 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
             load.succeeded, load.p99_ms, base.p99_ms
         );
         report.push((mode, ratio, a.max_closed_secs));
-        // 2x the baseline, with an absolute floor: on a shared 2-core machine
-        // two baselines a minute apart differed by 15 ms and single runs
-        // spiked by 50 ms with no attack-specific cause (debug build).
-        assert!(
-            !bounded || load.p99_ms <= (2.0 * base.p99_ms).max(base.p99_ms + 50.0),
-            "{mode}: p99 {:.2} ms vs baseline {:.2} ms",
-            load.p99_ms,
-            base.p99_ms
-        );
+        // 2x the baseline, with a small absolute floor: FLOOR_MS below.
+        if load.p99_ms > (2.0 * base.p99_ms).max(base.p99_ms + FLOOR_MS) {
+            slow.push(format!(
+                "{mode}: p99 {:.2} ms vs baseline {:.2} ms",
+                load.p99_ms, base.p99_ms
+            ));
+        }
+        if matches!(mode, "paced" | "settings" | "ping") {
+            // Closed by our budgets, the attacker's address is penalized: its
+            // reconnections are refused (reset at accept) and counted.
+            assert!(a.refused >= 1, "{mode}: reconnections not refused: {a:?}");
+            let after = metrics(&w.servers[0]);
+            let penalized = |m: &str| metric_sum(m, "mesh_downstream_cx_penalized_total", &[]);
+            assert!(
+                penalized(&after) - penalized(&before) >= a.refused as f64,
+                "{mode}: refusals not counted: {a:?} {after}"
+            );
+        }
         if mode == "paced" {
             // The paced flood stays under h2's burst limit: our budget closes it.
-            let after = metrics(&w.client);
+            let after = metrics(&w.servers[0]);
             let closed = |m: &str| {
                 metric_sum(
                     m,
@@ -229,6 +251,11 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
         }
     }
     eprintln!("summary (mode, p99 ratio, slowest close s): {report:?}");
+    // Checked after every mode ran, so one run reports every ratio.
+    assert!(
+        slow.is_empty(),
+        "other clients slowed past 2x their baseline: {slow:?}"
+    );
 }
 
 /// CPU time (user + system) a process has used, in ms (USER_HZ = 100).

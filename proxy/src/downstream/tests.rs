@@ -222,12 +222,16 @@ async fn reads_yield_after_a_slice() {
     let mut io = Activity::new(a, s.clone());
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
-    let mut buf = vec![0u8; 8192];
+    // A reader's buffer larger than the slice: no read fills more than a slice.
+    let mut buf = vec![0u8; 4 * READ_SLICE];
     let (mut read, mut yields) = (0, 0);
     while read < 3 * READ_SLICE {
         let mut rb = ReadBuf::new(&mut buf);
         match Pin::new(&mut io).poll_read(&mut cx, &mut rb) {
-            Poll::Ready(Ok(())) => read += rb.filled().len(),
+            Poll::Ready(Ok(())) => {
+                assert!(rb.filled().len() <= READ_SLICE, "{}", rb.filled().len());
+                read += rb.filled().len()
+            }
             Poll::Ready(Err(e)) => panic!("{e}"),
             Poll::Pending => yields += 1,
         }
@@ -238,10 +242,34 @@ async fn reads_yield_after_a_slice() {
     assert_eq!(s.read_bytes.load(Ordering::Relaxed), 3 * READ_SLICE as u64);
 }
 
+#[tokio::test]
+async fn reads_stop_once_a_flood_budget_is_spent() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(4 * CONTROL_BYTES as usize);
+    // More than the control budget with no request in flight: a PING flood.
+    b.write_all(&vec![0u8; 2 * CONTROL_BYTES as usize]).await.unwrap();
+    let mut io = Activity::new(a, s.clone());
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut buf = vec![0u8; READ_SLICE];
+    for _ in 0..(2 * CONTROL_BYTES as usize / READ_SLICE) * 2 {
+        let mut rb = ReadBuf::new(&mut buf);
+        let _ = Pin::new(&mut io).poll_read(&mut cx, &mut rb);
+    }
+    assert!(s.is_spent());
+    assert!(s.facts(None).control_flood);
+    // Reading stopped right after the budget: the rest stays unread.
+    let read = s.read_bytes.load(Ordering::Relaxed);
+    assert!(
+        read > CONTROL_BYTES && read <= CONTROL_BYTES + READ_SLICE as u64,
+        "{read}"
+    );
+}
+
 #[test]
 fn counters_render() {
     let c = ConnCounters::default();
     c.closed(Reason::ResetFlood);
+    c.penalized(Reason::ControlFlood);
     c.overflow_inbound.fetch_add(2, Ordering::Relaxed);
     let mut out = String::new();
     c.render(&mut out);
@@ -251,6 +279,10 @@ fn counters_render() {
     );
     assert!(
         out.contains("mesh_downstream_cx_overflow_total{listener=\"inbound\"} 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mesh_downstream_cx_penalized_total{reason=\"control_flood\"} 1"),
         "{out}"
     );
 }
