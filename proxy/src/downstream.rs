@@ -88,7 +88,8 @@ pub struct Facts {
     pub first_byte: bool,
     pub last_progress: Instant,
     pub reset_exceeded: bool,
-    /// More than [`CONTROL_BYTES`] read while no request was in flight.
+    /// More than [`CONTROL_BYTES`] read, or more PING/SETTINGS frames than
+    /// [`crate::h2scan::ControlBucket`] allows, while no request was in flight.
     pub control_flood: bool,
     pub going_away_since: Option<Instant>,
 }
@@ -165,6 +166,8 @@ pub struct ConnState {
     /// GOAWAY can still be written). Why: until the watchdog drops it, every
     /// frame read is more work the attacker gets for free.
     spent: AtomicBool,
+    /// The control-frame bucket ran dry (see [`Activity`]).
+    control_frames_spent: AtomicBool,
     /// Signalled when the reset budget is spent (a stored permit: never missed).
     pub flood: tokio::sync::Notify,
 }
@@ -184,6 +187,7 @@ impl ConnState {
             written_bytes: AtomicU64::new(0),
             budget,
             spent: AtomicBool::new(false),
+            control_frames_spent: AtomicBool::new(false),
             flood: tokio::sync::Notify::new(),
         })
     }
@@ -219,6 +223,20 @@ impl ConnState {
         self.flood.notify_one();
     }
 
+    /// Whether no request is in flight (control frames then count).
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// `n` PING/SETTINGS frames were read at `now`: a control flood once the
+    /// bucket is dry while no request is in flight.
+    fn control_frames(&self, bucket: &mut crate::h2scan::ControlBucket, n: u32, now: Instant) {
+        if n > 0 && self.quiet() && !bucket.take(n, now) && !self.is_spent() {
+            self.control_frames_spent.store(true, Ordering::Relaxed);
+            self.spend();
+        }
+    }
+
     /// Whether a flood budget is spent (reads stop).
     pub fn is_spent(&self) -> bool {
         self.spent.load(Ordering::Relaxed)
@@ -243,7 +261,8 @@ impl ConnState {
                 self.opened.load(Ordering::Relaxed),
                 self.premature.load(Ordering::Relaxed),
             ),
-            control_flood: self.quiet_bytes.load(Ordering::Relaxed) > CONTROL_BYTES,
+            control_flood: self.quiet_bytes.load(Ordering::Relaxed) > CONTROL_BYTES
+                || self.control_frames_spent.load(Ordering::Relaxed),
             going_away_since,
         }
     }
@@ -340,6 +359,8 @@ pub struct Activity<S> {
     state: Arc<ConnState>,
     /// Bytes read since the stream last returned `Pending`.
     burst: usize,
+    scan: crate::h2scan::H2Scan,
+    bucket: crate::h2scan::ControlBucket,
 }
 
 /// Why: tokio's cooperative budget counts I/O operations, not bytes, and the
@@ -357,6 +378,8 @@ impl<S> Activity<S> {
             inner,
             state,
             burst: 0,
+            scan: Default::default(),
+            bucket: crate::h2scan::ControlBucket::new(Instant::now()),
         }
     }
 }
@@ -397,6 +420,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         self.burst += n;
         if n > 0 {
             self.state.io(true, n);
+            let filled = buf.filled();
+            let frames = self.scan.feed(&filled[filled.len() - n..]);
+            let this = &mut *self;
+            this.state
+                .control_frames(&mut this.bucket, frames, Instant::now());
         }
         r
     }

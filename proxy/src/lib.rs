@@ -51,6 +51,7 @@ pub mod downstream;
 pub mod gate;
 pub mod h1guard;
 pub mod h1scan;
+pub mod h2scan;
 pub mod http;
 pub mod lb;
 pub mod limits;

@@ -169,6 +169,66 @@ async fn bytes_without_a_request_in_flight_are_a_control_flood() {
     assert!(!s.facts(None).control_flood);
 }
 
+/// `n` HTTP/2 PING frames (after the client preface when `preface`).
+fn pings(n: usize, preface: bool) -> Vec<u8> {
+    let mut b = if preface {
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()
+    } else {
+        Vec::new()
+    };
+    for _ in 0..n {
+        b.extend_from_slice(&[0, 0, 8, 6, 0, 0, 0, 0, 0]);
+        b.extend_from_slice(b"12345678");
+    }
+    b
+}
+
+/// Reads everything `io` will give (until it stops or `max` bytes).
+fn drain_reads<S: AsyncRead + Unpin>(io: &mut Activity<S>, max: usize) -> usize {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut buf = vec![0u8; READ_SLICE];
+    let mut read = 0;
+    for _ in 0..max {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut *io).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) if !rb.filled().is_empty() => read += rb.filled().len(),
+            Poll::Pending if !io.state.is_spent() => {}
+            _ => break,
+        }
+    }
+    read
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ping_flood_spends_the_control_frame_budget() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(1 << 20);
+    let mut io = Activity::new(a, s.clone());
+    // The burst: allowed.
+    b.write_all(&pings(crate::h2scan::ControlBucket::BURST as usize, true))
+        .await
+        .unwrap();
+    drain_reads(&mut io, 100);
+    assert!(!s.facts(None).control_flood);
+    // Refilled at its rate: a keepalive PING now and then is fine.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    b.write_all(&pings(10, false)).await.unwrap();
+    drain_reads(&mut io, 100);
+    assert!(!s.facts(None).control_flood);
+    // While a request is in flight PINGs do not count (BDP probes).
+    let g = s.open_stream();
+    b.write_all(&pings(1000, false)).await.unwrap();
+    drain_reads(&mut io, 1000);
+    assert!(!s.facts(None).control_flood);
+    drop(g.respond(crate::util::full(http::StatusCode::OK, "").into_body()));
+    // One more with nothing in flight: a flood, far below the byte budget.
+    b.write_all(&pings(1, false)).await.unwrap();
+    drain_reads(&mut io, 10);
+    assert!(s.facts(None).control_flood);
+    assert!(s.is_spent());
+    assert!(s.read_bytes.load(Ordering::Relaxed) < CONTROL_BYTES);
+}
+
 #[tokio::test(start_paused = true)]
 async fn tcp_idle_counts_bytes_either_way() {
     let s = ConnState::new(ResetBudget::DEFAULT);
