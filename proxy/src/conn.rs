@@ -161,6 +161,10 @@ where
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "http connection ended");
+                    if crate::downstream::is_protocol_violation(e.as_ref()) {
+                        shared.metrics.conn.closed(Reason::ProtocolError);
+                        shared.penalty.closed(peer.ip(), Reason::ProtocolError);
+                    }
                 }
                 return;
             }

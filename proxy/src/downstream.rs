@@ -68,6 +68,10 @@ pub enum Reason {
     GraceOver,
     /// Opaque TCP with no byte either way for the TCP idle timeout.
     TcpIdle,
+    /// h2 itself ended the connection with a GOAWAY for the peer's protocol
+    /// violation (a CONTINUATION flood past the header limit, a burst of
+    /// resets, a malformed frame).
+    ProtocolError,
 }
 
 /// What the watchdog of a connection does next.
@@ -132,6 +136,19 @@ pub fn decide(now: Instant, f: &Facts, t: &Timeouts) -> Next {
 /// 64 KiB, the header limits), so 256 KiB is never reached by a real client;
 /// a PING flood reaches it after ~15,000 PINGs.
 pub const CONTROL_BYTES: u64 = 256 * 1024;
+
+/// Whether a connection's error is h2 having sent GOAWAY for the peer's
+/// protocol violation (searched down the error's sources: hyper wraps it).
+pub fn is_protocol_violation(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<h2::Error>() {
+            return h.is_go_away() && h.is_library();
+        }
+        cur = err.source();
+    }
+    false
+}
 
 /// The watchdog of an opaque TCP connection: closed once no byte moved either
 /// way for `idle`.
@@ -536,9 +553,11 @@ pub struct ConnCounters {
     pub http_idle: AtomicU64,
     pub grace_over: AtomicU64,
     pub tcp_idle: AtomicU64,
+    pub protocol_error: AtomicU64,
     /// Connections refused because their peer is penalized ([`crate::penalty`]).
     pub penalized_reset: AtomicU64,
     pub penalized_control: AtomicU64,
+    pub penalized_protocol: AtomicU64,
 }
 
 impl ConnCounters {
@@ -550,6 +569,7 @@ impl ConnCounters {
             Reason::ControlFlood => &self.control_flood,
             Reason::GraceOver => &self.grace_over,
             Reason::TcpIdle => &self.tcp_idle,
+            Reason::ProtocolError => &self.protocol_error,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -558,6 +578,7 @@ impl ConnCounters {
     pub fn penalized(&self, r: Reason) {
         let c = match r {
             Reason::ResetFlood => &self.penalized_reset,
+            Reason::ProtocolError => &self.penalized_protocol,
             _ => &self.penalized_control,
         };
         c.fetch_add(1, Ordering::Relaxed);
@@ -584,6 +605,7 @@ impl ConnCounters {
             ("http_idle_timeout", &self.http_idle),
             ("goaway_grace_over", &self.grace_over),
             ("tcp_idle_timeout", &self.tcp_idle),
+            ("h2_protocol_error", &self.protocol_error),
         ] {
             let _ = writeln!(
                 out,
@@ -595,6 +617,7 @@ impl ConnCounters {
         for (r, v) in [
             ("h2_premature_reset", &self.penalized_reset),
             ("control_flood", &self.penalized_control),
+            ("h2_protocol_error", &self.penalized_protocol),
         ] {
             let _ = writeln!(
                 out,

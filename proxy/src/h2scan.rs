@@ -74,8 +74,9 @@ impl H2Scan {
                     *len += n;
                     data = &data[n..];
                     if *len == 9 {
-                        let payload =
-                            usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+                        let payload = usize::from(buf[0]) << 16
+                            | usize::from(buf[1]) << 8
+                            | usize::from(buf[2]);
                         let (kind, flags) = (buf[3], buf[4]);
                         if matches!(kind, PING | SETTINGS) && flags & ACK == 0 {
                             found += 1;

@@ -1,5 +1,6 @@
 //! The penalty box: a peer address whose connection was closed for abuse (an
-//! HTTP/2 premature-reset or control-frame flood) has its next connections
+//! HTTP/2 premature-reset or control-frame flood, or a GOAWAY h2 sent for a
+//! protocol violation such as a CONTINUATION flood) has its next connections
 //! refused at accept for a while — 1 s after the first strike, doubling with
 //! each further strike up to 30 s, forgotten after 5 quiet minutes.
 //!
@@ -60,7 +61,10 @@ impl Policy {
 /// Whether an abuse reason earns a penalty (idle and timeouts do not: they
 /// are what a slow or forgetful client does too).
 pub fn penalizes(reason: Reason) -> bool {
-    matches!(reason, Reason::ResetFlood | Reason::ControlFlood)
+    matches!(
+        reason,
+        Reason::ResetFlood | Reason::ControlFlood | Reason::ProtocolError
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +98,12 @@ impl Table {
         };
         if !self.peers.contains_key(&ip) && self.peers.len() >= p.max_peers {
             // Forget the peer whose penalty ended first (the least recent one).
-            if let Some(old) = self.peers.iter().min_by_key(|(_, e)| e.until).map(|(k, _)| *k) {
+            if let Some(old) = self
+                .peers
+                .iter()
+                .min_by_key(|(_, e)| e.until)
+                .map(|(k, _)| *k)
+            {
                 self.peers.remove(&old);
             }
         }
@@ -210,13 +219,20 @@ mod tests {
         let mut t = Table::new(Policy::DEFAULT);
         let t0 = Instant::now();
         assert_eq!(t.refuses(A, t0), None, "unknown peer admitted");
-        assert_eq!(t.strike(A, Reason::ControlFlood, t0), Duration::from_secs(1));
+        assert_eq!(
+            t.strike(A, Reason::ControlFlood, t0),
+            Duration::from_secs(1)
+        );
         assert_eq!(t.refuses(A, t0), Some(Reason::ControlFlood));
         assert_eq!(t.refuses(B, t0), None, "another peer is not affected");
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(t.refuses(A, Instant::now()), Some(Reason::ControlFlood));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(t.refuses(A, Instant::now()), None, "admitted again after 1 s");
+        assert_eq!(
+            t.refuses(A, Instant::now()),
+            None,
+            "admitted again after 1 s"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -307,7 +307,9 @@ async fn reads_stop_once_a_flood_budget_is_spent() {
     let s = ConnState::new(ResetBudget::DEFAULT);
     let (a, mut b) = tokio::io::duplex(4 * CONTROL_BYTES as usize);
     // More than the control budget with no request in flight: a PING flood.
-    b.write_all(&vec![0u8; 2 * CONTROL_BYTES as usize]).await.unwrap();
+    b.write_all(&vec![0u8; 2 * CONTROL_BYTES as usize])
+        .await
+        .unwrap();
     let mut io = Activity::new(a, s.clone());
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut buf = vec![0u8; READ_SLICE];
@@ -345,4 +347,15 @@ fn counters_render() {
         out.contains("mesh_downstream_cx_penalized_total{reason=\"control_flood\"} 1"),
         "{out}"
     );
+}
+
+#[test]
+fn only_a_goaway_h2_sent_is_a_protocol_violation() {
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+    assert!(!is_protocol_violation(&io));
+    // A stream-level reason (not a GOAWAY) is not a connection-level violation.
+    let reset = h2::Error::from(h2::Reason::PROTOCOL_ERROR);
+    assert!(!is_protocol_violation(&reset));
+    let wrapped = std::io::Error::other(reset);
+    assert!(!is_protocol_violation(&wrapped));
 }
