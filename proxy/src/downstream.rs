@@ -585,46 +585,52 @@ impl ConnCounters {
     }
 
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(out, "# TYPE mesh_downstream_cx_overflow_total counter");
-        for (l, v) in [
-            ("outbound", &self.overflow_outbound),
-            ("inbound", &self.overflow_inbound),
-        ] {
-            let _ = writeln!(
-                out,
-                "mesh_downstream_cx_overflow_total{{listener=\"{l}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE mesh_downstream_cx_closed_total counter");
-        for (r, v) in [
-            ("h2_premature_reset", &self.reset_flood),
-            ("control_flood", &self.control_flood),
-            ("first_byte_timeout", &self.first_byte),
-            ("http_idle_timeout", &self.http_idle),
-            ("goaway_grace_over", &self.grace_over),
-            ("tcp_idle_timeout", &self.tcp_idle),
-            ("h2_protocol_error", &self.protocol_error),
-        ] {
-            let _ = writeln!(
-                out,
-                "mesh_downstream_cx_closed_total{{reason=\"{r}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE mesh_downstream_cx_penalized_total counter");
-        for (r, v) in [
-            ("h2_premature_reset", &self.penalized_reset),
-            ("control_flood", &self.penalized_control),
-            ("h2_protocol_error", &self.penalized_protocol),
-        ] {
-            let _ = writeln!(
-                out,
-                "mesh_downstream_cx_penalized_total{{reason=\"{r}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        counter_family(
+            out,
+            "mesh_downstream_cx_overflow_total",
+            "listener",
+            &[
+                ("outbound", &self.overflow_outbound),
+                ("inbound", &self.overflow_inbound),
+            ],
+        );
+        counter_family(
+            out,
+            "mesh_downstream_cx_closed_total",
+            "reason",
+            &[
+                ("h2_premature_reset", &self.reset_flood),
+                ("control_flood", &self.control_flood),
+                ("first_byte_timeout", &self.first_byte),
+                ("http_idle_timeout", &self.http_idle),
+                ("goaway_grace_over", &self.grace_over),
+                ("tcp_idle_timeout", &self.tcp_idle),
+                ("h2_protocol_error", &self.protocol_error),
+            ],
+        );
+        counter_family(
+            out,
+            "mesh_downstream_cx_penalized_total",
+            "reason",
+            &[
+                ("h2_premature_reset", &self.penalized_reset),
+                ("control_flood", &self.penalized_control),
+                ("h2_protocol_error", &self.penalized_protocol),
+            ],
+        );
+    }
+}
+
+/// One counter family with one label, a line per value.
+fn counter_family(out: &mut String, name: &str, label: &str, values: &[(&str, &AtomicU64)]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (v, c) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{v}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
     }
 }
 
