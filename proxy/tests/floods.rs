@@ -254,20 +254,27 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
             );
         }
         if mode == "paced" {
-            // The paced flood stays under h2's burst limit: our budget closes it.
+            // The paced flood stays under h2's burst limit: our budget closes
+            // it (GOAWAY code 0). On a loaded machine the sidecar may lag
+            // enough for h2's own burst limit to fire first (code 11, counted
+            // as h2_protocol_error); with the penalty box only one or two
+            // connections get through in 3 s, so either close counts here
+            // (the budget itself: downstream::tests::premature_resets_spend_the_budget).
             let after = metrics(&w.servers[0]);
             let closed = |m: &str| {
                 metric_sum(
                     m,
                     "mesh_downstream_cx_closed_total",
                     &["reason=\"h2_premature_reset\""],
+                ) + metric_sum(
+                    m,
+                    "mesh_downstream_cx_closed_total",
+                    &["reason=\"h2_protocol_error\""],
                 )
             };
-            // (Some connections may instead hit h2's own burst limit first,
-            // GOAWAY code 11; the budget's GOAWAY is code 0.)
             assert!(
                 closed(&after) - closed(&before) >= 1.0,
-                "paced flood not counted as premature-reset closes: {after}"
+                "paced flood not counted as premature-reset or h2 GOAWAY closes: {after}"
             );
         }
     }
