@@ -131,6 +131,7 @@ where
             }
             Next::GoAway(reason) => {
                 shared.metrics.conn.closed(reason);
+                shared.penalty.closed(peer.ip(), reason);
                 conn.as_mut().graceful_shutdown();
                 if matches!(reason, Reason::ResetFlood | Reason::ControlFlood) {
                     // An attack or a broken client: operators want the peer. No
@@ -160,6 +161,10 @@ where
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "http connection ended");
+                    if crate::downstream::is_protocol_violation(e.as_ref()) {
+                        shared.metrics.conn.closed(Reason::ProtocolError);
+                        shared.penalty.closed(peer.ip(), Reason::ProtocolError);
+                    }
                 }
                 return;
             }

@@ -68,6 +68,10 @@ pub enum Reason {
     GraceOver,
     /// Opaque TCP with no byte either way for the TCP idle timeout.
     TcpIdle,
+    /// h2 itself ended the connection with a GOAWAY for the peer's protocol
+    /// violation (a CONTINUATION flood past the header limit, a burst of
+    /// resets, a malformed frame).
+    ProtocolError,
 }
 
 /// What the watchdog of a connection does next.
@@ -88,7 +92,8 @@ pub struct Facts {
     pub first_byte: bool,
     pub last_progress: Instant,
     pub reset_exceeded: bool,
-    /// More than [`CONTROL_BYTES`] read while no request was in flight.
+    /// More than [`CONTROL_BYTES`] read, or more PING/SETTINGS frames than
+    /// [`crate::h2scan::ControlBucket`] allows, while no request was in flight.
     pub control_flood: bool,
     pub going_away_since: Option<Instant>,
 }
@@ -132,6 +137,19 @@ pub fn decide(now: Instant, f: &Facts, t: &Timeouts) -> Next {
 /// a PING flood reaches it after ~15,000 PINGs.
 pub const CONTROL_BYTES: u64 = 256 * 1024;
 
+/// Whether a connection's error is h2 having sent GOAWAY for the peer's
+/// protocol violation (searched down the error's sources: hyper wraps it).
+pub fn is_protocol_violation(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<h2::Error>() {
+            return h.is_go_away() && h.is_library();
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// The watchdog of an opaque TCP connection: closed once no byte moved either
 /// way for `idle`.
 pub fn decide_tcp(now: Instant, last_io: Instant, idle: Duration) -> Next {
@@ -161,6 +179,12 @@ pub struct ConnState {
     pub read_bytes: AtomicU64,
     pub written_bytes: AtomicU64,
     budget: ResetBudget,
+    /// A flood budget is spent: nothing more is read from the connection (its
+    /// GOAWAY can still be written). Why: until the watchdog drops it, every
+    /// frame read is more work the attacker gets for free.
+    spent: AtomicBool,
+    /// The control-frame bucket ran dry (see [`Activity`]).
+    control_frames_spent: AtomicBool,
     /// Signalled when the reset budget is spent (a stored permit: never missed).
     pub flood: tokio::sync::Notify,
 }
@@ -179,6 +203,8 @@ impl ConnState {
             read_bytes: AtomicU64::new(0),
             written_bytes: AtomicU64::new(0),
             budget,
+            spent: AtomicBool::new(false),
+            control_frames_spent: AtomicBool::new(false),
             flood: tokio::sync::Notify::new(),
         })
     }
@@ -197,7 +223,7 @@ impl ConnState {
             if self.in_flight.load(Ordering::Relaxed) == 0 {
                 let q = self.quiet_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
                 if q > CONTROL_BYTES && q - n as u64 <= CONTROL_BYTES {
-                    self.flood.notify_one();
+                    self.spend();
                 }
             }
             if !self.first_byte.load(Ordering::Relaxed) {
@@ -207,6 +233,30 @@ impl ConnState {
             self.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
         self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn spend(&self) {
+        self.spent.store(true, Ordering::Relaxed);
+        self.flood.notify_one();
+    }
+
+    /// Whether no request is in flight (control frames then count).
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// `n` PING/SETTINGS frames were read at `now`: a control flood once the
+    /// bucket is dry while no request is in flight.
+    fn control_frames(&self, bucket: &mut crate::h2scan::ControlBucket, n: u32, now: Instant) {
+        if n > 0 && self.quiet() && !bucket.take(n, now) && !self.is_spent() {
+            self.control_frames_spent.store(true, Ordering::Relaxed);
+            self.spend();
+        }
+    }
+
+    /// Whether a flood budget is spent (reads stop).
+    pub fn is_spent(&self) -> bool {
+        self.spent.load(Ordering::Relaxed)
     }
 
     pub fn progress(&self) {
@@ -228,7 +278,8 @@ impl ConnState {
                 self.opened.load(Ordering::Relaxed),
                 self.premature.load(Ordering::Relaxed),
             ),
-            control_flood: self.quiet_bytes.load(Ordering::Relaxed) > CONTROL_BYTES,
+            control_flood: self.quiet_bytes.load(Ordering::Relaxed) > CONTROL_BYTES
+                || self.control_frames_spent.load(Ordering::Relaxed),
             going_away_since,
         }
     }
@@ -276,7 +327,7 @@ impl Drop for StreamGuard {
         if s.budget
             .exceeded(s.opened.load(Ordering::Relaxed), premature)
         {
-            s.flood.notify_one();
+            s.spend();
         }
     }
 }
@@ -325,13 +376,18 @@ pub struct Activity<S> {
     state: Arc<ConnState>,
     /// Bytes read since the stream last returned `Pending`.
     burst: usize,
+    scan: crate::h2scan::H2Scan,
+    bucket: crate::h2scan::ControlBucket,
 }
 
-/// Why: tokio's cooperative budget counts I/O operations, not bytes, and one
-/// 8 KiB read can hold ~500 PING or SETTINGS frames; a flooding client could
-/// keep the (single-threaded) sidecar on its connection for tens of
-/// milliseconds per turn while every other connection waits.
-pub const READ_SLICE: usize = 64 * 1024;
+/// Why: tokio's cooperative budget counts I/O operations, not bytes, and the
+/// sidecar is single-threaded. One 64 KiB read of a SETTINGS flood is ~4,400
+/// frames, each answered with an ACK: measured (perf on the debug build), the
+/// connection then held the thread ~35 ms per turn, and each step of another
+/// client's request (read it, dial, forward, answer) waited for such a turn
+/// (p99 ×6 of baseline). 4 KiB bounds a turn to ~270 frames; a bulk transfer
+/// only pays a yield per 4 KiB.
+pub const READ_SLICE: usize = 4 * 1024;
 
 impl<S> Activity<S> {
     pub fn new(inner: S, state: Arc<ConnState>) -> Activity<S> {
@@ -339,6 +395,8 @@ impl<S> Activity<S> {
             inner,
             state,
             burst: 0,
+            scan: Default::default(),
+            bucket: crate::h2scan::ControlBucket::new(Instant::now()),
         }
     }
 }
@@ -349,21 +407,41 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.state.is_spent() {
+            // Not woken: the watchdog (same task, its own timer) ends it.
+            return Poll::Pending;
+        }
         if self.burst >= READ_SLICE {
             // Yield this turn (woken at once): fairness, not backpressure.
             self.burst = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
+        // One read brings at most the rest of the slice: a large read buffer
+        // must not hold the thread longer than a slice's worth of frames.
+        let room = READ_SLICE - self.burst;
+        let (r, n) = if buf.remaining() > room {
+            let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
+            let r = Pin::new(&mut self.inner).poll_read(cx, &mut part);
+            let n = part.filled().len();
+            buf.advance(n);
+            (r, n)
+        } else {
+            let before = buf.filled().len();
+            let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+            (r, buf.filled().len() - before)
+        };
         if r.is_pending() {
             self.burst = 0;
         }
         self.burst += n;
         if n > 0 {
             self.state.io(true, n);
+            let filled = buf.filled();
+            let frames = self.scan.feed(&filled[filled.len() - n..]);
+            let this = &mut *self;
+            this.state
+                .control_frames(&mut this.bucket, frames, Instant::now());
         }
         r
     }
@@ -475,6 +553,11 @@ pub struct ConnCounters {
     pub http_idle: AtomicU64,
     pub grace_over: AtomicU64,
     pub tcp_idle: AtomicU64,
+    pub protocol_error: AtomicU64,
+    /// Connections refused because their peer is penalized ([`crate::penalty`]).
+    pub penalized_reset: AtomicU64,
+    pub penalized_control: AtomicU64,
+    pub penalized_protocol: AtomicU64,
 }
 
 impl ConnCounters {
@@ -486,38 +569,68 @@ impl ConnCounters {
             Reason::ControlFlood => &self.control_flood,
             Reason::GraceOver => &self.grace_over,
             Reason::TcpIdle => &self.tcp_idle,
+            Reason::ProtocolError => &self.protocol_error,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection refused at accept: its peer is penalized for `r`.
+    pub fn penalized(&self, r: Reason) {
+        let c = match r {
+            Reason::ResetFlood => &self.penalized_reset,
+            Reason::ProtocolError => &self.penalized_protocol,
+            _ => &self.penalized_control,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(out, "# TYPE mesh_downstream_cx_overflow_total counter");
-        for (l, v) in [
-            ("outbound", &self.overflow_outbound),
-            ("inbound", &self.overflow_inbound),
-        ] {
-            let _ = writeln!(
-                out,
-                "mesh_downstream_cx_overflow_total{{listener=\"{l}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE mesh_downstream_cx_closed_total counter");
-        for (r, v) in [
-            ("h2_premature_reset", &self.reset_flood),
-            ("control_flood", &self.control_flood),
-            ("first_byte_timeout", &self.first_byte),
-            ("http_idle_timeout", &self.http_idle),
-            ("goaway_grace_over", &self.grace_over),
-            ("tcp_idle_timeout", &self.tcp_idle),
-        ] {
-            let _ = writeln!(
-                out,
-                "mesh_downstream_cx_closed_total{{reason=\"{r}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        counter_family(
+            out,
+            "mesh_downstream_cx_overflow_total",
+            "listener",
+            &[
+                ("outbound", &self.overflow_outbound),
+                ("inbound", &self.overflow_inbound),
+            ],
+        );
+        counter_family(
+            out,
+            "mesh_downstream_cx_closed_total",
+            "reason",
+            &[
+                ("h2_premature_reset", &self.reset_flood),
+                ("control_flood", &self.control_flood),
+                ("first_byte_timeout", &self.first_byte),
+                ("http_idle_timeout", &self.http_idle),
+                ("goaway_grace_over", &self.grace_over),
+                ("tcp_idle_timeout", &self.tcp_idle),
+                ("h2_protocol_error", &self.protocol_error),
+            ],
+        );
+        counter_family(
+            out,
+            "mesh_downstream_cx_penalized_total",
+            "reason",
+            &[
+                ("h2_premature_reset", &self.penalized_reset),
+                ("control_flood", &self.penalized_control),
+                ("h2_protocol_error", &self.penalized_protocol),
+            ],
+        );
+    }
+}
+
+/// One counter family with one label, a line per value.
+fn counter_family(out: &mut String, name: &str, label: &str, values: &[(&str, &AtomicU64)]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (v, c) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{v}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
     }
 }
 

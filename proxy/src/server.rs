@@ -48,6 +48,11 @@ pub async fn accept_loop(
             },
             _ = &mut stop => break,
         };
+        if !shared.admit(peer.ip()) {
+            // Penalized for a flood: refused before any work (RST, no TIME_WAIT).
+            refuse(stream);
+            continue;
+        }
         let Some(permit) = cap.admit() else {
             overflow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if cap.log_refusal() {
@@ -78,6 +83,13 @@ pub async fn accept_loop(
     }
     drop(listener);
     graceful.shutdown(drain).await;
+}
+
+/// Drops a refused connection with a reset: the attacker learns at once, and
+/// no TIME_WAIT socket is left behind per refusal.
+fn refuse(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
 }
 
 pub(crate) async fn serve_http<S>(stream: S, ctx: Arc<ConnCtx>, watcher: DrainWatch)

@@ -29,6 +29,8 @@ pub struct Shared {
     drain_notify: tokio::sync::Notify,
     /// Connections currently being served (all listeners), for drain.
     pub active_connections: AtomicUsize,
+    /// Peers whose connections were closed for abuse, refused for a while.
+    pub penalty: crate::penalty::PenaltyBox,
 }
 
 impl Shared {
@@ -57,7 +59,10 @@ impl Shared {
         let rate_limits = crate::ratelimit::RateLimits::new(&cfg.rate_limits);
         let tls = Arc::new(crate::mtls::certs::TlsState::default());
         let clients = Clients::new(cfg.instance_ip, tls.clone());
+        let penalty =
+            crate::penalty::PenaltyBox::new(cfg.instance_ip, crate::penalty::Policy::DEFAULT);
         Arc::new(Shared {
+            penalty,
             rate_limits,
             cfg,
             store: Store::default(),
@@ -71,6 +76,19 @@ impl Shared {
             drain_notify: tokio::sync::Notify::new(),
             active_connections: AtomicUsize::new(0),
         })
+    }
+
+    /// Whether a connection just accepted from `peer` may be served: not when
+    /// the peer is penalized for abuse ([`crate::penalty`]; counted in
+    /// `mesh_downstream_cx_penalized_total`). Every downstream accept loop asks.
+    pub fn admit(&self, peer: std::net::IpAddr) -> bool {
+        match self.penalty.refuses(peer) {
+            None => true,
+            Some(reason) => {
+                self.metrics.conn.penalized(reason);
+                false
+            }
+        }
     }
 
     pub fn is_draining(&self) -> bool {

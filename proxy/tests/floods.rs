@@ -1,7 +1,8 @@
 //! Connection-level abuse against a real sidecar: HTTP/2 floods written frame by
 //! frame (Python `h2`'s hpack, tests/h2attack.py) must end in GOAWAY/close of the
-//! attacking connection while other clients (h2load on their own connections)
-//! see no failure and a bounded p99; connections that never send a byte are
+//! attacking connection, the attacker's address be refused for a while after
+//! (the penalty box), and other clients (h2load from another pod) see no
+//! failure and a p99 within 2x their baseline; connections that never send a byte are
 //! closed; the per-listener connection cap refuses connection N+1.
 
 mod common;
@@ -95,7 +96,14 @@ struct Attack {
     max_closed_secs: Option<f64>,
     goaways: u64,
     streams: u64,
+    /// Connections reset at accept (the address was penalized).
+    refused: u64,
 }
+
+/// The absolute floor of the p99 bound, in ms: on this shared 2-core machine
+/// (other builds run beside the test) a debug-build baseline p99 of 2–5 ms
+/// varies by a few ms between two runs a few seconds apart with no attack.
+const FLOOR_MS: f64 = 5.0;
 
 /// The floods measure latency and memory: one test at a time, so none of them
 /// is measured during another's flood.
@@ -121,24 +129,45 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
     );
     let attack = script(&w, "h2attack.py");
     let py = python();
+    // Each attacker is another pod (no sidecar) calling the server pod directly:
+    // the server sidecar's inbound listener is attacked, while the other
+    // clients (h2load in the client pod) reach the same server sidecar from
+    // another address. (The attacker's own address is what the sidecar
+    // penalizes after a flood; a client sharing it, e.g. behind a NAT, would
+    // share the penalty: that is why the penalty is bounded.)
+    let target = w.servers[0].ip().to_string();
     h2load(&w.client, 1); // warm-up: pools, first connections
-                          // (mode, per-connection deadline, attack for at least, p99 bounded):
-                          // every attacking connection must be closed well within its deadline.
-                          // Known gap, printed but not asserted: a SETTINGS or PING flood is ended
-                          // by the control-bytes budget (256 KiB read with no request in flight,
-                          // ~1.5 s at this attacker's pace); until then h2 writes one ACK per frame
-                          // and other clients of the single-threaded sidecar wait (measured: settings
-                          // x1.9, ping x23 of a ~5 ms baseline; x16 and x20 before the budget).
+                          // (mode, per-connection deadline, attack for at least): every attacking
+                          // connection must be closed well within its deadline, and the other
+                          // clients' p99 stay within 2x their baseline (the goal).
     let modes = [
-        ("paced", 10, 3, true),
-        ("burst", 10, 3, true),
-        ("continuation", 10, 3, true),
-        ("settings", 10, 3, false),
-        ("ping", 10, 3, false),
-        ("zerowindow", 15, 0, true),
+        ("paced", 10, 3),
+        ("burst", 10, 3),
+        ("continuation", 10, 3),
+        ("settings", 10, 3),
+        ("ping", 10, 3),
+        ("zerowindow", 15, 0),
     ];
     let mut report = Vec::new();
-    for (mode, deadline, repeat, bounded) in modes {
+    let mut slow = Vec::new();
+    let mut pods = 0;
+    // Each mode gets a second attempt only if its first one was too slow: a
+    // spike of the shared machine rarely hits twice, an attack that costs the
+    // other clients does every time (the SETTINGS flood was x6 in every run
+    // before the penalty box and the smaller read slices).
+    let attempts = modes.into_iter().flat_map(|m| [(m, 1), (m, 2)]);
+    let mut passed: Vec<&str> = Vec::new();
+    for ((mode, deadline, repeat), attempt) in attempts {
+        if passed.contains(&mode) {
+            continue;
+        }
+        // A fresh attacker (a new address) each time: the previous one's
+        // penalty must not hide this one's flood.
+        pods += 1;
+        let attacker = w
+            .node
+            .add_pod(&format!("attacker-{pods}"), "default")
+            .unwrap();
         // A baseline right before each attack: the machine's background load
         // drifts (other test binaries share its two cores).
         let base = h2load(&w.client, 3);
@@ -147,15 +176,14 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
             "{mode} baseline: {} requests, p99 {:.2} ms",
             base.succeeded, base.p99_ms
         );
-        let before = metrics(&w.client);
+        let before = metrics(&w.servers[0]);
         let cpu0 = cpu_ms(&w.client_proxy);
         let scpu0 = cpu_ms(&w.server_procs[0].1);
         let (dl, rp) = (deadline.to_string(), repeat.to_string());
-        let mut p = w
-            .client
+        let mut p = attacker
             // The script nices itself: it stands for another machine, not
             // for a process taking the sidecar's CPU on this one.
-            .spawn(APP, &[&py, &attack, mode, H2_VIP, "8080", &dl, &rp])
+            .spawn(APP, &[&py, &attack, mode, &target, "8080", &dl, &rp])
             .unwrap();
         let load = h2load(&w.client, 3);
         // And one right after: the baseline is the worse of the two, so a
@@ -200,35 +228,62 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
             "{mode}: other clients {} ok, p99 {:.2} ms vs baseline {:.2} ms (x{ratio:.2})",
             load.succeeded, load.p99_ms, base.p99_ms
         );
-        report.push((mode, ratio, a.max_closed_secs));
-        // 2x the baseline, with an absolute floor: on a shared 2-core machine
-        // two baselines a minute apart differed by 15 ms and single runs
-        // spiked by 50 ms with no attack-specific cause (debug build).
-        assert!(
-            !bounded || load.p99_ms <= (2.0 * base.p99_ms).max(base.p99_ms + 50.0),
-            "{mode}: p99 {:.2} ms vs baseline {:.2} ms",
-            load.p99_ms,
-            base.p99_ms
-        );
+        report.push((mode, attempt, ratio, a.max_closed_secs));
+        // 2x the baseline, with a small absolute floor: FLOOR_MS below.
+        if load.p99_ms <= (2.0 * base.p99_ms).max(base.p99_ms + FLOOR_MS) {
+            passed.push(mode);
+        } else if attempt == 2 {
+            slow.push(format!(
+                "{mode}: p99 {:.2} ms vs baseline {:.2} ms",
+                load.p99_ms, base.p99_ms
+            ));
+        } else {
+            eprintln!("{mode}: over 2x, measuring once more");
+        }
+        if mode != "zerowindow" {
+            // Closed by our budgets or by h2's GOAWAY for a protocol
+            // violation, the attacker's address is penalized: its
+            // reconnections are refused (reset at accept) and counted. (A
+            // zero-window stream is ended by the idle timeout: no penalty.)
+            assert!(a.refused >= 1, "{mode}: reconnections not refused: {a:?}");
+            let after = metrics(&w.servers[0]);
+            let penalized = |m: &str| metric_sum(m, "mesh_downstream_cx_penalized_total", &[]);
+            assert!(
+                penalized(&after) - penalized(&before) >= a.refused as f64,
+                "{mode}: refusals not counted: {a:?} {after}"
+            );
+        }
         if mode == "paced" {
-            // The paced flood stays under h2's burst limit: our budget closes it.
-            let after = metrics(&w.client);
+            // The paced flood stays under h2's burst limit: our budget closes
+            // it (GOAWAY code 0). On a loaded machine the sidecar may lag
+            // enough for h2's own burst limit to fire first (code 11, counted
+            // as h2_protocol_error); with the penalty box only one or two
+            // connections get through in 3 s, so either close counts here
+            // (the budget itself: downstream::tests::premature_resets_spend_the_budget).
+            let after = metrics(&w.servers[0]);
             let closed = |m: &str| {
                 metric_sum(
                     m,
                     "mesh_downstream_cx_closed_total",
                     &["reason=\"h2_premature_reset\""],
+                ) + metric_sum(
+                    m,
+                    "mesh_downstream_cx_closed_total",
+                    &["reason=\"h2_protocol_error\""],
                 )
             };
-            // (Some connections may instead hit h2's own burst limit first,
-            // GOAWAY code 11; the budget's GOAWAY is code 0.)
             assert!(
                 closed(&after) - closed(&before) >= 1.0,
-                "paced flood not counted as premature-reset closes: {after}"
+                "paced flood not counted as premature-reset or h2 GOAWAY closes: {after}"
             );
         }
     }
-    eprintln!("summary (mode, p99 ratio, slowest close s): {report:?}");
+    eprintln!("summary (mode, attempt, p99 ratio, slowest close s): {report:?}");
+    // Checked after every mode ran, so one run reports every ratio.
+    assert!(
+        slow.is_empty(),
+        "other clients slowed past 2x their baseline: {slow:?}"
+    );
 }
 
 /// CPU time (user + system) a process has used, in ms (USER_HZ = 100).

@@ -83,13 +83,17 @@ def request_block(enc, authority):
 
 
 def attack(mode, host, port, deadline):
-    c = Conn(host, port)
-    c.end = time.monotonic() + deadline + 1
     settings = b""
     if mode == "zerowindow":
         # SETTINGS_INITIAL_WINDOW_SIZE = 0: no response DATA may ever be sent.
         settings = (4).to_bytes(2, "big") + (0).to_bytes(4, "big")
-    c.send(PREFACE + frame(SETTINGS, 0, 0, settings))
+    try:
+        c = Conn(host, port)
+        c.end = time.monotonic() + deadline + 1
+        c.send(PREFACE + frame(SETTINGS, 0, 0, settings))
+    except OSError:
+        # Reset before the first frame: the server refused this (penalized) address.
+        return {"goaway_code": None, "closed_secs": 0.0, "streams": 0, "frames_sent": 0, "refused": True}
     t = threading.Thread(target=c.reader, daemon=True)
     t.start()
     enc = hpack.Encoder()
@@ -142,6 +146,8 @@ def attack(mode, host, port, deadline):
         "closed_secs": round(c.closed, 3) if c.closed is not None else None,
         "streams": streams,
         "frames_sent": sent,
+        # Reset before the server wrote a single byte: refused at accept.
+        "refused": c.frames == 0 and c.closed is not None and c.closed < 0.5,
     }
 
 
@@ -167,6 +173,7 @@ def main():
                 "goaway_codes": sorted({r["goaway_code"] for r in runs if r["goaway_code"] is not None}),
                 "streams": sum(r["streams"] for r in runs),
                 "frames_sent": sum(r["frames_sent"] for r in runs),
+                "refused": len([r for r in runs if r["refused"]]),
             }
         ),
         flush=True,

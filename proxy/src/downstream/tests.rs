@@ -169,6 +169,66 @@ async fn bytes_without_a_request_in_flight_are_a_control_flood() {
     assert!(!s.facts(None).control_flood);
 }
 
+/// `n` HTTP/2 PING frames (after the client preface when `preface`).
+fn pings(n: usize, preface: bool) -> Vec<u8> {
+    let mut b = if preface {
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()
+    } else {
+        Vec::new()
+    };
+    for _ in 0..n {
+        b.extend_from_slice(&[0, 0, 8, 6, 0, 0, 0, 0, 0]);
+        b.extend_from_slice(b"12345678");
+    }
+    b
+}
+
+/// Reads everything `io` will give (until it stops or `max` bytes).
+fn drain_reads<S: AsyncRead + Unpin>(io: &mut Activity<S>, max: usize) -> usize {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut buf = vec![0u8; READ_SLICE];
+    let mut read = 0;
+    for _ in 0..max {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut *io).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) if !rb.filled().is_empty() => read += rb.filled().len(),
+            Poll::Pending if !io.state.is_spent() => {}
+            _ => break,
+        }
+    }
+    read
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ping_flood_spends_the_control_frame_budget() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(1 << 20);
+    let mut io = Activity::new(a, s.clone());
+    // The burst: allowed.
+    b.write_all(&pings(crate::h2scan::ControlBucket::BURST as usize, true))
+        .await
+        .unwrap();
+    drain_reads(&mut io, 100);
+    assert!(!s.facts(None).control_flood);
+    // Refilled at its rate: a keepalive PING now and then is fine.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    b.write_all(&pings(10, false)).await.unwrap();
+    drain_reads(&mut io, 100);
+    assert!(!s.facts(None).control_flood);
+    // While a request is in flight PINGs do not count (BDP probes).
+    let g = s.open_stream();
+    b.write_all(&pings(1000, false)).await.unwrap();
+    drain_reads(&mut io, 1000);
+    assert!(!s.facts(None).control_flood);
+    drop(g.respond(crate::util::full(http::StatusCode::OK, "").into_body()));
+    // One more with nothing in flight: a flood, far below the byte budget.
+    b.write_all(&pings(1, false)).await.unwrap();
+    drain_reads(&mut io, 10);
+    assert!(s.facts(None).control_flood);
+    assert!(s.is_spent());
+    assert!(s.read_bytes.load(Ordering::Relaxed) < CONTROL_BYTES);
+}
+
 #[tokio::test(start_paused = true)]
 async fn tcp_idle_counts_bytes_either_way() {
     let s = ConnState::new(ResetBudget::DEFAULT);
@@ -222,12 +282,16 @@ async fn reads_yield_after_a_slice() {
     let mut io = Activity::new(a, s.clone());
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
-    let mut buf = vec![0u8; 8192];
+    // A reader's buffer larger than the slice: no read fills more than a slice.
+    let mut buf = vec![0u8; 4 * READ_SLICE];
     let (mut read, mut yields) = (0, 0);
     while read < 3 * READ_SLICE {
         let mut rb = ReadBuf::new(&mut buf);
         match Pin::new(&mut io).poll_read(&mut cx, &mut rb) {
-            Poll::Ready(Ok(())) => read += rb.filled().len(),
+            Poll::Ready(Ok(())) => {
+                assert!(rb.filled().len() <= READ_SLICE, "{}", rb.filled().len());
+                read += rb.filled().len()
+            }
             Poll::Ready(Err(e)) => panic!("{e}"),
             Poll::Pending => yields += 1,
         }
@@ -238,10 +302,36 @@ async fn reads_yield_after_a_slice() {
     assert_eq!(s.read_bytes.load(Ordering::Relaxed), 3 * READ_SLICE as u64);
 }
 
+#[tokio::test]
+async fn reads_stop_once_a_flood_budget_is_spent() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(4 * CONTROL_BYTES as usize);
+    // More than the control budget with no request in flight: a PING flood.
+    b.write_all(&vec![0u8; 2 * CONTROL_BYTES as usize])
+        .await
+        .unwrap();
+    let mut io = Activity::new(a, s.clone());
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut buf = vec![0u8; READ_SLICE];
+    for _ in 0..(2 * CONTROL_BYTES as usize / READ_SLICE) * 2 {
+        let mut rb = ReadBuf::new(&mut buf);
+        let _ = Pin::new(&mut io).poll_read(&mut cx, &mut rb);
+    }
+    assert!(s.is_spent());
+    assert!(s.facts(None).control_flood);
+    // Reading stopped right after the budget: the rest stays unread.
+    let read = s.read_bytes.load(Ordering::Relaxed);
+    assert!(
+        read > CONTROL_BYTES && read <= CONTROL_BYTES + READ_SLICE as u64,
+        "{read}"
+    );
+}
+
 #[test]
 fn counters_render() {
     let c = ConnCounters::default();
     c.closed(Reason::ResetFlood);
+    c.penalized(Reason::ControlFlood);
     c.overflow_inbound.fetch_add(2, Ordering::Relaxed);
     let mut out = String::new();
     c.render(&mut out);
@@ -253,4 +343,19 @@ fn counters_render() {
         out.contains("mesh_downstream_cx_overflow_total{listener=\"inbound\"} 2"),
         "{out}"
     );
+    assert!(
+        out.contains("mesh_downstream_cx_penalized_total{reason=\"control_flood\"} 1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn only_a_goaway_h2_sent_is_a_protocol_violation() {
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+    assert!(!is_protocol_violation(&io));
+    // A stream-level reason (not a GOAWAY) is not a connection-level violation.
+    let reset = h2::Error::from(h2::Reason::PROTOCOL_ERROR);
+    assert!(!is_protocol_violation(&reset));
+    let wrapped = std::io::Error::other(reset);
+    assert!(!is_protocol_violation(&wrapped));
 }
