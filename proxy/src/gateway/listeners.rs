@@ -99,7 +99,7 @@ async fn reconcile(
         if let Some(r) = running.remove(&port) {
             // The accept loop closes the socket, then drains its connections.
             r.stop.cancel();
-            tracing::info!(port, "gateway listener removed");
+            tracing::info!("gateway listener on port {port} removed");
         }
         status.remove(&port);
     }
@@ -119,7 +119,7 @@ async fn reconcile(
                 ));
                 running.insert(port, Running { stop, task });
                 status.insert(port, Ok(addr));
-                tracing::info!(%addr, "gateway listener bound");
+                tracing::info!("gateway listener bound on {addr}");
             }
             Err(e) => {
                 shared
@@ -127,8 +127,9 @@ async fn reconcile(
                     .gateway
                     .bind_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%addr, error = %e,
-                    "gateway listener cannot bind {addr}: {e}; the other listeners keep serving");
+                tracing::error!(
+                    "gateway listener cannot bind {addr}: {e}; the other listeners keep serving"
+                );
                 status.insert(port, Err(e.to_string()));
             }
         }
