@@ -104,7 +104,11 @@ pub(crate) async fn serve(
                 {
                     tracing::info!(server = %server.name, %peer,
                         "client certificate has none of the server's subjectAltNames: connection refused");
-                    shared.metrics.gateway.handshake_failures.fetch_add(1, Relaxed);
+                    shared
+                        .metrics
+                        .gateway
+                        .handshake_failures
+                        .fetch_add(1, Relaxed);
                     return;
                 }
             }
@@ -151,12 +155,20 @@ async fn handshake(
         Ok(Ok(t)) => Some(t),
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "gateway TLS handshake failed");
-            shared.metrics.gateway.handshake_failures.fetch_add(1, Relaxed);
+            shared
+                .metrics
+                .gateway
+                .handshake_failures
+                .fetch_add(1, Relaxed);
             None
         }
         Err(_) => {
             tracing::info!(%peer, "gateway TLS handshake timed out");
-            shared.metrics.gateway.handshake_failures.fetch_add(1, Relaxed);
+            shared
+                .metrics
+                .gateway
+                .handshake_failures
+                .fetch_add(1, Relaxed);
             None
         }
     }
@@ -204,9 +216,8 @@ pub fn parse_auto_sni(sni: &str) -> Option<(u16, Option<&str>, &str)> {
 /// AUTO_PASSTHROUGH: the SNI names the cluster; the caller's own (mTLS)
 /// bytes go to an endpoint unchanged, no TLS of ours around them.
 async fn auto_passthrough(stream: TcpStream, snap: &Snapshot, sni: &str, shared: &Arc<Shared>) {
-    let cluster = parse_auto_sni(sni).and_then(|(port, subset, host)| {
-        snap.destination(host, Some(port), subset, port)
-    });
+    let cluster = parse_auto_sni(sni)
+        .and_then(|(port, subset, host)| snap.destination(host, Some(port), subset, port));
     let meta = |c: Option<&Cluster>| crate::tcp::TcpMeta {
         reporter: Reporter::Source,
         source: shared.me.clone(),
@@ -214,7 +225,9 @@ async fn auto_passthrough(stream: TcpStream, snap: &Snapshot, sni: &str, shared:
         service: Arc::from(c.map(|c| c.host.as_ref()).unwrap_or(sni)),
         service_name: Arc::from(c.map(|c| c.service_name.as_ref()).unwrap_or(sni)),
         service_namespace: Arc::from(c.map(|c| c.namespace.as_ref()).unwrap_or("unknown")),
-        cluster: c.map(|c| c.name.clone()).unwrap_or_else(|| "BlackHoleCluster".into()),
+        cluster: c
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| "BlackHoleCluster".into()),
         mtls: false,
     };
     let Some(cluster) = cluster else {

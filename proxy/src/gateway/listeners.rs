@@ -134,5 +134,9 @@ async fn reconcile(
             }
         }
     }
-    *shared.gateway.ports.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    *shared
+        .gateway
+        .ports
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = status;
 }

@@ -192,6 +192,9 @@ fn server_tls(s: &GatewayServer, name: &str, warnings: &mut Vec<String>) -> Serv
     }
 }
 
+/// One VirtualService's `http` and `tls`/`tcp` routes.
+type CompiledVs = (Arc<Vec<Route>>, Arc<Vec<L4Route>>);
+
 impl GatewayTable {
     /// Compiles the gateway part of a view (`domain`: the cluster domain short
     /// destination hosts expand with).
@@ -200,7 +203,7 @@ impl GatewayTable {
             warnings: view.warnings.clone(),
             ..Default::default()
         };
-        let mut compiled: BTreeMap<&str, (Arc<Vec<Route>>, Arc<Vec<L4Route>>)> = BTreeMap::new();
+        let mut compiled: BTreeMap<&str, CompiledVs> = BTreeMap::new();
         for (key, vs) in &view.virtual_services {
             match RouteTable::compile_vs(key, vs, domain) {
                 Ok((http, l4)) => {
@@ -287,8 +290,14 @@ impl Counters {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
         for (name, v) in [
-            ("mesh_gateway_listener_bind_failures_total", &self.bind_failures),
-            ("mesh_gateway_tls_handshake_failures_total", &self.handshake_failures),
+            (
+                "mesh_gateway_listener_bind_failures_total",
+                &self.bind_failures,
+            ),
+            (
+                "mesh_gateway_tls_handshake_failures_total",
+                &self.handshake_failures,
+            ),
             ("mesh_gateway_no_server_total", &self.no_server),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));

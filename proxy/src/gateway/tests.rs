@@ -2,7 +2,10 @@ use super::*;
 
 #[test]
 fn host_rank_prefers_exact_then_longest_suffix_then_star() {
-    assert_eq!(host_rank("a.example.com", "A.example.com"), Some(usize::MAX));
+    assert_eq!(
+        host_rank("a.example.com", "A.example.com"),
+        Some(usize::MAX)
+    );
     assert_eq!(host_rank("*.example.com", "a.example.com"), Some(12));
     assert_eq!(host_rank("*.example.com", "example.com"), None);
     assert_eq!(host_rank("*", ""), Some(0));
@@ -57,12 +60,23 @@ fn requests_pick_the_server_then_the_virtual_service_by_host() {
     let v = view(
         vec![srv(&["*.example.com"], &["ns/wild", "ns/exact"]), redirect],
         &[
-            ("ns/wild", "hosts: ['*.example.com']\nhttp: [{route: [{destination: {host: a}}]}]"),
-            ("ns/exact", "hosts: [x.example.com]\nhttp: [{route: [{destination: {host: b}}]}]"),
+            (
+                "ns/wild",
+                "hosts: ['*.example.com']\nhttp: [{route: [{destination: {host: a}}]}]",
+            ),
+            (
+                "ns/exact",
+                "hosts: [x.example.com]\nhttp: [{route: [{destination: {host: b}}]}]",
+            ),
         ],
     );
     let t = GatewayTable::compile(&v, "cluster.local");
-    assert!(t.errors.is_empty() && t.warnings.is_empty(), "{:?} {:?}", t.errors, t.warnings);
+    assert!(
+        t.errors.is_empty() && t.warnings.is_empty(),
+        "{:?} {:?}",
+        t.errors,
+        t.warnings
+    );
     let servers = &t.ports[&8443].servers;
     let vs_of = |host: &str| match http::decide(servers, None, host, "/p?q") {
         http::Decision::Routes(_, b) => b.vs.clone(),
@@ -71,7 +85,10 @@ fn requests_pick_the_server_then_the_virtual_service_by_host() {
     };
     assert_eq!(vs_of("x.example.com"), "ns/exact");
     assert_eq!(vs_of("y.example.com"), "ns/wild");
-    assert_eq!(vs_of("shop.secure.example.com"), "https://shop.secure.example.com/p?q");
+    assert_eq!(
+        vs_of("shop.secure.example.com"),
+        "https://shop.secure.example.com/p?q"
+    );
     assert_eq!(vs_of("other.org"), "none");
     // Pinned by SNI: a host outside the server's hosts is not routed.
     let pinned = &servers[0];
@@ -91,7 +108,11 @@ fn a_bad_virtual_service_refuses_the_view_and_bad_tls_disables_one_server() {
     );
     let t = GatewayTable::compile(&v, "cluster.local");
     assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
-    assert!(t.errors[0].1.path.contains("http[0].match[0].uri"), "{:?}", t.errors);
+    assert!(
+        t.errors[0].1.path.contains("http[0].match[0].uri"),
+        "{:?}",
+        t.errors
+    );
 
     let mut broken = srv(&["a.example.com"], &[]);
     broken.protocol = "HTTPS".into();
@@ -100,7 +121,8 @@ fn a_bad_virtual_service_refuses_the_view_and_bad_tls_disables_one_server() {
         credential: Some(mesh_api::gatewayview::TlsCredential {
             source: "istio-system/a".into(),
             cert_chain: "not a pem".into(),
-            private_key: "-----BEGIN PRIVATE KEY-----\nSECRETBYTES\n-----END PRIVATE KEY-----\n".into(),
+            private_key: "-----BEGIN PRIVATE KEY-----\nSECRETBYTES\n-----END PRIVATE KEY-----\n"
+                .into(),
             ..Default::default()
         }),
         ..Default::default()
@@ -110,7 +132,10 @@ fn a_bad_virtual_service_refuses_the_view_and_bad_tls_disables_one_server() {
     assert!(matches!(servers[0].tls, ServerTls::Broken(_)));
     assert!(matches!(servers[1].tls, ServerTls::Plain));
     let w = t.warnings.join("\n");
-    assert!(w.contains("https.443.http.gw.istio-system") && w.contains("istio-system/a"), "{w}");
+    assert!(
+        w.contains("https.443.http.gw.istio-system") && w.contains("istio-system/a"),
+        "{w}"
+    );
     assert!(!w.contains("SECRETBYTES"), "{w}");
 }
 
@@ -169,7 +194,8 @@ fn tls_settings_are_checked_when_the_view_is_applied() {
         tls::terminate(&ciphers, &[], &mut w).unwrap_err(),
         tls::TlsError::Ciphers(_)
     ));
-    ciphers.cipher_suites = vec!["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]".into()];
+    ciphers.cipher_suites =
+        vec!["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]".into()];
     tls::terminate(&ciphers, &[], &mut w).unwrap();
 }
 
@@ -184,7 +210,11 @@ fn auto_passthrough_sni_and_listener_plan() {
         Some((80, None, "web.ns.svc.cluster.local"))
     );
     assert_eq!(conn::parse_auto_sni("web.example.com"), None);
-    let set = |v: &[u16]| v.iter().copied().collect::<std::collections::BTreeSet<u16>>();
+    let set = |v: &[u16]| {
+        v.iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<u16>>()
+    };
     assert_eq!(
         listeners::plan(&set(&[80, 443]), &set(&[443, 8443])),
         (vec![8443], vec![80])

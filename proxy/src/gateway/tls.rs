@@ -94,7 +94,13 @@ fn version(field: &'static str, v: Option<&str>) -> Result<Option<Version>, TlsE
 /// what rustls speaks (raised to TLS 1.2, as it cannot be honoured).
 fn versions(
     t: &GatewayTls,
-) -> Result<(Vec<&'static rustls::SupportedProtocolVersion>, Option<String>), TlsError> {
+) -> Result<
+    (
+        Vec<&'static rustls::SupportedProtocolVersion>,
+        Option<String>,
+    ),
+    TlsError,
+> {
     let min = version("minProtocolVersion", t.min_protocol_version.as_deref())?;
     let max = version("maxProtocolVersion", t.max_protocol_version.as_deref())?;
     if max == Some(Version::Old) {
@@ -166,9 +172,8 @@ fn provider(
         ));
     }
     let wanted: Vec<rustls::CipherSuite> = known.iter().filter_map(|n| cipher(n)).collect();
-    p.cipher_suites.retain(|s| {
-        s.version() == &rustls::version::TLS13 || wanted.contains(&s.suite())
-    });
+    p.cipher_suites
+        .retain(|s| s.version() == &rustls::version::TLS13 || wanted.contains(&s.suite()));
     Ok(p)
 }
 
@@ -247,8 +252,12 @@ pub fn cert_info(source: &str, leaf: &[u8]) -> Result<CertInfo, String> {
                     GeneralName::DNSName(d) => Some(d.to_string()),
                     GeneralName::URI(u) => Some(u.to_string()),
                     GeneralName::IPAddress(b) => match b.len() {
-                        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
-                        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                        4 => Some(
+                            std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string(),
+                        ),
+                        16 => Some(
+                            std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string(),
+                        ),
                         _ => None,
                     },
                     _ => None,
@@ -293,7 +302,9 @@ pub fn terminate(
     let mode = t.mode.to_ascii_uppercase();
     let verifier = match mode.as_str() {
         "MUTUAL" | "OPTIONAL_MUTUAL" => {
-            let ca = ca_pem.as_deref().ok_or_else(|| TlsError::NoCa { mode: mode.clone() })?;
+            let ca = ca_pem
+                .as_deref()
+                .ok_or_else(|| TlsError::NoCa { mode: mode.clone() })?;
             let ca_err = |error: String| TlsError::Ca {
                 source_name: source_name.clone(),
                 error,

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use mesh_api::gatewayview::{GatewayListener, GatewayServer, GatewayTls, GatewayView, TlsCredential};
+use mesh_api::gatewayview::{
+    GatewayListener, GatewayServer, GatewayTls, GatewayView, TlsCredential,
+};
 use mesh_api::networking::VirtualServiceSpec;
 use mesh_e2e::testca::Leaf;
 
@@ -77,10 +79,38 @@ pub fn gw_world(listeners: Vec<GatewayListener>, vss: &[(&str, &str)]) -> Gw {
     let view = ProxyView {
         version: 1,
         services: vec![
-            svc("echo.default.svc.cluster.local", VIP, 8080, "http", "HTTP", &eps),
-            svc("tcp-echo.default.svc.cluster.local", TCP_VIP, 9000, "tcp-echo", "TCP", &eps),
-            svc("echo-h2.default.svc.cluster.local", H2_VIP, 8080, "http2", "HTTP2", &eps),
-            svc("secure.default.svc.cluster.local", BANNER_VIP, 9443, "tls", "TLS", &eps),
+            svc(
+                "echo.default.svc.cluster.local",
+                VIP,
+                8080,
+                "http",
+                "HTTP",
+                &eps,
+            ),
+            svc(
+                "tcp-echo.default.svc.cluster.local",
+                TCP_VIP,
+                9000,
+                "tcp-echo",
+                "TCP",
+                &eps,
+            ),
+            svc(
+                "echo-h2.default.svc.cluster.local",
+                H2_VIP,
+                8080,
+                "http2",
+                "HTTP2",
+                &eps,
+            ),
+            svc(
+                "secure.default.svc.cluster.local",
+                BANNER_VIP,
+                9443,
+                "tls",
+                "TLS",
+                &eps,
+            ),
         ],
         gateway: Some(GatewayView {
             listeners,
@@ -153,8 +183,16 @@ impl Gw {
         let resolve = format!("{host}:{port}:{}", self.ip());
         let url = format!("https://{host}:{port}{path}");
         let mut argv = vec![
-            "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
-            "--resolve", &resolve,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &resolve,
         ];
         argv.extend_from_slice(args);
         argv.push(&url);
@@ -171,7 +209,10 @@ impl Gw {
         let script = format!(
             "openssl s_client -connect {connect} -servername {sni} </dev/null 2>&1 | head -40"
         );
-        let out = self.client.exec(APP, &["timeout", "5", "sh", "-c", &script]).unwrap();
+        let out = self
+            .client
+            .exec(APP, &["timeout", "5", "sh", "-c", &script])
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
