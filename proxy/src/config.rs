@@ -422,6 +422,14 @@ mod tests {
     }
 
     #[test]
+    fn a_router_subscribes_as_one() {
+        let mut c = parse(&["--view-file", "/x"]).unwrap();
+        assert!(!crate::source::identity(&c).router);
+        c.mode = Mode::Router;
+        assert!(crate::source::identity(&c).router);
+    }
+
+    #[test]
     fn validates() {
         let c = parse(&[
             "--view-file",

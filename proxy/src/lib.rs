@@ -34,6 +34,15 @@
 //! `x-local-rate-limit: true`; metrics and access log show response flag `RL`.
 //! The limit is per proxy (per pod), like Envoy's local rate limit.
 //!
+//! # Gateway mode
+//!
+//! `mesh-proxy router` (Istio's `proxy router`, what the injector's `gateway`
+//! template runs) captures nothing: it subscribes as a router and binds the
+//! ports of the Gateway servers in its view ([`gateway`]), choosing the server
+//! by SNI or `:authority`, terminating or passing through TLS, and routing
+//! with the same code as the sidecar's outbound path. Admin, health, metrics
+//! and drain are the sidecar's.
+//!
 //! [`Proxy::bind`] binds every listener first (so a bad address fails before
 //! anything runs) and reports what it bound; [`Proxy::run`] serves until told to
 //! stop.

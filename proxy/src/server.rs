@@ -278,25 +278,30 @@ async fn outbound_tcp(
         ),
         None => None,
     };
-    carry_tcp(stream, orig_dst, shared, cluster, registry_only, pre).await
+    let addrs = (stream.local_addr().ok(), stream.peer_addr().ok());
+    carry_tcp(stream, addrs, orig_dst, shared, cluster, registry_only, pre).await
 }
 
 /// Carries a connection, bytes untouched, to an endpoint of `cluster` (auto
 /// mTLS as the endpoint asks), or passes it through / refuses it without one.
-/// The sidecar's outbound path and a gateway's L4 servers share it.
-pub(crate) async fn carry_tcp(
-    stream: TcpStream,
+/// The sidecar's outbound path and a gateway's L4 servers share it; `addrs`
+/// are the downstream (local, remote) addresses (the stream may be TLS).
+pub(crate) async fn carry_tcp<D>(
+    stream: D,
+    addrs: (Option<SocketAddr>, Option<SocketAddr>),
     orig_dst: SocketAddr,
     shared: &Arc<Shared>,
     cluster: Option<Arc<crate::snapshot::Cluster>>,
     registry_only: bool,
     pre: Option<TcpStream>,
-) {
+) where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (target, meta) = match &cluster {
         Some(c) => {
             let keys = crate::lb::RequestKeys {
                 headers: None,
-                source_ip: stream.peer_addr().ok().map(|a| a.ip()),
+                source_ip: addrs.1.map(|a| a.ip()),
             };
             let ep = crate::lb::pick(&c.endpoints, &c.lb, &c.rr, &keys).cloned();
             (
@@ -356,7 +361,6 @@ pub(crate) async fn carry_tcp(
         Some(up) => Ok(up),
         None => tcp::connect(target.addr).await,
     };
-    let addrs = (stream.local_addr().ok(), stream.peer_addr().ok());
     let (up, tls) = match (up, tls) {
         (Ok(up), Ok(tls)) => (up, tls),
         (Err(e), _) | (_, Err(e)) => {

@@ -185,6 +185,50 @@ fn https_hosts_by_sni_rotation_and_a_broken_server() {
         serial(&leaf_a2.cert_pem).trim_start_matches('0'),
         "{shown}"
     );
+
+    // `meshctl proxy-config` shows the gateway's listeners, routes and secrets.
+    let meshctl = mesh_e2e::bins::workspace_bin("meshctl");
+    let pc = |kind: &str| {
+        let out =
+            w.gw.exec(
+                0,
+                &[
+                    meshctl.to_str().unwrap(),
+                    "proxy-config",
+                    kind,
+                    "127.0.0.1:15000",
+                ],
+            )
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listeners = pc("listener");
+    assert!(
+        listeners.contains("SNI: b.example.com")
+            && listeners.contains("DISABLED: Secret istio-system/c-cred not found"),
+        "{listeners}"
+    );
+    let routes = pc("route");
+    assert!(
+        routes.contains("https.443.https.ingress.istio-system") && routes.contains("web.default"),
+        "{routes}"
+    );
+    let secrets = pc("secret");
+    assert!(
+        secrets.contains("istio-system/a-cred")
+            && secrets.contains(&serial(&leaf_a2.cert_pem))
+            && secrets.contains("a.example.com"),
+        "{secrets}"
+    );
+    assert!(
+        !secrets.contains(key_line),
+        "key bytes in proxy-config secret"
+    );
 }
 
 #[test]
@@ -194,7 +238,12 @@ fn mutual_optional_mutual_and_passthrough() {
     let other_ca = TestCa::new("other-ca", None);
     let leaf = server_ca.leaf(
         "gw",
-        &["m.example.com", "o.example.com", "secure.example.com"],
+        &[
+            "m.example.com",
+            "o.example.com",
+            "secure.example.com",
+            "tcp.example.com",
+        ],
         false,
     );
     let good = client_ca.leaf("client", &["client.example.com"], true);
@@ -216,10 +265,13 @@ fn mutual_optional_mutual_and_passthrough() {
         mode: "PASSTHROUGH".into(),
         ..Default::default()
     });
+    let mut t = server(3, "TLS", &["tcp.example.com"], &["default/tcp"]);
+    t.tls = Some(tls("SIMPLE", "istio-system/t-cred", &leaf, None));
     let w = gw_world(
-        vec![listener(8443, 443, vec![m, o, p])],
+        vec![listener(8443, 443, vec![m, o, p, t])],
         &[
             ("default/web", WEB),
+            ("default/tcp", "hosts: ['*']\ngateways: [istio-system/ingress]\ntcp:\n- route: [{destination: {host: tcp-echo, port: {number: 9000}}}]\n"),
             ("default/secure", "hosts: [secure.example.com]\ngateways: [istio-system/ingress]\ntls:\n- match: [{sniHosts: [secure.example.com], port: 443}]\n  route: [{destination: {host: secure, port: {number: 9443}}}]\n"),
         ],
     );
@@ -257,6 +309,17 @@ fn mutual_optional_mutual_and_passthrough() {
     assert_eq!(call("o.example.com", with(&good_c, &good_k)), "200");
     assert_eq!(call("o.example.com", with(&bad_c, &bad_k)), "000");
     assert!(counter(&w.metrics(), "mesh_gateway_tls_handshake_failures_total") >= 4.0);
+
+    // A TLS server terminating, then carrying TCP.
+    let script = format!(
+        "(echo ping; sleep 1) | openssl s_client -quiet -connect {}:8443 -servername tcp.example.com -CAfile {ca} 2>/dev/null",
+        w.ip()
+    );
+    let out = w
+        .client
+        .exec(APP, &["timeout", "3", "sh", "-c", &script])
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ping");
 
     // PASSTHROUGH: the app's own TLS server answers, with its certificate.
     let (crt, key) = files("secure", &leaf);

@@ -66,7 +66,8 @@ pub(crate) async fn serve(
             // A TCP server owns its port (Istio allows one per port).
             Some(s) if !table.servers.iter().any(|s| !s.is_tls() && s.is_http()) => {
                 let cluster = l4_cluster(&snap, s, &table, None, &shared);
-                crate::server::carry_tcp(stream, local, &shared, cluster, true, None).await
+                let addrs = (Some(local), Some(peer));
+                crate::server::carry_tcp(stream, addrs, local, &shared, cluster, true, None).await
             }
             _ => crate::server::serve_http(stream, ctx(None, None), watcher).await,
         }
@@ -112,6 +113,13 @@ pub(crate) async fn serve(
                     return;
                 }
             }
+            if !server.is_http() {
+                // A TLS server terminating: its `tcp` routes carry the bytes.
+                let cluster = l4_cluster(&snap, &server, &table, sni.as_deref(), &shared);
+                let addrs = (Some(local), Some(peer));
+                crate::server::carry_tcp(tls, addrs, local, &shared, cluster, true, None).await;
+                return;
+            }
             let hash = cert.map(|c| crate::mtls::cert_hash(c));
             let mut c = ctx(Some(server.clone()), None);
             if let Some(c) = Arc::get_mut(&mut c) {
@@ -138,7 +146,8 @@ pub(crate) async fn serve(
         }
         ServerTls::Passthrough => {
             let cluster = l4_cluster(&snap, &server, &table, sni.as_deref(), &shared);
-            crate::server::carry_tcp(stream, local, &shared, cluster, true, None).await
+            let addrs = (Some(local), Some(peer));
+            crate::server::carry_tcp(stream, addrs, local, &shared, cluster, true, None).await
         }
         ServerTls::AutoPassthrough => auto_passthrough(stream, &snap, host, &shared).await,
     }
