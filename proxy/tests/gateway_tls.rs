@@ -267,8 +267,16 @@ fn mutual_optional_mutual_and_passthrough() {
     });
     let mut t = server(3, "TLS", &["tcp.example.com"], &["default/tcp"]);
     t.tls = Some(tls("SIMPLE", "istio-system/t-cred", &leaf, None));
+    let mut auto = server(0, "TLS", &["*.local"], &[]);
+    auto.tls = Some(mesh_api::gatewayview::GatewayTls {
+        mode: "AUTO_PASSTHROUGH".into(),
+        ..Default::default()
+    });
     let w = gw_world(
-        vec![listener(8443, 443, vec![m, o, p, t])],
+        vec![
+            listener(8443, 443, vec![m, o, p, t]),
+            listener(15443, 15443, vec![auto]),
+        ],
         &[
             ("default/web", WEB),
             ("default/tcp", "hosts: ['*']\ngateways: [istio-system/ingress]\ntcp:\n- route: [{destination: {host: tcp-echo, port: {number: 9000}}}]\n"),
@@ -339,6 +347,17 @@ fn mutual_optional_mutual_and_passthrough() {
         w.https("secure.example.com", 8443, "/", &["--cacert", &ca])
             .0,
         "200"
+    );
+    // AUTO_PASSTHROUGH: the SNI names the cluster (port, no subset, host).
+    let shown = w.s_client(15443, "outbound_.9443_._.secure.default.svc.cluster.local");
+    assert!(
+        shown.contains("CN = gw") || shown.contains("CN=gw"),
+        "{shown}"
+    );
+    let unknown = w.s_client(15443, "outbound_.9443_._.nothing.default.svc.cluster.local");
+    assert!(
+        unknown.contains("no peer certificate available"),
+        "{unknown}"
     );
     let m = w.metrics();
     assert!(
