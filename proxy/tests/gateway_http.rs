@@ -146,7 +146,7 @@ fn http_servers_route_by_host_redirect_and_answer_404_nr() {
 
 #[test]
 fn tcp_server_and_h2c_through_an_http2_server() {
-    let w = gw_world(
+    let mut w = gw_world(
         vec![
             listener(8081, 81, vec![server(0, "HTTP2", &["*"], &["default/h2"])]),
             listener(9000, 31400, vec![server(1, "TCP", &["*"], &["default/tcp"])]),
@@ -197,6 +197,47 @@ fn tcp_server_and_h2c_through_an_http2_server() {
             ]
         ) >= 1.0,
         "{m}"
+    );
+
+    // Views swap under two open h2c connections: the port keeps its socket
+    // and the connections keep serving (h2load opens exactly two).
+    let netns = w.client.netns().to_string();
+    let load = std::thread::spawn(move || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &netns, "h2load", "-n", "3000", "-c", "2", "-m", "1", &url,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    let ok = |w: &Gw| {
+        metric_sum(
+            &w.metrics(),
+            "istio_requests_total",
+            &["destination_service=\"echo-h2.default.svc.cluster.local\""],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ok(&w) < 400.0 {
+        assert!(Instant::now() < deadline, "h2load never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for port in [8082, 8083] {
+        w.update(|g| {
+            g.listeners.push(listener(
+                port,
+                port,
+                vec![server(0, "HTTP", &["*"], &["default/h2"])],
+            ))
+        });
+    }
+    let after_swaps = ok(&w);
+    let text = load.join().unwrap();
+    assert!(text.contains("3000 succeeded, 0 failed"), "{text}");
+    assert!(
+        after_swaps < 3200.0,
+        "the view swaps did not happen under load"
     );
 }
 
