@@ -127,7 +127,6 @@ pub fn identity(cfg: &crate::config::Config) -> mesh_api::syncapi::ProxyIdentity
         ips: cfg.instance_ip.iter().map(|ip| ip.to_string()).collect(),
         // A gateway asks for its Gateway servers' listeners.
         router: cfg.mode == crate::config::Mode::Router,
-        ..Default::default()
     }
 }
 
