@@ -142,6 +142,47 @@ fn http_servers_route_by_host_redirect_and_answer_404_nr() {
         code(&w, "bookinfo.example.com", 8080, "/productpage"),
         "200"
     );
+
+    // SIGTERM drains: a request in flight (the app answers after 1s) completes,
+    // readiness fails at once, the process exits cleanly.
+    let netns = w.client.netns().to_string();
+    let url = format!("http://{}:8080/productpage?delay_ms=1000", w.ip());
+    let slow = std::thread::spawn(move || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns,
+                "curl",
+                "-s",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+            ])
+            .args([
+                "-w",
+                "%{http_code}",
+                "-H",
+                "host: bookinfo.example.com",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    w.echo
+        .wait_for_line("delay_ms=1000", Duration::from_secs(5))
+        .unwrap();
+    w.proxy.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let ready = http_code(&w.gw, &["http://127.0.0.1:15021/healthz/ready"]);
+    assert!(
+        ready == "503" || ready == "000",
+        "ready while draining: {ready}"
+    );
+    assert_eq!(slow.join().unwrap(), "200");
+    let status = w.proxy.wait(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
