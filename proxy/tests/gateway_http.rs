@@ -35,6 +35,10 @@ fn http_servers_route_by_host_redirect_and_answer_404_nr() {
     let reply = curl_echo(&w.client, &["-H", "host: bookinfo.example.com", &url]);
     assert_eq!(reply.pod, "echo-v1-0");
     assert_eq!(reply.path, "/productpage");
+    let client_ip = w.client.ip().to_string();
+    assert_eq!(reply.headers["x-forwarded-proto"], "http");
+    assert_eq!(reply.headers["x-forwarded-for"], client_ip);
+    assert_eq!(reply.headers["x-envoy-external-address"], client_ip);
     assert_eq!(
         code(&w, "bookinfo.example.com", 8080, "/api/v1/items"),
         "200"

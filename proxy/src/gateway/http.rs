@@ -72,6 +72,23 @@ pub fn decide<'a>(
     }
 }
 
+/// What an edge proxy tells the app about the caller (Envoy at a gateway,
+/// `use_remote_address`): the scheme it used, its address appended to
+/// `x-forwarded-for`, and `x-envoy-external-address`.
+pub fn edge_headers(h: &mut http::HeaderMap, scheme: &'static str, peer: std::net::IpAddr) {
+    h.insert("x-forwarded-proto", http::HeaderValue::from_static(scheme));
+    let ip = peer.to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip.clone(),
+    };
+    for (k, v) in [("x-forwarded-for", xff), ("x-envoy-external-address", ip)] {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+}
+
 pub(crate) async fn route(
     mut req: Request<Incoming>,
     ctx: &ConnCtx,
@@ -140,6 +157,8 @@ pub(crate) async fn route(
     };
     let route = route.clone();
     let rewritten = crate::route::rewrite_path(&route, &facts, &path_q);
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    edge_headers(req.headers_mut(), scheme, ctx.peer.ip());
     // A destination without port: its service's only port, else none (503 NC).
     apply_route(req, route, rewritten, 0, &snap, ctx, record).await
 }

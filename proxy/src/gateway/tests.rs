@@ -250,3 +250,16 @@ fn per_match_gateways_restrict_a_match_to_that_gateway() {
     assert!(crate::route::select(&routes, &facts(Some("istio-system/other"))).is_none());
     assert!(crate::route::select(&routes, &facts(None)).is_none());
 }
+
+#[test]
+fn edge_headers_append_the_caller() {
+    let mut h = ::http::HeaderMap::new();
+    let ip: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+    http::edge_headers(&mut h, "https", ip);
+    assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+    h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+    http::edge_headers(&mut h, "https", ip);
+    assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-envoy-external-address"], "10.0.0.9");
+}
