@@ -42,13 +42,15 @@ pub(crate) async fn serve(
     };
     let has_tls = table.servers.iter().any(|s| s.is_tls());
     let has_plain = table.servers.iter().any(|s| !s.is_tls());
-    let tls = match (has_tls, has_plain) {
-        (true, true) => {
-            crate::detect::detect(&stream, shared.cfg.first_byte_timeout).await
-                == crate::detect::Detected::Tls
-        }
-        (tls, _) => tls,
-    };
+    // Wait for the first bytes (a slow client's ClientHello too) before
+    // reading the SNI.
+    let tls = has_tls
+        && crate::detect::detect(&stream, shared.cfg.first_byte_timeout).await
+            == crate::detect::Detected::Tls;
+    if !tls && !has_plain {
+        tracing::debug!(port, %peer, "not TLS on a TLS-only gateway port: connection closed");
+        return;
+    }
     let ctx = |server: Option<Arc<Server>>, identity| {
         Arc::new(ConnCtx {
             peer_cert_hash: None,
