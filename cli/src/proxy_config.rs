@@ -112,9 +112,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let certs = src
             .get("/certs")
             .with_context(|| format!("reading the certificates of {who}"))?;
-        match args.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&certs)?),
-            _ => print!("{}", secrets(&certs)),
+        // A gateway also serves its servers' certificates (config dump rows).
+        let gateway = src
+            .get("/config_dump")
+            .ok()
+            .map(|d| d["compiled"]["secrets"].clone())
+            .filter(|s| s.as_array().is_some_and(|a| !a.is_empty()));
+        match (args.output, gateway) {
+            (Output::Json, None) => println!("{}", serde_json::to_string_pretty(&certs)?),
+            (Output::Json, Some(g)) => println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"workload": certs, "gateway": g})
+                )?
+            ),
+            (_, g) => {
+                print!("{}", secrets(&certs));
+                if let Some(g) = g {
+                    print!("\n{}", gateway_secrets(&g));
+                }
+            }
         }
         return Ok(());
     }
@@ -352,6 +369,44 @@ pub fn secrets(certs: &Value) -> String {
     table(&rows)
 }
 
+/// A gateway's server certificates: where each comes from, its serial,
+/// validity, SANs and the servers presenting it (never key material).
+pub fn gateway_secrets(rows: &Value) -> String {
+    let mut t = vec![[
+        "RESOURCE NAME",
+        "TYPE",
+        "SERIAL NUMBER",
+        "NOT BEFORE",
+        "NOT AFTER",
+        "SANS",
+        "SERVERS",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    for r in rows.as_array().into_iter().flatten() {
+        t.push(vec![
+            s(&r["source"]),
+            if r["hasCa"] == true {
+                "Cert Chain + CA"
+            } else {
+                "Cert Chain"
+            }
+            .into(),
+            s(&r["serial"]),
+            s(&r["notBefore"]),
+            s(&r["notAfter"]),
+            list(&r["sans"]),
+            list(&r["servers"]),
+        ]);
+    }
+    table(&t)
+}
+
 pub fn render(compiled: &Value, kind: Kind, output: Output) -> anyhow::Result<String> {
     let section = match kind {
         Kind::Cluster => Some("clusters"),
@@ -386,6 +441,26 @@ pub fn render(compiled: &Value, kind: Kind, output: Output) -> anyhow::Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_secrets_show_serial_validity_sans_and_servers() {
+        let rows = serde_json::json!([{
+            "source": "istio-system/a-cred", "serial": "1f2e", "notBefore": "Dec  1 00:00:00 2026 +00:00",
+            "notAfter": "Dec  1 00:00:00 2027 +00:00", "sans": ["a.example.com"], "hasCa": true,
+            "servers": ["https.443.https.gw.istio-system"]
+        }]);
+        let out = gateway_secrets(&rows);
+        let line = out.lines().nth(1).unwrap();
+        for want in [
+            "istio-system/a-cred",
+            "Cert Chain + CA",
+            "1f2e",
+            "a.example.com",
+            "https.443.https.gw.istio-system",
+        ] {
+            assert!(line.contains(want), "{want} missing: {out}");
+        }
+    }
 
     #[test]
     fn a_refused_version_is_reported_with_each_resource() {
