@@ -233,17 +233,7 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
         ratio: r,
         goal: goal_le(r, 0.4),
     });
-    let ks = |v| h(v).and_then(|s| s.kernel_share);
-    rows.push(Row {
-        figure: "kernel share of that CPU",
-        cells: vs.map(|v| {
-            ks(v)
-                .map(|k| format!("{:.0} %", k * 100.0))
-                .unwrap_or_else(|| "–".into())
-        }),
-        ratio: None,
-        goal: String::new(),
-    });
+    rows.push(kernel_row(vs.map(|v| h(v).and_then(|s| s.kernel_share))));
     let sc = |v| h(v).and_then(|s| s.syscalls_per_req);
     rows.push(Row {
         figure: "read/write-family syscalls / request (both; not send/recv)",
@@ -426,17 +416,7 @@ fn ingress_rows(sums: &[Summary], scenario: &str) -> Vec<Row> {
         ratio: r,
         goal: goal_le(r, INGRESS_GOAL),
     });
-    let ks = |v| get(v).and_then(|s| s.kernel_share);
-    rows.push(Row {
-        figure: "kernel share of that CPU",
-        cells: vs.map(|v| {
-            ks(v)
-                .map(|k| format!("{:.0} %", k * 100.0))
-                .unwrap_or_else(dash)
-        }),
-        ratio: None,
-        goal: String::new(),
-    });
+    rows.push(kernel_row(vs.map(|v| get(v).and_then(|s| s.kernel_share))));
     let rss = |v| get(v).and_then(|s| s.rss_load);
     rows.push(Row {
         figure: "RSS under load (larger of gateway and sidecar)",
@@ -448,6 +428,19 @@ fn ingress_rows(sums: &[Summary], scenario: &str) -> Vec<Row> {
         goal: String::new(),
     });
     rows
+}
+
+/// The kernel's share of the proxies' CPU, per column.
+fn kernel_row(shares: [Option<f64>; 3]) -> Row {
+    Row {
+        figure: "kernel share of that CPU",
+        cells: shares.map(|k| {
+            k.map(|k| format!("{:.0} %", k * 100.0))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: None,
+        goal: String::new(),
+    }
 }
 
 fn table(rows: &[Row], columns: [&str; 3]) -> String {
