@@ -39,8 +39,18 @@ async fn ready(State(s): State<AdminState>) -> Response {
             "no workload certificate yet\n",
         )
             .into_response()
-    } else if s.shared.store.is_ready() {
-        (StatusCode::OK, "").into_response()
+    } else if let Some(snap) = s.shared.store.load() {
+        // A gateway is ready once the first view's listeners are bound.
+        let router = s.shared.cfg.mode == crate::config::Mode::Router;
+        if router && !s.shared.gateway.is_applied(snap.version) {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "gateway listeners not bound yet\n",
+            )
+                .into_response()
+        } else {
+            (StatusCode::OK, "").into_response()
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -98,13 +108,15 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
             "serviceAccount": s.shared.cfg.service_account,
             "workload": &*s.shared.me.workload,
         },
-        "view": snap.as_ref().map(|s| &s.view),
+        // Private keys never leave the proxy.
+        "view": snap.as_ref().map(|s| crate::config_dump::redacted_view(&s.view)),
         // A newer view the proxy refused (NACKed): `version` above still runs.
         "rejected": s.shared.store.rejected(),
         "warnings": snap.as_ref().map(|s| &s.warnings),
         "compiled": snap.as_ref().map(|snap| crate::config_dump::compile(snap, crate::config_dump::Ports {
             outbound: s.shared.cfg.outbound.port(),
             inbound: s.shared.cfg.inbound.port(),
+            router: s.shared.cfg.mode == crate::config::Mode::Router,
         })),
     });
     axum::Json(body).into_response()

@@ -157,9 +157,21 @@ pub struct Args {
     pub cert_ttl: String,
 }
 
+/// What the proxy is: a sidecar (capture listeners 15001/15006) or a gateway
+/// (`mesh-proxy router`, Istio's `proxy router`: no capture, listeners from the
+/// Gateway servers in its view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Sidecar,
+    Router,
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Chosen by the subcommand (`sidecar`, the default, or `router`).
+    pub mode: Mode,
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
     pub admin: SocketAddr,
@@ -330,6 +342,7 @@ impl Args {
         }
         let at = |p: u16| SocketAddr::new(self.bind, p);
         Ok(Config {
+            mode: Mode::Sidecar,
             outbound: at(self.outbound_port),
             inbound: at(self.inbound_port),
             admin: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.admin_port),

@@ -81,6 +81,9 @@ pub struct Compiled {
     pub clusters: Vec<ClusterRow>,
     pub routes: Vec<RouteRow>,
     pub endpoints: Vec<EndpointRow>,
+    /// A gateway's server certificates (never key bytes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::gateway::dump::SecretRow>,
 }
 
 /// The ports this proxy bound, for the listener rows.
@@ -88,6 +91,22 @@ pub struct Compiled {
 pub struct Ports {
     pub outbound: u16,
     pub inbound: u16,
+    /// A gateway: no capture listeners, its own listeners instead.
+    pub router: bool,
+}
+
+/// The view as the config dump shows it: every private key replaced by a
+/// marker of its length.
+pub fn redacted_view(view: &mesh_api::syncapi::ProxyView) -> mesh_api::syncapi::ProxyView {
+    let mut v = view.clone();
+    for l in v.gateway.iter_mut().flat_map(|g| g.listeners.iter_mut()) {
+        for t in l.servers.iter_mut().filter_map(|s| s.tls.as_mut()) {
+            if let Some(c) = t.credential.as_mut() {
+                *c = c.redacted();
+            }
+        }
+    }
+    v
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
@@ -171,7 +190,7 @@ fn matcher(m: &Matcher) -> String {
 }
 
 /// Istio's MATCH column: the path match of each `match` entry (`/*` for none).
-fn route_matches(r: &Route) -> Vec<String> {
+pub(crate) fn route_matches(r: &Route) -> Vec<String> {
     if r.matches.is_empty() {
         return vec!["/*".into()];
     }
@@ -187,7 +206,7 @@ fn route_matches(r: &Route) -> Vec<String> {
         .collect()
 }
 
-fn vs_name(key: &str) -> String {
+pub(crate) fn vs_name(key: &str) -> String {
     match key.split_once('/') {
         Some((ns, name)) => format!("{name}.{ns}"),
         None => key.to_string(),
@@ -197,7 +216,17 @@ fn vs_name(key: &str) -> String {
 /// The rows of a compiled snapshot.
 pub fn compile(snap: &Snapshot, ports: Ports) -> Compiled {
     let mut out = Compiled::default();
-    let view = &snap.view;
+    if let Some(g) = &snap.gateway {
+        crate::gateway::dump::rows(g, &mut out);
+    }
+    if !ports.router {
+        capture_rows(snap, ports, &mut out);
+    }
+    cluster_rows(snap, ports, &mut out);
+    out
+}
+
+fn capture_rows(snap: &Snapshot, ports: Ports, out: &mut Compiled) {
     out.listeners.push(ListenerRow {
         address: "0.0.0.0".into(),
         port: ports.outbound,
@@ -213,6 +242,10 @@ pub fn compile(snap: &Snapshot, ports: Ports) -> Compiled {
         match_: "ALL".into(),
         destination: "Inline Route: /* (inbound|virtualInbound)".into(),
     });
+}
+
+fn cluster_rows(snap: &Snapshot, ports: Ports, out: &mut Compiled) {
+    let view = &snap.view;
     for c in snap.clusters() {
         let dr_host = if view.destination_rules.contains_key(c.host.as_ref()) {
             c.host.to_string()
@@ -243,7 +276,7 @@ pub fn compile(snap: &Snapshot, ports: Ports) -> Compiled {
             Protocol::Tcp => "ALL",
             Protocol::Unknown => "Trans: raw_buffer; App: HTTP TLS",
         };
-        for vip in vips {
+        for vip in vips.into_iter().filter(|_| !ports.router) {
             out.listeners.push(ListenerRow {
                 address: vip.clone(),
                 port: c.port,
@@ -251,7 +284,7 @@ pub fn compile(snap: &Snapshot, ports: Ports) -> Compiled {
                 destination: destination.clone(),
             });
         }
-        if c.protocol.is_http() {
+        if c.protocol.is_http() && !ports.router {
             route_rows(snap, c, &mut out.routes);
         }
     }
@@ -291,7 +324,6 @@ pub fn compile(snap: &Snapshot, ports: Ports) -> Compiled {
         .push(static_row("InboundPassthroughCluster", "ORIGINAL_DST"));
     out.clusters
         .push(static_row("PassthroughCluster", "ORIGINAL_DST"));
-    out
 }
 
 fn route_rows(snap: &Snapshot, c: &Cluster, out: &mut Vec<RouteRow>) {
@@ -385,6 +417,7 @@ mod tests {
             Ports {
                 outbound: 15001,
                 inbound: 15006,
+                router: false,
             },
         );
         let names: Vec<(&str, &str, &str)> = c

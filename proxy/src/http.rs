@@ -33,6 +33,8 @@ pub struct ConnCtx {
     pub orig_dst: SocketAddr,
     pub direction: Reporter,
     pub peer_identity: Option<mesh_api::Identity>,
+    /// Set on a gateway's connections: the port, and the server TLS chose.
+    pub gateway: Option<crate::gateway::GatewayConn>,
 }
 
 /// The service entry point for both directions.
@@ -50,9 +52,10 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(r);
     }
-    let resp = match ctx.direction {
-        Reporter::Source => crate::outbound::outbound(req, &ctx).await,
-        Reporter::Destination => inbound(req, &ctx).await,
+    let resp = match (ctx.direction, &ctx.gateway) {
+        (_, Some(gw)) => crate::gateway::http::route(req, &ctx, gw).await,
+        (Reporter::Source, None) => crate::outbound::outbound(req, &ctx).await,
+        (Reporter::Destination, None) => inbound(req, &ctx).await,
     };
     let mut resp = resp;
     if ctx.shared.is_draining() {

@@ -49,6 +49,7 @@ pub mod conn;
 pub mod detect;
 pub mod downstream;
 pub mod gate;
+pub mod gateway;
 pub mod h1guard;
 pub mod h1scan;
 pub mod http;
@@ -89,8 +90,9 @@ use crate::shared::Shared;
 /// The addresses a proxy actually bound.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
-    pub outbound: SocketAddr,
-    pub inbound: SocketAddr,
+    /// The capture listeners; `None` for a gateway (`router`).
+    pub outbound: Option<SocketAddr>,
+    pub inbound: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub health: SocketAddr,
     pub prometheus: SocketAddr,
@@ -101,8 +103,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     probers: Arc<Probers>,
     app_metrics: Option<Arc<app_metrics::AppMetrics>>,
-    outbound: TcpListener,
-    inbound: TcpListener,
+    outbound: Option<TcpListener>,
+    inbound: Option<TcpListener>,
     admin: TcpListener,
     health: TcpListener,
     prometheus: TcpListener,
@@ -130,9 +132,19 @@ impl Proxy {
         probers: Probers,
         app_metrics: Option<app_metrics::AppMetrics>,
     ) -> std::io::Result<Proxy> {
+        // A gateway captures nothing: its listeners come from its view.
+        let sidecar = cfg.mode == config::Mode::Sidecar;
+        let outbound = match sidecar {
+            true => Some(bind(cfg.outbound, "outbound").await?),
+            false => None,
+        };
+        let inbound = match sidecar {
+            true => Some(bind(cfg.inbound, "inbound").await?),
+            false => None,
+        };
         Ok(Proxy {
-            outbound: bind(cfg.outbound, "outbound").await?,
-            inbound: bind(cfg.inbound, "inbound").await?,
+            outbound,
+            inbound,
             admin: bind(cfg.admin, "admin").await?,
             health: bind(cfg.health, "health").await?,
             prometheus: bind(cfg.prometheus, "prometheus").await?,
@@ -146,8 +158,8 @@ impl Proxy {
     pub fn bound(&self) -> Bound {
         let a = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
         Bound {
-            outbound: a(&self.outbound),
-            inbound: a(&self.inbound),
+            outbound: self.outbound.as_ref().map(a),
+            inbound: self.inbound.as_ref().map(a),
             admin: a(&self.admin),
             health: a(&self.health),
             prometheus: a(&self.prometheus),
@@ -221,26 +233,33 @@ impl Proxy {
             stopped(),
         ));
         let drain = shared.cfg.drain_duration;
-        tasks.spawn(server::accept_loop(
-            self.outbound,
-            shared.clone(),
-            Reporter::Source,
-            stopped(),
-            drain,
-        ));
+        if let Some(outbound) = self.outbound {
+            tasks.spawn(server::accept_loop(
+                outbound,
+                shared.clone(),
+                Reporter::Source,
+                stopped(),
+                drain,
+            ));
+        }
         let grace = shared.cfg.drain_grace;
         let sh = shared.clone();
+        // Listeners facing callers (inbound, a gateway's ports) keep accepting
+        // for the drain grace, as Envoy's drain does.
         let inbound_stop = async move {
             sh.drained().await;
             tokio::time::sleep(grace).await;
         };
-        let inbound = tokio::spawn(server::accept_loop(
-            self.inbound,
-            shared.clone(),
-            Reporter::Destination,
-            inbound_stop,
-            drain,
-        ));
+        let inbound = match self.inbound {
+            Some(inbound) => tokio::spawn(server::accept_loop(
+                inbound,
+                shared.clone(),
+                Reporter::Destination,
+                inbound_stop,
+                drain,
+            )),
+            None => tokio::spawn(gateway::listeners::run(shared.clone(), inbound_stop)),
+        };
         tokio::select! {
             _ = terminate => {
                 shared.start_drain();

@@ -8,7 +8,7 @@ use mesh_proxy::Proxy;
 #[command(
     name = "mesh-proxy",
     version,
-    about = "Istio-compatible sidecar proxy",
+    about = "Istio-compatible sidecar and gateway proxy",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -22,7 +22,8 @@ struct Cli {
 enum Command {
     /// Run as a sidecar (what the injected istio-proxy container runs).
     Sidecar(mesh_proxy::config::Args),
-    /// Run as a gateway.
+    /// Run as a gateway (Istio's `proxy router`): no capture, listeners from
+    /// the Gateway servers that select this pod.
     Router(mesh_proxy::config::Args),
     /// Wait until the local sidecar is ready (holdApplicationUntilProxyStarts).
     Wait {
@@ -41,8 +42,26 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match Cli::parse().args.validate() {
-        Ok(c) => c,
+    let cli = Cli::parse();
+    let (args, mode) = match cli.command {
+        Some(Command::Sidecar(a)) => (a, mesh_proxy::config::Mode::Sidecar),
+        Some(Command::Router(a)) => (a, mesh_proxy::config::Mode::Router),
+        Some(Command::Wait {
+            url,
+            timeout_seconds,
+        }) => {
+            return mesh_proxy::wait::until_ready(
+                &url,
+                std::time::Duration::from_secs(timeout_seconds),
+            );
+        }
+        None => (cli.args, mesh_proxy::config::Mode::Sidecar),
+    };
+    let cfg = match args.validate() {
+        Ok(mut c) => {
+            c.mode = mode;
+            c
+        }
         Err(e) => {
             eprintln!("mesh-proxy: invalid configuration: {e}");
             std::process::exit(2);
@@ -78,10 +97,16 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let proxy = Proxy::bind_with(cfg, probers, app_metrics).await?;
         let b = proxy.bound();
-        println!(
-            "mesh-proxy bound outbound={} inbound={} admin={} health={} prometheus={} status={}",
-            b.outbound, b.inbound, b.admin, b.health, b.prometheus, b.status
-        );
+        match (b.outbound, b.inbound) {
+            (Some(o), Some(i)) => println!(
+                "mesh-proxy bound outbound={o} inbound={i} admin={} health={} prometheus={} status={}",
+                b.admin, b.health, b.prometheus, b.status
+            ),
+            _ => println!(
+                "mesh-proxy bound router admin={} health={} prometheus={} status={}",
+                b.admin, b.health, b.prometheus, b.status
+            ),
+        }
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         proxy

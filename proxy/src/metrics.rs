@@ -129,6 +129,8 @@ pub struct Metrics {
     strict_refused: std::sync::atomic::AtomicU64,
     /// Downstream connections refused or closed by the connection limits.
     pub conn: crate::downstream::ConnCounters,
+    /// Gateway listeners and TLS (`router` mode).
+    pub gateway: crate::gateway::Counters,
     /// Views refused because a resource could not be compiled (NACKed).
     config_rejected: std::sync::atomic::AtomicU64,
     /// Settings applied but decided against (unusable TLS files, ...).
@@ -257,6 +259,7 @@ impl Metrics {
             );
         }
         self.conn.render(&mut out);
+        self.gateway.render(&mut out);
         out
     }
 }

@@ -30,7 +30,7 @@ use crate::util::{
 /// Bodies up to this size are buffered so the request can be retried.
 const REPLAY_LIMIT: u64 = 64 * 1024;
 
-fn text(status: u16, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn text(status: u16, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()).map_err(|n| match n {}).boxed());
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r
@@ -53,37 +53,7 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     if !req.headers().contains_key("x-request-id") {
         req.headers_mut().insert("x-request-id", request_id());
     }
-    let host_only: Arc<str> = Arc::from(authority.split(':').next().unwrap_or_default());
-    let labels = RequestLabels {
-        reporter: Reporter::Source,
-        source: shared.me.clone(),
-        destination: Workload::unknown(),
-        destination_service: host_only.clone(),
-        destination_service_name: host_only,
-        destination_service_namespace: Arc::from("unknown"),
-        request_protocol: protocol_label(req.version(), req.headers()),
-        response_code: 0,
-        grpc_response_status: None,
-        response_flags: "-",
-        connection_security_policy: "unknown",
-    };
-    let log =
-        AccessLogLine::for_request(&shared.cfg, &req, authority.clone(), ctx.orig_dst, ctx.peer)
-            .map(|mut l| {
-                l.upstream = String::new();
-                l.cluster = String::new();
-                l
-            });
-    let mut record = Record {
-        shared: shared.clone(),
-        labels,
-        start,
-        req_bytes: content_length(req.headers()),
-        endpoint: None,
-        log,
-        checkin: None,
-        permit: None,
-    };
+    let mut record = source_record(&req, ctx, &authority, start);
 
     let Some(cluster) = cluster else {
         if snap.outbound_policy == OutboundPolicy::RegistryOnly {
@@ -132,6 +102,7 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
         port: ctx.orig_dst.port(),
         source_labels: &shared.cfg.labels,
         source_namespace: &shared.cfg.namespace,
+        gateway: None,
     };
     let Some(route) = route::select(&routes, &facts) else {
         record.labels.response_code = 404;
@@ -140,18 +111,66 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     };
     let route = route.clone();
     let rewritten = route::rewrite_path(&route, &facts, &path_q);
-    apply_route(req, route, rewritten, &cluster, &snap, ctx, record).await
+    apply_route(req, route, rewritten, cluster.port, &snap, ctx, record).await
+}
+
+/// The metrics record and access-log line of a request this proxy sends on:
+/// `reporter=source`, this workload (a sidecar's app, or the gateway) as the
+/// source, the destination filled in once routing picks one.
+pub(crate) fn source_record(
+    req: &Request<Incoming>,
+    ctx: &ConnCtx,
+    authority: &str,
+    start: Instant,
+) -> Record {
+    let shared = &ctx.shared;
+    let host_only: Arc<str> = Arc::from(authority.split(':').next().unwrap_or_default());
+    let labels = RequestLabels {
+        reporter: Reporter::Source,
+        source: shared.me.clone(),
+        destination: Workload::unknown(),
+        destination_service: host_only.clone(),
+        destination_service_name: host_only,
+        destination_service_namespace: Arc::from("unknown"),
+        request_protocol: protocol_label(req.version(), req.headers()),
+        response_code: 0,
+        grpc_response_status: None,
+        response_flags: "-",
+        connection_security_policy: "unknown",
+    };
+    let log =
+        AccessLogLine::for_request(&shared.cfg, req, authority.to_string(), ctx.orig_dst, ctx.peer)
+            .map(|mut l| {
+                l.upstream = String::new();
+                l.cluster = String::new();
+                l
+            });
+    Record {
+        shared: shared.clone(),
+        labels,
+        start,
+        req_bytes: content_length(req.headers()),
+        endpoint: None,
+        log,
+        checkin: None,
+        permit: None,
+    }
 }
 
 fn roll() -> f64 {
     fastrand::f64() * 100.0
 }
 
-async fn apply_route(
+/// Carries out a selected route: CORS preflight, faults, redirect, direct
+/// response, then the weighted destination (`fallback_port` when the
+/// destination names no port and its service has several) with rewrites,
+/// header operations, mirroring, timeout and retries. Sidecars and gateways
+/// share it.
+pub(crate) async fn apply_route(
     mut req: Request<Incoming>,
     route: Route,
     rewritten_path: Option<String>,
-    cluster: &Arc<Cluster>,
+    fallback_port: u16,
     snap: &Arc<Snapshot>,
     ctx: &ConnCtx,
     mut record: Record,
@@ -263,7 +282,7 @@ async fn apply_route(
         &target.host,
         target.port,
         target.subset.as_deref(),
-        cluster.port,
+        fallback_port,
     ) else {
         record.labels.response_code = 503;
         record.labels.response_flags = "NC";
@@ -300,7 +319,7 @@ async fn apply_route(
     }
     if let Some((host, subset, port, pct)) = &route.mirror {
         if route::hit(*pct, roll()) {
-            if let Some(m) = snap.destination(host, *port, subset.as_deref(), cluster.port) {
+            if let Some(m) = snap.destination(host, *port, subset.as_deref(), fallback_port) {
                 mirror(&req, m, ctx);
             }
         }

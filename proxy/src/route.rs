@@ -453,16 +453,8 @@ impl RouteTable {
                 continue;
             }
             let ns = key.split('/').next().unwrap_or("default");
-            let vs_name: Arc<str> = Arc::from(key.as_str());
-            let routes = vs
-                .http
-                .iter()
-                .enumerate()
-                .map(|(i, h)| compile_route(h, &format!("http[{i}]"), ns, &vs_name, domain))
-                .collect::<Result<Vec<_>, _>>();
-            let compiled = routes.and_then(|r| Ok((r, compile_l4(vs, ns, domain)?)));
-            let (routes, l4) = match compiled {
-                Ok((r, l4)) => (Arc::new(r), l4),
+            let (routes, l4) = match RouteTable::compile_vs(key, vs, domain) {
+                Ok((r, l4)) => (r, l4),
                 Err(e) => {
                     t.errors.push((key.clone(), e));
                     continue;
@@ -490,6 +482,25 @@ impl RouteTable {
         t
     }
 
+    /// One VirtualService (`namespace/name` = `key`) compiled: its `http`
+    /// routes and its `tls`/`tcp` routes. The sidecar table above and a
+    /// gateway's per-server tables ([`crate::gateway`]) are both built from it.
+    pub fn compile_vs(
+        key: &str,
+        vs: &VirtualServiceSpec,
+        domain: &str,
+    ) -> Result<(Arc<Vec<Route>>, Vec<L4Route>), RouteError> {
+        let ns = key.split('/').next().unwrap_or("default");
+        let vs_name: Arc<str> = Arc::from(key);
+        let routes = vs
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, h)| compile_route(h, &format!("http[{i}]"), ns, &vs_name, domain))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((Arc::new(routes), compile_l4(vs, ns, domain)?))
+    }
+
     /// The routes for a service host, if a VirtualService covers it.
     pub fn for_host(&self, host: &str) -> Option<&Arc<Vec<Route>>> {
         self.exact.get(host).or_else(|| {
@@ -512,6 +523,9 @@ pub struct Facts<'a> {
     pub port: u16,
     pub source_labels: &'a BTreeMap<String, String>,
     pub source_namespace: &'a str,
+    /// The Gateway (`namespace/name`) whose server the request came through;
+    /// `None` on a sidecar (the `mesh` gateway).
+    pub gateway: Option<&'a str>,
 }
 
 impl MatchEntry {
@@ -581,7 +595,10 @@ impl MatchEntry {
         {
             return false;
         }
-        if !self.gateways.is_empty() && !self.gateways.iter().any(|g| g == "mesh") {
+        // A per-match `gateways` list restricts the entry; empty inherits the
+        // VirtualService's, which already bound it here.
+        let here = f.gateway.unwrap_or("mesh");
+        if !self.gateways.is_empty() && !self.gateways.iter().any(|g| g == here) {
             return false;
         }
         true

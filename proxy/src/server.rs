@@ -19,6 +19,20 @@ use crate::shared::{ConnGuard, Shared};
 use crate::snapshot::{OutboundPolicy, Protocol};
 use crate::tcp::{self, Sniffed, TcpMeta};
 
+/// Which listener a connection arrived on: a capture listener (its direction)
+/// or one of a gateway's ports ([`crate::gateway`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Capture(Reporter),
+    Gateway(u16),
+}
+
+impl From<Reporter> for Listener {
+    fn from(r: Reporter) -> Listener {
+        Listener::Capture(r)
+    }
+}
+
 /// Accepts until `stop` resolves, then lets HTTP connections finish gracefully
 /// (GOAWAY / `Connection: close`) for at most `drain`. At most
 /// `--max-connections-per-listener` connections at once: the next is closed at
@@ -26,15 +40,17 @@ use crate::tcp::{self, Sniffed, TcpMeta};
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    direction: Reporter,
+    kind: impl Into<Listener>,
     stop: impl std::future::Future<Output = ()>,
     drain: std::time::Duration,
 ) {
+    let kind = kind.into();
     let graceful = Drain::default();
     let cap = crate::downstream::ConnCap::new(shared.cfg.max_connections_per_listener);
-    let overflow = match direction {
-        Reporter::Source => &shared.metrics.conn.overflow_outbound,
-        Reporter::Destination => &shared.metrics.conn.overflow_inbound,
+    // A gateway port faces callers as the inbound listener does.
+    let overflow = match kind {
+        Listener::Capture(Reporter::Source) => &shared.metrics.conn.overflow_outbound,
+        _ => &shared.metrics.conn.overflow_inbound,
     };
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -52,7 +68,7 @@ pub async fn accept_loop(
             overflow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if cap.log_refusal() {
                 tracing::warn!(
-                    listener = ?direction,
+                    listener = ?kind,
                     max = shared.cfg.max_connections_per_listener,
                     %peer,
                     "connection limit reached: refusing connections (logged once per 10s)"
@@ -64,14 +80,22 @@ pub async fn accept_loop(
         let shared = shared.clone();
         let local = stream.local_addr().unwrap_or(peer);
         let orig_dst = crate::orig_dst::original_dst(&stream, local).unwrap_or(local);
-        let span = tracing::debug_span!("conn", dir = ?direction, %peer, dst = %orig_dst);
+        let span = tracing::debug_span!("conn", listener = ?kind, %peer, dst = %orig_dst);
         let watcher = graceful.watch();
         tokio::spawn(
             async move {
                 let _permit = permit;
                 let _guard = ConnGuard::new(&shared);
                 let _ = stream.set_nodelay(true);
-                handle_conn(stream, peer, orig_dst, shared, direction, watcher).await;
+                match kind {
+                    Listener::Capture(direction) => {
+                        handle_conn(stream, peer, orig_dst, shared, direction, watcher).await
+                    }
+                    Listener::Gateway(port) => {
+                        crate::gateway::conn::serve(stream, peer, local, port, shared, watcher)
+                            .await
+                    }
+                }
             }
             .instrument(span),
         );
@@ -105,6 +129,7 @@ async fn handle_conn(
         orig_dst,
         direction,
         peer_identity: None,
+        gateway: None,
     });
     match direction {
         Reporter::Source => {
@@ -253,6 +278,20 @@ async fn outbound_tcp(
         ),
         None => None,
     };
+    carry_tcp(stream, orig_dst, shared, cluster, registry_only, pre).await
+}
+
+/// Carries a connection, bytes untouched, to an endpoint of `cluster` (auto
+/// mTLS as the endpoint asks), or passes it through / refuses it without one.
+/// The sidecar's outbound path and a gateway's L4 servers share it.
+pub(crate) async fn carry_tcp(
+    stream: TcpStream,
+    orig_dst: SocketAddr,
+    shared: &Arc<Shared>,
+    cluster: Option<Arc<crate::snapshot::Cluster>>,
+    registry_only: bool,
+    pre: Option<TcpStream>,
+) {
     let (target, meta) = match &cluster {
         Some(c) => {
             let keys = crate::lb::RequestKeys {
@@ -439,7 +478,7 @@ async fn l4_route(
 }
 
 /// Waits (briefly) for a complete ClientHello and reads its SNI.
-async fn peek_sni(stream: &TcpStream) -> Option<String> {
+pub(crate) async fn peek_sni(stream: &TcpStream) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
     loop {

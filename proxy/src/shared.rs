@@ -25,6 +25,8 @@ pub struct Shared {
     pub rate_limits: crate::ratelimit::RateLimits,
     /// The workload certificate (mTLS), rotated in place.
     pub tls: Arc<crate::mtls::certs::TlsState>,
+    /// A gateway's listeners (`router` mode).
+    pub gateway: crate::gateway::listeners::State,
     draining: AtomicBool,
     drain_notify: tokio::sync::Notify,
     /// Connections currently being served (all listeners), for drain.
@@ -67,6 +69,7 @@ impl Shared {
             peers: Default::default(),
             clients,
             tls,
+            gateway: Default::default(),
             draining: AtomicBool::new(false),
             drain_notify: tokio::sync::Notify::new(),
             active_connections: AtomicUsize::new(0),

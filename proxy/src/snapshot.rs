@@ -137,6 +137,8 @@ pub struct Snapshot {
     subsets: HashMap<(String, u16, String), Arc<Cluster>>,
     /// VirtualService routes by host.
     pub routes: crate::route::RouteTable,
+    /// A gateway's listeners, servers and routes (`router` mode).
+    pub gateway: Option<Arc<crate::gateway::GatewayTable>>,
     /// The workload's AuthorizationPolicies, compiled.
     pub authz: crate::authz::Authz,
     /// Settings applied but decided against (logged and counted once per apply).
@@ -265,6 +267,17 @@ impl Snapshot {
             resource: format!("VirtualService/{key}"),
             error: e.to_string(),
         }));
+        let gateway = view
+            .gateway
+            .as_ref()
+            .map(|g| crate::gateway::GatewayTable::compile(g, "cluster.local"));
+        if let Some(g) = &gateway {
+            errors.extend(g.errors.iter().map(|(key, e)| ResourceError {
+                resource: format!("VirtualService/{key}"),
+                error: e.to_string(),
+            }));
+            warnings.extend(g.warnings.iter().cloned());
+        }
         if !errors.is_empty() {
             // Subset clusters repeat their rule's problems.
             errors.sort_by(|a, b| (&a.resource, &a.error).cmp(&(&b.resource, &b.error)));
@@ -288,6 +301,7 @@ impl Snapshot {
             by_host_port,
             subsets,
             routes,
+            gateway: gateway.map(Arc::new),
             warnings,
         })
     }
@@ -533,6 +547,10 @@ impl Store {
     /// Whether a first snapshot has been applied (readiness).
     pub fn is_ready(&self) -> bool {
         self.current.load().is_some()
+    }
+    /// Resolves at the next [`Store::store`] (create it, then check, then await).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
     /// Waits until a snapshot is present.
     pub async fn ready(&self) -> Arc<Snapshot> {

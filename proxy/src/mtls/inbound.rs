@@ -102,6 +102,7 @@ pub async fn serve(
             orig_dst: ctx.orig_dst,
             direction: ctx.direction,
             peer_identity: Some(peer.identity.clone()),
+            gateway: None,
         });
         crate::server::serve_http(tls, ctx, watcher).await;
     } else {

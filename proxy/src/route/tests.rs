@@ -44,6 +44,7 @@ fn facts<'a>(
         port: 9080,
         source_labels: labels,
         source_namespace: "default",
+        gateway: None,
     }
 }
 

@@ -150,6 +150,36 @@ pub fn start_proxy_as(pod: &Pod, name: &str, labels: &str, config: &[&str]) -> P
     p
 }
 
+/// A gateway (`mesh-proxy router`, UID 1337) in `pod`, fed the view file
+/// `view`; returns once it is ready (its first view's listeners bound).
+pub fn start_router(pod: &Pod, view: &Path, extra: &[&str]) -> PodProcess {
+    let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
+    let mut argv = vec![
+        SH,
+        "-c",
+        LOGS_TO_STDOUT,
+        "env",
+        // The listener changes are info lines; the tests wait for them.
+        "PROXY_LOG=warn,mesh_proxy::gateway=info",
+        proxy,
+        "router",
+        "--pod",
+        pod.name(),
+        "--namespace",
+        pod.namespace(),
+        "--view-file",
+        view.to_str().unwrap(),
+        "--drain-grace",
+        "200ms",
+    ];
+    argv.extend_from_slice(extra);
+    let mut p = pod.spawn(PROXY, &argv).unwrap();
+    p.wait_for_line("mesh-proxy bound router", Duration::from_secs(10))
+        .unwrap();
+    wait_ready(pod);
+    p
+}
+
 /// Agent and sidecars log to stderr; run them with stderr on stdout so tests
 /// can wait for their log lines (`exec` keeps the process id).
 const SH: &str = "/bin/sh";

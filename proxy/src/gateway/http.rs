@@ -1,0 +1,145 @@
+//! A request through a gateway server: the server (pinned by TLS, else chosen
+//! by `:authority`), its `httpsRedirect`, the bound VirtualService whose hosts
+//! cover the request host, and its first matching route — then the sidecar's
+//! route code carries it ([`crate::outbound::apply_route`]). No server, no
+//! VirtualService or no route: 404 with response flag `NR`, as Envoy answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{Bound, GatewayConn, Server};
+use crate::http::ConnCtx;
+use crate::outbound::{apply_route, source_record, text};
+use crate::record::metered;
+use crate::route::{Facts, Route};
+use crate::upstream::Body;
+use crate::util::{authority_of, full, request_id};
+
+/// What the routing of one request decided (pure, see [`decide`]).
+pub enum Decision<'a> {
+    /// No server or VirtualService covers the host.
+    NoRoute,
+    /// The server redirects every request to HTTPS.
+    Redirect(String),
+    /// The routes of the VirtualService for the host, on `server`.
+    Routes(&'a Server, &'a Bound<Route>),
+}
+
+/// The host part of an authority, lower case (`[v6]:port` kept whole).
+pub fn host_of(authority: &str) -> String {
+    let a = authority.trim_end_matches('.');
+    let host = match a.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || a.starts_with('[') => {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                a
+            }
+        }
+        _ => a,
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Picks the server and VirtualService for `host` on a port. `pinned`: the
+/// server TLS chose (the host must still be one of its hosts).
+pub fn decide<'a>(
+    servers: &'a [Arc<Server>],
+    pinned: Option<&'a Arc<Server>>,
+    host: &str,
+    path_and_query: &str,
+) -> Decision<'a> {
+    let server = match pinned {
+        Some(s) => super::best_rank(&s.hosts, host).map(|_| s),
+        None => super::pick(
+            servers.iter().filter(|s| !s.is_tls() && s.is_http()),
+            |s| &s.hosts,
+            host,
+        ),
+    };
+    let Some(server) = server else {
+        return Decision::NoRoute;
+    };
+    if server.https_redirect {
+        return Decision::Redirect(format!("https://{host}{path_and_query}"));
+    }
+    match super::pick(server.http.iter(), |b| &b.hosts, host) {
+        Some(vs) => Decision::Routes(server, vs),
+        None => Decision::NoRoute,
+    }
+}
+
+pub(crate) async fn route(
+    mut req: Request<Incoming>,
+    ctx: &ConnCtx,
+    gw: &GatewayConn,
+) -> Response<Body> {
+    let Some(snap) = ctx.shared.store.load() else {
+        return full(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "proxy has no configuration yet\n",
+        );
+    };
+    let start = Instant::now();
+    let authority = authority_of(&req).unwrap_or_default();
+    if !req.headers().contains_key("x-request-id") {
+        req.headers_mut().insert("x-request-id", request_id());
+    }
+    let mut record = source_record(&req, ctx, &authority, start);
+    let table = snap
+        .gateway
+        .as_ref()
+        .and_then(|g| g.ports.get(&gw.port).cloned());
+    let host = host_of(&authority);
+    let path_q = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let decision = match &table {
+        Some(t) => decide(&t.servers, gw.server.as_ref(), &host, &path_q),
+        None => Decision::NoRoute,
+    };
+    let (server, vs) = match decision {
+        Decision::NoRoute => {
+            record.labels.response_code = 404;
+            record.labels.response_flags = "NR";
+            return metered(text(404, ""), record);
+        }
+        Decision::Redirect(location) => {
+            let mut r = text(301, "");
+            if let Ok(v) = http::HeaderValue::from_str(&location) {
+                r.headers_mut().insert(http::header::LOCATION, v);
+            }
+            record.labels.response_code = 301;
+            return metered(r, record);
+        }
+        Decision::Routes(s, vs) => (s, vs),
+    };
+    let (path, query) = path_q.split_once('?').unwrap_or((path_q.as_str(), ""));
+    let service_port = table.as_ref().map(|t| t.service_port).unwrap_or(gw.port);
+    let facts = Facts {
+        method: req.method().as_str(),
+        path,
+        query,
+        scheme: if server.is_tls() { "https" } else { "http" },
+        authority: &authority,
+        headers: req.headers(),
+        port: service_port,
+        source_labels: &ctx.shared.cfg.labels,
+        source_namespace: &ctx.shared.cfg.namespace,
+        gateway: Some(&server.gateway),
+    };
+    let Some(route) = crate::route::select(&vs.routes, &facts) else {
+        record.labels.response_code = 404;
+        record.labels.response_flags = "NR";
+        return metered(text(404, ""), record);
+    };
+    let route = route.clone();
+    let rewritten = crate::route::rewrite_path(&route, &facts, &path_q);
+    // A destination without port: its service's only port, else none (503 NC).
+    apply_route(req, route, rewritten, 0, &snap, ctx, record).await
+}
