@@ -2,7 +2,8 @@
 //! `cacerts` folder for mesh-agent's CA (which then issues mesh-proxy's workload
 //! certificates), and leaf certificates signed by the same root with the same
 //! SPIFFE identities for Envoy — so both proxies handshake with the same key
-//! type, chain length and verification work.
+//! type, chain length and verification work. The gateway variants get a
+//! server certificate for their HTTPS port from a root of the same kind.
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +61,6 @@ impl Ca {
     /// A workload leaf for `spiffe://cluster.local/ns/default/sa/<sa>`, readable
     /// by the sidecar's UID.
     pub fn leaf(&self, dir: &Path, sa: &str) -> anyhow::Result<LeafFiles> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = vec![SanType::URI(
             format!("spiffe://cluster.local/ns/default/sa/{sa}").try_into()?,
@@ -73,11 +73,33 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        self.sign(dir, sa, &params)
+    }
+
+    /// A server certificate for the DNS name `host` (a gateway's HTTPS port),
+    /// readable by the proxy's UID; `root` is what clients trust.
+    pub fn server_leaf(&self, dir: &Path, host: &str) -> anyhow::Result<LeafFiles> {
+        let mut params = CertificateParams::new(vec![host.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(dir, host, &params)
+    }
+
+    /// Signs `params` with a fresh P-256 key and writes `<stem>-cert.pem`,
+    /// `<stem>-key.pem` and the root into `dir`.
+    fn sign(
+        &self,
+        dir: &Path,
+        stem: &str,
+        params: &CertificateParams,
+    ) -> anyhow::Result<LeafFiles> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
         let files = LeafFiles {
-            cert: dir.join(format!("{sa}-cert.pem")),
-            key: dir.join(format!("{sa}-key.pem")),
+            cert: dir.join(format!("{stem}-cert.pem")),
+            key: dir.join(format!("{stem}-key.pem")),
             root: dir.join("root-cert.pem"),
         };
         crate::topology::write_readable(&files.cert, cert.pem().as_bytes())?;

@@ -3,7 +3,9 @@
 //! same job as the mesh-proxy sidecars: an outbound listener on 15001 that
 //! routes by original destination port to the server pod (HTTP connection
 //! manager for HTTP ports, tcp_proxy for TCP), an inbound listener on 15006 to
-//! the app on 127.0.0.1, admin and stats on 127.0.0.1:15000.
+//! the app on 127.0.0.1, admin and stats on 127.0.0.1:15000. For the gateway
+//! variant, [`gateway_bootstrap`] is an Istio-style ingress gateway: HTTP on
+//! 8080, HTTPS terminated on 8443, one virtual host routed to the server pod.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -131,6 +133,12 @@ fn any_config(t: &str) -> Value {
 }
 
 fn hcm(prefix: &str, cluster: &str) -> Value {
+    hcm_for(prefix, cluster, &["*"])
+}
+
+/// An HTTP connection manager routing the virtual host `domains` to `cluster`
+/// (other hosts get Envoy's 404).
+fn hcm_for(prefix: &str, cluster: &str, domains: &[&str]) -> Value {
     json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -141,7 +149,7 @@ fn hcm(prefix: &str, cluster: &str) -> Value {
                 "name": prefix,
                 "virtual_hosts": [{
                     "name": prefix,
-                    "domains": ["*"],
+                    "domains": domains,
                     "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]
                 }]
             },
@@ -295,6 +303,77 @@ pub fn bootstrap(upstream: Option<IpAddr>, ports: &Ports, tls: Option<&LeafFiles
                 "filter_chains": chains
             }],
             "clusters": clusters
+        }
+    })
+}
+
+/// The gateway variant's Envoy, as Istio's ingress gateway would be configured
+/// for one Gateway with an HTTP server on 8080 and a SIMPLE TLS server on 8443
+/// for `host`, and one VirtualService routing `host` to the service: the
+/// listeners bind 0.0.0.0 (a gateway pod has no capture), the HTTPS one picks
+/// its filter chain by SNI (`tls_inspector`, as Istio does) and offers ALPN
+/// `h2`/`http/1.1` with TLS 1.2–1.3; both route `host` (with or without a
+/// port) to the server pod's `app_port`, where the server sidecar captures it.
+pub fn gateway_bootstrap(
+    host: &str,
+    ports: &crate::gateway::GatewayPorts,
+    server: IpAddr,
+    app_port: u16,
+    cert: &LeafFiles,
+) -> Value {
+    let cluster_name = format!("outbound|{app_port}||{}", crate::topology::HOST);
+    let with_port = format!("{host}:*");
+    let domains = [host, with_port.as_str()];
+    let tls = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": cert.cert},
+                    "private_key": {"filename": cert.key}
+                }]
+            }
+        }
+    });
+    let listener = |name: &str, port: u16, chain: Value, filters: Value| {
+        json!({
+            "name": name,
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+            "listener_filters": filters,
+            "filter_chains": [chain]
+        })
+    };
+    let http = format!("http.{}", ports.http);
+    let https = format!("https.{}", ports.https);
+    json!({
+        "node": {"id": "router~gateway", "cluster": "istio-ingressgateway"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": mesh_api::ports::ADMIN}}},
+        "static_resources": {
+            "listeners": [
+                listener(
+                    &format!("0.0.0.0_{}", ports.http),
+                    ports.http,
+                    json!({"filters": [hcm_for(&http, &cluster_name, &domains)]}),
+                    json!([]),
+                ),
+                listener(
+                    &format!("0.0.0.0_{}", ports.https),
+                    ports.https,
+                    json!({
+                        "filter_chain_match": {"server_names": [host]},
+                        "transport_socket": tls,
+                        "filters": [hcm_for(&https, &cluster_name, &domains)]
+                    }),
+                    json!([{
+                        "name": "envoy.filters.listener.tls_inspector",
+                        "typed_config": any_config("type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector")
+                    }]),
+                ),
+            ],
+            "clusters": [cluster(&cluster_name, &server.to_string(), app_port, false)]
         }
     })
 }

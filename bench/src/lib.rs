@@ -3,11 +3,13 @@
 //! measured in one interleaved run and written out as JSON, Markdown and SVG.
 //!
 //! [`server`] is the app, [`load`] the load generator (both run inside pods as
-//! subcommands of the same binary), [`topology`] builds a variant, [`run`]
+//! subcommands of the same binary), [`topology`] builds a variant ([`gateway`]
+//! the ingress ones), [`run`]
 //! drives the plan, [`report`] and [`svg`] write the results.
 
 pub mod certs;
 pub mod envoy;
+pub mod gateway;
 pub mod load;
 mod output;
 pub mod procstat;

@@ -9,6 +9,10 @@
 //! connection is timed from when it was sent. Closed loop (`rate` = None) sends the
 //! next request as soon as the previous answer arrived, for saturation.
 //!
+//! `Https1` is `Http1` over TLS (rustls, the bench root as the only trust
+//! anchor, SNI from the spec): the handshake happens once per kept-alive
+//! connection, during the warm-up, like a browser's or a load balancer's.
+//!
 //! Every loop is bounded: nothing is scheduled after `warmup + duration`, each
 //! request has a timeout, and a hard deadline stops stragglers.
 
@@ -37,6 +41,8 @@ pub enum Mode {
     H2c,
     /// Write `size` bytes on a kept-open TCP connection, read them back.
     Tcp,
+    /// HTTP/1.1 GET over TLS on a kept-alive connection (needs [`LoadSpec::tls`]).
+    Https1,
     /// HTTP/1.1 GET on a new connection per request (`connection: close`).
     Churn,
     /// `Tcp` on a new connection per exchange: with mTLS on, every exchange is
@@ -59,6 +65,56 @@ pub struct LoadSpec {
     /// Expected response body (HTTP) or message size (TCP), bytes.
     pub size: usize,
     pub timeout: Duration,
+    /// TLS client settings of `Https1`.
+    pub tls: Option<TlsClient>,
+}
+
+/// What the load generator's TLS client trusts and asks for.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsClientError {
+    #[error("--ca-file: no PEM certificate in it: {0}")]
+    Roots(String),
+    #[error("--sni {0:?}: not a DNS name or IP address")]
+    ServerName(String),
+    #[error("TLS client configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+impl TlsClient {
+    /// A TLS 1.2/1.3 client trusting only the certificates in `ca_pem`, sending
+    /// `sni` and offering ALPN `http/1.1`.
+    pub fn new(ca_pem: &[u8], sni: &str) -> Result<TlsClient, TlsClientError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| TlsClientError::Roots(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| TlsClientError::Roots(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsClientError::Roots("empty".into()));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = rustls_pki_types::ServerName::try_from(sni.to_string())
+            .map_err(|_| TlsClientError::ServerName(sni.to_string()))?;
+        Ok(TlsClient {
+            config: std::sync::Arc::new(config),
+            server_name,
+        })
+    }
 }
 
 /// Latency percentiles in microseconds.
@@ -283,6 +339,18 @@ impl Client {
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(stream);
         match spec.mode {
+            Mode::Https1 => {
+                let tls = spec.tls.as_ref().ok_or("https1 without a TLS client")?;
+                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(tls.server_name.clone(), io.into_inner())
+                    .await
+                    .map_err(|e| format!("TLS handshake with {}: {e}", spec.target))?;
+                let (send, conn) = http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("h1 handshake: {e}"))?;
+                tokio::task::spawn_local(conn);
+                Ok(Client::H1(send))
+            }
             Mode::Http1 | Mode::Churn => {
                 let (send, conn) = http1::handshake(io)
                     .await
@@ -338,5 +406,19 @@ mod tests {
         );
         assert_eq!(p.mean, 500.5);
         assert_eq!(Percentiles::from_nanos(&mut []), Percentiles::default());
+    }
+
+    #[test]
+    fn tls_client_needs_a_root_and_a_valid_name() {
+        let err = TlsClient::new(b"not a pem", "bench.example.com").unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        let ca = crate::certs::Ca::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = ca.server_leaf(dir.path(), "bench.example.com").unwrap();
+        let root = std::fs::read(&leaf.root).unwrap();
+        let err = TlsClient::new(&root, "bad name!").unwrap_err();
+        assert!(err.to_string().contains("\"bad name!\""), "{err}");
+        let ok = TlsClient::new(&root, "bench.example.com").unwrap();
+        assert_eq!(ok.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 }

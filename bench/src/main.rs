@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use mesh_bench::load::{LoadSpec, Mode};
+use mesh_bench::load::{LoadSpec, Mode, TlsClient};
 use mesh_bench::run::{execute, scenarios, Plan, INTERRUPTED};
 use mesh_bench::topology::{Bins, Variant, HOST};
 
@@ -25,17 +25,19 @@ struct RunArgs {
     /// Developer mode: one repetition, short runs (≤ 2 minutes in all).
     #[arg(long)]
     quick: bool,
-    /// CI smoke mode: the headline scenario only, a few seconds per variant, low rate.
+    /// CI smoke mode: the headline and ingress scenarios only, a few seconds per
+    /// run, low rate.
     #[arg(long, conflicts_with = "quick")]
     smoke: bool,
     /// Repetitions (default 1 quick/smoke, 3 full).
     #[arg(long)]
     reps: Option<usize>,
-    /// Variants, comma separated: direct, envoy, mesh-proxy, envoy-mtls, mesh-proxy-mtls.
+    /// Variants, comma separated: direct, envoy, mesh-proxy, envoy-mtls,
+    /// mesh-proxy-mtls, envoy-gateway, mesh-proxy-gateway.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,envoy,mesh-proxy,envoy-mtls,mesh-proxy-mtls"
+        default_value = "direct,envoy,mesh-proxy,envoy-mtls,mesh-proxy-mtls,envoy-gateway,mesh-proxy-gateway"
     )]
     variants: Vec<String>,
     /// Only these scenarios (names as in the report).
@@ -84,6 +86,13 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
+        /// Trust anchors (PEM) of the `https1` mode's TLS client.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Server name the `https1` mode sends (SNI) and verifies (default: the
+        /// authority without its port).
+        #[arg(long)]
+        sni: Option<String>,
     },
 }
 
@@ -118,6 +127,8 @@ fn main() -> ExitCode {
             duration,
             size,
             timeout,
+            ca_file,
+            sni,
         }) => {
             let bad = |what: &str| {
                 eprintln!("mesh-bench load: {what}");
@@ -134,9 +145,29 @@ fn main() -> ExitCode {
                     "--duration {duration} / --warmup {warmup}: out of range"
                 ));
             }
+            let authority = authority.unwrap_or_else(|| format!("{HOST}:{}", target.port()));
+            let tls = match (mode, ca_file) {
+                (Mode::Https1, None) => return bad("--mode https1 needs --ca-file"),
+                (Mode::Https1, Some(path)) => {
+                    let pem = match std::fs::read(&path) {
+                        Ok(p) => p,
+                        Err(e) => return bad(&format!("--ca-file {}: {e}", path.display())),
+                    };
+                    let name = sni.unwrap_or_else(|| {
+                        authority
+                            .rsplit_once(':')
+                            .map_or(authority.clone(), |(h, _)| h.to_string())
+                    });
+                    match TlsClient::new(&pem, &name) {
+                        Ok(t) => Some(t),
+                        Err(e) => return bad(&format!("{}: {e}", path.display())),
+                    }
+                }
+                (_, _) => None,
+            };
             let spec = LoadSpec {
                 target,
-                authority: authority.unwrap_or_else(|| format!("{HOST}:{}", target.port())),
+                authority,
                 mode,
                 conns,
                 rate,
@@ -144,6 +175,7 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs_f64(duration),
                 size,
                 timeout: Duration::from_secs_f64(timeout),
+                tls,
             };
             match mesh_bench::load::run(spec) {
                 Ok(r) => {
@@ -177,7 +209,8 @@ fn bench(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut variants = Vec::new();
     for v in &a.variants {
         variants.push(Variant::parse(v).ok_or_else(|| {
-            anyhow::anyhow!("--variants: unknown variant {v:?} (direct, envoy, mesh-proxy, envoy-mtls, mesh-proxy-mtls)")
+            let known: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+            anyhow::anyhow!("--variants: unknown variant {v:?} ({})", known.join(", "))
         })?);
     }
     let (mode, mut scs, reps, settle) = if a.smoke {
@@ -188,7 +221,7 @@ fn bench(a: RunArgs) -> anyhow::Result<ExitCode> {
         ("full", scenarios(30.0, 15.0, 3.0, 1000.0), 3, 2000)
     };
     if a.smoke {
-        scs.truncate(1);
+        scs.retain(|s| s.name == mesh_bench::run::HEADLINE || s.ingress);
     }
     if !a.scenarios.is_empty() {
         for s in &a.scenarios {
@@ -199,6 +232,10 @@ fn bench(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         scs.retain(|s| a.scenarios.contains(&s.name));
     }
+    anyhow::ensure!(
+        scs.iter().any(|s| variants.iter().any(|v| s.runs_on(*v))),
+        "no selected scenario runs on the selected variants (the ingress-* scenarios run on direct and the *-gateway variants, the others on the rest)"
+    );
     let plan = Plan {
         variants: variants.clone(),
         scenarios: scs,

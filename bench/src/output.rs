@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::report::{markdown, summarize};
+use crate::report::{ingress_ratios, markdown, summarize};
 use crate::run::{Plan, Raw};
 
 /// Where and how the run happened.
@@ -35,7 +35,7 @@ impl Meta {
             machine: format!("{}; {} cores; {}; {}", cpu.trim(), sh("nproc"), sh("free -g | awk '/Mem:/{print $2\" GiB\"}'"), sh("uname -sr")),
             command: std::env::args().collect::<Vec<_>>().join(" "),
             mode: mode.to_string(),
-            mtls: "off for direct/envoy/mesh-proxy; on (TLS 1.3, certificates from one root, server requires client certificates) for envoy-mtls/mesh-proxy-mtls".into(),
+            mtls: "off for direct/envoy/mesh-proxy and between gateway and sidecar in envoy-gateway/mesh-proxy-gateway (HTTPS is terminated at the gateway); on (TLS 1.3, certificates from one root, server requires client certificates) for envoy-mtls/mesh-proxy-mtls".into(),
             envoy: envoy.to_string(),
             load_generator: "mesh-bench load: own wrk2-style open loop with coordinated-omission correction; closed loop for saturation".into(),
         }
@@ -48,6 +48,8 @@ struct Doc<'a> {
     scenarios: &'a [crate::run::Scenario],
     reps: usize,
     summary: &'a [crate::report::Summary],
+    /// mesh-proxy router ÷ Envoy gateway per ingress scenario (issue 16).
+    ingress: &'a [crate::report::IngressRatio],
     idle: &'a [crate::run::Idle],
     runs: &'a [crate::run::RunRecord],
     interrupted: bool,
@@ -62,11 +64,13 @@ pub fn write_results(
 ) -> std::io::Result<[PathBuf; 3]> {
     std::fs::create_dir_all(dir)?;
     let sums = summarize(raw);
+    let ingress = ingress_ratios(&sums);
     let doc = Doc {
         meta,
         scenarios: &plan.scenarios,
         reps: plan.reps,
         summary: &sums,
+        ingress: &ingress,
         idle: &raw.idle,
         runs: &raw.runs,
         interrupted: raw.interrupted,

@@ -1,10 +1,10 @@
 //! Turns the raw runs into medians per (scenario, variant), added latency over
-//! `direct`, the mesh-proxy ÷ Envoy ratios against the issue's goals, and the
-//! Markdown table.
+//! `direct`, the mesh-proxy ÷ Envoy ratios against the issues' goals (issue 10
+//! for the sidecars, issue 16 for the ingress gateways), and the Markdown table.
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::{Raw, HEADLINE, SATURATION, TCP_CHURN};
+use crate::run::{Raw, HEADLINE, INGRESS_HTTP, INGRESS_HTTPS, SATURATION, TCP_CHURN};
 use crate::topology::Variant;
 
 /// Medians over the repetitions of one scenario on one variant.
@@ -233,17 +233,7 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
         ratio: r,
         goal: goal_le(r, 0.4),
     });
-    let ks = |v| h(v).and_then(|s| s.kernel_share);
-    rows.push(Row {
-        figure: "kernel share of that CPU",
-        cells: vs.map(|v| {
-            ks(v)
-                .map(|k| format!("{:.0} %", k * 100.0))
-                .unwrap_or_else(|| "–".into())
-        }),
-        ratio: None,
-        goal: String::new(),
-    });
+    rows.push(kernel_row(vs.map(|v| h(v).and_then(|s| s.kernel_share))));
     let sc = |v| h(v).and_then(|s| s.syscalls_per_req);
     rows.push(Row {
         figure: "read/write-family syscalls / request (both; not send/recv)",
@@ -329,6 +319,148 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
     rows
 }
 
+/// Issue 16's goal: mesh-proxy's added p99 and CPU per 1000 requests through
+/// the gateway at most this share of Envoy's.
+pub const INGRESS_GOAL: f64 = 0.5;
+
+/// The ingress scenarios and how the report names them.
+pub const INGRESS: [(&str, &str); 2] = [
+    (INGRESS_HTTP, "HTTP"),
+    (INGRESS_HTTPS, "HTTPS terminated at the gateway"),
+];
+
+/// mesh-proxy router ÷ Envoy gateway on one ingress scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngressRatio {
+    pub scenario: String,
+    /// Added p99 over `direct`, mesh-proxy ÷ Envoy.
+    pub added_p99: Option<f64>,
+    /// CPU s / 1000 requests of gateway + server sidecar, mesh-proxy ÷ Envoy.
+    pub cpu_per_1000: Option<f64>,
+    pub goal: f64,
+}
+
+/// The ratios of every ingress scenario that ran on a gateway variant.
+pub fn ingress_ratios(sums: &[Summary]) -> Vec<IngressRatio> {
+    INGRESS
+        .iter()
+        .filter(|(sc, _)| {
+            find(sums, sc, Variant::EnvoyGateway).is_some()
+                || find(sums, sc, Variant::MeshProxyGateway).is_some()
+        })
+        .map(|(sc, _)| {
+            let added = |v| find(sums, sc, v).and_then(|s| s.added_us).map(|a| a[2]);
+            let cpu = |v| find(sums, sc, v).and_then(|s| s.cpu_s_per_1000);
+            IngressRatio {
+                scenario: sc.to_string(),
+                added_p99: ratio(
+                    added(Variant::MeshProxyGateway),
+                    added(Variant::EnvoyGateway),
+                ),
+                cpu_per_1000: ratio(cpu(Variant::MeshProxyGateway), cpu(Variant::EnvoyGateway)),
+                goal: INGRESS_GOAL,
+            }
+        })
+        .collect()
+}
+
+/// One ingress table: direct, Envoy gateway, mesh-proxy router; the proxies'
+/// figures are the gateway's and the server sidecar's together.
+fn ingress_rows(sums: &[Summary], scenario: &str) -> Vec<Row> {
+    let vs = [
+        Variant::Direct,
+        Variant::EnvoyGateway,
+        Variant::MeshProxyGateway,
+    ];
+    let get = |v| find(sums, scenario, v);
+    let dash = || "–".to_string();
+    let mut rows = Vec::new();
+    for (i, name) in [(0, "latency p50"), (2, "latency p99"), (3, "latency p99.9")] {
+        let lat = |v| get(v).map(|s| s.latency_us[i]);
+        rows.push(Row {
+            figure: name,
+            cells: vs.map(|v| lat(v).map(ms).unwrap_or_else(dash)),
+            ratio: ratio(lat(Variant::MeshProxyGateway), lat(Variant::EnvoyGateway)),
+            goal: String::new(),
+        });
+    }
+    for (i, name) in [(0, "added p50"), (2, "added p99"), (3, "added p99.9")] {
+        let add = |v| get(v).and_then(|s| s.added_us).map(|a| a[i]);
+        let r = ratio(add(Variant::MeshProxyGateway), add(Variant::EnvoyGateway));
+        rows.push(Row {
+            figure: name,
+            cells: vs.map(|v| match v {
+                Variant::Direct => dash(),
+                _ => add(v).map(ms).unwrap_or_else(dash),
+            }),
+            ratio: r,
+            goal: if i == 2 {
+                goal_le(r, INGRESS_GOAL)
+            } else {
+                String::new()
+            },
+        });
+    }
+    let rps = |v| get(v).map(|s| s.rps);
+    rows.push(Row {
+        figure: "req/s achieved",
+        cells: vs.map(|v| rps(v).map(|x| format!("{x:.0}")).unwrap_or_else(dash)),
+        ratio: None,
+        goal: String::new(),
+    });
+    let cpu = |v| get(v).and_then(|s| s.cpu_s_per_1000);
+    let r = ratio(cpu(Variant::MeshProxyGateway), cpu(Variant::EnvoyGateway));
+    rows.push(Row {
+        figure: "CPU s / 1000 req (gateway + server sidecar)",
+        cells: vs.map(|v| cpu(v).map(|c| format!("{c:.4}")).unwrap_or_else(dash)),
+        ratio: r,
+        goal: goal_le(r, INGRESS_GOAL),
+    });
+    rows.push(kernel_row(vs.map(|v| get(v).and_then(|s| s.kernel_share))));
+    let rss = |v| get(v).and_then(|s| s.rss_load);
+    rows.push(Row {
+        figure: "RSS under load (larger of gateway and sidecar)",
+        cells: vs.map(|v| rss(v).map(mib).unwrap_or_else(dash)),
+        ratio: ratio(
+            rss(Variant::MeshProxyGateway).map(|b| b as f64),
+            rss(Variant::EnvoyGateway).map(|b| b as f64),
+        ),
+        goal: String::new(),
+    });
+    rows
+}
+
+/// The kernel's share of the proxies' CPU, per column.
+fn kernel_row(shares: [Option<f64>; 3]) -> Row {
+    Row {
+        figure: "kernel share of that CPU",
+        cells: shares.map(|k| {
+            k.map(|k| format!("{:.0} %", k * 100.0))
+                .unwrap_or_else(|| "–".into())
+        }),
+        ratio: None,
+        goal: String::new(),
+    }
+}
+
+fn table(rows: &[Row], columns: [&str; 3]) -> String {
+    let mut md = format!(
+        "| figure | {} | {} | {} | mesh-proxy ÷ Envoy | goal |\n|---|---:|---:|---:|---:|---|\n",
+        columns[0], columns[1], columns[2]
+    );
+    for r in rows {
+        let ratio = r
+            .ratio
+            .map(|x| format!("{x:.2}"))
+            .unwrap_or_else(|| "–".into());
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.figure, r.cells[0], r.cells[1], r.cells[2], ratio, r.goal
+        );
+    }
+    md
+}
+
 fn goal_le(r: Option<f64>, max: f64) -> String {
     match r {
         Some(r) if r <= max => format!("≤ {max}×: met"),
@@ -355,17 +487,21 @@ pub fn markdown(sums: &[Summary], header: &str, headline: &str) -> String {
             continue;
         }
         md += &format!("\n## Headline: {headline}, both sidecars, mTLS {tls}\n\n");
-        md += "| figure | direct | Envoy 1.40 | mesh-proxy | mesh-proxy ÷ Envoy | goal |\n|---|---:|---:|---:|---:|---|\n";
-        for r in headline_rows(sums, pair) {
-            let ratio = r
-                .ratio
-                .map(|x| format!("{x:.2}"))
-                .unwrap_or_else(|| "–".into());
-            md += &format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
-                r.figure, r.cells[0], r.cells[1], r.cells[2], ratio, r.goal
-            );
-        }
+        md += &table(
+            &headline_rows(sums, pair),
+            ["direct", "Envoy 1.40", "mesh-proxy"],
+        );
+    }
+    let ran: Vec<String> = ingress_ratios(sums)
+        .into_iter()
+        .map(|r| r.scenario)
+        .collect();
+    for (sc, what) in INGRESS.iter().filter(|(sc, _)| ran.iter().any(|r| r == sc)) {
+        md += &format!("\n## Ingress: {what} ({sc}), client → gateway → sidecar → app\n\n");
+        md += &table(
+            &ingress_rows(sums, sc),
+            ["direct", "Envoy 1.40 gateway", "mesh-proxy router"],
+        );
     }
     md += "\n## Every scenario (medians)\n\n";
     md += "| scenario | variant | runs | req/s | p50 | p90 | p99 | p99.9 | added p50 | added p99 | sidecar CPU s/1k req | RSS under load | errors |\n";
@@ -410,5 +546,87 @@ mod tests {
         assert_eq!(goal_le(Some(0.3), 0.4), "≤ 0.4×: met");
         assert_eq!(goal_le(Some(0.5), 0.4), "≤ 0.4×: **missed**");
         assert_eq!(goal_ge(Some(1.5), 2.0), "≥ 2×: **missed**");
+    }
+
+    fn summary(scenario: &str, v: Variant, p99_us: f64, cpu: Option<f64>) -> Summary {
+        Summary {
+            scenario: scenario.into(),
+            variant: Some(v),
+            runs: 1,
+            rps: 1000.0,
+            latency_us: [100.0, 150.0, p99_us, p99_us * 2.0],
+            cpu_s_per_1000: cpu,
+            ..Default::default()
+        }
+    }
+
+    fn run(scenario: &str, v: Variant, p99_us: f64) -> crate::run::RunRecord {
+        crate::run::RunRecord {
+            rep: 1,
+            scenario: scenario.into(),
+            variant: v,
+            mtls: crate::run::Mtls::Off,
+            load: crate::load::LoadResult {
+                ok: 1000,
+                rps: 1000.0,
+                latency_us: crate::load::Percentiles {
+                    p50: 100.0,
+                    p99: p99_us,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            sidecars: None,
+        }
+    }
+
+    #[test]
+    fn ingress_ratios_divide_the_added_p99_and_cpu_of_the_gateways() {
+        // Added p99 over direct: Envoy 1000 µs, mesh-proxy 400 µs → 0.4.
+        let raw = Raw {
+            runs: vec![
+                run(INGRESS_HTTPS, Variant::Direct, 200.0),
+                run(INGRESS_HTTPS, Variant::EnvoyGateway, 1200.0),
+                run(INGRESS_HTTPS, Variant::MeshProxyGateway, 600.0),
+            ],
+            ..Default::default()
+        };
+        let mut sums = summarize(&raw);
+        for s in &mut sums {
+            s.cpu_s_per_1000 = match s.variant {
+                Some(Variant::EnvoyGateway) => Some(0.5),
+                Some(Variant::MeshProxyGateway) => Some(0.3),
+                _ => None,
+            };
+        }
+        let r = ingress_ratios(&sums);
+        assert_eq!(r.len(), 1, "only the scenario that ran: {r:?}");
+        assert_eq!(r[0].scenario, INGRESS_HTTPS);
+        assert!((r[0].added_p99.unwrap() - 0.4).abs() < 1e-9, "{r:?}");
+        assert!((r[0].cpu_per_1000.unwrap() - 0.6).abs() < 1e-9, "{r:?}");
+        let md = markdown(&sums, "", "");
+        assert!(
+            md.contains("## Ingress: HTTPS terminated at the gateway"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| added p99 | – | 1.000 ms | 0.400 ms | 0.40 | ≤ 0.5×: met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| CPU s / 1000 req (gateway + server sidecar) | – | 0.5000 | 0.3000 | 0.60 | ≤ 0.5×: **missed** |"),
+            "{md}"
+        );
+        assert!(!md.contains("## Headline"), "no sidecar variant ran: {md}");
+    }
+
+    #[test]
+    fn no_ingress_section_without_a_gateway_run() {
+        let sums = vec![
+            summary(HEADLINE, Variant::Direct, 100.0, None),
+            summary(INGRESS_HTTP, Variant::Direct, 100.0, None),
+        ];
+        assert!(ingress_ratios(&sums).is_empty());
+        assert!(!markdown(&sums, "", "").contains("## Ingress"));
     }
 }

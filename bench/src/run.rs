@@ -1,7 +1,8 @@
 //! The benchmark run: deploys every variant once on one node, then runs each
 //! scenario against the variants interleaved (A B C A B C …, repeated), so that
 //! machine drift hits all of them alike. Around every measurement window it
-//! samples the sidecars' CPU time and RSS.
+//! samples the sidecars' CPU time and RSS. The ingress scenarios run on the
+//! gateway variants and on `direct` (their baseline); the others on the rest.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use anyhow::{bail, Context};
 use mesh_e2e::harness::Node;
 use serde::{Deserialize, Serialize};
 
+use crate::gateway::GATEWAY_PORTS;
 use crate::load::{LoadResult, Mode};
 use crate::procstat::{cpu_split, private_bytes, rss_bytes, syscalls};
 use crate::topology::{Bins, Deployment, MeshCa, Variant, APP_UID, PORTS};
@@ -28,15 +30,63 @@ pub struct Scenario {
     pub rate: Option<f64>,
     pub warmup_s: f64,
     pub duration_s: f64,
+    /// Client → gateway → server sidecar → app: runs on the gateway variants
+    /// (and `direct`, the baseline of every scenario) instead of the sidecar ones.
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 impl Scenario {
-    fn port(&self) -> u16 {
-        match self.mode {
-            Mode::Http1 | Mode::Churn => PORTS.http,
-            Mode::H2c => PORTS.h2,
-            Mode::Tcp | Mode::TcpChurn => PORTS.tcp,
-        }
+    /// Whether this scenario is measured on `v`.
+    pub fn runs_on(&self, v: Variant) -> bool {
+        v == Variant::Direct || self.ingress == v.is_gateway()
+    }
+}
+
+/// Where and how the load generator sends one scenario's requests on one variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadTarget {
+    pub port: u16,
+    pub mode: Mode,
+    /// `Host` to send instead of the service's `host:port`.
+    pub authority: Option<&'static str>,
+    /// Verify the server against the deployment's root, SNI = `authority`.
+    pub tls: bool,
+}
+
+/// The gateway variants are called on the gateway's ports with
+/// `Host: bench.example.com` (TLS with that SNI for `Https1`); the others on
+/// the app's port for the mode. `direct` is the baseline of the HTTPS ingress
+/// scenario over plain HTTP/1.1: the app does not speak TLS, so the added
+/// figures of the gateways include terminating it, which is their job.
+pub fn load_target(sc: &Scenario, v: Variant) -> LoadTarget {
+    if v.is_gateway() {
+        let https = sc.mode == Mode::Https1;
+        return LoadTarget {
+            port: if https {
+                GATEWAY_PORTS.https
+            } else {
+                GATEWAY_PORTS.http
+            },
+            mode: sc.mode,
+            authority: Some(crate::gateway::HOST),
+            tls: https,
+        };
+    }
+    let mode = match sc.mode {
+        Mode::Https1 => Mode::Http1,
+        m => m,
+    };
+    let port = match mode {
+        Mode::Http1 | Mode::Churn | Mode::Https1 => PORTS.http,
+        Mode::H2c => PORTS.h2,
+        Mode::Tcp | Mode::TcpChurn => PORTS.tcp,
+    };
+    LoadTarget {
+        port,
+        mode,
+        authority: None,
+        tls: false,
     }
 }
 
@@ -45,6 +95,9 @@ pub const HEADLINE: &str = "http1-1kb-1000rps";
 pub const SATURATION: &str = "saturation-http1";
 /// A new TCP connection per exchange: the sidecars' handshake cost.
 pub const TCP_CHURN: &str = "churn-tcp-500rps";
+/// Ingress through the gateway's HTTP port, and HTTPS terminated at the gateway.
+pub const INGRESS_HTTP: &str = "ingress-http1-1kb-1000rps";
+pub const INGRESS_HTTPS: &str = "ingress-https-1kb-1000rps";
 
 /// The scenarios of a mode: `(headline secs, other secs, warm-up secs)`.
 pub fn scenarios(headline_s: f64, other_s: f64, warmup_s: f64, rate: f64) -> Vec<Scenario> {
@@ -55,6 +108,11 @@ pub fn scenarios(headline_s: f64, other_s: f64, warmup_s: f64, rate: f64) -> Vec
         rate,
         warmup_s,
         duration_s: d,
+        ingress: false,
+    };
+    let ingress = |name: &str, mode| Scenario {
+        ingress: true,
+        ..s(name, mode, Some(rate), headline_s)
     };
     vec![
         s(HEADLINE, Mode::Http1, Some(rate), headline_s),
@@ -63,6 +121,8 @@ pub fn scenarios(headline_s: f64, other_s: f64, warmup_s: f64, rate: f64) -> Vec
         s("tcp-echo-1kb-1000rps", Mode::Tcp, Some(rate), other_s),
         s("churn-http1-500rps", Mode::Churn, Some(rate / 2.0), other_s),
         s(TCP_CHURN, Mode::TcpChurn, Some(rate / 2.0), other_s),
+        ingress(INGRESS_HTTP, Mode::Http1),
+        ingress(INGRESS_HTTPS, Mode::Https1),
     ]
 }
 
@@ -150,17 +210,37 @@ pub fn execute(plan: &Plan, bins: &Bins) -> (Raw, Option<anyhow::Error>) {
 
 fn execute_into(plan: &Plan, bins: &Bins, raw: &mut Raw) -> anyhow::Result<()> {
     let node = Node::new()?;
-    let ca = if plan.variants.iter().any(|v| v.mtls()) {
+    // A variant no selected scenario runs on is not deployed.
+    let variants: Vec<Variant> = plan
+        .variants
+        .iter()
+        .copied()
+        .filter(|v| {
+            let used = plan.scenarios.iter().any(|s| s.runs_on(*v));
+            if !used {
+                eprintln!(
+                    "mesh-bench: {} skipped: no selected scenario runs on it",
+                    v.name()
+                );
+            }
+            used
+        })
+        .collect();
+    let ca = if variants.iter().any(|v| v.mtls()) {
         Some(MeshCa::start(&node, bins).context("starting the mesh CA for the mTLS variants")?)
     } else {
         None
     };
     let mut deps = Vec::new();
-    for v in &plan.variants {
+    for v in &variants {
         interrupted()?;
         let t = Instant::now();
-        let d = Deployment::start(&node, *v, bins, ca.as_ref())
-            .with_context(|| format!("starting the {} variant", v.name()))?;
+        let d = if v.is_gateway() {
+            crate::gateway::start(&node, *v, bins)
+        } else {
+            Deployment::start(&node, *v, bins, ca.as_ref())
+        };
+        let d = d.with_context(|| format!("starting the {} variant", v.name()))?;
         eprintln!(
             "mesh-bench: {} ready in {:.1}s",
             v.name(),
@@ -188,17 +268,22 @@ fn execute_into(plan: &Plan, bins: &Bins, raw: &mut Raw) -> anyhow::Result<()> {
             });
         }
     }
-    let total = plan.reps * plan.scenarios.len() * deps.len();
+    let per_rep: usize = plan
+        .scenarios
+        .iter()
+        .map(|sc| deps.iter().filter(|d| sc.runs_on(d.variant)).count())
+        .sum();
+    let total = plan.reps * per_rep;
     let mut n = 0;
     for rep in 1..=plan.reps {
         for sc in &plan.scenarios {
-            for d in &mut deps {
+            for d in deps.iter_mut().filter(|d| sc.runs_on(d.variant)) {
                 interrupted()?;
                 n += 1;
                 let rec = run_one(d, sc, rep, plan.settle)
                     .with_context(|| format!("{} on {}", sc.name, d.variant.name()))?;
                 eprintln!(
-                    "[{n}/{total}] rep {rep} {:<22} {:<10} {}",
+                    "[{n}/{total}] rep {rep} {:<25} {:<18} {}",
                     sc.name,
                     d.variant.name(),
                     line(&rec)
@@ -257,11 +342,12 @@ fn run_one(
     settle: Duration,
 ) -> anyhow::Result<RunRecord> {
     let bench = crate::self_exe()?;
-    let target = format!("{}:{}", d.target_ip, sc.port());
+    let lt = load_target(sc, d.variant);
+    let target = format!("{}:{}", d.target_ip, lt.port);
     let rate = sc.rate.map(|r| r.to_string());
     let (warm, dur) = (sc.warmup_s.to_string(), sc.duration_s.to_string());
     let conns = sc.conns.to_string();
-    let mode = serde_json::to_value(sc.mode)?
+    let mode = serde_json::to_value(lt.mode)?
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -283,6 +369,14 @@ fn run_one(
     ];
     if let Some(r) = &rate {
         argv.extend(["--rate", r.as_str()]);
+    }
+    if let Some(a) = lt.authority {
+        argv.extend(["--authority", a]);
+    }
+    let root = d.ca_root.as_ref().map(|p| p.display().to_string());
+    if lt.tls {
+        let root = root.as_deref().context("no root for the TLS load")?;
+        argv.extend(["--ca-file", root]);
     }
     let pids = d.sidecar_pids;
     let rss_before = pids.map(|(c, s)| [rss_bytes(c).unwrap_or(0), rss_bytes(s).unwrap_or(0)]);
@@ -354,4 +448,75 @@ fn run_one(
         load,
         sidecars,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_name(name: &str) -> Scenario {
+        scenarios(8.0, 3.0, 0.5, 1000.0)
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("scenario")
+    }
+
+    #[test]
+    fn ingress_scenarios_run_on_the_gateways_and_direct_only() {
+        let ingress = by_name(INGRESS_HTTPS);
+        let headline = by_name(HEADLINE);
+        let on = |sc: &Scenario| -> Vec<&str> {
+            Variant::ALL
+                .into_iter()
+                .filter(|v| sc.runs_on(*v))
+                .map(|v| v.name())
+                .collect()
+        };
+        assert_eq!(
+            on(&ingress),
+            ["direct", "envoy-gateway", "mesh-proxy-gateway"]
+        );
+        assert_eq!(
+            on(&headline),
+            [
+                "direct",
+                "envoy",
+                "mesh-proxy",
+                "envoy-mtls",
+                "mesh-proxy-mtls"
+            ]
+        );
+        assert_eq!((ingress.rate, ingress.duration_s), (Some(1000.0), 8.0));
+    }
+
+    #[test]
+    fn gateways_get_the_gateway_ports_and_direct_the_plain_app() {
+        let https = by_name(INGRESS_HTTPS);
+        let http = by_name(INGRESS_HTTP);
+        let t = load_target(&https, Variant::MeshProxyGateway);
+        assert_eq!(
+            t,
+            LoadTarget {
+                port: 8443,
+                mode: Mode::Https1,
+                authority: Some("bench.example.com"),
+                tls: true
+            }
+        );
+        let t = load_target(&http, Variant::EnvoyGateway);
+        assert_eq!((t.port, t.mode, t.tls), (8080, Mode::Http1, false));
+        assert_eq!(t.authority, Some("bench.example.com"));
+        let t = load_target(&https, Variant::Direct);
+        assert_eq!(
+            t,
+            LoadTarget {
+                port: 8080,
+                mode: Mode::Http1,
+                authority: None,
+                tls: false
+            }
+        );
+        let t = load_target(&by_name("h2c-1kb-1000rps"), Variant::MeshProxy);
+        assert_eq!((t.port, t.mode), (8081, Mode::H2c));
+    }
 }

