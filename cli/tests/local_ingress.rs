@@ -272,7 +272,10 @@ fn https_redirect_two_hosts_two_secrets_regex_prefix_and_cors() {
     assert_eq!(code, 200, "{err}");
     assert!(reply.unwrap().pod.starts_with("reviews-v"));
     let (code, _, err) = https(SHOP, &admin_ca, "/api/v1/products/7");
-    assert_eq!(code, 0, "shop's certificate accepted with admin's CA: {err}");
+    assert_eq!(
+        code, 0,
+        "shop's certificate accepted with admin's CA: {err}"
+    );
     // openssl s_client shows the SNI choice: the issuer of each host's chain.
     for (host, issuer) in [(SHOP, "shop ca"), (ADMIN, "admin ca")] {
         let out = Command::new("openssl")
@@ -310,7 +313,10 @@ fn https_redirect_two_hosts_two_secrets_regex_prefix_and_cors() {
         "access-control-request-headers: x-token",
         &format!("https://{SHOP}:{p443}/api/v1/products/7"),
     ]);
-    assert!(h.starts_with("http/1.1 200") || h.starts_with("http/2 200"), "{h}");
+    assert!(
+        h.starts_with("http/1.1 200") || h.starts_with("http/2 200"),
+        "{h}"
+    );
     for want in [
         "access-control-allow-origin: https://app.example.com",
         "access-control-allow-methods: get,post",
@@ -320,6 +326,66 @@ fn https_redirect_two_hosts_two_secrets_regex_prefix_and_cors() {
         assert!(h.lines().any(|l| l.trim_end() == want), "{want} in\n{h}");
     }
 
+    // Rotation of shop's Secret under a curl loop (a new connection per call,
+    // trusting the old and the new CA): no call fails, and the new chain is
+    // served without a restart.
+    let (shop_ca2, shop_cert2, shop_key2) = certs("shop ca two", SHOP);
+    let both = mesh.file(
+        "shop-cas.pem",
+        &format!("{}{shop_ca2}", std::fs::read_to_string(&shop_ca).unwrap()),
+    );
+    let shop_ca2 = mesh.file("shop-ca2.pem", &shop_ca2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let looper = {
+        let (stop, done, both, resolve, url) = (
+            stop.clone(),
+            done.clone(),
+            both.clone(),
+            resolve(SHOP, p443),
+            format!("https://{SHOP}:{p443}/api/v1/products/7"),
+        );
+        std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            for _ in 0..3000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                codes.push(curl(&["--resolve", &resolve, "--cacert", &both, &url]).0);
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            codes
+        })
+    };
+    let rotated = mesh.file(
+        "shop-rotated.yaml",
+        &tls_secret("shop-cert", &shop_cert2, &shop_key2),
+    );
+    mesh.ok(&["apply", "-f", &rotated]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while https(SHOP, &shop_ca2, "/api/v1/products/7").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "rotated certificate not served in 15s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few more calls of the loop on the new certificate, then stop it.
+    let seen = done.load(std::sync::atomic::Ordering::Relaxed);
+    while done.load(std::sync::atomic::Ordering::Relaxed) < seen + 3 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(15),
+            "the loop stalled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let codes = looper.join().unwrap();
+    assert!(codes.len() >= 4, "{codes:?}");
+    eprintln!("{} calls during the rotation, all 200", codes.len());
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    assert_eq!(https(SHOP, &shop_ca, "/api/v1/products/7").0, 0);
+
     // Deleting admin's Secret turns only that server's TLS off.
     let admin_secret = mesh.file(
         "admin-secret.yaml",
@@ -328,7 +394,7 @@ fn https_redirect_two_hosts_two_secrets_regex_prefix_and_cors() {
     mesh.change("delete", &admin_secret, &[GATEWAY]);
     let (code, _, err) = https(ADMIN, &admin_ca, "/reviews/1");
     assert_eq!(code, 0, "admin still served without its Secret: {err}");
-    let (code, reply, err) = https(SHOP, &shop_ca, "/api/v1/products/7");
+    let (code, reply, err) = https(SHOP, &shop_ca2, "/api/v1/products/7");
     assert_eq!(code, 200, "{err}");
     assert_eq!(reply.unwrap().pod, "productpage-v1-0");
 }
