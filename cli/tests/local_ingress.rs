@@ -103,6 +103,22 @@ fn bookinfo_productpage_through_the_ingress_gateway_from_the_host() {
         ) >= 2.0,
         "{metrics}"
     );
+    // Upstream from the gateway is auto-mTLS as from a sidecar: productpage's
+    // own sidecar saw the gateway's proven identity over mutual TLS.
+    let inbound = mesh.metrics("productpage-v1-0");
+    assert!(
+        metric_sum(
+            &inbound,
+            "istio_requests_total",
+            &[
+                "reporter=\"destination\"",
+                "source_workload=\"istio-ingressgateway\"",
+                "connection_security_policy=\"mutual_tls\"",
+                "source_principal=\"spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account\"",
+            ]
+        ) >= 2.0,
+        "{inbound}"
+    );
 }
 
 fn tls_secret(name: &str, cert: &str, key: &str) -> String {
