@@ -155,13 +155,13 @@ fn proxy_config_and_status_through_the_api_server() {
     w.api.clear();
     let (ok, out, err) = meshctl(&kc, &["proxy-config", "secret", "web-0"]);
     assert!(ok && out.contains("NONE (mTLS off"), "{out}{err}");
-    assert_eq!(
-        w.api.seen(),
-        [
-            "GET /api/v1/namespaces/shop/pods/web-0",
-            "GET /api/v1/namespaces/shop/pods/web-0/portforward?ports=15000"
-        ]
-    );
+    // Two admin reads, each through its own port-forward: `/certs`, then
+    // `/config_dump` for a gateway's server certificates (none on a sidecar).
+    let one = [
+        "GET /api/v1/namespaces/shop/pods/web-0",
+        "GET /api/v1/namespaces/shop/pods/web-0/portforward?ports=15000",
+    ];
+    assert_eq!(w.api.seen(), [one, one].concat());
 
     // A missing pod: the API's 404, naming it.
     let (ok, _, err) = meshctl(&kc, &["proxy-config", "cluster", "nope-0.shop"]);
