@@ -307,7 +307,12 @@ impl TlsServer {
 impl Drop for TlsServer {
     fn drop(&mut self) {
         if let Some(pid) = &self.pid {
-            let _ = Command::new("kill").arg(pid).status();
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
