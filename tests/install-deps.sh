@@ -44,4 +44,10 @@ if ! "$venv/bin/python" -c 'import h2' >/dev/null 2>&1; then
   echo "install-deps: adding h2 to $venv"
   "$venv/bin/pip" install -q --disable-pip-version-check h2
 fi
+# Python `grpcio` for the gRPC-through-the-gateway test (a real gRPC server
+# and client: trailers, grpc-status, HTTP/2 framing as gRPC libraries do it).
+if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
+  echo "install-deps: adding grpcio to $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcio
+fi
 echo "install-deps: ok"

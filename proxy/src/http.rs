@@ -224,11 +224,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
                 (r.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut r));
             let (mut rparts, rbody) = r.into_parts();
             record.labels.response_code = rparts.status.as_u16();
-            record.labels.grpc_response_status = rparts
-                .headers
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
+            record.labels.grpc_response_status = crate::record::grpc_status(&rparts.headers);
             if answer_metadata {
                 rparts
                     .headers

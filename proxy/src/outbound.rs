@@ -595,11 +595,7 @@ async fn send_to(
                     record.labels.destination = ctx.shared.peers.destination(&v);
                 }
             }
-            record.labels.grpc_response_status = rparts
-                .headers
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
+            record.labels.grpc_response_status = crate::record::grpc_status(&rparts.headers);
             if let Some(l) = record.log.as_mut() {
                 l.upstream = sent.endpoint.addr.to_string();
             }

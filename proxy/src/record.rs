@@ -156,6 +156,14 @@ impl hyper::body::Body for Metered {
             std::task::Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     self.bytes += d.len() as u64;
+                } else if let Some(t) = f.trailers_ref() {
+                    // A gRPC call's status normally comes in trailers (only
+                    // a trailers-only answer carries it in the headers).
+                    if let Some(code) = grpc_status(t) {
+                        if let Some(r) = self.record.as_mut() {
+                            r.labels.grpc_response_status = Some(code);
+                        }
+                    }
                 }
                 // hyper stops polling once the body says it has ended, so the
                 // final `None` may never come: finish here.
@@ -197,6 +205,11 @@ impl Drop for Metered {
             r.finish(self.bytes, complete);
         }
     }
+}
+
+/// The `grpc-status` of a header or trailer block, when it holds a number.
+pub(crate) fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 pub(crate) fn metered(resp: Response<Body>, record: Record) -> Response<Body> {

@@ -47,12 +47,26 @@ pub(crate) fn strip_hop_by_hop(h: &mut http::HeaderMap, keep_upgrade: bool) {
             }
         }
     }
+    // `te: trailers` is the one TE value that crosses a proxy: gRPC servers
+    // (grpc-core) refuse a call without it, and HTTP/2 allows exactly this
+    // value. Envoy keeps it the same way.
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| is_te_trailers(v.as_bytes()));
     for name in HOP_BY_HOP {
         if keep_upgrade && (name == "connection" || name == "upgrade") {
             continue;
         }
         h.remove(name);
     }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether a TE value asks for trailers only (`trailers`, any case, spaces around).
+fn is_te_trailers(v: &[u8]) -> bool {
+    v.trim_ascii().eq_ignore_ascii_case(b"trailers")
 }
 
 pub(crate) fn request_id() -> HeaderValue {
@@ -193,4 +207,32 @@ pub(crate) fn ensure_host(parts: &mut http::request::Parts) -> Option<String> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_but_te_trailers_stays() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static(" Trailers "));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+
+        let mut h = http::HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
 }

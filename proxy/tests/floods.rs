@@ -9,24 +9,6 @@ mod common;
 
 use common::*;
 
-/// The tools venv's Python (tests/install-deps.sh puts `h2` there).
-fn python() -> String {
-    let venv = std::env::var("MESH_TOOLS_VENV").unwrap_or_else(|_| "/opt/mesh-tools".into());
-    format!("{venv}/bin/python")
-}
-
-/// Copies a script next to the view file, where the app user (UID 1000) can read it.
-fn script(w: &World, name: &str) -> String {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join(name);
-    let dst = w.dir.0.join(name);
-    std::fs::copy(&src, &dst).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.to_str().unwrap().to_string()
-}
-
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -127,7 +109,7 @@ fn h2_floods_end_in_goaway_and_spare_other_clients() {
             "2s",
         ],
     );
-    let attack = script(&w, "h2attack.py");
+    let attack = stage_script(&w.dir, "h2attack.py");
     let py = python();
     // Each attacker is another pod (no sidecar) calling the server pod directly:
     // the server sidecar's inbound listener is attacked, while the other
@@ -320,7 +302,7 @@ struct Idle {
 
 fn idle_conns(w: &World, n: usize, deadline: u64, extra_after: Option<f64>) -> Idle {
     let py = python();
-    let s = script(w, "idleconns.py");
+    let s = stage_script(&w.dir, "idleconns.py");
     let (n, dl) = (n.to_string(), deadline.to_string());
     let extra = extra_after.map(|e| e.to_string());
     let mut argv = vec![py.as_str(), &s, VIP, "8080", &n, &dl];

@@ -2,7 +2,8 @@
 //! host routing by `:authority`, 404 `NR` outside the routes, per-match
 //! `gateways`, `httpsRedirect`, Istio metrics with the gateway as source
 //! workload; listeners following the view (a port added, a port that cannot
-//! be bound, a port removed); TCP servers; h2c through an HTTP2 server.
+//! be bound, a port removed); TCP servers; h2c through an HTTP2 server; gRPC
+//! (grpcio client and server) through a GRPC server.
 
 mod common;
 mod gwfix;
@@ -284,6 +285,57 @@ fn tcp_server_and_h2c_through_an_http2_server() {
         after_swaps < 3200.0,
         "the view swaps did not happen under load"
     );
+}
+
+#[test]
+fn grpc_through_a_grpc_server_keeps_status_and_trailers() {
+    let w = gw_world(
+        vec![listener(8085, 85, vec![server(0, "GRPC", &["*"], &["default/grpc"])])],
+        &[(
+            "default/grpc",
+            "hosts: ['*']\ngateways: [istio-system/ingress]\nhttp:\n- match: [{uri: {prefix: /mesh.Echo/}}]\n  route: [{destination: {host: grpc-echo, port: {number: 50051}}}]\n",
+        )],
+    );
+    let py = python();
+    let script = stage_script(&w.dir, "grpcecho.py");
+    // As root: the tools venv may link a Python the app user cannot reach.
+    let mut server = w.app.spawn(0, &[&py, &script, "server", "50051"]).unwrap();
+    server
+        .wait_for_line("grpcecho listening", Duration::from_secs(20))
+        .unwrap();
+
+    let target = format!("{}:8085", w.ip());
+    let out = w
+        .client
+        .exec(0, &["timeout", "30", &py, &script, "client", &target, "50"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 50 unary calls answered, and the failing call's status and message
+    // (carried in trailers) reach the client unchanged.
+    assert!(
+        text.contains("OK 50"),
+        "{text} {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        w.metrics()
+    );
+    assert!(text.contains("STATUS 5 no such thing"), "{text}");
+
+    let m = w.metrics();
+    let calls = |status: &str| {
+        metric_sum(
+            &m,
+            "istio_requests_total",
+            &[
+                "source_workload=\"istio-ingressgateway\"",
+                "destination_service=\"grpc-echo.default.svc.cluster.local\"",
+                "request_protocol=\"grpc\"",
+                "response_code=\"200\"",
+                &format!("grpc_response_status=\"{status}\""),
+            ],
+        )
+    };
+    assert_eq!(calls("0"), 50.0, "{m}");
+    assert_eq!(calls("5"), 1.0, "{m}");
 }
 
 /// `httpsRedirect` on a server.

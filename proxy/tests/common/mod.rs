@@ -23,6 +23,7 @@ pub const VIP: &str = "10.96.0.10";
 pub const TCP_VIP: &str = "10.96.0.11";
 pub const BANNER_VIP: &str = "10.96.0.12";
 pub const H2_VIP: &str = "10.96.0.13";
+pub const GRPC_VIP: &str = "10.96.0.14";
 
 /// A world-readable folder for the view file (the proxy runs as 1337).
 pub struct ViewDir(pub PathBuf);
@@ -276,6 +277,25 @@ pub fn wait_ready(pod: &Pod) {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// The tools venv's Python (tests/install-deps.sh puts `h2` and `grpcio` there).
+pub fn python() -> String {
+    let venv = std::env::var("MESH_TOOLS_VENV").unwrap_or_else(|_| "/opt/mesh-tools".into());
+    format!("{venv}/bin/python")
+}
+
+/// Copies a script of proxy/tests next to the view file, where the app user
+/// (UID 1000) can read it; returns its path.
+pub fn stage_script(dir: &ViewDir, name: &str) -> String {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
+    let dst = dir.0.join(name);
+    std::fs::copy(&src, &dst).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dst.to_str().unwrap().to_string()
 }
 
 pub fn start_echo(pod: &Pod, version: &str) -> PodProcess {

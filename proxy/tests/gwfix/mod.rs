@@ -104,6 +104,14 @@ pub fn gw_world(listeners: Vec<GatewayListener>, vss: &[(&str, &str)]) -> Gw {
                 &eps,
             ),
             svc(
+                "grpc-echo.default.svc.cluster.local",
+                GRPC_VIP,
+                50051,
+                "grpc",
+                "GRPC",
+                &eps,
+            ),
+            svc(
                 "secure.default.svc.cluster.local",
                 BANNER_VIP,
                 9443,
