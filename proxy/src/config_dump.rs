@@ -543,7 +543,10 @@ mod tests {
             .iter()
             .find(|r| r.cluster == cluster && r.endpoint == ejected)
             .unwrap();
-        assert_eq!((row.outlier_check.as_str(), row.active_requests), ("FAILED", 1));
+        assert_eq!(
+            (row.outlier_check.as_str(), row.active_requests),
+            ("FAILED", 1)
+        );
         let others = rows.iter().filter(|r| r.outlier_check == "FAILED").count();
         assert_eq!(others, 1, "only that endpoint of that cluster: {rows:?}");
     }

@@ -521,7 +521,12 @@ async fn send_to(
     };
     let bound = ctx.shared.state.bind(cluster);
     if let Some(limits) = &cluster.limits {
-        match bound.state.pool.admit(limits, proto == Protocol::Http1).await {
+        match bound
+            .state
+            .pool
+            .admit(limits, proto == Protocol::Http1)
+            .await
+        {
             Some(p) => record.permit = Some(p),
             None => {
                 record.labels.response_code = 503;

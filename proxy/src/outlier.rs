@@ -96,7 +96,10 @@ impl Default for EndpointHealth {
 
 impl EndpointHealth {
     fn now_ms(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.base).as_millis() as u64 + 1
+        Instant::now()
+            .saturating_duration_since(self.base)
+            .as_millis() as u64
+            + 1
     }
 
     pub fn is_ejected(&self) -> bool {

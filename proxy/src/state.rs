@@ -278,7 +278,10 @@ mod tests {
         let two = t2.endpoint(CLUSTER, addr("10.0.0.2:8080")).unwrap();
         assert_eq!(two.active(), 1);
         let three = t2.endpoint(CLUSTER, addr("10.0.0.3:8080")).unwrap();
-        assert!(!three.health.is_ejected() && three.active() == 0, "new: fresh");
+        assert!(
+            !three.health.is_ejected() && three.active() == 0,
+            "new: fresh"
+        );
         let cs = t2.cluster(CLUSTER).unwrap();
         assert!(Arc::ptr_eq(cs, &bound.state));
         assert_eq!(cs.rr.load(Ordering::Relaxed), 5);
@@ -350,7 +353,10 @@ mod tests {
         let bound = t2.bind(c2);
         assert!(Arc::ptr_eq(&bound.state.pool, &pool));
         let limits = c2.limits.as_ref().unwrap();
-        let _b = pool.admit(limits, true).await.expect("the new limit's slot");
+        let _b = pool
+            .admit(limits, true)
+            .await
+            .expect("the new limit's slot");
         let third = pool.admit(limits, true);
         tokio::pin!(third);
         assert!(

@@ -65,14 +65,20 @@ fn an_ejected_endpoint_stays_out_across_pushes() {
     )
     .unwrap();
     w.update(|v| {
-        v.services[0].endpoints.retain(|e| e.address != later.to_string());
+        v.services[0]
+            .endpoints
+            .retain(|e| e.address != later.to_string());
         v.destination_rules.insert(HOST.into(), dr);
     });
     w.wait_applied();
     let out = w.servers[0]
         .exec(
             0,
-            &["curl", "-s", "http://127.0.0.1:8080/__echo/fault?status=503"],
+            &[
+                "curl",
+                "-s",
+                "http://127.0.0.1:8080/__echo/fault?status=503",
+            ],
         )
         .unwrap();
     assert!(out.status.success());
@@ -88,7 +94,10 @@ fn an_ejected_endpoint_stays_out_across_pushes() {
     });
     let ejected_at = Instant::now();
     let seen = requests_seen(&w.servers[0]);
-    assert!((3..=6).contains(&seen), "bad endpoint saw {seen} before ejection");
+    assert!(
+        (3..=6).contains(&seen),
+        "bad endpoint saw {seen} before ejection"
+    );
 
     // An unrelated push: still ejected, still no traffic.
     add_unrelated_service(&mut w);
@@ -97,7 +106,11 @@ fn an_ejected_endpoint_stays_out_across_pushes() {
     for _ in 0..10 {
         assert_eq!(curl_echo(&w.client, &[&url("/")]).pod, w.servers[1].name());
     }
-    assert_eq!(requests_seen(&w.servers[0]), seen, "an ejected endpoint gets no traffic");
+    assert_eq!(
+        requests_seen(&w.servers[0]),
+        seen,
+        "an ejected endpoint gets no traffic"
+    );
 
     // A push that changes this cluster's endpoints: the new one takes traffic,
     // the ejected one stays out.
@@ -121,7 +134,11 @@ fn an_ejected_endpoint_stays_out_across_pushes() {
             .into(),
         "the good endpoints share the load"
     );
-    assert_eq!(requests_seen(&w.servers[0]), seen, "an ejected endpoint gets no traffic");
+    assert_eq!(
+        requests_seen(&w.servers[0]),
+        seen,
+        "an ejected endpoint gets no traffic"
+    );
     // All of this happened inside the ejection time (300 s).
     assert!(ejected_at.elapsed() < Duration::from_secs(300));
 }
@@ -140,7 +157,15 @@ fn a_connection_pool_limit_holds_across_a_push() {
     let background = |path: &str| {
         let u = url(path);
         let argv = [
-            "curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}\n", &u,
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\n",
+            &u,
         ];
         w.client.spawn(APP, &argv).unwrap()
     };
@@ -160,7 +185,9 @@ fn a_connection_pool_limit_holds_across_a_push() {
     let mut b = background("/slow?n=b");
     let pending = format!("{CLUSTER}::rq_pending_active::1\n");
     until("B is queued", 10, || {
-        admin(&w.client, "/clusters").contains(&pending).then_some(())
+        admin(&w.client, "/clusters")
+            .contains(&pending)
+            .then_some(())
     });
     // A third overflows at once.
     assert_eq!(http_code(&w.client, &[&url("/c0")]), "503");
@@ -168,7 +195,11 @@ fn a_connection_pool_limit_holds_across_a_push() {
 
     // A push (while A is still at the app, 6 s): the pool keeps counting A and B.
     add_unrelated_service(&mut w);
-    assert_eq!(echo_stats(&w.servers[0])["inFlight"], 1, "A still in flight");
+    assert_eq!(
+        echo_stats(&w.servers[0])["inFlight"],
+        1,
+        "A still in flight"
+    );
     assert!(
         admin(&w.client, "/clusters").contains(&pending),
         "B still queued after the push"
@@ -187,5 +218,8 @@ fn a_connection_pool_limit_holds_across_a_push() {
     }
     let stats = echo_stats(&w.servers[0]);
     assert_eq!(stats["maxInFlight"], 1, "{stats}");
-    assert_eq!(stats["requests"], 2, "only A and B reached the app: {stats}");
+    assert_eq!(
+        stats["requests"], 2,
+        "only A and B reached the app: {stats}"
+    );
 }

@@ -250,8 +250,8 @@ async fn auto_passthrough(stream: TcpStream, snap: &Snapshot, sni: &str, shared:
         source_ip: stream.peer_addr().ok().map(|a| a.ip()),
     };
     let bound = shared.state.bind(&cluster);
-    let Some(ep) = crate::lb::pick(&bound.members, &cluster.lb, &bound.state.rr, &keys)
-        .map(|m| m.ep.clone())
+    let Some(ep) =
+        crate::lb::pick(&bound.members, &cluster.lb, &bound.state.rr, &keys).map(|m| m.ep.clone())
     else {
         crate::tcp::refuse(shared, stream, meta(Some(&cluster)), "UH").await;
         return;

@@ -353,7 +353,10 @@ pub fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
