@@ -113,7 +113,7 @@ async fn config_dump(State(s): State<AdminState>) -> Response {
         // A newer view the proxy refused (NACKed): `version` above still runs.
         "rejected": s.shared.store.rejected(),
         "warnings": snap.as_ref().map(|s| &s.warnings),
-        "compiled": snap.as_ref().map(|snap| crate::config_dump::compile(snap, crate::config_dump::Ports {
+        "compiled": snap.as_ref().map(|snap| crate::config_dump::compile(snap, &s.shared.state.load(), crate::config_dump::Ports {
             outbound: s.shared.cfg.outbound.port(),
             inbound: s.shared.cfg.inbound.port(),
             router: s.shared.cfg.mode == crate::config::Mode::Router,
@@ -168,14 +168,15 @@ async fn certs(State(s): State<AdminState>) -> Response {
 async fn clusters(State(s): State<AdminState>) -> Response {
     let mut out = String::new();
     if let Some(snap) = s.shared.store.load() {
-        for c in snap.clusters() {
+        let table = s.shared.state.load();
+        for c in snap.all_clusters() {
+            // Envoy's names: requests waiting for a connection-pool slot, and
+            // each endpoint's requests in flight.
+            let pending = table.cluster(&c.name).map_or(0, |st| st.pool.pending());
+            out.push_str(&format!("{}::rq_pending_active::{pending}\n", c.name));
             for e in &c.endpoints {
-                out.push_str(&format!(
-                    "{}::{}::rq_active::{}\n",
-                    c.name,
-                    e.addr,
-                    e.active.load(std::sync::atomic::Ordering::Relaxed)
-                ));
+                let active = table.endpoint(&c.name, e.addr).map_or(0, |st| st.active());
+                out.push_str(&format!("{}::{}::rq_active::{active}\n", c.name, e.addr));
             }
         }
     }

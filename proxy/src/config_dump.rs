@@ -2,6 +2,8 @@
 //! `meshctl proxy-config`: what this sidecar actually runs on, read from the
 //! current [`Snapshot`] rather than from the view it was sent, in the shape of
 //! `istioctl proxy-config`'s tables (listeners, clusters, routes, endpoints).
+//! Endpoint health and requests in flight come from the run-time table
+//! ([`crate::state`]), which outlasts snapshots.
 //! Pure: no I/O, so it is tested on compiled views directly.
 
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use serde::Serialize;
 use crate::lb::LbPolicy;
 use crate::route::{Matcher, Route};
 use crate::snapshot::{Cluster, OutboundPolicy, Protocol, Snapshot};
+use crate::state::Table;
 
 /// One listener (a port the proxy captures or serves).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -163,19 +166,20 @@ fn static_row(name: &str, type_: &str) -> ClusterRow {
     }
 }
 
-fn endpoint_rows(c: &Cluster, out: &mut Vec<EndpointRow>) {
+fn endpoint_rows(c: &Cluster, table: &Table, out: &mut Vec<EndpointRow>) {
     for e in &c.endpoints {
+        let state = table.endpoint(&c.name, e.addr);
         out.push(EndpointRow {
             endpoint: e.addr.to_string(),
             status: "HEALTHY".into(),
-            outlier_check: if e.health.is_ejected() {
+            outlier_check: if state.is_some_and(|s| s.health.is_ejected()) {
                 "FAILED"
             } else {
                 "OK"
             }
             .into(),
             cluster: c.name.clone(),
-            active_requests: e.active.load(std::sync::atomic::Ordering::Relaxed),
+            active_requests: state.map_or(0, |s| s.active()),
         });
     }
 }
@@ -213,8 +217,8 @@ pub(crate) fn vs_name(key: &str) -> String {
     }
 }
 
-/// The rows of a compiled snapshot.
-pub fn compile(snap: &Snapshot, ports: Ports) -> Compiled {
+/// The rows of a compiled snapshot, with the run-time state in `table`.
+pub fn compile(snap: &Snapshot, table: &Table, ports: Ports) -> Compiled {
     let mut out = Compiled::default();
     if let Some(g) = &snap.gateway {
         crate::gateway::dump::rows(g, &mut out);
@@ -222,7 +226,7 @@ pub fn compile(snap: &Snapshot, ports: Ports) -> Compiled {
     if !ports.router {
         capture_rows(snap, ports, &mut out);
     }
-    cluster_rows(snap, ports, &mut out);
+    cluster_rows(snap, table, ports, &mut out);
     out
 }
 
@@ -244,7 +248,7 @@ fn capture_rows(snap: &Snapshot, ports: Ports, out: &mut Compiled) {
     });
 }
 
-fn cluster_rows(snap: &Snapshot, ports: Ports, out: &mut Compiled) {
+fn cluster_rows(snap: &Snapshot, table: &Table, ports: Ports, out: &mut Compiled) {
     let view = &snap.view;
     for c in snap.clusters() {
         let dr_host = if view.destination_rules.contains_key(c.host.as_ref()) {
@@ -253,12 +257,12 @@ fn cluster_rows(snap: &Snapshot, ports: Ports, out: &mut Compiled) {
             String::new()
         };
         out.clusters.push(cluster_row(c, "", &dr_host));
-        endpoint_rows(c, &mut out.endpoints);
+        endpoint_rows(c, table, &mut out.endpoints);
         if let Some(dr) = view.destination_rules.get(c.host.as_ref()) {
             for s in &dr.subsets {
                 if let Some(sc) = snap.destination(&c.host, Some(c.port), Some(&s.name), c.port) {
                     out.clusters.push(cluster_row(&sc, &s.name, &dr_host));
-                    endpoint_rows(&sc, &mut out.endpoints);
+                    endpoint_rows(&sc, table, &mut out.endpoints);
                 }
             }
         }
@@ -412,8 +416,10 @@ mod tests {
     #[test]
     fn rows_follow_the_compiled_snapshot() {
         let snap = Snapshot::compile(view(), "shop").unwrap();
+        let table = crate::state::join(&Table::default(), &snap);
         let c = compile(
             &snap,
+            &table,
             Ports {
                 outbound: 15001,
                 inbound: 15006,
@@ -503,5 +509,45 @@ mod tests {
             match_: "ALL".into(),
             destination: "Cluster: outbound|5432||db.shop.svc.cluster.local".into(),
         }));
+    }
+
+    #[test]
+    fn endpoint_health_is_read_from_the_state_that_outlasts_a_push() {
+        const PORTS: Ports = Ports {
+            outbound: 15001,
+            inbound: 15006,
+            router: false,
+        };
+        let cluster = "outbound|9080||reviews.shop.svc.cluster.local";
+        let s1 = Snapshot::compile(view(), "shop").unwrap();
+        let t1 = crate::state::join(&Table::default(), &s1);
+        let c = s1.all_clusters().find(|c| c.name == cluster).unwrap();
+        let bound = t1.bind(c);
+        let cfg = crate::outlier::OutlierConfig {
+            consecutive_5xx: 1,
+            consecutive_gateway: 0,
+            base_ejection: std::time::Duration::from_secs(60),
+            max_ejection_percent: 100,
+        };
+        crate::outlier::record(&cfg, &bound.members, &bound.members[0], 503);
+        let _in_flight = bound.members[0].state.begin();
+        let ejected = bound.members[0].ep.addr.to_string();
+        // An unrelated push: a new version, another VirtualService.
+        let mut v2 = view();
+        v2.version += 1;
+        v2.virtual_services.remove("shop/reviews");
+        let s2 = Snapshot::compile(v2, "shop").unwrap();
+        let t2 = crate::state::join(&t1, &s2);
+        let rows = compile(&s2, &t2, PORTS).endpoints;
+        let row = rows
+            .iter()
+            .find(|r| r.cluster == cluster && r.endpoint == ejected)
+            .unwrap();
+        assert_eq!(
+            (row.outlier_check.as_str(), row.active_requests),
+            ("FAILED", 1)
+        );
+        let others = rows.iter().filter(|r| r.outlier_check == "FAILED").count();
+        assert_eq!(others, 1, "only that endpoint of that cluster: {rows:?}");
     }
 }

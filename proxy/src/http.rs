@@ -148,7 +148,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         labels,
         start,
         req_bytes: content_length(req.headers()),
-        endpoint: None,
+        in_flight: None,
         log,
         checkin: None,
         permit: None,

@@ -5,13 +5,10 @@
 //! moves the keys that belonged to it).
 
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use mesh_api::networking::{DestinationRuleSpec, LoadBalancerSettings};
-
-use crate::snapshot::Endpoint;
 
 /// What a consistent hash is computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +75,20 @@ pub struct RequestKeys<'a> {
     pub source_ip: Option<IpAddr>,
 }
 
-/// Picks an endpoint; `None` when there is none.
-pub fn pick<'e>(
-    endpoints: &'e [Arc<Endpoint>],
+/// An endpoint as the balancer sees it: an address and its requests in flight.
+pub trait Candidate {
+    fn addr(&self) -> SocketAddr;
+    fn in_flight(&self) -> usize;
+}
+
+/// Picks an endpoint; `None` when there is none. `rr` is the cluster's
+/// round-robin cursor.
+pub fn pick<'e, C: Candidate>(
+    endpoints: &'e [C],
     policy: &LbPolicy,
     rr: &AtomicUsize,
     keys: &RequestKeys<'_>,
-) -> Option<&'e Arc<Endpoint>> {
+) -> Option<&'e C> {
     match endpoints.len() {
         0 => return None,
         1 => return endpoints.first(),
@@ -101,7 +105,7 @@ pub fn pick<'e>(
                 b += 1;
             }
             let (ea, eb) = (&endpoints[a], &endpoints[b]);
-            if eb.active.load(Ordering::Relaxed) < ea.active.load(Ordering::Relaxed) {
+            if eb.in_flight() < ea.in_flight() {
                 Some(eb)
             } else {
                 Some(ea)
@@ -123,7 +127,7 @@ pub fn pick<'e>(
                 Some(v) => endpoints.iter().max_by_key(|e| {
                     let mut h = std::collections::hash_map::DefaultHasher::new();
                     v.hash(&mut h);
-                    e.addr.hash(&mut h);
+                    e.addr().hash(&mut h);
                     h.finish()
                 }),
             }
@@ -145,19 +149,27 @@ fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn eps(n: usize) -> Vec<Arc<Endpoint>> {
+    #[derive(Clone)]
+    struct Ep {
+        addr: SocketAddr,
+        active: usize,
+    }
+
+    impl Candidate for Ep {
+        fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+        fn in_flight(&self) -> usize {
+            self.active
+        }
+    }
+
+    fn eps(n: usize) -> Vec<Ep> {
         (0..n)
-            .map(|i| {
-                Arc::new(Endpoint {
-                    addr: format!("10.0.0.{}:80", i + 1).parse().unwrap(),
-                    labels: BTreeMap::new(),
-                    service_account: None,
-                    tls: crate::mtls::UpstreamTls::Plaintext,
-                    active: AtomicUsize::new(0),
-                    health: Default::default(),
-                })
+            .map(|i| Ep {
+                addr: format!("10.0.0.{}:80", i + 1).parse().unwrap(),
+                active: 0,
             })
             .collect()
     }
@@ -179,8 +191,8 @@ mod tests {
 
     #[test]
     fn least_request_avoids_busy_endpoint() {
-        let e = eps(2);
-        e[0].active.store(100, Ordering::Relaxed);
+        let mut e = eps(2);
+        e[0].active = 100;
         let rr = AtomicUsize::new(0);
         for _ in 0..50 {
             let p = pick(&e, &LbPolicy::LeastRequest, &rr, &RequestKeys::default()).unwrap();

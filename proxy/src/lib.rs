@@ -82,6 +82,7 @@ pub mod shared;
 pub mod snapshot;
 pub mod sni;
 pub mod source;
+pub mod state;
 pub mod tcp;
 pub mod upstream;
 pub mod util;

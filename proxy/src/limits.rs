@@ -4,36 +4,87 @@
 //! one, and at most `http.http2MaxRequests` in flight overall. A request over a
 //! limit is answered 503 with response flag `UO` at once, never queued without
 //! bound.
+//!
+//! The settings ([`Limits`]) are config and live in the snapshot; the counts
+//! ([`PoolState`]) are runtime state and live in the cluster's entry of the
+//! runtime table ([`crate::state`]), so a config push neither forgets what is
+//! in flight nor lets a queued request lose its place.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mesh_api::networking::{ConnectionPoolSettings, DestinationRuleSpec};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
-#[derive(Debug)]
+/// A cluster's connection-pool settings (`usize::MAX`: no limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    connections: Arc<Semaphore>,
+    max_connections: usize,
     max_pending: usize,
-    pending: AtomicUsize,
     max_requests: usize,
-    active: Arc<AtomicUsize>,
 }
 
-/// Held for as long as a request is in flight.
+impl Limits {
+    /// No limit at all: what a cluster without `connectionPool` counts under.
+    pub const NONE: Limits = Limits {
+        max_connections: usize::MAX,
+        max_pending: usize::MAX,
+        max_requests: usize::MAX,
+    };
+}
+
+/// A cluster's admission counts. Every request to the cluster is counted,
+/// limited or not, so that limits set by a later push count what was already
+/// in flight.
+#[derive(Debug, Default)]
+pub struct PoolState {
+    /// Admitted requests (HTTP/1 and HTTP/2), including those still queued.
+    requests: AtomicUsize,
+    /// HTTP/1 requests holding a connection slot.
+    connections: AtomicUsize,
+    /// HTTP/1 requests waiting for a slot.
+    pending: AtomicUsize,
+    /// Woken whenever a connection slot is given back.
+    freed: Notify,
+}
+
+/// Held for as long as a request is in flight: gives its counts back on drop.
+#[derive(Debug)]
 pub struct Permit {
-    _conn: Option<OwnedSemaphorePermit>,
-    active: Arc<AtomicUsize>,
+    pool: Arc<PoolState>,
+    connection: bool,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        if self.connection {
+            self.pool.connections.fetch_sub(1, Ordering::AcqRel);
+            self.pool.freed.notify_waiters();
+        }
+        self.pool.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a request as queued; dropped when it gets a slot or gives up (the
+/// client went away while waiting), so the queue never leaks a place.
+struct Queued<'a>(&'a PoolState);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 fn positive(v: Option<i32>) -> Option<usize> {
     v.filter(|n| *n > 0).map(|n| n as usize)
+}
+
+/// Adds one to `n` if that keeps it at most `max`.
+fn take(n: &AtomicUsize, max: usize) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        (v < max).then_some(v + 1)
+    })
+    .is_ok()
 }
 
 impl Limits {
@@ -57,42 +108,66 @@ impl Limits {
             return None;
         }
         Some(Limits {
-            connections: Arc::new(Semaphore::new(max_conn.unwrap_or(Semaphore::MAX_PERMITS))),
+            max_connections: max_conn.unwrap_or(usize::MAX),
             max_pending: max_pending.unwrap_or(usize::MAX),
-            pending: AtomicUsize::new(0),
             max_requests: max_requests.unwrap_or(usize::MAX),
-            active: Arc::new(AtomicUsize::new(0)),
         })
     }
+}
 
-    /// Admits a request (waiting for an HTTP/1 connection slot if allowed to
-    /// queue), or `None`: overflow.
-    pub async fn admit(&self, http1: bool) -> Option<Permit> {
-        if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_requests {
-            self.active.fetch_sub(1, Ordering::AcqRel);
+impl PoolState {
+    /// Admits a request under `limits` (waiting for an HTTP/1 connection slot
+    /// if allowed to queue), or `None`: overflow.
+    ///
+    /// The limits come from the snapshot the request runs on, the counts from
+    /// the runtime table: after a push that changes the limits, new requests
+    /// are judged by the new limits against everything still in flight (a
+    /// lowered limit admits nothing until enough requests finish; in-flight
+    /// ones are never cut off). Starting the counts afresh instead would let
+    /// the upstream see the old and the new limit's worth of requests at once.
+    pub async fn admit(self: &Arc<Self>, limits: &Limits, http1: bool) -> Option<Permit> {
+        if !take(&self.requests, limits.max_requests) {
             return None;
         }
         let mut permit = Permit {
-            _conn: None,
-            active: self.active.clone(),
+            pool: self.clone(),
+            connection: false,
         };
         if !http1 {
             return Some(permit);
         }
-        let conn = match self.connections.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
-                    self.pending.fetch_sub(1, Ordering::AcqRel);
-                    return None;
-                }
-                let p = self.connections.clone().acquire_owned().await;
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-                p.ok()?
+        // A free slot goes to the queue first (Envoy's pending queue is FIFO).
+        if self.pending.load(Ordering::Acquire) == 0
+            && take(&self.connections, limits.max_connections)
+        {
+            permit.connection = true;
+            return Some(permit);
+        }
+        if !take(&self.pending, limits.max_pending) {
+            return None;
+        }
+        let _queued = Queued(self);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check: a slot given back in between wakes us.
+            freed.as_mut().enable();
+            if take(&self.connections, limits.max_connections) {
+                permit.connection = true;
+                return Some(permit);
             }
-        };
-        permit._conn = Some(conn);
-        Some(permit)
+            freed.await;
+        }
+    }
+
+    /// Requests waiting for a connection slot (Envoy's `upstream_rq_pending_active`).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Requests admitted and not yet finished, queued ones included.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
     }
 }
 
@@ -104,9 +179,21 @@ mod tests {
         Limits::from_settings(&serde_json::from_value(json).unwrap()).unwrap()
     }
 
+    /// A pool and its limits: `admit(http1)` as the data path calls it.
+    struct Pool(Arc<PoolState>, Limits);
+
+    impl Pool {
+        fn new(json: serde_json::Value) -> Pool {
+            Pool(Arc::default(), limits(json))
+        }
+        async fn admit(&self, http1: bool) -> Option<Permit> {
+            self.0.admit(&self.1, http1).await
+        }
+    }
+
     #[tokio::test]
     async fn one_connection_one_pending() {
-        let l = limits(
+        let l = Pool::new(
             serde_json::json!({"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}),
         );
         let a = l.admit(true).await.expect("first gets the connection");
@@ -126,8 +213,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queued_request_that_gives_up_frees_its_place() {
+        let l = Pool::new(
+            serde_json::json!({"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}),
+        );
+        let _a = l.admit(true).await.unwrap();
+        {
+            let second = l.admit(true);
+            tokio::pin!(second);
+            assert!(futures_poll_once(&mut second).await.is_none());
+            assert_eq!((l.0.pending(), l.0.requests()), (1, 2));
+        }
+        assert_eq!((l.0.pending(), l.0.requests()), (0, 1));
+        let third = l.admit(true);
+        tokio::pin!(third);
+        assert!(
+            futures_poll_once(&mut third).await.is_none(),
+            "queued in the freed place, not overflowed"
+        );
+    }
+
+    #[tokio::test]
     async fn max_requests_bounds_http2() {
-        let l = limits(serde_json::json!({"http": {"http2MaxRequests": 2}}));
+        let l = Pool::new(serde_json::json!({"http": {"http2MaxRequests": 2}}));
         let a = l.admit(false).await.unwrap();
         let _b = l.admit(false).await.unwrap();
         assert!(l.admit(false).await.is_none());

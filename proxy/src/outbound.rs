@@ -155,7 +155,7 @@ pub(crate) fn source_record(
         labels,
         start,
         req_bytes: content_length(req.headers()),
-        endpoint: None,
+        in_flight: None,
         log,
         checkin: None,
         permit: None,
@@ -444,6 +444,7 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
         .unwrap_or_else(|| "/".into());
     let pool = ctx.shared.clients.outbound.clone();
     let me = ctx.shared.me_header.clone();
+    let bound = ctx.shared.state.bind(&cluster);
     tokio::spawn(async move {
         let policy = Policy {
             retries: 0,
@@ -460,6 +461,7 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
         if let Ok(sent) = send::to_cluster(
             &pool,
             &cluster,
+            &bound,
             &parts,
             ReqBody::Replayable(Bytes::new()),
             proto,
@@ -476,9 +478,7 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
             if let Some(c) = sent.checkin {
                 c.done();
             }
-            sent.endpoint
-                .active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            // `sent.in_flight` ends here.
         }
     });
 }
@@ -519,8 +519,14 @@ async fn send_to(
     } else {
         Protocol::Http1
     };
+    let bound = ctx.shared.state.bind(cluster);
     if let Some(limits) = &cluster.limits {
-        match limits.admit(proto == Protocol::Http1).await {
+        match bound
+            .state
+            .pool
+            .admit(limits, proto == Protocol::Http1)
+            .await
+        {
             Some(p) => record.permit = Some(p),
             None => {
                 record.labels.response_code = 503;
@@ -569,6 +575,7 @@ async fn send_to(
     let result = send::to_cluster(
         pool,
         cluster,
+        &bound,
         &parts,
         body,
         proto,
@@ -599,7 +606,7 @@ async fn send_to(
             if let Some(l) = record.log.as_mut() {
                 l.upstream = sent.endpoint.addr.to_string();
             }
-            record.endpoint = Some(sent.endpoint);
+            record.in_flight = Some(sent.in_flight);
             record.checkin = sent.checkin;
             if let Some(up) = upstream_upgrade {
                 if let Some(down) = downstream_upgrade {

@@ -1,10 +1,9 @@
 //! What is recorded about each proxied request: Istio metrics and the access
 //! log line, written when the response body ends (or is dropped), together with
 //! releasing the endpoint's in-flight count, the connection-pool admission and
-//! the upstream HTTP/1 connection back to its pool.
+//! the upstream HTTP/1 connection back to its pool (each a guard dropped here).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +13,6 @@ use http_body_util::BodyExt;
 
 use crate::metrics::RequestLabels;
 use crate::shared::Shared;
-use crate::snapshot::Endpoint;
 use crate::upstream::Body;
 
 /// Everything needed to record the request once its response completes.
@@ -23,7 +21,8 @@ pub(crate) struct Record {
     pub(crate) labels: RequestLabels,
     pub(crate) start: Instant,
     pub(crate) req_bytes: u64,
-    pub(crate) endpoint: Option<Arc<Endpoint>>,
+    /// The chosen endpoint's in-flight count, ended when the response ends.
+    pub(crate) in_flight: Option<crate::state::InFlight>,
     pub(crate) log: Option<AccessLogLine>,
     /// The HTTP/1 connection to give back to its pool once the body is read.
     pub(crate) checkin: Option<crate::pool::Checkin>,
@@ -84,9 +83,7 @@ impl Record {
             }
         }
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        if let Some(ep) = &self.endpoint {
-            ep.active.fetch_sub(1, Ordering::Relaxed);
-        }
+        drop(self.in_flight.take());
         if let Some(l) = &self.log {
             crate::access_log::http(
                 &self.shared.cfg,

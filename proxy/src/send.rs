@@ -3,9 +3,9 @@
 //! retried on another endpoint when the retry policy says so and the body can be
 //! replayed (a streamed body is never retried), each attempt may have its own
 //! timeout, the whole exchange has the route timeout, and every outcome feeds
-//! outlier detection.
+//! outlier detection. Health, in-flight counts and the round-robin cursor are
+//! the cluster's run-time state ([`crate::state::Bound`]), not the snapshot's.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use crate::outlier;
 use crate::pool::{Checkin, Pool};
 use crate::route::Retry;
 use crate::snapshot::{Cluster, Endpoint, Protocol};
+use crate::state::{Bound, InFlight, Member};
 use crate::upstream::Body;
 
 /// Which failures are retried (Envoy's `retry_on` conditions).
@@ -135,6 +136,8 @@ pub struct Sent {
     pub response: Response<Incoming>,
     pub checkin: Option<Checkin>,
     pub endpoint: Arc<Endpoint>,
+    /// The endpoint's in-flight count, held until the response is done with.
+    pub in_flight: InFlight,
     pub attempts: u32,
 }
 
@@ -153,13 +156,15 @@ const CONNECT_FAILURE: &str =
 const RESET: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n";
 
-/// Sends `parts` + `body` to `cluster` under `policy`. Each attempt carries
+/// Sends `parts` + `body` to `cluster` (bound to its run-time state: `bound`)
+/// under `policy`. Each attempt carries
 /// `peer_metadata` (this workload's) only if its endpoint is a mesh endpoint;
 /// any copy the app set is dropped otherwise.
 #[allow(clippy::too_many_arguments)]
 pub async fn to_cluster(
     pool: &Pool,
     cluster: &Arc<Cluster>,
+    bound: &Bound,
     parts: &http::request::Parts,
     mut body: ReqBody,
     proto: Protocol,
@@ -181,13 +186,13 @@ pub async fn to_cluster(
     loop {
         attempt += 1;
         let candidates = if cluster.outlier.is_some() {
-            outlier::available(&cluster.endpoints)
+            outlier::available(&bound.members)
         } else {
-            cluster.endpoints.clone()
+            bound.members.clone()
         };
-        let fresh: Vec<Arc<Endpoint>> = candidates
+        let fresh: Vec<Member> = candidates
             .iter()
-            .filter(|e| !tried.contains(&e.addr))
+            .filter(|m| !tried.contains(&m.ep.addr))
             .cloned()
             .collect();
         let pool_for_pick = if fresh.is_empty() {
@@ -195,7 +200,8 @@ pub async fn to_cluster(
         } else {
             &fresh
         };
-        let Some(ep) = lb::pick(pool_for_pick, &cluster.lb, &cluster.rr, keys).cloned() else {
+        let Some(member) = lb::pick(pool_for_pick, &cluster.lb, &bound.state.rr, keys).cloned()
+        else {
             return Err(Failed {
                 status: 503,
                 flags: "UH",
@@ -203,6 +209,7 @@ pub async fn to_cluster(
                 endpoint: None,
             });
         };
+        let ep = member.ep.clone();
         tried.push(ep.addr);
         let can_retry = attempt <= policy.retries && body.replayable();
         let Some(mut req) =
@@ -221,7 +228,7 @@ pub async fn to_cluster(
         } else {
             req.headers_mut().remove(crate::peer::HEADER);
         }
-        ep.active.fetch_add(1, Ordering::Relaxed);
+        let in_flight = member.state.begin();
         let send = attempt_once(pool, cluster, &ep, req, proto);
         let per_try = policy.per_try;
         let limit = match (per_try.map(|d| Instant::now() + d), deadline) {
@@ -237,10 +244,10 @@ pub async fn to_cluster(
             Ok(Ok((response, checkin))) => {
                 let status = response.status().as_u16();
                 if let Some(cfg) = &cluster.outlier {
-                    outlier::record(cfg, &cluster.endpoints, &ep, status);
+                    outlier::record(cfg, &bound.members, &member, status);
                 }
                 if can_retry && policy.on.status(status) && !overall_expired {
-                    ep.active.fetch_sub(1, Ordering::Relaxed);
+                    drop(in_flight);
                     backoff(attempt).await;
                     continue;
                 }
@@ -248,11 +255,12 @@ pub async fn to_cluster(
                     response,
                     checkin,
                     endpoint: ep,
+                    in_flight,
                     attempts: attempt,
                 });
             }
             Ok(Err(e)) => {
-                ep.active.fetch_sub(1, Ordering::Relaxed);
+                drop(in_flight);
                 if let Some(flags) = e.downstream_body_flags() {
                     return Err(Failed {
                         status: 400,
@@ -262,7 +270,7 @@ pub async fn to_cluster(
                     });
                 }
                 if let Some(cfg) = &cluster.outlier {
-                    outlier::record(cfg, &cluster.endpoints, &ep, 0);
+                    outlier::record(cfg, &bound.members, &member, 0);
                 }
                 let connect = e.is_connect();
                 tracing::debug!(endpoint = %ep.addr, error = %e, attempt, "upstream attempt failed");
@@ -289,13 +297,13 @@ pub async fn to_cluster(
                 });
             }
             Err(()) => {
-                ep.active.fetch_sub(1, Ordering::Relaxed);
+                drop(in_flight);
                 if overall_expired {
                     return Err(timed_out());
                 }
                 // Per-try timeout: a gateway error for retry purposes.
                 if let Some(cfg) = &cluster.outlier {
-                    outlier::record(cfg, &cluster.endpoints, &ep, 504);
+                    outlier::record(cfg, &bound.members, &member, 504);
                 }
                 if can_retry && policy.on.status(504) {
                     backoff(attempt).await;

@@ -315,7 +315,9 @@ pub(crate) async fn carry_tcp<D>(
                 headers: None,
                 source_ip: addrs.1.map(|a| a.ip()),
             };
-            let ep = crate::lb::pick(&c.endpoints, &c.lb, &c.rr, &keys).cloned();
+            let bound = shared.state.bind(c);
+            let ep = crate::lb::pick(&bound.members, &c.lb, &bound.state.rr, &keys)
+                .map(|m| m.ep.clone());
             (
                 ep,
                 TcpMeta {
@@ -401,8 +403,6 @@ fn passthrough_endpoint(addr: SocketAddr) -> Arc<crate::snapshot::Endpoint> {
         labels: Default::default(),
         service_account: None,
         tls: crate::mtls::UpstreamTls::Plaintext,
-        active: Default::default(),
-        health: Default::default(),
     })
 }
 

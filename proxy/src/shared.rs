@@ -1,5 +1,5 @@
 //! State shared by every listener of one proxy: configuration, the current
-//! snapshot, metrics, this workload's identity for telemetry, the upstream client
+//! snapshot and the run-time state beside it, metrics, this workload's identity for telemetry, the upstream client
 //! pools and the drain signal.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,6 +13,8 @@ use crate::upstream::Clients;
 pub struct Shared {
     pub cfg: Config,
     pub store: Store,
+    /// Endpoint and cluster state that outlasts snapshots ([`Shared::install`]).
+    pub state: crate::state::Runtime,
     pub metrics: Metrics,
     /// This proxy's workload, as metrics label it.
     pub me: Arc<Workload>,
@@ -68,6 +70,7 @@ impl Shared {
             rate_limits,
             cfg,
             store: Store::default(),
+            state: Default::default(),
             metrics: Metrics::default(),
             me,
             me_header,
@@ -79,6 +82,12 @@ impl Shared {
             drain_notify: tokio::sync::Notify::new(),
             active_connections: AtomicUsize::new(0),
         })
+    }
+
+    /// Makes `snap` current. The run-time table joins it first, so a request
+    /// on the new snapshot finds its clusters' and endpoints' kept state.
+    pub fn install(&self, snap: crate::snapshot::Snapshot) {
+        self.state.join_then(snap, |snap| self.store.store(snap));
     }
 
     /// Whether a connection just accepted from `peer` may be served: not when

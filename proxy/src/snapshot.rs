@@ -11,10 +11,14 @@
 //! the source NACKs it and the previous snapshot keeps applying. Settings the
 //! proxy applies but decides against at run time (TLS files it cannot read, an
 //! AuthorizationPolicy field it ignores) are [`Snapshot::warnings`].
+//!
+//! A snapshot holds config only. What the data path learns at run time
+//! (endpoint health, requests in flight, round-robin cursors, connection-pool
+//! counts) lives beside it in the runtime table ([`crate::state`]), which each
+//! new snapshot joins, so a push does not forget it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -86,7 +90,8 @@ pub enum OutboundPolicy {
     RegistryOnly,
 }
 
-/// One backend, with its in-flight request count for least-request balancing.
+/// One backend (its run-time state is in [`crate::state`], keyed by cluster
+/// name and `addr`).
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
@@ -94,14 +99,12 @@ pub struct Endpoint {
     pub service_account: Option<String>,
     /// Whether connections to this endpoint are mTLS (DestinationRule or auto).
     pub tls: crate::mtls::UpstreamTls,
-    pub active: AtomicUsize,
-    pub health: crate::outlier::EndpointHealth,
 }
 
 /// A service port and everything needed to carry a connection to it.
 #[derive(Debug)]
 pub struct Cluster {
-    /// `outbound|<port>||<host>`, Istio's cluster name.
+    /// `outbound|<port>||<host>`, Istio's cluster name (the runtime table's key).
     pub name: String,
     pub host: Arc<str>,
     pub service_name: Arc<str>,
@@ -114,8 +117,6 @@ pub struct Cluster {
     pub limits: Option<crate::limits::Limits>,
     /// DestinationRule outlierDetection, if any.
     pub outlier: Option<crate::outlier::OutlierConfig>,
-    /// Round-robin cursor.
-    pub rr: AtomicUsize,
 }
 
 /// The immutable, indexed view one proxy runs on.
@@ -190,8 +191,6 @@ impl Snapshot {
                             labels: e.labels.clone(),
                             service_account: e.service_account.clone(),
                             tls: ctls.for_endpoint(&e.labels),
-                            active: AtomicUsize::new(0),
-                            health: Default::default(),
                         }))
                     })
                     .collect();
@@ -233,7 +232,6 @@ impl Snapshot {
                         port.port,
                         &mut errors,
                     ),
-                    rr: AtomicUsize::new(0),
                 }));
                 by_host_port.insert((svc.hostname.clone(), port.port), idx);
                 if let Some(dr) = view.destination_rules.get(&svc.hostname) {
@@ -370,6 +368,11 @@ impl Snapshot {
     pub fn clusters(&self) -> &[Arc<Cluster>] {
         &self.clusters
     }
+
+    /// Every cluster: the service ports' and their DestinationRule subsets'.
+    pub fn all_clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter().chain(self.subsets.values())
+    }
 }
 
 /// The cluster's outlier settings; a bad duration is a [`ResourceError`].
@@ -489,8 +492,6 @@ fn subset_cluster(
                 labels: e.labels.clone(),
                 service_account: e.service_account.clone(),
                 tls: ctls.for_endpoint(&e.labels),
-                active: AtomicUsize::new(0),
-                health: Default::default(),
             })
         })
         .collect();
@@ -505,7 +506,6 @@ fn subset_cluster(
         lb: LbPolicy::from_rule(Some(&effective), base.port),
         limits: crate::limits::Limits::from_rule(Some(&effective), base.port),
         outlier: outlier(Some(&effective), &base.host, base.port, errors),
-        rr: AtomicUsize::new(0),
     }
 }
 

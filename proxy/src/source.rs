@@ -54,7 +54,7 @@ pub fn apply_view(shared: &Shared, view: ProxyView) -> Result<(), CompileError> 
                 tracing::warn!(version, "config applied with a problem: {w}");
             }
             shared.metrics.config_warnings(snap.warnings.len());
-            shared.store.store(snap);
+            shared.install(snap);
             tracing::info!(version, "snapshot applied");
             Ok(())
         }

@@ -11,6 +11,8 @@
 //! `/__echo/fault?status=0`: a failing or flaky endpoint for outlier-detection and
 //! retry tests, switched from outside without restarting it. A request with `Upgrade: websocket` is
 //! answered `101 Switching Protocols` and every byte sent afterwards is echoed.
+//! `GET /__echo/stats` answers how many requests the app has seen and the most
+//! it has had in flight at once (what a connection-pool limit must bound).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -61,6 +63,49 @@ pub struct Args {
     /// The fault switched on through `/__echo/fault` (shared by all connections).
     #[arg(skip)]
     pub fault: std::sync::Arc<Fault>,
+    /// Requests seen and in flight (shared by all connections).
+    #[arg(skip)]
+    pub load: std::sync::Arc<Load>,
+}
+
+/// What `/__echo/stats` reports: requests answered or being answered, and the
+/// most that were in flight at once. The `/__echo/` requests are not counted.
+#[derive(Debug, Default)]
+pub struct Load {
+    requests: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicU64,
+    max_in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// One request in flight, until dropped (when its answer is ready).
+struct Serving<'a>(&'a Load);
+
+impl Load {
+    fn enter(&self) -> Serving<'_> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.requests.fetch_add(1, SeqCst);
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, SeqCst);
+        Serving(self)
+    }
+
+    fn json(&self) -> String {
+        use std::sync::atomic::Ordering::SeqCst;
+        format!(
+            "{{\"requests\":{},\"inFlight\":{},\"maxInFlight\":{}}}",
+            self.requests.load(SeqCst),
+            self.in_flight.load(SeqCst),
+            self.max_in_flight.load(SeqCst)
+        )
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A fault the app injects into its own answers.
@@ -223,6 +268,10 @@ async fn answer(
     if id.log_requests {
         println!("REQUEST {} {}", req.method(), req.uri());
     }
+    if req.uri().path() == "/__echo/stats" {
+        return Ok(Response::new(Full::new(Bytes::from(id.load.json()))));
+    }
+    let _serving = (req.uri().path() != "/__echo/fault").then(|| id.load.enter());
     if req
         .headers()
         .get(hyper::header::UPGRADE)

@@ -249,7 +249,9 @@ async fn auto_passthrough(stream: TcpStream, snap: &Snapshot, sni: &str, shared:
         headers: None,
         source_ip: stream.peer_addr().ok().map(|a| a.ip()),
     };
-    let Some(ep) = crate::lb::pick(&cluster.endpoints, &cluster.lb, &cluster.rr, &keys).cloned()
+    let bound = shared.state.bind(&cluster);
+    let Some(ep) =
+        crate::lb::pick(&bound.members, &cluster.lb, &bound.state.rr, &keys).map(|m| m.ep.clone())
     else {
         crate::tcp::refuse(shared, stream, meta(Some(&cluster)), "UH").await;
         return;

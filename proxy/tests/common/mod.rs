@@ -366,6 +366,36 @@ pub fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
         .sum()
 }
 
+/// Polls `f` every 25 ms until it gives a value (at most `secs` seconds).
+pub fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The proxy admin's (port 15000) answer at `path`, fetched inside `pod`.
+pub fn admin(pod: &Pod, path: &str) -> String {
+    let url = format!("http://127.0.0.1:15000{path}");
+    let out = pod.exec(0, &["curl", "-s", &url]).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The echo app's `/__echo/stats` in `pod` (requests seen, most in flight at once).
+pub fn echo_stats(pod: &Pod) -> serde_json::Value {
+    let out = pod
+        .exec(0, &["curl", "-s", "http://127.0.0.1:8080/__echo/stats"])
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
 pub struct World {
     pub dir: ViewDir,
     pub view: ProxyView,
