@@ -2,9 +2,10 @@
 //! dashboards and Kiali read our sidecars unchanged: `istio_requests_total`,
 //! `istio_request_duration_milliseconds`, `istio_request_bytes`,
 //! `istio_response_bytes` (histograms) and the `istio_tcp_*` counters, each
-//! reported by the `source` (outbound) or `destination` (inbound) proxy.
+//! reported by the `source` (outbound) or `destination` (inbound) proxy, and
+//! `istio_build`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +35,38 @@ impl Workload {
         })
     }
 }
+
+impl Workload {
+    /// The destination as a source proxy knows it before (or without) the
+    /// peer's own description: the chosen endpoint's labels and the service's
+    /// namespace. The canonical service and revision follow Istio's order of
+    /// labels; the workload name and principal stay `unknown`.
+    pub fn of_endpoint(labels: &BTreeMap<String, String>, namespace: &Arc<str>) -> Arc<Workload> {
+        let first = |keys: &[&str]| -> Option<Arc<str>> {
+            keys.iter()
+                .find_map(|k| labels.get(*k))
+                .map(|v| Arc::from(v.as_str()))
+        };
+        let mut w = (*Workload::unknown()).clone();
+        w.namespace = namespace.clone();
+        if let Some(app) = first(&["app"]) {
+            w.app = app;
+        }
+        if let Some(v) = first(&["version"]) {
+            w.version = v;
+        }
+        if let Some(s) = first(&[CANONICAL_NAME, "app.kubernetes.io/name", "app"]) {
+            w.canonical_service = s;
+        }
+        if let Some(r) = first(&[CANONICAL_REVISION, "app.kubernetes.io/version", "version"]) {
+            w.canonical_revision = r;
+        }
+        Arc::new(w)
+    }
+}
+
+const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reporter {
@@ -260,6 +293,13 @@ impl Metrics {
         }
         self.conn.render(&mut out);
         self.gateway.render(&mut out);
+        // Envoy's build gauge as Istio's proxies report it: the mesh and
+        // component-version panels of the dashboards count sidecars by it.
+        let _ = writeln!(
+            out,
+            "# TYPE istio_build gauge\nistio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         out
     }
 }
@@ -389,5 +429,37 @@ mod tests {
         assert!(
             text.contains("istio_request_duration_milliseconds_sum{") && text.contains("} 703")
         );
+    }
+
+    #[test]
+    fn an_endpoint_describes_its_canonical_service_and_namespace() {
+        let labels: BTreeMap<String, String> = [
+            ("app", "ratings"),
+            ("version", "v1"),
+            (CANONICAL_NAME, "ratings-canon"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let w = Workload::of_endpoint(&labels, &Arc::from("shop"));
+        assert_eq!(&*w.namespace, "shop");
+        assert_eq!(&*w.canonical_service, "ratings-canon");
+        assert_eq!(&*w.canonical_revision, "v1");
+        assert_eq!((&*w.app, &*w.version), ("ratings", "v1"));
+        assert_eq!((&*w.workload, &*w.principal), ("unknown", "unknown"));
+        let bare = Workload::of_endpoint(&BTreeMap::new(), &Arc::from("shop"));
+        assert_eq!(&*bare.canonical_service, "unknown");
+        assert_eq!(&*bare.canonical_revision, "latest");
+    }
+
+    #[test]
+    fn reports_the_proxy_build_as_istio_does() {
+        let text = Metrics::default().render();
+        let want = format!(
+            "istio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == want), "{text}");
+        assert!(text.contains("# TYPE istio_build gauge\n"), "{text}");
     }
 }

@@ -365,6 +365,12 @@ pub(crate) async fn carry_tcp<D>(
             .unwrap_or(target),
         _ => target,
     };
+    // What the source proxy knows of the destination for `istio_tcp_*` (no
+    // response carries the peer's own description on a TCP connection).
+    let mut meta = meta;
+    if let Some(c) = &cluster {
+        meta.destination = Workload::of_endpoint(&target.labels, &c.namespace);
+    }
     let tls = match &cluster {
         Some(c) => TlsDial::for_endpoint(&shared.tls, c, &target, Alpn::Tcp),
         None => Ok(None),

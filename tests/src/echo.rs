@@ -11,6 +11,8 @@
 //! `/__echo/fault?status=0`: a failing or flaky endpoint for outlier-detection and
 //! retry tests, switched from outside without restarting it. A request with `Upgrade: websocket` is
 //! answered `101 Switching Protocols` and every byte sent afterwards is echoed.
+//! `GET /metrics` is the app's own Prometheus text (`mesh_echo_requests_total`),
+//! where Bookinfo's productpage annotations say its metrics are.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -61,6 +63,9 @@ pub struct Args {
     /// The fault switched on through `/__echo/fault` (shared by all connections).
     #[arg(skip)]
     pub fault: std::sync::Arc<Fault>,
+    /// Requests answered so far (`GET /metrics`).
+    #[arg(skip)]
+    pub served: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A fault the app injects into its own answers.
@@ -256,6 +261,19 @@ async fn answer(
         let body = id.fault.set(&query);
         return Ok(Response::new(Full::new(Bytes::from(body))));
     }
+    if parts.uri.path() == "/metrics" {
+        let body = format!(
+            "# TYPE mesh_echo_requests_total counter\nmesh_echo_requests_total {}\n",
+            id.served.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let resp = Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts are valid");
+        return Ok(resp);
+    }
+    id.served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut status = id
         .fault
         .next()
