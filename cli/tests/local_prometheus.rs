@@ -486,21 +486,29 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
     ];
     for reporter in ["source", "destination"] {
         let q = format!(
-            r#"sum(rate(istio_tcp_sent_bytes_total{{reporter="{reporter}"}}[1m])) by ({}, connection_security_policy) > 0"#,
+            r#"sum(rate(istio_tcp_sent_bytes_total{{reporter="{reporter}"}}[1m])) by ({}, connection_security_policy, source_principal) > 0"#,
             group(&tcp_by)
         );
-        // The source proxy knows the destination by the endpoint it chose
-        // (its labels and namespace); the destination proxy knows itself.
-        let dest: (&str, &str) = if reporter == "source" {
-            ("destination_canonical_service", "ratings")
+        // Each proxy knows itself; the other side by its endpoint (labels,
+        // namespace, and for the caller its verified identity): no request
+        // carries a workload name over plain TCP.
+        let (src, dest): ((&str, &str), (&str, &str)) = if reporter == "source" {
+            (
+                ("source_workload", "reviews-v2"),
+                ("destination_canonical_service", "ratings"),
+            )
         } else {
-            ("destination_workload", "ratings-v1")
+            (
+                ("source_canonical_service", "reviews"),
+                ("destination_workload", "ratings-v1"),
+            )
         };
         let r = prom.until(&q, |r| {
             has(
                 r,
                 &[
-                    ("source_workload", "reviews-v2"),
+                    src,
+                    ("source_canonical_revision", "v2"),
                     ("destination_service_name", "ratings-tcp"),
                     ("destination_workload_namespace", NS),
                     ("destination_canonical_revision", "v1"),
@@ -511,9 +519,12 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
         });
         assert_labels(&r, &tcp_by, "kiali tcp query");
         if reporter == "destination" {
-            assert!(
-                has(&r, &[("connection_security_policy", "mutual_tls")], 0.0),
-                "{r:#?}"
+            let d = find(&r, &[("destination_service_name", "ratings-tcp")]);
+            let l = &d[0].0;
+            assert_eq!(l["connection_security_policy"], "mutual_tls", "{l:?}");
+            assert_eq!(
+                l["source_principal"], "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+                "{l:?}"
             );
         }
     }

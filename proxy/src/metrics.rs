@@ -65,6 +65,30 @@ impl Workload {
     }
 }
 
+impl Workload {
+    /// The source of an inbound mTLS connection with no request to carry its
+    /// description (TCP): the verified identity, and the canonical service of
+    /// the mesh endpoint at its address, believed only when that endpoint is in
+    /// the identity's namespace and runs as its service account (an address
+    /// alone proves nothing).
+    pub fn of_peer(
+        principal: &str,
+        namespace: &str,
+        service_account: &str,
+        endpoint: Option<(&BTreeMap<String, String>, &Arc<str>, Option<&str>)>,
+    ) -> Arc<Workload> {
+        let mut w = match endpoint {
+            Some((labels, ns, sa)) if &**ns == namespace && sa == Some(service_account) => {
+                (*Workload::of_endpoint(labels, ns)).clone()
+            }
+            _ => (*Workload::unknown()).clone(),
+        };
+        w.principal = Arc::from(principal);
+        w.namespace = Arc::from(namespace);
+        Arc::new(w)
+    }
+}
+
 const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
 const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
@@ -450,6 +474,31 @@ mod tests {
         let bare = Workload::of_endpoint(&BTreeMap::new(), &Arc::from("shop"));
         assert_eq!(&*bare.canonical_service, "unknown");
         assert_eq!(&*bare.canonical_revision, "latest");
+    }
+
+    #[test]
+    fn an_inbound_peer_is_described_only_by_an_endpoint_of_its_identity() {
+        let labels: BTreeMap<String, String> = [("app", "reviews"), ("version", "v2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ns: Arc<str> = Arc::from("shop");
+        let p = "spiffe://cluster.local/ns/shop/sa/reviews";
+        let w = Workload::of_peer(p, "shop", "reviews", Some((&labels, &ns, Some("reviews"))));
+        assert_eq!((&*w.canonical_service, &*w.canonical_revision), ("reviews", "v2"));
+        assert_eq!((&*w.principal, &*w.namespace), (p, "shop"));
+        // Another account, another namespace, or no endpoint: identity only.
+        let other: Arc<str> = Arc::from("bank");
+        for ep in [
+            Some((&labels, &ns, Some("ratings"))),
+            Some((&labels, &other, Some("reviews"))),
+            Some((&labels, &ns, None)),
+            None,
+        ] {
+            let w = Workload::of_peer(p, "shop", "reviews", ep);
+            assert_eq!(&*w.canonical_service, "unknown", "{ep:?}");
+            assert_eq!((&*w.principal, &*w.namespace), (p, "shop"));
+        }
     }
 
     #[test]
