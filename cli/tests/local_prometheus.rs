@@ -164,7 +164,10 @@ impl Prometheus {
         let child = Command::new("ip")
             .args(["netns", "exec", &netns, "prometheus"])
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={PROM}"))
             .arg("--log.level=warn")
             .stdout(log.try_clone().unwrap())
@@ -199,7 +202,15 @@ impl Prometheus {
 
     fn curl(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "curl", "-sS", "--max-time", "5"])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -553,10 +564,7 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
             r#"histogram_quantile(0.5, sum(rate({m}_bucket{{reporter="destination",destination_workload="details-v1"}}[1m])) by (le))"#
         );
         let r = prom.query(&q);
-        assert!(
-            r.len() == 1 && r[0].1.is_finite(),
-            "{q}: {r:#?}"
-        );
+        assert!(r.len() == 1 && r[0].1.is_finite(), "{q}: {r:#?}");
         let q = format!(
             r#"sum({m}_count{{reporter="destination",destination_workload="details-v1"}})"#
         );
@@ -577,8 +585,14 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
 
     // The control-plane dashboard.
     let r = prom.query("sum(pilot_xds)");
-    assert_eq!(r.first().map(|s| s.1), Some(6.0), "connected proxies: {r:#?}");
-    let r = prom.until("sum(irate(pilot_xds_pushes[1m])) by (type)", |r| !r.is_empty());
+    assert_eq!(
+        r.first().map(|s| s.1),
+        Some(6.0),
+        "connected proxies: {r:#?}"
+    );
+    let r = prom.until("sum(irate(pilot_xds_pushes[1m])) by (type)", |r| {
+        !r.is_empty()
+    });
     assert_labels(&r, &["type"], "pilot_xds_pushes");
     let r = prom.query("sum(pilot_xds_pushes) by (type)");
     assert!(r.iter().map(|s| s.1).sum::<f64>() >= 6.0, "{r:#?}");
@@ -588,5 +602,11 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
     assert_labels(&r, &["type"], "pilot_total_xds_rejects");
     assert!(!r.is_empty() && r.iter().all(|s| s.1 == 0.0), "{r:#?}");
 
+    // Prometheus goes first (it lives in the node namespace), then the mesh.
+    let (name, pid) = (mesh.name.clone(), prom._proc.0.id());
+    drop(prom);
+    drop(mesh);
+    assert!(netns_left(&format!("ml-{name}-")).is_empty());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     eprintln!("local_prometheus: {:?}", started.elapsed());
 }

@@ -485,7 +485,10 @@ mod tests {
         let ns: Arc<str> = Arc::from("shop");
         let p = "spiffe://cluster.local/ns/shop/sa/reviews";
         let w = Workload::of_peer(p, "shop", "reviews", Some((&labels, &ns, Some("reviews"))));
-        assert_eq!((&*w.canonical_service, &*w.canonical_revision), ("reviews", "v2"));
+        assert_eq!(
+            (&*w.canonical_service, &*w.canonical_revision),
+            ("reviews", "v2")
+        );
         assert_eq!((&*w.principal, &*w.namespace), (p, "shop"));
         // Another account, another namespace, or no endpoint: identity only.
         let other: Arc<str> = Arc::from("bank");

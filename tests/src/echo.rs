@@ -272,8 +272,7 @@ async fn answer(
             .expect("static response parts are valid");
         return Ok(resp);
     }
-    id.served
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    id.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut status = id
         .fault
         .next()

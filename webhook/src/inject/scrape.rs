@@ -116,16 +116,28 @@ mod tests {
     #[test]
     fn opting_out_or_reinjecting_changes_nothing() {
         for a in [
-            ann(&[("prometheus.io/scrape", "false"), ("prometheus.io/port", "9080")]),
-            ann(&[("prometheus.istio.io/merge-metrics", "false"), ("prometheus.io/port", "9080")]),
+            ann(&[
+                ("prometheus.io/scrape", "false"),
+                ("prometheus.io/port", "9080"),
+            ]),
+            ann(&[
+                ("prometheus.istio.io/merge-metrics", "false"),
+                ("prometheus.io/port", "9080"),
+            ]),
             ann(&[("prometheus.io/port", "15020")]),
         ] {
             assert_eq!(plan(&a, Some(15020)).unwrap(), None, "{a:?}");
         }
         assert_eq!(plan(&ann(&[]), None).unwrap(), None);
-        let e = plan(&ann(&[("prometheus.istio.io/merge-metrics", "maybe")]), Some(15020))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("prometheus.istio.io/merge-metrics") && e.contains("maybe"), "{e}");
+        let e = plan(
+            &ann(&[("prometheus.istio.io/merge-metrics", "maybe")]),
+            Some(15020),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("prometheus.istio.io/merge-metrics") && e.contains("maybe"),
+            "{e}"
+        );
     }
 }

@@ -124,7 +124,10 @@ mod tests {
         let t = m.render(3);
         let tag = env!("CARGO_PKG_VERSION");
         assert_eq!(
-            value(&t, &format!("istio_build{{component=\"pilot\",tag=\"{tag}\"}}")),
+            value(
+                &t,
+                &format!("istio_build{{component=\"pilot\",tag=\"{tag}\"}}")
+            ),
             "1"
         );
         assert_eq!(value(&t, &format!("pilot_xds{{version=\"{tag}\"}}")), "3");
