@@ -65,6 +65,9 @@ impl Workload {
     }
 }
 
+/// A mesh endpoint as a proxy knows it: labels, namespace, service account.
+pub type EndpointFacts<'a> = (&'a BTreeMap<String, String>, &'a Arc<str>, Option<&'a str>);
+
 impl Workload {
     /// The source of an inbound mTLS connection with no request to carry its
     /// description (TCP): the verified identity, and the canonical service of
@@ -75,7 +78,7 @@ impl Workload {
         principal: &str,
         namespace: &str,
         service_account: &str,
-        endpoint: Option<(&BTreeMap<String, String>, &Arc<str>, Option<&str>)>,
+        endpoint: Option<EndpointFacts<'_>>,
     ) -> Arc<Workload> {
         let mut w = match endpoint {
             Some((labels, ns, sa)) if &**ns == namespace && sa == Some(service_account) => {
