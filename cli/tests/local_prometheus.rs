@@ -539,15 +539,15 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
             );
         }
     }
-    let opened = prom.query(
+    // Every connection, on both sides (once the last ones are scraped).
+    prom.until(
         r#"sum(istio_tcp_connections_opened_total{destination_service_name="ratings-tcp"}) by (reporter)"#,
+        |r| {
+            ["source", "destination"]
+                .iter()
+                .all(|rep| find(r, &[("reporter", rep)]).iter().any(|s| s.1 == total))
+        },
     );
-    for reporter in ["source", "destination"] {
-        assert!(
-            has(&opened, &[("reporter", reporter)], total),
-            "{reporter}: {opened:#?}"
-        );
-    }
 
     // The workload dashboard's latency and size panels.
     let q = r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter="source"}[1m])) by (le, destination_workload))"#;
