@@ -479,22 +479,11 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
     );
 
     // TCP: Kiali's graph asks for sent bytes; the dashboards for connections.
-    let tcp_by = [
-        "source_cluster",
-        "source_workload_namespace",
-        "source_workload",
-        "source_canonical_service",
-        "source_canonical_revision",
-        "destination_cluster",
-        "destination_service_namespace",
-        "destination_service",
-        "destination_service_name",
-        "destination_workload_namespace",
-        "destination_workload",
-        "destination_canonical_service",
-        "destination_canonical_revision",
-        "response_flags",
-    ];
+    // Kiali's TCP group: its request group without the per-request labels.
+    let tcp_by: Vec<&str> = KIALI_HTTP
+        .into_iter()
+        .filter(|l| !["request_protocol", "response_code"].contains(l))
+        .collect();
     for reporter in ["source", "destination"] {
         let q = format!(
             r#"sum(rate(istio_tcp_sent_bytes_total{{reporter="{reporter}"}}[1m])) by ({}, connection_security_policy, source_principal) > 0"#,
