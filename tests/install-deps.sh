@@ -14,6 +14,7 @@ have h2load          || need+=(nghttp2-client)
 have openssl         || need+=(openssl)
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # the kill binary (not the shell builtin) for tests
 have setpriv         || need+=(util-linux)
+have prometheus      || need+=(prometheus)  # cli/tests/local_prometheus.rs runs its own (the service is not used)
 have bash            || need+=(bash)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

@@ -2,9 +2,10 @@
 //! dashboards and Kiali read our sidecars unchanged: `istio_requests_total`,
 //! `istio_request_duration_milliseconds`, `istio_request_bytes`,
 //! `istio_response_bytes` (histograms) and the `istio_tcp_*` counters, each
-//! reported by the `source` (outbound) or `destination` (inbound) proxy.
+//! reported by the `source` (outbound) or `destination` (inbound) proxy, and
+//! `istio_build`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +35,65 @@ impl Workload {
         })
     }
 }
+
+impl Workload {
+    /// The destination as a source proxy knows it before (or without) the
+    /// peer's own description: the chosen endpoint's labels and the service's
+    /// namespace. The canonical service and revision follow Istio's order of
+    /// labels; the workload name and principal stay `unknown`.
+    pub fn of_endpoint(labels: &BTreeMap<String, String>, namespace: &Arc<str>) -> Arc<Workload> {
+        let first = |keys: &[&str]| -> Option<Arc<str>> {
+            keys.iter()
+                .find_map(|k| labels.get(*k))
+                .map(|v| Arc::from(v.as_str()))
+        };
+        let mut w = (*Workload::unknown()).clone();
+        w.namespace = namespace.clone();
+        if let Some(app) = first(&["app"]) {
+            w.app = app;
+        }
+        if let Some(v) = first(&["version"]) {
+            w.version = v;
+        }
+        if let Some(s) = first(&[CANONICAL_NAME, "app.kubernetes.io/name", "app"]) {
+            w.canonical_service = s;
+        }
+        if let Some(r) = first(&[CANONICAL_REVISION, "app.kubernetes.io/version", "version"]) {
+            w.canonical_revision = r;
+        }
+        Arc::new(w)
+    }
+}
+
+/// A mesh endpoint as a proxy knows it: labels, namespace, service account.
+pub type EndpointFacts<'a> = (&'a BTreeMap<String, String>, &'a Arc<str>, Option<&'a str>);
+
+impl Workload {
+    /// The source of an inbound mTLS connection with no request to carry its
+    /// description (TCP): the verified identity, and the canonical service of
+    /// the mesh endpoint at its address, believed only when that endpoint is in
+    /// the identity's namespace and runs as its service account (an address
+    /// alone proves nothing).
+    pub fn of_peer(
+        principal: &str,
+        namespace: &str,
+        service_account: &str,
+        endpoint: Option<EndpointFacts<'_>>,
+    ) -> Arc<Workload> {
+        let mut w = match endpoint {
+            Some((labels, ns, sa)) if &**ns == namespace && sa == Some(service_account) => {
+                (*Workload::of_endpoint(labels, ns)).clone()
+            }
+            _ => (*Workload::unknown()).clone(),
+        };
+        w.principal = Arc::from(principal);
+        w.namespace = Arc::from(namespace);
+        Arc::new(w)
+    }
+}
+
+const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reporter {
@@ -260,6 +320,13 @@ impl Metrics {
         }
         self.conn.render(&mut out);
         self.gateway.render(&mut out);
+        // Envoy's build gauge as Istio's proxies report it: the mesh and
+        // component-version panels of the dashboards count sidecars by it.
+        let _ = writeln!(
+            out,
+            "# TYPE istio_build gauge\nistio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         out
     }
 }
@@ -389,5 +456,65 @@ mod tests {
         assert!(
             text.contains("istio_request_duration_milliseconds_sum{") && text.contains("} 703")
         );
+    }
+
+    #[test]
+    fn an_endpoint_describes_its_canonical_service_and_namespace() {
+        let labels: BTreeMap<String, String> = [
+            ("app", "ratings"),
+            ("version", "v1"),
+            (CANONICAL_NAME, "ratings-canon"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let w = Workload::of_endpoint(&labels, &Arc::from("shop"));
+        assert_eq!(&*w.namespace, "shop");
+        assert_eq!(&*w.canonical_service, "ratings-canon");
+        assert_eq!(&*w.canonical_revision, "v1");
+        assert_eq!((&*w.app, &*w.version), ("ratings", "v1"));
+        assert_eq!((&*w.workload, &*w.principal), ("unknown", "unknown"));
+        let bare = Workload::of_endpoint(&BTreeMap::new(), &Arc::from("shop"));
+        assert_eq!(&*bare.canonical_service, "unknown");
+        assert_eq!(&*bare.canonical_revision, "latest");
+    }
+
+    #[test]
+    fn an_inbound_peer_is_described_only_by_an_endpoint_of_its_identity() {
+        let labels: BTreeMap<String, String> = [("app", "reviews"), ("version", "v2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ns: Arc<str> = Arc::from("shop");
+        let p = "spiffe://cluster.local/ns/shop/sa/reviews";
+        let w = Workload::of_peer(p, "shop", "reviews", Some((&labels, &ns, Some("reviews"))));
+        assert_eq!(
+            (&*w.canonical_service, &*w.canonical_revision),
+            ("reviews", "v2")
+        );
+        assert_eq!((&*w.principal, &*w.namespace), (p, "shop"));
+        // Another account, another namespace, or no endpoint: identity only.
+        let other: Arc<str> = Arc::from("bank");
+        for ep in [
+            Some((&labels, &ns, Some("ratings"))),
+            Some((&labels, &other, Some("reviews"))),
+            Some((&labels, &ns, None)),
+            None,
+        ] {
+            let w = Workload::of_peer(p, "shop", "reviews", ep);
+            assert_eq!(&*w.canonical_service, "unknown", "{ep:?}");
+            assert_eq!((&*w.principal, &*w.namespace), (p, "shop"));
+        }
+    }
+
+    #[test]
+    fn reports_the_proxy_build_as_istio_does() {
+        let text = Metrics::default().render();
+        let want = format!(
+            "istio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == want), "{text}");
+        assert!(text.contains("# TYPE istio_build gauge\n"), "{text}");
     }
 }

@@ -635,18 +635,7 @@ async fn send_to(
 
 /// Destination labels from the endpoint (refined by the peer's answer header).
 fn endpoint_workload(ep: &Endpoint, cluster: &Cluster) -> Arc<Workload> {
-    let l = |k: &str| -> Option<Arc<str>> { ep.labels.get(k).map(|v| Arc::from(v.as_str())) };
-    let mut w = (*Workload::unknown()).clone();
-    w.namespace = cluster.namespace.clone();
-    if let Some(app) = l("app") {
-        w.app = app.clone();
-        w.canonical_service = app;
-    }
-    if let Some(v) = l("version") {
-        w.version = v.clone();
-        w.canonical_revision = v;
-    }
-    Arc::new(w)
+    Workload::of_endpoint(&ep.labels, &cluster.namespace)
 }
 
 /// ALLOW_ANY: the request goes where the app sent it, one attempt.

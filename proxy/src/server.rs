@@ -367,6 +367,12 @@ pub(crate) async fn carry_tcp<D>(
             .unwrap_or(target),
         _ => target,
     };
+    // What the source proxy knows of the destination for `istio_tcp_*` (no
+    // response carries the peer's own description on a TCP connection).
+    let mut meta = meta;
+    if let Some(c) = &cluster {
+        meta.destination = Workload::of_endpoint(&target.labels, &c.namespace);
+    }
     let tls = match &cluster {
         Some(c) => TlsDial::for_endpoint(&shared.tls, c, &target, Alpn::Tcp),
         None => Ok(None),
@@ -424,10 +430,20 @@ pub(crate) async fn inbound_tcp<D>(
         .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
     let source = match peer {
         Some(p) => {
-            let mut w = (*Workload::unknown()).clone();
-            w.principal = Arc::from(p.identity.to_string().as_str());
-            w.namespace = Arc::from(p.identity.namespace.as_str());
-            Arc::new(w)
+            // The caller's pod among the endpoints this proxy knows, by address.
+            let ip = addrs.1.map(|a| a.ip());
+            let endpoint = snap.as_ref().zip(ip).and_then(|(s, ip)| {
+                s.clusters().iter().find_map(|c| {
+                    let e = c.endpoints.iter().find(|e| e.addr.ip() == ip)?;
+                    Some((&e.labels, &c.namespace, e.service_account.as_deref()))
+                })
+            });
+            Workload::of_peer(
+                &p.identity.to_string(),
+                &p.identity.namespace,
+                &p.identity.service_account,
+                endpoint,
+            )
         }
         None => Workload::unknown(),
     };

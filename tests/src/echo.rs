@@ -13,6 +13,8 @@
 //! answered `101 Switching Protocols` and every byte sent afterwards is echoed.
 //! `GET /__echo/stats` answers how many requests the app has seen and the most
 //! it has had in flight at once (what a connection-pool limit must bound).
+//! `GET /metrics` is the app's own Prometheus text (`mesh_echo_requests_total`),
+//! where Bookinfo's productpage annotations say its metrics are.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -271,7 +273,9 @@ async fn answer(
     if req.uri().path() == "/__echo/stats" {
         return Ok(Response::new(Full::new(Bytes::from(id.load.json()))));
     }
-    let _serving = (req.uri().path() != "/__echo/fault").then(|| id.load.enter());
+    // The app's own traffic only: not its fault switch or metrics scrapes.
+    let _serving =
+        (!matches!(req.uri().path(), "/__echo/fault" | "/metrics")).then(|| id.load.enter());
     if req
         .headers()
         .get(hyper::header::UPGRADE)
@@ -304,6 +308,17 @@ async fn answer(
     if parts.uri.path() == "/__echo/fault" {
         let body = id.fault.set(&query);
         return Ok(Response::new(Full::new(Bytes::from(body))));
+    }
+    if parts.uri.path() == "/metrics" {
+        let body = format!(
+            "# TYPE mesh_echo_requests_total counter\nmesh_echo_requests_total {}\n",
+            id.load.requests.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        let resp = Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts are valid");
+        return Ok(resp);
     }
     let mut status = id
         .fault

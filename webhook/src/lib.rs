@@ -7,7 +7,7 @@
 //! [`inject()`] (the RFC 6902 patch that adds it). Around it: [`admission`] turns
 //! AdmissionReview bytes into a response, [`kube_inject`] rewrites YAML streams,
 //! and the thin I/O shell is [`server`] (axum over rustls, cert and mesh-config
-//! reloading) configured by [`config`].
+//! reloading) configured by [`config`], counting injections in [`metrics`].
 
 pub mod admission;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod decide;
 pub mod inject;
 pub mod kube_inject;
 pub mod kubeapi;
+pub mod metrics;
 pub mod reload;
 pub mod selfca;
 pub mod server;

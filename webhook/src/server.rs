@@ -1,5 +1,5 @@
 //! The HTTPS admission server: axum routes (`POST /inject`, `POST /validate`,
-//! `GET /version`, `/healthz`, `/readyz`)
+//! `GET /version`, `/healthz`, `/readyz`, `/metrics`)
 //! served by hyper over rustls on a listener the caller bound. Slow or hostile
 //! clients are bounded: TLS handshake and header read timeouts, a body read
 //! timeout, a 6 MiB body limit. Shuts down gracefully on the given signal.
@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::admission::review;
 use crate::inject::InjectContext;
+use crate::metrics::{InjectionMetrics, Outcome};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -49,6 +50,8 @@ pub struct AppState {
     mesh: RwLock<Arc<MeshConfig>>,
     pub ctx: InjectContext,
     pub limits: Limits,
+    /// Injection requests by outcome (`GET /metrics`).
+    pub injections: InjectionMetrics,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             mesh: RwLock::new(Arc::new(mesh)),
             ctx: InjectContext::default(),
             limits,
+            injections: InjectionMetrics::default(),
         })
     }
 
@@ -76,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/version", get(version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -158,7 +163,10 @@ async fn read_json_body(
 async fn inject(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let bytes = match read_json_body(st.limits, &headers, body).await {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(resp) => {
+            st.injections.record(Outcome::Failed);
+            return resp;
+        }
     };
     let mesh = st.mesh();
     let span = tracing::info_span!(
@@ -171,6 +179,7 @@ async fn inject(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body)
     span.record("uid", r.uid.as_str());
     span.record("allowed", r.allowed);
     span.record("ops", r.patch_ops);
+    st.injections.record(Outcome::of(&r));
     span.in_scope(|| match (&r.message, r.allowed) {
         (Some(m), false) => tracing::warn!(message = %m, "admission denied"),
         (m, true) => tracing::debug!(message = ?m, "admission answered"),
@@ -277,6 +286,15 @@ async fn validate(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
             (StatusCode::OK, Json(v.body)).into_response()
         }
     }
+}
+
+/// `GET /metrics`: injection counters (Prometheus text).
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.injections.render(),
+    )
+        .into_response()
 }
 
 /// `GET /version`: what `meshctl version` reports for the webhook.

@@ -107,6 +107,41 @@ async fn tls_admission_and_cert_reload() {
     assert!(Client::connect(addr, &other.cert_pem).await.is_ok());
 }
 
+/// `GET /metrics` counts every `POST /inject` once, under its outcome, with
+/// the names Istio's control-plane dashboard reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_metrics_count_each_outcome() {
+    let ca = TestCa::new("ca-metrics");
+    let (cert, key) = ca.serving();
+    let srv = TestServer::start(&cert, &key, "", limits()).await;
+    let mut c = Client::connect(srv.addr, &ca.cert_pem).await.unwrap();
+    let v1 = "admission.k8s.io/v1";
+    let r = c.post_json(&review_for(&pod(json!({})), "u-1", v1)).await;
+    assert!(r["response"]["patch"].is_string(), "{r}");
+    let off = json!({"sidecar.istio.io/inject": "false"});
+    let r = c.post_json(&review_for(&pod(off), "u-2", v1)).await;
+    assert!(r["response"]["patch"].is_null(), "{r}");
+    let bad = json!({"traffic.sidecar.istio.io/excludeInboundPorts": "70000"});
+    let r = c.post_json(&review_for(&pod(bad), "u-3", v1)).await;
+    assert_eq!(r["response"]["allowed"], false, "{r}");
+    let (status, _) = c
+        .request("POST", "/inject", Some("text/plain"), b"{}".to_vec())
+        .await;
+    assert_eq!(status, 415);
+
+    let (status, body) = c.request("GET", "/metrics", None, vec![]).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    for line in [
+        "sidecar_injection_requests_total 4",
+        "sidecar_injection_success_total 1",
+        "sidecar_injection_skip_total 1",
+        "sidecar_injection_failure_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+}
+
 /// Sends `head` over a fresh TLS connection, then `body_bytes` of chunked body in
 /// the background, and returns the start of the response.
 async fn raw_exchange(srv: &TestServer, ca_pem: &str, head: Vec<u8>, body_bytes: usize) -> String {

@@ -10,6 +10,7 @@ pub mod merge;
 pub mod meta;
 pub mod probes;
 mod read;
+pub mod scrape;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -298,6 +299,10 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         let v = serde_json::to_string(&probers).unwrap_or_default();
         env.push((probes::APP_PROBERS_ENV.into(), v));
     }
+    let scrape = scrape::plan(&ann, status_port)?;
+    if let Some(app) = scrape.as_ref().and_then(|m| m.env.clone()) {
+        env.push((scrape::ENV.into(), app));
+    }
     env.extend(template::metadata_env(&proxy_config.proxy_metadata));
 
     let user_volumes = json_map_annotation(&ann, sidecar::USER_VOLUME)?;
@@ -476,13 +481,10 @@ pub fn mutate(pod: &mut Value, mesh: &MeshConfig, ctx: &InjectContext) -> Result
         ann.entry(annotations::REV.into())
             .or_insert(mesh.revision.clone());
     }
-    if ann.get(annotations::PROMETHEUS_SCRAPE).map(String::as_str) != Some("false") {
-        ann.entry(annotations::PROMETHEUS_SCRAPE.into())
-            .or_insert("true".into());
-        ann.entry(annotations::PROMETHEUS_PORT.into())
-            .or_insert(mesh_api::ports::STATUS.to_string());
-        ann.entry(annotations::PROMETHEUS_PATH.into())
-            .or_insert("/stats/prometheus".into());
+    // The one exception: scraping points at the status port (the metrics
+    // merge), the app's settings went to the proxy's env above.
+    for (k, v) in scrape.into_iter().flat_map(|m| m.annotations) {
+        ann.insert(k.into(), v);
     }
     let none_if_empty = |v: Vec<String>| if v.is_empty() { Value::Null } else { json!(v) };
     let status = json!({

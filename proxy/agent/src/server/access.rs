@@ -186,8 +186,8 @@ impl Accepted {
     }
 }
 
-/// The agent's Prometheus text: refused subscriptions by reason, and
-/// authenticated ones by credential.
+/// The agent's Prometheus text: refused subscriptions by reason,
+/// authenticated ones by credential, and istiod's push metrics.
 pub fn metrics(shared: &Shared) -> String {
     let mut out = String::from(
         "# HELP mesh_agent_subscriptions_refused_total Config subscriptions refused, by reason.\n\
@@ -210,6 +210,7 @@ pub fn metrics(shared: &Shared) -> String {
             shared.accepted.get(a)
         ));
     }
+    out.push_str(&shared.xds.render(shared.tracker.connected()));
     out
 }
 

@@ -1,7 +1,8 @@
 //! The serving side: the pipeline that turns source events into snapshots
 //! ([`pipeline`]), the stream proxies subscribe to ([`stream`]), per-proxy
 //! sent/acked tracking ([`tracker`]), who may subscribe to what ([`access`],
-//! with client certificates checked by [`peer`]) and the `/debug/syncz` and `/metrics` endpoints ([`debug`]).
+//! with client certificates checked by [`peer`]) and the `/debug/syncz` and `/metrics` endpoints ([`debug`],
+//! istiod's push metrics in [`xds_metrics`]).
 
 pub mod access;
 pub mod debug;
@@ -10,6 +11,7 @@ pub mod pipeline;
 pub mod stream;
 pub mod tls;
 pub mod tracker;
+pub mod xds_metrics;
 
 use crate::compile::Snapshot;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub struct Shared {
     pub refusals: access::Refusals,
     /// Subscriptions authenticated so far, by credential (`/metrics`).
     pub accepted: access::Accepted,
+    /// Views pushed and refused, push times (`/metrics`, istiod's names).
+    pub xds: xds_metrics::XdsMetrics,
 }
 
 /// The CA as served on the sync port. The CA in force can be replaced (a
@@ -86,6 +90,7 @@ impl Shared {
             ca,
             refusals: access::Refusals::default(),
             accepted: access::Accepted::default(),
+            xds: xds_metrics::XdsMetrics::default(),
         })
     }
 }

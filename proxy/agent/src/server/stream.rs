@@ -272,6 +272,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                     return Ok(());
                 }
                 let snap = snaps.borrow_and_update().clone();
+                let started = std::time::Instant::now();
                 if snap.version == 0 {
                     continue; // nothing compiled yet
                 }
@@ -291,6 +292,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 write_frame(&mut w, &bytes).await?;
                 w.flush().await?;
                 shared.tracker.sent_with_warnings(id, snap.version, warnings);
+                shared.xds.pushed(started.elapsed());
             }
             frame = io.next() => {
                 let frame = frame.ok_or(ProtocolError::Closed)??;
@@ -299,6 +301,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                     Ok(ClientMessage::Nack { version, reason }) => {
                         tracing::warn!(version, %reason, "proxy rejected version");
                         shared.tracker.nack(id, version, reason);
+                        shared.xds.rejected();
                     }
                     Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {
                         return reject(&mut w, "already subscribed".into()).await

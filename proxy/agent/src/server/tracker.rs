@@ -46,6 +46,11 @@ impl Tracker {
         id
     }
 
+    /// Proxies subscribed right now.
+    pub fn connected(&self) -> usize {
+        self.with(|m| m.len())
+    }
+
     pub fn disconnect(&self, id: u64) {
         self.with(|m| m.remove(&id));
     }
