@@ -90,7 +90,7 @@ async fn fake_api() -> (Arc<Fake>, ApiClient) {
     tokio::spawn(async move { axum::serve(listener, app).await });
     (
         fake,
-        ApiClient::plain("127.0.0.1", port, Some("token".into())),
+        ApiClient::from_url(&format!("http://127.0.0.1:{port}"), Some("token".into())).unwrap(),
     )
 }
 

@@ -237,7 +237,9 @@ async fn replica(
     // Start on a private cert, as a fresh pod does before its first sync.
     let own = SelfManaged::generate("mesh-webhook", "istio-system").unwrap();
     let store = CertStore::new(own.certified_key().unwrap());
-    let api = Arc::new(ApiClient::plain("127.0.0.1", port, Some(token.into())));
+    let api = Arc::new(
+        ApiClient::from_url(&format!("http://127.0.0.1:{port}"), Some(token.into())).unwrap(),
+    );
     keep_shared(
         api,
         cfg.clone(),
