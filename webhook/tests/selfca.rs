@@ -16,7 +16,7 @@ use mesh_e2e::wait::eventually;
 use mesh_webhook::kubeapi::ApiClient;
 use mesh_webhook::selfca::{keep_ca_bundle, sync_ca_bundle, SelfManaged};
 use mesh_webhook::server::Limits;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const MWC: &str = "MutatingWebhookConfiguration";
 const MWCS: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/";
