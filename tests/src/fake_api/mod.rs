@@ -146,6 +146,8 @@ pub struct Db {
     /// GETs of one object by clients whose Authorization starts with the
     /// prefix are held until this many arrived (forces racing reads).
     hold: Option<(String, usize, Arc<tokio::sync::Barrier>)>,
+    /// When set, requests without `Authorization: Bearer <token>` get 401.
+    pub token: Option<String>,
 }
 
 pub struct Fake {
@@ -296,6 +298,12 @@ impl Fake {
         db.log.clear();
     }
 
+    /// Answers 401 Unauthorized, as the API server does, to every request
+    /// that does not carry `token` as its bearer token.
+    pub fn require_token(&self, token: &str) {
+        self.db().token = Some(token.into());
+    }
+
     /// The next `n` GETs of one object by clients whose bearer token starts
     /// with `token_prefix` are each answered only once all `n` have read: they
     /// see the same state, as racing replicas do.
@@ -399,7 +407,7 @@ impl Fake {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = tokio_util::sync::CancellationToken::new();
         let (fake, st) = (self.clone(), stop.clone());
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -421,16 +429,19 @@ impl Fake {
             addr,
             dir,
             stop,
+            thread: Some(thread),
         }
     }
 }
 
-/// A fake serving on its own thread ([`Fake::spawn`]); stops when dropped.
+/// A fake serving on its own thread ([`Fake::spawn`]); when dropped, it stops
+/// and its port is closed before the drop returns.
 pub struct Threaded {
     pub fake: Arc<Fake>,
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Threaded {
@@ -450,6 +461,9 @@ impl std::ops::Deref for Threaded {
 impl Drop for Threaded {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -110,6 +110,12 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let want = fake.db().token.clone();
+    if let Some(t) = want {
+        if auth != Some(format!("Bearer {t}").as_str()) {
+            return status(401, "Unauthorized", "Unauthorized".into());
+        }
+    }
     let not_found = || status(404, "NotFound", format!("the server could not find {path}"));
     if method == Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
         let body = axum::body::to_bytes(req.into_body(), usize::MAX)
