@@ -15,6 +15,7 @@
 
 mod portforward;
 mod routes;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -404,6 +405,12 @@ impl Fake {
     /// clients as processes) until the returned handle is dropped; the handle
     /// writes a kubeconfig pointing at it.
     pub fn spawn(self: &Arc<Self>) -> Threaded {
+        self.spawn_with(None)
+    }
+
+    /// [`Fake::spawn`], over HTTPS with `tls` when given.
+    fn spawn_with(self: &Arc<Self>, tls: Option<Arc<rustls::ServerConfig>>) -> Threaded {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = tokio_util::sync::CancellationToken::new();
         let (fake, st) = (self.clone(), stop.clone());
@@ -413,7 +420,11 @@ impl Fake {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let _ = tx.send(fake.listen(st.clone()).await);
+                let addr = match tls {
+                    None => fake.listen(st.clone()).await,
+                    Some(cfg) => tls::listen(&fake, cfg, st.clone()).await,
+                };
+                let _ = tx.send(addr);
                 st.cancelled().await;
             });
         });
@@ -421,7 +432,7 @@ impl Fake {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("kubeconfig"),
-            kubeconfig(&format!("http://{addr}")),
+            kubeconfig(&format!("{scheme}://{addr}")),
         )
         .unwrap();
         Threaded {
