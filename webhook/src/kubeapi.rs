@@ -90,7 +90,7 @@ impl ApiClient {
                 "KUBERNETES_SERVICE_PORT {port:?}: {e}"
             )));
         }
-        for f in ["token", "ca.crt"] {
+        for f in ["token", "ca.crt", "namespace"] {
             let p = format!("{SA_DIR}/{f}");
             if let Err(e) = std::fs::metadata(&p) {
                 return Err(ApiError::NotInCluster(format!("{p}: {e}")));
