@@ -8,10 +8,9 @@
 //! seen the exact API paths (port-forward, never the proxy subresource, for the
 //! loopback-only ports).
 
-mod fake_apiserver;
 mod procs;
 
-use fake_apiserver::{pod, FakeApi, Objects};
+use mesh_e2e::fake_api::{pod, Fake, Threaded};
 use procs::*;
 use serde_json::json;
 
@@ -47,7 +46,7 @@ spec:
 /// A real agent over MESH, a real proxy (shop/web-0) subscribed to it, and the
 /// fake API server knowing them as pods.
 struct World {
-    api: FakeApi,
+    api: Threaded,
     admin: String,
     _procs: Vec<Proc>,
     _dir: tempfile::TempDir,
@@ -58,14 +57,8 @@ fn world() -> World {
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let (agent, sync, debug) = agent(dir.path());
     let (proxy, admin) = proxy(&["--agent", &sync]);
-    let mut objects = Objects::default();
-    let mut add = |p: serde_json::Value| {
-        let k = (
-            p["metadata"]["namespace"].as_str().unwrap().to_string(),
-            p["metadata"]["name"].as_str().unwrap().to_string(),
-        );
-        objects.pods.insert(k, p);
-    };
+    let fake = Fake::new();
+    let add = |p: serde_json::Value| fake.apply(p);
     add(pod(
         "shop",
         "web-0",
@@ -79,15 +72,16 @@ fn world() -> World {
         json!({"app": "mesh-agent"}),
         &["mesh-agent"],
     ));
-    objects
-        .backends
+    let mut db = fake.db();
+    db.backends
         .insert("shop/web-0:15000".into(), format!("http://{admin}"));
-    objects.backends.insert(
+    db.backends.insert(
         "istio-system/mesh-agent-7f9c:15014".into(),
         format!("http://{debug}"),
     );
+    drop(db);
     World {
-        api: FakeApi::start(objects),
+        api: fake.spawn(),
         admin,
         _procs: vec![agent, proxy],
         _dir: dir,
@@ -123,13 +117,7 @@ fn proxy_config_and_status_through_the_api_server() {
         "{seen:?}"
     );
     assert!(!seen.iter().any(|s| s.contains("/proxy")), "{seen:?}");
-    assert!(w
-        .api
-        .auth
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|a| a == "Bearer test-token"));
+    assert!(w.api.auth().iter().all(|a| a == "Bearer test-token"));
 
     // The kubeconfig context's namespace (shop) and -n give the same pod; JSON too.
     w.api.clear();
@@ -212,15 +200,12 @@ fn a_forwarded_port_with_nothing_listening_is_reported_with_pod_and_port() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_addr = closed.local_addr().unwrap();
     drop(closed);
-    let mut objects = Objects::default();
-    objects.pods.insert(
-        ("shop".into(), "dark-0".into()),
-        pod("shop", "dark-0", json!({}), &["app", "istio-proxy"]),
-    );
-    objects
+    let fake = Fake::new();
+    fake.apply(pod("shop", "dark-0", json!({}), &["app", "istio-proxy"]));
+    fake.db()
         .backends
         .insert("shop/dark-0:15000".into(), format!("http://{closed_addr}"));
-    let api = FakeApi::start(objects);
+    let api = fake.spawn();
     let (ok, out, err) = meshctl(&api.kubeconfig(), &["proxy-config", "cluster", "dark-0"]);
     assert!(!ok, "{out}{err}");
     assert!(
@@ -246,17 +231,13 @@ fn version_finds_the_control_plane_and_proxies_in_the_cluster() {
     let wh = webhook();
     let webhook = wh.addr.clone();
     {
-        let mut o = w.api.objects.lock().unwrap();
-        o.pods.insert(
-            ("istio-system".into(), "mesh-webhook-1".into()),
-            pod(
-                "istio-system",
-                "mesh-webhook-1",
-                json!({"app": "mesh-webhook"}),
-                &["mesh-webhook"],
-            ),
-        );
-        o.backends.insert(
+        w.api.apply(pod(
+            "istio-system",
+            "mesh-webhook-1",
+            json!({"app": "mesh-webhook"}),
+            &["mesh-webhook"],
+        ));
+        w.api.db().backends.insert(
             "istio-system/mesh-webhook-1:15017".into(),
             format!("https://{webhook}"),
         );

@@ -5,10 +5,9 @@
 //! use the defaults (a note on stderr, still success), and a reachable cluster
 //! without the ConfigMap is an error naming it.
 
-mod fake_apiserver;
 mod procs;
 
-use fake_apiserver::{FakeApi, Objects};
+use mesh_e2e::fake_api::{self, Fake};
 use serde_json::json;
 
 const MESH_YAML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/base/mesh.yaml");
@@ -42,14 +41,11 @@ fn kube_inject_uses_the_clusters_mesh_config() {
     let shipped = std::fs::read_to_string(MESH_YAML).unwrap();
     assert!(shipped.contains("proxy: \"mesh\""), "{shipped}");
     let mesh = shipped.replace("proxy: \"mesh\"", &format!("proxy: \"{IMAGE}\""));
-    let mut objects = Objects::default();
-    objects.configmaps.insert(
-        ("istio-system".into(), "mesh-config".into()),
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
+    let fake = Fake::new();
+    fake.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "mesh-config", "namespace": "istio-system"},
-            "data": {"mesh": mesh}}),
-    );
-    let api = FakeApi::start(objects);
+            "data": {"mesh": mesh}}));
+    let api = fake.spawn();
     let kc = api.kubeconfig();
 
     let (ok, out, err) = kube_inject(&kc, &[]);
@@ -72,7 +68,7 @@ fn kube_inject_uses_the_clusters_mesh_config() {
     assert!(api.seen().is_empty(), "{:?}", api.seen());
 
     // A reachable cluster without the ConfigMap: an error naming it and the way out.
-    let empty = FakeApi::start(Objects::default());
+    let empty = Fake::new().spawn();
     let (ok, _, err) = kube_inject(&empty.kubeconfig(), &[]);
     assert!(!ok, "{err}");
     assert!(
@@ -97,7 +93,7 @@ fn kube_inject_without_a_cluster_falls_back_to_defaults() {
     drop(closed);
     std::fs::write(
         &kc,
-        fake_apiserver::kubeconfig(&format!("http://127.0.0.1:{port}")),
+        fake_api::kubeconfig(&format!("http://127.0.0.1:{port}")),
     )
     .unwrap();
     let (ok, out, err) = kube_inject(&kc, &[]);

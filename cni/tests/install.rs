@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_cni::install::{InstallConfig, Installer};
+use mesh_e2e::wait::eventually_blocking;
 
 const BRIDGE: &str = r#"{
   "cniVersion": "1.0.0",
@@ -114,7 +115,7 @@ impl Running {
         // The pass under way may have read the files before the caller changed
         // them: one more than asked for.
         let target = self.passes.load(Ordering::SeqCst) + n + 1;
-        wait_for("installer passes", Duration::from_secs(10), || {
+        eventually_blocking("installer passes", Duration::from_secs(10), || {
             self.passes.load(Ordering::SeqCst) >= target
         });
     }
@@ -131,14 +132,6 @@ impl Drop for Running {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -162,13 +155,13 @@ fn roundtrip(name: &str, original: &str, expect: &[&str]) {
     let file = env.p(&format!("net.d/{name}"));
     std::fs::write(&file, original).unwrap();
     let run = Running::start(env.cfg());
-    wait_for("insert", Duration::from_secs(5), || {
+    eventually_blocking("insert", Duration::from_secs(5), || {
         read(&file).contains("mesh-cni")
     });
     assert_eq!(plugins(&file), expect);
     // Everything before our entry is the original, byte for byte.
     assert_eq!(mesh_cni::install::conflist::remove(&read(&file)), original);
-    wait_for("ready", Duration::from_secs(10), || {
+    eventually_blocking("ready", Duration::from_secs(10), || {
         run.ready.load(Ordering::SeqCst)
     });
     assert!(env.p("run/ready").exists());
@@ -184,7 +177,7 @@ fn roundtrip(name: &str, original: &str, expect: &[&str]) {
     // (generous, for loaded CI machines; the time it took is printed).
     std::fs::write(&file, original).unwrap();
     let t = Instant::now();
-    wait_for("re-insert", Duration::from_secs(10), || {
+    eventually_blocking("re-insert", Duration::from_secs(10), || {
         read(&file).contains("mesh-cni")
     });
     eprintln!("{name}: re-inserted after {:?}", t.elapsed());
@@ -230,7 +223,7 @@ fn conf_is_converted_and_restored() {
     std::fs::write(&conf, FLANNEL_CONF).unwrap();
     let run = Running::start(env.cfg());
     let list = env.p("net.d/10-flannel.conflist");
-    wait_for("conversion", Duration::from_secs(5), || list.exists());
+    eventually_blocking("conversion", Duration::from_secs(5), || list.exists());
     assert!(!conf.exists());
     assert_eq!(plugins(&list), ["flannel", "mesh-cni"]);
     let v: serde_json::Value = serde_json::from_str(&read(&list)).unwrap();
@@ -260,7 +253,7 @@ fn late_file_token_rotation_and_readyz() {
         r
     };
     let kc = env.p("net.d/mesh-cni-kubeconfig");
-    wait_for("kubeconfig", Duration::from_secs(5), || {
+    eventually_blocking("kubeconfig", Duration::from_secs(5), || {
         read(&kc).contains("token: token-1")
     });
     assert!(read(&kc).contains("server: https://10.96.0.1:443"));
@@ -270,17 +263,17 @@ fn late_file_token_rotation_and_readyz() {
     // The node's CNI writes its config late.
     let file = env.p("net.d/10-containerd-net.conflist");
     std::fs::write(&file, BRIDGE).unwrap();
-    wait_for("insert", Duration::from_secs(10), || {
+    eventually_blocking("insert", Duration::from_secs(10), || {
         read(&file).contains("mesh-cni")
     });
-    wait_for("ready", Duration::from_secs(10), || {
+    eventually_blocking("ready", Duration::from_secs(10), || {
         readyz().starts_with("HTTP/1.1 200")
     });
     // The kubeconfig the plugin gets parses, and follows a token rotation.
     let parsed = mesh_cni::k8s::Kubeconfig::load(&kc).unwrap();
     assert_eq!(parsed.token.as_deref(), Some("token-1"));
     std::fs::write(env.p("sa/token"), "token-2\n").unwrap();
-    wait_for("rotation", Duration::from_secs(10), || {
+    eventually_blocking("rotation", Duration::from_secs(10), || {
         read(&kc).contains("token: token-2")
     });
     run.stop();
@@ -342,13 +335,13 @@ fn binary_installs_and_uninstalls_on_sigterm() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains("readyz listening on 127.0.0.1:"), "{line}");
-    wait_for("insert", Duration::from_secs(5), || {
+    eventually_blocking("insert", Duration::from_secs(5), || {
         read(&file).contains("mesh-cni")
     });
     // The plugin, configured by the inserted entry, reports ready through STATUS.
     let v: serde_json::Value = serde_json::from_str(&read(&file)).unwrap();
     let entry = v["plugins"][2].clone();
-    wait_for("STATUS ready", Duration::from_secs(5), || {
+    eventually_blocking("STATUS ready", Duration::from_secs(5), || {
         plugin_status(&entry) == Some(0)
     });
     let installed = std::fs::read(env.p("bin/mesh-cni")).unwrap();

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{bin, Netns};
+use mesh_e2e::fake_api::Fake;
 use serde_json::{json, Value};
 
 const INJECTED_POD: &str = r#"
@@ -432,53 +432,6 @@ fn fifty_concurrent_add_del_pairs_leave_nothing() {
     assert_eq!(common::state_records(fx.state.path()), 0);
 }
 
-/// A one-route fake API server: GET /api/v1/namespaces/{ns}/pods/{name}, answering
-/// with the pod if it is in `pods` (JSON), 404 otherwise. Checks the bearer token.
-fn fake_api(
-    pods: Vec<(String, String, Value)>,
-    token: &'static str,
-) -> (
-    String,
-    std::thread::JoinHandle<()>,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    l.set_nonblocking(true).unwrap();
-    let h = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            let Ok((mut s, _)) = l.accept() else {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                continue;
-            };
-            s.set_nonblocking(false).unwrap();
-            let mut buf = vec![0u8; 8192];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
-            let authorized = req.contains(&format!("Authorization: Bearer {token}\r\n"));
-            let found = pods
-                .iter()
-                .find(|(ns, name, _)| path == format!("/api/v1/namespaces/{ns}/pods/{name}"));
-            let (status, body) = match (authorized, found) {
-                (false, _) => (
-                    "401 Unauthorized",
-                    json!({"kind": "Status", "code": 401}).to_string(),
-                ),
-                (true, Some((_, _, pod))) => ("200 OK", pod.to_string()),
-                (true, None) => (
-                    "404 Not Found",
-                    json!({"kind": "Status", "code": 404}).to_string(),
-                ),
-            };
-            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-        }
-    });
-    (format!("http://{addr}"), h, stop)
-}
-
 fn kubeconfig(dir: &Path, server: &str, token: &str) -> std::path::PathBuf {
     let p = dir.join("kubeconfig");
     std::fs::write(
@@ -494,8 +447,11 @@ fn kubeconfig(dir: &Path, server: &str, token: &str) -> std::path::PathBuf {
 #[test]
 fn kubernetes_pod_source_and_unreachable_api_fail_closed() {
     let pod: Value = serde_yaml_ng::from_str(INJECTED_POD).unwrap();
-    let (server, handle, stop) =
-        fake_api(vec![("default".into(), "reviews-v1".into(), pod)], "s3cret");
+    let fake = Fake::new();
+    fake.require_token("s3cret");
+    fake.apply(pod);
+    let api = fake.spawn();
+    let server = format!("http://{}", api.addr);
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(dir.path(), &server, "s3cret");
     let ns = Netns::new("k8s");
@@ -526,8 +482,12 @@ fn kubernetes_pod_source_and_unreachable_api_fail_closed() {
         "{}",
         out.stdout
     );
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    handle.join().unwrap();
+    let seen = api.seen();
+    assert!(
+        seen.contains(&"GET /api/v1/namespaces/default/pods/reviews-v1".to_string()),
+        "{seen:?}"
+    );
+    drop(api);
 
     // API server gone: bounded retries, then a CNI error and no rules.
     let t = std::time::Instant::now();

@@ -4,7 +4,9 @@
 //! plugins, and runs processes inside them; [`echo`] is the test application that
 //! reports who answered and what it received; [`testca`] is the PKI of the
 //! tests that bring their own certificates; [`fuzz`] turns a fuzzer's bytes
-//! into structured inputs for the crates' fuzz targets (`tests/FUZZING.md`).
+//! into structured inputs for the crates' fuzz targets (`tests/FUZZING.md`);
+//! [`wait`] polls for a positive signal; `fake_api` (feature `fake-api`) is the
+//! in-process Kubernetes API server of the tests that talk to one.
 //! The tests in `tests/` drive these with real clients (curl, h2load).
 
 // Harness errors carry the whole context of a failed command (plugin, netns,
@@ -13,6 +15,9 @@
 
 pub mod bins;
 pub mod echo;
+#[cfg(feature = "fake-api")]
+pub mod fake_api;
 pub mod fuzz;
 pub mod harness;
 pub mod testca;
+pub mod wait;

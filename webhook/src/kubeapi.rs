@@ -1,17 +1,13 @@
-//! The few Kubernetes API calls self-managed mode needs (GET, POST, PUT, JSON PATCH), over
-//! hyper with rustls and the pod's service-account token. One connection per call:
-//! these calls are rare.
-
-use std::path::Path;
-use std::sync::Arc;
+//! The few Kubernetes API calls self-managed mode needs (GET, POST, PUT, JSON PATCH),
+//! sent through a kube-rs [`kube::Client`]: kube-rs owns the connection pool, TLS,
+//! and the service-account token (re-read as the kubelet rotates it). The calls
+//! stay raw JSON on a path because the objects involved (a Secret, webhook
+//! configurations) are patched field by field, and a non-2xx answer stays an
+//! [`ApiError::Status`] carrying the status and the body the API server sent.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use http_body_util::BodyExt;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -47,67 +43,62 @@ impl ApiError {
 }
 
 pub struct ApiClient {
-    host: String,
-    port: u16,
-    token: Option<String>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    client: kube::Client,
+    /// The API server's URL, for error messages.
+    server: String,
 }
 
 impl ApiClient {
-    /// Plain HTTP, for tests against a fake API server on loopback.
-    pub fn plain(host: &str, port: u16, token: Option<String>) -> Self {
-        ApiClient {
-            host: host.into(),
-            port,
-            token,
-            tls: None,
-        }
+    /// A client for the API server `config` describes.
+    pub fn from_config(config: kube::Config) -> Result<Self, ApiError> {
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|e| ApiError::Connect {
+            addr: server.clone(),
+            error: e.to_string(),
+        })?;
+        Ok(ApiClient { client, server })
     }
 
-    /// HTTPS trusting `ca_pem`.
-    pub fn https(
-        host: &str,
-        port: u16,
-        ca_pem: &[u8],
-        token: Option<String>,
-    ) -> Result<Self, ApiError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem) {
-            let c = c.map_err(|e| ApiError::NotInCluster(format!("bad CA PEM: {e}")))?;
-            roots
-                .add(c)
-                .map_err(|e| ApiError::NotInCluster(format!("bad CA cert: {e}")))?;
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ApiError::NotInCluster(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(ApiClient {
-            host: host.into(),
-            port,
-            token,
-            tls: Some(Arc::new(cfg)),
-        })
+    /// The API server at `server` (an `http://` or `https://` URL, trusting the
+    /// system roots), authenticating with the bearer `token` if given.
+    pub fn from_url(server: &str, token: Option<String>) -> Result<Self, ApiError> {
+        let url = server
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.scheme().is_some() && u.host().is_some())
+            .ok_or_else(|| ApiError::Connect {
+                addr: server.into(),
+                error: "not an http(s) URL".into(),
+            })?;
+        let mut config = kube::Config::new(url);
+        config.auth_info.token = token.map(Into::into);
+        Self::from_config(config)
     }
 
-    /// The in-cluster API server, service-account token and CA.
+    /// The in-cluster API server (`KUBERNETES_SERVICE_HOST`/`_PORT`), with the
+    /// pod's service-account token and CA. What is missing is named here,
+    /// because kube-rs' own error does not say which variable or file it was.
     pub fn in_cluster() -> Result<Self, ApiError> {
-        let env = |k: &str| {
-            std::env::var(k).map_err(|_| ApiError::NotInCluster(format!("{k} is not set")))
-        };
-        let host = env("KUBERNETES_SERVICE_HOST")?;
-        let port = env("KUBERNETES_SERVICE_PORT")?
-            .parse()
-            .map_err(|e| ApiError::NotInCluster(format!("KUBERNETES_SERVICE_PORT: {e}")))?;
-        let read = |f: &str| {
-            std::fs::read(Path::new(SA_DIR).join(f))
-                .map_err(|e| ApiError::NotInCluster(format!("{SA_DIR}/{f}: {e}")))
-        };
-        let token = String::from_utf8_lossy(&read("token")?).trim().to_string();
-        Self::https(&host, port, &read("ca.crt")?, Some(token))
+        for k in ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"] {
+            if std::env::var_os(k).is_none() {
+                return Err(ApiError::NotInCluster(format!("{k} is not set")));
+            }
+        }
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_default();
+        if let Err(e) = port.parse::<u16>() {
+            return Err(ApiError::NotInCluster(format!(
+                "KUBERNETES_SERVICE_PORT {port:?}: {e}"
+            )));
+        }
+        for f in ["token", "ca.crt", "namespace"] {
+            let p = format!("{SA_DIR}/{f}");
+            if let Err(e) = std::fs::metadata(&p) {
+                return Err(ApiError::NotInCluster(format!("{p}: {e}")));
+            }
+        }
+        let config = kube::Config::incluster()
+            .map_err(|e| ApiError::NotInCluster(format!("{SA_DIR}: {e}")))?;
+        Self::from_config(config)
     }
 
     async fn call(
@@ -116,50 +107,37 @@ impl ApiClient {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Value, ApiError> {
-        let addr = format!("{}:{}", self.host, self.port);
         let io_err = |e: String| ApiError::Io {
             method,
             path: path.into(),
             error: e,
         };
-        let tcp = TcpStream::connect(&addr)
-            .await
-            .map_err(|e| ApiError::Connect {
-                addr: addr.clone(),
-                error: e.to_string(),
-            })?;
-        let mut req = hyper::Request::builder()
+        let req = http::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", &self.host)
             .header("accept", "application/json");
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
         let (req, payload) = match body {
             Some((ct, b)) => (req.header("content-type", ct), b),
             None => (req, Vec::new()),
         };
         let req = req
-            .body(Full::new(Bytes::from(payload)))
+            .body(kube::client::Body::from(payload))
             .map_err(|e| io_err(e.to_string()))?;
-        let resp = match &self.tls {
-            None => send(TokioIo::new(tcp), req).await,
-            Some(cfg) => {
-                let name =
-                    ServerName::try_from(self.host.clone()).map_err(|e| io_err(e.to_string()))?;
-                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| ApiError::Connect {
-                        addr: addr.clone(),
-                        error: e.to_string(),
-                    })?;
-                send(TokioIo::new(tls), req).await
-            }
-        }
-        .map_err(io_err)?;
-        let (status, bytes) = resp;
+        let resp = self.client.send(req).await.map_err(|e| match e {
+            // No answer at all: say which server could not be reached.
+            kube::Error::HyperError(_) | kube::Error::Service(_) => ApiError::Connect {
+                addr: self.server.clone(),
+                error: chain(&e),
+            },
+            e => io_err(chain(&e)),
+        })?;
+        let status = resp.status().as_u16();
+        let bytes: Bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| io_err(e.to_string()))?
+            .to_bytes();
         if !(200..300).contains(&status) {
             return Err(ApiError::Status {
                 method,
@@ -198,21 +176,25 @@ impl ApiClient {
     }
 }
 
-async fn send<IO>(io: TokioIo<IO>, req: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), String>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body))
+/// An error with its sources ("connection refused" sits a few levels down).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_server_url_is_named() {
+        let e = ApiClient::from_url("127.0.0.1:6443", None).err().unwrap();
+        assert!(e.to_string().contains("127.0.0.1:6443"), "{e}");
+    }
 }

@@ -6,96 +6,37 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use base64::Engine;
-use common::net::{eventually, Client, TestServer};
+use common::net::{Client, TestServer};
+use mesh_e2e::fake_api::Fake;
+use mesh_e2e::wait::eventually;
 use mesh_webhook::kubeapi::ApiClient;
 use mesh_webhook::selfca::{keep_ca_bundle, sync_ca_bundle, SelfManaged};
 use mesh_webhook::server::Limits;
-use serde_json::{json, Value};
+use serde_json::json;
 
-#[derive(Default)]
-struct Fake {
-    objects: Mutex<std::collections::BTreeMap<String, Value>>,
-    patches: Mutex<usize>,
-}
-
-async fn get_mwc(
-    State(f): State<Arc<Fake>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, StatusCode> {
-    f.objects
-        .lock()
-        .unwrap()
-        .get(&name)
-        .cloned()
-        .map(Json)
-        .ok_or(StatusCode::NOT_FOUND)
-}
-
-async fn patch_mwc(
-    State(f): State<Arc<Fake>>,
-    Path(name): Path<String>,
-    body: String,
-) -> Result<Json<Value>, (StatusCode, String)> {
-    let patch: json_patch::Patch =
-        serde_json::from_str(&body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    let mut objs = f.objects.lock().unwrap();
-    let obj = objs
-        .get_mut(&name)
-        .ok_or((StatusCode::NOT_FOUND, name.clone()))?;
-    let mut next = obj.clone();
-    json_patch::patch(&mut next, &patch).map_err(|e| (StatusCode::CONFLICT, e.to_string()))?;
-    let rv: u64 = next["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    next["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
-    *obj = next.clone();
-    *f.patches.lock().unwrap() += 1;
-    Ok(Json(next))
-}
+const MWC: &str = "MutatingWebhookConfiguration";
+const MWCS: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/";
 
 async fn fake_api() -> (Arc<Fake>, ApiClient) {
-    let fake = Arc::new(Fake::default());
-    let mwc = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-    "metadata": {"name": "mesh-sidecar-injector", "resourceVersion": "1"},
+    let fake = Fake::new();
+    fake.apply(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": MWC,
+    "metadata": {"name": "mesh-sidecar-injector"},
     "webhooks": [
         {"name": "ns.sidecar-injector.istio.io", "clientConfig": {"service": {"name": "mesh-webhook", "namespace": "istio-system", "path": "/inject"}}},
         {"name": "obj.sidecar-injector.istio.io", "clientConfig": {"service": {"name": "mesh-webhook", "namespace": "istio-system", "path": "/inject"}, "caBundle": "c3RhbGU="}},
-    ]});
-    fake.objects
-        .lock()
-        .unwrap()
-        .insert("mesh-sidecar-injector".into(), mwc);
-    fake.objects.lock().unwrap().insert(
-        "broken".into(),
-        json!({"metadata": {"resourceVersion": "1"}}),
-    );
-    let app = Router::new()
-        .route(
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
-            get(get_mwc).patch(patch_mwc),
-        )
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (
-        fake,
-        ApiClient::plain("127.0.0.1", port, Some("token".into())),
-    )
+    ]}));
+    fake.apply(json!({"kind": MWC, "metadata": {"name": "broken"}}));
+    let addr = fake.start().await;
+    let api = ApiClient::from_url(&format!("http://{addr}"), Some("token".into())).unwrap();
+    (fake, api)
 }
 
 fn bundles(f: &Fake) -> Vec<Option<String>> {
-    f.objects.lock().unwrap()["mesh-sidecar-injector"]["webhooks"]
+    f.get(MWC, "", "mesh-sidecar-injector").unwrap()["webhooks"]
         .as_array()
         .unwrap()
         .iter()
@@ -131,7 +72,7 @@ async fn self_managed_cert_and_ca_bundle() {
             .unwrap(),
         "no drift, no patch"
     );
-    assert_eq!(*fake.patches.lock().unwrap(), 1);
+    assert_eq!(fake.answered("PATCH", MWCS, 200), 1);
 
     let e = sync_ca_bundle(&api, "broken", &sm.ca_pem)
         .await
@@ -153,19 +94,19 @@ async fn self_managed_cert_and_ca_bundle() {
         Duration::from_millis(50),
         stop_rx,
     );
-    fake.objects
-        .lock()
-        .unwrap()
-        .get_mut("mesh-sidecar-injector")
-        .unwrap()["webhooks"][1]["clientConfig"]["caBundle"] = json!("ZHJpZnQ=");
+    let mut drifted = fake.get(MWC, "", "mesh-sidecar-injector").unwrap();
+    drifted["webhooks"][1]["clientConfig"]["caBundle"] = json!("ZHJpZnQ=");
+    fake.apply(drifted);
     let f = fake.clone();
     let w = want.clone();
-    assert!(
-        eventually(5, || {
+    eventually(
+        "the keeper to repair the drifted caBundle",
+        Duration::from_secs(5),
+        || {
             let (f, w) = (f.clone(), w.clone());
             async move { bundles(&f) == vec![Some(w.clone()), Some(w)] }
-        })
-        .await
-    );
+        },
+    )
+    .await;
     let _ = stop_tx.send(true);
 }

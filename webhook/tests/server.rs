@@ -8,8 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::net::{eventually, Client, TestServer};
+use common::net::{Client, TestServer};
 use common::{apply_response, review_for, TestCa};
+use mesh_e2e::wait::eventually;
 use mesh_webhook::reload::ReloadStats;
 use mesh_webhook::server::Limits;
 use serde_json::{json, Value};
@@ -71,14 +72,11 @@ async fn tls_admission_and_cert_reload() {
     std::fs::write(&srv.cert, &cert2).unwrap();
     let addr = srv.addr;
     let other_pem = other.cert_pem.clone();
-    assert!(
-        eventually(5, || {
-            let pem = other_pem.clone();
-            async move { Client::connect(addr, &pem).await.is_ok() }
-        })
-        .await,
-        "new cert never served"
-    );
+    eventually("the new cert to be served", Duration::from_secs(5), || {
+        let pem = other_pem.clone();
+        async move { Client::connect(addr, &pem).await.is_ok() }
+    })
+    .await;
     let fresh = Client::connect(addr, &other.cert_pem).await.unwrap();
     let new_der = rustls::pki_types::pem::PemObject::from_pem_slice(cert2.as_bytes())
         .map(|d: rustls::pki_types::CertificateDer| d.to_vec())
@@ -307,13 +305,15 @@ async fn mesh_config_reload_keeps_last_good() {
     assert_eq!(image_now().await.as_deref(), Some("reg/mesh:1"));
     write_atomically(&srv.mesh, "images: {proxy: reg/mesh:2}\n");
     let f = image_now.clone();
-    assert!(
-        eventually(5, || {
+    eventually(
+        "mesh config version 2 to be served",
+        Duration::from_secs(5),
+        || {
             let f = f.clone();
             async move { f().await.as_deref() == Some("reg/mesh:2") }
-        })
-        .await
-    );
+        },
+    )
+    .await;
     // Unknown field, then invalid value: both rejected, mesh:2 stays.
     for bad in [
         "images: {proxyy: reg/mesh:3}\n",
@@ -330,14 +330,15 @@ async fn rejected_after(stats: &Arc<ReloadStats>, change: impl FnOnce()) {
     let before = stats.rejected();
     change();
     let stats = stats.clone();
-    assert!(
-        eventually(5, || {
+    eventually(
+        "the changed file to be rejected",
+        Duration::from_secs(5),
+        || {
             let stats = stats.clone();
             async move { stats.rejected() > before }
-        })
-        .await,
-        "the changed file was never rejected"
-    );
+        },
+    )
+    .await;
 }
 
 /// How Kubernetes updates a mounted ConfigMap: the new content appears at once.

@@ -8,16 +8,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
-use common::net::{eventually, Client};
+use common::net::Client;
+use mesh_e2e::fake_api::Fake;
+use mesh_e2e::wait::eventually;
 use mesh_webhook::kubeapi::ApiClient;
 use mesh_webhook::selfca::{SelfManaged, WebhookKind};
 use mesh_webhook::server::{serve, AppState, Limits};
@@ -28,170 +25,46 @@ use serde_json::{json, Value};
 
 const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
 const SVC_NAME: &str = "mesh-webhook.istio-system.svc";
+const CONFIGS: [(&str, &str, &str); 2] = [
+    (
+        "MutatingWebhookConfiguration",
+        "mesh-sidecar-injector",
+        "/inject",
+    ),
+    (
+        "ValidatingWebhookConfiguration",
+        "mesh-validator",
+        "/validate",
+    ),
+];
 
-#[derive(Default)]
-struct Fake {
-    secrets: Mutex<BTreeMap<String, Value>>,
-    configs: Mutex<BTreeMap<String, Value>>,
-    rv: Mutex<u64>,
-    creates: Mutex<(usize, usize)>,
-    replaces: Mutex<(usize, usize)>,
-    /// Secret GETs of replicas whose token starts with the prefix are held until
-    /// this many have arrived (forces the race).
-    gate: Mutex<Option<(String, usize, Arc<tokio::sync::Barrier>)>>,
-}
-
-impl Fake {
-    fn next_rv(&self) -> String {
-        let mut rv = self.rv.lock().unwrap();
-        *rv += 1;
-        rv.to_string()
-    }
-    fn arm_race(&self, token_prefix: &str, n: usize) {
-        *self.gate.lock().unwrap() = Some((
-            format!("Bearer {token_prefix}"),
-            n,
-            Arc::new(tokio::sync::Barrier::new(n)),
-        ));
-    }
-}
-
-type R = Result<Json<Value>, (StatusCode, String)>;
-
-async fn get_secret(
-    State(f): State<Arc<Fake>>,
-    Path(name): Path<String>,
-    headers: axum::http::HeaderMap,
-) -> R {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let wait = {
-        let mut g = f.gate.lock().unwrap();
-        let mut b = None;
-        if let Some((prefix, left, barrier)) = g.as_mut() {
-            if auth.starts_with(prefix.as_str()) {
-                b = Some(barrier.clone());
-                *left -= 1;
-                if *left == 0 {
-                    *g = None;
-                }
-            }
-        }
-        b
-    };
-    // Read first, then wait: both racers see the same state, as two GETs
-    // answered before either write would.
-    let s = f.secrets.lock().unwrap().get(&name).cloned();
-    if let Some(b) = &wait {
-        let _ = tokio::time::timeout(Duration::from_secs(5), b.wait()).await;
-    }
-    s.map(Json)
-        .ok_or((StatusCode::NOT_FOUND, format!("secrets {name:?} not found")))
-}
-
-async fn create_secret(State(f): State<Arc<Fake>>, Json(mut obj): Json<Value>) -> R {
-    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let mut s = f.secrets.lock().unwrap();
-    if s.contains_key(&name) {
-        f.creates.lock().unwrap().1 += 1;
-        return Err((StatusCode::CONFLICT, "AlreadyExists".into()));
-    }
-    obj["metadata"]["resourceVersion"] = json!(f.next_rv());
-    s.insert(name, obj.clone());
-    f.creates.lock().unwrap().0 += 1;
-    Ok(Json(obj))
-}
-
-async fn replace_secret(
-    State(f): State<Arc<Fake>>,
-    Path(name): Path<String>,
-    Json(mut obj): Json<Value>,
-) -> R {
-    let mut s = f.secrets.lock().unwrap();
-    let cur = s.get(&name).ok_or((StatusCode::NOT_FOUND, name.clone()))?;
-    if cur["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"] {
-        f.replaces.lock().unwrap().1 += 1;
-        return Err((StatusCode::CONFLICT, "the object has been modified".into()));
-    }
-    obj["metadata"]["resourceVersion"] = json!(f.next_rv());
-    s.insert(name, obj.clone());
-    f.replaces.lock().unwrap().0 += 1;
-    Ok(Json(obj))
-}
-
-async fn get_config(State(f): State<Arc<Fake>>, Path((kind, name)): Path<(String, String)>) -> R {
-    let c = f
-        .configs
-        .lock()
-        .unwrap()
-        .get(&format!("{kind}/{name}"))
-        .cloned();
-    c.map(Json).ok_or((StatusCode::NOT_FOUND, name))
-}
-
-async fn patch_config(
-    State(f): State<Arc<Fake>>,
-    Path((kind, name)): Path<(String, String)>,
-    body: String,
-) -> R {
-    let patch: json_patch::Patch =
-        serde_json::from_str(&body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    let mut c = f.configs.lock().unwrap();
-    let obj = c
-        .get_mut(&format!("{kind}/{name}"))
-        .ok_or((StatusCode::NOT_FOUND, name))?;
-    let mut next = obj.clone();
-    json_patch::patch(&mut next, &patch).map_err(|e| (StatusCode::CONFLICT, e.to_string()))?;
-    next["metadata"]["resourceVersion"] = json!(f.next_rv());
-    *obj = next.clone();
-    Ok(Json(next))
-}
-
+/// The fake API server holding both webhook configurations (no Secret yet).
 async fn fake_api() -> (Arc<Fake>, u16) {
-    let fake = Arc::new(Fake::default());
-    for (kind, name, path) in [
-        (
-            "mutatingwebhookconfigurations",
-            "mesh-sidecar-injector",
-            "/inject",
-        ),
-        (
-            "validatingwebhookconfigurations",
-            "mesh-validator",
-            "/validate",
-        ),
-    ] {
+    let fake = Fake::new();
+    for (kind, name, path) in CONFIGS {
         let hooks: Vec<Value> = (0..2)
             .map(|i| json!({"name": format!("{i}.mesh.istio.io"),
                 "clientConfig": {"service": {"name": "mesh-webhook", "namespace": "istio-system", "path": path}}}))
             .collect();
-        fake.configs.lock().unwrap().insert(
-            format!("{kind}/{name}"),
-            json!({"metadata": {"name": name, "resourceVersion": "1"}, "webhooks": hooks}),
-        );
+        fake.apply(json!({"kind": kind, "metadata": {"name": name}, "webhooks": hooks}));
     }
-    let app = Router::new()
-        .route(SECRETS, post(create_secret))
-        .route(
-            &format!("{SECRETS}/{{name}}"),
-            get(get_secret).put(replace_secret),
-        )
-        .route(
-            "/apis/admissionregistration.k8s.io/v1/{kind}/{name}",
-            get(get_config).patch(patch_config),
-        )
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = fake.start().await.port();
     (fake, port)
 }
 
+/// (won, refused with 409) of the `method` requests on the Secret.
+fn outcomes(f: &Fake, method: &str) -> (usize, usize) {
+    let won = if method == "POST" { 201 } else { 200 };
+    (
+        f.answered(method, SECRETS, won),
+        f.answered(method, SECRETS, 409),
+    )
+}
+
 fn secret_field(f: &Fake, key: &str) -> String {
-    let s = f.secrets.lock().unwrap()["mesh-webhook-certs"].clone();
+    let s = f
+        .get("Secret", "istio-system", "mesh-webhook-certs")
+        .unwrap();
     let raw = base64::engine::general_purpose::STANDARD
         .decode(s["data"][key].as_str().unwrap())
         .unwrap();
@@ -199,11 +72,14 @@ fn secret_field(f: &Fake, key: &str) -> String {
 }
 
 fn bundles(f: &Fake) -> Vec<String> {
-    f.configs
-        .lock()
-        .unwrap()
-        .values()
-        .flat_map(|c| c["webhooks"].as_array().unwrap().clone())
+    CONFIGS
+        .iter()
+        .flat_map(|(kind, name, _)| {
+            f.get(kind, "", name).unwrap()["webhooks"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
         .map(|w| {
             w["clientConfig"]["caBundle"]
                 .as_str()
@@ -237,7 +113,9 @@ async fn replica(
     // Start on a private cert, as a fresh pod does before its first sync.
     let own = SelfManaged::generate("mesh-webhook", "istio-system").unwrap();
     let store = CertStore::new(own.certified_key().unwrap());
-    let api = Arc::new(ApiClient::plain("127.0.0.1", port, Some(token.into())));
+    let api = Arc::new(
+        ApiClient::from_url(&format!("http://127.0.0.1:{port}"), Some(token.into())).unwrap(),
+    );
     keep_shared(
         api,
         cfg.clone(),
@@ -280,38 +158,40 @@ async fn two_replicas_share_one_ca_through_the_secret_and_rotate_once() {
     cfg.renew_before = Duration::from_secs(600);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
 
-    fake.arm_race("first-", 2);
+    fake.hold_gets("first-", 2);
     let a = replica("first-a", port, &cfg, stop.clone()).await;
     let b = replica("first-b", port, &cfg, stop.clone()).await;
     let f = fake.clone();
     let (ra, rb) = (&a, &b);
-    assert!(
-        eventually(10, || {
+    eventually(
+        "both replicas to serve the Secret's cert",
+        Duration::from_secs(10),
+        || {
             let f = f.clone();
             async move {
-                f.secrets.lock().unwrap().contains_key("mesh-webhook-certs")
+                f.get("Secret", "istio-system", "mesh-webhook-certs")
+                    .is_some()
                     && both_serve_secret(&f, ra, rb).await
             }
-        })
-        .await,
-        "replicas never converged on the Secret's cert"
-    );
+        },
+    )
+    .await;
     assert_eq!(
-        *fake.creates.lock().unwrap(),
+        outcomes(&fake, "POST"),
         (1, 1),
         "one create won, one got 409"
     );
     let want = base64::engine::general_purpose::STANDARD.encode(secret_field(&fake, "ca.crt"));
     let f = fake.clone();
-    assert!(
-        eventually(5, || {
+    eventually(
+        "every caBundle to be the Secret's CA",
+        Duration::from_secs(5),
+        || {
             let (f, w) = (f.clone(), want.clone());
             async move { bundles(&f).iter().all(|b| *b == w) }
-        })
-        .await,
-        "caBundle is not the Secret's CA: {:?}",
-        bundles(&fake)
-    );
+        },
+    )
+    .await;
     assert_eq!(bundles(&fake).len(), 4);
 
     // Rotation: both replicas find the cert near expiry at once (renewal window
@@ -323,22 +203,23 @@ async fn two_replicas_share_one_ca_through_the_secret_and_rotate_once() {
     let mut near = cfg.clone();
     near.renew_before = Duration::from_secs(4000);
     near.lifetime = Duration::from_secs(7200);
-    fake.arm_race("second-", 2);
+    fake.hold_gets("second-", 2);
     let a = replica("second-a", port, &near, stop.clone()).await;
     let b = replica("second-b", port, &near, stop.clone()).await;
     let f = fake.clone();
     let (ra, rb) = (&a, &b);
     let oc = old_cert.clone();
-    assert!(
-        eventually(10, || {
+    eventually(
+        "both replicas to serve the rotated cert",
+        Duration::from_secs(10),
+        || {
             let (f, oc) = (f.clone(), oc.clone());
             async move { secret_field(&f, "tls.crt") != oc && both_serve_secret(&f, ra, rb).await }
-        })
-        .await,
-        "replicas never moved to the rotated cert"
-    );
+        },
+    )
+    .await;
     assert_eq!(
-        *fake.replaces.lock().unwrap(),
+        outcomes(&fake, "PUT"),
         (1, 1),
         "one rotation won, one got 409"
     );
@@ -350,13 +231,15 @@ async fn two_replicas_share_one_ca_through_the_secret_and_rotate_once() {
     assert!(new_ca.len() > old_ca.len());
     let want = base64::engine::general_purpose::STANDARD.encode(&new_ca);
     let f = fake.clone();
-    assert!(
-        eventually(5, || {
+    eventually(
+        "every caBundle to be the rotated CA",
+        Duration::from_secs(5),
+        || {
             let (f, w) = (f.clone(), want.clone());
             async move { bundles(&f).iter().all(|b| *b == w) }
-        })
-        .await
-    );
+        },
+    )
+    .await;
     // A cert the old CA signed is still trusted by the published bundle.
     assert!(Client::connect_as(a.addr, &new_ca, SVC_NAME).await.is_ok());
     let _ = stop_tx.send(true);

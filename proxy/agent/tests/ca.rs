@@ -6,7 +6,6 @@
 //! gets nothing, and the plaintext config-only port refuses CSRs.
 
 mod common;
-mod fake_api;
 
 use mesh_agent::client::{request_certificate, Transport};
 use mesh_agent::config::Config;
@@ -236,7 +235,7 @@ async fn ca_issues_only_the_proven_identity() {
 
 #[tokio::test]
 async fn kubernetes_mode_reviews_service_account_tokens() {
-    let fake = fake_api::Fake::new();
+    let fake = mesh_e2e::fake_api::Fake::new();
     fake.sa_token("sa-token-cart", "shop", "cart");
     // A token minted for another audience (e.g. the default API audience).
     fake.token_status(

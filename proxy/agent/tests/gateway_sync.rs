@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{secret, syncz, wait_for};
+use common::{secret, syncz};
 use mesh_agent::client::{self, ClientConfig, ClientState};
 use mesh_agent::compile::{Settings, Snapshot};
 use mesh_agent::config::Config;
@@ -17,12 +17,11 @@ use mesh_agent::source::Source;
 use mesh_agent::view;
 use mesh_api::syncapi::{GatewayTls, ProxyIdentity, ProxyView};
 use mesh_e2e::testca::{write_file, TestCa};
+use mesh_e2e::wait::eventually;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-mod fake_api;
 
 const GATEWAY: &str = include_str!("fixtures/gateway.yaml");
 
@@ -120,11 +119,11 @@ async fn files_source_rotation_and_deletion_reach_the_router() {
     );
     let t = Duration::from_secs(10);
 
-    wait_for("the router's first certificate", t, async || {
+    eventually("the router's first certificate", t, async || {
         current(&router).and_then(|v| cert_of(&v, 1)) == Some(a1.cert_pem.clone())
     })
     .await;
-    wait_for("the sidecar's view", t, async || {
+    eventually("the sidecar's view", t, async || {
         current(&sidecar).is_some()
     })
     .await;
@@ -142,7 +141,7 @@ async fn files_source_rotation_and_deletion_reach_the_router() {
             (&shop.cert_pem, &shop.key_pem),
         ),
     );
-    wait_for("the rotated certificate", t, async || {
+    eventually("the rotated certificate", t, async || {
         current(&router).and_then(|v| cert_of(&v, 1)) == Some(a2.cert_pem.clone())
     })
     .await;
@@ -161,7 +160,7 @@ async fn files_source_rotation_and_deletion_reach_the_router() {
     );
     let want =
         "istio-system/gw servers[1]: secret istio-system/cred not found in the gateway's namespace";
-    wait_for("the deleted secret's error", t, async || {
+    eventually("the deleted secret's error", t, async || {
         current(&router).and_then(|v| tls(&v, 1)?.error) == Some(want.into())
     })
     .await;
@@ -170,7 +169,7 @@ async fn files_source_rotation_and_deletion_reach_the_router() {
     assert_eq!(cert_of(&v3, 2), Some(shop.cert_pem.clone()));
 
     // proxy-status shows the warning on the router's row only.
-    wait_for("the warning in syncz", t, async || {
+    eventually("the warning in syncz", t, async || {
         syncz(agent.debug_addr)
             .await
             .proxies
@@ -197,8 +196,8 @@ async fn kubernetes_source_serves_and_rotates_gateway_secrets() {
         ca.leaf("a1", &["bookinfo.example.com"], false),
         ca.leaf("a2", &["bookinfo.example.com"], false),
     );
-    let fake = fake_api::Fake::new();
-    for d in fake_api::docs(GATEWAY) {
+    let fake = mesh_e2e::fake_api::Fake::new();
+    for d in mesh_e2e::fake_api::docs(GATEWAY) {
         fake.apply(d);
     }
     let cred = |l: &mesh_e2e::testca::Leaf| -> serde_json::Value {
@@ -227,17 +226,17 @@ async fn kubernetes_source_serves_and_rotates_gateway_secrets() {
     let id = ingress(true);
     let view_now = || view::build(&snaps.borrow(), &id);
     let t = Duration::from_secs(10);
-    wait_for("the listed secret", t, async || {
+    eventually("the listed secret", t, async || {
         cert_of(&view_now(), 1) == Some(a1.cert_pem.clone())
     })
     .await;
     fake.apply(cred(&a2));
-    wait_for("the watched rotation", t, async || {
+    eventually("the watched rotation", t, async || {
         cert_of(&view_now(), 1) == Some(a2.cert_pem.clone())
     })
     .await;
     fake.delete("Secret", "istio-system", "cred");
-    wait_for("the watched deletion", t, async || {
+    eventually("the watched deletion", t, async || {
         tls(&view_now(), 1)
             .and_then(|t| t.error)
             .is_some_and(|e| e.contains("secret istio-system/cred not found"))
@@ -301,14 +300,14 @@ async fn keys_go_only_to_authenticated_routers() {
     let plain = ClientConfig::new(agent.plaintext_addr.unwrap().to_string(), ingress(true));
     let plain = client::spawn(plain, ok, shutdown.clone());
     let t = Duration::from_secs(10);
-    wait_for("the authenticated router's key", t, async || {
+    eventually("the authenticated router's key", t, async || {
         current(&authed)
             .and_then(|v| tls(&v, 1)?.credential)
             .map(|c| c.private_key)
             == Some(a.key_pem.clone())
     })
     .await;
-    wait_for("the plaintext router's view", t, async || {
+    eventually("the plaintext router's view", t, async || {
         current(&plain).is_some()
     })
     .await;

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-mod fake_api;
-use fake_api::*;
+use mesh_e2e::fake_api::*;
 
 const MESH: &str = include_str!("fixtures/mesh.yaml");
 const ISTIO: &str = include_str!("fixtures/istio.yaml");
@@ -69,22 +68,9 @@ async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
     for d in docs(MESH).into_iter().chain(docs(ISTIO)) {
         fake.apply(d);
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .fallback(handler)
-        .with_state(fake.clone());
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { sd.cancelled().await })
-            .await
-    });
-
-    let cfg = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    let client = kube::Client::try_from(cfg).unwrap();
+    let client = fake.serve(shutdown.clone()).await;
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (snap_tx, mut snaps) = watch::channel(Arc::new(Snapshot::default()));
     tokio::spawn(Box::new(KubernetesSource { client }).run(ev_tx, shutdown.clone()));

@@ -3,10 +3,8 @@
 //! existing namespaces get it at start, a namespace created later gets it, and
 //! a changed bundle (a reloaded CA) updates every copy.
 
-mod fake_api;
-
-use fake_api::Fake;
 use mesh_agent::config::Config;
+use mesh_e2e::fake_api::Fake;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;

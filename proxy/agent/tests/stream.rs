@@ -5,11 +5,12 @@
 
 mod common;
 
-use common::{syncz, wait_for};
+use common::syncz;
 use mesh_agent::client::{self, ClientConfig, ClientState};
 use mesh_agent::config::Config;
 use mesh_agent::source::files::FilesSource;
 use mesh_api::syncapi::{ProxyIdentity, ProxyView};
+use mesh_e2e::wait::eventually;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -96,7 +97,7 @@ async fn many_proxies_sync_ack_nack_and_survive_garbage() {
     let states = spawn_proxies(agent.sync_addr, &shutdown);
 
     // Everyone gets a full view and ACKs it.
-    wait_for("all proxies synced", Duration::from_secs(20), async || {
+    eventually("all proxies synced", Duration::from_secs(20), async || {
         let z = syncz(debug).await;
         z.version > 0
             && z.proxies.len() == PROXIES
@@ -126,7 +127,7 @@ async fn many_proxies_sync_ack_nack_and_survive_garbage() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: poison, namespace: istio-system}\nspec: {ports: [{name: http, port: 80}]}\n",
     )
     .unwrap();
-    let took = wait_for(
+    let took = eventually(
         "change reached everyone",
         Duration::from_secs(10),
         async || {
@@ -188,14 +189,14 @@ async fn many_proxies_sync_ack_nack_and_survive_garbage() {
         .await
         .unwrap();
     sub.write_all(&hello).await.unwrap();
-    wait_for("rogue registered", Duration::from_secs(5), async || {
+    eventually("rogue registered", Duration::from_secs(5), async || {
         syncz(debug).await.proxies.len() == PROXIES + 1
     })
     .await;
     sub.write_all(&[0, 0, 0, 3, 0xff, 0xfe, 0xfd])
         .await
         .unwrap();
-    wait_for("rogue dropped", Duration::from_secs(5), async || {
+    eventually("rogue dropped", Duration::from_secs(5), async || {
         syncz(debug).await.proxies.len() == PROXIES
     })
     .await;
@@ -259,14 +260,14 @@ async fn killed_and_restarted_agent_resyncs_everyone() {
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let states = spawn_proxies(port, &shutdown);
-    wait_for("all synced", Duration::from_secs(20), async || {
+    eventually("all synced", Duration::from_secs(20), async || {
         let z = syncz(debug).await;
         z.proxies.len() == PROXIES && z.proxies.iter().all(|p| p.status == "SYNCED")
     })
     .await;
     let before = versions(&states);
     drop(agent); // SIGKILL
-    wait_for("everyone notices", Duration::from_secs(10), async || {
+    eventually("everyone notices", Duration::from_secs(10), async || {
         states.iter().all(|s| !s.borrow().connected)
     })
     .await;
@@ -278,7 +279,7 @@ async fn killed_and_restarted_agent_resyncs_everyone() {
     // Config changed while the agent was down; the new agent serves it to everyone.
     std::fs::write(dir.path().join("extra.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: istio-system}\nspec: {ports: [{name: http, port: 80}]}\n").unwrap();
     let (_agent2, debug2) = start_agent_process(dir.path(), port);
-    wait_for("everyone resynced", Duration::from_secs(20), async || {
+    eventually("everyone resynced", Duration::from_secs(20), async || {
         states.iter().all(|s| {
             s.borrow().connected
                 && s.borrow()

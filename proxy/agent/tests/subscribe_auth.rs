@@ -14,7 +14,6 @@
 //! with a token of another identity.
 
 mod common;
-mod fake_api;
 
 use common::{refused, subscribed};
 use futures::{SinkExt, StreamExt};
@@ -244,8 +243,8 @@ async fn local_tokens_subscribe_only_to_own_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_review_subscribe_only_to_own_pods() {
-    let fake = fake_api::Fake::new();
-    for d in fake_api::docs(MESH) {
+    let fake = mesh_e2e::fake_api::Fake::new();
+    for d in mesh_e2e::fake_api::docs(MESH) {
         fake.apply(d);
     }
     fake.sa_token("tok-web", "shop", "web");

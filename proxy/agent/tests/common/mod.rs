@@ -116,20 +116,3 @@ pub fn secret(ns: &str, name: &str, keys: &[(&str, &str)], string_data: bool) ->
     v["kind"] = "Secret".into();
     v.to_string()
 }
-
-/// Polls `f` every 20 ms until it holds; panics after `timeout`. Returns how long it took.
-pub async fn wait_for(
-    what: &str,
-    timeout: std::time::Duration,
-    mut f: impl AsyncFnMut() -> bool,
-) -> std::time::Duration {
-    let start = std::time::Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    start.elapsed()
-}

@@ -3,30 +3,33 @@
 //! and error channels, then the data channel bridged to a TCP connection to the
 //! real process on 127.0.0.1, or the dial failure on the error channel.
 
-use super::*;
-use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
 
+use super::routes::{query_param, status};
+use super::Fake;
+
 const PROTOCOL: &str = "v4.channel.k8s.io";
 
-pub async fn handle(st: Arc<Mutex<Objects>>, mut req: Request<Body>) -> Response {
-    let path = req.uri().path().to_string();
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] = parts[..] else {
-        return status(404, "NotFound", format!("the server could not find {path}"));
-    };
+pub async fn handle(
+    fake: Arc<Fake>,
+    ns: &str,
+    pod: &str,
+    query: &str,
+    mut req: Request,
+) -> Response {
     let (ns, pod) = (ns.to_string(), pod.to_string());
-    if !st
-        .lock()
-        .unwrap()
-        .pods
-        .contains_key(&(ns.clone(), pod.clone()))
-    {
+    if fake.get("Pod", &ns, &pod).is_none() {
         return status(404, "NotFound", format!("pods \"{pod}\" not found"));
     }
-    let query = req.uri().query().unwrap_or("").to_string();
-    let Some(port) = query_param(&query, "ports").and_then(|p| p.parse::<u16>().ok()) else {
+    let Some(port) = query_param(query, "ports").and_then(|p| p.parse::<u16>().ok()) else {
         return status(400, "BadRequest", format!("invalid ports in {query:?}"));
     };
     let header = |n: &str| {
@@ -50,9 +53,8 @@ pub async fn handle(st: Arc<Mutex<Objects>>, mut req: Request<Body>) -> Response
             format!("no {PROTOCOL} subprotocol offered"),
         );
     }
-    let backend = st
-        .lock()
-        .unwrap()
+    let backend = fake
+        .db()
         .backends
         .get(&format!("{ns}/{pod}:{port}"))
         .map(|b| b.rsplit("://").next().unwrap().to_string());
