@@ -83,6 +83,7 @@ pub mod snapshot;
 pub mod sni;
 pub mod source;
 pub mod tcp;
+pub mod trace;
 pub mod upstream;
 pub mod util;
 pub mod wait;
