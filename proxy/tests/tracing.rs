@@ -1,9 +1,11 @@
 //! Distributed tracing through a real client sidecar + server sidecar pair: the
 //! spans both proxies export to a Zipkin v2 receiver on the node (CLIENT and
 //! SERVER, linked, with Istio's tags), the context headers the app sees,
-//! sampling proportions, and a dead collector that costs no request.
+//! sampling proportions, a dead collector that costs no request, and the
+//! gateway's (`mesh-proxy router`) CLIENT span.
 
 mod common;
+mod gwfix;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -339,4 +341,48 @@ fn metric_value(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
         .unwrap_or(0.0)
+}
+
+#[test]
+fn the_gateway_makes_a_client_span_and_passes_the_context_on() {
+    let vs = "hosts: ['*']\ngateways: [istio-system/ingress]\nhttp:\n- route: [{destination: {host: echo, port: {number: 8080}}}]\n";
+    let mut w = gwfix::gw_world(
+        vec![gwfix::listener(
+            8080,
+            80,
+            vec![gwfix::server(0, "HTTP", &["*"], &["default/all"])],
+        )],
+        &[("default/all", vs)],
+    );
+    let zipkin = Collector::start(&w.node);
+    w.view.tracing = Some(tracing(&zipkin.addr, 100.0));
+    w.update(|_| {});
+    let url = format!("http://{}:8080/productpage", w.ip());
+    let reply = curl_echo(
+        &w.client,
+        &[
+            "-H",
+            "host: shop.example.com",
+            "-H",
+            "x-request-id: via-gw",
+            &url,
+        ],
+    );
+    let spans = zipkin.wait_for("via-gw", 1);
+    let s = &spans[0];
+    assert_eq!(s["kind"], "CLIENT");
+    assert_eq!(s["name"], "shop.example.com:8080/productpage");
+    assert!(tag(s, "node_id").starts_with("router~"), "{s}");
+    assert_eq!(
+        tag(s, "upstream_cluster"),
+        "outbound|8080||echo.default.svc.cluster.local"
+    );
+    assert_eq!(tag(s, "http.status_code"), "200");
+    assert_eq!(s["remoteEndpoint"]["ipv4"], w.app.ip().to_string());
+    // The app (no sidecar here) sees the gateway's span as its parent.
+    assert_eq!(reply.headers["x-b3-spanid"], s["id"].as_str().unwrap());
+    assert_eq!(
+        reply.headers["x-b3-traceid"],
+        s["traceId"].as_str().unwrap()
+    );
 }
