@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::tracing::{CustomTag, TracingError, TracingProvider, TracingView};
 
 /// `defaultConfig.tracing` (ProxyConfig), also settable per pod by the
-/// `proxy.istio.io/config` annotation.
+/// `proxy.istio.io/config` annotation. Tracer kinds we do not export to
+/// (`datadog`, `lightstep`, `stackdriver`, ...) are accepted and ignored, so an
+/// Istio mesh config that names them still loads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase")]
 pub struct TracingConfig {
     /// Percentage 0–100.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,7 +217,7 @@ mod tests {
 
     #[test]
     fn legacy_zipkin_and_sampling_compile_into_the_view() {
-        let m = mesh("defaultConfig:\n  tracing:\n    sampling: 25\n    zipkin: {address: zipkin.istio-system:9411}\n    customTags:\n      team: {literal: {value: shop}}\n");
+        let m = mesh("defaultConfig:\n  tracing:\n    sampling: 25\n    datadog: {address: dd:8126}\n    zipkin: {address: zipkin.istio-system:9411}\n    customTags:\n      team: {literal: {value: shop}}\n");
         let v = m.tracing_view(None).unwrap().unwrap();
         assert_eq!(v.sampling, 25.0);
         assert_eq!(
