@@ -14,6 +14,7 @@ pub mod crd;
 pub mod gatewayview;
 pub mod identity;
 pub mod meshconfig;
+pub mod meshtracing;
 pub mod networking;
 pub mod ports;
 pub mod ratelimit;
@@ -21,6 +22,7 @@ pub mod redirect;
 pub mod resource;
 pub mod security;
 pub mod syncapi;
+pub mod tracing;
 pub mod values;
 
 pub use annotations::AnnotationError;

@@ -59,6 +59,10 @@ pub struct MeshConfig {
     pub always_inject_selector: Vec<LabelSelector>,
     pub policy: InjectionPolicy,
     pub default_config: ProxyConfig,
+    /// Istio's `enableTracing` (default true).
+    pub enable_tracing: bool,
+    pub extension_providers: Vec<crate::meshtracing::ExtensionProvider>,
+    pub default_providers: crate::meshtracing::DefaultProviders,
     #[serde(with = "StrictRedirectDefaults")]
     pub redirect: RedirectDefaults,
 }
@@ -84,6 +88,9 @@ impl Default for MeshConfig {
             always_inject_selector: Vec::new(),
             policy: InjectionPolicy::Enabled,
             default_config: ProxyConfig::default(),
+            enable_tracing: true,
+            extension_providers: Vec::new(),
+            default_providers: Default::default(),
             redirect: RedirectDefaults::default(),
         }
     }
@@ -351,7 +358,7 @@ impl LabelSelector {
 
 /// The subset of Istio's ProxyConfig we honour (`defaultConfig`, and the
 /// `proxy.istio.io/config` pod annotation over it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +374,8 @@ pub struct ProxyConfig {
     pub interception_mode: Option<InterceptionMode>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub proxy_metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::meshtracing::TracingConfig>,
 }
 
 impl ProxyConfig {
@@ -386,6 +395,10 @@ impl ProxyConfig {
                 .or(self.hold_application_until_proxy_starts),
             interception_mode: over.interception_mode.or(self.interception_mode),
             proxy_metadata,
+            tracing: match (&self.tracing, &over.tracing) {
+                (Some(a), Some(b)) => Some(a.overlay(b)),
+                (a, b) => b.clone().or(a.clone()),
+            },
         }
     }
 
@@ -454,6 +467,24 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 impl MeshConfig {
+    /// The tracing every proxy applies ([`crate::meshtracing::compile`]), with
+    /// a pod's `proxy.istio.io/config` tracing over `defaultConfig.tracing`.
+    pub fn tracing_view(
+        &self,
+        pod: Option<&crate::meshtracing::TracingConfig>,
+    ) -> Result<Option<crate::tracing::TracingView>, crate::tracing::TracingError> {
+        let merged = match (&self.default_config.tracing, pod) {
+            (Some(a), Some(b)) => Some(a.overlay(b)),
+            (a, b) => b.cloned().or(a.clone()),
+        };
+        crate::meshtracing::compile(
+            self.enable_tracing,
+            merged.as_ref(),
+            &self.extension_providers,
+            &self.default_providers,
+        )
+    }
+
     /// Checks every field that can be wrong in a way serde cannot see. The error
     /// names the field (dotted camelCase path) and the value.
     pub fn validate(&self) -> Result<(), MeshConfigError> {
@@ -575,6 +606,8 @@ impl MeshConfig {
             }
         }
         self.default_config.validate("defaultConfig")?;
+        self.tracing_view(None)
+            .map_err(|e| bad(&e.field, e.value, e.reason))?;
         let r = &self.redirect;
         if r.status_port == Some(0) {
             return Err(bad(

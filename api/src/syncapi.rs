@@ -104,6 +104,9 @@ pub struct ProxyView {
     /// For a gateway proxy (`router`): its listeners, servers and bound routes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayView>,
+    /// Trace context propagation and span export; `None`: tracing off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::tracing::TracingView>,
 }
 
 /// A service of the registry: a Kubernetes Service or a ServiceEntry host.

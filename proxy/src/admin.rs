@@ -61,12 +61,14 @@ async fn ready(State(s): State<AdminState>) -> Response {
 }
 
 async fn prometheus(State(s): State<AdminState>) -> Response {
+    let mut body = s.shared.metrics.render();
+    body.push_str(&s.shared.tracer.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.shared.metrics.render(),
+        body,
     )
         .into_response()
 }
@@ -77,6 +79,7 @@ async fn prometheus(State(s): State<AdminState>) -> Response {
 /// works even when mTLS keeps Prometheus away from the app's port.
 async fn merged_prometheus(State(s): State<AdminState>) -> Response {
     let mut body = s.shared.metrics.render();
+    body.push_str(&s.shared.tracer.render());
     if let Some(app) = &s.app_metrics {
         match app.fetch().await {
             Ok(text) => {

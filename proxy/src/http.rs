@@ -152,7 +152,16 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         log,
         checkin: None,
         permit: None,
+        trace: None,
     };
+    record.trace = crate::trace::server(
+        &mut req,
+        shared,
+        snap.as_ref().and_then(|s| s.view.tracing.as_ref()),
+        &record.labels.destination_service,
+        ctx.peer,
+        port,
+    );
     match gate {
         Ok(false) => {}
         Ok(true) => tracing::info!(

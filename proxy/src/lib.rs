@@ -84,6 +84,7 @@ pub mod sni;
 pub mod source;
 pub mod state;
 pub mod tcp;
+pub mod trace;
 pub mod upstream;
 pub mod util;
 pub mod wait;

@@ -54,6 +54,15 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
         req.headers_mut().insert("x-request-id", request_id());
     }
     let mut record = source_record(&req, ctx, &authority, start);
+    let tracing = snap.view.tracing.as_ref();
+    record.trace = crate::trace::client(
+        &mut req,
+        shared,
+        tracing,
+        &authority,
+        ctx.peer,
+        ctx.orig_dst.port(),
+    );
 
     let Some(cluster) = cluster else {
         if snap.outbound_policy == OutboundPolicy::RegistryOnly {
@@ -159,6 +168,7 @@ pub(crate) fn source_record(
         log,
         checkin: None,
         permit: None,
+        trace: None,
     }
 }
 

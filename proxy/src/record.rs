@@ -28,6 +28,8 @@ pub(crate) struct Record {
     pub(crate) checkin: Option<crate::pool::Checkin>,
     /// The connectionPool admission, released when the response ends.
     pub(crate) permit: Option<crate::limits::Permit>,
+    /// The request's span, when it is sampled ([`crate::trace`]).
+    pub(crate) trace: Option<Box<crate::trace::Active>>,
 }
 
 pub(crate) struct AccessLogLine {
@@ -84,6 +86,9 @@ impl Record {
         }
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         drop(self.in_flight.take());
+        if let Some(t) = self.trace.take() {
+            crate::trace::finish(t, &self, resp_bytes);
+        }
         if let Some(l) = &self.log {
             crate::access_log::http(
                 &self.shared.cfg,

@@ -35,6 +35,8 @@ pub struct Shared {
     pub active_connections: AtomicUsize,
     /// Peers whose connections were closed for abuse, refused for a while.
     pub penalty: crate::penalty::PenaltyBox,
+    /// Span export ([`crate::trace`]).
+    pub tracer: crate::trace::Tracer,
 }
 
 impl Shared {
@@ -81,6 +83,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             drain_notify: tokio::sync::Notify::new(),
             active_connections: AtomicUsize::new(0),
+            tracer: Default::default(),
         })
     }
 

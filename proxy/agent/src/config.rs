@@ -83,6 +83,9 @@ pub struct Config {
     pub debounce_ms: u64,
     #[command(flatten)]
     pub ca: CaArgs,
+    /// Tracing compiled from the mesh config file (no flag of its own).
+    #[arg(skip)]
+    pub tracing: Option<mesh_api::tracing::TracingView>,
 }
 
 /// The mesh CA's flags.
@@ -214,6 +217,8 @@ impl Config {
             mesh_api::meshconfig::OutboundMode::AllowAny => "ALLOW_ANY".into(),
             mesh_api::meshconfig::OutboundMode::RegistryOnly => "REGISTRY_ONLY".into(),
         };
+        // validate() has already rejected a mesh config whose tracing does not compile.
+        c.tracing = m.mesh.tracing_view(None).ok().flatten();
         c
     }
 
@@ -331,6 +336,7 @@ impl Config {
             visibility: self.visibility,
             trust_domain: self.trust_domain.clone(),
             scope_gateway_to_namespace: self.scope_gateway_to_namespace,
+            tracing: self.tracing.clone(),
         }
     }
 

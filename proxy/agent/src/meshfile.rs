@@ -21,13 +21,14 @@ use serde_json::Value;
 use tokio::sync::watch as tokio_watch;
 
 /// `defaultConfig` fields of Istio's ProxyConfig that we type (the rest is ignored).
-const PROXY_CONFIG_FIELDS: [&str; 6] = [
+const PROXY_CONFIG_FIELDS: [&str; 7] = [
     "concurrency",
     "drainDuration",
     "terminationDrainDuration",
     "holdApplicationUntilProxyStarts",
     "interceptionMode",
     "proxyMetadata",
+    "tracing",
 ];
 
 /// Why a mesh config file cannot be used.
@@ -197,6 +198,51 @@ mod tests {
             ["enablePrometheusMerge", "defaultConfig.discoveryAddress"]
         );
         assert_eq!(m.mesh.default_config.drain_duration.as_deref(), Some("30s"));
+    }
+
+    /// The mesh config's tracing reaches every proxy's view, through the
+    /// agent's settings (sidecars and gateways alike).
+    #[test]
+    fn tracing_compiles_into_the_views() {
+        use mesh_api::tracing::TracingProvider;
+        let m = parse(
+            "enableTracing: true\ndefaultConfig:\n  tracing: {sampling: 10}\n\
+             extensionProviders:\n- name: otel\n  opentelemetry: {service: otel.obs, port: 4318, http: {path: /v1/traces}}\n\
+             defaultProviders: {tracing: [otel]}\n",
+        )
+        .unwrap();
+        assert!(m.ignored.is_empty(), "{:?}", m.ignored);
+        let flags = crate::config::Config::from_flags(Vec::<String>::new()).unwrap();
+        let settings = std::sync::Arc::new(flags.with_mesh(&m).settings());
+        let t = settings.tracing.clone().expect("tracing on");
+        assert_eq!(t.sampling, 10.0);
+        assert_eq!(
+            t.provider,
+            Some(TracingProvider::Opentelemetry {
+                address: "otel.obs:4318".into(),
+                http: true,
+                path: "/v1/traces".into()
+            })
+        );
+        let snap = crate::compile::compile(&Default::default(), &settings, 1);
+        for router in [false, true] {
+            let id = mesh_api::syncapi::ProxyIdentity {
+                pod: "p".into(),
+                namespace: "default".into(),
+                router,
+                ..Default::default()
+            };
+            assert_eq!(crate::view::build(&snap, &id).tracing.as_ref(), Some(&t));
+        }
+        let off = parse("enableTracing: false\n").unwrap();
+        assert_eq!(flags.with_mesh(&off).settings().tracing, None);
+        let e = parse("defaultConfig: {tracing: {sampling: -1}}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("defaultConfig.tracing.sampling") && e.contains("-1"),
+            "{e}"
+        );
     }
 
     #[test]

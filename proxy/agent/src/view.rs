@@ -200,6 +200,7 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
             .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
         inbound: inbound(snap, id),
         gateway: None,
+        tracing: snap.settings.tracing.clone(),
     }
 }
 
@@ -230,6 +231,7 @@ fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
         outbound_traffic_policy: snap.settings.outbound_policy.clone(),
         inbound: inbound(snap, id),
         gateway: Some(gw.view),
+        tracing: snap.settings.tracing.clone(),
     }
 }
 

@@ -106,6 +106,15 @@ pub(crate) async fn route(
         req.headers_mut().insert("x-request-id", request_id());
     }
     let mut record = source_record(&req, ctx, &authority, start);
+    let tracing = snap.view.tracing.as_ref();
+    record.trace = crate::trace::client(
+        &mut req,
+        &ctx.shared,
+        tracing,
+        &authority,
+        ctx.peer,
+        gw.port,
+    );
     let table = snap
         .gateway
         .as_ref()

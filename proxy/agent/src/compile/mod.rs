@@ -43,7 +43,7 @@ pub enum Visibility {
 }
 
 /// Mesh-wide settings the compiler and views need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// DNS suffix of Kubernetes services (`cluster.local`).
     pub domain_suffix: String,
@@ -57,6 +57,8 @@ pub struct Settings {
     /// Istio's `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`: a gateway pod is configured
     /// only by Gateways of its own namespace (default: Gateways anywhere).
     pub scope_gateway_to_namespace: bool,
+    /// Tracing every proxy applies, compiled from the mesh config.
+    pub tracing: Option<mesh_api::tracing::TracingView>,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             visibility: Visibility::Namespace,
             trust_domain: "cluster.local".into(),
             scope_gateway_to_namespace: false,
+            tracing: None,
         }
     }
 }
