@@ -149,6 +149,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         start,
         req_bytes: content_length(req.headers()),
         in_flight: None,
+        upstream: None,
         log,
         checkin: None,
         permit: None,

@@ -165,6 +165,7 @@ pub(crate) fn source_record(
         start,
         req_bytes: content_length(req.headers()),
         in_flight: None,
+        upstream: None,
         log,
         checkin: None,
         permit: None,
@@ -617,6 +618,7 @@ async fn send_to(
                 l.upstream = sent.endpoint.addr.to_string();
             }
             record.in_flight = Some(sent.in_flight);
+            record.upstream = Some(sent.endpoint.addr);
             record.checkin = sent.checkin;
             if let Some(up) = upstream_upgrade {
                 if let Some(down) = downstream_upgrade {

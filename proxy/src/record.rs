@@ -23,6 +23,8 @@ pub(crate) struct Record {
     pub(crate) req_bytes: u64,
     /// The chosen endpoint's in-flight count, ended when the response ends.
     pub(crate) in_flight: Option<crate::state::InFlight>,
+    /// The endpoint the request was sent to, once one answered.
+    pub(crate) upstream: Option<SocketAddr>,
     pub(crate) log: Option<AccessLogLine>,
     /// The HTTP/1 connection to give back to its pool once the body is read.
     pub(crate) checkin: Option<crate::pool::Checkin>,

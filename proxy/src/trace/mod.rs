@@ -181,7 +181,7 @@ pub(crate) fn finish(a: Box<Active>, r: &Record, resp_bytes: u64) {
     span.duration_us = r.start.elapsed().as_micros() as u64;
     let (role, upstream_cluster) = match span.kind {
         Kind::Client => {
-            span.remote = r.endpoint.as_ref().map(|e| e.addr);
+            span.remote = r.upstream;
             let role = if cfg.mode == crate::config::Mode::Router {
                 "router"
             } else {
