@@ -7,7 +7,11 @@
 //! (for `istio-init`) and the CNI plugin derive from a pod's annotations through one
 //! function ([`redirect`]), so the two can never disagree. Configuration values
 //! (durations, regexes, string matches) have one parser each ([`values`]), used by
-//! the agent's validator and the proxy alike. This crate does no I/O.
+//! the agent's validator and the proxy alike. This crate does no I/O, except
+//! behind the `client` feature: the sync stream's framing ([`syncframe`], the
+//! agent's server speaks it too) and the client a proxy follows the agent with
+//! ([`syncclient`]). They live here, not in `mesh-agent`, so the sidecar links
+//! neither the agent's Kubernetes client nor its CA.
 
 pub mod annotations;
 pub mod crd;
@@ -22,6 +26,10 @@ pub mod redirect;
 pub mod resource;
 pub mod security;
 pub mod syncapi;
+#[cfg(feature = "client")]
+pub mod syncclient;
+#[cfg(feature = "client")]
+pub mod syncframe;
 pub mod tracing;
 pub mod values;
 

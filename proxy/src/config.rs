@@ -16,6 +16,8 @@ pub enum ConfigError {
     Labels(String),
     #[error("no config source: give --agent HOST:PORT, or --config-dir DIR / --view-file FILE (standalone)")]
     NoSource,
+    #[error("--config-dir {0}: this mesh-proxy is built without the embedded agent; run a mesh-agent with --config-dir and give --agent HOST:PORT, or build mesh-proxy with `--features embedded-agent`")]
+    NoEmbeddedAgent(String),
     #[error("--concurrency must be 1..=64, got {0}")]
     Concurrency(usize),
     #[error("--{flag}: {value:?} is not a duration (e.g. 5s, 250ms)")]
@@ -81,7 +83,8 @@ pub struct Args {
     /// Standalone mode: a ProxyView (JSON or YAML) file, re-read when it changes.
     #[arg(long)]
     pub view_file: Option<PathBuf>,
-    /// Standalone mode: a folder of Kubernetes + Istio YAML, served by an embedded agent.
+    /// Standalone mode: a folder of Kubernetes + Istio YAML, served by an embedded
+    /// agent (builds with the `embedded-agent` feature only).
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
     /// The config-sync agent to subscribe to.
@@ -200,7 +203,7 @@ pub struct Config {
     /// Where the workload certificate comes from (mTLS on), if anywhere.
     pub cert: Option<crate::mtls::certs::CertSource>,
     /// How the agent (config stream) is reached: TLS when a root file is there.
-    pub agent_transport: mesh_agent::client::Transport,
+    pub agent_transport: mesh_api::syncclient::Transport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,12 +301,12 @@ impl Args {
                 trust_domain: self.trust_domain.clone(),
             }),
         };
-        let source = match (self.view_file, self.config_dir, self.agent) {
-            (Some(f), _, _) => Source::ViewFile(f),
-            (None, Some(d), _) => Source::ConfigDir(d),
-            (None, None, Some(a)) => Source::Agent(a),
-            (None, None, None) => return Err(ConfigError::NoSource),
-        };
+        let source = pick_source(
+            self.view_file,
+            self.config_dir,
+            self.agent,
+            cfg!(feature = "embedded-agent"),
+        )?;
         let access_log = match self.access_log.as_str() {
             "off" | "" => AccessLog::Off,
             "text" | "/dev/stdout" => AccessLog::Text,
@@ -384,6 +387,25 @@ impl Args {
     }
 }
 
+/// The config source the flags select (a view file, then a config folder, then
+/// the agent). `embedded`: this build can embed an agent for `--config-dir`.
+fn pick_source(
+    view_file: Option<PathBuf>,
+    config_dir: Option<PathBuf>,
+    agent: Option<String>,
+    embedded: bool,
+) -> Result<Source, ConfigError> {
+    Ok(match (view_file, config_dir, agent) {
+        (Some(f), _, _) => Source::ViewFile(f),
+        (None, Some(d), _) if !embedded => {
+            return Err(ConfigError::NoEmbeddedAgent(d.display().to_string()))
+        }
+        (None, Some(d), _) => Source::ConfigDir(d),
+        (None, None, Some(a)) => Source::Agent(a),
+        (None, None, None) => return Err(ConfigError::NoSource),
+    })
+}
+
 /// The downward API's `labels` file: one `key="value"` per line.
 fn parse_downward_labels(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -460,6 +482,39 @@ mod tests {
     }
 
     #[test]
+    fn config_dir_needs_the_embedded_agent() {
+        let dir = || Some(PathBuf::from("/cfg"));
+        // A build without the feature refuses the folder, naming it and both ways out.
+        let e = pick_source(None, dir(), None, false).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::NoEmbeddedAgent(_)), "{e}");
+        assert!(
+            msg.contains("/cfg") && msg.contains("--agent") && msg.contains("embedded-agent"),
+            "{msg}"
+        );
+        // Even with --agent given too: the folder was asked for, so say it cannot be had.
+        assert!(pick_source(None, dir(), Some("a:1".into()), false).is_err());
+        // The other sources need no agent in the binary.
+        assert_eq!(
+            pick_source(None, None, Some("a:1".into()), false).unwrap(),
+            Source::Agent("a:1".into())
+        );
+        assert_eq!(
+            pick_source(Some("/v".into()), dir(), None, false).unwrap(),
+            Source::ViewFile("/v".into())
+        );
+        assert_eq!(
+            pick_source(None, dir(), None, true).unwrap(),
+            Source::ConfigDir("/cfg".into())
+        );
+        // Test builds carry the feature (the self dev-dependency in Cargo.toml).
+        assert!(matches!(
+            parse(&["--config-dir", "/cfg"]).unwrap().source,
+            Source::ConfigDir(_)
+        ));
+    }
+
+    #[test]
     fn connection_limits() {
         let c = parse(&["--view-file", "/x"]).unwrap();
         assert_eq!(c.first_byte_timeout, Duration::from_secs(15));
@@ -501,14 +556,17 @@ mod tests {
         assert!(e.to_string().contains("/no/such/roots.pem"), "{e}");
         // No token, no bundle: plaintext config stream (an agent without CA).
         let c = parse(&["--agent", "a:1"]).unwrap();
-        assert_eq!(c.agent_transport, mesh_agent::client::Transport::Plaintext);
+        assert_eq!(
+            c.agent_transport,
+            mesh_api::syncclient::Transport::Plaintext
+        );
         let dir = std::env::temp_dir().join(format!("roots-{}.pem", std::process::id()));
         let ca = mesh_agent::ca::Ca::self_signed("cluster.local", Duration::from_secs(60)).unwrap();
         ca.publish(&dir).unwrap();
         let c = parse(&["--agent", "a:1", "--ca-root-file", dir.to_str().unwrap()]).unwrap();
         assert!(matches!(
             c.agent_transport,
-            mesh_agent::client::Transport::Tls { .. }
+            mesh_api::syncclient::Transport::Tls { .. }
         ));
         let _ = std::fs::remove_file(dir);
     }

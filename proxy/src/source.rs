@@ -1,6 +1,7 @@
 //! Where the proxy's configuration comes from: the config-sync agent's stream
-//! (the normal case), an embedded agent over a folder of YAML (standalone), or a
-//! [`ProxyView`] file re-read when it changes. Whatever the source, a view that
+//! (the normal case), an embedded agent over a folder of YAML (standalone; only
+//! in builds with the `embedded-agent` feature), or a [`ProxyView`] file re-read
+//! when it changes. Whatever the source, a view that
 //! cannot be used is rejected with a reason and the last good snapshot stays in
 //! force; accepted views replace the snapshot atomically.
 
@@ -102,7 +103,7 @@ pub async fn watch_view_file(path: PathBuf, shared: Arc<Shared>) {
 /// current one as TLS client certificate instead.
 pub fn follow_agent(
     addr: String,
-    transport: mesh_agent::client::Transport,
+    transport: mesh_api::syncclient::Transport,
     shared: Arc<Shared>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -113,16 +114,16 @@ pub fn follow_agent(
     let apply = move |view: &ProxyView| -> Result<(), String> {
         apply_view(&sh, view.clone()).map_err(|e| e.to_string())
     };
-    let mut client = mesh_agent::client::ClientConfig::new(addr, identity);
+    let mut client = mesh_api::syncclient::ClientConfig::new(addr, identity);
     client.transport = transport;
     client.token_file = cfg.cert.as_ref().map(|c| c.token_file.clone());
     if cfg.cert.is_some() {
         let tls = shared.tls.clone();
-        client.client_cert = Some(mesh_agent::client::CurrentCert(Arc::new(move || {
+        client.client_cert = Some(mesh_api::syncclient::CurrentCert(Arc::new(move || {
             tls.current().map(|c| c.client_cert())
         })));
     }
-    let _state = mesh_agent::client::spawn(client, apply, shutdown);
+    let _state = mesh_api::syncclient::spawn(client, apply, shutdown);
 }
 
 /// Who this proxy says it is when it subscribes.
@@ -138,6 +139,7 @@ pub fn identity(cfg: &crate::config::Config) -> mesh_api::syncapi::ProxyIdentity
     }
 }
 
+#[cfg(feature = "embedded-agent")]
 #[derive(clap::Parser)]
 struct EmbeddedAgent {
     #[command(flatten)]
@@ -146,6 +148,7 @@ struct EmbeddedAgent {
 
 /// Standalone mode: runs an agent with the `files` source on loopback inside this
 /// process and follows it like any proxy would.
+#[cfg(feature = "embedded-agent")]
 pub async fn embedded_agent(
     dir: PathBuf,
     shared: Arc<Shared>,
@@ -175,7 +178,7 @@ pub async fn embedded_agent(
         .await
         .map_err(|e| e.to_string())?;
     // The embedded agent runs no CA: its loopback port is plaintext.
-    let plain = mesh_agent::client::Transport::Plaintext;
+    let plain = mesh_api::syncclient::Transport::Plaintext;
     follow_agent(running.sync_addr.to_string(), plain, shared, shutdown);
     tokio::spawn(async move {
         if let Err(e) = running.wait().await {
@@ -183,4 +186,16 @@ pub async fn embedded_agent(
         }
     });
     Ok(())
+}
+
+/// Without the `embedded-agent` feature there is no agent to embed: the
+/// configuration already refuses `--config-dir` (`config::pick_source`), so
+/// this only answers a caller that skipped validation.
+#[cfg(not(feature = "embedded-agent"))]
+pub async fn embedded_agent(
+    dir: PathBuf,
+    _shared: Arc<Shared>,
+    _shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    Err(crate::config::ConfigError::NoEmbeddedAgent(dir.display().to_string()).to_string())
 }

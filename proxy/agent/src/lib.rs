@@ -20,14 +20,17 @@
 
 pub mod agent;
 pub mod ca;
-pub mod client;
+/// The client library lives in `mesh-api` (feature `client`) so the sidecar
+/// can use it without linking this crate.
+pub use mesh_api::syncclient as client;
 pub mod compile;
 pub mod config;
 pub mod crdgen;
 pub mod gateway;
 pub mod meshfile;
 pub mod objects;
-pub mod protocol;
+/// The stream framing, shared with the client in `mesh-api`.
+pub use mesh_api::syncframe as protocol;
 pub mod server;
 pub mod source;
 pub mod store;

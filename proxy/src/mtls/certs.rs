@@ -44,7 +44,7 @@ pub enum CertError {
     #[error("mesh CA at {addr}: {source}")]
     Ca {
         addr: String,
-        source: mesh_agent::protocol::ProtocolError,
+        source: mesh_api::syncframe::ProtocolError,
     },
     #[error("the CA's answer is unusable: {0}")]
     Answer(String),
@@ -58,7 +58,7 @@ pub fn transport(
     root_file: Option<&std::path::Path>,
     server_name: &str,
     token: Option<&std::path::Path>,
-) -> Result<mesh_agent::client::Transport, crate::config::ConfigError> {
+) -> Result<mesh_api::syncclient::Transport, crate::config::ConfigError> {
     use crate::config::ConfigError;
     let default = std::path::Path::new(mesh_api::identity::CA_ROOT_PATH);
     let root_file = match root_file {
@@ -70,7 +70,7 @@ pub fn transport(
                     token: t.display().to_string(),
                     roots: default.display().to_string(),
                 }),
-                None => Ok(mesh_agent::client::Transport::Plaintext),
+                None => Ok(mesh_api::syncclient::Transport::Plaintext),
             }
         }
     };
@@ -90,7 +90,7 @@ pub fn transport(
             "--ca-server-name {server_name:?} is not a DNS name"
         )));
     }
-    Ok(mesh_agent::client::Transport::Tls {
+    Ok(mesh_api::syncclient::Transport::Tls {
         root_file: root_file.to_path_buf(),
         server_name: server_name.to_string(),
     })
@@ -100,7 +100,7 @@ pub fn transport(
 #[derive(Debug, Clone)]
 pub struct CertSource {
     /// TLS to the CA, with the bundle file also followed for mesh roots.
-    pub transport: mesh_agent::client::Transport,
+    pub transport: mesh_api::syncclient::Transport,
     pub ca_addr: String,
     pub token_file: PathBuf,
     pub ttl: Duration,
@@ -210,8 +210,8 @@ impl Creds {
     }
 
     /// This certificate and key as the agent client presents them on 15012.
-    pub fn client_cert(&self) -> mesh_agent::client::ClientCert {
-        mesh_agent::client::ClientCert {
+    pub fn client_cert(&self) -> mesh_api::syncclient::ClientCert {
+        mesh_api::syncclient::ClientCert {
             chain: self.chain.clone(),
             key_der: self.key_der.clone(),
         }
@@ -320,7 +320,7 @@ fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime, String), CertError> {
 
 /// The roots in the bundle file of a TLS transport (None: no file, or unreadable).
 fn file_roots(src: &CertSource) -> Option<Vec<CertificateDer<'static>>> {
-    let mesh_agent::client::Transport::Tls { root_file, .. } = &src.transport else {
+    let mesh_api::syncclient::Transport::Tls { root_file, .. } = &src.transport else {
         return Some(Vec::new());
     };
     let text = std::fs::read_to_string(root_file).ok()?;
@@ -340,7 +340,7 @@ pub async fn fetch(src: &CertSource) -> Result<Creds, CertError> {
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)?
         .pem()?;
-    let signed = mesh_agent::client::request_certificate(
+    let signed = mesh_api::syncclient::request_certificate(
         &src.ca_addr,
         &src.transport,
         token.trim(),

@@ -1,8 +1,8 @@
-//! Framing of the sync stream (see `mesh_api::syncapi`): length-delimited frames
+//! Framing of the sync stream (see [`crate::syncapi`]): length-delimited frames
 //! holding one JSON message each. Shared by the server and the client library.
 
+use crate::syncapi::MAX_FRAME;
 use bytes::Bytes;
-use mesh_api::syncapi::MAX_FRAME;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};

@@ -21,9 +21,9 @@
 //! is logged and retried with the same backoff; the backoff resets only once a
 //! view arrives.
 
-use crate::protocol::{decode, encode, framed, ProtocolError};
-use futures::{SinkExt, StreamExt};
-use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
+use crate::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
+use crate::syncframe::{decode, encode, framed, ProtocolError};
+use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
