@@ -688,7 +688,7 @@ redirect: {proxyUid: 1500, interceptionMode: TPROXY, excludeInboundPorts: [22]}
             "imagez: {}",
             "images: {proxyy: x}",
             "redirect: {proxyUID: 1}",
-            "defaultConfig: {tracing: {}}",
+            "defaultConfig: {tracingg: {}}",
         ] {
             let e = serde_yaml_ng::from_str::<MeshConfig>(y)
                 .unwrap_err()
