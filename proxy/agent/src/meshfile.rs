@@ -245,6 +245,42 @@ mod tests {
         );
     }
 
+    /// `accessLogFile` turns the access log on in every view, with its
+    /// encoding and format; a format with an unknown operator is refused
+    /// naming the operator.
+    #[test]
+    fn access_log_compiles_into_the_views() {
+        use mesh_api::accesslog::{AccessLogView, Encoding};
+        let m = parse(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n\
+             accessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'\n",
+        )
+        .unwrap();
+        let flags = crate::config::Config::from_flags(Vec::<String>::new()).unwrap();
+        let settings = std::sync::Arc::new(flags.with_mesh(&m).settings());
+        let want = AccessLogView {
+            encoding: Encoding::Json,
+            format: Some(r#"{"code": "%RESPONSE_CODE%"}"#.into()),
+        };
+        assert_eq!(settings.access_log.as_ref(), Some(&want));
+        let snap = crate::compile::compile(&Default::default(), &settings, 1);
+        for router in [false, true] {
+            let id = mesh_api::syncapi::ProxyIdentity {
+                pod: "p".into(),
+                namespace: "default".into(),
+                router,
+                ..Default::default()
+            };
+            assert_eq!(crate::view::build(&snap, &id).access_log.as_ref(), Some(&want));
+        }
+        let off = parse("accessLogEncoding: JSON\n").unwrap();
+        assert_eq!(flags.with_mesh(&off).settings().access_log, None);
+        let e = parse("accessLogFile: /dev/stdout\naccessLogFormat: '%START_TIME% %NOT_AN_OP%'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("accessLogFormat") && e.contains("%NOT_AN_OP%"), "{e}");
+    }
+
     #[test]
     fn bad_values_name_the_field_and_value() {
         for (text, want) in [
