@@ -148,7 +148,7 @@ pub(crate) fn source_record(
         connection_security_policy: "unknown",
     };
     let log = AccessLogLine::for_request(
-        &shared.cfg,
+        shared,
         req,
         authority.to_string(),
         ctx.orig_dst,
