@@ -167,8 +167,8 @@ pub fn compile(view: &AccessLogView) -> Result<Option<Format>, FormatError> {
     Ok(Some(match view.encoding {
         Encoding::Text => Format::Text(compile_line(f.trim_end_matches('\n'))?),
         Encoding::Json => {
-            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(f)
-                .map_err(|e| FormatError::NotJsonObject(e.to_string()))?;
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(f).map_err(|e| FormatError::NotJsonObject(e.to_string()))?;
             let mut keys = Vec::new();
             for (k, v) in map {
                 let s = v.as_str().ok_or_else(|| {
@@ -213,7 +213,10 @@ mod tests {
             compile_line("a %DURATION"),
             Err(FormatError::Unterminated(_))
         ));
-        assert!(matches!(compile_line("%REQ()%"), Err(FormatError::NoHeader(_))));
+        assert!(matches!(
+            compile_line("%REQ()%"),
+            Err(FormatError::NoHeader(_))
+        ));
         // Only REQ/RESP take an argument.
         assert!(compile_line("%DURATION(1)%").is_err());
     }
@@ -228,7 +231,10 @@ mod tests {
                 Piece::Text(" y".into())
             ]
         );
-        assert_eq!(compile_line("plain").unwrap(), vec![Piece::Text("plain".into())]);
+        assert_eq!(
+            compile_line("plain").unwrap(),
+            vec![Piece::Text("plain".into())]
+        );
     }
 
     #[test]

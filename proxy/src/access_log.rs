@@ -306,7 +306,10 @@ mod tests {
         );
         let Mode::Custom(f) = mode(
             None,
-            Some(&view(Encoding::Text, Some("%RESPONSE_CODE% %REQ(:PATH)% %UPSTREAM_HOST%"))),
+            Some(&view(
+                Encoding::Text,
+                Some("%RESPONSE_CODE% %REQ(:PATH)% %UPSTREAM_HOST%"),
+            )),
         ) else {
             panic!("custom")
         };

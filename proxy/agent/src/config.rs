@@ -228,7 +228,10 @@ impl Config {
         if !file.is_empty() && file != "/dev/stdout" {
             // The sidecar's stdout is the container log, which is where
             // Istio users point accessLogFile; another path is not a file we write.
-            tracing::info!(accessLogFile = file, "access log goes to the proxy's stdout");
+            tracing::info!(
+                accessLogFile = file,
+                "access log goes to the proxy's stdout"
+            );
         }
         c
     }

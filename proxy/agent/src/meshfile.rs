@@ -271,14 +271,20 @@ mod tests {
                 router,
                 ..Default::default()
             };
-            assert_eq!(crate::view::build(&snap, &id).access_log.as_ref(), Some(&want));
+            assert_eq!(
+                crate::view::build(&snap, &id).access_log.as_ref(),
+                Some(&want)
+            );
         }
         let off = parse("accessLogEncoding: JSON\n").unwrap();
         assert_eq!(flags.with_mesh(&off).settings().access_log, None);
         let e = parse("accessLogFile: /dev/stdout\naccessLogFormat: '%START_TIME% %NOT_AN_OP%'\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("accessLogFormat") && e.contains("%NOT_AN_OP%"), "{e}");
+        assert!(
+            e.contains("accessLogFormat") && e.contains("%NOT_AN_OP%"),
+            "{e}"
+        );
     }
 
     #[test]
