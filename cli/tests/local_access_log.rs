@@ -77,18 +77,9 @@ fn lines(mesh: &Local, pod: &str, needle: &str, n: usize) -> Vec<String> {
 /// Rewrites the mesh config the agent watches and waits until `pods` run a
 /// newer config version.
 fn edit_mesh(mesh: &Local, yaml: &str, pods: &[&str]) {
-    let before: Vec<u64> = pods.iter().map(|p| mesh.version(p)).collect();
-    std::fs::write(mesh.root.join(&mesh.name).join("mesh.yaml"), yaml).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for (p, v0) in pods.iter().zip(before) {
-        while mesh.version(p) <= v0 {
-            assert!(
-                Instant::now() < deadline,
-                "{p} never got the mesh config {yaml}"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
+    mesh.changed_by(yaml, pods, || {
+        std::fs::write(mesh.root.join(&mesh.name).join("mesh.yaml"), yaml).unwrap()
+    });
 }
 
 #[test]

@@ -200,6 +200,24 @@ mod tests {
         assert_eq!(m.mesh.default_config.drain_duration.as_deref(), Some("30s"));
     }
 
+    /// A sidecar's and a gateway's view under `settings`.
+    fn views(
+        settings: &std::sync::Arc<crate::compile::Settings>,
+    ) -> Vec<mesh_api::syncapi::ProxyView> {
+        let snap = crate::compile::compile(&Default::default(), settings, 1);
+        [false, true]
+            .map(|router| {
+                let id = mesh_api::syncapi::ProxyIdentity {
+                    pod: "p".into(),
+                    namespace: "default".into(),
+                    router,
+                    ..Default::default()
+                };
+                crate::view::build(&snap, &id)
+            })
+            .into()
+    }
+
     /// The mesh config's tracing reaches every proxy's view, through the
     /// agent's settings (sidecars and gateways alike).
     #[test]
@@ -224,15 +242,8 @@ mod tests {
                 path: "/v1/traces".into()
             })
         );
-        let snap = crate::compile::compile(&Default::default(), &settings, 1);
-        for router in [false, true] {
-            let id = mesh_api::syncapi::ProxyIdentity {
-                pod: "p".into(),
-                namespace: "default".into(),
-                router,
-                ..Default::default()
-            };
-            assert_eq!(crate::view::build(&snap, &id).tracing.as_ref(), Some(&t));
+        for v in views(&settings) {
+            assert_eq!(v.tracing.as_ref(), Some(&t));
         }
         let off = parse("enableTracing: false\n").unwrap();
         assert_eq!(flags.with_mesh(&off).settings().tracing, None);
@@ -263,18 +274,8 @@ mod tests {
             format: Some(r#"{"code": "%RESPONSE_CODE%"}"#.into()),
         };
         assert_eq!(settings.access_log.as_ref(), Some(&want));
-        let snap = crate::compile::compile(&Default::default(), &settings, 1);
-        for router in [false, true] {
-            let id = mesh_api::syncapi::ProxyIdentity {
-                pod: "p".into(),
-                namespace: "default".into(),
-                router,
-                ..Default::default()
-            };
-            assert_eq!(
-                crate::view::build(&snap, &id).access_log.as_ref(),
-                Some(&want)
-            );
+        for v in views(&settings) {
+            assert_eq!(v.access_log.as_ref(), Some(&want));
         }
         let off = parse("accessLogEncoding: JSON\n").unwrap();
         assert_eq!(flags.with_mesh(&off).settings().access_log, None);
