@@ -13,6 +13,7 @@
 //! ([`syncclient`]). They live here, not in `mesh-agent`, so the sidecar links
 //! neither the agent's Kubernetes client nor its CA.
 
+pub mod accesslog;
 pub mod annotations;
 pub mod crd;
 pub mod gatewayview;

@@ -55,6 +55,8 @@ pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
     pub access_log_file: String,
     pub access_log_encoding: AccessLogEncoding,
+    /// Envoy `%COMMAND%` format (`accessLogFormat`); empty: the default line.
+    pub access_log_format: String,
     pub never_inject_selector: Vec<LabelSelector>,
     pub always_inject_selector: Vec<LabelSelector>,
     pub policy: InjectionPolicy,
@@ -84,6 +86,7 @@ impl Default for MeshConfig {
             outbound_traffic_policy: OutboundTrafficPolicy::default(),
             access_log_file: String::new(),
             access_log_encoding: AccessLogEncoding::Text,
+            access_log_format: String::new(),
             never_inject_selector: Vec::new(),
             always_inject_selector: Vec::new(),
             policy: InjectionPolicy::Enabled,
@@ -467,6 +470,26 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 impl MeshConfig {
+    /// The access log every proxy writes: on when `accessLogFile` is set. The
+    /// proxy writes to its own stdout whatever the path, as the sidecar's
+    /// stdout is the container log (`/dev/stdout` is what Istio users set).
+    pub fn access_log_view(
+        &self,
+    ) -> Result<Option<crate::accesslog::AccessLogView>, crate::accesslog::FormatError> {
+        if self.access_log_file.trim().is_empty() {
+            return Ok(None);
+        }
+        let view = crate::accesslog::AccessLogView {
+            encoding: match self.access_log_encoding {
+                AccessLogEncoding::Text => crate::accesslog::Encoding::Text,
+                AccessLogEncoding::Json => crate::accesslog::Encoding::Json,
+            },
+            format: Some(self.access_log_format.clone()).filter(|f| !f.trim().is_empty()),
+        };
+        crate::accesslog::compile(&view)?;
+        Ok(Some(view))
+    }
+
     /// The tracing every proxy applies ([`crate::meshtracing::compile`]), with
     /// a pod's `proxy.istio.io/config` tracing over `defaultConfig.tracing`.
     pub fn tracing_view(
@@ -608,6 +631,8 @@ impl MeshConfig {
         self.default_config.validate("defaultConfig")?;
         self.tracing_view(None)
             .map_err(|e| bad(&e.field, e.value, e.reason))?;
+        self.access_log_view()
+            .map_err(|e| bad("accessLogFormat", &self.access_log_format, e.to_string()))?;
         let r = &self.redirect;
         if r.status_port == Some(0) {
             return Err(bad(

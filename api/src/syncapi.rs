@@ -107,6 +107,9 @@ pub struct ProxyView {
     /// Trace context propagation and span export; `None`: tracing off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<crate::tracing::TracingView>,
+    /// Access log on stdout (`meshConfig.accessLogFile`); `None`: no access log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<crate::accesslog::AccessLogView>,
 }
 
 /// A service of the registry: a Kubernetes Service or a ServiceEntry host.

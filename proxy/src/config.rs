@@ -127,7 +127,8 @@ pub struct Args {
     #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value = "5s")]
     pub termination_drain_duration: String,
     /// Access log: `off`, `text` (Envoy's default format) or `json`, to stdout.
-    #[arg(long, default_value = "off")]
+    /// Given, it overrides the mesh config's (the view's) access log setting.
+    #[arg(long, default_value = "")]
     pub access_log: String,
     /// Local rate limit of inbound HTTP requests, e.g. `100/s` or
     /// `50/s;5/s,port=9080` (syntax: `mesh_api::ratelimit`).
@@ -197,7 +198,8 @@ pub struct Config {
     pub max_connections_per_listener: usize,
     pub drain_grace: Duration,
     pub drain_duration: Duration,
-    pub access_log: AccessLog,
+    /// `--access-log` when given; `None`: the view decides.
+    pub access_log: Option<AccessLog>,
     pub rate_limits: Vec<mesh_api::ratelimit::Bucket>,
     pub path_normalization: crate::authz::normalize::PathNormalization,
     /// Where the workload certificate comes from (mTLS on), if anywhere.
@@ -308,9 +310,10 @@ impl Args {
             cfg!(feature = "embedded-agent"),
         )?;
         let access_log = match self.access_log.as_str() {
-            "off" | "" => AccessLog::Off,
-            "text" | "/dev/stdout" => AccessLog::Text,
-            "json" => AccessLog::Json,
+            "" => None,
+            "off" => Some(AccessLog::Off),
+            "text" | "/dev/stdout" => Some(AccessLog::Text),
+            "json" => Some(AccessLog::Json),
             other => {
                 return Err(ConfigError::Labels(format!(
                     "--access-log {other:?}: expected off, text or json"

@@ -132,7 +132,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         },
     };
     let log = AccessLogLine::for_request(
-        &shared.cfg,
+        shared,
         &req,
         authority_of(&req).unwrap_or_default(),
         ctx.orig_dst,

@@ -147,18 +147,14 @@ pub(crate) fn source_record(
         response_flags: "-",
         connection_security_policy: "unknown",
     };
-    let log = AccessLogLine::for_request(
-        &shared.cfg,
-        req,
-        authority.to_string(),
-        ctx.orig_dst,
-        ctx.peer,
-    )
-    .map(|mut l| {
-        l.upstream = String::new();
-        l.cluster = String::new();
-        l
-    });
+    let log =
+        AccessLogLine::for_request(shared, req, authority.to_string(), ctx.orig_dst, ctx.peer).map(
+            |mut l| {
+                l.upstream = String::new();
+                l.cluster = String::new();
+                l
+            },
+        );
     Record {
         shared: shared.clone(),
         labels,

@@ -52,14 +52,14 @@ pub(crate) struct AccessLogLine {
 impl AccessLogLine {
     /// The request's access-log fields, or `None` when access logging is off.
     pub(crate) fn for_request<B>(
-        cfg: &crate::config::Config,
+        shared: &crate::shared::Shared,
         req: &http::Request<B>,
         authority: String,
         downstream_local: SocketAddr,
         downstream_remote: SocketAddr,
     ) -> Option<AccessLogLine> {
         use crate::util::{header_str, version_str};
-        (cfg.access_log != crate::config::AccessLog::Off).then(|| AccessLogLine {
+        shared.access_log.on().then(|| AccessLogLine {
             method: req.method().to_string(),
             path: req
                 .uri()
@@ -93,7 +93,7 @@ impl Record {
         }
         if let Some(l) = &self.log {
             crate::access_log::http(
-                &self.shared.cfg,
+                &self.shared.access_log,
                 l_fields(l, &self.labels, self.req_bytes, resp_bytes, ms),
             );
         }

@@ -37,6 +37,8 @@ pub struct Shared {
     pub penalty: crate::penalty::PenaltyBox,
     /// Span export ([`crate::trace`]).
     pub tracer: crate::trace::Tracer,
+    /// The access log in force: `--access-log`, else the view's.
+    pub access_log: crate::access_log::Live,
 }
 
 impl Shared {
@@ -67,7 +69,9 @@ impl Shared {
         let clients = Clients::new(cfg.instance_ip, tls.clone());
         let penalty =
             crate::penalty::PenaltyBox::new(cfg.instance_ip, crate::penalty::Policy::DEFAULT);
+        let access_log = crate::access_log::Live::new(cfg.access_log);
         Arc::new(Shared {
+            access_log,
             penalty,
             rate_limits,
             cfg,
@@ -90,6 +94,8 @@ impl Shared {
     /// Makes `snap` current. The run-time table joins it first, so a request
     /// on the new snapshot finds its clusters' and endpoints' kept state.
     pub fn install(&self, snap: crate::snapshot::Snapshot) {
+        self.access_log
+            .apply(self.cfg.access_log, snap.view.access_log.as_ref());
         self.state.join_then(snap, |snap| self.store.store(snap));
     }
 

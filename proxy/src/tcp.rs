@@ -92,7 +92,7 @@ pub async fn splice_io<D, U>(
     shared.metrics.tcp_closed(labels, sent, received);
     if let (Some(l), Some(r)) = (local, remote) {
         crate::access_log::tcp(
-            &shared.cfg,
+            &shared.access_log,
             crate::access_log::TcpEntry {
                 cluster: &meta.cluster,
                 upstream: &upstream,

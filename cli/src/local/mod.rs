@@ -616,6 +616,12 @@ fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Resul
         "mesh".into(),
         "--agent-name".into(),
         format!("mesh-agent-{}", st.name),
+        // The mesh config file itself, for what the flags do not carry
+        // (access log, tracing), re-read when it changes.
+        "--mesh-config".into(),
+        mesh_path(run).display().to_string(),
+        "--mesh-reload-ms".into(),
+        "100".into(),
     ]
     .into();
     ca::init(run)?;

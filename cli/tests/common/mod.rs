@@ -151,14 +151,22 @@ impl Local {
     /// `apply -f file` (or `delete`), then waits (bounded) until every listed
     /// pod's proxy runs a newer config version.
     pub fn change(&self, verb: &str, file: &str, pods: &[&str]) {
+        self.changed_by(file, pods, || {
+            self.ok(&[verb, "-f", file]);
+        })
+    }
+
+    /// Runs `act`, then waits (bounded) until every listed pod's proxy runs a
+    /// newer config version than before it; `what` names the change.
+    pub fn changed_by(&self, what: &str, pods: &[&str], act: impl FnOnce()) {
         let before: Vec<u64> = pods.iter().map(|p| self.version(p)).collect();
-        self.ok(&[verb, "-f", file]);
+        act();
         let deadline = Instant::now() + Duration::from_secs(15);
         for (p, v0) in pods.iter().zip(before) {
             while self.version(p) <= v0 {
                 assert!(
                     Instant::now() < deadline,
-                    "{p} never got the config of {file}"
+                    "{p} never got the config of {what}"
                 );
                 std::thread::sleep(Duration::from_millis(25));
             }

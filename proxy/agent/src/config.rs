@@ -86,6 +86,9 @@ pub struct Config {
     /// Tracing compiled from the mesh config file (no flag of its own).
     #[arg(skip)]
     pub tracing: Option<mesh_api::tracing::TracingView>,
+    /// Access log compiled from the mesh config file (no flag of its own).
+    #[arg(skip)]
+    pub access_log: Option<mesh_api::accesslog::AccessLogView>,
 }
 
 /// The mesh CA's flags.
@@ -219,6 +222,17 @@ impl Config {
         };
         // validate() has already rejected a mesh config whose tracing does not compile.
         c.tracing = m.mesh.tracing_view(None).ok().flatten();
+        // Likewise an access log format with an unknown operator.
+        c.access_log = m.mesh.access_log_view().ok().flatten();
+        let file = m.mesh.access_log_file.trim();
+        if !file.is_empty() && file != "/dev/stdout" {
+            // The sidecar's stdout is the container log, which is where
+            // Istio users point accessLogFile; another path is not a file we write.
+            tracing::info!(
+                accessLogFile = file,
+                "access log goes to the proxy's stdout"
+            );
+        }
         c
     }
 
@@ -337,6 +351,7 @@ impl Config {
             trust_domain: self.trust_domain.clone(),
             scope_gateway_to_namespace: self.scope_gateway_to_namespace,
             tracing: self.tracing.clone(),
+            access_log: self.access_log.clone(),
         }
     }
 

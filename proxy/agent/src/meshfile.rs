@@ -200,6 +200,24 @@ mod tests {
         assert_eq!(m.mesh.default_config.drain_duration.as_deref(), Some("30s"));
     }
 
+    /// A sidecar's and a gateway's view under `settings`.
+    fn views(
+        settings: &std::sync::Arc<crate::compile::Settings>,
+    ) -> Vec<mesh_api::syncapi::ProxyView> {
+        let snap = crate::compile::compile(&Default::default(), settings, 1);
+        [false, true]
+            .map(|router| {
+                let id = mesh_api::syncapi::ProxyIdentity {
+                    pod: "p".into(),
+                    namespace: "default".into(),
+                    router,
+                    ..Default::default()
+                };
+                crate::view::build(&snap, &id)
+            })
+            .into()
+    }
+
     /// The mesh config's tracing reaches every proxy's view, through the
     /// agent's settings (sidecars and gateways alike).
     #[test]
@@ -224,15 +242,8 @@ mod tests {
                 path: "/v1/traces".into()
             })
         );
-        let snap = crate::compile::compile(&Default::default(), &settings, 1);
-        for router in [false, true] {
-            let id = mesh_api::syncapi::ProxyIdentity {
-                pod: "p".into(),
-                namespace: "default".into(),
-                router,
-                ..Default::default()
-            };
-            assert_eq!(crate::view::build(&snap, &id).tracing.as_ref(), Some(&t));
+        for v in views(&settings) {
+            assert_eq!(v.tracing.as_ref(), Some(&t));
         }
         let off = parse("enableTracing: false\n").unwrap();
         assert_eq!(flags.with_mesh(&off).settings().tracing, None);
@@ -241,6 +252,38 @@ mod tests {
             .to_string();
         assert!(
             e.contains("defaultConfig.tracing.sampling") && e.contains("-1"),
+            "{e}"
+        );
+    }
+
+    /// `accessLogFile` turns the access log on in every view, with its
+    /// encoding and format; a format with an unknown operator is refused
+    /// naming the operator.
+    #[test]
+    fn access_log_compiles_into_the_views() {
+        use mesh_api::accesslog::{AccessLogView, Encoding};
+        let m = parse(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n\
+             accessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'\n",
+        )
+        .unwrap();
+        let flags = crate::config::Config::from_flags(Vec::<String>::new()).unwrap();
+        let settings = std::sync::Arc::new(flags.with_mesh(&m).settings());
+        let want = AccessLogView {
+            encoding: Encoding::Json,
+            format: Some(r#"{"code": "%RESPONSE_CODE%"}"#.into()),
+        };
+        assert_eq!(settings.access_log.as_ref(), Some(&want));
+        for v in views(&settings) {
+            assert_eq!(v.access_log.as_ref(), Some(&want));
+        }
+        let off = parse("accessLogEncoding: JSON\n").unwrap();
+        assert_eq!(flags.with_mesh(&off).settings().access_log, None);
+        let e = parse("accessLogFile: /dev/stdout\naccessLogFormat: '%START_TIME% %NOT_AN_OP%'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("accessLogFormat") && e.contains("%NOT_AN_OP%"),
             "{e}"
         );
     }

@@ -201,6 +201,7 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
         inbound: inbound(snap, id),
         gateway: None,
         tracing: snap.settings.tracing.clone(),
+        access_log: snap.settings.access_log.clone(),
     }
 }
 
@@ -232,6 +233,7 @@ fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
         inbound: inbound(snap, id),
         gateway: Some(gw.view),
         tracing: snap.settings.tracing.clone(),
+        access_log: snap.settings.access_log.clone(),
     }
 }
 

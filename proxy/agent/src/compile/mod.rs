@@ -59,6 +59,8 @@ pub struct Settings {
     pub scope_gateway_to_namespace: bool,
     /// Tracing every proxy applies, compiled from the mesh config.
     pub tracing: Option<mesh_api::tracing::TracingView>,
+    /// Access log every proxy writes, from the mesh config (`accessLogFile`).
+    pub access_log: Option<mesh_api::accesslog::AccessLogView>,
 }
 
 impl Default for Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             trust_domain: "cluster.local".into(),
             scope_gateway_to_namespace: false,
             tracing: None,
+            access_log: None,
         }
     }
 }
