@@ -44,14 +44,13 @@ pub(crate) fn client<B>(
     peer: SocketAddr,
     port: u16,
 ) -> Option<Box<Active>> {
-    let view = view?;
-    let host = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:{port}")
-    };
-    start(req, shared, view, Kind::Client, peer, port, |path| {
-        format!("{host}{path}")
+    // The name is built only for a sampled request (the closure runs then).
+    start(req, shared, view?, Kind::Client, peer, port, |path| {
+        if authority.contains(':') {
+            format!("{authority}{path}")
+        } else {
+            format!("{authority}:{port}{path}")
+        }
     })
 }
 
