@@ -30,7 +30,7 @@ enum Command {
     Demo(demo::Args),
     /// The echo test app (what local-mode and demo pods run in place of app containers).
     #[command(hide = true)]
-    Echo(mesh_e2e::echo::Args),
+    Echo(mesh_runtime::echo::Args),
     /// Run Kubernetes YAML and mesh config on this machine (up/apply/delete/pods/exec/logs/down).
     Local(local::Args),
     /// Per-proxy config sync status from the agents (SYNCED/STALE/NOT SENT/ERROR).
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo(args) => demo::run(args),
-        Command::Echo(args) => mesh_e2e::echo::main_with(args),
+        Command::Echo(args) => mesh_runtime::echo::main_with(args),
         Command::Local(args) => local::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::KubeInject(args) => kube_inject::run(args),

@@ -366,7 +366,7 @@ impl Session {
             .context("running curl")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
-        let pod = serde_json::from_str::<mesh_e2e::echo::EchoReply>(body)
+        let pod = serde_json::from_str::<mesh_runtime::echo::EchoReply>(body)
             .ok()
             .map(|r| r.pod);
         Ok((code.trim().parse().unwrap_or(0), pod))
@@ -380,7 +380,9 @@ impl Session {
 /// Echo answers (concatenated JSON) counted by the answering pod's version.
 fn count_versions(out: &str) -> anyhow::Result<Vec<(String, usize)>> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for reply in serde_json::Deserializer::from_str(out).into_iter::<mesh_e2e::echo::EchoReply>() {
+    for reply in
+        serde_json::Deserializer::from_str(out).into_iter::<mesh_runtime::echo::EchoReply>()
+    {
         let r = reply.context("an answer was not the echo app's JSON")?;
         *counts
             .entry(r.version.unwrap_or_else(|| "-".into()))
@@ -452,7 +454,7 @@ fn stage_bins(run: &RunDir) -> anyhow::Result<BTreeMap<String, PathBuf>> {
                 src.display()
             );
         }
-        let path = if mesh_e2e::harness::world_executable(&src) {
+        let path = if mesh_runtime::world_executable(&src) {
             src
         } else {
             let dst = run.0.join("bin").join(name);
@@ -533,7 +535,7 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         chain: node::chain(&run.0, mesh_cni),
         cni_path: vec![
             cni_dir,
-            mesh_e2e::harness::cni::system_plugin_dir().to_path_buf(),
+            mesh_runtime::cni::system_plugin_dir().to_path_buf(),
         ],
         agent: None,
         forwarder: None,

@@ -10,14 +10,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mesh_e2e::harness::cni;
+use mesh_runtime::cni;
 use serde_json::{json, Value};
 
 use super::proc::run;
 use super::state::{PodState, ServiceState, State};
 
-pub use mesh_e2e::harness::GATEWAY;
-pub use mesh_e2e::harness::POD_SUBNET;
+pub use mesh_runtime::GATEWAY;
+pub use mesh_runtime::POD_SUBNET;
 /// Service VIPs are handed out from here (Kubernetes' default service CIDR).
 pub const VIP_BASE: [u8; 3] = [10, 96, 0];
 pub const DOMAIN: &str = "cluster.local";
@@ -26,7 +26,7 @@ const SVC_CHAIN: &str = "MESHLOCAL-SERVICES";
 
 /// The conflist's plugins after loopback.
 pub fn chain(state_dir: &Path, mesh_cni: Option<Value>) -> Vec<Value> {
-    let mut plugins = vec![mesh_e2e::harness::bridge_plugin(state_dir)];
+    let mut plugins = vec![mesh_runtime::bridge_plugin(state_dir)];
     plugins.extend(mesh_cni);
     plugins
 }

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use super::state::Proc;
 
-pub use mesh_e2e::harness::process::pod_command as netns_command;
+pub use mesh_runtime::process::pod_command as netns_command;
 
 /// Starts `argv` in `netns` as `uid`, detached from this process (own process
 /// group, output appended to `log`), and returns its record.

@@ -1,15 +1,26 @@
-//! The pod harness: a Kubernetes-like node on one machine, built from real parts.
+//! `mesh-runtime`: the node and pod runtime that `meshctl local` runs a mesh on,
+//! and that the end-to-end tests and `mesh-bench` build their pods with.
 //!
 //! A [`Node`] is a network namespace holding a Linux bridge; a [`Pod`] is a network
 //! namespace attached to it by running the real CNI plugins (Debian's `loopback`,
 //! `bridge` and `host-local`, plus any chained plugin such as `mesh-cni`) through
 //! the CNI protocol, exactly as a container runtime would. Processes run inside a
-//! pod's namespace as a chosen UID. Everything is removed on drop, also when a test
-//! panics, and names are unique per process and node so tests run in parallel.
-//! Because every node lives in its own namespace, nodes share one subnet and never
-//! touch the host's interfaces or routes.
+//! pod's namespace as a chosen UID ([`process`]). Everything is removed on drop,
+//! also when a test panics, and names are unique per process and node so tests run
+//! in parallel. Because every node lives in its own namespace, nodes share one
+//! subnet and never touch the host's interfaces or routes. [`echo`] is the
+//! application local mode deploys for Deployments without a command of their own
+//! (`meshctl echo`).
+//!
+//! It lives under `cli/` because it is part of the product (local mode); the tests
+//! reach it as `mesh_e2e::harness`.
+
+// Errors carry the whole context of a failed command (plugin, netns, stderr) on
+// purpose; they are the cold path, so their size does not matter.
+#![allow(clippy::result_large_err)]
 
 pub mod cni;
+pub mod echo;
 pub mod process;
 
 use std::net::IpAddr;
