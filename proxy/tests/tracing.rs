@@ -173,11 +173,8 @@ fn one_call_gives_a_linked_client_and_server_span_and_the_app_sees_the_context()
         .all(|s| s["tags"]["guid:x-request-id"] != "unsampled"));
 }
 
-/// Runs `n` calls from the client app, then one forced call (`x-client-trace-id`)
-/// whose spans, exported after every earlier one, say the collector has seen
-/// all there is to see. Returns the CLIENT and SERVER spans of the `n` calls.
-fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize, usize) {
-    let before: usize = zipkin.spans().len();
+/// `n` calls from the client app (4 connections), every one answered.
+fn load(w: &World, n: usize) {
     let out = w
         .client
         .exec(
@@ -187,6 +184,14 @@ fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{n} succeeded")), "{text}");
+}
+
+/// Runs `n` calls from the client app, then one forced call (`x-client-trace-id`)
+/// whose spans, exported after every earlier one, say the collector has seen
+/// all there is to see. Returns the CLIENT and SERVER spans of the `n` calls.
+fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize, usize) {
+    let before: usize = zipkin.spans().len();
+    load(w, n);
     curl_echo(
         &w.client,
         &[
@@ -233,12 +238,7 @@ fn a_dead_collector_loses_no_request_and_counts_dropped_spans() {
     // A port that was bound on the node and closed again: connections are refused.
     let dead = bind_on_node(&w.node).local_addr().unwrap().to_string();
     set_tracing(&mut w, tracing(&dead, 100.0));
-    let out = w
-        .client
-        .exec(APP, &["h2load", "--h1", "-n", "300", "-c", "4", URL])
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("300 succeeded"), "{text}");
+    load(&w, 300);
     all_dropped(&w, 300);
 }
 
@@ -342,12 +342,7 @@ fn an_otlp_collector_answering_a_grpc_error_costs_no_request_and_counts_dropped_
     // UNAVAILABLE in a well-formed HTTP 200 answer: the batch is lost all the same.
     otel.answer_grpc_status(14);
     set_tracing(&mut w, otlp(&otel.addr, false, ""));
-    let out = w
-        .client
-        .exec(APP, &["h2load", "--h1", "-n", "200", "-c", "4", URL])
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("200 succeeded"), "{text}");
+    load(&w, 200);
     all_dropped(&w, 200);
     assert!(
         otel.calls()
