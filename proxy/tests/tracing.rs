@@ -1,9 +1,9 @@
 //! Distributed tracing through a real client sidecar + server sidecar pair: the
 //! spans both proxies export to a Zipkin v2 or an OTLP (gRPC and HTTP)
 //! receiver on the node (CLIENT and SERVER, linked, with Istio's tags, the
-//! same for both encodings), the context headers the app sees,
-//! sampling proportions, a dead collector that costs no request, and the
-//! gateway's (`mesh-proxy router`) CLIENT span.
+//! same for both encodings), the context headers the app sees, sampling
+//! proportions, a dead, hanging or refusing collector that costs no request,
+//! and the gateway's (`mesh-proxy router`) CLIENT span.
 
 mod common;
 mod gwfix;
@@ -239,13 +239,13 @@ fn a_dead_collector_loses_no_request_and_counts_dropped_spans() {
     let dead = bind_on_node(&w.node).local_addr().unwrap().to_string();
     set_tracing(&mut w, tracing(&dead, 100.0));
     load(&w, 300);
-    all_dropped(&w, 300);
+    all_dropped(&w, 300, 10);
 }
 
-/// Waits (bounded) until the client's sidecar counts `n` spans dropped, and
-/// checks that it exported none.
-fn all_dropped(w: &World, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Waits (at most `secs`) until the client's sidecar counts `n` spans
+/// dropped, and checks that it exported none.
+fn all_dropped(w: &World, n: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let m = metrics(&w.client);
         let dropped = metric_value(&m, "mesh_tracing_spans_dropped_total");
@@ -343,7 +343,7 @@ fn an_otlp_collector_answering_a_grpc_error_costs_no_request_and_counts_dropped_
     otel.answer_grpc_status(14);
     set_tracing(&mut w, otlp(&otel.addr, false, ""));
     load(&w, 200);
-    all_dropped(&w, 200);
+    all_dropped(&w, 200, 10);
     assert!(
         otel.calls()
             .iter()
@@ -400,5 +400,29 @@ fn the_gateway_makes_a_client_span_and_passes_the_context_on() {
     assert_eq!(
         reply.headers["x-b3-traceid"],
         s["traceId"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn an_otlp_collector_that_never_answers_costs_no_request_and_its_spans_are_dropped() {
+    let mut w = world(1, "ALLOW_ANY");
+    // Accepts connections and never reads or answers (not even the HTTP/2 SETTINGS).
+    let l = bind_on_node(&w.node);
+    let addr = l.local_addr().unwrap().to_string();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    set_tracing(&mut w, otlp(&addr, false, ""));
+    load(&w, 300);
+    // Each batch is dropped when its send times out (5 s), then the next
+    // batch gets a new connection.
+    all_dropped(&w, 300, 20);
+    assert!(
+        held.lock().unwrap().len() >= 2,
+        "a new connection per batch"
     );
 }
