@@ -109,8 +109,9 @@ impl Target {
         }
     }
 
-    /// The request that carries `batch`.
-    fn request(&self, batch: &[Span]) -> http::Request<Full<Bytes>> {
+    /// The request that carries `batch`; Err names a path or address that
+    /// makes no request (the batch is dropped).
+    fn request(&self, batch: &[Span]) -> Result<http::Request<Full<Bytes>>, ExportError> {
         let (content_type, body) = match self.encoding {
             Encoding::ZipkinJson => ("application/json", zipkin_json(batch)),
             Encoding::OtlpHttp => ("application/x-protobuf", otlp::export_request(batch)),
@@ -129,7 +130,12 @@ impl Target {
         b.header(http::header::CONTENT_TYPE, content_type)
             .header(http::header::USER_AGENT, "mesh-proxy")
             .body(Full::new(Bytes::from(body)))
-            .expect("request parts checked by the agent")
+            .map_err(|e| {
+                ExportError::Request(
+                    format!("http://{}{}", self.address, self.path),
+                    e.to_string(),
+                )
+            })
     }
 }
 
@@ -173,6 +179,8 @@ enum ExportError {
     Status(String, u16),
     #[error("collector {0}: {1}")]
     Grpc(String, String),
+    #[error("no request can be made to {0:?}: {1}")]
+    Request(String, String),
 }
 
 async fn run(provider: TracingProvider, mut rx: mpsc::Receiver<Span>, counters: Arc<Counters>) {
@@ -221,7 +229,7 @@ async fn connect(target: &Target) -> Result<Conn, ExportError> {
 
 async fn send(target: &Target, conn: &mut Option<Conn>, batch: &[Span]) -> Result<(), ExportError> {
     let address = &target.address;
-    let req = target.request(batch);
+    let req = target.request(batch)?;
     let (status, headers, trailers) = tokio::time::timeout(SEND_TIMEOUT, async {
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             *conn = Some(connect(target).await?);
@@ -263,7 +271,7 @@ mod tests {
         let batch = [crate::trace::span::tests::example()];
         let t = Target::of(&otel(false, "/ignored"));
         assert_eq!(t.encoding, Encoding::OtlpGrpc);
-        let r = t.request(&batch);
+        let r = t.request(&batch).unwrap();
         assert_eq!(
             r.uri().to_string(),
             "http://otel.observability:4317/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -277,7 +285,7 @@ mod tests {
         ] {
             let t = Target::of(&otel(true, path));
             assert_eq!((t.encoding, t.path.as_str()), (Encoding::OtlpHttp, want));
-            let r = t.request(&batch);
+            let r = t.request(&batch).unwrap();
             assert_eq!(r.uri(), want);
             assert_eq!(r.headers()["host"], "otel.observability:4317");
             assert_eq!(r.headers()["content-type"], "application/x-protobuf");
@@ -285,8 +293,17 @@ mod tests {
         let z = Target::of(&TracingProvider::Zipkin {
             address: "zipkin:9411".into(),
         });
-        let r = z.request(&batch);
+        let r = z.request(&batch).unwrap();
         assert_eq!(r.uri(), "/api/v2/spans");
         assert_eq!(r.headers()["content-type"], "application/json");
+        // A path no request line can carry: an error naming it, no panic.
+        let e = Target::of(&otel(true, "/v1/my traces"))
+            .request(&batch)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"http://otel.observability:4317/v1/my traces\""),
+            "{e}"
+        );
     }
 }
