@@ -165,6 +165,7 @@ pub fn start(node: &Node, variant: Variant, bins: &Bins) -> anyhow::Result<Deplo
         variant,
         _sidecars: Some(procs),
         sidecar_pids,
+        sink: None,
         _app: app,
         client,
         server,

@@ -5,7 +5,8 @@
 //! [`server`] is the app, [`load`] the load generator (both run inside pods as
 //! subcommands of the same binary), [`topology`] builds a variant ([`gateway`]
 //! the ingress ones), [`run`]
-//! drives the plan, [`report`] and [`svg`] write the results.
+//! drives the plan, [`report`] and [`svg`] write the results. The tracing
+//! variants send their spans to a [`zipkin`] sink the bench runs.
 
 pub mod certs;
 pub mod envoy;
@@ -18,6 +19,8 @@ pub mod run;
 pub mod server;
 pub mod svg;
 pub mod topology;
+mod tracing_report;
+pub mod zipkin;
 
 pub use output::{write_results, Meta};
 

@@ -33,7 +33,9 @@ struct RunArgs {
     #[arg(long)]
     reps: Option<usize>,
     /// Variants, comma separated: direct, envoy, mesh-proxy, envoy-mtls,
-    /// mesh-proxy-mtls, envoy-gateway, mesh-proxy-gateway.
+    /// mesh-proxy-mtls, envoy-gateway, mesh-proxy-gateway, and (not run by
+    /// default) mesh-proxy-tracing-1, mesh-proxy-tracing-100: mesh-proxy with
+    /// tracing at 1 % / 100 % sampling, spans to a Zipkin sink the bench runs.
     #[arg(
         long,
         value_delimiter = ',',

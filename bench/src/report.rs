@@ -38,6 +38,12 @@ pub struct Summary {
     pub private_idle: Option<u64>,
     #[serde(default)]
     pub private_load: Option<u64>,
+    /// Tracing variants: spans the sink got per 1000 requests (median), and
+    /// spans the sidecars dropped in all runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans_per_1000: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans_dropped: Option<u64>,
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -136,6 +142,14 @@ pub fn summarize(raw: &Raw) -> Vec<Summary> {
                     .map(|s| s.rss_after[0].max(s.rss_after[1]) as f64)
                     .collect())
                 .map(|b| b as u64),
+                spans_per_1000: opt(runs
+                    .iter()
+                    .filter_map(|r| Some(r.spans.as_ref()?.per_1000))
+                    .collect()),
+                spans_dropped: runs
+                    .iter()
+                    .filter_map(|r| Some(r.spans.as_ref()?.dropped))
+                    .reduce(|a, b| a + b),
             }
         })
         .collect();
@@ -158,7 +172,7 @@ pub fn find<'a>(sums: &'a [Summary], scenario: &str, v: Variant) -> Option<&'a S
         .find(|s| s.scenario == scenario && s.variant == Some(v))
 }
 
-fn ms(us: f64) -> String {
+pub(crate) fn ms(us: f64) -> String {
     format!("{:.3} ms", us / 1000.0)
 }
 fn mib(b: u64) -> String {
@@ -503,6 +517,7 @@ pub fn markdown(sums: &[Summary], header: &str, headline: &str) -> String {
             ["direct", "Envoy 1.40 gateway", "mesh-proxy router"],
         );
     }
+    md += &crate::tracing_report::section(sums);
     md += "\n## Every scenario (medians)\n\n";
     md += "| scenario | variant | runs | req/s | p50 | p90 | p99 | p99.9 | added p50 | added p99 | sidecar CPU s/1k req | RSS under load | errors |\n";
     md += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -577,6 +592,7 @@ mod tests {
                 ..Default::default()
             },
             sidecars: None,
+            spans: None,
         }
     }
 

@@ -165,6 +165,19 @@ pub struct SidecarFigures {
     pub private_load_peak: [u64; 2],
 }
 
+/// Spans of one run of a tracing variant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SpanFigures {
+    /// Spans the sink got from the window's opening until `settle` after it
+    /// closed (export is asynchronous).
+    pub received: u64,
+    /// `received` per 1000 completed requests (2000 when every request is
+    /// traced: a CLIENT and a SERVER span each).
+    pub per_1000: f64,
+    /// Spans both sidecars counted dropped over the whole run.
+    pub dropped: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub rep: usize,
@@ -173,6 +186,8 @@ pub struct RunRecord {
     pub mtls: Mtls,
     pub load: LoadResult,
     pub sidecars: Option<SidecarFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<SpanFigures>,
 }
 
 /// Idle RSS of a variant's sidecars (client, server), read after start-up.
@@ -283,7 +298,7 @@ fn execute_into(plan: &Plan, bins: &Bins, raw: &mut Raw) -> anyhow::Result<()> {
                 let rec = run_one(d, sc, rep, plan.settle)
                     .with_context(|| format!("{} on {}", sc.name, d.variant.name()))?;
                 eprintln!(
-                    "[{n}/{total}] rep {rep} {:<25} {:<18} {}",
+                    "[{n}/{total}] rep {rep} {:<25} {:<22} {}",
                     sc.name,
                     d.variant.name(),
                     line(&rec)
@@ -316,6 +331,12 @@ fn line(r: &RunRecord) -> String {
             mib(f.rss_load_peak[1])
         );
     }
+    if let Some(t) = &r.spans {
+        s += &format!(
+            " | spans {} ({:.0}/1k req) dropped {}",
+            t.received, t.per_1000, t.dropped
+        );
+    }
     s
 }
 
@@ -333,6 +354,31 @@ fn usage(pid: u32) -> Usage {
         sys,
         syscalls: syscalls(pid).unwrap_or(0),
     }
+}
+
+/// Spans both sidecars of `d` have dropped (`mesh_tracing_spans_dropped_total`).
+fn dropped_spans(d: &Deployment) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for pod in [&d.client, &d.server] {
+        let out = pod.exec(
+            0,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:15090/stats/prometheus",
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        n += text
+            .lines()
+            .find_map(|l| l.strip_prefix("mesh_tracing_spans_dropped_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .with_context(|| format!("no mesh_tracing_spans_dropped_total in {}", pod.name()))?
+            as u64;
+    }
+    Ok(n)
 }
 
 fn run_one(
@@ -380,10 +426,15 @@ fn run_one(
     }
     let pids = d.sidecar_pids;
     let rss_before = pids.map(|(c, s)| [rss_bytes(c).unwrap_or(0), rss_bytes(s).unwrap_or(0)]);
+    let dropped0 = match d.sink {
+        Some(_) => Some(dropped_spans(d)?),
+        None => None,
+    };
     let mut p = d.client.spawn(APP_UID, &argv)?;
     let wait = Duration::from_secs_f64(sc.warmup_s + 15.0);
     p.wait_for_line("load phase=measure", wait)?;
     let cpu0 = pids.map(|(c, s)| [usage(c), usage(s)]);
+    let spans0 = d.sink.as_ref().map(|s| s.spans());
     let stop = Arc::new(AtomicBool::new(false));
     // [rss client, rss server, private client, private server]
     let peak = Arc::new(Mutex::new([0u64; 4]));
@@ -415,6 +466,17 @@ fn run_one(
     let load: LoadResult = serde_json::from_str(line.trim_start_matches("result "))
         .with_context(|| format!("load generator said {line:?}"))?;
     std::thread::sleep(settle);
+    let spans = match (&d.sink, spans0, dropped0) {
+        (Some(sink), Some(s0), Some(d0)) => {
+            let received = sink.spans() - s0;
+            Some(SpanFigures {
+                received,
+                per_1000: received as f64 / load.ok.max(1) as f64 * 1000.0,
+                dropped: dropped_spans(d)?.saturating_sub(d0),
+            })
+        }
+        _ => None,
+    };
     let sidecars = match (pids, cpu0, cpu1, rss_before) {
         (Some((c, s)), Some(a), Some(b), Some(before)) => {
             let pk = *peak.lock().expect("peak lock");
@@ -447,6 +509,7 @@ fn run_one(
         },
         load,
         sidecars,
+        spans,
     })
 }
 
@@ -483,7 +546,9 @@ mod tests {
                 "envoy",
                 "mesh-proxy",
                 "envoy-mtls",
-                "mesh-proxy-mtls"
+                "mesh-proxy-mtls",
+                "mesh-proxy-tracing-1",
+                "mesh-proxy-tracing-100"
             ]
         );
         assert_eq!((ingress.rate, ingress.duration_s), (Some(1000.0), 8.0));

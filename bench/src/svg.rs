@@ -7,7 +7,7 @@ use crate::report::{find, ingress_ratios, Summary, INGRESS};
 use crate::run::HEADLINE;
 use crate::topology::Variant;
 
-const COLORS: [(Variant, &str); 7] = [
+const COLORS: [(Variant, &str); 9] = [
     (Variant::Direct, "#9e9e9e"),
     (Variant::Envoy, "#d9534f"),
     (Variant::MeshProxy, "#2b7bb9"),
@@ -15,6 +15,8 @@ const COLORS: [(Variant, &str); 7] = [
     (Variant::MeshProxyMtls, "#174a70"),
     (Variant::EnvoyGateway, "#f0ad4e"),
     (Variant::MeshProxyGateway, "#5cb85c"),
+    (Variant::MeshProxyTracing1, "#7fb3d5"),
+    (Variant::MeshProxyTracing100, "#9b59b6"),
 ];
 
 struct Panel<'a> {

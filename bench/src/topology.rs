@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mesh_api::syncapi::{Endpoint, ProxyView, Service, ServicePort};
+use mesh_api::tracing::{TracingProvider, TracingView};
 use mesh_api::{RedirectDefaults, RedirectParams};
 use mesh_e2e::harness::{Node, Pod, PodProcess};
 use serde::{Deserialize, Serialize};
@@ -57,10 +58,17 @@ pub enum Variant {
     /// Ingress: a client without sidecar → `mesh-proxy router` → a mesh-proxy
     /// sidecar → the app.
     MeshProxyGateway,
+    /// mesh-proxy with tracing at Istio's default 1 % sampling, spans to the
+    /// bench's Zipkin sink (`mesh-proxy` is the same with tracing off).
+    #[serde(rename = "mesh-proxy-tracing-1")]
+    MeshProxyTracing1,
+    /// mesh-proxy with every request traced (100 % sampling).
+    #[serde(rename = "mesh-proxy-tracing-100")]
+    MeshProxyTracing100,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Direct,
         Variant::Envoy,
         Variant::MeshProxy,
@@ -68,6 +76,8 @@ impl Variant {
         Variant::MeshProxyMtls,
         Variant::EnvoyGateway,
         Variant::MeshProxyGateway,
+        Variant::MeshProxyTracing1,
+        Variant::MeshProxyTracing100,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +89,16 @@ impl Variant {
             Variant::MeshProxyMtls => "mesh-proxy-mtls",
             Variant::EnvoyGateway => "envoy-gateway",
             Variant::MeshProxyGateway => "mesh-proxy-gateway",
+            Variant::MeshProxyTracing1 => "mesh-proxy-tracing-1",
+            Variant::MeshProxyTracing100 => "mesh-proxy-tracing-100",
+        }
+    }
+    /// The sampling percentage of the tracing variants.
+    pub fn tracing_percent(self) -> Option<f64> {
+        match self {
+            Variant::MeshProxyTracing1 => Some(1.0),
+            Variant::MeshProxyTracing100 => Some(100.0),
+            _ => None,
         }
     }
     pub fn mtls(self) -> bool {
@@ -117,6 +137,8 @@ pub struct Deployment {
     /// these two proxies'.
     pub(crate) _sidecars: Option<(PodProcess, PodProcess)>,
     pub sidecar_pids: Option<(u32, u32)>,
+    /// The tracing variants' span sink.
+    pub sink: Option<crate::zipkin::ZipkinSink>,
     pub(crate) _app: PodProcess,
     pub client: Pod,
     pub server: Pod,
@@ -204,6 +226,17 @@ pub(crate) fn wait_http_ok(pod: &Pod, url: &str, what: &str) -> anyhow::Result<(
             bail!("{what} in {} never answered 200 on {url}", pod.name());
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The tracing of a `percent` variant: Zipkin to the bench's sink, no custom tags.
+pub(crate) fn tracing(sink: &crate::zipkin::ZipkinSink, percent: f64) -> TracingView {
+    TracingView {
+        provider: Some(TracingProvider::Zipkin {
+            address: sink.addr.clone(),
+        }),
+        sampling: percent,
+        ..Default::default()
     }
 }
 
@@ -357,12 +390,24 @@ impl Deployment {
         redirect(&client, &bins.cni, &client_ann)?;
         redirect(&server, &bins.cni, &server_ann)?;
         let app = start_app(&server, bins)?;
+        // After the pods: the sink binds the bridge address they attached to.
+        let sink = match variant.tracing_percent() {
+            Some(_) => Some(crate::zipkin::ZipkinSink::start(node)?),
+            None => None,
+        };
         let sidecars = match variant {
             Variant::Direct => None,
-            Variant::MeshProxy | Variant::MeshProxyMtls => {
+            Variant::MeshProxy
+            | Variant::MeshProxyMtls
+            | Variant::MeshProxyTracing1
+            | Variant::MeshProxyTracing100 => {
                 let mtls = variant.mtls();
                 let path = dir.0.join("view.json");
-                write_readable(&path, &serde_json::to_vec(&view(server.ip(), mtls))?)?;
+                let mut v = view(server.ip(), mtls);
+                if let (Some(sink), Some(p)) = (&sink, variant.tracing_percent()) {
+                    v.tracing = Some(tracing(sink, p));
+                }
+                write_readable(&path, &serde_json::to_vec(&v)?)?;
                 let token = |pod: &Pod| match (mtls, ca) {
                     (false, _) => Ok(None),
                     (true, Some(ca)) => ca.token(pod).map(Some),
@@ -414,6 +459,7 @@ impl Deployment {
             variant,
             _sidecars: sidecars,
             sidecar_pids,
+            sink,
             _app: app,
             client,
             server,
@@ -424,26 +470,29 @@ impl Deployment {
         };
         d.check()?;
         d.check_mtls()?;
+        d.check_spans()?;
         Ok(d)
     }
 
-    /// One request from the client pod (as the app UID) through the variant.
+    /// One request from the client pod (as the app UID) through the variant;
+    /// traced (`x-client-trace-id` forces it) when the variant traces.
     fn check(&self) -> anyhow::Result<()> {
         let url = format!("http://{}:{}/", self.target_ip, PORTS.http);
-        let out = self.client.exec(
-            APP_UID,
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{size_download}",
-                &url,
-            ],
-        )?;
+        let mut argv = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &url,
+        ];
+        if self.sink.is_some() {
+            argv.extend(["-H", "x-client-trace-id: bench"]);
+        }
+        let out = self.client.exec(APP_UID, &argv)?;
         let said = String::from_utf8_lossy(&out.stdout);
         if said != "200 1024" {
             // The proxy's own answer says why (e.g. a TLS handshake failure).
@@ -480,6 +529,29 @@ impl Deployment {
             self.variant.name()
         );
         counted(&self.server, url, needle, &what)
+    }
+
+    /// For the tracing variants: the forced trace of [`Self::check`] reaches
+    /// the sink as its CLIENT and SERVER span, so a variant whose spans go
+    /// nowhere is not measured as if it traced.
+    fn check_spans(&self) -> anyhow::Result<()> {
+        let Some(sink) = &self.sink else {
+            return Ok(());
+        };
+        // The sink is new: these are the check's spans.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.spans() < 2 {
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: the Zipkin sink at {} got {} of the 2 spans of a forced trace",
+                    self.variant.name(),
+                    sink.addr,
+                    sink.spans()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Whether the sidecars are still running (a crash must not go unnoticed).

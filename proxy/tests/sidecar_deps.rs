@@ -1,13 +1,20 @@
 //! The sidecar build must not link the agent: `mesh-agent` brings the
 //! Kubernetes client, the CA and a file watcher, most of a binary whose mapped
 //! text every pod pays for. Only the `embedded-agent` feature (`--config-dir`)
-//! may pull it in. Reads `cargo tree` of the normal dependencies (no build).
+//! may pull it in. Nor a protobuf/gRPC runtime: the OTLP span export writes
+//! its one message by hand (src/trace/proto.rs); the OpenTelemetry crates are
+//! the tests' decoder only. Reads `cargo tree` (no build).
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
 /// The crates of `mesh-proxy`'s normal dependency graph with `features`.
 fn normal_deps(features: &[&str]) -> BTreeSet<String> {
+    deps("normal", features)
+}
+
+/// The crates of `mesh-proxy`'s dependency graph of `edges` kinds.
+fn deps(edges: &str, features: &[&str]) -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
@@ -16,7 +23,7 @@ fn normal_deps(features: &[&str]) -> BTreeSet<String> {
         "-p",
         "mesh-proxy",
         "-e",
-        "normal",
+        edges,
         "--target",
         "all",
         "--prefix",
@@ -63,5 +70,32 @@ fn the_sidecar_build_does_not_link_the_agent() {
     let standalone = normal_deps(&["embedded-agent"]);
     for c in ["mesh-agent", "kube-client", "notify"] {
         assert!(standalone.contains(c), "{c} missing from {standalone:?}");
+    }
+}
+
+/// Crates of a protobuf/gRPC/OpenTelemetry runtime.
+const PROTOBUF_RUNTIME: [&str; 5] = [
+    "prost",
+    "tonic",
+    "opentelemetry",
+    "opentelemetry-proto",
+    "opentelemetry_sdk",
+];
+
+#[test]
+fn the_sidecar_exports_otlp_without_a_protobuf_runtime() {
+    let sidecar = normal_deps(&[]);
+    let linked: Vec<&str> = PROTOBUF_RUNTIME
+        .into_iter()
+        .filter(|c| sidecar.contains(*c))
+        .collect();
+    assert!(
+        linked.is_empty(),
+        "the mesh-proxy build links {linked:?}; OTLP is encoded by src/trace/proto.rs"
+    );
+    // The check sees them where they are meant to be: the tests' decoder.
+    let dev = deps("normal,dev", &[]);
+    for c in ["prost", "opentelemetry-proto"] {
+        assert!(dev.contains(c), "{c} missing from the dev graph {dev:?}");
     }
 }

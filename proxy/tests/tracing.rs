@@ -1,110 +1,18 @@
 //! Distributed tracing through a real client sidecar + server sidecar pair: the
-//! spans both proxies export to a Zipkin v2 receiver on the node (CLIENT and
-//! SERVER, linked, with Istio's tags), the context headers the app sees,
-//! sampling proportions, a dead collector that costs no request, and the
-//! gateway's (`mesh-proxy router`) CLIENT span.
+//! spans both proxies export to a Zipkin v2 or an OTLP (gRPC and HTTP)
+//! receiver on the node (CLIENT and SERVER, linked, with Istio's tags, the
+//! same for both encodings), the context headers the app sees, sampling
+//! proportions, a dead, hanging or refusing collector that costs no request,
+//! and the gateway's (`mesh-proxy router`) CLIENT span.
 
 mod common;
 mod gwfix;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+mod tracefix;
 
 use common::*;
 use mesh_api::tracing::{CustomTag, TracingProvider, TracingView};
 use serde_json::Value;
-
-/// A Zipkin v2 receiver bound to the node's bridge address (where pods reach
-/// the node): every span POSTed to `/api/v2/spans`, in arrival order.
-struct Collector {
-    addr: String,
-    spans: Arc<Mutex<Vec<Value>>>,
-}
-
-fn bind_on_node(node: &Node) -> TcpListener {
-    let ns = format!("/var/run/netns/{}", node.netns());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        TcpListener::bind((mesh_e2e::harness::GATEWAY, 0)).unwrap()
-    })
-    .join()
-    .unwrap()
-}
-
-impl Collector {
-    fn start(node: &Node) -> Collector {
-        let l = bind_on_node(node);
-        let addr = l.local_addr().unwrap().to_string();
-        let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let s = spans.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || serve(c, s));
-            }
-        });
-        Collector { addr, spans }
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        self.spans.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) until `n` spans carry `x-request-id` `rid`.
-    fn wait_for(&self, rid: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got: Vec<Value> = self
-                .spans()
-                .into_iter()
-                .filter(|s| s["tags"]["guid:x-request-id"] == rid)
-                .collect();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} spans of {rid}: {got:?}",
-                got.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// HTTP/1.1 keep-alive: each request's JSON array body is appended to `spans`.
-fn serve(c: TcpStream, spans: Arc<Mutex<Vec<Value>>>) {
-    let mut w = c.try_clone().unwrap();
-    let mut r = BufReader::new(c);
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        assert!(line.starts_with("POST /api/v2/spans "), "{line}");
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body).unwrap();
-        let batch: Vec<Value> = serde_json::from_slice(&body).unwrap();
-        spans.lock().unwrap().extend(batch);
-        w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-            .unwrap();
-    }
-}
+use tracefix::{bind_on_node, Collector};
 
 fn tracing(addr: &str, sampling: f64) -> TracingView {
     TracingView {
@@ -149,13 +57,10 @@ fn tag<'a>(s: &'a Value, k: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no tag {k}: {s}"))
 }
 
-#[test]
-fn one_call_gives_a_linked_client_and_server_span_and_the_app_sees_the_context() {
-    let mut w = world(1, "ALLOW_ANY");
-    let zipkin = Collector::start(&w.node);
-    set_tracing(&mut w, tracing(&zipkin.addr, 100.0));
-    let reply = curl_echo(&w.client, &["-H", "x-request-id: one-call", URL]);
-    let spans = zipkin.wait_for("one-call", 2);
+/// The CLIENT and SERVER span of the one call `rid` that `reply` answered:
+/// linked, named and tagged as Istio's Envoy does, and the app got the
+/// context of the SERVER span. Either export's spans (Zipkin JSON shape).
+fn linked_pair(w: &World, reply: &EchoReply, spans: &[Value]) -> (Value, Value) {
     assert_eq!(spans.len(), 2, "{spans:?}");
     let client = spans
         .iter()
@@ -176,10 +81,6 @@ fn one_call_gives_a_linked_client_and_server_span_and_the_app_sees_the_context()
     assert_eq!(server["name"], "echo.default.svc.cluster.local:8080/*");
     assert_eq!(client["localEndpoint"]["serviceName"], "client.default");
     assert_eq!(server["localEndpoint"]["serviceName"], "echo.default");
-    assert_eq!(
-        client["remoteEndpoint"]["ipv4"],
-        w.servers[0].ip().to_string()
-    );
     for s in [client, server] {
         assert_eq!(tag(s, "component"), "proxy");
         assert_eq!(tag(s, "http.method"), "GET");
@@ -217,7 +118,21 @@ fn one_call_gives_a_linked_client_and_server_span_and_the_app_sees_the_context()
     assert_eq!(h["x-b3-parentspanid"], client["id"].as_str().unwrap());
     assert_eq!(h["x-b3-sampled"], "1");
     assert_eq!(h["traceparent"], format!("00-{trace}-{sid}-01"));
-    assert_eq!(h["x-request-id"], "one-call");
+    (client.clone(), server.clone())
+}
+
+#[test]
+fn one_call_gives_a_linked_client_and_server_span_and_the_app_sees_the_context() {
+    let mut w = world(1, "ALLOW_ANY");
+    let zipkin = Collector::zipkin(&w.node);
+    set_tracing(&mut w, tracing(&zipkin.addr, 100.0));
+    let reply = curl_echo(&w.client, &["-H", "x-request-id: one-call", URL]);
+    let (client, _) = linked_pair(&w, &reply, &zipkin.wait_for("one-call", 2));
+    assert_eq!(
+        client["remoteEndpoint"]["ipv4"],
+        w.servers[0].ip().to_string()
+    );
+    assert_eq!(reply.headers["x-request-id"], "one-call");
 
     // An incoming W3C context is continued, and its "not sampled" respected:
     // only the forced call below is exported, the context still reaches the app.
@@ -258,11 +173,8 @@ fn one_call_gives_a_linked_client_and_server_span_and_the_app_sees_the_context()
         .all(|s| s["tags"]["guid:x-request-id"] != "unsampled"));
 }
 
-/// Runs `n` calls from the client app, then one forced call (`x-client-trace-id`)
-/// whose spans, exported after every earlier one, say the collector has seen
-/// all there is to see. Returns the CLIENT and SERVER spans of the `n` calls.
-fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize, usize) {
-    let before: usize = zipkin.spans().len();
+/// `n` calls from the client app (4 connections), every one answered.
+fn load(w: &World, n: usize) {
     let out = w
         .client
         .exec(
@@ -272,6 +184,14 @@ fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{n} succeeded")), "{text}");
+}
+
+/// Runs `n` calls from the client app, then one forced call (`x-client-trace-id`)
+/// whose spans, exported after every earlier one, say the collector has seen
+/// all there is to see. Returns the CLIENT and SERVER spans of the `n` calls.
+fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize, usize) {
+    let before: usize = zipkin.spans().len();
+    load(w, n);
     curl_echo(
         &w.client,
         &[
@@ -301,7 +221,7 @@ fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize
 #[test]
 fn sampling_percentage_gives_the_right_proportion() {
     let mut w = world(1, "ALLOW_ANY");
-    let zipkin = Collector::start(&w.node);
+    let zipkin = Collector::zipkin(&w.node);
     set_tracing(&mut w, tracing(&zipkin.addr, 0.0));
     assert_eq!(sampled_over(&w, &zipkin, 1000, "zero"), (0, 0));
     set_tracing(&mut w, tracing(&zipkin.addr, 50.0));
@@ -318,23 +238,119 @@ fn a_dead_collector_loses_no_request_and_counts_dropped_spans() {
     // A port that was bound on the node and closed again: connections are refused.
     let dead = bind_on_node(&w.node).local_addr().unwrap().to_string();
     set_tracing(&mut w, tracing(&dead, 100.0));
-    let out = w
-        .client
-        .exec(APP, &["h2load", "--h1", "-n", "300", "-c", "4", URL])
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("300 succeeded"), "{text}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    load(&w, 300);
+    all_dropped(&w, 300, 10);
+}
+
+/// Waits (at most `secs`) until the client's sidecar counts `n` spans
+/// dropped, and checks that it exported none.
+fn all_dropped(w: &World, n: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let m = metrics(&w.client);
         let dropped = metric_value(&m, "mesh_tracing_spans_dropped_total");
-        if dropped >= 300.0 {
+        if dropped >= n as f64 {
             assert_eq!(metric_value(&m, "mesh_tracing_spans_exported_total"), 0.0);
             break;
         }
-        assert!(Instant::now() < deadline, "dropped {dropped} of 300:\n{m}");
+        assert!(Instant::now() < deadline, "dropped {dropped} of {n}:\n{m}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn otlp(addr: &str, http: bool, path: &str) -> TracingView {
+    TracingView {
+        provider: Some(TracingProvider::Opentelemetry {
+            address: addr.into(),
+            http,
+            path: path.into(),
+        }),
+        ..tracing(addr, 100.0)
+    }
+}
+
+/// The export calls the collector got since the `from`-th.
+fn calls_since(c: &Collector, from: usize) -> Vec<tracefix::Call> {
+    let calls = c.calls()[from..].to_vec();
+    assert!(!calls.is_empty(), "no export call");
+    calls
+}
+
+#[test]
+fn otlp_over_grpc_and_over_http_exports_the_same_linked_spans() {
+    let mut w = world(1, "ALLOW_ANY");
+    let otel = Collector::otlp(&w.node);
+    set_tracing(&mut w, otlp(&otel.addr, false, ""));
+    let reply = curl_echo(&w.client, &["-H", "x-request-id: otlp-grpc", URL]);
+    let (client, server) = linked_pair(&w, &reply, &otel.wait_for("otlp-grpc", 2));
+    assert_eq!(
+        (&client["status"], &server["status"]),
+        (&0.into(), &0.into())
+    );
+    for c in calls_since(&otel, 0) {
+        assert_eq!(c.version, http::Version::HTTP_2, "{c:?}");
+        assert_eq!(c.path, tracefix::OTLP_GRPC_PATH);
+        assert_eq!(
+            (c.content_type.as_str(), c.te.as_str()),
+            ("application/grpc", "trailers")
+        );
+    }
+    // A failed call: both spans carry the error tag and status ERROR.
+    let code = http_code(
+        &w.client,
+        &[
+            "-H",
+            "x-request-id: otlp-error",
+            "http://10.96.0.10:8080/hello?status=500",
+        ],
+    );
+    assert_eq!(code, "500");
+    let spans = until("the error call's CLIENT and SERVER span", 10, || {
+        let s = otel.wait_for("otlp-error", 2);
+        (s.iter().any(|s| s["kind"] == "CLIENT") && s.iter().any(|s| s["kind"] == "SERVER"))
+            .then_some(s)
+    });
+    for s in &spans {
+        assert_eq!(
+            (tag(s, "error"), tag(s, "http.status_code")),
+            ("true", "500")
+        );
+        assert_eq!(s["status"], 2, "STATUS_CODE_ERROR: {s}");
+    }
+
+    // OTLP/HTTP: protobuf POSTed over HTTP/1.1 to /v1/traces, then to the provider's path.
+    for (path, want) in [("", "/v1/traces"), ("/custom/traces", "/custom/traces")] {
+        let from = otel.calls().len();
+        set_tracing(&mut w, otlp(&otel.addr, true, path));
+        let rid = format!("otlp-http{}", path.replace('/', "-"));
+        let reply = curl_echo(&w.client, &["-H", &format!("x-request-id: {rid}"), URL]);
+        linked_pair(&w, &reply, &otel.wait_for(&rid, 2));
+        for c in calls_since(&otel, from) {
+            assert_eq!(c.version, http::Version::HTTP_11, "{c:?}");
+            assert_eq!(
+                (c.path.as_str(), c.content_type.as_str()),
+                (want, "application/x-protobuf")
+            );
+        }
+    }
+}
+
+#[test]
+fn an_otlp_collector_answering_a_grpc_error_costs_no_request_and_counts_dropped_spans() {
+    let mut w = world(1, "ALLOW_ANY");
+    let otel = Collector::otlp(&w.node);
+    // UNAVAILABLE in a well-formed HTTP 200 answer: the batch is lost all the same.
+    otel.answer_grpc_status(14);
+    set_tracing(&mut w, otlp(&otel.addr, false, ""));
+    load(&w, 200);
+    all_dropped(&w, 200, 10);
+    assert!(
+        otel.calls()
+            .iter()
+            .any(|c| c.path == tracefix::OTLP_GRPC_PATH),
+        "the collector was reached"
+    );
+    assert!(otel.spans().is_empty());
 }
 
 fn metric_value(text: &str, name: &str) -> f64 {
@@ -354,7 +370,7 @@ fn the_gateway_makes_a_client_span_and_passes_the_context_on() {
         )],
         &[("default/all", vs)],
     );
-    let zipkin = Collector::start(&w.node);
+    let zipkin = Collector::zipkin(&w.node);
     w.view.tracing = Some(tracing(&zipkin.addr, 100.0));
     w.update(|_| {});
     let url = format!("http://{}:8080/productpage", w.ip());
@@ -384,5 +400,29 @@ fn the_gateway_makes_a_client_span_and_passes_the_context_on() {
     assert_eq!(
         reply.headers["x-b3-traceid"],
         s["traceId"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn an_otlp_collector_that_never_answers_costs_no_request_and_its_spans_are_dropped() {
+    let mut w = world(1, "ALLOW_ANY");
+    // Accepts connections and never reads or answers (not even the HTTP/2 SETTINGS).
+    let l = bind_on_node(&w.node);
+    let addr = l.local_addr().unwrap().to_string();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    set_tracing(&mut w, otlp(&addr, false, ""));
+    load(&w, 300);
+    // Each batch is dropped when its send times out (5 s), then the next
+    // batch gets a new connection.
+    all_dropped(&w, 300, 20);
+    assert!(
+        held.lock().unwrap().len() >= 2,
+        "a new connection per batch"
     );
 }

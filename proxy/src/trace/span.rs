@@ -1,4 +1,5 @@
-//! A finished span and its Zipkin v2 JSON form (`POST /api/v2/spans`).
+//! A finished span and its Zipkin v2 JSON form (`POST /api/v2/spans`); its
+//! OTLP protobuf form is in [`super::otlp`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,13 +79,25 @@ struct Zipkin<'a> {
 }
 
 impl Span {
-    fn zipkin(&self) -> Zipkin<'_> {
+    /// The custom tags and the proxy's own (which win on a clash), by name.
+    pub fn all_tags(&self) -> BTreeMap<&str, &str> {
         let mut tags: BTreeMap<&str, &str> = self
             .custom
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         tags.extend(self.tags.iter().map(|(k, v)| (*k, v.as_str())));
+        tags
+    }
+
+    /// The span's duration as exported: Zipkin reads 0 as "unknown", and a
+    /// span always took some time.
+    pub fn exported_duration_us(&self) -> u64 {
+        self.duration_us.max(1)
+    }
+
+    fn zipkin(&self) -> Zipkin<'_> {
+        let tags = self.all_tags();
         Zipkin {
             trace_id: format!("{:016x}{:016x}", self.trace.0, self.trace.1),
             id: format!("{:016x}", self.id),
@@ -92,8 +105,7 @@ impl Span {
             kind: self.kind,
             name: &self.name,
             timestamp: self.timestamp_us,
-            // Zipkin reads 0 as "unknown"; a span always took some time.
-            duration: self.duration_us.max(1),
+            duration: self.exported_duration_us(),
             local_endpoint: endpoint(Some(&self.service), self.local_ip, None),
             remote_endpoint: self
                 .remote
@@ -110,11 +122,12 @@ pub fn zipkin_json(spans: &[Span]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn zipkin_json_matches_the_golden_file() {
+    /// A CLIENT span with a parent, a remote endpoint and a custom tag (the
+    /// Zipkin golden file's and the OTLP encoding tests' input).
+    pub(crate) fn example() -> Span {
         let mut tags = BTreeMap::new();
         tags.insert("component", "proxy".to_string());
         tags.insert("http.status_code", "200".to_string());
@@ -122,7 +135,7 @@ mod tests {
             "upstream_cluster",
             "outbound|8080||echo.default.svc.cluster.local".to_string(),
         );
-        let span = Span {
+        Span {
             trace: (0x463ac35c9f6413ad, 0x48485a3953bb6124),
             id: 0xa2fb4a1d1a96d312,
             parent: Some(0x0020000000000001),
@@ -135,8 +148,12 @@ mod tests {
             remote: Some("10.88.0.3:8080".parse().unwrap()),
             tags,
             custom: [("team".to_string(), "shop".to_string())].into(),
-        };
-        let v: serde_json::Value = serde_json::from_slice(&zipkin_json(&[span])).unwrap();
+        }
+    }
+
+    #[test]
+    fn zipkin_json_matches_the_golden_file() {
+        let v: serde_json::Value = serde_json::from_slice(&zipkin_json(&[example()])).unwrap();
         let got = serde_json::to_string_pretty(&v).unwrap() + "\n";
         let golden = concat!(
             env!("CARGO_MANIFEST_DIR"),
