@@ -48,10 +48,21 @@ pub struct TelemetrySpec {
     pub access_logging: Vec<AccessLogging>,
     /// Metric overrides: kept, not applied.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "any_objects")]
     pub metrics: Vec<serde_json::Value>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub extra: Extra,
+}
+
+/// Schema of a kept-as-is object (structural: typed, unknown fields preserved).
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "nullable": true, "x-kubernetes-preserve-unknown-fields": true})
+}
+
+fn any_objects(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = any_object(g);
+    schemars::json_schema!({"type": "array", "items": item})
 }
 
 /// A policy target (`group`, `kind`, `name`, `namespace`).
@@ -147,6 +158,7 @@ pub struct TagSource {
 #[serde(rename_all = "camelCase", default)]
 pub struct AccessLogging {
     #[serde(rename = "match")]
+    #[schemars(schema_with = "any_object")]
     pub match_: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderRef>,
