@@ -55,23 +55,8 @@ spec:
 const CLIENT: &str = "shop/client-0";
 const WEB: &str = "shop/web-0";
 
-/// The sidecar log lines of `pod` that contain `needle`, once there are at
-/// least `n` (a line is written when its request ends, just after the answer).
 fn lines(mesh: &Local, pod: &str, needle: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = mesh.logs(pod, Some("istio-proxy"));
-        let got: Vec<String> = log
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect();
-        if got.len() >= n || Instant::now() > deadline {
-            assert_eq!(got.len(), n, "{pod}: lines with {needle:?}:\n{log}");
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mesh.proxy_log_lines(pod, needle, n)
 }
 
 /// Rewrites the mesh config the agent watches and waits until `pods` run a

@@ -7,103 +7,18 @@
 mod common;
 mod gwfix;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-
 use common::*;
+use mesh_e2e::zipkin::Collector;
 use mesh_api::tracing::{CustomTag, TracingProvider, TracingView};
 use serde_json::Value;
 
-/// A Zipkin v2 receiver bound to the node's bridge address (where pods reach
-/// the node): every span POSTed to `/api/v2/spans`, in arrival order.
-struct Collector {
-    addr: String,
-    spans: Arc<Mutex<Vec<Value>>>,
+/// A port on the node's bridge address (where pods reach the node).
+fn bind_on_node(node: &Node) -> std::net::TcpListener {
+    mesh_e2e::zipkin::bind_in(node.netns(), mesh_e2e::harness::GATEWAY)
 }
 
-fn bind_on_node(node: &Node) -> TcpListener {
-    let ns = format!("/var/run/netns/{}", node.netns());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        TcpListener::bind((mesh_e2e::harness::GATEWAY, 0)).unwrap()
-    })
-    .join()
-    .unwrap()
-}
-
-impl Collector {
-    fn start(node: &Node) -> Collector {
-        let l = bind_on_node(node);
-        let addr = l.local_addr().unwrap().to_string();
-        let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let s = spans.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || serve(c, s));
-            }
-        });
-        Collector { addr, spans }
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        self.spans.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) until `n` spans carry `x-request-id` `rid`.
-    fn wait_for(&self, rid: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got: Vec<Value> = self
-                .spans()
-                .into_iter()
-                .filter(|s| s["tags"]["guid:x-request-id"] == rid)
-                .collect();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} spans of {rid}: {got:?}",
-                got.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// HTTP/1.1 keep-alive: each request's JSON array body is appended to `spans`.
-fn serve(c: TcpStream, spans: Arc<Mutex<Vec<Value>>>) {
-    let mut w = c.try_clone().unwrap();
-    let mut r = BufReader::new(c);
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        assert!(line.starts_with("POST /api/v2/spans "), "{line}");
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body).unwrap();
-        let batch: Vec<Value> = serde_json::from_slice(&body).unwrap();
-        spans.lock().unwrap().extend(batch);
-        w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-            .unwrap();
-    }
+fn collector(node: &Node) -> Collector {
+    Collector::start(bind_on_node(node))
 }
 
 fn tracing(addr: &str, sampling: f64) -> TracingView {
@@ -152,7 +67,7 @@ fn tag<'a>(s: &'a Value, k: &str) -> &'a str {
 #[test]
 fn one_call_gives_a_linked_client_and_server_span_and_the_app_sees_the_context() {
     let mut w = world(1, "ALLOW_ANY");
-    let zipkin = Collector::start(&w.node);
+    let zipkin = collector(&w.node);
     set_tracing(&mut w, tracing(&zipkin.addr, 100.0));
     let reply = curl_echo(&w.client, &["-H", "x-request-id: one-call", URL]);
     let spans = zipkin.wait_for("one-call", 2);
@@ -301,7 +216,7 @@ fn sampled_over(w: &World, zipkin: &Collector, n: usize, marker: &str) -> (usize
 #[test]
 fn sampling_percentage_gives_the_right_proportion() {
     let mut w = world(1, "ALLOW_ANY");
-    let zipkin = Collector::start(&w.node);
+    let zipkin = collector(&w.node);
     set_tracing(&mut w, tracing(&zipkin.addr, 0.0));
     assert_eq!(sampled_over(&w, &zipkin, 1000, "zero"), (0, 0));
     set_tracing(&mut w, tracing(&zipkin.addr, 50.0));
@@ -354,7 +269,7 @@ fn the_gateway_makes_a_client_span_and_passes_the_context_on() {
         )],
         &[("default/all", vs)],
     );
-    let zipkin = Collector::start(&w.node);
+    let zipkin = collector(&w.node);
     w.view.tracing = Some(tracing(&zipkin.addr, 100.0));
     w.update(|_| {});
     let url = format!("http://{}:8080/productpage", w.ip());

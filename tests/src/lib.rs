@@ -5,7 +5,7 @@
 //! reports who answered and what it received; [`testca`] is the PKI of the
 //! tests that bring their own certificates; [`fuzz`] turns a fuzzer's bytes
 //! into structured inputs for the crates' fuzz targets (`tests/FUZZING.md`);
-//! [`wait`] polls for a positive signal; `fake_api` (feature `fake-api`) is the
+//! [`wait`] polls for a positive signal; [`zipkin`] receives the proxies' spans; `fake_api` (feature `fake-api`) is the
 //! in-process Kubernetes API server of the tests that talk to one.
 //! The tests in `tests/` drive these with real clients (curl, h2load).
 
@@ -21,3 +21,4 @@ pub mod fuzz;
 pub mod harness;
 pub mod testca;
 pub mod wait;
+pub mod zipkin;

@@ -177,6 +177,31 @@ impl Local {
         self.change("apply", file, pods)
     }
 
+    /// The node's network namespace (where the pod bridge's gateway address is).
+    pub fn node_netns(&self) -> String {
+        format!("ml-{}-node", self.name)
+    }
+
+    /// The sidecar log lines of `pod` that contain `needle`, once there are at
+    /// least `n` (a line is written when its request ends, just after the
+    /// answer); asserts there are exactly `n` by then.
+    pub fn proxy_log_lines(&self, pod: &str, needle: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.logs(pod, Some("istio-proxy"));
+            let got: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect();
+            if got.len() >= n || Instant::now() > deadline {
+                assert_eq!(got.len(), n, "{pod}: lines with {needle:?}:\n{log}");
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn logs(&self, pod: &str, container: Option<&str>) -> String {
         let mut args = vec!["logs", pod];
         if let Some(c) = container {
