@@ -128,7 +128,11 @@ fn telemetry_sets_tracing_per_namespace_then_per_workload() {
             .filter(|s| s["kind"] == kind)
             .map(|s| url_of(s).rsplit("call=").next().unwrap())
             .collect();
-        assert_eq!(calls.len(), n, "{kind}: every request sampled once: {calls:?}");
+        assert_eq!(
+            calls.len(),
+            n,
+            "{kind}: every request sampled once: {calls:?}"
+        );
     }
     for s in &spans {
         assert_eq!(s["tags"]["team"], "checkout", "{s}");
@@ -149,7 +153,12 @@ fn telemetry_sets_tracing_per_namespace_then_per_workload() {
         CLIENT,
         "http://web.shop:80/forced",
         1,
-        &["-H", "x-client-trace-id: force", "-H", "x-request-id: forced-1"],
+        &[
+            "-H",
+            "x-client-trace-id: force",
+            "-H",
+            "x-request-id: forced-1",
+        ],
     );
     zipkin.wait_for("forced-1", 2);
     let quiet: Vec<Value> = zipkin.spans()[before..]

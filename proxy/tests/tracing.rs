@@ -8,8 +8,8 @@ mod common;
 mod gwfix;
 
 use common::*;
-use mesh_e2e::zipkin::Collector;
 use mesh_api::tracing::{CustomTag, TracingProvider, TracingView};
+use mesh_e2e::zipkin::Collector;
 use serde_json::Value;
 
 /// A port on the node's bridge address (where pods reach the node).
