@@ -13,47 +13,7 @@ use common::*;
 use mesh_e2e::zipkin::{bind_in, Collector};
 use serde_json::Value;
 
-const APPS: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio-injection: enabled}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports:
-  - {name: http, port: 80, targetPort: http}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: web
-        image: example/web
-        ports:
-        - {name: http, containerPort: 8080}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client, namespace: shop}
-spec:
-  template:
-    metadata:
-      labels: {app: client}
-    spec:
-      containers:
-      - name: client
-        image: example/client
-";
+const APPS: &str = SHOP_WEB_AND_CLIENT;
 
 const CLIENT: &str = "shop/client-0";
 const WEB: &str = "shop/web-0";

@@ -16,6 +16,50 @@ pub fn sample(rel: &str) -> String {
     format!("{BOOKINFO}/{rel}")
 }
 
+/// Namespace `shop` (injection on) with an echo app `web` (Service port 80 →
+/// 8080) and a `client` pod: pods `shop/web-0` and `shop/client-0`.
+pub const SHOP_WEB_AND_CLIENT: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {istio-injection: enabled}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: example/web
+        ports:
+        - {name: http, containerPort: 8080}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client, namespace: shop}
+spec:
+  template:
+    metadata:
+      labels: {app: client}
+    spec:
+      containers:
+      - name: client
+        image: example/client
+";
+
 pub struct Local {
     pub name: String,
     pub root: PathBuf,
