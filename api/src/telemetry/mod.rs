@@ -321,6 +321,12 @@ impl TelemetrySpec {
             ));
         }
         for (i, t) in self.tracing.iter().enumerate() {
+            if t.providers.len() > 1 {
+                out.push((
+                    format!("spec.tracing[{i}].providers"),
+                    "a proxy exports to one collector: only the first provider is used".into(),
+                ));
+            }
             if let Some(m) = t.match_.as_ref().and_then(|m| m.mode.as_deref()) {
                 if m != "CLIENT_AND_SERVER" {
                     out.push((
@@ -331,6 +337,12 @@ impl TelemetrySpec {
             }
         }
         for (i, a) in self.access_logging.iter().enumerate() {
+            if a.providers.len() > 1 {
+                out.push((
+                    format!("spec.accessLogging[{i}].providers"),
+                    "a proxy writes one access log: only the first provider is used".into(),
+                ));
+            }
             if a.match_.is_some() {
                 out.push((
                     format!("spec.accessLogging[{i}].match"),

@@ -297,7 +297,7 @@ fn validation_names_field_and_value() {
     }
     let ok = spec(
         "selector: {matchLabels: {app: web}}\ntargetRefs: [{kind: Gateway, name: g}]\nmetrics: [{providers: [{name: prometheus}]}]\n\
-         tracing: [{match: {mode: SERVER}, randomSamplingPercentage: 0, disableSpanReporting: true,\n\
+         tracing: [{match: {mode: SERVER}, randomSamplingPercentage: 0, disableSpanReporting: true, providers: [{name: a}, {name: b}],\n\
            customTags: {a: {environment: {name: POD, defaultValue: x}}, b: {header: {name: x-b}}}}]\n\
          accessLogging: [{filter: {expression: \"response.code >= 500 || request.headers['x-debug'] == '1'\"}}]\n",
     );
@@ -308,6 +308,7 @@ fn validation_names_field_and_value() {
         [
             "spec.targetRefs",
             "spec.metrics",
+            "spec.tracing[0].providers",
             "spec.tracing[0].match.mode"
         ]
     );
