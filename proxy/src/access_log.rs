@@ -106,6 +106,11 @@ impl Live {
     pub fn current(&self) -> Arc<Setting> {
         self.0.load_full()
     }
+
+    /// The current setting without taking a reference (the per-request path).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Setting>> {
+        self.0.load()
+    }
 }
 
 /// Whether `filter` lets the request's line through (no filter: every line).

@@ -61,7 +61,7 @@ impl AccessLogLine {
         downstream_remote: SocketAddr,
     ) -> Option<AccessLogLine> {
         use crate::util::{header_str, version_str};
-        let setting = shared.access_log.current();
+        let setting = shared.access_log.peek();
         (setting.mode != crate::access_log::Mode::Off).then(|| AccessLogLine {
             method: req.method().to_string(),
             path: req
