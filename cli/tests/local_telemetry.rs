@@ -127,6 +127,29 @@ fn telemetry_sets_tracing_per_namespace_then_per_workload() {
         .cloned()
         .collect();
     assert!(quiet.is_empty(), "spans of unsampled requests: {quiet:?}");
+
+    // A provider the mesh config does not define: the agent rejects the
+    // resource naming the provider; the proxies keep what they run.
+    let unknown = mesh.file(
+        "unknown.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: unknown, namespace: shop}\n\
+         spec:\n  selector: {matchLabels: {app: web}}\n  tracing: [{providers: [{name: jaeger}]}]\n",
+    );
+    mesh.ok(&["apply", "-f", &unknown]);
+    let log = mesh.root.join(&mesh.name).join("logs/mesh-agent.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Telemetry/shop/unknown")
+            && text.contains("\"jaeger\" names no meshConfig extensionProvider")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let t = running_tracing(&mesh, WEB);
+    assert_eq!(t["provider"]["address"], zipkin.addr.as_str(), "{t}");
 }
 
 const FAILURES_ONLY: &str = "\
