@@ -15,6 +15,10 @@ pub struct AccessLogView {
     /// `accessLogFormat`; `None`: Envoy's default line (or its fields as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// Telemetry `accessLogging[].filter.expression` ([`crate::accessfilter`]):
+    /// only requests it matches are logged; `None`: every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +246,7 @@ mod tests {
         let v = AccessLogView {
             encoding: Encoding::Json,
             format: Some(r#"{"code": "%RESPONSE_CODE%", "m": "%REQ(:METHOD)%"}"#.into()),
+            filter: None,
         };
         let Some(Format::Json(keys)) = compile(&v).unwrap() else {
             panic!("json")
@@ -250,16 +255,19 @@ mod tests {
         let bad = AccessLogView {
             encoding: Encoding::Json,
             format: Some("%RESPONSE_CODE%".into()),
+            filter: None,
         };
         assert!(matches!(compile(&bad), Err(FormatError::NotJsonObject(_))));
         let unknown = AccessLogView {
             encoding: Encoding::Json,
             format: Some(r#"{"a": "%NOPE%"}"#.into()),
+            filter: None,
         };
         assert_eq!(compile(&unknown), Err(FormatError::Unknown("NOPE".into())));
         let none = AccessLogView {
             encoding: Encoding::Text,
             format: None,
+            filter: None,
         };
         assert_eq!(compile(&none), Ok(None));
     }
@@ -269,6 +277,7 @@ mod tests {
         let v = AccessLogView {
             encoding: Encoding::Text,
             format: None,
+            filter: None,
         };
         let s = serde_json::to_string(&v).unwrap();
         assert_eq!(s, r#"{"encoding":"text"}"#);

@@ -5,7 +5,8 @@
 
 use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::security::{AuthorizationPolicy, PeerAuthentication};
-use crate::{networking, security};
+use crate::telemetry::Telemetry;
+use crate::{networking, security, telemetry};
 use kube::CustomResourceExt;
 use serde_json::Value;
 
@@ -27,6 +28,10 @@ pub fn crds() -> Vec<GeneratedCrd> {
         finish(serde_json::to_value(Sidecar::crd()), n),
         finish(serde_json::to_value(PeerAuthentication::crd()), s),
         finish(serde_json::to_value(AuthorizationPolicy::crd()), s),
+        finish(
+            serde_json::to_value(Telemetry::crd()),
+            &telemetry::VERSIONS[..],
+        ),
     ]
 }
 
@@ -41,6 +46,7 @@ pub fn spec_schema(kind: &str) -> Option<Value> {
         "Sidecar" => serde_json::to_value(Sidecar::crd()),
         "PeerAuthentication" => serde_json::to_value(PeerAuthentication::crd()),
         "AuthorizationPolicy" => serde_json::to_value(AuthorizationPolicy::crd()),
+        "Telemetry" => serde_json::to_value(Telemetry::crd()),
         _ => return None,
     }
     .ok()?;

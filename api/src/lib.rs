@@ -13,6 +13,7 @@
 //! ([`syncclient`]). They live here, not in `mesh-agent`, so the sidecar links
 //! neither the agent's Kubernetes client nor its CA.
 
+pub mod accessfilter;
 pub mod accesslog;
 pub mod annotations;
 pub mod crd;
@@ -31,6 +32,7 @@ pub mod syncapi;
 pub mod syncclient;
 #[cfg(feature = "client")]
 pub mod syncframe;
+pub mod telemetry;
 pub mod tracing;
 pub mod values;
 

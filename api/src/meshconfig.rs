@@ -485,9 +485,22 @@ impl MeshConfig {
                 AccessLogEncoding::Json => crate::accesslog::Encoding::Json,
             },
             format: Some(self.access_log_format.clone()).filter(|f| !f.trim().is_empty()),
+            filter: None,
         };
         crate::accesslog::compile(&view)?;
         Ok(Some(view))
+    }
+
+    /// The proxy config's tracing: a pod's `proxy.istio.io/config` tracing
+    /// over `defaultConfig.tracing`, field by field (Istio's ProxyConfig merge).
+    pub fn proxy_tracing(
+        &self,
+        pod: Option<&crate::meshtracing::TracingConfig>,
+    ) -> Option<crate::meshtracing::TracingConfig> {
+        match (&self.default_config.tracing, pod) {
+            (Some(a), Some(b)) => Some(a.overlay(b)),
+            (a, b) => b.cloned().or(a.clone()),
+        }
     }
 
     /// The tracing every proxy applies ([`crate::meshtracing::compile`]), with
@@ -496,13 +509,9 @@ impl MeshConfig {
         &self,
         pod: Option<&crate::meshtracing::TracingConfig>,
     ) -> Result<Option<crate::tracing::TracingView>, crate::tracing::TracingError> {
-        let merged = match (&self.default_config.tracing, pod) {
-            (Some(a), Some(b)) => Some(a.overlay(b)),
-            (a, b) => b.cloned().or(a.clone()),
-        };
         crate::meshtracing::compile(
             self.enable_tracing,
-            merged.as_ref(),
+            self.proxy_tracing(pod).as_ref(),
             &self.extension_providers,
             &self.default_providers,
         )
@@ -633,6 +642,8 @@ impl MeshConfig {
             .map_err(|e| bad(&e.field, e.value, e.reason))?;
         self.access_log_view()
             .map_err(|e| bad("accessLogFormat", &self.access_log_format, e.to_string()))?;
+        crate::telemetry::resolve::check_mesh(self)
+            .map_err(|e| bad(&e.field, e.value, e.reason))?;
         let r = &self.redirect;
         if r.status_port == Some(0) {
             return Err(bad(

@@ -82,6 +82,9 @@ pub struct OtelHttp {
 pub struct DefaultProviders {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tracing: Vec<String>,
+    /// Access-log providers used where a Telemetry's `accessLogging` names none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access_logging: Vec<String>,
 }
 
 fn bad(field: &str, value: impl ToString, reason: &str) -> TracingError {

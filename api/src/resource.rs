@@ -4,13 +4,14 @@
 
 use crate::networking::{self, DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::security::{self, AuthorizationPolicy, PeerAuthentication};
+use crate::telemetry::{self, Telemetry};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
 /// Every Istio kind the mesh understands, in the order CRDs are generated.
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     "VirtualService",
     "DestinationRule",
     "Gateway",
@@ -18,6 +19,7 @@ pub const KINDS: [&str; 7] = [
     "Sidecar",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "Telemetry",
 ];
 
 /// Identifies a resource in messages and maps: `Kind/namespace/name`.
@@ -46,6 +48,7 @@ pub enum IstioResource {
     Sidecar(Box<Sidecar>),
     PeerAuthentication(Box<PeerAuthentication>),
     AuthorizationPolicy(Box<AuthorizationPolicy>),
+    Telemetry(Box<Telemetry>),
 }
 
 /// Why an object that claims to be an Istio resource cannot be read.
@@ -77,6 +80,7 @@ impl IstioResource {
             Self::Sidecar(_) => "Sidecar",
             Self::PeerAuthentication(_) => "PeerAuthentication",
             Self::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Self::Telemetry(_) => "Telemetry",
         }
     }
 
@@ -90,6 +94,7 @@ impl IstioResource {
             Self::Sidecar(r) => &r.metadata,
             Self::PeerAuthentication(r) => &r.metadata,
             Self::AuthorizationPolicy(r) => &r.metadata,
+            Self::Telemetry(r) => &r.metadata,
         }
     }
 
@@ -113,6 +118,7 @@ impl IstioResource {
             Self::Sidecar(r) => serde_json::to_value(&r.spec),
             Self::PeerAuthentication(r) => serde_json::to_value(&r.spec),
             Self::AuthorizationPolicy(r) => serde_json::to_value(&r.spec),
+            Self::Telemetry(r) => serde_json::to_value(&r.spec),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -123,11 +129,16 @@ fn served_versions(group: &str, kind: &str) -> Option<&'static [&'static str]> {
     if !KINDS.contains(&kind) {
         return None;
     }
-    let networking = !matches!(kind, "PeerAuthentication" | "AuthorizationPolicy");
+    let want = match kind {
+        "PeerAuthentication" | "AuthorizationPolicy" => security::GROUP,
+        "Telemetry" => telemetry::GROUP,
+        _ => networking::GROUP,
+    };
     match group {
-        networking::GROUP if networking => Some(&networking::VERSIONS),
-        security::GROUP if !networking => Some(&security::VERSIONS),
-        _ => None,
+        _ if group != want => None,
+        networking::GROUP => Some(&networking::VERSIONS),
+        security::GROUP => Some(&security::VERSIONS),
+        _ => Some(&telemetry::VERSIONS),
     }
 }
 
@@ -182,7 +193,10 @@ pub fn parse_object(obj: &serde_json::Value) -> Result<Option<IstioResource>, Pa
         "PeerAuthentication" => {
             IstioResource::PeerAuthentication(Box::new(build(&key, metadata, spec)?))
         }
-        _ => IstioResource::AuthorizationPolicy(Box::new(build(&key, metadata, spec)?)),
+        "AuthorizationPolicy" => {
+            IstioResource::AuthorizationPolicy(Box::new(build(&key, metadata, spec)?))
+        }
+        _ => IstioResource::Telemetry(Box::new(build(&key, metadata, spec)?)),
     }))
 }
 
@@ -245,5 +259,6 @@ has_spec!(
     ServiceEntry => networking::ServiceEntrySpec,
     Sidecar => networking::SidecarSpec,
     PeerAuthentication => security::PeerAuthenticationSpec,
-    AuthorizationPolicy => security::AuthorizationPolicySpec
+    AuthorizationPolicy => security::AuthorizationPolicySpec,
+    Telemetry => telemetry::TelemetrySpec
 );

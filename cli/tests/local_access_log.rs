@@ -10,68 +10,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const APPS: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio-injection: enabled}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports:
-  - {name: http, port: 80, targetPort: http}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: web
-        image: example/web
-        ports:
-        - {name: http, containerPort: 8080}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client, namespace: shop}
-spec:
-  template:
-    metadata:
-      labels: {app: client}
-    spec:
-      containers:
-      - name: client
-        image: example/client
-";
+const APPS: &str = SHOP_WEB_AND_CLIENT;
 
 const CLIENT: &str = "shop/client-0";
 const WEB: &str = "shop/web-0";
 
-/// The sidecar log lines of `pod` that contain `needle`, once there are at
-/// least `n` (a line is written when its request ends, just after the answer).
 fn lines(mesh: &Local, pod: &str, needle: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = mesh.logs(pod, Some("istio-proxy"));
-        let got: Vec<String> = log
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect();
-        if got.len() >= n || Instant::now() > deadline {
-            assert_eq!(got.len(), n, "{pod}: lines with {needle:?}:\n{log}");
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mesh.proxy_log_lines(pod, needle, n)
 }
 
 /// Rewrites the mesh config the agent watches and waits until `pods` run a

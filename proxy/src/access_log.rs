@@ -1,7 +1,9 @@
 //! Access log lines on stdout, one per request or TCP connection: Envoy's default
 //! text format as Istio configures it, the same fields as JSON, or the mesh
 //! config's `accessLogFormat` ([`format`]). Which one is decided live: the
-//! `--access-log` flag when given, else the view the agent sent last.
+//! `--access-log` flag when given, else the view the agent sent last. A
+//! Telemetry's `filter.expression` ([`mesh_api::accessfilter`]) decides per
+//! request whether its line is written.
 
 mod format;
 
@@ -9,6 +11,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mesh_api::accessfilter::{Filter, Request};
 use mesh_api::accesslog::{AccessLogView, Encoding, Format};
 
 use crate::config::AccessLog;
@@ -48,30 +51,83 @@ fn default_of(e: Encoding) -> Mode {
     }
 }
 
-/// The current [`Mode`], replaced whenever a view is installed.
-pub struct Live(arc_swap::ArcSwap<Mode>);
+/// The access log in force: what is written, and for which requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub mode: Mode,
+    /// `None`: every request. The `--access-log` flag logs every request.
+    pub filter: Option<Filter>,
+    /// Request headers the filter reads: what a request keeps for it.
+    pub headers: Vec<String>,
+}
+
+/// The filter of a view. One the proxy cannot parse (the agent refuses
+/// those first) logs every request rather than none, with a warning.
+pub fn filter(flag: Option<AccessLog>, view: Option<&AccessLogView>) -> Option<Filter> {
+    let expr = view.filter(|_| flag.is_none())?.filter.as_deref()?;
+    Filter::parse(expr)
+        .map_err(
+            |e| tracing::warn!(error = %e, "access log filter refused; every request is logged"),
+        )
+        .ok()
+}
+
+/// The current [`Setting`], replaced whenever a view is installed.
+pub struct Live(arc_swap::ArcSwap<Setting>);
 
 impl Live {
     pub fn new(flag: Option<AccessLog>) -> Live {
-        Live(arc_swap::ArcSwap::from_pointee(mode(flag, None)))
+        Live(arc_swap::ArcSwap::from_pointee(Setting {
+            mode: mode(flag, None),
+            filter: None,
+            headers: Vec::new(),
+        }))
     }
 
     /// Applies a newly installed view's setting (kept when it is the same).
     pub fn apply(&self, flag: Option<AccessLog>, view: Option<&AccessLogView>) {
-        let m = mode(flag, view);
-        if *self.0.load_full() != m {
-            tracing::info!(access_log = ?m, "access log setting applied");
-            self.0.store(Arc::new(m));
+        let filter = filter(flag, view);
+        let next = Setting {
+            mode: mode(flag, view),
+            headers: filter.as_ref().map(Filter::headers).unwrap_or_default(),
+            filter,
+        };
+        if *self.0.load_full() != next {
+            tracing::info!(access_log = ?next.mode, filter = ?view.and_then(|v| v.filter.as_deref()),
+                "access log setting applied");
+            self.0.store(Arc::new(next));
         }
     }
 
     pub fn on(&self) -> bool {
-        **self.0.load() != Mode::Off
+        self.0.load().mode != Mode::Off
     }
 
-    pub fn current(&self) -> Arc<Mode> {
+    pub fn current(&self) -> Arc<Setting> {
         self.0.load_full()
     }
+
+    /// The current setting without taking a reference (the per-request path).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Setting>> {
+        self.0.load()
+    }
+}
+
+/// Whether `filter` lets the request's line through (no filter: every line).
+pub fn admits(filter: Option<&Filter>, e: &HttpEntry<'_>) -> bool {
+    filter.is_none_or(|f| {
+        f.matches(&Request {
+            code: e.code,
+            method: e.method,
+            path: e.path,
+            host: e.authority,
+            protocol: e.protocol,
+            request_id: e.request_id,
+            user_agent: e.user_agent,
+            headers: e.headers,
+            mtls: e.security == "mutual_tls",
+        })
+    })
 }
 
 pub struct HttpEntry<'a> {
@@ -96,6 +152,8 @@ pub struct HttpEntry<'a> {
     pub peer_principal: &'a str,
     /// `mutual_tls`, `none` or `unknown`, as in the metrics.
     pub security: &'a str,
+    /// The request headers the filter reads ([`Setting::headers`]) that it had.
+    pub headers: &'a [(String, String)],
 }
 
 fn now() -> String {
@@ -129,7 +187,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 pub fn http(live: &Live, e: HttpEntry<'_>) {
-    if let Some(line) = http_line(&live.current(), &e, &now()) {
+    let cur = live.current();
+    if !admits(cur.filter.as_ref(), &e) {
+        return;
+    }
+    if let Some(line) = http_line(&cur.mode, &e, &now()) {
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
     }
 }
@@ -176,37 +238,51 @@ pub struct TcpEntry<'a> {
 }
 
 pub fn tcp(live: &Live, e: TcpEntry<'_>) {
-    if let Some(line) = tcp_line(&live.current(), e, &now()) {
+    let cur = live.current();
+    if let Some(line) = tcp_line(&cur.mode, cur.filter.as_ref(), e, &now()) {
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
     }
 }
 
-/// One TCP connection's line (with its newline) in `mode`, or `None` when off.
-/// A custom format sees a TCP connection as Envoy does: no request headers,
-/// response code 0.
-pub fn tcp_line(mode: &Mode, e: TcpEntry<'_>, now: &str) -> Option<String> {
+/// A TCP connection as a custom format and a filter see it.
+fn tcp_as_http<'a>(e: &'a TcpEntry<'_>) -> HttpEntry<'a> {
+    HttpEntry {
+        method: "",
+        path: "",
+        protocol: "",
+        code: 0,
+        flags: e.flags,
+        details: "-",
+        bytes_received: e.bytes_received,
+        bytes_sent: e.bytes_sent,
+        duration_ms: e.duration_ms,
+        user_agent: "",
+        request_id: "",
+        authority: "",
+        upstream_host: e.upstream,
+        upstream_cluster: e.cluster,
+        downstream_local: e.downstream_local,
+        downstream_remote: e.downstream_remote,
+        peer_principal: e.peer_principal,
+        security: e.security,
+        headers: &[],
+    }
+}
+
+/// One TCP connection's line (with its newline) in `mode`, or `None` when off
+/// or when `filter` does not admit it. A custom format and a filter see a TCP
+/// connection as Envoy does: no request headers, response code 0.
+pub fn tcp_line(
+    mode: &Mode,
+    filter: Option<&Filter>,
+    e: TcpEntry<'_>,
+    now: &str,
+) -> Option<String> {
+    if !admits(filter, &tcp_as_http(&e)) {
+        return None;
+    }
     if let Mode::Custom(f) = mode {
-        let h = HttpEntry {
-            method: "",
-            path: "",
-            protocol: "",
-            code: 0,
-            flags: e.flags,
-            details: "-",
-            bytes_received: e.bytes_received,
-            bytes_sent: e.bytes_sent,
-            duration_ms: e.duration_ms,
-            user_agent: "",
-            request_id: "",
-            authority: "",
-            upstream_host: e.upstream,
-            upstream_cluster: e.cluster,
-            downstream_local: e.downstream_local,
-            downstream_remote: e.downstream_remote,
-            peer_principal: e.peer_principal,
-            security: e.security,
-        };
-        return Some(format::render(f, &h, now));
+        return Some(format::render(f, &tcp_as_http(&e), now));
     }
     let TcpEntry {
         cluster,
@@ -252,6 +328,7 @@ mod tests {
         AccessLogView {
             encoding,
             format: format.map(Into::into),
+            filter: None,
         }
     }
 
@@ -269,6 +346,56 @@ mod tests {
         // A format the agent should have refused: the default line, not silence.
         let bad = view(Encoding::Json, Some("%NOPE%"));
         assert_eq!(mode(None, Some(&bad)), Mode::Json);
+    }
+
+    fn http_entry(code: u16, headers: &[(String, String)]) -> HttpEntry<'_> {
+        HttpEntry {
+            method: "GET",
+            path: "/x",
+            protocol: "HTTP/1.1",
+            code,
+            flags: "-",
+            details: "-",
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: 1,
+            user_agent: "curl",
+            request_id: "r",
+            authority: "web",
+            upstream_host: "-",
+            upstream_cluster: "-",
+            downstream_local: "10.0.0.1:80".parse().unwrap(),
+            downstream_remote: "10.0.0.2:5000".parse().unwrap(),
+            peer_principal: "unknown",
+            security: "none",
+            headers,
+        }
+    }
+
+    /// A view's filter decides per request; the headers it names are what a
+    /// request keeps; the flag logs everything.
+    #[test]
+    fn filter_decides_per_request() {
+        let live = Live::new(None);
+        let mut v = view(Encoding::Text, None);
+        v.filter = Some("response.code >= 400 || request.headers['X-Debug'] == '1'".into());
+        live.apply(None, Some(&v));
+        let cur = live.current();
+        assert_eq!(cur.headers, ["x-debug"]);
+        let f = cur.filter.as_ref();
+        assert!(admits(f, &http_entry(503, &[])));
+        assert!(!admits(f, &http_entry(200, &[])));
+        let dbg = [("x-debug".to_string(), "1".to_string())];
+        assert!(admits(f, &http_entry(200, &dbg)));
+        // TCP connections have code 0: not admitted by a code filter.
+        assert_eq!(tcp_line(&Mode::Text, f, tcp_entry(), "T"), None);
+        // The flag, when given, logs every request.
+        live.apply(Some(AccessLog::Text), Some(&v));
+        assert!(live.current().filter.is_none());
+        // A filter the agent should have refused: every request, not none.
+        v.filter = Some("response.code >>".into());
+        live.apply(None, Some(&v));
+        assert!(live.current().filter.is_none() && live.on());
     }
 
     #[test]
@@ -300,7 +427,7 @@ mod tests {
     #[test]
     fn tcp_lines() {
         assert_eq!(
-            tcp_line(&Mode::Text, tcp_entry(), "T").unwrap(),
+            tcp_line(&Mode::Text, None, tcp_entry(), "T").unwrap(),
             "[T] \"- - -\" 0 - - - \"-\" 10 20 5 - \"-\" \"-\" \"-\" \"-\" \"10.0.0.9:9000\" \
              outbound|9000||db - 10.96.0.9:9000 10.0.0.1:4000 - -\n"
         );
@@ -314,9 +441,9 @@ mod tests {
             panic!("custom")
         };
         assert_eq!(
-            tcp_line(&Mode::Custom(f), tcp_entry(), "T").unwrap(),
+            tcp_line(&Mode::Custom(f), None, tcp_entry(), "T").unwrap(),
             "0 - 10.0.0.9:9000\n"
         );
-        assert_eq!(tcp_line(&Mode::Off, tcp_entry(), "T"), None);
+        assert_eq!(tcp_line(&Mode::Off, None, tcp_entry(), "T"), None);
     }
 }

@@ -47,6 +47,8 @@ pub(crate) struct AccessLogLine {
     pub(crate) downstream_remote: SocketAddr,
     /// Envoy's `%RESPONSE_CODE_DETAILS%` when the proxy answered itself.
     pub(crate) details: String,
+    /// The request headers the access-log filter reads, as the request had them.
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl AccessLogLine {
@@ -59,7 +61,8 @@ impl AccessLogLine {
         downstream_remote: SocketAddr,
     ) -> Option<AccessLogLine> {
         use crate::util::{header_str, version_str};
-        shared.access_log.on().then(|| AccessLogLine {
+        let setting = shared.access_log.peek();
+        (setting.mode != crate::access_log::Mode::Off).then(|| AccessLogLine {
             method: req.method().to_string(),
             path: req
                 .uri()
@@ -75,6 +78,11 @@ impl AccessLogLine {
             downstream_local,
             downstream_remote,
             details: String::new(),
+            headers: setting
+                .headers
+                .iter()
+                .filter_map(|h| Some((h.clone(), req.headers().get(h)?.to_str().ok()?.to_string())))
+                .collect(),
         })
     }
 }
@@ -136,6 +144,7 @@ pub(crate) fn l_fields<'a>(
             crate::metrics::Reporter::Source => "unknown",
         },
         security: labels.connection_security_policy,
+        headers: &l.headers,
     }
 }
 

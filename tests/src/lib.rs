@@ -6,7 +6,7 @@
 //! the `mesh-runtime` crate under `cli/`, re-exported here); [`testca`] is the PKI of the
 //! tests that bring their own certificates; [`fuzz`] turns a fuzzer's bytes
 //! into structured inputs for the crates' fuzz targets (`tests/FUZZING.md`);
-//! [`wait`] polls for a positive signal; `fake_api` (feature `fake-api`) is the
+//! [`wait`] polls for a positive signal; [`zipkin`] receives the proxies' spans; `fake_api` (feature `fake-api`) is the
 //! in-process Kubernetes API server of the tests that talk to one.
 //! The tests in `tests/` drive these with real clients (curl, h2load).
 
@@ -16,6 +16,7 @@ pub mod fake_api;
 pub mod fuzz;
 pub mod testca;
 pub mod wait;
+pub mod zipkin;
 
 pub use mesh_runtime as harness;
 pub use mesh_runtime::echo;

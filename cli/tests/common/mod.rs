@@ -16,6 +16,50 @@ pub fn sample(rel: &str) -> String {
     format!("{BOOKINFO}/{rel}")
 }
 
+/// Namespace `shop` (injection on) with an echo app `web` (Service port 80 →
+/// 8080) and a `client` pod: pods `shop/web-0` and `shop/client-0`.
+pub const SHOP_WEB_AND_CLIENT: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {istio-injection: enabled}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: example/web
+        ports:
+        - {name: http, containerPort: 8080}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client, namespace: shop}
+spec:
+  template:
+    metadata:
+      labels: {app: client}
+    spec:
+      containers:
+      - name: client
+        image: example/client
+";
+
 pub struct Local {
     pub name: String,
     pub root: PathBuf,
@@ -175,6 +219,31 @@ impl Local {
 
     pub fn apply(&self, file: &str, pods: &[&str]) {
         self.change("apply", file, pods)
+    }
+
+    /// The node's network namespace (where the pod bridge's gateway address is).
+    pub fn node_netns(&self) -> String {
+        format!("ml-{}-node", self.name)
+    }
+
+    /// The sidecar log lines of `pod` that contain `needle`, once there are at
+    /// least `n` (a line is written when its request ends, just after the
+    /// answer); asserts there are exactly `n` by then.
+    pub fn proxy_log_lines(&self, pod: &str, needle: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.logs(pod, Some("istio-proxy"));
+            let got: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect();
+            if got.len() >= n || Instant::now() > deadline {
+                assert_eq!(got.len(), n, "{pod}: lines with {needle:?}:\n{log}");
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn logs(&self, pod: &str, container: Option<&str>) -> String {

@@ -89,6 +89,9 @@ pub struct Config {
     /// Access log compiled from the mesh config file (no flag of its own).
     #[arg(skip)]
     pub access_log: Option<mesh_api::accesslog::AccessLogView>,
+    /// The mesh config file's content, for Telemetry resolution (no flag of its own).
+    #[arg(skip)]
+    pub mesh: Option<std::sync::Arc<mesh_api::meshconfig::MeshConfig>>,
 }
 
 /// The mesh CA's flags.
@@ -224,6 +227,7 @@ impl Config {
         c.tracing = m.mesh.tracing_view(None).ok().flatten();
         // Likewise an access log format with an unknown operator.
         c.access_log = m.mesh.access_log_view().ok().flatten();
+        c.mesh = Some(std::sync::Arc::new(m.mesh.clone()));
         let file = m.mesh.access_log_file.trim();
         if !file.is_empty() && file != "/dev/stdout" {
             // The sidecar's stdout is the container log, which is where
@@ -352,6 +356,7 @@ impl Config {
             scope_gateway_to_namespace: self.scope_gateway_to_namespace,
             tracing: self.tracing.clone(),
             access_log: self.access_log.clone(),
+            mesh: self.mesh.clone(),
         }
     }
 

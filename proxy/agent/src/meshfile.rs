@@ -272,6 +272,7 @@ mod tests {
         let want = AccessLogView {
             encoding: Encoding::Json,
             format: Some(r#"{"code": "%RESPONSE_CODE%"}"#.into()),
+            filter: None,
         };
         assert_eq!(settings.access_log.as_ref(), Some(&want));
         for v in views(&settings) {

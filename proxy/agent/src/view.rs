@@ -19,6 +19,10 @@ pub struct ViewKey {
     pub authorization_policies: Vec<ResourceKey>,
     /// A router's labels: they choose its Gateways and gateway Services.
     pub router: Option<BTreeMap<String, String>>,
+    /// What its tracing and access log resolve from: the Telemetries that
+    /// apply and the pod's `proxy.istio.io/config` tracing (as JSON).
+    pub telemetry: Vec<ResourceKey>,
+    pub pod_tracing: Option<String>,
 }
 
 fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -103,6 +107,71 @@ pub fn key(snap: &Snapshot, id: &ProxyIdentity) -> ViewKey {
         peer_authentications: peer_auths(snap, id).iter().map(|a| a.key.clone()).collect(),
         authorization_policies: authz(snap, id).iter().map(|a| a.key.clone()).collect(),
         router: id.router.then(|| id.labels.clone()),
+        telemetry: telemetries(snap, id)
+            .iter()
+            .map(|a| a.key.clone())
+            .collect(),
+        pod_tracing: pod_tracing(snap, id).and_then(|t| serde_json::to_string(t).ok()),
+    }
+}
+
+/// Telemetries that apply to the proxy's workload, least specific first.
+fn telemetries<'s>(snap: &'s Snapshot, id: &ProxyIdentity) -> Vec<&'s Accepted> {
+    let chain = mesh_api::telemetry::resolve::applicable(
+        snap.telemetries.iter().map(Accepted::telemetry),
+        &snap.settings.root_namespace,
+        &id.namespace,
+        &id.labels,
+    );
+    chain
+        .into_iter()
+        .filter_map(|t| {
+            snap.telemetries
+                .iter()
+                .find(|a| std::ptr::eq(a.telemetry(), t))
+        })
+        .collect()
+}
+
+fn pod_tracing<'s>(
+    snap: &'s Snapshot,
+    id: &ProxyIdentity,
+) -> Option<&'s mesh_api::meshtracing::TracingConfig> {
+    snap.pod_tracing
+        .get(&(id.namespace.clone(), id.pod.clone()))
+}
+
+/// The proxy's tracing and access log: the mesh config's when neither a
+/// Telemetry nor its pod annotation says otherwise (so a mesh without them
+/// runs exactly what it ran before), else their resolution.
+fn telemetry_of(
+    snap: &Snapshot,
+    id: &ProxyIdentity,
+) -> (
+    Option<mesh_api::tracing::TracingView>,
+    Option<mesh_api::accesslog::AccessLogView>,
+) {
+    let chain = telemetries(snap, id);
+    let pod = pod_tracing(snap, id);
+    let legacy = (
+        snap.settings.tracing.clone(),
+        snap.settings.access_log.clone(),
+    );
+    if chain.is_empty() && pod.is_none() {
+        return legacy;
+    }
+    let mesh = crate::compile::telemetry_mesh(&snap.settings);
+    let specs: Vec<&mesh_api::telemetry::TelemetrySpec> =
+        chain.iter().map(|a| &a.telemetry().spec).collect();
+    match mesh_api::telemetry::resolve::resolve(&mesh, &specs, pod) {
+        Ok(r) => (r.tracing, r.access_log),
+        Err(e) => {
+            // Providers were checked when the snapshot was compiled; this is
+            // a value only the combination gets wrong.
+            tracing::warn!(pod = %id.pod, namespace = %id.namespace, error = %e,
+                "telemetry does not resolve; the mesh config's settings apply");
+            legacy
+        }
     }
 }
 
@@ -128,6 +197,7 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
     let ns = id.namespace.as_str();
     let root = snap.settings.root_namespace.as_str();
     let sidecar = sidecar_for(snap, id);
+    let (tracing, access_log) = telemetry_of(snap, id);
     // VirtualServices bound to sidecars and exported to this namespace.
     let mesh_vs: Vec<&Accepted> = snap
         .virtual_services
@@ -200,8 +270,8 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
             .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
         inbound: inbound(snap, id),
         gateway: None,
-        tracing: snap.settings.tracing.clone(),
-        access_log: snap.settings.access_log.clone(),
+        tracing,
+        access_log,
     }
 }
 
@@ -211,6 +281,7 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
 fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
     let ns = id.namespace.as_str();
     let gw = crate::gateway::build(snap, id);
+    let (tracing, access_log) = telemetry_of(snap, id);
     let services: Vec<Service> = snap
         .services
         .values()
@@ -232,8 +303,8 @@ fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
         outbound_traffic_policy: snap.settings.outbound_policy.clone(),
         inbound: inbound(snap, id),
         gateway: Some(gw.view),
-        tracing: snap.settings.tracing.clone(),
-        access_log: snap.settings.access_log.clone(),
+        tracing,
+        access_log,
     }
 }
 

@@ -100,7 +100,7 @@ async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
     })
     .await;
     let lists_after_start = fake.db().lists;
-    assert_eq!(lists_after_start, 13, "one list per kind");
+    assert_eq!(lists_after_start, 14, "one list per kind");
 
     // Add, modify, delete through watches.
     fake.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart", "namespace": "shop"}, "spec": {"ports": [{"name": "http", "port": 80}]}}));

@@ -123,6 +123,7 @@ mod tests {
             downstream_remote: "10.0.0.1:5555".parse().unwrap(),
             peer_principal: "unknown",
             security: "none",
+            headers: &[],
         }
     }
 
@@ -149,6 +150,7 @@ mod tests {
     #[test]
     fn json_keeps_types_and_renders_absent_as_null() {
         let v = AccessLogView {
+            filter: None,
             encoding: Encoding::Json,
             format: Some(
                 r#"{"code": "%RESPONSE_CODE%", "req": "%REQ(:METHOD)% %REQ(:PATH)%",

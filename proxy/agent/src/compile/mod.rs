@@ -8,6 +8,8 @@ pub mod gwinputs;
 pub use cross::{binds_mesh, host_matches as cross_host_matches};
 pub mod protocol;
 mod registry;
+mod telemetry;
+pub use telemetry::mesh as telemetry_mesh;
 
 use crate::objects::KubeObject;
 use crate::store::Store;
@@ -61,6 +63,9 @@ pub struct Settings {
     pub tracing: Option<mesh_api::tracing::TracingView>,
     /// Access log every proxy writes, from the mesh config (`accessLogFile`).
     pub access_log: Option<mesh_api::accesslog::AccessLogView>,
+    /// The mesh config file, when there is one: what Telemetry resources and
+    /// pod annotations resolve against (providers, proxy-config tracing).
+    pub mesh: Option<Arc<mesh_api::meshconfig::MeshConfig>>,
 }
 
 impl Default for Settings {
@@ -74,6 +79,7 @@ impl Default for Settings {
             scope_gateway_to_namespace: false,
             tracing: None,
             access_log: None,
+            mesh: None,
         }
     }
 }
@@ -105,6 +111,13 @@ impl Accepted {
     accessor!(sidecar, Sidecar, SidecarSpec);
     accessor!(pa, PeerAuthentication, PeerAuthenticationSpec);
     accessor!(ap, AuthorizationPolicy, AuthorizationPolicySpec);
+
+    pub fn telemetry(&self) -> &mesh_api::telemetry::Telemetry {
+        match &*self.object {
+            KubeObject::Istio(IstioResource::Telemetry(r)) => r,
+            _ => unreachable!("Accepted list holds only its own kind"),
+        }
+    }
 }
 
 /// An immutable compiled mesh at one version.
@@ -120,6 +133,8 @@ pub struct Snapshot {
     pub sidecars: Vec<Accepted>,
     pub peer_authentications: Vec<Accepted>,
     pub authorization_policies: Vec<Accepted>,
+    /// Telemetry resources whose providers all exist, by key.
+    pub telemetries: Vec<Accepted>,
     /// Resources (or files) not applied, with every error.
     pub rejected: Vec<Rejection>,
     /// Warnings about applied resources.
@@ -127,6 +142,9 @@ pub struct Snapshot {
     /// The service account of every pod the agent knows, by (namespace, name):
     /// whom a subscription for that pod may come from.
     pub pods: Arc<BTreeMap<(String, String), String>>,
+    /// The `tracing` of each pod's `proxy.istio.io/config` annotation, by
+    /// (namespace, name), for pods that have one.
+    pub pod_tracing: Arc<BTreeMap<(String, String), mesh_api::meshtracing::TracingConfig>>,
     /// Credential keys of Secrets, for gateway `credentialName`s.
     pub secrets: Arc<gwinputs::Secrets>,
     /// Services with selectors: which Service ports front a gateway pod.
@@ -230,6 +248,7 @@ pub fn compile_cached(
     snap.sidecars = take("Sidecar");
     snap.peer_authentications = take("PeerAuthentication");
     snap.authorization_policies = take("AuthorizationPolicy");
+    snap.telemetries = telemetry::check(take("Telemetry"), settings, &mut snap.rejected);
     let virtual_services = take("VirtualService");
     let ses: Vec<&mesh_api::networking::ServiceEntry> = service_entries
         .iter()
@@ -245,6 +264,7 @@ pub fn compile_cached(
     snap.warnings.extend(warnings);
     snap.rejected.sort_by(|a, b| a.resource.cmp(&b.resource));
     snap.pods = Arc::new(pod_accounts(store));
+    snap.pod_tracing = Arc::new(telemetry::pod_tracing(store, &mut snap.warnings));
     snap.secrets = Arc::new(gwinputs::secrets(store));
     snap.selector_services = Arc::new(gwinputs::selector_services(store));
     snap

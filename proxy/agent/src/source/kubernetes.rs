@@ -39,7 +39,7 @@ impl KubernetesSource {
 }
 
 /// The Istio kinds, watched as dynamic objects at their storage version.
-const ISTIO: [(&str, &str, &str); 7] = [
+const ISTIO: [(&str, &str, &str); 8] = [
     ("networking.istio.io", "VirtualService", "virtualservices"),
     ("networking.istio.io", "DestinationRule", "destinationrules"),
     ("networking.istio.io", "Gateway", "gateways"),
@@ -55,6 +55,7 @@ const ISTIO: [(&str, &str, &str); 7] = [
         "AuthorizationPolicy",
         "authorizationpolicies",
     ),
+    ("telemetry.istio.io", "Telemetry", "telemetries"),
 ];
 
 impl Source for KubernetesSource {

@@ -10,6 +10,7 @@
 mod checks;
 mod networking;
 mod security;
+mod telemetry;
 mod unknown;
 
 pub use checks::valid_host;
@@ -122,6 +123,7 @@ pub fn validate(resource: &IstioResource) -> Vec<Finding> {
         IstioResource::Sidecar(x) => networking::sidecar(&mut r, &x.spec),
         IstioResource::PeerAuthentication(x) => security::peer_authentication(&mut r, &x.spec),
         IstioResource::AuthorizationPolicy(x) => security::authorization_policy(&mut r, &x.spec),
+        IstioResource::Telemetry(x) => telemetry::telemetry(&mut r, &x.spec),
     }
     unknown::report(&mut r, resource.kind(), &resource.spec_json());
     r.findings
