@@ -10,6 +10,7 @@ mod local;
 mod proxy_config;
 mod proxy_status;
 mod version;
+mod zipkin;
 
 use clap::{Parser, Subcommand};
 

@@ -6,6 +6,7 @@
 //! crash, from the state kept in the run directory.
 
 mod ca;
+pub mod collector;
 mod forward;
 pub mod gateway;
 mod manifest;
@@ -102,6 +103,15 @@ enum Cmd {
         #[arg(long = "port", required = true)]
         ports: Vec<u16>,
     },
+    /// The embedded Zipkin trace collector (started by `up`).
+    #[command(hide = true)]
+    Collector {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Spans kept in memory (the oldest go first).
+        #[arg(long, default_value_t = collector::DEFAULT_SPANS)]
+        spans: usize,
+    },
     /// `meshctl proxy-status` against this mesh's agent.
     ProxyStatus {
         /// Arguments passed on (`-n NAMESPACE`, `--json`).
@@ -137,6 +147,13 @@ pub struct UpArgs {
     /// `ingress,egress`, `ingress`, `egress` or `none`.
     #[arg(long, default_value = "ingress,egress")]
     pub gateways: String,
+    /// Do not start the embedded trace collector. Without this flag, a Zipkin
+    /// receiver on the pods' gateway address (port 9411) is the tracing backend
+    /// whenever the mesh config names none (`meshctl local dashboard` shows its
+    /// traces); sampling stays Istio's 1 % unless the mesh config sets
+    /// `defaultConfig.tracing.sampling`.
+    #[arg(long)]
+    pub no_trace_collector: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,6 +272,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             table,
             ports,
         } => Ok(forward::serve(&netns, table, &ports)?),
+        Cmd::Collector { listen, spans } => Ok(collector::serve(listen, spans)?),
         Cmd::ProxyStatus { args } => {
             require_root()?;
             let st = run.load()?;
@@ -304,6 +322,7 @@ impl Session {
             mesh_config: None,
             keep_on_error: false,
             gateways: gateways.to_string(),
+            no_trace_collector: false,
         };
         up(&self.run, &self.name, &args)
     }
@@ -512,6 +531,13 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         Some(p) => std::fs::read_to_string(p)?,
         None => String::new(),
     };
+    // The embedded collector is the backend only when the config names none.
+    let collector_addr = format!("{}:{}", node::GATEWAY, collector::PORT);
+    let (text, use_collector) = if args.no_trace_collector {
+        (text, false)
+    } else {
+        collector::with_default_backend(&text, &collector_addr)?
+    };
     write_file(&mesh_path(run), &text)?;
     let bins = stage_bins(run)?;
     let cni_dir = bins["mesh-cni"]
@@ -538,6 +564,7 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         agent: None,
         forwarder: None,
         forwarded_ports: Vec::new(),
+        collector: None,
         trust_domain: mesh.trust_domain.clone(),
         namespaces: BTreeMap::new(),
         services: Vec::new(),
@@ -553,6 +580,9 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             node::GATEWAY
         );
         node::create(&st)?;
+        if use_collector {
+            start_collector(run, &mut st, &collector_addr)?;
+        }
         start_agent(run, &mut st, &mesh)?;
         apply_with(run, &mut st, &m, &mesh)
     })();
@@ -648,6 +678,30 @@ fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Resul
         node::GATEWAY,
         run.config().display()
     );
+    Ok(())
+}
+
+fn start_collector(run: &RunDir, st: &mut State, addr: &str) -> anyhow::Result<()> {
+    let argv: Vec<String> = [
+        st.bins["meshctl"].display().to_string(),
+        "local".into(),
+        "collector".into(),
+        "--listen".into(),
+        addr.into(),
+    ]
+    .into();
+    let p = proc::spawn(
+        "trace-collector",
+        &st.node_netns,
+        0,
+        &argv,
+        &[],
+        &run.logs().join("trace-collector.log"),
+    )?;
+    st.collector = Some(p.clone());
+    run.save(st)?;
+    proc::wait_for_log(&p, collector::READY, Duration::from_secs(20))?;
+    println!("trace collector (Zipkin) listening on {addr}: the mesh's tracing backend");
     Ok(())
 }
 
@@ -1031,6 +1085,9 @@ pub fn down(run: &RunDir) -> anyhow::Result<()> {
     }
     if let Some(a) = &st.agent {
         proc::stop(a, Duration::from_secs(3));
+    }
+    if let Some(c) = &st.collector {
+        proc::stop(c, Duration::from_secs(3));
     }
     errors.extend(node::del_node(&st));
     if let Err(e) = std::fs::remove_dir_all(&run.0) {
