@@ -183,6 +183,15 @@ impl Cluster {
             .map_err(|e| self.map_err(format!("pods {selector:?} in {ns}"), e))
     }
 
+    /// `GET /api/v1/pods?labelSelector=...`: pods of every namespace.
+    pub fn list_all_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        self.rt
+            .block_on(api.list(&ListParams::default().labels(selector)))
+            .map(|l| l.items)
+            .map_err(|e| self.map_err(format!("pods {selector:?} in all namespaces"), e))
+    }
+
     /// `GET /api/v1/namespaces/{ns}/configmaps/{name}`.
     pub fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, ClusterError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);

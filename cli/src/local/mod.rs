@@ -7,6 +7,7 @@
 
 mod ca;
 pub mod collector;
+mod dashboard;
 mod forward;
 pub mod gateway;
 mod manifest;
@@ -103,6 +104,8 @@ enum Cmd {
         #[arg(long = "port", required = true)]
         ports: Vec<u16>,
     },
+    /// Serve the mesh's dashboard (service graph, workloads, traces) on loopback.
+    Dashboard(crate::dashboard::Args),
     /// The embedded Zipkin trace collector (started by `up`).
     #[command(hide = true)]
     Collector {
@@ -273,6 +276,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ports,
         } => Ok(forward::serve(&netns, table, &ports)?),
         Cmd::Collector { listen, spans } => Ok(collector::serve(listen, spans)?),
+        Cmd::Dashboard(d) => {
+            require_root()?;
+            dashboard::run(&run, &args.name, &d)
+        }
         Cmd::ProxyStatus { args } => {
             require_root()?;
             let st = run.load()?;
