@@ -125,10 +125,6 @@ impl Store {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
     /// The `limit` most recent traces (by their latest span start), each
     /// ordered by start time, as Zipkin's `GET /api/v2/traces` answers.
     pub fn traces(&self, limit: usize) -> Vec<Vec<Span>> {
@@ -207,7 +203,7 @@ mod tests {
         assert_eq!(ids, ["000000000000000c", "000000000000000a"]);
         // A fourth span pushes the oldest out.
         st.add(vec![span("0000000000000003", "000000000000000d", 1, "c")]);
-        assert_eq!((st.len(), st.received, st.evicted), (3, 4, 1));
+        assert_eq!((st.spans.len(), st.received, st.evicted), (3, 4, 1));
         assert!(st
             .traces(10)
             .iter()

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 
 use super::graph::{Edge, Graph, Kind};
 
-const COL_W: f64 = 270.0;
-const NODE_W: f64 = 150.0;
+const COL_W: f64 = 290.0;
+const NODE_W: f64 = 140.0;
 const NODE_H: f64 = 40.0;
 const ROW_H: f64 = 66.0;
 const BAND_PAD: f64 = 30.0;
@@ -180,6 +180,16 @@ fn edge_color(e: &Edge) -> (&'static str, bool) {
     (c, active)
 }
 
+/// The point at `t` of the cubic Bézier curve p0..p3.
+fn bezier(t: f64, p0: (f64, f64), p1: (f64, f64), p2: (f64, f64), p3: (f64, f64)) -> (f64, f64) {
+    let u = 1.0 - t;
+    let (a, b, c, d) = (u * u * u, 3.0 * u * u * t, 3.0 * u * t * t, t * t * t);
+    (
+        a * p0.0 + b * p1.0 + c * p2.0 + d * p3.0,
+        a * p0.1 + b * p1.1 + c * p2.1 + d * p3.1,
+    )
+}
+
 /// A padlock, 10×12, at (x, y).
 fn lock(x: f64, y: f64) -> String {
     format!(
@@ -225,10 +235,19 @@ pub fn render(g: &Graph) -> String {
         let (bx, by) = (x2, y2 + NODE_H / 2.0);
         let bend = ((bx - ax).abs() / 2.0).max(60.0);
         let (c1x, c2x) = (ax + bend, bx - bend);
-        let (mx, my) = (
-            (ax + 3.0 * c1x + 3.0 * c2x + bx) / 8.0,
-            (ay + 3.0 * ay + 3.0 * by + by) / 8.0,
-        );
+        // The label sits on the curve away from the service that edges fan
+        // out of (or into), so the labels of a fan stay by their own rows; on a
+        // flat edge, above the line.
+        let kind = |id: &str| g.nodes.get(id).map(|n| n.kind);
+        let t = if kind(&e.from) == Some(Kind::Service) {
+            0.75
+        } else if kind(&e.to) == Some(Kind::Service) {
+            0.25
+        } else {
+            0.5
+        };
+        let (mx, my) = bezier(t, (ax, ay), (c1x, ay), (c2x, by), (bx, by));
+        let my = my - if (ay - by).abs() < 1.0 { 9.0 } else { 0.0 };
         let (color, active) = edge_color(e);
         let t = &e.traffic;
         let label = edge_label(e);
@@ -249,7 +268,14 @@ pub fn render(g: &Graph) -> String {
             sw = if active { 2.0 } else { 1.2 },
             dash = if active { "" } else { " stroke-dasharray=\"4 3\"" },
         );
-        let w = label.chars().count() as f64 * 6.2 + if e.mtls { 16.0 } else { 6.0 };
+        let w = label.chars().count() as f64 * 5.9 + if e.mtls { 16.0 } else { 6.0 };
+        // Inside the gap between the two columns when it fits.
+        let (lo, hi) = (ax.min(bx) + w / 2.0 + 2.0, ax.max(bx) - w / 2.0 - 2.0);
+        let mx = if lo <= hi {
+            mx.clamp(lo, hi)
+        } else {
+            (ax + bx) / 2.0
+        };
         let _ = write!(
             s,
             "<rect x=\"{rx:.1}\" y=\"{ry:.1}\" width=\"{w:.1}\" height=\"16\" rx=\"3\" fill=\"#fff\" fill-opacity=\"0.9\"/>",
@@ -263,7 +289,7 @@ pub fn render(g: &Graph) -> String {
         }
         let _ = write!(
             s,
-            "<text class=\"edge-label\" x=\"{tx:.1}\" y=\"{ty:.1}\" fill=\"#333\" font-size=\"11\">{}</text></g>",
+            "<text class=\"edge-label\" x=\"{tx:.1}\" y=\"{ty:.1}\" fill=\"#333\" font-size=\"10.5\">{}</text></g>",
             esc(&label),
             ty = my
         );
