@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::page::{attr, edge, num, tags, Dashboard};
 use common::*;
 
 const PRODUCTPAGE: &str = "productpage-v1-0";
@@ -39,28 +40,6 @@ fn chromium(profile: &Path, args: &[&str], url: &str) -> String {
         .expect("chromium (tests/install-deps.sh installs it)");
     assert!(out.status.success(), "chromium {args:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The opening tags that start with `prefix` (e.g. `<g class="edge"`).
-fn tags<'a>(dom: &'a str, prefix: &str) -> Vec<&'a str> {
-    dom.match_indices(prefix)
-        .map(|(i, _)| &dom[i..i + dom[i..].find('>').unwrap_or(0)])
-        .collect()
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!(" {name}=\"");
-    let start = tag.find(&key)? + key.len();
-    let end = start + tag[start..].find('"')?;
-    Some(tag[start..end].replace("&amp;", "&"))
-}
-
-/// The edge element (opening tag through its end) from `from` to `to`.
-fn edge<'a>(dom: &'a str, from: &str, to: &str) -> Option<&'a str> {
-    let key = format!("data-from=\"{from}\" data-to=\"{to}\" data-protocol=\"http\"");
-    let i = dom.find(&key)?;
-    let end = i + dom[i..].find("</text></g>")?;
-    Some(&dom[i..end])
 }
 
 /// What the page must show; the missing parts, named.
@@ -100,13 +79,10 @@ fn missing(dom: &str) -> Vec<String> {
             true,
         ),
     ] {
-        match edge(dom, from, to) {
+        match edge(dom, from, to, "http") {
             None => miss.push(format!("edge {from} -> {to}")),
             Some(e) => {
-                let rps: f64 = attr(e, "data-rps")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
-                if rps <= 0.0 {
+                if num(e, "data-rps") <= 0.0 {
                     miss.push(format!("a rate on {from} -> {to}: {e}"));
                 }
                 if lock
@@ -159,17 +135,8 @@ fn dashboard_shows_bookinfo_graph_and_traces_in_a_browser() {
         "{used}"
     );
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
-    cmd.args(["local", "--name", &mesh.name, "--root"])
-        .arg(&mesh.root)
-        .args(["dashboard", "--port", "0", "--refresh", "0"]);
-    let (dash, line) = procs::spawn(&mut cmd);
-    let url = line
-        .trim()
-        .strip_prefix("dashboard: ")
-        .unwrap_or_else(|| panic!("first line: {line:?}"))
-        .to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let dash = Dashboard::start(&mesh, &[]);
+    let url = dash.url.clone();
 
     // Traffic: every reviews version, details, and reviews-v2 → ratings.
     let mut versions = BTreeSet::new();
@@ -243,7 +210,8 @@ fn dashboard_shows_bookinfo_graph_and_traces_in_a_browser() {
         edge(
             &dom,
             "workload:default/productpage-v1",
-            "service:default/ratings"
+            "service:default/ratings",
+            "http"
         )
         .is_none(),
         "{dom}"

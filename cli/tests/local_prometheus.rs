@@ -10,6 +10,7 @@
 mod common;
 mod procs;
 
+use common::page::{attr, edge, num, Dashboard};
 use common::*;
 use procs::Proc;
 use std::collections::BTreeMap;
@@ -590,6 +591,51 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
     let r = prom.query("sum(pilot_total_xds_rejects) by (type)");
     assert_labels(&r, &["type"], "pilot_total_xds_rejects");
     assert!(!r.is_empty() && r.iter().all(|s| s.1 == 0.0), "{r:#?}");
+
+    // `meshctl local dashboard --prometheus`: the same graph from these
+    // queries. productpage → reviews over mutual TLS; reviews-v2 → ratings
+    // half aborted (500, FI), which shows as its error rate; the TCP edge.
+    let dash = Dashboard::start(&mesh, &["--prometheus", &format!("http://{PROM}")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page = dash.get();
+        let pr = edge(
+            &page,
+            "workload:default/productpage-v1",
+            "service:default/reviews",
+            "http",
+        );
+        let rr = edge(
+            &page,
+            "workload:default/reviews-v2",
+            "service:default/ratings",
+            "http",
+        );
+        let tcp = edge(
+            &page,
+            "workload:default/reviews-v2",
+            "service:default/ratings-tcp",
+            "tcp",
+        );
+        let ok = pr.is_some_and(|e| {
+            num(e, "data-rps") > 0.0 && attr(e, "data-mtls").as_deref() == Some("true")
+        }) && rr.is_some_and(|e| (40.0..=60.0).contains(&num(e, "data-error-pct")))
+            && tcp.is_some_and(|e| num(e, "data-rps") > 0.0);
+        if ok {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dashboard via Prometheus:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        page.contains(&format!("metrics: Prometheus at http://{PROM}")),
+        "{page}"
+    );
+    assert!(!page.contains("class=\"problems\""), "{page}");
+    drop(dash);
 
     // Prometheus goes first (it lives in the node namespace), then the mesh.
     let (name, pid) = (mesh.name.clone(), prom._proc.0.id());
