@@ -14,7 +14,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::page::{attr, edge, num, tags, Dashboard};
+use common::page;
+use common::page::{attr, edge, num, tags};
 use common::*;
 
 const PRODUCTPAGE: &str = "productpage-v1-0";
@@ -135,8 +136,8 @@ fn dashboard_shows_bookinfo_graph_and_traces_in_a_browser() {
         "{used}"
     );
 
-    let dash = Dashboard::start(&mesh, &[]);
-    let url = dash.url.clone();
+    let (dash, line) = procs::spawn(&mut page::command(&mesh, &[]));
+    let url = page::url(&line);
 
     // Traffic: every reviews version, details, and reviews-v2 → ratings.
     let mut versions = BTreeSet::new();
@@ -192,19 +193,11 @@ fn dashboard_shows_bookinfo_graph_and_traces_in_a_browser() {
     // The browser's DOM, until it shows everything (scrapes and span exports
     // are asynchronous), for at most 60 s.
     let profile = tempfile::tempdir().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dom = loop {
-        let dom = chromium(profile.path(), &["--dump-dom"], &url);
-        let miss = missing(&dom);
-        if miss.is_empty() {
-            break dom;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dashboard never showed: {miss:#?}\nDOM:\n{dom}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let dom = page::until(
+        Duration::from_secs(60),
+        || chromium(profile.path(), &["--dump-dom"], &url),
+        missing,
+    );
     // No edge that had no traffic: productpage never called ratings.
     assert!(
         edge(

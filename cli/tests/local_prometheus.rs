@@ -10,7 +10,7 @@
 mod common;
 mod procs;
 
-use common::page::{attr, edge, num, Dashboard};
+use common::page::{self, attr, edge, num};
 use common::*;
 use procs::Proc;
 use std::collections::BTreeMap;
@@ -595,41 +595,35 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
     // `meshctl local dashboard --prometheus`: the same graph from these
     // queries. productpage → reviews over mutual TLS; reviews-v2 → ratings
     // half aborted (500, FI), which shows as its error rate; the TCP edge.
-    let dash = Dashboard::start(&mesh, &["--prometheus", &format!("http://{PROM}")]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let page = loop {
-        let page = dash.get();
-        let pr = edge(
-            &page,
-            "workload:default/productpage-v1",
-            "service:default/reviews",
-            "http",
-        );
-        let rr = edge(
-            &page,
-            "workload:default/reviews-v2",
-            "service:default/ratings",
-            "http",
-        );
-        let tcp = edge(
-            &page,
-            "workload:default/reviews-v2",
-            "service:default/ratings-tcp",
-            "tcp",
-        );
-        let ok = pr.is_some_and(|e| {
-            num(e, "data-rps") > 0.0 && attr(e, "data-mtls").as_deref() == Some("true")
-        }) && rr.is_some_and(|e| (40.0..=60.0).contains(&num(e, "data-error-pct")))
-            && tcp.is_some_and(|e| num(e, "data-rps") > 0.0);
-        if ok {
-            break page;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dashboard via Prometheus:\n{page}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let prom_url = format!("http://{PROM}");
+    let (dash, line) = procs::spawn(&mut page::command(&mesh, &["--prometheus", &prom_url]));
+    let url = page::url(&line);
+    let page = page::until(
+        Duration::from_secs(30),
+        || page::get(&url),
+        |page| {
+            let mut miss = Vec::new();
+            let pp = "workload:default/productpage-v1";
+            let v2 = "workload:default/reviews-v2";
+            match edge(page, pp, "service:default/reviews", "http") {
+                Some(e)
+                    if num(e, "data-rps") > 0.0
+                        && attr(e, "data-mtls").as_deref() == Some("true") => {}
+                e => miss.push(format!(
+                    "productpage -> reviews with a rate and mTLS: {e:?}"
+                )),
+            }
+            match edge(page, v2, "service:default/ratings", "http") {
+                Some(e) if (40.0..=60.0).contains(&num(e, "data-error-pct")) => {}
+                e => miss.push(format!("reviews-v2 -> ratings with 50 % errors: {e:?}")),
+            }
+            match edge(page, v2, "service:default/ratings-tcp", "tcp") {
+                Some(e) if num(e, "data-rps") > 0.0 => {}
+                e => miss.push(format!("reviews-v2 -> ratings-tcp with connections: {e:?}")),
+            }
+            miss
+        },
+    );
     assert!(
         page.contains(&format!("metrics: Prometheus at http://{PROM}")),
         "{page}"

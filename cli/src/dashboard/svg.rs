@@ -338,41 +338,20 @@ mod tests {
     }
 
     fn graph() -> Graph {
-        let text = [
-            line(
-                "istio-ingressgateway",
-                "istio-system",
-                "productpage",
-                "productpage-v1",
-                "unknown",
-                "source",
-            ),
-            line(
-                "productpage-v1",
-                "default",
-                "reviews",
-                "reviews-v1",
-                "unknown",
-                "source",
-            ),
-            line(
-                "productpage-v1",
-                "default",
-                "reviews",
-                "reviews-v1",
-                "mutual_tls",
-                "destination",
-            ),
-            line(
-                "reviews-v1",
-                "default",
-                "ratings",
-                "ratings-v1",
-                "unknown",
-                "source",
-            ),
-        ]
-        .concat();
+        // source workload, its namespace, service, destination workload, policy, reporter
+        let calls = [
+            "istio-ingressgateway istio-system productpage productpage-v1 unknown source",
+            "productpage-v1 default reviews reviews-v1 unknown source",
+            "productpage-v1 default reviews reviews-v1 mutual_tls destination",
+            "reviews-v1 default ratings ratings-v1 unknown source",
+        ];
+        let text: String = calls
+            .iter()
+            .map(|c| {
+                let f: Vec<&str> = c.split(' ').collect();
+                line(f[0], f[1], f[2], f[3], f[4], f[5])
+            })
+            .collect();
         build(&parse(&text))
     }
 

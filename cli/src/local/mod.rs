@@ -669,23 +669,38 @@ fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Resul
         "--ca-root-out".to_string(),
         ca::root_file(run).display().to_string(),
     ]);
-    let p = proc::spawn(
+    start_in_node(
+        run,
+        st,
         "mesh-agent",
-        &st.node_netns,
-        0,
         &argv,
-        &[],
-        &run.logs().join("mesh-agent.log"),
+        |s| &mut s.agent,
+        "mesh-agent listening",
     )?;
-    st.agent = Some(p.clone());
-    run.save(st)?;
-    proc::wait_for_log(&p, "mesh-agent listening", Duration::from_secs(20))?;
     println!(
         "mesh-agent listening on {}:15012 (files source {})",
         node::GATEWAY,
         run.config().display()
     );
     Ok(())
+}
+
+/// Starts a node process (log `logs/NAME.log`), records it in `slot` of the
+/// state before waiting (so `down` stops it even if it never gets ready), and
+/// waits for its `ready` line.
+fn start_in_node(
+    run: &RunDir,
+    st: &mut State,
+    name: &str,
+    argv: &[String],
+    slot: fn(&mut State) -> &mut Option<state::Proc>,
+    ready: &str,
+) -> anyhow::Result<()> {
+    let log = run.logs().join(format!("{name}.log"));
+    let p = proc::spawn(name, &st.node_netns, 0, argv, &[], &log)?;
+    *slot(st) = Some(p.clone());
+    run.save(st)?;
+    proc::wait_for_log(&p, ready, Duration::from_secs(20))
 }
 
 fn start_collector(run: &RunDir, st: &mut State, addr: &str) -> anyhow::Result<()> {
@@ -697,17 +712,14 @@ fn start_collector(run: &RunDir, st: &mut State, addr: &str) -> anyhow::Result<(
         addr.into(),
     ]
     .into();
-    let p = proc::spawn(
+    start_in_node(
+        run,
+        st,
         "trace-collector",
-        &st.node_netns,
-        0,
         &argv,
-        &[],
-        &run.logs().join("trace-collector.log"),
+        |s| &mut s.collector,
+        collector::READY,
     )?;
-    st.collector = Some(p.clone());
-    run.save(st)?;
-    proc::wait_for_log(&p, collector::READY, Duration::from_secs(20))?;
     println!("trace collector (Zipkin) listening on {addr}: the mesh's tracing backend");
     Ok(())
 }

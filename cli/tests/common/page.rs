@@ -1,60 +1,67 @@
-//! `meshctl local dashboard` for a test: started on a free loopback port (its
-//! first stdout line is the URL), killed on drop, and small readers of its
-//! page's DOM (the `data-*` attributes every node, edge, row and trace has).
+//! `meshctl local dashboard` for a test: its command (on a free loopback port;
+//! the first stdout line is the URL), the page read until it shows what the
+//! test waits for, and small readers of its DOM (the `data-*` attributes every
+//! node, edge, row and trace has).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use super::{text, Local};
 
-pub struct Dashboard {
-    child: Child,
-    pub url: String,
+/// `meshctl local dashboard --port 0 --refresh 0 ARGS` for `mesh` (start it
+/// with `procs::spawn`, which returns its first line).
+pub fn command(mesh: &Local, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.args(["local", "--name", &mesh.name, "--root"])
+        .arg(&mesh.root)
+        .args(["dashboard", "--port", "0", "--refresh", "0"])
+        .args(args);
+    cmd
 }
 
-impl Dashboard {
-    /// `meshctl local dashboard --port 0 --refresh 0 ARGS` for `mesh`.
-    pub fn start(mesh: &Local, args: &[&str]) -> Dashboard {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-            .args(["local", "--name", &mesh.name, "--root"])
-            .arg(&mesh.root)
-            .args(["dashboard", "--port", "0", "--refresh", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().strip_prefix("dashboard: ").map(str::to_string);
-        let d = Dashboard {
-            child,
-            url: url.clone().unwrap_or_default(),
-        };
+/// The URL from the dashboard's first line (`dashboard: http://127.0.0.1:PORT/`).
+pub fn url(first_line: &str) -> String {
+    let url = first_line
+        .trim()
+        .strip_prefix("dashboard: ")
+        .unwrap_or_default();
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "dashboard's first line: {first_line:?}"
+    );
+    url.to_string()
+}
+
+/// The page as served (curl from this host).
+pub fn get(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET {url}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads the page with `read` until `missing` finds nothing missing (scrapes
+/// and span exports are asynchronous), for at most `limit`; panics with what
+/// is still missing and the last page.
+pub fn until(
+    limit: Duration,
+    read: impl Fn() -> String,
+    missing: impl Fn(&str) -> Vec<String>,
+) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let page = read();
+        let miss = missing(&page);
+        if miss.is_empty() {
+            return page;
+        }
         assert!(
-            url.is_some_and(|u| u.starts_with("http://127.0.0.1:")),
-            "dashboard's first line: {line:?}"
+            Instant::now() < deadline,
+            "the dashboard never showed: {miss:#?}\npage:\n{page}"
         );
-        d
-    }
-
-    /// The page as served (curl from this host).
-    pub fn get(&self) -> String {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "30", &self.url])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "GET {}: {}", self.url, text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
