@@ -31,7 +31,7 @@ table{border-collapse:collapse;font-size:12px}td,th{padding:3px 10px;border-bott
 td:first-child,th:first-child{text-align:left}tr:target{background:#fff6cc}\
 .trace{margin:6px 0;border:1px solid #dde;border-radius:6px;padding:4px 8px}\
 .trace summary{cursor:pointer;font-size:13px}\
-.span{display:grid;grid-template-columns:170px 320px 1fr 80px;align-items:center;font-size:12px;height:20px}\
+.span{display:grid;grid-template-columns:170px 320px 1fr 110px;align-items:center;font-size:12px;height:20px}\
 .span .svc{font-weight:bold;overflow:hidden;white-space:nowrap}.span .name{overflow:hidden;white-space:nowrap;color:#444}\
 .lane{position:relative;height:12px;background:#f3f4f6}.bar{position:absolute;top:0;height:12px;border-radius:2px}\
 .dur{text-align:right;color:#444}.graph-wrap{overflow-x:auto}";
@@ -132,19 +132,31 @@ fn trace(t: &[Span], open: bool) -> String {
     ];
     for (span, d) in t.iter().zip(depths(t)) {
         let svc = span.service();
-        let color = palette[svc_list.iter().position(|x| *x == svc).unwrap_or(0) % palette.len()];
+        // A failed span (the proxy's `error` tag) is red, whatever its service.
+        let failed = span.tags.get("error").is_some_and(|v| v == "true");
+        let color = if failed {
+            "#d33b3b"
+        } else {
+            palette[svc_list.iter().position(|x| *x == svc).unwrap_or(0) % palette.len()]
+        };
+        let status = span
+            .tags
+            .get("http.status_code")
+            .map(String::as_str)
+            .unwrap_or("");
         let off = span.timestamp.unwrap_or(start).saturating_sub(start) as f64 / total * 100.0;
         let dur = span.duration.unwrap_or(0) as f64;
         let width = (dur / total * 100.0).clamp(0.5, 100.0 - off.min(99.5));
         let _ = write!(
             s,
-            "<div class=\"span\" data-service=\"{svc}\" data-name=\"{name}\" data-kind=\"{kind}\" data-duration-us=\"{dur}\">\
+            "<div class=\"span\" data-service=\"{svc}\" data-name=\"{name}\" data-kind=\"{kind}\" data-duration-us=\"{dur}\" data-status=\"{status}\" data-error=\"{failed}\">\
 <span class=\"svc\" style=\"padding-left:{pad}px\">{svc}</span><span class=\"name\">{kindl} {name}</span>\
-<div class=\"lane\"><div class=\"bar\" style=\"left:{off:.2}%;width:{width:.2}%;background:{color}\"></div></div><span class=\"dur\">{ms:.2} ms</span></div>",
+<div class=\"lane\"><div class=\"bar\" style=\"left:{off:.2}%;width:{width:.2}%;background:{color}\"></div></div><span class=\"dur\">{status} {ms:.2} ms</span></div>",
             svc = esc(svc),
             name = esc(span.name.as_deref().unwrap_or("-")),
             kind = esc(span.kind.as_deref().unwrap_or("")),
             kindl = esc(&span.kind.as_deref().unwrap_or("").to_ascii_lowercase()),
+            status = esc(status),
             pad = d * 12,
             ms = dur / 1000.0,
         );
@@ -230,7 +242,12 @@ mod tests {
         let t = vec![
             span("a", None, "productpage.default", 1_000, 4_000),
             span("b", Some("a"), "reviews.default", 2_000, 2_000),
-            span("c", Some("b"), "ratings.default", 2_500, 1_000),
+            Span {
+                tags: [("error", "true"), ("http.status_code", "503")]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .into(),
+                ..span("c", Some("b"), "ratings.default", 2_500, 1_000)
+            },
         ];
         let html = page(&Meta::default(), &Graph::default(), &[t]);
         assert!(
@@ -243,7 +260,13 @@ mod tests {
         assert!(r.contains("padding-left:12px"), "{r}");
         assert!(r.contains("left:25.00%;width:50.00%"), "{r}");
         assert!(r.contains("2.00 ms"), "{r}");
+        assert!(r.contains("data-error=\"false\""), "{r}");
         let c = &html[html.find("data-service=\"ratings.default\"").unwrap()..];
+        assert!(c.contains("data-status=\"503\" data-error=\"true\""), "{c}");
+        assert!(
+            c.contains("background:#d33b3b"),
+            "a failed span is red: {c}"
+        );
         assert!(c.contains("padding-left:24px"), "{c}");
         assert!(html.contains("No traffic seen yet"));
         assert!(!html.contains("<script"), "no script, nothing from outside");
