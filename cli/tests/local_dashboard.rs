@@ -4,7 +4,8 @@
 //! request rate and the mTLS lock, and the traces view shows a trace that the
 //! sidecars exported to `meshctl local up`'s embedded collector, with spans of
 //! three services (the test propagates the B3 context as Bookinfo's apps do).
-//! Without a cluster, `meshctl dashboard` says so.
+//! A mesh config with its own tracing backend (or `--no-trace-collector`) gets
+//! no collector. Without a cluster, `meshctl dashboard` says so.
 
 mod common;
 mod procs;
@@ -280,4 +281,40 @@ fn without_a_cluster_the_cluster_dashboard_says_so() {
         "{err}"
     );
     assert!(out.stdout.is_empty(), "nothing served: {}", text(&out));
+}
+
+#[test]
+fn a_tracing_backend_of_the_users_own_wins_over_the_collector() {
+    let state = |mesh: &Local| -> serde_json::Value {
+        let p = mesh.root.join(&mesh.name).join("state.json");
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let used = |mesh: &Local| {
+        std::fs::read_to_string(mesh.root.join(&mesh.name).join("mesh.yaml")).unwrap()
+    };
+    // A zipkin address in the mesh config: no collector, the config as written.
+    let mesh = Local::new();
+    let own = "defaultConfig:\n  tracing:\n    zipkin: {address: zipkin.obs:9411}\n";
+    let cfg = mesh.file("mesh.yaml", own);
+    let ns = sample("platform/namespace.yaml");
+    let out = mesh.ok(&["up", "--mesh-config", &cfg, "-f", &ns]);
+    assert!(!out.contains("trace collector"), "{out}");
+    assert_eq!(used(&mesh), own);
+    assert!(state(&mesh)["collector"].is_null());
+    // The dashboard then has no trace source of its own, and says so.
+    let (dash, line) = procs::spawn(&mut page::command(&mesh, &[]));
+    let html = page::get(&page::url(&line));
+    assert!(
+        html.contains("traces: none (no collector; pass --zipkin URL)"),
+        "{html}"
+    );
+    drop(dash);
+    drop(mesh);
+
+    // --no-trace-collector: none either, and no backend added.
+    let mesh = Local::new();
+    let out = mesh.ok(&["up", "--no-trace-collector", "-f", &ns]);
+    assert!(!out.contains("trace collector"), "{out}");
+    assert_eq!(used(&mesh), "");
+    assert!(state(&mesh)["collector"].is_null());
 }
