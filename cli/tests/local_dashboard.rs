@@ -309,6 +309,15 @@ fn a_tracing_backend_of_the_users_own_wins_over_the_collector() {
         "{html}"
     );
     drop(dash);
+    // A URL it cannot use: refused before anything is served, naming flag and value.
+    let out = mesh.meshctl(&["dashboard", "--prometheus", "https://prom:9090"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--prometheus \"https://prom:9090\": only http://HOST:PORT[/PATH] URLs"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out));
     drop(mesh);
 
     // --no-trace-collector: none either, and no backend added.

@@ -46,6 +46,7 @@ impl Backend for ClusterBackend {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let urls = args.urls(None)?;
     let cluster = Cluster::connect().context(
         "no Kubernetes cluster reachable for `meshctl dashboard` (for a mesh on this machine: `meshctl local dashboard`)",
     )?;
@@ -55,5 +56,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "no Kubernetes cluster reachable for `meshctl dashboard` (for a mesh on this machine: `meshctl local dashboard`)"
     })?;
     let listener = bind(args.port)?;
-    serve(listener, Box::new(ClusterBackend { cluster }), &args, None)
+    serve(listener, Box::new(ClusterBackend { cluster }), &args, urls)
 }

@@ -185,7 +185,7 @@ fn reader(mut b: Box<dyn Backend>) -> std::sync::mpsc::Sender<Job> {
 }
 
 struct App {
-    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     history: Mutex<VecDeque<Snapshot>>,
     prometheus: Option<Url>,
     zipkin: Option<Url>,
@@ -196,15 +196,13 @@ struct App {
 impl App {
     async fn scrape(&self) -> Option<Snapshot> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.lock().ok()?.send(Job::Scrape(tx)).ok()?;
+        self.jobs.send(Job::Scrape(tx)).ok()?;
         rx.await.ok()
     }
 
     async fn get(&self, url: &Url, path: String) -> Result<String, String> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .lock()
-            .map_err(|_| "reader lock".to_string())?
             .send(Job::Get(url.clone(), path, tx))
             .map_err(|_| "reader thread gone".to_string())?;
         rx.await.map_err(|_| "reader thread gone".to_string())?
@@ -326,20 +324,12 @@ pub fn serve(
     listener: std::net::TcpListener,
     backend: Box<dyn Backend>,
     args: &Args,
-    zipkin_default: Option<Url>,
+    urls: Urls,
 ) -> anyhow::Result<()> {
-    let prometheus = args
-        .prometheus
-        .as_deref()
-        .map(|u| parse_url("--prometheus", u))
-        .transpose()?;
-    let zipkin = match args.zipkin.as_deref() {
-        Some(u) => Some(parse_url("--zipkin", u)?),
-        None => zipkin_default,
-    };
+    let Urls { prometheus, zipkin } = urls;
     let app = Arc::new(App {
         title: backend.name(),
-        jobs: Mutex::new(reader(backend)),
+        jobs: reader(backend),
         history: Mutex::new(VecDeque::new()),
         prometheus,
         zipkin,
@@ -368,6 +358,30 @@ pub fn serve(
         axum::serve(l, router).await?;
         Ok(())
     })
+}
+
+/// The `--prometheus` and `--zipkin` URLs, checked before anything is bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Urls {
+    pub prometheus: Option<Url>,
+    pub zipkin: Option<Url>,
+}
+
+impl Args {
+    /// The URLs of the flags; `zipkin_default` (the local mesh's collector)
+    /// when `--zipkin` is not given.
+    pub fn urls(&self, zipkin_default: Option<Url>) -> Result<Urls, DashboardError> {
+        let prometheus = self
+            .prometheus
+            .as_deref()
+            .map(|u| parse_url("--prometheus", u))
+            .transpose()?;
+        let zipkin = match self.zipkin.as_deref() {
+            Some(u) => Some(parse_url("--zipkin", u)?),
+            None => zipkin_default,
+        };
+        Ok(Urls { prometheus, zipkin })
+    }
 }
 
 /// Binds the dashboard's loopback port and prints its URL (the first line of

@@ -50,13 +50,14 @@ impl Backend for LocalBackend {
 
 pub fn run(run: &RunDir, name: &str, args: &dashboard::Args) -> anyhow::Result<()> {
     let st = run.load()?;
-    let listener = dashboard::bind(args.port)?;
-    // Still single-threaded: every thread started from here on is in the node.
-    forward::enter_netns(&st.node_netns)?;
-    let zipkin = st.collector.as_ref().map(|_| Url {
+    let collector = st.collector.as_ref().map(|_| Url {
         addr: format!("{GATEWAY}:{}", collector::PORT),
         base: String::new(),
     });
+    let urls = args.urls(collector)?;
+    let listener = dashboard::bind(args.port)?;
+    // Still single-threaded: every thread started from here on is in the node.
+    forward::enter_netns(&st.node_netns)?;
     dashboard::serve(
         listener,
         Box::new(LocalBackend {
@@ -64,6 +65,6 @@ pub fn run(run: &RunDir, name: &str, args: &dashboard::Args) -> anyhow::Result<(
             name: name.to_string(),
         }),
         args,
-        zipkin,
+        urls,
     )
 }
