@@ -3,7 +3,8 @@
 //! Bookinfo workloads and services, the productpage → reviews edge has a
 //! request rate and the mTLS lock, and the traces view shows a trace that the
 //! sidecars exported to `meshctl local up`'s embedded collector, with spans of
-//! three services (the test propagates the B3 context as Bookinfo's apps do).
+//! three services (the test propagates the B3 context as Bookinfo's apps do);
+//! traffic through the ingress gateway puts the gateway at the graph's left edge.
 //! A mesh config with its own tracing backend (or `--no-trace-collector`) gets
 //! no collector. Without a cluster, `meshctl dashboard` says so.
 
@@ -122,7 +123,17 @@ fn dashboard_shows_bookinfo_graph_and_traces_in_a_browser() {
     let started = Instant::now();
     let mesh = Local::new();
     let cfg = mesh.file("mesh.yaml", MESH);
-    let out = mesh.ok(&["up", "--mesh-config", &cfg, "-f", &sample("platform")]);
+    let out = mesh.ok(&[
+        "up",
+        "--mesh-config",
+        &cfg,
+        "--gateways",
+        "ingress",
+        "-f",
+        &sample("platform"),
+        "-f",
+        &sample("networking/bookinfo-gateway.yaml"),
+    ]);
     let collector = format!("{}:9411", mesh_e2e::harness::GATEWAY);
     assert!(
         out.contains(&format!(
@@ -257,6 +268,77 @@ fn dashboard_shows_bookinfo_graph_and_traces_in_a_browser() {
     if let Some(keep) = std::env::var_os("MESH_DASHBOARD_SCREENSHOT") {
         std::fs::copy(&png, keep).unwrap();
     }
+
+    // Traffic from this host through the ingress gateway: the gateway is a
+    // node of its own kind at the graph's left edge, its edge over mTLS.
+    let addr = mesh
+        .ok(&[
+            "service-url",
+            "istio-ingressgateway",
+            "-n",
+            "istio-system",
+            "--port",
+            "80",
+        ])
+        .trim()
+        .to_string();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\n",
+            "--max-time",
+            "30",
+        ])
+        .arg(format!("http://{addr}/productpage?call=[1-5]"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200\n".repeat(5),
+        "{}",
+        text(&out)
+    );
+    let gw = "workload:istio-system/istio-ingressgateway";
+    page::until(
+        Duration::from_secs(60),
+        || chromium(profile.path(), &["--dump-dom"], &url),
+        |dom| {
+            let mut miss = Vec::new();
+            let node = tags(dom, "<g class=\"node\"")
+                .into_iter()
+                .find(|t| attr(t, "data-id").as_deref() == Some(gw));
+            if node.and_then(|t| attr(t, "data-kind")).as_deref() != Some("gateway") {
+                miss.push(format!("gateway node {gw}: {node:?}"));
+            }
+            match edge(dom, gw, "service:default/productpage", "http") {
+                Some(e)
+                    if num(e, "data-rps") > 0.0
+                        && attr(e, "data-mtls").as_deref() == Some("true") => {}
+                e => miss.push(format!(
+                    "gateway -> productpage with a rate over mTLS: {e:?}"
+                )),
+            }
+            // Left edge: no node starts left of the gateway.
+            let xs: Vec<(String, f64)> = tags(dom, "<g class=\"node\"")
+                .into_iter()
+                .filter_map(|t| {
+                    let id = attr(t, "data-id")?;
+                    let at = dom.find(t)?;
+                    let rect = &dom[at..];
+                    let x = attr(&rect[rect.find("<rect")?..], "x")?.parse().ok()?;
+                    Some((id, x))
+                })
+                .collect();
+            let gx = xs.iter().find(|(id, _)| id == gw).map(|(_, x)| *x);
+            if gx.is_none_or(|g| xs.iter().any(|(_, x)| *x < g)) {
+                miss.push(format!("the gateway at the left edge: {xs:?}"));
+            }
+            miss
+        },
+    );
 
     drop(dash);
     let name = mesh.name.clone();
