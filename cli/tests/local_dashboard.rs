@@ -321,6 +321,9 @@ fn dashboard_shows_bookinfo_graph_and_traces_in_a_browser() {
                     "gateway -> productpage with a rate over mTLS: {e:?}"
                 )),
             }
+            if !dom.contains("<g class=\"namespace\" data-namespace=\"istio-system\">") {
+                miss.push("a band for namespace istio-system".into());
+            }
             // Left edge: no node starts left of the gateway.
             let xs: Vec<(String, f64)> = tags(dom, "<g class=\"node\"")
                 .into_iter()
