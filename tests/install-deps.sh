@@ -15,6 +15,7 @@ have openssl         || need+=(openssl)
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # the kill binary (not the shell builtin) for tests
 have setpriv         || need+=(util-linux)
 have prometheus      || need+=(prometheus)  # cli/tests/local_prometheus.rs runs its own (the service is not used)
+have chromium        || need+=(chromium)    # cli/tests/local_dashboard.rs reads the dashboard in headless Chromium
 have bash            || need+=(bash)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

@@ -183,6 +183,20 @@ impl Cluster {
             .map_err(|e| self.map_err(format!("pods {selector:?} in {ns}"), e))
     }
 
+    /// `GET /api/v1/pods[?labelSelector=...]`: pods of every namespace (an
+    /// empty selector: all of them).
+    pub fn list_all_pods(&self, selector: &str) -> Result<Vec<Pod>, ClusterError> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut lp = ListParams::default();
+        if !selector.is_empty() {
+            lp = lp.labels(selector);
+        }
+        self.rt
+            .block_on(api.list(&lp))
+            .map(|l| l.items)
+            .map_err(|e| self.map_err(format!("pods {selector:?} in all namespaces"), e))
+    }
+
     /// `GET /api/v1/namespaces/{ns}/configmaps/{name}`.
     pub fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, ClusterError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);

@@ -110,6 +110,11 @@ fn body_of(buf: Vec<u8>, path: &str) -> anyhow::Result<String> {
     }
 }
 
+/// GET `path` from `addr` (host:port) over plain HTTP, the body as text.
+pub fn get_text(addr: &str, path: &str) -> anyhow::Result<String> {
+    exchange(connect(addr)?, addr, path)
+}
+
 /// GET `path` from `addr` (host:port) over plain HTTP, the body as JSON.
 pub fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     let body = exchange(connect(addr)?, addr, path)?;

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod cluster;
+mod dashboard;
 mod demo;
 mod http_get;
 mod kube_inject;
@@ -10,6 +11,7 @@ mod local;
 mod proxy_config;
 mod proxy_status;
 mod version;
+mod zipkin;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +43,8 @@ enum Command {
     Analyze(analyze::Args),
     /// What one sidecar has in force: clusters, listeners, routes, endpoints (like `istioctl proxy-config`).
     ProxyConfig(proxy_config::Args),
+    /// The mesh's service graph, workload rates and traces as one web page on loopback.
+    Dashboard(dashboard::Args),
     /// Client version and the versions of the agents, webhooks and proxies it can reach.
     Version(version::Args),
 }
@@ -63,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Command::Analyze(args) => analyze::run(args),
         Command::ProxyConfig(args) => proxy_config::run(args),
         Command::Version(args) => version::run(args),
+        Command::Dashboard(args) => dashboard::cluster_mode::run(args),
     }
 }

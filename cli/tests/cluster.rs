@@ -56,7 +56,7 @@ fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let (agent, sync, debug) = agent(dir.path());
-    let (proxy, admin) = proxy(&["--agent", &sync]);
+    let (proxy, admin, prometheus) = proxy(&["--agent", &sync]);
     let fake = Fake::new();
     let add = |p: serde_json::Value| fake.apply(p);
     add(pod(
@@ -75,6 +75,8 @@ fn world() -> World {
     let mut db = fake.db();
     db.backends
         .insert("shop/web-0:15000".into(), format!("http://{admin}"));
+    db.backends
+        .insert("shop/web-0:15090".into(), format!("http://{prometheus}"));
     db.backends.insert(
         "istio-system/mesh-agent-7f9c:15014".into(),
         format!("http://{debug}"),
@@ -279,4 +281,53 @@ fn version_finds_the_control_plane_and_proxies_in_the_cluster() {
             .all(|s| s.contains("mesh-webhook-1")),
         "{seen:?}"
     );
+}
+
+#[test]
+fn dashboard_scrapes_the_sidecars_through_the_api_server() {
+    // web-0's 15090 is the real proxy's; dark-0 is a sidecar pod whose
+    // metrics port has nothing behind it; plain-0 has no sidecar.
+    let w = world();
+    w.api
+        .fake
+        .apply(pod("default", "dark-0", json!({}), &["app", "istio-proxy"]));
+    let (dash, line) = spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+            .args(["dashboard", "--port", "0", "--refresh", "0"])
+            .env("KUBECONFIG", w.api.kubeconfig())
+            .env("HOME", "/nonexistent/home")
+            .env_remove("KUBERNETES_SERVICE_HOST"),
+    );
+    let url = line.trim().strip_prefix("dashboard: ").unwrap_or_default();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", url])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    // One sidecar scraped (the real proxy, through a port-forward), the other
+    // named with the kubelet's reason; the pod without a sidecar not tried.
+    assert!(
+        page.contains("metrics: the sidecars&#39; own (15090), 1 scraped"),
+        "{page}"
+    );
+    assert!(
+        page.contains("scraping default/dark-0: port-forward to pod default/dark-0 port 15090"),
+        "{page}"
+    );
+    assert!(!page.contains("plain-0"), "{page}");
+    assert!(
+        page.contains("traces: none (no collector; pass --zipkin URL)"),
+        "{page}"
+    );
+    let seen = w.api.seen();
+    for want in [
+        "GET /api/v1/pods?",
+        "GET /api/v1/namespaces/shop/pods/web-0/portforward?ports=15090",
+        "GET /api/v1/namespaces/default/pods/dark-0/portforward?ports=15090",
+    ] {
+        assert!(seen.iter().any(|s| s == want), "{want} in {seen:?}");
+    }
+    assert!(!seen.iter().any(|s| s.contains("plain-0")), "{seen:?}");
+    drop(dash);
 }

@@ -10,6 +10,7 @@
 mod common;
 mod procs;
 
+use common::page::{self, attr, edge, num};
 use common::*;
 use procs::Proc;
 use std::collections::BTreeMap;
@@ -590,6 +591,45 @@ fn kiali_and_dashboard_queries_on_bookinfo() {
     let r = prom.query("sum(pilot_total_xds_rejects) by (type)");
     assert_labels(&r, &["type"], "pilot_total_xds_rejects");
     assert!(!r.is_empty() && r.iter().all(|s| s.1 == 0.0), "{r:#?}");
+
+    // `meshctl local dashboard --prometheus`: the same graph from these
+    // queries. productpage → reviews over mutual TLS; reviews-v2 → ratings
+    // half aborted (500, FI), which shows as its error rate; the TCP edge.
+    let prom_url = format!("http://{PROM}");
+    let (dash, line) = procs::spawn(&mut page::command(&mesh, &["--prometheus", &prom_url]));
+    let url = page::url(&line);
+    let page = page::until(
+        Duration::from_secs(30),
+        || page::get(&url),
+        |page| {
+            let mut miss = Vec::new();
+            let pp = "workload:default/productpage-v1";
+            let v2 = "workload:default/reviews-v2";
+            match edge(page, pp, "service:default/reviews", "http") {
+                Some(e)
+                    if num(e, "data-rps") > 0.0
+                        && attr(e, "data-mtls").as_deref() == Some("true") => {}
+                e => miss.push(format!(
+                    "productpage -> reviews with a rate and mTLS: {e:?}"
+                )),
+            }
+            match edge(page, v2, "service:default/ratings", "http") {
+                Some(e) if (40.0..=60.0).contains(&num(e, "data-error-pct")) => {}
+                e => miss.push(format!("reviews-v2 -> ratings with 50 % errors: {e:?}")),
+            }
+            match edge(page, v2, "service:default/ratings-tcp", "tcp") {
+                Some(e) if num(e, "data-rps") > 0.0 => {}
+                e => miss.push(format!("reviews-v2 -> ratings-tcp with connections: {e:?}")),
+            }
+            miss
+        },
+    );
+    assert!(
+        page.contains(&format!("metrics: Prometheus at http://{PROM}")),
+        "{page}"
+    );
+    assert!(!page.contains("class=\"problems\""), "{page}");
+    drop(dash);
 
     // Prometheus goes first (it lives in the node namespace), then the mesh.
     let (name, pid) = (mesh.name.clone(), prom._proc.0.id());

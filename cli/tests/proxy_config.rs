@@ -91,7 +91,8 @@ fn until_shown(args: &[&str], f: impl Fn(&str) -> bool) -> String {
 
 /// The proxy under test: its embedded agent reads the YAML in `dir`.
 fn start_proxy(dir: &Path) -> (Proc, String) {
-    proxy(&["--config-dir", dir.to_str().unwrap()])
+    let (p, admin, _) = proxy(&["--config-dir", dir.to_str().unwrap()]);
+    (p, admin)
 }
 
 fn cells(table: &str) -> Vec<Vec<String>> {

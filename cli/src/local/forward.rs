@@ -53,16 +53,10 @@ pub fn read_table(path: &Path) -> Table {
         .unwrap_or_default()
 }
 
-/// Runs the forwarder until killed.
-pub fn serve(netns: &str, table: PathBuf, ports: &[u16]) -> Result<(), ForwardError> {
-    let mut listeners = Vec::new();
-    for &port in ports {
-        let l = TcpListener::bind(("127.0.0.1", port))
-            .map_err(|source| ForwardError::Bind { port, source })?;
-        listeners.push((port, l));
-    }
-    // Single-threaded up to here: setns moves this thread, and every thread it
-    // starts afterwards inherits the node namespace.
+/// Moves the calling thread into the named network namespace (sockets bound
+/// before stay where they were). Call it before any other thread starts, so
+/// every later thread inherits the namespace.
+pub fn enter_netns(netns: &str) -> Result<(), ForwardError> {
     let ns_path = Path::new("/var/run/netns").join(netns);
     let f = std::fs::File::open(&ns_path).map_err(|source| ForwardError::OpenNetns {
         netns: netns.to_string(),
@@ -73,7 +67,20 @@ pub fn serve(netns: &str, table: PathBuf, ports: &[u16]) -> Result<(), ForwardEr
             netns: netns.to_string(),
             source,
         }
-    })?;
+    })
+}
+
+/// Runs the forwarder until killed.
+pub fn serve(netns: &str, table: PathBuf, ports: &[u16]) -> Result<(), ForwardError> {
+    let mut listeners = Vec::new();
+    for &port in ports {
+        let l = TcpListener::bind(("127.0.0.1", port))
+            .map_err(|source| ForwardError::Bind { port, source })?;
+        listeners.push((port, l));
+    }
+    // Single-threaded up to here: every thread started afterwards inherits
+    // the node namespace.
+    enter_netns(netns)?;
     let list: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     println!("meshctl forwarder listening on {}", list.join(" "));
     let table = Arc::new(table);

@@ -6,6 +6,8 @@
 //! crash, from the state kept in the run directory.
 
 mod ca;
+pub mod collector;
+mod dashboard;
 mod forward;
 pub mod gateway;
 mod manifest;
@@ -102,6 +104,17 @@ enum Cmd {
         #[arg(long = "port", required = true)]
         ports: Vec<u16>,
     },
+    /// Serve the mesh's dashboard (service graph, workloads, traces) on loopback.
+    Dashboard(crate::dashboard::Args),
+    /// The embedded Zipkin trace collector (started by `up`).
+    #[command(hide = true)]
+    Collector {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Spans kept in memory (the oldest go first).
+        #[arg(long, default_value_t = collector::DEFAULT_SPANS)]
+        spans: usize,
+    },
     /// `meshctl proxy-status` against this mesh's agent.
     ProxyStatus {
         /// Arguments passed on (`-n NAMESPACE`, `--json`).
@@ -137,6 +150,13 @@ pub struct UpArgs {
     /// `ingress,egress`, `ingress`, `egress` or `none`.
     #[arg(long, default_value = "ingress,egress")]
     pub gateways: String,
+    /// Do not start the embedded trace collector. Without this flag, a Zipkin
+    /// receiver on the pods' gateway address (port 9411) is the tracing backend
+    /// whenever the mesh config names none (`meshctl local dashboard` shows its
+    /// traces); sampling stays Istio's 1 % unless the mesh config sets
+    /// `defaultConfig.tracing.sampling`.
+    #[arg(long)]
+    pub no_trace_collector: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,6 +275,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             table,
             ports,
         } => Ok(forward::serve(&netns, table, &ports)?),
+        Cmd::Collector { listen, spans } => Ok(collector::serve(listen, spans)?),
+        Cmd::Dashboard(d) => {
+            require_root()?;
+            dashboard::run(&run, &args.name, &d)
+        }
         Cmd::ProxyStatus { args } => {
             require_root()?;
             let st = run.load()?;
@@ -304,6 +329,7 @@ impl Session {
             mesh_config: None,
             keep_on_error: false,
             gateways: gateways.to_string(),
+            no_trace_collector: false,
         };
         up(&self.run, &self.name, &args)
     }
@@ -514,6 +540,13 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         Some(p) => std::fs::read_to_string(p)?,
         None => String::new(),
     };
+    // The embedded collector is the backend only when the config names none.
+    let collector_addr = format!("{}:{}", node::GATEWAY, collector::PORT);
+    let (text, use_collector) = if args.no_trace_collector {
+        (text, false)
+    } else {
+        collector::with_default_backend(&text, &collector_addr)?
+    };
     write_file(&mesh_path(run), &text)?;
     let bins = stage_bins(run)?;
     let cni_dir = bins["mesh-cni"]
@@ -540,6 +573,7 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         agent: None,
         forwarder: None,
         forwarded_ports: Vec::new(),
+        collector: None,
         trust_domain: mesh.trust_domain.clone(),
         namespaces: BTreeMap::new(),
         services: Vec::new(),
@@ -555,6 +589,9 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
             node::GATEWAY
         );
         node::create(&st)?;
+        if use_collector {
+            start_collector(run, &mut st, &collector_addr)?;
+        }
         start_agent(run, &mut st, &mesh)?;
         apply_with(run, &mut st, &m, &mesh)
     })();
@@ -634,22 +671,58 @@ fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Resul
         "--ca-root-out".to_string(),
         ca::root_file(run).display().to_string(),
     ]);
-    let p = proc::spawn(
+    start_in_node(
+        run,
+        st,
         "mesh-agent",
-        &st.node_netns,
-        0,
         &argv,
-        &[],
-        &run.logs().join("mesh-agent.log"),
+        |s| &mut s.agent,
+        "mesh-agent listening",
     )?;
-    st.agent = Some(p.clone());
-    run.save(st)?;
-    proc::wait_for_log(&p, "mesh-agent listening", Duration::from_secs(20))?;
     println!(
         "mesh-agent listening on {}:15012 (files source {})",
         node::GATEWAY,
         run.config().display()
     );
+    Ok(())
+}
+
+/// Starts a node process (log `logs/NAME.log`), records it in `slot` of the
+/// state before waiting (so `down` stops it even if it never gets ready), and
+/// waits for its `ready` line.
+fn start_in_node(
+    run: &RunDir,
+    st: &mut State,
+    name: &str,
+    argv: &[String],
+    slot: fn(&mut State) -> &mut Option<state::Proc>,
+    ready: &str,
+) -> anyhow::Result<()> {
+    let log = run.logs().join(format!("{name}.log"));
+    let p = proc::spawn(name, &st.node_netns, 0, argv, &[], &log)?;
+    *slot(st) = Some(p.clone());
+    run.save(st)?;
+    proc::wait_for_log(&p, ready, Duration::from_secs(20))
+}
+
+fn start_collector(run: &RunDir, st: &mut State, addr: &str) -> anyhow::Result<()> {
+    let argv: Vec<String> = [
+        st.bins["meshctl"].display().to_string(),
+        "local".into(),
+        "collector".into(),
+        "--listen".into(),
+        addr.into(),
+    ]
+    .into();
+    start_in_node(
+        run,
+        st,
+        "trace-collector",
+        &argv,
+        |s| &mut s.collector,
+        collector::READY,
+    )?;
+    println!("trace collector (Zipkin) listening on {addr}: the mesh's tracing backend");
     Ok(())
 }
 
@@ -1033,6 +1106,9 @@ pub fn down(run: &RunDir) -> anyhow::Result<()> {
     }
     if let Some(a) = &st.agent {
         proc::stop(a, Duration::from_secs(3));
+    }
+    if let Some(c) = &st.collector {
+        proc::stop(c, Duration::from_secs(3));
     }
     errors.extend(node::del_node(&st));
     if let Err(e) = std::fs::remove_dir_all(&run.0) {

@@ -81,6 +81,9 @@ pub struct State {
     pub forwarder: Option<Proc>,
     #[serde(default)]
     pub forwarded_ports: Vec<u16>,
+    /// The embedded trace collector (`None` when `up --no-trace-collector`).
+    #[serde(default)]
+    pub collector: Option<Proc>,
     pub trust_domain: String,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub services: Vec<ServiceState>,

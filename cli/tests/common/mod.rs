@@ -3,6 +3,8 @@
 //! proxies' metrics and config, and `down` on drop (also when the test panics).
 #![allow(dead_code)]
 
+pub mod page;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

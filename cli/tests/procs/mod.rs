@@ -50,8 +50,8 @@ pub fn field(line: &str, key: &str) -> String {
 
 /// `mesh-proxy` as pod `web-0.shop` on 127.0.0.1, every port 0, configured by
 /// `config` (`--agent ADDR` or `--config-dir DIR`); returns it with its admin
-/// address, which is loopback-only as in a pod.
-pub fn proxy(config: &[&str]) -> (Proc, String) {
+/// address, which is loopback-only as in a pod, and its Prometheus address.
+pub fn proxy(config: &[&str]) -> (Proc, String, String) {
     let (p, line) = spawn(
         Command::new(workspace_bin("mesh-proxy"))
             .args([
@@ -69,7 +69,7 @@ pub fn proxy(config: &[&str]) -> (Proc, String) {
     );
     let admin = field(&line, "admin=");
     assert!(admin.starts_with("127.0.0.1:"), "{admin}");
-    (p, admin)
+    (p, admin, field(&line, "prometheus="))
 }
 
 /// `mesh-agent` over the YAML in `dir`: (process, sync address, debug address).
