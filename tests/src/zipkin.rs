@@ -71,8 +71,9 @@ impl Collector {
     }
 }
 
-/// Each request's JSON array body is appended to `spans`.
-fn serve(c: TcpStream, spans: Arc<Mutex<Vec<Value>>>) {
+/// Serves one HTTP/1.1 keep-alive connection: each request's JSON array body
+/// is appended to `spans`.
+pub fn serve(c: TcpStream, spans: Arc<Mutex<Vec<Value>>>) {
     let mut w = c.try_clone().unwrap();
     let mut r = BufReader::new(c);
     loop {

@@ -5,8 +5,7 @@
 //! the Zipkin v2 JSON shape, so one set of assertions reads either export.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -43,14 +42,7 @@ pub struct Collector {
 }
 
 pub fn bind_on_node(node: &Node) -> TcpListener {
-    let ns = format!("/var/run/netns/{}", node.netns());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        TcpListener::bind((mesh_e2e::harness::GATEWAY, 0)).unwrap()
-    })
-    .join()
-    .unwrap()
+    mesh_e2e::zipkin::bind_in(node.netns(), mesh_e2e::harness::GATEWAY)
 }
 
 impl Collector {
@@ -71,7 +63,7 @@ impl Collector {
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
                 let s = s.clone();
-                std::thread::spawn(move || serve_zipkin(c, s));
+                std::thread::spawn(move || mesh_e2e::zipkin::serve(c, s));
             }
         });
         c
@@ -144,38 +136,6 @@ impl Collector {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-/// HTTP/1.1 keep-alive: each request's JSON array body is appended to `spans`.
-fn serve_zipkin(c: TcpStream, spans: Arc<Mutex<Vec<Value>>>) {
-    let mut w = c.try_clone().unwrap();
-    let mut r = BufReader::new(c);
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        assert!(line.starts_with("POST /api/v2/spans "), "{line}");
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body).unwrap();
-        let batch: Vec<Value> = serde_json::from_slice(&body).unwrap();
-        spans.lock().unwrap().extend(batch);
-        w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-            .unwrap();
     }
 }
 
