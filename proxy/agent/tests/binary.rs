@@ -83,14 +83,26 @@ fn gen_crds_writes_the_checked_in_files() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, err) = agent(&["gen-crds", "--out", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.lines().count(), 7);
-    let checked_in = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../manifests/crds/virtualservices.networking.istio.io.yaml"
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("virtualservices.networking.istio.io.yaml"))
-            .unwrap(),
-        std::fs::read_to_string(checked_in).unwrap()
-    );
+    // Every generated CRD is the checked-in one, and every checked-in CRD is generated.
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/crds");
+    let mut checked_in: Vec<String> = std::fs::read_dir(crds)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "kustomization.yaml")
+        .collect();
+    checked_in.sort();
+    let mut generated: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    generated.sort();
+    assert_eq!(generated, checked_in);
+    assert_eq!(out.lines().count(), generated.len(), "{out}");
+    for name in &generated {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(name)).unwrap(),
+            std::fs::read_to_string(format!("{crds}/{name}")).unwrap(),
+            "{name} differs from manifests/crds: run `mesh-agent gen-crds --out manifests/crds`"
+        );
+    }
 }
