@@ -187,10 +187,24 @@ async fn cacerts_rotation_in_three_steps_and_bad_folders_refused() {
     put(&cacerts, "root-cert.pem", &new.pem);
     let got = until(&addr, &tls, "new root only", |c| c.roots.len() == 1).await;
     assert_eq!(norm(&got.roots[0]), norm(&new.pem));
-    assert_eq!(
-        norm(&std::fs::read_to_string(&roots_out).unwrap()),
-        norm(&new.pem)
-    );
+    // The roots file is written by its own step of the reload, possibly just
+    // after the CA answers with the new root: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // (A half-written file does not parse: read it again.)
+    let on_disk = || {
+        let text = std::fs::read_to_string(&roots_out).unwrap_or_default();
+        pem::parse_many(text)
+            .ok()
+            .map(|p| p.into_iter().map(|p| p.into_contents()).collect::<Vec<_>>())
+    };
+    while on_disk() != Some(norm(&new.pem)) {
+        assert!(
+            Instant::now() < deadline,
+            "{} still holds more than the new root",
+            roots_out.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let old_only = dir.path().join("old-only.pem");
     std::fs::write(&old_only, &old.pem).unwrap();
     let e = request_certificate(
