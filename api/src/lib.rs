@@ -19,6 +19,7 @@ pub mod annotations;
 pub mod crd;
 pub mod gatewayview;
 pub mod identity;
+pub mod maistra;
 pub mod meshconfig;
 pub mod meshtracing;
 pub mod networking;

@@ -1,0 +1,1 @@
+//! `maistra.io/v2` ServiceMeshControlPlane: the subset we map onto the mesh config.

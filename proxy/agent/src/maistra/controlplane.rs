@@ -1,0 +1,1 @@
+//! ServiceMeshControlPlane reconciler.

@@ -1,0 +1,1 @@
+//! ServiceMeshMemberRoll / ServiceMeshMember reconciler.
