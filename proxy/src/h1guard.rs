@@ -24,6 +24,10 @@ pub const REJECT_METHOD: &str = "X-MESH-PROXY-REJECT";
 /// Bytes read from the connection at a time while scanning.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The first read of a connection, before any buffer is allocated: most
+/// request heads fit.
+const FIRST_READ: usize = 2 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// In a head: line ends before `resume` were looked at; `target_ok` once
@@ -273,6 +277,29 @@ impl<S> Guarded<S> {
     }
 }
 
+impl<S: AsyncRead + Unpin> Guarded<S> {
+    /// The read of a connection that has no buffer yet goes through a small
+    /// stack buffer, and the 16 KiB one is allocated only once bytes came:
+    /// a connection that stays silent (a flood of idle connections, a client
+    /// that opens early) holds no read buffer of ours while it waits.
+    fn poll_first_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut first = ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut first) {
+            Poll::Ready(Ok(())) => {
+                let got = first.filled();
+                if !got.is_empty() {
+                    self.buf.reserve(READ_CHUNK);
+                    self.buf.extend_from_slice(got);
+                }
+                Poll::Ready(Ok(got.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -297,11 +324,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 }
                 _ => {}
             }
-            // Read into the spare capacity, not into a zero-filled slice: at
-            // 16 KiB per read, zeroing cost more than the head scan (profile).
-            this.buf.reserve(READ_CHUNK.max(out.remaining()));
-            let polled =
-                tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf);
+            let polled = if this.buf.capacity() == 0 {
+                this.poll_first_read(cx)
+            } else {
+                // Read into the spare capacity, not into a zero-filled slice: at
+                // 16 KiB per read, zeroing cost more than the head scan (profile).
+                this.buf.reserve(READ_CHUNK.max(out.remaining()));
+                tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf)
+            };
             match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -418,19 +418,26 @@ fn idle_connection_flood_is_released() {
         ),
         2.0 * n as f64
     );
-    // glibc keeps part of the freed memory in its arenas and tokio's I/O slab
-    // stays grown; how much varies with fragmentation from run to run (on the
-    // 2-core CI machine: 67–110 MiB after a round, peaks 102–147 MiB, from
-    // 27 MiB). So the figures are bounded, not expected back: after the
-    // second flood at most 20 KiB per connection stays, and no round peaks
-    // above 32 KiB per connection.
+    // An idle connection holds hyper's 8 KiB read buffer, its task and the
+    // socket, but no read buffer of ours (h1guard allocates one only when
+    // bytes come). Measured on 2 cores: peaks ~12 KiB per connection, the
+    // second flood's peak equal to the first's. When h1guard reserved its
+    // 16 KiB before the first byte, the first flood peaked at 113 MiB and the
+    // second at 148 MiB, from 28 MiB (fragmentation piling up). How much of
+    // the freed memory glibc hands back to the kernel varies (its arenas are
+    // trimmed only from the top), so RSS after a round is not bounded here;
+    // the peaks are: at most 16 KiB per connection, and the second flood
+    // needs at most 2 KiB per connection more than the first.
     let n_kib = n as u64;
     assert!(
-        peaks.iter().all(|p| *p < rss0 + 32 * n_kib),
-        "peaks {peaks:?} KiB above {rss0} KiB + 32 KiB per connection"
+        peaks.iter().all(|p| *p < rss0 + 16 * n_kib),
+        "peaks {peaks:?} KiB above {rss0} KiB + 16 KiB per connection"
     );
     assert!(
-        last_rss < rss0 + 20 * n_kib,
-        "{last_rss} KiB kept after two floods, above {rss0} KiB + 20 KiB per connection"
+        peaks[1] < peaks[0] + 2 * n_kib,
+        "second flood peaked at {} KiB, first at {} KiB: more than 2 KiB per connection piled up",
+        peaks[1],
+        peaks[0]
     );
+    eprintln!("{last_rss} KiB after the second flood");
 }
