@@ -272,7 +272,10 @@ mod tests {
         }))
         .unwrap();
         let e = spec.validate().unwrap_err();
-        assert_eq!(e.field, "spec.memberSelectors[0].matchExpressions[0].operator");
+        assert_eq!(
+            e.field,
+            "spec.memberSelectors[0].matchExpressions[0].operator"
+        );
         assert!(e.to_string().contains("\"Within\""), "{e}");
     }
 
@@ -283,7 +286,11 @@ mod tests {
             "memberSelectors": [{"matchExpressions": [{"key": "team", "operator": "Exists", "values": ["a"]}]}]
         }))
         .unwrap();
-        assert!(spec.validate().unwrap_err().reason.contains("takes no values"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .reason
+            .contains("takes no values"));
         let ok = ServiceMeshMemberRollSpec {
             members: vec!["*".into(), "a-1".into()],
             ..Default::default()

@@ -144,11 +144,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         .iter()
         .map(|n| (n.name.as_str(), n))
         .collect();
-    let ours: Vec<&ServiceMeshMember> = input
-        .members
-        .iter()
-        .filter(|m| refers_to(m, cp))
-        .collect();
+    let ours: Vec<&ServiceMeshMember> = input.members.iter().filter(|m| refers_to(m, cp)).collect();
     let multitenant = input.roll.is_some() || !ours.is_empty();
     let mut out = Plan::default();
     if !multitenant {
@@ -293,10 +289,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                     "controlPlaneRef".to_string(),
                     format!("{}/{}", r.namespace, r.name),
                 )]),
-                conditions: vec![
-                    Condition::new("Reconciled", true, "Reconciled", ""),
-                    ready,
-                ],
+                conditions: vec![Condition::new("Reconciled", true, "Reconciled", ""), ready],
             };
             ((ns, name), status)
         })

@@ -5,5 +5,5 @@
 //! our own mesh config and membership.
 
 pub mod member;
-pub mod smcp;
 pub mod membership;
+pub mod smcp;

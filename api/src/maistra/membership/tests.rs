@@ -203,7 +203,11 @@ fn namespace_of_another_mesh_is_refused_with_a_message() {
     assert_eq!(s.annotations[CONFIGURED_MEMBER_COUNT], "1/2");
     assert_eq!(s.conditions[0].status, "False");
     assert!(
-        s.conditions[0].message.as_deref().unwrap().contains("other-cp"),
+        s.conditions[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("other-cp"),
         "{:?}",
         s.conditions
     );
@@ -238,7 +242,10 @@ fn member_object_alone_makes_a_member() {
     let ((ns, name), st) = &p.member_statuses[0];
     assert_eq!((ns.as_str(), name.as_str()), ("shop", "default"));
     assert_eq!(st.annotations["controlPlaneRef"], "istio-system/basic");
-    assert!(st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert!(st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True"));
 }
 
 #[test]
@@ -269,11 +276,18 @@ fn removing_a_member_unlabels_it_and_deletes_its_policies() {
     let p = c.plan();
     assert_eq!(p.unlabel, vec!["bookinfo".to_string()]);
     assert!(p.label.is_empty());
-    assert!(p.ensure_policies.is_empty(), "{:?}", names(&p.ensure_policies));
+    assert!(
+        p.ensure_policies.is_empty(),
+        "{:?}",
+        names(&p.ensure_policies)
+    );
     assert_eq!(
         p.delete_policies,
         vec![
-            ("bookinfo".to_string(), "istio-expose-route-basic".to_string()),
+            (
+                "bookinfo".to_string(),
+                "istio-expose-route-basic".to_string()
+            ),
             ("bookinfo".to_string(), "istio-mesh-basic".to_string()),
         ]
     );
