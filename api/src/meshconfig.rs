@@ -308,12 +308,17 @@ pub enum AccessLogEncoding {
 }
 
 /// Istio's `policy`: whether pods without an explicit opt-in/opt-out get a sidecar
-/// (in namespaces where injection is on).
+/// (in namespaces where injection is on). `memberRoll` is OpenShift Service
+/// Mesh 2.x's rule: only namespaces labelled `maistra.io/member-of=<root
+/// namespace>` are in the mesh (the namespace labels are ignored), and there
+/// only pods that opt in with `sidecar.istio.io/inject: "true"` are injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InjectionPolicy {
     Enabled,
     Disabled,
+    #[serde(rename = "memberRoll")]
+    MemberRoll,
 }
 
 /// A Kubernetes label selector (`matchLabels` + `matchExpressions`).

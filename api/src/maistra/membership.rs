@@ -336,13 +336,16 @@ fn key_of(p: &NetworkPolicy) -> Option<(String, String)> {
     Some((p.metadata.namespace.clone()?, p.metadata.name.clone()?))
 }
 
-/// Live namespaces labelled member of this control plane.
+/// Live namespaces labelled member of this control plane, but the
+/// control-plane namespace itself: it always belongs to its own mesh (the
+/// OSSM overlay ships it labelled, so its gateways are injected).
 fn labelled_ours(input: &PlanInput) -> Vec<String> {
     input
         .namespaces
         .iter()
         .filter(|n| {
             !n.terminating
+                && n.name != input.control_plane_namespace
                 && n.labels.get(MEMBER_OF_LABEL).map(String::as_str)
                     == Some(input.control_plane_namespace)
         })

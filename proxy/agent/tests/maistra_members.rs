@@ -279,11 +279,14 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
     fake.delete("ServiceMeshMember", "theirs", "default");
     fake.delete("ServiceMeshMemberRoll", CP, "default");
     eventually("everything released", LIMIT, async || {
-        [CP, "shop", "outsider"]
+        ["shop", "outsider"]
             .iter()
             .all(|ns| label(&fake, ns).is_none() && policies(&fake, ns).is_empty())
+            && policies(&fake, CP).is_empty()
     })
     .await;
+    // The control-plane namespace stays in its own mesh.
+    assert_eq!(label(&fake, CP).as_deref(), Some(CP));
     // Not multitenant any more: every namespace is served again.
     wait_view("outsider sees every namespace", &outsider, |_, h| {
         h.contains(&"ledger.theirs.svc.cluster.local".to_string())

@@ -295,7 +295,8 @@ fn removing_a_member_unlabels_it_and_deletes_its_policies() {
     c.roll = None;
     let p = c.plan();
     assert_eq!(p.scope, None);
-    assert_eq!(p.unlabel, vec![CP.to_string(), "bookinfo".to_string()]);
+    // The control-plane namespace keeps its label: it is always in its mesh.
+    assert_eq!(p.unlabel, vec!["bookinfo".to_string()]);
     assert_eq!(p.delete_policies.len(), 4);
 }
 
