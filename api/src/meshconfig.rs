@@ -465,7 +465,8 @@ pub fn is_quantity(s: &str) -> bool {
         || (suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok())
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// Is `s` a DNS-1123 label (what namespace and many object names must be)?
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

@@ -14,7 +14,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::meshconfig::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
+use crate::meshconfig::{is_dns_label, LabelSelector, LabelSelectorRequirement, SelectorOperator};
 
 /// API group of the OSSM membership objects.
 pub const GROUP: &str = "maistra.io";
@@ -177,21 +177,11 @@ pub struct ServiceMeshMemberStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Is `s` a DNS-1123 label (what a namespace name must be)?
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 impl ServiceMeshMemberRollSpec {
     /// Checks member names and selector operators; the first problem found.
     pub fn validate(&self) -> Result<(), MemberError> {
         for (i, m) in self.members.iter().enumerate() {
-            if m != ALL_NAMESPACES && !is_dns1123_label(m) {
+            if m != ALL_NAMESPACES && !is_dns_label(m) {
                 return Err(bad(
                     format!("spec.members[{i}]"),
                     m,

@@ -249,11 +249,16 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
             let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
                 return status(400, "BadRequest", "patch is not JSON".into());
             };
-            if patch.is_array() {
-                // RFC 6902: applied to the stored object; a failed `test`
-                // (someone wrote in between) is a conflict.
-                let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch) else {
-                    return status(400, "BadRequest", "not an RFC 6902 patch".into());
+            if patch.is_array() || merge {
+                // RFC 6902 (a failed `test`, someone wrote in between, is a
+                // conflict) or RFC 7386 merge patch (null removes a key).
+                let json6902 = if patch.is_array() {
+                    let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch.clone()) else {
+                        return status(400, "BadRequest", "not an RFC 6902 patch".into());
+                    };
+                    Some(p)
+                } else {
+                    None
                 };
                 // Read, patch and write under one lock, as etcd's transaction.
                 let mut db = fake.db();
@@ -266,27 +271,14 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
                     drop(db);
                     return missing(name);
                 };
-                if let Err(e) = json_patch::patch(&mut obj, &p) {
-                    return status(409, "Conflict", e.to_string());
+                match &json6902 {
+                    Some(p) => {
+                        if let Err(e) = json_patch::patch(&mut obj, p) {
+                            return status(409, "Conflict", e.to_string());
+                        }
+                    }
+                    None => json_patch::merge(&mut obj, &patch),
                 }
-                return ok(
-                    &fake.store_locked(&mut db, &t.collection, obj),
-                    StatusCode::OK,
-                );
-            }
-            if merge {
-                // RFC 7386 merge patch (null removes a key), under one lock.
-                let mut db = fake.db();
-                let Some(mut obj) = db
-                    .objects
-                    .get(&t.collection)
-                    .and_then(|m| m.get(&key(&t.ns, name)))
-                    .cloned()
-                else {
-                    drop(db);
-                    return missing(name);
-                };
-                json_patch::merge(&mut obj, &patch);
                 return ok(
                     &fake.store_locked(&mut db, &t.collection, obj),
                     StatusCode::OK,
