@@ -389,6 +389,18 @@ fn maistra_overlay_sends_only_member_namespaces_and_injects_by_annotation() -> R
     let agent = find(&objs, "Deployment", "mesh-agent");
     let args = strs(&agent["spec"]["template"]["spec"]["containers"][0]["args"]);
     ensure!(args.contains(&"--maistra-members".to_string()), "{args:?}");
+    // The mesh config is the base's but for the policy.
+    let body = |f: &str| -> Result<Vec<String>> {
+        Ok(std::fs::read_to_string(repo().join(f))?
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("policy:"))
+            .map(String::from)
+            .collect())
+    };
+    ensure!(
+        body("manifests/base/mesh.yaml")? == body("manifests/overlays/maistra/mesh.yaml")?,
+        "overlays/maistra/mesh.yaml differs from base/mesh.yaml beyond policy"
+    );
     // The membership CRDs are installed.
     for crd in [
         "servicemeshmemberrolls.maistra.io",
