@@ -140,7 +140,8 @@ fn run(flags: Config) -> anyhow::Result<()> {
                 m,
                 settings_rx,
                 shutdown.clone(),
-            ),
+            )
+            .await,
             _ => settings_rx,
         };
         // Kubernetes: the CA reviews projected service-account tokens.

@@ -147,6 +147,12 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
         cfg.members().unwrap(),
         settings,
         shutdown.clone(),
+    )
+    .await;
+    // The first plan is in force before the agent serves anyone.
+    assert_eq!(
+        settings.borrow().members.as_deref(),
+        Some(&[CP.to_string(), "bookinfo".into(), "shop".into()].into())
     );
     let agent = mesh_agent::agent::start_live(
         &cfg,
@@ -196,7 +202,6 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
     assert_eq!(s["conditions"][0]["status"], "True");
 
     // Members see each other; nobody sees the outsider; the outsider sees nothing.
-    // (Until the roll was read every namespace was served: wait for exactly the members.)
     let v = wait_view("bookinfo sees exactly the members", &bookinfo, |_, h| {
         h == [
             "cart.shop.svc.cluster.local",

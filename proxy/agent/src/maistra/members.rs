@@ -111,6 +111,7 @@ pub async fn run(
         _ = ready => {}
     }
     let mut last_good: Option<ServiceMeshMemberRollSpec> = None;
+    let mut first = true;
     loop {
         // Coalesce a burst (our own writes come back as events too).
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -146,14 +147,16 @@ pub async fn run(
             last_good = p.spec_in_force.clone();
         }
         let next: Scope = p.scope.clone().map(Arc::new);
+        // The first plan is always announced: [`start`] waits for it.
         scope.send_if_modified(|cur| {
-            let differs = *cur != next;
+            let differs = first || *cur != next;
             if differs {
                 tracing::info!(members = ?next, "mesh member namespaces");
                 *cur = next.clone();
             }
             differs
         });
+        first = false;
         let failures = apply(&client, &cp, &p, roll.as_deref(), &smms).await;
         for e in &failures {
             tracing::warn!(error = %e, "membership write failed; retrying");
@@ -273,15 +276,34 @@ async fn ensure_policy(client: &Client, np: &NetworkPolicy) -> Result<(), kube::
     }
 }
 
+/// How long [`start`] waits for the first membership plan.
+pub const FIRST_PLAN_WAIT: Duration = Duration::from_secs(30);
+
 /// Starts the reconciler; returns `settings` restricted to the member scope.
-pub fn start(
+/// It waits (at most [`FIRST_PLAN_WAIT`]) for the first plan, so the agent
+/// never serves a non-member what a multitenant mesh hides, nor members an
+/// empty mesh. Until then, and if that wait runs out (say the maistra.io CRDs
+/// are not installed), only the control-plane namespace is served: closed,
+/// not open.
+pub async fn start(
     client: Client,
     cfg: MembersConfig,
     settings: watch::Receiver<Arc<Settings>>,
     shutdown: CancellationToken,
 ) -> watch::Receiver<Arc<Settings>> {
-    let (scope_tx, scope_rx) = watch::channel(None);
+    let closed = BTreeSet::from([cfg.control_plane_namespace.clone()]);
+    let (scope_tx, mut scope_rx) = watch::channel(Some(Arc::new(closed)));
     tokio::spawn(run(client, cfg, scope_tx, shutdown.clone()));
+    if tokio::time::timeout(FIRST_PLAN_WAIT, scope_rx.changed())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            wait = ?FIRST_PLAN_WAIT,
+            "no membership plan yet (are the maistra.io CRDs installed and readable?); \
+             serving only the control-plane namespace until there is one"
+        );
+    }
     scoped_settings(settings, scope_rx, shutdown)
 }
 
