@@ -411,6 +411,40 @@ fn roll_status(
     }
 }
 
+/// Gives each condition of `next` its `lastTransitionTime`: the one `prev` had
+/// for the same type when the status did not change, else `now`. So an
+/// unchanged status stays byte-equal (no write) and a change is dated.
+pub fn stamp_transitions(prev: &[Condition], next: &mut [Condition], now: &str) {
+    for c in next.iter_mut() {
+        let before = prev.iter().find(|p| p.type_ == c.type_);
+        c.last_transition_time = match before {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => None,
+        }
+        .or_else(|| Some(now.to_string()));
+    }
+}
+
+/// [`stamp_transitions`] over a roll's conditions and its members' conditions.
+pub fn stamp_roll(
+    prev: Option<&ServiceMeshMemberRollStatus>,
+    next: &mut ServiceMeshMemberRollStatus,
+    now: &str,
+) {
+    let none = ServiceMeshMemberRollStatus::default();
+    let prev = prev.unwrap_or(&none);
+    stamp_transitions(&prev.conditions, &mut next.conditions, now);
+    for m in &mut next.member_statuses {
+        let before = prev
+            .member_statuses
+            .iter()
+            .find(|p| p.namespace == m.namespace)
+            .map(|p| p.conditions.as_slice())
+            .unwrap_or_default();
+        stamp_transitions(before, &mut m.conditions, now);
+    }
+}
+
 /// The NetworkPolicies OSSM puts in each member (and the control-plane)
 /// namespace: `istio-mesh-<smcp>` admits pods of member namespaces,
 /// `istio-expose-route-<smcp>` admits the router to pods labelled

@@ -200,6 +200,12 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
     let s = roll_status(&fake);
     assert_eq!(s["configuredMembers"], json!(["bookinfo", "shop"]));
     assert_eq!(s["conditions"][0]["status"], "True");
+    assert!(
+        s["conditions"][0]["lastTransitionTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{s}"
+    );
 
     // Members see each other; nobody sees the outsider; the outsider sees nothing.
     let v = wait_view("bookinfo sees exactly the members", &bookinfo, |_, h| {
@@ -297,4 +303,15 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
         h.contains(&"ledger.theirs.svc.cluster.local".to_string())
     })
     .await;
+    // Statuses are written when they change, not on every pass (our own
+    // writes come back as watch events): a handful per change above.
+    let status_writes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.uri.contains("/status"))
+        .count();
+    assert!(
+        (4..=16).contains(&status_writes),
+        "{status_writes} status writes"
+    );
 }

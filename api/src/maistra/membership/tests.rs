@@ -350,3 +350,36 @@ fn plan_is_stable_once_applied() {
     assert!(p.label.is_empty() && p.unlabel.is_empty());
     assert!(p.ensure_policies.is_empty() && p.delete_policies.is_empty());
 }
+
+#[test]
+fn transition_times_move_only_when_a_status_changes() {
+    let mut c = Case::new(cluster());
+    c.roll = Some(roll(members(&["bookinfo", "later"])));
+    let mut first = c.plan().roll_status.unwrap();
+    stamp_roll(None, &mut first, "T1");
+    assert_eq!(
+        first.conditions[0].last_transition_time.as_deref(),
+        Some("T1")
+    );
+    // Same plan later: nothing moves, the status is equal (no write).
+    let mut again = c.plan().roll_status.unwrap();
+    stamp_roll(Some(&first), &mut again, "T2");
+    assert_eq!(again, first);
+    // "later" appears: the roll turns Ready and that member's condition moves.
+    c.namespaces.push(ns("later", &[]));
+    let mut next = c.plan().roll_status.unwrap();
+    stamp_roll(Some(&first), &mut next, "T3");
+    assert_eq!(next.conditions[0].status, "True");
+    assert_eq!(
+        next.conditions[0].last_transition_time.as_deref(),
+        Some("T3")
+    );
+    let at = |s: &ServiceMeshMemberRollStatus, ns: &str| {
+        s.member_statuses
+            .iter()
+            .find(|m| m.namespace == ns)
+            .and_then(|m| m.conditions[0].last_transition_time.clone())
+    };
+    assert_eq!(at(&next, "bookinfo").as_deref(), Some("T1"));
+    assert_eq!(at(&next, "later").as_deref(), Some("T3"));
+}

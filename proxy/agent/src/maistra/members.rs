@@ -22,7 +22,9 @@ use mesh_api::maistra::member::{
     ServiceMeshMember, ServiceMeshMemberRoll, ServiceMeshMemberRollSpec, DEFAULT_NAME,
     MEMBER_OF_LABEL,
 };
-use mesh_api::maistra::membership::{plan, NamespaceInfo, Plan, PlanInput};
+use mesh_api::maistra::membership::{
+    plan, stamp_roll, stamp_transitions, NamespaceInfo, Plan, PlanInput,
+};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -232,8 +234,11 @@ async fn apply(
             Err(e) => failed.push(err("deleting NetworkPolicy", ns, name)(e)),
         }
     }
+    let now = now();
     if let (Some(roll), Some(status)) = (roll, &p.roll_status) {
-        if roll.status.as_ref() != Some(status) {
+        let mut status = status.clone();
+        stamp_roll(roll.status.as_ref(), &mut status, &now);
+        if roll.status.as_ref() != Some(&status) {
             let api = Api::<ServiceMeshMemberRoll>::namespaced(client.clone(), cp);
             let patch = Patch::Merge(json!({"status": status}));
             if let Err(e) = api.patch_status(DEFAULT_NAME, &pp, &patch).await {
@@ -242,10 +247,17 @@ async fn apply(
         }
     }
     for ((ns, name), status) in &p.member_statuses {
-        let cur = smms.iter().find(|m| {
-            m.metadata.namespace.as_deref() == Some(ns) && m.metadata.name.as_deref() == Some(name)
-        });
-        if cur.and_then(|m| m.status.as_ref()) == Some(status) {
+        let cur = smms
+            .iter()
+            .find(|m| {
+                m.metadata.namespace.as_deref() == Some(ns)
+                    && m.metadata.name.as_deref() == Some(name)
+            })
+            .and_then(|m| m.status.as_ref());
+        let mut status = status.clone();
+        let before = cur.map(|c| c.conditions.as_slice()).unwrap_or_default();
+        stamp_transitions(before, &mut status.conditions, &now);
+        if cur == Some(&status) {
             continue;
         }
         let api = Api::<ServiceMeshMember>::namespaced(client.clone(), ns);
@@ -255,6 +267,16 @@ async fn apply(
         }
     }
     failed
+}
+
+/// The API server's time format (RFC 3339, seconds).
+fn now() -> String {
+    let t = k8s_openapi::jiff::Timestamp::now();
+    let t = k8s_openapi::jiff::Timestamp::from_second(t.as_second()).unwrap_or(t);
+    serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t))
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 /// Creates the NetworkPolicy, or replaces the one of that name.
