@@ -131,6 +131,14 @@ fn state(ns: &str, cp: &str, by_name: &BTreeMap<&str, &NamespaceInfo>) -> State 
     }
 }
 
+/// Namespaces `*` leaves out, as OSSM does: the platform's own (`kube`,
+/// `openshift`, `kube-*`, `openshift-*`). Naming one explicitly still works.
+pub fn is_system_namespace(ns: &str) -> bool {
+    ["kube", "openshift"]
+        .iter()
+        .any(|p| ns == *p || ns.strip_prefix(p).is_some_and(|r| r.starts_with('-')))
+}
+
 /// Does this member object join `cp` (by namespace; the name is checked apart)?
 fn refers_to(m: &ServiceMeshMember, cp: &str) -> bool {
     m.spec.control_plane_ref.namespace == cp
@@ -174,7 +182,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                     input
                         .namespaces
                         .iter()
-                        .filter(|n| !other_mesh(n))
+                        .filter(|n| !other_mesh(n) && !is_system_namespace(&n.name))
                         .map(|n| n.name.clone()),
                 );
             } else {

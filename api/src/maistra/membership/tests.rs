@@ -176,15 +176,22 @@ fn selectors_and_names_combine() {
 }
 
 #[test]
-fn star_takes_every_namespace_but_other_meshes_and_never_lists_the_control_plane() {
+fn star_takes_every_namespace_but_the_platforms_and_other_meshes_and_never_the_control_plane() {
     let mut nss = cluster();
     nss.push(ns("theirs", &[(MEMBER_OF_LABEL, "other-cp")]));
+    for system in ["kube-system", "openshift-ingress", "openshift", "kube"] {
+        nss.push(ns(system, &[]));
+    }
+    nss.push(ns("kubeflow", &[]));
     let mut c = Case::new(nss);
     c.roll = Some(roll(members(&["*"])));
     let p = c.plan();
-    assert_eq!(p.scope, Some(set(&[CP, "bookinfo", "shop", "other"])));
+    assert_eq!(
+        p.scope,
+        Some(set(&[CP, "bookinfo", "shop", "other", "kubeflow"]))
+    );
     let s = p.roll_status.unwrap();
-    assert_eq!(s.members, vec!["bookinfo", "other", "shop"]);
+    assert_eq!(s.members, vec!["bookinfo", "kubeflow", "other", "shop"]);
     assert!(s.pending_members.is_empty());
 }
 
