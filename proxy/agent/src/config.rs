@@ -314,6 +314,16 @@ impl Config {
                 what: "namespace name",
             });
         }
+        // It names NetworkPolicies (istio-mesh-<name>): a DNS label, with room.
+        if self.maistra_members
+            && !(mesh_api::meshconfig::is_dns_label(&self.smcp_name) && self.smcp_name.len() <= 40)
+        {
+            return Err(ConfigError::Name {
+                flag: "smcp-name",
+                value: self.smcp_name.clone(),
+                what: "ServiceMeshControlPlane name (a DNS label of at most 40 characters)",
+            });
+        }
         if self.debounce_ms > 10_000 {
             return Err(ConfigError::Debounce(self.debounce_ms));
         }
