@@ -3,6 +3,7 @@
 //! under all of Istio's versions with one schema (storage: `v1`), and every object
 //! in the schema preserves unknown fields: we keep what users wrote and warn about it.
 
+use crate::maistra::member::{ServiceMeshMember, ServiceMeshMemberRoll};
 use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::security::{AuthorizationPolicy, PeerAuthentication};
 use crate::telemetry::Telemetry;
@@ -16,7 +17,7 @@ pub struct GeneratedCrd {
     pub body: Value,
 }
 
-/// All CRDs, in [`crate::resource::KINDS`] order.
+/// All CRDs, in [`crate::resource::KINDS`] order, then the OSSM ones.
 pub fn crds() -> Vec<GeneratedCrd> {
     let n = &networking::VERSIONS[..];
     let s = &security::VERSIONS[..];
@@ -32,6 +33,8 @@ pub fn crds() -> Vec<GeneratedCrd> {
             serde_json::to_value(Telemetry::crd()),
             &telemetry::VERSIONS[..],
         ),
+        finish(serde_json::to_value(ServiceMeshMemberRoll::crd()), &["v1"]),
+        finish(serde_json::to_value(ServiceMeshMember::crd()), &["v1"]),
     ]
 }
 
@@ -47,6 +50,8 @@ pub fn spec_schema(kind: &str) -> Option<Value> {
         "PeerAuthentication" => serde_json::to_value(PeerAuthentication::crd()),
         "AuthorizationPolicy" => serde_json::to_value(AuthorizationPolicy::crd()),
         "Telemetry" => serde_json::to_value(Telemetry::crd()),
+        "ServiceMeshMemberRoll" => serde_json::to_value(ServiceMeshMemberRoll::crd()),
+        "ServiceMeshMember" => serde_json::to_value(ServiceMeshMember::crd()),
         _ => return None,
     }
     .ok()?;

@@ -308,12 +308,17 @@ pub enum AccessLogEncoding {
 }
 
 /// Istio's `policy`: whether pods without an explicit opt-in/opt-out get a sidecar
-/// (in namespaces where injection is on).
+/// (in namespaces where injection is on). `memberRoll` is OpenShift Service
+/// Mesh 2.x's rule: only namespaces labelled `maistra.io/member-of=<root
+/// namespace>` are in the mesh (the namespace labels are ignored), and there
+/// only pods that opt in with `sidecar.istio.io/inject: "true"` are injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InjectionPolicy {
     Enabled,
     Disabled,
+    #[serde(rename = "memberRoll")]
+    MemberRoll,
 }
 
 /// A Kubernetes label selector (`matchLabels` + `matchExpressions`).
@@ -460,7 +465,8 @@ pub fn is_quantity(s: &str) -> bool {
         || (suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok())
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// Is `s` a DNS-1123 label (what namespace and many object names must be)?
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

@@ -13,12 +13,15 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-const RENDERS: [&str; 4] = [
+const RENDERS: [&str; 5] = [
     "manifests",
     "manifests/overlays/cni",
     "manifests/overlays/cert-manager",
     "manifests/overlays/egress-gateway",
+    MAISTRA,
 ];
+/// OpenShift Service Mesh 2.x compatibility (membership instead of injection labels).
+const MAISTRA: &str = "manifests/overlays/maistra";
 /// Newest and oldest Kubernetes versions we claim (manifests/README.md). 1.33 is
 /// where native sidecars (`nativeSidecars: auto`) are on everywhere.
 const K8S_VERSIONS: [&str; 2] = ["1.37.0", "1.33.0"];
@@ -256,7 +259,7 @@ const INJECTION_TABLE: &[(&str, LabelPairs, LabelPairs, bool)] = &[
 
 #[test]
 fn injection_selectors_pick_exactly_the_pods_istio_would() -> Result<()> {
-    for dir in RENDERS {
+    for dir in RENDERS.into_iter().filter(|d| *d != MAISTRA) {
         let objs = render(dir)?;
         let mwc = find(
             &objs,
@@ -325,6 +328,89 @@ fn injection_selectors_pick_exactly_the_pods_istio_would() -> Result<()> {
     Ok(())
 }
 
+/// OSSM: (namespace, its labels, pod labels, sent to the webhook?). Whether a
+/// pod sent there is injected depends on its annotation (mesh-webhook decides).
+const MAISTRA_TABLE: &[(&str, LabelPairs, LabelPairs, bool)] = &[
+    (
+        "bookinfo",
+        &[("maistra.io/member-of", "istio-system")],
+        &[],
+        true,
+    ),
+    (
+        "bookinfo",
+        &[("maistra.io/member-of", "istio-system")],
+        &[("sidecar.istio.io/inject", "false")],
+        false,
+    ),
+    // Istio's labels mean nothing here: membership does.
+    (
+        "plain",
+        &[("istio-injection", "enabled")],
+        &[("sidecar.istio.io/inject", "true")],
+        false,
+    ),
+    (
+        "theirs",
+        &[("maistra.io/member-of", "other-cp")],
+        &[],
+        false,
+    ),
+    (
+        "kube-system",
+        &[("maistra.io/member-of", "istio-system")],
+        &[],
+        false,
+    ),
+];
+
+#[test]
+fn maistra_overlay_sends_only_member_namespaces_and_injects_by_annotation() -> Result<()> {
+    let objs = render(MAISTRA)?;
+    let mwc = find(
+        &objs,
+        "MutatingWebhookConfiguration",
+        "mesh-sidecar-injector",
+    );
+    let hooks = mwc["webhooks"].as_array().context("webhooks")?;
+    ensure!(hooks.len() == 1, "one injector webhook: {hooks:?}");
+    for (ns, ns_labels, pod_labels, want) in MAISTRA_TABLE {
+        let mut nsl = labels(ns_labels);
+        nsl.insert("kubernetes.io/metadata.name".into(), ns.to_string());
+        let hit = selector_matches(&hooks[0]["namespaceSelector"], &nsl)
+            && selector_matches(&hooks[0]["objectSelector"], &labels(pod_labels));
+        ensure!(
+            hit == *want,
+            "namespace {ns} {ns_labels:?}, pod {pod_labels:?}: want sent={want}"
+        );
+    }
+    let mesh = mesh_webhook::config::parse_mesh_config(&wiring::mesh_text(&objs))?;
+    ensure!(mesh.policy == mesh_api::meshconfig::InjectionPolicy::MemberRoll);
+    let agent = find(&objs, "Deployment", "mesh-agent");
+    let args = strs(&agent["spec"]["template"]["spec"]["containers"][0]["args"]);
+    ensure!(args.contains(&"--maistra-members".to_string()), "{args:?}");
+    // The mesh config is the base's but for the policy.
+    let body = |f: &str| -> Result<Vec<String>> {
+        Ok(std::fs::read_to_string(repo().join(f))?
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("policy:"))
+            .map(String::from)
+            .collect())
+    };
+    ensure!(
+        body("manifests/base/mesh.yaml")? == body("manifests/overlays/maistra/mesh.yaml")?,
+        "overlays/maistra/mesh.yaml differs from base/mesh.yaml beyond policy"
+    );
+    // The membership CRDs are installed.
+    for crd in [
+        "servicemeshmemberrolls.maistra.io",
+        "servicemeshmembers.maistra.io",
+    ] {
+        find(&objs, "CustomResourceDefinition", crd);
+    }
+    Ok(())
+}
+
 #[test]
 fn validating_webhook_covers_every_mesh_crd_version() -> Result<()> {
     let objs = render("manifests")?;
@@ -344,7 +430,11 @@ fn validating_webhook_covers_every_mesh_crd_version() -> Result<()> {
         }
     }
     let mut want = BTreeSet::new();
-    for crd in of_kind(&objs, "CustomResourceDefinition") {
+    // OSSM's objects are not validated at admission: the agent reports their
+    // problems in their status, as OSSM's operator does.
+    for crd in
+        of_kind(&objs, "CustomResourceDefinition").filter(|c| c["spec"]["group"] != "maistra.io")
+    {
         let s = &crd["spec"];
         for v in s["versions"].as_array().context("versions")? {
             want.insert(format!(
@@ -377,11 +467,16 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                 }
                 // Writes beyond patch exist only on the webhook's certificate Secret
                 // (checked exactly below).
+                // Deletes: only the OSSM member NetworkPolicies the agent manages.
+                let may_delete = dir == MAISTRA
+                    && name == "mesh-agent"
+                    && strs(&rule["resources"]) == ["networkpolicies"];
                 ensure!(
-                    strs(&rule["verbs"])
-                        .iter()
-                        .all(|v| ["get", "list", "watch", "patch", "create", "update"]
-                            .contains(&v.as_str())),
+                    strs(&rule["verbs"]).iter().all(|v| [
+                        "get", "list", "watch", "patch", "create", "update"
+                    ]
+                    .contains(&v.as_str())
+                        || (may_delete && v == "delete")),
                     "{dir}: {name} verbs {:?}",
                     rule["verbs"]
                 );
@@ -455,6 +550,38 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]),
                     "{dir}: {}",
                     r["rules"]
+                );
+            }
+            // OSSM: besides the webhook's own writes, the agent writes exactly
+            // the membership: namespace labels, NetworkPolicies, statuses.
+            MAISTRA => {
+                let a = find(&objs, "ClusterRole", "mesh-agent");
+                let agent_writes: Vec<Value> = a["rules"]
+                    .as_array()
+                    .context("rules")?
+                    .iter()
+                    .filter(|x| {
+                        strs(&x["verbs"])
+                            .iter()
+                            .any(|v| ["patch", "create", "update", "delete"].contains(&v.as_str()))
+                    })
+                    .cloned()
+                    .collect();
+                ensure!(
+                    agent_writes
+                        == [
+                            serde_json::json!({"apiGroups": ["maistra.io"], "resources": ["servicemeshmemberrolls/status", "servicemeshmembers/status"], "verbs": ["patch"]}),
+                            serde_json::json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["patch"]}),
+                            serde_json::json!({"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch", "get", "create", "update", "delete"]}),
+                        ],
+                    "{dir}: {agent_writes:?}"
+                );
+                let mut ws = writes.clone();
+                ws.dedup();
+                ensure!(
+                    ws.iter().all(|r| r["metadata"]["name"] == "mesh-webhook"
+                        || r["metadata"]["name"] == "mesh-agent"),
+                    "{dir}: only mesh-webhook and mesh-agent may write"
                 );
             }
             _ => ensure!(

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use mesh_api::annotations::{self, sidecar};
+use mesh_api::maistra::member::MEMBER_OF_LABEL;
 use mesh_api::meshconfig::{InjectionPolicy, MeshConfig};
 
 use crate::Pod;
@@ -31,6 +32,10 @@ pub enum SkipReason {
     PodOptOut,
     NeverInjectSelector,
     PolicyDisabled,
+    /// `policy: memberRoll`: the namespace is not a member of this mesh.
+    NotMember,
+    /// `policy: memberRoll`: the pod did not opt in.
+    NotOptedIn,
 }
 
 impl std::fmt::Display for SkipReason {
@@ -47,6 +52,15 @@ impl std::fmt::Display for SkipReason {
             SkipReason::PolicyDisabled => {
                 f.write_str("injection policy is disabled and the pod did not opt in")
             }
+            SkipReason::NotMember => write!(
+                f,
+                "namespace is not a member of the mesh (no {MEMBER_OF_LABEL} label naming its control plane)"
+            ),
+            SkipReason::NotOptedIn => write!(
+                f,
+                "in a member namespace only pods annotated {}: \"true\" are injected",
+                sidecar::INJECT
+            ),
         }
     }
 }
@@ -75,7 +89,14 @@ pub fn decide(
             return Decision::Skip(SkipReason::IgnoredNamespace(ns.to_string()));
         }
     }
-    if let Some(ns) = namespace_labels {
+    if mesh.policy == InjectionPolicy::MemberRoll {
+        // OSSM: membership, not the istio-injection/istio.io/rev labels.
+        if let Some(ns) = namespace_labels {
+            if ns.get(MEMBER_OF_LABEL) != Some(&mesh.root_namespace) {
+                return Decision::Skip(SkipReason::NotMember);
+            }
+        }
+    } else if let Some(ns) = namespace_labels {
         match ns.get(annotations::INJECTION).map(String::as_str) {
             Some("disabled") => return Decision::Skip(SkipReason::NamespaceDisabled),
             Some("enabled") => {}
@@ -114,6 +135,7 @@ pub fn decide(
         (Some(false), _) => Decision::Skip(SkipReason::PodOptOut),
         (None, InjectionPolicy::Enabled) => Decision::Inject,
         (None, InjectionPolicy::Disabled) => Decision::Skip(SkipReason::PolicyDisabled),
+        (None, InjectionPolicy::MemberRoll) => Decision::Skip(SkipReason::NotOptedIn),
     }
 }
 
@@ -233,5 +255,42 @@ mod tests {
             Decision::Inject,
             "an explicit annotation beats the selectors"
         );
+    }
+
+    #[test]
+    fn member_roll_policy_injects_only_opted_in_pods_of_members() {
+        let mesh = MeshConfig {
+            policy: InjectionPolicy::MemberRoll,
+            ..Default::default()
+        };
+        let d = |p: &Pod, n: Option<&BTreeMap<String, String>>| decide(p, n, &mesh);
+        let member = ns(&[(MEMBER_OF_LABEL, "istio-system")]);
+        let other = ns(&[
+            (MEMBER_OF_LABEL, "other-cp"),
+            ("istio-injection", "enabled"),
+        ]);
+        let labelled_only = ns(&[("istio-injection", "enabled")]);
+        let opted = pod(&[], &[(sidecar::INJECT, "true")], false);
+        let plain = pod(&[], &[], false);
+        assert_eq!(d(&opted, Some(&member)), Decision::Inject);
+        assert_eq!(
+            d(&plain, Some(&member)),
+            Decision::Skip(SkipReason::NotOptedIn)
+        );
+        assert_eq!(
+            d(&opted, Some(&other)),
+            Decision::Skip(SkipReason::NotMember)
+        );
+        assert_eq!(
+            d(&opted, Some(&labelled_only)),
+            Decision::Skip(SkipReason::NotMember)
+        );
+        // The webhook (namespace labels unknown) relies on its namespaceSelector.
+        assert_eq!(d(&opted, None), Decision::Inject);
+        assert_eq!(d(&plain, None), Decision::Skip(SkipReason::NotOptedIn));
+        let no = pod(&[], &[(sidecar::INJECT, "false")], false);
+        assert_eq!(d(&no, Some(&member)), Decision::Skip(SkipReason::PodOptOut));
+        let parsed: MeshConfig = serde_json::from_str(r#"{"policy": "memberRoll"}"#).unwrap();
+        assert_eq!(parsed.policy, InjectionPolicy::MemberRoll);
     }
 }

@@ -10,7 +10,11 @@ const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests");
 
 #[test]
 fn shipped_mesh_configs_load_and_inject() {
-    for (file, cni) in [("base/mesh.yaml", false), ("overlays/cni/mesh.yaml", true)] {
+    for (file, cni) in [
+        ("base/mesh.yaml", false),
+        ("overlays/cni/mesh.yaml", true),
+        ("overlays/maistra/mesh.yaml", false),
+    ] {
         let text = std::fs::read_to_string(format!("{MANIFESTS}/{file}")).unwrap();
         let mesh = parse_mesh_config(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(mesh.cni.enabled, cni, "{file}");

@@ -5,4 +5,5 @@
 //! our own mesh config and membership.
 
 pub mod member;
+pub mod membership;
 pub mod smcp;

@@ -81,6 +81,19 @@ pub struct Config {
     /// Quiet time that coalesces bursts of changes, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
+    /// OpenShift Service Mesh membership (Kubernetes source only): follow the
+    /// ServiceMeshMemberRoll in the root namespace and the ServiceMeshMembers,
+    /// label members, write their NetworkPolicies and serve only them.
+    #[arg(long, env = "MESH_AGENT_MAISTRA_MEMBERS")]
+    pub maistra_members: bool,
+    /// Name of the ServiceMeshControlPlane this agent is (NetworkPolicy names,
+    /// the `controlPlaneRef` ServiceMeshMembers must carry).
+    #[arg(long, default_value = "basic", env = "MESH_AGENT_SMCP_NAME")]
+    pub smcp_name: String,
+    /// Write the member NetworkPolicies (the SMCP's
+    /// `spec.security.manageNetworkPolicy`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub manage_network_policy: bool,
     #[command(flatten)]
     pub ca: CaArgs,
     /// Tracing compiled from the mesh config file (no flag of its own).
@@ -301,6 +314,16 @@ impl Config {
                 what: "namespace name",
             });
         }
+        // It names NetworkPolicies (istio-mesh-<name>): a DNS label, with room.
+        if self.maistra_members
+            && !(mesh_api::meshconfig::is_dns_label(&self.smcp_name) && self.smcp_name.len() <= 40)
+        {
+            return Err(ConfigError::Name {
+                flag: "smcp-name",
+                value: self.smcp_name.clone(),
+                what: "ServiceMeshControlPlane name (a DNS label of at most 40 characters)",
+            });
+        }
         if self.debounce_ms > 10_000 {
             return Err(ConfigError::Debounce(self.debounce_ms));
         }
@@ -357,7 +380,18 @@ impl Config {
             tracing: self.tracing.clone(),
             access_log: self.access_log.clone(),
             mesh: self.mesh.clone(),
+            members: None,
         }
+    }
+
+    /// The membership reconciler's settings, when it is on.
+    pub fn members(&self) -> Option<crate::maistra::members::MembersConfig> {
+        self.maistra_members
+            .then(|| crate::maistra::members::MembersConfig {
+                control_plane_namespace: self.root_namespace.clone(),
+                smcp_name: self.smcp_name.clone(),
+                manage_network_policy: self.manage_network_policy,
+            })
     }
 
     pub fn debounce(&self) -> Duration {

@@ -133,6 +133,17 @@ fn run(flags: Config) -> anyhow::Result<()> {
                 }
             });
         }
+        // OpenShift Service Mesh: only member namespaces are in the mesh.
+        let settings_rx = match (&kube, cfg.members()) {
+            (Some(client), Some(m)) => mesh_agent::maistra::members::start(
+                client.clone(),
+                m,
+                settings_rx,
+                shutdown.clone(),
+            )
+            .await,
+            _ => settings_rx,
+        };
         // Kubernetes: the CA reviews projected service-account tokens.
         let ca = mesh_agent::agent::ca_service(&cfg, kube)?;
         let running =

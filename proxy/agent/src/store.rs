@@ -129,4 +129,34 @@ impl Store {
             .take_while(move |(k, _)| k.kind == kind)
             .map(|(_, e)| e)
     }
+
+    /// The objects (and origin errors) of the namespaces `keep` accepts; an
+    /// origin error of a Kubernetes object (`Kind/namespace/name`) goes with
+    /// its namespace. Entries are shared, not copied.
+    pub fn restricted(&self, keep: impl Fn(&str) -> bool) -> Store {
+        let objects: BTreeMap<ResourceKey, Entry> = self
+            .objects
+            .iter()
+            .filter(|(k, _)| keep(&k.namespace))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut origins: HashMap<String, Vec<ResourceKey>> = HashMap::new();
+        for (k, e) in &objects {
+            origins.entry(e.origin.clone()).or_default().push(k.clone());
+        }
+        let origin_errors = self
+            .origin_errors
+            .iter()
+            .filter(|(o, _)| match o.split('/').collect::<Vec<_>>().as_slice() {
+                [_, ns, _] => keep(ns),
+                _ => true,
+            })
+            .map(|(o, e)| (o.clone(), e.clone()))
+            .collect();
+        Store {
+            objects,
+            origins,
+            origin_errors,
+        }
+    }
 }

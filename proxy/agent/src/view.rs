@@ -191,6 +191,15 @@ fn egress_admits(entry: &str, svc: &Service, proxy_ns: &str) -> bool {
 
 /// Builds the view of one proxy.
 pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
+    if !snap.settings.serves(&id.namespace) {
+        // Not a member of the mesh (OpenShift Service Mesh multitenancy):
+        // nothing from any namespace.
+        return ProxyView {
+            version: snap.version,
+            outbound_traffic_policy: snap.settings.outbound_policy.clone(),
+            ..Default::default()
+        };
+    }
     if id.router {
         return router(snap, id);
     }

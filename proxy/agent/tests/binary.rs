@@ -19,7 +19,7 @@ fn agent(args: &[&str]) -> (i32, String, String) {
 fn bad_config_exits_non_zero_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--source", "files"],
             "--source files needs --config-dir <folder>",
@@ -35,6 +35,16 @@ fn bad_config_exits_non_zero_with_a_clear_message() {
         (
             &["--config-dir", d, "--root-namespace", "Istio_System"],
             "--root-namespace \"Istio_System\" is not a valid namespace name",
+        ),
+        (
+            &[
+                "--config-dir",
+                d,
+                "--maistra-members",
+                "--smcp-name",
+                "Basic_Mesh",
+            ],
+            "--smcp-name \"Basic_Mesh\" is not a valid ServiceMeshControlPlane name",
         ),
         (
             &[

@@ -331,3 +331,34 @@ fn cached_compile_equals_full_compile_across_changes() {
         assert_ne!(services(&cached), services(&first), "edit {i} is visible");
     }
 }
+
+#[test]
+fn member_scope_drops_other_namespaces_and_their_proxies_get_nothing() {
+    // OpenShift Service Mesh multitenancy: only shop (and the root namespace) is a member.
+    let settings = Arc::new(Settings {
+        visibility: Visibility::Mesh,
+        members: Some(Arc::new(
+            ["shop".to_string(), "istio-system".to_string()].into(),
+        )),
+        ..Settings::default()
+    });
+    let s = compile(
+        &store(&[("mesh.yaml", MESH), ("istio.yaml", ISTIO)]),
+        &settings,
+        9,
+    );
+    assert!(
+        !s.services.keys().any(|h| h.contains(".inventory.")),
+        "{:?}",
+        s.services.keys()
+    );
+    assert!(s.services.contains_key("web.shop.svc.cluster.local"));
+    assert!(s.pods.keys().all(|(ns, _)| ns != "inventory"));
+    let shop = view::build(&s, &proxy("shop", "web-1", &[]));
+    assert!(shop
+        .services
+        .iter()
+        .any(|x| x.hostname == "web.shop.svc.cluster.local"));
+    let inv = view::build(&s, &proxy("inventory", "stock-1", &[("app", "stock")]));
+    assert!(inv.services.is_empty() && inv.virtual_services.is_empty());
+}

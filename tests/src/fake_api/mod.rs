@@ -76,6 +76,15 @@ pub fn collection(kind: &str) -> Option<(&'static str, &'static str)> {
             "/apis/security.istio.io/v1/authorizationpolicies",
             "security.istio.io/v1",
         ),
+        "ServiceMeshMemberRoll" => (
+            "/apis/maistra.io/v1/servicemeshmemberrolls",
+            "maistra.io/v1",
+        ),
+        "ServiceMeshMember" => ("/apis/maistra.io/v1/servicemeshmembers", "maistra.io/v1"),
+        "NetworkPolicy" => (
+            "/apis/networking.k8s.io/v1/networkpolicies",
+            "networking.k8s.io/v1",
+        ),
         _ => return None,
     })
 }
@@ -204,6 +213,22 @@ impl Fake {
         let name = obj["metadata"]["name"].as_str().unwrap().to_string();
         db.rv += 1;
         obj["metadata"]["resourceVersion"] = db.rv.to_string().into();
+        // metadata.generation of custom resources (what their status'
+        // observedGeneration answers): 1 at creation, +1 on every spec change.
+        if path.contains(".io/") && !path.contains(".k8s.io/") {
+            let before = db
+                .objects
+                .get(path)
+                .and_then(|m| m.get(&(ns.clone(), name.clone())));
+            let generation = match before {
+                None => 1,
+                Some(b) => {
+                    let g = b["metadata"]["generation"].as_i64().unwrap_or(1);
+                    g + i64::from(b["spec"] != obj["spec"])
+                }
+            };
+            obj["metadata"]["generation"] = generation.into();
+        }
         let existed = db
             .objects
             .entry(path.into())
@@ -227,6 +252,11 @@ impl Fake {
             .unwrap();
         obj["metadata"]["resourceVersion"] = db.rv.to_string().into();
         self.record(&mut db, path, json!({"type": "DELETED", "object": obj}));
+    }
+
+    /// Tells watchers `obj` (already removed, with a new resourceVersion) is gone.
+    pub(crate) fn record_deleted(&self, db: &mut Db, path: &str, obj: Value) {
+        self.record(db, path, json!({"type": "DELETED", "object": obj}));
     }
 
     fn record(&self, db: &mut Db, path: &str, ev: Value) {

@@ -138,8 +138,18 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
         if t.collection == "/api/v1/pods" && sub.starts_with("proxy") {
             return proxy(fake, ns, name, sub.trim_start_matches("proxy")).await;
         }
+        if sub == "status" && req.method() == Method::PATCH {
+            let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default();
+            return patch_status(fake, &t, name, &body);
+        }
         return not_found();
     }
+    let merge = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|c| c.as_bytes().starts_with(b"application/merge-patch+json"));
     let body = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await
         .unwrap_or_default();
@@ -239,11 +249,16 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
             let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
                 return status(400, "BadRequest", "patch is not JSON".into());
             };
-            if patch.is_array() {
-                // RFC 6902: applied to the stored object; a failed `test`
-                // (someone wrote in between) is a conflict.
-                let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch) else {
-                    return status(400, "BadRequest", "not an RFC 6902 patch".into());
+            if patch.is_array() || merge {
+                // RFC 6902 (a failed `test`, someone wrote in between, is a
+                // conflict) or RFC 7386 merge patch (null removes a key).
+                let json6902 = if patch.is_array() {
+                    let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch.clone()) else {
+                        return status(400, "BadRequest", "not an RFC 6902 patch".into());
+                    };
+                    Some(p)
+                } else {
+                    None
                 };
                 // Read, patch and write under one lock, as etcd's transaction.
                 let mut db = fake.db();
@@ -256,8 +271,13 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
                     drop(db);
                     return missing(name);
                 };
-                if let Err(e) = json_patch::patch(&mut obj, &p) {
-                    return status(409, "Conflict", e.to_string());
+                match &json6902 {
+                    Some(p) => {
+                        if let Err(e) = json_patch::patch(&mut obj, p) {
+                            return status(409, "Conflict", e.to_string());
+                        }
+                    }
+                    None => json_patch::merge(&mut obj, &patch),
                 }
                 return ok(
                     &fake.store_locked(&mut db, &t.collection, obj),
@@ -275,6 +295,18 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
             let ns = t.ns.clone().unwrap_or_default();
             let stored = fake.get(&kind, &ns, name).unwrap_or(obj);
             ok(&stored, StatusCode::OK)
+        }
+        (Method::DELETE, Some(name)) => {
+            let k = key(&t.ns, name);
+            let mut db = fake.db();
+            let Some(mut obj) = db.objects.get_mut(&t.collection).and_then(|m| m.remove(&k)) else {
+                drop(db);
+                return missing(name);
+            };
+            db.rv += 1;
+            obj["metadata"]["resourceVersion"] = db.rv.to_string().into();
+            fake.record_deleted(&mut db, &t.collection, obj.clone());
+            ok(&obj, StatusCode::OK)
         }
         _ => status(
             405,
@@ -448,4 +480,34 @@ async fn proxy(fake: &Arc<Fake>, ns: &str, target: &str, sub: &str) -> Response 
             ),
         ),
     }
+}
+
+/// The `status` subresource: a merge patch of which only `status` counts
+/// (the API server ignores the rest there).
+fn patch_status(fake: &Arc<Fake>, t: &Target, name: &str, body: &[u8]) -> Response {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "patch is not JSON".into());
+    };
+    let ns = if cluster_scoped(&t.collection) {
+        String::new()
+    } else {
+        t.ns.clone().unwrap_or_default()
+    };
+    let mut db = fake.db();
+    let Some(mut obj) = db
+        .objects
+        .get(&t.collection)
+        .and_then(|m| m.get(&(ns, name.to_string())))
+        .cloned()
+    else {
+        drop(db);
+        return status(404, "NotFound", format!("{name:?} not found"));
+    };
+    let mut st = obj["status"].take();
+    json_patch::merge(&mut st, &patch["status"]);
+    obj["status"] = st;
+    ok(
+        &fake.store_locked(&mut db, &t.collection, obj),
+        StatusCode::OK,
+    )
 }

@@ -31,7 +31,7 @@ fn args_of(c: &Value) -> Vec<String> {
         .collect()
 }
 
-fn mesh_text(objs: &[Value]) -> String {
+pub(super) fn mesh_text(objs: &[Value]) -> String {
     find(objs, "ConfigMap", "mesh-config")["data"]["mesh"]
         .as_str()
         .expect("mesh-config has data.mesh")

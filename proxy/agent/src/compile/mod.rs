@@ -18,7 +18,7 @@ use mesh_api::networking::{DestinationRuleSpec, GatewaySpec, SidecarSpec, Virtua
 use mesh_api::resource::{IstioResource, ResourceKey};
 use mesh_api::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
 use mesh_api::syncapi::{Rejection, Service};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Which services a proxy sees when no Sidecar resource narrows it.
@@ -66,6 +66,17 @@ pub struct Settings {
     /// The mesh config file, when there is one: what Telemetry resources and
     /// pod annotations resolve against (providers, proxy-config tracing).
     pub mesh: Option<Arc<mesh_api::meshconfig::MeshConfig>>,
+    /// OpenShift Service Mesh multitenancy: the namespaces in the mesh (the
+    /// members and the control-plane namespace). `None`: every namespace.
+    /// Objects elsewhere are not compiled and proxies elsewhere get nothing.
+    pub members: Option<Arc<BTreeSet<String>>>,
+}
+
+impl Settings {
+    /// Is `ns` part of the mesh?
+    pub fn serves(&self, ns: &str) -> bool {
+        self.members.as_ref().is_none_or(|m| m.contains(ns))
+    }
 }
 
 impl Default for Settings {
@@ -80,6 +91,7 @@ impl Default for Settings {
             tracing: None,
             access_log: None,
             mesh: None,
+            members: None,
         }
     }
 }
@@ -187,6 +199,16 @@ pub fn compile_cached(
     version: u64,
     cache: &mut CompileCache,
 ) -> Snapshot {
+    // Multitenant: what lives outside the member namespaces does not exist
+    // for the mesh (cluster-scoped objects, such as Namespaces, stay).
+    let scoped;
+    let store = match &settings.members {
+        Some(m) => {
+            scoped = store.restricted(|ns| ns.is_empty() || m.contains(ns));
+            &scoped
+        }
+        None => store,
+    };
     let mut snap = Snapshot {
         version,
         settings: settings.clone(),
