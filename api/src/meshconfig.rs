@@ -460,7 +460,8 @@ pub fn is_quantity(s: &str) -> bool {
         || (suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok())
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// RFC 1123 label: lower-case alphanumerics and `-`, at most 63, no edge `-`.
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

@@ -6,3 +6,4 @@
 
 pub mod member;
 pub mod smcp;
+pub mod smcp_map;
