@@ -5,8 +5,9 @@
 
 use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::maistra::smcp::ServiceMeshControlPlane;
 use crate::telemetry::Telemetry;
-use crate::{networking, security, telemetry};
+use crate::{maistra, networking, security, telemetry};
 use kube::CustomResourceExt;
 use serde_json::Value;
 
@@ -16,7 +17,8 @@ pub struct GeneratedCrd {
     pub body: Value,
 }
 
-/// All CRDs, in [`crate::resource::KINDS`] order.
+/// All CRDs: the Istio kinds in [`crate::resource::KINDS`] order, then OSSM's
+/// ServiceMeshControlPlane.
 pub fn crds() -> Vec<GeneratedCrd> {
     let n = &networking::VERSIONS[..];
     let s = &security::VERSIONS[..];
@@ -31,6 +33,10 @@ pub fn crds() -> Vec<GeneratedCrd> {
         finish(
             serde_json::to_value(Telemetry::crd()),
             &telemetry::VERSIONS[..],
+        ),
+        finish(
+            serde_json::to_value(ServiceMeshControlPlane::crd()),
+            &maistra::smcp::VERSIONS[..],
         ),
     ]
 }
@@ -47,6 +53,7 @@ pub fn spec_schema(kind: &str) -> Option<Value> {
         "PeerAuthentication" => serde_json::to_value(PeerAuthentication::crd()),
         "AuthorizationPolicy" => serde_json::to_value(AuthorizationPolicy::crd()),
         "Telemetry" => serde_json::to_value(Telemetry::crd()),
+        "ServiceMeshControlPlane" => serde_json::to_value(ServiceMeshControlPlane::crd()),
         _ => return None,
     }
     .ok()?;
