@@ -3,9 +3,9 @@
 //! under all of Istio's versions with one schema (storage: `v1`), and every object
 //! in the schema preserves unknown fields: we keep what users wrote and warn about it.
 
+use crate::maistra::smcp::ServiceMeshControlPlane;
 use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::security::{AuthorizationPolicy, PeerAuthentication};
-use crate::maistra::smcp::ServiceMeshControlPlane;
 use crate::telemetry::Telemetry;
 use crate::{maistra, networking, security, telemetry};
 use kube::CustomResourceExt;

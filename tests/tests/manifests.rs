@@ -346,7 +346,9 @@ fn validating_webhook_covers_every_mesh_crd_version() -> Result<()> {
     let mut want = BTreeSet::new();
     // A ServiceMeshControlPlane is checked by the agent, which reports a bad one
     // in its status (OSSM's behaviour) rather than at admission.
-    for crd in of_kind(&objs, "CustomResourceDefinition").filter(|c| c["spec"]["group"] != "maistra.io") {
+    for crd in
+        of_kind(&objs, "CustomResourceDefinition").filter(|c| c["spec"]["group"] != "maistra.io")
+    {
         let s = &crd["spec"];
         for v in s["versions"].as_array().context("versions")? {
             want.insert(format!(
@@ -421,10 +423,15 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
         ensure!(agent["metadata"]["namespace"] == "istio-system");
         for rule in agent["rules"].as_array().context("rules")? {
             let verbs = strs(&rule["verbs"]);
-            let writes = verbs.iter().any(|v| v != "get" && v != "list" && v != "watch");
+            let writes = verbs
+                .iter()
+                .any(|v| v != "get" && v != "list" && v != "watch");
             let status = strs(&rule["resources"]) == ["servicemeshcontrolplanes/status"];
             ensure!(
-                !writes || status || verbs == ["create"] || !strs(&rule["resourceNames"]).is_empty(),
+                !writes
+                    || status
+                    || verbs == ["create"]
+                    || !strs(&rule["resourceNames"]).is_empty(),
                 "{dir}: mesh-agent writes without resourceNames: {rule}"
             );
         }

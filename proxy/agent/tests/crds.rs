@@ -13,7 +13,11 @@ fn checked_in_crds_are_current() {
         mesh_agent::crdgen::write(&dir()).unwrap();
     }
     let rendered = mesh_agent::crdgen::render().unwrap();
-    assert_eq!(rendered.len(), 9, "8 Istio kinds and the ServiceMeshControlPlane");
+    assert_eq!(
+        rendered.len(),
+        9,
+        "8 Istio kinds and the ServiceMeshControlPlane"
+    );
     let mut stale = Vec::new();
     for (name, body) in &rendered {
         let on_disk = std::fs::read_to_string(dir().join(name)).unwrap_or_default();

@@ -138,6 +138,9 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
         if t.collection == "/api/v1/pods" && sub.starts_with("proxy") {
             return proxy(fake, ns, name, sub.trim_start_matches("proxy")).await;
         }
+        if sub == "status" && method == Method::PATCH {
+            return patch_status(fake, &t.collection, ns, name, req).await;
+        }
         return not_found();
     }
     let body = axum::body::to_bytes(req.into_body(), usize::MAX)
@@ -275,6 +278,22 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
             let ns = t.ns.clone().unwrap_or_default();
             let stored = fake.get(&kind, &ns, name).unwrap_or(obj);
             ok(&stored, StatusCode::OK)
+        }
+        (Method::DELETE, Some(name)) => {
+            let k = key(&t.ns, name);
+            let mut db = fake.db();
+            let Some(mut obj) = db.objects.get_mut(&t.collection).and_then(|m| m.remove(&k)) else {
+                drop(db);
+                return missing(name);
+            };
+            db.rv += 1;
+            obj["metadata"]["resourceVersion"] = db.rv.to_string().into();
+            fake.record(
+                &mut db,
+                &t.collection,
+                serde_json::json!({"type": "DELETED", "object": obj}),
+            );
+            ok(&obj, StatusCode::OK)
         }
         _ => status(
             405,
@@ -448,4 +467,33 @@ async fn proxy(fake: &Arc<Fake>, ns: &str, target: &str, sub: &str) -> Response 
             ),
         ),
     }
+}
+
+/// `PATCH .../status` with a JSON merge patch: only `status` changes (the
+/// subresource ignores the rest, as the API server does).
+async fn patch_status(
+    fake: &Arc<Fake>,
+    collection: &str,
+    ns: &str,
+    name: &str,
+    req: Request,
+) -> Response {
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(400, "BadRequest", "patch is not JSON".into());
+    };
+    let mut db = fake.db();
+    let Some(mut obj) = db
+        .objects
+        .get(collection)
+        .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+        .cloned()
+    else {
+        drop(db);
+        return status(404, "NotFound", format!("\"{name}\" not found"));
+    };
+    json_patch::merge(&mut obj["status"], &patch["status"]);
+    ok(&fake.store_locked(&mut db, collection, obj), StatusCode::OK)
 }
