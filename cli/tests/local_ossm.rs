@@ -12,43 +12,12 @@ mod common;
 
 use common::*;
 
-const APPS: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio-injection: enabled}
----
+/// Besides the shop (web, client): an unmeshed "external" partner, and the
+/// ingress Gateway with its VirtualService to web.
+const MORE: &str = "\
 apiVersion: v1
 kind: Namespace
 metadata: {name: outside}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - {name: web, image: example/web, ports: [{containerPort: 8080}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client, namespace: shop}
-spec:
-  template:
-    metadata: {labels: {app: client}}
-    spec:
-      containers:
-      - {name: client, image: example/client}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -141,7 +110,7 @@ spec:
 #[test]
 fn an_ossm_control_plane_with_registry_only_json_access_log_and_ingress() {
     let mesh = Local::new();
-    let apps = mesh.file("apps.yaml", APPS);
+    let apps = mesh.file("apps.yaml", &format!("{SHOP_WEB_AND_CLIENT}---\n{MORE}"));
     let cp = mesh.file("smcp.yaml", &smcp("REGISTRY_ONLY"));
     // No --gateways: the SMCP's ingress gateway is the only one.
     let out = mesh.ok(&["up", "-f", &cp, "-f", &apps]);
