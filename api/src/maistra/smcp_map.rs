@@ -290,12 +290,14 @@ pub fn status(
             );
             vec![
                 cond("Reconciled", true, "InstallSuccessful", msg),
+                // Ready means the config is in force; the gateway pods'
+                // rollout is the Deployments' own status.
                 cond(
                     "Ready",
                     true,
-                    "ComponentsReady",
+                    "ConfigApplied",
                     format!(
-                        "mesh config in force; {} object(s) applied",
+                        "mesh config in force; {} object(s) applied (gateway rollout: see their Deployments)",
                         r.objects.len()
                     ),
                 ),
