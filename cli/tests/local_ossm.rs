@@ -165,4 +165,12 @@ fn an_ossm_control_plane_with_registry_only_json_access_log_and_ingress() {
             .all(|(c, r)| *c == 200 && r.as_ref().is_some_and(|r| r.pod == "partner-0")),
         "{res:?}"
     );
+
+    // Deleting the SMCP puts the mesh config given at `up` (none) back.
+    mesh.change("delete", &allow, &[CLIENT]);
+    let cfg = std::fs::read_to_string(mesh.root.join(&mesh.name).join("mesh.yaml")).unwrap();
+    assert!(
+        !cfg.contains("accessLogFile") && !cfg.contains("ServiceMeshControlPlane"),
+        "{cfg}"
+    );
 }

@@ -1063,6 +1063,29 @@ fn refresh(run: &RunDir, st: &mut State) -> anyhow::Result<()> {
 }
 
 fn delete(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
+    if !m.smcps.is_empty() {
+        // The user's own mesh config comes back; the SMCP's PeerAuthentication goes.
+        match std::fs::read_to_string(mesh_base_path(run)) {
+            Ok(base) => {
+                write_file(&mesh_path(run), &base)?;
+                let _ = std::fs::remove_file(mesh_base_path(run));
+                println!("servicemeshcontrolplane deleted (mesh config restored)");
+            }
+            Err(_) => println!("servicemeshcontrolplane not found"),
+        }
+        let pa = serde_json::json!({"kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": gateway::NAMESPACE}});
+        let f = mesh_file(run, &pa);
+        let ours = std::fs::read_to_string(&f)
+            .is_ok_and(|t| t.contains(mesh_api::maistra::smcp_map::OWNER_LABEL));
+        if ours {
+            std::fs::remove_file(&f)?;
+            println!(
+                "peerauthentication/default ({}) deleted",
+                gateway::NAMESPACE
+            );
+        }
+    }
     for v in &m.secrets {
         let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = v["metadata"]["name"].as_str().unwrap_or_default();

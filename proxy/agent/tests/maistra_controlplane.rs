@@ -217,6 +217,30 @@ async fn smcp_renders_config_gateways_and_status_and_follows_edits() {
         })
     );
 
+    // A second SMCP in the namespace is refused in its status (OSSM: one per namespace).
+    let mut other = smcp("REGISTRY_ONLY", 0, false);
+    other["metadata"]["name"] = json!("other");
+    other["metadata"]["uid"] = json!("0b5e7e1e-0000-4000-8000-000000000002");
+    fake.apply(other);
+    until(
+        "the second SMCP's status",
+        || {
+            fake.get("ServiceMeshControlPlane", NS, "other")
+                .is_some_and(|o| o["status"]["conditions"][0]["reason"] == "Duplicate")
+        },
+        &fake,
+    )
+    .await;
+    let o = fake.get("ServiceMeshControlPlane", NS, "other").unwrap();
+    let msg = o["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("basic is in force"), "{msg}");
+    assert_eq!(
+        policy(&state).as_deref(),
+        Some("ALLOW_ANY"),
+        "basic stays in force"
+    );
+    fake.delete("ServiceMeshControlPlane", NS, "other");
+
     // Edit: REGISTRY_ONLY reaches the proxy; egress turned off is removed.
     let v1 = view(&state, |v| v.version).unwrap();
     fake.apply(smcp("REGISTRY_ONLY", 100, false));

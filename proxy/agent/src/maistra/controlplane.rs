@@ -358,10 +358,17 @@ impl ControlPlane {
     ) -> Result<(), ControlPlaneError> {
         let api: Api<ServiceMeshControlPlane> =
             Api::namespaced(self.client.clone(), &self.namespace);
+        // A merge patch keeps a list it does not name: name every one.
+        let mut v = serde_json::to_value(&st).unwrap_or_default();
+        for k in ["conditions", "appliedFields", "ignoredFields"] {
+            if v[k].is_null() {
+                v[k] = json!([]);
+            }
+        }
         api.patch_status(
             &name_of(smcp),
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": st })),
+            &Patch::Merge(json!({ "status": v })),
         )
         .await?;
         Ok(())
