@@ -3,7 +3,8 @@
 //! proxy: an SMCP renders the mesh-config ConfigMap, the gateways, the mesh-wide
 //! PeerAuthentication and its status; an edit reaches the proxy; a bad edit is
 //! reported in status and changes nothing else; deleting it restores the
-//! user's config and removes what it created.
+//! user's config and removes what it created. And the `mesh-agent` binary in
+//! Kubernetes mode runs the reconciler.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -305,4 +306,75 @@ async fn smcp_renders_config_gateways_and_status_and_follows_edits() {
     .await;
     assert!(cm_data(&fake, BASE_KEY).is_none());
     assert!(fake.get("Service", NS, "istio-ingressgateway").is_none());
+}
+
+/// Kills the agent process when the test ends (also on panic).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, fake: &Fake, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; SMCP: {:#}",
+            fake.get("ServiceMeshControlPlane", NS, "basic")
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn the_agent_binary_in_kubernetes_mode_reconciles_smcps() {
+    let fake = Fake::new();
+    for d in docs(MESH) {
+        fake.apply(d);
+    }
+    fake.apply(smcp("REGISTRY_ONLY", 100, false));
+    let api = fake.spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "trustDomain: cluster.local\nrootNamespace: istio-system\n",
+    )
+    .unwrap();
+    let _agent = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mesh-agent"))
+            .args(["--source", "kubernetes"])
+            .args(["--listen", "127.0.0.1:0", "--debug-listen", "127.0.0.1:0"])
+            .args(["--mesh-config", mesh.to_str().unwrap()])
+            .env("KUBECONFIG", api.kubeconfig())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("Reconciled", &fake, || {
+        condition(&fake, "Reconciled").is_some_and(|c| c["status"] == "True")
+    });
+    let m = mesh_agent::meshfile::parse(&cm_data(&fake, MESH_KEY).unwrap()).unwrap();
+    assert_eq!(
+        m.mesh.outbound_traffic_policy.mode,
+        mesh_api::meshconfig::OutboundMode::RegistryOnly
+    );
+    // No ConfigMap before: the agent's own mesh config is the base to restore.
+    let base = mesh_agent::meshfile::parse(&cm_data(&fake, BASE_KEY).unwrap()).unwrap();
+    assert_eq!(
+        base.mesh.outbound_traffic_policy.mode,
+        mesh_api::meshconfig::OutboundMode::AllowAny
+    );
+    assert!(fake.get("Deployment", NS, "istio-ingressgateway").is_some());
+    fake.delete("ServiceMeshControlPlane", NS, "basic");
+    wait_for("gateways removed", &fake, || {
+        fake.get("Deployment", NS, "istio-ingressgateway").is_none()
+            && cm_data(&fake, BASE_KEY).is_none()
+    });
 }

@@ -242,7 +242,11 @@ impl ControlPlane {
                     self.settings.send_if_modified(|cur| replace(cur, s));
                 }
                 let text = render_mesh(&mf)?;
-                let base_text = base_text.unwrap_or_default();
+                // No ConfigMap yet: the config the agent started with is the base.
+                let base_text = match base_text {
+                    Some(t) => t,
+                    None => render_mesh(&base)?,
+                };
                 if data(MESH_KEY).as_deref() != Some(text.as_str())
                     || data(BASE_KEY).as_deref() != Some(base_text.as_str())
                 {
