@@ -338,6 +338,10 @@ fn the_agent_binary_in_kubernetes_mode_reconciles_smcps() {
         fake.apply(d);
     }
     fake.apply(smcp("REGISTRY_ONLY", 100, false));
+    // The base install's ingress gateway Service (not the SMCP's): left alone.
+    fake.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "istio-ingressgateway", "namespace": NS},
+        "spec": {"type": "ClusterIP", "ports": [{"name": "http2", "port": 80}]}}));
     let api = fake.spawn();
     let dir = tempfile::tempdir().unwrap();
     let mesh = dir.path().join("mesh.yaml");
@@ -372,9 +376,22 @@ fn the_agent_binary_in_kubernetes_mode_reconciles_smcps() {
         mesh_api::meshconfig::OutboundMode::AllowAny
     );
     assert!(fake.get("Deployment", NS, "istio-ingressgateway").is_some());
+    let msg = condition(&fake, "Reconciled").unwrap()["message"].clone();
+    assert!(
+        msg.as_str().unwrap().contains("left as they are")
+            && msg
+                .as_str()
+                .unwrap()
+                .contains("Service/istio-ingressgateway"),
+        "{msg}"
+    );
     fake.delete("ServiceMeshControlPlane", NS, "basic");
     wait_for("gateways removed", &fake, || {
         fake.get("Deployment", NS, "istio-ingressgateway").is_none()
             && cm_data(&fake, BASE_KEY).is_none()
     });
+    let svc = fake
+        .get("Service", NS, "istio-ingressgateway")
+        .expect("not created by the SMCP: kept");
+    assert!(svc["metadata"]["labels"].is_null(), "{svc}");
 }

@@ -231,6 +231,7 @@ impl ControlPlane {
             uid: chosen.metadata.uid.clone(),
         };
         let outcome = smcp_map::render(&chosen.spec, &owner, &base.mesh);
+        let mut left_alone = Vec::new();
         match &outcome {
             Ok(r) => {
                 let mf = MeshFile {
@@ -254,7 +255,9 @@ impl ControlPlane {
                         .await?;
                 }
                 for obj in &r.objects {
-                    self.apply(obj).await?;
+                    if let Some(theirs) = self.apply(obj).await? {
+                        left_alone.push(theirs);
+                    }
                 }
                 self.prune(&r.objects).await?;
                 state.in_force = Some(owner.name.clone());
@@ -264,7 +267,15 @@ impl ControlPlane {
             }
         }
         let prev = chosen.status.as_ref();
-        let st = smcp_map::status(prev, &outcome, chosen.metadata.generation, &now());
+        let mut st = smcp_map::status(prev, &outcome, chosen.metadata.generation, &now());
+        if !left_alone.is_empty() {
+            if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == "Reconciled") {
+                c.message.push_str(&format!(
+                    "; left as they are (they exist and were not created by a ServiceMeshControlPlane): {}",
+                    left_alone.join(", ")
+                ));
+            }
+        }
         // Our own status write comes back as an event: write only a change.
         if prev.is_some_and(|p| same_but_time(p, &st)) {
             return Ok(());
@@ -308,7 +319,10 @@ impl ControlPlane {
         Ok(())
     }
 
-    async fn apply(&self, obj: &Value) -> Result<(), ControlPlaneError> {
+    /// Server-side applies `obj`, unless an object of that name exists that
+    /// this reconciler did not create (e.g. the base install's gateway): that
+    /// one is left alone and named in the result.
+    async fn apply(&self, obj: &Value) -> Result<Option<String>, ControlPlaneError> {
         let (Some(av), Some(kind), Some(name)) = (
             obj["apiVersion"].as_str(),
             obj["kind"].as_str(),
@@ -323,10 +337,14 @@ impl ControlPlane {
             .find(|r| r.1 == kind)
             .map(|r| r.2)
             .ok_or_else(|| ControlPlaneError::Malformed { kind: kind.into() })?;
-        self.api(av, kind, plural)
-            .patch(name, &ssa(), &Patch::Apply(obj))
-            .await?;
-        Ok(())
+        let api = self.api(av, kind, plural);
+        if let Some(cur) = api.get_opt(name).await? {
+            if !owned(&cur) {
+                return Ok(Some(format!("{kind}/{name}")));
+            }
+        }
+        api.patch(name, &ssa(), &Patch::Apply(obj)).await?;
+        Ok(None)
     }
 
     /// Deletes renderable objects this reconciler made that `keep` lacks.
@@ -343,11 +361,7 @@ impl ControlPlane {
                 let Some(o) = api.get_opt(name).await? else {
                     continue;
                 };
-                if o.metadata
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key(OWNER_LABEL))
-                {
+                if owned(&o) {
                     api.delete(name, &DeleteParams::default()).await?;
                 }
             }
@@ -391,6 +405,14 @@ fn checked(next: Config) -> Option<Settings> {
             None
         }
     }
+}
+
+/// Whether a ServiceMeshControlPlane reconcile created `o` (its owner label).
+fn owned(o: &DynamicObject) -> bool {
+    o.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(OWNER_LABEL))
 }
 
 fn ssa() -> PatchParams {
