@@ -13,7 +13,8 @@
 //!   is kept under `mesh-base` while an SMCP is in force and restored after,
 //! - server-side apply the gateway objects and the mesh-wide PeerAuthentication
 //!   (owned by the SMCP, so the garbage collector removes them with it; the
-//!   agent also prunes what the SMCP no longer asks for),
+//!   agent also prunes what the SMCP no longer asks for; an object of the same
+//!   name it did not create, such as the base install's gateway, is left alone),
 //! - write `status` (conditions, applied and ignored fields).
 //!
 //! A bad SMCP changes nothing but its status: the last good config stays.
