@@ -6,4 +6,5 @@
 
 pub mod member;
 pub mod smcp;
+pub mod smcp_check;
 pub mod smcp_map;

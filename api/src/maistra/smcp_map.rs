@@ -11,9 +11,8 @@
 
 use serde_json::{json, Value};
 
-use super::smcp::{
-    bad, field_report, port_of, FieldReport, SmcpCondition, SmcpError, SmcpSpec, SmcpStatus,
-};
+use super::smcp::{bad, SmcpCondition, SmcpError, SmcpSpec, SmcpStatus};
+use super::smcp_check::{field_report, port_of, FieldReport};
 use crate::meshconfig::{AccessLogEncoding, MeshConfig, OutboundMode};
 use crate::meshtracing::{ExtensionProvider, ServicePort, TracingConfig};
 use crate::redirect::Selection;

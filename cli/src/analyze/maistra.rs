@@ -4,7 +4,8 @@
 //! field it sets that this mesh does not apply is listed, one `MESH0004` info
 //! message per field path, so users migrating from OSSM see what is dropped.
 
-use mesh_api::maistra::smcp::{field_report, ServiceMeshControlPlane};
+use mesh_api::maistra::smcp::ServiceMeshControlPlane;
+use mesh_api::maistra::smcp_check::field_report;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -10,7 +10,8 @@
 
 use anyhow::{bail, Context};
 use mesh_agent::meshfile::{self, MeshFile};
-use mesh_api::maistra::smcp::{field_report, ServiceMeshControlPlane};
+use mesh_api::maistra::smcp::ServiceMeshControlPlane;
+use mesh_api::maistra::smcp_check::field_report;
 use mesh_api::maistra::smcp_map::{self, Owner};
 use serde_json::Value;
 
