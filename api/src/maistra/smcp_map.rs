@@ -264,12 +264,62 @@ fn retarget(obj: &mut Value, owner: &Owner) {
     }
 }
 
+/// Why a rendered gateway Deployment is not ready yet (`None`: all its
+/// replicas are available), from the object as the API server returns it.
+pub fn deployment_waiting(d: &Value) -> Option<String> {
+    let want = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let have = d["status"]["availableReplicas"].as_i64().unwrap_or(0);
+    (have < want).then(|| {
+        format!(
+            "Deployment/{} ({have}/{want} available)",
+            d["metadata"]["name"].as_str().unwrap_or_default()
+        )
+    })
+}
+
+/// `Ready`: the config is in force and every gateway Deployment of the SMCP
+/// has its replicas available (`waiting` lists those that do not).
+pub fn ready(waiting: &[String], now: &str) -> SmcpCondition {
+    let ok = waiting.is_empty();
+    SmcpCondition {
+        type_: "Ready".into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: if ok {
+            "ComponentsReady"
+        } else {
+            "ComponentsNotReady"
+        }
+        .into(),
+        message: if ok {
+            "mesh config in force; gateways available".into()
+        } else {
+            format!("mesh config in force; waiting for {}", waiting.join(", "))
+        },
+        last_transition_time: Some(now.into()),
+    }
+}
+
+/// Replaces the `Ready` condition, keeping its transition time when its
+/// status does not change.
+pub fn set_ready(st: &mut SmcpStatus, mut c: SmcpCondition) {
+    match st.conditions.iter_mut().find(|o| o.type_ == c.type_) {
+        Some(o) => {
+            if o.status == c.status {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+            *o = c;
+        }
+        None => st.conditions.push(c),
+    }
+}
+
 /// The status after one reconcile: `Reconciled` and `Ready` conditions with
 /// the applied and ignored fields. A rejected spec keeps the previous `Ready`
 /// (the last good config stays in force) and says why in `Reconciled`.
 pub fn status(
     prev: Option<&SmcpStatus>,
     outcome: &Result<Rendered, SmcpError>,
+    waiting: &[String],
     generation: Option<i64>,
     now: &str,
 ) -> SmcpStatus {
@@ -289,17 +339,7 @@ pub fn status(
             );
             vec![
                 cond("Reconciled", true, "InstallSuccessful", msg),
-                // Ready means the config is in force; the gateway pods'
-                // rollout is the Deployments' own status.
-                cond(
-                    "Ready",
-                    true,
-                    "ConfigApplied",
-                    format!(
-                        "mesh config in force; {} object(s) applied (gateway rollout: see their Deployments)",
-                        r.objects.len()
-                    ),
-                ),
+                ready(waiting, now),
             ]
         }
         Err(e) => {

@@ -374,7 +374,7 @@ fn bad_values_name_field_and_value() {
 fn status_conditions_and_last_good() {
     let smcp = parse(BASIC);
     let ok = render(&smcp.spec, &owner(), &MeshConfig::default());
-    let s1 = status(None, &ok, Some(1), "t1");
+    let s1 = status(None, &ok, &[], Some(1), "t1");
     let get =
         |s: &SmcpStatus, t: &str| s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
     assert_eq!(get(&s1, "Reconciled").status, "True");
@@ -382,7 +382,7 @@ fn status_conditions_and_last_good() {
     assert!(s1.ignored_fields.contains(&"spec.addons.kiali".to_string()));
     let bad_smcp = parse("spec: {tracing: {sampling: 20000}}");
     let err = render(&bad_smcp.spec, &owner(), &MeshConfig::default());
-    let s2 = status(Some(&s1), &err, Some(2), "t2");
+    let s2 = status(Some(&s1), &err, &[], Some(2), "t2");
     let rec = get(&s2, "Reconciled");
     assert_eq!(rec.status, "False");
     assert_eq!(rec.reason, "ValidationFailed");
@@ -399,9 +399,62 @@ fn status_conditions_and_last_good() {
     assert_eq!(s2.observed_generation, Some(2));
     assert_eq!(s2.applied_fields, s1.applied_fields);
     // Unchanged status keeps the transition time.
-    let s3 = status(Some(&s1), &ok, Some(3), "t3");
+    let s3 = status(Some(&s1), &ok, &[], Some(3), "t3");
     assert_eq!(
         get(&s3, "Ready").last_transition_time.as_deref(),
         Some("t1")
     );
+}
+
+#[test]
+fn ready_waits_for_the_gateway_deployments() {
+    let d = |avail: Option<i64>| {
+        let mut d = serde_json::json!({"metadata": {"name": "istio-ingressgateway"}, "spec": {"replicas": 2}});
+        if let Some(a) = avail {
+            d["status"] = serde_json::json!({"availableReplicas": a});
+        }
+        d
+    };
+    assert_eq!(
+        deployment_waiting(&d(None)).as_deref(),
+        Some("Deployment/istio-ingressgateway (0/2 available)")
+    );
+    assert_eq!(
+        deployment_waiting(&d(Some(1))).as_deref(),
+        Some("Deployment/istio-ingressgateway (1/2 available)")
+    );
+    assert_eq!(deployment_waiting(&d(Some(2))), None);
+    let smcp = parse(BASIC);
+    let ok = render(&smcp.spec, &owner(), &MeshConfig::default());
+    let waiting = vec!["Deployment/istio-ingressgateway (0/2 available)".to_string()];
+    let mut st = status(None, &ok, &waiting, Some(1), "t1");
+    let r = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "ComponentsNotReady")
+    );
+    assert!(
+        r.message.contains("istio-ingressgateway (0/2 available)"),
+        "{}",
+        r.message
+    );
+    set_ready(&mut st, ready(&[], "t2"));
+    let r = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.last_transition_time.as_deref()),
+        ("True", Some("t2"))
+    );
+    set_ready(&mut st, ready(&[], "t3"));
+    let r = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        r.last_transition_time.as_deref(),
+        Some("t2"),
+        "unchanged status keeps its time"
+    );
+    assert_eq!(st.conditions.len(), 2);
 }

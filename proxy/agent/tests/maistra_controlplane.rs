@@ -157,8 +157,28 @@ async fn smcp_renders_config_gateways_and_status_and_follows_edits() {
         &fake,
     )
     .await;
+    // Ready waits for the gateway Deployments' replicas.
     let ready = condition(&fake, "Ready").unwrap();
-    assert_eq!(ready["status"], "True", "{ready}");
+    assert_eq!(ready["status"], "False", "{ready}");
+    assert_eq!(ready["reason"], "ComponentsNotReady", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment/istio-ingressgateway (0/2 available)"),
+        "{ready}"
+    );
+    for gw in ["istio-ingressgateway", "istio-egressgateway"] {
+        let mut d = fake.get("Deployment", NS, gw).unwrap();
+        d["status"] = json!({"availableReplicas": 2});
+        fake.apply(d);
+    }
+    until(
+        "Ready",
+        || condition(&fake, "Ready").is_some_and(|c| c["status"] == "True"),
+        &fake,
+    )
+    .await;
     let st = fake.get("ServiceMeshControlPlane", NS, "basic").unwrap()["status"].clone();
     let ignored: Vec<&str> = st["ignoredFields"]
         .as_array()

@@ -94,6 +94,8 @@ pub struct ControlPlane {
 struct State {
     /// Name of the SMCP whose config is in force.
     in_force: Option<String>,
+    /// Its gateway Deployments (their availability is its `Ready`).
+    deployments: Vec<String>,
 }
 
 impl ControlPlane {
@@ -109,7 +111,12 @@ impl ControlPlane {
         let mut base = self.base.take();
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut listed = false;
+        // The gateway Deployments' availability makes `Ready`.
+        let deps = self.api("apps/v1", "Deployment", "deployments");
+        let deps = watcher::watcher(deps, watcher::Config::default()).default_backoff();
+        let mut deps = std::pin::pin!(deps);
         loop {
+            let mut full = true;
             let base_changed = async {
                 match base.as_mut() {
                     Some(b) => b.changed().await.is_ok(),
@@ -146,6 +153,12 @@ impl ControlPlane {
                     Some(Ok(Event::Apply(o))) => { smcps.insert(name_of(&o), o); }
                     Some(Ok(Event::Delete(o))) => { smcps.remove(&name_of(&o)); }
                 },
+                ev = deps.next() => match ev {
+                    None => return,
+                    Some(Ok(Event::Apply(o) | Event::Delete(o))) if owned(&o) => full = false,
+                    Some(Ok(Event::InitDone)) => full = false,
+                    _ => continue,
+                },
             }
             let file = base.as_ref().map(|b| b.borrow().clone());
             if !listed {
@@ -159,7 +172,12 @@ impl ControlPlane {
             if listing.is_some() {
                 continue;
             }
-            if let Err(e) = self.reconcile(&smcps, file, &mut state).await {
+            let pass = if full {
+                self.reconcile(&smcps, file, &mut state).await
+            } else {
+                self.refresh_ready(&smcps, &state).await
+            };
+            if let Err(e) = pass {
                 tracing::warn!(error = %e, "ServiceMeshControlPlane reconcile failed; retrying");
                 retry_at = Some(tokio::time::Instant::now() + self.retry);
             }
@@ -233,6 +251,7 @@ impl ControlPlane {
         };
         let outcome = smcp_map::render(&chosen.spec, &owner, &base.mesh);
         let mut left_alone = Vec::new();
+        let mut waiting = Vec::new();
         match &outcome {
             Ok(r) => {
                 let mf = MeshFile {
@@ -262,13 +281,20 @@ impl ControlPlane {
                 }
                 self.prune(&r.objects).await?;
                 state.in_force = Some(owner.name.clone());
+                state.deployments = r
+                    .objects
+                    .iter()
+                    .filter(|o| o["kind"] == "Deployment")
+                    .filter_map(|o| o["metadata"]["name"].as_str().map(String::from))
+                    .collect();
+                waiting = self.waiting(&state.deployments).await?;
             }
             Err(e) => {
                 tracing::warn!(smcp = %owner.name, error = %e, "ServiceMeshControlPlane rejected; keeping the last good config")
             }
         }
         let prev = chosen.status.as_ref();
-        let mut st = smcp_map::status(prev, &outcome, chosen.metadata.generation, &now());
+        let mut st = smcp_map::status(prev, &outcome, &waiting, chosen.metadata.generation, &now());
         if !left_alone.is_empty() {
             if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == "Reconciled") {
                 c.message.push_str(&format!(
@@ -282,6 +308,43 @@ impl ControlPlane {
             return Ok(());
         }
         self.write_status(chosen, st).await
+    }
+
+    /// A gateway Deployment changed: rewrites the in-force SMCP's `Ready`.
+    async fn refresh_ready(
+        &self,
+        smcps: &BTreeMap<String, ServiceMeshControlPlane>,
+        state: &State,
+    ) -> Result<(), ControlPlaneError> {
+        let Some(smcp) = state.in_force.as_ref().and_then(|n| smcps.get(n)) else {
+            return Ok(());
+        };
+        // The first full pass writes the status; until then there is no Ready.
+        let Some(prev) = smcp.status.as_ref() else {
+            return Ok(());
+        };
+        let waiting = self.waiting(&state.deployments).await?;
+        let mut st = prev.clone();
+        smcp_map::set_ready(&mut st, smcp_map::ready(&waiting, &now()));
+        if same_but_time(prev, &st) {
+            return Ok(());
+        }
+        self.write_status(smcp, st).await
+    }
+
+    /// The gateway Deployments among `names` whose replicas are not all available.
+    async fn waiting(&self, names: &[String]) -> Result<Vec<String>, ControlPlaneError> {
+        let api = self.api("apps/v1", "Deployment", "deployments");
+        let mut out = Vec::new();
+        for n in names {
+            match api.get_opt(n).await? {
+                Some(d) => out.extend(smcp_map::deployment_waiting(
+                    &serde_json::to_value(&d).unwrap_or_default(),
+                )),
+                None => out.push(format!("Deployment/{n} (missing)")),
+            }
+        }
+        Ok(out)
     }
 
     /// The settings without an SMCP: the flags with the mesh file over them.
