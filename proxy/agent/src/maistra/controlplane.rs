@@ -15,7 +15,9 @@
 //!   (owned by the SMCP, so the garbage collector removes them with it; the
 //!   agent also prunes what the SMCP no longer asks for; an object of the same
 //!   name it did not create, such as the base install's gateway, is left alone),
-//! - write `status` (conditions, applied and ignored fields).
+//! - write `status`: `Reconciled`, `Ready` (the config is in force and the
+//!   gateway Deployments, which it watches, have their replicas available), the
+//!   applied and ignored fields.
 //!
 //! A bad SMCP changes nothing but its status: the last good config stays.
 
@@ -24,8 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
@@ -38,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 use crate::compile::Settings;
 use crate::config::Config;
 use crate::meshfile::{self, MeshFile};
+
+mod writes;
 
 /// The ConfigMap mesh-webhook and the agent mount (manifests/base/kustomization.yaml).
 pub const MESH_CONFIGMAP: &str = "mesh-config";
@@ -332,21 +335,6 @@ impl ControlPlane {
         self.write_status(smcp, st).await
     }
 
-    /// The gateway Deployments among `names` whose replicas are not all available.
-    async fn waiting(&self, names: &[String]) -> Result<Vec<String>, ControlPlaneError> {
-        let api = self.api("apps/v1", "Deployment", "deployments");
-        let mut out = Vec::new();
-        for n in names {
-            match api.get_opt(n).await? {
-                Some(d) => out.extend(smcp_map::deployment_waiting(
-                    &serde_json::to_value(&d).unwrap_or_default(),
-                )),
-                None => out.push(format!("Deployment/{n} (missing)")),
-            }
-        }
-        Ok(out)
-    }
-
     /// The settings without an SMCP: the flags with the mesh file over them.
     fn file_settings(&self, file: Option<&MeshFile>) -> Option<Settings> {
         match file {
@@ -362,99 +350,6 @@ impl ControlPlane {
         m.mesh.root_namespace = self.namespace.clone();
         m
     }
-
-    fn api(&self, api_version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ar =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        Api::namespaced_with(self.client.clone(), &self.namespace, &ar)
-    }
-
-    async fn write_configmap(&self, data: Value) -> Result<(), ControlPlaneError> {
-        let cm = json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": MESH_CONFIGMAP, "namespace": self.namespace,
-                         "labels": {"app.kubernetes.io/part-of": "mesh"}},
-            "data": data,
-        });
-        self.api("v1", "ConfigMap", "configmaps")
-            .patch(MESH_CONFIGMAP, &ssa(), &Patch::Apply(&cm))
-            .await?;
-        Ok(())
-    }
-
-    /// Server-side applies `obj`, unless an object of that name exists that
-    /// this reconciler did not create (e.g. the base install's gateway): that
-    /// one is left alone and named in the result.
-    async fn apply(&self, obj: &Value) -> Result<Option<String>, ControlPlaneError> {
-        let (Some(av), Some(kind), Some(name)) = (
-            obj["apiVersion"].as_str(),
-            obj["kind"].as_str(),
-            obj["metadata"]["name"].as_str(),
-        ) else {
-            return Err(ControlPlaneError::Malformed {
-                kind: obj["kind"].to_string(),
-            });
-        };
-        let plural = RENDERABLE
-            .iter()
-            .find(|r| r.1 == kind)
-            .map(|r| r.2)
-            .ok_or_else(|| ControlPlaneError::Malformed { kind: kind.into() })?;
-        let api = self.api(av, kind, plural);
-        if let Some(cur) = api.get_opt(name).await? {
-            if !owned(&cur) {
-                return Ok(Some(format!("{kind}/{name}")));
-            }
-        }
-        api.patch(name, &ssa(), &Patch::Apply(obj)).await?;
-        Ok(None)
-    }
-
-    /// Deletes renderable objects this reconciler made that `keep` lacks.
-    async fn prune(&self, keep: &[Value]) -> Result<(), ControlPlaneError> {
-        for (av, kind, plural) in RENDERABLE {
-            let api = self.api(av, kind, plural);
-            for name in RENDERABLE_NAMES {
-                let kept = keep
-                    .iter()
-                    .any(|o| o["kind"] == kind && o["metadata"]["name"] == name);
-                if kept {
-                    continue;
-                }
-                let Some(o) = api.get_opt(name).await? else {
-                    continue;
-                };
-                if owned(&o) {
-                    api.delete(name, &DeleteParams::default()).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn write_status(
-        &self,
-        smcp: &ServiceMeshControlPlane,
-        st: SmcpStatus,
-    ) -> Result<(), ControlPlaneError> {
-        let api: Api<ServiceMeshControlPlane> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        // A merge patch keeps a list it does not name: name every one.
-        let mut v = serde_json::to_value(&st).unwrap_or_default();
-        for k in ["conditions", "appliedFields", "ignoredFields"] {
-            if v[k].is_null() {
-                v[k] = json!([]);
-            }
-        }
-        api.patch_status(
-            &name_of(smcp),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": v })),
-        )
-        .await?;
-        Ok(())
-    }
 }
 
 /// The settings of `next` when the agent accepts them (as a mesh file edit is
@@ -469,18 +364,6 @@ fn checked(next: Config) -> Option<Settings> {
             None
         }
     }
-}
-
-/// Whether a ServiceMeshControlPlane reconcile created `o` (its owner label).
-fn owned(o: &DynamicObject) -> bool {
-    o.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(OWNER_LABEL))
-}
-
-fn ssa() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 fn name_of(s: &ServiceMeshControlPlane) -> String {
@@ -524,4 +407,12 @@ pub fn render_mesh(m: &MeshFile) -> Result<String, serde_yaml_ng::Error> {
         "# Rendered by mesh-agent from the ServiceMeshControlPlane over `{BASE_KEY}`.\n{}",
         serde_yaml_ng::to_string(&v)?
     ))
+}
+
+/// Whether a ServiceMeshControlPlane reconcile created `o` (its owner label).
+fn owned(o: &DynamicObject) -> bool {
+    o.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(OWNER_LABEL))
 }
