@@ -4,10 +4,11 @@
 //! in the schema preserves unknown fields: we keep what users wrote and warn about it.
 
 use crate::maistra::member::{ServiceMeshMember, ServiceMeshMemberRoll};
+use crate::maistra::smcp::ServiceMeshControlPlane;
 use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
 use crate::security::{AuthorizationPolicy, PeerAuthentication};
 use crate::telemetry::Telemetry;
-use crate::{networking, security, telemetry};
+use crate::{maistra, networking, security, telemetry};
 use kube::CustomResourceExt;
 use serde_json::Value;
 
@@ -17,7 +18,8 @@ pub struct GeneratedCrd {
     pub body: Value,
 }
 
-/// All CRDs, in [`crate::resource::KINDS`] order, then the OSSM ones.
+/// All CRDs: the Istio kinds in [`crate::resource::KINDS`] order, then OSSM's
+/// ServiceMeshControlPlane, ServiceMeshMemberRoll and ServiceMeshMember.
 pub fn crds() -> Vec<GeneratedCrd> {
     let n = &networking::VERSIONS[..];
     let s = &security::VERSIONS[..];
@@ -32,6 +34,10 @@ pub fn crds() -> Vec<GeneratedCrd> {
         finish(
             serde_json::to_value(Telemetry::crd()),
             &telemetry::VERSIONS[..],
+        ),
+        finish(
+            serde_json::to_value(ServiceMeshControlPlane::crd()),
+            &maistra::smcp::VERSIONS[..],
         ),
         finish(serde_json::to_value(ServiceMeshMemberRoll::crd()), &["v1"]),
         finish(serde_json::to_value(ServiceMeshMember::crd()), &["v1"]),
@@ -52,6 +58,7 @@ pub fn spec_schema(kind: &str) -> Option<Value> {
         "Telemetry" => serde_json::to_value(Telemetry::crd()),
         "ServiceMeshMemberRoll" => serde_json::to_value(ServiceMeshMemberRoll::crd()),
         "ServiceMeshMember" => serde_json::to_value(ServiceMeshMember::crd()),
+        "ServiceMeshControlPlane" => serde_json::to_value(ServiceMeshControlPlane::crd()),
         _ => return None,
     }
     .ok()?;

@@ -3,10 +3,12 @@
 //! reader, store, per-resource validation and snapshot compiler (so analyze and the
 //! agent agree on what is valid); [`checks`] adds the cross-resource findings, each
 //! with Istio's code where one exists. Exit code 79 (istioctl's) when a finding is
-//! at or above `--failure-threshold`.
+//! at or above `--failure-threshold`. OpenShift Service Mesh control planes are
+//! checked too ([`maistra`]).
 
 mod checks;
 mod gateways;
+mod maistra;
 mod workloads;
 
 pub use checks::{Level, Message};
@@ -79,6 +81,7 @@ pub fn analyze_paths(
     let mut workloads = Vec::new();
     // Which files define each object: the store keeps the last one silently.
     let mut defined_in: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut smcp_msgs = Vec::new();
     for f in &inputs {
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
@@ -89,6 +92,7 @@ pub fn analyze_paths(
         {
             // Workloads (Deployments, ...) are not the agent's business; read their pod templates here.
             workloads.extend(workloads::parse(&text));
+            smcp_msgs.extend(maistra::check(&text));
             for o in objects {
                 let k = o.key();
                 defined_in
@@ -124,6 +128,7 @@ pub fn analyze_paths(
         }
     }
     gateways::run(&store, &snap, &pods, &mut msgs);
+    msgs.extend(smcp_msgs);
     msgs.sort();
     msgs.dedup();
     for (resource, origins) in defined_in.into_iter().filter(|(_, o)| o.len() > 1) {

@@ -319,3 +319,57 @@ fn bad_input_paths_fail_with_the_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mesh.yaml"));
 }
+
+#[test]
+fn ossm_control_plane_fields_not_applied_are_info_and_bad_values_errors() {
+    let (code, found, out) = analyze(&with_base("smcp.yaml"), &[]);
+    assert_eq!(
+        found,
+        set(&[(
+            "Info",
+            "MESH0004",
+            "ServiceMeshControlPlane istio-system/basic"
+        )]),
+        "{out}"
+    );
+    assert_eq!(code, 0, "info does not fail: {out}");
+    for p in [
+        "spec.gateways.openshiftRoute",
+        "spec.addons.kiali",
+        "spec.addons.grafana",
+        "spec.runtime",
+    ] {
+        let n = out
+            .matches(&format!("\"{p} is accepted but not applied by this mesh\""))
+            .count();
+        assert_eq!(n, 1, "one message for {p}: {out}");
+    }
+    assert!(
+        !out.contains("spec.tracing") && !out.contains("spec.proxy"),
+        "{out}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad-smcp.yaml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(dir().join("smcp.yaml"))
+            .unwrap()
+            .replace("REGISTRY_ONLY", "SOMETIMES"),
+    )
+    .unwrap();
+    let (code, found, out) = analyze(&[bad], &[]);
+    assert!(
+        found.contains(&(
+            "Error".into(),
+            "MESH0003".into(),
+            "ServiceMeshControlPlane istio-system/basic".into()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("trafficControl.outbound.policy") && out.contains("SOMETIMES"),
+        "{out}"
+    );
+    assert_eq!(code, 79);
+}

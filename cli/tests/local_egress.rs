@@ -122,16 +122,6 @@ spec:
     )
 }
 
-/// The IP column of `meshctl local pods` for a pod name.
-fn pod_ip(mesh: &Local, name: &str) -> String {
-    let pods = mesh.ok(&["pods"]);
-    pods.lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(name))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .unwrap_or_else(|| panic!("no {name} in\n{pods}"))
-        .to_string()
-}
-
 fn gateway_count(mesh: &Local) -> f64 {
     metric_sum(
         &mesh.metrics(EGRESS),

@@ -32,35 +32,6 @@ fn bookinfo_with_gateway() -> Local {
     ])
 }
 
-/// curl from the host: (status, answering pod when the echo app answered).
-fn curl(args: &[&str]) -> (u16, Option<EchoReply>, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n@@%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once("\n@@").unwrap_or(("", "0"));
-    (
-        code.parse().unwrap_or(0),
-        serde_json::from_str(body).ok(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ingress(mesh: &Local, port: &str) -> String {
-    mesh.ok(&[
-        "service-url",
-        "istio-ingressgateway",
-        "-n",
-        "istio-system",
-        "--port",
-        port,
-    ])
-    .trim()
-    .to_string()
-}
-
 #[test]
 fn bookinfo_productpage_through_the_ingress_gateway_from_the_host() {
     let mesh = bookinfo_with_gateway();

@@ -466,11 +466,13 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                     );
                 }
                 // Writes beyond patch exist only on the webhook's certificate Secret
-                // (checked exactly below).
-                // Deletes: only the OSSM member NetworkPolicies the agent manages.
-                let may_delete = dir == MAISTRA
-                    && name == "mesh-agent"
-                    && strs(&rule["resources"]) == ["networkpolicies"];
+                // (checked exactly below). Deletes: only the OSSM member
+                // NetworkPolicies the agent manages, and the objects it renders
+                // for a ServiceMeshControlPlane, by name.
+                let named = !strs(&rule["resourceNames"]).is_empty();
+                let may_delete = name == "mesh-agent"
+                    && (named
+                        || (dir == MAISTRA && strs(&rule["resources"]) == ["networkpolicies"]));
                 ensure!(
                     strs(&rule["verbs"]).iter().all(|v| [
                         "get", "list", "watch", "patch", "create", "update"
@@ -506,8 +508,27 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
             cni["rules"]
                 == serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}])
         );
+        // The agent's one write role: the ServiceMeshControlPlane's objects in
+        // istio-system, every write but create narrowed to a fixed name.
+        let agent = find(&objs, "Role", "mesh-agent");
+        ensure!(agent["metadata"]["namespace"] == "istio-system");
+        for rule in agent["rules"].as_array().context("rules")? {
+            let verbs = strs(&rule["verbs"]);
+            let writes = verbs
+                .iter()
+                .any(|v| v != "get" && v != "list" && v != "watch");
+            let status = strs(&rule["resources"]) == ["servicemeshcontrolplanes/status"];
+            ensure!(
+                !writes
+                    || status
+                    || verbs == ["create"]
+                    || !strs(&rule["resourceNames"]).is_empty(),
+                "{dir}: mesh-agent writes without resourceNames: {rule}"
+            );
+        }
         let writes: Vec<&Value> = of_kind(&objs, "ClusterRole")
             .chain(of_kind(&objs, "Role"))
+            .filter(|r| !std::ptr::eq(*r, agent))
             .flat_map(|r| {
                 r["rules"]
                     .as_array()

@@ -7,3 +7,5 @@
 pub mod member;
 pub mod membership;
 pub mod smcp;
+pub mod smcp_check;
+pub mod smcp_map;

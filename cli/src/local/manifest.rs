@@ -21,7 +21,7 @@ pub struct PodSpec {
 }
 
 /// Everything read from the inputs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Manifest {
     /// Namespace documents: name → labels.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
@@ -35,6 +35,10 @@ pub struct Manifest {
     pub secrets: Vec<Value>,
     /// `Kind ns/name` of what was skipped.
     pub skipped: Vec<String>,
+    /// ServiceMeshControlPlanes, with their source ([`super::smcp`]).
+    pub smcps: Vec<(String, Value)>,
+    /// Messages about accepted objects that are not applied (SMMR/SMM).
+    pub notes: Vec<String>,
 }
 
 /// The YAML/JSON files named by `-f`: files as given, folders recursively, sorted.
@@ -194,6 +198,11 @@ pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Res
                     });
                 }
             }
+            _ if super::smcp::is_smcp(&v) => m.smcps.push((at, v)),
+            _ if super::smcp::is_membership(&v) => m.notes.push(format!(
+                "{kind} {ns}/{name}: membership is not applied by meshctl local yet \
+                 (namespaces join the mesh with the istio-injection label)"
+            )),
             _ if is_mesh_kind(&api) => m.mesh.push((at, v)),
             _ => m.skipped.push(format!("{kind} {ns}/{name}")),
         }

@@ -16,6 +16,7 @@ mod pod;
 mod proc;
 mod publish;
 mod secret;
+mod smcp;
 mod state;
 
 use std::collections::BTreeMap;
@@ -494,14 +495,11 @@ fn stage_bins(run: &RunDir) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     Ok(bins)
 }
 
-fn load_mesh(path: Option<&Path>) -> anyhow::Result<MeshConfig> {
-    let mut mesh = match path {
-        None => MeshConfig::default(),
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading mesh config {}", p.display()))?;
-            parse_mesh_config(&text).with_context(|| format!("mesh config {}", p.display()))?
-        }
+fn mesh_from_text(text: &str) -> anyhow::Result<MeshConfig> {
+    let mut mesh = if text.trim().is_empty() {
+        MeshConfig::default()
+    } else {
+        parse_mesh_config(text).context("mesh config")?
     };
     mesh.agent_address = format!("{}:15012", node::GATEWAY);
     Ok(mesh)
@@ -509,6 +507,11 @@ fn load_mesh(path: Option<&Path>) -> anyhow::Result<MeshConfig> {
 
 fn mesh_path(run: &RunDir) -> PathBuf {
     run.0.join("mesh.yaml")
+}
+
+/// The mesh config without the ServiceMeshControlPlane, once one was applied.
+fn mesh_base_path(run: &RunDir) -> PathBuf {
+    run.0.join("mesh-base.yaml")
 }
 
 fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
@@ -520,15 +523,48 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
     }
     // Read and check everything before creating anything. The gateways come
     // first, as Istio is installed before the applications.
-    let kinds = gateway::parse(&args.gateways).map_err(|e| anyhow::anyhow!("--gateways: {e}"))?;
+    let mut kinds =
+        gateway::parse(&args.gateways).map_err(|e| anyhow::anyhow!("--gateways: {e}"))?;
+    let files = manifest::objects(&args.files.files)?;
+    let text = match &args.mesh_config {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading mesh config {}", p.display()))?,
+        None => String::new(),
+    };
+    // The embedded collector is the backend only when the config names none.
+    let collector_addr = format!("{}:{}", node::GATEWAY, collector::PORT);
+    let (base_text, use_collector) = if args.no_trace_collector {
+        (text, false)
+    } else {
+        collector::with_default_backend(&text, &collector_addr)?
+    };
+    // A ServiceMeshControlPlane: its mesh config over the user's, its gateways
+    // added to --gateways, its PeerAuthentication with the other resources.
+    let smcp = smcp::from_objects(&files, &base_text)?;
+    let mut objs: Vec<(String, Value)> = Vec::new();
+    if let Some(s) = &smcp {
+        for k in &s.gateways {
+            if !kinds.contains(k) {
+                kinds.push(*k);
+            }
+        }
+        if let Some(pa) = &s.peer_authentication {
+            objs.push(("ServiceMeshControlPlane".to_string(), pa.clone()));
+        }
+    }
     let mut objs: Vec<(String, Value)> = gateway::install(&kinds)
         .into_iter()
         .map(|v| ("meshctl local gateways".to_string(), v))
+        .chain(objs)
         .collect();
-    objs.extend(manifest::objects(&args.files.files)?);
+    objs.extend(files);
     let m = manifest::from_objects(objs, &args.files.namespace)?;
     check_mesh_resources(&m)?;
-    let mut mesh = load_mesh(args.mesh_config.as_deref())?;
+    let text = match &smcp {
+        Some(s) => s.mesh_text.clone(),
+        None => base_text.clone(),
+    };
+    let mut mesh = mesh_from_text(&text)?;
     mesh.cni.enabled = args.mode == Mode::Cni;
     std::fs::create_dir_all(run.pods_dir())
         .with_context(|| format!("creating {}", run.0.display()))?;
@@ -536,18 +572,14 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
     }
-    let text = match &args.mesh_config {
-        Some(p) => std::fs::read_to_string(p)?,
-        None => String::new(),
-    };
-    // The embedded collector is the backend only when the config names none.
-    let collector_addr = format!("{}:{}", node::GATEWAY, collector::PORT);
-    let (text, use_collector) = if args.no_trace_collector {
-        (text, false)
-    } else {
-        collector::with_default_backend(&text, &collector_addr)?
-    };
     write_file(&mesh_path(run), &text)?;
+    if let Some(s) = &smcp {
+        // The user's config, for a later SMCP edit to apply over.
+        write_file(&mesh_base_path(run), &base_text)?;
+        for n in &s.notes {
+            println!("{n}");
+        }
+    }
     let bins = stage_bins(run)?;
     let cni_dir = bins["mesh-cni"]
         .parent()
@@ -768,20 +800,46 @@ fn service_file(run: &RunDir, ns: &str, name: &str) -> PathBuf {
 
 fn apply(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
     check_mesh_resources(m)?;
-    let text = std::fs::read_to_string(mesh_path(run)).unwrap_or_default();
-    let mut mesh = if text.trim().is_empty() {
-        MeshConfig::default()
-    } else {
-        parse_mesh_config(&text)?
-    };
-    mesh.agent_address = format!("{}:15012", node::GATEWAY);
+    let mut text = std::fs::read_to_string(mesh_path(run)).unwrap_or_default();
+    let mut m = std::borrow::Cow::Borrowed(m);
+    // A ServiceMeshControlPlane edit: its mapping over the user's own config
+    // (kept aside at the first SMCP), checked before anything changes.
+    let base = std::fs::read_to_string(mesh_base_path(run)).unwrap_or_else(|_| text.clone());
+    if let Some(s) = smcp::from_objects(&m.smcps, &base)? {
+        write_file(&mesh_base_path(run), &base)?;
+        text = s.mesh_text;
+        write_file(&mesh_path(run), &text)?;
+        for n in &s.notes {
+            println!("{n}");
+        }
+        let running: Vec<&str> = st.pods.iter().map(|p| p.name.as_str()).collect();
+        for k in &s.gateways {
+            if !running.iter().any(|p| p.starts_with(k.name())) {
+                println!(
+                    "{}: gateways of a ServiceMeshControlPlane start at `up`",
+                    k.name()
+                );
+            }
+        }
+        if let Some(pa) = s.peer_authentication {
+            m.to_mut().mesh.push(("ServiceMeshControlPlane".into(), pa));
+        }
+        println!(
+            "servicemeshcontrolplane configured (mesh config {})",
+            mesh_path(run).display()
+        );
+    }
+    let mut mesh = mesh_from_text(&text)?;
     mesh.cni.enabled = st.mode == Mode::Cni;
-    apply_with(run, st, m, &mesh)
+    apply_with(run, st, &m, &mesh)
 }
 
 fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> anyhow::Result<()> {
     for s in &m.skipped {
         println!("skipped {s} (not used by a local node)");
+    }
+    for n in &m.notes {
+        println!("{n}");
     }
     for (ns, labels) in &m.namespaces {
         st.namespaces.insert(ns.clone(), labels.clone());
@@ -1005,6 +1063,29 @@ fn refresh(run: &RunDir, st: &mut State) -> anyhow::Result<()> {
 }
 
 fn delete(run: &RunDir, st: &mut State, m: &Manifest) -> anyhow::Result<()> {
+    if !m.smcps.is_empty() {
+        // The user's own mesh config comes back; the SMCP's PeerAuthentication goes.
+        match std::fs::read_to_string(mesh_base_path(run)) {
+            Ok(base) => {
+                write_file(&mesh_path(run), &base)?;
+                let _ = std::fs::remove_file(mesh_base_path(run));
+                println!("servicemeshcontrolplane deleted (mesh config restored)");
+            }
+            Err(_) => println!("servicemeshcontrolplane not found"),
+        }
+        let pa = serde_json::json!({"kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": gateway::NAMESPACE}});
+        let f = mesh_file(run, &pa);
+        let ours = std::fs::read_to_string(&f)
+            .is_ok_and(|t| t.contains(mesh_api::maistra::smcp_map::OWNER_LABEL));
+        if ours {
+            std::fs::remove_file(&f)?;
+            println!(
+                "peerauthentication/default ({}) deleted",
+                gateway::NAMESPACE
+            );
+        }
+    }
     for v in &m.secrets {
         let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = v["metadata"]["name"].as_str().unwrap_or_default();

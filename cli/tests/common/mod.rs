@@ -346,3 +346,44 @@ pub fn certs(ca_name: &str, host: &str) -> (String, String, String) {
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     (ca_pem, cert.pem(), key.serialize_pem())
 }
+
+/// curl from the host (the ingress gateway is published on loopback): the
+/// status, the echo app's reply when it answered, curl's stderr.
+pub fn curl(args: &[&str]) -> (u16, Option<EchoReply>, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n@@%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once("\n@@").unwrap_or(("", "0"));
+    (
+        code.parse().unwrap_or(0),
+        serde_json::from_str(body).ok(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `host:port` where the ingress gateway's Service `port` is published.
+pub fn ingress(mesh: &Local, port: &str) -> String {
+    mesh.ok(&[
+        "service-url",
+        "istio-ingressgateway",
+        "-n",
+        "istio-system",
+        "--port",
+        port,
+    ])
+    .trim()
+    .to_string()
+}
+
+/// The IP column of `meshctl local pods` for a pod name.
+pub fn pod_ip(mesh: &Local, name: &str) -> String {
+    let pods = mesh.ok(&["pods"]);
+    pods.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap_or_else(|| panic!("no {name} in\n{pods}"))
+        .to_string()
+}

@@ -111,13 +111,28 @@ fn run(flags: Config) -> anyhow::Result<()> {
         };
         let (settings_tx, settings_rx) =
             tokio::sync::watch::channel(std::sync::Arc::new(cfg.settings()));
-        if let (Some(path), Some(first)) = (flags.mesh_config.clone(), mesh) {
-            let mut files = mesh_agent::meshfile::watch(
+        let files = match (flags.mesh_config.clone(), mesh) {
+            (Some(path), Some(first)) => Some(mesh_agent::meshfile::watch(
                 path,
                 first,
                 std::time::Duration::from_millis(flags.mesh_reload_ms),
                 shutdown.clone(),
-            );
+            )),
+            _ => None,
+        };
+        if let Some(client) = kube.clone() {
+            // Kubernetes: the ServiceMeshControlPlane reconciler owns the settings
+            // (the mesh file, with an SMCP over it when there is one).
+            let cp = mesh_agent::maistra::controlplane::ControlPlane {
+                client,
+                namespace: cfg.root_namespace.clone(),
+                flags: flags.clone(),
+                base: files,
+                settings: settings_tx,
+                retry: std::time::Duration::from_secs(5),
+            };
+            tokio::spawn(cp.run(shutdown.clone()));
+        } else if let Some(mut files) = files {
             let flags = flags.clone();
             tokio::spawn(async move {
                 while files.changed().await.is_ok() {

@@ -6,7 +6,8 @@
 //! (backlog from a resourceVersion, bookmarks, `410 Gone` once compacted, dropped
 //! streams, partitions), GET of one object, POST create (`409 AlreadyExists`),
 //! PUT replace (`409 Conflict` on a stale resourceVersion), PATCH as server-side
-//! apply or RFC 6902 JSON patch, TokenReviews of the tokens a test registers,
+//! apply or RFC 6902 JSON patch, DELETE, the `status` subresource (merge
+//! patch), TokenReviews of the tokens a test registers,
 //! and the pod subresources `proxy` and `portforward` bridged to real processes
 //! ([`routes`], [`portforward`]). Every request is recorded (method, path and
 //! query, Authorization header, answered status) for the tests to assert that a
@@ -84,6 +85,12 @@ pub fn collection(kind: &str) -> Option<(&'static str, &'static str)> {
         "NetworkPolicy" => (
             "/apis/networking.k8s.io/v1/networkpolicies",
             "networking.k8s.io/v1",
+        ),
+        "Deployment" => ("/apis/apps/v1/deployments", "apps/v1"),
+        "PodDisruptionBudget" => ("/apis/policy/v1/poddisruptionbudgets", "policy/v1"),
+        "ServiceMeshControlPlane" => (
+            "/apis/maistra.io/v2/servicemeshcontrolplanes",
+            "maistra.io/v2",
         ),
         _ => return None,
     })

@@ -284,12 +284,18 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
                     StatusCode::OK,
                 );
             }
-            // Server-side apply: the applied object is stored as sent.
+            // Server-side apply: the applied object is stored as sent, but
+            // `status` (a subresource) stays as it was.
             let mut obj = patch;
             if let Some(ns) = &t.ns {
                 obj["metadata"]["namespace"] = ns.clone().into();
             }
             obj["metadata"]["name"] = name.clone().into();
+            if obj.get("status").is_none() {
+                if let Some(st) = stored(name).and_then(|o| o.get("status").cloned()) {
+                    obj["status"] = st;
+                }
+            }
             let kind = obj["kind"].as_str().unwrap_or_default().to_string();
             fake.apply(obj.clone());
             let ns = t.ns.clone().unwrap_or_default();
