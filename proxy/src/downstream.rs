@@ -306,7 +306,7 @@ pub struct StreamGuard {
 
 impl StreamGuard {
     /// The response started: its body reports progress as it moves.
-    pub fn respond(mut self, body: crate::upstream::Body) -> Tracked {
+    pub fn respond(mut self, body: crate::body::Body) -> Tracked {
         self.responded = true;
         self.state.progress();
         Tracked {
@@ -334,7 +334,7 @@ impl Drop for StreamGuard {
 
 /// A response body that marks progress on every frame and at its end.
 pub struct Tracked {
-    inner: crate::upstream::Body,
+    inner: crate::body::Body,
     state: Arc<ConnState>,
 }
 

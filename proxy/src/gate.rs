@@ -16,7 +16,7 @@ use crate::authz::normalize::{self, PathNormalization};
 use crate::authz::{Facts, HttpFacts, Verdict};
 use crate::http::ConnCtx;
 use crate::snapshot::Snapshot;
-use crate::upstream::Body;
+use crate::body::Body;
 
 /// Why a request does not reach the app.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::h1scan::{self, Chunk, Framing, Reject};
-use crate::upstream::Body;
+use crate::body::Body;
 
 /// The method of the local request standing in for a refused one. A client
 /// sending it itself only gets its own request refused.

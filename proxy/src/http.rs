@@ -18,7 +18,7 @@ use crate::peer;
 use crate::record::{metered, AccessLogLine, Record};
 use crate::shared::Shared;
 use crate::snapshot::Protocol;
-use crate::upstream::Body;
+use crate::body::Body;
 use crate::util::{
     authority_of, content_length, ensure_host, framing_hazard, full, protocol_label, request_id,
     strip_hop_by_hop, tunnel, upstream_request,
@@ -155,7 +155,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         permit: None,
         trace: None,
     };
-    record.trace = crate::trace::server(
+    record.trace = crate::trace::request::server(
         &mut req,
         shared,
         snap.as_ref().and_then(|s| s.view.tracing.as_ref()),

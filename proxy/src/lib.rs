@@ -88,6 +88,8 @@ pub mod trace;
 pub mod upstream;
 pub mod util;
 pub mod wait;
+pub mod body;
+pub mod endpoint;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use crate::record::{metered, AccessLogLine, Record};
 use crate::route::{self, Facts, Route};
 use crate::send::{self, Policy, ReqBody};
 use crate::snapshot::{Cluster, Endpoint, OutboundPolicy, Protocol, Snapshot};
-use crate::upstream::Body;
+use crate::body::Body;
 use crate::util::{
     authority_of, content_length, ensure_host, full, protocol_label, request_id, strip_hop_by_hop,
     tunnel,
@@ -55,7 +55,7 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     }
     let mut record = source_record(&req, ctx, &authority, start);
     let tracing = snap.view.tracing.as_ref();
-    record.trace = crate::trace::client(
+    record.trace = crate::trace::request::client(
         &mut req,
         shared,
         tracing,

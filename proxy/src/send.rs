@@ -21,7 +21,7 @@ use crate::pool::{Checkin, Pool};
 use crate::route::Retry;
 use crate::snapshot::{Cluster, Endpoint, Protocol};
 use crate::state::{Bound, InFlight, Member};
-use crate::upstream::Body;
+use crate::body::Body;
 
 /// Which failures are retried (Envoy's `retry_on` conditions).
 #[derive(Debug, Clone, Default)]

@@ -170,7 +170,7 @@ async fn handle_conn(
                             c.and_then(|c| c.endpoints.first().map(|e| e.addr)),
                             dial_target,
                         ) {
-                            (Some(a), _) | (None, Some(a)) => tcp::connect(a).await,
+                            (Some(a), _) | (None, Some(a)) => crate::endpoint::connect(a).await,
                             (None, None) => Err(std::io::ErrorKind::NotFound.into()),
                         }
                     })
@@ -257,7 +257,7 @@ async fn handle_conn(
                 }
                 Protocol::Unknown => {
                     tcp::sniff(&stream, shared.cfg.detect_timeout, || {
-                        crate::upstream::connect_local_app(port, ip)
+                        crate::endpoint::connect_local_app(port, ip)
                     })
                     .await
                 }
@@ -379,7 +379,7 @@ pub(crate) async fn carry_tcp<D>(
     };
     let up = match pre {
         Some(up) => Ok(up),
-        None => tcp::connect(target.addr).await,
+        None => crate::endpoint::connect(target.addr).await,
     };
     let (up, tls) = match (up, tls) {
         (Ok(up), Ok(tls)) => (up, tls),
@@ -472,7 +472,7 @@ pub(crate) async fn inbound_tcp<D>(
     }
     let up = match pre {
         Some(up) => Ok(up),
-        None => crate::upstream::connect_local_app(orig_dst.port(), shared.cfg.instance_ip).await,
+        None => crate::endpoint::connect_local_app(orig_dst.port(), shared.cfg.instance_ip).await,
     };
     match up {
         Ok(up) => {

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 
 use crate::snapshot::Protocol;
-use crate::upstream::Body;
+use crate::body::Body;
 
 pub fn full(status: StatusCode, msg: &'static str) -> Response<Body> {
     let mut r = Response::new(

@@ -256,7 +256,7 @@ async fn auto_passthrough(stream: TcpStream, snap: &Snapshot, sni: &str, shared:
         crate::tcp::refuse(shared, stream, meta(Some(&cluster)), "UH").await;
         return;
     };
-    match crate::tcp::connect(ep.addr).await {
+    match crate::endpoint::connect(ep.addr).await {
         Ok(up) => crate::tcp::splice(shared, stream, up, meta(Some(&cluster)), "-").await,
         Err(_) => crate::tcp::refuse(shared, stream, meta(Some(&cluster)), "UF").await,
     }

@@ -15,7 +15,7 @@ use crate::http::ConnCtx;
 use crate::outbound::{apply_route, source_record, text};
 use crate::record::metered;
 use crate::route::{Facts, Route};
-use crate::upstream::Body;
+use crate::body::Body;
 use crate::util::{authority_of, full, request_id};
 
 /// What the routing of one request decided (pure, see [`decide`]).
@@ -107,7 +107,7 @@ pub(crate) async fn route(
     }
     let mut record = source_record(&req, ctx, &authority, start);
     let tracing = snap.view.tracing.as_ref();
-    record.trace = crate::trace::client(
+    record.trace = crate::trace::request::client(
         &mut req,
         &ctx.shared,
         tracing,
