@@ -16,8 +16,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-pub use crate::mtls::stream::{MaybeTls, TlsDial};
 use crate::body::Body;
+pub use crate::mtls::stream::{MaybeTls, TlsDial};
 
 /// Where a pool's connections go.
 #[derive(Clone, Copy)]

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
 
+use crate::body::Body;
 use crate::metrics::RequestLabels;
 use crate::shared::Shared;
-use crate::body::Body;
 
 /// Everything needed to record the request once its response completes.
 pub(crate) struct Record {

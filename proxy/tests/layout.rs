@@ -104,7 +104,9 @@ fn strip(src: &str) -> String {
                 hashes += 1;
                 j += 1;
             }
-            if b.get(j) != Some(&b'"') || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) {
+            if b.get(j) != Some(&b'"')
+                || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+            {
                 out.push(c as char);
                 i += 1;
                 continue;
@@ -390,7 +392,11 @@ fn graph(src: &Path) -> Edges {
     let mut edges: Edges = mods.iter().map(|m| (m.clone(), BTreeMap::new())).collect();
     for (m, f) in &by_mod {
         let text = std::fs::read_to_string(f).expect("read source file");
-        let rel = f.strip_prefix(src).expect("under src").display().to_string();
+        let rel = f
+            .strip_prefix(src)
+            .expect("under src")
+            .display()
+            .to_string();
         for u in uses(m, &strip(&text)) {
             let Some(t) = resolve(&u, m, &mods) else {
                 continue;
@@ -519,10 +525,7 @@ fn proxy_src_has_no_import_cycles() {
     }
     assert!(edges.len() > 20, "found the modules of {}", src.display());
     let found = cycles(&edges);
-    let names: Vec<Vec<String>> = found
-        .iter()
-        .map(|c| c.iter().map(name).collect())
-        .collect();
+    let names: Vec<Vec<String>> = found.iter().map(|c| c.iter().map(name).collect()).collect();
     let allowed: Vec<Vec<String>> = ALLOWED
         .iter()
         .map(|c| c.iter().map(|s| s.to_string()).collect())
@@ -553,7 +556,10 @@ fn the_checker_finds_a_cycle_and_ignores_comments() {
     std::fs::create_dir_all(src.join("b")).expect("mkdir");
     let write = |p: &str, s: &str| std::fs::write(src.join(p), s).expect("write");
     write("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n");
-    write("a.rs", "use crate::{b::{self, x::Y}, c};\n// crate::b::never\n");
+    write(
+        "a.rs",
+        "use crate::{b::{self, x::Y}, c};\n// crate::b::never\n",
+    );
     write("b/mod.rs", "pub mod x;\npub use x::Y;\n");
     write("b/x.rs", "pub struct Y;\nfn f() { let _ = \"crate::a::no\"; }\n#[cfg(test)]\nmod tests { use super::*; }\n");
     write("c.rs", "/// [`crate::a`]\npub fn f() {}\n");

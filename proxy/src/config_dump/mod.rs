@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 pub mod rows;
 
 use crate::lb::LbPolicy;
-pub use rows::{ClusterRow, Compiled, EndpointRow, ListenerRow, RouteRow, SecretRow};
-use rows::{route_matches, vs_name};
 use crate::snapshot::{Cluster, OutboundPolicy, Protocol, Snapshot};
 use crate::state::Table;
+use rows::{route_matches, vs_name};
+pub use rows::{ClusterRow, Compiled, EndpointRow, ListenerRow, RouteRow, SecretRow};
 
 /// The ports this proxy bound, for the listener rows.
 #[derive(Debug, Clone, Copy)]

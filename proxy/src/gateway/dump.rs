@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::{GatewayTable, ServerTls};
-use crate::config_dump::rows::{route_matches, vs_name, Compiled, ListenerRow, RouteRow, SecretRow};
+use crate::config_dump::rows::{
+    route_matches, vs_name, Compiled, ListenerRow, RouteRow, SecretRow,
+};
 
 fn describe(tls: &ServerTls) -> String {
     match tls {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Listener;
+use crate::server::{Accepted, Listener};
 use crate::shared::Shared;
 
 /// The ports to add and remove to go from `have` to `want`.
@@ -87,12 +87,16 @@ async fn reconcile(
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 let stop = CancellationToken::new();
+                let serve = move |a: Accepted| {
+                    super::conn::serve(a.stream, a.peer, a.local, port, a.shared, a.watcher)
+                };
                 let task = tokio::spawn(crate::server::accept_loop(
                     l,
                     shared.clone(),
                     Listener::Gateway(port),
                     stop.clone().cancelled_owned(),
                     shared.cfg.drain_duration,
+                    serve,
                 ));
                 running.insert(port, Running { stop, task });
                 status.insert(port, Ok(addr));

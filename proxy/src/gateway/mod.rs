@@ -7,7 +7,7 @@
 //! the sidecar's [`crate::route`] code). Per connection ([`conn`]) the server
 //! is picked by SNI (TLS) or, per request ([`http`]), by `:authority`: exact
 //! host, then the longest `*.suffix`, then `*`. Requests then go through the
-//! sidecar's outbound route code ([`crate::outbound::apply_route`]), so
+//! sidecar's outbound route code ([`crate::outbound::route::apply_route`]), so
 //! resilience, metrics (`reporter=source`, the gateway as source workload),
 //! access logs and upstream auto-mTLS are the same path. [`listeners`] binds
 //! and unbinds the ports as views change.

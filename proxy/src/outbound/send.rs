@@ -15,13 +15,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::body::Body;
 use crate::lb::{self, RequestKeys};
 use crate::outlier;
 use crate::pool::{Checkin, Pool};
 use crate::route::Retry;
 use crate::snapshot::{Cluster, Endpoint, Protocol};
 use crate::state::{Bound, InFlight, Member};
-use crate::body::Body;
 
 /// Which failures are retried (Envoy's `retry_on` conditions).
 #[derive(Debug, Clone, Default)]
