@@ -21,7 +21,7 @@ use crate::snapshot::{OutboundPolicy, Protocol};
 use crate::tcp::{self, Sniffed};
 
 /// Which listener a connection arrived on: a capture listener (its direction)
-/// or one of a gateway's ports ([`crate::gateway`]).
+/// or one of a gateway's ports (the `gateway` module, above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     Capture(Direction),

@@ -1,6 +1,6 @@
 //! The row types of `/config_dump`'s `compiled` part and the column helpers
-//! both the sidecar's rows ([`crate::config_dump`]) and a gateway's
-//! ([`crate::gateway::dump`]) use.
+//! both the sidecar's rows (`config_dump`) and a gateway's (`gateway::dump`)
+//! use; they sit below both.
 
 use serde::Serialize;
 

@@ -7,7 +7,7 @@
 //! the sidecar's [`crate::route`] code). Per connection ([`conn`]) the server
 //! is picked by SNI (TLS) or, per request ([`http`]), by `:authority`: exact
 //! host, then the longest `*.suffix`, then `*`. Requests then go through the
-//! sidecar's outbound route code ([`crate::outbound::route::apply_route`]), so
+//! sidecar's outbound route code (`outbound::route::apply_route`), so
 //! resilience, metrics (`reporter=source`, the gateway as source workload),
 //! access logs and upstream auto-mTLS are the same path. [`listeners`] binds
 //! and unbinds the ports as views change.
@@ -28,7 +28,7 @@ use mesh_api::gatewayview::{GatewayServer, GatewayView};
 use crate::route::{L4Route, Route, RouteError, RouteTable};
 
 /// What the listener task ([`listeners`]) has done, for readiness and the
-/// config dump; in [`crate::shared::Shared`], so it lives here, below both.
+/// config dump; `Shared` holds it, so it lives here, below both.
 #[derive(Debug, Default)]
 pub struct ListenerState {
     /// Snapshot version whose listeners are in place, plus one (0: none yet).

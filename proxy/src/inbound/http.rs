@@ -26,7 +26,7 @@ use crate::util::{
 };
 
 /// Serves one inbound HTTP connection (plaintext, or decrypted by
-/// [`super::tls`]): every request goes to the local app.
+/// `inbound::tls`): every request goes to the local app.
 pub async fn serve<S>(stream: S, ctx: Arc<ConnCtx>, watcher: DrainWatch)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

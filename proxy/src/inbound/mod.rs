@@ -3,7 +3,7 @@
 //! every request or TCP connection then passes the policy gate ([`gate`]:
 //! path normalization, AuthorizationPolicy, local rate limit) and is carried
 //! to the local app as HTTP ([`http`]) or opaque TCP ([`tcp`]). Which path a
-//! connection takes is decided by the listener ([`crate::server`]).
+//! connection takes is decided by the listener (`server`, above).
 
 pub mod gate;
 pub mod http;

@@ -1,5 +1,5 @@
 //! Inbound TCP: a connection to the app (plaintext, or decrypted by
-//! [`super::tls`]) carried byte for byte to it, unless the TCP policy verdict
+//! `inbound::tls`) carried byte for byte to it, unless the TCP policy verdict
 //! ([`super::gate::tcp_verdict`]) refused it; `istio_tcp_*` metrics as
 //! `reporter="destination"`, the source named by the peer's verified identity.
 

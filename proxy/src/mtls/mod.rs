@@ -1,7 +1,7 @@
 //! Mutual TLS between sidecars, as Istio does it: every proxy holds a SPIFFE
 //! workload certificate from the mesh CA ([`certs`]), originates TLS 1.3 with
 //! Istio's ALPN values towards meshed endpoints and terminates it inbound per the
-//! PeerAuthentication mode ([`crate::inbound::tls`]). This module holds the pure parts: ALPN names, the
+//! PeerAuthentication mode (`inbound::tls`). This module holds the pure parts: ALPN names, the
 //! inbound mode of a port, the peer identity of a certificate (from mesh-api) and the
 //! `X-Forwarded-Client-Cert` value.
 

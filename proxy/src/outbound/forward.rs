@@ -1,8 +1,8 @@
 //! Sending a routed request on: its body buffered for retries when small, the
 //! cluster's connection-pool admission, the retry policy ([`super::send`]),
 //! then the response wrapped for metrics with the route's response header
-//! operations. Both the routed path ([`super::route`]) and a plain request to
-//! a service without routes ([`super::http`]) end here.
+//! operations. Both the routed path (`outbound::route`) and a plain request to
+//! a service without routes (`outbound::http`) end here.
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! VirtualService route ([`route`]), then sent on with the route's timeout and
 //! retries ([`forward`], [`send`]); other connections are carried as TCP
 //! ([`tcp`]). Which path a connection takes is decided by the listener
-//! ([`crate::server`]).
+//! (`server`, above).
 
 pub mod forward;
 pub mod http;
