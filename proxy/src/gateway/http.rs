@@ -1,7 +1,7 @@
 //! A request through a gateway server: the server (pinned by TLS, else chosen
 //! by `:authority`), its `httpsRedirect`, the bound VirtualService whose hosts
 //! cover the request host, and its first matching route — then the sidecar's
-//! route code carries it ([`crate::outbound::route::apply_route`]). No server, no
+//! route code carries it (`outbound::route::apply_route`). No server, no
 //! VirtualService or no route: 404 with response flag `NR`, as Envoy answers.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The span of one request: started when the request is forwarded (CLIENT on
 //! the caller's side, SERVER on the callee's), finished with what its record
-//! knows once the response ends (the `record` module calls [`finish`]).
+//! knows once the response ends (the `record` module calls `finish`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

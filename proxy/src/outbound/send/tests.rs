@@ -134,10 +134,14 @@ fn replayable() -> ReqBody {
 async fn a_503_is_retried_on_the_other_endpoint() {
     let (a, a_hits) = upstream(Answer::Status(503)).await;
     let (b, b_hits) = upstream(Answer::Status(200)).await;
-    let sent = send(&cluster(&[a, b]), &Policy::for_route(None, None), replayable())
-        .await
-        .map_err(|f| f.flags)
-        .unwrap();
+    let sent = send(
+        &cluster(&[a, b]),
+        &Policy::for_route(None, None),
+        replayable(),
+    )
+    .await
+    .map_err(|f| f.flags)
+    .unwrap();
     assert_eq!(sent.response.status(), 200);
     assert_eq!((sent.endpoint.addr, sent.attempts), (b, 2));
     assert_eq!(a_hits.load(Ordering::SeqCst), 1);
@@ -194,7 +198,10 @@ async fn the_route_timeout_ends_the_exchange_with_504_ut() {
     assert_eq!((failed.status, failed.flags), (504, "UT"));
     // Paused time: the route timeout passed, not the upstreams' 10 s.
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
