@@ -7,8 +7,9 @@
 //! Plain Rust, no external tool: each file under `src/` is a module (`lib.rs`
 //! the crate root, `x/mod.rs` module `x`); an edge is a path starting with
 //! `crate::`, `super::` or `self::`, any path of a `use` item (groups
-//! `use crate::{a, b::{c, d}}` expanded), and a `use` of a child module by its
-//! bare name (a parent re-exporting its child depends on it). A path is
+//! `use crate::{a, b::{c, d}}` expanded), and a path into a child module by
+//! its bare name (`use child::X`, `child::f()`: a parent using or re-exporting
+//! its child depends on it). A path is
 //! resolved to the longest module prefix that is a file; a path into items of
 //! `lib.rs` is an edge to the crate root. Comments and string literals are
 //! skipped (a doc link is no dependency); inline `mod tests { .. }` blocks
@@ -261,8 +262,9 @@ struct Use {
     line: usize,
 }
 
-/// Every path of interest in one (stripped) file of module `m`.
-fn uses(m: &Module, src: &str) -> Vec<Use> {
+/// Every path of interest in one (stripped) file of module `m`, whose child
+/// modules are named `children`.
+fn uses(m: &Module, children: &BTreeSet<String>, src: &str) -> Vec<Use> {
     let toks = tokens(src);
     let mut out = Vec::new();
     // Inline modules open at a brace depth; `super::` inside resolves from them.
@@ -310,6 +312,20 @@ fn uses(m: &Module, src: &str) -> Vec<Use> {
                 }
                 i = j;
                 continue;
+            }
+            // A bare path into a child module (`child::f()` in its parent's
+            // file): a child's name there shadows any extern crate's.
+            Tok::Ident(k)
+                if inline.is_empty()
+                    && children.contains(k)
+                    && !(i > 0 && toks[i - 1].0 == Tok::Path)
+                    && matches!(toks.get(i + 1).map(|t| &t.0), Some(Tok::Path)) =>
+            {
+                out.push(Use {
+                    at: m.clone(),
+                    path: vec![k.clone()],
+                    line,
+                });
             }
             Tok::Ident(k) if k == "crate" || k == "super" || k == "self" => {
                 let prev_path = i > 0 && toks[i - 1].0 == Tok::Path;
@@ -397,7 +413,12 @@ fn graph(src: &Path) -> Edges {
             .expect("under src")
             .display()
             .to_string();
-        for u in uses(m, &strip(&text)) {
+        let children: BTreeSet<String> = mods
+            .iter()
+            .filter(|c| c.len() == m.len() + 1 && c.starts_with(m))
+            .map(|c| c[m.len()].clone())
+            .collect();
+        for u in uses(m, &children, &strip(&text)) {
             let Some(t) = resolve(&u, m, &mods) else {
                 continue;
             };
@@ -554,8 +575,15 @@ fn the_checker_finds_a_cycle_and_ignores_comments() {
     let dir = std::env::temp_dir().join(format!("layout-check-{}", std::process::id()));
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("b")).expect("mkdir");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
     let write = |p: &str, s: &str| std::fs::write(src.join(p), s).expect("write");
-    write("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n");
+    write("lib.rs", "pub mod a;\npub mod b;\npub mod c;\npub mod d;\n");
+    // A parent calling its child by a bare path; `http::` is no child here.
+    write(
+        "d/mod.rs",
+        "pub mod y;\nfn f() { y::g(); let _ = http::Method::GET; }\n",
+    );
+    write("d/y.rs", "pub fn g() {}\n");
     write(
         "a.rs",
         "use crate::{b::{self, x::Y}, c};\n// crate::b::never\n",
@@ -570,6 +598,7 @@ fn the_checker_finds_a_cycle_and_ignores_comments() {
     assert_eq!(targets("b"), ["b::x"]);
     assert!(targets("b::x").is_empty(), "{:?}", targets("b::x"));
     assert!(targets("c").is_empty());
+    assert_eq!(targets("d"), ["d::y"]);
     assert!(cycles(&edges).is_empty());
     write("c.rs", "pub fn f() { crate::a::g() }\n");
     write("b/x.rs", "pub struct Y;\nuse super::super::c;\n");

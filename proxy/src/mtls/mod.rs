@@ -27,8 +27,7 @@ pub const ISTIO_ALPNS: [&[u8]; 5] = [
     b"istio-peer-exchange",
 ];
 
-/// The pod label Istio sets on injected workloads; endpoints carrying it get mTLS.
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub use originate::{UpstreamTls, TLS_MODE_LABEL};
 
 /// The XFCC header.
 pub const XFCC: &str = "x-forwarded-client-cert";
@@ -61,21 +60,6 @@ impl InboundMode {
             None => InboundMode::parse(&policy.mtls_mode),
         }
     }
-}
-
-/// How a connection to one endpoint is secured (DestinationRule `tls.mode`, or
-/// auto mTLS from the endpoint's `security.istio.io/tlsMode` label); decided per
-/// cluster by [`originate::ClusterTls`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamTls {
-    Plaintext,
-    /// Auto mTLS: the endpoint has a sidecar; plaintext if we have no certificate
-    /// yet. The server must present one of these identities (empty: any).
-    Auto(originate::Sans),
-    /// `ISTIO_MUTUAL`: mTLS or nothing, pinned like [`UpstreamTls::Auto`].
-    IstioMutual(originate::Sans),
-    /// `SIMPLE`/`MUTUAL`: TLS origination with the rule's settings (or their error).
-    Originate(originate::Origin),
 }
 
 // The SPIFFE identity of a certificate is shared vocabulary: the agent
