@@ -313,21 +313,13 @@ fn uses(m: &Module, children: &BTreeSet<String>, src: &str) -> Vec<Use> {
                 i = j;
                 continue;
             }
-            // A bare path into a child module (`child::f()` in its parent's
-            // file): a child's name there shadows any extern crate's.
+            // `crate::`, `super::`, `self::` paths, and a bare path into a
+            // child module (`child::f()` in its parent's file: a child's name
+            // there shadows any extern crate's).
             Tok::Ident(k)
-                if inline.is_empty()
-                    && children.contains(k)
-                    && !(i > 0 && toks[i - 1].0 == Tok::Path)
-                    && matches!(toks.get(i + 1).map(|t| &t.0), Some(Tok::Path)) =>
+                if (k == "crate" || k == "super" || k == "self")
+                    || (inline.is_empty() && children.contains(k)) =>
             {
-                out.push(Use {
-                    at: m.clone(),
-                    path: vec![k.clone()],
-                    line,
-                });
-            }
-            Tok::Ident(k) if k == "crate" || k == "super" || k == "self" => {
                 let prev_path = i > 0 && toks[i - 1].0 == Tok::Path;
                 if !prev_path && matches!(toks.get(i + 1).map(|t| &t.0), Some(Tok::Path)) {
                     let mut p = vec![];
