@@ -28,10 +28,8 @@ pub enum ConfigError {
     PathNormalization(String),
     #[error("--ca-token-file is set but there is no CA address: give --ca-addr or --agent")]
     NoCa,
-    #[error("the CA credential {token} is set but the CA root bundle {roots} is missing: mount the istio-ca-root-cert ConfigMap there or give --ca-root-file")]
-    NoRoots { token: String, roots: String },
-    #[error("--ca-root-file {path}: {why}")]
-    BadRoots { path: String, why: String },
+    #[error(transparent)]
+    Transport(#[from] crate::mtls::certs::TransportError),
     #[error("--cert-ttl {0:?} must be at least 2s")]
     CertTtl(String),
     #[error("--{flag} {value:?} must be more than zero")]
@@ -206,6 +204,21 @@ pub struct Config {
     pub cert: Option<crate::mtls::certs::CertSource>,
     /// How the agent (config stream) is reached: TLS when a root file is there.
     pub agent_transport: mesh_api::syncclient::Transport,
+}
+
+impl Config {
+    /// Who this proxy says it is when it subscribes.
+    pub fn identity(&self) -> mesh_api::syncapi::ProxyIdentity {
+        mesh_api::syncapi::ProxyIdentity {
+            pod: self.pod.clone(),
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone(),
+            labels: self.labels.clone(),
+            ips: self.instance_ip.iter().map(|ip| ip.to_string()).collect(),
+            // A gateway asks for its Gateway servers' listeners.
+            router: self.mode == Mode::Router,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,9 +462,9 @@ mod tests {
     #[test]
     fn a_router_subscribes_as_one() {
         let mut c = parse(&["--view-file", "/x"]).unwrap();
-        assert!(!crate::source::identity(&c).router);
+        assert!(!c.identity().router);
         c.mode = Mode::Router;
-        assert!(crate::source::identity(&c).router);
+        assert!(c.identity().router);
     }
 
     #[test]

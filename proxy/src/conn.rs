@@ -1,18 +1,40 @@
 //! One downstream HTTP connection (HTTP/1 or HTTP/2, plaintext or after mTLS):
-//! the one server builder every downstream listener shares, and the watchdog
-//! that enforces [`crate::downstream`]'s decisions on it (first-byte and idle
-//! timeouts, the premature-reset budget, the drain).
+//! what a connection knows ([`ConnCtx`]), the one server builder every
+//! downstream listener shares, the checks every request passes before its
+//! direction's handler (the HTTP/1 guard's refusals, framing hazards), and the
+//! watchdog that enforces [`crate::downstream`]'s decisions on the connection
+//! (first-byte and idle timeouts, the premature-reset budget, the drain). The
+//! handler (inbound, outbound, a gateway's) is passed in by the layer above.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
+use crate::body::Body;
+use crate::direction::Direction;
 use crate::downstream::{decide, Activity, ConnState, Next, Reason, ResetBudget, Timeouts};
-use crate::http::ConnCtx;
+use crate::shared::Shared;
+
+/// The connection a request arrived on.
+pub struct ConnCtx {
+    /// SHA-256 of the peer's leaf certificate (hex), for XFCC.
+    pub peer_cert_hash: Option<String>,
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub orig_dst: SocketAddr,
+    pub direction: Direction,
+    pub peer_identity: Option<mesh_api::Identity>,
+}
 
 /// The HTTP server settings for every downstream connection (inbound, outbound
 /// and any future gateway listener: keep it one builder). Envoy's edge
@@ -85,10 +107,53 @@ impl Drain {
     }
 }
 
-/// Serves one downstream HTTP connection until it ends or is closed.
-pub async fn serve<S>(stream: S, ctx: Arc<ConnCtx>, drain: DrainWatch)
+/// Serves one downstream HTTP connection until it ends or is closed, each
+/// request by `handler`. The HTTP/1 head guard sits right under hyper: it sees
+/// exactly the bytes hyper would parse (HTTP/2 passes through it untouched).
+pub async fn serve_http<S, H, F>(stream: S, ctx: Arc<ConnCtx>, drain: DrainWatch, handler: H)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Arc<ConnCtx>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve(crate::h1guard::Guarded::new(stream), ctx, drain, handler).await
+}
+
+/// Every request first: the guard's and framing refusals; afterwards, a
+/// draining proxy asks the client to close the connection.
+async fn handle<H, F>(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+    handler: &H,
+) -> Result<Response<Body>, Infallible>
+where
+    H: Fn(Request<Incoming>, Arc<ConnCtx>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    // Stands in for a request the connection's guard refused (crate::h1guard).
+    if req.method().as_str() == crate::h1guard::REJECT_METHOD {
+        return Ok(crate::h1guard::local_reply(req.uri().path()));
+    }
+    if let Some(why) = crate::util::framing_hazard(req.headers()) {
+        let mut r = crate::util::full(StatusCode::BAD_REQUEST, why);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(r);
+    }
+    let shared = ctx.shared.clone();
+    let mut resp = handler(req, ctx).await;
+    if shared.is_draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+async fn serve<S, H, F>(stream: S, ctx: Arc<ConnCtx>, drain: DrainWatch, handler: H)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Arc<ConnCtx>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
 {
     let shared = ctx.shared.clone();
     let peer = ctx.peer;
@@ -100,11 +165,12 @@ where
     let state = ConnState::new(ResetBudget::DEFAULT);
     let io = TokioIo::new(Activity::new(stream, state.clone()));
     let st = state.clone();
+    let handler = Arc::new(handler);
     let svc = hyper::service::service_fn(move |req| {
         // Dropped unanswered when the client resets the stream: a premature reset.
         let guard = st.open_stream();
         let h2 = req.version() == http::Version::HTTP_2;
-        let fut = crate::http::handle(req, ctx.clone());
+        let (ctx, handler) = (ctx.clone(), handler.clone());
         async move {
             if h2 {
                 // Yield once before any work: hyper then looks for a RST_STREAM,
@@ -112,7 +178,7 @@ where
                 // HEADERS, and drops the stream before we dial or forward.
                 tokio::task::yield_now().await;
             }
-            let resp = fut.await?;
+            let resp = handle(req, ctx, &*handler).await?;
             Ok::<_, std::convert::Infallible>(resp.map(|b| guard.respond(b)))
         }
     });

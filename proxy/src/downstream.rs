@@ -2,7 +2,7 @@
 //! budget (Envoy's `premature_reset_total_stream_count` idea), the first-byte /
 //! idle / GOAWAY-grace deadlines of one connection, the per-listener connection
 //! cap, and the counters they feed. The I/O shell that applies them is
-//! [`crate::conn`] (HTTP) and [`crate::tcp`] (opaque TCP).
+//! the `conn` module (HTTP) and the `tcp` module (opaque TCP), above this one.
 //!
 //! Why: a paced HTTP/2 rapid-reset client (a few dozen HEADERS+RST_STREAM per
 //! millisecond) stays under h2's burst limit and could hold one connection for
@@ -287,13 +287,31 @@ impl ConnState {
     /// A request arrived: held by the service future until the response starts.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
         self.opened.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let request = InFlight::new(self);
         self.quiet_bytes.store(0, Ordering::Relaxed);
         self.progress();
         StreamGuard {
             state: self.clone(),
-            responded: false,
+            request: Some(request),
         }
+    }
+}
+
+/// One request counted in flight on its connection for as long as it lives:
+/// held by its stream until the response starts, then by the response body.
+#[derive(Debug)]
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn new(state: &Arc<ConnState>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -301,28 +319,30 @@ impl ConnState {
 /// (hyper drops the service future when the client resets the stream).
 pub struct StreamGuard {
     state: Arc<ConnState>,
-    responded: bool,
+    /// `None` once the response started (its body holds the count then).
+    request: Option<InFlight>,
 }
 
 impl StreamGuard {
     /// The response started: its body reports progress as it moves.
-    pub fn respond(mut self, body: crate::upstream::Body) -> Tracked {
-        self.responded = true;
+    pub fn respond(mut self, body: crate::body::Body) -> Tracked {
+        let request = self.request.take();
         self.state.progress();
         Tracked {
             inner: body,
             state: self.state.clone(),
+            request,
         }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if self.responded {
+        let Some(request) = self.request.take() else {
             return;
-        }
+        };
+        drop(request);
         let s = &self.state;
-        s.in_flight.fetch_sub(1, Ordering::Relaxed);
         let premature = s.premature.fetch_add(1, Ordering::Relaxed) + 1;
         if s.budget
             .exceeded(s.opened.load(Ordering::Relaxed), premature)
@@ -334,8 +354,10 @@ impl Drop for StreamGuard {
 
 /// A response body that marks progress on every frame and at its end.
 pub struct Tracked {
-    inner: crate::upstream::Body,
+    inner: crate::body::Body,
     state: Arc<ConnState>,
+    /// The request, in flight until the body ends or is dropped.
+    request: Option<InFlight>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -364,7 +386,7 @@ impl hyper::body::Body for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(self.request.take());
         self.state.progress();
     }
 }
@@ -554,7 +576,7 @@ pub struct ConnCounters {
     pub grace_over: AtomicU64,
     pub tcp_idle: AtomicU64,
     pub protocol_error: AtomicU64,
-    /// Connections refused because their peer is penalized ([`crate::penalty`]).
+    /// Connections refused because their peer is penalized (the `penalty` box).
     pub penalized_reset: AtomicU64,
     pub penalized_control: AtomicU64,
     pub penalized_protocol: AtomicU64,

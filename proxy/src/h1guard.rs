@@ -14,8 +14,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::body::Body;
 use crate::h1scan::{self, Chunk, Framing, Reject};
-use crate::upstream::Body;
 
 /// The method of the local request standing in for a refused one. A client
 /// sending it itself only gets its own request refused.

@@ -15,7 +15,7 @@
 pub const MAX_URI_BYTES: usize = 32 * 1024;
 
 /// Longest incomplete head the scan holds back; past it the bytes go to hyper,
-/// whose own limit (`max_buf_size`, 64 KiB in `server.rs`) answers 431.
+/// whose own limit (`max_buf_size`, 64 KiB in `conn.rs`) answers 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Why a request is refused before it is parsed.

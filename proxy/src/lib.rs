@@ -12,7 +12,7 @@
 //! drains gracefully. Configuration is an immutable snapshot swapped atomically
 //! ([`snapshot`]), from the agent or a standalone file ([`source`]).
 //!
-//! Inbound, every request or TCP connection first passes [`gate`]: path
+//! Inbound, every request or TCP connection first passes [`inbound::gate`]: path
 //! normalization (`--path-normalization`, Istio's `meshConfig.pathNormalization`
 //! modes, default `MERGE_SLASHES`), the workload's AuthorizationPolicies
 //! ([`authz`]: 403 `RBAC: access denied`, or the TCP connection closed), then
@@ -52,17 +52,19 @@ pub mod admin;
 pub mod app_metrics;
 pub mod app_probe;
 pub mod authz;
+pub mod body;
 pub mod config;
 pub mod config_dump;
 pub mod conn;
 pub mod detect;
+pub mod direction;
 pub mod downstream;
-pub mod gate;
+pub mod endpoint;
 pub mod gateway;
 pub mod h1guard;
 pub mod h1scan;
 pub mod h2scan;
-pub mod http;
+pub mod inbound;
 pub mod lb;
 pub mod limits;
 pub mod metrics;
@@ -76,7 +78,6 @@ pub mod pool;
 pub mod ratelimit;
 pub mod record;
 pub mod route;
-pub mod send;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
@@ -97,7 +98,7 @@ use tokio::net::TcpListener;
 use crate::admin::AdminState;
 use crate::app_probe::Probers;
 use crate::config::{Config, Source};
-use crate::metrics::Reporter;
+use crate::direction::Direction;
 use crate::shared::Shared;
 
 /// The addresses a proxy actually bound.
@@ -247,10 +248,10 @@ impl Proxy {
         ));
         let drain = shared.cfg.drain_duration;
         if let Some(outbound) = self.outbound {
-            tasks.spawn(server::accept_loop(
+            tasks.spawn(server::capture(
                 outbound,
                 shared.clone(),
-                Reporter::Source,
+                Direction::Outbound,
                 stopped(),
                 drain,
             ));
@@ -264,10 +265,10 @@ impl Proxy {
             tokio::time::sleep(grace).await;
         };
         let inbound = match self.inbound {
-            Some(inbound) => tokio::spawn(server::accept_loop(
+            Some(inbound) => tokio::spawn(server::capture(
                 inbound,
                 shared.clone(),
-                Reporter::Destination,
+                Direction::Inbound,
                 inbound_stop,
                 drain,
             )),

@@ -7,7 +7,7 @@
 //!
 //! The settings ([`Limits`]) are config and live in the snapshot; the counts
 //! ([`PoolState`]) are runtime state and live in the cluster's entry of the
-//! runtime table ([`crate::state`]), so a config push neither forgets what is
+//! runtime table (the `state` module), so a config push neither forgets what is
 //! in flight nor lets a queued request lose its place.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -95,10 +95,21 @@ impl Workload {
 const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
 const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
+/// Istio's `reporter` label: the proxy on the calling side reports as
+/// `source`, the one in front of the app as `destination`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reporter {
     Source,
     Destination,
+}
+
+impl From<crate::direction::Direction> for Reporter {
+    fn from(d: crate::direction::Direction) -> Reporter {
+        match d {
+            crate::direction::Direction::Outbound => Reporter::Source,
+            crate::direction::Direction::Inbound => Reporter::Destination,
+        }
+    }
 }
 
 /// Labels of one request series.

@@ -68,7 +68,7 @@ impl OutlierConfig {
 }
 
 /// Per-endpoint health state. It is runtime state: it lives in the runtime
-/// table ([`crate::state`]) and outlasts config pushes.
+/// table (the `state` module, above) and outlasts config pushes.
 #[derive(Debug)]
 pub struct EndpointHealth {
     consecutive_5xx: AtomicU32,

@@ -16,8 +16,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::body::Body;
 pub use crate::mtls::stream::{MaybeTls, TlsDial};
-use crate::upstream::Body;
 
 /// Where a pool's connections go.
 #[derive(Clone, Copy)]
@@ -138,9 +138,9 @@ impl Pool {
         tls: Option<&TlsDial>,
     ) -> Result<MaybeTls, SendError> {
         let r = match self.inner.dial {
-            Dial::Direct => crate::tcp::connect(addr).await,
+            Dial::Direct => crate::endpoint::connect(addr).await,
             Dial::LocalApp { instance_ip } => {
-                crate::upstream::connect_local_app(addr.port(), instance_ip).await
+                crate::endpoint::connect_local_app(addr.port(), instance_ip).await
             }
         };
         let tcp = r.map_err(|source| SendError::Connect { addr, source })?;

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
 
+use crate::body::Body;
 use crate::metrics::RequestLabels;
 use crate::shared::Shared;
-use crate::upstream::Body;
 
 /// Everything needed to record the request once its response completes.
 pub(crate) struct Record {
@@ -31,7 +31,7 @@ pub(crate) struct Record {
     /// The connectionPool admission, released when the response ends.
     pub(crate) permit: Option<crate::limits::Permit>,
     /// The request's span, when it is sampled ([`crate::trace`]).
-    pub(crate) trace: Option<Box<crate::trace::Active>>,
+    pub(crate) trace: Option<Box<crate::trace::request::Active>>,
 }
 
 pub(crate) struct AccessLogLine {
@@ -97,7 +97,15 @@ impl Record {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         drop(self.in_flight.take());
         if let Some(t) = self.trace.take() {
-            crate::trace::finish(t, &self, resp_bytes);
+            let outcome = crate::trace::request::Outcome {
+                shared: &self.shared,
+                labels: &self.labels,
+                elapsed: self.start.elapsed(),
+                upstream: self.upstream,
+                req_bytes: self.req_bytes,
+                resp_bytes,
+            };
+            crate::trace::request::finish(t, outcome);
         }
         if let Some(l) = &self.log {
             crate::access_log::http(

@@ -155,7 +155,7 @@ pub struct RouteTable {
     /// `*.example.com` patterns, as suffixes (`.example.com`).
     wildcard: Vec<(String, Arc<Vec<Route>>)>,
     /// VirtualServices that cannot be compiled (`namespace/name` and why). A
-    /// snapshot with any is refused whole (see [`crate::snapshot::Snapshot::compile`]).
+    /// snapshot with any is refused whole (see `Snapshot::compile`).
     pub errors: Vec<(String, RouteError)>,
 }
 
@@ -484,7 +484,7 @@ impl RouteTable {
 
     /// One VirtualService (`namespace/name` = `key`) compiled: its `http`
     /// routes and its `tls`/`tcp` routes. The sidecar table above and a
-    /// gateway's per-server tables ([`crate::gateway`]) are both built from it.
+    /// gateway's per-server tables (the `gateway` module) are both built from it.
     pub fn compile_vs(
         key: &str,
         vs: &VirtualServiceSpec,

@@ -28,7 +28,7 @@ pub struct Shared {
     /// The workload certificate (mTLS), rotated in place.
     pub tls: Arc<crate::mtls::certs::TlsState>,
     /// A gateway's listeners (`router` mode).
-    pub gateway: crate::gateway::listeners::State,
+    pub gateway: crate::gateway::ListenerState,
     draining: AtomicBool,
     drain_notify: tokio::sync::Notify,
     /// Connections currently being served (all listeners), for drain.

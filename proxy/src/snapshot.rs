@@ -14,7 +14,7 @@
 //!
 //! A snapshot holds config only. What the data path learns at run time
 //! (endpoint health, requests in flight, round-robin cursors, connection-pool
-//! counts) lives beside it in the runtime table ([`crate::state`]), which each
+//! counts) lives beside it in the runtime table (the `state` module), which each
 //! new snapshot joins, so a push does not forget it.
 
 use std::collections::HashMap;
@@ -90,7 +90,7 @@ pub enum OutboundPolicy {
     RegistryOnly,
 }
 
-/// One backend (its run-time state is in [`crate::state`], keyed by cluster
+/// One backend (its run-time state is in the `state` module, keyed by cluster
 /// name and `addr`).
 #[derive(Debug)]
 pub struct Endpoint {

@@ -108,7 +108,7 @@ pub fn follow_agent(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let cfg = &shared.cfg;
-    let identity = identity(cfg);
+    let identity = cfg.identity();
     let sh = shared.clone();
     // A refused view is NACKed with every resource and reason.
     let apply = move |view: &ProxyView| -> Result<(), String> {
@@ -124,19 +124,6 @@ pub fn follow_agent(
         })));
     }
     let _state = mesh_api::syncclient::spawn(client, apply, shutdown);
-}
-
-/// Who this proxy says it is when it subscribes.
-pub fn identity(cfg: &crate::config::Config) -> mesh_api::syncapi::ProxyIdentity {
-    mesh_api::syncapi::ProxyIdentity {
-        pod: cfg.pod.clone(),
-        namespace: cfg.namespace.clone(),
-        service_account: cfg.service_account.clone(),
-        labels: cfg.labels.clone(),
-        ips: cfg.instance_ip.iter().map(|ip| ip.to_string()).collect(),
-        // A gateway asks for its Gateway servers' listeners.
-        router: cfg.mode == crate::config::Mode::Router,
-    }
 }
 
 #[cfg(feature = "embedded-agent")]

@@ -173,7 +173,7 @@ pub struct Bound {
     pub members: Vec<Member>,
 }
 
-/// The current table, beside the snapshot store ([`crate::shared::Shared`]).
+/// The current table, beside the snapshot store (in `Shared`).
 #[derive(Default)]
 pub struct Runtime {
     table: ArcSwap<Table>,

@@ -204,17 +204,3 @@ impl<F: std::future::Future<Output = std::io::Result<usize>>> NowOrNever for F {
         }
     }
 }
-
-/// Connects to an upstream (as this process's UID, which the rules exempt).
-pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("connect {addr} timed out"),
-            )
-        })??;
-    s.set_nodelay(true)?;
-    Ok(s)
-}

@@ -1,22 +1,12 @@
-//! Upstream connections. Outbound requests go to the chosen endpoint's address
-//! (the proxy runs as UID 1337, so the redirect rules let these connections
-//! out). Inbound requests go to the app on `127.0.0.1:<port>` from the source
-//! `127.0.0.6` (which the rules exempt), falling back to the pod IP for apps that
-//! bind only to it, as Istio's sidecar does.
+//! The upstream client pools of one proxy: one for each direction. Outbound
+//! requests go to the chosen endpoint's address; inbound ones to the local
+//! app ([`crate::endpoint`] dials both).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use tokio::net::{TcpSocket, TcpStream};
-
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::mtls::certs::TlsState;
 use crate::pool::{Dial, Pool};
-
-/// The body type every proxied request and response uses.
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 pub struct Clients {
     pub outbound: Pool,
@@ -30,36 +20,4 @@ impl Clients {
             inbound: Pool::new(Dial::LocalApp { instance_ip }, tls),
         }
     }
-}
-
-const PASSTHROUGH_SRC: Ipv4Addr = mesh_api::ports::INBOUND_PASSTHROUGH_SRC_V4;
-
-/// Connects from `127.0.0.6` to `127.0.0.1:port`, or to the pod IP when nothing
-/// listens on loopback.
-pub async fn connect_local_app(
-    port: u16,
-    instance_ip: Option<IpAddr>,
-) -> std::io::Result<TcpStream> {
-    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-    match connect_from(SocketAddr::new(PASSTHROUGH_SRC.into(), 0), local).await {
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => match instance_ip {
-            Some(IpAddr::V4(ip)) => {
-                connect_from(
-                    SocketAddr::new(PASSTHROUGH_SRC.into(), 0),
-                    SocketAddr::new(ip.into(), port),
-                )
-                .await
-            }
-            _ => Err(e),
-        },
-        other => other,
-    }
-}
-
-async fn connect_from(src: SocketAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = TcpSocket::new_v4()?;
-    sock.bind(src)?;
-    let s = sock.connect(dst).await?;
-    s.set_nodelay(true)?;
-    Ok(s)
 }

@@ -7,8 +7,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 
+use crate::body::Body;
 use crate::snapshot::Protocol;
-use crate::upstream::Body;
 
 pub fn full(status: StatusCode, msg: &'static str) -> Response<Body> {
     let mut r = Response::new(

@@ -5,7 +5,7 @@
 
 use mesh_api::accesslog::{Format, Operator, Piece};
 
-use super::HttpEntry;
+use super::entry::HttpEntry;
 
 enum Value {
     Str(String),

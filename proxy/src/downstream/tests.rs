@@ -359,3 +359,24 @@ fn only_a_goaway_h2_sent_is_a_protocol_violation() {
     let wrapped = std::io::Error::other(reset);
     assert!(!is_protocol_violation(&wrapped));
 }
+
+/// A request stays in flight from its stream's start until its response body
+/// ends, whichever way it ends: answered and read, answered and dropped, or
+/// reset before the answer (then it also counts as premature).
+#[test]
+fn a_request_is_in_flight_until_its_response_body_is_gone() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    assert!(s.quiet());
+    let a = s.open_stream();
+    let b = s.open_stream();
+    assert_eq!(s.in_flight.load(Ordering::Relaxed), 2);
+    let body = a.respond(crate::util::full(http::StatusCode::OK, "ok").into_body());
+    // Answered but the body not yet sent: still in flight.
+    assert_eq!(s.in_flight.load(Ordering::Relaxed), 2);
+    drop(b);
+    assert_eq!(s.in_flight.load(Ordering::Relaxed), 1);
+    assert_eq!(s.premature.load(Ordering::Relaxed), 1);
+    drop(body);
+    assert!(s.quiet());
+    assert_eq!(s.premature.load(Ordering::Relaxed), 1);
+}

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::{GatewayConn, PortTable, Server, ServerTls};
-use crate::conn::DrainWatch;
-use crate::http::ConnCtx;
+use crate::conn::{ConnCtx, DrainWatch};
+use crate::direction::Direction;
 use crate::metrics::{Reporter, Workload};
 use crate::shared::Shared;
 use crate::snapshot::{Cluster, Snapshot};
@@ -51,17 +51,17 @@ pub(crate) async fn serve(
         tracing::debug!(port, %peer, "not TLS on a TLS-only gateway port: connection closed");
         return;
     }
-    let ctx = |server: Option<Arc<Server>>, identity| {
+    let ctx = |identity| {
         Arc::new(ConnCtx {
             peer_cert_hash: None,
             shared: shared.clone(),
             peer,
             orig_dst: local,
-            direction: Reporter::Source,
+            direction: Direction::Outbound,
             peer_identity: identity,
-            gateway: Some(GatewayConn { port, server }),
         })
     };
+    let gw = |server: Option<Arc<Server>>| GatewayConn { port, server };
     if !tls {
         let tcp = table.servers.iter().find(|s| !s.is_tls() && !s.is_http());
         match tcp {
@@ -69,13 +69,14 @@ pub(crate) async fn serve(
             Some(s) if !table.servers.iter().any(|s| !s.is_tls() && s.is_http()) => {
                 let cluster = l4_cluster(&snap, s, &table, None, &shared);
                 let addrs = (Some(local), Some(peer));
-                crate::server::carry_tcp(stream, addrs, local, &shared, cluster, true, None).await
+                crate::outbound::tcp::carry_tcp(stream, addrs, local, &shared, cluster, true, None)
+                    .await
             }
-            _ => crate::server::serve_http(stream, ctx(None, None), watcher).await,
+            _ => super::http::serve(stream, ctx(None), watcher, gw(None)).await,
         }
         return;
     }
-    let sni = crate::server::peek_sni(&stream)
+    let sni = crate::outbound::tcp::peek_sni(&stream)
         .await
         .map(|s| s.to_ascii_lowercase());
     let host = sni.as_deref().unwrap_or("");
@@ -119,15 +120,16 @@ pub(crate) async fn serve(
                 // A TLS server terminating: its `tcp` routes carry the bytes.
                 let cluster = l4_cluster(&snap, &server, &table, sni.as_deref(), &shared);
                 let addrs = (Some(local), Some(peer));
-                crate::server::carry_tcp(tls, addrs, local, &shared, cluster, true, None).await;
+                crate::outbound::tcp::carry_tcp(tls, addrs, local, &shared, cluster, true, None)
+                    .await;
                 return;
             }
             let hash = cert.map(|c| crate::mtls::cert_hash(c));
-            let mut c = ctx(Some(server.clone()), None);
+            let mut c = ctx(None);
             if let Some(c) = Arc::get_mut(&mut c) {
                 c.peer_cert_hash = hash;
             }
-            crate::server::serve_http(tls, c, watcher).await
+            super::http::serve(tls, c, watcher, gw(Some(server.clone()))).await
         }
         ServerTls::IstioMutual => {
             let Some(creds) = shared.tls.current() else {
@@ -144,12 +146,13 @@ pub(crate) async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|d| crate::mtls::mesh_identity(d, &shared.cfg.trust_domain).ok());
-            crate::server::serve_http(tls, ctx(Some(server.clone()), id), watcher).await
+            super::http::serve(tls, ctx(id), watcher, gw(Some(server.clone()))).await
         }
         ServerTls::Passthrough => {
             let cluster = l4_cluster(&snap, &server, &table, sni.as_deref(), &shared);
             let addrs = (Some(local), Some(peer));
-            crate::server::carry_tcp(stream, addrs, local, &shared, cluster, true, None).await
+            crate::outbound::tcp::carry_tcp(stream, addrs, local, &shared, cluster, true, None)
+                .await
         }
         ServerTls::AutoPassthrough => auto_passthrough(stream, &snap, host, &shared).await,
     }
@@ -256,7 +259,7 @@ async fn auto_passthrough(stream: TcpStream, snap: &Snapshot, sni: &str, shared:
         crate::tcp::refuse(shared, stream, meta(Some(&cluster)), "UH").await;
         return;
     };
-    match crate::tcp::connect(ep.addr).await {
+    match crate::endpoint::connect(ep.addr).await {
         Ok(up) => crate::tcp::splice(shared, stream, up, meta(Some(&cluster)), "-").await,
         Err(_) => crate::tcp::refuse(shared, stream, meta(Some(&cluster)), "UF").await,
     }

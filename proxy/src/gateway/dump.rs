@@ -5,26 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::{GatewayTable, ServerTls};
-use crate::config_dump::{route_matches, vs_name, Compiled, ListenerRow, RouteRow};
-
-/// One server certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretRow {
-    /// `namespace/secret`, or `file:/path`.
-    pub source: String,
-    pub serial: String,
-    pub not_before: String,
-    pub not_after: String,
-    pub sans: Vec<String>,
-    /// A client CA is part of it (MUTUAL / OPTIONAL_MUTUAL).
-    pub has_ca: bool,
-    /// Names of the servers presenting it.
-    pub servers: Vec<String>,
-}
+use crate::config_dump::rows::{
+    route_matches, vs_name, Compiled, ListenerRow, RouteRow, SecretRow,
+};
 
 fn describe(tls: &ServerTls) -> String {
     match tls {

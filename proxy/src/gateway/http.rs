@@ -1,7 +1,7 @@
 //! A request through a gateway server: the server (pinned by TLS, else chosen
 //! by `:authority`), its `httpsRedirect`, the bound VirtualService whose hosts
 //! cover the request host, and its first matching route — then the sidecar's
-//! route code carries it ([`crate::outbound::apply_route`]). No server, no
+//! route code carries it (`outbound::route::apply_route`). No server, no
 //! VirtualService or no route: 404 with response flag `NR`, as Envoy answers.
 
 use std::sync::Arc;
@@ -11,12 +11,27 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Bound, GatewayConn, Server};
-use crate::http::ConnCtx;
-use crate::outbound::{apply_route, source_record, text};
+use crate::body::Body;
+use crate::conn::{ConnCtx, DrainWatch};
+use crate::outbound::forward::text;
+use crate::outbound::http::source_record;
+use crate::outbound::route::apply_route;
 use crate::record::metered;
 use crate::route::{Facts, Route};
-use crate::upstream::Body;
 use crate::util::{authority_of, full, request_id};
+
+/// Serves HTTP on a gateway connection: every request is routed by the
+/// port's servers (`gw.server` when TLS already chose one).
+pub(crate) async fn serve<S>(stream: S, ctx: Arc<ConnCtx>, watcher: DrainWatch, gw: GatewayConn)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    crate::conn::serve_http(stream, ctx, watcher, move |req, ctx: Arc<ConnCtx>| {
+        let gw = gw.clone();
+        async move { route(req, &ctx, &gw).await }
+    })
+    .await
+}
 
 /// What the routing of one request decided (pure, see [`decide`]).
 pub enum Decision<'a> {
@@ -107,7 +122,7 @@ pub(crate) async fn route(
     }
     let mut record = source_record(&req, ctx, &authority, start);
     let tracing = snap.view.tracing.as_ref();
-    record.trace = crate::trace::client(
+    record.trace = crate::trace::request::client(
         &mut req,
         &ctx.shared,
         tracing,

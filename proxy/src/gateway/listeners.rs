@@ -9,33 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Listener;
+use crate::server::{Accepted, Listener};
 use crate::shared::Shared;
-
-/// What the listener task has done, for readiness and the config dump.
-#[derive(Debug, Default)]
-pub struct State {
-    /// Snapshot version whose listeners are in place, plus one (0: none yet).
-    applied: AtomicU64,
-    /// Bound port → address; ports that failed → the error.
-    ports: Mutex<BTreeMap<u16, Result<SocketAddr, String>>>,
-}
-
-impl State {
-    /// Whether the listeners of snapshot `version` are in place.
-    pub fn is_applied(&self, version: u64) -> bool {
-        self.applied.load(Ordering::Acquire) == version + 1
-    }
-    /// Every port of the current view: its bound address or why not.
-    pub fn ports(&self) -> BTreeMap<u16, Result<SocketAddr, String>> {
-        self.ports.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
 
 /// The ports to add and remove to go from `have` to `want`.
 pub fn plan(have: &BTreeSet<u16>, want: &BTreeSet<u16>) -> (Vec<u16>, Vec<u16>) {
@@ -63,10 +43,7 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
         if let Some(snap) = shared.store.load() {
             if !shared.gateway.is_applied(snap.version) {
                 reconcile(&shared, &snap, &mut running).await;
-                shared
-                    .gateway
-                    .applied
-                    .store(snap.version + 1, Ordering::Release);
+                shared.gateway.set_applied(snap.version);
             }
         }
         tokio::select! {
@@ -110,12 +87,16 @@ async fn reconcile(
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 let stop = CancellationToken::new();
+                let serve = move |a: Accepted| {
+                    super::conn::serve(a.stream, a.peer, a.local, port, a.shared, a.watcher)
+                };
                 let task = tokio::spawn(crate::server::accept_loop(
                     l,
                     shared.clone(),
                     Listener::Gateway(port),
                     stop.clone().cancelled_owned(),
                     shared.cfg.drain_duration,
+                    serve,
                 ));
                 running.insert(port, Running { stop, task });
                 status.insert(port, Ok(addr));
@@ -134,9 +115,5 @@ async fn reconcile(
             }
         }
     }
-    *shared
-        .gateway
-        .ports
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = status;
+    shared.gateway.set_ports(status);
 }

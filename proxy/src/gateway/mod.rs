@@ -7,7 +7,7 @@
 //! the sidecar's [`crate::route`] code). Per connection ([`conn`]) the server
 //! is picked by SNI (TLS) or, per request ([`http`]), by `:authority`: exact
 //! host, then the longest `*.suffix`, then `*`. Requests then go through the
-//! sidecar's outbound route code ([`crate::outbound::apply_route`]), so
+//! sidecar's outbound route code (`outbound::route::apply_route`), so
 //! resilience, metrics (`reporter=source`, the gateway as source workload),
 //! access logs and upstream auto-mTLS are the same path. [`listeners`] binds
 //! and unbinds the ports as views change.
@@ -19,12 +19,42 @@ pub mod listeners;
 pub mod tls;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use mesh_api::gatewayview::{GatewayServer, GatewayView};
 
 use crate::route::{L4Route, Route, RouteError, RouteTable};
+
+/// What the listener task ([`listeners`]) has done, for readiness and the
+/// config dump; `Shared` holds it, so it lives here, below both.
+#[derive(Debug, Default)]
+pub struct ListenerState {
+    /// Snapshot version whose listeners are in place, plus one (0: none yet).
+    applied: AtomicU64,
+    /// Bound port → address; ports that failed → the error.
+    ports: Mutex<BTreeMap<u16, Result<SocketAddr, String>>>,
+}
+
+impl ListenerState {
+    /// Whether the listeners of snapshot `version` are in place.
+    pub fn is_applied(&self, version: u64) -> bool {
+        self.applied.load(Ordering::Acquire) == version + 1
+    }
+    /// Every port of the current view: its bound address or why not.
+    pub fn ports(&self) -> BTreeMap<u16, Result<SocketAddr, String>> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// The listeners of snapshot `version` are in place.
+    pub(crate) fn set_applied(&self, version: u64) {
+        self.applied.store(version + 1, Ordering::Release);
+    }
+    /// Every port of the current view, after a reconcile.
+    pub(crate) fn set_ports(&self, ports: BTreeMap<u16, Result<SocketAddr, String>>) {
+        *self.ports.lock().unwrap_or_else(|e| e.into_inner()) = ports;
+    }
+}
 
 /// ALPN a terminating HTTPS server offers.
 const HTTPS_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

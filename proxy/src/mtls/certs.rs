@@ -52,21 +52,29 @@ pub enum CertError {
     Tls(#[from] rustls::Error),
 }
 
+/// Why the flags give no usable way to the agent ([`transport`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("the CA credential {token} is set but the CA root bundle {roots} is missing: mount the istio-ca-root-cert ConfigMap there or give --ca-root-file")]
+    NoRoots { token: String, roots: String },
+    #[error("--ca-root-file {path}: {why}")]
+    BadRoots { path: String, why: String },
+}
+
 /// Decides how to reach the agent (see the module doc). `token` is the CA
 /// credential in use, if any.
 pub fn transport(
     root_file: Option<&std::path::Path>,
     server_name: &str,
     token: Option<&std::path::Path>,
-) -> Result<mesh_api::syncclient::Transport, crate::config::ConfigError> {
-    use crate::config::ConfigError;
+) -> Result<mesh_api::syncclient::Transport, TransportError> {
     let default = std::path::Path::new(mesh_api::identity::CA_ROOT_PATH);
     let root_file = match root_file {
         Some(f) => f,
         None if default.exists() => default,
         None => {
             return match token {
-                Some(t) => Err(ConfigError::NoRoots {
+                Some(t) => Err(TransportError::NoRoots {
                     token: t.display().to_string(),
                     roots: default.display().to_string(),
                 }),
@@ -74,7 +82,7 @@ pub fn transport(
             }
         }
     };
-    let bad = |why: String| ConfigError::BadRoots {
+    let bad = |why: String| TransportError::BadRoots {
         path: root_file.display().to_string(),
         why,
     };

@@ -1,12 +1,11 @@
 //! Mutual TLS between sidecars, as Istio does it: every proxy holds a SPIFFE
 //! workload certificate from the mesh CA ([`certs`]), originates TLS 1.3 with
 //! Istio's ALPN values towards meshed endpoints and terminates it inbound per the
-//! PeerAuthentication mode. This module holds the pure parts: ALPN names, the
+//! PeerAuthentication mode (`inbound::tls`). This module holds the pure parts: ALPN names, the
 //! inbound mode of a port, the peer identity of a certificate (from mesh-api) and the
 //! `X-Forwarded-Client-Cert` value.
 
 pub mod certs;
-pub mod inbound;
 pub mod originate;
 pub mod stream;
 pub mod verify;
@@ -28,8 +27,7 @@ pub const ISTIO_ALPNS: [&[u8]; 5] = [
     b"istio-peer-exchange",
 ];
 
-/// The pod label Istio sets on injected workloads; endpoints carrying it get mTLS.
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub use originate::{UpstreamTls, TLS_MODE_LABEL};
 
 /// The XFCC header.
 pub const XFCC: &str = "x-forwarded-client-cert";
@@ -62,21 +60,6 @@ impl InboundMode {
             None => InboundMode::parse(&policy.mtls_mode),
         }
     }
-}
-
-/// How a connection to one endpoint is secured (DestinationRule `tls.mode`, or
-/// auto mTLS from the endpoint's `security.istio.io/tlsMode` label); decided per
-/// cluster by [`originate::ClusterTls`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamTls {
-    Plaintext,
-    /// Auto mTLS: the endpoint has a sidecar; plaintext if we have no certificate
-    /// yet. The server must present one of these identities (empty: any).
-    Auto(originate::Sans),
-    /// `ISTIO_MUTUAL`: mTLS or nothing, pinned like [`UpstreamTls::Auto`].
-    IstioMutual(originate::Sans),
-    /// `SIMPLE`/`MUTUAL`: TLS origination with the rule's settings (or their error).
-    Originate(originate::Origin),
 }
 
 // The SPIFFE identity of a certificate is shared vocabulary: the agent

@@ -18,7 +18,24 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConfig;
 
 use super::verify::OriginVerifier;
-use super::UpstreamTls;
+
+/// The pod label Istio sets on injected workloads; endpoints carrying it get mTLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// How a connection to one endpoint is secured (DestinationRule `tls.mode`, or
+/// auto mTLS from the endpoint's `security.istio.io/tlsMode` label); decided per
+/// cluster by [`ClusterTls`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTls {
+    Plaintext,
+    /// Auto mTLS: the endpoint has a sidecar; plaintext if we have no certificate
+    /// yet. The server must present one of these identities (empty: any).
+    Auto(Sans),
+    /// `ISTIO_MUTUAL`: mTLS or nothing, pinned like [`UpstreamTls::Auto`].
+    IstioMutual(Sans),
+    /// `SIMPLE`/`MUTUAL`: TLS origination with the rule's settings (or their error).
+    Originate(Origin),
+}
 
 /// Why a SIMPLE/MUTUAL setting cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -158,7 +175,7 @@ impl ClusterTls {
             ClusterTls::IstioMutual(s) => UpstreamTls::IstioMutual(s.clone()),
             ClusterTls::Originate(o) => UpstreamTls::Originate(o.clone()),
             ClusterTls::Auto(s) => {
-                if labels.get(super::TLS_MODE_LABEL).map(String::as_str) == Some("istio") {
+                if labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio") {
                     UpstreamTls::Auto(s.clone())
                 } else {
                     UpstreamTls::Plaintext

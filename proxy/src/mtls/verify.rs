@@ -81,7 +81,7 @@ impl ServerCertVerifier for MeshServerVerifier {
     ) -> Result<ServerCertVerified, Error> {
         self.chain
             .verify_client_cert(end_entity, intermediates, now)?;
-        super::mesh_identity(end_entity, &self.trust_domain)
+        mesh_api::identity::mesh_identity(end_entity, &self.trust_domain)
             .map_err(|e| Error::General(format!("peer certificate rejected: {e}")))?;
         Ok(ServerCertVerified::assertion())
     }
@@ -96,7 +96,7 @@ pub fn check_identity(end_entity: &[u8], expected: &[String]) -> Result<(), Stri
     if expected.is_empty() {
         return Ok(());
     }
-    let id = super::spiffe_identity(end_entity).map_err(|e| e.to_string())?;
+    let id = mesh_api::identity::spiffe_identity(end_entity).map_err(|e| e.to_string())?;
     let id = id.to_string();
     if expected.contains(&id) {
         Ok(())

@@ -32,7 +32,7 @@ pub struct Counters {
     pub dropped: AtomicU64,
 }
 
-/// The proxy's span exporter (one per proxy, in [`crate::shared::Shared`]).
+/// The proxy's span exporter (one per proxy, in `Shared`).
 #[derive(Debug, Default)]
 pub struct Tracer {
     current: Mutex<Option<(TracingProvider, mpsc::Sender<Span>)>>,

@@ -1,5 +1,5 @@
 //! A finished span and its Zipkin v2 JSON form (`POST /api/v2/spans`); its
-//! OTLP protobuf form is in [`super::otlp`].
+//! OTLP protobuf form is in the `otlp` module.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,9 +1,10 @@
-//! The HTTP service of every captured connection: the smuggling guard, then the
-//! outbound path ([`crate::outbound`]) or the inbound one (here: forward to the
-//! local app). Both record Istio metrics and access-log lines when the response
-//! body ends, propagate trace headers, and generate `x-request-id` when absent.
+//! Inbound HTTP: each request of a connection to the app passes the policy
+//! gate ([`super::gate`]), is forwarded to the local app, and is recorded
+//! (Istio metrics as `reporter="destination"`, an access-log line) when its
+//! response body ends; trace headers are propagated, XFCC tells the app who
+//! called, and `x-request-id` is generated when absent. The checks every
+//! request passes first are [`crate::conn`]'s.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,56 +14,27 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::body::Body;
+use crate::conn::{ConnCtx, DrainWatch};
 use crate::metrics::{Reporter, RequestLabels, Workload};
 use crate::peer;
 use crate::record::{metered, AccessLogLine, Record};
-use crate::shared::Shared;
 use crate::snapshot::Protocol;
-use crate::upstream::Body;
 use crate::util::{
-    authority_of, content_length, ensure_host, framing_hazard, full, protocol_label, request_id,
-    strip_hop_by_hop, tunnel, upstream_request,
+    authority_of, content_length, ensure_host, full, protocol_label, request_id, strip_hop_by_hop,
+    tunnel, upstream_request,
 };
 
-/// The connection a request arrived on.
-pub struct ConnCtx {
-    /// SHA-256 of the peer's leaf certificate (hex), for XFCC.
-    pub peer_cert_hash: Option<String>,
-    pub shared: Arc<Shared>,
-    pub peer: SocketAddr,
-    pub orig_dst: SocketAddr,
-    pub direction: Reporter,
-    pub peer_identity: Option<mesh_api::Identity>,
-    /// Set on a gateway's connections: the port, and the server TLS chose.
-    pub gateway: Option<crate::gateway::GatewayConn>,
-}
-
-/// The service entry point for both directions.
-pub async fn handle(
-    req: Request<Incoming>,
-    ctx: Arc<ConnCtx>,
-) -> Result<Response<Body>, Infallible> {
-    // Stands in for a request the connection's guard refused (crate::h1guard).
-    if req.method().as_str() == crate::h1guard::REJECT_METHOD {
-        return Ok(crate::h1guard::local_reply(req.uri().path()));
-    }
-    if let Some(why) = framing_hazard(req.headers()) {
-        let mut r = full(StatusCode::BAD_REQUEST, why);
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(r);
-    }
-    let resp = match (ctx.direction, &ctx.gateway) {
-        (_, Some(gw)) => crate::gateway::http::route(req, &ctx, gw).await,
-        (Reporter::Source, None) => crate::outbound::outbound(req, &ctx).await,
-        (Reporter::Destination, None) => inbound(req, &ctx).await,
-    };
-    let mut resp = resp;
-    if ctx.shared.is_draining() {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    Ok(resp)
+/// Serves one inbound HTTP connection (plaintext, or decrypted by
+/// `inbound::tls`): every request goes to the local app.
+pub async fn serve<S>(stream: S, ctx: Arc<ConnCtx>, watcher: DrainWatch)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    crate::conn::serve_http(stream, ctx, watcher, |req, ctx: Arc<ConnCtx>| async move {
+        inbound(req, &ctx).await
+    })
+    .await
 }
 
 async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
@@ -95,7 +67,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     }
     let port = ctx.orig_dst.port();
     let snap = shared.store.load();
-    let gate = crate::gate::check(&mut req, ctx, snap.as_deref());
+    let gate = super::gate::check(&mut req, ctx, snap.as_deref());
     // The authority names the service when several share this pod port.
     let authority = authority_of(&req);
     let cluster = snap.as_ref().and_then(|s| {
@@ -155,7 +127,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         permit: None,
         trace: None,
     };
-    record.trace = crate::trace::server(
+    record.trace = crate::trace::request::server(
         &mut req,
         shared,
         snap.as_ref().and_then(|s| s.view.tracing.as_ref()),

@@ -14,9 +14,9 @@ use http::{Request, StatusCode, Uri};
 
 use crate::authz::normalize::{self, PathNormalization};
 use crate::authz::{Facts, HttpFacts, Verdict};
-use crate::http::ConnCtx;
+use crate::body::Body;
+use crate::conn::ConnCtx;
 use crate::snapshot::Snapshot;
-use crate::upstream::Body;
 
 /// Why a request does not reach the app.
 #[derive(Debug)]

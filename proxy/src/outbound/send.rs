@@ -15,13 +15,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::body::Body;
 use crate::lb::{self, RequestKeys};
 use crate::outlier;
 use crate::pool::{Checkin, Pool};
 use crate::route::Retry;
 use crate::snapshot::{Cluster, Endpoint, Protocol};
 use crate::state::{Bound, InFlight, Member};
-use crate::upstream::Body;
 
 /// Which failures are retried (Envoy's `retry_on` conditions).
 #[derive(Debug, Clone, Default)]
@@ -350,20 +350,4 @@ async fn backoff(attempt: u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_on_parsing() {
-        let r = RetryOn::parse(&[
-            "gateway-error".into(),
-            "connect-failure".into(),
-            "409".into(),
-        ]);
-        assert!(r.status(503) && r.status(409) && !r.status(500));
-        assert!(r.connect());
-        let d = Policy::for_route(None, None);
-        assert_eq!(d.retries, 2);
-        assert!(d.on.status(503) && !d.on.status(500));
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-//! Inbound mTLS termination. A connection whose ClientHello offers one of
+//! Inbound mTLS termination (the mesh side of [`crate::mtls`]). A connection whose ClientHello offers one of
 //! Istio's ALPN values comes from a sidecar: it is terminated here (TLS 1.3,
 //! client certificate chained to the mesh roots, SPIFFE identity of our trust
 //! domain), then carried as HTTP or TCP by the negotiated ALPN. Any other first
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::certs::Creds;
-use super::PeerCert;
+use crate::conn::{ConnCtx, DrainWatch};
 use crate::detect::{self, Detected};
-use crate::http::ConnCtx;
+use crate::mtls::certs::Creds;
+use crate::mtls::PeerCert;
 use crate::snapshot::Protocol;
 
 /// What the first bytes of an inbound connection are.
@@ -42,7 +42,7 @@ pub async fn classify(stream: &TcpStream, window: Duration) -> Hello {
         if let Some(alpns) = crate::sni::alpn(&buf[..n]) {
             let istio = alpns
                 .iter()
-                .any(|a| super::ISTIO_ALPNS.contains(&a.as_slice()));
+                .any(|a| crate::mtls::ISTIO_ALPNS.contains(&a.as_slice()));
             return if istio { Hello::Istio } else { Hello::OtherTls };
         }
         let need = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
@@ -59,7 +59,7 @@ pub async fn serve(
     ctx: Arc<ConnCtx>,
     creds: Arc<Creds>,
     declared: Protocol,
-    watcher: crate::conn::DrainWatch,
+    watcher: DrainWatch,
 ) {
     let shared = ctx.shared.clone();
     let addrs = (stream.local_addr().ok(), stream.peer_addr().ok());
@@ -92,7 +92,8 @@ pub async fn serve(
         None => return, // the verifier requires a certificate; unreachable in practice
     };
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec).unwrap_or_default();
-    let http = alpn.starts_with(b"istio-http") || alpn == super::ALPN_H2 || declared.is_http();
+    let http =
+        alpn.starts_with(b"istio-http") || alpn == crate::mtls::ALPN_H2 || declared.is_http();
     tracing::debug!(identity = %peer.identity, alpn = %String::from_utf8_lossy(&alpn), "mTLS accepted");
     if http {
         let ctx = Arc::new(ConnCtx {
@@ -102,19 +103,18 @@ pub async fn serve(
             orig_dst: ctx.orig_dst,
             direction: ctx.direction,
             peer_identity: Some(peer.identity.clone()),
-            gateway: None,
         });
-        crate::server::serve_http(tls, ctx, watcher).await;
+        super::http::serve(tls, ctx, watcher).await;
     } else {
         // AuthorizationPolicy on the decrypted connection, with the verified peer.
         let snap = shared.store.load();
-        let verdict = crate::gate::tcp_verdict(
+        let verdict = super::gate::tcp_verdict(
             snap.as_deref(),
             ctx.peer,
             ctx.orig_dst,
             Some(&peer.identity),
         );
-        crate::server::inbound_tcp(
+        super::tcp::carry(
             tls,
             addrs,
             ctx.orig_dst,
