@@ -315,3 +315,46 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
         "{status_writes} status writes"
     );
 }
+
+fn smcp(name: &str, manage_network_policy: Option<bool>) -> Value {
+    let mut s = json!({"apiVersion": "maistra.io/v2", "kind": "ServiceMeshControlPlane",
+        "metadata": {"name": name, "namespace": CP}, "spec": {"version": "v2.6"}});
+    if let Some(m) = manage_network_policy {
+        s["spec"]["security"] = json!({"manageNetworkPolicy": m});
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_in_force_names_and_switches_the_network_policies() {
+    let fake = Fake::new();
+    fake.apply(namespace(CP, json!({})));
+    fake.apply(namespace("bookinfo", json!({})));
+    fake.apply(roll(json!(["bookinfo"])));
+    fake.apply(smcp("prod", None));
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let client = fake.serve(shutdown.clone()).await;
+    // The flags say `basic`; the SMCP in the namespace says `prod` and wins.
+    let cfg = Config::from_flags(["--source", "kubernetes", "--maistra-members"]).unwrap();
+    let (_keep, settings) = watch::channel(Arc::new(cfg.settings()));
+    let _settings =
+        mesh_agent::maistra::members::start(client, cfg.members().unwrap(), settings, shutdown)
+            .await;
+    let named = |ns: &str, n: &str| fake.get("NetworkPolicy", ns, n).is_some();
+    eventually("istio-mesh-prod in the member", LIMIT, async || {
+        named("bookinfo", "istio-mesh-prod") && named("bookinfo", "istio-expose-route-prod")
+    })
+    .await;
+    assert!(
+        policies(&fake, "bookinfo").is_empty(),
+        "no `basic` policies"
+    );
+    // manageNetworkPolicy: false takes ours away.
+    fake.apply(smcp("prod", Some(false)));
+    eventually("policies removed", LIMIT, async || {
+        !named("bookinfo", "istio-mesh-prod") && !named("bookinfo", "istio-expose-route-prod")
+    })
+    .await;
+    assert_eq!(label(&fake, "bookinfo").as_deref(), Some(CP));
+}

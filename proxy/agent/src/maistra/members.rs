@@ -25,6 +25,7 @@ use mesh_api::maistra::member::{
 use mesh_api::maistra::membership::{
     plan, stamp_roll, stamp_transitions, NamespaceInfo, Plan, PlanInput,
 };
+use mesh_api::maistra::smcp::ServiceMeshControlPlane;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -39,9 +40,10 @@ pub type Scope = Option<Arc<BTreeSet<String>>>;
 pub struct MembersConfig {
     /// Where the roll lives (the agent's root namespace).
     pub control_plane_namespace: String,
-    /// The ServiceMeshControlPlane's name (NetworkPolicy names, member refs).
+    /// The ServiceMeshControlPlane's name (NetworkPolicy names, member refs)
+    /// while no SMCP exists in the namespace; the SMCP in force wins.
     pub smcp_name: String,
-    /// `spec.security.manageNetworkPolicy` of the SMCP (OSSM default: true).
+    /// Likewise `spec.security.manageNetworkPolicy` (OSSM default: true).
     pub manage_network_policy: bool,
 }
 
@@ -99,13 +101,19 @@ pub async fn run(
     );
     let (namespaces, t3) = follow(Api::<Namespace>::all(client.clone()), notify.clone());
     let (policies, t4) = follow(Api::<NetworkPolicy>::all(client.clone()), notify.clone());
-    let tasks = [t1, t2, t3, t4];
+    let (smcps, t5) = follow(
+        Api::<ServiceMeshControlPlane>::namespaced(client.clone(), &cp),
+        notify.clone(),
+    );
+    let tasks = [t1, t2, t3, t4, t5];
     let ready = async {
         let _ = tokio::join!(
             rolls.wait_until_ready(),
             members.wait_until_ready(),
             namespaces.wait_until_ready(),
-            policies.wait_until_ready()
+            policies.wait_until_ready(),
+            // Without the SMCP CRD this list never syncs: plan with the flags.
+            tokio::time::timeout(Duration::from_secs(5), smcps.wait_until_ready())
         );
     };
     tokio::select! {
@@ -135,10 +143,18 @@ pub async fn run(
             })
             .map(|p| (**p).clone())
             .collect();
+        let smcp = in_force(&smcps.state());
+        let (smcp_name, manage_network_policy) = match &smcp {
+            Some(s) => (
+                s.metadata.name.clone().unwrap_or_default(),
+                manages_network_policy(s),
+            ),
+            None => (cfg.smcp_name.clone(), cfg.manage_network_policy),
+        };
         let p = plan(&PlanInput {
             control_plane_namespace: &cp,
-            smcp_name: &cfg.smcp_name,
-            manage_network_policy: cfg.manage_network_policy,
+            smcp_name: &smcp_name,
+            manage_network_policy,
             roll: roll.as_deref(),
             last_good: last_good.as_ref(),
             members: &smms,
@@ -175,6 +191,29 @@ pub async fn run(
         }
     }
     tasks.iter().for_each(|t| t.abort());
+}
+
+/// The ServiceMeshControlPlane in force in the control-plane namespace: the
+/// oldest, as the control-plane reconciler picks it (OSSM allows one).
+fn in_force(smcps: &[Arc<ServiceMeshControlPlane>]) -> Option<Arc<ServiceMeshControlPlane>> {
+    smcps
+        .iter()
+        .min_by_key(|s| {
+            (
+                s.metadata.creation_timestamp.clone(),
+                s.metadata.name.clone(),
+            )
+        })
+        .cloned()
+}
+
+/// `spec.security.manageNetworkPolicy`, on unless set to false (OSSM's default).
+fn manages_network_policy(s: &ServiceMeshControlPlane) -> bool {
+    s.spec
+        .security
+        .as_ref()
+        .and_then(|sec| sec.manage_network_policy)
+        .unwrap_or(true)
 }
 
 fn info(n: &Namespace) -> NamespaceInfo {
