@@ -6,15 +6,50 @@
 //! refused (502, Istio's BlackHole); the ServiceEntry host works; the access
 //! log line is JSON on the client's proxy stdout; a live SMCP edit to
 //! ALLOW_ANY lets the unregistered call through. The add-ons are reported as
-//! not applied.
+//! not applied. The shop is written as OSSM users write it: no namespace
+//! label, a ServiceMeshMemberRoll listing it, pods opting in with
+//! `sidecar.istio.io/inject: "true"`; a pod there without it gets no sidecar.
 
 mod common;
 
 use common::*;
 
-/// Besides the shop (web, client): an unmeshed "external" partner, and the
-/// ingress Gateway with its VirtualService to web.
+/// The shop as OSSM users write it: no `istio-injection` label on the
+/// namespace, each pod opts in.
+fn ossm_shop() -> String {
+    let opt_in = |app: &str| {
+        (
+            format!("      labels: {{app: {app}}}\n"),
+            format!(
+                "      labels: {{app: {app}}}\n      annotations: {{sidecar.istio.io/inject: \"true\"}}\n"
+            ),
+        )
+    };
+    let (web, web_in) = opt_in("web");
+    let (client, client_in) = opt_in("client");
+    let shop = SHOP_WEB_AND_CLIENT
+        .replace("  labels: {istio-injection: enabled}\n", "")
+        .replace(&web, &web_in)
+        .replace(&client, &client_in);
+    assert!(!shop.contains("istio-injection") && shop.matches("inject: \"true\"").count() == 2);
+    shop
+}
+
+/// Besides the shop (web, client): a member pod that does not opt in, an
+/// unmeshed "external" partner, and the ingress Gateway with its
+/// VirtualService to web.
 const MORE: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: plain, namespace: shop}
+spec:
+  template:
+    metadata:
+      labels: {app: plain}
+    spec:
+      containers:
+      - {name: plain, image: example/plain}
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: outside}
@@ -110,7 +145,7 @@ spec:
 #[test]
 fn an_ossm_control_plane_with_registry_only_json_access_log_and_ingress() {
     let mesh = Local::new();
-    let apps = mesh.file("apps.yaml", &format!("{SHOP_WEB_AND_CLIENT}---\n{MORE}"));
+    let apps = mesh.file("apps.yaml", &format!("{}---\n{MORE}", ossm_shop()));
     let cp = mesh.file("smcp.yaml", &smcp("REGISTRY_ONLY"));
     // No --gateways: the SMCP's ingress gateway is the only one.
     let out = mesh.ok(&["up", "-f", &cp, "-f", &apps]);
@@ -119,8 +154,22 @@ fn an_ossm_control_plane_with_registry_only_json_access_log_and_ingress() {
             && out.contains("spec.addons.jaeger.install is not applied by this mesh"),
         "{out}"
     );
+    // Membership: shop is the member; its opted-in pods have sidecars, the
+    // one that did not opt in has none; the partner's namespace is no member.
     assert!(
-        out.contains("ServiceMeshMemberRoll istio-system/default: membership is not applied"),
+        out.contains("servicemeshmemberroll: members istio-system, shop"),
+        "{out}"
+    );
+    for pod in ["web-0", "client-0"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(pod) && l.contains("sidecar injected")),
+            "{pod}: {out}"
+        );
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.contains("plain-0") && l.contains("no sidecar") && l.contains("NotOptedIn")),
         "{out}"
     );
 

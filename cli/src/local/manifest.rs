@@ -37,8 +37,10 @@ pub struct Manifest {
     pub skipped: Vec<String>,
     /// ServiceMeshControlPlanes, with their source ([`super::smcp`]).
     pub smcps: Vec<(String, Value)>,
-    /// Messages about accepted objects that are not applied (SMMR/SMM).
+    /// Messages about accepted objects that are not applied.
     pub notes: Vec<String>,
+    /// ServiceMeshMemberRolls / ServiceMeshMembers, with their source.
+    pub membership: Vec<(String, Value)>,
 }
 
 /// The YAML/JSON files named by `-f`: files as given, folders recursively, sorted.
@@ -199,10 +201,7 @@ pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Res
                 }
             }
             _ if super::smcp::is_smcp(&v) => m.smcps.push((at, v)),
-            _ if super::smcp::is_membership(&v) => m.notes.push(format!(
-                "{kind} {ns}/{name}: membership is not applied by meshctl local yet \
-                 (namespaces join the mesh with the istio-injection label)"
-            )),
+            _ if super::smcp::is_membership(&v) => m.membership.push((at, v)),
             _ if is_mesh_kind(&api) => m.mesh.push((at, v)),
             _ => m.skipped.push(format!("{kind} {ns}/{name}")),
         }

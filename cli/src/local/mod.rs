@@ -608,6 +608,7 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         collector: None,
         trust_domain: mesh.trust_domain.clone(),
         namespaces: BTreeMap::new(),
+        members: None,
         services: Vec::new(),
         pods: Vec::new(),
         bins,
@@ -843,6 +844,25 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
     }
     for (ns, labels) in &m.namespaces {
         st.namespaces.insert(ns.clone(), labels.clone());
+    }
+    if !m.membership.is_empty() {
+        let members = smcp::members(&m.membership, &mut st.namespaces)?;
+        println!(
+            "servicemeshmemberroll: members {} (pods there get a sidecar with sidecar.istio.io/inject: \"true\")",
+            members.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        st.members = Some(members);
+    }
+    let mut member_mesh;
+    let mesh = if st.members.is_some() {
+        member_mesh = mesh.clone();
+        member_mesh.policy = mesh_api::meshconfig::InjectionPolicy::MemberRoll;
+        &member_mesh
+    } else {
+        mesh
+    };
+    for ns in m.namespaces.keys() {
+        let labels = &st.namespaces[ns];
         let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}});
         write_file(
             &run.config().join("namespaces").join(format!("{ns}.yaml")),

@@ -5,8 +5,10 @@
 //! config the agent watches (access log, outbound policy, tracing, redirect
 //! ranges), the gateways it asks for (added to `--gateways`) and the mesh-wide
 //! PeerAuthentication. The control plane here always lives in `istio-system`.
-//! ServiceMeshMemberRoll / ServiceMeshMember are reported and skipped: local
-//! namespaces join the mesh by their `istio-injection` label.
+//! ServiceMeshMemberRoll / ServiceMeshMember go through the cluster's pure
+//! membership plan ([`members`]): members get `maistra.io/member-of`, and from
+//! then on pods are injected by OSSM's rule (member namespace and the pod's
+//! `sidecar.istio.io/inject: "true"`), not by `istio-injection` labels.
 
 use anyhow::{bail, Context};
 use mesh_agent::meshfile::{self, MeshFile};
@@ -36,7 +38,7 @@ pub fn is_smcp(v: &Value) -> bool {
             .is_some_and(|a| a.starts_with("maistra.io/"))
 }
 
-/// SMMR / SMM: accepted, not applied locally.
+/// SMMR / SMM.
 pub fn is_membership(v: &Value) -> bool {
     matches!(
         v["kind"].as_str(),
@@ -114,6 +116,76 @@ pub fn from_objects(objs: &[(String, Value)], base_text: &str) -> anyhow::Result
     }))
 }
 
+/// The control plane's namespace in local mode.
+const CONTROL_PLANE: &str = "istio-system";
+
+/// Applies the ServiceMeshMemberRoll / ServiceMeshMembers among `objs` to the
+/// local namespaces (labels `maistra.io/member-of` added or removed as the
+/// plan says) and returns the member namespaces. A roll not named `default`
+/// in `istio-system`, or a document that does not parse, is an error naming it.
+pub fn members(
+    objs: &[(String, Value)],
+    namespaces: &mut std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    use mesh_api::maistra::member::MEMBER_OF_LABEL;
+    use mesh_api::maistra::member::{ServiceMeshMember, ServiceMeshMemberRoll};
+    use mesh_api::maistra::membership::{plan, NamespaceInfo, PlanInput};
+    let mut roll: Option<ServiceMeshMemberRoll> = None;
+    let mut smms = Vec::new();
+    for (at, v) in objs {
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+        if v["kind"] == "ServiceMeshMemberRoll" {
+            if (ns, name) != (CONTROL_PLANE, "default") {
+                bail!("{at}: ServiceMeshMemberRoll {ns}/{name}: the roll is `default` in {CONTROL_PLANE}");
+            }
+            roll = Some(
+                serde_json::from_value(v.clone())
+                    .with_context(|| format!("{at}: ServiceMeshMemberRoll {ns}/{name}"))?,
+            );
+        } else {
+            let m: ServiceMeshMember = serde_json::from_value(v.clone())
+                .with_context(|| format!("{at}: ServiceMeshMember {ns}/{name}"))?;
+            smms.push(m);
+        }
+    }
+    if let Some(r) = &roll {
+        r.spec
+            .validate()
+            .map_err(|e| anyhow::anyhow!("ServiceMeshMemberRoll {CONTROL_PLANE}/default: {e}"))?;
+    }
+    let infos: Vec<NamespaceInfo> = namespaces
+        .iter()
+        .map(|(name, labels)| NamespaceInfo {
+            name: name.clone(),
+            labels: labels.clone(),
+            terminating: false,
+        })
+        .collect();
+    let p = plan(&PlanInput {
+        control_plane_namespace: CONTROL_PLANE,
+        smcp_name: "basic",
+        // No NetworkPolicies on one machine: nothing enforces them.
+        manage_network_policy: false,
+        roll: roll.as_ref(),
+        last_good: None,
+        members: &smms,
+        namespaces: &infos,
+        owned_policies: &[],
+    });
+    for ns in &p.label {
+        if let Some(l) = namespaces.get_mut(ns) {
+            l.insert(MEMBER_OF_LABEL.into(), CONTROL_PLANE.into());
+        }
+    }
+    for ns in &p.unlabel {
+        if let Some(l) = namespaces.get_mut(ns) {
+            l.remove(MEMBER_OF_LABEL);
+        }
+    }
+    Ok(p.scope.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +228,30 @@ mod tests {
             s.contains("smcp.yaml#1") && s.contains("spec.tracing.sampling") && s.contains("10001"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn membership_labels_members_and_refuses_a_misplaced_roll() {
+        let mut nss: std::collections::BTreeMap<_, _> = [
+            ("istio-system".to_string(), Default::default()),
+            ("shop".to_string(), Default::default()),
+            ("other".to_string(), Default::default()),
+        ]
+        .into();
+        let roll = "apiVersion: maistra.io/v1\nkind: ServiceMeshMemberRoll\n\
+                    metadata: {name: default, namespace: istio-system}\nspec: {members: [shop]}\n";
+        let got = members(&objs(roll), &mut nss).unwrap();
+        assert_eq!(got, ["istio-system".to_string(), "shop".into()].into());
+        assert_eq!(nss["shop"]["maistra.io/member-of"], "istio-system");
+        assert!(nss["other"].is_empty());
+        let bad = roll.replace("name: default", "name: mine");
+        let e = format!("{:#}", members(&objs(&bad), &mut nss).unwrap_err());
+        assert!(
+            e.contains("smcp.yaml#1") && e.contains("istio-system/mine"),
+            "{e}"
+        );
+        let bad = roll.replace("[shop]", "[Shop_1]");
+        let e = format!("{:#}", members(&objs(&bad), &mut nss).unwrap_err());
+        assert!(e.contains("spec.members[0]") && e.contains("Shop_1"), "{e}");
     }
 }

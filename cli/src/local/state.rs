@@ -86,6 +86,10 @@ pub struct State {
     pub collector: Option<Proc>,
     pub trust_domain: String,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// OpenShift Service Mesh membership in force (a ServiceMeshMemberRoll or
+    /// ServiceMeshMember was applied): injection follows OSSM's rule.
+    #[serde(default)]
+    pub members: Option<std::collections::BTreeSet<String>>,
     pub services: Vec<ServiceState>,
     pub pods: Vec<PodState>,
     /// Binaries as the pods' users can execute them.
