@@ -30,6 +30,7 @@ pub mod gateway;
 pub mod maistra;
 pub mod meshfile;
 pub mod objects;
+pub mod ondemand;
 /// The stream framing, shared with the client in `mesh-api`.
 pub use mesh_api::syncframe as protocol;
 pub mod server;

@@ -31,6 +31,11 @@ fn selects(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) ->
 
 /// The Sidecar that applies: workload-selected in the proxy's namespace, else the
 /// namespace default, else the root namespace default (Istio's precedence).
+/// Does a Sidecar resource scope this proxy?
+pub fn has_sidecar(snap: &Snapshot, id: &ProxyIdentity) -> bool {
+    sidecar_for(snap, id).is_some()
+}
+
 fn sidecar_for<'s>(snap: &'s Snapshot, id: &ProxyIdentity) -> Option<&'s Accepted> {
     let in_ns = |a: &&Accepted| a.key.namespace == id.namespace;
     let sel = |a: &Accepted| {
@@ -191,6 +196,14 @@ fn egress_admits(entry: &str, svc: &Service, proxy_ns: &str) -> bool {
 
 /// Builds the view of one proxy.
 pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
+    build_with(snap, id, &BTreeSet::new())
+}
+
+/// Builds the view of one proxy with the hosts it asked for on demand
+/// (the agent's `ondemand` lookups) added to its scope. They still pass `exportTo`, and a
+/// Sidecar's egress stays authoritative (Istio's rules: nothing they hide
+/// becomes reachable).
+pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<String>) -> ProxyView {
     if !snap.settings.serves(&id.namespace) {
         // Not a member of the mesh (OpenShift Service Mesh multitenancy):
         // nothing from any namespace.
@@ -236,6 +249,7 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
                     ));
                 }
             }
+            hosts.extend(requested.iter().map(|h| format!("*/{h}")));
             Some(hosts)
         }
     };
@@ -244,7 +258,7 @@ pub fn build(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
         .values()
         .filter(|s| exported(&s.export_to, &s.namespace, ns))
         .filter(|s| {
-            let named_export = snap.settings.visibility == Visibility::Namespace
+            let named_export = snap.settings.visibility != Visibility::Mesh
                 && sidecar.is_none()
                 && s.export_to.iter().any(|e| e == ns);
             named_export

@@ -42,6 +42,12 @@ pub enum Visibility {
     Namespace,
     /// Everything exported to it (Istio's default).
     Mesh,
+    /// The namespace scope, plus every service the proxy looked up on first
+    /// use (`ClientMessage::Lookup`) that Istio's rules let it see: Istio's
+    /// reach at the namespace scope's cost.
+    #[value(name = "on-demand")]
+    #[serde(rename = "on-demand")]
+    OnDemand,
 }
 
 /// Mesh-wide settings the compiler and views need.
