@@ -28,8 +28,7 @@ pub fn lookup(snap: &Snapshot, id: &ProxyIdentity, target: &str) -> Option<Strin
             let ip = ip.to_string();
             let mut candidates: Vec<&Service> = visible
                 .filter(|s| {
-                    s.addresses.iter().any(|a| *a == ip)
-                        || s.endpoints.iter().any(|e| e.address == ip)
+                    s.addresses.contains(&ip) || s.endpoints.iter().any(|e| e.address == ip)
                 })
                 .map(|s| &**s)
                 .collect();
