@@ -54,6 +54,11 @@ pub enum ClientMessage {
     Ack { version: u64 },
     /// The proxy rejected `version` and keeps its previous one.
     Nack { version: u64, reason: String },
+    /// On-demand discovery: the proxy met a destination it does not know (a
+    /// service VIP or pod IP, or an HTTP authority). The agent answers with
+    /// [`AgentMessage::Lookup`], after a view that carries the service when
+    /// it is in the mesh and visible to the proxy.
+    Lookup { target: String },
     /// Alone on its own connection (instead of `Subscribe`): asks the mesh CA for a
     /// workload certificate. `csr` is a PEM PKCS#10 request (the key never leaves
     /// the proxy); `token` proves the caller's identity (the projected service
@@ -77,6 +82,15 @@ pub enum AgentMessage {
     View { agent: String, view: ProxyView },
     /// The agent closes the stream because of what the proxy sent.
     Error { message: String },
+    /// Answer to [`ClientMessage::Lookup`]: the service's host, or `None` when
+    /// the target is not in the mesh for this proxy (`refused` says why when
+    /// the lookup was not looked at, e.g. too many lookups).
+    Lookup {
+        target: String,
+        host: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
     /// Answer to [`ClientMessage::Csr`]: the leaf first, then its issuers (PEM),
     /// and every trusted mesh root (more than one during a root rotation).
     #[serde(rename_all = "camelCase")]

@@ -309,6 +309,10 @@ async fn session(
                 io.send(encode(&reply)).await?;
             }
             AgentMessage::Error { message } => return Err(ProtocolError::Refused(message)),
+            // This client asks no lookups yet: an answer is nobody's.
+            AgentMessage::Lookup { target, .. } => {
+                tracing::debug!(%target, "lookup answer without a question; ignored");
+            }
             AgentMessage::Certificate { .. } => {
                 return Err(ProtocolError::Unexpected(
                     "a certificate on the sync stream".into(),
@@ -357,9 +361,9 @@ pub async fn request_certificate(
                 roots,
             }),
             AgentMessage::Error { message } => Err(ProtocolError::Unexpected(message)),
-            AgentMessage::View { .. } => Err(ProtocolError::Unexpected(
-                "a view instead of a certificate".into(),
-            )),
+            AgentMessage::View { .. } | AgentMessage::Lookup { .. } => Err(
+                ProtocolError::Unexpected("a sync message instead of a certificate".into()),
+            ),
         }
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)

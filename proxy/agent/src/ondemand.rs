@@ -4,11 +4,14 @@
 //! that gets an answer adds the host to its requested set and the agent keeps
 //! it in that proxy's view ([`crate::view::build_with`]) from then on.
 //!
-//! Pure: a snapshot and an identity in, a host name (or nothing) out.
+//! Pure: a snapshot and an identity in, a host name (or nothing) out; and
+//! the per-stream [`Budget`] that keeps a proxy flooding lookups from costing
+//! the agent more than a bounded rate.
 
 use crate::compile::{cross_host_matches, exported, Snapshot};
 use mesh_api::syncapi::{ProxyIdentity, Service};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// The host of the service `target` names for proxy `id`, if it is in the
 /// mesh and visible to it: exported to its namespace, and its namespace has no
@@ -61,5 +64,66 @@ fn expand(host: &str, ns: &str, domain: &str) -> String {
         1 => format!("{host}.svc.{domain}"),
         _ if host.ends_with(".svc") => format!("{host}.{domain}"),
         _ => host.to_string(),
+    }
+}
+
+/// Lookups one stream may make: a burst, then a steady rate. Beyond it the
+/// answer is refused without looking (the proxy treats the destination as it
+/// would one outside the mesh and asks again later).
+#[derive(Debug, Clone)]
+pub struct Budget {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Budget {
+    /// Lookups a stream may make at once (a pod's first requests fan out).
+    pub const BURST: f64 = 100.0;
+    /// Lookups per second after that.
+    pub const RATE: f64 = 20.0;
+
+    pub fn new(now: Instant) -> Self {
+        Budget {
+            tokens: Self::BURST,
+            last: now,
+        }
+    }
+
+    /// Takes one lookup at `now`; false when the budget is spent.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * Self::RATE;
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until the next lookup is allowed (for the refusal message).
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / Self::RATE).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(t0);
+        assert_eq!((0..200).filter(|_| b.take(t0)).count(), 100);
+        assert!(!b.take(t0));
+        assert!(b.wait() > Duration::ZERO);
+        // One second later: twenty more, not more.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!((0..100).filter(|_| b.take(t1)).count(), 20);
+        // A long pause refills to the burst, never beyond.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert_eq!((0..500).filter(|_| b.take(t2)).count(), 100);
     }
 }

@@ -9,14 +9,15 @@
 
 use super::access::{self, Auth, Refusal};
 use super::Shared;
-use crate::compile::Snapshot;
+use crate::compile::{Snapshot, Visibility};
+use crate::ondemand;
 use crate::protocol::{codec, decode, encode, write_frame, ProtocolError};
 use crate::view::{self, ViewKey};
 use bytes::Bytes;
 use futures::StreamExt;
 use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity};
 use rustls::pki_types::CertificateDer;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -28,8 +29,9 @@ use tracing::Instrument;
 /// One encoded view and its gateway warnings, filled once by whichever proxy asks first.
 type Cell = Arc<OnceLock<(Bytes, Arc<Vec<String>>)>>;
 
-/// A view's key and whether key material may be sent on the port.
-type CacheKey = (ViewKey, bool);
+/// A view's key, whether key material may be sent on the port, and the hosts
+/// the proxy looked up on demand (proxies of one Deployment ask the same).
+type CacheKey = (ViewKey, bool, BTreeSet<String>);
 
 /// A router's namespace and labels: what its Gateways depend on.
 type RouterScope = (String, std::collections::BTreeMap<String, String>);
@@ -56,8 +58,9 @@ impl ViewCache {
         snap: &Snapshot,
         id: &ProxyIdentity,
         secrets: bool,
+        requested: &BTreeSet<String>,
     ) -> (Bytes, Arc<Vec<String>>) {
-        let key = (view::key(snap, id), secrets);
+        let key = (view::key(snap, id), secrets, requested.clone());
         let cell = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if g.0 < snap.version {
@@ -70,7 +73,7 @@ impl ViewCache {
             }
         };
         cell.get_or_init(|| {
-            let mut view = view::build(snap, id);
+            let mut view = view::build_with(snap, id, requested);
             if let (false, Some(g)) = (secrets, view.gateway.as_mut()) {
                 crate::gateway::without_credentials(g);
             }
@@ -263,6 +266,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     let caller = caller.map(|c| c.0);
     let id = shared.tracker.connect(identity.clone(), last);
     let _guard = Disconnect(&shared, id);
+    // Key material only where the caller is authenticated, or on an agent
+    // that authenticates nobody (no CA: a trusted network).
+    let secrets = port.authenticate || port.csr_allowed;
+    // Hosts this proxy looked up on demand, kept in its view from then on.
+    let mut requested = BTreeSet::new();
+    let mut budget = ondemand::Budget::new(std::time::Instant::now());
     snaps.mark_changed();
     loop {
         tokio::select! {
@@ -285,13 +294,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         Err(r) => return refuse(&shared, &mut w, &identity, r).await,
                     }
                 }
-                // Key material only where the caller is authenticated, or on
-                // an agent that authenticates nobody (no CA: a trusted network).
-                let secrets = port.authenticate || port.csr_allowed;
-                let (bytes, warnings) = shared.views.get(&shared.agent, &snap, &identity, secrets);
-                write_frame(&mut w, &bytes).await?;
-                w.flush().await?;
-                shared.tracker.sent_with_warnings(id, snap.version, warnings);
+                send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id).await?;
                 shared.xds.pushed(started.elapsed());
             }
             frame = io.next() => {
@@ -303,6 +306,33 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         shared.tracker.nack(id, version, reason);
                         shared.xds.rejected();
                     }
+                    Ok(ClientMessage::Lookup { target }) => {
+                        let snap = snaps.borrow().clone();
+                        let answer = if !budget.take(std::time::Instant::now()) {
+                            shared.xds.lookup_refused();
+                            AgentMessage::Lookup {
+                                target,
+                                host: None,
+                                refused: Some(format!(
+                                    "too many lookups; next in {:?}",
+                                    budget.wait()
+                                )),
+                            }
+                        } else {
+                            let host = ondemand::lookup(&snap, &identity, &target);
+                            tracing::debug!(%target, ?host, "lookup");
+                            let on_demand = snap.settings.visibility == Visibility::OnDemand;
+                            if let Some(h) = host.as_ref().filter(|_| on_demand) {
+                                if requested.insert(h.clone()) && snap.version > 0 {
+                                    send_view(&shared, &mut w, &snap, &identity, secrets,
+                                        &requested, id).await?;
+                                }
+                            }
+                            AgentMessage::Lookup { target, host, refused: None }
+                        };
+                        write_frame(&mut w, &encode(&answer)).await?;
+                        w.flush().await?;
+                    }
                     Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {
                         return reject(&mut w, "already subscribed".into()).await
                     }
@@ -311,6 +341,28 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             }
         }
     }
+}
+
+/// Writes `identity`'s view of `snap` (with its on-demand hosts) and records
+/// it as sent.
+async fn send_view<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    w: &mut W,
+    snap: &Snapshot,
+    identity: &ProxyIdentity,
+    secrets: bool,
+    requested: &BTreeSet<String>,
+    id: u64,
+) -> Result<(), ProtocolError> {
+    let (bytes, warnings) = shared
+        .views
+        .get(&shared.agent, snap, identity, secrets, requested);
+    write_frame(w, &bytes).await?;
+    w.flush().await?;
+    shared
+        .tracker
+        .sent_with_warnings(id, snap.version, warnings);
+    Ok(())
 }
 
 /// Who the caller is, by the certificate it presented as TLS client and the

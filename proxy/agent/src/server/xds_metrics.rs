@@ -28,6 +28,7 @@ struct Histogram {
 pub struct XdsMetrics {
     pushes: AtomicU64,
     rejects: AtomicU64,
+    lookups_refused: AtomicU64,
     push_time: Mutex<Histogram>,
 }
 
@@ -49,6 +50,11 @@ impl XdsMetrics {
     /// A proxy refused (NACKed) a view.
     pub fn rejected(&self) {
         self.rejects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lookup refused because its stream spent its budget.
+    pub fn lookup_refused(&self) {
+        self.lookups_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text, with `connected` proxies right now.
@@ -76,6 +82,12 @@ impl XdsMetrics {
             "# HELP pilot_total_xds_rejects Views proxies refused (NACKed).\n\
              # TYPE pilot_total_xds_rejects counter\npilot_total_xds_rejects{{type=\"{TYPE}\"}} {}",
             self.rejects.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mesh_agent_lookups_refused_total On-demand lookups refused: the stream spent its budget.\n\
+             # TYPE mesh_agent_lookups_refused_total counter\nmesh_agent_lookups_refused_total {}",
+            self.lookups_refused.load(Ordering::Relaxed)
         );
         let h = self.push_time.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(

@@ -1,0 +1,167 @@
+//! On-demand discovery over the sync stream, the agent's half, with a proxy
+//! speaking raw frames: a lookup for a service of another namespace is
+//! answered after a view that carries it; one for a service `exportTo`
+//! hides, or an address outside the mesh, answers nothing and sends no view;
+//! a stream flooding lookups gets refusals while another stream's lookup is
+//! still answered.
+
+use mesh_agent::config::Config;
+use mesh_agent::source::files::FilesSource;
+use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const MESH: &str = include_str!("fixtures/mesh.yaml");
+const STOCK: &str = "stock.inventory.svc.cluster.local";
+
+async fn send(s: &mut TcpStream, m: &ClientMessage) {
+    let b = serde_json::to_vec(m).unwrap();
+    s.write_all(&(b.len() as u32).to_be_bytes()).await.unwrap();
+    s.write_all(&b).await.unwrap();
+}
+
+async fn recv(s: &mut TcpStream) -> AgentMessage {
+    let read = async {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut b = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut b).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a message within 10s")
+}
+
+async fn subscribe(addr: SocketAddr, pod: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let identity = ProxyIdentity {
+        pod: pod.into(),
+        namespace: "shop".into(),
+        service_account: "default".into(),
+        ..Default::default()
+    };
+    send(
+        &mut s,
+        &ClientMessage::Subscribe {
+            identity,
+            last_version: None,
+            token: None,
+        },
+    )
+    .await;
+    match recv(&mut s).await {
+        AgentMessage::View { view, .. } => {
+            assert!(view.version > 0);
+            assert!(!view.services.iter().any(|x| x.hostname == STOCK));
+        }
+        other => panic!("{other:?}"),
+    }
+    s
+}
+
+fn answer(m: AgentMessage) -> (String, Option<String>, Option<String>) {
+    match m {
+        AgentMessage::Lookup {
+            target,
+            host,
+            refused,
+        } => (target, host, refused),
+        other => panic!("expected a lookup answer, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_extend_the_view_hide_what_istio_hides_and_are_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let cfg = Config::from_flags([
+        "--config-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--visibility",
+        "on-demand",
+    ])
+    .unwrap();
+    cfg.validate().unwrap();
+    let src = Box::new(FilesSource {
+        dir: dir.path().to_path_buf(),
+        debounce: cfg.debounce(),
+    });
+    let agent = mesh_agent::agent::start(&cfg, src, shutdown.clone())
+        .await
+        .unwrap();
+    let mut web = subscribe(agent.sync_addr, "web-1").await;
+
+    // A Service VIP of another namespace: a view with it, then the answer.
+    send(
+        &mut web,
+        &ClientMessage::Lookup {
+            target: "10.96.0.20".into(),
+        },
+    )
+    .await;
+    match recv(&mut web).await {
+        AgentMessage::View { view, .. } => {
+            assert!(view.services.iter().any(|x| x.hostname == STOCK));
+        }
+        other => panic!("expected the extended view first, got {other:?}"),
+    }
+    assert_eq!(
+        answer(recv(&mut web).await),
+        ("10.96.0.20".into(), Some(STOCK.into()), None)
+    );
+    // Known now: the answer comes alone.
+    send(
+        &mut web,
+        &ClientMessage::Lookup {
+            target: "stock.inventory".into(),
+        },
+    )
+    .await;
+    assert_eq!(answer(recv(&mut web).await).1.as_deref(), Some(STOCK));
+    // exportTo "." and the outside: nothing, and no view.
+    for target in ["ledger.inventory", "10.96.0.30", "203.0.113.7"] {
+        send(
+            &mut web,
+            &ClientMessage::Lookup {
+                target: target.into(),
+            },
+        )
+        .await;
+        assert_eq!(answer(recv(&mut web).await), (target.into(), None, None));
+    }
+
+    // A flood: the burst is answered, then refusals; another stream is fine.
+    let n = 300;
+    for i in 0..n {
+        let target = format!("203.0.113.{}", i % 250);
+        send(&mut web, &ClientMessage::Lookup { target }).await;
+    }
+    let mut refused = 0;
+    for _ in 0..n {
+        if let (_, None, Some(why)) = answer(recv(&mut web).await) {
+            assert!(why.contains("too many lookups"), "{why}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= n - 100 - 40, "only {refused} of {n} refused");
+    let mut other = subscribe(agent.sync_addr, "web-2").await;
+    send(
+        &mut other,
+        &ClientMessage::Lookup {
+            target: STOCK.into(),
+        },
+    )
+    .await;
+    assert!(matches!(recv(&mut other).await, AgentMessage::View { .. }));
+    assert_eq!(answer(recv(&mut other).await).1.as_deref(), Some(STOCK));
+}
