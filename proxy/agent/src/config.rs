@@ -58,7 +58,9 @@ pub struct Config {
     #[arg(long, default_value = "ALLOW_ANY")]
     pub outbound_policy: String,
     /// Default service visibility without a Sidecar: namespace (what the namespace
-    /// can reach) or mesh (everything exported, Istio's behaviour).
+    /// can reach), mesh (everything exported, Istio's behaviour) or on-demand
+    /// (namespace, plus what a proxy looks up on first use that mesh would show;
+    /// the proxy side of the lookups is not built yet).
     #[arg(long, value_enum, default_value = "namespace")]
     pub visibility: Visibility,
     /// Istio's PILOT_SCOPE_GATEWAY_TO_NAMESPACE: gateway pods get only the
