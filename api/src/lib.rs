@@ -33,6 +33,7 @@ pub mod syncapi;
 pub mod syncclient;
 #[cfg(feature = "client")]
 pub mod syncframe;
+pub mod synclookup;
 pub mod telemetry;
 pub mod tracing;
 pub mod values;

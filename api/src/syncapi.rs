@@ -49,6 +49,10 @@ pub enum ClientMessage {
         last_version: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// Hosts the agent added to this proxy's view on demand before a
+        /// reconnect: the view is rebuilt with them at once.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        requested: Vec<String>,
     },
     /// The proxy applied `version`.
     Ack { version: u64 },

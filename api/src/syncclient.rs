@@ -23,10 +23,12 @@
 
 use crate::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
 use crate::syncframe::{decode, encode, framed, ProtocolError};
+use crate::synclookup::{Answer, Ask, Lookups};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How connections to the agent are secured.
@@ -194,15 +196,47 @@ pub fn spawn(
     apply: impl Apply,
     shutdown: CancellationToken,
 ) -> watch::Receiver<ClientState> {
+    spawn_client(cfg, apply, shutdown).state
+}
+
+/// A lookup question and where its answer goes.
+type Question = (String, oneshot::Sender<Answer>);
+
+/// A running client: what it runs, and on-demand lookups.
+#[derive(Clone)]
+pub struct Client {
+    pub state: watch::Receiver<ClientState>,
+    lookups: mpsc::UnboundedSender<Question>,
+}
+
+impl Client {
+    /// Asks the agent about a destination the proxy does not know (an IP or
+    /// a host). Concurrent questions for one target share one lookup; when
+    /// the answer is [`Answer::Found`], the view carrying the service has
+    /// been applied already.
+    pub async fn lookup(&self, target: impl Into<String>) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        if self.lookups.send((target.into(), tx)).is_err() {
+            return Answer::Unavailable("the sync client stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Answer::Unavailable("the sync client stopped".into()))
+    }
+}
+
+/// [`spawn`], with a handle for on-demand lookups.
+pub fn spawn_client(cfg: ClientConfig, apply: impl Apply, shutdown: CancellationToken) -> Client {
     let (tx, rx) = watch::channel(ClientState::default());
-    tokio::spawn(run(cfg, apply, tx, shutdown));
-    rx
+    let (lookups, questions) = mpsc::unbounded_channel();
+    tokio::spawn(run(cfg, apply, tx, questions, shutdown));
+    Client { state: rx, lookups }
 }
 
 async fn run(
     cfg: ClientConfig,
     mut apply: impl Apply,
     state: watch::Sender<ClientState>,
+    mut questions: mpsc::UnboundedReceiver<Question>,
     shutdown: CancellationToken,
 ) {
     let mut retry = Retry {
@@ -210,12 +244,16 @@ async fn run(
         with_cert: true,
         presented_cert: false,
     };
+    let mut table = Lookups::default();
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&cfg, &mut apply, &state, &mut retry) => r,
+            r = session(&cfg, &mut apply, &state, &mut retry, &mut table, &mut questions) => r,
         };
         state.send_modify(|s| s.connected = false);
+        for w in table.disconnected() {
+            let _ = w.send(Answer::Unavailable("the sync stream ended".into()));
+        }
         match result {
             Err(ProtocolError::Refused(e)) => {
                 tracing::warn!(error = %e, agent = %cfg.agent_addr, certificate = retry.presented_cert,
@@ -234,9 +272,17 @@ async fn run(
         }
         // Jitter spreads a fleet's reconnects after an agent restart.
         let jitter = Duration::from_millis(u64::from(std::process::id() ^ rand_u32()) % 100);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(retry.backoff + jitter) => {}
+        let pause = tokio::time::sleep(retry.backoff + jitter);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut pause => break,
+                // No agent to ask: a connection must not wait for one.
+                Some((_, w)) = questions.recv() => {
+                    let _ = w.send(Answer::Unavailable("not connected to the agent".into()));
+                }
+            }
         }
         retry.backoff = (retry.backoff * 2).min(cfg.max_backoff);
     }
@@ -263,6 +309,8 @@ async fn session(
     apply: &mut impl Apply,
     state: &watch::Sender<ClientState>,
     retry: &mut Retry,
+    table: &mut Lookups<oneshot::Sender<Answer>>,
+    questions: &mut mpsc::UnboundedReceiver<Question>,
 ) -> Result<(), ProtocolError> {
     let tls = matches!(cfg.transport, Transport::Tls { .. });
     let cert = match &cfg.client_cert {
@@ -281,10 +329,29 @@ async fn session(
         identity: cfg.identity.clone(),
         last_version,
         token,
+        requested: table.found().iter().cloned().collect(),
     }))
     .await?;
     state.send_modify(|s| s.connected = true);
-    while let Some(frame) = io.next().await {
+    let mut open = true;
+    loop {
+        let frame = tokio::select! {
+            frame = io.next() => match frame {
+                Some(f) => f,
+                None => break,
+            },
+            q = questions.recv(), if open => {
+                match q {
+                    Some((target, w)) => match table.ask(&target, w, std::time::Instant::now()) {
+                        Ask::Now(answer, w) => { let _ = w.send(answer); }
+                        Ask::Send => io.send(encode(&ClientMessage::Lookup { target })).await?,
+                        Ask::Joined => {}
+                    },
+                    None => open = false,
+                }
+                continue;
+            }
+        };
         let msg: AgentMessage = decode(&frame?)?;
         match msg {
             AgentMessage::View { agent, view } => {
@@ -309,9 +376,17 @@ async fn session(
                 io.send(encode(&reply)).await?;
             }
             AgentMessage::Error { message } => return Err(ProtocolError::Refused(message)),
-            // This client asks no lookups yet: an answer is nobody's.
-            AgentMessage::Lookup { target, .. } => {
-                tracing::debug!(%target, "lookup answer without a question; ignored");
+            AgentMessage::Lookup {
+                target,
+                host,
+                refused,
+            } => {
+                let now = std::time::Instant::now();
+                let (answer, waiters) = table.answered(&target, host, refused, now);
+                table.expire(now);
+                for w in waiters {
+                    let _ = w.send(answer.clone());
+                }
             }
             AgentMessage::Certificate { .. } => {
                 return Err(ProtocolError::Unexpected(

@@ -67,6 +67,9 @@ fn expand(host: &str, ns: &str, domain: &str) -> String {
     }
 }
 
+/// Hosts one proxy may have added on demand (a bound on what a stream holds).
+pub const MAX_REQUESTED: usize = 10_000;
+
 /// Lookups one stream may make: a burst, then a steady rate. Beyond it the
 /// answer is refused without looking (the proxy treats the destination as it
 /// would one outside the mesh and asks again later).

@@ -128,6 +128,10 @@ fn sync_messages() -> &'static [Value] {
                 identity,
                 last_version: Some(6),
                 token: Some("t".into()),
+                requested: vec!["stock.inventory.svc.cluster.local".into()],
+            },
+            ClientMessage::Lookup {
+                target: "10.96.0.20".into(),
             },
             ClientMessage::Ack { version: 7 },
             ClientMessage::Nack {
@@ -151,6 +155,11 @@ fn sync_messages() -> &'static [Value] {
             AgentMessage::Certificate {
                 cert_chain: vec!["a".into()],
                 roots: vec!["r".into()],
+            },
+            AgentMessage::Lookup {
+                target: "10.96.0.20".into(),
+                host: Some("stock.inventory.svc.cluster.local".into()),
+                refused: None,
             },
         ];
         let mut all: Vec<Value> = client

@@ -50,6 +50,7 @@ async fn subscribe(addr: SocketAddr, pod: &str) -> TcpStream {
             identity,
             last_version: None,
             token: None,
+            requested: vec![],
         },
     )
     .await;
@@ -164,4 +165,106 @@ async fn lookups_extend_the_view_hide_what_istio_hides_and_are_rate_limited() {
     .await;
     assert!(matches!(recv(&mut other).await, AgentMessage::View { .. }));
     assert_eq!(answer(recv(&mut other).await).1.as_deref(), Some(STOCK));
+}
+
+/// The sync client's half: a lookup answered `Found` means the view carrying
+/// the service is applied; concurrent lookups all get it; an outside address
+/// is `NotInMesh`; after the agent restarts, the client's new view carries
+/// what it had looked up without asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_waits_for_the_view_and_keeps_its_hosts_across_an_agent_restart() {
+    use mesh_agent::client::{spawn_client, ClientConfig};
+    use mesh_api::synclookup::Answer;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let start = |listen: String| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let cfg = Config::from_flags([
+                "--config-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--debug-listen",
+                "127.0.0.1:0",
+                "--visibility",
+                "on-demand",
+            ])
+            .unwrap();
+            let stop = CancellationToken::new();
+            let src = Box::new(FilesSource {
+                dir: dir.clone(),
+                debounce: cfg.debounce(),
+            });
+            let agent = mesh_agent::agent::start(&cfg, src, stop.clone())
+                .await
+                .unwrap();
+            (agent, stop)
+        }
+    };
+    let (agent, stop1) = start("127.0.0.1:0".into()).await;
+    let addr = agent.sync_addr;
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let identity = ProxyIdentity {
+        pod: "web-1".into(),
+        namespace: "shop".into(),
+        service_account: "default".into(),
+        ..Default::default()
+    };
+    let mut cfg = ClientConfig::new(addr.to_string(), identity);
+    cfg.max_backoff = Duration::from_millis(200);
+    // Whether each applied view had stock, in order.
+    let applied = std::sync::Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
+    let log = applied.clone();
+    let apply = move |v: &mesh_api::syncapi::ProxyView| {
+        let stock = v.services.iter().any(|s| s.hostname == STOCK);
+        log.lock().unwrap().push(stock);
+        Ok(())
+    };
+    let client = spawn_client(cfg, apply, shutdown.clone());
+    let has_stock = |c: &mesh_agent::client::Client| {
+        c.state
+            .borrow()
+            .current
+            .as_ref()
+            .is_some_and(|v| v.services.iter().any(|s| s.hostname == STOCK))
+    };
+    mesh_e2e::wait::eventually("first view", Duration::from_secs(10), async || {
+        client.state.borrow().current.is_some()
+    })
+    .await;
+    assert!(!has_stock(&client));
+    let asks = (0..8).map(|_| client.lookup("stock.inventory"));
+    for a in futures::future::join_all(asks).await {
+        assert_eq!(a, Answer::Found(STOCK.into()));
+    }
+    assert!(has_stock(&client), "Found comes after the view is applied");
+    assert_eq!(client.lookup("203.0.113.7").await, Answer::NotInMesh);
+    assert_eq!(client.lookup("203.0.113.7").await, Answer::NotInMesh);
+
+    // The agent restarts on the same port: the new view has stock at once.
+    stop1.cancel();
+    drop(agent);
+    mesh_e2e::wait::eventually(
+        "client saw the agent go",
+        Duration::from_secs(10),
+        async || !client.state.borrow().connected,
+    )
+    .await;
+    let before = applied.lock().unwrap().len();
+    let (agent2, stop2) = start(addr.to_string()).await;
+    let _stop2 = stop2.drop_guard();
+    mesh_e2e::wait::eventually(
+        "a view from the new agent",
+        Duration::from_secs(10),
+        async || applied.lock().unwrap().len() > before,
+    )
+    .await;
+    let first_after = applied.lock().unwrap()[before];
+    assert!(
+        first_after,
+        "the restarted agent's first view already has stock"
+    );
+    drop(agent2);
 }

@@ -87,6 +87,7 @@ async fn subscribe_as(
         identity,
         last_version: None,
         token: token.map(str::to_string),
+        requested: vec![],
     }))
     .await
     .unwrap();

@@ -211,12 +211,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         .await
         .map_err(|_| ProtocolError::Unexpected("no subscribe within 10s".into()))?
         .ok_or(ProtocolError::Closed)??;
-    let (identity, last, token) = match decode::<ClientMessage>(&first) {
+    let (identity, last, token, asked_before) = match decode::<ClientMessage>(&first) {
         Ok(ClientMessage::Subscribe {
             identity,
             last_version,
             token,
-        }) => (identity, last_version, token),
+            requested,
+        }) => (identity, last_version, token, requested),
         Ok(ClientMessage::Csr {
             token,
             csr,
@@ -270,7 +271,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     // that authenticates nobody (no CA: a trusted network).
     let secrets = port.authenticate || port.csr_allowed;
     // Hosts this proxy looked up on demand, kept in its view from then on.
-    let mut requested = BTreeSet::new();
+    // A reconnecting proxy names what it had: bounded, and every host still
+    // goes through exportTo and Sidecar when its view is built.
+    let mut requested: BTreeSet<String> = asked_before
+        .into_iter()
+        .take(ondemand::MAX_REQUESTED)
+        .collect();
     let mut budget = ondemand::Budget::new(std::time::Instant::now());
     snaps.mark_changed();
     loop {
@@ -323,7 +329,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                             tracing::debug!(%target, ?host, "lookup");
                             let on_demand = snap.settings.visibility == Visibility::OnDemand;
                             if let Some(h) = host.as_ref().filter(|_| on_demand) {
-                                if requested.insert(h.clone()) && snap.version > 0 {
+                                let room = requested.len() < ondemand::MAX_REQUESTED;
+                                if room && requested.insert(h.clone()) && snap.version > 0 {
                                     send_view(&shared, &mut w, &snap, &identity, secrets,
                                         &requested, id).await?;
                                 }
