@@ -128,6 +128,10 @@ pub struct ProxyView {
     /// Access log on stdout (`meshConfig.accessLogFile`); `None`: no access log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log: Option<crate::accesslog::AccessLogView>,
+    /// The agent serves lookups (`--visibility on-demand`): a destination not
+    /// in this view is asked about before it is treated as outside the mesh.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 /// A service of the registry: a Kubernetes Service or a ServiceEntry host.

@@ -39,6 +39,9 @@ pub struct Shared {
     pub tracer: crate::trace::Tracer,
     /// The access log in force: `--access-log`, else the view's.
     pub access_log: crate::access_log::Live,
+    /// The agent's sync client, for on-demand lookups (set when following an
+    /// agent).
+    pub lookups: std::sync::OnceLock<mesh_api::syncclient::Client>,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             drain_notify: tokio::sync::Notify::new(),
             active_connections: AtomicUsize::new(0),
             tracer: Default::default(),
+            lookups: Default::default(),
         })
     }
 

@@ -123,7 +123,8 @@ pub fn follow_agent(
             tls.current().map(|c| c.client_cert())
         })));
     }
-    let _state = mesh_api::syncclient::spawn(client, apply, shutdown);
+    let client = mesh_api::syncclient::spawn_client(client, apply, shutdown);
+    let _ = shared.lookups.set(client);
 }
 
 #[cfg(feature = "embedded-agent")]

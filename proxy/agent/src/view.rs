@@ -295,6 +295,8 @@ pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<Stri
         gateway: None,
         tracing,
         access_log,
+        // With a Sidecar nothing more is visible: no lookups to make.
+        on_demand: snap.settings.visibility == Visibility::OnDemand && sidecar.is_none(),
     }
 }
 
