@@ -330,6 +330,7 @@ fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
         gateway: Some(gw.view),
         tracing,
         access_log,
+        on_demand: false,
     }
 }
 
