@@ -145,3 +145,58 @@ fn standalone_config_dir_mode_embeds_the_agent() {
         "{m}"
     );
 }
+
+/// On-demand discovery end to end: the agent runs `--visibility on-demand`; a
+/// client sidecar in namespace `front` does not have `echo.default` in its
+/// view (namespace scope) until its first call to the Service VIP, which waits
+/// for the lookup and is then served as a mesh call (the client's own
+/// `istio_requests_total` names the service), not passed through.
+#[test]
+fn on_demand_a_call_to_another_namespace_is_a_mesh_call_from_the_first_request() {
+    let node = Node::new().unwrap();
+    let client = node.add_pod("client-0", "front").unwrap();
+    let v1 = node.add_pod("echo-v1-0", "default").unwrap();
+    let dir = ViewDir::new();
+    write(&dir.0, "service.yaml", ECHO_SERVICE);
+    write(
+        &dir.0,
+        "echo-v1.yaml",
+        pod_yaml(
+            "echo-v1-0",
+            &v1.ip().to_string(),
+            "default",
+            &[("app", "echo"), ("version", "v1")],
+        ),
+    );
+    let listen = agent_addr();
+    let _agent = start_agent(&node, &dir.0, &["--visibility", "on-demand"]);
+    redirect(&v1);
+    let _echo = start_echo(&v1, "v1");
+    let _server = start_proxy_with(&v1, "app=echo,version=v1", &["--agent", &listen]);
+    redirect(&client);
+    let _client = start_proxy_in(
+        &client,
+        "client-0",
+        "front",
+        "app=client",
+        &["--agent", &listen],
+    );
+    let echo_host = "echo.default.svc.cluster.local";
+    let clusters = || {
+        client
+            .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(!clusters().contains(echo_host), "{}", clusters());
+    let r = curl_echo(&client, &[&format!("http://{SVC_VIP}:8080/")]);
+    assert_eq!(r.version.as_deref(), Some("v1"));
+    assert!(clusters().contains(echo_host), "{}", clusters());
+    let m = metrics(&client);
+    assert!(
+        m.lines().any(|l| l.starts_with("istio_requests_total")
+            && l.contains("reporter=\"source\"")
+            && l.contains(&format!("destination_service=\"{echo_host}\""))),
+        "{m}"
+    );
+}

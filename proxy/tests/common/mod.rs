@@ -127,6 +127,17 @@ pub fn start_proxy_with(pod: &Pod, labels: &str, config: &[&str]) -> PodProcess 
 
 /// Like [`start_proxy_with`], with the sidecar saying it is pod `name`.
 pub fn start_proxy_as(pod: &Pod, name: &str, labels: &str, config: &[&str]) -> PodProcess {
+    start_proxy_in(pod, name, "default", labels, config)
+}
+
+/// Like [`start_proxy_as`], with the sidecar in namespace `ns`.
+pub fn start_proxy_in(
+    pod: &Pod,
+    name: &str,
+    ns: &str,
+    labels: &str,
+    config: &[&str],
+) -> PodProcess {
     let proxy = env!("CARGO_BIN_EXE_mesh-proxy");
     let ip = pod.ip().to_string();
     let mut argv = vec![
@@ -137,7 +148,7 @@ pub fn start_proxy_as(pod: &Pod, name: &str, labels: &str, config: &[&str]) -> P
         "--pod",
         name,
         "--namespace",
-        "default",
+        ns,
         "--labels",
         labels,
         "--instance-ip",
