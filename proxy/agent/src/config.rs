@@ -59,8 +59,8 @@ pub struct Config {
     pub outbound_policy: String,
     /// Default service visibility without a Sidecar: namespace (what the namespace
     /// can reach), mesh (everything exported, Istio's behaviour) or on-demand
-    /// (namespace, plus what a proxy looks up on first use that mesh would show;
-    /// the proxy side of the lookups is not built yet).
+    /// (namespace, plus what a proxy looks up on first use that mesh would show:
+    /// a captured connection to a Service VIP or pod IP its view lacks).
     #[arg(long, value_enum, default_value = "namespace")]
     pub visibility: Visibility,
     /// Istio's PILOT_SCOPE_GATEWAY_TO_NAMESPACE: gateway pods get only the
