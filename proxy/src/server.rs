@@ -172,7 +172,8 @@ async fn handle_conn(a: Accepted, direction: Direction) {
         Direction::Outbound => {
             let snap = match snap {
                 Some(s) if s.view.on_demand && s.cluster_for_dst(orig_dst).is_none() => {
-                    Some(look_up(&shared, orig_dst, s).await)
+                    let target = orig_dst.ip().to_string();
+                    Some(crate::outbound::ondemand::look_up(&shared, &target, s).await)
                 }
                 other => other,
             };
@@ -312,36 +313,3 @@ async fn handle_conn(a: Accepted, direction: Direction) {
         }
     }
 }
-
-/// On-demand discovery: asks the agent about a destination this proxy's view
-/// does not have, and returns the snapshot to serve the connection with (the
-/// new one when the agent found a service: its view is applied before the
-/// answer comes). Waits one round trip at most [`LOOKUP_WAIT`]; no answer
-/// serves the connection as one to outside the mesh.
-async fn look_up(
-    shared: &Shared,
-    orig_dst: SocketAddr,
-    snap: Arc<crate::snapshot::Snapshot>,
-) -> Arc<crate::snapshot::Snapshot> {
-    let Some(client) = shared.lookups.get() else {
-        return snap;
-    };
-    let target = orig_dst.ip().to_string();
-    match tokio::time::timeout(LOOKUP_WAIT, client.lookup(target.clone())).await {
-        Ok(mesh_api::synclookup::Answer::Found(host)) => {
-            tracing::debug!(%target, %host, "on-demand lookup found a service");
-            shared.store.load().unwrap_or(snap)
-        }
-        Ok(answer) => {
-            tracing::debug!(%target, ?answer, "on-demand lookup: not in the mesh");
-            snap
-        }
-        Err(_) => {
-            tracing::debug!(%target, "on-demand lookup timed out");
-            snap
-        }
-    }
-}
-
-/// How long a first connection waits for an on-demand lookup.
-const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -146,13 +146,9 @@ fn standalone_config_dir_mode_embeds_the_agent() {
     );
 }
 
-/// On-demand discovery end to end: the agent runs `--visibility on-demand`; a
-/// client sidecar in namespace `front` does not have `echo.default` in its
-/// view (namespace scope) until its first call to the Service VIP, which waits
-/// for the lookup and is then served as a mesh call (the client's own
-/// `istio_requests_total` names the service), not passed through.
-#[test]
-fn on_demand_a_call_to_another_namespace_is_a_mesh_call_from_the_first_request() {
+/// Echo v1 in `default` behind [`SVC_VIP`], a client sidecar in `front`, both
+/// following an agent with `--visibility on-demand`. Returns what must live.
+fn on_demand_world() -> (Node, Pod, Vec<PodProcess>, ViewDir, Pod) {
     let node = Node::new().unwrap();
     let client = node.add_pod("client-0", "front").unwrap();
     let v1 = node.add_pod("echo-v1-0", "default").unwrap();
@@ -169,34 +165,73 @@ fn on_demand_a_call_to_another_namespace_is_a_mesh_call_from_the_first_request()
         ),
     );
     let listen = agent_addr();
-    let _agent = start_agent(&node, &dir.0, &["--visibility", "on-demand"]);
+    let mut procs = vec![start_agent(&node, &dir.0, &["--visibility", "on-demand"])];
     redirect(&v1);
-    let _echo = start_echo(&v1, "v1");
-    let _server = start_proxy_with(&v1, "app=echo,version=v1", &["--agent", &listen]);
+    procs.push(start_echo(&v1, "v1"));
+    procs.push(start_proxy_with(
+        &v1,
+        "app=echo,version=v1",
+        &["--agent", &listen],
+    ));
     redirect(&client);
-    let _client = start_proxy_in(
+    procs.push(start_proxy_in(
         &client,
         "client-0",
         "front",
         "app=client",
         &["--agent", &listen],
-    );
-    let echo_host = "echo.default.svc.cluster.local";
-    let clusters = || {
-        client
-            .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    assert!(!clusters().contains(echo_host), "{}", clusters());
+    ));
+    // The echo pod lives as long as the caller holds it (its netns goes with it).
+    (node, client, procs, dir, v1)
+}
+
+const ECHO_HOST: &str = "echo.default.svc.cluster.local";
+
+fn config_dump(client: &Pod) -> String {
+    client
+        .exec(0, &["curl", "-s", "http://127.0.0.1:15000/config_dump"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn source_requests_to_echo(client: &Pod) -> bool {
+    metrics(client).lines().any(|l| {
+        l.starts_with("istio_requests_total")
+            && l.contains("reporter=\"source\"")
+            && l.contains(&format!("destination_service=\"{ECHO_HOST}\""))
+    })
+}
+
+/// On-demand discovery end to end: the agent runs `--visibility on-demand`; a
+/// client sidecar in namespace `front` does not have `echo.default` in its
+/// view (namespace scope) until its first call to the Service VIP, which waits
+/// for the lookup and is then served as a mesh call (the client's own
+/// `istio_requests_total` names the service), not passed through.
+#[test]
+fn on_demand_a_call_to_another_namespace_is_a_mesh_call_from_the_first_request() {
+    let (_node, client, _procs, _dir, _echo) = on_demand_world();
+    assert!(!config_dump(&client).contains(ECHO_HOST));
     let r = curl_echo(&client, &[&format!("http://{SVC_VIP}:8080/")]);
     assert_eq!(r.version.as_deref(), Some("v1"));
-    assert!(clusters().contains(echo_host), "{}", clusters());
-    let m = metrics(&client);
-    assert!(
-        m.lines().any(|l| l.starts_with("istio_requests_total")
-            && l.contains("reporter=\"source\"")
-            && l.contains(&format!("destination_service=\"{echo_host}\""))),
-        "{m}"
+    assert!(config_dump(&client).contains(ECHO_HOST));
+    assert!(source_requests_to_echo(&client), "{}", metrics(&client));
+}
+
+/// By host: a request to an address nobody knows, with `Host: echo.default`,
+/// is looked up by its authority and routed to echo (as a ServiceEntry host
+/// behind DNS would be).
+#[test]
+fn on_demand_a_request_naming_a_mesh_host_is_looked_up_by_its_authority() {
+    let (_node, client, _procs, _dir, _echo) = on_demand_world();
+    let r = curl_echo(
+        &client,
+        &[
+            "-H",
+            "Host: echo.default:8080",
+            "http://10.96.0.99:8080/by-host",
+        ],
     );
+    assert_eq!(r.version.as_deref(), Some("v1"));
+    assert!(config_dump(&client).contains(ECHO_HOST));
+    assert!(source_requests_to_echo(&client), "{}", metrics(&client));
 }

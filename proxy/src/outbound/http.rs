@@ -51,10 +51,21 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     };
     let start = Instant::now();
     let authority = authority_of(&req).unwrap_or_else(|| ctx.orig_dst.to_string());
-    let cluster = snap
-        .cluster_for_authority(&authority, ctx.orig_dst.port())
-        .or_else(|| snap.cluster_for_dst(ctx.orig_dst))
-        .cloned();
+    let find = |snap: &crate::snapshot::Snapshot| {
+        snap.cluster_for_authority(&authority, ctx.orig_dst.port())
+            .or_else(|| snap.cluster_for_dst(ctx.orig_dst))
+            .cloned()
+    };
+    let mut cluster = find(&snap);
+    // A host this on-demand view does not have (a Host header naming a mesh
+    // service behind an address the proxy does not know): ask once.
+    let snap = if cluster.is_none() && snap.view.on_demand {
+        let snap = super::ondemand::look_up(shared, &authority, snap).await;
+        cluster = find(&snap);
+        snap
+    } else {
+        snap
+    };
     if !req.headers().contains_key("x-request-id") {
         req.headers_mut().insert("x-request-id", request_id());
     }

@@ -8,6 +8,7 @@
 
 pub mod forward;
 pub mod http;
+pub mod ondemand;
 pub mod route;
 pub mod send;
 pub mod tcp;
