@@ -77,6 +77,7 @@ pub mod penalty;
 pub mod pool;
 pub mod ratelimit;
 pub mod record;
+pub mod relay;
 pub mod route;
 pub mod server;
 pub mod shared;

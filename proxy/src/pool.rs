@@ -73,6 +73,14 @@ impl SendError {
 /// The answer when the downstream request body could not be read.
 pub const BAD_BODY: &str = "invalid request body\n";
 
+/// Envoy's local reply when no connection to the upstream could be made (`UF`).
+pub const CONNECT_FAILURE: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n";
+
+/// Envoy's local reply when the upstream connection ended before a response (`UC`).
+pub const RESET: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n";
+
 /// Returns an HTTP/1 connection to its pool; dropped unused if the exchange
 /// did not finish cleanly.
 pub struct Checkin {

@@ -9,21 +9,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http::header::HeaderValue;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::conn::{ConnCtx, DrainWatch};
+use crate::direction::Direction;
 use crate::metrics::{Reporter, RequestLabels, Workload};
 use crate::peer;
 use crate::record::{metered, AccessLogLine, Record};
+use crate::relay::Relay;
 use crate::snapshot::Protocol;
-use crate::util::{
-    authority_of, content_length, ensure_host, full, protocol_label, request_id, strip_hop_by_hop,
-    tunnel, upstream_request,
-};
+use crate::util::{authority_of, content_length, protocol_label, request_id};
 
 /// Serves one inbound HTTP connection (plaintext, or decrypted by
 /// `inbound::tls`): every request goes to the local app.
@@ -165,84 +163,18 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             return metered(resp, record);
         }
     }
-    let is_upgrade =
-        req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
-    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
-    strip_hop_by_hop(req.headers_mut(), is_upgrade);
-    let h2 = req.version() == Version::HTTP_2;
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let (mut parts, body) = req.into_parts();
-    let host = ensure_host(&mut parts);
-    let authority = host.unwrap_or_else(|| format!("127.0.0.1:{port}"));
-    let proto = if h2 { Protocol::Http2 } else { Protocol::Http1 };
-    let up = match upstream_request(&parts, body.boxed(), proto, &authority, &path) {
-        Some(r) => r,
-        None => {
-            return metered(
-                full(StatusCode::BAD_REQUEST, "bad request target\n"),
-                record,
-            )
-        }
-    };
-    let app = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port);
-    let result = if h2 {
-        shared
-            .clients
-            .inbound
-            .send_h2(app, up)
-            .await
-            .map(|r| (r, None))
+    let proto = if req.version() == Version::HTTP_2 {
+        Protocol::Http2
     } else {
-        shared.clients.inbound.send_h1(app, up).await
+        Protocol::Http1
     };
-    match result {
-        Ok((mut r, checkin)) => {
-            record.checkin = checkin;
-            let upstream_upgrade =
-                (r.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut r));
-            let (mut rparts, rbody) = r.into_parts();
-            record.labels.response_code = rparts.status.as_u16();
-            record.labels.grpc_response_status = crate::record::grpc_status(&rparts.headers);
-            if answer_metadata {
-                rparts
-                    .headers
-                    .insert(peer::HEADER, shared.me_header.clone());
-            } else {
-                rparts.headers.remove(peer::HEADER);
-            }
-            if let Some(upstream) = upstream_upgrade {
-                if let Some(down) = downstream_upgrade {
-                    tokio::spawn(tunnel(down, upstream));
-                }
-            } else {
-                strip_hop_by_hop(&mut rparts.headers, false);
-            }
-            metered(Response::from_parts(rparts, rbody.boxed()), record)
-        }
-        Err(e) if e.downstream_body_flags().is_some() => {
-            record.labels.response_code = 400;
-            record.labels.response_flags = e.downstream_body_flags().unwrap_or("DPE");
-            metered(full(StatusCode::BAD_REQUEST, crate::pool::BAD_BODY), record)
-        }
-        Err(e) => {
-            let connect = e.is_connect();
-            record.labels.response_code = 503;
-            record.labels.response_flags = if connect { "UF" } else { "UC" };
-            metered(
-                full(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    if connect {
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n"
-                    } else {
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n"
-                    },
-                ),
-                record,
-            )
-        }
-    }
+    let relay = Relay {
+        direction: Direction::Inbound,
+        pool: &shared.clients.inbound,
+        addr: SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port),
+        proto,
+        default_authority: format!("127.0.0.1:{port}"),
+        answer_metadata,
+    };
+    crate::relay::relay(req, relay, record).await
 }

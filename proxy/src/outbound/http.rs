@@ -8,22 +8,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::send::Policy;
 use crate::body::Body;
 use crate::conn::ConnCtx;
+use crate::direction::Direction;
 use crate::metrics::{Reporter, RequestLabels, Workload};
 use crate::record::{metered, AccessLogLine, Record};
+use crate::relay::Relay;
 use crate::route::{self, Facts};
 use crate::snapshot::{OutboundPolicy, Protocol};
-use crate::util::{
-    authority_of, content_length, ensure_host, full, protocol_label, request_id, strip_hop_by_hop,
-    tunnel,
-};
+use crate::util::{authority_of, content_length, full, protocol_label, request_id};
 
 use super::forward::{send_to, text};
 use super::route::apply_route;
@@ -186,59 +183,14 @@ pub(crate) fn source_record(
 }
 
 /// ALLOW_ANY: the request goes where the app sent it, one attempt.
-async fn passthrough(
-    mut req: Request<Incoming>,
-    ctx: &ConnCtx,
-    mut record: Record,
-) -> Response<Body> {
-    let is_upgrade =
-        req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
-    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
-    strip_hop_by_hop(req.headers_mut(), is_upgrade);
-    let (mut parts, body) = req.into_parts();
-    let authority = ensure_host(&mut parts).unwrap_or_else(|| "-".into());
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let Some(up) =
-        crate::util::upstream_request(&parts, body.boxed(), Protocol::Http1, &authority, &path)
-    else {
-        return metered(
-            full(StatusCode::BAD_REQUEST, "bad request target\n"),
-            record,
-        );
+async fn passthrough(req: Request<Incoming>, ctx: &ConnCtx, record: Record) -> Response<Body> {
+    let relay = Relay {
+        direction: Direction::Outbound,
+        pool: &ctx.shared.clients.outbound,
+        addr: ctx.orig_dst,
+        proto: Protocol::Http1,
+        default_authority: "-".into(),
+        answer_metadata: false,
     };
-    match ctx.shared.clients.outbound.send_h1(ctx.orig_dst, up).await {
-        Ok((mut resp, checkin)) => {
-            let upstream_upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
-                .then(|| hyper::upgrade::on(&mut resp));
-            let (mut rparts, rbody) = resp.into_parts();
-            record.labels.response_code = rparts.status.as_u16();
-            record.checkin = checkin;
-            if let (Some(up), Some(down)) = (upstream_upgrade, downstream_upgrade) {
-                tokio::spawn(tunnel(down, up));
-            } else {
-                strip_hop_by_hop(&mut rparts.headers, false);
-            }
-            metered(Response::from_parts(rparts, rbody.boxed()), record)
-        }
-        Err(e) if e.downstream_body_flags().is_some() => {
-            record.labels.response_code = 400;
-            record.labels.response_flags = e.downstream_body_flags().unwrap_or("DPE");
-            metered(full(StatusCode::BAD_REQUEST, crate::pool::BAD_BODY), record)
-        }
-        Err(e) => {
-            record.labels.response_code = 503;
-            record.labels.response_flags = if e.is_connect() { "UF" } else { "UC" };
-            metered(
-                full(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n",
-                ),
-                record,
-            )
-        }
-    }
+    crate::relay::relay(req, relay, record).await
 }

@@ -151,10 +151,6 @@ pub struct Failed {
     pub endpoint: Option<Arc<Endpoint>>,
 }
 
-const CONNECT_FAILURE: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n";
-const RESET: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n";
 
 /// Sends `parts` + `body` to `cluster` (bound to its run-time state: `bound`)
 /// under `policy`. Each attempt carries
@@ -292,7 +288,11 @@ pub async fn to_cluster(
                 return Err(Failed {
                     status: 503,
                     flags,
-                    message: if connect { CONNECT_FAILURE } else { RESET },
+                    message: if connect {
+                        crate::pool::CONNECT_FAILURE
+                    } else {
+                        crate::pool::RESET
+                    },
                     endpoint: Some(ep),
                 });
             }
