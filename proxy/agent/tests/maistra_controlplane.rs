@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_agent::client::{self, ClientConfig, ClientState};
-use mesh_agent::config::Config;
 use mesh_agent::maistra::controlplane::{ControlPlane, BASE_KEY, MESH_KEY};
-use mesh_agent::source::kubernetes::KubernetesSource;
 use mesh_api::syncapi::ProxyIdentity;
 use mesh_api::tracing::TracingProvider;
 use mesh_e2e::fake_api::*;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 /// Services and pods for the proxy to have a first view of.
 const MESH: &str = include_str!("fixtures/mesh.yaml");
@@ -97,29 +97,9 @@ async fn smcp_renders_config_gateways_and_status_and_follows_edits() {
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let kube = fake.serve(shutdown.clone()).await;
-    let cfg = Config::from_flags([
-        "--source",
-        "kubernetes",
-        "--listen",
-        "127.0.0.1:0",
-        "--debug-listen",
-        "127.0.0.1:0",
-        "--agent-name",
-        "agent-test",
-    ])
-    .unwrap();
+    let cfg = common::kube_flags(&[]);
     let (settings_tx, settings_rx) = watch::channel(Arc::new(cfg.settings()));
-    let running = mesh_agent::agent::start_live(
-        &cfg,
-        settings_rx,
-        Box::new(KubernetesSource {
-            client: kube.clone(),
-        }),
-        None,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let running = common::start_kube_agent(&cfg, settings_rx, kube.clone(), &shutdown).await;
     tokio::spawn(
         ControlPlane {
             client: kube.clone(),

@@ -7,7 +7,6 @@
 
 use mesh_agent::client::{self, ClientConfig, ClientState};
 use mesh_agent::config::Config;
-use mesh_agent::source::kubernetes::KubernetesSource;
 use mesh_api::syncapi::{ProxyIdentity, ProxyView};
 use mesh_e2e::fake_api::Fake;
 use mesh_e2e::wait::eventually;
@@ -16,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 const CP: &str = "istio-system";
 const LIMIT: Duration = Duration::from_secs(20);
@@ -126,21 +127,7 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let client = fake.serve(shutdown.clone()).await;
-    let cfg = Config::from_flags([
-        "--source",
-        "kubernetes",
-        "--listen",
-        "127.0.0.1:0",
-        "--debug-listen",
-        "127.0.0.1:0",
-        "--agent-name",
-        "agent-test",
-        "--visibility",
-        "mesh",
-        "--maistra-members",
-    ])
-    .unwrap();
-    cfg.validate().unwrap();
+    let cfg = common::kube_flags(&["--visibility", "mesh", "--maistra-members"]);
     let (_keep, settings) = watch::channel(Arc::new(cfg.settings()));
     let settings = mesh_agent::maistra::members::start(
         client.clone(),
@@ -154,15 +141,7 @@ async fn member_roll_labels_protects_and_scopes_the_mesh() {
         settings.borrow().members.as_deref(),
         Some(&[CP.to_string(), "bookinfo".into(), "shop".into()].into())
     );
-    let agent = mesh_agent::agent::start_live(
-        &cfg,
-        settings,
-        Box::new(KubernetesSource { client }),
-        None,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let agent = common::start_kube_agent(&cfg, settings, client, &shutdown).await;
     let addr = agent.sync_addr.to_string();
     let bookinfo = proxy(&addr, "bookinfo", &shutdown);
     let outsider = proxy(&addr, "outsider", &shutdown);

@@ -116,3 +116,40 @@ pub fn secret(ns: &str, name: &str, keys: &[(&str, &str)], string_data: bool) ->
     v["kind"] = "Secret".into();
     v.to_string()
 }
+
+/// The agent's flags in Kubernetes mode with its sync and debug ports on
+/// loopback (ephemeral), named `agent-test`, then `extra`; validated.
+pub fn kube_flags(extra: &[&str]) -> mesh_agent::config::Config {
+    let base = [
+        "--source",
+        "kubernetes",
+        "--listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--agent-name",
+        "agent-test",
+    ];
+    let cfg = mesh_agent::config::Config::from_flags(base.iter().chain(extra).copied()).unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// Starts the agent (no CA) with the Kubernetes source reading `client` (a
+/// fake API server's), under the live `settings`, until `shutdown`.
+pub async fn start_kube_agent(
+    cfg: &mesh_agent::config::Config,
+    settings: tokio::sync::watch::Receiver<std::sync::Arc<mesh_agent::compile::Settings>>,
+    client: kube::Client,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> mesh_agent::agent::Running {
+    mesh_agent::agent::start_live(
+        cfg,
+        settings,
+        Box::new(mesh_agent::source::kubernetes::KubernetesSource { client }),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap()
+}
