@@ -12,21 +12,20 @@
 
 mod common;
 
+use common::external::{service_entry, HOST, PARTNER};
 use common::*;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Namespace `shop` (injection on) with a meshed `client` pod; the tests add
+/// the unmeshed partner ([`PARTNER`]) beside it.
 const APPS: &str = "\
 apiVersion: v1
 kind: Namespace
 metadata:
   name: shop
   labels: {istio-injection: enabled}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: outside}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -37,42 +36,10 @@ spec:
     spec:
       containers:
       - {name: client, image: example/client, ports: [{containerPort: 8080}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: partner, namespace: outside}
-spec:
-  template:
-    metadata:
-      labels: {app: partner}
-      annotations: {sidecar.istio.io/inject: \"false\"}
-    spec:
-      containers:
-      - {name: partner, image: example/partner, ports: [{containerPort: 8080}]}
 ";
 
-const HOST: &str = "partner.example.com";
 const CLIENT: &str = "shop/client-0";
 const EGRESS: &str = "istio-system/istio-egressgateway-0";
-
-/// The ServiceEntry for the external host (its pod's address as the endpoint).
-fn service_entry(ip: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: partner, namespace: shop}}
-spec:
-  hosts: [{HOST}]
-  addresses: [{ip}]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: 8080, name: http, protocol: HTTP}}
-  endpoints:
-  - address: {ip}
-"
-    )
-}
 
 /// Gateway, DestinationRule and VirtualService of Istio's egress task.
 fn egress_routing() -> String {
@@ -137,7 +104,7 @@ fn gateway_count(mesh: &Local) -> f64 {
 #[test]
 fn http_to_an_external_host_through_the_egress_gateway_with_registry_only() {
     let mesh = Local::new();
-    let apps = mesh.file("apps.yaml", APPS);
+    let apps = mesh.file("apps.yaml", &format!("{APPS}---\n{PARTNER}"));
     let meshcfg = mesh.file(
         "mesh.yaml",
         "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
@@ -164,7 +131,7 @@ fn http_to_an_external_host_through_the_egress_gateway_with_registry_only() {
     );
 
     // Registered and routed through the egress gateway.
-    let se = mesh.file("se.yaml", &service_entry(&partner_ip));
+    let se = mesh.file("se.yaml", &service_entry(&partner_ip, None));
     mesh.apply(&se, &[CLIENT, EGRESS]);
     let routing = mesh.file("egress.yaml", &egress_routing());
     mesh.apply(&routing, &[CLIENT, EGRESS]);
@@ -312,7 +279,7 @@ impl Drop for TlsServer {
 #[test]
 fn tls_passthrough_to_an_external_host_through_the_egress_gateway() {
     let mesh = Local::new();
-    let apps = mesh.file("apps.yaml", APPS);
+    let apps = mesh.file("apps.yaml", &format!("{APPS}---\n{PARTNER}"));
     let meshcfg = mesh.file(
         "mesh.yaml",
         "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",

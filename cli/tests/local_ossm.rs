@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::external::{service_entry, HOST, PARTNER};
 use common::*;
 
 /// The shop as OSSM users write it: no `istio-injection` label on the
@@ -35,8 +36,8 @@ fn ossm_shop() -> String {
     shop
 }
 
-/// Besides the shop (web, client): a member pod that does not opt in, an
-/// unmeshed "external" partner, and the ingress Gateway with its
+/// Besides the shop (web, client) and the unmeshed "external" partner: a
+/// member pod that does not opt in, and the ingress Gateway with its
 /// VirtualService to web.
 const MORE: &str = "\
 apiVersion: apps/v1
@@ -49,22 +50,6 @@ spec:
     spec:
       containers:
       - {name: plain, image: example/plain}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: outside}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: partner, namespace: outside}
-spec:
-  template:
-    metadata:
-      labels: {app: partner}
-      annotations: {sidecar.istio.io/inject: \"false\"}
-    spec:
-      containers:
-      - {name: partner, image: example/partner, ports: [{containerPort: 8080}]}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -119,33 +104,15 @@ spec:
     )
 }
 
-const HOST: &str = "partner.example.com";
 const CLIENT: &str = "shop/client-0";
-
-/// Registers the external host for `shop` only (`exportTo: ["."]`).
-fn service_entry(ip: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: partner, namespace: shop}}
-spec:
-  hosts: [{HOST}]
-  exportTo: [\".\"]
-  addresses: [{ip}]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: 8080, name: http, protocol: HTTP}}
-  endpoints:
-  - address: {ip}
-"
-    )
-}
 
 #[test]
 fn an_ossm_control_plane_with_registry_only_json_access_log_and_ingress() {
     let mesh = Local::new();
-    let apps = mesh.file("apps.yaml", &format!("{}---\n{MORE}", ossm_shop()));
+    let apps = mesh.file(
+        "apps.yaml",
+        &format!("{}---\n{MORE}---\n{PARTNER}", ossm_shop()),
+    );
     let cp = mesh.file("smcp.yaml", &smcp("REGISTRY_ONLY"));
     // No --gateways: the SMCP's ingress gateway is the only one.
     let out = mesh.ok(&["up", "-f", &cp, "-f", &apps]);
@@ -189,7 +156,7 @@ fn an_ossm_control_plane_with_registry_only_json_access_log_and_ingress() {
     );
 
     // The ServiceEntry host works from its namespace.
-    let se = mesh.file("se.yaml", &service_entry(&partner_ip));
+    let se = mesh.file("se.yaml", &service_entry(&partner_ip, Some(".")));
     mesh.apply(&se, &[CLIENT]);
     let res = mesh.calls(CLIENT, &format!("http://{HOST}:8080/registered"), 3, &[]);
     for (code, reply) in &res {

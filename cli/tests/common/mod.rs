@@ -3,6 +3,7 @@
 //! proxies' metrics and config, and `down` on drop (also when the test panics).
 #![allow(dead_code)]
 
+pub mod external;
 pub mod page;
 
 use std::path::{Path, PathBuf};
