@@ -7,7 +7,7 @@
 //! outbound path, with endpoints and retries, is `outbound::forward`.
 //!
 //! Shared by both directions so the answer is built once; what differs by
-//! direction is the [`Relay::direction`] branch below.
+//! direction is chosen by the constructor and branched on below.
 
 use std::net::SocketAddr;
 
@@ -21,22 +21,51 @@ use crate::direction::Direction;
 use crate::peer;
 use crate::pool::{Checkin, Pool, SendError};
 use crate::record::{metered, Record};
+use crate::shared::Shared;
 use crate::snapshot::Protocol;
 use crate::util::{ensure_host, full, strip_hop_by_hop, tunnel, upstream_request};
 
-/// Where and how to relay one request.
+/// Where and how to relay one request: [`Relay::to_app`] or
+/// [`Relay::passthrough`].
 pub(crate) struct Relay<'a> {
-    pub(crate) direction: Direction,
-    pub(crate) pool: &'a Pool,
-    pub(crate) addr: SocketAddr,
+    direction: Direction,
+    pool: &'a Pool,
+    addr: SocketAddr,
     /// How to speak to `addr` (HTTP/2 only when the upstream is known to).
-    pub(crate) proto: Protocol,
+    proto: Protocol,
     /// The authority to send when the request names none.
-    pub(crate) default_authority: String,
+    default_authority: String,
     /// Inbound: the caller described itself (a sidecar), so it learns who
     /// answered; otherwise the peer-metadata header is removed. Outbound: the
     /// header is left as the upstream sent it.
-    pub(crate) answer_metadata: bool,
+    answer_metadata: bool,
+}
+
+impl<'a> Relay<'a> {
+    /// Inbound: to the local app on `port` (127.0.0.1), over HTTP/2 when the
+    /// caller spoke it (h2c); see [`Relay::answer_metadata`].
+    pub(crate) fn to_app(shared: &'a Shared, port: u16, h2: bool, answer_metadata: bool) -> Self {
+        Relay {
+            direction: Direction::Inbound,
+            pool: &shared.clients.inbound,
+            addr: SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port),
+            proto: if h2 { Protocol::Http2 } else { Protocol::Http1 },
+            default_authority: format!("127.0.0.1:{port}"),
+            answer_metadata,
+        }
+    }
+
+    /// Outbound `ALLOW_ANY` passthrough: HTTP/1.1 to where the app sent it.
+    pub(crate) fn passthrough(shared: &'a Shared, orig_dst: SocketAddr) -> Self {
+        Relay {
+            direction: Direction::Outbound,
+            pool: &shared.clients.outbound,
+            addr: orig_dst,
+            proto: Protocol::Http1,
+            default_authority: "-".into(),
+            answer_metadata: false,
+        }
+    }
 }
 
 /// Sends `req` as `relay` says and answers with the upstream's response (or
@@ -64,11 +93,7 @@ pub(crate) async fn relay(
         );
     };
     let result = match relay.proto {
-        Protocol::Http2 => relay
-            .pool
-            .send_h2(relay.addr, up)
-            .await
-            .map(|r| (r, None)),
+        Protocol::Http2 => relay.pool.send_h2(relay.addr, up).await.map(|r| (r, None)),
         _ => relay.pool.send_h1(relay.addr, up).await,
     };
     answer(

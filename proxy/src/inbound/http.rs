@@ -5,7 +5,6 @@
 //! called, and `x-request-id` is generated when absent. The checks every
 //! request passes first are [`crate::conn`]'s.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,12 +14,10 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::conn::{ConnCtx, DrainWatch};
-use crate::direction::Direction;
 use crate::metrics::{Reporter, RequestLabels, Workload};
 use crate::peer;
 use crate::record::{metered, AccessLogLine, Record};
 use crate::relay::Relay;
-use crate::snapshot::Protocol;
 use crate::util::{authority_of, content_length, protocol_label, request_id};
 
 /// Serves one inbound HTTP connection (plaintext, or decrypted by
@@ -163,18 +160,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             return metered(resp, record);
         }
     }
-    let proto = if req.version() == Version::HTTP_2 {
-        Protocol::Http2
-    } else {
-        Protocol::Http1
-    };
-    let relay = Relay {
-        direction: Direction::Inbound,
-        pool: &shared.clients.inbound,
-        addr: SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port),
-        proto,
-        default_authority: format!("127.0.0.1:{port}"),
-        answer_metadata,
-    };
+    let h2 = req.version() == Version::HTTP_2;
+    let relay = Relay::to_app(shared, port, h2, answer_metadata);
     crate::relay::relay(req, relay, record).await
 }

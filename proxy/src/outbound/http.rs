@@ -14,12 +14,11 @@ use hyper::body::Incoming;
 use super::send::Policy;
 use crate::body::Body;
 use crate::conn::ConnCtx;
-use crate::direction::Direction;
 use crate::metrics::{Reporter, RequestLabels, Workload};
 use crate::record::{metered, AccessLogLine, Record};
 use crate::relay::Relay;
 use crate::route::{self, Facts};
-use crate::snapshot::{OutboundPolicy, Protocol};
+use crate::snapshot::OutboundPolicy;
 use crate::util::{authority_of, content_length, full, protocol_label, request_id};
 
 use super::forward::{send_to, text};
@@ -184,13 +183,6 @@ pub(crate) fn source_record(
 
 /// ALLOW_ANY: the request goes where the app sent it, one attempt.
 async fn passthrough(req: Request<Incoming>, ctx: &ConnCtx, record: Record) -> Response<Body> {
-    let relay = Relay {
-        direction: Direction::Outbound,
-        pool: &ctx.shared.clients.outbound,
-        addr: ctx.orig_dst,
-        proto: Protocol::Http1,
-        default_authority: "-".into(),
-        answer_metadata: false,
-    };
+    let relay = Relay::passthrough(&ctx.shared, ctx.orig_dst);
     crate::relay::relay(req, relay, record).await
 }

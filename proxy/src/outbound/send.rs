@@ -151,7 +151,6 @@ pub struct Failed {
     pub endpoint: Option<Arc<Endpoint>>,
 }
 
-
 /// Sends `parts` + `body` to `cluster` (bound to its run-time state: `bound`)
 /// under `policy`. Each attempt carries
 /// `peer_metadata` (this workload's) only if its endpoint is a mesh endpoint;
