@@ -302,7 +302,20 @@ pub struct RouteParentStatus {
 }
 
 /// How a header (or query parameter) value is compared.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum HeaderMatchType {
     #[default]
     Exact,

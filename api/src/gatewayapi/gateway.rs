@@ -92,7 +92,20 @@ pub mod protocol {
 }
 
 /// Whether a listener terminates TLS or passes it through by SNI.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum TlsMode {
     #[default]
     Terminate,
@@ -135,7 +148,20 @@ pub struct RouteNamespaces {
 }
 
 /// `Same` (default), `All`, or `Selector` (namespaces matching `selector`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum FromNamespaces {
     #[default]
     Same,

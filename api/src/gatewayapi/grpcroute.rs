@@ -58,7 +58,20 @@ pub struct GRPCRouteMatch {
 }
 
 /// How service and method are compared.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum GRPCMethodMatchType {
     #[default]
     Exact,
@@ -77,7 +90,20 @@ pub struct GRPCMethodMatch {
 }
 
 /// Which filter a [`GRPCRouteFilter`] is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum GRPCRouteFilterType {
     #[default]
     RequestHeaderModifier,

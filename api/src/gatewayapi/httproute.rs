@@ -97,7 +97,20 @@ pub struct HTTPRouteMatch {
 }
 
 /// How the request path is compared.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum PathMatchType {
     Exact,
     #[default]
@@ -139,7 +152,20 @@ pub struct HTTPQueryParamMatch {
 }
 
 /// Which filter a [`HTTPRouteFilter`] is; exactly the matching field must be set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum HTTPRouteFilterType {
     #[default]
     RequestHeaderModifier,
@@ -219,7 +245,20 @@ pub struct HTTPURLRewriteFilter {
 }
 
 /// How a redirect or rewrite changes the path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 pub enum HTTPPathModifierType {
     #[default]
     ReplaceFullPath,

@@ -17,6 +17,9 @@ pub mod httproute;
 pub mod referencegrant;
 pub mod tlsroute;
 pub mod validate;
+mod validate_route;
+#[cfg(test)]
+mod validate_tests;
 
 #[cfg(test)]
 mod tests;
@@ -27,6 +30,7 @@ pub use grpcroute::{GRPCRoute, GRPCRouteSpec};
 pub use httproute::{HTTPRoute, HTTPRouteSpec};
 pub use referencegrant::{permits, RefFrom, RefTo, ReferenceGrant, ReferenceGrantSpec};
 pub use tlsroute::{TCPRoute, TCPRouteSpec, TLSRoute, TLSRouteSpec};
+pub use validate::validate;
 
 use crate::resource::{decode, ParseError, ResourceKey};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
