@@ -121,6 +121,19 @@ impl GatewayApiResource {
         }
     }
 
+    /// The object's metadata, mutable (sources trim what the agent never reads).
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Self::GatewayClass(r) => &mut r.metadata,
+            Self::Gateway(r) => &mut r.metadata,
+            Self::HTTPRoute(r) => &mut r.metadata,
+            Self::GRPCRoute(r) => &mut r.metadata,
+            Self::TLSRoute(r) => &mut r.metadata,
+            Self::TCPRoute(r) => &mut r.metadata,
+            Self::ReferenceGrant(r) => &mut r.metadata,
+        }
+    }
+
     /// The object's `spec` as JSON (hashing, debug output).
     pub fn spec_json(&self) -> serde_json::Value {
         let v = match self {
