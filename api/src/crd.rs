@@ -3,6 +3,9 @@
 //! under all of Istio's versions with one schema (storage: `v1`), and every object
 //! in the schema preserves unknown fields: we keep what users wrote and warn about it.
 
+use crate::gatewayapi::{
+    self, GRPCRoute, GatewayClass, HTTPRoute, ReferenceGrant, TCPRoute, TLSRoute,
+};
 use crate::maistra::member::{ServiceMeshMember, ServiceMeshMemberRoll};
 use crate::maistra::smcp::ServiceMeshControlPlane;
 use crate::networking::{DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService};
@@ -19,10 +22,13 @@ pub struct GeneratedCrd {
 }
 
 /// All CRDs: the Istio kinds in [`crate::resource::KINDS`] order, then OSSM's
-/// ServiceMeshControlPlane, ServiceMeshMemberRoll and ServiceMeshMember.
+/// ServiceMeshControlPlane, ServiceMeshMemberRoll and ServiceMeshMember, then the
+/// Gateway API kinds in [`gatewayapi::KINDS`] order (served versions from
+/// [`gatewayapi::versions`], the first one stored).
 pub fn crds() -> Vec<GeneratedCrd> {
     let n = &networking::VERSIONS[..];
     let s = &security::VERSIONS[..];
+    let g = |kind: &str| gatewayapi::versions(kind).unwrap_or(&[]);
     vec![
         finish(serde_json::to_value(VirtualService::crd()), n),
         finish(serde_json::to_value(DestinationRule::crd()), n),
@@ -41,6 +47,19 @@ pub fn crds() -> Vec<GeneratedCrd> {
         ),
         finish(serde_json::to_value(ServiceMeshMemberRoll::crd()), &["v1"]),
         finish(serde_json::to_value(ServiceMeshMember::crd()), &["v1"]),
+        finish(serde_json::to_value(GatewayClass::crd()), g("GatewayClass")),
+        finish(
+            serde_json::to_value(gatewayapi::Gateway::crd()),
+            g("Gateway"),
+        ),
+        finish(serde_json::to_value(HTTPRoute::crd()), g("HTTPRoute")),
+        finish(serde_json::to_value(GRPCRoute::crd()), g("GRPCRoute")),
+        finish(serde_json::to_value(TLSRoute::crd()), g("TLSRoute")),
+        finish(serde_json::to_value(TCPRoute::crd()), g("TCPRoute")),
+        finish(
+            serde_json::to_value(ReferenceGrant::crd()),
+            g("ReferenceGrant"),
+        ),
     ]
 }
 

@@ -17,6 +17,7 @@ pub mod accessfilter;
 pub mod accesslog;
 pub mod annotations;
 pub mod crd;
+pub mod gatewayapi;
 pub mod gatewayview;
 pub mod identity;
 pub mod maistra;

@@ -214,7 +214,8 @@ where
     Ok(K::assemble(metadata, spec))
 }
 
-fn decode<T: DeserializeOwned>(
+/// Decodes one part of an object, naming the failing field path in the error.
+pub(crate) fn decode<T: DeserializeOwned>(
     key: &ResourceKey,
     root: &str,
     v: serde_json::Value,

@@ -5,6 +5,7 @@
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use mesh_api::gatewayapi::{self, GatewayApiResource};
 use mesh_api::resource::{parse_object, IstioResource, ParseError, ResourceKey};
 
 /// One object the agent cares about (boxed: sizes differ a lot). `Debug`
@@ -18,6 +19,9 @@ pub enum KubeObject {
     ServiceAccount(Box<ServiceAccount>),
     Secret(Box<Secret>),
     Istio(IstioResource),
+    /// A Kubernetes Gateway API object (`gateway.networking.k8s.io`); the
+    /// translator turns these into Istio-shaped config.
+    GatewayApi(GatewayApiResource),
 }
 
 impl std::fmt::Debug for KubeObject {
@@ -42,6 +46,7 @@ impl std::fmt::Debug for KubeObject {
                     .finish()
             }
             Self::Istio(r) => f.debug_tuple("Istio").field(r).finish(),
+            Self::GatewayApi(r) => f.debug_tuple("GatewayApi").field(r).finish(),
         }
     }
 }
@@ -70,6 +75,7 @@ impl KubeObject {
             Self::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
             Self::Secret(o) => ("Secret", &o.metadata),
             Self::Istio(r) => return r.key(),
+            Self::GatewayApi(r) => return r.key(),
         };
         let ns = if kind == "Namespace" {
             String::new()
@@ -87,6 +93,10 @@ impl KubeObject {
     pub fn from_json(v: serde_json::Value) -> Result<Option<Self>, ObjectError> {
         if let Some(r) = parse_object(&v)? {
             return Ok(Some(Self::Istio(r)));
+        }
+        if let Some(mut r) = gatewayapi::parse(&v)? {
+            trim(r.meta_mut());
+            return Ok(Some(Self::GatewayApi(r)));
         }
         let api = v.get("apiVersion").and_then(|x| x.as_str()).unwrap_or("");
         let kind = v
@@ -151,7 +161,7 @@ impl KubeObject {
             Self::Pod(o) => &mut o.metadata,
             Self::ServiceAccount(o) => &mut o.metadata,
             Self::Secret(o) => &mut o.metadata,
-            Self::Istio(_) => return None,
+            Self::Istio(_) | Self::GatewayApi(_) => return None,
         })
     }
 }

@@ -25,7 +25,7 @@ pub enum SourceEvent {
     Remove { origin: String },
 }
 
-/// One stored object and, for Istio resources, its validation findings.
+/// One stored object and, for Istio and Gateway API resources, its validation findings.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub object: Arc<KubeObject>,
@@ -88,6 +88,7 @@ impl Store {
                     }
                     let findings = match &obj {
                         KubeObject::Istio(r) => validate::validate(r),
+                        KubeObject::GatewayApi(r) => validate::validate_gateway_api(r),
                         _ => Vec::new(),
                     };
                     self.objects.insert(

@@ -15,8 +15,8 @@ fn checked_in_crds_are_current() {
     let rendered = mesh_agent::crdgen::render().unwrap();
     assert_eq!(
         rendered.len(),
-        11,
-        "8 Istio kinds, the ServiceMeshControlPlane, MemberRoll and Member"
+        18,
+        "8 Istio kinds, the ServiceMeshControlPlane, MemberRoll and Member, 7 Gateway API kinds"
     );
     let mut stale = Vec::new();
     for (name, body) in &rendered {
@@ -46,7 +46,26 @@ fn crds_serve_all_versions_with_the_storage_version_first() {
                 )
             })
             .collect();
-        let expected: Vec<(String, bool)> = if name.contains("servicemeshcontrolplanes") {
+        let served = |vs: &[&str]| -> Vec<(String, bool)> {
+            vs.iter()
+                .enumerate()
+                .map(|(i, v)| (v.to_string(), i == 0))
+                .collect()
+        };
+        let expected: Vec<(String, bool)> = if name.starts_with("gatewayclasses.")
+            || name.starts_with("gateways.gateway.")
+            || name.starts_with("httproutes.")
+        {
+            served(&["v1", "v1beta1"])
+        } else if name.starts_with("grpcroutes.") {
+            served(&["v1", "v1alpha2"])
+        } else if name.starts_with("referencegrants.") {
+            served(&["v1beta1", "v1", "v1alpha2"])
+        } else if name.starts_with("tlsroutes.") {
+            served(&["v1alpha2", "v1alpha3", "v1"])
+        } else if name.starts_with("tcproutes.") {
+            served(&["v1alpha2", "v1"])
+        } else if name.contains("servicemeshcontrolplanes") {
             vec![("v2".into(), true)]
         } else if name.contains("maistra.io") {
             // OSSM's membership objects exist at v1 only.
@@ -65,6 +84,48 @@ fn crds_serve_all_versions_with_the_storage_version_first() {
         assert_eq!(versions, expected, "{name}");
         let spec = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["x-kubernetes-preserve-unknown-fields"], true, "{name}");
+    }
+}
+
+#[test]
+fn gateway_api_crds_have_upstream_names_scope_and_status() {
+    let rendered = mesh_agent::crdgen::render().unwrap();
+    let get = |file: &str| -> serde_json::Value {
+        let (_, body) = rendered.iter().find(|(n, _)| n == file).unwrap();
+        serde_yaml_ng::from_str(body).unwrap()
+    };
+    for (plural, kind, scope, status) in [
+        ("gatewayclasses", "GatewayClass", "Cluster", true),
+        ("gateways", "Gateway", "Namespaced", true),
+        ("httproutes", "HTTPRoute", "Namespaced", true),
+        ("grpcroutes", "GRPCRoute", "Namespaced", true),
+        ("tlsroutes", "TLSRoute", "Namespaced", true),
+        ("tcproutes", "TCPRoute", "Namespaced", true),
+        ("referencegrants", "ReferenceGrant", "Namespaced", false),
+    ] {
+        let v = get(&format!("{plural}.gateway.networking.k8s.io.yaml"));
+        assert_eq!(v["spec"]["group"], "gateway.networking.k8s.io", "{plural}");
+        assert_eq!(v["spec"]["names"]["kind"], kind, "{plural}");
+        assert_eq!(v["spec"]["scope"], scope, "{plural}");
+        for ver in v["spec"]["versions"].as_array().unwrap() {
+            assert_eq!(
+                ver["subresources"]["status"].is_object(),
+                status,
+                "{plural} {}",
+                ver["name"]
+            );
+        }
+    }
+    let http = serde_json::to_string(&get("httproutes.gateway.networking.k8s.io.yaml")).unwrap();
+    for field in [
+        "parentRefs",
+        "backendRefs",
+        "requestHeaderModifier",
+        "urlRewrite",
+        "replacePrefixMatch",
+        "backendRequest",
+    ] {
+        assert!(http.contains(field), "HTTPRoute schema misses {field}");
     }
 }
 

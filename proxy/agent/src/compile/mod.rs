@@ -228,9 +228,9 @@ pub fn compile_cached(
     }
     let mut accepted: BTreeMap<&'static str, Vec<Accepted>> = BTreeMap::new();
     for (key, e) in &store.objects {
-        let KubeObject::Istio(r) = &*e.object else {
-            continue;
-        };
+        // Findings come with Istio and Gateway API objects (core objects have
+        // none); both report rejections here. Only Istio objects are accepted
+        // below: Gateway API objects reach the accepted lists via translation.
         let errors: Vec<String> = e
             .findings
             .iter()
@@ -250,6 +250,9 @@ pub fn compile_cached(
             });
             continue;
         }
+        let KubeObject::Istio(r) = &*e.object else {
+            continue;
+        };
         let ns = &key.namespace;
         let d = &settings.domain_suffix;
         let (hosts, export_to) = match r {

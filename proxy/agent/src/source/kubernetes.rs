@@ -16,6 +16,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use mesh_api::gatewayapi;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -56,6 +57,21 @@ const ISTIO: [(&str, &str, &str); 8] = [
         "authorizationpolicies",
     ),
     ("telemetry.istio.io", "Telemetry", "telemetries"),
+];
+
+/// The Gateway API kinds (`gateway.networking.k8s.io`), watched as dynamic objects
+/// at the version [`gatewayapi::versions`] lists first (v1; v1beta1 for
+/// ReferenceGrant; v1alpha2 for TLSRoute/TCPRoute). GatewayClass is cluster-scoped.
+/// Clusters without these CRDs keep working: the watch fails, logs once and
+/// retries with backoff while every other kind is followed.
+const GATEWAY_API: [(&str, &str); 7] = [
+    ("GatewayClass", "gatewayclasses"),
+    ("Gateway", "gateways"),
+    ("HTTPRoute", "httproutes"),
+    ("GRPCRoute", "grpcroutes"),
+    ("TLSRoute", "tlsroutes"),
+    ("TCPRoute", "tcproutes"),
+    ("ReferenceGrant", "referencegrants"),
 ];
 
 impl Source for KubernetesSource {
@@ -110,6 +126,18 @@ impl Source for KubernetesSource {
                 );
                 let api = Api::<DynamicObject>::all_with(c.clone(), &ar);
                 tasks.spawn(follow(kind, api, Some(ar), events.clone()));
+            }
+            for (kind, plural) in GATEWAY_API {
+                let version = gatewayapi::versions(kind).map_or("v1", |v| v[0]);
+                let ar = ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk(gatewayapi::GROUP, version, kind),
+                    plural,
+                );
+                let api = Api::<DynamicObject>::all_with(c.clone(), &ar);
+                // The origin (and log) label is the store-key kind, so the Gateway
+                // API Gateway's origins never collide with Istio Gateways'.
+                let label = gatewayapi::key_kind(kind);
+                tasks.spawn(follow(label, api, Some(ar), events.clone()));
             }
             shutdown.cancelled().await;
             tasks.abort_all();
@@ -172,9 +200,20 @@ async fn follow<K>(
     let mut stream = std::pin::pin!(stream);
     let mut known: BTreeSet<String> = BTreeSet::new();
     let mut listing: Option<BTreeSet<String>> = None;
+    // Logged once per outage (e.g. a CRD that is not installed fails every
+    // retry); the retries themselves are at debug level.
+    let mut failing = false;
     while let Some(ev) = stream.next().await {
+        if ev.is_ok() {
+            failing = false;
+        }
         let out = match ev {
+            Err(e) if failing => {
+                tracing::debug!(kind, error = %e, "watch still failing; retrying with backoff");
+                continue;
+            }
             Err(e) => {
+                failing = true;
                 tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
                 continue;
             }

@@ -15,6 +15,7 @@ mod unknown;
 
 pub use checks::valid_host;
 
+use mesh_api::gatewayapi::GatewayApiResource;
 use mesh_api::resource::{IstioResource, ResourceKey};
 use std::fmt;
 
@@ -126,6 +127,20 @@ pub fn validate(resource: &IstioResource) -> Vec<Finding> {
         IstioResource::Telemetry(x) => telemetry::telemetry(&mut r, &x.spec),
     }
     unknown::report(&mut r, resource.kind(), &resource.spec_json());
+    r.findings
+}
+
+/// Checks one Gateway API object: metadata, then the upstream schema and CEL
+/// rules ([`mesh_api::gatewayapi::validate`]); every violation is an error, as
+/// the API server would have refused the object. Unknown fields are not
+/// reported: newer upstream fields (e.g. `sessionPersistence`) are legitimate.
+pub fn validate_gateway_api(resource: &GatewayApiResource) -> Vec<Finding> {
+    let key = resource.key();
+    let mut r = Report::new(&key);
+    checks::metadata(&mut r, resource.meta());
+    for (path, message) in mesh_api::gatewayapi::validate(resource) {
+        r.error(path, (), message);
+    }
     r.findings
 }
 
