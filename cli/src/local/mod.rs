@@ -158,6 +158,13 @@ pub struct UpArgs {
     /// `defaultConfig.tracing.sampling`.
     #[arg(long)]
     pub no_trace_collector: bool,
+    /// What a sidecar without a Sidecar resource is given (mesh-agent
+    /// `--visibility`): `on-demand` (its namespace's scope, plus each mesh
+    /// service it calls, looked up on first use), `namespace` (only its
+    /// namespace's scope) or `mesh` (every exported service up front, Istio's
+    /// behaviour).
+    #[arg(long, value_enum, default_value = "on-demand")]
+    pub visibility: mesh_agent::compile::Visibility,
 }
 
 #[derive(Debug, clap::Args)]
@@ -331,6 +338,7 @@ impl Session {
             keep_on_error: false,
             gateways: gateways.to_string(),
             no_trace_collector: false,
+            visibility: mesh_agent::compile::Visibility::default(),
         };
         up(&self.run, &self.name, &args)
     }
@@ -625,7 +633,7 @@ fn up(run: &RunDir, name: &str, args: &UpArgs) -> anyhow::Result<()> {
         if use_collector {
             start_collector(run, &mut st, &collector_addr)?;
         }
-        start_agent(run, &mut st, &mesh)?;
+        start_agent(run, &mut st, &mesh, args.visibility)?;
         apply_with(run, &mut st, &m, &mesh)
     })();
     if let Err(e) = result {
@@ -663,7 +671,12 @@ fn agent_running(run: &RunDir, st: &State) -> anyhow::Result<()> {
     }
 }
 
-fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Result<()> {
+fn start_agent(
+    run: &RunDir,
+    st: &mut State,
+    mesh: &MeshConfig,
+    visibility: mesh_agent::compile::Visibility,
+) -> anyhow::Result<()> {
     let policy = match mesh.outbound_traffic_policy.mode {
         mesh_api::meshconfig::OutboundMode::AllowAny => "ALLOW_ANY",
         mesh_api::meshconfig::OutboundMode::RegistryOnly => "REGISTRY_ONLY",
@@ -685,7 +698,10 @@ fn start_agent(run: &RunDir, st: &mut State, mesh: &MeshConfig) -> anyhow::Resul
         "--root-namespace".into(),
         mesh.root_namespace.clone(),
         "--visibility".into(),
-        "mesh".into(),
+        clap::ValueEnum::to_possible_value(&visibility)
+            .expect("every visibility has a flag value")
+            .get_name()
+            .to_string(),
         "--agent-name".into(),
         format!("mesh-agent-{}", st.name),
         // The mesh config file itself, for what the flags do not carry

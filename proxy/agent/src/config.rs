@@ -57,11 +57,13 @@ pub struct Config {
     /// Outbound policy when no Sidecar sets one: ALLOW_ANY or REGISTRY_ONLY.
     #[arg(long, default_value = "ALLOW_ANY")]
     pub outbound_policy: String,
-    /// Default service visibility without a Sidecar: namespace (what the namespace
-    /// can reach), mesh (everything exported, Istio's behaviour) or on-demand
-    /// (namespace, plus what a proxy looks up on first use that mesh would show:
-    /// a captured connection to a Service VIP or pod IP its view lacks).
-    #[arg(long, value_enum, default_value = "namespace")]
+    /// Default service visibility without a Sidecar: on-demand (the default:
+    /// what the namespace can reach, plus what a proxy looks up on first use
+    /// that mesh would show: a captured connection to a Service VIP or pod IP,
+    /// or an HTTP Host, its view lacks), namespace (only what the namespace can
+    /// reach, no lookups) or mesh (everything exported up front, Istio's
+    /// behaviour).
+    #[arg(long, value_enum, default_value = "on-demand")]
     pub visibility: Visibility,
     /// Istio's PILOT_SCOPE_GATEWAY_TO_NAMESPACE: gateway pods get only the
     /// Gateways of their own namespace (`true`), not every namespace's.
@@ -407,5 +409,26 @@ impl Config {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "mesh-agent".into())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_demand_is_the_default_visibility_and_the_others_stay_selectable() {
+        let parse = |flags: &[&str]| Config::from_flags(flags.iter().copied()).unwrap();
+        assert_eq!(parse(&[]).visibility, Visibility::OnDemand);
+        assert_eq!(parse(&[]).settings().visibility, Visibility::OnDemand);
+        for (flag, want) in [
+            ("namespace", Visibility::Namespace),
+            ("mesh", Visibility::Mesh),
+            ("on-demand", Visibility::OnDemand),
+        ] {
+            assert_eq!(parse(&["--visibility", flag]).visibility, want);
+        }
+        let bad = Config::from_flags(["--visibility", "cluster"]).unwrap_err();
+        assert!(bad.to_string().contains("cluster"), "{bad}");
     }
 }

@@ -82,6 +82,22 @@ fn what_istio_hides_stays_hidden_and_the_outside_answers_nothing() {
         "{:?}",
         hosts(&v)
     );
+    // A VirtualService exported to its own namespace does not travel with the
+    // looked-up host it routes (the caller gets the service, not that route).
+    let local_vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: stock-local, namespace: inventory}\nspec:\n  hosts: [stock.inventory.svc.cluster.local]\n  exportTo: [\".\"]\n  http:\n  - route:\n    - destination: {host: stock, subset: v2}\n";
+    let with_local = snap(&[("local.yaml", local_vs)]);
+    assert_eq!(
+        lookup(&with_local, &web(), "stock.inventory").as_deref(),
+        Some(STOCK)
+    );
+    let v = view::build_with(&with_local, &web(), &BTreeSet::from([STOCK.to_string()]));
+    assert!(hosts(&v).contains(&STOCK));
+    assert!(v.virtual_services.contains_key("inventory/stock"));
+    assert!(
+        !v.virtual_services.contains_key("inventory/stock-local"),
+        "{:?}",
+        v.virtual_services.keys()
+    );
     // Not in the mesh at all.
     assert_eq!(lookup(&s, &web(), "203.0.113.9"), None);
     assert_eq!(lookup(&s, &web(), "example.org"), None);

@@ -151,6 +151,12 @@ fn mesh_config_as_shipped_is_accepted_by_the_webhook_and_the_agent() -> Result<(
             mesh.trust_domain
         );
         ensure!(a.root_namespace == mesh.root_namespace);
+        // Issue 19: every install runs on-demand discovery.
+        ensure!(
+            a.visibility == mesh_agent::compile::Visibility::OnDemand,
+            "{dir}: the agent runs --visibility {:?}, not on-demand",
+            a.visibility
+        );
         let mode = serde_json::to_value(mesh.outbound_traffic_policy.mode)?;
         ensure!(
             mode == a.outbound_policy.as_str(),

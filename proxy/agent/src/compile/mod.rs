@@ -35,16 +35,16 @@ use std::sync::Arc;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
-    /// Only what its namespace can reach (our default, unlike Istio): its own
-    /// namespace, the root namespace, services exported to it by name, and the
-    /// destinations of VirtualServices it sees.
-    #[default]
+    /// Only what its namespace can reach: its own namespace, the root
+    /// namespace, services exported to it by name, and the destinations of
+    /// VirtualServices it sees.
     Namespace,
     /// Everything exported to it (Istio's default).
     Mesh,
     /// The namespace scope, plus every service the proxy looked up on first
     /// use (`ClientMessage::Lookup`) that Istio's rules let it see: Istio's
-    /// reach at the namespace scope's cost.
+    /// reach at the namespace scope's cost. `mesh-agent`'s default.
+    #[default]
     #[value(name = "on-demand")]
     #[serde(rename = "on-demand")]
     OnDemand,
