@@ -59,7 +59,11 @@ pub fn resolve(
             hosts: vec![ctx.service_host(&pns, &p.name)],
             port: p.port,
             // GEP-1294: a consumer route (other namespace) applies to its own namespace only.
-            export_to: if pns == route_ns { vec![] } else { vec![".".into()] },
+            export_to: if pns == route_ns {
+                vec![]
+            } else {
+                vec![".".into()]
+            },
             listener: None,
         }]);
     }
@@ -108,7 +112,9 @@ pub fn resolve(
             ),
         );
     }
-    let ns_labels = ctx.namespace(route_ns).and_then(|n| n.metadata.labels.as_ref());
+    let ns_labels = ctx
+        .namespace(route_ns)
+        .and_then(|n| n.metadata.labels.as_ref());
     let allowed: Vec<usize> = candidates
         .into_iter()
         .filter(|&i| {
@@ -155,7 +161,10 @@ pub fn resolve(
     if out.is_empty() {
         return Parent::Rejected(
             reason::NO_MATCHING_LISTENER_HOSTNAME,
-            format!("no hostname of the route matches a listener of Gateway {pns}/{}", p.name),
+            format!(
+                "no hostname of the route matches a listener of Gateway {pns}/{}",
+                p.name
+            ),
         );
     }
     Parent::Attached(out)

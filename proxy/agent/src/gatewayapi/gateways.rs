@@ -14,9 +14,7 @@ use super::{class_is_ours, gateway_api, invalid, istio_object, Ctx, Translated, 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::gatewayapi::gateway::{protocol, AllowedRoutes, TlsMode};
-use mesh_api::gatewayapi::{
-    self as gw, condition, reason, GatewayApiResource, RefFrom, RefTo,
-};
+use mesh_api::gatewayapi::{self as gw, condition, reason, GatewayApiResource, RefFrom, RefTo};
 use mesh_api::resource::ResourceKey;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -85,7 +83,9 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
         }
     }
     for (key, r) in gateway_api(ctx.store) {
-        let GatewayApiResource::Gateway(g) = r else { continue };
+        let GatewayApiResource::Gateway(g) = r else {
+            continue;
+        };
         if !class_is_ours(ctx, &g.spec.gateway_class_name) {
             continue;
         }
@@ -128,7 +128,10 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
                 None => {
                     st.accepted = Some((
                         reason::UNSUPPORTED_ADDRESS,
-                        format!("spec.addresses[{i}]: no Service with a selector named {:?}", a.value),
+                        format!(
+                            "spec.addresses[{i}]: no Service with a selector named {:?}",
+                            a.value
+                        ),
                     ))
                 }
             }
@@ -159,7 +162,9 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
             if !bad_kinds.is_empty() {
                 resolved = Some((
                     reason::INVALID_ROUTE_KINDS,
-                    format!("spec.listeners[{i}].allowedRoutes.kinds: unsupported kinds {bad_kinds:?}"),
+                    format!(
+                        "spec.listeners[{i}].allowedRoutes.kinds: unsupported kinds {bad_kinds:?}"
+                    ),
                 ));
             }
             // Conflicts: same port, other protocol; same port+protocol+hostname.
@@ -168,10 +173,19 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
                     return None;
                 }
                 if o.protocol != l.protocol {
-                    return Some((reason::PROTOCOL_CONFLICT, format!("port {} is also used by listener {:?} with protocol {}", l.port, o.name, o.protocol)));
+                    return Some((
+                        reason::PROTOCOL_CONFLICT,
+                        format!(
+                            "port {} is also used by listener {:?} with protocol {}",
+                            l.port, o.name, o.protocol
+                        ),
+                    ));
                 }
                 (o.hostname == l.hostname).then(|| {
-                    (reason::HOSTNAME_CONFLICT, format!("listener {:?} has the same port and hostname", o.name))
+                    (
+                        reason::HOSTNAME_CONFLICT,
+                        format!("listener {:?} has the same port and hostname", o.name),
+                    )
                 })
             });
             let mut tls = None;
@@ -184,14 +198,26 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
                             let cns = c.namespace.clone().unwrap_or_else(|| ns.clone());
                             let path = format!("spec.listeners[{i}].tls.certificateRefs[{j}]");
                             if !(c.group.is_empty() && c.kind == "Secret") {
-                                resolved = Some((reason::INVALID_CERTIFICATE_REF, format!("{path}: unsupported kind {:?}", c.kind)));
+                                resolved = Some((
+                                    reason::INVALID_CERTIFICATE_REF,
+                                    format!("{path}: unsupported kind {:?}", c.kind),
+                                ));
                                 continue;
                             }
                             if cns != ns
                                 && !gw::permits(
                                     &grants,
-                                    RefFrom { group: gw::GROUP, kind: "Gateway", namespace: &ns },
-                                    RefTo { group: "", kind: "Secret", namespace: &cns, name: &c.name },
+                                    RefFrom {
+                                        group: gw::GROUP,
+                                        kind: "Gateway",
+                                        namespace: &ns,
+                                    },
+                                    RefTo {
+                                        group: "",
+                                        kind: "Secret",
+                                        namespace: &cns,
+                                        name: &c.name,
+                                    },
                                 )
                             {
                                 resolved = Some((reason::REF_NOT_PERMITTED, format!("{path}: Secret {cns}/{} in another namespace needs a ReferenceGrant", c.name)));
@@ -199,13 +225,19 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
                             }
                             let ok = ctx.secret(&cns, &c.name).is_some_and(|s| {
                                 let d = s.data.as_ref();
-                                d.is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"))
+                                d.is_some_and(|d| {
+                                    d.contains_key("tls.crt") && d.contains_key("tls.key")
+                                })
                             });
                             if !ok {
                                 resolved = Some((reason::INVALID_CERTIFICATE_REF, format!("{path}: Secret {cns}/{} not found or not a TLS secret (tls.crt, tls.key)", c.name)));
                                 continue;
                             }
-                            cred.get_or_insert(if cns == ns { c.name.clone() } else { format!("{cns}/{}", c.name) });
+                            cred.get_or_insert(if cns == ns {
+                                c.name.clone()
+                            } else {
+                                format!("{cns}/{}", c.name)
+                            });
                         }
                         match cred {
                             Some(c) => tls = Some(json!({"mode": "SIMPLE", "credentialName": c})),
@@ -215,26 +247,68 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
                 }
             }
             if defaults.is_empty() {
-                conditions.push(cond(m, condition::ACCEPTED, false, reason::UNSUPPORTED_PROTOCOL, &format!("spec.listeners[{i}].protocol: unsupported protocol {:?}", l.protocol)));
+                conditions.push(cond(
+                    m,
+                    condition::ACCEPTED,
+                    false,
+                    reason::UNSUPPORTED_PROTOCOL,
+                    &format!(
+                        "spec.listeners[{i}].protocol: unsupported protocol {:?}",
+                        l.protocol
+                    ),
+                ));
             } else if let Some((r, msg)) = &conflict {
                 usable = false;
                 conditions.push(cond(m, condition::ACCEPTED, false, r, msg));
             } else {
-                conditions.push(cond(m, condition::ACCEPTED, true, reason::ACCEPTED, "Listener is valid"));
+                conditions.push(cond(
+                    m,
+                    condition::ACCEPTED,
+                    true,
+                    reason::ACCEPTED,
+                    "Listener is valid",
+                ));
             }
             conditions.push(match &conflict {
                 Some((r, msg)) => cond(m, condition::CONFLICTED, true, r, msg),
-                None => cond(m, condition::CONFLICTED, false, reason::NO_CONFLICTS, "No conflicts"),
+                None => cond(
+                    m,
+                    condition::CONFLICTED,
+                    false,
+                    reason::NO_CONFLICTS,
+                    "No conflicts",
+                ),
             });
             conditions.push(match &resolved {
                 Some((r, msg)) => cond(m, condition::RESOLVED_REFS, false, r, msg),
-                None => cond(m, condition::RESOLVED_REFS, true, reason::RESOLVED_REFS, "All references resolved"),
+                None => cond(
+                    m,
+                    condition::RESOLVED_REFS,
+                    true,
+                    reason::RESOLVED_REFS,
+                    "All references resolved",
+                ),
             });
-            let programmed = usable && resolved.as_ref().is_none_or(|(r, _)| *r == reason::INVALID_ROUTE_KINDS);
+            let programmed = usable
+                && resolved
+                    .as_ref()
+                    .is_none_or(|(r, _)| *r == reason::INVALID_ROUTE_KINDS);
             conditions.push(if programmed {
-                cond(m, condition::PROGRAMMED, true, reason::PROGRAMMED, "Listener is programmed")
+                cond(
+                    m,
+                    condition::PROGRAMMED,
+                    true,
+                    reason::PROGRAMMED,
+                    "Listener is programmed",
+                )
             } else {
-                cond(m, condition::PROGRAMMED, false, reason::INVALID, "Listener is not valid")
+                cond(
+                    m,
+                    condition::PROGRAMMED,
+                    false,
+                    reason::INVALID,
+                    "Listener is not valid",
+                )
             });
             let hosts: Vec<String> = route_namespaces(ctx, &ns, &allowed)
                 .into_iter()
@@ -291,11 +365,20 @@ fn route_namespaces(ctx: &Ctx<'_>, gw_ns: &str, a: &AllowedRoutes) -> Vec<String
                     crate::objects::KubeObject::Namespace(n) => Some(n),
                     _ => None,
                 })
-                .filter(|n| super::attach::selects(a.namespaces.selector.as_ref(), n.metadata.labels.as_ref()))
+                .filter(|n| {
+                    super::attach::selects(
+                        a.namespaces.selector.as_ref(),
+                        n.metadata.labels.as_ref(),
+                    )
+                })
                 .filter_map(|n| n.metadata.name.clone())
                 .collect();
             // No namespace matches: a namespace that cannot exist keeps the server valid.
-            if v.is_empty() { vec!["~".into()] } else { v }
+            if v.is_empty() {
+                vec!["~".into()]
+            } else {
+                v
+            }
         }
     }
 }
@@ -306,22 +389,51 @@ pub fn finish(_ctx: &Ctx<'_>, gws: Gateways, out: &mut Translated) {
         let m = &st.meta;
         let accepted = match &st.accepted {
             Some((r, msg)) => cond(m, condition::ACCEPTED, false, r, msg),
-            None => cond(m, condition::ACCEPTED, true, reason::ACCEPTED, "Resource accepted"),
+            None => cond(
+                m,
+                condition::ACCEPTED,
+                true,
+                reason::ACCEPTED,
+                "Resource accepted",
+            ),
         };
-        let addresses = st.service.as_ref().map(service_addresses).unwrap_or_default();
+        let addresses = st
+            .service
+            .as_ref()
+            .map(service_addresses)
+            .unwrap_or_default();
         let programmed = match (&st.accepted, &st.service) {
-            (Some(_), _) => cond(m, condition::PROGRAMMED, false, reason::INVALID, "Gateway is not accepted"),
+            (Some(_), _) => cond(
+                m,
+                condition::PROGRAMMED,
+                false,
+                reason::INVALID,
+                "Gateway is not accepted",
+            ),
             (None, None) => cond(
                 m,
                 condition::PROGRAMMED,
                 false,
                 reason::ADDRESS_NOT_ASSIGNED,
-                &format!("Service {}/{}-istio not found (the gateway deployment is not ready)", st.namespace, st.name),
+                &format!(
+                    "Service {}/{}-istio not found (the gateway deployment is not ready)",
+                    st.namespace, st.name
+                ),
             ),
-            (None, Some(_)) if addresses.is_empty() => {
-                cond(m, condition::PROGRAMMED, false, reason::ADDRESS_NOT_ASSIGNED, "The gateway Service has no address yet")
-            }
-            (None, Some(_)) => cond(m, condition::PROGRAMMED, true, reason::PROGRAMMED, "Resource programmed"),
+            (None, Some(_)) if addresses.is_empty() => cond(
+                m,
+                condition::PROGRAMMED,
+                false,
+                reason::ADDRESS_NOT_ASSIGNED,
+                "The gateway Service has no address yet",
+            ),
+            (None, Some(_)) => cond(
+                m,
+                condition::PROGRAMMED,
+                true,
+                reason::PROGRAMMED,
+                "Resource programmed",
+            ),
         };
         let listeners: Vec<Value> = st
             .listeners

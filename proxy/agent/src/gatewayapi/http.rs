@@ -16,13 +16,13 @@ use super::refs::{self, Backend};
 use super::status::{route_status, ParentResult};
 use super::{gateway_api, invalid, istio_object, name_part, Ctx, Translated, GENERATED_SUFFIX};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use mesh_api::gatewayapi::grpcroute::GRPCMethodMatchType;
 use mesh_api::gatewayapi::grpcroute::GRPCRouteFilterType;
 use mesh_api::gatewayapi::httproute::{HTTPPathModifierType, HTTPRouteFilterType, PathMatchType};
 use mesh_api::gatewayapi::{
     self as gw, reason, BackendRef, GatewayApiResource, HTTPHeaderFilter, HTTPHeaderMatch,
     HeaderMatchType, ParentReference,
 };
-use mesh_api::gatewayapi::grpcroute::GRPCMethodMatchType;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,7 +98,12 @@ impl VsBuilder {
     fn group(&mut self, ns: &str, a: &Attachment, host: &str, parent: &str) -> &mut Group {
         let g = self
             .groups
-            .entry((ns.into(), a.binding.clone(), host.into(), a.export_to.clone()))
+            .entry((
+                ns.into(),
+                a.binding.clone(),
+                host.into(),
+                a.export_to.clone(),
+            ))
             .or_default();
         g.parents.insert(parent.into());
         g
@@ -117,19 +122,28 @@ impl VsBuilder {
     pub fn finish(self, _ctx: &Ctx<'_>, out: &mut Translated) {
         for ((ns, binding, host, export_to), mut g) in self.groups {
             g.http.sort_by(|a, b| a.0.cmp(&b.0));
+            // Dots separate the parts: each stays a DNS label, the whole a subdomain.
             let bind_label = match binding.split_once('/') {
                 None => binding.clone(),
                 Some((gns, gname)) => {
                     let gname = gname
                         .strip_suffix(&format!("-{GENERATED_SUFFIX}"))
                         .unwrap_or(gname);
-                    if gns == ns { gname.to_string() } else { format!("{gns}-{gname}") }
+                    if gns == ns {
+                        gname.to_string()
+                    } else {
+                        format!("{gns}.{gname}")
+                    }
                 }
             };
-            let local = if export_to.is_empty() { "" } else { "-local" };
+            let local = if export_to.is_empty() {
+                ""
+            } else {
+                ".consumer"
+            };
             let name = format!(
-                "{}-{}{local}-{GENERATED_SUFFIX}",
-                name_part(&host.replace(',', "-")),
+                "{}.{}{local}.{GENERATED_SUFFIX}",
+                name_part(&host.replace(',', ".")),
                 name_part(&bind_label)
             );
             let hosts: Vec<&str> = host.split(',').collect();
@@ -153,7 +167,12 @@ impl VsBuilder {
 }
 
 /// Translates every HTTPRoute and GRPCRoute.
-pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, out: &mut Translated) {
+pub fn translate_routes(
+    ctx: &Ctx<'_>,
+    gws: &mut Gateways,
+    vs: &mut VsBuilder,
+    out: &mut Translated,
+) {
     for (r, msg) in invalid(ctx.store) {
         let parents = match r {
             GatewayApiResource::HTTPRoute(x) => &x.spec.parent_refs,
@@ -165,22 +184,46 @@ pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, o
         invalid_route_status(r.meta(), parents, &msg, r.key(), out);
     }
     for (key, r) in gateway_api(ctx.store) {
-        let (parents, hostnames, rules): (&Vec<ParentReference>, &Vec<String>, Vec<RuleIn<'_>>) = match r {
-            GatewayApiResource::HTTPRoute(x) => (&x.spec.parent_refs, &x.spec.hostnames, x.spec.rules.iter().map(http_rule).collect()),
-            GatewayApiResource::GRPCRoute(x) => (&x.spec.parent_refs, &x.spec.hostnames, x.spec.rules.iter().map(grpc_rule).collect()),
-            _ => continue,
-        };
+        let (parents, hostnames, rules): (&Vec<ParentReference>, &Vec<String>, Vec<RuleIn<'_>>) =
+            match r {
+                GatewayApiResource::HTTPRoute(x) => (
+                    &x.spec.parent_refs,
+                    &x.spec.hostnames,
+                    x.spec.rules.iter().map(http_rule).collect(),
+                ),
+                GatewayApiResource::GRPCRoute(x) => (
+                    &x.spec.parent_refs,
+                    &x.spec.hostnames,
+                    x.spec.rules.iter().map(grpc_rule).collect(),
+                ),
+                _ => continue,
+            };
         let kind = r.kind();
         let ns = &key.namespace;
         let parent_name = key.to_string();
         let mut problems = Problems::default();
         let mut compiled: Vec<(SortKey, MatchIn, Value)> = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
-            compile_rule(ctx, kind, r.meta(), &key.name, ns, ri, rule, &mut compiled, &mut problems, out);
+            compile_rule(
+                ctx,
+                kind,
+                r.meta(),
+                &key.name,
+                ns,
+                ri,
+                rule,
+                &mut compiled,
+                &mut problems,
+                out,
+            );
         }
         let mut results = Vec::new();
         for p in parents {
-            let mut res = ParentResult { parent: p.clone(), not_accepted: None, unresolved: problems.unresolved.clone() };
+            let mut res = ParentResult {
+                parent: p.clone(),
+                not_accepted: None,
+                unresolved: problems.unresolved.clone(),
+            };
             match attach::resolve(ctx, gws, kind, ns, hostnames, p) {
                 Parent::NotOurs => continue,
                 Parent::Rejected(why, m) => res.not_accepted = Some((why, m)),
@@ -209,12 +252,19 @@ pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, o
             }
             results.push(res);
         }
-        out.statuses.insert(key.clone(), route_status(r.meta(), &results));
+        out.statuses
+            .insert(key.clone(), route_status(r.meta(), &results));
     }
 }
 
 /// Status of a route that failed validation: not accepted on any parent.
-pub fn invalid_route_status(meta: &ObjectMeta, parents: &[ParentReference], msg: &str, key: mesh_api::resource::ResourceKey, out: &mut Translated) {
+pub fn invalid_route_status(
+    meta: &ObjectMeta,
+    parents: &[ParentReference],
+    msg: &str,
+    key: mesh_api::resource::ResourceKey,
+    out: &mut Translated,
+) {
     let results: Vec<ParentResult> = parents
         .iter()
         .map(|p| ParentResult {
@@ -236,11 +286,24 @@ pub struct Problems {
 fn http_filter(f: &gw::httproute::HTTPRouteFilter) -> Filter<'_> {
     let none = || Filter::Unsupported;
     match f.type_ {
-        HTTPRouteFilterType::RequestHeaderModifier => f.request_header_modifier.as_ref().map_or_else(none, Filter::RequestHeaders),
-        HTTPRouteFilterType::ResponseHeaderModifier => f.response_header_modifier.as_ref().map_or_else(none, Filter::ResponseHeaders),
-        HTTPRouteFilterType::RequestMirror => f.request_mirror.as_ref().map_or_else(none, Filter::Mirror),
-        HTTPRouteFilterType::RequestRedirect => f.request_redirect.as_ref().map_or_else(none, Filter::Redirect),
-        HTTPRouteFilterType::URLRewrite => f.url_rewrite.as_ref().map_or_else(none, Filter::Rewrite),
+        HTTPRouteFilterType::RequestHeaderModifier => f
+            .request_header_modifier
+            .as_ref()
+            .map_or_else(none, Filter::RequestHeaders),
+        HTTPRouteFilterType::ResponseHeaderModifier => f
+            .response_header_modifier
+            .as_ref()
+            .map_or_else(none, Filter::ResponseHeaders),
+        HTTPRouteFilterType::RequestMirror => {
+            f.request_mirror.as_ref().map_or_else(none, Filter::Mirror)
+        }
+        HTTPRouteFilterType::RequestRedirect => f
+            .request_redirect
+            .as_ref()
+            .map_or_else(none, Filter::Redirect),
+        HTTPRouteFilterType::URLRewrite => {
+            f.url_rewrite.as_ref().map_or_else(none, Filter::Rewrite)
+        }
         HTTPRouteFilterType::ExtensionRef => Filter::Unsupported,
     }
 }
@@ -248,9 +311,17 @@ fn http_filter(f: &gw::httproute::HTTPRouteFilter) -> Filter<'_> {
 fn grpc_filter(f: &gw::grpcroute::GRPCRouteFilter) -> Filter<'_> {
     let none = || Filter::Unsupported;
     match f.type_ {
-        GRPCRouteFilterType::RequestHeaderModifier => f.request_header_modifier.as_ref().map_or_else(none, Filter::RequestHeaders),
-        GRPCRouteFilterType::ResponseHeaderModifier => f.response_header_modifier.as_ref().map_or_else(none, Filter::ResponseHeaders),
-        GRPCRouteFilterType::RequestMirror => f.request_mirror.as_ref().map_or_else(none, Filter::Mirror),
+        GRPCRouteFilterType::RequestHeaderModifier => f
+            .request_header_modifier
+            .as_ref()
+            .map_or_else(none, Filter::RequestHeaders),
+        GRPCRouteFilterType::ResponseHeaderModifier => f
+            .response_header_modifier
+            .as_ref()
+            .map_or_else(none, Filter::ResponseHeaders),
+        GRPCRouteFilterType::RequestMirror => {
+            f.request_mirror.as_ref().map_or_else(none, Filter::Mirror)
+        }
         _ => Filter::Unsupported,
     }
 }
@@ -266,16 +337,28 @@ fn http_rule(r: &gw::httproute::HTTPRouteRule) -> RuleIn<'_> {
                     PathMatchType::RegularExpression => PathKind::Regex(m.path.value.clone()),
                     PathMatchType::PathPrefix => {
                         let v = m.path.value.trim_end_matches('/');
-                        if v.is_empty() { PathKind::Root } else { PathKind::Prefix(v.to_string()) }
+                        if v.is_empty() {
+                            PathKind::Root
+                        } else {
+                            PathKind::Prefix(v.to_string())
+                        }
                     }
                 }),
                 headers: m.headers.clone(),
-                query: m.query_params.iter().map(|q| (q.type_, q.name.clone(), q.value.clone())).collect(),
+                query: m
+                    .query_params
+                    .iter()
+                    .map(|q| (q.type_, q.name.clone(), q.value.clone()))
+                    .collect(),
                 method: m.method.clone(),
             })
             .collect(),
         filters: r.filters.iter().map(http_filter).collect(),
-        backends: r.backend_refs.iter().map(|b| (&b.backend, b.filters.iter().map(http_filter).collect())).collect(),
+        backends: r
+            .backend_refs
+            .iter()
+            .map(|b| (&b.backend, b.filters.iter().map(http_filter).collect()))
+            .collect(),
         timeouts: r.timeouts.as_ref(),
         retry: r.retry.as_ref(),
     }
@@ -290,12 +373,18 @@ fn grpc_rule(r: &gw::grpcroute::GRPCRouteRule) -> RuleIn<'_> {
                 path: m.method.as_ref().map(|mm| {
                     let (s, me) = (mm.service.as_deref(), mm.method.as_deref());
                     match (mm.type_, s, me) {
-                        (GRPCMethodMatchType::Exact, Some(s), Some(me)) => PathKind::Exact(format!("/{s}/{me}")),
-                        (GRPCMethodMatchType::Exact, Some(s), None) => PathKind::Prefix(format!("/{s}")),
-                        (GRPCMethodMatchType::Exact, None, Some(me)) => PathKind::Regex(format!("/[^/]+/{}", regex_escape(me))),
-                        (GRPCMethodMatchType::RegularExpression, s, me) => {
-                            PathKind::Regex(format!("/{}/{}", s.unwrap_or("[^/]+"), me.unwrap_or("[^/]+")))
+                        (GRPCMethodMatchType::Exact, Some(s), Some(me)) => {
+                            PathKind::Exact(format!("/{s}/{me}"))
                         }
+                        (GRPCMethodMatchType::Exact, Some(s), None) => {
+                            PathKind::Prefix(format!("/{s}"))
+                        }
+                        (GRPCMethodMatchType::Exact, None, Some(me)) => {
+                            PathKind::Regex(format!("/[^/]+/{}", regex_escape(me)))
+                        }
+                        (GRPCMethodMatchType::RegularExpression, s, me) => PathKind::Regex(
+                            format!("/{}/{}", s.unwrap_or("[^/]+"), me.unwrap_or("[^/]+")),
+                        ),
                         (_, None, None) => PathKind::Root,
                     }
                 }),
@@ -305,14 +394,26 @@ fn grpc_rule(r: &gw::grpcroute::GRPCRouteRule) -> RuleIn<'_> {
             })
             .collect(),
         filters: r.filters.iter().map(grpc_filter).collect(),
-        backends: r.backend_refs.iter().map(|b| (&b.backend, b.filters.iter().map(grpc_filter).collect())).collect(),
+        backends: r
+            .backend_refs
+            .iter()
+            .map(|b| (&b.backend, b.filters.iter().map(grpc_filter).collect()))
+            .collect(),
         timeouts: None,
         retry: None,
     }
 }
 
 fn regex_escape(s: &str) -> String {
-    s.chars().flat_map(|c| if "\\.+*?()|[]{}^$".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+    s.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn string_match(t: HeaderMatchType, v: &str) -> Value {
@@ -324,7 +425,11 @@ fn string_match(t: HeaderMatchType, v: &str) -> Value {
 
 fn header_ops(f: &HTTPHeaderFilter) -> Value {
     let mut v = Map::new();
-    let map = |hs: &Vec<gw::HTTPHeader>| hs.iter().map(|h| (h.name.to_ascii_lowercase(), json!(h.value))).collect::<Map<_, _>>();
+    let map = |hs: &Vec<gw::HTTPHeader>| {
+        hs.iter()
+            .map(|h| (h.name.to_ascii_lowercase(), json!(h.value)))
+            .collect::<Map<_, _>>()
+    };
     if !f.set.is_empty() {
         v.insert("set".into(), Value::Object(map(&f.set)));
     }
@@ -332,7 +437,14 @@ fn header_ops(f: &HTTPHeaderFilter) -> Value {
         v.insert("add".into(), Value::Object(map(&f.add)));
     }
     if !f.remove.is_empty() {
-        v.insert("remove".into(), json!(f.remove.iter().map(|h| h.to_ascii_lowercase()).collect::<Vec<_>>()));
+        v.insert(
+            "remove".into(),
+            json!(f
+                .remove
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect::<Vec<_>>()),
+        );
     }
     Value::Object(v)
 }
@@ -340,11 +452,19 @@ fn header_ops(f: &HTTPHeaderFilter) -> Value {
 /// The Istio match objects (one or two) and sort keys of one Gateway API match.
 fn istio_matches(m: &MatchIn) -> Vec<(PathKind, Value)> {
     let mut base = Map::new();
-    let headers: Map<String, Value> = m.headers.iter().map(|h| (h.name.to_ascii_lowercase(), string_match(h.type_, &h.value))).collect();
+    let headers: Map<String, Value> = m
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), string_match(h.type_, &h.value)))
+        .collect();
     if !headers.is_empty() {
         base.insert("headers".into(), Value::Object(headers));
     }
-    let query: Map<String, Value> = m.query.iter().map(|(t, n, v)| (n.clone(), string_match(*t, v))).collect();
+    let query: Map<String, Value> = m
+        .query
+        .iter()
+        .map(|(t, n, v)| (n.clone(), string_match(*t, v)))
+        .collect();
     if !query.is_empty() {
         base.insert("queryParams".into(), Value::Object(query));
     }
@@ -362,7 +482,10 @@ fn istio_matches(m: &MatchIn) -> Vec<(PathKind, Value)> {
         PathKind::Root => vec![(PathKind::Root, with(json!({"prefix": "/"})))],
         PathKind::Prefix(v) => vec![
             (PathKind::Exact(v.clone()), with(json!({"exact": v}))),
-            (PathKind::Prefix(v.clone()), with(json!({"prefix": format!("{v}/")}))),
+            (
+                PathKind::Prefix(v.clone()),
+                with(json!({"prefix": format!("{v}/")})),
+            ),
         ],
     }
 }
@@ -382,8 +505,17 @@ fn compile_rule(
     out: &mut Translated,
 ) {
     let here = format!("{kind}/{ns}/{name}: spec.rules[{ri}]");
-    let created = meta.creation_timestamp.as_ref().and_then(|t| serde_json::to_value(t).ok()).and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-    let matches = if rule.matches.is_empty() { vec![MatchIn::default()] } else { rule.matches.clone() };
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let matches = if rule.matches.is_empty() {
+        vec![MatchIn::default()]
+    } else {
+        rule.matches.clone()
+    };
     // Route-level parts shared by every match.
     let mut base = Map::new();
     let mut headers = Map::new();
@@ -392,27 +524,54 @@ fn compile_rule(
     let mut unsupported = false;
     for f in &rule.filters {
         match f {
-            Filter::RequestHeaders(h) => { headers.insert("request".into(), header_ops(h)); }
-            Filter::ResponseHeaders(h) => { headers.insert("response".into(), header_ops(h)); }
+            Filter::RequestHeaders(h) => {
+                headers.insert("request".into(), header_ops(h));
+            }
+            Filter::ResponseHeaders(h) => {
+                headers.insert("response".into(), header_ops(h));
+            }
             Filter::Mirror(m) => {
-                let b = BackendRef { group: m.backend_ref.group.clone(), kind: m.backend_ref.kind.clone(), name: m.backend_ref.name.clone(), namespace: m.backend_ref.namespace.clone(), port: m.backend_ref.port, ..Default::default() };
-                match refs::backend(ctx, kind, ns, &b, &format!("spec.rules[{ri}].filters.requestMirror.backendRef")) {
+                let b = BackendRef {
+                    group: m.backend_ref.group.clone(),
+                    kind: m.backend_ref.kind.clone(),
+                    name: m.backend_ref.name.clone(),
+                    namespace: m.backend_ref.namespace.clone(),
+                    port: m.backend_ref.port,
+                    ..Default::default()
+                };
+                match refs::backend(
+                    ctx,
+                    kind,
+                    ns,
+                    &b,
+                    &format!("spec.rules[{ri}].filters.requestMirror.backendRef"),
+                ) {
                     Ok(b) => {
                         let mut d = json!({"host": b.host});
-                        if let Some(p) = b.port { d["port"] = json!({"number": p}); }
+                        if let Some(p) = b.port {
+                            d["port"] = json!({"number": p});
+                        }
                         if base.contains_key("mirror") {
-                            out.warnings.push(format!("warning: {here}: only the first RequestMirror is applied"));
+                            out.warnings.push(format!(
+                                "warning: {here}: only the first RequestMirror is applied"
+                            ));
                             continue;
                         }
                         base.insert("mirror".into(), d);
                         let pct = match (m.percent, &m.fraction) {
                             (Some(p), _) => Some(f64::from(p)),
-                            (None, Some(fr)) if fr.denominator > 0 => Some(f64::from(fr.numerator) * 100.0 / f64::from(fr.denominator)),
+                            (None, Some(fr)) if fr.denominator > 0 => {
+                                Some(f64::from(fr.numerator) * 100.0 / f64::from(fr.denominator))
+                            }
                             _ => None,
                         };
-                        if let Some(p) = pct { base.insert("mirrorPercentage".into(), json!({"value": p})); }
+                        if let Some(p) = pct {
+                            base.insert("mirrorPercentage".into(), json!({"value": p}));
+                        }
                     }
-                    Err(e) => { problems.unresolved.get_or_insert(e); }
+                    Err(e) => {
+                        problems.unresolved.get_or_insert(e);
+                    }
                 }
             }
             Filter::Redirect(r) => redirect = Some(r),
@@ -430,7 +589,13 @@ fn compile_rule(
     let mut backends: Vec<Backend> = Vec::new();
     let mut bad = 0;
     for (bi, (b, filters)) in rule.backends.iter().enumerate() {
-        match refs::backend(ctx, kind, ns, b, &format!("spec.rules[{ri}].backendRefs[{bi}]")) {
+        match refs::backend(
+            ctx,
+            kind,
+            ns,
+            b,
+            &format!("spec.rules[{ri}].backendRefs[{bi}]"),
+        ) {
             Ok(mut be) => {
                 let mut h = Map::new();
                 for f in filters {
@@ -440,7 +605,9 @@ fn compile_rule(
                         _ => out.warnings.push(format!("warning: {here}.backendRefs[{bi}].filters: only header modifiers are applied per backend")),
                     }
                 }
-                if !h.is_empty() { be.headers = Some(Value::Object(h)); }
+                if !h.is_empty() {
+                    be.headers = Some(Value::Object(h));
+                }
                 backends.push(be);
             }
             Err(e) => {
@@ -456,20 +623,26 @@ fn compile_rule(
     // Timeouts and retries.
     if let Some(t) = rule.timeouts {
         if let Some(v) = t.request.as_ref().or(t.backend_request.as_ref()) {
-            if v != "0s" { base.insert("timeout".into(), json!(v)); }
+            if v != "0s" {
+                base.insert("timeout".into(), json!(v));
+            }
         }
     }
     if let Some(r) = rule.retry {
         let mut retries = json!({"attempts": r.attempts.unwrap_or(2)});
         let mut on = vec!["connect-failure".to_string(), "refused-stream".to_string()];
         on.extend(r.codes.iter().map(|c| c.to_string()));
-        if r.codes.is_empty() { on.push("retriable-status-codes".into()); }
+        if r.codes.is_empty() {
+            on.push("retriable-status-codes".into());
+        }
         retries["retryOn"] = json!(on.join(","));
         if let Some(p) = rule.timeouts.and_then(|t| t.backend_request.as_ref()) {
             retries["perTryTimeout"] = json!(p);
         }
         if r.backoff.is_some() {
-            out.warnings.push(format!("warning: {here}.retry.backoff: not supported, the proxy's default backoff applies"));
+            out.warnings.push(format!(
+                "warning: {here}.retry.backoff: not supported, the proxy's default backoff applies"
+            ));
         }
         base.insert("retries".into(), retries);
     }
@@ -482,11 +655,19 @@ fn compile_rule(
                 route.insert("directResponse".into(), json!({"status": 500}));
             } else if let Some(rd) = redirect {
                 let mut v = Map::new();
-                if let Some(s) = &rd.scheme { v.insert("scheme".into(), json!(s)); }
-                if let Some(h) = &rd.hostname { v.insert("authority".into(), json!(h)); }
+                if let Some(s) = &rd.scheme {
+                    v.insert("scheme".into(), json!(s));
+                }
+                if let Some(h) = &rd.hostname {
+                    v.insert("authority".into(), json!(h));
+                }
                 match (rd.port, rd.scheme.as_deref()) {
-                    (Some(p), _) => { v.insert("port".into(), json!(p)); }
-                    (None, Some(_)) => { v.insert("derivePort".into(), json!("FROM_PROTOCOL_DEFAULT")); }
+                    (Some(p), _) => {
+                        v.insert("port".into(), json!(p));
+                    }
+                    (None, Some(_)) => {
+                        v.insert("derivePort".into(), json!("FROM_PROTOCOL_DEFAULT"));
+                    }
                     _ => {}
                 }
                 if let Some(p) = &rd.path {
@@ -505,7 +686,9 @@ fn compile_rule(
             }
             if let (Some(rw), false) = (rewrite, route.contains_key("redirect")) {
                 let mut v = Map::new();
-                if let Some(h) = &rw.hostname { v.insert("authority".into(), json!(h)); }
+                if let Some(h) = &rw.hostname {
+                    v.insert("authority".into(), json!(h));
+                }
                 if let Some(p) = &rw.path {
                     match (p.type_, &pk) {
                         (HTTPPathModifierType::ReplaceFullPath, _) => {
@@ -523,7 +706,9 @@ fn compile_rule(
                         (HTTPPathModifierType::ReplacePrefixMatch, PathKind::Regex(_)) => out.warnings.push(format!("warning: {here}.filters.urlRewrite.path: ReplacePrefixMatch on a regex match is not supported; the path is kept")),
                     }
                 }
-                if !v.is_empty() { route.insert("rewrite".into(), Value::Object(v)); }
+                if !v.is_empty() {
+                    route.insert("rewrite".into(), Value::Object(v));
+                }
             }
             // Rank by the Gateway API match, not the Istio half of a prefix.
             let (rank, len) = match m.path.as_ref().unwrap_or(&PathKind::Root) {

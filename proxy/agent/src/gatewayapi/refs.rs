@@ -27,7 +27,10 @@ pub fn backend(
     if !b.is_service() {
         return Err((
             reason::INVALID_KIND,
-            format!("{path}: unsupported backend kind {:?} (group {:?})", b.kind, b.group),
+            format!(
+                "{path}: unsupported backend kind {:?} (group {:?})",
+                b.kind, b.group
+            ),
         ));
     }
     let ns = b.namespace.clone().unwrap_or_else(|| route_ns.to_string());

@@ -43,7 +43,13 @@ pub fn route_status(meta: &ObjectMeta, parents: &[ParentResult]) -> Value {
         .iter()
         .map(|p| {
             let accepted = match &p.not_accepted {
-                None => cond(meta, condition::ACCEPTED, true, reason::ACCEPTED, "Route was valid"),
+                None => cond(
+                    meta,
+                    condition::ACCEPTED,
+                    true,
+                    reason::ACCEPTED,
+                    "Route was valid",
+                ),
                 Some((r, m)) => cond(meta, condition::ACCEPTED, false, r, m),
             };
             let resolved = match &p.unresolved {

@@ -14,10 +14,17 @@ use mesh_api::gatewayapi::GatewayApiResource;
 use serde_json::json;
 
 /// Translates every TLSRoute and TCPRoute.
-pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, out: &mut Translated) {
+pub fn translate_routes(
+    ctx: &Ctx<'_>,
+    gws: &mut Gateways,
+    vs: &mut VsBuilder,
+    out: &mut Translated,
+) {
     for (key, r) in gateway_api(ctx.store) {
         let (parents, hostnames, rules): (_, &[String], &Vec<StreamRouteRule>) = match r {
-            GatewayApiResource::TLSRoute(x) => (&x.spec.parent_refs, &x.spec.hostnames, &x.spec.rules),
+            GatewayApiResource::TLSRoute(x) => {
+                (&x.spec.parent_refs, &x.spec.hostnames, &x.spec.rules)
+            }
             GatewayApiResource::TCPRoute(x) => (&x.spec.parent_refs, &[], &x.spec.rules),
             _ => continue,
         };
@@ -28,7 +35,13 @@ pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, o
         for (ri, rule) in rules.iter().enumerate() {
             let mut backends: Vec<Backend> = Vec::new();
             for (bi, b) in rule.backend_refs.iter().enumerate() {
-                match refs::backend(ctx, kind, ns, b, &format!("spec.rules[{ri}].backendRefs[{bi}]")) {
+                match refs::backend(
+                    ctx,
+                    kind,
+                    ns,
+                    b,
+                    &format!("spec.rules[{ri}].backendRefs[{bi}]"),
+                ) {
                     Ok(be) => backends.push(be),
                     Err(e) => {
                         unresolved.get_or_insert(e);
@@ -39,7 +52,11 @@ pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, o
         }
         let mut results = Vec::new();
         for p in parents {
-            let mut res = ParentResult { parent: p.clone(), not_accepted: None, unresolved: unresolved.clone() };
+            let mut res = ParentResult {
+                parent: p.clone(),
+                not_accepted: None,
+                unresolved: unresolved.clone(),
+            };
             match attach::resolve(ctx, gws, kind, ns, hostnames, p) {
                 Parent::NotOurs => continue,
                 Parent::Rejected(why, m) => res.not_accepted = Some((why, m)),
@@ -57,11 +74,20 @@ pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, o
                         for dests in per_rule.iter().filter(|d| !d.is_empty()) {
                             if kind == "TLSRoute" {
                                 let mut m = json!({"sniHosts": a.hosts});
-                                if let Some(p) = port { m["port"] = json!(p); }
-                                vs.add_tls(ns, a, &key.to_string(), json!({"match": [m], "route": dests}));
+                                if let Some(p) = port {
+                                    m["port"] = json!(p);
+                                }
+                                vs.add_tls(
+                                    ns,
+                                    a,
+                                    &key.to_string(),
+                                    json!({"match": [m], "route": dests}),
+                                );
                             } else {
                                 let mut route = json!({"route": dests});
-                                if let Some(p) = port { route["match"] = json!([{"port": p}]); }
+                                if let Some(p) = port {
+                                    route["match"] = json!([{"port": p}]);
+                                }
                                 vs.add_tcp(ns, a, &key.to_string(), route);
                             }
                         }
@@ -70,6 +96,7 @@ pub fn translate_routes(ctx: &Ctx<'_>, gws: &mut Gateways, vs: &mut VsBuilder, o
             }
             results.push(res);
         }
-        out.statuses.insert(key.clone(), route_status(r.meta(), &results));
+        out.statuses
+            .insert(key.clone(), route_status(r.meta(), &results));
     }
 }
