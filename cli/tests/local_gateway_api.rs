@@ -3,7 +3,8 @@
 //! splits a client's calls by header between per-version Services, observed in
 //! the echo app's answers; (b) ingress — a Gateway API Gateway bound to local
 //! mode's existing `istio-ingressgateway` by a `Hostname` address, an HTTPRoute
-//! with a path match and a RequestHeaderModifier, curled from the host; a rule
+//! with a path match and a RequestHeaderModifier, curled from the host, and a
+//! prefix-replacing https redirect; a rule
 //! whose backend Service does not exist answers 500 and the route's status (the
 //! agent's `/debug/gatewayapiz`) says ResolvedRefs=False BackendNotFound.
 
@@ -11,6 +12,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const CLIENT: &str = "productpage-v1-0";
 const GATEWAY: &str = "istio-system/istio-ingressgateway-0";
@@ -32,21 +34,46 @@ spec:
   ports: [{name: http, port: 9080}]
 ";
 
-/// The agent's computed Gateway API statuses (`Kind/ns/name` → status).
-fn statuses(mesh: &Local) -> serde_json::Value {
+/// GET a JSON document from the agent's debug port (loopback in the node).
+fn agent_json(mesh: &Local, path: &str) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:15014{path}");
     let out = Command::new("ip")
         .args(["netns", "exec", &mesh.node_netns()])
-        .args([
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "http://127.0.0.1:15014/debug/gatewayapiz",
-        ])
+        .args(["curl", "-sS", "--max-time", "5", &url])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).expect("gatewayapiz JSON")
+    serde_json::from_slice(&out.stdout).expect("agent JSON")
+}
+
+/// The agent's computed Gateway API statuses (`Kind/ns/name` → status).
+fn statuses(mesh: &Local) -> serde_json::Value {
+    agent_json(mesh, "/debug/gatewayapiz")
+}
+
+/// Waits (bounded) until the agent's statuses satisfy `ready` and every proxy
+/// acknowledged the snapshot they came from: applied files may arrive in
+/// several config versions.
+fn wait_applied(mesh: &Local, ready: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // Statuses read before syncz: the acknowledged snapshot includes them.
+        let s = statuses(mesh);
+        let sync = agent_json(mesh, "/debug/syncz");
+        let version = sync["version"].as_u64().unwrap_or(0);
+        let acked = sync["proxies"].as_array().is_some_and(|p| {
+            p.iter()
+                .all(|p| p["versionAcked"].as_u64() >= Some(version))
+        });
+        if ready(&s) && acked {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied within 15s: {s} {sync}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// (status, reason) of condition `type_` of parent `i` of route `key`.
@@ -67,22 +94,26 @@ fn route_condition(s: &serde_json::Value, key: &str, type_: &str) -> (String, St
 #[test]
 fn gamma_http_route_splits_reviews_by_header() {
     let mesh = Local::up(&["-f", &sample("platform")]);
-    let versions_file = mesh.file("reviews-versions.yaml", REVIEWS_VERSIONS);
-    mesh.ok(&["apply", "-f", &versions_file]);
+    // One apply (one config change to wait for): the Services and the route.
     let route = mesh.file(
         "route.yaml",
-        "apiVersion: gateway.networking.k8s.io/v1
+        &format!(
+            "{REVIEWS_VERSIONS}---\napiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: reviews, namespace: default}
+metadata: {{name: reviews, namespace: default}}
 spec:
-  parentRefs: [{group: \"\", kind: Service, name: reviews, port: 9080}]
+  parentRefs: [{{group: \"\", kind: Service, name: reviews, port: 9080}}]
   rules:
-  - matches: [{headers: [{name: end-user, value: jason}]}]
-    backendRefs: [{name: reviews-v2, port: 9080}]
-  - backendRefs: [{name: reviews-v1, port: 9080}]
-",
+  - matches: [{{headers: [{{name: end-user, value: jason}}]}}]
+    backendRefs: [{{name: reviews-v2, port: 9080}}]
+  - backendRefs: [{{name: reviews-v1, port: 9080}}]
+"
+        ),
     );
     mesh.apply(&route, &[CLIENT]);
+    wait_applied(&mesh, |s| {
+        s["HTTPRoute/default/reviews"]["parents"][0]["conditions"][1]["status"] == "True"
+    });
     let url = "http://reviews:9080/reviews/0";
     let jason = mesh.calls(CLIENT, url, 20, &["-H", "end-user: jason"]);
     assert_eq!(
@@ -133,6 +164,10 @@ spec:
     - type: RequestHeaderModifier
       requestHeaderModifier: {set: [{name: x-gateway-api, value: translated}]}
     backendRefs: [{name: productpage, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -145,6 +180,10 @@ spec:
 ",
     );
     mesh.apply(&cfg, &[GATEWAY]);
+    wait_applied(&mesh, |s| {
+        s["Gateway.gateway.networking.k8s.io/default/bookinfo"]["listeners"][0]["attachedRoutes"]
+            == 2
+    });
     let addr = ingress(&mesh, "80");
     let (code, reply, err) = curl(&[&format!("http://{addr}/productpage/x")]);
     assert_eq!(code, 200, "{err}");
@@ -158,6 +197,20 @@ spec:
     // Segment-aware prefix: /productpagex is not /productpage.
     let (code, _, _) = curl(&[&format!("http://{addr}/productpagex")]);
     assert_eq!(code, 404);
+    // A redirect to https replacing the matched prefix; the scheme's default
+    // port is left out of the Location (the request named the published port).
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-D", "-"])
+        .arg(format!("http://{addr}/old/page?q=1"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 302"), "{head}");
+    let host = addr.split(':').next().unwrap();
+    assert!(
+        head.contains(&format!("location: https://{host}/new/page?q=1\r\n")),
+        "{head}"
+    );
     // A backend that does not exist: 500, and the status says why.
     let (code, reply, _) = curl(&[&format!("http://{addr}/missing")]);
     assert_eq!((code, reply.is_none()), (500, true));

@@ -119,9 +119,9 @@ pub(crate) async fn apply_route(
             (None, _) => host.clone(),
         };
         let uri = match rd.uri.as_deref() {
-            Some(u) if u.starts_with(route::REDIRECT_PREFIX_MARKER) => rewritten_path
-                .clone()
-                .unwrap_or_else(|| "/".into()),
+            Some(u) if u.starts_with(route::REDIRECT_PREFIX_MARKER) => {
+                rewritten_path.clone().unwrap_or_else(|| "/".into())
+            }
             Some(u) => u.to_string(),
             None => req
                 .uri()

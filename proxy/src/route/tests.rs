@@ -214,7 +214,10 @@ http:
     }
     // A plain redirect uri is not a rewrite: the caller replaces the whole path.
     let f = facts(&h, "/full/x", &l);
-    assert_eq!(rewrite_path(select(&routes, &f).unwrap(), &f, "/full/x"), None);
+    assert_eq!(
+        rewrite_path(select(&routes, &f).unwrap(), &f, "/full/x"),
+        None
+    );
 }
 
 #[test]

@@ -23,9 +23,9 @@ use mesh_api::gatewayapi::{
     self as gw, reason, BackendRef, GatewayApiResource, HTTPHeaderFilter, HTTPHeaderMatch,
     HeaderMatchType, ParentReference,
 };
+use mesh_api::networking::virtual_service::REDIRECT_PREFIX_MARKER;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use mesh_api::networking::virtual_service::REDIRECT_PREFIX_MARKER;
 
 /// Precedence of one generated route (smaller sorts first).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
