@@ -878,9 +878,19 @@ spec:
             ips: vec![],
             router: false,
         };
-        crate::view::build(&snap, &id).virtual_services.keys().cloned().collect::<Vec<_>>()
+        crate::view::build(&snap, &id)
+            .virtual_services
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
     };
     let host = "reviews.bookinfo.svc.cluster.local.mesh";
-    assert_eq!(view("frontend"), vec![format!("frontend/{host}.consumer.{GENERATED_SUFFIX}")]);
-    assert_eq!(view("other"), vec![format!("bookinfo/{host}.{GENERATED_SUFFIX}")]);
+    assert_eq!(
+        view("frontend"),
+        vec![format!("frontend/{host}.consumer.{GENERATED_SUFFIX}")]
+    );
+    assert_eq!(
+        view("other"),
+        vec![format!("bookinfo/{host}.{GENERATED_SUFFIX}")]
+    );
 }
