@@ -115,8 +115,10 @@ impl VsBuilder {
         self.group(ns, a, &host, parent).tls.push(route);
     }
 
+    /// TCP routes: `*` on a gateway listener, the Service's host for a mesh parent.
     pub fn add_tcp(&mut self, ns: &str, a: &Attachment, parent: &str, route: Value) {
-        self.group(ns, a, "*", parent).tcp.push(route);
+        let host = a.hosts.join(",");
+        self.group(ns, a, &host, parent).tcp.push(route);
     }
 
     /// Emits one VirtualService per group, http routes in precedence order.
