@@ -1,4 +1,6 @@
 //! `GET /debug/syncz`: per-proxy sync status and rejected resources, as JSON;
+//! `GET /debug/gatewayapiz`: the `status` computed for every Gateway API object
+//! the mesh owns, by `Kind/namespace/name`;
 //! `GET /metrics`: the agent's counters (Prometheus text).
 
 use super::Shared;
@@ -19,6 +21,17 @@ pub fn syncz(shared: &Shared) -> Syncz {
     }
 }
 
+/// The `/debug/gatewayapiz` document: `{"Kind/ns/name": status}`.
+pub fn gateway_api_statuses(shared: &Shared) -> serde_json::Value {
+    let snap = shared.snapshots.borrow().clone();
+    serde_json::Value::Object(
+        snap.gateway_api_status
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
 async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
     Json(syncz(&shared))
 }
@@ -31,6 +44,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/debug/syncz", get(handler))
+        .route(
+            "/debug/gatewayapiz",
+            get(|State(s): State<Arc<Shared>>| async move { Json(gateway_api_statuses(&s)) }),
+        )
         .route(
             "/metrics",
             get(|State(s): State<Arc<Shared>>| async move { super::access::metrics(&s) }),
