@@ -167,6 +167,9 @@ pub struct Snapshot {
     pub secrets: Arc<gwinputs::Secrets>,
     /// Services with selectors: which Service ports front a gateway pod.
     pub selector_services: Arc<Vec<gwinputs::SelectorService>>,
+    /// The whole `status` of every Gateway API object, by key, as the
+    /// translation computed it; the gateway controller writes it back.
+    pub gateway_api_status: Arc<BTreeMap<ResourceKey, serde_json::Value>>,
 }
 
 /// Is a resource with `export_to` in namespace `owner` visible from `ns`?
