@@ -92,13 +92,43 @@ pub fn collection(kind: &str) -> Option<(&'static str, &'static str)> {
             "/apis/maistra.io/v2/servicemeshcontrolplanes",
             "maistra.io/v2",
         ),
+        // Gateway API: its Gateway is `Gateway.gateway.networking.k8s.io`
+        // (see [`kind_of`]), Istio's keeps the plain name.
+        "GatewayClass" => (
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
+            "gateway.networking.k8s.io/v1",
+        ),
+        "Gateway.gateway.networking.k8s.io" => (
+            "/apis/gateway.networking.k8s.io/v1/gateways",
+            "gateway.networking.k8s.io/v1",
+        ),
+        "HTTPRoute" => (
+            "/apis/gateway.networking.k8s.io/v1/httproutes",
+            "gateway.networking.k8s.io/v1",
+        ),
         _ => return None,
     })
 }
 
+/// The [`collection`] key of an object: its kind, qualified for the Gateway
+/// API `Gateway` (whose plain kind is Istio's).
+pub fn kind_of(obj: &Value) -> String {
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let gwapi = obj["apiVersion"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("gateway.networking.k8s.io/"));
+    if kind == "Gateway" && gwapi {
+        "Gateway.gateway.networking.k8s.io".into()
+    } else {
+        kind.into()
+    }
+}
+
 /// Kinds that live outside namespaces (stored under namespace "").
 fn cluster_scoped(collection: &str) -> bool {
-    collection == "/api/v1/namespaces" || collection.contains("/admissionregistration.k8s.io/")
+    collection == "/api/v1/namespaces"
+        || collection.contains("/admissionregistration.k8s.io/")
+        || collection.ends_with("/gatewayclasses")
 }
 
 /// The documents of a YAML stream, as JSON (null documents skipped).
@@ -189,7 +219,7 @@ impl Fake {
 
     /// Creates or updates an object, as `kubectl apply` would.
     pub fn apply(&self, mut obj: Value) {
-        let kind = obj["kind"].as_str().unwrap().to_string();
+        let kind = kind_of(&obj);
         let Some((path, api_version)) = collection(&kind) else {
             return;
         };
@@ -222,7 +252,9 @@ impl Fake {
         obj["metadata"]["resourceVersion"] = db.rv.to_string().into();
         // metadata.generation of custom resources (what their status'
         // observedGeneration answers): 1 at creation, +1 on every spec change.
-        if path.contains(".io/") && !path.contains(".k8s.io/") {
+        if path.contains(".io/") && !path.contains(".k8s.io/")
+            || path.contains("/gateway.networking.k8s.io/")
+        {
             let before = db
                 .objects
                 .get(path)
