@@ -373,3 +373,19 @@ fn ossm_control_plane_fields_not_applied_are_info_and_bad_values_errors() {
     );
     assert_eq!(code, 79);
 }
+
+#[test]
+fn gateway_api_objects_are_parsed_and_validated() {
+    let (code, found, out) = analyze(&with_base("gateway-api.yaml"), &[]);
+    assert_eq!(
+        found,
+        set(&[("Error", "IST0106", "HTTPRoute shop/bad")]),
+        "{out}"
+    );
+    assert_eq!(code, 79);
+    assert!(
+        out.contains("spec.rules[0].filters[0].urlRewrite.path.replacePrefixMatch"),
+        "{out}"
+    );
+    assert!(out.contains("status code 304"), "{out}");
+}

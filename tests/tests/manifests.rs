@@ -526,6 +526,28 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                 "{dir}: mesh-agent writes without resourceNames: {rule}"
             );
         }
+        // The agent's cluster-wide write in every install: the statuses of Gateway
+        // API objects (the gateway controller reports Accepted/Programmed/...).
+        let gateway_status = serde_json::json!({"apiGroups": ["gateway.networking.k8s.io"],
+            "resources": ["gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status", "tlsroutes/status", "tcproutes/status"],
+            "verbs": ["update", "patch"]});
+        let is_write = |x: &Value| {
+            strs(&x["verbs"])
+                .iter()
+                .any(|v| ["patch", "create", "update"].contains(&v.as_str()))
+        };
+        let agent_cluster_writes: Vec<Value> = find(&objs, "ClusterRole", "mesh-agent")["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|x| is_write(x))
+            .collect();
+        // (Other agent writes are checked per overlay below: none in the base.)
+        ensure!(
+            agent_cluster_writes.contains(&gateway_status),
+            "{dir}: mesh-agent ClusterRole writes {agent_cluster_writes:?}"
+        );
         let writes: Vec<&Value> = of_kind(&objs, "ClusterRole")
             .chain(of_kind(&objs, "Role"))
             .filter(|r| !std::ptr::eq(*r, agent))
@@ -537,11 +559,7 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                     .into_iter()
                     .map(move |x| (r, x))
             })
-            .filter(|(_, x)| {
-                strs(&x["verbs"])
-                    .iter()
-                    .any(|v| ["patch", "create", "update"].contains(&v.as_str()))
-            })
+            .filter(|(_, x)| is_write(x) && *x != gateway_status)
             .map(|(r, _)| r)
             .collect();
         match dir {
@@ -573,8 +591,9 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                     r["rules"]
                 );
             }
-            // OSSM: besides the webhook's own writes, the agent writes exactly
-            // the membership: namespace labels, NetworkPolicies, statuses.
+            // OSSM: besides the webhook's own writes and the Gateway API
+            // statuses, the agent writes exactly the membership: namespace
+            // labels, NetworkPolicies, statuses.
             MAISTRA => {
                 let a = find(&objs, "ClusterRole", "mesh-agent");
                 let agent_writes: Vec<Value> = a["rules"]
@@ -585,6 +604,7 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                         strs(&x["verbs"])
                             .iter()
                             .any(|v| ["patch", "create", "update", "delete"].contains(&v.as_str()))
+                            && **x != gateway_status
                     })
                     .cloned()
                     .collect();

@@ -12,7 +12,7 @@
 //! AdmissionReview at all is a [`BadReview`] (the server answers HTTP 400), since
 //! there is no uid to answer to.
 
-use mesh_agent::validate::{validate, Finding, Severity};
+use mesh_agent::validate::{validate, validate_gateway_api, Finding, Severity};
 use mesh_api::resource::{parse_object, ParseError};
 use serde_json::{json, Value};
 
@@ -104,8 +104,15 @@ fn decide(req: &Value) -> (bool, Option<String>, Vec<String>) {
             m.insert("namespace".into(), json!(ns));
         }
     }
-    let resource = match parse_object(&object) {
-        Ok(Some(r)) => r,
+    // Gateway API objects (our CRDs carry none of upstream's CEL rules, so the
+    // webhook applies them) before Istio's kinds.
+    let parsed = match mesh_api::gatewayapi::parse(&object) {
+        Ok(Some(r)) => Ok(Some(validate_gateway_api(&r))),
+        Ok(None) => parse_object(&object).map(|o| o.map(|r| validate(&r))),
+        Err(e) => Err(e),
+    };
+    let findings = match parsed {
+        Ok(Some(f)) => f,
         Ok(None) => {
             return deny(format!(
                 "unrecognized type {}/{}",
@@ -116,7 +123,6 @@ fn decide(req: &Value) -> (bool, Option<String>, Vec<String>) {
         Err(e @ ParseError::Version { .. }) => return deny(format!("unrecognized type: {e}")),
         Err(e) => return deny(format!("configuration is invalid: {e}")),
     };
-    let findings = validate(&resource);
     let text = |sev: Severity| -> Vec<String> {
         findings
             .iter()
@@ -160,6 +166,25 @@ mod tests {
             "metadata": {"name": "reviews"},
             "spec": {"hosts": ["reviews"], "http": [{"route": [
                 {"destination": {"host": "reviews", "subset": "v1"}, "weight": weight}]}]}})
+    }
+
+    #[test]
+    fn gateway_api_routes_are_validated() {
+        let route = |path: &str| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "web"},
+                "spec": {"parentRefs": [{"name": "edge"}],
+                    "rules": [{"matches": [{"path": {"type": "Exact", "value": path}}]}]}})
+        };
+        let ok = review(&body(V1, "CREATE", route("/a"))).unwrap();
+        assert!(ok.allowed, "{:?}", ok.message);
+        let bad = review(&body(V1, "CREATE", route("a"))).unwrap();
+        assert!(!bad.allowed);
+        let m = bad.body["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("HTTPRoute/shop/web: spec.rules[0].matches[0].path.value: path \"a\""),
+            "{m}"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod httproute;
 pub mod referencegrant;
 pub mod tlsroute;
 pub mod validate;
+mod validate_grpc;
 mod validate_route;
 #[cfg(test)]
 mod validate_tests;

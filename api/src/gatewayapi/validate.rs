@@ -4,15 +4,15 @@
 //! `(field path, message naming the bad value)`; an object with findings is
 //! rejected as a whole, as the API server would have refused it.
 //!
-//! Route rules (HTTPRoute, GRPCRoute and their filters) are in
-//! [`super::validate_route`]; the shared format checks and the other kinds are here.
+//! Route rules are in [`super::validate_route`] (HTTPRoute) and
+//! [`super::validate_grpc`] (GRPCRoute); the shared format checks and the other kinds are here.
 
 use super::common::{BackendRef, ParentReference};
 use super::gateway::{protocol, FromNamespaces, GatewayClassSpec, GatewaySpec, TlsMode};
 use super::referencegrant::ReferenceGrantSpec;
 use super::tlsroute::StreamRouteRule;
-use super::validate_route;
 use super::GatewayApiResource;
+use super::{validate_grpc, validate_route};
 use std::collections::BTreeSet;
 
 /// One rule violation: field path and message.
@@ -25,7 +25,7 @@ pub fn validate(r: &GatewayApiResource) -> Vec<Finding> {
         GatewayApiResource::GatewayClass(c) => gateway_class(&mut out, &c.spec),
         GatewayApiResource::Gateway(g) => gateway(&mut out, &g.spec),
         GatewayApiResource::HTTPRoute(h) => validate_route::http_route(&mut out, &h.spec),
-        GatewayApiResource::GRPCRoute(g) => validate_route::grpc_route(&mut out, &g.spec),
+        GatewayApiResource::GRPCRoute(g) => validate_grpc::grpc_route(&mut out, &g.spec),
         GatewayApiResource::TLSRoute(t) => {
             out.parent_refs("spec.parentRefs", &t.spec.parent_refs);
             out.hostnames("spec.hostnames", &t.spec.hostnames);

@@ -1,10 +1,10 @@
-//! HTTPRoute and GRPCRoute rules: matches (path, header, query, method), filters
+//! HTTPRoute rules (and the match/filter checks GRPCRoute shares, see
+//! [`super::validate_grpc`]): matches (path, header, query, method), filters
 //! (the `type` ↔ body pairing, no repeats, redirect/rewrite exclusivity,
 //! ReplacePrefixMatch only after a single PathPrefix match), backends, timeouts
 //! and retries, following the upstream schema and CEL rules.
 
 use super::common::{HTTPHeaderFilter, HTTPHeaderMatch, HTTPRequestMirrorFilter, HeaderMatchType};
-use super::grpcroute::{GRPCMethodMatchType, GRPCRouteFilter, GRPCRouteFilterType, GRPCRouteSpec};
 use super::httproute::{
     HTTPPathModifier, HTTPPathModifierType, HTTPRouteFilter, HTTPRouteFilterType, HTTPRouteRule,
     HTTPRouteSpec, PathMatchType,
@@ -34,7 +34,7 @@ pub(crate) fn http_route(out: &mut Findings, s: &HTTPRouteSpec) {
     }
 }
 
-fn rule_names<'a>(out: &mut Findings, names: impl Iterator<Item = Option<&'a String>>) {
+pub(super) fn rule_names<'a>(out: &mut Findings, names: impl Iterator<Item = Option<&'a String>>) {
     let mut seen = BTreeSet::new();
     for (i, n) in names.enumerate() {
         let Some(n) = n else { continue };
@@ -251,7 +251,12 @@ fn http_filters(out: &mut Findings, at: &str, filters: &[HTTPRouteFilter], singl
 }
 
 /// `present`: for each filter body, (is it the one `type` names, field name, set?).
-fn filter_body(out: &mut Findings, at: &str, type_: &str, present: &[(bool, &str, bool)]) {
+pub(super) fn filter_body(
+    out: &mut Findings,
+    at: &str,
+    type_: &str,
+    present: &[(bool, &str, bool)],
+) {
     for &(wanted, name, set) in present {
         if wanted && !set {
             out.push(
@@ -318,7 +323,7 @@ fn path_modifier(out: &mut Findings, at: &str, p: &HTTPPathModifier, single_pref
     }
 }
 
-fn header_filter(out: &mut Findings, at: &str, h: &HTTPHeaderFilter) {
+pub(super) fn header_filter(out: &mut Findings, at: &str, h: &HTTPHeaderFilter) {
     for (field, names) in [
         ("set", h.set.iter().map(|x| &x.name).collect::<Vec<_>>()),
         ("add", h.add.iter().map(|x| &x.name).collect()),
@@ -340,7 +345,7 @@ fn header_filter(out: &mut Findings, at: &str, h: &HTTPHeaderFilter) {
     }
 }
 
-fn mirror(out: &mut Findings, at: &str, m: &HTTPRequestMirrorFilter) {
+pub(super) fn mirror(out: &mut Findings, at: &str, m: &HTTPRequestMirrorFilter) {
     out.object_name(&format!("{at}.backendRef.name"), &m.backend_ref.name);
     if let Some(p) = m.backend_ref.port {
         out.port(&format!("{at}.backendRef.port"), p);
@@ -374,7 +379,7 @@ fn mirror(out: &mut Findings, at: &str, m: &HTTPRequestMirrorFilter) {
     }
 }
 
-fn header_matches(out: &mut Findings, at: &str, headers: &[HTTPHeaderMatch]) {
+pub(super) fn header_matches(out: &mut Findings, at: &str, headers: &[HTTPHeaderMatch]) {
     out.max_items(at, headers.len(), 16);
     let mut seen = BTreeSet::new();
     for (k, h) in headers.iter().enumerate() {
@@ -429,7 +434,7 @@ fn path_value(out: &mut Findings, at: &str, v: &str) {
     }
 }
 
-fn regex(out: &mut Findings, at: &str, v: &str) {
+pub(super) fn regex(out: &mut Findings, at: &str, v: &str) {
     if let Err(e) = regex::Regex::new(v) {
         let first = e.to_string().lines().last().unwrap_or_default().to_string();
         out.push(
@@ -476,122 +481,4 @@ fn duration(out: &mut Findings, at: &str, d: &str) -> Option<u64> {
         );
     }
     ms
-}
-
-pub(crate) fn grpc_route(out: &mut Findings, s: &GRPCRouteSpec) {
-    out.parent_refs("spec.parentRefs", &s.parent_refs);
-    out.hostnames("spec.hostnames", &s.hostnames);
-    out.max_items("spec.rules", s.rules.len(), 16);
-    rule_names(out, s.rules.iter().map(|r| r.name.as_ref()));
-    for (i, r) in s.rules.iter().enumerate() {
-        let at = format!("spec.rules[{i}]");
-        out.max_items(&format!("{at}.matches"), r.matches.len(), 8);
-        for (j, m) in r.matches.iter().enumerate() {
-            let mat = format!("{at}.matches[{j}]");
-            if let Some(mm) = &m.method {
-                let mat = format!("{mat}.method");
-                match mm.type_ {
-                    GRPCMethodMatchType::Exact => {
-                        if mm.service.is_none() && mm.method.is_none() {
-                            out.push(mat.clone(), "one or both of service and method must be set");
-                        }
-                        if let Some(svc) = &mm.service {
-                            let name = svc.strip_prefix('.').unwrap_or(svc);
-                            if !name.split('.').all(grpc_ident) {
-                                out.push(
-                                    format!("{mat}.service"),
-                                    format!("{svc:?} is not a valid gRPC service name"),
-                                );
-                            }
-                        }
-                        if let Some(m) = &mm.method {
-                            if !grpc_ident(m) {
-                                out.push(
-                                    format!("{mat}.method"),
-                                    format!("{m:?} is not a valid gRPC method name"),
-                                );
-                            }
-                        }
-                    }
-                    GRPCMethodMatchType::RegularExpression => {
-                        for (field, v) in [("service", &mm.service), ("method", &mm.method)] {
-                            if let Some(v) = v {
-                                regex(out, &format!("{mat}.{field}"), v);
-                            }
-                        }
-                    }
-                }
-            }
-            header_matches(out, &format!("{mat}.headers"), &m.headers);
-        }
-        grpc_filters(out, &format!("{at}.filters"), &r.filters);
-        out.max_items(&format!("{at}.backendRefs"), r.backend_refs.len(), 16);
-        for (j, b) in r.backend_refs.iter().enumerate() {
-            let bat = format!("{at}.backendRefs[{j}]");
-            out.backend_ref(&bat, &b.backend);
-            grpc_filters(out, &format!("{bat}.filters"), &b.filters);
-        }
-    }
-}
-
-fn grpc_ident(s: &str) -> bool {
-    let mut c = s.chars();
-    c.next()
-        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
-}
-
-fn grpc_filters(out: &mut Findings, at: &str, filters: &[GRPCRouteFilter]) {
-    use GRPCRouteFilterType as T;
-    out.max_items(at, filters.len(), 16);
-    let mut seen = BTreeSet::new();
-    for (i, f) in filters.iter().enumerate() {
-        let fat = format!("{at}[{i}]");
-        let present = [
-            (
-                T::RequestHeaderModifier,
-                "requestHeaderModifier",
-                f.request_header_modifier.is_some(),
-            ),
-            (
-                T::ResponseHeaderModifier,
-                "responseHeaderModifier",
-                f.response_header_modifier.is_some(),
-            ),
-            (
-                T::RequestMirror,
-                "requestMirror",
-                f.request_mirror.is_some(),
-            ),
-            (T::ExtensionRef, "extensionRef", f.extension_ref.is_some()),
-        ];
-        filter_body(
-            out,
-            &fat,
-            &format!("{:?}", f.type_),
-            &present.map(|(t, n, p)| (t == f.type_, n, p)),
-        );
-        if matches!(
-            f.type_,
-            T::RequestHeaderModifier | T::ResponseHeaderModifier
-        ) && !seen.insert(f.type_)
-        {
-            out.push(
-                format!("{fat}.type"),
-                format!("filter {:?} is repeated", f.type_),
-            );
-        }
-        if let Some(h) = &f.request_header_modifier {
-            header_filter(out, &format!("{fat}.requestHeaderModifier"), h);
-        }
-        if let Some(h) = &f.response_header_modifier {
-            header_filter(out, &format!("{fat}.responseHeaderModifier"), h);
-        }
-        if let Some(m) = &f.request_mirror {
-            mirror(out, &format!("{fat}.requestMirror"), m);
-        }
-        if let Some(e) = &f.extension_ref {
-            out.object_name(&format!("{fat}.extensionRef.name"), &e.name);
-        }
-    }
 }

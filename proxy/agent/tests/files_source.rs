@@ -304,3 +304,115 @@ async fn malformed_and_half_written_files_keep_the_last_good_content() {
     })
     .await;
 }
+
+/// An Istio Gateway and a Gateway API Gateway with the same namespace/name.
+const TWO_GATEWAYS: &str = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: PORT, protocol: HTTP}
+"#;
+
+const ROUTES: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: good, namespace: infra}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: api, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad, namespace: infra}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+  - matches: [{path: {type: Exact, value: api/v1}}]
+    backendRefs: [{name: api, port: 8080}]
+"#;
+
+#[test]
+fn gateway_api_gateway_and_istio_gateway_coexist_in_the_store() {
+    use mesh_agent::store::{SourceEvent, Store};
+    let (objs, errs) = mesh_agent::objects::parse_yaml(&TWO_GATEWAYS.replace("PORT", "80"));
+    assert!(errs.is_empty(), "{errs:?}");
+    let mut store = Store::default();
+    store.apply(SourceEvent::Replace {
+        origin: "gw.yaml".into(),
+        objects: objs.into_iter().map(|(_, o)| o).collect(),
+        errors: vec![],
+    });
+    let keys: Vec<String> = store.objects.keys().map(ToString::to_string).collect();
+    assert_eq!(
+        keys,
+        [
+            "Gateway/infra/edge",
+            "Gateway.gateway.networking.k8s.io/infra/edge"
+        ]
+    );
+    assert!(store.objects.values().all(|e| e.findings.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_gateway_api_objects_are_rejected_with_their_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let gws = dir.path().join("gateways.yaml");
+    std::fs::write(&gws, TWO_GATEWAYS.replace("PORT", "0")).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), ROUTES).unwrap();
+    let mut h = Harness::start(dir.path());
+    let rejected = |s: &Snapshot, key: &str, needle: &str| {
+        s.rejected
+            .iter()
+            .any(|r| r.resource == key && r.errors.iter().any(|e| e.contains(needle)))
+    };
+    // What /debug/syncz serves as `rejected` (server::debug::syncz copies it).
+    h.until("gateway API rejections", |s| {
+        rejected(
+            s,
+            "HTTPRoute/infra/bad",
+            "spec.rules[0].matches[0].path.value: path \"api/v1\" must start with '/'",
+        ) && rejected(
+            s,
+            "Gateway.gateway.networking.k8s.io/infra/edge",
+            "spec.listeners[0].port: port 0 is out of range",
+        )
+    })
+    .await;
+    let s = h.snaps.borrow().clone();
+    assert_eq!(
+        s.gateways.len(),
+        1,
+        "the Istio Gateway of the same name applies"
+    );
+    assert_eq!(s.gateways[0].key.kind, "Gateway");
+    assert!(!s
+        .rejected
+        .iter()
+        .any(|r| r.resource == "HTTPRoute/infra/good"));
+    assert!(!s
+        .rejected
+        .iter()
+        .any(|r| r.resource == "Gateway/infra/edge"));
+    // Fixing the Gateway API Gateway clears its rejection; the Istio one stays.
+    std::fs::write(&gws, TWO_GATEWAYS.replace("PORT", "80")).unwrap();
+    h.until("fixed gateway accepted", |s| {
+        !s.rejected
+            .iter()
+            .any(|r| r.resource.starts_with("Gateway.gateway.networking.k8s.io/"))
+            && s.gateways.len() == 1
+            && s.rejected.len() == 1
+    })
+    .await;
+}

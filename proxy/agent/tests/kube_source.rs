@@ -21,6 +21,7 @@ use mesh_e2e::fake_api::*;
 
 const MESH: &str = include_str!("fixtures/mesh.yaml");
 const ISTIO: &str = include_str!("fixtures/istio.yaml");
+const GATEWAY_API: &str = include_str!("fixtures/gatewayapi.yaml");
 
 /// What must agree between sources: services (with endpoints), accepted Istio
 /// resources with their specs, and rejections.
@@ -65,7 +66,11 @@ async fn until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
     let fake = Fake::new();
-    for d in docs(MESH).into_iter().chain(docs(ISTIO)) {
+    for d in docs(MESH)
+        .into_iter()
+        .chain(docs(ISTIO))
+        .chain(docs(GATEWAY_API))
+    {
         fake.apply(d);
     }
     let shutdown = CancellationToken::new();
@@ -84,7 +89,11 @@ async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
 
     // Same objects through the files path.
     let mut store = Store::default();
-    for (origin, text) in [("mesh.yaml", MESH), ("istio.yaml", ISTIO)] {
+    for (origin, text) in [
+        ("mesh.yaml", MESH),
+        ("istio.yaml", ISTIO),
+        ("gatewayapi.yaml", GATEWAY_API),
+    ] {
         let (objs, errs) = parse_yaml(text);
         assert!(errs.is_empty());
         store.apply(SourceEvent::Replace {
@@ -95,12 +104,19 @@ async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
     }
     let expected = canonical(&compile(&store, &Arc::new(Settings::default()), 1));
     assert_eq!(expected["services"].as_object().unwrap().len(), 4);
+    // The Istio Gateway applies next to the Gateway API Gateway of the same name,
+    // whose invalid route is rejected the same way by both sources.
+    assert_eq!(expected["gw"], json!(["Gateway/shop/edge"]));
+    assert_eq!(expected["rejected"], json!(["HTTPRoute/shop/bad"]));
     until(&mut snaps, "same snapshot as the files source", |s| {
         canonical(s) == expected
     })
     .await;
     let lists_after_start = fake.db().lists;
-    assert_eq!(lists_after_start, 14, "one list per kind");
+    assert_eq!(
+        lists_after_start, 21,
+        "one list per kind (14 core and Istio, 7 Gateway API)"
+    );
 
     // Add, modify, delete through watches.
     fake.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart", "namespace": "shop"}, "spec": {"ports": [{"name": "http", "port": 80}]}}));

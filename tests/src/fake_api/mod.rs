@@ -131,6 +131,24 @@ fn cluster_scoped(collection: &str) -> bool {
         || collection.ends_with("/gatewayclasses")
 }
 
+/// Gateway API kinds have their own collections under their group (a Gateway API
+/// `Gateway` is not Istio's `Gateway`), at the version the agent watches.
+fn gateway_api_collection(api_version: &str, kind: &str) -> Option<(String, String)> {
+    let (group, _) = api_version.split_once('/')?;
+    if group != mesh_api::gatewayapi::GROUP {
+        return None;
+    }
+    let version = mesh_api::gatewayapi::versions(kind)?[0];
+    let plural = match kind {
+        "GatewayClass" => "gatewayclasses".to_string(),
+        _ => format!("{}s", kind.to_ascii_lowercase()),
+    };
+    Some((
+        format!("/apis/{group}/{version}/{plural}"),
+        format!("{group}/{version}"),
+    ))
+}
+
 /// The documents of a YAML stream, as JSON (null documents skipped).
 pub fn docs(text: &str) -> Vec<Value> {
     use serde::Deserialize;
@@ -219,13 +237,16 @@ impl Fake {
 
     /// Creates or updates an object, as `kubectl apply` would.
     pub fn apply(&self, mut obj: Value) {
-        let kind = kind_of(&obj);
-        let Some((path, api_version)) = collection(&kind) else {
+        let kind = obj["kind"].as_str().unwrap().to_string();
+        let api = obj["apiVersion"].as_str().unwrap_or("").to_string();
+        let Some((path, api_version)) = gateway_api_collection(&api, &kind)
+            .or_else(|| collection(&kind).map(|(p, v)| (p.to_string(), v.to_string())))
+        else {
             return;
         };
         obj["apiVersion"] = api_version.into(); // served at the storage version
         obj["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Apply"}]);
-        self.store(path, obj);
+        self.store(&path, obj);
     }
 
     /// Stores `obj` in `path` with the next resourceVersion and tells watchers.
