@@ -124,6 +124,24 @@ pub fn is_mesh_kind(api_version: &str) -> bool {
     api_version.starts_with("networking.istio.io/")
         || api_version.starts_with("security.istio.io/")
         || api_version.starts_with("telemetry.istio.io/")
+        || api_version.starts_with("gateway.networking.k8s.io/")
+}
+
+/// What Istio's automated deployment makes for a Gateway API Gateway of class
+/// `istio` or `mesh` ([`mesh_api::gatewayapi::deploy`]): its ServiceAccount,
+/// Deployment and Service, run here like the installed gateways. Other
+/// classes get nothing.
+fn gateway_api_deployment(at: &str, v: &Value) -> anyhow::Result<Vec<Value>> {
+    use mesh_api::gatewayapi::{self, deploy, GatewayApiResource};
+    let gw = match gatewayapi::parse(v) {
+        Ok(Some(GatewayApiResource::Gateway(g))) => g,
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) => bail!("{at}: {e}"),
+    };
+    if !deploy::is_deployed_class(&gw.spec.gateway_class_name) {
+        return Ok(Vec::new());
+    }
+    deploy::objects(&gw).with_context(|| at.to_string())
 }
 
 /// Sorts the objects into a [`Manifest`]; `default_ns` is used where a document
@@ -135,7 +153,9 @@ pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
 /// [`read`] over objects already parsed (each with where it came from).
 pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Result<Manifest> {
     let mut m = Manifest::default();
-    for (at, mut v) in objs {
+    // Generated objects (a Gateway API Gateway's deployment) join the queue.
+    let mut queue: std::collections::VecDeque<(String, Value)> = objs.into();
+    while let Some((at, mut v)) = queue.pop_front() {
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         let api = v["apiVersion"].as_str().unwrap_or_default().to_string();
         let name = v["metadata"]["name"]
@@ -199,6 +219,12 @@ pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Res
                             .with_context(|| format!("{at}: {kind} {name}"))?,
                     });
                 }
+            }
+            "Gateway" if api.starts_with("gateway.networking.k8s.io/") => {
+                for o in gateway_api_deployment(&at, &v)? {
+                    queue.push_back((format!("{at} (deployment of Gateway {ns}/{name})"), o));
+                }
+                m.mesh.push((at, v));
             }
             _ if super::smcp::is_smcp(&v) => m.smcps.push((at, v)),
             _ if super::smcp::is_membership(&v) => m.membership.push((at, v)),

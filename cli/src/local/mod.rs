@@ -783,7 +783,13 @@ fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
 }
 
 fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
-    let kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+    let mut kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+    // A Gateway API Gateway may share its name with an Istio Gateway.
+    if let Some((group, _)) = v["apiVersion"].as_str().and_then(|a| a.split_once('/')) {
+        if group == mesh_api::gatewayapi::GROUP {
+            kind = format!("{kind}.{group}");
+        }
+    }
     let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = v["metadata"]["name"].as_str().unwrap_or_default();
     run.applied_dir().join(format!("{kind}_{ns}_{name}.yaml"))
