@@ -30,6 +30,20 @@ spec:
         image: example/web
         ports: [{containerPort: 8080}]
 ---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: strict, namespace: shop}
+spec:
+  template:
+    metadata: {labels: {app: strict}}
+    spec:
+      securityContext:
+        sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"1024\"}]
+      containers:
+      - name: strict
+        image: example/strict
+        ports: [{containerPort: 8080}]
+---
 apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: shop}
@@ -152,6 +166,27 @@ fn gateway_api_gateway_is_deployed_serves_on_port_80_and_goes_with_its_gateway()
     );
     let ss = String::from_utf8_lossy(&ss.stdout).into_owned();
     assert!(ss.contains(":80"), "{ss}\n{last}");
+
+    // The sysctl is the pod's own (per network namespace): UID 1337 may bind
+    // below 1024 in the gateway pod, not in a pod that asks for 1024.
+    let bind81 = "import socket; socket.socket().bind(('0.0.0.0', 81))";
+    let ok = mesh.exec(
+        "shop/edge-istio-0",
+        Some(1337),
+        &["/usr/bin/python3", "-c", bind81],
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    let refused = mesh.exec(
+        "shop/strict-0",
+        Some(1337),
+        &["/usr/bin/python3", "-c", bind81],
+    );
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("Permission denied"),
+        "{}",
+        text(&refused)
+    );
 
     // Deleting the Gateway deletes its deployment and releases the host port.
     let out = mesh.ok(&["delete", "-f", &gw]);
