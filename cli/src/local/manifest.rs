@@ -319,6 +319,38 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_api_gateway_of_our_class_brings_its_deployment() {
+        let gw = |name: &str, class: &str| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": name},
+                "spec": {"gatewayClassName": class,
+                         "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}})
+        };
+        let objs = vec![
+            ("a.yaml#1".to_string(), gw("edge", "istio")),
+            ("a.yaml#2".to_string(), gw("other", "cilium")),
+        ];
+        let m = from_objects(objs, "shop").unwrap();
+        let pods: Vec<(&str, &str)> = m
+            .pods
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.name.as_str()))
+            .collect();
+        assert_eq!(pods, [("shop", "edge-istio-0")]);
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(m.services[0]["metadata"]["name"], "edge-istio");
+        assert_eq!(m.service_accounts.len(), 1);
+        // Both Gateways still go to the agent (its translation's input).
+        assert_eq!(m.mesh.len(), 2);
+        // A bad one is refused naming where it came from.
+        let mut bad = gw("edge", "istio");
+        bad["metadata"]["annotations"] = json!({"networking.istio.io/service-type": "Bogus"});
+        let e = from_objects(vec![("b.yaml#3".into(), bad)], "shop").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("b.yaml#3") && e.contains("\"Bogus\""), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_file_and_document() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(
