@@ -11,7 +11,10 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use mesh_e2e::wait::eventually_blocking;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
 
 const APPS: &str = "\
 apiVersion: v1
@@ -95,14 +98,6 @@ fn get(addr: &str, host: &str, path: &str) -> (u16, Option<EchoReply>, String) {
     ])
 }
 
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn gateway_api_gateway_is_deployed_serves_on_port_80_and_goes_with_its_gateway() {
     let mesh = Local::new();
@@ -145,7 +140,7 @@ fn gateway_api_gateway_is_deployed_serves_on_port_80_and_goes_with_its_gateway()
     // Readiness through the published status port.
     let status = mesh.ok(&["service-url", "edge-istio", "-n", "shop", "--port", "15021"]);
     let status = status.trim();
-    until("readiness 200 on 15021", || {
+    eventually_blocking("readiness 200 on 15021", LIMIT, || {
         get(status, "x", "/healthz/ready").0 == 200
     });
 
@@ -153,11 +148,15 @@ fn gateway_api_gateway_is_deployed_serves_on_port_80_and_goes_with_its_gateway()
     let addr = mesh.ok(&["service-url", "edge-istio", "-n", "shop", "--port", "80"]);
     let addr = addr.trim().to_string();
     let mut last = String::new();
-    until("a routed request through the gateway's port 80", || {
-        let (code, reply, err) = get(&addr, "shop.example", "/hello");
-        last = format!("{code} {err}");
-        code == 200 && reply.is_some_and(|r| r.pod == "web-0" && r.path == "/hello")
-    });
+    eventually_blocking(
+        "a routed request through the gateway's port 80",
+        LIMIT,
+        || {
+            let (code, reply, err) = get(&addr, "shop.example", "/hello");
+            last = format!("{code} {err}");
+            code == 200 && reply.is_some_and(|r| r.pod == "web-0" && r.path == "/hello")
+        },
+    );
     // The router itself listens on 80 in its pod (targetPort = port).
     let ss = mesh.exec(
         "shop/edge-istio-0",
