@@ -28,7 +28,8 @@ pub struct Manifest {
     pub services: Vec<Value>,
     pub service_accounts: Vec<Value>,
     pub pods: Vec<PodSpec>,
-    /// `networking.istio.io` / `security.istio.io` objects, with their source.
+    /// `networking.istio.io` / `security.istio.io` / `telemetry.istio.io` and
+    /// Gateway API (`gateway.networking.k8s.io`) objects, with their source.
     pub mesh: Vec<(String, Value)>,
     /// Secrets (gateway `credentialName`s), checked and with `stringData`
     /// folded into `data` as the API server stores them.
@@ -342,6 +343,11 @@ mod tests {
         assert_eq!(m.service_accounts.len(), 1);
         // Both Gateways still go to the agent (its translation's input).
         assert_eq!(m.mesh.len(), 2);
+        // Bound to an existing gateway Service (manual deployment): nothing made.
+        let mut manual = gw("bound", "istio");
+        manual["spec"]["addresses"] = json!([{"type": "Hostname", "value": "istio-ingressgateway.istio-system.svc.cluster.local"}]);
+        let m = from_objects(vec![("c.yaml#1".into(), manual)], "shop").unwrap();
+        assert!(m.pods.is_empty() && m.services.is_empty(), "{:?}", m.pods);
         // A bad one is refused naming where it came from.
         let mut bad = gw("edge", "istio");
         bad["metadata"]["annotations"] = json!({"networking.istio.io/service-type": "Bogus"});

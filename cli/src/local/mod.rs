@@ -784,13 +784,16 @@ fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
 }
 
 fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
-    let mut kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
-    // A Gateway API Gateway may share its name with an Istio Gateway.
-    if let Some((group, _)) = v["apiVersion"].as_str().and_then(|a| a.split_once('/')) {
-        if group == mesh_api::gatewayapi::GROUP {
-            kind = format!("{kind}.{group}");
-        }
-    }
+    let kind = v["kind"].as_str().unwrap_or_default();
+    // A Gateway API Gateway must not share a file with an Istio Gateway.
+    let gateway_api = v["apiVersion"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("gateway.networking.k8s.io/"));
+    let kind = if gateway_api {
+        mesh_api::gatewayapi::key_kind(kind).to_ascii_lowercase()
+    } else {
+        kind.to_ascii_lowercase()
+    };
     let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = v["metadata"]["name"].as_str().unwrap_or_default();
     run.applied_dir().join(format!("{kind}_{ns}_{name}.yaml"))
