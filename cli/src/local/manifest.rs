@@ -128,23 +128,6 @@ pub fn is_mesh_kind(api_version: &str) -> bool {
         || api_version.starts_with("gateway.networking.k8s.io/")
 }
 
-/// What Istio's automated deployment makes for a Gateway API Gateway of class
-/// `istio` or `mesh` ([`mesh_api::gatewayapi::deploy`]): its ServiceAccount,
-/// Deployment and Service, run here like the installed gateways. Other
-/// classes get nothing.
-fn gateway_api_deployment(at: &str, v: &Value) -> anyhow::Result<Vec<Value>> {
-    use mesh_api::gatewayapi::{self, deploy, GatewayApiResource};
-    let gw = match gatewayapi::parse(v) {
-        Ok(Some(GatewayApiResource::Gateway(g))) => g,
-        Ok(_) => return Ok(Vec::new()),
-        Err(e) => bail!("{at}: {e}"),
-    };
-    if !deploy::is_deployed_class(&gw.spec.gateway_class_name) {
-        return Ok(Vec::new());
-    }
-    deploy::objects(&gw).with_context(|| at.to_string())
-}
-
 /// Sorts the objects into a [`Manifest`]; `default_ns` is used where a document
 /// names none (like `kubectl apply -n`).
 pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
@@ -234,6 +217,23 @@ pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Res
         }
     }
     Ok(m)
+}
+
+/// What Istio's automated deployment makes for a Gateway API Gateway of class
+/// `istio` or `mesh` ([`mesh_api::gatewayapi::deploy`]): its ServiceAccount,
+/// Deployment and Service, run here like the installed gateways. Other
+/// classes get nothing.
+fn gateway_api_deployment(at: &str, v: &Value) -> anyhow::Result<Vec<Value>> {
+    use mesh_api::gatewayapi::{self, deploy, GatewayApiResource};
+    let gw = match gatewayapi::parse(v) {
+        Ok(Some(GatewayApiResource::Gateway(g))) => g,
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) => bail!("{at}: {e}"),
+    };
+    if !deploy::is_deployed_class(&gw.spec.gateway_class_name) {
+        return Ok(Vec::new());
+    }
+    deploy::objects(&gw).with_context(|| at.to_string())
 }
 
 fn pod_object(name: &str, meta: &Value, spec: &Value) -> anyhow::Result<Value> {

@@ -167,8 +167,8 @@ pub struct Snapshot {
     pub secrets: Arc<gwinputs::Secrets>,
     /// Services with selectors: which Service ports front a gateway pod.
     pub selector_services: Arc<Vec<gwinputs::SelectorService>>,
-    /// The whole `status` of every Gateway API object, by key, as the
-    /// translation computed it; the gateway controller writes it back.
+    /// The `status` the mesh computes for each Gateway API object it owns, by
+    /// that object's key (what the status writer PATCHes).
     pub gateway_api_status: Arc<BTreeMap<ResourceKey, serde_json::Value>>,
 }
 
