@@ -291,7 +291,10 @@ async fn status_writer_writes_changes_and_keeps_unchanged_condition_times() {
     fake.apply(
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": "shop-route", "namespace": "shop"},
-        "spec": {"parentRefs": [{"name": "web"}]}}),
+        "spec": {"parentRefs": [{"name": "web"}, {"name": "theirs"}]},
+        // Another controller's entry: kept beside ours.
+        "status": {"parents": [{"parentRef": {"name": "theirs"},
+            "controllerName": "example.com/other", "conditions": []}]}}),
     );
     eventually("route status written after a retry", LIMIT, async || {
         fake.get("HTTPRoute", "shop", "shop-route")
@@ -300,6 +303,11 @@ async fn status_writer_writes_changes_and_keeps_unchanged_condition_times() {
     .await;
     let r = fake.get("HTTPRoute", "shop", "shop-route").unwrap();
     assert_eq!(r["status"]["parents"][0]["parentRef"]["name"], "web");
+    assert_eq!(
+        r["status"]["parents"][1]["controllerName"],
+        "example.com/other"
+    );
+    assert_eq!(r["status"]["parents"].as_array().unwrap().len(), 2);
     assert!(r["status"]["parents"][0]["conditions"][0]["lastTransitionTime"].is_string());
 
     // The same statuses again, then a change: only the change is written.
