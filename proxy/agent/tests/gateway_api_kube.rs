@@ -187,6 +187,15 @@ async fn gateway_deployed_classes_accepted_objects_follow_the_gateway() {
     })
     .await;
 
+    // A generated object deleted by someone else comes back (the
+    // pass that removed web-istio ended with that removal: nothing else is
+    // pending).
+    fake.delete("Deployment", "shop", "web-mesh");
+    eventually("web-mesh Deployment made again", LIMIT, async || {
+        fake.get("Deployment", "shop", "web-mesh").is_some()
+    })
+    .await;
+
     // Deleted: what it owned is deleted (no garbage collector here).
     fake.delete(GW, "shop", "web");
     fake.delete(GW, "shop", "other");
