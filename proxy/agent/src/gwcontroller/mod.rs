@@ -8,7 +8,8 @@
 //!   Gateway of those classes ([`mesh_api::gatewayapi::deploy`]), and deletes
 //!   what a deleted or re-classed Gateway owned (ownerReferences let a real
 //!   cluster's garbage collector do it too; deleting explicitly covers clusters
-//!   and test servers without one);
+//!   and test servers without one); a generated object someone else deletes
+//!   is made again;
 //! - the status writer follows the agent's published snapshots and PATCHes the
 //!   `status` subresource of every object whose computed status changed since
 //!   it last wrote it, keeping the `lastTransitionTime` of conditions whose
