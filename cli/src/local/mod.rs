@@ -18,6 +18,7 @@ mod publish;
 mod secret;
 mod smcp;
 mod state;
+mod sysctl;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -34,6 +34,7 @@ pub mod objects;
 pub mod ondemand;
 /// The stream framing, shared with the client in `mesh-api`.
 pub use mesh_api::syncframe as protocol;
+pub mod gwcontroller;
 pub mod server;
 pub mod source;
 pub mod store;
