@@ -27,6 +27,7 @@ pub mod compile;
 pub mod config;
 pub mod crdgen;
 pub mod gateway;
+pub mod gatewayapi;
 pub mod maistra;
 pub mod meshfile;
 pub mod objects;

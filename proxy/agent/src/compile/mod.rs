@@ -167,6 +167,9 @@ pub struct Snapshot {
     pub secrets: Arc<gwinputs::Secrets>,
     /// Services with selectors: which Service ports front a gateway pod.
     pub selector_services: Arc<Vec<gwinputs::SelectorService>>,
+    /// The `status` the mesh computes for each Gateway API object it owns, by
+    /// that object's key (what the status writer PATCHes).
+    pub gateway_api_status: Arc<BTreeMap<ResourceKey, serde_json::Value>>,
 }
 
 /// Is a resource with `export_to` in namespace `owner` visible from `ns`?
@@ -227,18 +230,54 @@ pub fn compile_cached(
         });
     }
     let mut accepted: BTreeMap<&'static str, Vec<Accepted>> = BTreeMap::new();
-    for (key, e) in &store.objects {
+    // Gateway API objects become Istio objects first; those join the same
+    // accepted/rejected flow after the stored ones (so on a host conflict
+    // between a user mesh VirtualService and a generated one in the same
+    // namespace, the user's wins and the generated one is rejected, naming
+    // its source route).
+    let translated = crate::gatewayapi::translate(store, settings);
+    let mut generated: Vec<(ResourceKey, Arc<KubeObject>, Vec<crate::validate::Finding>)> =
+        Vec::new();
+    for (key, r) in translated.objects {
+        if store.objects.contains_key(&key) {
+            snap.warnings.push(format!(
+                "warning: {key}: a stored object has the name of a generated one; the generated one is dropped"
+            ));
+            continue;
+        }
+        let findings = crate::validate::validate(&r);
+        generated.push((key, Arc::new(KubeObject::Istio(r)), findings));
+    }
+    snap.warnings.extend(translated.warnings);
+    snap.gateway_api_status = Arc::new(translated.statuses);
+    let stored = store
+        .objects
+        .iter()
+        .map(|(k, e)| (k, e.object.clone(), e.findings.as_slice()));
+    let generated_iter = generated
+        .iter()
+        .map(|(k, o, f)| (k, o.clone(), f.as_slice()));
+    for (key, object, findings) in stored.chain(generated_iter) {
         // Findings come with Istio and Gateway API objects (core objects have
         // none); both report rejections here. Only Istio objects are accepted
         // below: Gateway API objects reach the accepted lists via translation.
-        let errors: Vec<String> = e
-            .findings
+        let from = match &*object {
+            KubeObject::Istio(r) => r
+                .meta()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::gatewayapi::PARENT_ANNOTATION))
+                .map(|p| format!(" (generated from {p})")),
+            _ => None,
+        }
+        .unwrap_or_default();
+        let errors: Vec<String> = findings
             .iter()
             .filter(|f| f.severity == Severity::Error)
-            .map(ToString::to_string)
+            .map(|f| format!("{f}{from}"))
             .collect();
         snap.warnings.extend(
-            e.findings
+            findings
                 .iter()
                 .filter(|f| f.severity == Severity::Warning)
                 .map(ToString::to_string),
@@ -250,7 +289,7 @@ pub fn compile_cached(
             });
             continue;
         }
-        let KubeObject::Istio(r) = &*e.object else {
+        let KubeObject::Istio(r) = &*object else {
             continue;
         };
         let ns = &key.namespace;
@@ -267,7 +306,7 @@ pub fn compile_cached(
         };
         accepted.entry(r.kind()).or_default().push(Accepted {
             key: key.clone(),
-            object: e.object.clone(),
+            object: object.clone(),
             hosts,
             export_to,
         });
