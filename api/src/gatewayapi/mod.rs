@@ -11,6 +11,7 @@
 //! cluster-scoped: its key's namespace is empty.
 
 pub mod common;
+pub mod deploy;
 pub mod gateway;
 pub mod grpcroute;
 pub mod httproute;

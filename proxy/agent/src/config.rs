@@ -96,6 +96,12 @@ pub struct Config {
     /// `spec.security.manageNetworkPolicy`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub manage_network_policy: bool,
+    /// Kubernetes Gateway API controller (Kubernetes source only): deploy a
+    /// `<gateway>-istio` Deployment/Service/ServiceAccount for every Gateway of
+    /// class `istio` or `mesh`, make sure those GatewayClasses exist, and write
+    /// the Gateway API objects' status. `--gateway-api=false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "MESH_AGENT_GATEWAY_API")]
+    pub gateway_api: bool,
     #[command(flatten)]
     pub ca: CaArgs,
     /// Tracing compiled from the mesh config file (no flag of its own).

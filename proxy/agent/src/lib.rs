@@ -28,6 +28,7 @@ pub mod config;
 pub mod crdgen;
 pub mod gateway;
 pub mod gatewayapi;
+pub mod gwcontroller;
 pub mod maistra;
 pub mod meshfile;
 pub mod objects;

@@ -160,9 +160,18 @@ fn run(flags: Config) -> anyhow::Result<()> {
             _ => settings_rx,
         };
         // Kubernetes: the CA reviews projected service-account tokens.
-        let ca = mesh_agent::agent::ca_service(&cfg, kube)?;
+        let ca = mesh_agent::agent::ca_service(&cfg, kube.clone())?;
         let running =
             mesh_agent::agent::start_live(&cfg, settings_rx, source, ca, shutdown.clone()).await?;
+        // Kubernetes: the Gateway API controller deploys gateways and writes
+        // the statuses the translation computes.
+        if let (Some(client), true) = (kube.clone(), cfg.gateway_api) {
+            mesh_agent::gwcontroller::GatewayController {
+                client,
+                retry: std::time::Duration::from_secs(5),
+            }
+            .start(running.shared.snapshots.clone(), shutdown.clone());
+        }
         // Tests and scripts read this line to learn the bound ports.
         tracing::info!(
             sync = %running.sync_addr,

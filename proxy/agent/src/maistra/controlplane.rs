@@ -390,7 +390,7 @@ fn same_but_time(a: &SmcpStatus, b: &SmcpStatus) -> bool {
 }
 
 /// RFC 3339 UTC time, as Kubernetes writes condition times.
-fn now() -> String {
+pub(crate) fn now() -> String {
     let t = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
