@@ -124,6 +124,28 @@ pub fn is_mesh_kind(api_version: &str) -> bool {
     api_version.starts_with("networking.istio.io/")
         || api_version.starts_with("security.istio.io/")
         || api_version.starts_with("telemetry.istio.io/")
+        || is_gateway_api(api_version)
+}
+
+/// `gateway.networking.k8s.io` objects go to the agent like Istio's (it
+/// translates them); a Gateway of a deployed class also brings its pods.
+pub fn is_gateway_api(api_version: &str) -> bool {
+    api_version.starts_with("gateway.networking.k8s.io/")
+}
+
+/// The ServiceAccount, Deployment and Service the gateway controller creates for
+/// a Gateway API Gateway of class `istio`/`mesh` (none for other classes), run
+/// locally like any applied workload.
+fn deployed_gateway(at: &str, v: &Value) -> anyhow::Result<Vec<Value>> {
+    use mesh_api::gatewayapi::{deploy, parse, GatewayApiResource};
+    match parse(v).with_context(|| format!("{at}: Gateway"))? {
+        Some(GatewayApiResource::Gateway(gw))
+            if deploy::is_deployed_class(&gw.spec.gateway_class_name) =>
+        {
+            deploy::objects(&gw).with_context(|| format!("{at}: deploying its gateway"))
+        }
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// Sorts the objects into a [`Manifest`]; `default_ns` is used where a document
@@ -202,7 +224,17 @@ pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Res
             }
             _ if super::smcp::is_smcp(&v) => m.smcps.push((at, v)),
             _ if super::smcp::is_membership(&v) => m.membership.push((at, v)),
-            _ if is_mesh_kind(&api) => m.mesh.push((at, v)),
+            _ if is_mesh_kind(&api) => {
+                if kind == "Gateway" && is_gateway_api(&api) {
+                    let deployed = deployed_gateway(&at, &v)?;
+                    let d =
+                        from_objects(deployed.into_iter().map(|o| (at.clone(), o)).collect(), &ns)?;
+                    m.services.extend(d.services);
+                    m.service_accounts.extend(d.service_accounts);
+                    m.pods.extend(d.pods);
+                }
+                m.mesh.push((at, v))
+            }
             _ => m.skipped.push(format!("{kind} {ns}/{name}")),
         }
     }

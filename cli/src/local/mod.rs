@@ -18,6 +18,7 @@ mod publish;
 mod secret;
 mod smcp;
 mod state;
+mod status;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,16 @@ enum Cmd {
         /// Arguments passed on (`-n NAMESPACE`, `--json`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The `status` of Gateway API objects as the agent computed it (what it
+    /// writes back in a cluster): every object's conditions, or one object's
+    /// whole status as YAML (`gateway/NS/NAME`, `httproute/NS/NAME`, ...).
+    Status {
+        /// `KIND/NAMESPACE/NAME` (kind case-insensitive).
+        object: Option<String>,
+        /// The agent's debug address (set when re-run inside the node).
+        #[arg(long, hide = true)]
+        agent: Option<String>,
     },
 }
 
@@ -281,6 +292,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             require_root()?;
             dashboard::run(&run, &args.name, &d)
         }
+        Cmd::Status { object, agent } => match agent {
+            Some(addr) => status::print(&addr, object.as_deref()),
+            None => {
+                require_root()?;
+                let st = run.load()?;
+                // The agent's debug port is loopback-only inside the node namespace.
+                let mut argv = vec![
+                    st.bins["meshctl"].display().to_string(),
+                    "local".to_string(),
+                    "status".to_string(),
+                    "--agent".to_string(),
+                    "127.0.0.1:15014".to_string(),
+                ];
+                argv.extend(object);
+                let status = proc::netns_command(&st.node_netns, 0, &argv)
+                    .status()
+                    .context("running meshctl local status in the node")?;
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        },
         Cmd::ProxyStatus { args } => {
             require_root()?;
             let st = run.load()?;
@@ -772,6 +803,11 @@ fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(Some(KubeObject::GatewayApi(r))) => {
+                for (path, msg) in mesh_api::gatewayapi::validate(&r) {
+                    errors.push(format!("{at}: {path}: {msg}"));
+                }
+            }
             Ok(_) => {}
             Err(e) => errors.push(format!("{at}: {e}")),
         }
@@ -783,7 +819,11 @@ fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
 }
 
 fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
-    let kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+    let mut kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+    // An Istio and a Gateway API Gateway of the same name are two objects.
+    if manifest::is_gateway_api(v["apiVersion"].as_str().unwrap_or_default()) {
+        kind.push_str(".gateway.networking.k8s.io");
+    }
     let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = v["metadata"]["name"].as_str().unwrap_or_default();
     run.applied_dir().join(format!("{kind}_{ns}_{name}.yaml"))

@@ -1,4 +1,7 @@
 //! `GET /debug/syncz`: per-proxy sync status and rejected resources, as JSON;
+//! `GET /debug/gatewayapiz`: the `status` the mesh computed for each Gateway API
+//! object, by `Kind/namespace/name` (what the status writer PATCHes in a
+//! cluster; the only place to read it without one);
 //! `GET /metrics`: the agent's counters (Prometheus text).
 
 use super::Shared;
@@ -19,6 +22,15 @@ pub fn syncz(shared: &Shared) -> Syncz {
     }
 }
 
+/// The current `/debug/gatewayapiz` document.
+pub fn gatewayapiz(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
+    let snap = shared.snapshots.borrow().clone();
+    snap.gateway_api_status
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
 async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
     Json(syncz(&shared))
 }
@@ -31,6 +43,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/debug/syncz", get(handler))
+        .route(
+            "/debug/gatewayapiz",
+            get(|State(s): State<Arc<Shared>>| async move { Json(gatewayapiz(&s)) }),
+        )
         .route(
             "/metrics",
             get(|State(s): State<Arc<Shared>>| async move { super::access::metrics(&s) }),
