@@ -818,6 +818,22 @@ fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `metadata.generation` as an API server keeps it: 1 for a new object, bumped
+/// when the spec changes (Gateway API statuses report the generation they saw).
+fn generation(old: Option<&Value>, new: &Value) -> i64 {
+    match old {
+        None => 1,
+        Some(o) => {
+            let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+            if o["spec"] == new["spec"] {
+                g
+            } else {
+                g + 1
+            }
+        }
+    }
+}
+
 fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
     let mut kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
     // An Istio and a Gateway API Gateway of the same name are two objects.
@@ -1041,7 +1057,15 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
         println!("{}", secret::describe(v));
     }
     for (_, v) in &m.mesh {
-        write_file(&mesh_file(run, v), &serde_yaml_ng::to_string(v)?)?;
+        let f = mesh_file(run, v);
+        let mut v = v.clone();
+        if manifest::is_gateway_api(v["apiVersion"].as_str().unwrap_or_default()) {
+            let old = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).ok());
+            v["metadata"]["generation"] = generation(old.as_ref(), &v).into();
+        }
+        write_file(&f, &serde_yaml_ng::to_string(&v)?)?;
         println!(
             "{}/{} ({}) configured",
             v["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
