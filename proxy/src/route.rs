@@ -634,17 +634,29 @@ pub fn hit(percentage: f64, roll: f64) -> bool {
     roll < percentage
 }
 
-/// The path after a `rewrite.uri`: the matched prefix is replaced when the
-/// route matched on a prefix, otherwise the whole path is.
+pub use mesh_api::networking::virtual_service::REDIRECT_PREFIX_MARKER;
+
+/// The path after a `rewrite.uri` (or a prefix-replacing `redirect.uri`, see
+/// [`REDIRECT_PREFIX_MARKER`]): the matched prefix is replaced when the route
+/// matched on a prefix, otherwise the whole path is.
 pub fn rewrite_path(route: &Route, f: &Facts<'_>, path_and_query: &str) -> Option<String> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
+    let prefix_redirect = route
+        .redirect
+        .as_ref()
+        .and_then(|r| r.uri.as_deref())
+        .and_then(|u| u.strip_prefix(REDIRECT_PREFIX_MARKER))
+        .map(str::to_string);
     let new_path = if let Some((re, with)) = &route.rewrite_regex {
         re.replace_all(path, with.as_str()).into_owned()
     } else {
-        let to = route.rewrite.as_ref()?.uri.as_ref()?;
+        let to = match &prefix_redirect {
+            Some(t) => t,
+            None => route.rewrite.as_ref()?.uri.as_ref()?,
+        };
         let prefix = route
             .matches
             .iter()

@@ -28,7 +28,8 @@ pub struct Manifest {
     pub services: Vec<Value>,
     pub service_accounts: Vec<Value>,
     pub pods: Vec<PodSpec>,
-    /// `networking.istio.io` / `security.istio.io` objects, with their source.
+    /// `networking.istio.io` / `security.istio.io` / `telemetry.istio.io` and
+    /// Gateway API (`gateway.networking.k8s.io`) objects, with their source.
     pub mesh: Vec<(String, Value)>,
     /// Secrets (gateway `credentialName`s), checked and with `stringData`
     /// folded into `data` as the API server stores them.

@@ -804,8 +804,11 @@ fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
                 }
             }
             Ok(Some(KubeObject::GatewayApi(r))) => {
-                for (path, msg) in mesh_api::gatewayapi::validate(&r) {
-                    errors.push(format!("{at}: {path}: {msg}"));
+                let findings = mesh_agent::validate::validate_gateway_api(&r);
+                if has_errors(&findings) {
+                    for f in findings {
+                        errors.push(format!("{at}: {f}"));
+                    }
                 }
             }
             Ok(_) => {}
@@ -835,11 +838,16 @@ fn generation(old: Option<&Value>, new: &Value) -> i64 {
 }
 
 fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
-    let mut kind = v["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
-    // An Istio and a Gateway API Gateway of the same name are two objects.
-    if manifest::is_gateway_api(v["apiVersion"].as_str().unwrap_or_default()) {
-        kind.push_str(".gateway.networking.k8s.io");
-    }
+    let kind = v["kind"].as_str().unwrap_or_default();
+    // A Gateway API Gateway must not share a file with an Istio Gateway.
+    let gateway_api = v["apiVersion"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("gateway.networking.k8s.io/"));
+    let kind = if gateway_api {
+        mesh_api::gatewayapi::key_kind(kind).to_ascii_lowercase()
+    } else {
+        kind.to_ascii_lowercase()
+    };
     let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = v["metadata"]["name"].as_str().unwrap_or_default();
     run.applied_dir().join(format!("{kind}_{ns}_{name}.yaml"))

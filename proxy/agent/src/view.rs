@@ -229,6 +229,20 @@ pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<Stri
                 && exported(&a.export_to, &a.key.namespace, ns)
         })
         .collect();
+    // GAMMA consumer override (GEP-1294, as Istio orders Gateway API routes):
+    // a route generated in the proxy's own namespace hides other namespaces'
+    // VirtualServices for the same host (consumer > producer).
+    let consumer_hosts: BTreeSet<&str> = mesh_vs
+        .iter()
+        .filter(|a| a.key.namespace == ns && crate::gatewayapi::is_generated(&a.key))
+        .flat_map(|a| a.hosts.iter().map(String::as_str))
+        .collect();
+    let mesh_vs: Vec<&Accepted> = mesh_vs
+        .into_iter()
+        .filter(|a| {
+            a.key.namespace == ns || !a.hosts.iter().all(|h| consumer_hosts.contains(h.as_str()))
+        })
+        .collect();
     let egress: Option<Vec<String>> = match sidecar {
         Some(sc) => Some(
             sc.sidecar()

@@ -405,13 +405,19 @@ async fn invalid_gateway_api_objects_are_rejected_with_their_field_path() {
         .rejected
         .iter()
         .any(|r| r.resource == "Gateway/infra/edge"));
-    // Fixing the Gateway API Gateway clears its rejection; the Istio one stays.
+    // Fixing the Gateway API Gateway clears its rejection; the Istio one stays,
+    // next to the Istio Gateway translated from the fixed one.
     std::fs::write(&gws, TWO_GATEWAYS.replace("PORT", "80")).unwrap();
     h.until("fixed gateway accepted", |s| {
+        let (generated, own): (Vec<_>, Vec<_>) = s
+            .gateways
+            .iter()
+            .partition(|g| mesh_agent::gatewayapi::is_generated(&g.key));
         !s.rejected
             .iter()
             .any(|r| r.resource.starts_with("Gateway.gateway.networking.k8s.io/"))
-            && s.gateways.len() == 1
+            && own.len() == 1
+            && generated.len() == 1
             && s.rejected.len() == 1
     })
     .await;

@@ -111,16 +111,24 @@ pub(crate) async fn apply_route(
             .authority
             .clone()
             .unwrap_or_else(|| authority_of(&req).unwrap_or_default());
-        let host = match rd.port {
-            Some(p) => format!("{}:{p}", host.split(':').next().unwrap_or_default()),
-            None => host,
+        let bare = || host.split(':').next().unwrap_or_default().to_string();
+        let host = match (rd.port, rd.derive_port.as_deref()) {
+            (Some(p), _) => format!("{}:{p}", bare()),
+            // The scheme's default port: left out of the Location.
+            (None, Some("FROM_PROTOCOL_DEFAULT")) => bare(),
+            (None, _) => host.clone(),
         };
-        let uri = rd.uri.clone().unwrap_or_else(|| {
-            req.uri()
+        let uri = match rd.uri.as_deref() {
+            Some(u) if u.starts_with(route::REDIRECT_PREFIX_MARKER) => {
+                rewritten_path.clone().unwrap_or_else(|| "/".into())
+            }
+            Some(u) => u.to_string(),
+            None => req
+                .uri()
                 .path_and_query()
                 .map(|p| p.to_string())
-                .unwrap_or_else(|| "/".into())
-        });
+                .unwrap_or_else(|| "/".into()),
+        };
         let code = rd
             .redirect_code
             .and_then(|c| u16::try_from(c).ok())

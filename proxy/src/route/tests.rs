@@ -184,6 +184,43 @@ http:
 }
 
 #[test]
+fn prefix_replacing_redirect_uri() {
+    let routes = table(
+        r#"
+hosts: [svc]
+http:
+- match: [{uri: {exact: "/prefix"}}]
+  redirect: {uri: "%PREFIX()%/one"}
+- match: [{uri: {prefix: "/prefix/"}}]
+  redirect: {uri: "%PREFIX()%/one/"}
+- match: [{uri: {prefix: "/full/"}}]
+  redirect: {uri: "/whole"}
+"#,
+    );
+    let h = http::HeaderMap::new();
+    let l = BTreeMap::new();
+    for (req, want) in [
+        ("/prefix", "/one"),
+        ("/prefix/", "/one/"),
+        ("/prefix/two?q=1", "/one/two?q=1"),
+    ] {
+        let path = req.split('?').next().unwrap();
+        let f = facts(&h, path, &l);
+        assert_eq!(
+            rewrite_path(select(&routes, &f).unwrap(), &f, req).as_deref(),
+            Some(want),
+            "{req}"
+        );
+    }
+    // A plain redirect uri is not a rewrite: the caller replaces the whole path.
+    let f = facts(&h, "/full/x", &l);
+    assert_eq!(
+        rewrite_path(select(&routes, &f).unwrap(), &f, "/full/x"),
+        None
+    );
+}
+
+#[test]
 fn rewrites() {
     let routes = table(
         r#"

@@ -23,6 +23,7 @@ use mesh_api::gatewayapi::{
     self as gw, reason, BackendRef, GatewayApiResource, HTTPHeaderFilter, HTTPHeaderMatch,
     HeaderMatchType, ParentReference,
 };
+use mesh_api::networking::virtual_service::REDIRECT_PREFIX_MARKER;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -674,7 +675,13 @@ fn compile_rule(
                     match (p.type_, &pk) {
                         (HTTPPathModifierType::ReplaceFullPath, _) => { v.insert("uri".into(), json!(p.replace_full_path.clone().unwrap_or_default())); }
                         (HTTPPathModifierType::ReplacePrefixMatch, PathKind::Exact(_)) => { v.insert("uri".into(), json!(p.replace_prefix_match.clone().unwrap_or_default())); }
-                        _ => out.warnings.push(format!("warning: {here}.filters.requestRedirect.path: ReplacePrefixMatch on a prefix match is not supported by the proxy; the path is kept")),
+                        // The proxy replaces only the matched prefix (REDIRECT_PREFIX_MARKER).
+                        (HTTPPathModifierType::ReplacePrefixMatch, PathKind::Prefix(_) | PathKind::Root) => {
+                            let r = p.replace_prefix_match.clone().unwrap_or_default();
+                            let r = if r.ends_with('/') { r } else { format!("{r}/") };
+                            v.insert("uri".into(), json!(format!("{REDIRECT_PREFIX_MARKER}{r}")));
+                        }
+                        (HTTPPathModifierType::ReplacePrefixMatch, PathKind::Regex(_)) => out.warnings.push(format!("warning: {here}.filters.requestRedirect.path: ReplacePrefixMatch on a regex match is not supported; the path is kept")),
                     }
                 }
                 v.insert("redirectCode".into(), json!(rd.status_code));

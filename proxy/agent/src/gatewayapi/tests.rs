@@ -828,3 +828,59 @@ spec:
         "{rej:?}"
     );
 }
+
+#[test]
+fn consumer_route_overrides_producer_route_in_its_namespace_only() {
+    let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec: {ports: [{port: 9080, name: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-v2, namespace: bookinfo}
+spec: {ports: [{port: 9080, name: http}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: producer, namespace: bookinfo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews}]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: consumer, namespace: frontend}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, namespace: bookinfo}]
+  rules: [{backendRefs: [{name: reviews-v2, namespace: bookinfo, port: 9080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: bookinfo}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: frontend}]
+  to: [{group: "", kind: Service}]
+"#;
+    let settings = std::sync::Arc::new(Settings {
+        visibility: crate::compile::Visibility::Mesh,
+        ..Settings::default()
+    });
+    let snap = crate::compile::compile(&store(yaml), &settings, 1);
+    assert!(snap.rejected.is_empty(), "{:?}", snap.rejected);
+    let view = |ns: &str| {
+        let id = mesh_api::syncapi::ProxyIdentity {
+            pod: "p".into(),
+            namespace: ns.into(),
+            service_account: "default".into(),
+            labels: Default::default(),
+            ips: vec![],
+            router: false,
+        };
+        crate::view::build(&snap, &id).virtual_services.keys().cloned().collect::<Vec<_>>()
+    };
+    let host = "reviews.bookinfo.svc.cluster.local.mesh";
+    assert_eq!(view("frontend"), vec![format!("frontend/{host}.consumer.{GENERATED_SUFFIX}")]);
+    assert_eq!(view("other"), vec![format!("bookinfo/{host}.{GENERATED_SUFFIX}")]);
+}

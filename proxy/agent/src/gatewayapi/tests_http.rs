@@ -149,7 +149,23 @@ fn redirect_mapping() {
     filters: [{type: RequestRedirect, requestRedirect: {scheme: https, hostname: new.example.com, statusCode: 302, path: {type: ReplaceFullPath, replaceFullPath: /new}}}]
   - matches: [{path: {type: Exact, value: /p}}]
     filters: [{type: RequestRedirect, requestRedirect: {port: 8443}}]
+  - matches: [{path: {value: /pre}}]
+    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}}]
 "#,
+    );
+    // Segment prefix: the exact half replaces the path, the prefix half only
+    // the matched prefix (the proxy's marker).
+    let pre: Vec<&Value> = v["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["name"] == "apps.r.2.0")
+        .collect();
+    assert_eq!(pre[0]["redirect"]["uri"], "/one");
+    assert_eq!(pre[1]["redirect"]["uri"], "%PREFIX()%/one/");
+    assert_eq!(
+        v["http"][0]["redirect"]["derivePort"], "FROM_PROTOCOL_DEFAULT",
+        "scheme without port"
     );
     let r = &v["http"][0]["redirect"];
     assert_eq!(r["scheme"], "https");

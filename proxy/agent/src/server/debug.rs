@@ -1,7 +1,6 @@
 //! `GET /debug/syncz`: per-proxy sync status and rejected resources, as JSON;
-//! `GET /debug/gatewayapiz`: the `status` the mesh computed for each Gateway API
-//! object, by `Kind/namespace/name` (what the status writer PATCHes in a
-//! cluster; the only place to read it without one);
+//! `GET /debug/gatewayapiz`: the `status` computed for every Gateway API object
+//! the mesh owns, by `Kind/namespace/name`;
 //! `GET /metrics`: the agent's counters (Prometheus text).
 
 use super::Shared;
@@ -22,13 +21,15 @@ pub fn syncz(shared: &Shared) -> Syncz {
     }
 }
 
-/// The current `/debug/gatewayapiz` document.
-pub fn gatewayapiz(shared: &Shared) -> serde_json::Map<String, serde_json::Value> {
+/// The `/debug/gatewayapiz` document: `{"Kind/ns/name": status}`.
+pub fn gateway_api_statuses(shared: &Shared) -> serde_json::Value {
     let snap = shared.snapshots.borrow().clone();
-    snap.gateway_api_status
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    serde_json::Value::Object(
+        snap.gateway_api_status
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
 }
 
 async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
@@ -45,7 +46,7 @@ pub async fn serve(
         .route("/debug/syncz", get(handler))
         .route(
             "/debug/gatewayapiz",
-            get(|State(s): State<Arc<Shared>>| async move { Json(gatewayapiz(&s)) }),
+            get(|State(s): State<Arc<Shared>>| async move { Json(gateway_api_statuses(&s)) }),
         )
         .route(
             "/metrics",
