@@ -452,6 +452,16 @@ fn validating_webhook_covers_every_mesh_crd_version() -> Result<()> {
     Ok(())
 }
 
+/// The agent's Gateway API deployment rules (proxy/agent/src/gwcontroller/):
+/// GatewayClasses created when missing, and the `<gateway>-<class>` objects in
+/// any namespace (a Gateway can be in any), deleted with their Gateway.
+fn gateway_deploy() -> [Value; 2] {
+    [
+        serde_json::json!({"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses"], "verbs": ["create"]}),
+        serde_json::json!({"apiGroups": ["", "apps"], "resources": ["serviceaccounts", "services", "deployments"], "verbs": ["get", "list", "create", "patch", "delete"]}),
+    ]
+}
+
 #[test]
 fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
     for dir in RENDERS {
@@ -472,7 +482,8 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                 let named = !strs(&rule["resourceNames"]).is_empty();
                 let may_delete = name == "mesh-agent"
                     && (named
-                        || (dir == MAISTRA && strs(&rule["resources"]) == ["networkpolicies"]));
+                        || (dir == MAISTRA && strs(&rule["resources"]) == ["networkpolicies"])
+                        || gateway_deploy().contains(rule));
                 ensure!(
                     strs(&rule["verbs"]).iter().all(|v| [
                         "get", "list", "watch", "patch", "create", "update"
@@ -548,6 +559,14 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
             agent_cluster_writes.contains(&gateway_status),
             "{dir}: mesh-agent ClusterRole writes {agent_cluster_writes:?}"
         );
+        // And the Gateway API automated deployment: exactly these two rules.
+        for rule in gateway_deploy() {
+            ensure!(
+                agent_cluster_writes.contains(&rule),
+                "{dir}: mesh-agent ClusterRole lacks {rule}: {agent_cluster_writes:?}"
+            );
+        }
+        let gateway_api_write = |x: &Value| *x == gateway_status || gateway_deploy().contains(x);
         let writes: Vec<&Value> = of_kind(&objs, "ClusterRole")
             .chain(of_kind(&objs, "Role"))
             .filter(|r| !std::ptr::eq(*r, agent))
@@ -559,7 +578,7 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                     .into_iter()
                     .map(move |x| (r, x))
             })
-            .filter(|(_, x)| is_write(x) && *x != gateway_status)
+            .filter(|(_, x)| is_write(x) && !gateway_api_write(x))
             .map(|(r, _)| r)
             .collect();
         match dir {
@@ -604,7 +623,7 @@ fn rbac_is_least_privilege_without_wildcards() -> Result<()> {
                         strs(&x["verbs"])
                             .iter()
                             .any(|v| ["patch", "create", "update", "delete"].contains(&v.as_str()))
-                            && **x != gateway_status
+                            && !gateway_api_write(x)
                     })
                     .cloned()
                     .collect();

@@ -78,6 +78,14 @@ pub fn is_deployed_class(class: &str) -> bool {
     class == CLASS_ISTIO || class == CLASS_MESH
 }
 
+/// Whether the controller deploys the Gateway itself. As in Istio, a Gateway
+/// naming an address of type `Hostname` (an existing gateway Service, e.g.
+/// `istio-ingressgateway.istio-system.svc.cluster.local`) is a manual
+/// deployment: it binds to that gateway and nothing is generated.
+pub fn is_managed(gw: &Gateway) -> bool {
+    !gw.spec.addresses.iter().any(|a| a.type_ == "Hostname")
+}
+
 /// `<gateway>-<class>`: the Deployment, Service and ServiceAccount name.
 pub fn deployment_name(gw: &Gateway) -> String {
     format!(
@@ -168,7 +176,8 @@ fn namespace(gw: &Gateway) -> String {
         .unwrap_or_else(|| "default".into())
 }
 
-/// The ServiceAccount, Deployment and Service for `gw`, in that order.
+/// The ServiceAccount, Deployment and Service for `gw`, in that order; none
+/// for a manual deployment ([`is_managed`]).
 pub fn objects(gw: &Gateway) -> Result<Vec<Value>, DeployError> {
     let gw_name = gw.metadata.name.clone().ok_or(DeployError::NoName)?;
     let ns = namespace(gw);
@@ -179,6 +188,9 @@ pub fn objects(gw: &Gateway) -> Result<Vec<Value>, DeployError> {
             name: gw_name,
             class,
         });
+    }
+    if !is_managed(gw) {
+        return Ok(Vec::new());
     }
     let gw_annotations = gw.metadata.annotations.clone().unwrap_or_default();
     let service_type = match gw_annotations

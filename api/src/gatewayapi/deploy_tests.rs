@@ -212,3 +212,17 @@ fn default_classes_are_istio_and_alias_with_istio_controller() {
         .iter()
         .all(|c| c.spec.controller_name == "istio.io/gateway-controller"));
 }
+
+#[test]
+fn a_hostname_address_is_a_manual_deployment() {
+    let mut gw = gateway(SIMPLE);
+    gw.spec.addresses = vec![crate::gatewayapi::gateway::GatewayAddress {
+        type_: "Hostname".into(),
+        value: "istio-ingressgateway.istio-system.svc.cluster.local".into(),
+    }];
+    assert!(!is_managed(&gw));
+    assert_eq!(objects(&gw).unwrap(), Vec::<Value>::new());
+    gw.spec.addresses[0].type_ = "IPAddress".into();
+    assert!(is_managed(&gw));
+    assert_eq!(objects(&gw).unwrap().len(), 3);
+}

@@ -134,21 +134,6 @@ pub fn is_gateway_api(api_version: &str) -> bool {
     api_version.starts_with("gateway.networking.k8s.io/")
 }
 
-/// The ServiceAccount, Deployment and Service the gateway controller creates for
-/// a Gateway API Gateway of class `istio`/`mesh` (none for other classes), run
-/// locally like any applied workload.
-fn deployed_gateway(at: &str, v: &Value) -> anyhow::Result<Vec<Value>> {
-    use mesh_api::gatewayapi::{deploy, parse, GatewayApiResource};
-    match parse(v).with_context(|| format!("{at}: Gateway"))? {
-        Some(GatewayApiResource::Gateway(gw))
-            if deploy::is_deployed_class(&gw.spec.gateway_class_name) =>
-        {
-            deploy::objects(&gw).with_context(|| format!("{at}: deploying its gateway"))
-        }
-        _ => Ok(Vec::new()),
-    }
-}
-
 /// Sorts the objects into a [`Manifest`]; `default_ns` is used where a document
 /// names none (like `kubectl apply -n`).
 pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
@@ -158,7 +143,9 @@ pub fn read(inputs: &[PathBuf], default_ns: &str) -> anyhow::Result<Manifest> {
 /// [`read`] over objects already parsed (each with where it came from).
 pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Result<Manifest> {
     let mut m = Manifest::default();
-    for (at, mut v) in objs {
+    // Generated objects (a Gateway API Gateway's deployment) join the queue.
+    let mut queue: std::collections::VecDeque<(String, Value)> = objs.into();
+    while let Some((at, mut v)) = queue.pop_front() {
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         let api = v["apiVersion"].as_str().unwrap_or_default().to_string();
         let name = v["metadata"]["name"]
@@ -223,23 +210,36 @@ pub fn from_objects(objs: Vec<(String, Value)>, default_ns: &str) -> anyhow::Res
                     });
                 }
             }
+            "Gateway" if api.starts_with("gateway.networking.k8s.io/") => {
+                for o in gateway_api_deployment(&at, &v)? {
+                    queue.push_back((format!("{at} (deployment of Gateway {ns}/{name})"), o));
+                }
+                m.mesh.push((at, v));
+            }
             _ if super::smcp::is_smcp(&v) => m.smcps.push((at, v)),
             _ if super::smcp::is_membership(&v) => m.membership.push((at, v)),
-            _ if is_mesh_kind(&api) => {
-                if kind == "Gateway" && is_gateway_api(&api) {
-                    let deployed = deployed_gateway(&at, &v)?;
-                    let d =
-                        from_objects(deployed.into_iter().map(|o| (at.clone(), o)).collect(), &ns)?;
-                    m.services.extend(d.services);
-                    m.service_accounts.extend(d.service_accounts);
-                    m.pods.extend(d.pods);
-                }
-                m.mesh.push((at, v))
-            }
+            _ if is_mesh_kind(&api) => m.mesh.push((at, v)),
             _ => m.skipped.push(format!("{kind} {ns}/{name}")),
         }
     }
     Ok(m)
+}
+
+/// What Istio's automated deployment makes for a Gateway API Gateway of class
+/// `istio` or `mesh` ([`mesh_api::gatewayapi::deploy`]): its ServiceAccount,
+/// Deployment and Service, run here like the installed gateways. Other
+/// classes get nothing.
+fn gateway_api_deployment(at: &str, v: &Value) -> anyhow::Result<Vec<Value>> {
+    use mesh_api::gatewayapi::{self, deploy, GatewayApiResource};
+    let gw = match gatewayapi::parse(v) {
+        Ok(Some(GatewayApiResource::Gateway(g))) => g,
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) => bail!("{at}: {e}"),
+    };
+    if !deploy::is_deployed_class(&gw.spec.gateway_class_name) {
+        return Ok(Vec::new());
+    }
+    deploy::objects(&gw).with_context(|| at.to_string())
 }
 
 fn pod_object(name: &str, meta: &Value, spec: &Value) -> anyhow::Result<Value> {
@@ -323,6 +323,43 @@ mod tests {
         assert_eq!(reviews["metadata"]["labels"]["version"], "v2");
         assert_eq!(reviews["spec"]["serviceAccountName"], "bookinfo-reviews");
         assert_eq!(container_ports(reviews)[0].1, 9080);
+    }
+
+    #[test]
+    fn a_gateway_api_gateway_of_our_class_brings_its_deployment() {
+        let gw = |name: &str, class: &str| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": name},
+                "spec": {"gatewayClassName": class,
+                         "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}})
+        };
+        let objs = vec![
+            ("a.yaml#1".to_string(), gw("edge", "istio")),
+            ("a.yaml#2".to_string(), gw("other", "cilium")),
+        ];
+        let m = from_objects(objs, "shop").unwrap();
+        let pods: Vec<(&str, &str)> = m
+            .pods
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.name.as_str()))
+            .collect();
+        assert_eq!(pods, [("shop", "edge-istio-0")]);
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(m.services[0]["metadata"]["name"], "edge-istio");
+        assert_eq!(m.service_accounts.len(), 1);
+        // Both Gateways still go to the agent (its translation's input).
+        assert_eq!(m.mesh.len(), 2);
+        // Bound to an existing gateway Service (manual deployment): nothing made.
+        let mut manual = gw("bound", "istio");
+        manual["spec"]["addresses"] = json!([{"type": "Hostname", "value": "istio-ingressgateway.istio-system.svc.cluster.local"}]);
+        let m = from_objects(vec![("c.yaml#1".into(), manual)], "shop").unwrap();
+        assert!(m.pods.is_empty() && m.services.is_empty(), "{:?}", m.pods);
+        // A bad one is refused naming where it came from.
+        let mut bad = gw("edge", "istio");
+        bad["metadata"]["annotations"] = json!({"networking.istio.io/service-type": "Bogus"});
+        let e = from_objects(vec![("b.yaml#3".into(), bad)], "shop").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("b.yaml#3") && e.contains("\"Bogus\""), "{e}");
     }
 
     #[test]

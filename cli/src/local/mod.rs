@@ -19,6 +19,7 @@ mod secret;
 mod smcp;
 mod state;
 mod status;
+mod sysctl;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

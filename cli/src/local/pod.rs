@@ -220,6 +220,8 @@ pub fn create(
 ) -> anyhow::Result<String> {
     let (pod, injected) = admit(state, spec, mesh)?;
     let sidecar = injected.is_ok();
+    let sysctls = super::sysctl::of_pod(&pod)
+        .with_context(|| format!("pod {}/{}", spec.namespace, spec.name))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -254,6 +256,11 @@ pub fn create(
     publish(run, &pod, &state.pods[idx])?;
 
     let netns = state.pods[idx].netns.clone();
+    // The pod's own sysctls, over the node's defaults (they are per netns).
+    for (k, v) in &sysctls {
+        let argv = ["sysctl".to_string(), "-qw".into(), format!("{k}={v}")];
+        proc::run_in(&netns, 0, &argv, &format!("{who}: sysctl {k}"))?;
+    }
     if sidecar {
         if let Some(init) = container(
             &pod,

@@ -28,13 +28,13 @@ pub mod config;
 pub mod crdgen;
 pub mod gateway;
 pub mod gatewayapi;
-pub mod gwcontroller;
 pub mod maistra;
 pub mod meshfile;
 pub mod objects;
 pub mod ondemand;
 /// The stream framing, shared with the client in `mesh-api`.
 pub use mesh_api::syncframe as protocol;
+pub mod gwcontroller;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -92,8 +92,36 @@ pub fn collection(kind: &str) -> Option<(&'static str, &'static str)> {
             "/apis/maistra.io/v2/servicemeshcontrolplanes",
             "maistra.io/v2",
         ),
+        // Gateway API: its Gateway is `Gateway.gateway.networking.k8s.io`
+        // (see [`kind_of`]), Istio's keeps the plain name.
+        "GatewayClass" => (
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
+            "gateway.networking.k8s.io/v1",
+        ),
+        "Gateway.gateway.networking.k8s.io" => (
+            "/apis/gateway.networking.k8s.io/v1/gateways",
+            "gateway.networking.k8s.io/v1",
+        ),
+        "HTTPRoute" => (
+            "/apis/gateway.networking.k8s.io/v1/httproutes",
+            "gateway.networking.k8s.io/v1",
+        ),
         _ => return None,
     })
+}
+
+/// The [`collection`] key of an object: its kind, qualified for the Gateway
+/// API `Gateway` (whose plain kind is Istio's).
+pub fn kind_of(obj: &Value) -> String {
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let gwapi = obj["apiVersion"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("gateway.networking.k8s.io/"));
+    if kind == "Gateway" && gwapi {
+        "Gateway.gateway.networking.k8s.io".into()
+    } else {
+        kind.into()
+    }
 }
 
 /// Kinds that live outside namespaces (stored under namespace "").
@@ -245,7 +273,9 @@ impl Fake {
         obj["metadata"]["resourceVersion"] = db.rv.to_string().into();
         // metadata.generation of custom resources (what their status'
         // observedGeneration answers): 1 at creation, +1 on every spec change.
-        if path.contains(".io/") && !path.contains(".k8s.io/") {
+        if path.contains(".io/") && !path.contains(".k8s.io/")
+            || path.contains("/gateway.networking.k8s.io/")
+        {
             let before = db
                 .objects
                 .get(path)

@@ -42,6 +42,8 @@ pub(crate) fn query_param(q: &str, key: &str) -> Option<String> {
                 .replace("%3d", "=")
                 .replace("%2C", ",")
                 .replace("%2c", ",")
+                .replace("%2F", "/")
+                .replace("%2f", "/")
         })
     })
 }
@@ -129,9 +131,11 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
     };
     let kind_of = |c: &str| c.rsplit('/').next().unwrap_or_default().to_string();
     if let Some(sub) = &t.sub {
-        let (Some(ns), Some(name)) = (&t.ns, &t.name) else {
+        // Cluster-scoped objects (GatewayClass) have a status too.
+        let Some(name) = &t.name else {
             return not_found();
         };
+        let ns = &t.ns.clone().unwrap_or_default();
         if t.collection == "/api/v1/pods" && sub == "portforward" {
             return super::portforward::handle(fake.clone(), ns, name, &query, req).await;
         }
@@ -296,7 +300,7 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
                     obj["status"] = st;
                 }
             }
-            let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+            let kind = super::kind_of(&obj);
             fake.apply(obj.clone());
             let ns = t.ns.clone().unwrap_or_default();
             let stored = fake.get(&kind, &ns, name).unwrap_or(obj);

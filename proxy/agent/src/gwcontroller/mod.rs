@@ -206,11 +206,18 @@ impl GatewayController {
                 Err(e) => return Err(e.into()),
             }
         }
+        // A status that cannot be written does not hold up deployment: the
+        // pass goes on and reports it at the end (retried).
+        let mut failed = None;
         let now = crate::maistra::controlplane::now();
         for ((_, name), class) in classes {
             if let Some(st) = plan::class_status(class, &now) {
-                self.patch_status(&class_api, name, &class["status"], st)
-                    .await?;
+                if let Err(e) = self
+                    .patch_status(&class_api, name, &class["status"], st)
+                    .await
+                {
+                    failed = Some(e);
+                }
             }
         }
         let typed_classes: BTreeMap<String, GatewayClass> = classes
@@ -264,7 +271,7 @@ impl GatewayController {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Server-side applies a generated object, unless an object of that name

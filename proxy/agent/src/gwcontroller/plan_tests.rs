@@ -199,3 +199,16 @@ fn class_status_accepts_ours_once_per_generation() {
     class["spec"]["controllerName"] = json!("example.com/other");
     assert_eq!(class_status(&class, "LATER"), None);
 }
+
+#[test]
+fn a_manual_deployment_gets_nothing_and_its_old_objects_are_leftovers() {
+    let (before, _) = desired(&[gw("a", "x", "istio")], &BTreeMap::new());
+    let mut manual = gw("a", "x", "istio");
+    manual.spec.addresses = vec![mesh_api::gatewayapi::gateway::GatewayAddress {
+        type_: "Hostname".into(),
+        value: "istio-ingressgateway.istio-system.svc.cluster.local".into(),
+    }];
+    let (now, errs) = desired(&[manual], &BTreeMap::new());
+    assert!(now.is_empty() && errs.is_empty());
+    assert_eq!(leftovers(&before, &now).len(), 3);
+}
