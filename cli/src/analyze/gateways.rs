@@ -77,6 +77,11 @@ pub fn run(store: &Store, snap: &Snapshot, pods: &[Workload], out: &mut Vec<Mess
     // Gateway key -> the pods it selects.
     let mut selected: BTreeMap<String, Vec<&Workload>> = BTreeMap::new();
     for g in &snap.gateways {
+        // Translated from a Gateway API Gateway: its pods come from the
+        // auto-deployment, and its problems are reported in that Gateway's status.
+        if mesh_agent::gatewayapi::is_generated(&g.key) {
+            continue;
+        }
         let spec = g.gateway();
         let me = format!("Gateway {}/{}", g.key.namespace, g.key.name);
         let matched: Vec<&Workload> = pods.iter().filter(|w| selects(&spec.selector, w)).collect();

@@ -25,12 +25,16 @@ mod attach;
 mod gateways;
 mod http;
 mod refs;
+mod rules;
 mod status;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_compile;
+#[cfg(test)]
 mod tests_http;
 mod tls_tcp;
+mod vsbuild;
 
 use crate::compile::Settings;
 use crate::objects::KubeObject;
@@ -94,7 +98,7 @@ pub fn translate(store: &Store, settings: &Settings) -> Translated {
         }
     }
     let mut gws = gateways::translate_all(&ctx, &mut out);
-    let mut vs = http::VsBuilder::default();
+    let mut vs = vsbuild::VsBuilder::default();
     http::translate_routes(&ctx, &mut gws, &mut vs, &mut out);
     tls_tcp::translate_routes(&ctx, &mut gws, &mut vs, &mut out);
     vs.finish(&ctx, &mut out);

@@ -5,9 +5,9 @@
 
 use super::attach::{self, Parent};
 use super::gateways::Gateways;
-use super::http::VsBuilder;
 use super::refs::{self, Backend};
 use super::status::{route_status, ParentResult};
+use super::vsbuild::VsBuilder;
 use super::{gateway_api, Ctx, Translated};
 use mesh_api::gatewayapi::tlsroute::StreamRouteRule;
 use mesh_api::gatewayapi::GatewayApiResource;
