@@ -187,6 +187,15 @@ async fn gateway_deployed_classes_accepted_objects_follow_the_gateway() {
     })
     .await;
 
+    // A generated object deleted by someone else comes back (the
+    // pass that removed web-istio ended with that removal: nothing else is
+    // pending).
+    fake.delete("Deployment", "shop", "web-mesh");
+    eventually("web-mesh Deployment made again", LIMIT, async || {
+        fake.get("Deployment", "shop", "web-mesh").is_some()
+    })
+    .await;
+
     // Deleted: what it owned is deleted (no garbage collector here).
     fake.delete(GW, "shop", "web");
     fake.delete(GW, "shop", "other");
@@ -291,7 +300,10 @@ async fn status_writer_writes_changes_and_keeps_unchanged_condition_times() {
     fake.apply(
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": "shop-route", "namespace": "shop"},
-        "spec": {"parentRefs": [{"name": "web"}]}}),
+        "spec": {"parentRefs": [{"name": "web"}, {"name": "theirs"}]},
+        // Another controller's entry: kept beside ours.
+        "status": {"parents": [{"parentRef": {"name": "theirs"},
+            "controllerName": "example.com/other", "conditions": []}]}}),
     );
     eventually("route status written after a retry", LIMIT, async || {
         fake.get("HTTPRoute", "shop", "shop-route")
@@ -300,6 +312,11 @@ async fn status_writer_writes_changes_and_keeps_unchanged_condition_times() {
     .await;
     let r = fake.get("HTTPRoute", "shop", "shop-route").unwrap();
     assert_eq!(r["status"]["parents"][0]["parentRef"]["name"], "web");
+    assert_eq!(
+        r["status"]["parents"][1]["controllerName"],
+        "example.com/other"
+    );
+    assert_eq!(r["status"]["parents"].as_array().unwrap().len(), 2);
     assert!(r["status"]["parents"][0]["conditions"][0]["lastTransitionTime"].is_string());
 
     // The same statuses again, then a change: only the change is written.

@@ -8,7 +8,8 @@
 //!   Gateway of those classes ([`mesh_api::gatewayapi::deploy`]), and deletes
 //!   what a deleted or re-classed Gateway owned (ownerReferences let a real
 //!   cluster's garbage collector do it too; deleting explicitly covers clusters
-//!   and test servers without one);
+//!   and test servers without one); a generated object someone else deletes
+//!   is made again;
 //! - the status writer follows the agent's published snapshots and PATCHes the
 //!   `status` subresource of every object whose computed status changed since
 //!   it last wrote it, keeping the `lastTransitionTime` of conditions whose
@@ -146,6 +147,24 @@ impl GatewayController {
         let gws = watcher::watcher(gws, watcher::Config::default()).default_backoff();
         let classes = watcher::watcher(classes, watcher::Config::default()).default_backoff();
         let (mut gws, mut classes) = (std::pin::pin!(gws), std::pin::pin!(classes));
+        // A generated object deleted by someone else is made again, as Istio's
+        // controller does: the deletions of managed objects trigger a pass.
+        let managed =
+            watcher::Config::default().labels(&format!("{MANAGED_LABEL}={MANAGED_VALUE}"));
+        let generated = futures::stream::select_all(plan::DEPLOYED.map(|(av, kind, plural)| {
+            watcher::watcher(self.api(av, kind, plural, None), managed.clone())
+                .default_backoff()
+                .map(move |ev| match ev {
+                    Ok(Event::Delete(o)) => {
+                        let mut v = serde_json::to_value(&o).unwrap_or_default();
+                        v["kind"] = json!(kind);
+                        plan::managed(&v)
+                    }
+                    _ => false,
+                })
+                .boxed()
+        }));
+        let mut generated = std::pin::pin!(generated);
         let (mut g, mut c) = (Watched::default(), Watched::default());
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
@@ -167,6 +186,10 @@ impl GatewayController {
                     None => return,
                     Some(Ok(ev)) => c.event(ev),
                     Some(Err(e)) => { tracing::warn!(error = %e, "GatewayClass watch failed; retrying"); false }
+                },
+                ev = generated.next() => match ev {
+                    None => return,
+                    Some(deleted) => deleted,
                 },
             };
             if !changed || !g.listed || !c.listed {

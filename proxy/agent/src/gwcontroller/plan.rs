@@ -152,6 +152,29 @@ fn stamp_in(prev: Option<&Value>, next: &mut Value, now: &str) {
     }
 }
 
+/// `next` (a route status) with the `parents` entries other controllers wrote
+/// in `cur` kept: a route may be attached to several controllers' Gateways,
+/// and each controller owns only its own entries.
+pub fn keep_foreign_parents(cur: &Value, next: &Value) -> Value {
+    let mut out = next.clone();
+    let Some(theirs) = cur["parents"].as_array() else {
+        return out;
+    };
+    let foreign: Vec<Value> = theirs
+        .iter()
+        .filter(|p| p["controllerName"] != CONTROLLER_NAME)
+        .cloned()
+        .collect();
+    if foreign.is_empty() {
+        return out;
+    }
+    match out.get_mut("parents").and_then(Value::as_array_mut) {
+        Some(ours) => ours.extend(foreign),
+        None => out["parents"] = Value::Array(foreign),
+    }
+    out
+}
+
 /// The status a GatewayClass of our controller gets (Istio's wording), or
 /// `None` when its current status already says so for this generation.
 pub fn class_status(class: &Value, now: &str) -> Option<Value> {

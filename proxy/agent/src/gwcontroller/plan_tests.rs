@@ -212,3 +212,28 @@ fn a_manual_deployment_gets_nothing_and_its_old_objects_are_leftovers() {
     assert!(now.is_empty() && errs.is_empty());
     assert_eq!(leftovers(&before, &now).len(), 3);
 }
+
+#[test]
+fn route_parents_of_other_controllers_are_kept() {
+    let cur = json!({"parents": [
+        {"parentRef": {"name": "theirs"}, "controllerName": "example.com/other", "conditions": []},
+        {"parentRef": {"name": "old"}, "controllerName": CONTROLLER_NAME, "conditions": []},
+    ]});
+    let next = json!({"parents": [
+        {"parentRef": {"name": "web"}, "controllerName": CONTROLLER_NAME, "conditions": []},
+    ]});
+    let out = keep_foreign_parents(&cur, &next);
+    let names: Vec<&str> = out["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["parentRef"]["name"].as_str().unwrap())
+        .collect();
+    // Ours replaced (old is gone), theirs kept.
+    assert_eq!(names, ["web", "theirs"]);
+    // Nothing foreign: unchanged.
+    assert_eq!(keep_foreign_parents(&json!({}), &next), next);
+    // A Gateway status (no parents) is untouched.
+    let gw = json!({"conditions": []});
+    assert_eq!(keep_foreign_parents(&cur, &gw)["conditions"], json!([]));
+}

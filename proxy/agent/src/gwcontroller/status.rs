@@ -75,7 +75,8 @@ impl GatewayController {
             });
         };
         let cur = serde_json::to_value(&cur).unwrap_or_default();
-        let next = plan::stamp(&cur["status"], st, &crate::maistra::controlplane::now());
+        let st = plan::keep_foreign_parents(&cur["status"], st);
+        let next = plan::stamp(&cur["status"], &st, &crate::maistra::controlplane::now());
         if cur["status"] == next {
             return Ok(());
         }
