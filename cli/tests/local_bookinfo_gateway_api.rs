@@ -1,5 +1,5 @@
 //! Istio's Bookinfo Gateway API samples on `meshctl local` (our YAML in
-//! `gateway-api/bookinfo/`): the Gateway of class `istio` is deployed as
+//! `samples/bookinfo/gateway-api/`): the Gateway of class `istio` is deployed as
 //! `bookinfo-gateway-istio` with port 80 published on the host, its HTTPRoute
 //! sends productpage's paths there (200 from the host, 404 elsewhere); the
 //! reviews HTTPRoute with the `reviews` Service as parent splits calls 90/10
@@ -10,7 +10,10 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gateway-api/bookinfo");
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../samples/bookinfo/gateway-api"
+);
 const CLIENT: &str = "productpage-v1-0";
 const REVIEWS: &str = "http://reviews:9080/reviews/0";
 
