@@ -125,7 +125,13 @@ pub fn is_mesh_kind(api_version: &str) -> bool {
     api_version.starts_with("networking.istio.io/")
         || api_version.starts_with("security.istio.io/")
         || api_version.starts_with("telemetry.istio.io/")
-        || api_version.starts_with("gateway.networking.k8s.io/")
+        || is_gateway_api(api_version)
+}
+
+/// `gateway.networking.k8s.io` objects go to the agent like Istio's (it
+/// translates them); a Gateway of a deployed class also brings its pods.
+pub fn is_gateway_api(api_version: &str) -> bool {
+    api_version.starts_with("gateway.networking.k8s.io/")
 }
 
 /// Sorts the objects into a [`Manifest`]; `default_ns` is used where a document

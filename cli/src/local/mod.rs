@@ -18,6 +18,7 @@ mod publish;
 mod secret;
 mod smcp;
 mod state;
+mod status;
 mod sysctl;
 
 use std::collections::BTreeMap;
@@ -122,6 +123,16 @@ enum Cmd {
         /// Arguments passed on (`-n NAMESPACE`, `--json`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The `status` of Gateway API objects as the agent computed it (what it
+    /// writes back in a cluster): every object's conditions, or one object's
+    /// whole status as YAML (`gateway/NS/NAME`, `httproute/NS/NAME`, ...).
+    Status {
+        /// `KIND/NAMESPACE/NAME` (kind case-insensitive).
+        object: Option<String>,
+        /// The agent's debug address (set when re-run inside the node).
+        #[arg(long, hide = true)]
+        agent: Option<String>,
     },
 }
 
@@ -289,6 +300,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             require_root()?;
             dashboard::run(&run, &args.name, &d)
         }
+        Cmd::Status { object, agent } => match agent {
+            Some(addr) => status::print(&addr, object.as_deref()),
+            None => {
+                require_root()?;
+                let st = run.load()?;
+                // The agent's debug port is loopback-only inside the node namespace.
+                let mut argv = vec![
+                    st.bins["meshctl"].display().to_string(),
+                    "local".to_string(),
+                    "status".to_string(),
+                    "--agent".to_string(),
+                    "127.0.0.1:15014".to_string(),
+                ];
+                argv.extend(object);
+                let status = proc::netns_command(&st.node_netns, 0, &argv)
+                    .status()
+                    .context("running meshctl local status in the node")?;
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        },
         Cmd::ProxyStatus { args } => {
             require_root()?;
             let st = run.load()?;
@@ -807,6 +838,22 @@ fn check_mesh_resources(m: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `metadata.generation` as an API server keeps it: 1 for a new object, bumped
+/// when the spec changes (Gateway API statuses report the generation they saw).
+fn generation(old: Option<&Value>, new: &Value) -> i64 {
+    match old {
+        None => 1,
+        Some(o) => {
+            let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+            if o["spec"] == new["spec"] {
+                g
+            } else {
+                g + 1
+            }
+        }
+    }
+}
+
 fn mesh_file(run: &RunDir, v: &Value) -> PathBuf {
     let kind = v["kind"].as_str().unwrap_or_default();
     // A Gateway API Gateway must not share a file with an Istio Gateway.
@@ -1035,7 +1082,15 @@ fn apply_with(run: &RunDir, st: &mut State, m: &Manifest, mesh: &MeshConfig) -> 
         println!("{}", secret::describe(v));
     }
     for (_, v) in &m.mesh {
-        write_file(&mesh_file(run, v), &serde_yaml_ng::to_string(v)?)?;
+        let f = mesh_file(run, v);
+        let mut v = v.clone();
+        if manifest::is_gateway_api(v["apiVersion"].as_str().unwrap_or_default()) {
+            let old = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).ok());
+            v["metadata"]["generation"] = generation(old.as_ref(), &v).into();
+        }
+        write_file(&f, &serde_yaml_ng::to_string(&v)?)?;
         println!(
             "{}/{} ({}) configured",
             v["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),

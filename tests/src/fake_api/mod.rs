@@ -106,6 +106,10 @@ pub fn collection(kind: &str) -> Option<(&'static str, &'static str)> {
             "/apis/gateway.networking.k8s.io/v1/httproutes",
             "gateway.networking.k8s.io/v1",
         ),
+        "ReferenceGrant" => (
+            "/apis/gateway.networking.k8s.io/v1beta1/referencegrants",
+            "gateway.networking.k8s.io/v1beta1",
+        ),
         _ => return None,
     })
 }

@@ -115,33 +115,7 @@ pub fn credential(
         secret: id.clone(),
         key: kk,
     })?;
-    let chain = certificates(cert).map_err(|why| CredentialError::BadCert {
-        secret: id.clone(),
-        key: ck,
-        why,
-    })?;
-    let key_der = PrivateKeyDer::from_pem_slice(key).map_err(|_| CredentialError::BadKey {
-        secret: id.clone(),
-        key: kk,
-    })?;
-    let bad_key = || CredentialError::BadKey {
-        secret: id.clone(),
-        key: kk,
-    };
-    let signing = rustls::crypto::ring::default_provider()
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|_| bad_key())?;
-    match rustls::sign::CertifiedKey::new(chain, signing).keys_match() {
-        // A key type whose public half rustls cannot derive: nothing to compare.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(e) => {
-            return Err(CredentialError::Mismatch {
-                secret: id.clone(),
-                why: e.to_string(),
-            })
-        }
-    }
+    check_pair(&id, (ck, cert), (kk, key))?;
     let mut cred = TlsCredential {
         source: id.clone(),
         cert_chain: String::from_utf8_lossy(cert).into_owned(),
@@ -174,6 +148,45 @@ pub fn credential(
             .map(|(_, c)| String::from_utf8_lossy(c).into_owned());
     }
     Ok(cred)
+}
+
+/// Checks that `cert` (key `ck` of Secret `id`) is PEM certificates, `key` a
+/// usable private key, and that they match: what a gateway can serve. Shared by
+/// `credentialName` lookup and the Gateway API listener's certificateRefs.
+pub fn check_pair(
+    id: &str,
+    (ck, cert): (&'static str, &[u8]),
+    (kk, key): (&'static str, &[u8]),
+) -> Result<(), CredentialError> {
+    let id = id.to_string();
+    let chain = certificates(cert).map_err(|why| CredentialError::BadCert {
+        secret: id.clone(),
+        key: ck,
+        why,
+    })?;
+    let key_der = PrivateKeyDer::from_pem_slice(key).map_err(|_| CredentialError::BadKey {
+        secret: id.clone(),
+        key: kk,
+    })?;
+    let bad_key = || CredentialError::BadKey {
+        secret: id.clone(),
+        key: kk,
+    };
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|_| bad_key())?;
+    match rustls::sign::CertifiedKey::new(chain, signing).keys_match() {
+        // A key type whose public half rustls cannot derive: nothing to compare.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => {
+            return Err(CredentialError::Mismatch {
+                secret: id.clone(),
+                why: e.to_string(),
+            })
+        }
+    }
+    Ok(())
 }
 
 /// The certificates of a PEM bundle, each checked to be a parseable X.509.

@@ -64,6 +64,7 @@ impl VsBuilder {
                 Some((gns, gname)) => {
                     let gname = gname
                         .strip_suffix(&format!("-{GENERATED_SUFFIX}"))
+                        .or_else(|| gname.strip_suffix(&format!(".{GENERATED_SUFFIX}")))
                         .unwrap_or(gname);
                     if gns == ns {
                         gname.to_string()
