@@ -36,18 +36,39 @@ async fn recv(s: &mut TcpStream) -> AgentMessage {
         .expect("a message within 10s")
 }
 
-async fn subscribe(addr: SocketAddr, pod: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let identity = ProxyIdentity {
+/// A sidecar of namespace `shop`.
+fn web(pod: &str) -> ProxyIdentity {
+    ProxyIdentity {
         pod: pod.into(),
         namespace: "shop".into(),
         service_account: "default".into(),
         ..Default::default()
-    };
+    }
+}
+
+/// The client's applied view has `host`.
+fn has(client: &mesh_agent::client::Client, host: &str) -> bool {
+    client
+        .state
+        .borrow()
+        .current
+        .as_ref()
+        .is_some_and(|v| v.services.iter().any(|s| s.hostname == host))
+}
+
+async fn first_view(client: &mesh_agent::client::Client) {
+    mesh_e2e::wait::eventually("first view", Duration::from_secs(10), async || {
+        client.state.borrow().current.is_some()
+    })
+    .await;
+}
+
+async fn subscribe(addr: SocketAddr, pod: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     send(
         &mut s,
         &ClientMessage::Subscribe {
-            identity,
+            identity: web(pod),
             last_version: None,
             token: None,
             requested: vec![],
@@ -78,28 +99,9 @@ fn answer(m: AgentMessage) -> (String, Option<String>, Option<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_extend_the_view_hide_what_istio_hides_and_are_rate_limited() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let cfg = Config::from_flags([
-        "--config-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--debug-listen",
-        "127.0.0.1:0",
-        "--visibility",
-        "on-demand",
-    ])
-    .unwrap();
-    cfg.validate().unwrap();
-    let src = Box::new(FilesSource {
-        dir: dir.path().to_path_buf(),
-        debounce: cfg.debounce(),
-    });
-    let agent = mesh_agent::agent::start(&cfg, src, shutdown.clone())
-        .await
-        .unwrap();
+    let agent = on_demand_agent(dir.path(), &shutdown).await;
     let mut web = subscribe(agent.sync_addr, "web-1").await;
 
     // A Service VIP of another namespace: a view with it, then the answer.
@@ -206,13 +208,7 @@ async fn the_client_waits_for_the_view_and_keeps_its_hosts_across_an_agent_resta
     let addr = agent.sync_addr;
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let identity = ProxyIdentity {
-        pod: "web-1".into(),
-        namespace: "shop".into(),
-        service_account: "default".into(),
-        ..Default::default()
-    };
-    let mut cfg = ClientConfig::new(addr.to_string(), identity);
+    let mut cfg = ClientConfig::new(addr.to_string(), web("web-1"));
     cfg.max_backoff = Duration::from_millis(200);
     // Whether each applied view had stock, in order.
     let applied = std::sync::Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
@@ -223,17 +219,8 @@ async fn the_client_waits_for_the_view_and_keeps_its_hosts_across_an_agent_resta
         Ok(())
     };
     let client = spawn_client(cfg, apply, shutdown.clone());
-    let has_stock = |c: &mesh_agent::client::Client| {
-        c.state
-            .borrow()
-            .current
-            .as_ref()
-            .is_some_and(|v| v.services.iter().any(|s| s.hostname == STOCK))
-    };
-    mesh_e2e::wait::eventually("first view", Duration::from_secs(10), async || {
-        client.state.borrow().current.is_some()
-    })
-    .await;
+    let has_stock = |c: &mesh_agent::client::Client| has(c, STOCK);
+    first_view(&client).await;
     assert!(!has_stock(&client));
     let asks = (0..8).map(|_| client.lookup("stock.inventory"));
     for a in futures::future::join_all(asks).await {
@@ -300,6 +287,7 @@ async fn on_demand_agent(
         "on-demand",
     ])
     .unwrap();
+    cfg.validate().unwrap();
     let src = Box::new(FilesSource {
         dir: dir.to_path_buf(),
         debounce: cfg.debounce(),
@@ -395,13 +383,7 @@ async fn the_client_forgets_idle_hosts_but_not_ones_in_use() {
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
     let agent = on_demand_agent(dir.path(), &shutdown).await;
-    let identity = ProxyIdentity {
-        pod: "web-1".into(),
-        namespace: "shop".into(),
-        service_account: "default".into(),
-        ..Default::default()
-    };
-    let mut cfg = ClientConfig::new(agent.sync_addr.to_string(), identity);
+    let mut cfg = ClientConfig::new(agent.sync_addr.to_string(), web("web-1"));
     cfg.idle = Some(IdlePolicy {
         ttl: Duration::from_secs(1),
         sweep: Duration::from_millis(200),
@@ -411,18 +393,8 @@ async fn the_client_forgets_idle_hosts_but_not_ones_in_use() {
         |_: &mesh_api::syncapi::ProxyView| Ok(()),
         shutdown.clone(),
     );
-    let has = |host: &str| {
-        client
-            .state
-            .borrow()
-            .current
-            .as_ref()
-            .is_some_and(|v| v.services.iter().any(|s| s.hostname == host))
-    };
-    mesh_e2e::wait::eventually("first view", Duration::from_secs(10), async || {
-        client.state.borrow().current.is_some()
-    })
-    .await;
+    let has = |host: &str| has(&client, host);
+    first_view(&client).await;
     assert_eq!(
         client.lookup("10.96.0.20").await,
         Answer::Found(STOCK.into())
