@@ -34,6 +34,7 @@ pub mod syncapi;
 pub mod syncclient;
 #[cfg(feature = "client")]
 pub mod syncframe;
+pub mod syncidle;
 pub mod synclookup;
 pub mod telemetry;
 pub mod tracing;

@@ -63,6 +63,13 @@ pub enum ClientMessage {
     /// [`AgentMessage::Lookup`], after a view that carries the service when
     /// it is in the mesh and visible to the proxy.
     Lookup { target: String },
+    /// On-demand discovery, ageing out: the proxy stopped using these hosts
+    /// (each one an answer to an earlier [`ClientMessage::Lookup`]). The agent
+    /// drops them from the proxy's view and pushes the smaller view. Sent only
+    /// after the agent answered a lookup; an agent from before this message
+    /// closes the stream at it, and the proxy's next subscription (its
+    /// `requested` without these hosts) brings the same smaller view.
+    Forget { targets: Vec<String> },
     /// Alone on its own connection (instead of `Subscribe`): asks the mesh CA for a
     /// workload certificate. `csr` is a PEM PKCS#10 request (the key never leaves
     /// the proxy); `token` proves the caller's identity (the projected service

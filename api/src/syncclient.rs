@@ -20,9 +20,15 @@
 //! (unauthenticated, not the caller's pod, a pod the agent does not know yet)
 //! is logged and retried with the same backoff; the backoff resets only once a
 //! view arrives.
+//!
+//! Hosts found by on-demand lookups age out ([`crate::syncidle`]): the
+//! proxy marks their use with [`Client::touch`], and every
+//! [`IdlePolicy::interval`] the client drops the idle ones from what it asks
+//! for and sends the agent `Forget`.
 
 use crate::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
 use crate::syncframe::{decode, encode, framed, ProtocolError};
+use crate::syncidle::{IdlePolicy, InUse, Usage};
 use crate::synclookup::{Answer, Ask, Lookups};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -152,6 +158,8 @@ pub struct ClientConfig {
     pub client_cert: Option<CurrentCert>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// When hosts found on demand age out; `None`: never.
+    pub idle: Option<IdlePolicy>,
 }
 
 impl ClientConfig {
@@ -164,6 +172,7 @@ impl ClientConfig {
             client_cert: None,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            idle: Some(IdlePolicy::default()),
         }
     }
 }
@@ -207,6 +216,7 @@ type Question = (String, oneshot::Sender<Answer>);
 pub struct Client {
     pub state: watch::Receiver<ClientState>,
     lookups: mpsc::UnboundedSender<Question>,
+    usage: Arc<Usage>,
 }
 
 impl Client {
@@ -222,14 +232,36 @@ impl Client {
         rx.await
             .unwrap_or_else(|_| Answer::Unavailable("the sync client stopped".into()))
     }
+
+    /// A connection or request to `host` (a cluster's host) starts: for a
+    /// host found on demand, a guard that keeps it from ageing out until
+    /// dropped. Lock-free; `None` for every other host.
+    pub fn touch(&self, host: &str) -> Option<InUse> {
+        self.usage.touch(host)
+    }
+
+    /// The hosts found on demand and not aged out (sorted).
+    pub fn on_demand_hosts(&self) -> Vec<String> {
+        self.usage.hosts()
+    }
+}
+
+/// The client's clock: tokio's, so tests can pause it.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// [`spawn`], with a handle for on-demand lookups.
 pub fn spawn_client(cfg: ClientConfig, apply: impl Apply, shutdown: CancellationToken) -> Client {
     let (tx, rx) = watch::channel(ClientState::default());
     let (lookups, questions) = mpsc::unbounded_channel();
-    tokio::spawn(run(cfg, apply, tx, questions, shutdown));
-    Client { state: rx, lookups }
+    let usage = Arc::new(Usage::new(now));
+    tokio::spawn(run(cfg, apply, tx, questions, usage.clone(), shutdown));
+    Client {
+        state: rx,
+        lookups,
+        usage,
+    }
 }
 
 async fn run(
@@ -237,6 +269,7 @@ async fn run(
     mut apply: impl Apply,
     state: watch::Sender<ClientState>,
     mut questions: mpsc::UnboundedReceiver<Question>,
+    usage: Arc<Usage>,
     shutdown: CancellationToken,
 ) {
     let mut retry = Retry {
@@ -246,9 +279,14 @@ async fn run(
     };
     let mut table = Lookups::default();
     loop {
+        let mut on_demand = OnDemand {
+            table: &mut table,
+            questions: &mut questions,
+            usage: &usage,
+        };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&cfg, &mut apply, &state, &mut retry, &mut table, &mut questions) => r,
+            r = session(&cfg, &mut apply, &state, &mut retry, &mut on_demand) => r,
         };
         state.send_modify(|s| s.connected = false);
         for w in table.disconnected() {
@@ -304,13 +342,31 @@ fn rand_u32() -> u32 {
     h.finish() as u32
 }
 
+/// The on-demand state a session works on.
+struct OnDemand<'a> {
+    table: &'a mut Lookups<oneshot::Sender<Answer>>,
+    questions: &'a mut mpsc::UnboundedReceiver<Question>,
+    usage: &'a Usage,
+}
+
+impl OnDemand<'_> {
+    /// Hosts idle past the policy's TTL, taken out of what is asked for.
+    fn age_out(&mut self, idle: Option<IdlePolicy>) -> Vec<String> {
+        let Some(policy) = idle else {
+            return Vec::new();
+        };
+        let gone = self.usage.sweep(policy.ttl);
+        self.table.forget(&gone);
+        gone
+    }
+}
+
 async fn session(
     cfg: &ClientConfig,
     apply: &mut impl Apply,
     state: &watch::Sender<ClientState>,
     retry: &mut Retry,
-    table: &mut Lookups<oneshot::Sender<Answer>>,
-    questions: &mut mpsc::UnboundedReceiver<Question>,
+    od: &mut OnDemand<'_>,
 ) -> Result<(), ProtocolError> {
     let tls = matches!(cfg.transport, Transport::Tls { .. });
     let cert = match &cfg.client_cert {
@@ -325,24 +381,41 @@ async fn session(
     let sock = connect_as(&cfg.agent_addr, &cfg.transport, cert.as_ref()).await?;
     let mut io = framed(sock);
     let last_version = state.borrow().current.as_ref().map(|v| v.version);
+    // What went idle while disconnected is not asked for again.
+    let gone = od.age_out(cfg.idle);
+    if !gone.is_empty() {
+        tracing::debug!(hosts = ?gone, "on-demand hosts aged out");
+    }
     io.send(encode(&ClientMessage::Subscribe {
         identity: cfg.identity.clone(),
         last_version,
         token,
-        requested: table.found().iter().cloned().collect(),
+        requested: od.table.found().iter().cloned().collect(),
     }))
     .await?;
     state.send_modify(|s| s.connected = true);
     let mut open = true;
+    let sweep_every = cfg.idle.map_or(Duration::from_secs(3600), |p| p.interval());
+    let mut sweep =
+        tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {
             frame = io.next() => match frame {
                 Some(f) => f,
                 None => break,
             },
-            q = questions.recv(), if open => {
+            _ = sweep.tick(), if cfg.idle.is_some() => {
+                let targets = od.age_out(cfg.idle);
+                if !targets.is_empty() {
+                    tracing::debug!(hosts = ?targets, "on-demand hosts aged out; asking the agent to forget them");
+                    io.send(encode(&ClientMessage::Forget { targets })).await?;
+                }
+                continue;
+            }
+            q = od.questions.recv(), if open => {
                 match q {
-                    Some((target, w)) => match table.ask(&target, w, std::time::Instant::now()) {
+                    Some((target, w)) => match od.table.ask(&target, w, std::time::Instant::now()) {
                         Ask::Now(answer, w) => { let _ = w.send(answer); }
                         Ask::Send => io.send(encode(&ClientMessage::Lookup { target })).await?,
                         Ask::Joined => {}
@@ -382,8 +455,11 @@ async fn session(
                 refused,
             } => {
                 let now = std::time::Instant::now();
-                let (answer, waiters) = table.answered(&target, host, refused, now);
-                table.expire(now);
+                let (answer, waiters) = od.table.answered(&target, host, refused, now);
+                od.table.expire(now);
+                if let Answer::Found(h) = &answer {
+                    od.usage.add(h);
+                }
                 for w in waiters {
                     let _ = w.send(answer.clone());
                 }

@@ -3,7 +3,8 @@
 //! destinations the agent said are not in the mesh (cached briefly, so a client
 //! hammering an outside address costs one question per [`NEGATIVE_TTL`]), and
 //! which hosts the agent added to the view (sent again with the subscription
-//! after a reconnect, so a restarted agent rebuilds the same view).
+//! after a reconnect, so a restarted agent rebuilds the same view) until they
+//! age out ([`crate::syncidle`]).
 //!
 //! Pure: waiters are any type (the client uses oneshot senders), time is
 //! passed in.
@@ -109,6 +110,14 @@ impl<W> Lookups<W> {
         &self.found
     }
 
+    /// The proxy stopped using `hosts` (aged out): not asked for at the next
+    /// subscription any more.
+    pub fn forget(&mut self, hosts: &[String]) {
+        for h in hosts {
+            self.found.remove(h);
+        }
+    }
+
     /// Drops negative entries older than [`NEGATIVE_TTL`] (bounded memory
     /// under a scan of outside addresses).
     pub fn expire(&mut self, now: Instant) {
@@ -130,6 +139,10 @@ mod tests {
         assert_eq!(l.ask("stock.inventory", 3, t), Ask::Send);
         let (a, ws) = l.answered("10.96.0.20", Some("stock.inv".into()), None, t);
         assert_eq!((a, ws), (Answer::Found("stock.inv".into()), vec![1, 2]));
+        assert!(l.found().contains("stock.inv"));
+        l.forget(&["stock.inv".into()]);
+        assert!(l.found().is_empty());
+        l.answered("10.96.0.20", Some("stock.inv".into()), None, t);
         assert!(l.found().contains("stock.inv"));
         // A found host is not cached as an answer: the view has it now.
         assert_eq!(l.ask("10.96.0.20", 4, t), Ask::Send);

@@ -157,6 +157,16 @@ pub struct Args {
     /// Workload certificate lifetime asked of the CA (Istio's SECRET_TTL).
     #[arg(long, env = "SECRET_TTL", default_value = "24h")]
     pub cert_ttl: String,
+    /// On-demand discovery: a service this proxy looked up and has not used
+    /// (no request, no open connection) for this long leaves its view, and
+    /// the agent is told to forget it; the next call looks it up again. `0`:
+    /// never.
+    #[arg(long, env = "MESH_ON_DEMAND_IDLE", default_value = "10m")]
+    pub on_demand_idle: String,
+    /// How often idle on-demand services are looked for (at most half of
+    /// `--on-demand-idle` apart either way).
+    #[arg(long, env = "MESH_ON_DEMAND_SWEEP", default_value = "30s")]
+    pub on_demand_sweep: String,
 }
 
 /// What the proxy is: a sidecar (capture listeners 15001/15006) or a gateway
@@ -204,6 +214,8 @@ pub struct Config {
     pub cert: Option<crate::mtls::certs::CertSource>,
     /// How the agent (config stream) is reached: TLS when a root file is there.
     pub agent_transport: mesh_api::syncclient::Transport,
+    /// When services found on demand age out of the view; `None`: never.
+    pub on_demand_idle: Option<mesh_api::syncidle::IdlePolicy>,
 }
 
 impl Config {
@@ -353,6 +365,14 @@ impl Args {
             positive("http-first-byte-timeout", &self.http_first_byte_timeout)?;
         let http_idle_timeout = positive("http-idle-timeout", &self.http_idle_timeout)?;
         let tcp_idle_timeout = positive("tcp-idle-timeout", &self.tcp_idle_timeout)?;
+        let on_demand_sweep = positive("on-demand-sweep", &self.on_demand_sweep)?;
+        let on_demand_idle = match parse_duration("on-demand-idle", &self.on_demand_idle)? {
+            d if d.is_zero() => None,
+            ttl => Some(mesh_api::syncidle::IdlePolicy {
+                ttl,
+                sweep: on_demand_sweep,
+            }),
+        };
         if self.max_connections_per_listener == 0 {
             return Err(ConfigError::Zero {
                 flag: "max-connections-per-listener",
@@ -399,6 +419,7 @@ impl Args {
                 .map_err(ConfigError::PathNormalization)?,
             cert,
             agent_transport,
+            on_demand_idle,
         })
     }
 }
@@ -585,6 +606,42 @@ mod tests {
             mesh_api::syncclient::Transport::Tls { .. }
         ));
         let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn on_demand_idle() {
+        use mesh_api::syncidle::IdlePolicy;
+        let c = parse(&["--agent", "a:1"]).unwrap();
+        assert_eq!(c.on_demand_idle, Some(IdlePolicy::default()));
+        let c = parse(&[
+            "--agent",
+            "a:1",
+            "--on-demand-idle",
+            "2s",
+            "--on-demand-sweep",
+            "500ms",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.on_demand_idle,
+            Some(IdlePolicy {
+                ttl: Duration::from_secs(2),
+                sweep: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(
+            parse(&["--agent", "a:1", "--on-demand-idle", "0"])
+                .unwrap()
+                .on_demand_idle,
+            None
+        );
+        let e = parse(&["--agent", "a:1", "--on-demand-idle", "soon"]).unwrap_err();
+        assert!(
+            e.to_string().contains("--on-demand-idle") && e.to_string().contains("soon"),
+            "{e}"
+        );
+        let e = parse(&["--agent", "a:1", "--on-demand-sweep", "0s"]).unwrap_err();
+        assert!(e.to_string().contains("--on-demand-sweep \"0s\""), "{e}");
     }
 
     #[test]

@@ -180,6 +180,10 @@ async fn handle_conn(a: Accepted, direction: Direction) {
             let cluster = snap
                 .as_ref()
                 .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
+            // An on-demand service does not age out while this connection is open.
+            let _in_use = cluster
+                .as_ref()
+                .and_then(|c| crate::outbound::ondemand::in_use(&shared, &c.host));
             let protocol = cluster
                 .as_ref()
                 .map(|c| c.protocol)

@@ -117,6 +117,7 @@ pub fn follow_agent(
     let mut client = mesh_api::syncclient::ClientConfig::new(addr, identity);
     client.transport = transport;
     client.token_file = cfg.cert.as_ref().map(|c| c.token_file.clone());
+    client.idle = cfg.on_demand_idle;
     if cfg.cert.is_some() {
         let tls = shared.tls.clone();
         client.client_cert = Some(mesh_api::syncclient::CurrentCert(Arc::new(move || {

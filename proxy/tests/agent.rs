@@ -147,8 +147,9 @@ fn standalone_config_dir_mode_embeds_the_agent() {
 }
 
 /// Echo v1 in `default` behind [`SVC_VIP`], a client sidecar in `front`, both
-/// following an agent with `--visibility on-demand`. Returns what must live.
-fn on_demand_world() -> (Node, Pod, Vec<PodProcess>, ViewDir, Pod) {
+/// following an agent with `--visibility on-demand` (the client with
+/// `client_flags` too). Returns what must live.
+fn on_demand_world(client_flags: &[&str]) -> (Node, Pod, Vec<PodProcess>, ViewDir, Pod) {
     let node = Node::new().unwrap();
     let client = node.add_pod("client-0", "front").unwrap();
     let v1 = node.add_pod("echo-v1-0", "default").unwrap();
@@ -174,12 +175,14 @@ fn on_demand_world() -> (Node, Pod, Vec<PodProcess>, ViewDir, Pod) {
         &["--agent", &listen],
     ));
     redirect(&client);
+    let mut flags = vec!["--agent", listen.as_str()];
+    flags.extend_from_slice(client_flags);
     procs.push(start_proxy_in(
         &client,
         "client-0",
         "front",
         "app=client",
-        &["--agent", &listen],
+        &flags,
     ));
     // The echo pod lives as long as the caller holds it (its netns goes with it).
     (node, client, procs, dir, v1)
@@ -209,7 +212,7 @@ fn source_requests_to_echo(client: &Pod) -> bool {
 /// `istio_requests_total` names the service), not passed through.
 #[test]
 fn on_demand_a_call_to_another_namespace_is_a_mesh_call_from_the_first_request() {
-    let (_node, client, _procs, _dir, _echo) = on_demand_world();
+    let (_node, client, _procs, _dir, _echo) = on_demand_world(&[]);
     assert!(!config_dump(&client).contains(ECHO_HOST));
     let r = curl_echo(&client, &[&format!("http://{SVC_VIP}:8080/")]);
     assert_eq!(r.version.as_deref(), Some("v1"));
@@ -222,7 +225,7 @@ fn on_demand_a_call_to_another_namespace_is_a_mesh_call_from_the_first_request()
 /// behind DNS would be).
 #[test]
 fn on_demand_a_request_naming_a_mesh_host_is_looked_up_by_its_authority() {
-    let (_node, client, _procs, _dir, _echo) = on_demand_world();
+    let (_node, client, _procs, _dir, _echo) = on_demand_world(&[]);
     let r = curl_echo(
         &client,
         &[
@@ -234,4 +237,46 @@ fn on_demand_a_request_naming_a_mesh_host_is_looked_up_by_its_authority() {
     assert_eq!(r.version.as_deref(), Some("v1"));
     assert!(config_dump(&client).contains(ECHO_HOST));
     assert!(source_requests_to_echo(&client), "{}", metrics(&client));
+}
+
+/// Ageing out end to end: with `--on-demand-idle 2s`, the service the client
+/// looked up on its first call leaves its config dump once the client stops
+/// calling it; the next call looks it up again and is a mesh call again.
+#[test]
+fn on_demand_an_unused_service_ages_out_and_a_new_call_looks_it_up_again() {
+    let (_node, client, _procs, _dir, _echo) =
+        on_demand_world(&["--on-demand-idle", "2s", "--on-demand-sweep", "200ms"]);
+    let url = format!("http://{SVC_VIP}:8080/");
+    assert!(!config_dump(&client).contains(ECHO_HOST));
+    let r = curl_echo(&client, &[&url]);
+    assert_eq!(r.version.as_deref(), Some("v1"));
+    assert!(config_dump(&client).contains(ECHO_HOST));
+
+    // A dump (not an empty answer) without the service: it aged out.
+    until("echo aged out of the client's view", 20, || {
+        let dump = config_dump(&client);
+        (dump.contains("\"version\"") && !dump.contains(ECHO_HOST)).then_some(())
+    });
+    let before = requests_to_echo(&client);
+    let r = curl_echo(&client, &[&url]);
+    assert_eq!(r.version.as_deref(), Some("v1"));
+    assert!(config_dump(&client).contains(ECHO_HOST));
+    assert_eq!(
+        requests_to_echo(&client),
+        before + 1.0,
+        "{}",
+        metrics(&client)
+    );
+}
+
+/// The client's `istio_requests_total` reported as source for echo.
+fn requests_to_echo(client: &Pod) -> f64 {
+    metric_sum(
+        &metrics(client),
+        "istio_requests_total",
+        &[
+            "reporter=\"source\"",
+            &format!("destination_service=\"{ECHO_HOST}\""),
+        ],
+    )
 }

@@ -2,7 +2,9 @@
 //! asks about a destination it does not know (a Service VIP, a pod IP, or a
 //! host name from an HTTP authority), under Istio's visibility rules. A proxy
 //! that gets an answer adds the host to its requested set and the agent keeps
-//! it in that proxy's view ([`crate::view::build_with`]) from then on.
+//! it in that proxy's view ([`crate::view::build_with`]) until the proxy
+//! stops using it and sends `Forget` (the stream drops it and pushes the
+//! smaller view).
 //!
 //! Pure: a snapshot and an identity in, a host name (or nothing) out; and
 //! the per-stream [`Budget`] that keeps a proxy flooding lookups from costing

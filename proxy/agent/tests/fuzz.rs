@@ -133,6 +133,9 @@ fn sync_messages() -> &'static [Value] {
             ClientMessage::Lookup {
                 target: "10.96.0.20".into(),
             },
+            ClientMessage::Forget {
+                targets: vec!["stock.inventory.svc.cluster.local".into()],
+            },
             ClientMessage::Ack { version: 7 },
             ClientMessage::Nack {
                 version: 7,

@@ -36,18 +36,39 @@ async fn recv(s: &mut TcpStream) -> AgentMessage {
         .expect("a message within 10s")
 }
 
-async fn subscribe(addr: SocketAddr, pod: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let identity = ProxyIdentity {
+/// A sidecar of namespace `shop`.
+fn web(pod: &str) -> ProxyIdentity {
+    ProxyIdentity {
         pod: pod.into(),
         namespace: "shop".into(),
         service_account: "default".into(),
         ..Default::default()
-    };
+    }
+}
+
+/// The client's applied view has `host`.
+fn has(client: &mesh_agent::client::Client, host: &str) -> bool {
+    client
+        .state
+        .borrow()
+        .current
+        .as_ref()
+        .is_some_and(|v| v.services.iter().any(|s| s.hostname == host))
+}
+
+async fn first_view(client: &mesh_agent::client::Client) {
+    mesh_e2e::wait::eventually("first view", Duration::from_secs(10), async || {
+        client.state.borrow().current.is_some()
+    })
+    .await;
+}
+
+async fn subscribe(addr: SocketAddr, pod: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
     send(
         &mut s,
         &ClientMessage::Subscribe {
-            identity,
+            identity: web(pod),
             last_version: None,
             token: None,
             requested: vec![],
@@ -78,28 +99,9 @@ fn answer(m: AgentMessage) -> (String, Option<String>, Option<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_extend_the_view_hide_what_istio_hides_and_are_rate_limited() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let cfg = Config::from_flags([
-        "--config-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--debug-listen",
-        "127.0.0.1:0",
-        "--visibility",
-        "on-demand",
-    ])
-    .unwrap();
-    cfg.validate().unwrap();
-    let src = Box::new(FilesSource {
-        dir: dir.path().to_path_buf(),
-        debounce: cfg.debounce(),
-    });
-    let agent = mesh_agent::agent::start(&cfg, src, shutdown.clone())
-        .await
-        .unwrap();
+    let agent = on_demand_agent(dir.path(), &shutdown).await;
     let mut web = subscribe(agent.sync_addr, "web-1").await;
 
     // A Service VIP of another namespace: a view with it, then the answer.
@@ -206,13 +208,7 @@ async fn the_client_waits_for_the_view_and_keeps_its_hosts_across_an_agent_resta
     let addr = agent.sync_addr;
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let identity = ProxyIdentity {
-        pod: "web-1".into(),
-        namespace: "shop".into(),
-        service_account: "default".into(),
-        ..Default::default()
-    };
-    let mut cfg = ClientConfig::new(addr.to_string(), identity);
+    let mut cfg = ClientConfig::new(addr.to_string(), web("web-1"));
     cfg.max_backoff = Duration::from_millis(200);
     // Whether each applied view had stock, in order.
     let applied = std::sync::Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
@@ -223,17 +219,8 @@ async fn the_client_waits_for_the_view_and_keeps_its_hosts_across_an_agent_resta
         Ok(())
     };
     let client = spawn_client(cfg, apply, shutdown.clone());
-    let has_stock = |c: &mesh_agent::client::Client| {
-        c.state
-            .borrow()
-            .current
-            .as_ref()
-            .is_some_and(|v| v.services.iter().any(|s| s.hostname == STOCK))
-    };
-    mesh_e2e::wait::eventually("first view", Duration::from_secs(10), async || {
-        client.state.borrow().current.is_some()
-    })
-    .await;
+    let has_stock = |c: &mesh_agent::client::Client| has(c, STOCK);
+    first_view(&client).await;
     assert!(!has_stock(&client));
     let asks = (0..8).map(|_| client.lookup("stock.inventory"));
     for a in futures::future::join_all(asks).await {
@@ -267,4 +254,175 @@ async fn the_client_waits_for_the_view_and_keeps_its_hosts_across_an_agent_resta
         "the restarted agent's first view already has stock"
     );
     drop(agent2);
+}
+
+const CATALOG: &str = "catalog.inventory.svc.cluster.local";
+
+/// A second service another namespace exports, beside stock.
+const CATALOG_YAML: &str = "apiVersion: v1
+kind: Service
+metadata: {name: catalog, namespace: inventory}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {app: catalog}
+  ports:
+  - {name: http, port: 8000}
+";
+
+/// An on-demand agent over the fixture mesh (and catalog), on loopback.
+async fn on_demand_agent(
+    dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> mesh_agent::agent::Running {
+    std::fs::write(dir.join("mesh.yaml"), MESH).unwrap();
+    std::fs::write(dir.join("catalog.yaml"), CATALOG_YAML).unwrap();
+    let cfg = Config::from_flags([
+        "--config-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--debug-listen",
+        "127.0.0.1:0",
+        "--visibility",
+        "on-demand",
+    ])
+    .unwrap();
+    cfg.validate().unwrap();
+    let src = Box::new(FilesSource {
+        dir: dir.to_path_buf(),
+        debounce: cfg.debounce(),
+    });
+    mesh_agent::agent::start(&cfg, src, shutdown.clone())
+        .await
+        .unwrap()
+}
+
+fn hosts(m: AgentMessage) -> Vec<String> {
+    match m {
+        AgentMessage::View { view, .. } => view.services.into_iter().map(|s| s.hostname).collect(),
+        other => panic!("expected a view, got {other:?}"),
+    }
+}
+
+/// Ageing out, the agent's half: `Forget` takes a looked-up host out of the
+/// proxy's view and the smaller view is pushed at once; forgetting a host the
+/// view has anyway (its own namespace) changes nothing and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_shrinks_the_pushed_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let agent = on_demand_agent(dir.path(), &shutdown).await;
+    let mut web = subscribe(agent.sync_addr, "web-1").await;
+    for (target, host) in [("10.96.0.20", STOCK), ("10.96.0.40", CATALOG)] {
+        send(
+            &mut web,
+            &ClientMessage::Lookup {
+                target: target.into(),
+            },
+        )
+        .await;
+        assert!(hosts(recv(&mut web).await).contains(&host.to_string()));
+        assert_eq!(answer(recv(&mut web).await).1.as_deref(), Some(host));
+    }
+
+    send(
+        &mut web,
+        &ClientMessage::Forget {
+            targets: vec![STOCK.into()],
+        },
+    )
+    .await;
+    let view = hosts(recv(&mut web).await);
+    assert!(!view.contains(&STOCK.to_string()), "{view:?}");
+    assert!(view.contains(&CATALOG.to_string()), "{view:?}");
+    assert!(view.contains(&"web.shop.svc.cluster.local".to_string()));
+
+    // Its own namespace's service is not on demand: nothing to forget, no
+    // view; the next message is the answer to the next question.
+    send(
+        &mut web,
+        &ClientMessage::Forget {
+            targets: vec!["web.shop.svc.cluster.local".into(), STOCK.into()],
+        },
+    )
+    .await;
+    send(
+        &mut web,
+        &ClientMessage::Lookup {
+            target: "203.0.113.7".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        answer(recv(&mut web).await),
+        ("203.0.113.7".into(), None, None)
+    );
+    // Looked up again, it is back.
+    send(
+        &mut web,
+        &ClientMessage::Lookup {
+            target: "10.96.0.20".into(),
+        },
+    )
+    .await;
+    let view = hosts(recv(&mut web).await);
+    assert!(view.contains(&STOCK.to_string()) && view.contains(&CATALOG.to_string()));
+    assert_eq!(answer(recv(&mut web).await).1.as_deref(), Some(STOCK));
+}
+
+/// Ageing out, the client's half: with a one-second idle TTL, a host nobody
+/// uses leaves the applied view while one held by an open connection stays;
+/// closing the connection lets it go too; a new lookup brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_forgets_idle_hosts_but_not_ones_in_use() {
+    use mesh_agent::client::{spawn_client, ClientConfig};
+    use mesh_api::syncidle::IdlePolicy;
+    use mesh_api::synclookup::Answer;
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let agent = on_demand_agent(dir.path(), &shutdown).await;
+    let mut cfg = ClientConfig::new(agent.sync_addr.to_string(), web("web-1"));
+    cfg.idle = Some(IdlePolicy {
+        ttl: Duration::from_secs(1),
+        sweep: Duration::from_millis(200),
+    });
+    let client = spawn_client(
+        cfg,
+        |_: &mesh_api::syncapi::ProxyView| Ok(()),
+        shutdown.clone(),
+    );
+    let has = |host: &str| has(&client, host);
+    first_view(&client).await;
+    assert_eq!(
+        client.lookup("10.96.0.20").await,
+        Answer::Found(STOCK.into())
+    );
+    let open = client.touch(STOCK).expect("stock was found on demand");
+    assert_eq!(
+        client.lookup("10.96.0.40").await,
+        Answer::Found(CATALOG.into())
+    );
+    assert!(has(STOCK) && has(CATALOG));
+
+    mesh_e2e::wait::eventually("catalog aged out", Duration::from_secs(10), async || {
+        !has(CATALOG)
+    })
+    .await;
+    assert!(has(STOCK), "a host held by an open connection stays");
+    assert_eq!(client.on_demand_hosts(), vec![STOCK.to_string()]);
+    assert!(client.touch(CATALOG).is_none(), "forgotten: untracked");
+
+    drop(open);
+    mesh_e2e::wait::eventually("stock aged out", Duration::from_secs(10), async || {
+        !has(STOCK)
+    })
+    .await;
+    assert!(client.on_demand_hosts().is_empty());
+    assert_eq!(
+        client.lookup("stock.inventory").await,
+        Answer::Found(STOCK.into())
+    );
+    assert!(has(STOCK));
 }

@@ -97,6 +97,8 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
         }
         return passthrough(req, ctx, record).await;
     };
+    // Used now, and not ageing out while the request is in flight.
+    let _in_use = super::ondemand::in_use(shared, &cluster.host);
     record.labels.destination_service = cluster.host.clone();
     record.labels.destination_service_name = cluster.service_name.clone();
     record.labels.destination_service_namespace = cluster.namespace.clone();

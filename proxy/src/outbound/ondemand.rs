@@ -3,10 +3,15 @@
 //! sync stream before it is treated as outside the mesh. The answer comes after
 //! the view that carries the service, so the snapshot to use is the store's
 //! current one. At most [`LOOKUP_WAIT`]; no answer leaves the old snapshot.
+//!
+//! Every outbound connection and request marks the service it goes to as used
+//! ([`in_use`]), so what was found on demand ages out of the view only once
+//! the proxy stops calling it (`--on-demand-idle`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_api::syncidle::InUse;
 use mesh_api::synclookup::Answer;
 
 use crate::shared::Shared;
@@ -35,4 +40,11 @@ pub async fn look_up(shared: &Shared, target: &str, snap: Arc<Snapshot>) -> Arc<
             snap
         }
     }
+}
+
+/// Marks `host` (a cluster's host) used now; for a service found on demand,
+/// the guard keeps it in the view until dropped (hold it for the life of a
+/// connection or request). Lock-free; `None` for every other host.
+pub fn in_use(shared: &Shared, host: &str) -> Option<InUse> {
+    shared.lookups.get()?.touch(host)
 }

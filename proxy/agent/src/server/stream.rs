@@ -270,7 +270,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     // Key material only where the caller is authenticated, or on an agent
     // that authenticates nobody (no CA: a trusted network).
     let secrets = port.authenticate || port.csr_allowed;
-    // Hosts this proxy looked up on demand, kept in its view from then on.
+    // Hosts this proxy looked up on demand, kept in its view until it forgets them.
     // A reconnecting proxy names what it had: bounded, and every host still
     // goes through exportTo and Sidecar when its view is built.
     let mut requested: BTreeSet<String> = asked_before
@@ -339,6 +339,21 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         };
                         write_frame(&mut w, &encode(&answer)).await?;
                         w.flush().await?;
+                    }
+                    Ok(ClientMessage::Forget { targets }) => {
+                        // Aged out on the proxy: out of its view. A host the
+                        // view has anyway (namespace scope) stays, as it must.
+                        let before = requested.len();
+                        for t in &targets {
+                            requested.remove(t);
+                        }
+                        tracing::debug!(hosts = ?targets, "proxy forgot on-demand hosts");
+                        let snap = snaps.borrow().clone();
+                        let on_demand = snap.settings.visibility == Visibility::OnDemand;
+                        if requested.len() < before && on_demand && snap.version > 0 {
+                            send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id)
+                                .await?;
+                        }
                     }
                     Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {
                         return reject(&mut w, "already subscribed".into()).await
