@@ -177,9 +177,10 @@ async fn handle_conn(a: Accepted, direction: Direction) {
                 }
                 other => other,
             };
-            let cluster = snap
-                .as_ref()
-                .and_then(|s| s.cluster_for_dst(orig_dst).cloned());
+            let cluster = snap.as_ref().and_then(|s| {
+                s.pinned_endpoint(orig_dst)
+                    .or_else(|| s.cluster_for_dst(orig_dst).cloned())
+            });
             // An on-demand service does not age out while this connection is open.
             let _in_use = cluster
                 .as_ref()

@@ -102,7 +102,7 @@ pub struct Endpoint {
 }
 
 /// A service port and everything needed to carry a connection to it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cluster {
     /// `outbound|<port>||<host>`, Istio's cluster name (the runtime table's key).
     pub name: String,
@@ -117,6 +117,9 @@ pub struct Cluster {
     pub limits: Option<crate::limits::Limits>,
     /// DestinationRule outlierDetection, if any.
     pub outlier: Option<crate::outlier::OutlierConfig>,
+    /// One endpoint the app called by its own address: the call goes to that
+    /// pod, and the service's routes do not apply (they match service hosts).
+    pub pinned: bool,
 }
 
 /// The immutable, indexed view one proxy runs on.
@@ -232,6 +235,7 @@ impl Snapshot {
                         port.port,
                         &mut errors,
                     ),
+                    pinned: false,
                 }));
                 by_host_port.insert((svc.hostname.clone(), port.port), idx);
                 if let Some(dr) = view.destination_rules.get(&svc.hostname) {
@@ -348,6 +352,20 @@ impl Snapshot {
             .get(&dst)
             .or_else(|| self.by_endpoint.get(&dst))
             .map(|i| &self.clusters[*i])
+    }
+
+    /// For a call made to an endpoint's own address (not a service VIP): its
+    /// service's cluster narrowed to that endpoint, keeping the service's
+    /// mTLS, metrics labels and limits, marked [`Cluster::pinned`].
+    pub fn pinned_endpoint(&self, dst: SocketAddr) -> Option<Arc<Cluster>> {
+        if self.by_vip.contains_key(&dst) {
+            return None;
+        }
+        let base = &self.clusters[*self.by_endpoint.get(&dst)?];
+        let mut pinned = Cluster::clone(base);
+        pinned.endpoints.retain(|e| e.addr == dst);
+        pinned.pinned = true;
+        Some(Arc::new(pinned))
     }
 
     /// The cluster for an HTTP `Host`/`:authority`; `port` is the connection's
@@ -506,6 +524,7 @@ fn subset_cluster(
         lb: LbPolicy::from_rule(Some(&effective), base.port),
         limits: crate::limits::Limits::from_rule(Some(&effective), base.port),
         outlier: outlier(Some(&effective), &base.host, base.port, errors),
+        pinned: false,
     }
 }
 
@@ -642,6 +661,18 @@ mod tests {
         assert!(s
             .cluster_for_dst("10.88.0.5:9080".parse().unwrap())
             .is_some());
+        // A pod's own address: that endpoint alone, routes off; a VIP is not pinned.
+        let p = s
+            .pinned_endpoint("10.88.0.5:9080".parse().unwrap())
+            .unwrap();
+        assert!(p.pinned);
+        assert_eq!(p.name, c.name);
+        let addrs: Vec<_> = p.endpoints.iter().map(|e| e.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.88.0.5:9080"]);
+        assert!(s
+            .pinned_endpoint("10.96.0.10:9080".parse().unwrap())
+            .is_none());
+        assert!(!c.pinned);
         for a in [
             "reviews",
             "reviews:9080",

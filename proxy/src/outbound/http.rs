@@ -47,10 +47,13 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     };
     let start = Instant::now();
     let authority = authority_of(&req).unwrap_or_else(|| ctx.orig_dst.to_string());
+    // A Host naming a service wins; else the address: a service VIP, or a
+    // pod's own address (that pod, without the service's routes).
     let find = |snap: &crate::snapshot::Snapshot| {
         snap.cluster_for_authority(&authority, ctx.orig_dst.port())
-            .or_else(|| snap.cluster_for_dst(ctx.orig_dst))
             .cloned()
+            .or_else(|| snap.pinned_endpoint(ctx.orig_dst))
+            .or_else(|| snap.cluster_for_dst(ctx.orig_dst).cloned())
     };
     let mut cluster = find(&snap);
     // A host this on-demand view does not have (a Host header naming a mesh
@@ -103,7 +106,11 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     record.labels.destination_service_name = cluster.service_name.clone();
     record.labels.destination_service_namespace = cluster.namespace.clone();
 
-    let routes = snap.routes.for_host(&cluster.host).cloned();
+    let routes = snap
+        .routes
+        .for_host(&cluster.host)
+        .filter(|_| !cluster.pinned)
+        .cloned();
     let Some(routes) = routes else {
         // No VirtualService: the service itself, Istio's default policy.
         let policy = Policy::for_route(None, None);

@@ -23,8 +23,10 @@ pub(crate) async fn carry_captured(
     registry_only: bool,
     pre: Option<TcpStream>,
 ) {
-    // A VirtualService `tcp`/`tls` route may send the connection elsewhere.
+    // A VirtualService `tcp`/`tls` route may send the connection elsewhere;
+    // a call to a pod's own address goes to that pod.
     let cluster = match &cluster {
+        Some(c) if c.pinned => Some(c.clone()),
         Some(c) => Some(
             l4_route(&stream, c, orig_dst, shared)
                 .await

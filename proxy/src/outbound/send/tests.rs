@@ -97,6 +97,7 @@ fn cluster(addrs: &[SocketAddr]) -> Arc<Cluster> {
         lb: LbPolicy::RoundRobin,
         limits: None,
         outlier: None,
+        pinned: false,
     })
 }
 
