@@ -32,6 +32,7 @@ pub mod security;
 pub mod syncapi;
 #[cfg(feature = "client")]
 pub mod syncclient;
+pub mod syncdelta;
 #[cfg(feature = "client")]
 pub mod syncframe;
 pub mod syncidle;

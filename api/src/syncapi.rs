@@ -53,6 +53,10 @@ pub enum ClientMessage {
         /// reconnect: the view is rebuilt with them at once.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         requested: Vec<String>,
+        /// The proxy applies [`AgentMessage::Delta`]; without it (a proxy
+        /// from before deltas) every push is a full view.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deltas: bool,
     },
     /// The proxy applied `version`.
     Ack { version: u64 },
@@ -91,6 +95,12 @@ pub enum ClientMessage {
 pub enum AgentMessage {
     /// A complete view for this proxy.
     View { agent: String, view: ProxyView },
+    /// The services that changed since the last view sent on this stream
+    /// (full or delta); only to proxies that subscribed with `deltas`.
+    Delta {
+        agent: String,
+        delta: crate::syncdelta::ViewDelta,
+    },
     /// The agent closes the stream because of what the proxy sent.
     Error { message: String },
     /// Answer to [`ClientMessage::Lookup`]: the service's host, or `None` when

@@ -2,7 +2,9 @@
 //! subscribe (telling the agent which version it already runs, so a reconnect is a
 //! resume), check each view with the caller's `apply` and ACK or NACK it. The last
 //! good view stays current when the agent is down or a view is rejected; views
-//! replace each other whole, so applying is atomic.
+//! replace each other whole, so applying is atomic. A push may come as a
+//! delta ([`crate::syncdelta`]): the client rebuilds the whole view from the
+//! last one received and applies that, so the applier always sees full views.
 //!
 //! [`Transport`]: plaintext, or TLS 1.3 verified against a root bundle file and
 //! an expected server name (the agent's 15012 when its CA is on). The bundle is
@@ -27,6 +29,7 @@
 //! for and sends the agent `Forget`.
 
 use crate::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
+use crate::syncdelta::DeltaError;
 use crate::syncframe::{decode, encode, framed, ProtocolError};
 use crate::syncidle::{IdlePolicy, InUse, Usage};
 use crate::synclookup::{Answer, Ask, Lookups};
@@ -391,10 +394,14 @@ async fn session(
         last_version,
         token,
         requested: od.table.found().iter().cloned().collect(),
+        deltas: true,
     }))
     .await?;
     state.send_modify(|s| s.connected = true);
     let mut open = true;
+    // The last view received on this stream, applied or not: what the next
+    // delta applies to.
+    let mut received: Option<Arc<ProxyView>> = None;
     let sweep_every = cfg.idle.map_or(Duration::from_secs(3600), |p| p.interval());
     let mut sweep =
         tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
@@ -428,24 +435,23 @@ async fn session(
         let msg: AgentMessage = decode(&frame?)?;
         match msg {
             AgentMessage::View { agent, view } => {
+                let view = Arc::new(view);
+                received = Some(view.clone());
+                let reply = deliver(apply, state, agent, view);
                 retry.backoff = cfg.initial_backoff;
                 retry.with_cert = true;
-                let version = view.version;
-                let reply = match apply.apply(&view) {
-                    Ok(()) => {
-                        state.send_modify(|s| {
-                            s.current = Some(Arc::new(view));
-                            s.agent = agent;
-                        });
-                        ClientMessage::Ack { version }
-                    }
-                    Err(reason) => {
-                        // The applier reports its own refusal (the proxy logs each
-                        // resource once); this line only traces the NACK.
-                        tracing::debug!(version, %reason, "rejected view; keeping the last good one");
-                        ClientMessage::Nack { version, reason }
-                    }
-                };
+                io.send(encode(&reply)).await?;
+            }
+            AgentMessage::Delta { agent, delta } => {
+                let base = received.as_deref().ok_or(DeltaError::NoBase {
+                    version: delta.version,
+                });
+                let view = base
+                    .and_then(|b| crate::syncdelta::apply(b, &delta))
+                    .map_err(|e| ProtocolError::Unexpected(e.to_string()))?;
+                let view = Arc::new(view);
+                received = Some(view.clone());
+                let reply = deliver(apply, state, agent, view);
                 io.send(encode(&reply)).await?;
             }
             AgentMessage::Error { message } => return Err(ProtocolError::Refused(message)),
@@ -472,6 +478,31 @@ async fn session(
         }
     }
     Err(ProtocolError::Closed)
+}
+
+/// Hands a received view to the applier; the answer to send back.
+fn deliver(
+    apply: &mut impl Apply,
+    state: &watch::Sender<ClientState>,
+    agent: String,
+    view: Arc<ProxyView>,
+) -> ClientMessage {
+    let version = view.version;
+    match apply.apply(&view) {
+        Ok(()) => {
+            state.send_modify(|s| {
+                s.current = Some(view);
+                s.agent = agent;
+            });
+            ClientMessage::Ack { version }
+        }
+        Err(reason) => {
+            // The applier reports its own refusal (the proxy logs each
+            // resource once); this line only traces the NACK.
+            tracing::debug!(version, %reason, "rejected view; keeping the last good one");
+            ClientMessage::Nack { version, reason }
+        }
+    }
 }
 
 /// The pod's token as the file holds it now.
@@ -512,9 +543,11 @@ pub async fn request_certificate(
                 roots,
             }),
             AgentMessage::Error { message } => Err(ProtocolError::Unexpected(message)),
-            AgentMessage::View { .. } | AgentMessage::Lookup { .. } => Err(
-                ProtocolError::Unexpected("a sync message instead of a certificate".into()),
-            ),
+            AgentMessage::View { .. }
+            | AgentMessage::Delta { .. }
+            | AgentMessage::Lookup { .. } => Err(ProtocolError::Unexpected(
+                "a sync message instead of a certificate".into(),
+            )),
         }
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)

@@ -129,6 +129,7 @@ fn sync_messages() -> &'static [Value] {
                 last_version: Some(6),
                 token: Some("t".into()),
                 requested: vec!["stock.inventory.svc.cluster.local".into()],
+                deltas: true,
             },
             ClientMessage::Lookup {
                 target: "10.96.0.20".into(),
@@ -147,10 +148,20 @@ fn sync_messages() -> &'static [Value] {
                 ttl_seconds: 3600,
             },
         ];
+        let delta = mesh_api::syncdelta::ViewDelta {
+            base: view.version,
+            version: view.version + 1,
+            upsert: view.services.clone(),
+            remove: vec!["gone.shop.svc.cluster.local".into()],
+        };
         let agent = [
             AgentMessage::View {
                 agent: "mesh-agent-0".into(),
                 view,
+            },
+            AgentMessage::Delta {
+                agent: "mesh-agent-0".into(),
+                delta,
             },
             AgentMessage::Error {
                 message: "no".into(),

@@ -72,6 +72,7 @@ async fn subscribe(addr: SocketAddr, pod: &str) -> TcpStream {
             last_version: None,
             token: None,
             requested: vec![],
+            deltas: false,
         },
     )
     .await;

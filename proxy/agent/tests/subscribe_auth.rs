@@ -88,6 +88,7 @@ async fn subscribe_as(
         last_version: None,
         token: token.map(str::to_string),
         requested: vec![],
+        deltas: false,
     }))
     .await
     .unwrap();

@@ -17,7 +17,12 @@ pub fn initial_version() -> u64 {
 }
 
 /// Applies events and publishes a new snapshot after each burst (events arriving
-/// within `debounce` of each other are coalesced, bounded by 1 s).
+/// within `debounce` of each other are coalesced, bounded by 1 s). The first
+/// change after a quiet period (nothing published for `debounce`) is
+/// published at once, the rest of its burst coalesced after it: a lone
+/// endpoint change waits for nothing. The very first snapshot still waits
+/// for its burst, so a starting source's initial objects arrive together
+/// rather than a partial view first.
 pub async fn run(
     events: UnboundedReceiver<SourceEvent>,
     settings: Arc<Settings>,
@@ -43,6 +48,7 @@ pub async fn run_live(
     let mut store = Store::default();
     let mut cache = CompileCache::default();
     let mut version = publish.borrow().version.max(initial_version());
+    let mut last_publish: Option<tokio::time::Instant> = None;
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -63,8 +69,10 @@ pub async fn run_live(
                 differs
             }
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        loop {
+        let now = tokio::time::Instant::now();
+        let deadline = now + Duration::from_secs(1);
+        let leading = leading_edge(last_publish, now, debounce);
+        while !leading {
             tokio::select! {
                 _ = tokio::time::sleep(debounce) => break,
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -93,5 +101,80 @@ pub async fn run_live(
             "snapshot published"
         );
         publish.send_replace(Arc::new(snap));
+        last_publish = Some(tokio::time::Instant::now());
+    }
+}
+
+/// Whether a change arriving `now` is published without waiting: something
+/// was published before, and not within the last `debounce`.
+fn leading_edge(
+    last_publish: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+    debounce: Duration,
+) -> bool {
+    last_publish.is_some_and(|t| now.duration_since(t) >= debounce)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    fn event(origin: &str, yaml: &str) -> SourceEvent {
+        let (objects, errors) = crate::objects::parse_yaml(yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        SourceEvent::Replace {
+            origin: origin.into(),
+            objects: objects.into_iter().map(|(_, o)| o).collect(),
+            errors: vec![],
+        }
+    }
+
+    fn service(name: &str) -> String {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{ports: [{{port: 80}}]}}\n")
+    }
+
+    /// Waits for the next snapshot; how long it took on the (paused) clock.
+    async fn next(rx: &mut watch::Receiver<Arc<Snapshot>>) -> (Duration, Arc<Snapshot>) {
+        let t = tokio::time::Instant::now();
+        rx.changed().await.unwrap();
+        (t.elapsed(), rx.borrow_and_update().clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_change_after_quiet_goes_at_once_and_its_burst_is_coalesced() {
+        let debounce = Duration::from_millis(100);
+        let (tx, events) = mpsc::unbounded_channel();
+        let (publish, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let shutdown = CancellationToken::new();
+        let _guard = shutdown.clone().drop_guard();
+        tokio::spawn(run(
+            events,
+            Arc::default(),
+            publish,
+            debounce,
+            shutdown.clone(),
+        ));
+
+        // Startup: the initial objects wait for their burst to end.
+        tx.send(event("a", &service("a"))).unwrap();
+        tx.send(event("b", &service("b"))).unwrap();
+        let (took, snap) = next(&mut rx).await;
+        assert_eq!(took, debounce);
+        assert_eq!(snap.services.len(), 2);
+
+        // Quiet, then one change: published without waiting.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tx.send(event("c", &service("c"))).unwrap();
+        let (took, snap) = next(&mut rx).await;
+        assert_eq!(took, Duration::ZERO);
+        assert_eq!(snap.services.len(), 3);
+
+        // Its burst: coalesced, after the quiet time.
+        tx.send(event("d", &service("d"))).unwrap();
+        tx.send(event("e", &service("e"))).unwrap();
+        let (took, snap) = next(&mut rx).await;
+        assert_eq!(took, debounce);
+        assert_eq!(snap.services.len(), 5);
     }
 }

@@ -8,6 +8,7 @@
 //! ([`super::access`]); refusals are logged and counted.
 
 use super::access::{self, Auth, Refusal};
+use super::xds_metrics::PushKind;
 use super::Shared;
 use crate::compile::{Snapshot, Visibility};
 use crate::ondemand;
@@ -15,7 +16,7 @@ use crate::protocol::{codec, decode, encode, write_frame, ProtocolError};
 use crate::view::{self, ViewKey};
 use bytes::Bytes;
 use futures::StreamExt;
-use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity};
+use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
 use rustls::pki_types::CertificateDer;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,8 +27,18 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// One encoded view and its gateway warnings, filled once by whichever proxy asks first.
-type Cell = Arc<OnceLock<(Bytes, Arc<Vec<String>>)>>;
+/// One view, encoded, and its gateway warnings, filled once by whichever proxy asks first.
+type Cell = Arc<OnceLock<Built>>;
+
+/// A view as [`ViewCache::get`] hands it out.
+#[derive(Clone)]
+pub struct Built {
+    /// The whole `AgentMessage::View`, encoded.
+    pub bytes: Bytes,
+    /// The view itself, which the next delta is computed from.
+    pub view: Arc<ProxyView>,
+    pub warnings: Arc<Vec<String>>,
+}
 
 /// A view's key, whether key material may be sent on the port, and the hosts
 /// the proxy looked up on demand (proxies of one Deployment ask the same).
@@ -48,8 +59,8 @@ pub struct ViewCache {
 }
 
 impl ViewCache {
-    /// The encoded `AgentMessage::View` for `id` at `snap`'s version, and the
-    /// view's gateway warnings (for proxy-status). Without `secrets` (an
+    /// `id`'s view at `snap`'s version: encoded as `AgentMessage::View`, as
+    /// data, and its gateway warnings (for proxy-status). Without `secrets` (an
     /// unauthenticated port next to an authenticated one) a gateway gets no
     /// private keys.
     pub fn get(
@@ -59,7 +70,7 @@ impl ViewCache {
         id: &ProxyIdentity,
         secrets: bool,
         requested: &BTreeSet<String>,
-    ) -> (Bytes, Arc<Vec<String>>) {
+    ) -> Built {
         let key = (view::key(snap, id), secrets, requested.clone());
         let cell = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -85,11 +96,19 @@ impl ViewCache {
             if id.router {
                 self.log_changes(id, &warnings);
             }
-            let bytes = encode(&AgentMessage::View {
+            let msg = AgentMessage::View {
                 agent: agent.to_string(),
                 view,
-            });
-            (bytes, Arc::new(warnings))
+            };
+            let bytes = encode(&msg);
+            let AgentMessage::View { view, .. } = msg else {
+                unreachable!("built as a View just above")
+            };
+            Built {
+                bytes,
+                view: Arc::new(view),
+                warnings: Arc::new(warnings),
+            }
         })
         .clone()
     }
@@ -211,13 +230,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         .await
         .map_err(|_| ProtocolError::Unexpected("no subscribe within 10s".into()))?
         .ok_or(ProtocolError::Closed)??;
-    let (identity, last, token, asked_before) = match decode::<ClientMessage>(&first) {
+    let (identity, last, token, asked_before, deltas) = match decode::<ClientMessage>(&first) {
         Ok(ClientMessage::Subscribe {
             identity,
             last_version,
             token,
             requested,
-        }) => (identity, last_version, token, requested),
+            deltas,
+        }) => (identity, last_version, token, requested, deltas),
         Ok(ClientMessage::Csr {
             token,
             csr,
@@ -278,6 +298,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         .take(ondemand::MAX_REQUESTED)
         .collect();
     let mut budget = ondemand::Budget::new(std::time::Instant::now());
+    let mut pushed = Pushed { deltas, last: None };
     snaps.mark_changed();
     loop {
         tokio::select! {
@@ -300,7 +321,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         Err(r) => return refuse(&shared, &mut w, &identity, r).await,
                     }
                 }
-                send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id).await?;
+                send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id, &mut pushed).await?;
                 shared.xds.pushed(started.elapsed());
             }
             frame = io.next() => {
@@ -332,7 +353,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                                 let room = requested.len() < ondemand::MAX_REQUESTED;
                                 if room && requested.insert(h.clone()) && snap.version > 0 {
                                     send_view(&shared, &mut w, &snap, &identity, secrets,
-                                        &requested, id).await?;
+                                        &requested, id, &mut pushed).await?;
                                 }
                             }
                             AgentMessage::Lookup { target, host, refused: None }
@@ -351,8 +372,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         let snap = snaps.borrow().clone();
                         let on_demand = snap.settings.visibility == Visibility::OnDemand;
                         if requested.len() < before && on_demand && snap.version > 0 {
-                            send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id)
-                                .await?;
+                            send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id,
+                                &mut pushed).await?;
                         }
                     }
                     Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {
@@ -365,8 +386,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-/// Writes `identity`'s view of `snap` (with its on-demand hosts) and records
-/// it as sent.
+/// What this stream last sent, for deltas.
+struct Pushed {
+    /// The proxy applies deltas (it said so when subscribing).
+    deltas: bool,
+    /// The last view sent (whole or as a delta), when `deltas`.
+    last: Option<Arc<ProxyView>>,
+}
+
+/// Writes `identity`'s view of `snap` (with its on-demand hosts), as a delta
+/// from the last one when the proxy takes deltas and only services changed,
+/// and records it as sent.
+#[allow(clippy::too_many_arguments)]
 async fn send_view<W: AsyncWrite + Unpin>(
     shared: &Shared,
     w: &mut W,
@@ -375,15 +406,35 @@ async fn send_view<W: AsyncWrite + Unpin>(
     secrets: bool,
     requested: &BTreeSet<String>,
     id: u64,
+    pushed: &mut Pushed,
 ) -> Result<(), ProtocolError> {
-    let (bytes, warnings) = shared
+    let built = shared
         .views
         .get(&shared.agent, snap, identity, secrets, requested);
+    let delta = pushed
+        .last
+        .as_ref()
+        .filter(|_| pushed.deltas)
+        .and_then(|old| mesh_api::syncdelta::diff(old, &built.view));
+    let (bytes, kind) = match delta {
+        Some(delta) => (
+            encode(&AgentMessage::Delta {
+                agent: shared.agent.clone(),
+                delta,
+            }),
+            PushKind::Delta,
+        ),
+        None => (built.bytes.clone(), PushKind::Full),
+    };
     write_frame(w, &bytes).await?;
     w.flush().await?;
+    shared.xds.sent(kind, bytes.len());
+    if pushed.deltas {
+        pushed.last = Some(built.view.clone());
+    }
     shared
         .tracker
-        .sent_with_warnings(id, snap.version, warnings);
+        .sent_with_warnings(id, snap.version, built.warnings);
     Ok(())
 }
 

@@ -4,6 +4,8 @@
 //! `istio_build{component="pilot"}`. istiod labels them by xDS type (`cds`,
 //! `lds`, ...); a proxy of ours gets its whole view in one message, so the
 //! type here is `view`: the dashboards group by `type`, whatever its values.
+//! Ours beside them: view messages and bytes by kind (whole view or delta),
+//! what incremental pushes save.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,23 @@ pub struct XdsMetrics {
     rejects: AtomicU64,
     lookups_refused: AtomicU64,
     push_time: Mutex<Histogram>,
+    /// Messages and bytes written per [`PushKind`] (index).
+    sent: [(AtomicU64, AtomicU64); 2],
+}
+
+/// How a view went to a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    /// The whole view.
+    Full = 0,
+    /// Only the services that changed ([`mesh_api::syncdelta`]).
+    Delta = 1,
+}
+
+impl PushKind {
+    fn label(i: usize) -> &'static str {
+        ["full", "delta"][i]
+    }
 }
 
 impl XdsMetrics {
@@ -45,6 +64,13 @@ impl XdsMetrics {
         let mut h = self.push_time.lock().unwrap_or_else(|e| e.into_inner());
         h.counts[i] += 1;
         h.sum += s;
+    }
+
+    /// A view message of `bytes` written to one proxy.
+    pub fn sent(&self, kind: PushKind, bytes: usize) {
+        let (n, b) = &self.sent[kind as usize];
+        n.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// A proxy refused (NACKed) a view.
@@ -89,6 +115,32 @@ impl XdsMetrics {
              # TYPE mesh_agent_lookups_refused_total counter\nmesh_agent_lookups_refused_total {}",
             self.lookups_refused.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP mesh_agent_view_messages_total View messages written to proxies, whole views or deltas.\n\
+             # TYPE mesh_agent_view_messages_total counter"
+        );
+        for (i, (n, _)) in self.sent.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "mesh_agent_view_messages_total{{kind=\"{}\"}} {}",
+                PushKind::label(i),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mesh_agent_view_bytes_total Bytes of view messages written to proxies.\n\
+             # TYPE mesh_agent_view_bytes_total counter"
+        );
+        for (i, (_, b)) in self.sent.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "mesh_agent_view_bytes_total{{kind=\"{}\"}} {}",
+                PushKind::label(i),
+                b.load(Ordering::Relaxed)
+            );
+        }
         let h = self.push_time.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(
             out,
@@ -133,7 +185,26 @@ mod tests {
         m.pushed(Duration::from_millis(50));
         m.pushed(Duration::from_secs(40));
         m.rejected();
+        m.sent(PushKind::Full, 1000);
+        m.sent(PushKind::Delta, 40);
+        m.sent(PushKind::Delta, 60);
         let t = m.render(3);
+        assert_eq!(
+            value(&t, "mesh_agent_view_messages_total{kind=\"full\"}"),
+            "1"
+        );
+        assert_eq!(
+            value(&t, "mesh_agent_view_messages_total{kind=\"delta\"}"),
+            "2"
+        );
+        assert_eq!(
+            value(&t, "mesh_agent_view_bytes_total{kind=\"full\"}"),
+            "1000"
+        );
+        assert_eq!(
+            value(&t, "mesh_agent_view_bytes_total{kind=\"delta\"}"),
+            "100"
+        );
         let tag = env!("CARGO_PKG_VERSION");
         assert_eq!(
             value(
