@@ -61,7 +61,7 @@ pub fn diff(old: &ProxyView, new: &ProxyView) -> Option<ViewDelta> {
     let upsert: Vec<Service> = new
         .services
         .iter()
-        .filter(|s| before.get(s.hostname.as_str()) != Some(&s))
+        .filter(|s| before.get(s.hostname.as_str()) != Some(s))
         .cloned()
         .collect();
     let remove: Vec<String> = before
