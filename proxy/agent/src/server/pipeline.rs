@@ -71,15 +71,16 @@ pub async fn run_live(
         };
         let now = tokio::time::Instant::now();
         let deadline = now + Duration::from_secs(1);
-        let leading = leading_edge(last_publish, now, debounce);
-        while !leading {
-            tokio::select! {
-                _ = tokio::time::sleep(debounce) => break,
-                _ = tokio::time::sleep_until(deadline) => break,
-                e = events.recv() => match e {
-                    Some(e) => changed |= store.apply(e),
-                    None => break,
-                },
+        if !leading_edge(last_publish, now, debounce) {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(debounce) => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    e = events.recv() => match e {
+                        Some(e) => changed |= store.apply(e),
+                        None => break,
+                    },
+                }
             }
         }
         if !changed {
