@@ -2,6 +2,8 @@
 //! subscribes with `deltas` gets a full view first, then, when one service's
 //! endpoints change, a delta with that service alone, which rebuilds exactly
 //! the full view another stream (without `deltas`) receives at that version;
+//! a proxy of another namespace gets the new version alone (its view was
+//! not even built), one there that looked the service up gets the change;
 //! a change outside the services (a VirtualService) comes as a full view; the
 //! client library ends with the same view; `/metrics` counts both kinds and
 //! their bytes. And the client library against a fake agent sending a delta
@@ -50,18 +52,32 @@ fn many(last: &str) -> String {
 }
 
 fn web(pod: &str) -> ProxyIdentity {
+    in_ns(pod, "shop")
+}
+
+fn in_ns(pod: &str, namespace: &str) -> ProxyIdentity {
     ProxyIdentity {
         pod: pod.into(),
-        namespace: "shop".into(),
+        namespace: namespace.into(),
         service_account: "default".into(),
         ..Default::default()
     }
 }
 
 async fn subscribe(addr: SocketAddr, pod: &str, deltas: bool) -> TcpStream {
+    subscribe_as(addr, web(pod), deltas).await
+}
+
+async fn send(s: &mut TcpStream, m: &ClientMessage) {
+    let b = serde_json::to_vec(m).unwrap();
+    s.write_all(&(b.len() as u32).to_be_bytes()).await.unwrap();
+    s.write_all(&b).await.unwrap();
+}
+
+async fn subscribe_as(addr: SocketAddr, identity: ProxyIdentity, deltas: bool) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let m = ClientMessage::Subscribe {
-        identity: web(pod),
+        identity,
         last_version: None,
         token: None,
         requested: vec![],
@@ -157,6 +173,26 @@ async fn one_endpoint_change_is_a_delta_of_one_service() {
         panic!("the first message of a stream must be a full view");
     };
     follow(&mut f, &mut fv, ready).await;
+    // Two proxies of another namespace: one never calls shop, one looked svc-7 up.
+    let mut o = subscribe_as(agent.sync_addr, in_ns("stock-1", "inventory"), true).await;
+    let mut ov = ProxyView::default();
+    follow(&mut o, &mut ov, |v| v.version > 0).await;
+    let mut l = subscribe_as(agent.sync_addr, in_ns("stock-2", "inventory"), true).await;
+    let mut lv = ProxyView::default();
+    follow(&mut l, &mut lv, |v| v.version > 0).await;
+    send(
+        &mut l,
+        &ClientMessage::Lookup {
+            target: SVC7.into(),
+        },
+    )
+    .await;
+    follow(&mut l, &mut lv, |v| !endpoints_of(v, SVC7).is_empty()).await;
+    assert!(matches!(
+        recv(&mut l).await.0,
+        AgentMessage::Lookup { host: Some(_), .. }
+    ));
+    assert!(endpoints_of(&ov, SVC7).is_empty());
     let client = mesh_agent::client::spawn_client(
         mesh_agent::client::ClientConfig::new(agent.sync_addr.to_string(), web("web-3")),
         |_: &ProxyView| Ok(()),
@@ -196,6 +232,18 @@ async fn one_endpoint_change_is_a_delta_of_one_service() {
     .await;
     let cv = client.state.borrow().current.clone().unwrap();
     assert_eq!(cv.services, fv.services);
+    // Not in the other namespace's view: the new version alone, no service.
+    let before = ov.clone();
+    match follow(&mut o, &mut ov, |v| v.version >= fv.version).await {
+        Got::Delta(d, _) => assert!(d.upsert.is_empty() && d.remove.is_empty(), "{d:?}"),
+        Got::Full(_) => panic!("an untouched view must not be sent whole"),
+    }
+    assert_eq!(ov.services, before.services);
+    // Looked up from there: the change itself.
+    match follow(&mut l, &mut lv, moved).await {
+        Got::Delta(d, _) => assert_eq!(d.upsert.len(), 1),
+        Got::Full(_) => panic!("expected a delta"),
+    }
 
     // A VirtualService is not a service change: a full view.
     std::fs::write(
@@ -225,6 +273,12 @@ async fn one_endpoint_change_is_a_delta_of_one_service() {
     .await;
     assert!(delta_msgs >= 2, "the raw stream's and the client's delta");
     assert!(delta_total >= delta_bytes as u64, "{delta_total}");
+    let unchanged = counter(
+        agent.debug_addr,
+        "mesh_agent_view_messages_total{kind=\"unchanged\"}",
+    )
+    .await;
+    assert!(unchanged >= 1, "the other namespace's view was not rebuilt");
     let full_msgs = counter(
         agent.debug_addr,
         "mesh_agent_view_messages_total{kind=\"full\"}",

@@ -2,6 +2,7 @@
 //! [`Snapshot`] out. Resources that failed validation (alone or against the rest of
 //! the config) are listed in `rejected` and left out; everything else applies.
 
+pub mod change;
 mod cross;
 pub mod gwinputs;
 
@@ -170,6 +171,9 @@ pub struct Snapshot {
     /// The `status` the mesh computes for each Gateway API object it owns, by
     /// that object's key (what the status writer PATCHes).
     pub gateway_api_status: Arc<BTreeMap<ResourceKey, serde_json::Value>>,
+    /// What differs from the snapshot published before, when only services
+    /// do (set by the pipeline; `None` for a standalone compile).
+    pub change: Option<Arc<change::SnapshotChange>>,
 }
 
 /// Is a resource with `export_to` in namespace `owner` visible from `ns`?

@@ -8,6 +8,7 @@ pub mod access;
 pub mod debug;
 pub mod peer;
 pub mod pipeline;
+pub mod push;
 pub mod stream;
 pub mod tls;
 pub mod tracker;

@@ -1,5 +1,6 @@
 //! Source events → store → debounced compile → published snapshot.
 
+use crate::compile::change::SnapshotChange;
 use crate::compile::{compile_cached, CompileCache, Settings, Snapshot};
 use crate::store::{SourceEvent, Store};
 use std::sync::Arc;
@@ -88,7 +89,8 @@ pub async fn run_live(
         }
         version += 1;
         let started = std::time::Instant::now();
-        let snap = compile_cached(&store, &settings, version, &mut cache);
+        let mut snap = compile_cached(&store, &settings, version, &mut cache);
+        snap.change = SnapshotChange::between(&publish.borrow(), &snap).map(Arc::new);
         for r in &snap.rejected {
             for e in &r.errors {
                 tracing::warn!(resource = %r.resource, error = %e, "rejected");

@@ -8,18 +8,16 @@
 //! ([`super::access`]); refusals are logged and counted.
 
 use super::access::{self, Auth, Refusal};
-use super::xds_metrics::PushKind;
+use super::push::{send_view, Pushed};
 use super::Shared;
 use crate::compile::{Snapshot, Visibility};
 use crate::ondemand;
 use crate::protocol::{codec, decode, encode, write_frame, ProtocolError};
-use crate::view::{self, ViewKey};
-use bytes::Bytes;
 use futures::StreamExt;
-use mesh_api::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
+use mesh_api::syncapi::{AgentMessage, ClientMessage};
 use rustls::pki_types::CertificateDer;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -27,108 +25,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// One view, encoded, and its gateway warnings, filled once by whichever proxy asks first.
-type Cell = Arc<OnceLock<Built>>;
-
-/// A view as [`ViewCache::get`] hands it out.
-#[derive(Clone)]
-pub struct Built {
-    /// The whole `AgentMessage::View`, encoded.
-    pub bytes: Bytes,
-    /// The view itself, which the next delta is computed from.
-    pub view: Arc<ProxyView>,
-    pub warnings: Arc<Vec<String>>,
-}
-
-/// A view's key, whether key material may be sent on the port, and the hosts
-/// the proxy looked up on demand (proxies of one Deployment ask the same).
-type CacheKey = (ViewKey, bool, BTreeSet<String>);
-
-/// A router's namespace and labels: what its Gateways depend on.
-type RouterScope = (String, std::collections::BTreeMap<String, String>);
-
-/// Encoded views of the current version by [`ViewKey`]: proxies with the same
-/// scope share one computation and one encoding (the first asker computes; the
-/// others wait on the same cell instead of all computing it at once).
-#[derive(Default)]
-pub struct ViewCache {
-    inner: Mutex<(u64, HashMap<CacheKey, Cell>)>,
-    /// The gateway warnings last logged per router scope (namespace, labels):
-    /// each problem is logged once when it appears, not once per version.
-    logged: Mutex<HashMap<RouterScope, Vec<String>>>,
-}
-
-impl ViewCache {
-    /// `id`'s view at `snap`'s version: encoded as `AgentMessage::View`, as
-    /// data, and its gateway warnings (for proxy-status). Without `secrets` (an
-    /// unauthenticated port next to an authenticated one) a gateway gets no
-    /// private keys.
-    pub fn get(
-        &self,
-        agent: &str,
-        snap: &Snapshot,
-        id: &ProxyIdentity,
-        secrets: bool,
-        requested: &BTreeSet<String>,
-    ) -> Built {
-        let key = (view::key(snap, id), secrets, requested.clone());
-        let cell = {
-            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if g.0 < snap.version {
-                *g = (snap.version, HashMap::new());
-            }
-            if g.0 == snap.version {
-                g.1.entry(key).or_default().clone()
-            } else {
-                Arc::new(OnceLock::new()) // an older snapshot than cached: don't cache
-            }
-        };
-        cell.get_or_init(|| {
-            let mut view = view::build_with(snap, id, requested);
-            if let (false, Some(g)) = (secrets, view.gateway.as_mut()) {
-                crate::gateway::without_credentials(g);
-            }
-            let warnings = view
-                .gateway
-                .as_ref()
-                .map(|g| g.warnings.clone())
-                .unwrap_or_default();
-            if id.router {
-                self.log_changes(id, &warnings);
-            }
-            let msg = AgentMessage::View {
-                agent: agent.to_string(),
-                view,
-            };
-            let bytes = encode(&msg);
-            let AgentMessage::View { view, .. } = msg else {
-                unreachable!("built as a View just above")
-            };
-            Built {
-                bytes,
-                view: Arc::new(view),
-                warnings: Arc::new(warnings),
-            }
-        })
-        .clone()
-    }
-
-    /// Logs the warnings of a router scope that are new since the last view.
-    /// They name Secrets and what is wrong with them, never their bytes.
-    fn log_changes(&self, id: &ProxyIdentity, warnings: &[String]) {
-        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-        let prev = logged
-            .entry((id.namespace.clone(), id.labels.clone()))
-            .or_default();
-        for w in warnings.iter().filter(|w| !prev.contains(w)) {
-            tracing::warn!(namespace = %id.namespace, warning = %w, "gateway server disabled");
-        }
-        for w in prev.iter().filter(|w| !warnings.contains(w)) {
-            tracing::info!(namespace = %id.namespace, warning = %w, "gateway problem resolved");
-        }
-        *prev = warnings.to_vec();
-    }
-}
+pub use super::push::{Built, ViewCache};
 
 /// What a listener speaks and allows.
 #[derive(Clone)]
@@ -298,7 +195,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         .take(ondemand::MAX_REQUESTED)
         .collect();
     let mut budget = ondemand::Budget::new(std::time::Instant::now());
-    let mut pushed = Pushed { deltas, last: None };
+    let mut pushed = Pushed::new(deltas);
     snaps.mark_changed();
     loop {
         tokio::select! {
@@ -384,58 +281,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             }
         }
     }
-}
-
-/// What this stream last sent, for deltas.
-struct Pushed {
-    /// The proxy applies deltas (it said so when subscribing).
-    deltas: bool,
-    /// The last view sent (whole or as a delta), when `deltas`.
-    last: Option<Arc<ProxyView>>,
-}
-
-/// Writes `identity`'s view of `snap` (with its on-demand hosts), as a delta
-/// from the last one when the proxy takes deltas and only services changed,
-/// and records it as sent.
-#[allow(clippy::too_many_arguments)]
-async fn send_view<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    w: &mut W,
-    snap: &Snapshot,
-    identity: &ProxyIdentity,
-    secrets: bool,
-    requested: &BTreeSet<String>,
-    id: u64,
-    pushed: &mut Pushed,
-) -> Result<(), ProtocolError> {
-    let built = shared
-        .views
-        .get(&shared.agent, snap, identity, secrets, requested);
-    let delta = pushed
-        .last
-        .as_ref()
-        .filter(|_| pushed.deltas)
-        .and_then(|old| mesh_api::syncdelta::diff(old, &built.view));
-    let (bytes, kind) = match delta {
-        Some(delta) => (
-            encode(&AgentMessage::Delta {
-                agent: shared.agent.clone(),
-                delta,
-            }),
-            PushKind::Delta,
-        ),
-        None => (built.bytes.clone(), PushKind::Full),
-    };
-    write_frame(w, &bytes).await?;
-    w.flush().await?;
-    shared.xds.sent(kind, bytes.len());
-    if pushed.deltas {
-        pushed.last = Some(built.view.clone());
-    }
-    shared
-        .tracker
-        .sent_with_warnings(id, snap.version, built.warnings);
-    Ok(())
 }
 
 /// Who the caller is, by the certificate it presented as TLS client and the

@@ -33,7 +33,7 @@ pub struct XdsMetrics {
     lookups_refused: AtomicU64,
     push_time: Mutex<Histogram>,
     /// Messages and bytes written per [`PushKind`] (index).
-    sent: [(AtomicU64, AtomicU64); 2],
+    sent: [(AtomicU64, AtomicU64); 3],
 }
 
 /// How a view went to a proxy.
@@ -43,11 +43,14 @@ pub enum PushKind {
     Full = 0,
     /// Only the services that changed ([`mesh_api::syncdelta`]).
     Delta = 1,
+    /// The new version alone: nothing in the view changed, known without
+    /// building it.
+    Unchanged = 2,
 }
 
 impl PushKind {
     fn label(i: usize) -> &'static str {
-        ["full", "delta"][i]
+        ["full", "delta", "unchanged"][i]
     }
 }
 
@@ -117,7 +120,7 @@ impl XdsMetrics {
         );
         let _ = writeln!(
             out,
-            "# HELP mesh_agent_view_messages_total View messages written to proxies, whole views or deltas.\n\
+            "# HELP mesh_agent_view_messages_total View messages written to proxies: whole views, deltas, version-only deltas for unchanged views.\n\
              # TYPE mesh_agent_view_messages_total counter"
         );
         for (i, (n, _)) in self.sent.iter().enumerate() {

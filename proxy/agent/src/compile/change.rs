@@ -1,0 +1,238 @@
+//! What changed from one snapshot to the next, when only services did: the
+//! hosts, and from which namespaces each could be seen. The sync stream uses
+//! it to tell, without building a view, that a proxy's view did not change
+//! (an endpoint of a service in another namespace moved), and sends that
+//! proxy only the new version number. In a large mesh most endpoint changes
+//! concern a few proxies; building every proxy's view for each was the
+//! agent's largest cost.
+//!
+//! Conservative by construction: any difference outside the services
+//! (routes, policies, settings, pods' tracing) gives no [`SnapshotChange`],
+//! and [`Reach`] may name more namespaces than the views really include,
+//! never fewer.
+
+use super::{cross_host_matches, fqdn, Accepted, Snapshot};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// From which proxy namespaces a changed host can be part of a namespace-scoped
+/// view (on-demand hosts and Sidecars are checked by the stream itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// The root namespace's services, and anything where unsure.
+    All,
+    Namespaces(BTreeSet<String>),
+}
+
+impl Reach {
+    pub fn admits(&self, ns: &str) -> bool {
+        match self {
+            Reach::All => true,
+            Reach::Namespaces(n) => n.contains(ns),
+        }
+    }
+}
+
+/// Snapshot `prev_version` → this one: only these services differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChange {
+    pub prev_version: u64,
+    /// Changed, added or removed hosts. A removed host reaches no namespace:
+    /// it matters only to views that still have it.
+    pub hosts: BTreeMap<String, Reach>,
+}
+
+impl SnapshotChange {
+    /// `None` unless everything but the services is the same in both.
+    pub fn between(prev: &Snapshot, next: &Snapshot) -> Option<SnapshotChange> {
+        if prev.version == 0 || !same_apart_from_services(prev, next) {
+            return None;
+        }
+        let mut changed: BTreeSet<&str> = BTreeSet::new();
+        for (h, s) in &next.services {
+            match prev.services.get(h) {
+                Some(p) if Arc::ptr_eq(p, s) || p == s => {}
+                _ => {
+                    changed.insert(h);
+                }
+            }
+        }
+        changed.extend(
+            prev.services
+                .keys()
+                .filter(|h| !next.services.contains_key(*h))
+                .map(String::as_str),
+        );
+        let hosts = changed
+            .into_iter()
+            .map(|h| (h.to_string(), reach(next, h)))
+            .collect();
+        Some(SnapshotChange {
+            prev_version: prev.version,
+            hosts,
+        })
+    }
+}
+
+/// The namespaces whose proxies may have `host` in their scope: its own, those
+/// its `exportTo` names, those with a VirtualService routing to it; every one
+/// for the root namespace's services or an `exportTo` the rules above cannot
+/// follow.
+fn reach(snap: &Snapshot, host: &str) -> Reach {
+    let Some(svc) = snap.services.get(host) else {
+        return Reach::Namespaces(BTreeSet::new());
+    };
+    if svc.namespace == snap.settings.root_namespace {
+        return Reach::All;
+    }
+    let mut namespaces = BTreeSet::from([svc.namespace.clone()]);
+    for e in &svc.export_to {
+        match e.as_str() {
+            "*" | "." | "~" => {}
+            n => {
+                namespaces.insert(n.to_string());
+            }
+        }
+    }
+    for vs in &snap.virtual_services {
+        let names_it = crate::gateway::bind::destinations(vs.vs()).iter().any(|d| {
+            cross_host_matches(
+                &fqdn(d, &vs.key.namespace, &snap.settings.domain_suffix),
+                host,
+            )
+        });
+        if names_it {
+            namespaces.insert(vs.key.namespace.clone());
+        }
+    }
+    Reach::Namespaces(namespaces)
+}
+
+fn same_apart_from_services(a: &Snapshot, b: &Snapshot) -> bool {
+    fn lists(x: &Snapshot) -> [&Vec<Accepted>; 7] {
+        [
+            &x.virtual_services,
+            &x.destination_rules,
+            &x.gateways,
+            &x.sidecars,
+            &x.peer_authentications,
+            &x.authorization_policies,
+            &x.telemetries,
+        ]
+    }
+    (Arc::ptr_eq(&a.settings, &b.settings) || a.settings == b.settings)
+        && lists(a)
+            .into_iter()
+            .zip(lists(b))
+            .all(|(x, y)| same_accepted(x, y))
+        && (Arc::ptr_eq(&a.pod_tracing, &b.pod_tracing) || a.pod_tracing == b.pod_tracing)
+        && (Arc::ptr_eq(&a.secrets, &b.secrets) || a.secrets == b.secrets)
+        && (Arc::ptr_eq(&a.selector_services, &b.selector_services)
+            || a.selector_services == b.selector_services)
+}
+
+fn same_accepted(a: &[Accepted], b: &[Accepted]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.key == y.key
+                && x.hosts == y.hosts
+                && x.export_to == y.export_to
+                && (Arc::ptr_eq(&x.object, &y.object) || x.object == y.object)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{compile, Settings};
+    use crate::store::Store;
+
+    fn store(files: &[(&str, String)]) -> Store {
+        let mut s = Store::default();
+        for (origin, text) in files {
+            let (objects, errors) = crate::objects::parse_yaml(text);
+            assert!(errors.is_empty(), "{errors:?}");
+            s.apply(crate::store::SourceEvent::Replace {
+                origin: origin.to_string(),
+                objects: objects.into_iter().map(|(_, o)| o).collect(),
+                errors: vec![],
+            });
+        }
+        s
+    }
+
+    fn svc(name: &str, ns: &str, ip: &str, export: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}, annotations: {{networking.istio.io/exportTo: \"{export}\"}}}}\n\
+             spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-a, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 8080}}]\n\
+             endpoints: [{{addresses: [{ip}], conditions: {{ready: true}}}}]\n"
+        )
+    }
+
+    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: to-b, namespace: front}\n\
+        spec: {hosts: [x.front.svc.cluster.local], http: [{route: [{destination: {host: b.back.svc.cluster.local}}]}]}\n";
+
+    fn snaps(before: &[(&str, String)], after: &[(&str, String)]) -> Option<SnapshotChange> {
+        let settings = Arc::new(Settings::default());
+        let a = compile(&store(before), &settings, 1);
+        let b = compile(&store(after), &settings, 2);
+        SnapshotChange::between(&a, &b)
+    }
+
+    #[test]
+    fn an_endpoint_change_names_its_host_and_who_can_see_it() {
+        let base = |ip: &str| {
+            vec![
+                ("a", svc("a", "back", "10.0.0.1", "*")),
+                ("b", svc("b", "back", ip, "*")),
+                ("c", svc("c", "other", "10.0.0.3", "shop")),
+                ("r", svc("r", "istio-system", "10.0.0.4", "*")),
+                ("vs", VS.to_string()),
+            ]
+        };
+        let c = snaps(&base("10.0.0.2"), &base("10.0.0.9")).unwrap();
+        assert_eq!(c.prev_version, 1);
+        let hosts: Vec<&str> = c.hosts.keys().map(String::as_str).collect();
+        assert_eq!(hosts, ["b.back.svc.cluster.local"]);
+        let reach = &c.hosts["b.back.svc.cluster.local"];
+        assert!(reach.admits("back"));
+        assert!(
+            reach.admits("front"),
+            "a VirtualService of front routes to it"
+        );
+        assert!(!reach.admits("shop"));
+
+        // exportTo naming a namespace; the root namespace reaches everyone.
+        let mut after = base("10.0.0.2");
+        after[2].1 = svc("c", "other", "10.0.0.30", "shop");
+        after[3].1 = svc("r", "istio-system", "10.0.0.40", "*");
+        let c = snaps(&base("10.0.0.2"), &after).unwrap();
+        assert!(c.hosts["c.other.svc.cluster.local"].admits("shop"));
+        assert!(!c.hosts["c.other.svc.cluster.local"].admits("front"));
+        assert_eq!(c.hosts["r.istio-system.svc.cluster.local"], Reach::All);
+    }
+
+    #[test]
+    fn added_and_removed_hosts_count_as_changed() {
+        let before = vec![("a", svc("a", "back", "10.0.0.1", "*"))];
+        let after = vec![("b", svc("b", "back", "10.0.0.2", "*"))];
+        let c = snaps(&before, &after).unwrap();
+        assert!(c.hosts["b.back.svc.cluster.local"].admits("back"));
+        assert!(!c.hosts["a.back.svc.cluster.local"].admits("back"));
+        assert_eq!(c.hosts.len(), 2);
+    }
+
+    #[test]
+    fn anything_else_changing_gives_no_change_record() {
+        let before = vec![("a", svc("a", "back", "10.0.0.1", "*"))];
+        let mut after = before.clone();
+        after.push(("vs", VS.to_string()));
+        assert_eq!(snaps(&before, &after), None);
+        // The same objects parsed again (new allocations) are no change at all.
+        let c = snaps(&after, &after).unwrap();
+        assert!(c.hosts.is_empty());
+    }
+}

@@ -1,0 +1,234 @@
+//! What a sync stream sends when a snapshot changes. Views are built once per
+//! scope and version ([`ViewCache`]) and sent whole, or as a delta from the
+//! last view sent on that stream ([`mesh_api::syncdelta`]) to proxies that
+//! take deltas. When the snapshot records that only services changed and
+//! none of them can be in a proxy's view ([`crate::compile::change`]), that
+//! proxy gets an empty delta (the new version number) without its view
+//! being built at all: in a large mesh an endpoint change concerns a few
+//! proxies, and building every view for each was the agent's largest cost.
+
+use super::xds_metrics::PushKind;
+use super::Shared;
+use crate::compile::{Snapshot, Visibility};
+use crate::protocol::{encode, write_frame, ProtocolError};
+use crate::view::{self, ViewKey};
+use bytes::Bytes;
+use mesh_api::syncapi::{AgentMessage, ProxyIdentity, ProxyView};
+use mesh_api::syncdelta::ViewDelta;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// One view, encoded, and its gateway warnings, filled once by whichever proxy asks first.
+type Cell = Arc<OnceLock<Built>>;
+
+/// A view as [`ViewCache::get`] hands it out.
+#[derive(Clone)]
+pub struct Built {
+    /// The whole `AgentMessage::View`, encoded.
+    pub bytes: Bytes,
+    /// The view itself, which the next delta is computed from.
+    pub view: Arc<ProxyView>,
+    pub warnings: Arc<Vec<String>>,
+}
+
+/// A view's key, whether key material may be sent on the port, and the hosts
+/// the proxy looked up on demand (proxies of one Deployment ask the same).
+type CacheKey = (ViewKey, bool, BTreeSet<String>);
+
+/// A router's namespace and labels: what its Gateways depend on.
+type RouterScope = (String, std::collections::BTreeMap<String, String>);
+
+/// Encoded views of the current version by [`ViewKey`]: proxies with the same
+/// scope share one computation and one encoding (the first asker computes; the
+/// others wait on the same cell instead of all computing it at once).
+#[derive(Default)]
+pub struct ViewCache {
+    inner: Mutex<(u64, HashMap<CacheKey, Cell>)>,
+    /// The gateway warnings last logged per router scope (namespace, labels):
+    /// each problem is logged once when it appears, not once per version.
+    logged: Mutex<HashMap<RouterScope, Vec<String>>>,
+}
+
+impl ViewCache {
+    /// `id`'s view at `snap`'s version: encoded as `AgentMessage::View`, as
+    /// data, and its gateway warnings (for proxy-status). Without `secrets` (an
+    /// unauthenticated port next to an authenticated one) a gateway gets no
+    /// private keys.
+    pub fn get(
+        &self,
+        agent: &str,
+        snap: &Snapshot,
+        id: &ProxyIdentity,
+        secrets: bool,
+        requested: &BTreeSet<String>,
+    ) -> Built {
+        let key = (view::key(snap, id), secrets, requested.clone());
+        let cell = {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0 < snap.version {
+                *g = (snap.version, HashMap::new());
+            }
+            if g.0 == snap.version {
+                g.1.entry(key).or_default().clone()
+            } else {
+                Arc::new(OnceLock::new()) // an older snapshot than cached: don't cache
+            }
+        };
+        cell.get_or_init(|| {
+            let mut view = view::build_with(snap, id, requested);
+            if let (false, Some(g)) = (secrets, view.gateway.as_mut()) {
+                crate::gateway::without_credentials(g);
+            }
+            let warnings = view
+                .gateway
+                .as_ref()
+                .map(|g| g.warnings.clone())
+                .unwrap_or_default();
+            if id.router {
+                self.log_changes(id, &warnings);
+            }
+            let msg = AgentMessage::View {
+                agent: agent.to_string(),
+                view,
+            };
+            let bytes = encode(&msg);
+            let AgentMessage::View { view, .. } = msg else {
+                unreachable!("built as a View just above")
+            };
+            Built {
+                bytes,
+                view: Arc::new(view),
+                warnings: Arc::new(warnings),
+            }
+        })
+        .clone()
+    }
+
+    /// Logs the warnings of a router scope that are new since the last view.
+    /// They name Secrets and what is wrong with them, never their bytes.
+    fn log_changes(&self, id: &ProxyIdentity, warnings: &[String]) {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = logged
+            .entry((id.namespace.clone(), id.labels.clone()))
+            .or_default();
+        for w in warnings.iter().filter(|w| !prev.contains(w)) {
+            tracing::warn!(namespace = %id.namespace, warning = %w, "gateway server disabled");
+        }
+        for w in prev.iter().filter(|w| !warnings.contains(w)) {
+            tracing::info!(namespace = %id.namespace, warning = %w, "gateway problem resolved");
+        }
+        *prev = warnings.to_vec();
+    }
+}
+
+/// What this stream last sent, for deltas.
+pub(super) struct Pushed {
+    /// The proxy applies deltas (it said so when subscribing).
+    deltas: bool,
+    /// The last view built for this stream, when `deltas`.
+    last: Option<Arc<ProxyView>>,
+    /// The version the proxy has now: `last`'s, or a later one sent as an
+    /// empty delta because nothing in its view changed.
+    version: u64,
+}
+
+impl Pushed {
+    pub(super) fn new(deltas: bool) -> Pushed {
+        Pushed {
+            deltas,
+            last: None,
+            version: 0,
+        }
+    }
+
+    /// Whether `snap` leaves this proxy's view as it is, known without
+    /// building it: only services changed since the version the proxy has,
+    /// none is in its view or asked for, and none can enter its
+    /// namespace-scoped view. Gateways and proxies with a Sidecar or
+    /// mesh-wide visibility are always rebuilt.
+    fn untouched(&self, snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<String>) -> bool {
+        let (Some(last), Some(change)) = (&self.last, &snap.change) else {
+            return false;
+        };
+        self.deltas
+            && !id.router
+            && self.version == change.prev_version
+            && snap.settings.visibility != Visibility::Mesh
+            && !view::has_sidecar(snap, id)
+            && change.hosts.iter().all(|(h, reach)| {
+                !reach.admits(&id.namespace)
+                    && !requested.contains(h)
+                    // Views list services sorted by hostname.
+                    && last
+                        .services
+                        .binary_search_by(|s| s.hostname.as_str().cmp(h))
+                        .is_err()
+            })
+    }
+}
+
+/// Writes `identity`'s view of `snap` (with its on-demand hosts), as a delta
+/// from the last one when the proxy takes deltas and only services changed,
+/// and records it as sent.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send_view<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    w: &mut W,
+    snap: &Snapshot,
+    identity: &ProxyIdentity,
+    secrets: bool,
+    requested: &BTreeSet<String>,
+    id: u64,
+    pushed: &mut Pushed,
+) -> Result<(), ProtocolError> {
+    if pushed.untouched(snap, identity, requested) {
+        let bytes = encode(&AgentMessage::Delta {
+            agent: shared.agent.clone(),
+            delta: ViewDelta {
+                base: pushed.version,
+                version: snap.version,
+                ..Default::default()
+            },
+        });
+        write_frame(w, &bytes).await?;
+        w.flush().await?;
+        shared.xds.sent(PushKind::Unchanged, bytes.len());
+        pushed.version = snap.version;
+        shared.tracker.sent(id, snap.version);
+        return Ok(());
+    }
+    let built = shared
+        .views
+        .get(&shared.agent, snap, identity, secrets, requested);
+    let delta = pushed
+        .last
+        .as_ref()
+        .filter(|_| pushed.deltas)
+        .and_then(|old| mesh_api::syncdelta::diff(old, &built.view));
+    let (bytes, kind) = match delta {
+        Some(mut delta) => {
+            // The proxy may be past `last` by empty deltas.
+            delta.base = pushed.version;
+            (
+                encode(&AgentMessage::Delta {
+                    agent: shared.agent.clone(),
+                    delta,
+                }),
+                PushKind::Delta,
+            )
+        }
+        None => (built.bytes.clone(), PushKind::Full),
+    };
+    write_frame(w, &bytes).await?;
+    w.flush().await?;
+    shared.xds.sent(kind, bytes.len());
+    if pushed.deltas {
+        pushed.last = Some(built.view.clone());
+    }
+    pushed.version = snap.version;
+    shared
+        .tracker
+        .sent_with_warnings(id, snap.version, built.warnings);
+    Ok(())
+}
