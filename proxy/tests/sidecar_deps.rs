@@ -3,7 +3,9 @@
 //! text every pod pays for. Only the `embedded-agent` feature (`--config-dir`)
 //! may pull it in. Nor a protobuf/gRPC runtime: the OTLP span export writes
 //! its one message by hand (src/trace/proto.rs); the OpenTelemetry crates are
-//! the tests' decoder only. Reads `cargo tree` (no build).
+//! the tests' decoder only. Reads `cargo tree` (no build) for the host
+//! platform, the one the sidecar runs on: other platforms' crates (Windows
+//! consoles, say) need not even be in the offline registry.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -24,8 +26,6 @@ fn deps(edges: &str, features: &[&str]) -> BTreeSet<String> {
         "mesh-proxy",
         "-e",
         edges,
-        "--target",
-        "all",
         "--prefix",
         "none",
         "--format",
