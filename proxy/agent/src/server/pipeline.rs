@@ -20,10 +20,11 @@ pub fn initial_version() -> u64 {
 /// Applies events and publishes a new snapshot after each burst (events arriving
 /// within `debounce` of each other are coalesced, bounded by 1 s). The first
 /// change after a quiet period (nothing published for `debounce`) is
-/// published at once, the rest of its burst coalesced after it: a lone
-/// endpoint change waits for nothing. The very first snapshot still waits
-/// for its burst, so a starting source's initial objects arrive together
-/// rather than a partial view first.
+/// published at once when it changes services only, the rest of its burst
+/// coalesced after it: a lone endpoint change waits for nothing. Other
+/// changes (routes, policies) wait for their burst, so objects applied
+/// together take effect together, and so does the very first snapshot (a
+/// starting source's initial objects, not a partial view first).
 pub async fn run(
     events: UnboundedReceiver<SourceEvent>,
     settings: Arc<Settings>,
@@ -72,16 +73,28 @@ pub async fn run_live(
         };
         let now = tokio::time::Instant::now();
         let deadline = now + Duration::from_secs(1);
-        if !leading_edge(last_publish, now, debounce) {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(debounce) => break,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    e = events.recv() => match e {
-                        Some(e) => changed |= store.apply(e),
-                        None => break,
-                    },
-                }
+        // After a quiet period, a change to services alone (endpoint churn)
+        // goes out at once; anything else waits for its burst, so several
+        // objects applied together reach proxies together.
+        if changed && leading_edge(last_publish, now, debounce) {
+            let started = std::time::Instant::now();
+            let mut snap = compile_cached(&store, &settings, version + 1, &mut cache);
+            snap.change = SnapshotChange::between(&publish.borrow(), &snap).map(Arc::new);
+            if snap.change.is_some() {
+                version += 1;
+                publish_snapshot(&publish, snap, started);
+                last_publish = Some(tokio::time::Instant::now());
+                continue;
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(debounce) => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                e = events.recv() => match e {
+                    Some(e) => changed |= store.apply(e),
+                    None => break,
+                },
             }
         }
         if !changed {
@@ -91,21 +104,30 @@ pub async fn run_live(
         let started = std::time::Instant::now();
         let mut snap = compile_cached(&store, &settings, version, &mut cache);
         snap.change = SnapshotChange::between(&publish.borrow(), &snap).map(Arc::new);
-        for r in &snap.rejected {
-            for e in &r.errors {
-                tracing::warn!(resource = %r.resource, error = %e, "rejected");
-            }
-        }
-        tracing::info!(
-            version,
-            services = snap.services.len(),
-            rejected = snap.rejected.len(),
-            compile_ms = started.elapsed().as_secs_f64() * 1e3,
-            "snapshot published"
-        );
-        publish.send_replace(Arc::new(snap));
+        publish_snapshot(&publish, snap, started);
         last_publish = Some(tokio::time::Instant::now());
     }
+}
+
+/// Logs what `snap` rejected and its summary, and publishes it.
+fn publish_snapshot(
+    publish: &watch::Sender<Arc<Snapshot>>,
+    snap: Snapshot,
+    started: std::time::Instant,
+) {
+    for r in &snap.rejected {
+        for e in &r.errors {
+            tracing::warn!(resource = %r.resource, error = %e, "rejected");
+        }
+    }
+    tracing::info!(
+        version = snap.version,
+        services = snap.services.len(),
+        rejected = snap.rejected.len(),
+        compile_ms = started.elapsed().as_secs_f64() * 1e3,
+        "snapshot published"
+    );
+    publish.send_replace(Arc::new(snap));
 }
 
 /// Whether a change arriving `now` is published without waiting: something
@@ -145,7 +167,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn first_change_after_quiet_goes_at_once_and_its_burst_is_coalesced() {
+    async fn a_service_change_after_quiet_goes_at_once_the_rest_waits_for_its_burst() {
         let debounce = Duration::from_millis(100);
         let (tx, events) = mpsc::unbounded_channel();
         let (publish, mut rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -179,5 +201,18 @@ mod tests {
         let (took, snap) = next(&mut rx).await;
         assert_eq!(took, debounce);
         assert_eq!(snap.services.len(), 5);
+
+        // Quiet, then a policy and a route applied together: not services
+        // alone, so they wait for their burst and arrive in one snapshot.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tx.send(event("pa", "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: ns}\nspec: {mtls: {mode: STRICT}}\n")).unwrap();
+        tx.send(event("vs", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: ns}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n")).unwrap();
+        let (took, snap) = next(&mut rx).await;
+        assert_eq!(took, debounce);
+        assert_eq!(
+            (snap.peer_authentications.len(), snap.virtual_services.len()),
+            (1, 1)
+        );
+        assert!(snap.change.is_none());
     }
 }
