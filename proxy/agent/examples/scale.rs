@@ -335,21 +335,27 @@ struct ViewCounters {
     delta_msgs: f64,
     full_bytes: f64,
     delta_bytes: f64,
+    /// Version-only messages to proxies whose view a change leaves alone.
+    unchanged_msgs: f64,
+    unchanged_bytes: f64,
 }
 
 fn view_counters(debug: &str) -> ViewCounters {
     let (code, body) = http_get(debug, "/metrics").unwrap_or_else(|e| panic!("/metrics: {e}"));
     assert_eq!(code, 200, "/metrics answered {code}");
-    let get = |name: &str| {
+    let opt = |name: &str| {
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("/metrics has no {name}"))
     };
+    let get = |name: &str| opt(name).unwrap_or_else(|| panic!("/metrics has no {name}"));
+    let opt = |name: &str| opt(name).unwrap_or(0.0);
     ViewCounters {
         full_msgs: get("mesh_agent_view_messages_total{kind=\"full\"}"),
         delta_msgs: get("mesh_agent_view_messages_total{kind=\"delta\"}"),
         full_bytes: get("mesh_agent_view_bytes_total{kind=\"full\"}"),
         delta_bytes: get("mesh_agent_view_bytes_total{kind=\"delta\"}"),
+        unchanged_msgs: opt("mesh_agent_view_messages_total{kind=\"unchanged\"}"),
+        unchanged_bytes: opt("mesh_agent_view_bytes_total{kind=\"unchanged\"}"),
     }
 }
 
@@ -825,6 +831,8 @@ fn main() {
         let delta_b = (m1.delta_bytes - m0.delta_bytes) / n;
         let full_m = (m1.full_msgs - m0.full_msgs) / n;
         let delta_m = (m1.delta_msgs - m0.delta_msgs) / n;
+        let unch_m = (m1.unchanged_msgs - m0.unchanged_msgs) / n;
+        let unch_b = (m1.unchanged_bytes - m0.unchanged_bytes) / n;
         println!(
             "[3] change -> applied over {} (change, proxy) pairs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             all.len(),
@@ -833,7 +841,7 @@ fn main() {
             ms(pct(&all, 100.0))
         );
         println!(
-            "[3] per change: agent CPU {:.3}s ({:.1}s per 1,000 changes), {full_m:.1} full views ({:.0} bytes) + {delta_m:.1} deltas ({:.0} bytes) sent; benchmark process CPU {:.3}s",
+            "[3] per change: agent CPU {:.3}s ({:.1}s per 1,000 changes), {full_m:.1} full views ({:.0} bytes) + {delta_m:.1} deltas ({:.0} bytes) + {unch_m:.1} version-only ({unch_b:.0} bytes) sent; benchmark process CPU {:.3}s",
             cpu_per_change,
             cpu_per_change * 1000.0,
             full_b,
@@ -906,8 +914,8 @@ fn main() {
         rows.push(("change -> applied max".into(), format!("{:.1} ms", ms(pct(&all, 100.0))), String::new()));
         rows.push(("affected proxies per change (mean)".into(), format!("{:.1}", affected_total as f64 / n), String::new()));
         rows.push(("agent CPU per 1,000 changes".into(), format!("{:.2} vCPU-s", cpu_per_change * 1000.0), "<= 1 vCPU-s (issue 19)".into()));
-        rows.push(("view messages per change full / delta".into(), format!("{full_m:.1} / {delta_m:.1}"), String::new()));
-        rows.push(("view bytes per change full / delta".into(), format!("{full_b:.0} / {delta_b:.0}"), String::new()));
+        rows.push(("view messages per change full / delta / unchanged".into(), format!("{full_m:.1} / {delta_m:.1} / {unch_m:.1}"), String::new()));
+        rows.push(("view bytes per change full / delta / unchanged".into(), format!("{full_b:.0} / {delta_b:.0} / {unch_b:.0}"), String::new()));
         rows.push(("restart: all proxies newer view".into(), format!("{:.2} s after SIGKILL", resync.as_secs_f64()), String::new()));
         rows.push(("restart: looked-up hosts back".into(), format!("{:.2} s after SIGKILL", back.as_secs_f64()), String::new()));
         rows.push(("restarted agent CPU / RSS".into(), format!("{:.2} s / {:.1} MiB", after_restart.cpu_s, after_restart.rss_mib), String::new()));
@@ -935,6 +943,7 @@ fn main() {
             "benchmark_cpu_s_per_change": (own1 - own0) / n,
             "full_messages_per_change": full_m, "delta_messages_per_change": delta_m,
             "full_bytes_per_change": full_b, "delta_bytes_per_change": delta_b,
+            "unchanged_messages_per_change": unch_m, "unchanged_bytes_per_change": unch_b,
             "metrics_before": format!("{m0:?}"), "metrics_after": format!("{m1:?}"),
             "each": per_change,
         }));
