@@ -14,6 +14,7 @@ use crate::networking::{DestinationRuleSpec, VirtualServiceSpec};
 use crate::security::AuthorizationPolicySpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Largest frame either side accepts (a view for a large mesh fits comfortably).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -126,8 +127,9 @@ pub enum AgentMessage {
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyView {
     pub version: u64,
-    /// Services the proxy may call, sorted by hostname.
-    pub services: Vec<Service>,
+    /// Services the proxy may call, sorted by hostname. Shared: the agent's
+    /// views point at its registry's services, not copies of them.
+    pub services: Vec<Arc<Service>>,
     /// VirtualServices that apply to the proxy's visible hosts, keyed by `namespace/name`.
     pub virtual_services: BTreeMap<String, VirtualServiceSpec>,
     /// DestinationRules for visible hosts, keyed by host (the one Istio would pick).

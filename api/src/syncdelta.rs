@@ -17,6 +17,7 @@
 use crate::syncapi::{ProxyView, Service};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// The services that changed from the view at `base` to the view at `version`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -27,7 +28,7 @@ pub struct ViewDelta {
     /// Version of the view it makes.
     pub version: u64,
     /// Services new or changed, whole, sorted by hostname.
-    pub upsert: Vec<Service>,
+    pub upsert: Vec<Arc<Service>>,
     /// Hostnames no longer in the view.
     pub remove: Vec<String>,
 }
@@ -52,16 +53,21 @@ pub fn diff(old: &ProxyView, new: &ProxyView) -> Option<ViewDelta> {
     {
         return None;
     }
-    let before: BTreeMap<&str, &Service> = old
+    let before: BTreeMap<&str, &Arc<Service>> = old
         .services
         .iter()
         .map(|s| (s.hostname.as_str(), s))
         .collect();
     let after: HashSet<&str> = new.services.iter().map(|s| s.hostname.as_str()).collect();
-    let upsert: Vec<Service> = new
+    // Shared services are compared by address first: most are the same.
+    let upsert: Vec<Arc<Service>> = new
         .services
         .iter()
-        .filter(|s| before.get(s.hostname.as_str()) != Some(s))
+        .filter(|s| {
+            before
+                .get(s.hostname.as_str())
+                .is_none_or(|o| !Arc::ptr_eq(o, s) && o != s)
+        })
         .cloned()
         .collect();
     let remove: Vec<String> = before
@@ -90,7 +96,7 @@ pub fn apply(base: &ProxyView, delta: &ViewDelta) -> Result<ProxyView, DeltaErro
             have: base.version,
         });
     }
-    let mut services: BTreeMap<&str, &Service> = base
+    let mut services: BTreeMap<&str, &Arc<Service>> = base
         .services
         .iter()
         .map(|s| (s.hostname.as_str(), s))
@@ -155,7 +161,7 @@ fn same_apart_from_services(a: &ProxyView, b: &ProxyView) -> bool {
         && *on_demand == b.on_demand
 }
 
-fn unique_hosts(services: &[Service]) -> bool {
+fn unique_hosts(services: &[Arc<Service>]) -> bool {
     let mut seen = HashSet::new();
     services.iter().all(|s| seen.insert(s.hostname.as_str()))
 }
@@ -165,8 +171,8 @@ mod tests {
     use super::*;
     use crate::syncapi::Endpoint;
 
-    fn svc(name: &str, ips: &[&str]) -> Service {
-        Service {
+    fn svc(name: &str, ips: &[&str]) -> Arc<Service> {
+        Arc::new(Service {
             hostname: format!("{name}.default.svc.cluster.local"),
             namespace: "default".into(),
             endpoints: ips
@@ -178,10 +184,10 @@ mod tests {
                 })
                 .collect(),
             ..Default::default()
-        }
+        })
     }
 
-    fn view(version: u64, services: Vec<Service>) -> ProxyView {
+    fn view(version: u64, services: Vec<Arc<Service>>) -> ProxyView {
         ProxyView {
             version,
             services,
@@ -190,7 +196,7 @@ mod tests {
         }
     }
 
-    fn many(n: usize) -> Vec<Service> {
+    fn many(n: usize) -> Vec<Arc<Service>> {
         (0..n)
             .map(|i| svc(&format!("s{i:02}"), &["10.0.0.1"]))
             .collect()
@@ -200,7 +206,7 @@ mod tests {
     fn one_endpoint_change_is_one_service() {
         let old = view(1, many(10));
         let mut next = many(10);
-        next[3].endpoints.push(Endpoint {
+        Arc::make_mut(&mut next[3]).endpoints.push(Endpoint {
             address: "10.0.0.9".into(),
             ..Default::default()
         });
@@ -273,7 +279,7 @@ mod tests {
     fn a_delta_on_another_base_is_refused() {
         let old = view(1, many(10));
         let mut next = many(10);
-        next[0].endpoints.clear();
+        Arc::make_mut(&mut next[0]).endpoints.clear();
         let d = diff(&old, &view(2, next)).unwrap();
         let e = apply(&view(3, many(10)), &d).unwrap_err();
         assert_eq!(

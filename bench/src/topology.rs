@@ -249,7 +249,7 @@ pub(crate) fn view(server: IpAddr, mtls: bool) -> ProxyView {
     };
     ProxyView {
         version: 1,
-        services: vec![Service {
+        services: vec![std::sync::Arc::new(Service {
             hostname: HOST.into(),
             namespace: "default".into(),
             origin: "Kubernetes".into(),
@@ -273,7 +273,7 @@ pub(crate) fn view(server: IpAddr, mtls: bool) -> ProxyView {
                 ..Default::default()
             }],
             ..Default::default()
-        }],
+        })],
         outbound_traffic_policy: "ALLOW_ANY".into(),
         inbound: mesh_api::syncapi::InboundPolicy {
             // Like the Envoy variant's `require_client_certificate`.

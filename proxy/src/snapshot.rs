@@ -614,7 +614,8 @@ mod tests {
                     },
                 ],
                 ..Default::default()
-            }],
+            }
+            .into()],
             outbound_traffic_policy: "REGISTRY_ONLY".into(),
             ..Default::default()
         }

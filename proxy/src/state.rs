@@ -238,8 +238,8 @@ mod tests {
         let mut view = ProxyView {
             version,
             services: vec![
-                service(HOST, 8080, ips),
-                service("other.default.svc.cluster.local", 9090, &["10.0.0.9"]),
+                service(HOST, 8080, ips).into(),
+                service("other.default.svc.cluster.local", 9090, &["10.0.0.9"]).into(),
             ],
             ..Default::default()
         };

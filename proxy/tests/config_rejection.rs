@@ -61,7 +61,8 @@ fn view(version: u64, vs_yaml: &str) -> ProxyView {
             "http",
             "HTTP",
             &[("10.0.0.9".parse().unwrap(), "v1")],
-        )],
+        )
+        .into()],
         ..Default::default()
     };
     v.virtual_services

@@ -333,7 +333,7 @@ fn peer_metadata_goes_only_to_mesh_endpoints() {
     entry.origin = "ServiceEntry".into();
     entry.location = Some("MESH_EXTERNAL".into());
     entry.endpoints[0].labels.clear();
-    w.update(|v| v.services.push(entry));
+    w.update(|v| v.services.push(entry.into()));
     w.wait_applied();
     let peer_header = "x-mesh-peer-metadata";
     let external = curl_echo(

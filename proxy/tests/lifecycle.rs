@@ -77,7 +77,9 @@ fn removed_endpoint_then_sigterm_loses_no_request() {
     let gone = w.servers[1].ip().to_string();
     w.update(|v| {
         for s in &mut v.services {
-            s.endpoints.retain(|e| e.address != gone);
+            std::sync::Arc::make_mut(s)
+                .endpoints
+                .retain(|e| e.address != gone);
         }
     });
     // The client stops picking it once it runs the new view.

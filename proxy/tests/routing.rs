@@ -265,7 +265,7 @@ fn retries_and_outlier_detection_route_around_a_failing_endpoint() {
     .unwrap();
     let view = ProxyView {
         version: 1,
-        services: vec![svc(HOST, VIP, 8080, "http", "HTTP", &eps)],
+        services: vec![svc(HOST, VIP, 8080, "http", "HTTP", &eps).into()],
         destination_rules: BTreeMap::from([(HOST.to_string(), dr)]),
         outbound_traffic_policy: "ALLOW_ANY".into(),
         ..Default::default()

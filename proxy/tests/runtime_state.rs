@@ -21,14 +21,17 @@ fn url(path: &str) -> String {
 fn add_unrelated_service(w: &mut World) {
     let ip = w.servers[0].ip();
     w.update(|v| {
-        v.services.push(svc(
-            "unrelated.default.svc.cluster.local",
-            "10.96.0.50",
-            7000,
-            "http",
-            "HTTP",
-            &[(ip, "v1")],
-        ))
+        v.services.push(
+            svc(
+                "unrelated.default.svc.cluster.local",
+                "10.96.0.50",
+                7000,
+                "http",
+                "HTTP",
+                &[(ip, "v1")],
+            )
+            .into(),
+        )
     });
     w.wait_applied();
 }
@@ -65,7 +68,7 @@ fn an_ejected_endpoint_stays_out_across_pushes() {
     )
     .unwrap();
     w.update(|v| {
-        v.services[0]
+        std::sync::Arc::make_mut(&mut v.services[0])
             .endpoints
             .retain(|e| e.address != later.to_string());
         v.destination_rules.insert(HOST.into(), dr);
@@ -118,7 +121,9 @@ fn an_ejected_endpoint_stays_out_across_pushes() {
         let mut eps = v.services[0].endpoints[0].clone();
         eps.address = later.to_string();
         eps.labels.insert("version".into(), "v3".into());
-        v.services[0].endpoints.push(eps);
+        std::sync::Arc::make_mut(&mut v.services[0])
+            .endpoints
+            .push(eps);
     });
     w.wait_applied();
     assert_eq!(outlier_check(&w, bad), "FAILED", "after an endpoint change");

@@ -173,7 +173,8 @@ fn view() -> ProxyView {
                 protocol: "HTTP".into(),
             }],
             ..Default::default()
-        }],
+        }
+        .into()],
         ..Default::default()
     }
 }

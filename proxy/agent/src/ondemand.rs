@@ -49,6 +49,14 @@ pub fn lookup(snap: &Snapshot, id: &ProxyIdentity, target: &str) -> Option<Strin
                 .unwrap_or(target)
                 .to_ascii_lowercase();
             let fqdn = expand(&host, &id.namespace, &snap.settings.domain_suffix);
+            // The exact host, visible: the answer without a scan.
+            if let Some(s) = snap
+                .services
+                .get(&fqdn)
+                .filter(|s| exported(&s.export_to, &s.namespace, &id.namespace))
+            {
+                return Some(s.hostname.clone());
+            }
             visible
                 .map(|s| &**s)
                 .filter(|s| cross_host_matches(&s.hostname, &fqdn) || s.hostname == fqdn)

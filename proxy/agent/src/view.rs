@@ -7,7 +7,8 @@ pub use crate::compile::exported;
 use crate::compile::{cross_host_matches, Accepted, Snapshot, Visibility};
 use mesh_api::resource::ResourceKey;
 use mesh_api::syncapi::{InboundPolicy, ProxyIdentity, ProxyView, Service};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// What determines a view besides the snapshot: proxies with equal keys get
 /// identical views, so the server computes and encodes each key once per version.
@@ -267,7 +268,7 @@ pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<Stri
             Some(hosts)
         }
     };
-    let services: Vec<Service> = snap
+    let services: Vec<Arc<Service>> = snap
         .services
         .values()
         .filter(|s| exported(&s.export_to, &s.namespace, ns))
@@ -280,15 +281,20 @@ pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<Stri
                     .as_ref()
                     .is_none_or(|eg| eg.iter().any(|e| egress_admits(e, s, ns)))
         })
-        .map(|s| (**s).clone())
+        .cloned()
         .collect();
     let hosts: BTreeSet<&str> = services.iter().map(|s| s.hostname.as_str()).collect();
     let virtual_services = mesh_vs
         .iter()
         .filter(|a| {
-            a.hosts
-                .iter()
-                .any(|h| hosts.iter().any(|s| cross_host_matches(h, s)))
+            // An exact host is one set lookup; only wildcards scan.
+            a.hosts.iter().any(|h| {
+                if h.starts_with('*') {
+                    hosts.iter().any(|s| cross_host_matches(h, s))
+                } else {
+                    hosts.contains(h.as_str())
+                }
+            })
         })
         .map(|a| {
             (
@@ -321,7 +327,7 @@ fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
     let ns = id.namespace.as_str();
     let gw = crate::gateway::build(snap, id);
     let (tracing, access_log) = telemetry_of(snap, id);
-    let services: Vec<Service> = snap
+    let services: Vec<Arc<Service>> = snap
         .services
         .values()
         .filter(|s| exported(&s.export_to, &s.namespace, ns))
@@ -332,7 +338,7 @@ fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
                     .iter()
                     .any(|d| cross_host_matches(d, &s.hostname))
         })
-        .map(|s| (**s).clone())
+        .cloned()
         .collect();
     ProxyView {
         version: snap.version,
@@ -352,15 +358,39 @@ fn router(snap: &Snapshot, id: &ProxyIdentity) -> ProxyView {
 fn destination_rules(
     snap: &Snapshot,
     ns: &str,
-    services: &[Service],
+    services: &[Arc<Service>],
 ) -> BTreeMap<String, mesh_api::networking::DestinationRuleSpec> {
     let root = snap.settings.root_namespace.as_str();
+    // Rules visible here, exact hosts indexed (a mesh has many rules and a
+    // view many services); wildcard hosts are checked against each service.
+    let mut exact: HashMap<&str, Vec<(usize, &Accepted)>> = HashMap::new();
+    let mut wild: Vec<(usize, &Accepted)> = Vec::new();
+    for (i, a) in snap.destination_rules.iter().enumerate() {
+        if !exported(&a.export_to, &a.key.namespace, ns) {
+            continue;
+        }
+        match a.hosts.first() {
+            Some(h) if h.starts_with('*') => wild.push((i, a)),
+            Some(h) => exact.entry(h.as_str()).or_default().push((i, a)),
+            None => {}
+        }
+    }
     let mut destination_rules = BTreeMap::new();
     for s in services {
-        let candidates = snap.destination_rules.iter().filter(|a| {
-            exported(&a.export_to, &a.key.namespace, ns)
-                && cross_host_matches(&a.hosts[0], &s.hostname)
-        });
+        let mut candidates: Vec<(usize, &Accepted)> = exact
+            .get(s.hostname.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .chain(
+                wild.iter()
+                    .copied()
+                    .filter(|(_, a)| cross_host_matches(&a.hosts[0], &s.hostname)),
+            )
+            .collect();
+        // In the snapshot's order, as a scan of all rules would find them.
+        candidates.sort_by_key(|(i, _)| *i);
+        let candidates = candidates.iter().map(|(_, a)| *a);
         // Istio's lookup order: the proxy's namespace, the service's, then the root.
         let pick = candidates
             .clone()

@@ -68,30 +68,33 @@ fn sync_messages() -> &'static [Value] {
             outbound_traffic_policy: "REGISTRY_ONLY".into(),
             ..Default::default()
         };
-        view.services.push(Service {
-            hostname: "web.shop.svc.cluster.local".into(),
-            namespace: "shop".into(),
-            origin: "Kubernetes".into(),
-            addresses: vec!["10.96.0.9".into()],
-            ports: vec![ServicePort {
-                name: "http".into(),
-                port: 80,
-                target_port: Some(8080),
-                protocol: "HTTP".into(),
-            }],
-            endpoints: vec![Endpoint {
-                address: "10.1.0.5".into(),
-                ports: [("http".to_string(), 8080)].into(),
-                labels: [("app".to_string(), "web".to_string())].into(),
-                locality: "r/z/s".into(),
-                ready: true,
-                service_account: Some("web".into()),
-            }],
-            export_to: vec!["*".into()],
-            location: Some("MESH_INTERNAL".into()),
-            resolution: Some("STATIC".into()),
-            subject_alt_names: vec!["spiffe://cluster.local/ns/shop/sa/web".into()],
-        });
+        view.services.push(
+            Service {
+                hostname: "web.shop.svc.cluster.local".into(),
+                namespace: "shop".into(),
+                origin: "Kubernetes".into(),
+                addresses: vec!["10.96.0.9".into()],
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    target_port: Some(8080),
+                    protocol: "HTTP".into(),
+                }],
+                endpoints: vec![Endpoint {
+                    address: "10.1.0.5".into(),
+                    ports: [("http".to_string(), 8080)].into(),
+                    labels: [("app".to_string(), "web".to_string())].into(),
+                    locality: "r/z/s".into(),
+                    ready: true,
+                    service_account: Some("web".into()),
+                }],
+                export_to: vec!["*".into()],
+                location: Some("MESH_INTERNAL".into()),
+                resolution: Some("STATIC".into()),
+                subject_alt_names: vec!["spiffe://cluster.local/ns/shop/sa/web".into()],
+            }
+            .into(),
+        );
         view.inbound.mtls_mode = "STRICT".into();
         view.inbound.port_mtls.insert(9100, "DISABLE".into());
         for doc in fixtures() {

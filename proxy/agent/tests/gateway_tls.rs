@@ -321,12 +321,8 @@ fn a_broken_credential_is_logged_once_per_change_without_key_bytes() {
         ] {
             let s = snap_at(&[secrets[0].clone(), secrets[1].clone()], v);
             // Two proxies of the same scope, one computation.
-            let w1 = cache
-                .get("agent", &s, &id, true, &Default::default())
-                .warnings;
-            let w2 = cache
-                .get("agent", &s, &id, true, &Default::default())
-                .warnings;
+            let w1 = cache.get(&s, &id, true, &Default::default()).warnings;
+            let w2 = cache.get(&s, &id, true, &Default::default()).warnings;
             assert_eq!(w1, w2);
             assert_eq!(w1.is_empty(), v == 12);
         }

@@ -300,7 +300,11 @@ async fn on_demand_agent(
 
 fn hosts(m: AgentMessage) -> Vec<String> {
     match m {
-        AgentMessage::View { view, .. } => view.services.into_iter().map(|s| s.hostname).collect(),
+        AgentMessage::View { view, .. } => view
+            .services
+            .into_iter()
+            .map(|s| s.hostname.clone())
+            .collect(),
         other => panic!("expected a view, got {other:?}"),
     }
 }

@@ -477,7 +477,8 @@ pub fn world_with(n: usize, policy: &str, extra: &[&str]) -> World {
                 "http",
                 "HTTP",
                 &eps_ref,
-            ),
+            )
+            .into(),
             svc(
                 "tcp-echo.default.svc.cluster.local",
                 TCP_VIP,
@@ -485,7 +486,8 @@ pub fn world_with(n: usize, policy: &str, extra: &[&str]) -> World {
                 "tcp-echo",
                 "TCP",
                 &eps_ref,
-            ),
+            )
+            .into(),
             svc(
                 "banner.default.svc.cluster.local",
                 BANNER_VIP,
@@ -493,7 +495,8 @@ pub fn world_with(n: usize, policy: &str, extra: &[&str]) -> World {
                 "banner",
                 "UNKNOWN",
                 &eps_ref,
-            ),
+            )
+            .into(),
             svc(
                 "echo-h2.default.svc.cluster.local",
                 H2_VIP,
@@ -501,7 +504,8 @@ pub fn world_with(n: usize, policy: &str, extra: &[&str]) -> World {
                 "http2",
                 "HTTP2",
                 &eps_ref,
-            ),
+            )
+            .into(),
         ],
         outbound_traffic_policy: policy.into(),
         ..Default::default()

@@ -86,7 +86,8 @@ pub fn gw_world(listeners: Vec<GatewayListener>, vss: &[(&str, &str)]) -> Gw {
                 "http",
                 "HTTP",
                 &eps,
-            ),
+            )
+            .into(),
             svc(
                 "tcp-echo.default.svc.cluster.local",
                 TCP_VIP,
@@ -94,7 +95,8 @@ pub fn gw_world(listeners: Vec<GatewayListener>, vss: &[(&str, &str)]) -> Gw {
                 "tcp-echo",
                 "TCP",
                 &eps,
-            ),
+            )
+            .into(),
             svc(
                 "echo-h2.default.svc.cluster.local",
                 H2_VIP,
@@ -102,7 +104,8 @@ pub fn gw_world(listeners: Vec<GatewayListener>, vss: &[(&str, &str)]) -> Gw {
                 "http2",
                 "HTTP2",
                 &eps,
-            ),
+            )
+            .into(),
             svc(
                 "grpc-echo.default.svc.cluster.local",
                 GRPC_VIP,
@@ -110,7 +113,8 @@ pub fn gw_world(listeners: Vec<GatewayListener>, vss: &[(&str, &str)]) -> Gw {
                 "grpc",
                 "GRPC",
                 &eps,
-            ),
+            )
+            .into(),
             svc(
                 "secure.default.svc.cluster.local",
                 BANNER_VIP,
@@ -118,7 +122,8 @@ pub fn gw_world(listeners: Vec<GatewayListener>, vss: &[(&str, &str)]) -> Gw {
                 "tls",
                 "TLS",
                 &eps,
-            ),
+            )
+            .into(),
         ],
         gateway: Some(GatewayView {
             listeners,

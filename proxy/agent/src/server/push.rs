@@ -19,29 +19,46 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// One view, encoded, and its gateway warnings, filled once by whichever proxy asks first.
+/// One view and its gateway warnings, filled once by whichever proxy asks first.
 type Cell = Arc<OnceLock<Built>>;
 
 /// A view as [`ViewCache::get`] hands it out.
 #[derive(Clone)]
 pub struct Built {
-    /// The whole `AgentMessage::View`, encoded.
-    pub bytes: Bytes,
-    /// The view itself, which the next delta is computed from.
+    /// The view itself, which the next delta is computed from. Its services
+    /// are the snapshot's own (shared), so holding it costs little.
     pub view: Arc<ProxyView>,
     pub warnings: Arc<Vec<String>>,
+    /// The whole `AgentMessage::View`, encoded when a proxy first needs it
+    /// whole (most pushes are deltas), shared by the proxies of the cell.
+    encoded: Arc<OnceLock<Bytes>>,
 }
 
-/// A view's key, whether key material may be sent on the port, and the hosts
-/// the proxy looked up on demand (proxies of one Deployment ask the same).
-type CacheKey = (ViewKey, bool, BTreeSet<String>);
+impl Built {
+    /// The view as a full `AgentMessage::View` frame.
+    pub fn bytes(&self, agent: &str) -> Bytes {
+        self.encoded
+            .get_or_init(|| {
+                encode(&AgentMessage::View {
+                    agent: agent.to_string(),
+                    view: ProxyView::clone(&self.view),
+                })
+            })
+            .clone()
+    }
+}
+
+/// A view's key and whether key material may be sent on the port.
+type CacheKey = (ViewKey, bool);
 
 /// A router's namespace and labels: what its Gateways depend on.
 type RouterScope = (String, std::collections::BTreeMap<String, String>);
 
-/// Encoded views of the current version by [`ViewKey`]: proxies with the same
-/// scope share one computation and one encoding (the first asker computes; the
-/// others wait on the same cell instead of all computing it at once).
+/// Views of the current version by [`ViewKey`]: proxies with the same scope
+/// share one computation and one encoding (the first asker computes; the
+/// others wait on the same cell instead of all computing it at once). A
+/// proxy with on-demand hosts has a view of its own: built for it and not
+/// kept here (one per lookup it made would pile up until the next version).
 #[derive(Default)]
 pub struct ViewCache {
     inner: Mutex<(u64, HashMap<CacheKey, Cell>)>,
@@ -51,19 +68,21 @@ pub struct ViewCache {
 }
 
 impl ViewCache {
-    /// `id`'s view at `snap`'s version: encoded as `AgentMessage::View`, as
-    /// data, and its gateway warnings (for proxy-status). Without `secrets` (an
+    /// `id`'s view at `snap`'s version (with the hosts it `requested`) and
+    /// its gateway warnings (for proxy-status). Without `secrets` (an
     /// unauthenticated port next to an authenticated one) a gateway gets no
     /// private keys.
     pub fn get(
         &self,
-        agent: &str,
         snap: &Snapshot,
         id: &ProxyIdentity,
         secrets: bool,
         requested: &BTreeSet<String>,
     ) -> Built {
-        let key = (view::key(snap, id), secrets, requested.clone());
+        if !requested.is_empty() {
+            return self.build(snap, id, secrets, requested);
+        }
+        let key = (view::key(snap, id), secrets);
         let cell = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if g.0 < snap.version {
@@ -75,34 +94,34 @@ impl ViewCache {
                 Arc::new(OnceLock::new()) // an older snapshot than cached: don't cache
             }
         };
-        cell.get_or_init(|| {
-            let mut view = view::build_with(snap, id, requested);
-            if let (false, Some(g)) = (secrets, view.gateway.as_mut()) {
-                crate::gateway::without_credentials(g);
-            }
-            let warnings = view
-                .gateway
-                .as_ref()
-                .map(|g| g.warnings.clone())
-                .unwrap_or_default();
-            if id.router {
-                self.log_changes(id, &warnings);
-            }
-            let msg = AgentMessage::View {
-                agent: agent.to_string(),
-                view,
-            };
-            let bytes = encode(&msg);
-            let AgentMessage::View { view, .. } = msg else {
-                unreachable!("built as a View just above")
-            };
-            Built {
-                bytes,
-                view: Arc::new(view),
-                warnings: Arc::new(warnings),
-            }
-        })
-        .clone()
+        cell.get_or_init(|| self.build(snap, id, secrets, requested))
+            .clone()
+    }
+
+    fn build(
+        &self,
+        snap: &Snapshot,
+        id: &ProxyIdentity,
+        secrets: bool,
+        requested: &BTreeSet<String>,
+    ) -> Built {
+        let mut view = view::build_with(snap, id, requested);
+        if let (false, Some(g)) = (secrets, view.gateway.as_mut()) {
+            crate::gateway::without_credentials(g);
+        }
+        let warnings = view
+            .gateway
+            .as_ref()
+            .map(|g| g.warnings.clone())
+            .unwrap_or_default();
+        if id.router {
+            self.log_changes(id, &warnings);
+        }
+        Built {
+            view: Arc::new(view),
+            warnings: Arc::new(warnings),
+            encoded: Arc::default(),
+        }
     }
 
     /// Logs the warnings of a router scope that are new since the last view.
@@ -198,9 +217,7 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
         shared.tracker.sent(id, snap.version);
         return Ok(());
     }
-    let built = shared
-        .views
-        .get(&shared.agent, snap, identity, secrets, requested);
+    let built = shared.views.get(snap, identity, secrets, requested);
     let delta = pushed
         .last
         .as_ref()
@@ -218,7 +235,7 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
                 PushKind::Delta,
             )
         }
-        None => (built.bytes.clone(), PushKind::Full),
+        None => (built.bytes(&shared.agent), PushKind::Full),
     };
     write_frame(w, &bytes).await?;
     w.flush().await?;
