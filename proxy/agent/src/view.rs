@@ -221,29 +221,7 @@ pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<Stri
     let root = snap.settings.root_namespace.as_str();
     let sidecar = sidecar_for(snap, id);
     let (tracing, access_log) = telemetry_of(snap, id);
-    // VirtualServices bound to sidecars and exported to this namespace.
-    let mesh_vs: Vec<&Accepted> = snap
-        .virtual_services
-        .iter()
-        .filter(|a| {
-            crate::compile::binds_mesh(&a.vs().gateways)
-                && exported(&a.export_to, &a.key.namespace, ns)
-        })
-        .collect();
-    // GAMMA consumer override (GEP-1294, as Istio orders Gateway API routes):
-    // a route generated in the proxy's own namespace hides other namespaces'
-    // VirtualServices for the same host (consumer > producer).
-    let consumer_hosts: BTreeSet<&str> = mesh_vs
-        .iter()
-        .filter(|a| a.key.namespace == ns && crate::gatewayapi::is_generated(&a.key))
-        .flat_map(|a| a.hosts.iter().map(String::as_str))
-        .collect();
-    let mesh_vs: Vec<&Accepted> = mesh_vs
-        .into_iter()
-        .filter(|a| {
-            a.key.namespace == ns || !a.hosts.iter().all(|h| consumer_hosts.contains(h.as_str()))
-        })
-        .collect();
+    let mesh_vs = mesh_virtual_services(snap, ns);
     let egress: Option<Vec<String>> = match sidecar {
         Some(sc) => Some(
             sc.sidecar()
@@ -283,8 +261,57 @@ pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<Stri
         })
         .cloned()
         .collect();
+    let virtual_services = virtual_services_for(&mesh_vs, &services);
+    ProxyView {
+        version: snap.version,
+        destination_rules: destination_rules(snap, ns, &services),
+        services,
+        virtual_services,
+        outbound_traffic_policy: sidecar
+            .and_then(|s| s.sidecar().outbound_traffic_policy.as_ref()?.mode.clone())
+            .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
+        inbound: inbound(snap, id),
+        gateway: None,
+        tracing,
+        access_log,
+        // With a Sidecar nothing more is visible: no lookups to make.
+        on_demand: snap.settings.visibility == Visibility::OnDemand && sidecar.is_none(),
+    }
+}
+
+/// VirtualServices bound to sidecars and exported to namespace `ns`, after
+/// the GAMMA consumer override (GEP-1294, as Istio orders Gateway API
+/// routes): a route generated in the proxy's own namespace hides other
+/// namespaces' VirtualServices for the same host (consumer > producer).
+fn mesh_virtual_services<'s>(snap: &'s Snapshot, ns: &str) -> Vec<&'s Accepted> {
+    let mesh_vs: Vec<&Accepted> = snap
+        .virtual_services
+        .iter()
+        .filter(|a| {
+            crate::compile::binds_mesh(&a.vs().gateways)
+                && exported(&a.export_to, &a.key.namespace, ns)
+        })
+        .collect();
+    let consumer_hosts: BTreeSet<&str> = mesh_vs
+        .iter()
+        .filter(|a| a.key.namespace == ns && crate::gatewayapi::is_generated(&a.key))
+        .flat_map(|a| a.hosts.iter().map(String::as_str))
+        .collect();
+    mesh_vs
+        .into_iter()
+        .filter(|a| {
+            a.key.namespace == ns || !a.hosts.iter().all(|h| consumer_hosts.contains(h.as_str()))
+        })
+        .collect()
+}
+
+/// The VirtualServices of `mesh_vs` for any of `services`, by `namespace/name`.
+fn virtual_services_for(
+    mesh_vs: &[&Accepted],
+    services: &[Arc<Service>],
+) -> BTreeMap<String, mesh_api::networking::VirtualServiceSpec> {
     let hosts: BTreeSet<&str> = services.iter().map(|s| s.hostname.as_str()).collect();
-    let virtual_services = mesh_vs
+    mesh_vs
         .iter()
         .filter(|a| {
             // An exact host is one set lookup; only wildcards scan.
@@ -302,22 +329,54 @@ pub fn build_with(snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<Stri
                 a.vs().clone(),
             )
         })
-        .collect();
-    ProxyView {
-        version: snap.version,
+        .collect()
+}
+
+/// `id`'s view with the on-demand hosts `requested`, from `base`, its view
+/// without them (shared by its whole scope): the requested services that
+/// are exported to it added, routes and rules chosen again for the larger
+/// set. The same view [`build_with`] makes, without scanning the registry
+/// again; `None` where that is not certain (gateways, a Sidecar, mesh-wide
+/// visibility, a non-member namespace, wildcard hosts): build it whole.
+pub fn extend(
+    snap: &Snapshot,
+    id: &ProxyIdentity,
+    base: &ProxyView,
+    requested: &BTreeSet<String>,
+) -> Option<ProxyView> {
+    let ns = id.namespace.as_str();
+    if id.router
+        || !snap.settings.serves(ns)
+        || snap.settings.visibility == Visibility::Mesh
+        || sidecar_for(snap, id).is_some()
+        || requested.iter().any(|h| h.contains('*'))
+        || base.version != snap.version
+    {
+        return None;
+    }
+    let mut services = base.services.clone();
+    for h in requested {
+        let Some(s) = snap.services.get(h) else {
+            continue;
+        };
+        if !exported(&s.export_to, &s.namespace, ns) {
+            continue;
+        }
+        // Views list services sorted by hostname.
+        if let Err(at) = services.binary_search_by(|x| x.hostname.as_str().cmp(h)) {
+            services.insert(at, s.clone());
+        }
+    }
+    if services.len() == base.services.len() {
+        return Some(base.clone());
+    }
+    let mesh_vs = mesh_virtual_services(snap, ns);
+    Some(ProxyView {
+        virtual_services: virtual_services_for(&mesh_vs, &services),
         destination_rules: destination_rules(snap, ns, &services),
         services,
-        virtual_services,
-        outbound_traffic_policy: sidecar
-            .and_then(|s| s.sidecar().outbound_traffic_policy.as_ref()?.mode.clone())
-            .unwrap_or_else(|| snap.settings.outbound_policy.clone()),
-        inbound: inbound(snap, id),
-        gateway: None,
-        tracing,
-        access_log,
-        // With a Sidecar nothing more is visible: no lookups to make.
-        on_demand: snap.settings.visibility == Visibility::OnDemand && sidecar.is_none(),
-    }
+        ..base.clone()
+    })
 }
 
 /// A gateway's view: its Gateway servers and bound routes, the services those

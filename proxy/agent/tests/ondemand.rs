@@ -124,3 +124,50 @@ fn a_pod_ip_names_the_service_it_backs() {
         Some("web.shop.svc.cluster.local")
     );
 }
+
+/// The agent extends a scope's shared view with a proxy's on-demand hosts
+/// instead of building its view again: the result is the view `build_with`
+/// makes, for every subset of the mesh's hosts (hidden, missing and already
+/// visible ones included) and for proxies of both namespaces; where the
+/// shortcut is not certain (a Sidecar) it declines.
+#[test]
+fn extending_the_shared_view_gives_the_view_built_with_the_hosts() {
+    let local_vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: stock-local, namespace: inventory}\nspec:\n  hosts: [stock.inventory.svc.cluster.local]\n  exportTo: [\".\"]\n  http:\n  - route:\n    - destination: {host: stock, subset: v2}\n";
+    let s = snap(&[("local.yaml", local_vs)]);
+    let mut candidates: Vec<String> = s.services.keys().cloned().collect();
+    candidates.push("nothing.inventory.svc.cluster.local".into());
+    assert!(candidates.len() >= 4, "{candidates:?}");
+    let inv = ProxyIdentity {
+        pod: "stock-1".into(),
+        namespace: "inventory".into(),
+        ..Default::default()
+    };
+    let mut compared = 0;
+    for id in [web(), inv] {
+        let base = view::build(&s, &id);
+        for mask in 1u32..(1 << candidates.len()) {
+            let requested: BTreeSet<String> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, h)| h.clone())
+                .collect();
+            let extended = view::extend(&s, &id, &base, &requested).expect("no Sidecar here");
+            assert_eq!(
+                extended,
+                view::build_with(&s, &id, &requested),
+                "{} asking {requested:?}",
+                id.namespace
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 30);
+    let sc = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec:\n  egress:\n  - hosts: [\"./*\"]\n";
+    let s = snap(&[("sc.yaml", sc)]);
+    let base = view::build(&s, &web());
+    assert_eq!(
+        view::extend(&s, &web(), &base, &BTreeSet::from([STOCK.to_string()])),
+        None
+    );
+}

@@ -58,7 +58,8 @@ type RouterScope = (String, std::collections::BTreeMap<String, String>);
 /// share one computation and one encoding (the first asker computes; the
 /// others wait on the same cell instead of all computing it at once). A
 /// proxy with on-demand hosts has a view of its own: built for it and not
-/// kept here (one per lookup it made would pile up until the next version).
+/// kept here (one per lookup it made would pile up until the next version),
+/// made from its scope's shared view ([`view::extend`]).
 #[derive(Default)]
 pub struct ViewCache {
     inner: Mutex<(u64, HashMap<CacheKey, Cell>)>,
@@ -80,7 +81,16 @@ impl ViewCache {
         requested: &BTreeSet<String>,
     ) -> Built {
         if !requested.is_empty() {
-            return self.build(snap, id, secrets, requested);
+            // The scope's shared view plus the proxy's own hosts.
+            let base = self.get(snap, id, secrets, &BTreeSet::new());
+            return match view::extend(snap, id, &base.view, requested) {
+                Some(v) => Built {
+                    view: Arc::new(v),
+                    warnings: base.warnings,
+                    encoded: Arc::default(),
+                },
+                None => self.build(snap, id, secrets, requested),
+            };
         }
         let key = (view::key(snap, id), secrets);
         let cell = {
