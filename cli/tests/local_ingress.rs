@@ -107,7 +107,13 @@ fn https_at_the_gateway_with_a_secret_applied_and_rotated() {
     let mesh = bookinfo_with_gateway();
     let (ca1, cert1, key1) = certs("ca one", HOST);
     let secret = mesh.file("secret.yaml", &tls_secret("bookinfo-cert", &cert1, &key1));
-    let out = mesh.ok(&["apply", "-f", &secret]);
+    // Waited for like the Gateway below: otherwise the Secret's own version
+    // could be what the Gateway's wait sees, and curl would run before the
+    // HTTPS server exists.
+    let mut out = String::new();
+    mesh.changed_by(&secret, &[GATEWAY], || {
+        out = mesh.ok(&["apply", "-f", &secret]);
+    });
     assert!(!out.contains("PRIVATE KEY"), "{out}");
     let gw = mesh.file(
         "https.yaml",
