@@ -12,6 +12,7 @@
 //! never fewer.
 
 use super::{cross_host_matches, fqdn, Accepted, Snapshot};
+use mesh_api::syncapi::Service;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -40,6 +41,11 @@ pub struct SnapshotChange {
     /// Changed, added or removed hosts. A removed host reaches no namespace:
     /// it matters only to views that still have it.
     pub hosts: BTreeMap<String, Reach>,
+    /// Every changed host is in both snapshots and differs only in its
+    /// endpoints (and the identities they run as): no view gains or loses a
+    /// service, so a view that has one of them is patched, not rebuilt, and
+    /// a proxy whose view has none of them is not even woken.
+    pub endpoints_only: bool,
 }
 
 impl SnapshotChange {
@@ -63,6 +69,10 @@ impl SnapshotChange {
                 .filter(|h| !next.services.contains_key(*h))
                 .map(String::as_str),
         );
+        let endpoints_only = changed.iter().all(|h| {
+            matches!((prev.services.get(*h), next.services.get(*h)),
+                (Some(a), Some(b)) if same_but_endpoints(a, b))
+        });
         let hosts = changed
             .into_iter()
             .map(|h| (h.to_string(), reach(next, h)))
@@ -70,8 +80,35 @@ impl SnapshotChange {
         Some(SnapshotChange {
             prev_version: prev.version,
             hosts,
+            endpoints_only,
         })
     }
+}
+
+/// `a` and `b` are the same service apart from its endpoints and the
+/// identities derived from them. (Destructured whole, so a field added to
+/// `Service` must be placed on one side or the other here.)
+fn same_but_endpoints(a: &Service, b: &Service) -> bool {
+    let Service {
+        hostname,
+        namespace,
+        origin,
+        addresses,
+        ports,
+        endpoints: _,
+        export_to,
+        location,
+        resolution,
+        subject_alt_names: _,
+    } = a;
+    *hostname == b.hostname
+        && *namespace == b.namespace
+        && *origin == b.origin
+        && *addresses == b.addresses
+        && *ports == b.ports
+        && *export_to == b.export_to
+        && *location == b.location
+        && *resolution == b.resolution
 }
 
 /// The namespaces whose proxies may have `host` in their scope: its own, those

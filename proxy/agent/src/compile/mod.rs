@@ -174,6 +174,11 @@ pub struct Snapshot {
     /// What differs from the snapshot published before, when only services
     /// do (set by the pipeline; `None` for a standalone compile).
     pub change: Option<Arc<change::SnapshotChange>>,
+    /// The version of the last snapshot that changed more than endpoints
+    /// (this one's own unless [`change::SnapshotChange::endpoints_only`]): a
+    /// view built at the same `structure` differs from this version's only
+    /// in its services' endpoints. 0 for a standalone compile.
+    pub structure: u64,
 }
 
 /// Is a resource with `export_to` in namespace `owner` visible from `ns`?

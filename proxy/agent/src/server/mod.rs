@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod debug;
+pub mod interest;
 pub mod peer;
 pub mod pipeline;
 pub mod push;
@@ -26,6 +27,8 @@ pub struct Shared {
     /// intermediate versions instead of queueing them.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub tracker: tracker::Tracker,
+    /// Which streams each snapshot concerns (who gets woken).
+    pub interest: Arc<interest::Interest>,
     pub views: stream::ViewCache,
     /// The mesh CA and how it authenticates callers.
     pub ca: Option<Arc<CaService>>,
@@ -87,6 +90,7 @@ impl Shared {
             agent: agent.into(),
             snapshots,
             tracker: tracker::Tracker::default(),
+            interest: Arc::default(),
             views: stream::ViewCache::default(),
             ca,
             refusals: access::Refusals::default(),

@@ -79,7 +79,7 @@ pub async fn run_live(
         if changed && leading_edge(last_publish, now, debounce) {
             let started = std::time::Instant::now();
             let mut snap = compile_cached(&store, &settings, version + 1, &mut cache);
-            snap.change = SnapshotChange::between(&publish.borrow(), &snap).map(Arc::new);
+            note_change(&publish.borrow(), &mut snap);
             if snap.change.is_some() {
                 version += 1;
                 publish_snapshot(&publish, snap, started);
@@ -103,10 +103,20 @@ pub async fn run_live(
         version += 1;
         let started = std::time::Instant::now();
         let mut snap = compile_cached(&store, &settings, version, &mut cache);
-        snap.change = SnapshotChange::between(&publish.borrow(), &snap).map(Arc::new);
+        note_change(&publish.borrow(), &mut snap);
         publish_snapshot(&publish, snap, started);
         last_publish = Some(tokio::time::Instant::now());
     }
+}
+
+/// Records in `snap` what differs from `prev` (the snapshot published
+/// before): the changed services, and the version of its structure.
+fn note_change(prev: &Snapshot, snap: &mut Snapshot) {
+    snap.change = SnapshotChange::between(prev, snap).map(Arc::new);
+    snap.structure = match &snap.change {
+        Some(c) if c.endpoints_only && prev.structure != 0 => prev.structure,
+        _ => snap.version,
+    };
 }
 
 /// Logs what `snap` rejected and its summary, and publishes it.

@@ -13,7 +13,7 @@ use crate::compile::{Snapshot, Visibility};
 use crate::protocol::{encode, write_frame, ProtocolError};
 use crate::view::{self, ViewKey};
 use bytes::Bytes;
-use mesh_api::syncapi::{AgentMessage, ProxyIdentity, ProxyView};
+use mesh_api::syncapi::{AgentMessage, ProxyIdentity, ProxyView, Service};
 use mesh_api::syncdelta::ViewDelta;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -160,6 +160,11 @@ pub(super) struct Pushed {
     /// The version the proxy has now: `last`'s, or a later one sent as an
     /// empty delta because nothing in its view changed.
     version: u64,
+    /// The snapshot structure `last` was built at, and with which on-demand
+    /// hosts: while both hold, `last` is patched with new endpoints instead
+    /// of being built again.
+    structure: u64,
+    requested: BTreeSet<String>,
 }
 
 impl Pushed {
@@ -168,7 +173,40 @@ impl Pushed {
             deltas,
             last: None,
             version: 0,
+            structure: 0,
+            requested: BTreeSet::new(),
         }
+    }
+
+    /// For a snapshot that changed only endpoints since `last` was built:
+    /// the services of `last` whose endpoints differ now. `None` when
+    /// `last` must be built again (another structure, other on-demand
+    /// hosts, a gateway, a host gone).
+    fn patch(
+        &self,
+        snap: &Snapshot,
+        id: &ProxyIdentity,
+        requested: &BTreeSet<String>,
+    ) -> Option<Vec<Arc<Service>>> {
+        let last = self.last.as_ref()?;
+        let endpoints_only = snap.change.as_ref().is_some_and(|c| c.endpoints_only);
+        if !self.deltas
+            || !endpoints_only
+            || id.router
+            || self.structure == 0
+            || self.structure != snap.structure
+            || self.requested != *requested
+        {
+            return None;
+        }
+        let mut changed = Vec::new();
+        for s in &last.services {
+            let now = snap.services.get(&s.hostname)?;
+            if !Arc::ptr_eq(now, s) && **now != **s {
+                changed.push(now.clone());
+            }
+        }
+        Some(changed)
     }
 
     /// Whether `snap` leaves this proxy's view as it is, known without
@@ -211,6 +249,40 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     id: u64,
     pushed: &mut Pushed,
 ) -> Result<(), ProtocolError> {
+    if let Some(upsert) = pushed.patch(snap, identity, requested) {
+        // Endpoints moved: the services of the view that changed, no view
+        // built. Nothing in the view changed: nothing is sent (the proxy
+        // keeps its version; the next delta starts from it).
+        if upsert.is_empty() {
+            return Ok(());
+        }
+        let last = pushed.last.as_mut().expect("patch needs a last view");
+        let view = Arc::make_mut(last);
+        for s in &upsert {
+            if let Ok(i) = view
+                .services
+                .binary_search_by(|x| x.hostname.as_str().cmp(&s.hostname))
+            {
+                view.services[i] = s.clone();
+            }
+        }
+        view.version = snap.version;
+        let bytes = encode(&AgentMessage::Delta {
+            agent: shared.agent.clone(),
+            delta: ViewDelta {
+                base: pushed.version,
+                version: snap.version,
+                upsert,
+                remove: Vec::new(),
+            },
+        });
+        write_frame(w, &bytes).await?;
+        w.flush().await?;
+        shared.xds.sent(PushKind::Delta, bytes.len());
+        pushed.version = snap.version;
+        shared.tracker.sent(id, snap.version);
+        return Ok(());
+    }
     if pushed.untouched(snap, identity, requested) {
         let bytes = encode(&AgentMessage::Delta {
             agent: shared.agent.clone(),
@@ -252,7 +324,15 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     shared.xds.sent(kind, bytes.len());
     if pushed.deltas {
         pushed.last = Some(built.view.clone());
+        pushed.structure = snap.structure;
+        pushed.requested.clone_from(requested);
     }
+    // Whether every change must wake this stream: its view is not
+    // namespace-scoped (see `Pushed::untouched`).
+    let always = identity.router
+        || snap.settings.visibility == Visibility::Mesh
+        || view::has_sidecar(snap, identity);
+    shared.interest.update(id, always, requested);
     pushed.version = snap.version;
     shared
         .tracker

@@ -46,6 +46,9 @@ pub async fn serve(
     mode: Mode,
     shutdown: CancellationToken,
 ) {
+    shared
+        .interest
+        .start(shared.snapshots.clone(), shutdown.clone());
     loop {
         let (sock, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -184,6 +187,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     let caller = caller.map(|c| c.0);
     let id = shared.tracker.connect(identity.clone(), last);
     let _guard = Disconnect(&shared, id);
+    let poke = shared.interest.register(id, &identity.namespace);
     // Key material only where the caller is authenticated, or on an agent
     // that authenticates nobody (no CA: a trusted network).
     let secrets = port.authenticate || port.csr_allowed;
@@ -196,14 +200,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         .collect();
     let mut budget = ondemand::Budget::new(std::time::Instant::now());
     let mut pushed = Pushed::new(deltas);
-    snaps.mark_changed();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            changed = snaps.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
+            _ = poke.notified() => {
                 let snap = snaps.borrow_and_update().clone();
                 let started = std::time::Instant::now();
                 if snap.version == 0 {
@@ -401,6 +401,7 @@ struct Disconnect<'a>(&'a Shared, u64);
 impl Drop for Disconnect<'_> {
     fn drop(&mut self) {
         self.0.tracker.disconnect(self.1);
+        self.0.interest.unregister(self.1);
     }
 }
 
