@@ -40,19 +40,69 @@ pub struct Store {
     origins: HashMap<String, Vec<ResourceKey>>,
     /// Problems with whole origins, keyed by origin.
     pub origin_errors: BTreeMap<String, Vec<String>>,
+    /// What changed since the last [`Store::take_changes`].
+    changes: Changes,
+}
+
+/// The objects that changed, each with what it was before the first of
+/// those changes (`None`: it is new), and whether anything else did (an
+/// origin's errors).
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub objects: BTreeMap<ResourceKey, Option<Arc<KubeObject>>>,
+    pub other: bool,
+}
+
+impl Changes {
+    /// Only EndpointSlices changed.
+    pub fn endpoint_slices_only(&self) -> bool {
+        !self.other
+            && !self.objects.is_empty()
+            && self.objects.keys().all(|k| k.kind == "EndpointSlice")
+    }
+
+    fn note(&mut self, key: &ResourceKey, before: Option<&Arc<KubeObject>>) {
+        if !self.objects.contains_key(key) {
+            self.objects.insert(key.clone(), before.cloned());
+        }
+    }
 }
 
 impl Store {
+    /// What changed since the last call (and forgets it).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The objects of `kind` in `namespace`.
+    pub fn of_kind_in<'a>(
+        &'a self,
+        kind: &'a str,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
+        let start = ResourceKey {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: String::new(),
+        };
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
+            .map(|(_, e)| e)
+    }
+
     /// Applies an event; returns whether anything changed.
     pub fn apply(&mut self, ev: SourceEvent) -> bool {
         match ev {
             SourceEvent::Remove { origin } => {
                 let had_err = self.origin_errors.remove(&origin).is_some();
+                self.changes.other |= had_err;
                 self.drop_origin(&origin) || had_err
             }
             SourceEvent::Unreadable { origin, error } => {
                 let errs = vec![error];
                 let changed = self.origin_errors.get(&origin) != Some(&errs);
+                self.changes.other |= changed;
                 self.origin_errors.insert(origin, errs);
                 changed
             }
@@ -68,13 +118,15 @@ impl Store {
                     self.origin_errors.insert(origin.clone(), errors);
                     c
                 };
+                self.changes.other |= changed;
                 let new_keys: Vec<ResourceKey> = objects.iter().map(KubeObject::key).collect();
                 let old_keys = self.origins.remove(&origin).unwrap_or_default();
                 for k in &old_keys {
                     if !new_keys.contains(k)
                         && self.objects.get(k).is_some_and(|e| e.origin == origin)
                     {
-                        self.objects.remove(k);
+                        let old = self.objects.remove(k);
+                        self.changes.note(k, old.as_ref().map(|e| &e.object));
                         changed = true;
                     }
                 }
@@ -86,6 +138,8 @@ impl Store {
                     {
                         continue;
                     }
+                    self.changes
+                        .note(key, self.objects.get(key).map(|e| &e.object));
                     let findings = match &obj {
                         KubeObject::Istio(r) => validate::validate(r),
                         KubeObject::GatewayApi(r) => validate::validate_gateway_api(r),
@@ -111,7 +165,8 @@ impl Store {
         let mut changed = false;
         for k in self.origins.remove(origin).unwrap_or_default() {
             if self.objects.get(&k).is_some_and(|e| e.origin == origin) {
-                self.objects.remove(&k);
+                let old = self.objects.remove(&k);
+                self.changes.note(&k, old.as_ref().map(|e| &e.object));
                 changed = true;
             }
         }
@@ -158,6 +213,7 @@ impl Store {
             objects,
             origins,
             origin_errors,
+            changes: Changes::default(),
         }
     }
 }

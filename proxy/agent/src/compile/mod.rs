@@ -4,6 +4,8 @@
 
 pub mod change;
 mod cross;
+#[cfg(test)]
+mod endpoints_tests;
 pub mod gwinputs;
 
 pub use cross::{binds_mesh, host_matches as cross_host_matches};
@@ -347,6 +349,47 @@ pub fn compile_cached(
     snap.secrets = Arc::new(gwinputs::secrets(store));
     snap.selector_services = Arc::new(gwinputs::selector_services(store));
     snap
+}
+
+/// The snapshot after `prev` when only EndpointSlices changed (`changes`,
+/// from [`Store::take_changes`]): `prev` with the services those slices
+/// belong to (before and after the change) built again, the rest shared.
+/// Equals [`compile_cached`]'s result; `None` when it cannot stand for it
+/// (mesh members restrict the store, a service appears or disappears).
+pub fn compile_endpoints(
+    prev: &Snapshot,
+    store: &Store,
+    changes: &crate::store::Changes,
+    version: u64,
+    cache: &mut CompileCache,
+) -> Option<Snapshot> {
+    if prev.version == 0 || prev.settings.members.is_some() || !changes.endpoint_slices_only() {
+        return None;
+    }
+    let mut affected = BTreeSet::new();
+    for (key, before) in &changes.objects {
+        let now = store.objects.get(key).map(|e| &e.object);
+        for o in [before.as_ref(), now].into_iter().flatten() {
+            let KubeObject::EndpointSlice(s) = &**o else {
+                return None;
+            };
+            if let Some(svc) = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(mesh_api::networking::SERVICE_NAME_LABEL))
+            {
+                affected.insert((key.namespace.clone(), svc.clone()));
+            }
+        }
+    }
+    let services = registry::rebuild(store, &prev.settings, &prev.services, &affected, cache)?;
+    Some(Snapshot {
+        version,
+        services,
+        change: None,
+        ..prev.clone()
+    })
 }
 
 /// (namespace, pod) → serviceAccountName, `default` when the Pod names none

@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::{Pod, Service as KService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mesh_api::networking::{self as net, ServiceEntry};
+use mesh_api::resource::ResourceKey;
 use mesh_api::syncapi::{Endpoint, Service, ServicePort};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Per-namespace indexes used while building services.
@@ -109,6 +110,78 @@ pub fn build(
         }
     }
     out
+}
+
+/// [`build`] after a change to EndpointSlices alone: `prev` (the registry
+/// built before) with the Kubernetes services named in `affected`
+/// (namespace, name) built again from their namespace's slices and pods,
+/// without indexing the whole store. `None` when that cannot stand for a
+/// full build (a service that appears, disappears or changes hostname).
+pub fn rebuild(
+    store: &Store,
+    settings: &Settings,
+    prev: &BTreeMap<String, Arc<Service>>,
+    affected: &BTreeSet<(String, String)>,
+    cache: &mut RegistryCache,
+) -> Option<BTreeMap<String, Arc<Service>>> {
+    let mut out = prev.clone();
+    for (ns, name) in affected {
+        let key = ResourceKey {
+            kind: "Service".into(),
+            namespace: ns.clone(),
+            name: name.clone(),
+        };
+        let Some(entry) = store.objects.get(&key) else {
+            continue; // slices of no Service: nothing to build
+        };
+        let KubeObject::Service(s) = &*entry.object else {
+            return None;
+        };
+        let ix = index_namespace(store, ns, name);
+        let inputs = inputs(&entry.object, s, &ix);
+        let svc = Arc::new(kube_service(s, &ix, settings)?);
+        let cache_key = format!("{ns}/{name}");
+        let known = cache.entries.get(&cache_key)?;
+        if known.1.hostname != svc.hostname || !out.contains_key(&svc.hostname) {
+            return None;
+        }
+        out.insert(svc.hostname.clone(), svc.clone());
+        cache.entries.insert(cache_key, (inputs, svc));
+    }
+    Some(out)
+}
+
+/// [`index`] of what one service's endpoints come from: the pods of its
+/// namespace and the slices labelled with its name.
+fn index_namespace<'a>(store: &'a Store, ns: &'a str, service: &str) -> Index<'a> {
+    let mut ix = Index::default();
+    for e in store.of_kind_in("Pod", ns) {
+        if let KubeObject::Pod(p) = &*e.object {
+            let pns = p.metadata.namespace.as_deref().unwrap_or("default");
+            ix.pods.entry(pns).or_default().push(p);
+            ix.pods_by_name
+                .insert((pns, p.metadata.name.as_deref().unwrap_or("")), p);
+            ix.arcs.insert(&**p as *const Pod as *const (), &e.object);
+        }
+    }
+    for e in store.of_kind_in("EndpointSlice", ns) {
+        if let KubeObject::EndpointSlice(s) = &*e.object {
+            let Some(svc) = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(net::SERVICE_NAME_LABEL))
+                .filter(|l| *l == service)
+            else {
+                continue;
+            };
+            ix.arcs
+                .insert(&**s as *const EndpointSlice as *const (), &e.object);
+            let sns = s.metadata.namespace.as_deref().unwrap_or("default");
+            ix.slices.entry((sns, svc.as_str())).or_default().push(s);
+        }
+    }
+    ix
 }
 
 /// Every stored object a Kubernetes service's compiled form depends on.

@@ -1,7 +1,7 @@
 //! Source events → store → debounced compile → published snapshot.
 
 use crate::compile::change::SnapshotChange;
-use crate::compile::{compile_cached, CompileCache, Settings, Snapshot};
+use crate::compile::{compile_cached, compile_endpoints, CompileCache, Settings, Snapshot};
 use crate::store::{SourceEvent, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +78,13 @@ pub async fn run_live(
         // objects applied together reach proxies together.
         if changed && leading_edge(last_publish, now, debounce) {
             let started = std::time::Instant::now();
-            let mut snap = compile_cached(&store, &settings, version + 1, &mut cache);
+            let mut snap = compile_next(
+                &publish.borrow(),
+                &mut store,
+                &settings,
+                version + 1,
+                &mut cache,
+            );
             note_change(&publish.borrow(), &mut snap);
             if snap.change.is_some() {
                 version += 1;
@@ -102,11 +108,35 @@ pub async fn run_live(
         }
         version += 1;
         let started = std::time::Instant::now();
-        let mut snap = compile_cached(&store, &settings, version, &mut cache);
+        let mut snap = compile_next(
+            &publish.borrow(),
+            &mut store,
+            &settings,
+            version,
+            &mut cache,
+        );
         note_change(&publish.borrow(), &mut snap);
         publish_snapshot(&publish, snap, started);
         last_publish = Some(tokio::time::Instant::now());
     }
+}
+
+/// The snapshot after `prev`: when only EndpointSlices changed since it
+/// (with the same settings), `prev` with their services built again;
+/// otherwise a compile of the whole store.
+fn compile_next(
+    prev: &Snapshot,
+    store: &mut Store,
+    settings: &Arc<Settings>,
+    version: u64,
+    cache: &mut CompileCache,
+) -> Snapshot {
+    let changes = store.take_changes();
+    let same_settings = Arc::ptr_eq(&prev.settings, settings);
+    same_settings
+        .then(|| compile_endpoints(prev, store, &changes, version, cache))
+        .flatten()
+        .unwrap_or_else(|| compile_cached(store, settings, version, cache))
 }
 
 /// Records in `snap` what differs from `prev` (the snapshot published
