@@ -1,11 +1,13 @@
 //! What a sync stream sends when a snapshot changes. Views are built once per
 //! scope and version ([`ViewCache`]) and sent whole, or as a delta from the
 //! last view sent on that stream ([`mesh_api::syncdelta`]) to proxies that
-//! take deltas. When the snapshot records that only services changed and
-//! none of them can be in a proxy's view ([`crate::compile::change`]), that
-//! proxy gets an empty delta (the new version number) without its view
-//! being built at all: in a large mesh an endpoint change concerns a few
-//! proxies, and building every view for each was the agent's largest cost.
+//! take deltas. When the snapshot changed only endpoints since the view a
+//! stream last built ([`crate::compile::Snapshot::structure`]), that view is
+//! patched with the changed services and the delta carries them, without a
+//! view being built; streams whose view holds none of them are not woken at
+//! all ([`super::interest`]). When other services changed but none can be in
+//! a proxy's view ([`crate::compile::change`]), that proxy gets an empty
+//! delta (the new version number) without its view being built.
 
 use super::xds_metrics::PushKind;
 use super::Shared;
