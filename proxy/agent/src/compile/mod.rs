@@ -384,11 +384,28 @@ pub fn compile_endpoints(
         }
     }
     let services = registry::rebuild(store, &prev.settings, &prev.services, &affected, cache)?;
+    // Field by field (no `..prev.clone()`, which would copy the service map
+    // once more only to drop it); a new field must be placed here.
     Some(Snapshot {
         version,
+        settings: prev.settings.clone(),
         services,
+        virtual_services: prev.virtual_services.clone(),
+        destination_rules: prev.destination_rules.clone(),
+        gateways: prev.gateways.clone(),
+        sidecars: prev.sidecars.clone(),
+        peer_authentications: prev.peer_authentications.clone(),
+        authorization_policies: prev.authorization_policies.clone(),
+        telemetries: prev.telemetries.clone(),
+        rejected: prev.rejected.clone(),
+        warnings: prev.warnings.clone(),
+        pods: prev.pods.clone(),
+        pod_tracing: prev.pod_tracing.clone(),
+        secrets: prev.secrets.clone(),
+        selector_services: prev.selector_services.clone(),
+        gateway_api_status: prev.gateway_api_status.clone(),
         change: None,
-        ..prev.clone()
+        structure: prev.structure,
     })
 }
 
