@@ -35,6 +35,9 @@ fn exists(netns: &str) -> bool {
     Path::new("/var/run/netns").join(netns).exists()
 }
 
+/// The bridge's MAC address (set, so it stays when ports join).
+const BRIDGE_MAC: &str = "02:6d:65:73:68:01";
+
 /// Creates the node namespace with the bridge and its gateway address up, so
 /// the agent can bind the gateway address before the first pod exists.
 pub fn create(state: &State) -> anyhow::Result<()> {
@@ -44,7 +47,14 @@ pub fn create(state: &State) -> anyhow::Result<()> {
     }
     run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     if run(&["ip", "-n", ns, "link", "show", "cni0"]).is_err() {
-        run(&["ip", "-n", ns, "link", "add", "cni0", "type", "bridge"])?;
+        // An address of its own (locally administered): a bridge created
+        // without one takes the lowest MAC of its ports and changes it as pods
+        // join, and a pod whose ARP entry still names the old one loses its
+        // packets to the node (the agent, the gateway) for the seconds the
+        // entry takes to be probed again.
+        run(&[
+            "ip", "-n", ns, "link", "add", "cni0", "address", BRIDGE_MAC, "type", "bridge",
+        ])?;
         run(&[
             "ip",
             "-n",

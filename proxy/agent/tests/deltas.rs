@@ -2,8 +2,9 @@
 //! subscribes with `deltas` gets a full view first, then, when one service's
 //! endpoints change, a delta with that service alone, which rebuilds exactly
 //! the full view another stream (without `deltas`) receives at that version;
-//! a proxy of another namespace gets the new version alone (its view was
-//! not even built), one there that looked the service up gets the change;
+//! a proxy of another namespace gets nothing (its stream is not even woken)
+//! and still gets the host it looks up later, one there that looked the
+//! service up gets the change;
 //! a change outside the services (a VirtualService) comes as a full view; the
 //! client library ends with the same view; `/metrics` counts both kinds and
 //! their bytes. And the client library against a fake agent sending a delta
@@ -265,6 +266,26 @@ async fn one_endpoint_change_is_a_delta_of_one_service() {
         Got::Full(_) => panic!("an untouched view must not be sent whole"),
     }
     assert_eq!(ov.services, before.services);
+
+    // Another endpoint change the other namespace's proxy is not woken for,
+    // then it looks a host up: its stream is a version behind, and its view
+    // must still be built with the new host (not answered with the version).
+    std::fs::write(dir.path().join("many.yaml"), many("10.9.7.98")).unwrap();
+    let moved_again = |v: &ProxyView| endpoints_of(v, SVC7).contains(&"10.9.7.98".to_string());
+    follow(&mut d, &mut dv, moved_again).await;
+    let svc3 = "svc-3.shop.svc.cluster.local";
+    send(
+        &mut o,
+        &ClientMessage::Lookup {
+            target: svc3.into(),
+        },
+    )
+    .await;
+    follow(&mut o, &mut ov, |v| !endpoints_of(v, svc3).is_empty()).await;
+    assert!(matches!(
+        recv(&mut o).await.0,
+        AgentMessage::Lookup { host: Some(_), .. }
+    ));
 
     let delta_msgs = counter(
         agent.debug_addr,

@@ -220,8 +220,12 @@ impl Pushed {
         let (Some(last), Some(change)) = (&self.last, &snap.change) else {
             return false;
         };
+        // A proxy that looked up a host since its last view needs it built:
+        // its stream may lag behind (it is not woken for changes that do not
+        // concern it), so `version` alone does not say the view is current.
         self.deltas
             && !id.router
+            && self.requested == *requested
             && self.version == change.prev_version
             && snap.settings.visibility != Visibility::Mesh
             && !view::has_sidecar(snap, id)
