@@ -54,21 +54,41 @@ impl SnapshotChange {
         if prev.version == 0 || !same_apart_from_services(prev, next) {
             return None;
         }
+        // Both maps are sorted by hostname: one walk over the two, not a
+        // lookup per service (10,000 of them at every endpoint change).
         let mut changed: BTreeSet<&str> = BTreeSet::new();
-        for (h, s) in &next.services {
-            match prev.services.get(h) {
-                Some(p) if Arc::ptr_eq(p, s) || p == s => {}
-                _ => {
-                    changed.insert(h);
+        let mut a = prev.services.iter().peekable();
+        let mut b = next.services.iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                    std::cmp::Ordering::Equal => {
+                        if !(Arc::ptr_eq(va, vb) || va == vb) {
+                            changed.insert(kb);
+                        }
+                        a.next();
+                        b.next();
+                    }
+                    std::cmp::Ordering::Less => {
+                        changed.insert(ka); // removed
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        changed.insert(kb); // added
+                        b.next();
+                    }
+                },
+                (Some((ka, _)), None) => {
+                    changed.insert(ka);
+                    a.next();
                 }
+                (None, Some((kb, _))) => {
+                    changed.insert(kb);
+                    b.next();
+                }
+                (None, None) => break,
             }
         }
-        changed.extend(
-            prev.services
-                .keys()
-                .filter(|h| !next.services.contains_key(*h))
-                .map(String::as_str),
-        );
         let endpoints_only = changed.iter().all(|h| {
             matches!((prev.services.get(*h), next.services.get(*h)),
                 (Some(a), Some(b)) if same_but_endpoints(a, b))
@@ -234,6 +254,7 @@ mod tests {
         assert_eq!(c.prev_version, 1);
         let hosts: Vec<&str> = c.hosts.keys().map(String::as_str).collect();
         assert_eq!(hosts, ["b.back.svc.cluster.local"]);
+        assert!(c.endpoints_only, "only b's endpoint moved");
         let reach = &c.hosts["b.back.svc.cluster.local"];
         assert!(reach.admits("back"));
         assert!(
@@ -260,6 +281,35 @@ mod tests {
         assert!(c.hosts["b.back.svc.cluster.local"].admits("back"));
         assert!(!c.hosts["a.back.svc.cluster.local"].admits("back"));
         assert_eq!(c.hosts.len(), 2);
+        assert!(!c.endpoints_only, "a service came and one went");
+        // Kept, added after it, and one before it removed: the walk over
+        // both sorted maps sees each.
+        let before = vec![
+            ("a", svc("a", "back", "10.0.0.1", "*")),
+            ("m", svc("m", "back", "10.0.0.5", "*")),
+        ];
+        let after = vec![
+            ("m", svc("m", "back", "10.0.0.5", "*")),
+            ("z", svc("z", "back", "10.0.0.6", "*")),
+        ];
+        let c = snaps(&before, &after).unwrap();
+        let hosts: Vec<&str> = c.hosts.keys().map(String::as_str).collect();
+        assert_eq!(
+            hosts,
+            ["a.back.svc.cluster.local", "z.back.svc.cluster.local"]
+        );
+    }
+
+    #[test]
+    fn a_changed_port_is_more_than_an_endpoint_change() {
+        let before = vec![("a", svc("a", "back", "10.0.0.1", "*"))];
+        let after = vec![(
+            "a",
+            svc("a", "back", "10.0.0.1", "*").replace("port: 80}", "port: 81}"),
+        )];
+        let c = snaps(&before, &after).unwrap();
+        assert_eq!(c.hosts.len(), 1);
+        assert!(!c.endpoints_only);
     }
 
     #[test]
