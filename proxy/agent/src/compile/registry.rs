@@ -35,30 +35,43 @@ pub struct RegistryCache {
 fn index(store: &Store) -> Index<'_> {
     let mut ix = Index::default();
     for e in store.of_kind("Pod") {
-        if let KubeObject::Pod(p) = &*e.object {
-            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-            ix.pods.entry(ns).or_default().push(p);
-            ix.pods_by_name
-                .insert((ns, p.metadata.name.as_deref().unwrap_or("")), p);
-            ix.arcs.insert(&**p as *const Pod as *const (), &e.object);
-        }
+        ix.add_pod(e);
     }
     for e in store.of_kind("EndpointSlice") {
+        ix.add_slice(e, |_| true);
+    }
+    ix
+}
+
+impl<'a> Index<'a> {
+    fn add_pod(&mut self, e: &'a crate::store::Entry) {
+        if let KubeObject::Pod(p) = &*e.object {
+            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+            self.pods.entry(ns).or_default().push(p);
+            self.pods_by_name
+                .insert((ns, p.metadata.name.as_deref().unwrap_or("")), p);
+            self.arcs.insert(&**p as *const Pod as *const (), &e.object);
+        }
+    }
+
+    /// Adds a slice labelled with a service name that `keep` accepts.
+    fn add_slice(&mut self, e: &'a crate::store::Entry, keep: impl Fn(&str) -> bool) {
         if let KubeObject::EndpointSlice(s) = &*e.object {
-            ix.arcs
-                .insert(&**s as *const EndpointSlice as *const (), &e.object);
-            let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-            if let Some(svc) = s
+            let Some(svc) = s
                 .metadata
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(net::SERVICE_NAME_LABEL))
-            {
-                ix.slices.entry((ns, svc.as_str())).or_default().push(s);
-            }
+                .filter(|l| keep(l))
+            else {
+                return;
+            };
+            self.arcs
+                .insert(&**s as *const EndpointSlice as *const (), &e.object);
+            let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+            self.slices.entry((ns, svc.as_str())).or_default().push(s);
         }
     }
-    ix
 }
 
 /// Builds every service, keyed by hostname. Kubernetes Services win over a
@@ -156,30 +169,10 @@ pub fn rebuild(
 fn index_namespace<'a>(store: &'a Store, ns: &'a str, service: &str) -> Index<'a> {
     let mut ix = Index::default();
     for e in store.of_kind_in("Pod", ns) {
-        if let KubeObject::Pod(p) = &*e.object {
-            let pns = p.metadata.namespace.as_deref().unwrap_or("default");
-            ix.pods.entry(pns).or_default().push(p);
-            ix.pods_by_name
-                .insert((pns, p.metadata.name.as_deref().unwrap_or("")), p);
-            ix.arcs.insert(&**p as *const Pod as *const (), &e.object);
-        }
+        ix.add_pod(e);
     }
     for e in store.of_kind_in("EndpointSlice", ns) {
-        if let KubeObject::EndpointSlice(s) = &*e.object {
-            let Some(svc) = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(net::SERVICE_NAME_LABEL))
-                .filter(|l| *l == service)
-            else {
-                continue;
-            };
-            ix.arcs
-                .insert(&**s as *const EndpointSlice as *const (), &e.object);
-            let sns = s.metadata.namespace.as_deref().unwrap_or("default");
-            ix.slices.entry((sns, svc.as_str())).or_default().push(s);
-        }
+        ix.add_slice(e, |s| s == service);
     }
     ix
 }

@@ -273,37 +273,10 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
             }
         }
         view.version = snap.version;
-        let bytes = encode(&AgentMessage::Delta {
-            agent: shared.agent.clone(),
-            delta: ViewDelta {
-                base: pushed.version,
-                version: snap.version,
-                upsert,
-                remove: Vec::new(),
-            },
-        });
-        write_frame(w, &bytes).await?;
-        w.flush().await?;
-        shared.xds.sent(PushKind::Delta, bytes.len());
-        pushed.version = snap.version;
-        shared.tracker.sent(id, snap.version);
-        return Ok(());
+        return send_services(shared, w, snap, id, pushed, upsert, PushKind::Delta).await;
     }
     if pushed.untouched(snap, identity, requested) {
-        let bytes = encode(&AgentMessage::Delta {
-            agent: shared.agent.clone(),
-            delta: ViewDelta {
-                base: pushed.version,
-                version: snap.version,
-                ..Default::default()
-            },
-        });
-        write_frame(w, &bytes).await?;
-        w.flush().await?;
-        shared.xds.sent(PushKind::Unchanged, bytes.len());
-        pushed.version = snap.version;
-        shared.tracker.sent(id, snap.version);
-        return Ok(());
+        return send_services(shared, w, snap, id, pushed, Vec::new(), PushKind::Unchanged).await;
     }
     let built = shared.views.get(snap, identity, secrets, requested);
     let delta = pushed
@@ -343,5 +316,33 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     shared
         .tracker
         .sent_with_warnings(id, snap.version, built.warnings);
+    Ok(())
+}
+
+/// Sends `snap`'s version as a delta that upserts `upsert` (nothing: the
+/// version alone) on the version the proxy has, and records it as sent.
+async fn send_services<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    w: &mut W,
+    snap: &Snapshot,
+    id: u64,
+    pushed: &mut Pushed,
+    upsert: Vec<Arc<Service>>,
+    kind: PushKind,
+) -> Result<(), ProtocolError> {
+    let bytes = encode(&AgentMessage::Delta {
+        agent: shared.agent.clone(),
+        delta: ViewDelta {
+            base: pushed.version,
+            version: snap.version,
+            upsert,
+            remove: Vec::new(),
+        },
+    });
+    write_frame(w, &bytes).await?;
+    w.flush().await?;
+    shared.xds.sent(kind, bytes.len());
+    pushed.version = snap.version;
+    shared.tracker.sent(id, snap.version);
     Ok(())
 }
