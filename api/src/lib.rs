@@ -24,6 +24,7 @@ pub mod maistra;
 pub mod meshconfig;
 pub mod meshtracing;
 pub mod networking;
+pub mod portmap;
 pub mod ports;
 pub mod ratelimit;
 pub mod redirect;

@@ -194,7 +194,7 @@ pub struct ServicePort {
 pub struct Endpoint {
     pub address: String,
     /// Service port name → the endpoint's port.
-    pub ports: BTreeMap<String, u16>,
+    pub ports: crate::portmap::PortMap,
     pub labels: BTreeMap<String, String>,
     /// `region/zone/subzone`, empty when unknown.
     pub locality: String,

@@ -130,8 +130,10 @@ pub struct Snapshot {
     pub outbound_policy: OutboundPolicy,
     clusters: Vec<Arc<Cluster>>,
     by_vip: HashMap<SocketAddr, usize>,
-    /// `host[:port]` aliases (FQDN, `name.ns`, `name` in the proxy's namespace,
-    /// VIP) → cluster per port.
+    /// Host aliases (FQDN, `name.ns`, `name.ns.svc`, `name` in the proxy's
+    /// namespace) → their clusters, every port, in view order. One key per
+    /// alias, not per alias and port: a sidecar holds these for every
+    /// service it sees (VIPs are in `by_vip`).
     by_host: HashMap<String, Vec<usize>>,
     /// Endpoint address → cluster, for calls made straight to a pod IP.
     by_endpoint: HashMap<SocketAddr, usize>,
@@ -203,18 +205,10 @@ impl Snapshot {
                 for a in &svc.addresses {
                     if let Ok(ip) = a.parse::<IpAddr>() {
                         by_vip.insert(SocketAddr::new(ip, port.port), idx);
-                        by_host
-                            .entry(format!("{a}:{}", port.port))
-                            .or_default()
-                            .push(idx);
                     }
                 }
                 for alias in short.iter().chain(std::iter::once(&svc.hostname)) {
                     by_host.entry(alias.clone()).or_default().push(idx);
-                    by_host
-                        .entry(format!("{alias}:{}", port.port))
-                        .or_default()
-                        .push(idx);
                 }
                 clusters.push(Arc::new(Cluster {
                     name: cluster_name,
@@ -374,13 +368,26 @@ impl Snapshot {
         let authority = authority.trim_end_matches('.');
         let (host, explicit_port) = split_authority(authority);
         let port = explicit_port.unwrap_or(port);
-        let candidates = self.by_host.get(&format!("{host}:{port}")).or_else(|| {
-            explicit_port
-                .is_none()
-                .then(|| self.by_host.get(host))
-                .flatten()
-        })?;
-        candidates.first().map(|i| &self.clusters[*i])
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            // A VIP names one service port; a bare VIP takes the connection's.
+            return self
+                .by_vip
+                .get(&SocketAddr::new(ip, port))
+                .map(|i| &self.clusters[*i]);
+        }
+        let candidates = self.by_host.get(host)?;
+        // The host's cluster on that port; without an explicit port, else the
+        // host's first cluster (a call to `reviews` on a port it lacks).
+        candidates
+            .iter()
+            .find(|i| self.clusters[**i].port == port)
+            .or_else(|| {
+                explicit_port
+                    .is_none()
+                    .then(|| candidates.first())
+                    .flatten()
+            })
+            .map(|i| &self.clusters[*i])
     }
 
     pub fn clusters(&self) -> &[Arc<Cluster>] {

@@ -83,6 +83,11 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only write the mesh's YAML into this directory and exit (to run
+    /// `mesh-agent --config-dir` on it by hand, e.g. with a sidecar under
+    /// heaptrack).
+    #[arg(long)]
+    write_mesh: Option<PathBuf>,
 }
 
 const ENDPOINTS_PER_SERVICE: usize = 10;
@@ -583,6 +588,16 @@ fn main() {
     std::fs::create_dir(&mesh_dir).unwrap();
     let log = root.path().join("agent.log");
     let vs = args.virtual_services.min(args.services);
+    if let Some(dir) = &args.write_mesh {
+        std::fs::create_dir_all(dir).unwrap();
+        write_mesh(dir, args.services, args.namespaces, vs);
+        println!(
+            "[mesh] wrote {} Services to {}",
+            args.services,
+            dir.display()
+        );
+        return;
+    }
 
     // ---- mesh + agent
     let t = Instant::now();

@@ -11,7 +11,7 @@
 //! and [`Reach`] may name more namespaces than the views really include,
 //! never fewer.
 
-use super::{cross_host_matches, fqdn, Accepted, Snapshot};
+use super::{cross_host_matches, Accepted, Snapshot};
 use mesh_api::syncapi::Service;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -89,6 +89,32 @@ impl SnapshotChange {
                 (None, None) => break,
             }
         }
+        Some(SnapshotChange::of(prev, next, changed))
+    }
+
+    /// [`SnapshotChange::between`] for a `next` made from `prev` by replacing
+    /// at most the services named by `candidates`, everything else shared
+    /// (`compile_endpoints`): compares those alone, not the whole registry.
+    pub fn among<'a>(
+        prev: &Snapshot,
+        next: &Snapshot,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<SnapshotChange> {
+        if prev.version == 0 {
+            return None;
+        }
+        let changed = candidates
+            .into_iter()
+            .filter(|h| match (prev.services.get(*h), next.services.get(*h)) {
+                (Some(a), Some(b)) => !(Arc::ptr_eq(a, b) || a == b),
+                (None, None) => false,
+                _ => true,
+            })
+            .collect();
+        Some(SnapshotChange::of(prev, next, changed))
+    }
+
+    fn of(prev: &Snapshot, next: &Snapshot, changed: BTreeSet<&str>) -> SnapshotChange {
         let endpoints_only = changed.iter().all(|h| {
             matches!((prev.services.get(*h), next.services.get(*h)),
                 (Some(a), Some(b)) if same_but_endpoints(a, b))
@@ -97,11 +123,11 @@ impl SnapshotChange {
             .into_iter()
             .map(|h| (h.to_string(), reach(next, h)))
             .collect();
-        Some(SnapshotChange {
+        SnapshotChange {
             prev_version: prev.version,
             hosts,
             endpoints_only,
-        })
+        }
     }
 }
 
@@ -151,15 +177,9 @@ fn reach(snap: &Snapshot, host: &str) -> Reach {
             }
         }
     }
-    for vs in &snap.virtual_services {
-        let names_it = crate::gateway::bind::destinations(vs.vs()).iter().any(|d| {
-            cross_host_matches(
-                &fqdn(d, &vs.key.namespace, &snap.settings.domain_suffix),
-                host,
-            )
-        });
-        if names_it {
-            namespaces.insert(vs.key.namespace.clone());
+    for (dest, ns) in snap.vs_destinations() {
+        if !namespaces.contains(ns) && cross_host_matches(dest, host) {
+            namespaces.insert(ns.clone());
         }
     }
     Reach::Namespaces(namespaces)

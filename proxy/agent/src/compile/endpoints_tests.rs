@@ -167,6 +167,16 @@ fn an_endpoint_slice_change_rebuilds_its_services_as_a_full_compile_would() {
         let fast = compile_endpoints(&prev, &store, &changes, version, &mut cache)
             .unwrap_or_else(|| panic!("{step}: not taken as an endpoints-only change"));
         assert_same(&fast, &compile(&store, &settings, version), step);
+        // The change it records from the rebuilt hosts is the one a walk
+        // over both registries finds.
+        let walked = super::change::SnapshotChange::between(&prev, &fast);
+        assert_eq!(fast.change.as_deref(), walked.as_ref(), "{step}: change");
+        let nothing = *step == "a slice of no service";
+        assert_eq!(
+            walked.map(|c| c.hosts.is_empty()),
+            Some(nothing),
+            "{step}: changed hosts"
+        );
         prev = fast;
     }
 

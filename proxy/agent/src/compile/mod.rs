@@ -141,13 +141,16 @@ impl Accepted {
     }
 }
 
+/// The registry: services by hostname.
+pub type Services = BTreeMap<String, Arc<Service>>;
+
 /// An immutable compiled mesh at one version.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub version: u64,
     pub settings: Arc<Settings>,
     /// Services by hostname.
-    pub services: BTreeMap<String, Arc<Service>>,
+    pub services: Services,
     pub virtual_services: Vec<Accepted>,
     pub destination_rules: Vec<Accepted>,
     pub gateways: Vec<Accepted>,
@@ -174,13 +177,39 @@ pub struct Snapshot {
     /// that object's key (what the status writer PATCHes).
     pub gateway_api_status: Arc<BTreeMap<ResourceKey, serde_json::Value>>,
     /// What differs from the snapshot published before, when only services
-    /// do (set by the pipeline; `None` for a standalone compile).
+    /// do (set by the pipeline, or by `compile_endpoints`, which knows; `None`
+    /// for a standalone compile).
     pub change: Option<Arc<change::SnapshotChange>>,
     /// The version of the last snapshot that changed more than endpoints
     /// (this one's own unless [`change::SnapshotChange::endpoints_only`]): a
     /// view built at the same `structure` differs from this version's only
     /// in its services' endpoints. 0 for a standalone compile.
     pub structure: u64,
+    /// Every VirtualService destination as an FQDN with the namespace of its
+    /// VirtualService, built on first use ([`Snapshot::vs_destinations`]) and
+    /// shared by the snapshots of the same structure (the VirtualServices
+    /// are the same): each endpoint change asks which namespaces route to
+    /// the changed host.
+    pub vs_destinations: Arc<std::sync::OnceLock<Vec<(String, String)>>>,
+}
+
+impl Snapshot {
+    /// (destination FQDN, VirtualService namespace) for every destination of
+    /// every accepted VirtualService.
+    pub fn vs_destinations(&self) -> &[(String, String)] {
+        self.vs_destinations.get_or_init(|| {
+            let domain = &self.settings.domain_suffix;
+            self.virtual_services
+                .iter()
+                .flat_map(|vs| {
+                    let ns = &vs.key.namespace;
+                    crate::gateway::bind::destinations(vs.vs())
+                        .into_iter()
+                        .map(move |d| (fqdn(&d, ns, domain), ns.clone()))
+                })
+                .collect()
+        })
+    }
 }
 
 /// Is a resource with `export_to` in namespace `owner` visible from `ns`?
@@ -354,7 +383,8 @@ pub fn compile_cached(
 /// The snapshot after `prev` when only EndpointSlices changed (`changes`,
 /// from [`Store::take_changes`]): `prev` with the services those slices
 /// belong to (before and after the change) built again, the rest shared.
-/// Equals [`compile_cached`]'s result; `None` when it cannot stand for it
+/// Equals [`compile_cached`]'s result, with [`Snapshot::change`] already
+/// set from the rebuilt hosts; `None` when it cannot stand for it
 /// (mesh members restrict the store, a service appears or disappears).
 pub fn compile_endpoints(
     prev: &Snapshot,
@@ -383,10 +413,11 @@ pub fn compile_endpoints(
             }
         }
     }
-    let services = registry::rebuild(store, &prev.settings, &prev.services, &affected, cache)?;
+    let (services, hosts) =
+        registry::rebuild(store, &prev.settings, &prev.services, &affected, cache)?;
     // Field by field (no `..prev.clone()`, which would copy the service map
     // once more only to drop it); a new field must be placed here.
-    Some(Snapshot {
+    let mut next = Snapshot {
         version,
         settings: prev.settings.clone(),
         services,
@@ -406,7 +437,12 @@ pub fn compile_endpoints(
         gateway_api_status: prev.gateway_api_status.clone(),
         change: None,
         structure: prev.structure,
-    })
+        vs_destinations: prev.vs_destinations.clone(),
+    };
+    // What changed is known: the rebuilt hosts (no walk over the registry).
+    next.change =
+        change::SnapshotChange::among(prev, &next, hosts.iter().map(String::as_str)).map(Arc::new);
+    Some(next)
 }
 
 /// (namespace, pod) → serviceAccountName, `default` when the Pod names none

@@ -3,7 +3,7 @@
 //! and ServiceEntry hosts.
 
 use super::protocol;
-use super::Settings;
+use super::{Services, Settings};
 use crate::objects::KubeObject;
 use crate::store::Store;
 use k8s_openapi::api::core::v1::{Pod, Service as KService};
@@ -82,7 +82,7 @@ pub fn build(
     warnings: &mut Vec<String>,
     accepted_se: &[&ServiceEntry],
     cache: &mut RegistryCache,
-) -> BTreeMap<String, Arc<Service>> {
+) -> Services {
     let ix = index(store);
     let mut out = BTreeMap::new();
     let mut next = HashMap::with_capacity(cache.entries.len());
@@ -133,11 +133,12 @@ pub fn build(
 pub fn rebuild(
     store: &Store,
     settings: &Settings,
-    prev: &BTreeMap<String, Arc<Service>>,
+    prev: &Services,
     affected: &BTreeSet<(String, String)>,
     cache: &mut RegistryCache,
-) -> Option<BTreeMap<String, Arc<Service>>> {
+) -> Option<(Services, Vec<String>)> {
     let mut out = prev.clone();
+    let mut hosts = Vec::new();
     for (ns, name) in affected {
         let key = ResourceKey {
             kind: "Service".into(),
@@ -159,9 +160,10 @@ pub fn rebuild(
             return None;
         }
         out.insert(svc.hostname.clone(), svc.clone());
+        hosts.push(svc.hostname.clone());
         cache.entries.insert(cache_key, (inputs, svc));
     }
-    Some(out)
+    Some((out, hosts))
 }
 
 /// [`index`] of what one service's endpoints come from: the pods of its
@@ -315,7 +317,7 @@ fn locality(labels: Option<&BTreeMap<String, String>>, zone: Option<&str>) -> St
 fn from_slices(ns: &str, slices: &[&EndpointSlice], ix: &Index<'_>) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for s in slices {
-        let ports: BTreeMap<String, u16> = s
+        let ports: mesh_api::portmap::PortMap = s
             .ports
             .iter()
             .flatten()
@@ -432,7 +434,7 @@ fn service_entry(se: &ServiceEntry, ix: &Index<'_>, trust_domain: &str) -> Vec<S
                 .into(),
         })
         .collect();
-    let default_ports = |over: &BTreeMap<String, u32>| -> BTreeMap<String, u16> {
+    let default_ports = |over: &BTreeMap<String, u32>| -> mesh_api::portmap::PortMap {
         ports
             .iter()
             .map(|p| {

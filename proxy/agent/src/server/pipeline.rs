@@ -140,9 +140,12 @@ fn compile_next(
 }
 
 /// Records in `snap` what differs from `prev` (the snapshot published
-/// before): the changed services, and the version of its structure.
+/// before): the changed services (already known when `compile_endpoints`
+/// made it from `prev`), and the version of its structure.
 fn note_change(prev: &Snapshot, snap: &mut Snapshot) {
-    snap.change = SnapshotChange::between(prev, snap).map(Arc::new);
+    if snap.change.is_none() {
+        snap.change = SnapshotChange::between(prev, snap).map(Arc::new);
+    }
     snap.structure = match &snap.change {
         Some(c) if c.endpoints_only && prev.structure != 0 => prev.structure,
         _ => snap.version,

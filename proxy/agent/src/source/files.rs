@@ -182,11 +182,11 @@ impl FilesSource {
             if p.is_dir() {
                 files.extend(scan(&p).unwrap_or_default());
                 // Files that vanished with a moved-away subfolder.
-                files.extend(known.iter().filter(|k| k.starts_with(&p)).cloned());
+                files.extend(known_under(known, &p));
             } else if is_config_file(&p) {
                 files.insert(p.clone());
             } else if !p.exists() {
-                files.extend(known.iter().filter(|k| k.starts_with(&p)).cloned());
+                files.extend(known_under(known, &p));
             }
         }
         let mut out = Vec::new();
@@ -208,5 +208,48 @@ impl FilesSource {
             out.push(ev);
         }
         out
+    }
+}
+
+/// The known files at or under `p`. Paths order component by component, so
+/// they are one run of the set starting at `p`: a renamed-away temp file (an
+/// editor's or `kubectl`-style atomic write) costs a lookup, not a walk over
+/// every file of a large folder.
+fn known_under(known: &BTreeSet<PathBuf>, p: &Path) -> Vec<PathBuf> {
+    known
+        .range::<Path, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded))
+        .take_while(|k| k.starts_with(p))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_under_is_the_run_of_paths_below_one_path() {
+        let known: BTreeSet<PathBuf> = [
+            "/m/a.yaml",
+            "/m/b/x.yaml",
+            "/m/b/deep/y.yaml",
+            "/m/b.yaml",
+            "/m/bc/z.yaml",
+            "/m/c.yaml",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        let under = |p: &str| known_under(&known, Path::new(p));
+        assert_eq!(
+            under("/m/b"),
+            [
+                PathBuf::from("/m/b/deep/y.yaml"),
+                PathBuf::from("/m/b/x.yaml")
+            ]
+        );
+        assert_eq!(under("/m/b.yaml"), [PathBuf::from("/m/b.yaml")]);
+        assert_eq!(under("/m/.b.yaml.tmp"), Vec::<PathBuf>::new());
+        assert_eq!(under("/m").len(), known.len());
     }
 }
