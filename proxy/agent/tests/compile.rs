@@ -350,7 +350,7 @@ fn member_scope_drops_other_namespaces_and_their_proxies_get_nothing() {
     assert!(
         !s.services.keys().any(|h| h.contains(".inventory.")),
         "{:?}",
-        s.services.keys()
+        s.services.keys().collect::<Vec<_>>()
     );
     assert!(s.services.contains_key("web.shop.svc.cluster.local"));
     assert!(s.pods.keys().all(|(ns, _)| ns != "inventory"));

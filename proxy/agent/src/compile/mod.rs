@@ -142,7 +142,7 @@ impl Accepted {
 }
 
 /// The registry: services by hostname.
-pub type Services = BTreeMap<String, Arc<Service>>;
+pub type Services = imbl::OrdMap<String, Arc<Service>>;
 
 /// An immutable compiled mesh at one version.
 #[derive(Debug, Clone, Default)]

@@ -122,7 +122,7 @@ pub fn build(
             out.insert(svc.hostname.clone(), Arc::new(svc));
         }
     }
-    out
+    out.into_iter().collect()
 }
 
 /// [`build`] after a change to EndpointSlices alone: `prev` (the registry
