@@ -224,6 +224,40 @@ mod tests {
     use crate::compile::{compile, Settings};
     use crate::store::Store;
 
+    #[test]
+    fn hosts_changed_since_unions_the_remembered_changes_back_to_a_version() {
+        let change = |prev_version: u64, hosts: &[&str]| {
+            Arc::new(SnapshotChange {
+                prev_version,
+                hosts: hosts.iter().map(|h| (h.to_string(), Reach::All)).collect(),
+                endpoints_only: true,
+            })
+        };
+        let snap = Snapshot {
+            version: 13,
+            recent_changes: Arc::new(
+                [
+                    change(10, &["a"]),
+                    change(11, &["b"]),
+                    change(12, &["a", "c"]),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let since = |v| {
+            snap.hosts_changed_since(v)
+                .map(|h| h.into_iter().collect::<Vec<_>>())
+        };
+        assert_eq!(since(13), Some(vec![]));
+        assert_eq!(since(12), Some(vec!["a", "c"]));
+        assert_eq!(since(11), Some(vec!["a", "b", "c"]));
+        assert_eq!(since(10), Some(vec!["a", "b", "c"]));
+        // Older than what is remembered, or a version between two: unknown.
+        assert_eq!(since(9), None);
+        assert_eq!(since(14), None);
+    }
+
     fn store(files: &[(&str, String)]) -> Store {
         let mut s = Store::default();
         for (origin, text) in files {

@@ -191,9 +191,34 @@ pub struct Snapshot {
     /// are the same): each endpoint change asks which namespaces route to
     /// the changed host.
     pub vs_destinations: Arc<std::sync::OnceLock<Vec<(String, String)>>>,
+    /// The endpoints-only changes since `structure`, oldest first, at most
+    /// [`RECENT_CHANGES`] (set by the pipeline): what a stream a few versions
+    /// behind must patch, without comparing its whole view
+    /// ([`Snapshot::hosts_changed_since`]).
+    pub recent_changes: Arc<std::collections::VecDeque<Arc<change::SnapshotChange>>>,
 }
 
+/// How many endpoints-only changes a snapshot remembers.
+pub const RECENT_CHANGES: usize = 256;
+
 impl Snapshot {
+    /// The hosts whose services may differ between snapshot `version` and
+    /// this one; `None` when [`Snapshot::recent_changes`] does not reach back
+    /// to it.
+    pub fn hosts_changed_since(&self, version: u64) -> Option<BTreeSet<&str>> {
+        let mut hosts = BTreeSet::new();
+        if version == self.version {
+            return Some(hosts);
+        }
+        for c in self.recent_changes.iter().rev() {
+            hosts.extend(c.hosts.keys().map(String::as_str));
+            if c.prev_version <= version {
+                return (c.prev_version == version).then_some(hosts);
+            }
+        }
+        None
+    }
+
     /// (destination FQDN, VirtualService namespace) for every destination of
     /// every accepted VirtualService.
     pub fn vs_destinations(&self) -> &[(String, String)] {
@@ -438,6 +463,7 @@ pub fn compile_endpoints(
         change: None,
         structure: prev.structure,
         vs_destinations: prev.vs_destinations.clone(),
+        recent_changes: Arc::default(),
     };
     // What changed is known: the rebuilt hosts (no walk over the registry).
     next.change =

@@ -150,6 +150,17 @@ fn note_change(prev: &Snapshot, snap: &mut Snapshot) {
         Some(c) if c.endpoints_only && prev.structure != 0 => prev.structure,
         _ => snap.version,
     };
+    snap.recent_changes = match &snap.change {
+        Some(c) if snap.structure == prev.structure && snap.structure != snap.version => {
+            let mut recent = (*prev.recent_changes).clone();
+            if recent.len() == crate::compile::RECENT_CHANGES {
+                recent.pop_front();
+            }
+            recent.push_back(c.clone());
+            Arc::new(recent)
+        }
+        _ => Arc::default(),
+    };
 }
 
 /// Logs what `snap` rejected and its summary, and publishes it.

@@ -202,9 +202,26 @@ impl Pushed {
             return None;
         }
         let mut changed = Vec::new();
+        let differs = |now: &Arc<Service>, s: &Arc<Service>| !Arc::ptr_eq(now, s) && **now != **s;
+        if let Some(hosts) = snap.hosts_changed_since(self.version) {
+            // Only these can differ: look them up in the view (sorted by
+            // hostname), not the view's hundred services in the registry.
+            for h in hosts {
+                if let Ok(i) = last
+                    .services
+                    .binary_search_by(|s| s.hostname.as_str().cmp(h))
+                {
+                    let now = snap.services.get(h)?;
+                    if differs(now, &last.services[i]) {
+                        changed.push(now.clone());
+                    }
+                }
+            }
+            return Some(changed);
+        }
         for s in &last.services {
             let now = snap.services.get(&s.hostname)?;
-            if !Arc::ptr_eq(now, s) && **now != **s {
+            if differs(now, s) {
                 changed.push(now.clone());
             }
         }
