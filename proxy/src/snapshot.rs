@@ -122,6 +122,29 @@ pub struct Cluster {
     pub pinned: bool,
 }
 
+/// Endpoint address → the first cluster (in view order) with that endpoint,
+/// as a sorted list: a sidecar holds an entry per endpoint and port of every
+/// service it sees, and a hash map at its load factor is about twice the size.
+/// Looked up once per connection to a pod's own address.
+#[derive(Debug, Default)]
+struct ByAddr(Box<[(SocketAddr, usize)]>);
+
+impl ByAddr {
+    fn new(mut entries: Vec<(SocketAddr, usize)>) -> ByAddr {
+        // Stable: of one address's entries the first pushed stays first.
+        entries.sort_by_key(|e| e.0);
+        entries.dedup_by_key(|e| e.0);
+        ByAddr(entries.into_boxed_slice())
+    }
+
+    fn get(&self, addr: SocketAddr) -> Option<&usize> {
+        self.0
+            .binary_search_by_key(&addr, |e| e.0)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+}
+
 /// The immutable, indexed view one proxy runs on.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -136,7 +159,7 @@ pub struct Snapshot {
     /// service it sees (VIPs are in `by_vip`).
     by_host: HashMap<String, Vec<usize>>,
     /// Endpoint address → cluster, for calls made straight to a pod IP.
-    by_endpoint: HashMap<SocketAddr, usize>,
+    by_endpoint: ByAddr,
     /// (FQDN, port) → cluster, for route destinations.
     by_host_port: HashMap<(String, u16), usize>,
     /// (FQDN, port, subset) → the subset's cluster (DestinationRule subsets).
@@ -160,7 +183,7 @@ impl Snapshot {
         let mut clusters = Vec::new();
         let mut by_vip = HashMap::new();
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_endpoint = HashMap::new();
+        let mut by_endpoint = Vec::new();
         let mut by_host_port = HashMap::new();
         let mut subsets = HashMap::new();
         for svc in &view.services {
@@ -200,7 +223,7 @@ impl Snapshot {
                     })
                     .collect();
                 for ep in &endpoints {
-                    by_endpoint.entry(ep.addr).or_insert(idx);
+                    by_endpoint.push((ep.addr, idx));
                 }
                 for a in &svc.addresses {
                     if let Ok(ip) = a.parse::<IpAddr>() {
@@ -293,7 +316,7 @@ impl Snapshot {
             clusters,
             by_vip,
             by_host,
-            by_endpoint,
+            by_endpoint: ByAddr::new(by_endpoint),
             by_host_port,
             subsets,
             routes,
@@ -344,7 +367,7 @@ impl Snapshot {
     pub fn cluster_for_dst(&self, dst: SocketAddr) -> Option<&Arc<Cluster>> {
         self.by_vip
             .get(&dst)
-            .or_else(|| self.by_endpoint.get(&dst))
+            .or_else(|| self.by_endpoint.get(dst))
             .map(|i| &self.clusters[*i])
     }
 
@@ -355,7 +378,7 @@ impl Snapshot {
         if self.by_vip.contains_key(&dst) {
             return None;
         }
-        let base = &self.clusters[*self.by_endpoint.get(&dst)?];
+        let base = &self.clusters[*self.by_endpoint.get(dst)?];
         let mut pinned = Cluster::clone(base);
         pinned.endpoints.retain(|e| e.addr == dst);
         pinned.pinned = true;
@@ -593,6 +616,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn by_addr_keeps_the_first_cluster_of_an_address() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let m = ByAddr::new(vec![
+            (a("10.0.0.2:80"), 0),
+            (a("10.0.0.1:80"), 1),
+            (a("10.0.0.2:80"), 2),
+            (a("[fd00::1]:80"), 3),
+        ]);
+        assert_eq!(m.get(a("10.0.0.2:80")), Some(&0));
+        assert_eq!(m.get(a("10.0.0.1:80")), Some(&1));
+        assert_eq!(m.get(a("[fd00::1]:80")), Some(&3));
+        assert_eq!(m.get(a("10.0.0.1:81")), None);
+        assert_eq!(ByAddr::default().get(a("10.0.0.1:80")), None);
+    }
     use mesh_api::syncapi::{Endpoint as VEp, ServicePort};
 
     fn view() -> ProxyView {

@@ -71,7 +71,18 @@ pub struct ClusterState {
 #[derive(Debug, Default)]
 struct Entry {
     state: Arc<ClusterState>,
-    endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+    /// By address, sorted: one per endpoint of every cluster in view, where a
+    /// hash map per cluster would cost about twice the memory.
+    endpoints: Box<[(SocketAddr, Arc<EndpointState>)]>,
+}
+
+impl Entry {
+    fn endpoint(&self, addr: SocketAddr) -> Option<&Arc<EndpointState>> {
+        self.endpoints
+            .binary_search_by_key(&addr, |e| e.0)
+            .ok()
+            .map(|i| &self.endpoints[i].1)
+    }
 }
 
 /// The state of every cluster and endpoint of one snapshot. Immutable: a push
@@ -94,14 +105,17 @@ pub fn join(old: &Table, snap: &Snapshot) -> Table {
     let mut clusters = HashMap::new();
     for c in snap.all_clusters() {
         let prev = old.clusters.get(&c.name);
-        let endpoints = c
+        let mut endpoints: Vec<_> = c
             .endpoints
             .iter()
             .map(|e| {
-                let kept = prev.and_then(|p| p.endpoints.get(&e.addr)).cloned();
+                let kept = prev.and_then(|p| p.endpoint(e.addr)).cloned();
                 (e.addr, kept.unwrap_or_default())
             })
             .collect();
+        endpoints.sort_by_key(|e| e.0);
+        endpoints.dedup_by_key(|e| e.0);
+        let endpoints = endpoints.into_boxed_slice();
         clusters.entry(c.name.clone()).or_insert_with(|| Entry {
             state: prev.map(|p| p.state.clone()).unwrap_or_default(),
             endpoints,
@@ -118,7 +132,7 @@ impl Table {
 
     /// An endpoint's state within a cluster, if the table has it.
     pub fn endpoint(&self, cluster: &str, addr: SocketAddr) -> Option<&Arc<EndpointState>> {
-        self.clusters.get(cluster)?.endpoints.get(&addr)
+        self.clusters.get(cluster)?.endpoint(addr)
     }
 
     /// `c` with the state of it and each of its endpoints.
@@ -132,7 +146,7 @@ impl Table {
                 .map(|ep| Member {
                     ep: ep.clone(),
                     state: entry
-                        .and_then(|e| e.endpoints.get(&ep.addr))
+                        .and_then(|e| e.endpoint(ep.addr))
                         .cloned()
                         .unwrap_or_default(),
                 })
