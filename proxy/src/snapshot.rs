@@ -95,8 +95,10 @@ pub enum OutboundPolicy {
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub service_account: Option<String>,
+    /// Shared by the endpoint's clusters (one per service port, and subsets):
+    /// a pod's labels are a dozen strings, held once.
+    pub labels: Arc<std::collections::BTreeMap<String, String>>,
+    pub service_account: Option<Arc<str>>,
     /// Whether connections to this endpoint are mTLS (DestinationRule or auto).
     pub tls: crate::mtls::UpstreamTls,
 }
@@ -186,12 +188,27 @@ impl Snapshot {
         let mut by_endpoint = Vec::new();
         let mut by_host_port = HashMap::new();
         let mut subsets = HashMap::new();
+        let no_labels = Arc::new(std::collections::BTreeMap::new());
         for svc in &view.services {
             let short = short_names(svc, namespace);
             let host: Arc<str> = Arc::from(svc.hostname.as_str());
             let service_name: Arc<str> =
                 Arc::from(svc.hostname.split('.').next().unwrap_or_default());
             let ns: Arc<str> = Arc::from(svc.namespace.as_str());
+            // Each endpoint's labels and identity, once for all its ports.
+            let facts: Vec<_> = svc
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let labels = if e.labels.is_empty() {
+                        no_labels.clone()
+                    } else {
+                        Arc::new(e.labels.clone())
+                    };
+                    let sa: Option<Arc<str>> = e.service_account.as_deref().map(Arc::from);
+                    (labels, sa)
+                })
+                .collect();
             for port in &svc.ports {
                 let idx = clusters.len();
                 let cluster_name = format!("outbound|{}||{}", port.port, svc.hostname);
@@ -205,8 +222,9 @@ impl Snapshot {
                 let endpoints: Vec<Arc<Endpoint>> = svc
                     .endpoints
                     .iter()
-                    .filter(|e| e.ready)
-                    .filter_map(|e| {
+                    .zip(&facts)
+                    .filter(|(e, _)| e.ready)
+                    .filter_map(|(e, (labels, service_account))| {
                         let ip: IpAddr = e.address.parse().ok()?;
                         let target = e
                             .ports
@@ -216,8 +234,8 @@ impl Snapshot {
                             .unwrap_or(port.port);
                         Some(Arc::new(Endpoint {
                             addr: SocketAddr::new(ip, target),
-                            labels: e.labels.clone(),
-                            service_account: e.service_account.clone(),
+                            labels: labels.clone(),
+                            service_account: service_account.clone(),
                             tls: ctls.for_endpoint(&e.labels),
                         }))
                     })
@@ -665,6 +683,48 @@ mod tests {
             outbound_traffic_policy: "REGISTRY_ONLY".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn host_lookups_and_shared_endpoint_facts() {
+        let mut v = view();
+        let svc = std::sync::Arc::make_mut(&mut v.services[0]);
+        svc.ports.push(ServicePort {
+            name: "grpc".into(),
+            port: 9090,
+            target_port: None,
+            protocol: "GRPC".into(),
+        });
+        svc.endpoints[0].labels = [("app".to_string(), "reviews".to_string())].into();
+        svc.endpoints[0].service_account = Some("bookinfo-reviews".into());
+        let snap = Snapshot::compile(v, "default").unwrap();
+        let port = |a: &str, p: u16| snap.cluster_for_authority(a, p).map(|c| c.port);
+        // A name and its aliases, by the connection's port or an explicit one.
+        assert_eq!(port("reviews", 9090), Some(9090));
+        assert_eq!(port("reviews.default.svc.cluster.local.", 9080), Some(9080));
+        assert_eq!(port("reviews.default:9090", 80), Some(9090));
+        // No explicit port and none of the service's: its first port.
+        assert_eq!(port("reviews.default.svc", 80), Some(9080));
+        assert_eq!(port("reviews:80", 9080), None);
+        // A VIP names one service port; an endpoint address or a stranger none.
+        assert_eq!(port("10.96.0.10", 9090), Some(9090));
+        assert_eq!(port("10.96.0.10:80", 9090), None);
+        assert_eq!(port("10.88.0.5", 9080), None);
+        assert_eq!(port("ratings", 9080), None);
+        // One endpoint, two ports: its labels and identity are held once.
+        let eps: Vec<_> = snap
+            .clusters()
+            .iter()
+            .map(|c| c.endpoints[0].clone())
+            .collect();
+        assert_eq!(eps.len(), 2);
+        assert!(std::sync::Arc::ptr_eq(&eps[0].labels, &eps[1].labels));
+        assert_eq!(
+            eps[1].labels.get("app").map(String::as_str),
+            Some("reviews")
+        );
+        assert_eq!(eps[1].service_account.as_deref(), Some("bookinfo-reviews"));
+        assert_ne!(eps[0].addr, eps[1].addr);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub(crate) async fn carry<D>(
             let endpoint = snap.as_ref().zip(ip).and_then(|(s, ip)| {
                 s.clusters().iter().find_map(|c| {
                     let e = c.endpoints.iter().find(|e| e.addr.ip() == ip)?;
-                    Some((&e.labels, &c.namespace, e.service_account.as_deref()))
+                    Some((&*e.labels, &c.namespace, e.service_account.as_deref()))
                 })
             });
             Workload::of_peer(
