@@ -432,7 +432,9 @@ async fn session(
                 continue;
             }
         };
-        let msg: AgentMessage = decode(&frame?)?;
+        let frame = frame?;
+        let msg: AgentMessage = decode(&frame)?;
+        release_large_frame(&mut io, frame);
         match msg {
             AgentMessage::View { agent, view } => {
                 let view = Arc::new(view);
@@ -505,6 +507,20 @@ fn deliver(
     }
 }
 
+/// Frames above this size do not keep their buffer once decoded.
+const KEEP_READ_BUFFER: usize = 64 * 1024;
+
+/// Drops a decoded frame, and with a large one (a whole view: hundreds of KB
+/// in a big namespace) the read buffer it was read into, which would
+/// otherwise stay allocated for the life of the connection, in every sidecar.
+fn release_large_frame<T>(io: &mut crate::syncframe::Stream<T>, frame: bytes::BytesMut) {
+    let large = frame.len() > KEEP_READ_BUFFER;
+    drop(frame);
+    if large && io.read_buffer().is_empty() {
+        *io.read_buffer_mut() = bytes::BytesMut::new();
+    }
+}
+
 /// The pod's token as the file holds it now.
 async fn read_token(file: &std::path::Path) -> Result<String, ProtocolError> {
     let text = tokio::fs::read_to_string(file).await.map_err(|e| {
@@ -553,4 +569,27 @@ pub async fn request_certificate(
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
         .map_err(|_| ProtocolError::Unexpected(format!("CA at {addr} did not answer within 10s")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+
+    #[tokio::test]
+    async fn a_large_frame_does_not_keep_its_read_buffer_a_small_one_does() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (mut tx, mut rx) = (crate::syncframe::framed(a), crate::syncframe::framed(b));
+        for (len, kept) in [(200 * 1024, false), (1024, true)] {
+            tx.send(bytes::Bytes::from(vec![b'x'; len])).await.unwrap();
+            let frame = rx.next().await.unwrap().unwrap();
+            assert_eq!(frame.len(), len);
+            release_large_frame(&mut rx, frame);
+            assert_eq!(
+                rx.read_buffer().capacity() > 0,
+                kept,
+                "frame of {len} bytes"
+            );
+        }
+    }
 }
