@@ -158,9 +158,40 @@ fn check_re2(pattern: &str) -> Result<(), ValueError> {
     regex_syntax::ast::visit(&ast, Re2Flags).map_err(|e| regex_error(pattern, e))
 }
 
+std::thread_local! {
+    /// Regexes compiled within [`sharing_regexes`] on this thread, by pattern.
+    static SHARED: std::cell::RefCell<Option<std::collections::HashMap<(String, bool), regex::Regex>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, in which [`full_match_regex`] compiles each (pattern, case)
+/// once and hands out clones (which share the compiled program). Routes
+/// generated from one template repeat their regexes in every service, and
+/// each compiled regex holds tens of KB for the life of a snapshot.
+pub fn sharing_regexes<R>(f: impl FnOnce() -> R) -> R {
+    let outer = SHARED.with(|s| s.borrow_mut().replace(Default::default()));
+    let r = f();
+    SHARED.with(|s| *s.borrow_mut() = outer);
+    r
+}
+
 /// A regex that must match the whole value (StringMatch `regex`, as Envoy's
 /// full match); `ignore_case` is the form `ignoreUriCase` gives.
 pub fn full_match_regex(pattern: &str, ignore_case: bool) -> Result<regex::Regex, ValueError> {
+    let key = (pattern.to_string(), ignore_case);
+    if let Some(r) = SHARED.with(|s| s.borrow().as_ref().and_then(|m| m.get(&key).cloned())) {
+        return Ok(r);
+    }
+    let r = compile_full_match(pattern, ignore_case)?;
+    SHARED.with(|s| {
+        if let Some(m) = s.borrow_mut().as_mut() {
+            m.insert(key, r.clone());
+        }
+    });
+    Ok(r)
+}
+
+fn compile_full_match(pattern: &str, ignore_case: bool) -> Result<regex::Regex, ValueError> {
     check_re2(pattern)?;
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .case_insensitive(ignore_case)
@@ -243,6 +274,26 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sharing_regexes_compiles_each_pattern_once_within_its_scope() {
+        let cached = || SHARED.with(|s| s.borrow().as_ref().map(|m| m.len()));
+        assert_eq!(cached(), None);
+        sharing_regexes(|| {
+            let a = full_match_regex("/api/v[0-9]+/.*", false).unwrap();
+            let b = full_match_regex("/api/v[0-9]+/.*", false).unwrap();
+            let c = full_match_regex("/api/v[0-9]+/.*", true).unwrap();
+            assert_eq!(cached(), Some(2));
+            assert!(a.is_match("/api/v2/x") && b.is_match("/api/v2/x"));
+            assert!(c.is_match("/API/V2/x") && !b.is_match("/API/V2/x"));
+            assert!(full_match_regex("(", false).is_err());
+            assert_eq!(cached(), Some(2));
+        });
+        assert_eq!(cached(), None);
+        // Outside a scope nothing is kept.
+        full_match_regex("/x", false).unwrap();
+        assert_eq!(cached(), None);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

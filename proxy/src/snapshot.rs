@@ -180,6 +180,10 @@ impl Snapshot {
     /// Compiles a view. `namespace` is the proxy's own namespace (short names
     /// such as `reviews` resolve within it, as cluster DNS does).
     pub fn compile(view: ProxyView, namespace: &str) -> Result<Snapshot, CompileError> {
+        mesh_api::values::sharing_regexes(|| Snapshot::compile_shared(view, namespace))
+    }
+
+    fn compile_shared(view: ProxyView, namespace: &str) -> Result<Snapshot, CompileError> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut clusters = Vec::new();
