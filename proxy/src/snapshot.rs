@@ -163,9 +163,12 @@ pub struct Snapshot {
     /// Endpoint address → cluster, for calls made straight to a pod IP.
     by_endpoint: ByAddr,
     /// (FQDN, port) → cluster, for route destinations.
-    by_host_port: HashMap<(String, u16), usize>,
-    /// (FQDN, port, subset) → the subset's cluster (DestinationRule subsets).
-    subsets: HashMap<(String, u16, String), Arc<Cluster>>,
+    /// FQDN → (port, cluster) for route destinations. Keyed by host alone so
+    /// a request's lookup borrows its `&str` (no key built per request) and a
+    /// destination without a port finds the host's ports in one probe.
+    by_host_port: HashMap<String, Vec<(u16, usize)>>,
+    /// FQDN → (port, subset name, the subset's cluster) (DestinationRule subsets).
+    subsets: HashMap<String, Vec<(u16, String, Arc<Cluster>)>>,
     /// VirtualService routes by host.
     pub routes: crate::route::RouteTable,
     /// A gateway's listeners, servers and routes (`router` mode).
@@ -190,8 +193,8 @@ impl Snapshot {
         let mut by_vip = HashMap::new();
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_endpoint = Vec::new();
-        let mut by_host_port = HashMap::new();
-        let mut subsets = HashMap::new();
+        let mut by_host_port: HashMap<String, Vec<(u16, usize)>> = HashMap::new();
+        let mut subsets: HashMap<String, Vec<(u16, String, Arc<Cluster>)>> = HashMap::new();
         let no_labels = Arc::new(std::collections::BTreeMap::new());
         for svc in &view.services {
             let short = short_names(svc, namespace);
@@ -276,20 +279,26 @@ impl Snapshot {
                     ),
                     pinned: false,
                 }));
-                by_host_port.insert((svc.hostname.clone(), port.port), idx);
+                upsert(
+                    by_host_port.entry(svc.hostname.clone()).or_default(),
+                    |e| e.0 == port.port,
+                    (port.port, idx),
+                );
                 if let Some(dr) = view.destination_rules.get(&svc.hostname) {
                     let base = &clusters[idx];
                     for subset in &dr.subsets {
-                        subsets.insert(
-                            (svc.hostname.clone(), port.port, subset.name.clone()),
-                            Arc::new(subset_cluster(
-                                base,
-                                dr,
-                                subset,
-                                &svc.subject_alt_names,
-                                &mut errors,
-                                &mut warnings,
-                            )),
+                        let cluster = Arc::new(subset_cluster(
+                            base,
+                            dr,
+                            subset,
+                            &svc.subject_alt_names,
+                            &mut errors,
+                            &mut warnings,
+                        ));
+                        upsert(
+                            subsets.entry(svc.hostname.clone()).or_default(),
+                            |e| e.0 == port.port && e.1 == subset.name,
+                            (port.port, subset.name.clone(), cluster),
                         );
                     }
                 }
@@ -356,31 +365,28 @@ impl Snapshot {
         subset: Option<&str>,
         fallback_port: u16,
     ) -> Option<Arc<Cluster>> {
-        let port = match port {
-            Some(p) => p,
-            None => {
-                let ports: Vec<u16> = self
-                    .by_host_port
-                    .keys()
-                    .filter(|(h, _)| h == host)
-                    .map(|(_, p)| *p)
-                    .collect();
-                if ports.len() == 1 {
-                    ports[0]
-                } else {
-                    fallback_port
-                }
-            }
+        let ports = self
+            .by_host_port
+            .get(host)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let port = match (port, ports) {
+            (Some(p), _) => p,
+            // The service's only port.
+            (None, [(p, _)]) => *p,
+            (None, _) => fallback_port,
         };
         match subset {
             Some(s) => self
                 .subsets
-                .get(&(host.to_string(), port, s.to_string()))
-                .cloned(),
-            None => self
-                .by_host_port
-                .get(&(host.to_string(), port))
-                .map(|i| self.clusters[*i].clone()),
+                .get(host)?
+                .iter()
+                .find(|e| e.0 == port && e.1 == s)
+                .map(|e| e.2.clone()),
+            None => ports
+                .iter()
+                .find(|e| e.0 == port)
+                .map(|e| self.clusters[e.1].clone()),
         }
     }
 
@@ -441,7 +447,18 @@ impl Snapshot {
 
     /// Every cluster: the service ports' and their DestinationRule subsets'.
     pub fn all_clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
-        self.clusters.iter().chain(self.subsets.values())
+        self.clusters
+            .iter()
+            .chain(self.subsets.values().flatten().map(|e| &e.2))
+    }
+}
+
+/// Replaces the entry of `list` that `same` picks (a later service or rule
+/// for the same key wins, as a map insert would), else appends `entry`.
+fn upsert<T>(list: &mut Vec<T>, same: impl Fn(&T) -> bool, entry: T) {
+    match list.iter_mut().find(|e| same(e)) {
+        Some(e) => *e = entry,
+        None => list.push(entry),
     }
 }
 
@@ -701,7 +718,48 @@ mod tests {
         });
         svc.endpoints[0].labels = [("app".to_string(), "reviews".to_string())].into();
         svc.endpoints[0].service_account = Some("bookinfo-reviews".into());
+        let fqdn = "reviews.default.svc.cluster.local";
+        v.destination_rules.insert(
+            fqdn.into(),
+            serde_yaml_ng::from_str(
+                "host: reviews\nsubsets: [{name: v1, labels: {app: reviews}}]\n",
+            )
+            .unwrap(),
+        );
         let snap = Snapshot::compile(v, "default").unwrap();
+        // Route destinations: by port, the only port, the fallback, a subset.
+        let dest = |port, subset, fallback| {
+            snap.destination(fqdn, port, subset, fallback)
+                .map(|c| c.name.clone())
+        };
+        assert_eq!(
+            dest(Some(9090), None, 1).as_deref(),
+            Some("outbound|9090||reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            dest(None, None, 9080).as_deref(),
+            Some("outbound|9080||reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            dest(None, None, 80),
+            None,
+            "two ports and no fallback among them"
+        );
+        assert_eq!(
+            dest(Some(9080), Some("v1"), 1).as_deref(),
+            Some("outbound|9080|v1|reviews.default.svc.cluster.local")
+        );
+        assert_eq!(dest(Some(9080), Some("v2"), 1), None);
+        assert_eq!(
+            snap.destination("ratings.default.svc.cluster.local", None, None, 9080)
+                .map(|c| c.port),
+            None
+        );
+        assert_eq!(
+            snap.all_clusters().count(),
+            4,
+            "two ports, each with subset v1"
+        );
         let port = |a: &str, p: u16| snap.cluster_for_authority(a, p).map(|c| c.port);
         // A name and its aliases, by the connection's port or an explicit one.
         assert_eq!(port("reviews", 9090), Some(9090));
