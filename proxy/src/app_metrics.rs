@@ -52,14 +52,15 @@ impl AppMetrics {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(
+                hyper_util::rt::TokioIo::new(crate::mtls::stream::MaybeTls::Plain(stream)),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?;
             tokio::spawn(conn);
             let req = http::Request::get(self.path.as_str())
                 .header("host", format!("127.0.0.1:{}", self.port))
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .body(crate::util::empty())
                 .map_err(|e| err(e.to_string()))?;
             let resp = send
                 .send_request(req)

@@ -98,10 +98,11 @@ impl Probers {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), port))
                     .await
                     .map_err(|e| ProbeError::Failed(format!("connect {host}:{port}: {e}")))?;
-                let (mut send, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .map_err(|e| ProbeError::Failed(e.to_string()))?;
+                let (mut send, conn) = hyper::client::conn::http1::handshake(
+                    hyper_util::rt::TokioIo::new(crate::mtls::stream::MaybeTls::Plain(stream)),
+                )
+                .await
+                .map_err(|e| ProbeError::Failed(e.to_string()))?;
                 tokio::spawn(conn);
                 let mut req = http::Request::get(h.path.clone().unwrap_or_else(|| "/".into()))
                     .header("host", format!("{host}:{port}"))
@@ -110,7 +111,7 @@ impl Probers {
                     req = req.header(nv.name.as_str(), nv.value.as_str());
                 }
                 let req = req
-                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .body(crate::util::empty())
                     .map_err(|e| ProbeError::Failed(e.to_string()))?;
                 let resp = send
                     .send_request(req)

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+
+use crate::body::Body;
+use crate::mtls::stream::MaybeTls;
 use mesh_api::tracing::TracingProvider;
 use tokio::sync::mpsc;
 
@@ -111,7 +114,7 @@ impl Target {
 
     /// The request that carries `batch`; Err names a path or address that
     /// makes no request (the batch is dropped).
-    fn request(&self, batch: &[Span]) -> Result<http::Request<Full<Bytes>>, ExportError> {
+    fn request(&self, batch: &[Span]) -> Result<http::Request<Body>, ExportError> {
         let (content_type, body) = match self.encoding {
             Encoding::ZipkinJson => ("application/json", zipkin_json(batch)),
             Encoding::OtlpHttp => ("application/x-protobuf", otlp::export_request(batch)),
@@ -129,7 +132,7 @@ impl Target {
         };
         b.header(http::header::CONTENT_TYPE, content_type)
             .header(http::header::USER_AGENT, "mesh-proxy")
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed())
             .map_err(|e| {
                 ExportError::Request(
                     format!("http://{}{}", self.address, self.path),
@@ -140,8 +143,8 @@ impl Target {
 }
 
 enum Conn {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
 }
 
 impl Conn {
@@ -154,7 +157,7 @@ impl Conn {
 
     async fn send(
         &mut self,
-        req: http::Request<Full<Bytes>>,
+        req: http::Request<Body>,
     ) -> Result<http::Response<hyper::body::Incoming>, hyper::Error> {
         match self {
             Conn::H1(c) => {
@@ -210,7 +213,9 @@ async fn connect(target: &Target) -> Result<Conn, ExportError> {
         .map_err(|_| err(&"timed out"))?
         .map_err(|e| err(&e))?;
     let _ = tcp.set_nodelay(true);
-    let io = hyper_util::rt::TokioIo::new(tcp);
+    // The pool's stream and body types: hyper's client code is then compiled
+    // into the sidecar once, not once more for the exporter.
+    let io = hyper_util::rt::TokioIo::new(MaybeTls::Plain(tcp));
     Ok(if target.encoding == Encoding::OtlpGrpc {
         let (send, c) =
             hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
