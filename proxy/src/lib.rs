@@ -53,6 +53,7 @@ pub mod app_metrics;
 pub mod app_probe;
 pub mod authz;
 pub mod body;
+pub mod byaddr;
 pub mod config;
 pub mod config_dump;
 pub mod conn;

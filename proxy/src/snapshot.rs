@@ -24,6 +24,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use mesh_api::syncapi::{ProxyView, Service as ViewService};
 
+use crate::byaddr::ByAddr;
 use crate::lb::LbPolicy;
 
 /// One resource of a view the proxy cannot use.
@@ -124,29 +125,6 @@ pub struct Cluster {
     pub pinned: bool,
 }
 
-/// Endpoint address → the first cluster (in view order) with that endpoint,
-/// as a sorted list: a sidecar holds an entry per endpoint and port of every
-/// service it sees, and a hash map at its load factor is about twice the size.
-/// Looked up once per connection to a pod's own address.
-#[derive(Debug, Default)]
-struct ByAddr(Box<[(SocketAddr, usize)]>);
-
-impl ByAddr {
-    fn new(mut entries: Vec<(SocketAddr, usize)>) -> ByAddr {
-        // Stable: of one address's entries the first pushed stays first.
-        entries.sort_by_key(|e| e.0);
-        entries.dedup_by_key(|e| e.0);
-        ByAddr(entries.into_boxed_slice())
-    }
-
-    fn get(&self, addr: SocketAddr) -> Option<&usize> {
-        self.0
-            .binary_search_by_key(&addr, |e| e.0)
-            .ok()
-            .map(|i| &self.0[i].1)
-    }
-}
-
 /// The immutable, indexed view one proxy runs on.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -161,8 +139,7 @@ pub struct Snapshot {
     /// service it sees (VIPs are in `by_vip`).
     by_host: HashMap<String, Vec<usize>>,
     /// Endpoint address → cluster, for calls made straight to a pod IP.
-    by_endpoint: ByAddr,
-    /// (FQDN, port) → cluster, for route destinations.
+    by_endpoint: ByAddr<usize>,
     /// FQDN → (port, cluster) for route destinations. Keyed by host alone so
     /// a request's lookup borrows its `&str` (no key built per request) and a
     /// destination without a port finds the host's ports in one probe.
@@ -656,21 +633,6 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn by_addr_keeps_the_first_cluster_of_an_address() {
-        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let m = ByAddr::new(vec![
-            (a("10.0.0.2:80"), 0),
-            (a("10.0.0.1:80"), 1),
-            (a("10.0.0.2:80"), 2),
-            (a("[fd00::1]:80"), 3),
-        ]);
-        assert_eq!(m.get(a("10.0.0.2:80")), Some(&0));
-        assert_eq!(m.get(a("10.0.0.1:80")), Some(&1));
-        assert_eq!(m.get(a("[fd00::1]:80")), Some(&3));
-        assert_eq!(m.get(a("10.0.0.1:81")), None);
-        assert_eq!(ByAddr::default().get(a("10.0.0.1:80")), None);
-    }
     use mesh_api::syncapi::{Endpoint as VEp, ServicePort};
 
     fn view() -> ProxyView {

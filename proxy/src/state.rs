@@ -19,10 +19,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 
+use crate::byaddr::ByAddr;
 use crate::limits::PoolState;
 use crate::outlier::EndpointHealth;
 use crate::snapshot::{Cluster, Endpoint, Snapshot};
@@ -71,17 +72,22 @@ pub struct ClusterState {
 #[derive(Debug, Default)]
 struct Entry {
     state: Arc<ClusterState>,
-    /// By address, sorted: one per endpoint of every cluster in view, where a
-    /// hash map per cluster would cost about twice the memory.
-    endpoints: Box<[(SocketAddr, Arc<EndpointState>)]>,
+    /// One per endpoint of every cluster in view. The state itself is made
+    /// when a request first binds the cluster: a sidecar sees every service
+    /// of its namespace (and more) and calls few of them, and an unused
+    /// endpoint then costs its slot here, not an allocation.
+    endpoints: ByAddr<OnceLock<Arc<EndpointState>>>,
 }
 
 impl Entry {
+    /// The endpoint's state, if a request ever bound it.
     fn endpoint(&self, addr: SocketAddr) -> Option<&Arc<EndpointState>> {
-        self.endpoints
-            .binary_search_by_key(&addr, |e| e.0)
-            .ok()
-            .map(|i| &self.endpoints[i].1)
+        self.endpoints.get(addr)?.get()
+    }
+
+    /// The endpoint's state, made now if no request bound it before.
+    fn endpoint_or_new(&self, addr: SocketAddr) -> Option<&Arc<EndpointState>> {
+        Some(self.endpoints.get(addr)?.get_or_init(Arc::default))
     }
 }
 
@@ -105,17 +111,15 @@ pub fn join(old: &Table, snap: &Snapshot) -> Table {
     let mut clusters = HashMap::new();
     for c in snap.all_clusters() {
         let prev = old.clusters.get(&c.name);
-        let mut endpoints: Vec<_> = c
-            .endpoints
-            .iter()
-            .map(|e| {
-                let kept = prev.and_then(|p| p.endpoint(e.addr)).cloned();
-                (e.addr, kept.unwrap_or_default())
-            })
-            .collect();
-        endpoints.sort_by_key(|e| e.0);
-        endpoints.dedup_by_key(|e| e.0);
-        let endpoints = endpoints.into_boxed_slice();
+        let endpoints = ByAddr::new(
+            c.endpoints
+                .iter()
+                .map(|e| {
+                    let kept = prev.and_then(|p| p.endpoint(e.addr)).cloned();
+                    (e.addr, kept.map(OnceLock::from).unwrap_or_default())
+                })
+                .collect(),
+        );
         clusters.entry(c.name.clone()).or_insert_with(|| Entry {
             state: prev.map(|p| p.state.clone()).unwrap_or_default(),
             endpoints,
@@ -130,7 +134,8 @@ impl Table {
         self.clusters.get(name).map(|e| &e.state)
     }
 
-    /// An endpoint's state within a cluster, if the table has it.
+    /// An endpoint's state within a cluster, if the table has it and a
+    /// request bound it (until then it has none to show).
     pub fn endpoint(&self, cluster: &str, addr: SocketAddr) -> Option<&Arc<EndpointState>> {
         self.clusters.get(cluster)?.endpoint(addr)
     }
@@ -146,7 +151,7 @@ impl Table {
                 .map(|ep| Member {
                     ep: ep.clone(),
                     state: entry
-                        .and_then(|e| e.endpoint(ep.addr))
+                        .and_then(|e| e.endpoint_or_new(ep.addr))
                         .cloned()
                         .unwrap_or_default(),
                 })
@@ -281,6 +286,12 @@ mod tests {
         let in_flight = bound.members[1].state.begin();
         bound.state.rr.store(5, Ordering::Relaxed);
 
+        // A request to the subset cluster makes its endpoints' state.
+        let sub = "outbound|8080|v1|echo.default.svc.cluster.local";
+        assert!(t1.endpoint(sub, addr("10.0.0.1:8080")).is_none());
+        let c1_sub = s1.all_clusters().find(|c| c.name == sub).unwrap();
+        drop(t1.bind(c1_sub));
+
         // An unrelated change (another service's endpoints) and a new
         // endpoint in this cluster: everything that still exists is kept.
         let s2 = snap(2, &["10.0.0.1", "10.0.0.2", "10.0.0.3"], RULE);
@@ -291,10 +302,9 @@ mod tests {
         assert_eq!(one.health.ejections(), 1);
         let two = t2.endpoint(CLUSTER, addr("10.0.0.2:8080")).unwrap();
         assert_eq!(two.active(), 1);
-        let three = t2.endpoint(CLUSTER, addr("10.0.0.3:8080")).unwrap();
         assert!(
-            !three.health.is_ejected() && three.active() == 0,
-            "new: fresh"
+            t2.endpoint(CLUSTER, addr("10.0.0.3:8080")).is_none(),
+            "new: no state until a request binds the cluster"
         );
         let cs = t2.cluster(CLUSTER).unwrap();
         assert!(Arc::ptr_eq(cs, &bound.state));
@@ -303,18 +313,25 @@ mod tests {
         let c2 = s2.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
         let b2 = t2.bind(c2);
         assert_eq!(crate::outlier::available(&b2.members).len(), 2);
+        let three = t2.endpoint(CLUSTER, addr("10.0.0.3:8080")).unwrap();
+        assert!(Arc::ptr_eq(three, &b2.members[2].state), "made by the bind");
+        assert!(
+            !three.health.is_ejected() && three.active() == 0,
+            "new: fresh"
+        );
         drop(in_flight);
         assert_eq!(two.active(), 0, "the guard counts down the kept state");
 
         // The subset cluster has its own entries, kept the same way.
-        let sub = "outbound|8080|v1|echo.default.svc.cluster.local";
         let s1_sub = t1.endpoint(sub, addr("10.0.0.1:8080")).unwrap();
         assert!(!Arc::ptr_eq(s1_sub, &bound.members[0].state));
         assert!(Arc::ptr_eq(
             s1_sub,
             t2.endpoint(sub, addr("10.0.0.1:8080")).unwrap()
         ));
-        assert!(t2.endpoint(OTHER, addr("10.0.0.9:9090")).is_some());
+        // The other service was never called: it has no endpoint state.
+        assert!(t2.endpoint(OTHER, addr("10.0.0.9:9090")).is_none());
+        assert!(t2.cluster(OTHER).is_some());
 
         // The ejection still runs its time out.
         tokio::time::advance(std::time::Duration::from_secs(30)).await;
@@ -325,6 +342,8 @@ mod tests {
     fn what_is_gone_is_dropped_and_comes_back_fresh() {
         let s1 = snap(1, &["10.0.0.1", "10.0.0.2"], RULE);
         let t1 = join(&Table::default(), &s1);
+        let c1 = s1.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
+        drop(t1.bind(c1));
         let gone = t1.endpoint(CLUSTER, addr("10.0.0.2:8080")).unwrap().clone();
         let weak = Arc::downgrade(&gone);
         drop(gone);
@@ -334,7 +353,6 @@ mod tests {
         drop(t1);
         assert!(weak.upgrade().is_none(), "nothing holds a removed endpoint");
         // A request still on the old snapshot gets detached state.
-        let c1 = s1.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
         let b = t2.bind(c1);
         assert_eq!(b.members.len(), 2);
         assert!(Arc::ptr_eq(

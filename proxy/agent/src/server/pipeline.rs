@@ -151,7 +151,9 @@ fn note_change(prev: &Snapshot, snap: &mut Snapshot) {
         _ => snap.version,
     };
     snap.recent_changes = match &snap.change {
-        Some(c) if snap.structure == prev.structure && snap.structure != snap.version => {
+        // Same structure as `prev`: an endpoints-only change over the same
+        // view shapes (a new structure is always this snapshot's own version).
+        Some(c) if snap.structure == prev.structure => {
             let mut recent = (*prev.recent_changes).clone();
             if recent.len() == crate::compile::RECENT_CHANGES {
                 recent.pop_front();
