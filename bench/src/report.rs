@@ -1,6 +1,7 @@
 //! Turns the raw runs into medians per (scenario, variant), added latency over
-//! `direct`, the mesh-proxy ÷ Envoy ratios against the issues' goals (issue 10
-//! for the sidecars, issue 16 for the ingress gateways), and the Markdown table.
+//! `direct`, the mesh-proxy ÷ Envoy ratios against the issues' goals (issue 17
+//! for the sidecars' latency, CPU, idle RSS and efficiency; issue 10 for the
+//! rest; issue 16 for the ingress gateways), and the Markdown table.
 
 use serde::{Deserialize, Serialize};
 
@@ -223,10 +224,12 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
     for i in 0..4 {
         let get = |v| h(v).and_then(|s| s.added_us).map(|a| a[i]);
         let r = ratio(get(mesh), get(envoy));
-        let goal = if names[i] == "p50" || names[i] == "p99" {
-            goal_le(r, 0.5)
-        } else {
-            String::new()
+        // Issue 17: added p50 ≤ 0.4×, p99 ≤ 0.3×, p99.9 ≤ 0.5× Envoy's.
+        let goal = match names[i] {
+            "p50" => goal_le(r, 0.4),
+            "p99" => goal_le(r, 0.3),
+            "p99.9" => goal_le(r, 0.5),
+            _ => String::new(),
         };
         rows.push(Row {
             figure: add_names[i],
@@ -245,7 +248,7 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
                 .unwrap_or_else(|| "–".into())
         }),
         ratio: r,
-        goal: goal_le(r, 0.4),
+        goal: goal_le(r, 0.35),
     });
     rows.push(kernel_row(vs.map(|v| h(v).and_then(|s| s.kernel_share))));
     let sc = |v| h(v).and_then(|s| s.syscalls_per_req);
@@ -262,7 +265,7 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
     type Field = fn(&Summary) -> Option<u64>;
     type RssRow = (&'static str, Field, Option<u64>);
     let rss_rows: [RssRow; 3] = [
-        ("RSS per sidecar, idle", |s| s.rss_idle, Some(8)),
+        ("RSS per sidecar, idle", |s| s.rss_idle, Some(6)),
         ("RSS per sidecar, under load", |s| s.rss_load, Some(16)),
         ("RSS per sidecar, after load", |s| s.rss_after, None),
     ];
@@ -328,7 +331,7 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
                 .unwrap_or_else(|| "–".into())
         }),
         ratio: ratio(eff(mesh), eff(envoy)),
-        goal: String::new(),
+        goal: goal_ge(ratio(eff(mesh), eff(envoy)), 2.5),
     });
     rows
 }
