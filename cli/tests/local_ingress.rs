@@ -221,7 +221,12 @@ fn https_redirect_two_hosts_two_secrets_regex_prefix_and_cors() {
             tls_secret("admin-cert", &admin_cert, &admin_key)
         ),
     );
-    mesh.ok(&["apply", "-f", &secrets]);
+    // Waited for, as in the test above: otherwise the Secrets' own version can
+    // be the one the Gateway's wait sees, and port 80 answers from the
+    // bookinfo Gateway (404) before the redirect server exists.
+    mesh.changed_by(&secrets, &[GATEWAY], || {
+        mesh.ok(&["apply", "-f", &secrets]);
+    });
     let gw = mesh.file("prod.yaml", &prod_gateway());
     mesh.apply(&gw, &[GATEWAY]);
     let p80 = ingress(&mesh, "80");
