@@ -30,6 +30,7 @@ pub mod ratelimit;
 pub mod redirect;
 pub mod resource;
 pub mod security;
+pub mod sharedstr;
 pub mod syncapi;
 #[cfg(feature = "client")]
 pub mod syncclient;

@@ -3,17 +3,21 @@
 //!
 //! Every endpoint of a view carries one, and a sidecar holds the view it runs
 //! on, so its size is paid once per endpoint: a `BTreeMap` of two ports is a
-//! ~300-byte node, this is one 48-byte allocation plus the names. It travels
-//! as the same JSON object a map would (`{"http": 8080}`).
+//! ~300-byte node, this is a sorted slice whose names are [`SharedStr`]s, and
+//! within one decoded view all endpoints with the same ports (every replica
+//! of a workload) share one slice (see [`crate::sharedstr::interning`]). It travels as
+//! the same JSON object a map would (`{"http": 8080}`).
 
+use crate::sharedstr::SharedStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Service port name → an endpoint's port. Names are unique and sorted; built
 /// from pairs, a later pair replaces an earlier one of the same name (as
 /// inserting into a map would).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct PortMap(Box<[(Box<str>, u16)]>);
+pub struct PortMap(Arc<[(SharedStr, u16)]>);
 
 impl PortMap {
     /// The port of service port `name`.
@@ -46,26 +50,23 @@ impl std::ops::Index<&str> for PortMap {
     }
 }
 
-impl<S: Into<String>> FromIterator<(S, u16)> for PortMap {
+impl<S: Into<SharedStr>> FromIterator<(S, u16)> for PortMap {
     fn from_iter<I: IntoIterator<Item = (S, u16)>>(iter: I) -> Self {
-        let mut v: Vec<(Box<str>, u16)> = iter
-            .into_iter()
-            .map(|(n, p)| (n.into().into_boxed_str(), p))
-            .collect();
+        let mut v: Vec<(SharedStr, u16)> = iter.into_iter().map(|(n, p)| (n.into(), p)).collect();
         // Stable sort, then keep the last of each name: map-insert semantics.
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(Box<str>, u16)> = Vec::with_capacity(v.len());
+        let mut out: Vec<(SharedStr, u16)> = Vec::with_capacity(v.len());
         for e in v {
             match out.last_mut() {
                 Some(last) if last.0 == e.0 => *last = e,
                 _ => out.push(e),
             }
         }
-        PortMap(out.into_boxed_slice())
+        PortMap(crate::sharedstr::interned_ports(&out))
     }
 }
 
-impl<S: Into<String>, const N: usize> From<[(S, u16); N]> for PortMap {
+impl<S: Into<SharedStr>, const N: usize> From<[(S, u16); N]> for PortMap {
     fn from(a: [(S, u16); N]) -> Self {
         a.into_iter().collect()
     }
@@ -79,7 +80,7 @@ impl Serialize for PortMap {
 
 impl<'de> Deserialize<'de> for PortMap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(BTreeMap::<String, u16>::deserialize(d)?
+        Ok(BTreeMap::<SharedStr, u16>::deserialize(d)?
             .into_iter()
             .collect())
     }
@@ -103,6 +104,22 @@ mod tests {
         );
         assert!(PortMap::default().is_empty());
         assert_eq!(PortMap::default().get(""), None);
+    }
+
+    #[test]
+    fn equal_port_lists_of_one_decode_share_one_slice() {
+        let json =
+            r#"[{"http": 8080, "grpc": 9090}, {"grpc": 9090, "http": 8080}, {"http": 8081}]"#;
+        let v: Vec<PortMap> = crate::sharedstr::interning(|| serde_json::from_str(json).unwrap());
+        assert!(Arc::ptr_eq(&v[0].0, &v[1].0));
+        assert!(!Arc::ptr_eq(&v[0].0, &v[2].0));
+        assert_eq!(v[2]["http"], 8081);
+        let w: Vec<PortMap> = serde_json::from_str(json).unwrap();
+        assert!(
+            !Arc::ptr_eq(&w[0].0, &w[1].0),
+            "outside a scope: each its own"
+        );
+        assert_eq!(v, w);
     }
 
     #[test]

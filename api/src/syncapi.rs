@@ -12,7 +12,7 @@ pub use crate::gatewayview::{
 };
 use crate::networking::{DestinationRuleSpec, VirtualServiceSpec};
 use crate::security::AuthorizationPolicySpec;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -162,8 +162,11 @@ pub struct Service {
     pub namespace: String,
     /// `Kubernetes` or `ServiceEntry`.
     pub origin: String,
+    #[serde(deserialize_with = "exact_vec")]
     pub addresses: Vec<String>,
+    #[serde(deserialize_with = "exact_vec")]
     pub ports: Vec<ServicePort>,
+    #[serde(deserialize_with = "exact_vec")]
     pub endpoints: Vec<Endpoint>,
     /// `exportTo` as written (empty: mesh default, public).
     pub export_to: Vec<String>,
@@ -174,6 +177,15 @@ pub struct Service {
     /// service accounts of its endpoints, plus a ServiceEntry's `subjectAltNames`.
     /// A client's mTLS accepts a server only if it presents one of them.
     pub subject_alt_names: Vec<String>,
+}
+
+/// A list decoded without spare capacity. JSON gives no length up front, so a
+/// decoded `Vec` grows by doubling: ten endpoints sit in room for sixteen, and
+/// a sidecar keeps every service of its view for as long as it runs on it.
+fn exact_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    let mut v = Vec::<T>::deserialize(d)?;
+    v.shrink_to_fit();
+    Ok(v)
 }
 
 /// A port of a service with its protocol as Istio derives it.
@@ -196,10 +208,11 @@ pub struct Endpoint {
     /// Service port name → the endpoint's port.
     pub ports: crate::portmap::PortMap,
     pub labels: BTreeMap<String, String>,
-    /// `region/zone/subzone`, empty when unknown.
-    pub locality: String,
+    /// `region/zone/subzone`, empty when unknown. Shared within a decoded
+    /// view, as the service account is (see [`crate::sharedstr`]).
+    pub locality: crate::sharedstr::SharedStr,
     pub ready: bool,
-    pub service_account: Option<String>,
+    pub service_account: Option<crate::sharedstr::SharedStr>,
 }
 
 /// Inbound policy of the proxy's workload.

@@ -30,7 +30,7 @@
 
 use crate::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
 use crate::syncdelta::DeltaError;
-use crate::syncframe::{decode, encode, framed, ProtocolError};
+use crate::syncframe::{encode, framed, ProtocolError};
 use crate::syncidle::{IdlePolicy, InUse, Usage};
 use crate::synclookup::{Answer, Ask, Lookups};
 use futures_util::{SinkExt, StreamExt};
@@ -193,6 +193,13 @@ pub struct ClientState {
 /// Checks and installs a view; `Err(reason)` rejects it (NACK) and keeps the old one.
 pub trait Apply: Send + 'static {
     fn apply(&mut self, view: &ProxyView) -> Result<(), String>;
+
+    /// The same, with the client's own handle on the view: an applier that
+    /// keeps the view (the sidecar's snapshot does, for its config dump)
+    /// shares it instead of copying every route and rule.
+    fn apply_shared(&mut self, view: &Arc<ProxyView>) -> Result<(), String> {
+        self.apply(view)
+    }
 }
 
 impl<F: FnMut(&ProxyView) -> Result<(), String> + Send + 'static> Apply for F {
@@ -433,7 +440,7 @@ async fn session(
             }
         };
         let frame = frame?;
-        let msg: AgentMessage = decode(&frame)?;
+        let msg = crate::syncframe::decode_agent(&frame)?;
         release_large_frame(&mut io, frame);
         match msg {
             AgentMessage::View { agent, view } => {
@@ -490,7 +497,7 @@ fn deliver(
     view: Arc<ProxyView>,
 ) -> ClientMessage {
     let version = view.version;
-    match apply.apply(&view) {
+    match apply.apply_shared(&view) {
         Ok(()) => {
             state.send_modify(|s| {
                 s.current = Some(view);
@@ -553,7 +560,7 @@ pub async fn request_certificate(
         }))
         .await?;
         let frame = io.next().await.ok_or(ProtocolError::Closed)??;
-        match decode::<AgentMessage>(&frame)? {
+        match crate::syncframe::decode_agent(&frame)? {
             AgentMessage::Certificate { cert_chain, roots } => Ok(SignedCert {
                 chain: cert_chain,
                 roots,

@@ -56,10 +56,156 @@ pub fn encode<M: Serialize>(m: &M) -> Bytes {
     Bytes::from(serde_json::to_vec(m).unwrap_or_default())
 }
 
-/// Decodes one message.
-pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, ProtocolError> {
-    serde_json::from_slice(frame).map_err(|source| ProtocolError::Decode {
+/// Decodes one message from the agent, as [`decode`] does, without serde's
+/// buffering of an internally tagged enum for the large ones.
+///
+/// `AgentMessage` is tagged by its `type` field, and serde reads such an enum
+/// by first copying the whole message into a generic tree, then decoding that:
+/// for a view, a second copy of every string and map, about as large as the
+/// decoded view itself, and the sidecar's peak heap (its RSS, which glibc does
+/// not give back) is set by that moment. So a view or a delta is read in two
+/// passes instead: the tag (the rest skipped without allocating), then the
+/// variant's fields straight into their types. Other messages are small and go
+/// through the derived decoder.
+pub fn decode_agent(frame: &[u8]) -> Result<crate::syncapi::AgentMessage, ProtocolError> {
+    use crate::syncapi::{AgentMessage, ProxyView};
+    use crate::syncdelta::ViewDelta;
+    #[derive(serde::Deserialize)]
+    struct Tag {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct View {
+        agent: String,
+        view: ProxyView,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta {
+        agent: String,
+        delta: ViewDelta,
+    }
+    let err = |source| ProtocolError::Decode {
         len: frame.len(),
         source,
+    };
+    let fields = |f: fn(&[u8]) -> serde_json::Result<AgentMessage>| {
+        crate::sharedstr::interning(|| f(frame)).map_err(err)
+    };
+    match serde_json::from_slice::<Tag>(frame).map(|t| t.kind) {
+        Ok(kind) if kind == "view" => fields(|b| {
+            let View { agent, view } = serde_json::from_slice(b)?;
+            Ok(AgentMessage::View { agent, view })
+        }),
+        Ok(kind) if kind == "delta" => fields(|b| {
+            let Delta { agent, delta } = serde_json::from_slice(b)?;
+            Ok(AgentMessage::Delta { agent, delta })
+        }),
+        // Other variants, and anything malformed (the derived decoder's
+        // error names what is wrong).
+        _ => decode(frame),
+    }
+}
+
+/// Decodes one message; a view's repeated short strings are shared
+/// ([`crate::sharedstr::interning`]).
+pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, ProtocolError> {
+    crate::sharedstr::interning(|| serde_json::from_slice(frame)).map_err(|source| {
+        ProtocolError::Decode {
+            len: frame.len(),
+            source,
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncapi::{AgentMessage, Endpoint, ProxyView, Service};
+    use crate::syncdelta::ViewDelta;
+    use std::sync::Arc;
+
+    fn service() -> Arc<Service> {
+        Arc::new(Service {
+            hostname: "a.ns.svc.cluster.local".into(),
+            endpoints: (0..3)
+                .map(|i| Endpoint {
+                    address: format!("10.0.0.{i}"),
+                    ports: [("http", 8080)].into(),
+                    locality: "r/z".into(),
+                    ready: true,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn agent_messages_decode_as_the_derived_decoder_does() {
+        let messages = [
+            AgentMessage::View {
+                agent: "a-1".into(),
+                view: ProxyView {
+                    version: 7,
+                    services: vec![service()],
+                    ..Default::default()
+                },
+            },
+            AgentMessage::Delta {
+                agent: "a-1".into(),
+                delta: ViewDelta {
+                    base: 7,
+                    version: 8,
+                    upsert: vec![service()],
+                    remove: vec!["b.ns.svc.cluster.local".into()],
+                },
+            },
+            AgentMessage::Error {
+                message: "no".into(),
+            },
+            AgentMessage::Lookup {
+                target: "10.0.0.1:80".into(),
+                host: None,
+                refused: None,
+            },
+        ];
+        for m in messages {
+            let frame = encode(&m);
+            assert_eq!(decode_agent(&frame).unwrap(), m);
+            assert_eq!(decode::<AgentMessage>(&frame).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_decoded_view_shares_its_repeated_strings_and_the_tag_may_come_last() {
+        let frame = br#"{"agent":"a","view":{"version":3,"services":[{"hostname":"h","endpoints":[
+            {"address":"10.0.0.1","ports":{"http":80},"locality":"z"},
+            {"address":"10.0.0.2","ports":{"http":81},"locality":"z"}]}]},"type":"view"}"#;
+        let AgentMessage::View { view, .. } = decode_agent(frame).unwrap() else {
+            panic!("not a view")
+        };
+        let eps = &view.services[0].endpoints;
+        assert_eq!(eps[1].ports["http"], 81);
+        assert!(Arc::ptr_eq(
+            eps[0].locality.as_arc(),
+            eps[1].locality.as_arc()
+        ));
+    }
+
+    #[test]
+    fn malformed_agent_messages_name_the_problem() {
+        for (frame, want) in [
+            (
+                &br#"{"type":"view","agent":"a","view":{"version":"x"}}"#[..],
+                "invalid type",
+            ),
+            (br#"{"type":"nope"}"#, "unknown variant `nope`"),
+            (br#"{"agent":"a"}"#, "missing field `type`"),
+            (br#"{"type":"view""#, "EOF"),
+        ] {
+            let e = decode_agent(frame).unwrap_err().to_string();
+            assert!(e.contains("malformed message") && e.contains(want), "{e}");
+        }
+    }
 }

@@ -42,7 +42,8 @@ pub(crate) struct AccessLogLine {
     pub(crate) user_agent: String,
     pub(crate) request_id: String,
     pub(crate) upstream: String,
-    pub(crate) cluster: String,
+    /// Shares the snapshot's cluster name (no copy per request).
+    pub(crate) cluster: Option<std::sync::Arc<str>>,
     pub(crate) downstream_local: SocketAddr,
     pub(crate) downstream_remote: SocketAddr,
     /// Envoy's `%RESPONSE_CODE_DETAILS%` when the proxy answered itself.
@@ -74,7 +75,7 @@ impl AccessLogLine {
             user_agent: header_str(req.headers(), "user-agent"),
             request_id: header_str(req.headers(), "x-request-id"),
             upstream: String::new(),
-            cluster: String::new(),
+            cluster: None,
             downstream_local,
             downstream_remote,
             details: String::new(),
@@ -144,7 +145,7 @@ pub(crate) fn l_fields<'a>(
         request_id: &l.request_id,
         authority: &l.authority,
         upstream_host: &l.upstream,
-        upstream_cluster: &l.cluster,
+        upstream_cluster: l.cluster.as_deref().unwrap_or_default(),
         downstream_local: l.downstream_local,
         downstream_remote: l.downstream_remote,
         peer_principal: match labels.reporter {

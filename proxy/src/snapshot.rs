@@ -107,8 +107,9 @@ pub struct Endpoint {
 /// A service port and everything needed to carry a connection to it.
 #[derive(Debug, Clone)]
 pub struct Cluster {
-    /// `outbound|<port>||<host>`, Istio's cluster name (the runtime table's key).
-    pub name: String,
+    /// `outbound|<port>||<host>`, Istio's cluster name (the runtime table's
+    /// key, which shares it).
+    pub name: Arc<str>,
     pub host: Arc<str>,
     pub service_name: Arc<str>,
     pub namespace: Arc<str>,
@@ -129,7 +130,8 @@ pub struct Cluster {
 #[derive(Debug)]
 pub struct Snapshot {
     pub version: u64,
-    pub view: ProxyView,
+    /// The view as received (shared with the sync client's copy).
+    pub view: Arc<ProxyView>,
     pub outbound_policy: OutboundPolicy,
     clusters: Vec<Arc<Cluster>>,
     by_vip: HashMap<SocketAddr, usize>,
@@ -159,11 +161,15 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles a view. `namespace` is the proxy's own namespace (short names
     /// such as `reviews` resolve within it, as cluster DNS does).
-    pub fn compile(view: ProxyView, namespace: &str) -> Result<Snapshot, CompileError> {
+    pub fn compile(
+        view: impl Into<Arc<ProxyView>>,
+        namespace: &str,
+    ) -> Result<Snapshot, CompileError> {
+        let view = view.into();
         mesh_api::values::sharing_regexes(|| Snapshot::compile_shared(view, namespace))
     }
 
-    fn compile_shared(view: ProxyView, namespace: &str) -> Result<Snapshot, CompileError> {
+    fn compile_shared(view: Arc<ProxyView>, namespace: &str) -> Result<Snapshot, CompileError> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut clusters = Vec::new();
@@ -189,7 +195,7 @@ impl Snapshot {
                     } else {
                         Arc::new(e.labels.clone())
                     };
-                    let sa: Option<Arc<str>> = e.service_account.as_deref().map(Arc::from);
+                    let sa = e.service_account.as_ref().map(|s| s.as_arc().clone());
                     (labels, sa)
                 })
                 .collect();
@@ -203,7 +209,7 @@ impl Snapshot {
                     &svc.subject_alt_names,
                 );
                 tls_warning(&ctls, &cluster_name, &mut warnings);
-                let endpoints: Vec<Arc<Endpoint>> = svc
+                let mut endpoints: Vec<Arc<Endpoint>> = svc
                     .endpoints
                     .iter()
                     .zip(&facts)
@@ -224,6 +230,9 @@ impl Snapshot {
                         }))
                     })
                     .collect();
+                // Not ready ones are filtered out, so the size is not known
+                // up front; the cluster lives as long as the snapshot.
+                endpoints.shrink_to_fit();
                 for ep in &endpoints {
                     by_endpoint.push((ep.addr, idx));
                 }
@@ -236,7 +245,7 @@ impl Snapshot {
                     by_host.entry(alias.clone()).or_default().push(idx);
                 }
                 clusters.push(Arc::new(Cluster {
-                    name: cluster_name,
+                    name: cluster_name.into(),
                     host: host.clone(),
                     service_name: service_name.clone(),
                     namespace: ns.clone(),
@@ -560,7 +569,7 @@ fn subset_cluster(
         })
         .collect();
     Cluster {
-        name,
+        name: name.into(),
         host: base.host.clone(),
         service_name: base.service_name.clone(),
         namespace: base.namespace.clone(),
@@ -787,7 +796,7 @@ mod tests {
         let c = s
             .cluster_for_dst("10.96.0.10:9080".parse().unwrap())
             .unwrap();
-        assert_eq!(c.name, "outbound|9080||reviews.default.svc.cluster.local");
+        assert_eq!(&*c.name, "outbound|9080||reviews.default.svc.cluster.local");
         assert_eq!(c.endpoints.len(), 1, "only ready endpoints");
         assert!(s
             .cluster_for_dst("10.88.0.5:9080".parse().unwrap())

@@ -49,14 +49,16 @@ pub fn read_view(path: &Path) -> Result<ProxyView, SourceError> {
             serde_yaml_ng::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
         serde_json::to_vec(&value).map_err(|e| parse_err(e.to_string()))?
     };
-    serde_json::from_slice(&json).map_err(|e| parse_err(e.to_string()))
+    mesh_api::sharedstr::interning(|| serde_json::from_slice(&json))
+        .map_err(|e| parse_err(e.to_string()))
 }
 
 /// Compiles `view` and installs it. A view the proxy cannot fully compile is
 /// refused whole: the current snapshot stays, the rejection is kept for the
 /// config dump, each bad resource gets one log line and the refusal is counted.
 /// Settings applied but decided against are logged and counted too.
-pub fn apply_view(shared: &Shared, view: ProxyView) -> Result<(), CompileError> {
+pub fn apply_view(shared: &Shared, view: impl Into<Arc<ProxyView>>) -> Result<(), CompileError> {
+    let view = view.into();
     let version = view.version;
     match Snapshot::compile(view, &shared.cfg.namespace) {
         Ok(snap) => {
@@ -119,10 +121,7 @@ pub fn follow_agent(
     let cfg = &shared.cfg;
     let identity = cfg.identity();
     let sh = shared.clone();
-    // A refused view is NACKed with every resource and reason.
-    let apply = move |view: &ProxyView| -> Result<(), String> {
-        apply_view(&sh, view.clone()).map_err(|e| e.to_string())
-    };
+    let apply = ApplyToProxy(sh);
     let mut client = mesh_api::syncclient::ClientConfig::new(addr, identity);
     client.transport = transport;
     client.token_file = cfg.cert.as_ref().map(|c| c.token_file.clone());
@@ -135,6 +134,20 @@ pub fn follow_agent(
     }
     let client = mesh_api::syncclient::spawn_client(client, apply, shutdown);
     let _ = shared.lookups.set(client);
+}
+
+/// Compiles and installs each view the agent sends; a refused view is NACKed
+/// with every resource and reason. The snapshot shares the client's view.
+struct ApplyToProxy(Arc<Shared>);
+
+impl mesh_api::syncclient::Apply for ApplyToProxy {
+    fn apply(&mut self, view: &ProxyView) -> Result<(), String> {
+        self.apply_shared(&Arc::new(view.clone()))
+    }
+
+    fn apply_shared(&mut self, view: &Arc<ProxyView>) -> Result<(), String> {
+        apply_view(&self.0, view.clone()).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(feature = "embedded-agent")]

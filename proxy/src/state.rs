@@ -69,20 +69,56 @@ pub struct ClusterState {
     pub pool: Arc<PoolState>,
 }
 
-#[derive(Debug, Default)]
+/// One cluster's slot in the table: empty until a request binds the cluster.
+/// A sidecar sees every service of its namespace (and more) and calls few of
+/// them, so an unused cluster costs its slot (the key shares the snapshot's
+/// name), not the allocations of its state.
+#[derive(Debug)]
 struct Entry {
+    /// The cluster as the table's snapshot has it: a first bind by a request
+    /// still on an older snapshot must not size the state to that one's
+    /// endpoints.
+    cluster: Arc<Cluster>,
+    bound: OnceLock<Bound_>,
+}
+
+/// A bound cluster's state.
+#[derive(Debug)]
+struct Bound_ {
     state: Arc<ClusterState>,
-    /// One per endpoint of every cluster in view. The state itself is made
-    /// when a request first binds the cluster: a sidecar sees every service
-    /// of its namespace (and more) and calls few of them, and an unused
-    /// endpoint then costs its slot here, not an allocation.
+    /// One per endpoint of the cluster; each endpoint's state is made when a
+    /// request first picks among them (kept across pushes once made).
     endpoints: ByAddr<OnceLock<Arc<EndpointState>>>,
 }
 
 impl Entry {
+    fn get(&self) -> Option<&Bound_> {
+        self.bound.get()
+    }
+
+    fn get_or_bind(&self) -> &Bound_ {
+        self.bound
+            .get_or_init(|| Bound_::new(Arc::default(), &self.cluster))
+    }
+
     /// The endpoint's state, if a request ever bound it.
     fn endpoint(&self, addr: SocketAddr) -> Option<&Arc<EndpointState>> {
-        self.endpoints.get(addr)?.get()
+        self.get()?.endpoints.get(addr)?.get()
+    }
+}
+
+impl Bound_ {
+    /// Fresh state for `c`'s endpoints (none made yet).
+    fn new(state: Arc<ClusterState>, c: &Cluster) -> Bound_ {
+        Bound_ {
+            state,
+            endpoints: ByAddr::new(
+                c.endpoints
+                    .iter()
+                    .map(|e| (e.addr, OnceLock::new()))
+                    .collect(),
+            ),
+        }
     }
 
     /// The endpoint's state, made now if no request bound it before.
@@ -91,11 +127,11 @@ impl Entry {
     }
 }
 
-/// The state of every cluster and endpoint of one snapshot. Immutable: a push
-/// builds the next one with [`join`].
+/// The state of every cluster and endpoint of one snapshot. Immutable but for
+/// the slots a first bind fills: a push builds the next one with [`join`].
 #[derive(Debug, Default)]
 pub struct Table {
-    clusters: HashMap<String, Entry>,
+    clusters: HashMap<Arc<str>, Entry>,
 }
 
 /// The table for `snap`: `old`'s entries for the clusters (by name) and
@@ -110,28 +146,40 @@ pub struct Table {
 pub fn join(old: &Table, snap: &Snapshot) -> Table {
     let mut clusters = HashMap::new();
     for c in snap.all_clusters() {
-        let prev = old.clusters.get(&c.name);
-        let endpoints = ByAddr::new(
-            c.endpoints
-                .iter()
-                .map(|e| {
-                    let kept = prev.and_then(|p| p.endpoint(e.addr)).cloned();
-                    (e.addr, kept.map(OnceLock::from).unwrap_or_default())
+        let bound = match old.clusters.get(&*c.name).and_then(Entry::get) {
+            // Never bound: nothing to keep.
+            None => OnceLock::new(),
+            Some(prev) => {
+                let endpoints = ByAddr::new(
+                    c.endpoints
+                        .iter()
+                        .map(|e| {
+                            let kept = prev.endpoints.get(e.addr).and_then(OnceLock::get);
+                            (
+                                e.addr,
+                                kept.cloned().map(OnceLock::from).unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                );
+                OnceLock::from(Bound_ {
+                    state: prev.state.clone(),
+                    endpoints,
                 })
-                .collect(),
-        );
-        clusters.entry(c.name.clone()).or_insert_with(|| Entry {
-            state: prev.map(|p| p.state.clone()).unwrap_or_default(),
-            endpoints,
+            }
+        };
+        clusters.entry(c.name.clone()).or_insert(Entry {
+            cluster: c.clone(),
+            bound,
         });
     }
     Table { clusters }
 }
 
 impl Table {
-    /// A cluster's state, if the table has it.
+    /// A cluster's state, if the table has it and a request bound it.
     pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
-        self.clusters.get(name).map(|e| &e.state)
+        self.clusters.get(name)?.get().map(|b| &b.state)
     }
 
     /// An endpoint's state within a cluster, if the table has it and a
@@ -140,9 +188,12 @@ impl Table {
         self.clusters.get(cluster)?.endpoint(addr)
     }
 
-    /// `c` with the state of it and each of its endpoints.
+    /// `c` with the state of it and each of its endpoints (made on the
+    /// cluster's first bind). A cluster the table does not have (a request on
+    /// an older snapshot racing a push that removed it) gets detached fresh
+    /// state.
     pub fn bind(&self, c: &Cluster) -> Bound {
-        let entry = self.clusters.get(&c.name);
+        let entry = self.clusters.get(&*c.name).map(Entry::get_or_bind);
         Bound {
             state: entry.map(|e| e.state.clone()).unwrap_or_default(),
             members: c
@@ -277,7 +328,7 @@ mod tests {
     async fn a_push_keeps_the_state_of_what_still_exists() {
         let s1 = snap(1, &["10.0.0.1", "10.0.0.2"], RULE);
         let t1 = join(&Table::default(), &s1);
-        let c1 = s1.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
+        let c1 = s1.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
         let bound = t1.bind(c1);
         // Eject .1, hold a request in flight on .2, move the cursor.
         let cfg = c1.outlier.clone().unwrap();
@@ -289,7 +340,7 @@ mod tests {
         // A request to the subset cluster makes its endpoints' state.
         let sub = "outbound|8080|v1|echo.default.svc.cluster.local";
         assert!(t1.endpoint(sub, addr("10.0.0.1:8080")).is_none());
-        let c1_sub = s1.all_clusters().find(|c| c.name == sub).unwrap();
+        let c1_sub = s1.all_clusters().find(|c| &*c.name == sub).unwrap();
         drop(t1.bind(c1_sub));
 
         // An unrelated change (another service's endpoints) and a new
@@ -310,7 +361,7 @@ mod tests {
         assert!(Arc::ptr_eq(cs, &bound.state));
         assert_eq!(cs.rr.load(Ordering::Relaxed), 5);
         // A request on the new snapshot sees the same state.
-        let c2 = s2.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
+        let c2 = s2.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
         let b2 = t2.bind(c2);
         assert_eq!(crate::outlier::available(&b2.members).len(), 2);
         let three = t2.endpoint(CLUSTER, addr("10.0.0.3:8080")).unwrap();
@@ -329,20 +380,43 @@ mod tests {
             s1_sub,
             t2.endpoint(sub, addr("10.0.0.1:8080")).unwrap()
         ));
-        // The other service was never called: it has no endpoint state.
+        // The other service was never called: it has no state yet.
         assert!(t2.endpoint(OTHER, addr("10.0.0.9:9090")).is_none());
-        assert!(t2.cluster(OTHER).is_some());
+        assert!(t2.cluster(OTHER).is_none());
 
         // The ejection still runs its time out.
         tokio::time::advance(std::time::Duration::from_secs(30)).await;
         assert!(!one.health.is_ejected());
     }
 
+    /// A cluster first bound by a request still on the older snapshot gets
+    /// state for the endpoints of the table's own snapshot.
+    #[test]
+    fn a_first_bind_from_an_older_snapshot_sizes_to_the_current_one() {
+        let s1 = snap(1, &["10.0.0.1"], RULE);
+        let t1 = join(&Table::default(), &s1);
+        let s2 = snap(2, &["10.0.0.1", "10.0.0.2"], RULE);
+        let t2 = join(&t1, &s2);
+        assert!(t2.cluster(CLUSTER).is_none(), "never bound");
+        let old = s1.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
+        let b_old = t2.bind(old);
+        assert_eq!(b_old.members.len(), 1);
+        let new = s2.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
+        let b_new = t2.bind(new);
+        assert!(Arc::ptr_eq(&b_old.state, &b_new.state));
+        assert!(Arc::ptr_eq(
+            &b_old.members[0].state,
+            &b_new.members[0].state
+        ));
+        let two = t2.endpoint(CLUSTER, addr("10.0.0.2:8080")).unwrap();
+        assert!(Arc::ptr_eq(two, &b_new.members[1].state), "in the table");
+    }
+
     #[test]
     fn what_is_gone_is_dropped_and_comes_back_fresh() {
         let s1 = snap(1, &["10.0.0.1", "10.0.0.2"], RULE);
         let t1 = join(&Table::default(), &s1);
-        let c1 = s1.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
+        let c1 = s1.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
         drop(t1.bind(c1));
         let gone = t1.endpoint(CLUSTER, addr("10.0.0.2:8080")).unwrap().clone();
         let weak = Arc::downgrade(&gone);
@@ -360,7 +434,10 @@ mod tests {
             t2.endpoint(CLUSTER, addr("10.0.0.1:8080")).unwrap()
         ));
         // A removed cluster is dropped too.
-        let mut view = s2.view.clone();
+        let other = s2.clusters().iter().find(|c| &*c.name == OTHER).unwrap();
+        drop(t2.bind(other));
+        assert!(t2.cluster(OTHER).is_some());
+        let mut view = ProxyView::clone(&s2.view);
         view.version = 3;
         view.services.retain(|s| s.hostname == HOST);
         let t3 = join(&t2, &Snapshot::compile(view, "default").unwrap());
@@ -371,7 +448,7 @@ mod tests {
     async fn changed_limits_apply_to_what_is_already_in_flight() {
         let s1 = snap(1, &["10.0.0.1"], RULE);
         let t1 = join(&Table::default(), &s1);
-        let c1 = s1.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
+        let c1 = s1.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
         let pool = t1.bind(c1).state.pool.clone();
         let _a = pool.admit(c1.limits.as_ref().unwrap(), true).await.unwrap();
         // maxConnections 1 → 2: one more connection, not two.
@@ -381,7 +458,7 @@ mod tests {
             &RULE.replace("maxConnections: 1", "maxConnections: 2"),
         );
         let t2 = join(&t1, &s2);
-        let c2 = s2.clusters().iter().find(|c| c.name == CLUSTER).unwrap();
+        let c2 = s2.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
         let bound = t2.bind(c2);
         assert!(Arc::ptr_eq(&bound.state.pool, &pool));
         let limits = c2.limits.as_ref().unwrap();

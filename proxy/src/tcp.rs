@@ -23,7 +23,7 @@ pub struct TcpMeta {
     pub service: Arc<str>,
     pub service_name: Arc<str>,
     pub service_namespace: Arc<str>,
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// The downstream connection was mTLS (inbound).
     pub mtls: bool,
 }

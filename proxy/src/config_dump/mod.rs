@@ -59,7 +59,7 @@ fn lb_name(lb: &LbPolicy) -> &'static str {
 
 fn cluster_row(c: &Cluster, subset: &str, dr: &str) -> ClusterRow {
     ClusterRow {
-        name: c.name.clone(),
+        name: c.name.to_string(),
         service_fqdn: c.host.to_string(),
         port: Some(c.port),
         subset: subset.to_string(),
@@ -105,7 +105,7 @@ fn endpoint_rows(c: &Cluster, table: &Table, out: &mut Vec<EndpointRow>) {
                 "OK"
             }
             .into(),
-            cluster: c.name.clone(),
+            cluster: c.name.to_string(),
             active_requests: state.map_or(0, |s| s.active()),
         });
     }
@@ -415,7 +415,7 @@ mod tests {
         let cluster = "outbound|9080||reviews.shop.svc.cluster.local";
         let s1 = Snapshot::compile(view(), "shop").unwrap();
         let t1 = crate::state::join(&Table::default(), &s1);
-        let c = s1.all_clusters().find(|c| c.name == cluster).unwrap();
+        let c = s1.all_clusters().find(|c| &*c.name == cluster).unwrap();
         let bound = t1.bind(c);
         let cfg = crate::outlier::OutlierConfig {
             consecutive_5xx: 1,

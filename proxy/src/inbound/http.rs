@@ -107,7 +107,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     )
     .map(|mut l| {
         l.upstream = format!("127.0.0.1:{port}");
-        l.cluster = format!("inbound|{port}||");
+        l.cluster = Some(format!("inbound|{port}||").into());
         l
     });
     let mut record = Record {

@@ -60,7 +60,7 @@ pub(crate) async fn carry<D>(
             .map(|c| c.service_name.clone())
             .unwrap_or_else(|| Arc::from("unknown")),
         service_namespace: shared.me.namespace.clone(),
-        cluster: format!("inbound|{}||", orig_dst.port()),
+        cluster: format!("inbound|{}||", orig_dst.port()).into(),
         mtls: peer.is_some(),
     };
     if !verdict.is_allowed() {

@@ -66,7 +66,9 @@ pub enum OriginateError {
 
 /// Identities a mesh server may present (full SPIFFE URIs); empty accepts any
 /// identity of our trust domain, as Istio does when it knows none.
-pub type Sans = Arc<[String]>;
+// A thin pointer (not `Arc<[String]>`): every compiled endpoint carries its
+// `UpstreamTls`, and the fat pointer made each one 16 bytes larger.
+pub type Sans = Arc<Vec<String>>;
 
 /// A built origination config, or why there is none.
 #[derive(Clone)]

@@ -83,7 +83,7 @@ pub(super) async fn send_to(
     response_ops: Option<mesh_api::networking::HeaderOperations>,
 ) -> Response<Body> {
     if let Some(l) = record.log.as_mut() {
-        l.cluster = cluster.name.clone();
+        l.cluster = Some(cluster.name.clone());
     }
     let downstream_h2 = req.version() == Version::HTTP_2;
     let proto = if downstream_h2 && cluster.protocol != Protocol::Http1

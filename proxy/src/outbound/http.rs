@@ -84,7 +84,7 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
             record.labels.response_code = 502;
             record.labels.response_flags = "NR";
             if let Some(l) = record.log.as_mut() {
-                l.cluster = "BlackHoleCluster".into();
+                l.cluster = Some("BlackHoleCluster".into());
             }
             return metered(
                 full(
@@ -95,7 +95,7 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
             );
         }
         if let Some(l) = record.log.as_mut() {
-            l.cluster = "PassthroughCluster".into();
+            l.cluster = Some("PassthroughCluster".into());
             l.upstream = ctx.orig_dst.to_string();
         }
         return passthrough(req, ctx, record).await;
@@ -172,7 +172,7 @@ pub(crate) fn source_record(
         AccessLogLine::for_request(shared, req, authority.to_string(), ctx.orig_dst, ctx.peer).map(
             |mut l| {
                 l.upstream = String::new();
-                l.cluster = String::new();
+                l.cluster = None;
                 l
             },
         );

@@ -41,7 +41,7 @@ pub(crate) async fn apply_route(
     mut record: Record,
 ) -> Response<Body> {
     if let Some(l) = record.log.as_mut() {
-        l.cluster = route.vs.to_string();
+        l.cluster = Some(route.vs.clone());
     }
     let origin = req
         .headers()
@@ -168,7 +168,7 @@ pub(crate) async fn apply_route(
     record.labels.destination_service_name = dest.service_name.clone();
     record.labels.destination_service_namespace = dest.namespace.clone();
     if let Some(l) = record.log.as_mut() {
-        l.cluster = dest.name.clone();
+        l.cluster = Some(dest.name.clone());
     }
     // Request rewrites and header operations.
     if let Some(p) = rewritten_path {

@@ -341,10 +341,11 @@ fn from_slices(ns: &str, slices: &[&EndpointSlice], ix: &Index<'_>) -> Vec<Endpo
                     address: addr.clone(),
                     ports: ports.clone(),
                     labels: labels.cloned().unwrap_or_default(),
-                    locality: locality(labels, ep.zone.as_deref()),
+                    locality: locality(labels, ep.zone.as_deref()).into(),
                     ready,
                     service_account: pod
-                        .and_then(|p| p.spec.as_ref()?.service_account_name.clone()),
+                        .and_then(|p| p.spec.as_ref()?.service_account_name.as_deref())
+                        .map(Into::into),
                 });
             }
         }
@@ -407,9 +408,13 @@ fn from_pods(s: &KService, ns: &str, ix: &Index<'_>) -> Vec<Endpoint> {
             address: ip,
             ports,
             labels: labels.cloned().unwrap_or_default(),
-            locality: locality(labels, None),
+            locality: locality(labels, None).into(),
             ready: pod_ready(p),
-            service_account: p.spec.as_ref().and_then(|s| s.service_account_name.clone()),
+            service_account: p
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.as_deref())
+                .map(Into::into),
         });
     }
     out.sort_by(|a, b| a.address.cmp(&b.address));
@@ -454,9 +459,9 @@ fn service_entry(se: &ServiceEntry, ix: &Index<'_>, trust_domain: &str) -> Vec<S
             address: we.address.clone().unwrap_or_default(),
             ports: default_ports(&we.ports),
             labels: we.labels.clone(),
-            locality: we.locality.clone().unwrap_or_default(),
+            locality: we.locality.clone().unwrap_or_default().into(),
             ready: true,
-            service_account: we.service_account.clone(),
+            service_account: we.service_account.as_deref().map(Into::into),
         })
         .collect();
     if let Some(sel) = &s.workload_selector {
@@ -470,9 +475,13 @@ fn service_entry(se: &ServiceEntry, ix: &Index<'_>, trust_domain: &str) -> Vec<S
                     address: ip,
                     ports: default_ports(&BTreeMap::new()),
                     labels: labels.cloned().unwrap_or_default(),
-                    locality: locality(labels, None),
+                    locality: locality(labels, None).into(),
                     ready: pod_ready(p),
-                    service_account: p.spec.as_ref().and_then(|s| s.service_account_name.clone()),
+                    service_account: p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.as_deref())
+                        .map(Into::into),
                 });
             }
         }
@@ -504,7 +513,7 @@ mod tests {
     fn expected_identities_of_a_service() {
         let ep = |sa: Option<&str>| Endpoint {
             address: "10.0.0.1".into(),
-            service_account: sa.map(str::to_string),
+            service_account: sa.map(Into::into),
             ..Default::default()
         };
         let eps = [
