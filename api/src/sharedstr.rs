@@ -208,7 +208,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), r#""zone-a""#);
         let m: BTreeMap<SharedStr, u8> = [(s.clone(), 1)].into();
         assert_eq!(m.get("zone-a"), Some(&1));
-        assert!(SharedStr::from("a") < SharedStr::from("b"));
+        let (a, b) = (SharedStr::from("a"), SharedStr::from("b"));
+        assert!(a < b, "ordered as strings");
         let e = serde_json::from_str::<SharedStr>("7").unwrap_err();
         assert!(e.to_string().contains("a string"), "{e}");
     }

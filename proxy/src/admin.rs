@@ -177,7 +177,7 @@ async fn clusters(State(s): State<AdminState>) -> Response {
             // each endpoint's requests in flight.
             let pending = table.cluster(&c.name).map_or(0, |st| st.pool.pending());
             out.push_str(&format!("{}::rq_pending_active::{pending}\n", c.name));
-            for e in &c.endpoints {
+            for e in c.endpoints.iter() {
                 let active = table.endpoint(&c.name, e.addr).map_or(0, |st| st.active());
                 out.push_str(&format!("{}::{}::rq_active::{active}\n", c.name, e.addr));
             }

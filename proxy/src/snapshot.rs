@@ -25,7 +25,10 @@ use arc_swap::ArcSwapOption;
 use mesh_api::syncapi::{ProxyView, Service as ViewService};
 
 use crate::byaddr::ByAddr;
+
+mod endpoints;
 use crate::lb::LbPolicy;
+pub use endpoints::{Endpoint, EndpointRef};
 
 /// One resource of a view the proxy cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -91,19 +94,6 @@ pub enum OutboundPolicy {
     RegistryOnly,
 }
 
-/// One backend (its run-time state is in the `state` module, keyed by cluster
-/// name and `addr`).
-#[derive(Debug)]
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    /// Shared by the endpoint's clusters (one per service port, and subsets):
-    /// a pod's labels are a dozen strings, held once.
-    pub labels: Arc<std::collections::BTreeMap<String, String>>,
-    pub service_account: Option<Arc<str>>,
-    /// Whether connections to this endpoint are mTLS (DestinationRule or auto).
-    pub tls: crate::mtls::UpstreamTls,
-}
-
 /// A service port and everything needed to carry a connection to it.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -115,7 +105,8 @@ pub struct Cluster {
     pub namespace: Arc<str>,
     pub port: u16,
     pub protocol: Protocol,
-    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Ready endpoints, in one allocation (see [`EndpointRef`]).
+    pub endpoints: Arc<[Endpoint]>,
     pub lb: LbPolicy,
     /// DestinationRule connectionPool limits, if any.
     pub limits: Option<crate::limits::Limits>,
@@ -209,7 +200,7 @@ impl Snapshot {
                     &svc.subject_alt_names,
                 );
                 tls_warning(&ctls, &cluster_name, &mut warnings);
-                let mut endpoints: Vec<Arc<Endpoint>> = svc
+                let endpoints: Arc<[Endpoint]> = svc
                     .endpoints
                     .iter()
                     .zip(&facts)
@@ -222,18 +213,15 @@ impl Snapshot {
                             .copied()
                             .or(port.target_port)
                             .unwrap_or(port.port);
-                        Some(Arc::new(Endpoint {
+                        Some(Endpoint {
                             addr: SocketAddr::new(ip, target),
                             labels: labels.clone(),
                             service_account: service_account.clone(),
                             tls: ctls.for_endpoint(&e.labels),
-                        }))
+                        })
                     })
                     .collect();
-                // Not ready ones are filtered out, so the size is not known
-                // up front; the cluster lives as long as the snapshot.
-                endpoints.shrink_to_fit();
-                for ep in &endpoints {
+                for ep in endpoints.iter() {
                     by_endpoint.push((ep.addr, idx));
                 }
                 for a in &svc.addresses {
@@ -394,7 +382,12 @@ impl Snapshot {
         }
         let base = &self.clusters[*self.by_endpoint.get(dst)?];
         let mut pinned = Cluster::clone(base);
-        pinned.endpoints.retain(|e| e.addr == dst);
+        pinned.endpoints = base
+            .endpoints
+            .iter()
+            .filter(|e| e.addr == dst)
+            .cloned()
+            .collect();
         pinned.pinned = true;
         Some(Arc::new(pinned))
     }
@@ -559,13 +552,11 @@ fn subset_cluster(
                 .iter()
                 .all(|(k, v)| e.labels.get(k) == Some(v))
         })
-        .map(|e| {
-            Arc::new(Endpoint {
-                addr: e.addr,
-                labels: e.labels.clone(),
-                service_account: e.service_account.clone(),
-                tls: ctls.for_endpoint(&e.labels),
-            })
+        .map(|e| Endpoint {
+            addr: e.addr,
+            labels: e.labels.clone(),
+            service_account: e.service_account.clone(),
+            tls: ctls.for_endpoint(&e.labels),
         })
         .collect();
     Cluster {

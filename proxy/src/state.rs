@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use crate::byaddr::ByAddr;
 use crate::limits::PoolState;
 use crate::outlier::EndpointHealth;
-use crate::snapshot::{Cluster, Endpoint, Snapshot};
+use crate::snapshot::{Cluster, EndpointRef, Snapshot};
 
 /// One endpoint's state within one cluster.
 #[derive(Debug, Default)]
@@ -196,15 +196,13 @@ impl Table {
         let entry = self.clusters.get(&*c.name).map(Entry::get_or_bind);
         Bound {
             state: entry.map(|e| e.state.clone()).unwrap_or_default(),
-            members: c
-                .endpoints
-                .iter()
+            members: EndpointRef::each(&c.endpoints)
                 .map(|ep| Member {
-                    ep: ep.clone(),
                     state: entry
                         .and_then(|e| e.endpoint_or_new(ep.addr))
                         .cloned()
                         .unwrap_or_default(),
+                    ep,
                 })
                 .collect(),
         }
@@ -214,7 +212,7 @@ impl Table {
 /// An endpoint and its state, as one request sees them.
 #[derive(Debug, Clone)]
 pub struct Member {
-    pub ep: Arc<Endpoint>,
+    pub ep: EndpointRef,
     pub state: Arc<EndpointState>,
 }
 

@@ -94,7 +94,7 @@ fn static_row(name: &str, type_: &str) -> ClusterRow {
 }
 
 fn endpoint_rows(c: &Cluster, table: &Table, out: &mut Vec<EndpointRow>) {
-    for e in &c.endpoints {
+    for e in c.endpoints.iter() {
         let state = table.endpoint(&c.name, e.addr);
         out.push(EndpointRow {
             endpoint: e.addr.to_string(),

@@ -20,7 +20,7 @@ use crate::lb::{self, RequestKeys};
 use crate::outlier;
 use crate::pool::{Checkin, Pool};
 use crate::route::Retry;
-use crate::snapshot::{Cluster, Endpoint, Protocol};
+use crate::snapshot::{Cluster, Endpoint, EndpointRef, Protocol};
 use crate::state::{Bound, InFlight, Member};
 
 /// Which failures are retried (Envoy's `retry_on` conditions).
@@ -135,7 +135,7 @@ impl ReqBody {
 pub struct Sent {
     pub response: Response<Incoming>,
     pub checkin: Option<Checkin>,
-    pub endpoint: Arc<Endpoint>,
+    pub endpoint: EndpointRef,
     /// The endpoint's in-flight count, held until the response is done with.
     pub in_flight: InFlight,
     pub attempts: u32,
@@ -148,7 +148,7 @@ pub struct Failed {
     pub status: u16,
     pub flags: &'static str,
     pub message: &'static str,
-    pub endpoint: Option<Arc<Endpoint>>,
+    pub endpoint: Option<EndpointRef>,
 }
 
 /// Sends `parts` + `body` to `cluster` (bound to its run-time state: `bound`)

@@ -107,7 +107,10 @@ pub(crate) async fn carry_tcp<D>(
         (Some(p), Some(c)) => p
             .peer_addr()
             .ok()
-            .and_then(|a| c.endpoints.iter().find(|e| e.addr == a).cloned())
+            .and_then(|a| {
+                let i = c.endpoints.iter().position(|e| e.addr == a)?;
+                crate::snapshot::EndpointRef::new(&c.endpoints, i)
+            })
             .unwrap_or(target),
         _ => target,
     };
@@ -147,8 +150,8 @@ pub(crate) async fn carry_tcp<D>(
 }
 
 /// An endpoint for a connection passed through to its original destination.
-fn passthrough_endpoint(addr: SocketAddr) -> Arc<crate::snapshot::Endpoint> {
-    Arc::new(crate::snapshot::Endpoint {
+fn passthrough_endpoint(addr: SocketAddr) -> crate::snapshot::EndpointRef {
+    crate::snapshot::EndpointRef::single(crate::snapshot::Endpoint {
         addr,
         labels: Default::default(),
         service_account: None,

@@ -85,13 +85,11 @@ fn cluster(addrs: &[SocketAddr]) -> Arc<Cluster> {
         protocol: Protocol::Http1,
         endpoints: addrs
             .iter()
-            .map(|a| {
-                Arc::new(Endpoint {
-                    addr: *a,
-                    labels: Default::default(),
-                    service_account: None,
-                    tls: UpstreamTls::Plaintext,
-                })
+            .map(|a| Endpoint {
+                addr: *a,
+                labels: Default::default(),
+                service_account: None,
+                tls: UpstreamTls::Plaintext,
             })
             .collect(),
         lb: LbPolicy::RoundRobin,
