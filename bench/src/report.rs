@@ -323,6 +323,7 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
         goal: String::new(),
     });
     let eff = |v| sat(v).and_then(|s| s.req_per_cpu_s);
+    let r = ratio(eff(mesh), eff(envoy));
     rows.push(Row {
         figure: "saturation req per sidecar CPU-second",
         cells: vs.map(|v| {
@@ -330,8 +331,8 @@ fn headline_rows(sums: &[Summary], pair: (Variant, Variant)) -> Vec<Row> {
                 .map(|x| format!("{x:.0}"))
                 .unwrap_or_else(|| "–".into())
         }),
-        ratio: ratio(eff(mesh), eff(envoy)),
-        goal: goal_ge(ratio(eff(mesh), eff(envoy)), 2.5),
+        ratio: r,
+        goal: goal_ge(r, 2.5),
     });
     rows
 }

@@ -34,7 +34,9 @@
 //! 4. agent restart: SIGKILL, start again on the same sync port, time until
 //!    every proxy applies a newer view and has its looked-up hosts back;
 //! 5. a real `target/release/mesh-proxy` (on loopback, ports of its own) against
-//!    a 100-service mesh and against the full mesh: its VmRSS once ready.
+//!    a 100-service mesh and against the full mesh, three starts of each
+//!    interleaved: medians of its VmRSS and of the anonymous part (RssAnon)
+//!    once ready.
 //!
 //! Ends with a table (issue 19's goals beside the figures, not asserted) and,
 //! with `--out FILE`, the same as JSON. Every wait has a timeout and panics
@@ -93,6 +95,8 @@ struct Args {
 const ENDPOINTS_PER_SERVICE: usize = 10;
 /// Time to let a process settle before sampling its CPU and RSS.
 const SETTLE: Duration = Duration::from_secs(2);
+/// Starts of the real sidecar per mesh size in phase 5 (medians reported).
+const SIDECAR_RUNS: usize = 3;
 
 // ---------------------------------------------------------------- the mesh
 
@@ -311,13 +315,16 @@ fn cpu_secs(pid: u32, tck: f64) -> f64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmRSS:") / 1024.0
+}
+
+/// A `/proc/PID/status` line's value in KiB (0 when absent).
+fn status_kib(pid: u32, key: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+    s.lines()
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
+        .unwrap_or(0.0)
 }
 
 /// GET over HTTP/1.0 (no chunking): status and body.
@@ -493,6 +500,10 @@ fn sample(pid: u32, tck: f64) -> Sample {
 
 struct SidecarRss {
     rss_mib: f64,
+    /// The anonymous part (heap, stacks): what the view costs, without the
+    /// binary's file pages, whose resident share varies by ±0.4 MiB between
+    /// two starts of the same binary.
+    anon_mib: f64,
     services_in_view: usize,
     ready_in: Duration,
 }
@@ -545,6 +556,7 @@ fn sidecar_rss(agent: &str, log: &Path) -> SidecarRss {
     // Before the dump: rendering a view as JSON grows the heap by several
     // MiB that glibc keeps, which is the admin page's cost, not the view's.
     let rss = rss_mib(p.pid());
+    let anon = status_kib(p.pid(), "RssAnon:") / 1024.0;
     let (_, dump) = http_get(&admin, "/config_dump").expect("config_dump");
     let dump: serde_json::Value = serde_json::from_str(&dump).expect("config_dump JSON");
     let services_in_view = dump["view"]["services"]
@@ -554,6 +566,7 @@ fn sidecar_rss(agent: &str, log: &Path) -> SidecarRss {
     p.kill();
     SidecarRss {
         rss_mib: rss,
+        anon_mib: anon,
         services_in_view,
         ready_in,
     }
@@ -981,29 +994,47 @@ fn main() {
         let small_dir = root.path().join("small");
         std::fs::create_dir(&small_dir).unwrap();
         write_mesh(&small_dir, 100, 100, 10);
-        println!("[5] mesh-proxy against a 100-service mesh (100 namespaces, 1 each) ...");
+        println!(
+            "[5] mesh-proxy against a 100-service mesh (100 namespaces, 1 each) and the {}-service mesh, {SIDECAR_RUNS} starts each, interleaved ...",
+            args.services
+        );
         let small_log = root.path().join("agent-small.log");
         let small = start_agent(&small_dir, "127.0.0.1:0", &small_log);
         let proxy_log = root.path().join("proxy.log");
-        let a = sidecar_rss(&small.sync, &proxy_log);
+        // Interleaved starts, medians: one start's resident binary pages vary
+        // more than the difference being measured.
+        let (mut runs_a, mut runs_b) = (Vec::new(), Vec::new());
+        for run in 1..=SIDECAR_RUNS {
+            let a = sidecar_rss(&small.sync, &proxy_log);
+            let b = sidecar_rss(&agent.sync, &proxy_log);
+            println!(
+                "[5]   start {run}/{SIDECAR_RUNS}: 100-service mesh {} services in view, ready after {:.2}s, RSS {:.2} MiB (anon {:.2}); {}-service mesh {} in view, ready after {:.2}s, RSS {:.2} MiB (anon {:.2})",
+                a.services_in_view,
+                a.ready_in.as_secs_f64(),
+                a.rss_mib,
+                a.anon_mib,
+                args.services,
+                b.services_in_view,
+                b.ready_in.as_secs_f64(),
+                b.rss_mib,
+                b.anon_mib
+            );
+            runs_a.push(a);
+            runs_b.push(b);
+        }
         drop(small);
+        let med = |v: &[SidecarRss], f: fn(&SidecarRss) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            x[x.len() / 2]
+        };
+        let (a, b) = (&runs_a[0], &runs_b[0]);
+        let (rss_a, rss_b) = (med(&runs_a, |r| r.rss_mib), med(&runs_b, |r| r.rss_mib));
+        let (anon_a, anon_b) = (med(&runs_a, |r| r.anon_mib), med(&runs_b, |r| r.anon_mib));
         println!(
-            "[5]   ready after {:.2}s, {} services in its view, RSS {:.2} MiB",
-            a.ready_in.as_secs_f64(),
-            a.services_in_view,
-            a.rss_mib
-        );
-        println!(
-            "[5] mesh-proxy against the {}-service mesh ...",
-            args.services
-        );
-        let b = sidecar_rss(&agent.sync, &proxy_log);
-        println!(
-            "[5]   ready after {:.2}s, {} services in its view, RSS {:.2} MiB (difference {:+.2} MiB)",
-            b.ready_in.as_secs_f64(),
-            b.services_in_view,
-            b.rss_mib,
-            b.rss_mib - a.rss_mib
+            "[5] medians of {SIDECAR_RUNS}: RSS {rss_a:.2} -> {rss_b:.2} MiB ({:+.2}), anonymous {anon_a:.2} -> {anon_b:.2} MiB ({:+.2})",
+            rss_b - rss_a,
+            anon_b - anon_a
         );
         let bin = release_bin("mesh-proxy");
         let bin_mb = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
@@ -1015,28 +1046,39 @@ fn main() {
         rows.push((
             "sidecar RSS, 100-service mesh".into(),
             format!(
-                "{:.2} MiB ({} services in view)",
-                a.rss_mib, a.services_in_view
+                "{rss_a:.2} MiB, anonymous {anon_a:.2} ({} services in view; median of {SIDECAR_RUNS})",
+                a.services_in_view
             ),
             String::new(),
         ));
         rows.push((
             format!("sidecar RSS, {}-service mesh", args.services),
             format!(
-                "{:.2} MiB ({} services in view)",
-                b.rss_mib, b.services_in_view
+                "{rss_b:.2} MiB, anonymous {anon_b:.2} ({} services in view; median of {SIDECAR_RUNS})",
+                b.services_in_view
             ),
             String::new(),
         ));
         rows.push((
             "sidecar RSS growth".into(),
-            format!("{:+.2} MiB", b.rss_mib - a.rss_mib),
+            format!(
+                "{:+.2} MiB (anonymous {:+.2})",
+                rss_b - rss_a,
+                anon_b - anon_a
+            ),
             "<= 1 MiB from 100 to 10,000 services (issue 19)".into(),
         ));
+        let runs = |v: &[SidecarRss]| -> Vec<serde_json::Value> {
+            v.iter()
+                .map(|r| json!({"rss_mib": r.rss_mib, "anon_mib": r.anon_mib, "ready_s": r.ready_in.as_secs_f64()}))
+                .collect()
+        };
         report.as_object_mut().unwrap().insert("sidecar".into(), json!({
-            "binary_mb": bin_mb, "mesh_100": {"rss_mib": a.rss_mib, "services_in_view": a.services_in_view, "ready_s": a.ready_in.as_secs_f64()},
-            "mesh_full": {"services": args.services, "rss_mib": b.rss_mib, "services_in_view": b.services_in_view, "ready_s": b.ready_in.as_secs_f64()},
-            "growth_mib": b.rss_mib - a.rss_mib,
+            "binary_mb": bin_mb,
+            "mesh_100": {"rss_mib": rss_a, "anon_mib": anon_a, "services_in_view": a.services_in_view, "runs": runs(&runs_a)},
+            "mesh_full": {"services": args.services, "rss_mib": rss_b, "anon_mib": anon_b, "services_in_view": b.services_in_view, "runs": runs(&runs_b)},
+            "growth_mib": rss_b - rss_a,
+            "anon_growth_mib": anon_b - anon_a,
         }));
     }
 
