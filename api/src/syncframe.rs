@@ -42,10 +42,22 @@ pub fn framed<T: AsyncRead + AsyncWrite>(io: T) -> Stream<T> {
     Framed::new(io, codec())
 }
 
-/// Writes one frame without copying `body` into an intermediate buffer.
+/// Frames up to this size are written in one piece (prefix and body copied
+/// together); larger ones (whole views) without the copy, in two writes.
+const ONE_WRITE: usize = 16 * 1024;
+
+/// Writes one frame. A small frame (a delta, an ack, an answer) goes out in
+/// one write: on an unbuffered socket the 4-byte prefix alone would cost a
+/// second send, and the peer possibly a second wake-up, per message.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
     let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    if body.len() <= ONE_WRITE {
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(body);
+        return w.write_all(&frame).await;
+    }
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(body).await
 }
@@ -206,6 +218,54 @@ mod tests {
         ] {
             let e = decode_agent(frame).unwrap_err().to_string();
             assert!(e.contains("malformed message") && e.contains(want), "{e}");
+        }
+    }
+
+    /// Counts the writes a frame takes, and keeps the bytes.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_frame_is_one_write_a_large_one_two_and_both_decode() {
+        use tokio_util::codec::Decoder;
+        for (size, writes) in [
+            (0, 1),
+            (1800, 1),
+            (ONE_WRITE, 1),
+            (ONE_WRITE + 1, 2),
+            (300_000, 2),
+        ] {
+            let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut w = Writes::default();
+            write_frame(&mut w, &body).await.unwrap();
+            assert_eq!(w.0.len(), writes, "a {size}-byte frame");
+            let mut buf = bytes::BytesMut::from(&w.0.concat()[..]);
+            let frame = codec().decode(&mut buf).unwrap().expect("one whole frame");
+            assert_eq!(&frame[..], &body[..], "a {size}-byte frame");
+            assert!(buf.is_empty());
         }
     }
 }

@@ -273,7 +273,7 @@ fn destination_rules(
     out: &mut Vec<Message>,
 ) {
     let services = k8s_services(store, &snap.settings.domain_suffix);
-    for dr in &snap.destination_rules {
+    for dr in snap.destination_rules.iter() {
         let me = res("DestinationRule", &dr.key.namespace, &dr.key.name);
         let host = &dr.hosts[0];
         if !host_known(snap, host) {
@@ -370,7 +370,7 @@ fn strict_mtls(
             continue;
         }
         let mut best: Option<(u8, String, String)> = None;
-        for pa in &snap.peer_authentications {
+        for pa in snap.peer_authentications.iter() {
             let spec = pa.pa();
             let ns = pa.key.namespace.as_str();
             let rank = match &spec.selector {

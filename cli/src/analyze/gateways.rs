@@ -76,7 +76,7 @@ pub fn run(store: &Store, snap: &Snapshot, pods: &[Workload], out: &mut Vec<Mess
     let secrets = secrets(store);
     // Gateway key -> the pods it selects.
     let mut selected: BTreeMap<String, Vec<&Workload>> = BTreeMap::new();
-    for g in &snap.gateways {
+    for g in snap.gateways.iter() {
         // Translated from a Gateway API Gateway: its pods come from the
         // auto-deployment, and its problems are reported in that Gateway's status.
         if mesh_agent::gatewayapi::is_generated(&g.key) {
@@ -132,14 +132,14 @@ pub fn run(store: &Store, snap: &Snapshot, pods: &[Workload], out: &mut Vec<Mess
 /// same port with overlapping hosts.
 fn conflicts(snap: &Snapshot, selected: &BTreeMap<String, Vec<&Workload>>, out: &mut Vec<Message>) {
     let name = |g: &mesh_agent::compile::Accepted| format!("{}/{}", g.key.namespace, g.key.name);
-    for a in &snap.gateways {
+    for a in snap.gateways.iter() {
         let ka = name(a);
         let Some(pods_a) = selected.get(&ka) else {
             continue;
         };
         // (port, this gateway's overlapping hosts) -> the other gateways.
         let mut found: BTreeMap<(u32, BTreeSet<String>), BTreeSet<String>> = BTreeMap::new();
-        for b in &snap.gateways {
+        for b in snap.gateways.iter() {
             let kb = name(b);
             if kb == ka {
                 continue;

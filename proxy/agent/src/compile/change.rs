@@ -246,8 +246,12 @@ mod tests {
             ..Default::default()
         };
         let since = |v| {
-            snap.hosts_changed_since(v)
-                .map(|h| h.into_iter().collect::<Vec<_>>())
+            snap.hosts_changed_since(v).map(|h| {
+                h.into_iter()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            })
         };
         assert_eq!(since(13), Some(vec![]));
         assert_eq!(since(12), Some(vec!["a", "c"]));

@@ -37,7 +37,7 @@ pub fn check_virtual_services(
     // DestinationRules by exact host, wildcard ones apart: subset lookups stay cheap.
     let mut by_host: HashMap<&str, Vec<&Accepted>> = HashMap::new();
     let mut wildcard: Vec<&Accepted> = Vec::new();
-    for dr in &snap.destination_rules {
+    for dr in snap.destination_rules.iter() {
         if dr.hosts[0].starts_with('*') {
             wildcard.push(dr);
         } else {

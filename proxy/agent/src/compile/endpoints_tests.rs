@@ -58,7 +58,7 @@ fn assert_same(fast: &Snapshot, full: &Snapshot, step: &str) {
     let keys = |s: &Snapshot| {
         s.virtual_services
             .iter()
-            .chain(&s.destination_rules)
+            .chain(s.destination_rules.iter())
             .map(|a| a.key.to_string())
             .collect::<Vec<_>>()
     };

@@ -151,14 +151,14 @@ pub struct Snapshot {
     pub settings: Arc<Settings>,
     /// Services by hostname.
     pub services: Services,
-    pub virtual_services: Vec<Accepted>,
-    pub destination_rules: Vec<Accepted>,
-    pub gateways: Vec<Accepted>,
-    pub sidecars: Vec<Accepted>,
-    pub peer_authentications: Vec<Accepted>,
-    pub authorization_policies: Vec<Accepted>,
+    pub virtual_services: Arc<Vec<Accepted>>,
+    pub destination_rules: Arc<Vec<Accepted>>,
+    pub gateways: Arc<Vec<Accepted>>,
+    pub sidecars: Arc<Vec<Accepted>>,
+    pub peer_authentications: Arc<Vec<Accepted>>,
+    pub authorization_policies: Arc<Vec<Accepted>>,
     /// Telemetry resources whose providers all exist, by key.
-    pub telemetries: Vec<Accepted>,
+    pub telemetries: Arc<Vec<Accepted>>,
     /// Resources (or files) not applied, with every error.
     pub rejected: Vec<Rejection>,
     /// Warnings about applied resources.
@@ -203,10 +203,12 @@ pub const RECENT_CHANGES: usize = 256;
 
 impl Snapshot {
     /// The hosts whose services may differ between snapshot `version` and
-    /// this one; `None` when [`Snapshot::recent_changes`] does not reach back
-    /// to it.
-    pub fn hosts_changed_since(&self, version: u64) -> Option<BTreeSet<&str>> {
-        let mut hosts = BTreeSet::new();
+    /// this one, newest change first (a host changed twice is listed twice);
+    /// `None` when [`Snapshot::recent_changes`] does not reach back to it.
+    /// A list, not a set: a stream that slept through many changes asks for
+    /// all of them on every push it gets, and wants only a lookup per host.
+    pub fn hosts_changed_since(&self, version: u64) -> Option<Vec<&str>> {
+        let mut hosts = Vec::new();
         if version == self.version {
             return Some(hosts);
         }
@@ -378,12 +380,12 @@ pub fn compile_cached(
     }
     let mut take = |k: &str| accepted.remove(k).unwrap_or_default();
     let service_entries = take("ServiceEntry");
-    snap.destination_rules = take("DestinationRule");
-    snap.gateways = take("Gateway");
-    snap.sidecars = take("Sidecar");
-    snap.peer_authentications = take("PeerAuthentication");
-    snap.authorization_policies = take("AuthorizationPolicy");
-    snap.telemetries = telemetry::check(take("Telemetry"), settings, &mut snap.rejected);
+    snap.destination_rules = take("DestinationRule").into();
+    snap.gateways = take("Gateway").into();
+    snap.sidecars = take("Sidecar").into();
+    snap.peer_authentications = take("PeerAuthentication").into();
+    snap.authorization_policies = take("AuthorizationPolicy").into();
+    snap.telemetries = telemetry::check(take("Telemetry"), settings, &mut snap.rejected).into();
     let virtual_services = take("VirtualService");
     let ses: Vec<&mesh_api::networking::ServiceEntry> = service_entries
         .iter()
@@ -394,7 +396,7 @@ pub fn compile_cached(
         .collect();
     snap.services = registry::build(store, settings, &mut snap.warnings, &ses, cache);
     let (vs, rejected, warnings) = cross::check_virtual_services(virtual_services, &snap);
-    snap.virtual_services = vs;
+    snap.virtual_services = vs.into();
     snap.rejected.extend(rejected);
     snap.warnings.extend(warnings);
     snap.rejected.sort_by(|a, b| a.resource.cmp(&b.resource));

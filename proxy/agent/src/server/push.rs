@@ -206,15 +206,21 @@ impl Pushed {
         if let Some(hosts) = snap.hosts_changed_since(self.version) {
             // Only these can differ: look them up in the view (sorted by
             // hostname), not the view's hundred services in the registry.
-            for h in hosts {
-                if let Ok(i) = last
-                    .services
-                    .binary_search_by(|s| s.hostname.as_str().cmp(h))
-                {
-                    let now = snap.services.get(h)?;
-                    if differs(now, &last.services[i]) {
-                        changed.push(now.clone());
-                    }
+            let mut found: Vec<usize> = hosts
+                .into_iter()
+                .filter_map(|h| {
+                    last.services
+                        .binary_search_by(|s| s.hostname.as_str().cmp(h))
+                        .ok()
+                })
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            for i in found {
+                let s = &last.services[i];
+                let now = snap.services.get(&s.hostname)?;
+                if differs(now, s) {
+                    changed.push(now.clone());
                 }
             }
             return Some(changed);
