@@ -36,6 +36,8 @@ pub mod syncapi;
 pub mod syncclient;
 pub mod syncdelta;
 #[cfg(feature = "client")]
+pub mod syncencode;
+#[cfg(feature = "client")]
 pub mod syncframe;
 pub mod syncidle;
 pub mod synclookup;

@@ -119,6 +119,24 @@ pub fn decode_agent(frame: &[u8]) -> Result<crate::syncapi::AgentMessage, Protoc
     }
 }
 
+/// Decodes one message from a proxy, as [`decode`] does; an ack (nearly
+/// all a proxy sends, one per version pushed to it) without serde's
+/// buffering of the internally tagged enum into a generic tree first.
+pub fn decode_client(frame: &[u8]) -> Result<crate::syncapi::ClientMessage, ProtocolError> {
+    #[derive(serde::Deserialize)]
+    struct Ack<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        version: u64,
+    }
+    match serde_json::from_slice::<Ack>(frame) {
+        Ok(a) if a.kind == "ack" => Ok(crate::syncapi::ClientMessage::Ack { version: a.version }),
+        // Anything else, and anything malformed (the derived decoder's error
+        // names what is wrong).
+        _ => decode(frame),
+    }
+}
+
 /// Decodes one message; a view's repeated short strings are shared
 /// ([`crate::sharedstr::interning`]).
 pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, ProtocolError> {
@@ -133,6 +151,36 @@ pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_messages_decode_as_derived() {
+        use crate::syncapi::ClientMessage;
+        for m in [
+            ClientMessage::Ack {
+                version: 1_733_400_000_123,
+            },
+            ClientMessage::Nack {
+                version: 7,
+                reason: "bad \"route\"".into(),
+            },
+            ClientMessage::Lookup {
+                target: "10.0.0.1".into(),
+            },
+            ClientMessage::Forget {
+                targets: vec!["a.b.svc.cluster.local".into()],
+            },
+        ] {
+            let frame = encode(&m);
+            assert_eq!(decode_client(&frame).unwrap(), m);
+        }
+        // Field order and spacing do not matter; a wrong tag is not an ack.
+        assert_eq!(
+            decode_client(br#"{ "version": 5, "type": "ack" }"#).unwrap(),
+            ClientMessage::Ack { version: 5 }
+        );
+        assert!(decode_client(br#"{"type":"acks","version":5}"#).is_err());
+        assert!(decode_client(br#"{"type":"ack"}"#).is_err());
+    }
     use crate::syncapi::{AgentMessage, Endpoint, ProxyView, Service};
     use crate::syncdelta::ViewDelta;
     use std::sync::Arc;

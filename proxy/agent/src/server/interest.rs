@@ -7,6 +7,12 @@
 //! visibility). Anything else pokes every stream. In a mesh of thousands of
 //! proxies an endpoint change concerns a few dozen; waking all of them for
 //! each change was most of the agent's CPU.
+//!
+//! Each poke also leaves the change with the stream ([`Pending`]), so a woken
+//! stream patches its view with the hosts of the changes that concern it,
+//! not with every host changed since its version (a stream of a quiet
+//! namespace would otherwise look up the hosts of hundreds of changes of
+//! other namespaces in its view at each push).
 
 use crate::compile::change::{Reach, SnapshotChange};
 use crate::compile::Snapshot;
@@ -23,7 +29,61 @@ struct Sub {
     always: bool,
     /// Hosts it looked up on demand.
     requested: BTreeSet<String>,
+    pending: Pending,
 }
+
+/// The endpoints-only changes a stream was poked for since it last looked.
+#[derive(Debug, Clone, Default)]
+pub struct Pending {
+    /// Oldest first. Every endpoints-only change of a snapshot newer than
+    /// `complete_after` that can concern the stream's view is here (and
+    /// maybe others).
+    pub changes: Vec<Arc<SnapshotChange>>,
+    /// Changes up to this version may be missing: they were routed before
+    /// the stream's interest was known (it subscribed, looked a host up, got
+    /// a Sidecar), or were too many to keep. A stream whose view is older
+    /// finds what changed since from the snapshot instead.
+    pub complete_after: u64,
+}
+
+impl Pending {
+    /// Nothing known: the stream finds what changed from the snapshot.
+    pub fn unknown() -> Pending {
+        Pending {
+            changes: Vec::new(),
+            complete_after: u64::MAX,
+        }
+    }
+
+    /// The hosts that can differ in a view of `version`, when this says
+    /// (newest change first; a host changed twice is listed twice).
+    pub fn hosts_since(&self, version: u64) -> Option<Vec<&str>> {
+        (version >= self.complete_after).then(|| {
+            self.changes
+                .iter()
+                .rev()
+                .flat_map(|c| c.hosts.keys().map(String::as_str))
+                .collect()
+        })
+    }
+
+    fn add(&mut self, change: &Arc<SnapshotChange>, version: u64) {
+        if self.changes.len() >= MAX_PENDING {
+            self.forget(version);
+        } else {
+            self.changes.push(change.clone());
+        }
+    }
+
+    /// Changes up to `version` are not known any more.
+    fn forget(&mut self, version: u64) {
+        self.changes.clear();
+        self.complete_after = self.complete_after.max(version);
+    }
+}
+
+/// Changes kept for a stream that has not woken up to take them.
+const MAX_PENDING: usize = crate::compile::RECENT_CHANGES;
 
 #[derive(Default)]
 struct Index {
@@ -31,6 +91,8 @@ struct Index {
     by_namespace: HashMap<String, HashSet<u64>>,
     by_host: HashMap<String, HashSet<u64>>,
     always: HashSet<u64>,
+    /// The version of the last snapshot the streams were poked for.
+    seen: u64,
 }
 
 /// The streams and what their views can hold.
@@ -63,7 +125,7 @@ impl Interest {
                     r = snapshots.changed() => if r.is_err() { return },
                 }
                 let snap = snapshots.borrow_and_update().clone();
-                me.poke(snap.change.as_deref());
+                me.poke_for(&snap);
             }
         });
     }
@@ -74,6 +136,10 @@ impl Interest {
         let poke = Arc::new(Notify::new());
         poke.notify_one();
         self.with(|ix| {
+            let pending = Pending {
+                changes: Vec::new(),
+                complete_after: ix.seen,
+            };
             ix.by_namespace
                 .entry(namespace.to_string())
                 .or_default()
@@ -85,6 +151,7 @@ impl Interest {
                     namespace: namespace.to_string(),
                     always: false,
                     requested: BTreeSet::new(),
+                    pending,
                 },
             );
         });
@@ -98,6 +165,10 @@ impl Interest {
             let Some(sub) = ix.subs.get_mut(&id) else {
                 return;
             };
+            if sub.always != always || sub.requested != *requested {
+                // Changes routed so far went by what the view held before.
+                sub.pending.forget(ix.seen);
+            }
             if sub.always != always {
                 sub.always = always;
                 if always {
@@ -147,31 +218,78 @@ impl Interest {
         });
     }
 
-    /// Pokes the streams `change` concerns (every stream without one).
-    /// Returns how many were poked.
-    pub fn poke(&self, change: Option<&SnapshotChange>) -> usize {
+    /// What stream `id` was poked for since it last asked.
+    pub fn take(&self, id: u64) -> Pending {
         self.with(|ix| {
-            let targets = change
-                .filter(|c| c.endpoints_only)
-                .and_then(|c| targets(ix, c));
-            match targets {
-                Some(ids) => {
-                    for id in &ids {
-                        if let Some(s) = ix.subs.get(id) {
-                            s.poke.notify_one();
-                        }
-                    }
-                    ids.len()
-                }
-                None => {
-                    for s in ix.subs.values() {
-                        s.poke.notify_one();
-                    }
-                    ix.subs.len()
-                }
+            let Some(sub) = ix.subs.get_mut(&id) else {
+                return Pending::unknown();
+            };
+            Pending {
+                changes: std::mem::take(&mut sub.pending.changes),
+                complete_after: sub.pending.complete_after,
             }
         })
     }
+
+    /// Pokes the streams `snap` concerns: those of each endpoints-only
+    /// change since the snapshot poked for before (a fast publisher may
+    /// have published several since), every stream otherwise. Returns how
+    /// many were poked.
+    pub fn poke_for(&self, snap: &Snapshot) -> usize {
+        self.with(|ix| {
+            let changes = changes_since(snap, ix.seen);
+            ix.seen = snap.version;
+            let mut poked = HashSet::new();
+            for c in changes.iter().flatten() {
+                match targets(ix, c) {
+                    Some(ids) => {
+                        for id in ids {
+                            if let Some(s) = ix.subs.get_mut(&id) {
+                                s.pending.add(c, snap.version);
+                                poked.insert(id);
+                            }
+                        }
+                    }
+                    None => {
+                        for (id, s) in ix.subs.iter_mut() {
+                            s.pending.add(c, snap.version);
+                            poked.insert(*id);
+                        }
+                    }
+                }
+            }
+            if changes.is_none() {
+                for (id, s) in ix.subs.iter_mut() {
+                    s.pending.forget(snap.version);
+                    poked.insert(*id);
+                }
+            }
+            for id in &poked {
+                if let Some(s) = ix.subs.get(id) {
+                    s.poke.notify_one();
+                }
+            }
+            poked.len()
+        })
+    }
+}
+
+/// The endpoints-only changes from snapshot `seen` to `snap`, oldest first;
+/// `None` when something else changed or they are not all remembered.
+fn changes_since(snap: &Snapshot, seen: u64) -> Option<Vec<Arc<SnapshotChange>>> {
+    let last = snap.change.as_ref().filter(|c| c.endpoints_only)?;
+    if last.prev_version == seen {
+        return Some(vec![last.clone()]);
+    }
+    let mut out = Vec::new();
+    for c in snap.recent_changes.iter().rev() {
+        out.push(c.clone());
+        if c.prev_version <= seen {
+            out.reverse();
+            return (c.prev_version == seen).then_some(out);
+        }
+    }
+    None
 }
 
 /// The streams an endpoints-only change can concern; `None`: all of them (a
@@ -193,79 +311,5 @@ fn targets(ix: &Index, change: &SnapshotChange) -> Option<HashSet<u64>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    fn change(hosts: &[(&str, Reach)], endpoints_only: bool) -> SnapshotChange {
-        SnapshotChange {
-            prev_version: 1,
-            hosts: hosts
-                .iter()
-                .map(|(h, r)| (h.to_string(), r.clone()))
-                .collect::<BTreeMap<_, _>>(),
-            endpoints_only,
-        }
-    }
-
-    fn ns(n: &[&str]) -> Reach {
-        Reach::Namespaces(n.iter().map(|s| s.to_string()).collect())
-    }
-
-    /// Drains a stream's pending poke: whether it had one.
-    fn poked(n: &Notify) -> bool {
-        let f = n.notified();
-        tokio::pin!(f);
-        // A stored permit completes the first poll.
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        f.as_mut().poll(&mut cx).is_ready()
-    }
-
-    use std::future::Future;
-
-    #[test]
-    fn an_endpoint_change_pokes_only_the_streams_whose_view_can_hold_it() {
-        let i = Interest::default();
-        let a = i.register(1, "shop");
-        let b = i.register(2, "bank");
-        let c = i.register(3, "bank");
-        let g = i.register(4, "istio-system");
-        for s in [&a, &b, &c, &g] {
-            assert!(poked(s), "registering pokes for the first view");
-        }
-        i.update(
-            3,
-            false,
-            &BTreeSet::from(["api.shop.svc.cluster.local".to_string()]),
-        );
-        i.update(4, true, &BTreeSet::new());
-
-        let api = "api.shop.svc.cluster.local";
-        assert_eq!(i.poke(Some(&change(&[(api, ns(&["shop"]))], true))), 3);
-        assert_eq!(
-            [&a, &b, &c, &g].map(|s| poked(s)),
-            [true, false, true, true],
-            "shop's proxy, the proxy that looked it up, the gateway"
-        );
-
-        // Not endpoints only, a root-namespace host, no change at all: everyone.
-        for ch in [
-            Some(change(&[(api, ns(&["shop"]))], false)),
-            Some(change(
-                &[("x.istio-system.svc.cluster.local", Reach::All)],
-                true,
-            )),
-            None,
-        ] {
-            assert_eq!(i.poke(ch.as_ref()), 4);
-            assert!([&a, &b, &c, &g].iter().all(|s| poked(s)));
-        }
-
-        // Forgotten and gone: no longer poked for it.
-        i.update(3, false, &BTreeSet::new());
-        i.unregister(1);
-        assert_eq!(i.poke(Some(&change(&[(api, ns(&["shop"]))], true))), 1);
-        assert_eq!([&b, &c, &g].map(|s| poked(s)), [false, false, true]);
-    }
-}
+#[path = "interest_tests.rs"]
+mod tests;

@@ -1,11 +1,14 @@
 //! The serving side: the pipeline that turns source events into snapshots
-//! ([`pipeline`]), the stream proxies subscribe to ([`stream`]), per-proxy
+//! ([`pipeline`]), the stream proxies subscribe to ([`stream`]; who is woken
+//! for a change in [`interest`], deltas sharing one encoding of each changed
+//! service in [`encoded`]), per-proxy
 //! sent/acked tracking ([`tracker`]), who may subscribe to what ([`access`],
 //! with client certificates checked by [`peer`]) and the `/debug/syncz` and `/metrics` endpoints ([`debug`],
 //! istiod's push metrics in [`xds_metrics`]).
 
 pub mod access;
 pub mod debug;
+pub mod encoded;
 pub mod interest;
 pub mod peer;
 pub mod pipeline;
@@ -30,6 +33,8 @@ pub struct Shared {
     /// Which streams each snapshot concerns (who gets woken).
     pub interest: Arc<interest::Interest>,
     pub views: stream::ViewCache,
+    /// Changed services encoded once for the deltas of every stream.
+    pub encoded: encoded::Encoded,
     /// The mesh CA and how it authenticates callers.
     pub ca: Option<Arc<CaService>>,
     /// Subscriptions refused so far (`/metrics`).
@@ -92,6 +97,7 @@ impl Shared {
             tracker: tracker::Tracker::default(),
             interest: Arc::default(),
             views: stream::ViewCache::default(),
+            encoded: encoded::Encoded::default(),
             ca,
             refusals: access::Refusals::default(),
             accepted: access::Accepted::default(),

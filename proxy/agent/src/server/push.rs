@@ -9,6 +9,7 @@
 //! a proxy's view ([`crate::compile::change`]), that proxy gets an empty
 //! delta (the new version number) without its view being built.
 
+use super::interest::Pending;
 use super::xds_metrics::PushKind;
 use super::Shared;
 use crate::compile::{Snapshot, Visibility};
@@ -16,7 +17,6 @@ use crate::protocol::{encode, write_frame, ProtocolError};
 use crate::view::{self, ViewKey};
 use bytes::Bytes;
 use mesh_api::syncapi::{AgentMessage, ProxyIdentity, ProxyView, Service};
-use mesh_api::syncdelta::ViewDelta;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -181,7 +181,9 @@ impl Pushed {
     }
 
     /// For a snapshot that changed only endpoints since `last` was built:
-    /// the services of `last` whose endpoints differ now. `None` when
+    /// the services of `last` whose endpoints differ now, among the hosts
+    /// of the changes the stream was poked for (`pending`), or of every
+    /// change since its version when those are not known. `None` when
     /// `last` must be built again (another structure, other on-demand
     /// hosts, a gateway, a host gone).
     fn patch(
@@ -189,6 +191,7 @@ impl Pushed {
         snap: &Snapshot,
         id: &ProxyIdentity,
         requested: &BTreeSet<String>,
+        pending: &Pending,
     ) -> Option<Vec<Arc<Service>>> {
         let last = self.last.as_ref()?;
         let endpoints_only = snap.change.as_ref().is_some_and(|c| c.endpoints_only);
@@ -203,7 +206,10 @@ impl Pushed {
         }
         let mut changed = Vec::new();
         let differs = |now: &Arc<Service>, s: &Arc<Service>| !Arc::ptr_eq(now, s) && **now != **s;
-        if let Some(hosts) = snap.hosts_changed_since(self.version) {
+        let hosts = pending
+            .hosts_since(self.version)
+            .or_else(|| snap.hosts_changed_since(self.version));
+        if let Some(hosts) = hosts {
             // Only these can differ: look them up in the view (sorted by
             // hostname), not the view's hundred services in the registry.
             let mut found: Vec<usize> = hosts
@@ -266,7 +272,8 @@ impl Pushed {
 
 /// Writes `identity`'s view of `snap` (with its on-demand hosts), as a delta
 /// from the last one when the proxy takes deltas and only services changed,
-/// and records it as sent.
+/// and records it as sent. `pending`: the changes the stream was poked for
+/// ([`Pending::unknown`] when it was not poked).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     shared: &Shared,
@@ -277,8 +284,9 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     requested: &BTreeSet<String>,
     id: u64,
     pushed: &mut Pushed,
+    pending: &Pending,
 ) -> Result<(), ProtocolError> {
-    if let Some(upsert) = pushed.patch(snap, identity, requested) {
+    if let Some(upsert) = pushed.patch(snap, identity, requested, pending) {
         // Endpoints moved: the services of the view that changed, no view
         // built. Nothing in the view changed: nothing is sent (the proxy
         // keeps its version; the next delta starts from it).
@@ -353,15 +361,9 @@ async fn send_services<W: AsyncWrite + Unpin>(
     upsert: Vec<Arc<Service>>,
     kind: PushKind,
 ) -> Result<(), ProtocolError> {
-    let bytes = encode(&AgentMessage::Delta {
-        agent: shared.agent.clone(),
-        delta: ViewDelta {
-            base: pushed.version,
-            version: snap.version,
-            upsert,
-            remove: Vec::new(),
-        },
-    });
+    let bytes = shared
+        .encoded
+        .delta(&shared.agent, pushed.version, snap.version, &upsert);
     write_frame(w, &bytes).await?;
     w.flush().await?;
     shared.xds.sent(kind, bytes.len());

@@ -8,11 +8,12 @@
 //! ([`super::access`]); refusals are logged and counted.
 
 use super::access::{self, Auth, Refusal};
+use super::interest::Pending;
 use super::push::{send_view, Pushed};
 use super::Shared;
 use crate::compile::{Snapshot, Visibility};
 use crate::ondemand;
-use crate::protocol::{codec, decode, encode, write_frame, ProtocolError};
+use crate::protocol::{codec, decode, decode_client, encode, write_frame, ProtocolError};
 use futures::StreamExt;
 use mesh_api::syncapi::{AgentMessage, ClientMessage};
 use rustls::pki_types::CertificateDer;
@@ -204,6 +205,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = poke.notified() => {
+                // What it was poked for, taken before the snapshot is read:
+                // a change poked after this is left for the next wake-up,
+                // and every change taken is in the snapshot read.
+                let pending = shared.interest.take(id);
                 let snap = snaps.borrow_and_update().clone();
                 let started = std::time::Instant::now();
                 if snap.version == 0 {
@@ -218,12 +223,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         Err(r) => return refuse(&shared, &mut w, &identity, r).await,
                     }
                 }
-                send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id, &mut pushed).await?;
+                send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id, &mut pushed,
+                    &pending).await?;
                 shared.xds.pushed(started.elapsed());
             }
             frame = io.next() => {
                 let frame = frame.ok_or(ProtocolError::Closed)??;
-                match decode::<ClientMessage>(&frame) {
+                match decode_client(&frame) {
                     Ok(ClientMessage::Ack { version }) => shared.tracker.ack(id, version),
                     Ok(ClientMessage::Nack { version, reason }) => {
                         tracing::warn!(version, %reason, "proxy rejected version");
@@ -250,7 +256,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                                 let room = requested.len() < ondemand::MAX_REQUESTED;
                                 if room && requested.insert(h.clone()) && snap.version > 0 {
                                     send_view(&shared, &mut w, &snap, &identity, secrets,
-                                        &requested, id, &mut pushed).await?;
+                                        &requested, id, &mut pushed, &Pending::unknown()).await?;
                                 }
                             }
                             AgentMessage::Lookup { target, host, refused: None }
@@ -270,7 +276,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         let on_demand = snap.settings.visibility == Visibility::OnDemand;
                         if requested.len() < before && on_demand && snap.version > 0 {
                             send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id,
-                                &mut pushed).await?;
+                                &mut pushed, &Pending::unknown()).await?;
                         }
                     }
                     Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {

@@ -2,7 +2,7 @@
 //! `meshctl proxy-status`.
 
 use mesh_api::syncapi::{ProxyIdentity, ProxyStatus};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,15 +16,17 @@ struct Record {
     warnings: Arc<Vec<String>>,
 }
 
-/// Per-connection records, removed when the connection ends.
+/// Per-connection records, removed when the connection ends. Hashed: each
+/// push and each ack looks its stream's record up among thousands
+/// ([`Tracker::statuses`] sorts its rows itself).
 #[derive(Debug, Default)]
 pub struct Tracker {
     next: AtomicU64,
-    records: Mutex<BTreeMap<u64, Record>>,
+    records: Mutex<HashMap<u64, Record>>,
 }
 
 impl Tracker {
-    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<u64, Record>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<u64, Record>) -> R) -> R {
         // A panic while holding the lock leaves plain data; keep serving it.
         let mut g = self.records.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut g)
@@ -55,8 +57,17 @@ impl Tracker {
         self.with(|m| m.remove(&id));
     }
 
+    /// A view without warnings was sent (no allocation for the empty list
+    /// unless warnings were shown before).
     pub fn sent(&self, id: u64, version: u64) {
-        self.sent_with_warnings(id, version, Arc::default());
+        self.with(|m| {
+            if let Some(r) = m.get_mut(&id) {
+                r.sent = Some(version);
+                if !r.warnings.is_empty() {
+                    r.warnings = Arc::default();
+                }
+            }
+        });
     }
 
     /// [`Tracker::sent`] for a view with problems to show (a gateway's bad
