@@ -11,7 +11,7 @@
 //! and [`Reach`] may name more namespaces than the views really include,
 //! never fewer.
 
-use super::{cross_host_matches, Accepted, Snapshot};
+use super::{Accepted, Snapshot};
 use mesh_api::syncapi::Service;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -177,8 +177,8 @@ fn reach(snap: &Snapshot, host: &str) -> Reach {
             }
         }
     }
-    for (dest, ns) in snap.vs_destinations() {
-        if !namespaces.contains(ns) && cross_host_matches(dest, host) {
+    for ns in snap.vs_destinations().namespaces_routing_to(host) {
+        if !namespaces.contains(ns) {
             namespaces.insert(ns.clone());
         }
     }

@@ -8,7 +8,7 @@ mod cross;
 mod endpoints_tests;
 pub mod gwinputs;
 
-pub use cross::{binds_mesh, host_matches as cross_host_matches};
+pub use cross::{binds_mesh, host_matches as cross_host_matches, VsDestinations};
 pub mod protocol;
 mod registry;
 mod telemetry;
@@ -190,7 +190,7 @@ pub struct Snapshot {
     /// shared by the snapshots of the same structure (the VirtualServices
     /// are the same): each endpoint change asks which namespaces route to
     /// the changed host.
-    pub vs_destinations: Arc<std::sync::OnceLock<Vec<(String, String)>>>,
+    pub vs_destinations: Arc<std::sync::OnceLock<VsDestinations>>,
     /// The endpoints-only changes since `structure`, oldest first, at most
     /// [`RECENT_CHANGES`] (set by the pipeline): what a stream a few versions
     /// behind must patch, without comparing its whole view
@@ -223,18 +223,17 @@ impl Snapshot {
 
     /// (destination FQDN, VirtualService namespace) for every destination of
     /// every accepted VirtualService.
-    pub fn vs_destinations(&self) -> &[(String, String)] {
+    pub fn vs_destinations(&self) -> &VsDestinations {
         self.vs_destinations.get_or_init(|| {
             let domain = &self.settings.domain_suffix;
-            self.virtual_services
-                .iter()
-                .flat_map(|vs| {
-                    let ns = &vs.key.namespace;
-                    crate::gateway::bind::destinations(vs.vs())
-                        .into_iter()
-                        .map(move |d| (fqdn(&d, ns, domain), ns.clone()))
-                })
-                .collect()
+            let mut index = VsDestinations::default();
+            for vs in self.virtual_services.iter() {
+                let ns = &vs.key.namespace;
+                for d in crate::gateway::bind::destinations(vs.vs()) {
+                    index.add(fqdn(&d, ns, domain), ns.clone());
+                }
+            }
+            index
         })
     }
 }
