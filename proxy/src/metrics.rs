@@ -22,17 +22,27 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// Every label `unknown` (revision `latest`): one process-wide value,
+    /// since requests from callers that did not describe themselves take it.
     pub fn unknown() -> Arc<Workload> {
-        let u: Arc<str> = Arc::from("unknown");
-        Arc::new(Workload {
-            workload: u.clone(),
-            namespace: u.clone(),
-            principal: u.clone(),
-            app: u.clone(),
-            version: u.clone(),
-            canonical_service: u.clone(),
-            canonical_revision: Arc::from("latest"),
-        })
+        static UNKNOWN: std::sync::LazyLock<Arc<Workload>> = std::sync::LazyLock::new(|| {
+            let u: Arc<str> = Arc::from("unknown");
+            Arc::new(Workload {
+                workload: u.clone(),
+                namespace: u.clone(),
+                principal: u.clone(),
+                app: u.clone(),
+                version: u.clone(),
+                canonical_service: u.clone(),
+                canonical_revision: Arc::from("latest"),
+            })
+        });
+        UNKNOWN.clone()
+    }
+
+    /// The shared `"unknown"` string of [`Workload::unknown`].
+    pub fn unknown_str() -> Arc<str> {
+        Workload::unknown().workload.clone()
     }
 }
 

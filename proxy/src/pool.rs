@@ -217,17 +217,10 @@ impl Pool {
         }
         let mut sender = match idle {
             Some(s) => s,
-            None => {
-                let stream = self.connect(addr, tls).await?;
-                let (s, conn) = http1::Builder::new()
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|source| SendError::Upstream { addr, source })?;
-                tokio::spawn(async move {
-                    let _ = conn.with_upgrades().await;
-                });
-                s
-            }
+            // Boxed: the dial (TCP, TLS, handshake) is a large future that
+            // most requests, on a pooled connection, never run; inline, every
+            // request's future would carry (and move) its bytes.
+            None => Box::pin(self.dial_h1(addr, tls)).await?,
         };
         let resp = sender
             .send_request(req)
@@ -240,6 +233,48 @@ impl Pool {
             sender: Some(sender),
         });
         Ok((resp, checkin))
+    }
+
+    /// A new HTTP/1.1 connection to `addr`, its connection task spawned.
+    async fn dial_h1(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&TlsDial>,
+    ) -> Result<http1::SendRequest<Body>, SendError> {
+        let stream = self.connect(addr, tls).await?;
+        let (s, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| SendError::Upstream { addr, source })?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(s)
+    }
+
+    /// A new HTTP/2 connection to `addr`, its connection task spawned and
+    /// the sender shared in the pool.
+    async fn dial_h2(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&TlsDial>,
+        key: Key,
+    ) -> Result<http2::SendRequest<Body>, SendError> {
+        let stream = self.connect(addr, tls).await?;
+        let (s, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| SendError::Upstream { addr, source })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.inner
+            .h2
+            .lock()
+            .expect("pool lock")
+            .insert(key, s.clone());
+        Ok(s)
     }
 
     /// Sends an HTTP/2 request over the endpoint's shared connection.
@@ -256,23 +291,8 @@ impl Pool {
         };
         let mut sender = match existing {
             Some(s) => s,
-            None => {
-                let stream = self.connect(addr, tls).await?;
-                let (s, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|source| SendError::Upstream { addr, source })?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                self.inner
-                    .h2
-                    .lock()
-                    .expect("pool lock")
-                    .insert(key, s.clone());
-                s
-            }
+            // Boxed for the reason given in `send_h1_via`.
+            None => Box::pin(self.dial_h2(addr, tls, key)).await?,
         };
         sender
             .ready()

@@ -25,7 +25,9 @@ pub(crate) struct Record {
     pub(crate) in_flight: Option<crate::state::InFlight>,
     /// The endpoint the request was sent to, once one answered.
     pub(crate) upstream: Option<SocketAddr>,
-    pub(crate) log: Option<AccessLogLine>,
+    /// Boxed: only when access logging is on, and the record travels by
+    /// value through every layer of a request's future.
+    pub(crate) log: Option<Box<AccessLogLine>>,
     /// The HTTP/1 connection to give back to its pool once the body is read.
     pub(crate) checkin: Option<crate::pool::Checkin>,
     /// The connectionPool admission, released when the response ends.
@@ -53,37 +55,42 @@ pub(crate) struct AccessLogLine {
 }
 
 impl AccessLogLine {
-    /// The request's access-log fields, or `None` when access logging is off.
+    /// The request's access-log fields, or `None` when access logging is off
+    /// (then nothing is copied: `authority` is called only when on).
     pub(crate) fn for_request<B>(
         shared: &crate::shared::Shared,
         req: &http::Request<B>,
-        authority: String,
+        authority: impl FnOnce() -> String,
         downstream_local: SocketAddr,
         downstream_remote: SocketAddr,
-    ) -> Option<AccessLogLine> {
+    ) -> Option<Box<AccessLogLine>> {
         use crate::util::{header_str, version_str};
         let setting = shared.access_log.peek();
-        (setting.mode != crate::access_log::Mode::Off).then(|| AccessLogLine {
-            method: req.method().to_string(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            protocol: version_str(req.version()),
-            authority,
-            user_agent: header_str(req.headers(), "user-agent"),
-            request_id: header_str(req.headers(), "x-request-id"),
-            upstream: String::new(),
-            cluster: None,
-            downstream_local,
-            downstream_remote,
-            details: String::new(),
-            headers: setting
-                .headers
-                .iter()
-                .filter_map(|h| Some((h.clone(), req.headers().get(h)?.to_str().ok()?.to_string())))
-                .collect(),
+        (setting.mode != crate::access_log::Mode::Off).then(|| {
+            Box::new(AccessLogLine {
+                method: req.method().to_string(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                protocol: version_str(req.version()),
+                authority: authority(),
+                user_agent: header_str(req.headers(), "user-agent"),
+                request_id: header_str(req.headers(), "x-request-id"),
+                upstream: String::new(),
+                cluster: None,
+                downstream_local,
+                downstream_remote,
+                details: String::new(),
+                headers: setting
+                    .headers
+                    .iter()
+                    .filter_map(|h| {
+                        Some((h.clone(), req.headers().get(h)?.to_str().ok()?.to_string()))
+                    })
+                    .collect(),
+            })
         })
     }
 }

@@ -33,8 +33,9 @@ pub(crate) struct Relay<'a> {
     addr: SocketAddr,
     /// How to speak to `addr` (HTTP/2 only when the upstream is known to).
     proto: Protocol,
-    /// The authority to send when the request names none.
-    default_authority: String,
+    /// The authority to send when the request names none: the app's own
+    /// address inbound (built only then), `-` for passthrough.
+    default_authority: Option<u16>,
     /// Inbound: the caller described itself (a sidecar), so it learns who
     /// answered; otherwise the peer-metadata header is removed. Outbound: the
     /// header is left as the upstream sent it.
@@ -50,7 +51,7 @@ impl<'a> Relay<'a> {
             pool: &shared.clients.inbound,
             addr: SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port),
             proto: if h2 { Protocol::Http2 } else { Protocol::Http1 },
-            default_authority: format!("127.0.0.1:{port}"),
+            default_authority: Some(port),
             answer_metadata,
         }
     }
@@ -62,7 +63,7 @@ impl<'a> Relay<'a> {
             pool: &shared.clients.outbound,
             addr: orig_dst,
             proto: Protocol::Http1,
-            default_authority: "-".into(),
+            default_authority: None,
             answer_metadata: false,
         }
     }
@@ -80,13 +81,11 @@ pub(crate) async fn relay(
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut(), is_upgrade);
     let (mut parts, body) = req.into_parts();
-    let authority = ensure_host(&mut parts).unwrap_or(relay.default_authority);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let Some(up) = upstream_request(&parts, body.boxed(), relay.proto, &authority, &path) else {
+    let authority = ensure_host(&mut parts).unwrap_or_else(|| match relay.default_authority {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => "-".into(),
+    });
+    let Some(up) = upstream_request(parts, body.boxed(), relay.proto, &authority) else {
         return metered(
             full(StatusCode::BAD_REQUEST, "bad request target\n"),
             record,

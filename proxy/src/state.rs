@@ -89,6 +89,10 @@ struct Bound_ {
     /// One per endpoint of the cluster; each endpoint's state is made when a
     /// request first picks among them (kept across pushes once made).
     endpoints: ByAddr<OnceLock<Arc<EndpointState>>>,
+    /// The members as requests on the table's own snapshot bind them, made
+    /// by the first: later requests share the list (one atomic increment)
+    /// instead of looking up every endpoint again. A push makes a new table.
+    members: OnceLock<Arc<[Member]>>,
 }
 
 impl Entry {
@@ -118,7 +122,18 @@ impl Bound_ {
                     .map(|e| (e.addr, OnceLock::new()))
                     .collect(),
             ),
+            members: OnceLock::new(),
         }
+    }
+
+    /// `c`'s endpoints, each with its state (made now where none was).
+    fn members(&self, c: &Cluster) -> Arc<[Member]> {
+        EndpointRef::each(&c.endpoints)
+            .map(|ep| Member {
+                state: self.endpoint_or_new(ep.addr).cloned().unwrap_or_default(),
+                ep,
+            })
+            .collect()
     }
 
     /// The endpoint's state, made now if no request bound it before.
@@ -131,7 +146,8 @@ impl Bound_ {
 /// the slots a first bind fills: a push builds the next one with [`join`].
 #[derive(Debug, Default)]
 pub struct Table {
-    clusters: HashMap<Arc<str>, Entry>,
+    /// foldhash: every request looks its cluster up here.
+    clusters: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
 }
 
 /// The table for `snap`: `old`'s entries for the clusters (by name) and
@@ -144,7 +160,7 @@ pub struct Table {
 /// endpoint that was failing a moment ago is still failing, whatever the rule
 /// now says.
 pub fn join(old: &Table, snap: &Snapshot) -> Table {
-    let mut clusters = HashMap::new();
+    let mut clusters = HashMap::default();
     for c in snap.all_clusters() {
         let bound = match old.clusters.get(&*c.name).and_then(Entry::get) {
             // Never bound: nothing to keep.
@@ -165,6 +181,7 @@ pub fn join(old: &Table, snap: &Snapshot) -> Table {
                 OnceLock::from(Bound_ {
                     state: prev.state.clone(),
                     endpoints,
+                    members: OnceLock::new(),
                 })
             }
         };
@@ -193,18 +210,27 @@ impl Table {
     /// an older snapshot racing a push that removed it) gets detached fresh
     /// state.
     pub fn bind(&self, c: &Cluster) -> Bound {
-        let entry = self.clusters.get(&*c.name).map(Entry::get_or_bind);
+        let Some(entry) = self.clusters.get(&*c.name) else {
+            return Bound {
+                state: Arc::default(),
+                members: EndpointRef::each(&c.endpoints)
+                    .map(|ep| Member {
+                        state: Arc::default(),
+                        ep,
+                    })
+                    .collect(),
+            };
+        };
+        let b = entry.get_or_bind();
+        let members = if Arc::ptr_eq(&entry.cluster.endpoints, &c.endpoints) {
+            b.members.get_or_init(|| b.members(c)).clone()
+        } else {
+            // A request on another snapshot: its own endpoint list.
+            b.members(c)
+        };
         Bound {
-            state: entry.map(|e| e.state.clone()).unwrap_or_default(),
-            members: EndpointRef::each(&c.endpoints)
-                .map(|ep| Member {
-                    state: entry
-                        .and_then(|e| e.endpoint_or_new(ep.addr))
-                        .cloned()
-                        .unwrap_or_default(),
-                    ep,
-                })
-                .collect(),
+            state: b.state.clone(),
+            members,
         }
     }
 }
@@ -238,7 +264,7 @@ impl crate::outlier::Monitored for Member {
 #[derive(Debug)]
 pub struct Bound {
     pub state: Arc<ClusterState>,
-    pub members: Vec<Member>,
+    pub members: Arc<[Member]>,
 }
 
 /// The current table, beside the snapshot store (in `Shared`).
@@ -408,6 +434,24 @@ mod tests {
         ));
         let two = t2.endpoint(CLUSTER, addr("10.0.0.2:8080")).unwrap();
         assert!(Arc::ptr_eq(two, &b_new.members[1].state), "in the table");
+    }
+
+    /// Requests on the table's own snapshot share one member list; one on
+    /// another snapshot gets its own (its endpoints), with the same states.
+    #[test]
+    fn binds_on_the_same_snapshot_share_their_members() {
+        let s1 = snap(1, &["10.0.0.1"], RULE);
+        let s2 = snap(2, &["10.0.0.1", "10.0.0.2"], RULE);
+        let t2 = join(&join(&Table::default(), &s1), &s2);
+        let c2 = s2.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
+        let (a, b) = (t2.bind(c2), t2.bind(c2));
+        assert!(Arc::ptr_eq(&a.members, &b.members));
+        assert_eq!(a.members.len(), 2);
+        let c1 = s1.clusters().iter().find(|c| &*c.name == CLUSTER).unwrap();
+        let old = t2.bind(c1);
+        assert!(!Arc::ptr_eq(&old.members, &a.members));
+        assert_eq!(old.members.len(), 1);
+        assert!(Arc::ptr_eq(&old.members[0].state, &a.members[0].state));
     }
 
     #[test]

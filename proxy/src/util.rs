@@ -69,17 +69,30 @@ fn is_te_trailers(v: &[u8]) -> bool {
     v.trim_ascii().eq_ignore_ascii_case(b"trailers")
 }
 
+/// `x-request-id`, parsed once (a name outside `http`'s standard set is
+/// otherwise copied into a new allocation on every insert).
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A random (version 4) UUID for `x-request-id`, written in place: one
+/// allocation, the header value's own.
 pub(crate) fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    let v = format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        (b >> 48) & 0x3fff | 0x8000,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&v).expect("hex is a valid header value")
+    // 128 random bits, then the version (4) and variant (10) bits set.
+    let bits = (u128::from(a) << 64 | u128::from(b)) & !(0xf000u128 << 64) & !(0xc000u128 << 48)
+        | 0x4000u128 << 64
+        | 0x8000u128 << 48;
+    let mut out = [0u8; 36];
+    let mut nibble = 32;
+    for (i, o) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *o = b'-';
+        } else {
+            nibble -= 1;
+            *o = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
 pub(crate) fn protocol_label(v: Version, headers: &http::HeaderMap) -> &'static str {
@@ -113,12 +126,19 @@ pub(crate) fn framing_hazard(h: &http::HeaderMap) -> Option<&'static str> {
         if n == "content-length" || n == "transfer-encoding" {
             continue;
         }
-        let squashed: String = n.chars().filter(char::is_ascii_alphanumeric).collect();
-        if squashed == "contentlength" || squashed == "transferencoding" {
+        if resembles(n, "contentlength") || resembles(n, "transferencoding") {
             return Some("header name resembles a message framing header\n");
         }
     }
     None
+}
+
+/// Whether `name` with everything but letters and digits left out is `word`
+/// (lower case: header names are).
+fn resembles(name: &str, word: &str) -> bool {
+    name.bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .eq(word.bytes())
 }
 
 pub(crate) fn authority_of<B>(req: &Request<B>) -> Option<String> {
@@ -152,19 +172,27 @@ pub(crate) fn header_str(h: &http::HeaderMap, k: &str) -> String {
 /// with the original `:authority` for HTTP/2. Either way the authority the app
 /// asked for is preserved; the connection itself goes where the pool dials.
 pub(crate) fn upstream_request(
-    parts: &http::request::Parts,
+    parts: http::request::Parts,
     body: Body,
     proto: Protocol,
     authority: &str,
-    path: &str,
 ) -> Option<Request<Body>> {
+    let path = parts.uri.path_and_query();
     let uri = if proto == Protocol::Http2 {
+        let path = path.map_or("/", |p| p.as_str());
         format!("http://{authority}{path}")
+            .parse::<http::Uri>()
+            .ok()?
+    } else if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+        // Already origin-form (what HTTP/1.1 clients send): shared, not copied.
+        parts.uri.clone()
     } else {
-        path.to_string()
+        match path {
+            Some(p) => http::Uri::from(p.clone()),
+            None => http::Uri::from_static("/"),
+        }
     };
-    let uri = uri.parse::<http::Uri>().ok()?;
-    let mut up = Request::from_parts(parts.clone(), body);
+    let mut up = Request::from_parts(parts, body);
     *up.uri_mut() = uri;
     if proto == Protocol::Http2 {
         *up.version_mut() = Version::HTTP_2;
@@ -212,6 +240,42 @@ pub(crate) fn ensure_host(parts: &mut http::request::Parts) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let (a, b) = (request_id(), request_id());
+        assert_ne!(a, b);
+        for v in [a, b] {
+            let v = v.to_str().unwrap();
+            assert_eq!(v.len(), 36, "{v}");
+            let groups: Vec<&str> = v.split('-').collect();
+            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lens, [8, 4, 4, 4, 12], "{v}");
+            assert!(groups
+                .concat()
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(groups[2].starts_with('4'), "version: {v}");
+            assert!(
+                matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
+                "variant: {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn framing_lookalikes_are_refused() {
+        let with = |name: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("5"));
+            framing_hazard(&h)
+        };
+        assert!(with("content-length").is_none());
+        assert!(with("content_length").is_some());
+        assert!(with("transfer--encoding").is_some());
+        assert!(with("content-lengths").is_none());
+        assert!(with("x-content-length").is_none());
+    }
 
     #[test]
     fn hop_by_hop_headers_go_but_te_trailers_stays() {

@@ -18,7 +18,7 @@ use crate::outbound::http::source_record;
 use crate::outbound::route::apply_route;
 use crate::record::metered;
 use crate::route::{Facts, Route};
-use crate::util::{authority_of, full, request_id};
+use crate::util::{authority_of, full, request_id, X_REQUEST_ID};
 
 /// Serves HTTP on a gateway connection: every request is routed by the
 /// port's servers (`gw.server` when TLS already chose one).
@@ -43,8 +43,9 @@ pub enum Decision<'a> {
     Routes(&'a Server, &'a Bound<Route>),
 }
 
-/// The host part of an authority, lower case (`[v6]:port` kept whole).
-pub fn host_of(authority: &str) -> String {
+/// The host part of an authority, lower case (`[v6]:port` kept whole);
+/// borrowed when it already is (what clients send).
+pub fn host_of(authority: &str) -> std::borrow::Cow<'_, str> {
     let a = authority.trim_end_matches('.');
     let host = match a.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || a.starts_with('[') => {
@@ -56,7 +57,12 @@ pub fn host_of(authority: &str) -> String {
         }
         _ => a,
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
 }
 
 /// Picks the server and VirtualService for `host` on a port. `pinned`: the
@@ -91,17 +97,24 @@ pub fn decide<'a>(
 /// `use_remote_address`): the scheme it used, its address appended to
 /// `x-forwarded-for`, and `x-envoy-external-address`.
 pub fn edge_headers(h: &mut http::HeaderMap, scheme: &'static str, peer: std::net::IpAddr) {
-    h.insert("x-forwarded-proto", http::HeaderValue::from_static(scheme));
-    let ip = peer.to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
+    use http::header::HeaderName;
+    const PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const EXTERNAL: HeaderName = HeaderName::from_static("x-envoy-external-address");
+    h.insert(PROTO, http::HeaderValue::from_static(scheme));
+    let Ok(ip) = http::HeaderValue::try_from(peer.to_string()) else {
+        return;
     };
-    for (k, v) in [("x-forwarded-for", xff), ("x-envoy-external-address", ip)] {
-        if let Ok(v) = http::HeaderValue::from_str(&v) {
-            h.insert(k, v);
+    let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            http::HeaderValue::try_from(format!("{prev}, {}", peer)).ok()
         }
+        _ => Some(ip.clone()),
+    };
+    if let Some(xff) = xff {
+        h.insert(XFF, xff);
     }
+    h.insert(EXTERNAL, ip);
 }
 
 pub(crate) async fn route(
@@ -117,8 +130,8 @@ pub(crate) async fn route(
     };
     let start = Instant::now();
     let authority = authority_of(&req).unwrap_or_default();
-    if !req.headers().contains_key("x-request-id") {
-        req.headers_mut().insert("x-request-id", request_id());
+    if !req.headers().contains_key(&X_REQUEST_ID) {
+        req.headers_mut().insert(X_REQUEST_ID, request_id());
     }
     let mut record = source_record(&req, ctx, &authority, start);
     let tracing = snap.view.tracing.as_ref();
@@ -135,13 +148,9 @@ pub(crate) async fn route(
         .as_ref()
         .and_then(|g| g.ports.get(&gw.port).cloned());
     let host = host_of(&authority);
-    let path_q = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let path_q = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let decision = match &table {
-        Some(t) => decide(&t.servers, gw.server.as_ref(), &host, &path_q),
+        Some(t) => decide(&t.servers, gw.server.as_ref(), &host, path_q),
         None => Decision::NoRoute,
     };
     let (server, vs) = match decision {
@@ -160,7 +169,7 @@ pub(crate) async fn route(
         }
         Decision::Routes(s, vs) => (s, vs),
     };
-    let (path, query) = path_q.split_once('?').unwrap_or((path_q.as_str(), ""));
+    let (path, query) = path_q.split_once('?').unwrap_or((path_q, ""));
     let service_port = table.as_ref().map(|t| t.service_port).unwrap_or(gw.port);
     let facts = Facts {
         method: req.method().as_str(),
@@ -179,8 +188,7 @@ pub(crate) async fn route(
         record.labels.response_flags = "NR";
         return metered(text(404, ""), record);
     };
-    let route = route.clone();
-    let rewritten = crate::route::rewrite_path(&route, &facts, &path_q);
+    let rewritten = crate::route::rewrite_path(route, &facts, path_q);
     let scheme = if server.is_tls() { "https" } else { "http" };
     edge_headers(req.headers_mut(), scheme, ctx.peer.ip());
     // A destination without port: its service's only port, else none (503 NC).

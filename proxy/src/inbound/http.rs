@@ -18,7 +18,7 @@ use crate::metrics::{Reporter, RequestLabels, Workload};
 use crate::peer;
 use crate::record::{metered, AccessLogLine, Record};
 use crate::relay::Relay;
-use crate::util::{authority_of, content_length, protocol_label, request_id};
+use crate::util::{authority_of, content_length, protocol_label, request_id, X_REQUEST_ID};
 
 /// Serves one inbound HTTP connection (plaintext, or decrypted by
 /// `inbound::tls`): every request goes to the local app.
@@ -42,13 +42,14 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let answer_metadata = claimed.is_some();
     let source = match claimed {
         Some(v) => shared.peers.source(&v, ctx.peer_identity.as_ref()),
-        None => {
-            let mut w = (*Workload::unknown()).clone();
-            if let Some(id) = &ctx.peer_identity {
+        None => match &ctx.peer_identity {
+            Some(id) => {
+                let mut w = (*Workload::unknown()).clone();
                 w.principal = Arc::from(id.to_string().as_str());
+                Arc::new(w)
             }
-            Arc::new(w)
-        }
+            None => Workload::unknown(),
+        },
     };
     req.headers_mut().remove(crate::mtls::XFCC);
     if let (Some(id), Some(hash)) = (&ctx.peer_identity, &ctx.peer_cert_hash) {
@@ -57,8 +58,8 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             req.headers_mut().insert(crate::mtls::XFCC, v);
         }
     }
-    if !req.headers().contains_key("x-request-id") {
-        req.headers_mut().insert("x-request-id", request_id());
+    if !req.headers().contains_key(&X_REQUEST_ID) {
+        req.headers_mut().insert(X_REQUEST_ID, request_id());
     }
     let port = ctx.orig_dst.port();
     let snap = shared.store.load();
@@ -76,8 +77,8 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let (svc, svc_name, svc_ns) = match &cluster {
         Some(c) => (c.host.clone(), c.service_name.clone(), c.namespace.clone()),
         None => (
-            Arc::from("unknown"),
-            Arc::from("unknown"),
+            Workload::unknown_str(),
+            Workload::unknown_str(),
             shared.me.namespace.clone(),
         ),
     };
@@ -101,7 +102,7 @@ async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let log = AccessLogLine::for_request(
         shared,
         &req,
-        authority_of(&req).unwrap_or_default(),
+        || authority.clone().unwrap_or_default(),
         ctx.orig_dst,
         ctx.peer,
     )

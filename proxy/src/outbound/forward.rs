@@ -121,11 +121,6 @@ pub(super) async fn send_to(
     let (mut parts, body) = req.into_parts();
     let host = ensure_host(&mut parts);
     let authority = host.unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
     let body = if is_upgrade {
         ReqBody::Stream(body.boxed())
     } else {
@@ -146,7 +141,11 @@ pub(super) async fn send_to(
         source_ip: Some(ctx.peer.ip()),
     };
     let pool = &ctx.shared.clients.outbound;
-    let result = send::to_cluster(
+    // Boxed: the attempts' future (pool, timers, retries) is most of a
+    // request's state; inline, each enclosing layer (route, gateway, the
+    // connection's handler) would carry it and copy it again on every await
+    // that starts one.
+    let result = Box::pin(send::to_cluster(
         pool,
         cluster,
         &bound,
@@ -154,28 +153,28 @@ pub(super) async fn send_to(
         body,
         proto,
         &authority,
-        &path,
         policy,
         &keys,
         &ctx.shared.me_header,
-    )
+    ))
     .await;
     match result {
         Ok(mut sent) => {
             let upstream_upgrade = (sent.response.status() == StatusCode::SWITCHING_PROTOCOLS)
                 .then(|| hyper::upgrade::on(&mut sent.response));
             let (mut rparts, rbody) = sent.response.into_parts();
-            record.labels.destination = endpoint_workload(&sent.endpoint, cluster);
             record.labels.response_code = rparts.status.as_u16();
             if sent.attempts > 1 && rparts.status.as_u16() >= 500 {
                 record.labels.response_flags = "URX";
             }
-            // Only a mesh endpoint's description of itself is believed.
-            if let Some(v) = rparts.headers.remove(peer::HEADER) {
-                if peer::for_endpoint(&sent.endpoint.tls) {
-                    record.labels.destination = ctx.shared.peers.destination(&v);
+            // Only a mesh endpoint's description of itself is believed; else
+            // the endpoint's labels say what they can.
+            record.labels.destination = match rparts.headers.remove(peer::HEADER) {
+                Some(v) if peer::for_endpoint(&sent.endpoint.tls) => {
+                    ctx.shared.peers.destination(&v)
                 }
-            }
+                _ => endpoint_workload(&sent.endpoint, cluster),
+            };
             record.labels.grpc_response_status = crate::record::grpc_status(&rparts.headers);
             if let Some(l) = record.log.as_mut() {
                 l.upstream = sent.endpoint.addr.to_string();

@@ -19,7 +19,7 @@ use crate::record::{metered, AccessLogLine, Record};
 use crate::relay::Relay;
 use crate::route::{self, Facts};
 use crate::snapshot::OutboundPolicy;
-use crate::util::{authority_of, content_length, full, protocol_label, request_id};
+use crate::util::{authority_of, content_length, full, protocol_label, request_id, X_REQUEST_ID};
 
 use super::forward::{send_to, text};
 use super::route::apply_route;
@@ -65,8 +65,8 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
     } else {
         snap
     };
-    if !req.headers().contains_key("x-request-id") {
-        req.headers_mut().insert("x-request-id", request_id());
+    if !req.headers().contains_key(&X_REQUEST_ID) {
+        req.headers_mut().insert(X_REQUEST_ID, request_id());
     }
     let mut record = source_record(&req, ctx, &authority, start);
     let tracing = snap.view.tracing.as_ref();
@@ -139,8 +139,7 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
         record.labels.response_flags = "NR";
         return metered(text(404, ""), record);
     };
-    let route = route.clone();
-    let rewritten = route::rewrite_path(&route, &facts, &path_q);
+    let rewritten = route::rewrite_path(route, &facts, &path_q);
     apply_route(req, route, rewritten, cluster.port, &snap, ctx, record).await
 }
 
@@ -161,21 +160,25 @@ pub(crate) fn source_record(
         destination: Workload::unknown(),
         destination_service: host_only.clone(),
         destination_service_name: host_only,
-        destination_service_namespace: Arc::from("unknown"),
+        destination_service_namespace: Workload::unknown_str(),
         request_protocol: protocol_label(req.version(), req.headers()),
         response_code: 0,
         grpc_response_status: None,
         response_flags: "-",
         connection_security_policy: "unknown",
     };
-    let log =
-        AccessLogLine::for_request(shared, req, authority.to_string(), ctx.orig_dst, ctx.peer).map(
-            |mut l| {
-                l.upstream = String::new();
-                l.cluster = None;
-                l
-            },
-        );
+    let log = AccessLogLine::for_request(
+        shared,
+        req,
+        || authority.to_string(),
+        ctx.orig_dst,
+        ctx.peer,
+    )
+    .map(|mut l| {
+        l.upstream = String::new();
+        l.cluster = None;
+        l
+    });
     Record {
         shared: shared.clone(),
         labels,

@@ -33,7 +33,7 @@ fn roll() -> f64 {
 /// share it.
 pub(crate) async fn apply_route(
     mut req: Request<Incoming>,
-    route: Route,
+    route: &Route,
     rewritten_path: Option<String>,
     fallback_port: u16,
     snap: &Arc<Snapshot>,
@@ -54,7 +54,7 @@ pub(crate) async fn apply_route(
             && req
                 .headers()
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        if preflight && route::cors_allows(&route, origin) {
+        if preflight && route::cors_allows(route, origin) {
             let mut r = text(200, "");
             let h = r.headers_mut();
             set(h, "access-control-allow-origin", origin);
@@ -201,7 +201,7 @@ pub(crate) async fn apply_route(
     let cors = route
         .cors
         .as_ref()
-        .zip(origin.filter(|o| route::cors_allows(&route, o)))
+        .zip(origin.filter(|o| route::cors_allows(route, o)))
         .map(|(c, o)| (c.clone(), o));
     let mut resp = send_to(
         req,
@@ -279,11 +279,6 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
     if let Ok(v) = HeaderValue::from_str(&shadow) {
         parts.headers.insert(header::HOST, v);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
     let pool = ctx.shared.clients.outbound.clone();
     let me = ctx.shared.me_header.clone();
     let bound = ctx.shared.state.bind(&cluster);
@@ -308,7 +303,6 @@ fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
             ReqBody::Replayable(Bytes::new()),
             proto,
             &shadow,
-            &path,
             &policy,
             &keys,
             &me,

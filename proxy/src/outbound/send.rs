@@ -6,6 +6,7 @@
 //! outlier detection. Health, in-flight counts and the round-robin cursor are
 //! the cluster's run-time state ([`crate::state::Bound`]), not the snapshot's.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,26 +32,60 @@ pub struct RetryOn {
     pub connect_failure: bool,
     pub reset: bool,
     pub retriable_4xx: bool,
-    pub status_codes: Vec<u16>,
+    pub status_codes: StatusSet,
 }
 
+/// A set of HTTP status codes (100–611) as a bitmap: a retry policy is built
+/// per request, and this keeps it free of allocations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusSet([u64; 8]);
+
+impl StatusSet {
+    const FIRST: u16 = 100;
+
+    fn slot(code: u16) -> Option<(usize, u64)> {
+        let i = usize::from(code.checked_sub(Self::FIRST)?);
+        (i < 512).then(|| (i / 64, 1u64 << (i % 64)))
+    }
+
+    /// Adds `code`; codes outside 100–611 are not HTTP statuses and are ignored.
+    pub fn insert(&mut self, code: u16) {
+        if let Some((w, bit)) = Self::slot(code) {
+            self.0[w] |= bit;
+        }
+    }
+
+    pub fn contains(&self, code: u16) -> bool {
+        Self::slot(code).is_some_and(|(w, bit)| self.0[w] & bit != 0)
+    }
+}
+
+/// Istio's default `retryOn` (no `retries` in the route).
+const DEFAULT_RETRY_ON: [&str; 5] = [
+    "connect-failure",
+    "refused-stream",
+    "unavailable",
+    "cancelled",
+    "retriable-status-codes",
+];
+
 impl RetryOn {
-    pub fn parse(items: &[String]) -> RetryOn {
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> RetryOn {
         let mut r = RetryOn::default();
         for i in items {
-            match i.as_str() {
+            match i.as_ref() {
                 "5xx" => r.five_xx = true,
                 "gateway-error" => r.gateway_error = true,
                 "connect-failure" => r.connect_failure = true,
                 "reset" | "refused-stream" => r.reset = true,
                 "retriable-4xx" => r.retriable_4xx = true,
                 // Istio's default retriable status code.
-                "retriable-status-codes" => r.status_codes.push(503),
+                "retriable-status-codes" => r.status_codes.insert(503),
                 "unavailable" | "cancelled" | "deadline-exceeded" | "internal"
                 | "resource-exhausted" => {}
                 other => {
                     if let Ok(code) = other.parse::<u16>() {
-                        r.status_codes.push(code);
+                        r.status_codes.insert(code);
                     }
                 }
             }
@@ -62,7 +97,7 @@ impl RetryOn {
         (self.five_xx && s >= 500)
             || (self.gateway_error && matches!(s, 502..=504))
             || (self.retriable_4xx && s == 409)
-            || self.status_codes.contains(&s)
+            || self.status_codes.contains(s)
     }
 
     fn connect(&self) -> bool {
@@ -86,14 +121,6 @@ impl Policy {
     /// A route's policy; without `retries`, Istio's default (2 retries on
     /// connect-failure, refused-stream, unavailable, cancelled and 503).
     pub fn for_route(retries: Option<&Retry>, timeout: Option<Duration>) -> Policy {
-        let default_on = [
-            "connect-failure",
-            "refused-stream",
-            "unavailable",
-            "cancelled",
-            "retriable-status-codes",
-        ]
-        .map(String::from);
         match retries {
             Some(r) => Policy {
                 retries: r.attempts,
@@ -105,7 +132,7 @@ impl Policy {
                 retries: 2,
                 per_try: None,
                 timeout,
-                on: RetryOn::parse(&default_on),
+                on: RetryOn::parse(&DEFAULT_RETRY_ON),
             },
         }
     }
@@ -164,13 +191,15 @@ pub async fn to_cluster(
     mut body: ReqBody,
     proto: Protocol,
     authority: &str,
-    path: &str,
     policy: &Policy,
     keys: &RequestKeys<'_>,
     peer_metadata: &http::HeaderValue,
 ) -> Result<Sent, Failed> {
     let deadline = policy.timeout.map(|t| Instant::now() + t);
+    // The endpoints of earlier attempts; the last one is added only when
+    // another attempt starts (most requests never retry: no allocation).
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let mut last: Option<std::net::SocketAddr> = None;
     let mut attempt = 0u32;
     let timed_out = || Failed {
         status: 504,
@@ -180,17 +209,24 @@ pub async fn to_cluster(
     };
     loop {
         attempt += 1;
-        let candidates = if cluster.outlier.is_some() {
-            outlier::available(&bound.members)
+        tried.extend(last.take());
+        // Copies only when there is something to leave out: ejected
+        // endpoints, or (on a retry) the ones already tried.
+        let candidates: Cow<'_, [Member]> = if cluster.outlier.is_some() {
+            Cow::Owned(outlier::available(&bound.members))
         } else {
-            bound.members.clone()
+            Cow::Borrowed(&bound.members[..])
         };
-        let fresh: Vec<Member> = candidates
-            .iter()
-            .filter(|m| !tried.contains(&m.ep.addr))
-            .cloned()
-            .collect();
-        let pool_for_pick = if fresh.is_empty() {
+        let fresh: Vec<Member> = if tried.is_empty() {
+            Vec::new()
+        } else {
+            candidates
+                .iter()
+                .filter(|m| !tried.contains(&m.ep.addr))
+                .cloned()
+                .collect()
+        };
+        let pool_for_pick: &[Member] = if fresh.is_empty() {
             &candidates
         } else {
             &fresh
@@ -205,10 +241,10 @@ pub async fn to_cluster(
             });
         };
         let ep = member.ep.clone();
-        tried.push(ep.addr);
+        last = Some(ep.addr);
         let can_retry = attempt <= policy.retries && body.replayable();
         let Some(mut req) =
-            crate::util::upstream_request(parts, body.take(), proto, authority, path)
+            crate::util::upstream_request(parts.clone(), body.take(), proto, authority)
         else {
             return Err(Failed {
                 status: 400,

@@ -18,11 +18,15 @@ use crate::pool::Dial;
 #[test]
 fn retry_on_parsing() {
     let r = RetryOn::parse(&[
-        "gateway-error".into(),
+        "gateway-error".to_string(),
         "connect-failure".into(),
         "409".into(),
+        "611".into(),
+        "612".into(),
+        "99".into(),
     ]);
     assert!(r.status(503) && r.status(409) && !r.status(500));
+    assert!(r.status(611) && !r.status(612) && !r.status(99) && !r.status(100));
     assert!(r.connect());
     let d = Policy::for_route(None, None);
     assert_eq!(d.retries, 2);
@@ -117,7 +121,6 @@ async fn send(c: &Arc<Cluster>, policy: &Policy, body: ReqBody) -> Result<Sent, 
         body,
         Protocol::Http1,
         "echo",
-        "/",
         policy,
         &keys,
         &meta,
@@ -169,7 +172,7 @@ async fn a_per_try_timeout_moves_on_to_the_next_endpoint() {
         retries: 1,
         per_try: Some(Duration::from_secs(1)),
         timeout: None,
-        on: RetryOn::parse(&["gateway-error".into()]),
+        on: RetryOn::parse(&["gateway-error"]),
     };
     let sent = send(&cluster(&[a, b]), &policy, replayable())
         .await
@@ -187,7 +190,7 @@ async fn the_route_timeout_ends_the_exchange_with_504_ut() {
         retries: 5,
         per_try: None,
         timeout: Some(Duration::from_secs(2)),
-        on: RetryOn::parse(&["gateway-error".into()]),
+        on: RetryOn::parse(&["gateway-error"]),
     };
     let started = Instant::now();
     let failed = match send(&cluster(&[a, b]), &policy, replayable()).await {
