@@ -23,13 +23,25 @@ SECTION = re.compile(
 )
 
 
+# LLVM puts cold, hot and start-up functions in .text.unlikely.<symbol> (and
+# .text.hot., .text.startup., .text.exit., .text.split.); lld orders by symbol.
+PREFIXES = ("unlikely.", "hot.", "startup.", "exit.", "split.")
+
+
+def symbol_of(section_suffix):
+    for p in PREFIXES:
+        if section_suffix.startswith(p):
+            return section_suffix[len(p):]
+    return section_suffix
+
+
 def sections(map_path):
     secs = []
     with open(map_path) as f:
         for line in f:
             m = SECTION.match(line)
             if m and int(m.group(2), 16):
-                secs.append((int(m.group(1), 16), int(m.group(2), 16), m.group(3)))
+                secs.append((int(m.group(1), 16), int(m.group(2), 16), symbol_of(m.group(3))))
     secs.sort()
     return secs
 

@@ -21,6 +21,17 @@ fn the_symbol_order_file_lists_each_function_once() {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.$".contains(c));
         assert!(ok, "line {}: {line:?} is not a symbol name", i + 1);
+        // A section name's prefix (`.text.unlikely.<symbol>`) is not part of
+        // the symbol: lld would skip the name and leave that function where
+        // it was, one more 64 KB block of text resident.
+        let section_prefix = ["unlikely.", "hot.", "startup.", "exit.", "split."]
+            .iter()
+            .find(|p| line.starts_with(*p));
+        assert!(
+            section_prefix.is_none(),
+            "line {}: {line} carries the section prefix {section_prefix:?}",
+            i + 1
+        );
         assert!(seen.insert(line), "line {}: {line} listed twice", i + 1);
         names.push(line);
     }
