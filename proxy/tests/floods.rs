@@ -446,15 +446,18 @@ fn idle_connection_flood_is_released() {
     // the freed memory glibc hands back to the kernel varies (its arenas are
     // trimmed only from the top), so RSS after a round is not bounded here;
     // the peaks are: at most 16 KiB per connection, and the second flood
-    // needs at most 2 KiB per connection more than the first.
+    // needs at most 4 KiB per connection more than the first (the 16 KiB
+    // buffer piled up ~7 KiB per connection). 2 KiB was too tight: a CI run
+    // of df6f395 peaked at 55 then 73 MiB (3.6 KiB per connection) with the
+    // same 54 MiB left after each round, i.e. fragmentation, not retention.
     let n_kib = n as u64;
     assert!(
         peaks.iter().all(|p| *p < rss0 + 16 * n_kib),
         "peaks {peaks:?} KiB above {rss0} KiB + 16 KiB per connection"
     );
     assert!(
-        peaks[1] < peaks[0] + 2 * n_kib,
-        "second flood peaked at {} KiB, first at {} KiB: more than 2 KiB per connection piled up",
+        peaks[1] < peaks[0] + 4 * n_kib,
+        "second flood peaked at {} KiB, first at {} KiB: more than 4 KiB per connection piled up",
         peaks[1],
         peaks[0]
     );
