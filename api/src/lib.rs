@@ -20,6 +20,8 @@ pub mod crd;
 pub mod gatewayapi;
 pub mod gatewayview;
 pub mod identity;
+#[cfg(feature = "client")]
+pub mod listen;
 pub mod maistra;
 pub mod meshconfig;
 pub mod meshtracing;

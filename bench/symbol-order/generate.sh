@@ -57,8 +57,7 @@ for v in mesh-proxy mesh-proxy-mtls; do
   mkdir -m 777 "$work/$v"
   cat > "$work/bin/mesh-proxy" <<WRAP
 #!/bin/sh
-exec valgrind --tool=callgrind --dump-instr=yes --compress-pos=no --compress-strings=no \
-  --dump-every-bb=5000000 --log-file=$work/$v/vg.%p.log \
+exec ${cg[*]} --dump-every-bb=5000000 --log-file=$work/$v/vg.%p.log \
   --callgrind-out-file=$work/$v/cg.%p.out "$rel/mesh-proxy" "\$@"
 WRAP
   chmod +x "$work/bin/mesh-proxy"

@@ -128,7 +128,7 @@ pub struct Proxy {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    mesh_api::listen::listen(addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("binding the {what} listener on {addr}: {e}"),

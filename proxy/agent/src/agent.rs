@@ -11,7 +11,6 @@ use crate::server::{self, Shared};
 use crate::source::Source;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -129,9 +128,9 @@ pub async fn start_live(
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
     let bind = |what, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| AgentError::Bind { what, addr, source })
+        // The kernel's full accept queue: every proxy of the mesh reconnects
+        // at once after an agent restart.
+        mesh_api::listen::listen(addr).map_err(|source| AgentError::Bind { what, addr, source })
     };
     let sync = bind("sync stream", cfg.listen).await?;
     let debug = bind("debug", cfg.debug_listen).await?;

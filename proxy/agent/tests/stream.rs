@@ -8,7 +8,6 @@ mod common;
 use common::syncz;
 use mesh_agent::client::{self, ClientConfig, ClientState};
 use mesh_agent::config::Config;
-use mesh_agent::source::files::FilesSource;
 use mesh_api::syncapi::{ProxyIdentity, ProxyView};
 use mesh_e2e::wait::eventually;
 use std::io::{BufRead, BufReader};
@@ -34,6 +33,11 @@ fn config(dir: &Path, listen: SocketAddr) -> Config {
         "agent-test",
     ])
     .unwrap()
+}
+
+/// An in-process agent on `dir` with a port of its own.
+async fn start_in(dir: &Path, shutdown: &CancellationToken) -> mesh_agent::agent::Running {
+    common::start_files_agent(&config(dir, "127.0.0.1:0".parse().unwrap()), dir, shutdown).await
 }
 
 fn identity(i: usize) -> ProxyIdentity {
@@ -84,15 +88,7 @@ async fn many_proxies_sync_ack_nack_and_survive_garbage() {
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let shutdown = CancellationToken::new();
     let _guard = shutdown.clone().drop_guard();
-    let cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap());
-    cfg.validate().unwrap();
-    let src = Box::new(FilesSource {
-        dir: dir.path().to_path_buf(),
-        debounce: cfg.debounce(),
-    });
-    let agent = mesh_agent::agent::start(&cfg, src, shutdown.clone())
-        .await
-        .unwrap();
+    let agent = start_in(dir.path(), &shutdown).await;
     let debug = agent.debug_addr;
     let states = spawn_proxies(agent.sync_addr, &shutdown);
 
@@ -206,6 +202,40 @@ async fn many_proxies_sync_ack_nack_and_survive_garbage() {
         PROXIES - 1
     );
     assert!(states.iter().all(|s| s.borrow().connected));
+}
+
+/// The sync port's accept queue holds a mesh's reconnect storm: the kernel's
+/// cap (`net.core.somaxconn`), not the 128 of tokio's `TcpListener::bind`,
+/// beyond which Linux drops handshakes and the proxies wait 1 to 15 s for
+/// the retransmission (`ss` shows a listener's queue size as its Send-Q).
+#[tokio::test]
+async fn the_sync_listener_queue_is_the_kernels_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let agent = start_in(dir.path(), &shutdown).await;
+    let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        cap > 128,
+        "net.core.somaxconn is {cap}: this test needs more than 128"
+    );
+    let filter = format!("sport = :{}", agent.sync_addr.port());
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &filter])
+        .output()
+        .expect("ss (iproute2)");
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let queue: u32 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listener on {filter} in ss output {line:?}"));
+    assert_eq!(queue, cap, "{line}");
 }
 
 /// Kills the agent process for real (SIGKILL) and starts a new one on the same port.

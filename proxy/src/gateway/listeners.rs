@@ -84,7 +84,8 @@ async fn reconcile(
     for port in add {
         // `--bind`, as the health and metrics listeners use.
         let addr = SocketAddr::new(shared.cfg.health.ip(), port);
-        match tokio::net::TcpListener::bind(addr).await {
+        // The kernel's full accept queue, as Envoy's gateway listeners have.
+        match mesh_api::listen::listen(addr) {
             Ok(l) => {
                 let stop = CancellationToken::new();
                 let serve = move |a: Accepted| {
