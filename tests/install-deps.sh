@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have iptables        || need+=(iptables)
-have ip              || need+=(iproute2)
+{ have ip && have ss; } || need+=(iproute2)  # ss: proxy/agent/tests/stream.rs
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ] \
                      || need+=(containernetworking-plugins)
 have curl            || need+=(curl)

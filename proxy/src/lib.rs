@@ -127,7 +127,7 @@ pub struct Proxy {
     status: TcpListener,
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
     mesh_api::listen::listen(addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -151,20 +151,20 @@ impl Proxy {
         // A gateway captures nothing: its listeners come from its view.
         let sidecar = cfg.mode == config::Mode::Sidecar;
         let outbound = match sidecar {
-            true => Some(bind(cfg.outbound, "outbound").await?),
+            true => Some(bind(cfg.outbound, "outbound")?),
             false => None,
         };
         let inbound = match sidecar {
-            true => Some(bind(cfg.inbound, "inbound").await?),
+            true => Some(bind(cfg.inbound, "inbound")?),
             false => None,
         };
         Ok(Proxy {
             outbound,
             inbound,
-            admin: bind(cfg.admin, "admin").await?,
-            health: bind(cfg.health, "health").await?,
-            prometheus: bind(cfg.prometheus, "prometheus").await?,
-            status: bind(cfg.status, "status").await?,
+            admin: bind(cfg.admin, "admin")?,
+            health: bind(cfg.health, "health")?,
+            prometheus: bind(cfg.prometheus, "prometheus")?,
+            status: bind(cfg.status, "status")?,
             shared: Shared::new(cfg),
             probers: Arc::new(probers),
             app_metrics: app_metrics.map(Arc::new),

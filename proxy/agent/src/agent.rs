@@ -127,13 +127,13 @@ pub async fn start_live(
     ca: Option<server::CaService>,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
-    let bind = |what, addr| async move {
-        // The kernel's full accept queue: every proxy of the mesh reconnects
-        // at once after an agent restart.
+    // The kernel's full accept queue: every proxy of the mesh reconnects at
+    // once after an agent restart.
+    let bind = |what, addr| {
         mesh_api::listen::listen(addr).map_err(|source| AgentError::Bind { what, addr, source })
     };
-    let sync = bind("sync stream", cfg.listen).await?;
-    let debug = bind("debug", cfg.debug_listen).await?;
+    let sync = bind("sync stream", cfg.listen)?;
+    let debug = bind("debug", cfg.debug_listen)?;
     let sync_addr = sync.local_addr().map_err(|source| AgentError::Bind {
         what: "sync stream",
         addr: cfg.listen,
@@ -145,7 +145,7 @@ pub async fn start_live(
         source,
     })?;
     let plain = match cfg.plaintext_listen {
-        Some(addr) => Some(bind("plaintext config", addr).await?),
+        Some(addr) => Some(bind("plaintext config", addr)?),
         None => None,
     };
     let plaintext_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
