@@ -7,7 +7,7 @@
 
 use ipnet::IpNet;
 
-use crate::redirect::{InterceptionMode, Selection};
+use crate::capture::{InterceptionMode, Selection};
 
 /// `sidecar.istio.io/*` pod annotations (and the inject label).
 pub mod sidecar {

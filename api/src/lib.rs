@@ -16,6 +16,7 @@
 pub mod accessfilter;
 pub mod accesslog;
 pub mod annotations;
+mod capture;
 pub mod crd;
 pub mod gatewayapi;
 pub mod gatewayview;
@@ -43,6 +44,7 @@ pub mod syncencode;
 pub mod syncframe;
 pub mod syncidle;
 pub mod synclookup;
+mod syncview;
 pub mod telemetry;
 pub mod tracing;
 pub mod values;

@@ -14,7 +14,7 @@
 //! names that view's version as a check, and a mismatch ends the stream so
 //! the reconnect starts again from a full view.
 
-use crate::syncapi::{ProxyView, Service};
+use crate::syncview::{ProxyView, Service};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -169,7 +169,7 @@ fn unique_hosts(services: &[Arc<Service>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syncapi::Endpoint;
+    use crate::syncview::Endpoint;
 
     fn svc(name: &str, ips: &[&str]) -> Arc<Service> {
         Arc::new(Service {

@@ -102,9 +102,17 @@ impl Ca {
             key: dir.join(format!("{stem}-key.pem")),
             root: dir.join("root-cert.pem"),
         };
-        crate::topology::write_readable(&files.cert, cert.pem().as_bytes())?;
-        crate::topology::write_readable(&files.key, key.serialize_pem().as_bytes())?;
-        crate::topology::write_readable(&files.root, self.pem.as_bytes())?;
+        write_readable(&files.cert, cert.pem().as_bytes())?;
+        write_readable(&files.key, key.serialize_pem().as_bytes())?;
+        write_readable(&files.root, self.pem.as_bytes())?;
         Ok(files)
     }
+}
+
+/// Writes `data` to `path`, readable by every UID (the sidecars run as 1337).
+pub fn write_readable(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, data).with_context(|| path.display().to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
 }

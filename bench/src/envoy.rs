@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::certs::LeafFiles;
 
-use crate::topology::Ports;
+use crate::ports::{GatewayPorts, Ports, HOST};
 
 pub const VERSION: &str = "1.40.0";
 
@@ -215,7 +215,7 @@ fn upstream_tls(tls: &LeafFiles, alpn: &[&str]) -> Value {
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
             "common_tls_context": common_tls(tls, alpn),
-            "sni": crate::topology::HOST
+            "sni": HOST
         }
     })
 }
@@ -316,12 +316,12 @@ pub fn bootstrap(upstream: Option<IpAddr>, ports: &Ports, tls: Option<&LeafFiles
 /// port) to the server pod's `app_port`, where the server sidecar captures it.
 pub fn gateway_bootstrap(
     host: &str,
-    ports: &crate::gateway::GatewayPorts,
+    ports: &GatewayPorts,
     server: IpAddr,
     app_port: u16,
     cert: &LeafFiles,
 ) -> Value {
-    let cluster_name = format!("outbound|{app_port}||{}", crate::topology::HOST);
+    let cluster_name = format!("outbound|{app_port}||{}", HOST);
     let with_port = format!("{host}:*");
     let domains = [host, with_port.as_str()];
     let tls = json!({

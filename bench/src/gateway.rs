@@ -35,24 +35,13 @@ use crate::topology::{
     PROXY_UID,
 };
 
+pub use crate::ports::{GatewayPorts, GATEWAY_PORTS};
+
 /// The host the gateway serves (the Gateway's `hosts`, the certificate's SAN).
 pub const HOST: &str = "bench.example.com";
 /// `namespace/name` of the bench's Gateway and VirtualService.
 pub const GATEWAY: &str = "istio-system/bench-gateway";
 pub const VIRTUAL_SERVICE: &str = "default/bench";
-
-/// Ports the gateway pod binds: the targetPorts of Istio's ingress gateway
-/// Service (80 → 8080, 443 → 8443).
-#[derive(Debug, Clone, Copy)]
-pub struct GatewayPorts {
-    pub http: u16,
-    pub https: u16,
-}
-
-pub const GATEWAY_PORTS: GatewayPorts = GatewayPorts {
-    http: 8080,
-    https: 8443,
-};
 
 /// The view `mesh-proxy router` gets: the registry of the sidecar variants
 /// (the bench service with the server pod as endpoint) plus one Gateway with

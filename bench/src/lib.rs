@@ -13,18 +13,16 @@ pub mod envoy;
 pub mod gateway;
 pub mod load;
 mod output;
+pub mod ports;
 pub mod procstat;
 pub mod report;
 pub mod run;
 pub mod server;
+mod summary;
 pub mod svg;
 pub mod topology;
 mod tracing_report;
 pub mod zipkin;
 
 pub use output::{write_results, Meta};
-
-/// This program's own path (it is also the app and the load generator).
-pub fn self_exe() -> std::io::Result<std::path::PathBuf> {
-    std::env::current_exe()
-}
+pub use run::self_exe;

@@ -8,44 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::run::{Raw, HEADLINE, INGRESS_HTTP, INGRESS_HTTPS, SATURATION, TCP_CHURN};
 use crate::topology::Variant;
 
-/// Medians over the repetitions of one scenario on one variant.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Summary {
-    pub scenario: String,
-    pub variant: Option<Variant>,
-    pub runs: usize,
-    pub rps: f64,
-    pub errors: u64,
-    /// p50, p90, p99, p99.9 in microseconds.
-    pub latency_us: [f64; 4],
-    /// Latency minus direct's, per percentile (µs).
-    pub added_us: Option<[f64; 4]>,
-    /// Both sidecars' CPU seconds per 1000 requests.
-    pub cpu_s_per_1000: Option<f64>,
-    /// Share of the sidecars' CPU spent in the kernel (0..1).
-    #[serde(default)]
-    pub kernel_share: Option<f64>,
-    /// Read + write system calls of both sidecars per request.
-    #[serde(default)]
-    pub syscalls_per_req: Option<f64>,
-    /// Requests per second per sidecar CPU-second (both sidecars summed).
-    pub req_per_cpu_s: Option<f64>,
-    /// RSS of the larger sidecar: idle, peak under load, after load (bytes).
-    pub rss_idle: Option<u64>,
-    pub rss_load: Option<u64>,
-    pub rss_after: Option<u64>,
-    /// Private memory of the larger sidecar: idle, peak under load (bytes).
-    #[serde(default)]
-    pub private_idle: Option<u64>,
-    #[serde(default)]
-    pub private_load: Option<u64>,
-    /// Tracing variants: spans the sink got per 1000 requests (median), and
-    /// spans the sidecars dropped in all runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spans_per_1000: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spans_dropped: Option<u64>,
-}
+pub(crate) use crate::summary::ms;
+pub use crate::summary::{find, Summary};
 
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -168,14 +132,6 @@ pub fn summarize(raw: &Raw) -> Vec<Summary> {
     out
 }
 
-pub fn find<'a>(sums: &'a [Summary], scenario: &str, v: Variant) -> Option<&'a Summary> {
-    sums.iter()
-        .find(|s| s.scenario == scenario && s.variant == Some(v))
-}
-
-pub(crate) fn ms(us: f64) -> String {
-    format!("{:.3} ms", us / 1000.0)
-}
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / 1048576.0)
 }

@@ -387,7 +387,7 @@ fn run_one(
     rep: usize,
     settle: Duration,
 ) -> anyhow::Result<RunRecord> {
-    let bench = crate::self_exe()?;
+    let bench = self_exe()?;
     let lt = load_target(sc, d.variant);
     let target = format!("{}:{}", d.target_ip, lt.port);
     let rate = sc.rate.map(|r| r.to_string());
@@ -511,6 +511,11 @@ fn run_one(
         sidecars,
         spans,
     })
+}
+
+/// This program's own path (it is also the app and the load generator).
+pub fn self_exe() -> std::io::Result<std::path::PathBuf> {
+    std::env::current_exe()
 }
 
 #[cfg(test)]

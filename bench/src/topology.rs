@@ -18,28 +18,15 @@ use mesh_api::{RedirectDefaults, RedirectParams};
 use mesh_e2e::harness::{Node, Pod, PodProcess};
 use serde::{Deserialize, Serialize};
 
+pub use crate::certs::write_readable;
+pub use crate::ports::{Ports, HOST, PORTS};
+
 /// UID of the application and the load generator.
 pub const APP_UID: u32 = 1000;
 /// UID of the sidecars (Istio's proxy UID, excluded from capture).
 pub const PROXY_UID: u32 = 1337;
 /// The service's cluster IP in the meshed variants (captured, never routed).
 pub const VIP: &str = "10.96.0.10";
-pub const HOST: &str = "bench.default.svc.cluster.local";
-
-/// App ports: HTTP/1.1, HTTP/2 (h2c), TCP echo.
-#[derive(Debug, Clone, Copy)]
-pub struct Ports {
-    pub http: u16,
-    pub h2: u16,
-    pub tcp: u16,
-}
-
-pub const PORTS: Ports = Ports {
-    http: 8080,
-    h2: 8081,
-    tcp: 9000,
-};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Variant {
@@ -172,13 +159,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-pub fn write_readable(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, data).with_context(|| path.display().to_string())?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-    Ok(())
 }
 
 /// Writes the pod's redirect rules as istio-init would, with `annotations`.

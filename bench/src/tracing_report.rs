@@ -2,7 +2,7 @@
 //! Istio's default 1 % sampling and at 100 %, side by side per scenario (the
 //! three variants run interleaved, so their differences are tracing's cost).
 
-use crate::report::{find, ms, Summary};
+use crate::summary::{find, ms, Summary};
 use crate::topology::Variant;
 
 const ROWS: [(Variant, &str); 3] = [

@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::plugin::pod::Pod;
+use crate::pod_object::Pod;
 
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {

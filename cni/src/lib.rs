@@ -22,6 +22,7 @@ pub mod k8s;
 pub mod netns;
 pub mod nftables;
 pub mod plugin;
+mod pod_object;
 pub mod redirect;
 pub mod route;
 pub mod rules;

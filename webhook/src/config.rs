@@ -9,10 +9,9 @@ use std::time::Duration;
 use mesh_api::meshconfig::{MeshConfig, MeshConfigError};
 use rustls::sign::CertifiedKey;
 
+use crate::limits::Limits;
+pub use crate::limits::MAX_BODY_BYTES;
 use crate::tls::{load_certified_key, TlsError};
-
-/// Default request body limit: Kubernetes caps objects well below this.
-pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -123,8 +122,8 @@ impl Config {
         Duration::from_millis(self.reload_interval_ms)
     }
 
-    pub fn limits(&self) -> crate::server::Limits {
-        crate::server::Limits {
+    pub fn limits(&self) -> Limits {
+        Limits {
             max_body_bytes: MAX_BODY_BYTES,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),

@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Pod;
 use mesh_api::annotations::{self, sidecar};
 use mesh_api::maistra::member::MEMBER_OF_LABEL;
 use mesh_api::meshconfig::{InjectionPolicy, MeshConfig};
-
-use crate::Pod;
 
 /// Namespaces Istio never injects into.
 pub const IGNORED_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];

@@ -15,6 +15,7 @@ pub mod decide;
 pub mod inject;
 pub mod kube_inject;
 pub mod kubeapi;
+mod limits;
 pub mod metrics;
 pub mod reload;
 pub mod selfca;

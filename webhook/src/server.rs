@@ -26,24 +26,8 @@ use tracing::Instrument;
 
 use crate::admission::review;
 use crate::inject::InjectContext;
+pub use crate::limits::Limits;
 use crate::metrics::{InjectionMetrics, Outcome};
-
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: crate::config::MAX_BODY_BYTES,
-            header_timeout: Duration::from_secs(5),
-            body_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Shared state of the handlers: the mesh config in force (swappable) and limits.
 pub struct AppState {

@@ -107,7 +107,7 @@ mod tests {
             "g",
             ReferenceGrantSpec {
                 from: vec![ReferenceGrantFrom {
-                    group: super::super::GROUP.into(),
+                    group: super::super::common::GROUP.into(),
                     kind: "HTTPRoute".into(),
                     namespace: from_ns.into(),
                 }],
@@ -124,7 +124,7 @@ mod tests {
     }
 
     const FROM: RefFrom<'static> = RefFrom {
-        group: super::super::GROUP,
+        group: super::super::common::GROUP,
         kind: "HTTPRoute",
         namespace: "a",
     };

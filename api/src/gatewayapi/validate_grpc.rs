@@ -3,8 +3,8 @@
 //! header matches and the four GRPCRoute filters, with the checks shared with
 //! HTTPRoute from [`super::validate_route`].
 
+use super::findings::Findings;
 use super::grpcroute::{GRPCMethodMatchType, GRPCRouteFilter, GRPCRouteFilterType, GRPCRouteSpec};
-use super::validate::Findings;
 use super::validate_route::{
     filter_body, header_filter, header_matches, mirror, regex, rule_names,
 };

@@ -5,11 +5,11 @@
 //! and retries, following the upstream schema and CEL rules.
 
 use super::common::{HTTPHeaderFilter, HTTPHeaderMatch, HTTPRequestMirrorFilter, HeaderMatchType};
+use super::findings::Findings;
 use super::httproute::{
     HTTPPathModifier, HTTPPathModifierType, HTTPRouteFilter, HTTPRouteFilterType, HTTPRouteRule,
     HTTPRouteSpec, PathMatchType,
 };
-use super::validate::Findings;
 use std::collections::BTreeSet;
 
 const METHODS: [&str; 9] = [

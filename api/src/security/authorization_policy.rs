@@ -1,6 +1,6 @@
 //! `AuthorizationPolicy`: ALLOW/DENY/AUDIT/CUSTOM rules on a workload's inbound traffic.
 
-use super::LabelSelector;
+use super::selector::LabelSelector;
 use crate::networking::common::Extra;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -1,6 +1,6 @@
 //! `PeerAuthentication`: the mTLS mode a workload accepts inbound.
 
-use super::LabelSelector;
+use super::selector::LabelSelector;
 use crate::networking::common::Extra;
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{HarnessError, Result};
+use crate::error::{HarnessError, Result};
 
 /// Runs a command (in `netns` when given, as root) and returns its stdout; a
 /// non-zero exit is an error carrying its stderr.

@@ -213,41 +213,4 @@ mod tests {
         assert_eq!(svc["spec"]["type"], "ClusterIP");
         assert_eq!(svc["spec"]["selector"]["istio"], "egressgateway");
     }
-
-    #[test]
-    fn the_injector_makes_the_gateway_pod_a_router_without_capture() {
-        let objs = install(&[Kind::Ingress])
-            .into_iter()
-            .map(|v| ("gateways".to_string(), v))
-            .collect();
-        let m = crate::local::manifest::from_objects(objs, "default").unwrap();
-        assert!(m.namespaces.contains_key(NAMESPACE));
-        let [spec] = m.pods.as_slice() else {
-            panic!("{:?}", m.pods)
-        };
-        assert_eq!(spec.name, "istio-ingressgateway-0");
-        assert_eq!(spec.namespace, NAMESPACE);
-        let mut pod = spec.pod.clone();
-        let mesh = mesh_webhook::MeshConfig::default();
-        let ctx = mesh_webhook::InjectContext {
-            min_kubelet_version: None,
-            workload: None,
-            namespace: Some(NAMESPACE.into()),
-        };
-        let typed: mesh_webhook::Pod = serde_json::from_value(pod.clone()).unwrap();
-        assert!(matches!(
-            mesh_webhook::decide(&typed, None, &mesh),
-            mesh_webhook::Decision::Inject
-        ));
-        mesh_webhook::inject::mutate(&mut pod, &mesh, &ctx).unwrap();
-        let c = &pod["spec"]["containers"][0];
-        assert_eq!(c["name"], "istio-proxy");
-        assert_eq!(c["args"], json!(["router"]));
-        assert!(pod["spec"]["initContainers"].is_null(), "{pod:#}");
-        assert_eq!(
-            pod["spec"]["serviceAccountName"],
-            "istio-ingressgateway-service-account"
-        );
-        assert_eq!(pod["metadata"]["labels"]["istio"], "ingressgateway");
-    }
 }

@@ -287,6 +287,7 @@ pub fn container_ports(pod: &Value) -> Vec<(String, u16, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::gateway;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -396,5 +397,42 @@ mod tests {
         assert_eq!(m.pods[0].namespace, "shop");
         assert_eq!(m.pods[0].pod["spec"]["serviceAccountName"], "default");
         assert_eq!(m.skipped, ["ConfigMap shop/c"]);
+    }
+
+    #[test]
+    fn the_injector_makes_the_gateway_pod_a_router_without_capture() {
+        let objs = gateway::install(&[gateway::Kind::Ingress])
+            .into_iter()
+            .map(|v| ("gateways".to_string(), v))
+            .collect();
+        let m = from_objects(objs, "default").unwrap();
+        assert!(m.namespaces.contains_key(gateway::NAMESPACE));
+        let [spec] = m.pods.as_slice() else {
+            panic!("{:?}", m.pods)
+        };
+        assert_eq!(spec.name, "istio-ingressgateway-0");
+        assert_eq!(spec.namespace, gateway::NAMESPACE);
+        let mut pod = spec.pod.clone();
+        let mesh = mesh_webhook::MeshConfig::default();
+        let ctx = mesh_webhook::InjectContext {
+            min_kubelet_version: None,
+            workload: None,
+            namespace: Some(gateway::NAMESPACE.into()),
+        };
+        let typed: mesh_webhook::Pod = serde_json::from_value(pod.clone()).unwrap();
+        assert!(matches!(
+            mesh_webhook::decide(&typed, None, &mesh),
+            mesh_webhook::Decision::Inject
+        ));
+        mesh_webhook::inject::mutate(&mut pod, &mesh, &ctx).unwrap();
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["name"], "istio-proxy");
+        assert_eq!(c["args"], json!(["router"]));
+        assert!(pod["spec"]["initContainers"].is_null(), "{pod:#}");
+        assert_eq!(
+            pod["spec"]["serviceAccountName"],
+            "istio-ingressgateway-service-account"
+        );
+        assert_eq!(pod["metadata"]["labels"]["istio"], "ingressgateway");
     }
 }

@@ -2,7 +2,6 @@
 //! from (a folder of pod YAML, or the Kubernetes API with bounded retries), and the
 //! capture decision, made like Istio's CNI plugin.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,50 +9,7 @@ use mesh_api::annotations::{containers, sidecar};
 use serde::Deserialize;
 
 use crate::k8s::{self, K8sError, Kubeconfig};
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Meta {
-    pub name: String,
-    pub namespace: String,
-    pub annotations: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Container {
-    pub name: String,
-    pub restart_policy: Option<String>,
-    pub args: Vec<String>,
-}
-
-impl Container {
-    /// The proxy's mode as Istio's CNI plugin reads it from `istio-proxy`'s args:
-    /// Istio's `proxy <mode>` or ours `<mode>` (command `mesh-proxy`). `None` when
-    /// the container states none (a user's placeholder, an old pod).
-    fn proxy_mode(&self) -> Option<&str> {
-        match self.args.as_slice() {
-            [first, mode, ..] if first == "proxy" => Some(mode),
-            [mode, ..] if !mode.starts_with('-') => Some(mode),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Spec {
-    pub containers: Vec<Container>,
-    pub init_containers: Vec<Container>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Pod {
-    pub metadata: Meta,
-    pub spec: Spec,
-}
+pub use crate::pod_object::{Container, Meta, Pod, Spec};
 
 /// Whether the plugin writes the capture for a pod, and why not.
 #[derive(Debug, Clone, PartialEq, Eq)]

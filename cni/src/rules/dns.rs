@@ -3,7 +3,7 @@
 
 use mesh_api::RedirectParams;
 
-use super::istio::Builder;
+use super::builder::Builder;
 
 /// Port the agent's DNS proxy listens on.
 const DNS_CAPTURE_PORT: u16 = mesh_api::ports::DNS_CAPTURE;

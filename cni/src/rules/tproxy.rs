@@ -1,7 +1,7 @@
 //! TPROXY mode's mangle rules: connection marks so replies and the proxy's own
 //! loopback traffic are routed back correctly, and the early returns in ISTIO_INBOUND.
 
-use super::istio::Builder;
+use super::builder::Builder;
 
 pub(super) fn tproxy_marks(
     b: &mut Builder,

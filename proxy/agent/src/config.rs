@@ -419,6 +419,9 @@ impl Config {
 }
 
 #[cfg(test)]
+mod mesh_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

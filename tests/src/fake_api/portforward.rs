@@ -13,8 +13,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
 
-use super::routes::{query_param, status};
-use super::Fake;
+use super::reply::{query_param, status};
+use super::store::Fake;
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
 

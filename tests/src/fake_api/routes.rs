@@ -15,37 +15,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::{cluster_scoped, Fake, Seen};
-
-/// A `Status` failure as the API server writes it.
-pub(crate) fn status(code: u16, reason: &str, message: String) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason, "code": code});
-    (
-        StatusCode::from_u16(code).unwrap(),
-        [("content-type", "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
+use super::reply::{query_param, status};
+use super::store::{cluster_scoped, Fake, Seen};
 
 fn ok(v: &Value, code: StatusCode) -> Response {
     (code, [("content-type", "application/json")], v.to_string()).into_response()
-}
-
-/// A query parameter, with the escapes kube-rs writes in selectors undone.
-pub(crate) fn query_param(q: &str, key: &str) -> Option<String> {
-    q.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| {
-            v.replace("%3D", "=")
-                .replace("%3d", "=")
-                .replace("%2C", ",")
-                .replace("%2c", ",")
-                .replace("%2F", "/")
-                .replace("%2f", "/")
-        })
-    })
 }
 
 /// A parsed resource path.
@@ -300,7 +274,7 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
                     obj["status"] = st;
                 }
             }
-            let kind = super::kind_of(&obj);
+            let kind = super::store::kind_of(&obj);
             fake.apply(obj.clone());
             let ns = t.ns.clone().unwrap_or_default();
             let stored = fake.get(&kind, &ns, name).unwrap_or(obj);

@@ -11,7 +11,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
-use super::{route, Fake, Threaded};
+use super::routes::route;
+use super::store::Fake;
 
 pub(super) async fn listen(
     fake: &Arc<Fake>,
@@ -46,21 +47,4 @@ pub(super) async fn listen(
         }
     });
     addr
-}
-
-impl Fake {
-    /// [`Fake::spawn`] over HTTPS, presenting `cert_der` (signed for 127.0.0.1)
-    /// with its PKCS#8 key `key_der`.
-    pub fn spawn_tls(self: &Arc<Self>, cert_der: Vec<u8>, key_der: Vec<u8>) -> Threaded {
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into());
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert_der.into()], key)
-        .unwrap();
-        self.spawn_with(Some(Arc::new(cfg)))
-    }
 }

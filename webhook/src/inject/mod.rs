@@ -6,6 +6,7 @@
 //! patch). Containers we own that are already present (a user's `istio-proxy`
 //! override, or a previous injection) are merged over the template, never doubled.
 
+mod error;
 pub mod merge;
 pub mod meta;
 pub mod probes;
@@ -16,19 +17,20 @@ pub mod template;
 use std::collections::BTreeMap;
 
 use json_patch::Patch;
-use mesh_api::annotations::{self, containers, sidecar, AnnotationError};
+use k8s_openapi::api::core::v1::Pod;
+use mesh_api::annotations::{self, containers, sidecar};
 use mesh_api::meshconfig::{is_quantity, MeshConfig, NativeSidecars};
 use mesh_api::{InterceptionMode, RedirectParams};
 use serde_json::{json, Value};
 
+use error::bad_annotation;
+pub use error::InjectError;
 pub use meta::Workload;
 use read::{
     bool_annotation, json_map_annotation, proxy_config_annotation, string_map, template_gateway,
     u32_annotation,
 };
 use template::Plan;
-
-use crate::Pod;
 
 /// Facts about the cluster and the object that the pod alone does not carry.
 #[derive(Debug, Clone, Default)]
@@ -40,28 +42,6 @@ pub struct InjectContext {
     pub workload: Option<Workload>,
     /// Namespace when the pod itself does not say (the admission request's).
     pub namespace: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InjectError {
-    #[error(transparent)]
-    Annotation(#[from] AnnotationError),
-    #[error("invalid annotation {key}: {value:?}: {reason}")]
-    BadAnnotation {
-        key: String,
-        value: String,
-        reason: String,
-    },
-    #[error("not a pod: {0}")]
-    NotAPod(String),
-}
-
-fn bad_annotation(key: &str, value: &str, reason: impl Into<String>) -> InjectError {
-    InjectError::BadAnnotation {
-        key: key.into(),
-        value: value.into(),
-        reason: reason.into(),
-    }
 }
 
 /// The patch that injects `pod` (empty if it already is).

@@ -8,7 +8,7 @@ use mesh_api::annotations::{self, sidecar};
 use mesh_api::meshconfig::ProxyConfig;
 use serde_json::Value;
 
-use super::{bad_annotation, InjectError};
+use super::error::{bad_annotation, InjectError};
 
 pub fn string_map(v: &Value, what: &str) -> Result<BTreeMap<String, String>, InjectError> {
     match v {

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use mesh_api::annotations::{PROMETHEUS_PATH, PROMETHEUS_PORT, PROMETHEUS_SCRAPE};
 
+use super::error::InjectError;
 use super::read::bool_annotation;
-use super::InjectError;
 
 /// Turns the merge off for one pod (Istio's `enablePrometheusMerge` per pod).
 pub const MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";

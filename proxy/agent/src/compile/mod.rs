@@ -2,8 +2,12 @@
 //! [`Snapshot`] out. Resources that failed validation (alone or against the rest of
 //! the config) are listed in `rejected` and left out; everything else applies.
 
+mod accepted;
 pub mod change;
+#[cfg(test)]
+mod change_tests;
 mod cross;
+mod destinations;
 #[cfg(test)]
 mod endpoints_tests;
 pub mod gwinputs;
@@ -11,250 +15,23 @@ pub mod gwinputs;
 pub use cross::{binds_mesh, host_matches as cross_host_matches, VsDestinations};
 pub mod protocol;
 mod registry;
+pub(crate) mod settings;
+mod snapshot;
+mod snapshot_change;
 mod telemetry;
 pub use telemetry::mesh as telemetry_mesh;
+
+pub use accepted::{exported, fqdn, Accepted};
+pub use settings::{Settings, Visibility};
+pub use snapshot::{Services, Snapshot, RECENT_CHANGES};
 
 use crate::objects::KubeObject;
 use crate::store::Store;
 use crate::validate::Severity;
-use mesh_api::networking::{DestinationRuleSpec, GatewaySpec, SidecarSpec, VirtualServiceSpec};
 use mesh_api::resource::{IstioResource, ResourceKey};
-use mesh_api::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
-use mesh_api::syncapi::{Rejection, Service};
+use mesh_api::syncapi::Rejection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// Which services a proxy sees when no Sidecar resource narrows it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    /// Only what its namespace can reach: its own namespace, the root
-    /// namespace, services exported to it by name, and the destinations of
-    /// VirtualServices it sees.
-    Namespace,
-    /// Everything exported to it (Istio's default).
-    Mesh,
-    /// The namespace scope, plus every service the proxy looked up on first
-    /// use (`ClientMessage::Lookup`) that Istio's rules let it see: Istio's
-    /// reach at the namespace scope's cost. `mesh-agent`'s default.
-    #[default]
-    #[value(name = "on-demand")]
-    #[serde(rename = "on-demand")]
-    OnDemand,
-}
-
-/// Mesh-wide settings the compiler and views need.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// DNS suffix of Kubernetes services (`cluster.local`).
-    pub domain_suffix: String,
-    /// Namespace whose Sidecar/PeerAuthentication/AuthorizationPolicy apply mesh-wide.
-    pub root_namespace: String,
-    /// `ALLOW_ANY` or `REGISTRY_ONLY` when no Sidecar says otherwise.
-    pub outbound_policy: String,
-    pub visibility: Visibility,
-    /// SPIFFE trust domain of the mesh identities services expect (`cluster.local`).
-    pub trust_domain: String,
-    /// Istio's `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`: a gateway pod is configured
-    /// only by Gateways of its own namespace (default: Gateways anywhere).
-    pub scope_gateway_to_namespace: bool,
-    /// Tracing every proxy applies, compiled from the mesh config.
-    pub tracing: Option<mesh_api::tracing::TracingView>,
-    /// Access log every proxy writes, from the mesh config (`accessLogFile`).
-    pub access_log: Option<mesh_api::accesslog::AccessLogView>,
-    /// The mesh config file, when there is one: what Telemetry resources and
-    /// pod annotations resolve against (providers, proxy-config tracing).
-    pub mesh: Option<Arc<mesh_api::meshconfig::MeshConfig>>,
-    /// OpenShift Service Mesh multitenancy: the namespaces in the mesh (the
-    /// members and the control-plane namespace). `None`: every namespace.
-    /// Objects elsewhere are not compiled and proxies elsewhere get nothing.
-    pub members: Option<Arc<BTreeSet<String>>>,
-}
-
-impl Settings {
-    /// Is `ns` part of the mesh?
-    pub fn serves(&self, ns: &str) -> bool {
-        self.members.as_ref().is_none_or(|m| m.contains(ns))
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            domain_suffix: "cluster.local".into(),
-            root_namespace: "istio-system".into(),
-            outbound_policy: "ALLOW_ANY".into(),
-            visibility: Visibility::Namespace,
-            trust_domain: "cluster.local".into(),
-            scope_gateway_to_namespace: false,
-            tracing: None,
-            access_log: None,
-            mesh: None,
-            members: None,
-        }
-    }
-}
-
-/// An accepted Istio resource with its hosts resolved to FQDNs.
-#[derive(Debug, Clone)]
-pub struct Accepted {
-    pub key: ResourceKey,
-    pub object: Arc<KubeObject>,
-    pub hosts: Vec<String>,
-    pub export_to: Vec<String>,
-}
-
-macro_rules! accessor {
-    ($name:ident, $variant:ident, $spec:ty) => {
-        pub fn $name(&self) -> &$spec {
-            match &*self.object {
-                KubeObject::Istio(IstioResource::$variant(r)) => &r.spec,
-                _ => unreachable!("Accepted list holds only its own kind"),
-            }
-        }
-    };
-}
-
-impl Accepted {
-    accessor!(vs, VirtualService, VirtualServiceSpec);
-    accessor!(dr, DestinationRule, DestinationRuleSpec);
-    accessor!(gateway, Gateway, GatewaySpec);
-    accessor!(sidecar, Sidecar, SidecarSpec);
-    accessor!(pa, PeerAuthentication, PeerAuthenticationSpec);
-    accessor!(ap, AuthorizationPolicy, AuthorizationPolicySpec);
-
-    pub fn telemetry(&self) -> &mesh_api::telemetry::Telemetry {
-        match &*self.object {
-            KubeObject::Istio(IstioResource::Telemetry(r)) => r,
-            _ => unreachable!("Accepted list holds only its own kind"),
-        }
-    }
-}
-
-/// The registry: services by hostname.
-pub type Services = imbl::OrdMap<String, Arc<Service>>;
-
-/// An immutable compiled mesh at one version.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub version: u64,
-    pub settings: Arc<Settings>,
-    /// Services by hostname.
-    pub services: Services,
-    pub virtual_services: Arc<Vec<Accepted>>,
-    pub destination_rules: Arc<Vec<Accepted>>,
-    pub gateways: Arc<Vec<Accepted>>,
-    pub sidecars: Arc<Vec<Accepted>>,
-    pub peer_authentications: Arc<Vec<Accepted>>,
-    pub authorization_policies: Arc<Vec<Accepted>>,
-    /// Telemetry resources whose providers all exist, by key.
-    pub telemetries: Arc<Vec<Accepted>>,
-    /// Resources (or files) not applied, with every error.
-    pub rejected: Vec<Rejection>,
-    /// Warnings about applied resources.
-    pub warnings: Vec<String>,
-    /// The service account of every pod the agent knows, by (namespace, name):
-    /// whom a subscription for that pod may come from.
-    pub pods: Arc<BTreeMap<(String, String), String>>,
-    /// The `tracing` of each pod's `proxy.istio.io/config` annotation, by
-    /// (namespace, name), for pods that have one.
-    pub pod_tracing: Arc<BTreeMap<(String, String), mesh_api::meshtracing::TracingConfig>>,
-    /// Credential keys of Secrets, for gateway `credentialName`s.
-    pub secrets: Arc<gwinputs::Secrets>,
-    /// Services with selectors: which Service ports front a gateway pod.
-    pub selector_services: Arc<Vec<gwinputs::SelectorService>>,
-    /// The `status` the mesh computes for each Gateway API object it owns, by
-    /// that object's key (what the status writer PATCHes).
-    pub gateway_api_status: Arc<BTreeMap<ResourceKey, serde_json::Value>>,
-    /// What differs from the snapshot published before, when only services
-    /// do (set by the pipeline, or by `compile_endpoints`, which knows; `None`
-    /// for a standalone compile).
-    pub change: Option<Arc<change::SnapshotChange>>,
-    /// The version of the last snapshot that changed more than endpoints
-    /// (this one's own unless [`change::SnapshotChange::endpoints_only`]): a
-    /// view built at the same `structure` differs from this version's only
-    /// in its services' endpoints. 0 for a standalone compile.
-    pub structure: u64,
-    /// Every VirtualService destination as an FQDN with the namespace of its
-    /// VirtualService, built on first use ([`Snapshot::vs_destinations`]) and
-    /// shared by the snapshots of the same structure (the VirtualServices
-    /// are the same): each endpoint change asks which namespaces route to
-    /// the changed host.
-    pub vs_destinations: Arc<std::sync::OnceLock<VsDestinations>>,
-    /// The endpoints-only changes since `structure`, oldest first, at most
-    /// [`RECENT_CHANGES`] (set by the pipeline): what a stream a few versions
-    /// behind must patch, without comparing its whole view
-    /// ([`Snapshot::hosts_changed_since`]).
-    pub recent_changes: Arc<std::collections::VecDeque<Arc<change::SnapshotChange>>>,
-}
-
-/// How many endpoints-only changes a snapshot remembers.
-pub const RECENT_CHANGES: usize = 256;
-
-impl Snapshot {
-    /// The hosts whose services may differ between snapshot `version` and
-    /// this one, newest change first (a host changed twice is listed twice);
-    /// `None` when [`Snapshot::recent_changes`] does not reach back to it.
-    /// A list, not a set: a stream that slept through many changes asks for
-    /// all of them on every push it gets, and wants only a lookup per host.
-    pub fn hosts_changed_since(&self, version: u64) -> Option<Vec<&str>> {
-        let mut hosts = Vec::new();
-        if version == self.version {
-            return Some(hosts);
-        }
-        for c in self.recent_changes.iter().rev() {
-            hosts.extend(c.hosts.keys().map(String::as_str));
-            if c.prev_version <= version {
-                return (c.prev_version == version).then_some(hosts);
-            }
-        }
-        None
-    }
-
-    /// (destination FQDN, VirtualService namespace) for every destination of
-    /// every accepted VirtualService.
-    pub fn vs_destinations(&self) -> &VsDestinations {
-        self.vs_destinations.get_or_init(|| {
-            let domain = &self.settings.domain_suffix;
-            let mut index = VsDestinations::default();
-            for vs in self.virtual_services.iter() {
-                let ns = &vs.key.namespace;
-                for d in crate::gateway::bind::destinations(vs.vs()) {
-                    index.add(fqdn(&d, ns, domain), ns.clone());
-                }
-            }
-            index
-        })
-    }
-}
-
-/// Is a resource with `export_to` in namespace `owner` visible from `ns`?
-pub fn exported(export_to: &[String], owner: &str, ns: &str) -> bool {
-    export_to.is_empty()
-        || export_to
-            .iter()
-            .any(|e| e == "*" || e == ns || (e == "." && owner == ns))
-}
-
-/// Resolves a host as written in a resource of namespace `ns` to the FQDN the
-/// registry uses: short names (no dot) are Kubernetes services of that namespace.
-pub fn fqdn(host: &str, ns: &str, domain: &str) -> String {
-    if host.contains('.') || host == "*" {
-        host.to_string()
-    } else {
-        format!("{host}.{ns}.svc.{domain}")
-    }
-}
 
 /// Compiles the store into a snapshot. Pure: same store, settings and version,
 /// same snapshot.

@@ -3,7 +3,8 @@
 //! and ServiceEntry hosts.
 
 use super::protocol;
-use super::{Services, Settings};
+use super::settings::Settings;
+use super::snapshot::Services;
 use crate::objects::KubeObject;
 use crate::store::Store;
 use k8s_openapi::api::core::v1::{Pod, Service as KService};

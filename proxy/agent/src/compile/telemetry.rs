@@ -3,7 +3,8 @@
 //! `tracing` of each pod's `proxy.istio.io/config` annotation. The per-proxy
 //! resolution itself is [`mesh_api::telemetry::resolve`], run by the views.
 
-use super::{Accepted, Settings};
+use super::accepted::Accepted;
+use super::settings::Settings;
 use crate::objects::KubeObject;
 use crate::store::Store;
 use mesh_api::meshconfig::MeshConfig;

@@ -4,13 +4,12 @@
 //! reason it does not attach (NoMatchingParent, NotAllowedByListeners,
 //! NoMatchingListenerHostname).
 
+use super::ctx::Ctx;
 use super::gateways::Gateways;
-use super::Ctx;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use super::selector::selects;
 use mesh_api::gatewayapi::gateway::FromNamespaces;
 use mesh_api::gatewayapi::{self as gw, reason, ParentReference, GATEWAY_KEY_KIND};
 use mesh_api::resource::ResourceKey;
-use std::collections::BTreeMap;
 
 /// One place a route's rules apply.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +80,7 @@ pub fn resolve(
         };
         return match ctx.store.objects.get(&key).map(|e| &*e.object) {
             Some(crate::objects::KubeObject::GatewayApi(gw::GatewayApiResource::Gateway(x)))
-                if !super::class_is_ours(ctx, &x.spec.gateway_class_name) =>
+                if !super::ctx::class_is_ours(ctx, &x.spec.gateway_class_name) =>
             {
                 Parent::NotOurs
             }
@@ -202,27 +201,4 @@ pub fn intersect(route: &[String], listener: Option<&str>) -> Vec<String> {
             v
         }
     }
-}
-
-/// Kubernetes label-selector semantics (matchLabels and matchExpressions).
-pub fn selects(sel: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let Some(sel) = sel else { return true };
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
 }

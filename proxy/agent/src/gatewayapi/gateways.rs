@@ -9,8 +9,9 @@
 //! `<svc>.<ns>.svc.<domain>`, that Service's pods (its selector), e.g. an existing
 //! `istio-ingressgateway` in `istio-system`.
 
+use super::ctx::{class_is_ours, gateway_api, invalid, Ctx};
 use super::status::cond;
-use super::{class_is_ours, gateway_api, invalid, istio_object, Ctx, Translated, GENERATED_SUFFIX};
+use super::translated::{istio_object, name_part, Translated, GENERATED_SUFFIX};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::gatewayapi::gateway::{protocol, AllowedRoutes, TlsMode};
@@ -346,7 +347,7 @@ pub fn translate_all(ctx: &Ctx<'_>, out: &mut Translated) -> Gateways {
                 .collect();
             if usable {
                 let mut server = json!({
-                    "port": {"number": l.port, "name": super::name_part(&l.name), "protocol": l.protocol},
+                    "port": {"number": l.port, "name": name_part(&l.name), "protocol": l.protocol},
                     "hosts": hosts,
                 });
                 if let Some(t) = tls {
@@ -396,7 +397,7 @@ fn route_namespaces(ctx: &Ctx<'_>, gw_ns: &str, a: &AllowedRoutes) -> Vec<String
                     _ => None,
                 })
                 .filter(|n| {
-                    super::attach::selects(
+                    super::selector::selects(
                         a.namespaces.selector.as_ref(),
                         n.metadata.labels.as_ref(),
                     )

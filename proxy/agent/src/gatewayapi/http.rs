@@ -11,14 +11,15 @@
 //! `/foo/bar` → `/one/bar`) with the proxy's prefix-replacing `rewrite.uri`.
 
 use super::attach::{self, Parent};
+use super::ctx::{gateway_api, invalid, Ctx};
 use super::gateways::Gateways;
 use super::refs::{self, Backend};
 use super::rules::{
     grpc_rule, header_ops, http_rule, istio_matches, Filter, MatchIn, PathKind, RuleIn, SortKey,
 };
 use super::status::{route_status, ParentResult};
+use super::translated::Translated;
 use super::vsbuild::VsBuilder;
-use super::{gateway_api, invalid, Ctx, Translated};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::gatewayapi::httproute::HTTPPathModifierType;
 use mesh_api::gatewayapi::{self as gw, reason, BackendRef, GatewayApiResource, ParentReference};

@@ -2,7 +2,7 @@
 //! none (InvalidKind, RefNotPermitted without a ReferenceGrant, BackendNotFound),
 //! and Gateway API weights as Istio percentages.
 
-use super::Ctx;
+use super::ctx::Ctx;
 use mesh_api::gatewayapi::{self as gw, reason, BackendRef, RefFrom, RefTo};
 use serde_json::{json, Value};
 

@@ -4,11 +4,12 @@
 //! out (the connection is refused) and ResolvedRefs says why.
 
 use super::attach::{self, Parent};
+use super::ctx::{gateway_api, Ctx};
 use super::gateways::Gateways;
 use super::refs::{self, Backend};
 use super::status::{route_status, ParentResult};
+use super::translated::Translated;
 use super::vsbuild::VsBuilder;
-use super::{gateway_api, Ctx, Translated};
 use mesh_api::gatewayapi::tlsroute::StreamRouteRule;
 use mesh_api::gatewayapi::GatewayApiResource;
 use serde_json::json;

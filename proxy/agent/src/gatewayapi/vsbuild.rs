@@ -3,8 +3,9 @@
 //! in Gateway API precedence order.
 
 use super::attach::Attachment;
+use super::ctx::Ctx;
 use super::rules::SortKey;
-use super::{istio_object, name_part, Ctx, Translated, GENERATED_SUFFIX};
+use super::translated::{istio_object, name_part, Translated, GENERATED_SUFFIX};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -21,7 +21,6 @@
 //! 15010 does: they check nothing here.
 
 use super::peer::CertRefusal;
-use super::Shared;
 use crate::ca::auth::AuthError;
 use mesh_api::syncapi::ProxyIdentity;
 use mesh_api::Identity;
@@ -184,34 +183,6 @@ impl Accepted {
     pub fn get(&self, a: Auth) -> u64 {
         self.0[a as usize].load(Ordering::Relaxed)
     }
-}
-
-/// The agent's Prometheus text: refused subscriptions by reason,
-/// authenticated ones by credential, and istiod's push metrics.
-pub fn metrics(shared: &Shared) -> String {
-    let mut out = String::from(
-        "# HELP mesh_agent_subscriptions_refused_total Config subscriptions refused, by reason.\n\
-         # TYPE mesh_agent_subscriptions_refused_total counter\n",
-    );
-    for r in REASONS {
-        out.push_str(&format!(
-            "mesh_agent_subscriptions_refused_total{{reason=\"{r}\"}} {}\n",
-            shared.refusals.get(r)
-        ));
-    }
-    out.push_str(
-        "# HELP mesh_agent_subscriptions_total Config subscriptions authenticated on the TLS port, by credential.\n\
-         # TYPE mesh_agent_subscriptions_total counter\n",
-    );
-    for a in [Auth::Token, Auth::Certificate, Auth::Both] {
-        out.push_str(&format!(
-            "mesh_agent_subscriptions_total{{auth=\"{}\"}} {}\n",
-            a.label(),
-            shared.accepted.get(a)
-        ));
-    }
-    out.push_str(&shared.xds.render(shared.tracker.connected()));
-    out
 }
 
 #[cfg(test)]

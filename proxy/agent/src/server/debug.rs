@@ -3,7 +3,8 @@
 //! the mesh owns, by `Kind/namespace/name`;
 //! `GET /metrics`: the agent's counters (Prometheus text).
 
-use super::Shared;
+use super::access::{Auth, REASONS};
+use super::shared::Shared;
 use axum::{extract::State, routing::get, Json, Router};
 use mesh_api::syncapi::Syncz;
 use std::sync::Arc;
@@ -32,6 +33,34 @@ pub fn gateway_api_statuses(shared: &Shared) -> serde_json::Value {
     )
 }
 
+/// The agent's Prometheus text: refused subscriptions by reason,
+/// authenticated ones by credential, and istiod's push metrics.
+pub fn metrics(shared: &Shared) -> String {
+    let mut out = String::from(
+        "# HELP mesh_agent_subscriptions_refused_total Config subscriptions refused, by reason.\n\
+         # TYPE mesh_agent_subscriptions_refused_total counter\n",
+    );
+    for r in REASONS {
+        out.push_str(&format!(
+            "mesh_agent_subscriptions_refused_total{{reason=\"{r}\"}} {}\n",
+            shared.refusals.get(r)
+        ));
+    }
+    out.push_str(
+        "# HELP mesh_agent_subscriptions_total Config subscriptions authenticated on the TLS port, by credential.\n\
+         # TYPE mesh_agent_subscriptions_total counter\n",
+    );
+    for a in [Auth::Token, Auth::Certificate, Auth::Both] {
+        out.push_str(&format!(
+            "mesh_agent_subscriptions_total{{auth=\"{}\"}} {}\n",
+            a.label(),
+            shared.accepted.get(a)
+        ));
+    }
+    out.push_str(&shared.xds.render(shared.tracker.connected()));
+    out
+}
+
 async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
     Json(syncz(&shared))
 }
@@ -50,7 +79,7 @@ pub async fn serve(
         )
         .route(
             "/metrics",
-            get(|State(s): State<Arc<Shared>>| async move { super::access::metrics(&s) }),
+            get(|State(s): State<Arc<Shared>>| async move { metrics(&s) }),
         )
         .route("/healthz/ready", get(|| async { "ok" }))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"component": "mesh-agent", "version": env!("CARGO_PKG_VERSION")})) }))

@@ -10,7 +10,7 @@
 use super::access::{self, Auth, Refusal};
 use super::interest::Pending;
 use super::push::{send_view, Pushed};
-use super::Shared;
+use super::shared::Shared;
 use crate::compile::{Snapshot, Visibility};
 use crate::ondemand;
 use crate::protocol::{codec, decode, decode_client, encode, write_frame, ProtocolError};
@@ -26,7 +26,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use super::push::{Built, ViewCache};
+pub use super::viewcache::{Built, ViewCache};
 
 /// What a listener speaks and allows.
 #[derive(Clone)]

@@ -7,7 +7,7 @@
 //! connection takes the current one, open ones keep theirs. A caller may
 //! present its workload certificate as TLS client ([`super::peer`]).
 
-use super::CaService;
+use super::shared::CaService;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 use std::sync::{Arc, RwLock};

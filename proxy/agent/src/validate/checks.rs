@@ -3,7 +3,7 @@
 //! (durations, regexes, string matches) are checked by compiling them with the
 //! proxy's own parsers ([`mesh_api::values`]).
 
-use super::Report;
+use super::report::Report;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::networking::StringMatch;
 use mesh_api::values;

@@ -1,7 +1,7 @@
 //! Single-resource checks of the networking kinds, following Istio's webhook rules.
 
 use super::checks::*;
-use super::Report;
+use super::report::Report;
 use mesh_api::networking::*;
 
 pub fn virtual_service(r: &mut Report<'_>, s: &VirtualServiceSpec) {

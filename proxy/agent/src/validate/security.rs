@@ -1,7 +1,7 @@
 //! Single-resource checks of PeerAuthentication and AuthorizationPolicy.
 
 use super::checks::*;
-use super::Report;
+use super::report::Report;
 use mesh_api::security::*;
 
 const MTLS: [&str; 4] = ["UNSET", "DISABLE", "PERMISSIVE", "STRICT"];

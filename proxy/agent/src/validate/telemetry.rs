@@ -3,7 +3,7 @@
 //! this mesh accepts without applying as warnings. Provider names are checked
 //! against the mesh config when the snapshot is compiled.
 
-use super::Report;
+use super::report::Report;
 use mesh_api::telemetry::TelemetrySpec;
 
 pub fn telemetry(r: &mut Report<'_>, s: &TelemetrySpec) {

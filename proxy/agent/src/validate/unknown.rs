@@ -2,7 +2,7 @@
 //! schema generated from the types (the same one in the CRD), so the list of known
 //! fields has exactly one source.
 
-use super::Report;
+use super::report::Report;
 use serde_json::Value;
 use std::sync::OnceLock;
 
