@@ -422,3 +422,79 @@ async fn invalid_gateway_api_objects_are_rejected_with_their_field_path() {
     })
     .await;
 }
+
+/// A folder mounted from a ConfigMap, updated the way the kubelet does it: the
+/// visible `mesh.yaml` is a symlink through `..data`, which is swapped to a new
+/// hidden `..<timestamp>` folder. The update reaches the store as new content
+/// of `mesh.yaml` itself; the hidden folders never become origins of their own
+/// (which would load every object twice, old and new).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_replaces_the_visible_file_and_hidden_folders_stay_out() {
+    use mesh_agent::objects::KubeObject;
+    use mesh_agent::source::SourceEvent;
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(tmp.path()).unwrap();
+    let svc = |port: u16| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  ports: [{{name: http, port: {port}}}]\n")
+    };
+    std::fs::create_dir(dir.join("..2026_12_06_a")).unwrap();
+    std::fs::write(dir.join("..2026_12_06_a/mesh.yaml"), svc(80)).unwrap();
+    symlink("..2026_12_06_a", dir.join("..data")).unwrap();
+    symlink("..data/mesh.yaml", dir.join("mesh.yaml")).unwrap();
+
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let src = Box::new(FilesSource {
+        dir: dir.clone(),
+        debounce: Duration::from_millis(30),
+    });
+    tokio::spawn(src.run(tx, shutdown.clone()));
+    let visible = dir.join("mesh.yaml").display().to_string();
+    let mut seen = Vec::new();
+    // Waits (bounded) for `mesh.yaml` with a Service on `port`, noting every origin.
+    let mut until_port = async |port: u16| {
+        let want = format!("port {port}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = tokio::time::timeout(left, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {visible} with {want}; events: {seen:?}"))
+                .expect("source running");
+            let origin = match &ev {
+                SourceEvent::Replace { origin, .. }
+                | SourceEvent::Unreadable { origin, .. }
+                | SourceEvent::Remove { origin } => origin.clone(),
+            };
+            seen.push(origin.clone());
+            if let SourceEvent::Replace { objects, .. } = &ev {
+                let ports: Vec<i32> = objects
+                    .iter()
+                    .filter_map(|o| match o {
+                        KubeObject::Service(s) => s.spec.as_ref()?.ports.as_ref()?.first(),
+                        _ => None,
+                    })
+                    .map(|p| p.port)
+                    .collect();
+                if origin == visible && ports == [i32::from(port)] {
+                    return;
+                }
+            }
+        }
+    };
+    until_port(80).await;
+
+    // The kubelet's atomic update.
+    std::fs::create_dir(dir.join("..2026_12_06_b")).unwrap();
+    std::fs::write(dir.join("..2026_12_06_b/mesh.yaml"), svc(8080)).unwrap();
+    symlink("..2026_12_06_b", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..2026_12_06_a")).unwrap();
+    until_port(8080).await;
+    assert!(
+        seen.iter().all(|o| o == &visible),
+        "only the visible file is an origin: {seen:?}"
+    );
+}

@@ -3,6 +3,14 @@
 //! debounced; a file is applied only when it parses completely, so a half-written
 //! file never applies half-way: on a YAML syntax error the file's previous content
 //! stays and the error (file and line) is reported.
+//!
+//! Hidden entries (a name starting with `.`) are not config, at start-up or on
+//! change: editors' and `kubectl`-style temp files, and the `..data` /
+//! `..<timestamp>` folders through which the kubelet updates a mounted
+//! ConfigMap. When such a folder or symlink appears (the kubelet swapping
+//! `..data`), the visible files next to it that are symlinks are read again,
+//! since their targets changed; a ConfigMap update therefore replaces each
+//! file's content under its own name, as an edit would.
 
 use super::{Source, SourceError, SourceEvent};
 use crate::objects::parse_yaml;
@@ -21,9 +29,13 @@ pub struct FilesSource {
     pub debounce: Duration,
 }
 
+/// A hidden name (`.x.yaml.tmp`, `..data`): never config.
+fn dot(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b".")
+}
+
 fn is_config_file(p: &Path) -> bool {
-    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    !name.starts_with('.')
+    !p.file_name().is_some_and(dot)
         && matches!(
             p.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
@@ -37,11 +49,7 @@ pub fn scan(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d)? {
             let p = e?.path();
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
-            if p.is_dir() && !hidden {
+            if p.is_dir() && !p.file_name().is_some_and(dot) {
                 stack.push(p);
             } else if p.is_file() && is_config_file(&p) {
                 out.push(p);
@@ -111,6 +119,7 @@ impl FilesSource {
             source,
         })?;
         let (tx, mut rx) = unbounded_channel::<PathBuf>();
+        let root = dir.clone();
         // Watch first, then scan, so nothing written in between is missed.
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Reads (our own included) raise access events; only changes matter.
@@ -118,7 +127,9 @@ impl FilesSource {
                 if matches!(ev.kind, notify::EventKind::Access(_)) {
                     return;
                 }
-                for p in ev.paths {
+                // Dropped here, on inotify's thread: a temp file's create and
+                // writes would each wake the source for nothing.
+                for p in ev.paths.into_iter().filter(|p| !ignored(&root, p)) {
                     let _ = tx.send(p);
                 }
             }
@@ -179,7 +190,12 @@ impl FilesSource {
     ) -> Vec<SourceEvent> {
         let mut files = BTreeSet::new();
         for p in dirty {
-            if p.is_dir() {
+            if hidden(dir, &p) {
+                // Only a hidden folder or symlink itself gets here (see `ignored`).
+                if let Some(parent) = p.parent() {
+                    files.extend(symlinks_in(known, parent));
+                }
+            } else if p.is_dir() {
                 files.extend(scan(&p).unwrap_or_default());
                 // Files that vanished with a moved-away subfolder.
                 files.extend(known_under(known, &p));
@@ -211,6 +227,36 @@ impl FilesSource {
     }
 }
 
+/// Whether `p` lies in or is a hidden entry below `dir`.
+fn hidden(dir: &Path, p: &Path) -> bool {
+    p.strip_prefix(dir).is_ok_and(|rel| rel.iter().any(dot))
+}
+
+/// Whether a change at `p` can be ignored: it is hidden, and not itself a
+/// hidden folder or symlink in a visible folder (whose appearance may
+/// retarget the visible symlinks next to it).
+fn ignored(dir: &Path, p: &Path) -> bool {
+    let Ok(rel) = p.strip_prefix(dir) else {
+        return false;
+    };
+    match rel.iter().position(dot) {
+        None => false,
+        Some(i) if i + 1 == rel.iter().count() => {
+            !std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink() || m.is_dir())
+        }
+        Some(_) => true,
+    }
+}
+
+/// The known files directly in `folder` that are symlinks.
+fn symlinks_in(known: &BTreeSet<PathBuf>, folder: &Path) -> Vec<PathBuf> {
+    known_under(known, folder)
+        .into_iter()
+        .filter(|f| f.parent() == Some(folder))
+        .filter(|f| std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_symlink()))
+        .collect()
+}
+
 /// The known files at or under `p`. Paths order component by component, so
 /// they are one run of the set starting at `p`: a renamed-away temp file (an
 /// editor's or `kubectl`-style atomic write) costs a lookup, not a walk over
@@ -226,6 +272,27 @@ fn known_under(known: &BTreeSet<PathBuf>, p: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_changes_are_ignored_unless_a_hidden_folder_or_link_appears() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join(".x.yaml.tmp"), "").unwrap();
+        std::fs::write(d.join("x.yaml"), "").unwrap();
+        std::fs::create_dir(d.join("..2026_a")).unwrap();
+        std::fs::write(d.join("..2026_a/x.yaml"), "").unwrap();
+        std::os::unix::fs::symlink("..2026_a", d.join("..data")).unwrap();
+        std::fs::create_dir_all(d.join("sub/.git")).unwrap();
+        let ign = |p: &str| ignored(d, &d.join(p));
+        assert!(ign(".x.yaml.tmp"), "a temp file");
+        assert!(ign(".gone.tmp"), "a renamed-away temp file");
+        assert!(ign("..2026_a/x.yaml"), "a file in a hidden folder");
+        assert!(!ign("x.yaml"));
+        assert!(!ign("..2026_a"), "a hidden folder appearing");
+        assert!(!ign("..data"), "a hidden symlink swapped");
+        assert!(!ign("sub/.git"), "a hidden folder in a subfolder");
+        assert!(ign("sub/.git/x.yaml"));
+    }
 
     #[test]
     fn known_under_is_the_run_of_paths_below_one_path() {
