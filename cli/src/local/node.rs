@@ -360,3 +360,14 @@ pub fn selector(svc: &Value) -> BTreeMap<String, String> {
         })
         .unwrap_or_default()
 }
+
+/// Refuses early, with the reason, rather than failing halfway through
+/// creating namespaces or rules.
+pub fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "meshctl local creates network namespaces and iptables rules: run it as root"
+        );
+    }
+    Ok(())
+}
