@@ -44,6 +44,12 @@ fn dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(dns1123_label)
 }
 
+/// Dot-separated DNS-1123 labels with no overall length cap: what the
+/// networking kinds accept for gateway names and subset names.
+pub fn dns1123_subdomain_like(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(dns1123_label)
+}
+
 /// A host as Istio accepts it: a DNS name (short or qualified), optionally with a
 /// leading `*` wildcard label, or `*` alone. Upper case is accepted as Istio does.
 pub fn valid_host(h: &str) -> bool {
