@@ -1,0 +1,75 @@
+//! The synthetic mesh the benchmark serves: one YAML file per Service (with
+//! its EndpointSlice, and for the first services a VirtualService and a
+//! DestinationRule), the hosts proxies look up, and the one-step file
+//! replacement the change series uses. A leaf: it imports no sibling.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub const ENDPOINTS_PER_SERVICE: usize = 10;
+
+pub fn host(i: usize, namespaces: usize) -> String {
+    format!("svc-{i}.ns-{}.svc.cluster.local", i % namespaces)
+}
+
+/// Service `i` (bench.rs's shapes): Service + EndpointSlice, and a
+/// VirtualService with a DestinationRule when `vs`. `marker` replaces the
+/// first endpoint's address.
+pub fn service_yaml(i: usize, namespaces: usize, vs: bool, marker: Option<&str>) -> String {
+    let ns = format!("ns-{}", i % namespaces);
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: {ns}}}\nspec:\n  clusterIP: 10.96.{}.{}\n  selector: {{app: svc-{i}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: grpc-api, port: 9090}}]\n---\n",
+        i / 250,
+        i % 250
+    );
+    write!(y, "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc-{i}-x, namespace: {ns}, labels: {{kubernetes.io/service-name: svc-{i}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}, {{name: grpc-api, port: 9090}}]\nendpoints:\n").unwrap();
+    for e in 0..ENDPOINTS_PER_SERVICE {
+        let ip = i * ENDPOINTS_PER_SERVICE + e;
+        let addr = match marker {
+            Some(m) if e == 0 => m.to_string(),
+            _ => format!("10.{}.{}.{}", 1 + ip / 65536, (ip / 256) % 256, ip % 256),
+        };
+        writeln!(
+            y,
+            "- addresses: [{addr}]\n  conditions: {{ready: true}}\n  zone: zone-{}",
+            e % 3
+        )
+        .unwrap();
+    }
+    if vs {
+        write!(y, "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{i}, namespace: {ns}}}\nspec:\n  hosts: [svc-{i}]\n  http:\n  - match: [{{headers: {{end-user: {{exact: jason}}}}}}, {{uri: {{regex: \"/api/v[0-9]+/.*\"}}}}]\n    route: [{{destination: {{host: svc-{i}, subset: v2}}}}]\n  - route:\n    - {{destination: {{host: svc-{i}, subset: v1}}, weight: 90}}\n    - {{destination: {{host: svc-{i}, subset: v2}}, weight: 10}}\n    timeout: 3s\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc-{i}, namespace: {ns}}}\nspec:\n  host: svc-{i}\n  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}\n  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]\n").unwrap();
+    }
+    y
+}
+
+/// Writes the mesh into `dir`, one file per service.
+pub fn write_mesh(dir: &Path, services: usize, namespaces: usize, vs: usize) {
+    for i in 0..services {
+        std::fs::write(
+            dir.join(format!("svc-{i}.yaml")),
+            service_yaml(i, namespaces, i < vs, None),
+        )
+        .unwrap();
+    }
+}
+
+/// Replaces a file in one step (the agent ignores dot files).
+pub fn replace_file(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// The services proxy `i` looks up: `n` of other namespaces, spread so the
+/// whole mesh gets looked up.
+pub fn lookups_of(i: usize, n: usize, services: usize, namespaces: usize) -> Vec<usize> {
+    (0..n)
+        .map(|m| {
+            let mut j = (i * n + m) % services;
+            while namespaces > 1 && j % namespaces == i % namespaces {
+                j = (j + 1) % services;
+            }
+            j
+        })
+        .collect()
+}
