@@ -455,6 +455,20 @@ fn containerfile_builds_every_binary_the_manifests_and_injector_run() -> Result<
     for n in &needed {
         ensure!(bins.contains(n.as_str()), "Containerfile BINS lacks {n}");
     }
+    // The sidecar shipped is the one measured: linked on its own after the
+    // workspace build (whose unified features rename every symbol, so
+    // proxy/symbol-order.txt would not apply), before the binaries are copied.
+    let at = |needle: &str| {
+        cf.find(needle)
+            .with_context(|| format!("Containerfile: no `{needle}`"))
+    };
+    let workspace = at("cargo build --release --locked --workspace --bins")?;
+    let alone = at("cargo build --release --locked -p mesh-proxy --bin mesh-proxy")?;
+    let copy = at("cp \"target/release/$b\" /out/")?;
+    ensure!(
+        workspace < alone && alone < copy,
+        "Containerfile: mesh-proxy must be built alone after the workspace build and before the copy"
+    );
     // The injector's commands are what we think they are.
     let tpl = std::fs::read_to_string(repo().join("webhook/src/inject/template.rs"))?;
     ensure!(
