@@ -49,13 +49,8 @@ pub struct Changes {
     pub after_changes: Sample,
 }
 
-pub async fn run(
-    cx: &Ctx,
-    agent: &Agent,
-    clients: &[Client],
-    changes: usize,
-    change_gap_ms: u64,
-) -> Changes {
+pub async fn run(cx: &Ctx, agent: &Agent, clients: &[Client]) -> Changes {
+    let (changes, change_gap_ms) = (cx.args.changes, cx.args.change_gap_ms);
     let (probe, tck, own) = (&cx.probe, cx.tck, std::process::id());
     // What the agent spends at rest with every proxy connected, so the
     // change series' figure (which includes its pauses) can be read net.
@@ -64,7 +59,7 @@ pub async fn run(
     let rest_per_s = (cpu_secs(agent.proc.pid(), tck) - r0) / REST_WINDOW.as_secs_f64();
     println!(
         "[3] agent at rest with {} proxies connected: {:.1} ms CPU per second (over {}s)",
-        cx.proxies,
+        cx.args.proxies,
         rest_per_s * 1e3,
         REST_WINDOW.as_secs()
     );
@@ -77,8 +72,8 @@ pub async fn run(
     let mut per_change = Vec::new();
     let mut affected_total = 0;
     for c in 0..changes {
-        let svc = (c * 101 + 37) % cx.services;
-        let h = host(svc, cx.namespaces);
+        let svc = (c * 101 + 37) % cx.args.services;
+        let h = host(svc, cx.args.namespaces);
         let ip = format!("10.250.{}.{}", c / 250, c % 250 + 1);
         let affected: Vec<usize> = clients
             .iter()
@@ -94,7 +89,7 @@ pub async fn run(
             .collect();
         affected_total += affected.len();
         *probe.target.write().unwrap() = Some((h.clone(), ip.clone(), c));
-        let text = service_yaml(svc, cx.namespaces, svc < cx.vs, Some(&ip));
+        let text = service_yaml(svc, cx.args.namespaces, svc < cx.vs, Some(&ip));
         let t0 = Instant::now();
         replace_file(&cx.mesh_dir, &format!("svc-{svc}.yaml"), &text);
         wait_all(

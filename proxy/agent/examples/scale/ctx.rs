@@ -1,19 +1,14 @@
-//! What phases 1 to 4 share: the mesh's and the run's sizes (from the
-//! command line), the clock tick for `/proc` CPU times, the probe the
-//! proxies report to, and the mesh directory and agent log the agent is
-//! (re)started with. Built once in `main`; imports only `clients`.
+//! What phases 1 to 4 share: the command line, the clock tick for `/proc`
+//! CPU times, the probe the proxies report to, and the mesh directory and
+//! agent log the agent is (re)started with. Built once in `main`; imports only `args` and `clients`.
 
+use crate::args::Args;
 use crate::clients::Probe;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub struct Ctx {
-    /// In-process proxies (`--proxies`).
-    pub proxies: usize,
-    /// Services in the mesh (`--services`).
-    pub services: usize,
-    /// Namespaces (`--namespaces`).
-    pub namespaces: usize,
+    pub args: Args,
     /// VirtualServices, and as many DestinationRules, on the first services.
     pub vs: usize,
     /// Clock ticks per second.

@@ -45,10 +45,11 @@
 //!
 //! Files: `mesh` (the YAML), `procs` (child processes, `/proc`, HTTP),
 //! `clients` (the in-process proxies and their probe), `stats` (waits,
-//! percentiles), `ctx` (what phases 1-4 share), one file per phase
+//! percentiles), `args` (the command line), `ctx` (what phases 1-4 share), one file per phase
 //! (`startup`, `changes`, `restart`, `sidecar`) and `report` (the table and
 //! the JSON).
 
+mod args;
 mod changes;
 mod clients;
 mod ctx;
@@ -60,54 +61,16 @@ mod sidecar;
 mod startup;
 mod stats;
 
+use args::Args;
 use clap::Parser;
 use clients::Probe;
 use ctx::Ctx;
 use mesh::{write_mesh, ENDPOINTS_PER_SERVICE};
 use procs::{clk_tck, cpu_secs, raise_nofile, rss_mib, start_agent};
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Parser, Debug, Clone)]
-#[command(about = "mesh-agent scale benchmark (issue 19)")]
-struct Args {
-    /// In-process sync clients (proxies).
-    #[arg(long, default_value_t = 5000)]
-    proxies: usize,
-    /// Services in the mesh (one EndpointSlice of 10 endpoints each).
-    #[arg(long, default_value_t = 10_000)]
-    services: usize,
-    /// Namespaces the services and proxies are spread over.
-    #[arg(long, default_value_t = 100)]
-    namespaces: usize,
-    /// VirtualServices (and as many DestinationRules), on the first services.
-    #[arg(long, default_value_t = 1000)]
-    virtual_services: usize,
-    /// On-demand lookups per proxy, of services in other namespaces.
-    #[arg(long, default_value_t = 3)]
-    lookups: usize,
-    /// EndpointSlice changes in the series.
-    #[arg(long, default_value_t = 50)]
-    changes: usize,
-    /// Pause after each change has reached its proxies (longer than the
-    /// agent's 100 ms debounce, so every change is measured on its own).
-    #[arg(long, default_value_t = 250)]
-    change_gap_ms: u64,
-    /// Skip phase 5 (the real mesh-proxy's RSS).
-    #[arg(long)]
-    no_sidecar: bool,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Only write the mesh's YAML into this directory and exit (to run
-    /// `mesh-agent --config-dir` on it by hand, e.g. with a sidecar under
-    /// heaptrack).
-    #[arg(long)]
-    write_mesh: Option<PathBuf>,
-}
 
 fn main() {
     let args = Args::parse();
@@ -171,12 +134,10 @@ fn main() {
     let agent_listen_first = agent.started_in;
 
     let cx = Ctx {
-        proxies: args.proxies,
-        services: args.services,
-        namespaces: args.namespaces,
+        probe: Arc::new(Probe::new(args.proxies)),
+        args,
         vs,
         tck,
-        probe: Arc::new(Probe::new(args.proxies)),
         mesh_dir,
         log,
     };
@@ -186,10 +147,10 @@ fn main() {
         "date": date,
         "cpus": cpus,
         "config": {
-            "proxies": args.proxies, "services": args.services, "namespaces": args.namespaces,
-            "endpoints": args.services * ENDPOINTS_PER_SERVICE, "virtual_services": vs,
-            "destination_rules": vs, "lookups_per_proxy": args.lookups, "changes": args.changes,
-            "change_gap_ms": args.change_gap_ms,
+            "proxies": cx.args.proxies, "services": cx.args.services, "namespaces": cx.args.namespaces,
+            "endpoints": cx.args.services * ENDPOINTS_PER_SERVICE, "virtual_services": vs,
+            "destination_rules": vs, "lookups_per_proxy": cx.args.lookups, "changes": cx.args.changes,
+            "change_gap_ms": cx.args.change_gap_ms,
             "clients": "in-process sync-client tasks on one tokio runtime over loopback TCP",
         },
         "agent_listening_s": agent_listen_first.as_secs_f64(),
@@ -198,9 +159,9 @@ fn main() {
 
     let clients = rt.block_on(async {
         // ---- phase 1: first views, then lookups (and phase 2's samples)
-        let st = startup::run(&cx, &agent, &shutdown, args.lookups).await;
+        let st = startup::run(&cx, &agent, &shutdown).await;
         // ---- phase 3: endpoint changes
-        let ch = changes::run(&cx, &agent, &st.clients, args.changes, args.change_gap_ms).await;
+        let ch = changes::run(&cx, &agent, &st.clients).await;
         // ---- phase 4: restart
         let re = restart::run(&cx, &mut agent, &st.clients).await;
         report::in_process(
@@ -216,11 +177,11 @@ fn main() {
     });
 
     // ---- phase 5: a real sidecar's RSS
-    if !args.no_sidecar {
+    if !cx.args.no_sidecar {
         sidecar::run(
             root.path(),
             &agent.sync,
-            args.services,
+            cx.args.services,
             &mut rows,
             &mut report,
         );
@@ -232,5 +193,5 @@ fn main() {
     rt.shutdown_timeout(Duration::from_secs(10));
     drop(agent);
 
-    report::finish(rows, &mut report, started, args.out.as_deref());
+    report::finish(rows, &mut report, started, cx.args.out.as_deref());
 }

@@ -33,15 +33,15 @@ pub fn in_process(
     let goal_p99 = "<= 1000 ms (issue 19)";
     rows.push((
         "proxies connected (in-process clients)".into(),
-        cx.proxies.to_string(),
+        cx.args.proxies.to_string(),
         String::new(),
     ));
     rows.push((
         "services / endpoints / VS / DR".into(),
         format!(
             "{} / {} / {vs} / {vs}",
-            cx.services,
-            cx.services * ENDPOINTS_PER_SERVICE
+            cx.args.services,
+            cx.args.services * ENDPOINTS_PER_SERVICE
         ),
         String::new(),
     ));

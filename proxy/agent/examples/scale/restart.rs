@@ -48,14 +48,14 @@ pub async fn run(cx: &Ctx, agent: &mut Agent, clients: &[Client]) -> Restart {
     );
     wait_all(
         "proxies resynced (newer view)",
-        cx.proxies,
+        cx.args.proxies,
         Duration::from_secs(600),
         || probe.count(|s| s.resync.is_some()),
     )
     .await;
     wait_all(
         "proxies with their looked-up hosts back",
-        cx.proxies,
+        cx.args.proxies,
         Duration::from_secs(120),
         || probe.count(|s| s.hosts_back.is_some()),
     )

@@ -39,16 +39,26 @@ pub struct Startup {
     pub after_lookups: Sample,
 }
 
-pub async fn run(cx: &Ctx, agent: &Agent, shutdown: &CancellationToken, lookups: usize) -> Startup {
+pub async fn run(cx: &Ctx, agent: &Agent, shutdown: &CancellationToken) -> Startup {
+    let lookups = cx.args.lookups;
     let probe = &cx.probe;
     // ---- first views
-    println!("[1] connecting {} proxies ...", cx.proxies);
+    println!("[1] connecting {} proxies ...", cx.args.proxies);
     let overflows0 = listen_overflows();
     let t0 = Instant::now();
-    let clients = connect(&agent.sync, cx.proxies, cx.namespaces, probe, shutdown);
-    wait_all("first views", cx.proxies, Duration::from_secs(600), || {
-        probe.count(|s| s.first.is_some())
-    })
+    let clients = connect(
+        &agent.sync,
+        cx.args.proxies,
+        cx.args.namespaces,
+        probe,
+        shutdown,
+    );
+    wait_all(
+        "first views",
+        cx.args.proxies,
+        Duration::from_secs(600),
+        || probe.count(|s| s.first.is_some()),
+    )
     .await;
     let first_all = probe
         .slots
@@ -71,7 +81,7 @@ pub async fn run(cx: &Ctx, agent: &Agent, shutdown: &CancellationToken, lookups:
     println!(
         "[1] all {} proxies have their first view after {:.2}s ({} services in proxy 0's view; \
          {connect_overflows} handshakes dropped on a full accept queue)",
-        cx.proxies,
+        cx.args.proxies,
         first_all.as_secs_f64(),
         view_sizes[0]
     );
@@ -83,7 +93,7 @@ pub async fn run(cx: &Ctx, agent: &Agent, shutdown: &CancellationToken, lookups:
     );
 
     // ---- lookups
-    let total = cx.proxies * lookups;
+    let total = cx.args.proxies * lookups;
     println!("[1] {total} on-demand lookups ({lookups} per proxy, other namespaces) ...");
     let answered = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -91,8 +101,11 @@ pub async fn run(cx: &Ctx, agent: &Agent, shutdown: &CancellationToken, lookups:
     for (i, c) in clients.iter().enumerate() {
         let c = c.clone();
         let answered = answered.clone();
-        let targets = lookups_of(i, lookups, cx.services, cx.namespaces);
-        let hosts: Vec<String> = targets.iter().map(|&j| host(j, cx.namespaces)).collect();
+        let targets = lookups_of(i, lookups, cx.args.services, cx.args.namespaces);
+        let hosts: Vec<String> = targets
+            .iter()
+            .map(|&j| host(j, cx.args.namespaces))
+            .collect();
         tasks.spawn(async move {
             let asks = hosts.into_iter().map(|h| {
                 let c = c.clone();

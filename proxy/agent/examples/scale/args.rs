@@ -1,0 +1,44 @@
+//! The command line of the benchmark: the mesh's and the run's sizes and
+//! where the report goes. A leaf: `main` parses it and the phases read it
+//! through [`crate::ctx::Ctx`].
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "mesh-agent scale benchmark (issue 19)")]
+pub struct Args {
+    /// In-process sync clients (proxies).
+    #[arg(long, default_value_t = 5000)]
+    pub proxies: usize,
+    /// Services in the mesh (one EndpointSlice of 10 endpoints each).
+    #[arg(long, default_value_t = 10_000)]
+    pub services: usize,
+    /// Namespaces the services and proxies are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub namespaces: usize,
+    /// VirtualServices (and as many DestinationRules), on the first services.
+    #[arg(long, default_value_t = 1000)]
+    pub virtual_services: usize,
+    /// On-demand lookups per proxy, of services in other namespaces.
+    #[arg(long, default_value_t = 3)]
+    pub lookups: usize,
+    /// EndpointSlice changes in the series.
+    #[arg(long, default_value_t = 50)]
+    pub changes: usize,
+    /// Pause after each change has reached its proxies (longer than the
+    /// agent's 100 ms debounce, so every change is measured on its own).
+    #[arg(long, default_value_t = 250)]
+    pub change_gap_ms: u64,
+    /// Skip phase 5 (the real mesh-proxy's RSS).
+    #[arg(long)]
+    pub no_sidecar: bool,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only write the mesh's YAML into this directory and exit (to run
+    /// `mesh-agent --config-dir` on it by hand, e.g. with a sidecar under
+    /// heaptrack).
+    #[arg(long)]
+    pub write_mesh: Option<PathBuf>,
+}
