@@ -1,8 +1,8 @@
 //! `meshctl local dashboard`: the dashboard of a local mesh. The page's port is
 //! bound on this host's loopback; then the process moves into the mesh's node
 //! namespace (as the host-port forwarder does), where every pod IP, the
-//! embedded trace collector, and a Prometheus run as in `local_prometheus.rs`
-//! are reachable.
+//! embedded trace collector, and a Prometheus run as in the `local_prometheus`
+//! test are reachable.
 
 use super::node::GATEWAY;
 use super::state::RunDir;
