@@ -111,11 +111,14 @@ const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// nor across different TLS settings ([`TlsDial::pool_key`]).
 type Key = (SocketAddr, u64);
 
+/// Hashes a [`Key`] per request (check-out and check-in) without SipHash.
+type Fast = foldhash::fast::RandomState;
+
 struct PoolInner {
     dial: Dial,
     tls: Arc<crate::mtls::certs::TlsState>,
-    h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Body>>>>,
-    h2: Mutex<HashMap<Key, http2::SendRequest<Body>>>,
+    h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Body>>, Fast>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<Body>, Fast>>,
 }
 
 #[derive(Clone)]
@@ -129,8 +132,8 @@ impl Pool {
             inner: Arc::new(PoolInner {
                 dial,
                 tls,
-                h1: Mutex::new(HashMap::new()),
-                h2: Mutex::new(HashMap::new()),
+                h1: Mutex::new(HashMap::default()),
+                h2: Mutex::new(HashMap::default()),
             }),
         }
     }

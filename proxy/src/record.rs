@@ -238,7 +238,9 @@ impl Drop for Metered {
 
 /// The `grpc-status` of a header or trailer block, when it holds a number.
 pub(crate) fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    // A parsed name: a `&str` key is parsed and validated on every lookup.
+    const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    h.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 pub(crate) fn metered(resp: Response<Body>, record: Record) -> Response<Body> {

@@ -22,6 +22,8 @@ pub struct Shared {
     pub me_header: http::HeaderValue,
     /// Peers' metadata headers, decoded once each.
     pub peers: crate::peer::PeerCache,
+    /// Destinations without peer metadata, derived from endpoint labels once.
+    pub endpoint_workloads: crate::peer::EndpointWorkloads,
     pub clients: Clients,
     /// Local rate limits of inbound requests (`--local-rate-limit`).
     pub rate_limits: crate::ratelimit::RateLimits,
@@ -84,6 +86,7 @@ impl Shared {
             me,
             me_header,
             peers: Default::default(),
+            endpoint_workloads: Default::default(),
             clients,
             tls,
             gateway: Default::default(),

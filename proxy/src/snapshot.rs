@@ -117,6 +117,13 @@ pub struct Cluster {
     pub pinned: bool,
 }
 
+/// The lookup maps' hasher: every request looks a host or address up, and
+/// std's SipHash was most of that lookup's cost. Keys come from the view.
+type Fast = foldhash::fast::RandomState;
+
+/// A DestinationRule subset of a host: (port, subset name, its cluster).
+type Subset = (u16, String, Arc<Cluster>);
+
 /// The immutable, indexed view one proxy runs on.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -125,20 +132,20 @@ pub struct Snapshot {
     pub view: Arc<ProxyView>,
     pub outbound_policy: OutboundPolicy,
     clusters: Vec<Arc<Cluster>>,
-    by_vip: HashMap<SocketAddr, usize>,
+    by_vip: HashMap<SocketAddr, usize, Fast>,
     /// Host aliases (FQDN, `name.ns`, `name.ns.svc`, `name` in the proxy's
     /// namespace) → their clusters, every port, in view order. One key per
     /// alias, not per alias and port: a sidecar holds these for every
     /// service it sees (VIPs are in `by_vip`).
-    by_host: HashMap<String, Vec<usize>>,
+    by_host: HashMap<String, Vec<usize>, Fast>,
     /// Endpoint address → cluster, for calls made straight to a pod IP.
     by_endpoint: ByAddr<usize>,
     /// FQDN → (port, cluster) for route destinations. Keyed by host alone so
     /// a request's lookup borrows its `&str` (no key built per request) and a
     /// destination without a port finds the host's ports in one probe.
-    by_host_port: HashMap<String, Vec<(u16, usize)>>,
+    by_host_port: HashMap<String, Vec<(u16, usize)>, Fast>,
     /// FQDN → (port, subset name, the subset's cluster) (DestinationRule subsets).
-    subsets: HashMap<String, Vec<(u16, String, Arc<Cluster>)>>,
+    subsets: HashMap<String, Vec<Subset>, Fast>,
     /// VirtualService routes by host.
     pub routes: crate::route::RouteTable,
     /// A gateway's listeners, servers and routes (`router` mode).
@@ -164,11 +171,11 @@ impl Snapshot {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut clusters = Vec::new();
-        let mut by_vip = HashMap::new();
-        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_vip = HashMap::default();
+        let mut by_host: HashMap<String, Vec<usize>, Fast> = HashMap::default();
         let mut by_endpoint = Vec::new();
-        let mut by_host_port: HashMap<String, Vec<(u16, usize)>> = HashMap::new();
-        let mut subsets: HashMap<String, Vec<(u16, String, Arc<Cluster>)>> = HashMap::new();
+        let mut by_host_port: HashMap<String, Vec<(u16, usize)>, Fast> = HashMap::default();
+        let mut subsets: HashMap<String, Vec<Subset>, Fast> = HashMap::default();
         let no_labels = Arc::new(std::collections::BTreeMap::new());
         for svc in &view.services {
             let short = short_names(svc, namespace);

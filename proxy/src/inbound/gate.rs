@@ -81,11 +81,13 @@ fn principal(id: &mesh_api::Identity) -> String {
     )
 }
 
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 /// The last `X-Forwarded-For` hop, as Envoy derives the remote address with no
 /// trusted hops; else the peer.
 fn remote_ip<B>(req: &Request<B>, peer: IpAddr) -> IpAddr {
     req.headers()
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .next_back()
         .and_then(|v| v.to_str().ok())

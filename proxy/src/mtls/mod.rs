@@ -29,8 +29,8 @@ pub const ISTIO_ALPNS: [&[u8]; 5] = [
 
 pub use originate::{UpstreamTls, TLS_MODE_LABEL};
 
-/// The XFCC header.
-pub const XFCC: &str = "x-forwarded-client-cert";
+/// The XFCC header (parsed once: every inbound request removes it).
+pub const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// PeerAuthentication mode for inbound traffic on one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 //! checked against `subjectAltNames` or the SNI. A settings error never
 //! falls back to plaintext: the cluster's requests fail with 503.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use mesh_api::networking::{ClientTlsSettings, DestinationRuleSpec, Subset};
@@ -189,9 +189,10 @@ impl ClusterTls {
 
 /// A stable pool key for a set of TLS parameters (never 0, which is plaintext).
 pub fn pool_key(parts: impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    parts.hash(&mut h);
-    h.finish() | 1
+    // Fixed seed: equal parameters give equal keys in every snapshot, so
+    // pooled connections outlive config pushes. Not SipHash: every mTLS
+    // request computes its endpoint's key, and the inputs come from config.
+    foldhash::quality::FixedState::with_seed(0x6d65_7368).hash_one(parts) | 1
 }
 
 fn read(field: &'static str, path: &str) -> Result<Vec<pem::Pem>, OriginateError> {

@@ -3,6 +3,7 @@
 //! TCP or client TLS, so the pools and the TCP splice handle both.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,11 +20,42 @@ use crate::snapshot::{Cluster, Endpoint};
 #[derive(Clone)]
 pub struct TlsDial {
     pub config: Arc<rustls::ClientConfig>,
-    pub sni: ServerName<'static>,
+    pub sni: Sni,
     /// Pools keep connections apart per TLS settings (never 0: plaintext).
     pub pool_key: u64,
     /// Mesh identities the server must present (auto mTLS / ISTIO_MUTUAL).
     pub expected: Option<super::originate::Sans>,
+}
+
+/// The server name a connection is dialled with. A mesh cluster's is built
+/// only when a connection is made: every request asks for its endpoint's
+/// `TlsDial` to find a pooled connection, and formatting and validating the
+/// name each time was 1.5 % of an mTLS sidecar's instructions per request.
+#[derive(Debug, Clone)]
+pub enum Sni {
+    /// As configured (TLS origination: the DestinationRule's `sni` or host).
+    Name(ServerName<'static>),
+    /// Istio's SNI for mesh traffic, naming the cluster:
+    /// `outbound_.<port>_._.<host>`; the host if that is not a valid name,
+    /// else the endpoint's address.
+    Mesh {
+        port: u16,
+        host: Arc<str>,
+        ip: IpAddr,
+    },
+}
+
+impl Sni {
+    pub fn server_name(&self) -> ServerName<'static> {
+        match self {
+            Sni::Name(n) => n.clone(),
+            Sni::Mesh { port, host, ip } => {
+                ServerName::try_from(format!("outbound_.{port}_._.{host}"))
+                    .or_else(|_| ServerName::try_from(host.to_string()))
+                    .unwrap_or_else(|_| ServerName::IpAddress((*ip).into()))
+            }
+        }
+    }
 }
 
 /// Which application protocol the upstream connection carries.
@@ -40,14 +72,15 @@ impl TlsDial {
         tcp: TcpStream,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let c = tokio_rustls::TlsConnector::from(self.config.clone());
+        let sni = self.sni.server_name();
         let tls = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            c.connect(self.sni.clone(), tcp),
+            c.connect(sni.clone(), tcp),
         )
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
         .map_err(|e| {
-            tracing::debug!(sni = ?self.sni, error = %e, "upstream TLS handshake failed");
+            tracing::debug!(?sni, error = %e, "upstream TLS handshake failed");
             e
         })?;
         // SAN pinning: checked before a single byte of the request is written.
@@ -60,7 +93,7 @@ impl TlsDial {
                 .map(|c| c.as_ref().to_vec())
                 .unwrap_or_default();
             if let Err(reason) = super::verify::check_identity(&leaf, expected) {
-                tracing::warn!(sni = ?self.sni, %reason, "upstream refused: wrong mesh identity");
+                tracing::warn!(?sni, %reason, "upstream refused: wrong mesh identity");
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason));
             }
         }
@@ -91,7 +124,7 @@ impl TlsDial {
                 };
                 return Ok(Some(TlsDial {
                     config,
-                    sni: o.sni.clone(),
+                    sni: Sni::Name(o.sni.clone()),
                     pool_key: o.pool_key,
                     expected: None,
                 }));
@@ -115,13 +148,13 @@ impl TlsDial {
             Alpn::Http2 => creds.client_h2.clone(),
             Alpn::Tcp => creds.client_tcp.clone(),
         };
-        // Istio's SNI for mesh traffic names the cluster: outbound_.<port>_.<subset>_.<host>.
-        let sni = ServerName::try_from(format!("outbound_.{}_._.{}", cluster.port, cluster.host))
-            .or_else(|_| ServerName::try_from(cluster.host.to_string()))
-            .unwrap_or_else(|_| ServerName::IpAddress(ep.addr.ip().into()));
         Ok(Some(TlsDial {
             config,
-            sni,
+            sni: Sni::Mesh {
+                port: cluster.port,
+                host: cluster.host.clone(),
+                ip: ep.addr.ip(),
+            },
             pool_key: super::originate::pool_key(("mesh", &**expected)),
             expected: Some(expected.clone()),
         }))

@@ -184,3 +184,32 @@ fn simple_without_ca_certificates_uses_the_os_trust_store() {
         Some(originate::OriginateError::NoClientCert)
     );
 }
+
+#[test]
+fn mesh_sni_names_the_cluster_and_falls_back_to_the_host_then_the_address() {
+    use rustls::pki_types::ServerName;
+    use stream::Sni;
+    let mesh = |host: &str| Sni::Mesh {
+        port: 9080,
+        host: std::sync::Arc::from(host),
+        ip: "10.88.0.7".parse().unwrap(),
+    };
+    let name = |s: &str| ServerName::try_from(s.to_string()).unwrap();
+    assert_eq!(
+        mesh("reviews.default.svc.cluster.local").server_name(),
+        name("outbound_.9080_._.reviews.default.svc.cluster.local")
+    );
+    // A host of 243 bytes is a name, but not once prefixed (over 253).
+    let long = [&*"a".repeat(59); 4].join(".") + ".com";
+    assert_eq!(mesh(&long).server_name(), name(&long));
+    // Not a name at all: the endpoint's address.
+    let ip: std::net::IpAddr = "10.88.0.7".parse().unwrap();
+    assert_eq!(
+        mesh("bad host").server_name(),
+        ServerName::IpAddress(ip.into())
+    );
+    assert_eq!(
+        Sni::Name(name("api.example.com")).server_name(),
+        name("api.example.com")
+    );
+}

@@ -16,10 +16,9 @@ use super::send::{self, Policy, ReqBody};
 use crate::body::Body;
 use crate::conn::ConnCtx;
 use crate::lb::RequestKeys;
-use crate::metrics::Workload;
 use crate::peer;
 use crate::record::{metered, Record};
-use crate::snapshot::{Cluster, Endpoint, Protocol};
+use crate::snapshot::{Cluster, Protocol};
 use crate::util::{ensure_host, full, strip_hop_by_hop, tunnel};
 
 /// Bodies up to this size are buffered so the request can be retried.
@@ -173,7 +172,10 @@ pub(super) async fn send_to(
                 Some(v) if peer::for_endpoint(&sent.endpoint.tls) => {
                     ctx.shared.peers.destination(&v)
                 }
-                _ => endpoint_workload(&sent.endpoint, cluster),
+                _ => ctx
+                    .shared
+                    .endpoint_workloads
+                    .get(&sent.endpoint.labels, &cluster.namespace),
             };
             record.labels.grpc_response_status = crate::record::grpc_status(&rparts.headers);
             if let Some(l) = record.log.as_mut() {
@@ -205,9 +207,4 @@ pub(super) async fn send_to(
             metered(text(f.status, f.message), record)
         }
     }
-}
-
-/// Destination labels from the endpoint (refined by the peer's answer header).
-fn endpoint_workload(ep: &Endpoint, cluster: &Cluster) -> Arc<Workload> {
-    Workload::of_endpoint(&ep.labels, &cluster.namespace)
 }

@@ -118,7 +118,7 @@ pub(crate) async fn carry_tcp<D>(
     // response carries the peer's own description on a TCP connection).
     let mut meta = meta;
     if let Some(c) = &cluster {
-        meta.destination = Workload::of_endpoint(&target.labels, &c.namespace);
+        meta.destination = shared.endpoint_workloads.get(&target.labels, &c.namespace);
     }
     let tls = match &cluster {
         Some(c) => TlsDial::for_endpoint(&shared.tls, c, &target, Alpn::Tcp),
