@@ -340,9 +340,7 @@ mod tests {
             // and bytes next to LF's bit pattern, for the word-wise test.
             let len = rng.usize(0..80);
             let bytes = [b'\r', b'\n', b'a', b':', b' ', 0x0b, 0x8a, 0x00, 0xff];
-            let head: Vec<u8> = (0..len)
-                .map(|_| bytes[rng.usize(0..bytes.len())])
-                .collect();
+            let head: Vec<u8> = (0..len).map(|_| bytes[rng.usize(0..bytes.len())]).collect();
             let from = rng.usize(0..=len);
             assert_eq!(
                 head_end(&head, from),
