@@ -14,6 +14,7 @@
 #   bench/instructions/per-request.sh [mesh-proxy] [mesh-proxy-mtls]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/lib/sidecar-under-callgrind.sh
 [ "$(id -u)" = 0 ] || { echo "per-request.sh: run as root (network namespaces)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "per-request.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 variants=("$@")
@@ -27,14 +28,7 @@ sidecar=$PWD/target/profiling/mesh-proxy
 
 work=$(mktemp -d /tmp/per-request.XXXXXX)
 chmod 777 "$work" # the bench's sidecars run as UID 1337
-mkdir "$work/bin"
-cp "$rel/mesh-bench" "$work/bin/" # finds the other binaries next to itself
-for b in "$rel"/*; do
-  n=$(basename "$b")
-  if [ -f "$b" ] && [ -x "$b" ] && [ ! -e "$work/bin/$n" ] && [ "$n" != mesh-proxy ]; then
-    ln -s "$b" "$work/bin/$n"
-  fi
-done
+bench_dir "$rel" "$work"
 
 # Prints "<instructions per request> <requests>" for one callgrind dump.
 per_request() {
@@ -50,13 +44,7 @@ per_request() {
 
 for v in "${variants[@]}"; do
   out=$work/$v
-  mkdir -m 777 "$out"
-  cat > "$work/bin/mesh-proxy" <<WRAP
-#!/bin/sh
-exec valgrind --tool=callgrind --dump-every-bb=20000000 --log-file=$out/vg.%p.log \
-  --callgrind-out-file=$out/cg.%p.out "$sidecar" "\$@"
-WRAP
-  chmod +x "$work/bin/mesh-proxy"
+  sidecar_wrapper "$work" "$sidecar" "$out" valgrind --tool=callgrind --dump-every-bb=20000000
   echo "== $v under callgrind (slow: the bench's requests queue behind it)"
   "$work/bin/mesh-bench" --quick --variants "$v" --scenarios http1-1kb-1000rps \
     --out "$out/results" > "$out/bench.log" 2>&1 || { tail -20 "$out/bench.log" >&2; exit 1; }

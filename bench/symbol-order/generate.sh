@@ -10,6 +10,7 @@
 # release build. Then rebuild: cargo build --release -p mesh-proxy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. bench/lib/sidecar-under-callgrind.sh
 [ "$(id -u)" = 0 ] || { echo "generate.sh: run as root (network namespaces)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "generate.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 work=$(mktemp -d /tmp/symbol-order.XXXXXX)
@@ -45,22 +46,9 @@ kill -INT "$pid"
 wait "$pid" || true
 
 echo "== 2. the bench's sidecars (callgrind dumps every 5M blocks: the bench kills its pods)"
-mkdir "$work/bin"
-cp "$rel/mesh-bench" "$work/bin/" # finds the other binaries next to itself
-for b in "$rel"/*; do
-  n=$(basename "$b")
-  if [ -f "$b" ] && [ -x "$b" ] && [ ! -e "$work/bin/$n" ] && [ "$n" != mesh-proxy ]; then
-    ln -s "$b" "$work/bin/$n"
-  fi
-done
+bench_dir "$rel" "$work"
 for v in mesh-proxy mesh-proxy-mtls; do
-  mkdir -m 777 "$work/$v"
-  cat > "$work/bin/mesh-proxy" <<WRAP
-#!/bin/sh
-exec ${cg[*]} --dump-every-bb=5000000 --log-file=$work/$v/vg.%p.log \
-  --callgrind-out-file=$work/$v/cg.%p.out "$rel/mesh-proxy" "\$@"
-WRAP
-  chmod +x "$work/bin/mesh-proxy"
+  sidecar_wrapper "$work" "$rel/mesh-proxy" "$work/$v" "${cg[@]}" --dump-every-bb=5000000
   "$work/bin/mesh-bench" --quick --variants "$v" --out "$work/$v/results" \
     --scenarios http1-1kb-1000rps,h2c-1kb-1000rps,tcp-echo-1kb-1000rps
 done
