@@ -179,8 +179,13 @@ fn run(flags: Config) -> anyhow::Result<()> {
             plaintext_config_only = ?running.plaintext_addr,
             "sync port bound"
         );
+        // `plaintext=` only with --plaintext-listen (the config-only port).
+        let plaintext = running
+            .plaintext_addr
+            .map(|a| format!(" plaintext={a}"))
+            .unwrap_or_default();
         println!(
-            "mesh-agent listening sync={} debug={}",
+            "mesh-agent listening sync={} debug={}{plaintext}",
             running.sync_addr, running.debug_addr
         );
         let sd = shutdown.clone();

@@ -23,6 +23,11 @@ pub enum SourceEvent {
     Unreadable { origin: String, error: String },
     /// `origin` is gone.
     Remove { origin: String },
+    /// The source has delivered everything it held when it started (a
+    /// folder's first scan, the first list of every kind it watches). The
+    /// first snapshot waits for it: an agent that starts (or restarts) never
+    /// gives proxies a view of half the registry.
+    Synced,
 }
 
 /// One stored object and, for Istio and Gateway API resources, its validation findings.
@@ -94,6 +99,8 @@ impl Store {
     /// Applies an event; returns whether anything changed.
     pub fn apply(&mut self, ev: SourceEvent) -> bool {
         match ev {
+            // The pipeline's business (when to publish), not the store's.
+            SourceEvent::Synced => false,
             SourceEvent::Remove { origin } => {
                 let had_err = self.origin_errors.remove(&origin).is_some();
                 self.changes.other |= had_err;

@@ -452,6 +452,7 @@ async fn a_configmap_update_replaces_the_visible_file_and_hidden_folders_stay_ou
     });
     tokio::spawn(src.run(tx, shutdown.clone()));
     let visible = dir.join("mesh.yaml").display().to_string();
+    const SYNCED: &str = "(synced)";
     let mut seen = Vec::new();
     // Waits (bounded) for `mesh.yaml` with a Service on `port`, noting every origin.
     let mut until_port = async |port: u16| {
@@ -467,6 +468,7 @@ async fn a_configmap_update_replaces_the_visible_file_and_hidden_folders_stay_ou
                 SourceEvent::Replace { origin, .. }
                 | SourceEvent::Unreadable { origin, .. }
                 | SourceEvent::Remove { origin } => origin.clone(),
+                SourceEvent::Synced => SYNCED.to_string(),
             };
             seen.push(origin.clone());
             if let SourceEvent::Replace { objects, .. } = &ev {
@@ -485,7 +487,6 @@ async fn a_configmap_update_replaces_the_visible_file_and_hidden_folders_stay_ou
         }
     };
     until_port(80).await;
-
     // The kubelet's atomic update.
     std::fs::create_dir(dir.join("..2026_12_06_b")).unwrap();
     std::fs::write(dir.join("..2026_12_06_b/mesh.yaml"), svc(8080)).unwrap();
@@ -494,7 +495,10 @@ async fn a_configmap_update_replaces_the_visible_file_and_hidden_folders_stay_ou
     std::fs::remove_dir_all(dir.join("..2026_12_06_a")).unwrap();
     until_port(8080).await;
     assert!(
-        seen.iter().all(|o| o == &visible),
+        seen.iter().all(|o| o == &visible || o == SYNCED),
         "only the visible file is an origin: {seen:?}"
     );
+    // The first scan ends with Synced, once.
+    assert_eq!(seen.iter().filter(|o| *o == SYNCED).count(), 1, "{seen:?}");
+    assert_eq!(seen[0], visible, "{seen:?}");
 }

@@ -175,3 +175,82 @@ async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
     assert!(db.lists > lists_after_start, "relisted after 410");
     assert!(db.bookmarks > 0, "bookmarks were requested and served");
 }
+
+/// The source says Synced once, after every kind's first list and its
+/// objects: a kind whose list is slow holds it back (the agent publishes
+/// nothing before it, so a proxy never gets a view of Services without their
+/// EndpointSlices), a kind the API server does not serve (`404`, its CRD not
+/// installed) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_comes_after_every_kinds_first_list_a_slow_one_included() {
+    let fake = Fake::new();
+    for d in docs(MESH) {
+        fake.apply(d);
+    }
+    let slices = docs(MESH)
+        .iter()
+        .filter(|d| d["kind"] == "EndpointSlice")
+        .count();
+    assert!(slices > 0);
+    fake.hold_lists("EndpointSlice");
+    fake.without_crd("HTTPRoute");
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let client = fake.serve(shutdown.clone()).await;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    tokio::spawn(Box::new(KubernetesSource { client }).run(ev_tx, shutdown.clone()));
+
+    // Every kind asked for its list; all answered but the EndpointSlices'.
+    let lists = || -> Vec<Seen> {
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && !r.uri.contains("watch=true"))
+            .collect()
+    };
+    let kinds = 21; // 6 core kinds, 8 Istio, 7 Gateway API
+    mesh_e2e::wait::eventually(
+        "every kind's list asked for, all but the held one answered",
+        Duration::from_secs(10),
+        async || {
+            let l = lists();
+            l.len() >= kinds && l.iter().filter(|r| r.status == 0).count() == 1
+        },
+    )
+    .await;
+    let held: Vec<Seen> = lists().into_iter().filter(|r| r.status == 0).collect();
+    assert!(
+        held[0]
+            .uri
+            .starts_with("/apis/discovery.k8s.io/v1/endpointslices"),
+        "{held:?}"
+    );
+    assert!(
+        lists()
+            .iter()
+            .any(|r| r.uri.contains("/httproutes?") && r.status == 404),
+        "HTTPRoute's CRD is absent: {:?}",
+        lists()
+    );
+
+    fake.release_lists();
+    let mut slices_before_synced = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = tokio::time::timeout(left, ev_rx.recv())
+            .await
+            .expect("Synced within 10 s")
+            .expect("source running");
+        match ev {
+            SourceEvent::Synced => break,
+            SourceEvent::Replace { origin, .. } if origin.starts_with("EndpointSlice/") => {
+                slices_before_synced += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        slices_before_synced, slices,
+        "every EndpointSlice of the held list arrives before Synced"
+    );
+}

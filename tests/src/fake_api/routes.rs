@@ -103,6 +103,9 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
     let Some(t) = parse(&path) else {
         return not_found();
     };
+    if fake.db().absent.contains(&t.collection) {
+        return not_found();
+    }
     let kind_of = |c: &str| c.rsplit('/').next().unwrap_or_default().to_string();
     if let Some(sub) = &t.sub {
         // Cluster-scoped objects (GatewayClass) have a status too.
@@ -154,7 +157,12 @@ async fn answer(fake: &Arc<Fake>, req: Request, auth: Option<&str>) -> Response 
         )
     };
     match (method, &t.name) {
-        (Method::GET, None) => list_or_watch(fake.clone(), &t.collection, t.ns.as_deref(), &query),
+        (Method::GET, None) => {
+            if !query_param(&query, "watch").is_some_and(|w| w == "true" || w == "1") {
+                fake.lists_held(&t.collection).await;
+            }
+            list_or_watch(fake.clone(), &t.collection, t.ns.as_deref(), &query)
+        }
         (Method::GET, Some(name)) => {
             // Read first, then wait: racing readers all see the same state.
             let obj = stored(name);
@@ -376,7 +384,7 @@ fn list_or_watch(fake: Arc<Fake>, path: &str, ns: Option<&str>, query: &str) -> 
         // (the API server's guarantee), so a stream that missed events during
         // a partition never bookmarks past them.
         let mut delivered = backlog_rv;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(fake.bookmark_every);
         loop {
             tokio::select! {
                 _ = dropped.changed() => return,

@@ -198,6 +198,10 @@ pub struct Db {
     hold: Option<(String, usize, Arc<tokio::sync::Barrier>)>,
     /// When set, requests without `Authorization: Bearer <token>` get 401.
     pub token: Option<String>,
+    /// Collections whose lists are answered only once released (a slow list).
+    held_lists: std::collections::BTreeSet<String>,
+    /// Collections answered `404` (a CRD that is not installed).
+    pub absent: std::collections::BTreeSet<String>,
 }
 
 pub struct Fake {
@@ -205,14 +209,28 @@ pub struct Fake {
     pub live: broadcast::Sender<(String, Value)>,
     /// Bumping it ends every open watch (a dropped connection).
     pub drop_watches: watch::Sender<u64>,
+    /// How often an open watch that asked for bookmarks gets one.
+    pub(crate) bookmark_every: std::time::Duration,
+    /// Wakes lists waiting for [`Fake::release_lists`].
+    lists_released: tokio::sync::Notify,
 }
 
 impl Fake {
+    /// A fake that bookmarks open watches every 200 ms (tests wait on them).
     pub fn new() -> Arc<Self> {
+        Self::with_bookmarks(std::time::Duration::from_millis(200))
+    }
+
+    /// A fake that bookmarks open watches every `every`: the real API server
+    /// does so about once a minute, and a benchmark that counts its client's
+    /// CPU must not pay for test-speed bookmarks.
+    pub fn with_bookmarks(every: std::time::Duration) -> Arc<Self> {
         Arc::new(Fake {
             db: Mutex::default(),
             live: broadcast::channel(4096).0,
             drop_watches: watch::channel(0).0,
+            bookmark_every: every,
+            lists_released: tokio::sync::Notify::new(),
         })
     }
 
@@ -378,6 +396,37 @@ impl Fake {
     /// that does not carry `token` as its bearer token.
     pub fn require_token(&self, token: &str) {
         self.db().token = Some(token.into());
+    }
+
+    /// Requests to `kind`'s collection get `404 NotFound`, as for a custom
+    /// resource whose CRD is not installed.
+    pub fn without_crd(&self, kind: &str) {
+        let (path, _) = collection(kind).unwrap();
+        self.db().absent.insert(path.into());
+    }
+
+    /// Lists of `kind` wait (they are recorded as they arrive) until
+    /// [`Fake::release_lists`]: an API server slow to list one kind.
+    pub fn hold_lists(&self, kind: &str) {
+        let (path, _) = collection(kind).unwrap();
+        self.db().held_lists.insert(path.into());
+    }
+
+    /// Answers every held list, and lists from now on at once.
+    pub fn release_lists(&self) {
+        self.db().held_lists.clear();
+        self.lists_released.notify_waiters();
+    }
+
+    /// Waits while lists of `path` are held.
+    pub(super) async fn lists_held(&self, path: &str) {
+        loop {
+            let released = self.lists_released.notified();
+            if !self.db().held_lists.contains(path) {
+                return;
+            }
+            released.await;
+        }
     }
 
     /// The next `n` GETs of one object by clients whose bearer token starts

@@ -1,7 +1,9 @@
-//! The command line of the benchmark: the mesh's and the run's sizes and
-//! where the report goes. A leaf: `main` parses it and the phases read it
+//! The command line of the benchmark: the mesh's and the run's sizes, the
+//! agent's source and where the report goes. Imports only `feed`'s flag type;
+//! `main` parses it and the phases read it
 //! through [`crate::ctx::Ctx`].
 
+use crate::feed::SourceArg;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -30,6 +32,10 @@ pub struct Args {
     /// agent's 100 ms debounce, so every change is measured on its own).
     #[arg(long, default_value_t = 250)]
     pub change_gap_ms: u64,
+    /// Where the agent reads the mesh: `files` (a YAML directory) or
+    /// `kubernetes` (the in-process fake API server, watched by kube-rs).
+    #[arg(long, value_enum, default_value = "files")]
+    pub source: SourceArg,
     /// Skip phase 5 (the real mesh-proxy's RSS).
     #[arg(long)]
     pub no_sidecar: bool,

@@ -1,12 +1,12 @@
 //! Phase 3, the change series: the agent's CPU at rest with every proxy
 //! connected, then `--changes` EndpointSlice changes one at a time (a
 //! different service each time, a new marker endpoint IP), each timed from
-//! the file write to every affected proxy's apply callback seeing the marker;
+//! the file write or API update to every affected proxy's apply callback seeing the marker;
 //! with the agent's CPU and view bytes (`/metrics`) per change.
 
 use crate::clients::has;
 use crate::ctx::Ctx;
-use crate::mesh::{host, replace_file, service_yaml};
+use crate::mesh::host;
 use crate::procs::{cpu_secs, sample, view_counters, Agent, Sample, ViewCounters, SETTLE};
 use crate::stats::{ms, pct, wait_all};
 use mesh_agent::client::Client;
@@ -89,9 +89,8 @@ pub async fn run(cx: &Ctx, agent: &Agent, clients: &[Client]) -> Changes {
             .collect();
         affected_total += affected.len();
         *probe.target.write().unwrap() = Some((h.clone(), ip.clone(), c));
-        let text = service_yaml(svc, cx.args.namespaces, svc < cx.vs, Some(&ip));
         let t0 = Instant::now();
-        replace_file(&cx.mesh_dir, &format!("svc-{svc}.yaml"), &text);
+        cx.feed.change(svc, cx.shape(), &ip);
         wait_all(
             &format!("change {c} ({h}) applied by its affected proxies"),
             affected.len(),

@@ -53,6 +53,7 @@ mod args;
 mod changes;
 mod clients;
 mod ctx;
+mod feed;
 mod mesh;
 mod procs;
 mod report;
@@ -65,8 +66,9 @@ use args::Args;
 use clap::Parser;
 use clients::Probe;
 use ctx::Ctx;
+use feed::{Feed, Shape};
 use mesh::{write_mesh, ENDPOINTS_PER_SERVICE};
-use procs::{clk_tck, cpu_secs, raise_nofile, rss_mib, start_agent};
+use procs::{clk_tck, cpu_secs, raise_nofile, rss_mib};
 use serde_json::json;
 use std::process::Command;
 use std::sync::Arc;
@@ -112,18 +114,23 @@ fn main() {
 
     // ---- mesh + agent
     let t = Instant::now();
-    write_mesh(&mesh_dir, args.services, args.namespaces, vs);
+    let shape = Shape {
+        services: args.services,
+        namespaces: args.namespaces,
+        vs,
+    };
+    let feed = Feed::new(args.source, &mesh_dir, shape);
     println!(
-        "[mesh] wrote {} Services in {} namespaces, {} endpoints, {vs} VirtualServices + {vs} DestinationRules to {} in {:.1}s",
+        "[mesh] {} Services in {} namespaces, {} endpoints, {vs} VirtualServices + {vs} DestinationRules, source {}, written in {:.1}s",
         args.services,
         args.namespaces,
         args.services * ENDPOINTS_PER_SERVICE,
-        mesh_dir.display(),
+        feed.label(),
         t.elapsed().as_secs_f64()
     );
-    let mut agent = start_agent(&mesh_dir, "127.0.0.1:0", &log);
+    let mut agent = feed.start_agent("127.0.0.1:0", &log);
     println!(
-        "[agent] pid {} sync={} debug={} listening {:.2}s after spawn; RSS {:.1} MiB, CPU {:.2}s",
+        "[agent] pid {} proxies subscribe on {} debug={} listening {:.2}s after spawn; RSS {:.1} MiB, CPU {:.2}s",
         agent.proc.pid(),
         agent.sync,
         agent.debug,
@@ -138,7 +145,7 @@ fn main() {
         args,
         vs,
         tck,
-        mesh_dir,
+        feed,
         log,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -150,7 +157,7 @@ fn main() {
             "proxies": cx.args.proxies, "services": cx.args.services, "namespaces": cx.args.namespaces,
             "endpoints": cx.args.services * ENDPOINTS_PER_SERVICE, "virtual_services": vs,
             "destination_rules": vs, "lookups_per_proxy": cx.args.lookups, "changes": cx.args.changes,
-            "change_gap_ms": cx.args.change_gap_ms,
+            "change_gap_ms": cx.args.change_gap_ms, "source": cx.feed.label(),
             "clients": "in-process sync-client tasks on one tokio runtime over loopback TCP",
         },
         "agent_listening_s": agent_listen_first.as_secs_f64(),

@@ -53,13 +53,6 @@ pub fn write_mesh(dir: &Path, services: usize, namespaces: usize, vs: usize) {
     }
 }
 
-/// Replaces a file in one step (the agent ignores dot files).
-pub fn replace_file(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
 /// The services proxy `i` looks up: `n` of other namespaces, spread so the
 /// whole mesh gets looked up.
 pub fn lookups_of(i: usize, n: usize, services: usize, namespaces: usize) -> Vec<usize> {

@@ -112,7 +112,9 @@ pub fn release_bin(name: &str) -> PathBuf {
 /// A running `mesh-agent`.
 pub struct Agent {
     pub proc: Proc,
-    /// Its sync address (`host:port`).
+    /// The address proxies subscribe on (`host:port`): its sync port, or its
+    /// plaintext config-only port when it has one (the sync port speaks TLS
+    /// and wants pod tokens when the agent runs its CA, as in Kubernetes).
     pub sync: String,
     /// Its debug address (`/metrics`).
     pub debug: String,
@@ -120,24 +122,34 @@ pub struct Agent {
     pub started_in: Duration,
 }
 
-/// Starts the release `mesh-agent` on `dir`, its sync port on `listen`, and
-/// waits for its "listening" line.
-pub fn start_agent(dir: &Path, listen: &str, log: &Path) -> Agent {
+/// How an agent is started: its source flags, its environment, and whether
+/// proxies use a plaintext config-only port.
+pub struct AgentCmd {
+    pub source: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Proxies subscribe on `--plaintext-listen` instead of `--listen`.
+    pub plaintext: bool,
+}
+
+/// Starts the release `mesh-agent` as `how` says, the port proxies use on
+/// `listen`, and waits for its "listening" line.
+pub fn start_agent(how: &AgentCmd, listen: &str, log: &Path) -> Agent {
     let mut cmd = Command::new(release_bin("mesh-agent"));
-    cmd.args([
-        "--config-dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        listen,
-        "--debug-listen",
-        "127.0.0.1:0",
-    ])
-    .env("RUST_LOG", "warn");
+    cmd.args(&how.source);
+    if how.plaintext {
+        cmd.args(["--listen", "127.0.0.1:0", "--plaintext-listen", listen]);
+    } else {
+        cmd.args(["--listen", listen]);
+    }
+    cmd.args(["--debug-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .envs(how.env.iter().map(|(k, v)| (k, v)));
     let t = Instant::now();
     let proc = Proc::spawn("mesh-agent", cmd, log);
     let line = proc.wait_line("sync=", Duration::from_secs(300), log);
+    let key = if how.plaintext { "plaintext=" } else { "sync=" };
     Agent {
-        sync: word(&line, "sync="),
+        sync: word(&line, key),
         debug: word(&line, "debug="),
         started_in: t.elapsed(),
         proc,

@@ -3,7 +3,7 @@
 //! looked-up hosts back; then the restarted agent's CPU and RSS.
 
 use crate::ctx::Ctx;
-use crate::procs::{listen_overflows, sample, start_agent, Agent, Sample, SETTLE};
+use crate::procs::{listen_overflows, sample, Agent, Sample, SETTLE};
 use crate::stats::wait_all;
 use mesh_agent::client::Client;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub async fn run(cx: &Ctx, agent: &mut Agent, clients: &[Client]) -> Restart {
     agent.proc.kill();
     let overflows0 = listen_overflows();
     let t_kill = Instant::now();
-    *agent = start_agent(&cx.mesh_dir, &format!("127.0.0.1:{port}"), &cx.log);
+    *agent = cx.feed.start_agent(&format!("127.0.0.1:{port}"), &cx.log);
     println!(
         "[4] new agent pid {} listening {:.2}s after spawn",
         agent.proc.pid(),

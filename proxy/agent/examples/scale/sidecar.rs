@@ -3,8 +3,8 @@
 //! `SIDECAR_RUNS` starts of each interleaved; medians of its VmRSS and of
 //! the anonymous part (RssAnon) once ready, as rows and JSON of the report.
 
-use crate::mesh::write_mesh;
-use crate::procs::{http_get, release_bin, rss_mib, start_agent, status_kib, word, Proc, SETTLE};
+use crate::feed::{Feed, Shape, SourceArg};
+use crate::procs::{http_get, release_bin, rss_mib, status_kib, word, Proc, SETTLE};
 use crate::stats::Row;
 use serde_json::json;
 use std::path::Path;
@@ -100,13 +100,21 @@ pub fn run(
 ) {
     let small_dir = root.join("small");
     std::fs::create_dir(&small_dir).unwrap();
-    write_mesh(&small_dir, 100, 100, 10);
+    let small_feed = Feed::new(
+        SourceArg::Files,
+        &small_dir,
+        Shape {
+            services: 100,
+            namespaces: 100,
+            vs: 10,
+        },
+    );
     println!(
         "[5] mesh-proxy against a 100-service mesh (100 namespaces, 1 each) and the {}-service mesh, {SIDECAR_RUNS} starts each, interleaved ...",
         services
     );
     let small_log = root.join("agent-small.log");
-    let small = start_agent(&small_dir, "127.0.0.1:0", &small_log);
+    let small = small_feed.start_agent("127.0.0.1:0", &small_log);
     let proxy_log = root.join("proxy.log");
     // Interleaved starts, medians: one start's resident binary pages vary
     // more than the difference being measured.

@@ -23,8 +23,10 @@ pub fn initial_version() -> u64 {
 /// published at once when it changes services only, the rest of its burst
 /// coalesced after it: a lone endpoint change waits for nothing. Other
 /// changes (routes, policies) wait for their burst, so objects applied
-/// together take effect together, and so does the very first snapshot (a
-/// starting source's initial objects, not a partial view first).
+/// together take effect together. Nothing is published before the source
+/// says [`SourceEvent::Synced`]: a Kubernetes source lists its kinds one by
+/// one, and a view built between two lists (all Services, no EndpointSlices
+/// yet) would take every route away from a proxy that (re)subscribes then.
 pub async fn run(
     events: UnboundedReceiver<SourceEvent>,
     settings: Arc<Settings>,
@@ -51,6 +53,7 @@ pub async fn run_live(
     let mut cache = CompileCache::default();
     let mut version = publish.borrow().version.max(initial_version());
     let mut last_publish: Option<tokio::time::Instant> = None;
+    let mut synced = false;
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -61,7 +64,7 @@ pub async fn run_live(
             }
         };
         let mut changed = match first {
-            Some(e) => store.apply(e),
+            Some(e) => apply(&mut store, &mut synced, e),
             None => {
                 let next = settings_rx.borrow_and_update().clone();
                 let differs = *next != *settings;
@@ -98,12 +101,12 @@ pub async fn run_live(
                 _ = tokio::time::sleep(debounce) => break,
                 _ = tokio::time::sleep_until(deadline) => break,
                 e = events.recv() => match e {
-                    Some(e) => changed |= store.apply(e),
+                    Some(e) => changed |= apply(&mut store, &mut synced, e),
                     None => break,
                 },
             }
         }
-        if !changed {
+        if !changed || !synced {
             continue;
         }
         version += 1;
@@ -118,6 +121,16 @@ pub async fn run_live(
         note_change(&publish.borrow(), &mut snap);
         publish_snapshot(&publish, snap, started);
         last_publish = Some(tokio::time::Instant::now());
+    }
+}
+
+/// Applies `e`; returns whether a snapshot is due. [`SourceEvent::Synced`]
+/// is one the first time (the first snapshot, even of an empty store); the
+/// store takes every other event.
+fn apply(store: &mut Store, synced: &mut bool, e: SourceEvent) -> bool {
+    match e {
+        SourceEvent::Synced => !std::mem::replace(synced, true),
+        e => store.apply(e),
     }
 }
 
@@ -215,6 +228,28 @@ mod tests {
         format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{ports: [{{port: 80}}]}}\n")
     }
 
+    /// A pipeline with default settings: its events' sender, its snapshots,
+    /// and the guard that stops it.
+    fn start(
+        debounce: Duration,
+    ) -> (
+        mpsc::UnboundedSender<SourceEvent>,
+        watch::Receiver<Arc<Snapshot>>,
+        tokio_util::sync::DropGuard,
+    ) {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (publish, rx) = watch::channel(Arc::new(Snapshot::default()));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(
+            events,
+            Arc::default(),
+            publish,
+            debounce,
+            shutdown.clone(),
+        ));
+        (tx, rx, shutdown.drop_guard())
+    }
+
     /// Waits for the next snapshot; how long it took on the (paused) clock.
     async fn next(rx: &mut watch::Receiver<Arc<Snapshot>>) -> (Duration, Arc<Snapshot>) {
         let t = tokio::time::Instant::now();
@@ -225,21 +260,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_service_change_after_quiet_goes_at_once_the_rest_waits_for_its_burst() {
         let debounce = Duration::from_millis(100);
-        let (tx, events) = mpsc::unbounded_channel();
-        let (publish, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let shutdown = CancellationToken::new();
-        let _guard = shutdown.clone().drop_guard();
-        tokio::spawn(run(
-            events,
-            Arc::default(),
-            publish,
-            debounce,
-            shutdown.clone(),
-        ));
+        let (tx, mut rx, _guard) = start(debounce);
 
-        // Startup: the initial objects wait for their burst to end.
+        // Startup: the initial objects, then the source's Synced, wait for
+        // their burst to end.
         tx.send(event("a", &service("a"))).unwrap();
         tx.send(event("b", &service("b"))).unwrap();
+        tx.send(SourceEvent::Synced).unwrap();
         let (took, snap) = next(&mut rx).await;
         assert_eq!(took, debounce);
         assert_eq!(snap.services.len(), 2);
@@ -270,5 +297,57 @@ mod tests {
             (1, 1)
         );
         assert!(snap.change.is_none());
+    }
+
+    /// A Kubernetes source lists its kinds one by one: between two lists
+    /// (Services in, EndpointSlices not yet) a snapshot would give a
+    /// (re)subscribing proxy a view without endpoints. Nothing is published
+    /// before Synced, however long the lists take; then everything at once.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_published_before_the_source_is_synced() {
+        let debounce = Duration::from_millis(100);
+        let (tx, mut rx, _guard) = start(debounce);
+
+        // The Services' list, then a long wait for the EndpointSlices' list:
+        // far past the debounce and the 1 s bound of a burst. (The clock is
+        // paused: it moves only when the pipeline has nothing left to do, so
+        // these 30 s are every timer of the pipeline having fired.)
+        tx.send(event("Service/ns/a", &service("a"))).unwrap();
+        tx.send(event("Service/ns/b", &service("b"))).unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!rx.has_changed().unwrap(), "published before Synced");
+        assert_eq!(rx.borrow().version, 0);
+
+        tx.send(event(
+            "EndpointSlice/ns/a-1",
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a-1, namespace: ns, labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\nports: [{port: 80}]\nendpoints: [{addresses: [10.1.0.1]}]\n",
+        ))
+        .unwrap();
+        tx.send(SourceEvent::Synced).unwrap();
+        let (took, snap) = next(&mut rx).await;
+        assert_eq!(took, debounce, "the startup burst ends with Synced");
+        assert_eq!(snap.services.len(), 2);
+        let a = &snap.services["a.ns.svc.cluster.local"];
+        assert_eq!(a.endpoints.len(), 1, "{a:?}");
+
+        // A second Synced (a source that relisted) is no change of its own.
+        tx.send(SourceEvent::Synced).unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!rx.has_changed().unwrap(), "a second Synced published");
+        tx.send(event("Service/ns/c", &service("c"))).unwrap();
+        let (took, snap) = next(&mut rx).await;
+        assert_eq!(took, Duration::ZERO, "a lone service change after quiet");
+        assert_eq!(snap.services.len(), 3);
+    }
+
+    /// A source with nothing in it (an empty folder) still gets a first
+    /// snapshot: its proxies get an empty view instead of waiting forever.
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_synced_source_publishes_an_empty_snapshot() {
+        let (tx, mut rx, _guard) = start(Duration::from_millis(100));
+        tx.send(SourceEvent::Synced).unwrap();
+        let (_, snap) = next(&mut rx).await;
+        assert!(snap.version > 0);
+        assert!(snap.services.is_empty());
     }
 }

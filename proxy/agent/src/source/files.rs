@@ -157,6 +157,9 @@ impl FilesSource {
             }
         }
         tracing::info!(dir = %dir.display(), files = known.len(), "files source synced");
+        if events.send(SourceEvent::Synced).is_err() {
+            return Ok(());
+        }
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

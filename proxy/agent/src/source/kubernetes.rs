@@ -6,6 +6,11 @@
 //! objects), so a dropped watch leaves no gap and no duplicate. Errors back off
 //! (kube's default backoff) and the watch resumes. Metadata is trimmed on arrival
 //! (managed fields, last-applied annotations) by [`crate::objects`].
+//!
+//! Once every kind's first list is in, the source says [`SourceEvent::Synced`]
+//! (the agent publishes nothing before). A kind the API server does not serve
+//! (`404`: its CRD is not installed) or lets the agent read (`403`) counts as
+//! an empty list; any other failure keeps the agent waiting, and saying so.
 
 use super::{Source, SourceError, SourceEvent};
 use crate::objects::KubeObject;
@@ -21,6 +26,8 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -82,42 +89,49 @@ impl Source for KubernetesSource {
     ) -> Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>> {
         Box::pin(async move {
             let c = &self.client;
+            let pending = Pending::new(events.clone());
             let mut tasks = tokio::task::JoinSet::new();
             tasks.spawn(follow(
                 "Namespace",
                 Api::<Namespace>::all(c.clone()),
                 None,
                 events.clone(),
+                pending.clone(),
             ));
             tasks.spawn(follow(
                 "Service",
                 Api::<Service>::all(c.clone()),
                 None,
                 events.clone(),
+                pending.clone(),
             ));
             tasks.spawn(follow(
                 "EndpointSlice",
                 Api::<EndpointSlice>::all(c.clone()),
                 None,
                 events.clone(),
+                pending.clone(),
             ));
             tasks.spawn(follow(
                 "Pod",
                 Api::<Pod>::all(c.clone()),
                 None,
                 events.clone(),
+                pending.clone(),
             ));
             tasks.spawn(follow(
                 "ServiceAccount",
                 Api::<ServiceAccount>::all(c.clone()),
                 None,
                 events.clone(),
+                pending.clone(),
             ));
             tasks.spawn(follow(
                 "Secret",
                 Api::<Secret>::all(c.clone()),
                 None,
                 events.clone(),
+                pending.clone(),
             ));
             for (group, kind, plural) in ISTIO {
                 let ar = ApiResource::from_gvk_with_plural(
@@ -125,7 +139,7 @@ impl Source for KubernetesSource {
                     plural,
                 );
                 let api = Api::<DynamicObject>::all_with(c.clone(), &ar);
-                tasks.spawn(follow(kind, api, Some(ar), events.clone()));
+                tasks.spawn(follow(kind, api, Some(ar), events.clone(), pending.clone()));
             }
             for (kind, plural) in GATEWAY_API {
                 let version = gatewayapi::versions(kind).map_or("v1", |v| v[0]);
@@ -137,13 +151,87 @@ impl Source for KubernetesSource {
                 // The origin (and log) label is the store-key kind, so the Gateway
                 // API Gateway's origins never collide with Istio Gateways'.
                 let label = gatewayapi::key_kind(kind);
-                tasks.spawn(follow(label, api, Some(ar), events.clone()));
+                tasks.spawn(follow(
+                    label,
+                    api,
+                    Some(ar),
+                    events.clone(),
+                    pending.clone(),
+                ));
             }
-            shutdown.cancelled().await;
+            // Says what the first snapshot still waits for (an API server
+            // that fails a list keeps the agent from serving).
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let waiting = pending.waiting();
+                        if !waiting.is_empty() {
+                            tracing::warn!(kinds = ?waiting, "waiting for the first list of these kinds before serving any view");
+                        }
+                    }
+                }
+            }
             tasks.abort_all();
             Ok(())
         })
     }
+}
+
+/// The kinds whose first list has not arrived; the last to arrive sends
+/// [`SourceEvent::Synced`], after its own events (one channel, in order).
+struct Pending {
+    kinds: Mutex<Option<BTreeSet<&'static str>>>,
+    events: UnboundedSender<SourceEvent>,
+}
+
+impl Pending {
+    fn new(events: UnboundedSender<SourceEvent>) -> Arc<Self> {
+        let mut kinds: BTreeSet<&'static str> = [
+            "Namespace",
+            "Service",
+            "EndpointSlice",
+            "Pod",
+            "ServiceAccount",
+            "Secret",
+        ]
+        .into();
+        kinds.extend(ISTIO.iter().map(|(_, kind, _)| *kind));
+        kinds.extend(
+            GATEWAY_API
+                .iter()
+                .map(|(kind, _)| gatewayapi::key_kind(kind)),
+        );
+        Arc::new(Pending {
+            kinds: Mutex::new(Some(kinds)),
+            events,
+        })
+    }
+
+    /// `kind`'s first list is in (or it is absent or forbidden).
+    fn listed(&self, kind: &str) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(k) = kinds.as_mut() else { return };
+        k.remove(kind);
+        if k.is_empty() {
+            *kinds = None;
+            tracing::info!("every kind listed; serving views");
+            let _ = self.events.send(SourceEvent::Synced);
+        }
+    }
+
+    fn waiting(&self) -> Vec<&'static str> {
+        let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        kinds.iter().flatten().copied().collect()
+    }
+}
+
+/// A first list the API server refuses for good: the kind is not served
+/// (`404`, CRD not installed) or not readable (`403`). It counts as empty.
+fn absent_or_forbidden(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 403 || s.code == 404)
 }
 
 fn origin(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -184,6 +272,7 @@ async fn follow<K>(
     api: Api<K>,
     ar: Option<ApiResource>,
     events: UnboundedSender<SourceEvent>,
+    pending: Arc<Pending>,
 ) where
     K: kube::Resource
         + Clone
@@ -207,7 +296,16 @@ async fn follow<K>(
         if ev.is_ok() {
             failing = false;
         }
+        let mut listed = false;
         let out = match ev {
+            Err(e) if absent_or_forbidden(&e) => {
+                if !failing {
+                    tracing::warn!(kind, error = %e, "cannot list; counted as empty, retrying with backoff");
+                }
+                failing = true;
+                pending.listed(kind);
+                continue;
+            }
             Err(e) if failing => {
                 tracing::debug!(kind, error = %e, "watch still failing; retrying with backoff");
                 continue;
@@ -233,6 +331,7 @@ async fn follow<K>(
                 let gone: Vec<String> = known.difference(&fresh).cloned().collect();
                 known = fresh;
                 tracing::info!(kind, objects = known.len(), removed = gone.len(), "listed");
+                listed = true;
                 gone.into_iter()
                     .map(|origin| SourceEvent::Remove { origin })
                     .collect()
@@ -254,6 +353,9 @@ async fn follow<K>(
             if events.send(e).is_err() {
                 return;
             }
+        }
+        if listed {
+            pending.listed(kind);
         }
     }
 }
