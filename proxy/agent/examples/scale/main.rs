@@ -6,6 +6,7 @@
 //! target/release/examples/scale
 //! target/release/examples/scale --out scale.json   # + JSON report
 //! target/release/examples/scale --proxies 1000 --services 2000 --changes 20
+//! target/release/examples/scale --source kubernetes   # through kube-rs watches
 //! ```
 //!
 //! It raises its own open-file limit (soft up to the hard limit; every proxy
@@ -15,9 +16,11 @@
 //! Mesh: `--services` (10,000) Services in `--namespaces` (100) namespaces
 //! `ns-0`.., each with an EndpointSlice of 10 ready endpoints, plus
 //! `--virtual-services` (1,000) VirtualServices and as many DestinationRules
-//! (bench.rs's shapes), written as YAML into a temp dir and served by the real
-//! `target/release/mesh-agent` (`--config-dir`, default flags: on-demand
-//! visibility). Proxies: `--proxies` (5,000) sync clients (`spawn_client`, the
+//! (bench.rs's shapes), served by the real `target/release/mesh-agent`
+//! (default flags: on-demand visibility) from YAML in a temp dir
+//! (`--source files`, the default: its `--config-dir`) or from the in-process
+//! fake Kubernetes API server (`--source kubernetes`: its kube-rs watches;
+//! proxies then use its plaintext config-only port); see `feed`. Proxies: `--proxies` (5,000) sync clients (`spawn_client`, the
 //! library the sidecar uses), in-process tasks on one tokio runtime over
 //! loopback TCP: proxy `i` is pod `p-i` in namespace `ns-{i % namespaces}`,
 //! and once synced it looks up `--lookups` (3) services of other namespaces.
@@ -43,7 +46,7 @@
 //! with `--out FILE`, the same as JSON. Every wait has a timeout and panics
 //! with what it was waiting for; temp dirs and child processes are cleaned up.
 //!
-//! Files: `mesh` (the YAML), `procs` (child processes, `/proc`, HTTP),
+//! Files: `mesh` (the YAML), `feed` (where the agent reads it), `procs` (child processes, `/proc`, HTTP),
 //! `clients` (the in-process proxies and their probe), `stats` (waits,
 //! percentiles), `args` (the command line), `ctx` (what phases 1-4 share), one file per phase
 //! (`startup`, `changes`, `restart`, `sidecar`) and `report` (the table and
