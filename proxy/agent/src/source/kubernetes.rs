@@ -159,6 +159,7 @@ impl Source for KubernetesSource {
                     pending.clone(),
                 ));
             }
+            pending.arm();
             // Says what the first snapshot still waits for (an API server
             // that fails a list keeps the agent from serving).
             let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -180,51 +181,63 @@ impl Source for KubernetesSource {
     }
 }
 
-/// The kinds whose first list has not arrived; the last to arrive sends
-/// [`SourceEvent::Synced`], after its own events (one channel, in order).
+/// The kinds whose first list has not arrived. Each [`follow`] registers its
+/// kind when called; once every kind is registered ([`Pending::arm`]) the last
+/// list to arrive sends [`SourceEvent::Synced`], after its own events (one
+/// channel, in order).
 struct Pending {
-    kinds: Mutex<Option<BTreeSet<&'static str>>>,
+    state: Mutex<PendingState>,
     events: UnboundedSender<SourceEvent>,
+}
+
+#[derive(Default)]
+struct PendingState {
+    kinds: BTreeSet<&'static str>,
+    armed: bool,
+    done: bool,
 }
 
 impl Pending {
     fn new(events: UnboundedSender<SourceEvent>) -> Arc<Self> {
-        let mut kinds: BTreeSet<&'static str> = [
-            "Namespace",
-            "Service",
-            "EndpointSlice",
-            "Pod",
-            "ServiceAccount",
-            "Secret",
-        ]
-        .into();
-        kinds.extend(ISTIO.iter().map(|(_, kind, _)| *kind));
-        kinds.extend(
-            GATEWAY_API
-                .iter()
-                .map(|(kind, _)| gatewayapi::key_kind(kind)),
-        );
         Arc::new(Pending {
-            kinds: Mutex::new(Some(kinds)),
+            state: Mutex::default(),
             events,
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `kind` will be listed.
+    fn expect(&self, kind: &'static str) {
+        self.lock().kinds.insert(kind);
+    }
+
+    /// Every kind is registered: Synced may go.
+    fn arm(&self) {
+        let mut st = self.lock();
+        st.armed = true;
+        self.check(&mut st);
+    }
+
     /// `kind`'s first list is in (or it is absent or forbidden).
     fn listed(&self, kind: &str) {
-        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(k) = kinds.as_mut() else { return };
-        k.remove(kind);
-        if k.is_empty() {
-            *kinds = None;
+        let mut st = self.lock();
+        st.kinds.remove(kind);
+        self.check(&mut st);
+    }
+
+    fn check(&self, st: &mut PendingState) {
+        if st.armed && !st.done && st.kinds.is_empty() {
+            st.done = true;
             tracing::info!("every kind listed; serving views");
             let _ = self.events.send(SourceEvent::Synced);
         }
     }
 
     fn waiting(&self) -> Vec<&'static str> {
-        let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        kinds.iter().flatten().copied().collect()
+        self.lock().kinds.iter().copied().collect()
     }
 }
 
@@ -266,14 +279,20 @@ fn to_event<K: Serialize + kube::Resource>(
     }
 }
 
-/// Follows one kind forever, translating watcher events into source events.
-async fn follow<K>(
-    kind: &'static str,
-    api: Api<K>,
-    ar: Option<ApiResource>,
-    events: UnboundedSender<SourceEvent>,
-    pending: Arc<Pending>,
-) where
+/// What a watched kind's objects are.
+trait Watched:
+    kube::Resource
+    + Clone
+    + serde::de::DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
     K: kube::Resource
         + Clone
         + serde::de::DeserializeOwned
@@ -281,7 +300,35 @@ async fn follow<K>(
         + std::fmt::Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
+{
+}
+
+/// Follows one kind forever (registering it with `pending` at once, before
+/// the returned future runs), translating watcher events into source events.
+fn follow<K>(
+    kind: &'static str,
+    api: Api<K>,
+    ar: Option<ApiResource>,
+    events: UnboundedSender<SourceEvent>,
+    pending: Arc<Pending>,
+) -> impl Future<Output = ()> + Send
+where
+    K: Watched,
+{
+    pending.expect(kind);
+    follow_kind(kind, api, ar, events, pending)
+}
+
+/// [`follow`]'s loop.
+async fn follow_kind<K>(
+    kind: &'static str,
+    api: Api<K>,
+    ar: Option<ApiResource>,
+    events: UnboundedSender<SourceEvent>,
+    pending: Arc<Pending>,
+) where
+    K: Watched,
 {
     let stream = watcher::watcher(api, watcher::Config::default())
         .modify(|o| crate::objects::trim(o.meta_mut()))
