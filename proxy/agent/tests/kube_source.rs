@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use mesh_e2e::fake_api::*;
 
+mod common;
+
 const MESH: &str = include_str!("fixtures/mesh.yaml");
 const ISTIO: &str = include_str!("fixtures/istio.yaml");
 const GATEWAY_API: &str = include_str!("fixtures/gatewayapi.yaml");
@@ -252,5 +254,115 @@ async fn synced_comes_after_every_kinds_first_list_a_slow_one_included() {
     assert_eq!(
         slices_before_synced, slices,
         "every EndpointSlice of the held list arrives before Synced"
+    );
+}
+
+/// An agent that (re)starts while the API server is slow to list one kind
+/// is not ready and gives a subscribing proxy no view until every list is
+/// in; then its first view is the whole registry: the proxy applies exactly
+/// one view, whose `web` endpoints come from the EndpointSlice (zone, both
+/// addresses), not a view of Services without their slices first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_agent_is_not_ready_and_serves_no_view_before_every_list() {
+    use mesh_agent::client::{spawn_client, ClientConfig};
+    use mesh_api::syncapi::ProxyIdentity;
+    let fake = Fake::new();
+    for d in docs(MESH) {
+        fake.apply(d);
+    }
+    fake.hold_lists("EndpointSlice");
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let client = fake.serve(shutdown.clone()).await;
+    // No debounce: an agent that published between two lists would do so
+    // as soon as the first list is in, long before the wait below ends.
+    let cfg = common::kube_flags(&["--visibility", "mesh", "--debounce-ms", "0"]);
+    let (_keep, settings) = watch::channel(Arc::new(cfg.settings()));
+    let agent = common::start_kube_agent(&cfg, settings, client, &shutdown).await;
+
+    let id = ProxyIdentity {
+        pod: "web-1".into(),
+        namespace: "shop".into(),
+        service_account: "default".into(),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        ips: vec!["10.1.0.5".into()],
+        router: false,
+    };
+    let mut ccfg = ClientConfig::new(agent.sync_addr.to_string(), id);
+    ccfg.max_backoff = Duration::from_millis(200);
+    let applied = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let log = applied.clone();
+    let proxy = spawn_client(
+        ccfg,
+        move |v: &mesh_api::syncapi::ProxyView| {
+            log.lock().unwrap().push(v.version);
+            Ok(())
+        },
+        shutdown.clone(),
+    );
+
+    // Every list but the EndpointSlices' answered, the proxy subscribed.
+    mesh_e2e::wait::eventually(
+        "the other lists answered, the EndpointSlices' held, the proxy connected",
+        Duration::from_secs(10),
+        async || {
+            let lists: Vec<Seen> = fake
+                .requests()
+                .into_iter()
+                .filter(|r| r.method == "GET" && !r.uri.contains("watch=true"))
+                .collect();
+            lists.len() >= 21
+                && lists.iter().filter(|r| r.status == 0).count() == 1
+                && proxy.state.borrow().connected
+        },
+    )
+    .await;
+    let (code, body) = common::http_status(agent.debug_addr, "/healthz/ready").await;
+    assert_eq!(
+        (code, body.trim()),
+        (503, "waiting for the config source's first sync")
+    );
+    assert!(
+        applied.lock().unwrap().is_empty(),
+        "no view before the lists are in"
+    );
+
+    fake.release_lists();
+    mesh_e2e::wait::eventually("ready", Duration::from_secs(10), async || {
+        common::http_status(agent.debug_addr, "/healthz/ready")
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let version = agent.shared.snapshots.borrow().version;
+    mesh_e2e::wait::eventually(
+        "the proxy applied it",
+        Duration::from_secs(10),
+        async || applied.lock().unwrap().last() == Some(&version),
+    )
+    .await;
+    assert_eq!(
+        *applied.lock().unwrap(),
+        [version],
+        "one view, the whole registry"
+    );
+    let state = proxy.state.borrow();
+    let view = state.current.as_ref().unwrap();
+    let web = view
+        .services
+        .iter()
+        .find(|s| s.hostname == "web.shop.svc.cluster.local")
+        .expect("web in the view");
+    let mut eps: Vec<(&str, &str)> = web
+        .endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), &*e.locality))
+        .collect();
+    eps.sort();
+    assert_eq!(
+        eps,
+        [("10.1.0.5", "eu/zone-a/"), ("10.1.0.6", "")],
+        "{web:?}"
     );
 }

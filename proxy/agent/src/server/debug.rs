@@ -1,7 +1,8 @@
 //! `GET /debug/syncz`: per-proxy sync status and rejected resources, as JSON;
 //! `GET /debug/gatewayapiz`: the `status` computed for every Gateway API object
 //! the mesh owns, by `Kind/namespace/name`;
-//! `GET /metrics`: the agent's counters (Prometheus text).
+//! `GET /metrics`: the agent's counters (Prometheus text);
+//! `GET /healthz/ready`: whether the first snapshot is out.
 
 use super::access::{Auth, REASONS};
 use super::shared::Shared;
@@ -61,6 +62,20 @@ pub fn metrics(shared: &Shared) -> String {
     out
 }
 
+/// `GET /healthz/ready`: `200` once the first snapshot is published (the
+/// source synced, see `pipeline`), `503` while proxies would still wait for
+/// their first view, as istiod is not ready before its informers sync.
+fn ready(shared: &Shared) -> (axum::http::StatusCode, &'static str) {
+    if shared.snapshots.borrow().version > 0 {
+        (axum::http::StatusCode::OK, "ok")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the config source's first sync\n",
+        )
+    }
+}
+
 async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
     Json(syncz(&shared))
 }
@@ -81,7 +96,7 @@ pub async fn serve(
             "/metrics",
             get(|State(s): State<Arc<Shared>>| async move { metrics(&s) }),
         )
-        .route("/healthz/ready", get(|| async { "ok" }))
+        .route("/healthz/ready", get(|State(s): State<Arc<Shared>>| async move { ready(&s) }))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"component": "mesh-agent", "version": env!("CARGO_PKG_VERSION")})) }))
         .with_state(shared);
     axum::serve(listener, app)

@@ -6,13 +6,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The body of `GET path` on the agent's debug port (HTTP/1.1, one request).
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_status(addr, path).await.1
+}
+
+/// The status code and body of `GET path` on the agent's debug port.
+pub async fn http_status(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8(buf).unwrap();
-    text.split_once("\r\n\r\n").unwrap().1.to_string()
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
 }
 
 /// `/debug/syncz`.
