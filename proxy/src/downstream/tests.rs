@@ -1,5 +1,12 @@
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
 use super::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Timeouts = Timeouts {
     first_byte: Duration::from_secs(15),

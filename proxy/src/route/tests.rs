@@ -1,5 +1,12 @@
 //! Routing decisions on Istio's own Bookinfo rules and on tables of edge cases.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_api::networking::VirtualServiceSpec;
+use mesh_api::values::ValueError;
+
 use super::*;
 
 fn vs(yaml: &str) -> BTreeMap<String, VirtualServiceSpec> {
