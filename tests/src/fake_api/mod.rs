@@ -4,7 +4,9 @@
 //! It keeps objects per collection with resourceVersions and serves what the
 //! mesh's clients use: list (namespace and `labelSelector` filters) and watch
 //! (backlog from a resourceVersion, bookmarks, `410 Gone` once compacted, dropped
-//! streams, partitions), GET of one object, POST create (`409 AlreadyExists`),
+//! streams, partitions; a kind's lists held back, a kind answered `404` as
+//! a CRD that is not installed; bookmarks every 200 ms, or as often as
+//! [`Fake::with_bookmarks`] says), GET of one object, POST create (`409 AlreadyExists`),
 //! PUT replace (`409 Conflict` on a stale resourceVersion), PATCH as server-side
 //! apply or RFC 6902 JSON patch, DELETE, the `status` subresource (merge
 //! patch), TokenReviews of the tokens a test registers,
