@@ -143,7 +143,7 @@ pub fn start_agent(how: &AgentCmd, listen: &str, log: &Path) -> Agent {
     }
     cmd.args(["--debug-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
-        .envs(how.env.iter().map(|(k, v)| (k, v)));
+        .envs(how.env.iter().cloned());
     let t = Instant::now();
     let proc = Proc::spawn("mesh-agent", cmd, log);
     let line = proc.wait_line("sync=", Duration::from_secs(300), log);

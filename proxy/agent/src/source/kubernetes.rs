@@ -279,33 +279,9 @@ fn to_event<K: Serialize + kube::Resource>(
     }
 }
 
-/// What a watched kind's objects are.
-trait Watched:
-    kube::Resource
-    + Clone
-    + serde::de::DeserializeOwned
-    + Serialize
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> Watched for K where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + Serialize
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// Follows one kind forever (registering it with `pending` at once, before
-/// the returned future runs), translating watcher events into source events.
+/// Follows one kind forever, translating watcher events into source events.
+/// The kind is registered with `pending` at once, before the returned future
+/// first runs, so the source can arm the wait once every task is made.
 fn follow<K>(
     kind: &'static str,
     api: Api<K>,
@@ -314,95 +290,91 @@ fn follow<K>(
     pending: Arc<Pending>,
 ) -> impl Future<Output = ()> + Send
 where
-    K: Watched,
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     pending.expect(kind);
-    follow_kind(kind, api, ar, events, pending)
-}
-
-/// [`follow`]'s loop.
-async fn follow_kind<K>(
-    kind: &'static str,
-    api: Api<K>,
-    ar: Option<ApiResource>,
-    events: UnboundedSender<SourceEvent>,
-    pending: Arc<Pending>,
-) where
-    K: Watched,
-{
-    let stream = watcher::watcher(api, watcher::Config::default())
-        .modify(|o| crate::objects::trim(o.meta_mut()))
-        .default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    let mut listing: Option<BTreeSet<String>> = None;
-    // Logged once per outage (e.g. a CRD that is not installed fails every
-    // retry); the retries themselves are at debug level.
-    let mut failing = false;
-    while let Some(ev) = stream.next().await {
-        if ev.is_ok() {
-            failing = false;
-        }
-        let mut listed = false;
-        let out = match ev {
-            Err(e) if absent_or_forbidden(&e) => {
-                if !failing {
-                    tracing::warn!(kind, error = %e, "cannot list; counted as empty, retrying with backoff");
+    async move {
+        let stream = watcher::watcher(api, watcher::Config::default())
+            .modify(|o| crate::objects::trim(o.meta_mut()))
+            .default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        let mut listing: Option<BTreeSet<String>> = None;
+        // Logged once per outage (e.g. a CRD that is not installed fails every
+        // retry); the retries themselves are at debug level.
+        let mut failing = false;
+        while let Some(ev) = stream.next().await {
+            if ev.is_ok() {
+                failing = false;
+            }
+            let mut listed = false;
+            let out = match ev {
+                Err(e) if absent_or_forbidden(&e) => {
+                    if !failing {
+                        tracing::warn!(kind, error = %e, "cannot list; counted as empty, retrying with backoff");
+                    }
+                    failing = true;
+                    pending.listed(kind);
+                    continue;
                 }
-                failing = true;
+                Err(e) if failing => {
+                    tracing::debug!(kind, error = %e, "watch still failing; retrying with backoff");
+                    continue;
+                }
+                Err(e) => {
+                    failing = true;
+                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                    continue;
+                }
+                Ok(Event::Init) => {
+                    listing = Some(BTreeSet::new());
+                    continue;
+                }
+                Ok(Event::InitApply(o)) => {
+                    let e = to_event(kind, &o, ar.as_ref());
+                    if let (Some(l), SourceEvent::Replace { origin, .. }) = (listing.as_mut(), &e) {
+                        l.insert(origin.clone());
+                    }
+                    vec![e]
+                }
+                Ok(Event::InitDone) => {
+                    let fresh = listing.take().unwrap_or_default();
+                    let gone: Vec<String> = known.difference(&fresh).cloned().collect();
+                    known = fresh;
+                    tracing::info!(kind, objects = known.len(), removed = gone.len(), "listed");
+                    listed = true;
+                    gone.into_iter()
+                        .map(|origin| SourceEvent::Remove { origin })
+                        .collect()
+                }
+                Ok(Event::Apply(o)) => {
+                    let e = to_event(kind, &o, ar.as_ref());
+                    if let SourceEvent::Replace { origin, .. } = &e {
+                        known.insert(origin.clone());
+                    }
+                    vec![e]
+                }
+                Ok(Event::Delete(o)) => {
+                    let origin = origin(kind, o.meta());
+                    known.remove(&origin);
+                    vec![SourceEvent::Remove { origin }]
+                }
+            };
+            for e in out {
+                if events.send(e).is_err() {
+                    return;
+                }
+            }
+            if listed {
                 pending.listed(kind);
-                continue;
             }
-            Err(e) if failing => {
-                tracing::debug!(kind, error = %e, "watch still failing; retrying with backoff");
-                continue;
-            }
-            Err(e) => {
-                failing = true;
-                tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
-                continue;
-            }
-            Ok(Event::Init) => {
-                listing = Some(BTreeSet::new());
-                continue;
-            }
-            Ok(Event::InitApply(o)) => {
-                let e = to_event(kind, &o, ar.as_ref());
-                if let (Some(l), SourceEvent::Replace { origin, .. }) = (listing.as_mut(), &e) {
-                    l.insert(origin.clone());
-                }
-                vec![e]
-            }
-            Ok(Event::InitDone) => {
-                let fresh = listing.take().unwrap_or_default();
-                let gone: Vec<String> = known.difference(&fresh).cloned().collect();
-                known = fresh;
-                tracing::info!(kind, objects = known.len(), removed = gone.len(), "listed");
-                listed = true;
-                gone.into_iter()
-                    .map(|origin| SourceEvent::Remove { origin })
-                    .collect()
-            }
-            Ok(Event::Apply(o)) => {
-                let e = to_event(kind, &o, ar.as_ref());
-                if let SourceEvent::Replace { origin, .. } = &e {
-                    known.insert(origin.clone());
-                }
-                vec![e]
-            }
-            Ok(Event::Delete(o)) => {
-                let origin = origin(kind, o.meta());
-                known.remove(&origin);
-                vec![SourceEvent::Remove { origin }]
-            }
-        };
-        for e in out {
-            if events.send(e).is_err() {
-                return;
-            }
-        }
-        if listed {
-            pending.listed(kind);
         }
     }
 }
