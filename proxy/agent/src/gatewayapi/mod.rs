@@ -35,6 +35,10 @@ mod tests;
 mod tests_compile;
 #[cfg(test)]
 mod tests_http;
+#[cfg(test)]
+mod tests_listeners;
+#[cfg(test)]
+mod tests_routes;
 mod tls_tcp;
 mod translated;
 mod vsbuild;
