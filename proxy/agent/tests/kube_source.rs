@@ -178,6 +178,139 @@ async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
     assert!(db.bookmarks > 0, "bookmarks were requested and served");
 }
 
+/// Core objects from the API server are kept exactly as the files source
+/// keeps the same YAML: a Secret with its gateway credential keys alone, a
+/// Pod without its env, volumes, init containers and commands, metadata
+/// without managed fields or the last-applied annotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_objects_are_trimmed_as_the_files_source_trims_them() {
+    const EXTRA: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: mixed
+  namespace: istio-system
+  annotations: {kubectl.kubernetes.io/last-applied-configuration: "{}", keep: "yes"}
+  managedFields: [{manager: kubectl, operation: Apply}]
+type: Opaque
+data: {cert: Zm9v, key: YmFy, password: c2VjcmV0}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: shop}
+type: kubernetes.io/service-account-token
+data: {token: c2VjcmV0}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: heavy
+  namespace: shop
+  labels: {app: web}
+  managedFields: [{manager: kubelet, operation: Update}]
+spec:
+  serviceAccountName: web
+  volumes: [{name: v, emptyDir: {}}]
+  initContainers: [{name: init, image: init}]
+  containers:
+  - name: app
+    image: web
+    command: [run]
+    args: [--big]
+    env: [{name: A, value: b}]
+    volumeMounts: [{name: v, mountPath: /v}]
+    ports: [{name: http, containerPort: 8080}]
+status:
+  podIP: 10.1.0.9
+  conditions: [{type: Ready, status: "True"}]
+"#;
+    let fake = Fake::new();
+    for d in docs(MESH).into_iter().chain(docs(EXTRA)) {
+        fake.apply(d);
+    }
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let client = fake.serve(shutdown.clone()).await;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    tokio::spawn(Box::new(KubernetesSource { client }).run(ev_tx, shutdown.clone()));
+    let mut got: BTreeMap<String, mesh_agent::objects::KubeObject> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = tokio::time::timeout(left, ev_rx.recv())
+            .await
+            .expect("Synced within 10 s")
+            .expect("source running");
+        match ev {
+            SourceEvent::Synced => break,
+            SourceEvent::Replace {
+                origin,
+                mut objects,
+                errors,
+            } => {
+                assert!(errors.is_empty(), "{origin}: {errors:?}");
+                assert_eq!(objects.len(), 1, "{origin}");
+                got.insert(origin, objects.remove(0));
+            }
+            other => panic!("a first list gives objects only: {other:?}"),
+        }
+    }
+    // The API server's resourceVersion is the only difference allowed.
+    let unversioned = |o: &mesh_agent::objects::KubeObject| {
+        use mesh_agent::objects::KubeObject::*;
+        let mut o = o.clone();
+        match &mut o {
+            Secret(x) => x.metadata.resource_version = None,
+            Pod(x) => x.metadata.resource_version = None,
+            _ => {}
+        }
+        o
+    };
+    let (files, errs) = parse_yaml(EXTRA);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(files.len(), 3);
+    for (_, want) in &files {
+        let key = want.key();
+        let origin = format!("{}/{}/{}", key.kind, key.namespace, key.name);
+        let have = got
+            .get(&origin)
+            .unwrap_or_else(|| panic!("{origin} not received: {:?}", got.keys()));
+        assert_eq!(unversioned(have), *want, "{origin}");
+    }
+    let secret = |o: &str| match &got[o] {
+        mesh_agent::objects::KubeObject::Secret(s) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mixed = secret("Secret/istio-system/mixed");
+    let keys: Vec<&String> = mixed.data.iter().flatten().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["cert", "key"], "the password is not kept");
+    assert_eq!(mixed.metadata.managed_fields, None);
+    assert_eq!(
+        mixed
+            .metadata
+            .annotations
+            .as_ref()
+            .map(|a| a.keys().collect::<Vec<_>>()),
+        Some(vec![&"keep".to_string()])
+    );
+    assert_eq!(secret("Secret/shop/token").data, None);
+    let mesh_agent::objects::KubeObject::Pod(pod) = &got["Pod/shop/heavy"] else {
+        panic!("{:?}", got["Pod/shop/heavy"]);
+    };
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(
+        (spec.volumes.as_ref(), spec.init_containers.as_ref()),
+        (None, None)
+    );
+    let c = &spec.containers[0];
+    assert_eq!(
+        (&c.env, &c.command, &c.args, &c.volume_mounts),
+        (&None, &None, &None, &None)
+    );
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+    assert_eq!(pod.metadata.managed_fields, None);
+}
+
 /// The source says Synced once, after every kind's first list and its
 /// objects: a kind whose list is slow holds it back (the agent publishes
 /// nothing before it, so a proxy never gets a view of Services without their

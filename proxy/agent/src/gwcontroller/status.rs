@@ -20,25 +20,31 @@ impl GatewayController {
     ) {
         // What was last written per object (as computed, before time stamps).
         let mut written: BTreeMap<ResourceKey, Value> = BTreeMap::new();
+        // The statuses last written in full: an endpoint change shares them
+        // with the snapshot before, and then nothing needs comparing.
+        let mut done: Option<Arc<BTreeMap<ResourceKey, Value>>> = None;
         loop {
             let snap = snapshots.borrow_and_update().clone();
             let statuses = &snap.gateway_api_status;
-            // A vanished object is forgotten: written again if it comes back.
-            written.retain(|k, _| statuses.contains_key(k));
             let mut failed = false;
-            for (key, st) in statuses.iter() {
-                if written.get(key) == Some(st) {
-                    continue;
-                }
-                match self.write(key, st).await {
-                    Ok(()) => {
-                        written.insert(key.clone(), st.clone());
+            if !done.as_ref().is_some_and(|d| Arc::ptr_eq(d, statuses)) {
+                // A vanished object is forgotten: written again if it comes back.
+                written.retain(|k, _| statuses.contains_key(k));
+                for (key, st) in statuses.iter() {
+                    if written.get(key) == Some(st) {
+                        continue;
                     }
-                    Err(e) => {
-                        tracing::warn!(object = %key, error = %e, "Gateway API status not written; retrying");
-                        failed = true;
+                    match self.write(key, st).await {
+                        Ok(()) => {
+                            written.insert(key.clone(), st.clone());
+                        }
+                        Err(e) => {
+                            tracing::warn!(object = %key, error = %e, "Gateway API status not written; retrying");
+                            failed = true;
+                        }
                     }
                 }
+                done = (!failed).then(|| statuses.clone());
             }
             let retry_at = failed.then(|| tokio::time::Instant::now() + self.retry);
             let retry = async {

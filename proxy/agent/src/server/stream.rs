@@ -201,10 +201,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         .collect();
     let mut budget = ondemand::Budget::new(std::time::Instant::now());
     let mut pushed = Pushed::new(deltas);
+    // Both waits live across iterations. Made anew at each (a push and its
+    // ack are two per change), each joined and left the waiter list of its
+    // poke and of the shutdown token every stream shares, under their locks.
+    let mut cancelled = std::pin::pin!(shutdown.cancelled());
+    let mut poked = std::pin::pin!(poke.notified());
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = poke.notified() => {
+            _ = cancelled.as_mut() => return Ok(()),
+            _ = poked.as_mut() => {
+                // Armed again before the push: a poke that comes meanwhile
+                // is kept (`notify_one` leaves a permit) for the next turn.
+                poked.set(poke.notified());
                 // What it was poked for, taken before the snapshot is read:
                 // a change poked after this is left for the next wake-up,
                 // and every change taken is in the snapshot read.
