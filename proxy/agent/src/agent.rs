@@ -38,6 +38,8 @@ pub struct Running {
     pub debug_addr: SocketAddr,
     /// The optional plaintext config-only listener.
     pub plaintext_addr: Option<SocketAddr>,
+    /// The optional readiness listener (`GET /ready`).
+    pub ready_addr: Option<SocketAddr>,
     /// The serving certificate of the TLS sync port (None: plaintext, no CA).
     pub tls: Option<Arc<server::tls::ServerTls>>,
     pub shared: Arc<Shared>,
@@ -149,6 +151,11 @@ pub async fn start_live(
         None => None,
     };
     let plaintext_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
+    let ready = match cfg.ready_listen {
+        Some(addr) => Some(bind("readiness", addr)?),
+        None => None,
+    };
+    let ready_addr = ready.as_ref().and_then(|l| l.local_addr().ok());
     let ca = ca.map(Arc::new);
     let tls = match &ca {
         Some(ca) => Some(
@@ -198,9 +205,18 @@ pub async fn start_live(
             tracing::error!(error = %e, "debug server failed");
         }
     }));
+    if let Some(ready) = ready {
+        let (s2, sd2) = (shared.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = server::debug::serve_ready(ready, s2, sd2).await {
+                tracing::error!(error = %e, "readiness server failed");
+            }
+        }));
+    }
     let source = tokio::spawn(source.run(ev_tx, shutdown));
     Ok(Running {
         sync_addr,
+        ready_addr,
         debug_addr,
         plaintext_addr,
         tls,

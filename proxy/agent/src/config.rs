@@ -42,6 +42,13 @@ pub struct Config {
         env = "MESH_AGENT_DEBUG_LISTEN"
     )]
     pub debug_listen: SocketAddr,
+    /// Readiness address (Istio's 8080): `GET /ready` answers `200` once the
+    /// source has synced and the first snapshot is out, `503` before. For the
+    /// kubelet, which probes the pod's IP; nothing else is served there (the
+    /// debug listener, with the same check at `/healthz/ready`, stays on
+    /// loopback).
+    #[arg(long, env = "MESH_AGENT_READY_LISTEN")]
+    pub ready_listen: Option<SocketAddr>,
     /// Name shown in proxy-status' AGENT column (defaults to the host name).
     #[arg(long, env = "POD_NAME")]
     pub agent_name: Option<String>,
@@ -349,6 +356,7 @@ impl Config {
             ("listen", Some(self.listen)),
             ("plaintext-listen", self.plaintext_listen),
             ("debug-listen", Some(self.debug_listen)),
+            ("ready-listen", self.ready_listen),
         ]
         .into_iter()
         .filter_map(|(f, a)| Some((f, a?)))

@@ -179,13 +179,18 @@ fn run(flags: Config) -> anyhow::Result<()> {
             plaintext_config_only = ?running.plaintext_addr,
             "sync port bound"
         );
-        // `plaintext=` only with --plaintext-listen (the config-only port).
+        // `plaintext=` and `ready=` only with --plaintext-listen (the
+        // config-only port) and --ready-listen.
         let plaintext = running
             .plaintext_addr
             .map(|a| format!(" plaintext={a}"))
             .unwrap_or_default();
+        let ready = running
+            .ready_addr
+            .map(|a| format!(" ready={a}"))
+            .unwrap_or_default();
         println!(
-            "mesh-agent listening sync={} debug={}{plaintext}",
+            "mesh-agent listening sync={} debug={}{plaintext}{ready}",
             running.sync_addr, running.debug_addr
         );
         let sd = shutdown.clone();

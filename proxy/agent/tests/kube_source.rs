@@ -409,9 +409,17 @@ async fn a_starting_agent_is_not_ready_and_serves_no_view_before_every_list() {
     let client = fake.serve(shutdown.clone()).await;
     // No debounce: an agent that published between two lists would do so
     // as soon as the first list is in, long before the wait below ends.
-    let cfg = common::kube_flags(&["--visibility", "mesh", "--debounce-ms", "0"]);
+    let cfg = common::kube_flags(&[
+        "--visibility",
+        "mesh",
+        "--debounce-ms",
+        "0",
+        "--ready-listen",
+        "127.0.0.1:0",
+    ]);
     let (_keep, settings) = watch::channel(Arc::new(cfg.settings()));
     let agent = common::start_kube_agent(&cfg, settings, client, &shutdown).await;
+    let ready = agent.ready_addr.expect("--ready-listen bound");
 
     let id = ProxyIdentity {
         pod: "web-1".into(),
@@ -450,11 +458,17 @@ async fn a_starting_agent_is_not_ready_and_serves_no_view_before_every_list() {
         },
     )
     .await;
-    let (code, body) = common::http_status(agent.debug_addr, "/healthz/ready").await;
-    assert_eq!(
-        (code, body.trim()),
-        (503, "waiting for the config source's first sync")
-    );
+    // The debug port's check, and the kubelet's probe on the readiness
+    // listener, which serves nothing else.
+    for (addr, path) in [(agent.debug_addr, "/healthz/ready"), (ready, "/ready")] {
+        let (code, body) = common::http_status(addr, path).await;
+        assert_eq!(
+            (code, body.trim()),
+            (503, "waiting for the config source's first sync"),
+            "{path}"
+        );
+    }
+    assert_eq!(common::http_status(ready, "/debug/syncz").await.0, 404);
     assert!(
         applied.lock().unwrap().is_empty(),
         "no view before the lists are in"
@@ -468,6 +482,10 @@ async fn a_starting_agent_is_not_ready_and_serves_no_view_before_every_list() {
             == 200
     })
     .await;
+    assert_eq!(
+        common::http_status(ready, "/ready").await,
+        (200, "ok".into())
+    );
     let version = agent.shared.snapshots.borrow().version;
     mesh_e2e::wait::eventually(
         "the proxy applied it",

@@ -176,6 +176,19 @@ fn mesh_config_as_shipped_is_accepted_by_the_webhook_and_the_agent() -> Result<(
             mesh.agent_address
         );
         ensure!(svc["spec"]["ports"][0]["targetPort"].as_u64() == Some(a.listen.port().into()));
+        // Ready once synced: the probe asks the agent's readiness listener,
+        // on an address the kubelet reaches (the pod's IP, not loopback).
+        let ready = a.ready_listen.context("agent --ready-listen")?;
+        ensure!(
+            ready.ip().is_unspecified(),
+            "{dir}: --ready-listen {ready} is not reachable by the kubelet"
+        );
+        ensure!(
+            agent["readinessProbe"]["httpGet"]
+                == serde_json::json!({"path": "/ready", "port": ready.port()}),
+            "{dir}: agent readiness probe {}",
+            agent["readinessProbe"]
+        );
         parsed.push(mesh);
     }
     // The overlay's copy differs from the base in cni.enabled only.

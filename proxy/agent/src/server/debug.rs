@@ -2,7 +2,8 @@
 //! `GET /debug/gatewayapiz`: the `status` computed for every Gateway API object
 //! the mesh owns, by `Kind/namespace/name`;
 //! `GET /metrics`: the agent's counters (Prometheus text);
-//! `GET /healthz/ready`: whether the first snapshot is out.
+//! `GET /healthz/ready`: whether the first snapshot is out (also `GET /ready`
+//! alone on the optional readiness listener, for the kubelet).
 
 use super::access::{Auth, REASONS};
 use super::shared::Shared;
@@ -78,6 +79,24 @@ fn ready(shared: &Shared) -> (axum::http::StatusCode, &'static str) {
 
 async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
     Json(syncz(&shared))
+}
+
+/// Serves `GET /ready` alone on `listener` until `shutdown`: the kubelet's
+/// readiness probe, on an address it can reach.
+pub async fn serve_ready(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/ready",
+            get(|State(s): State<Arc<Shared>>| async move { ready(&s) }),
+        )
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// Serves the debug endpoints on `listener` until `shutdown`.
