@@ -65,6 +65,23 @@ async fn until(
     }
 }
 
+/// The source's events before its first `Synced`, which must come within 10 s.
+async fn events_until_synced(ev_rx: &mut mpsc::UnboundedReceiver<SourceEvent>) -> Vec<SourceEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ev_rx.recv())
+            .await
+            .expect("Synced within 10 s")
+            .expect("source running")
+        {
+            SourceEvent::Synced => return out,
+            ev => out.push(ev),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_source_matches_files_source_and_survives_expired_watches() {
     let fake = Fake::new();
@@ -234,15 +251,8 @@ status:
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     tokio::spawn(Box::new(KubernetesSource { client }).run(ev_tx, shutdown.clone()));
     let mut got: BTreeMap<String, mesh_agent::objects::KubeObject> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ev = tokio::time::timeout(left, ev_rx.recv())
-            .await
-            .expect("Synced within 10 s")
-            .expect("source running");
+    for ev in events_until_synced(&mut ev_rx).await {
         match ev {
-            SourceEvent::Synced => break,
             SourceEvent::Replace {
                 origin,
                 mut objects,
@@ -368,22 +378,11 @@ async fn synced_comes_after_every_kinds_first_list_a_slow_one_included() {
     );
 
     fake.release_lists();
-    let mut slices_before_synced = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ev = tokio::time::timeout(left, ev_rx.recv())
-            .await
-            .expect("Synced within 10 s")
-            .expect("source running");
-        match ev {
-            SourceEvent::Synced => break,
-            SourceEvent::Replace { origin, .. } if origin.starts_with("EndpointSlice/") => {
-                slices_before_synced += 1
-            }
-            _ => {}
-        }
-    }
+    let slices_before_synced = events_until_synced(&mut ev_rx)
+        .await
+        .iter()
+        .filter(|e| matches!(e, SourceEvent::Replace { origin, .. } if origin.starts_with("EndpointSlice/")))
+        .count();
     assert_eq!(
         slices_before_synced, slices,
         "every EndpointSlice of the held list arrives before Synced"
