@@ -7,109 +7,33 @@
 //! DISABLE sends plaintext, and that certificate rotation under load loses nothing.
 //! A sidecar that holds its certificate reconnects to the agent with it (no
 //! token needed any more).
+//!
+//! The tests are here (a test's name is its module path); their helpers are in
+//! `mtls_support/`: `fixtures.rs` (the node, its services, counters), `wire.rs`
+//! (capturing a sidecar's first bytes) and `certs.rs` (`/certs` during rotations).
 
 mod common;
 mod meshnet;
 
-use std::io::Read;
-use std::net::TcpListener;
+#[path = "mtls_support/fixtures.rs"]
+mod fixtures;
+
+#[path = "mtls_support/wire.rs"]
+mod wire;
+
+#[path = "mtls_support/certs.rs"]
+mod certs;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use certs::{sha, sorted, until_certs};
 use common::*;
+use fixtures::{counter, mesh, SVC_VIP};
 use mesh_e2e::testca::TestCa;
 use meshnet::*;
-
-const SVC_VIP: &str = ECHO_VIP;
-const SINK_VIP: &str = "10.96.0.30";
-const SINK_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: sink\n  namespace: default\nspec:\n  clusterIP: 10.96.0.30\n  selector:\n    app: sink\n  ports:\n  - name: http\n    port: 7000\n    targetPort: 7000\n";
-
-/// A node with an agent (CA on) and, in this order, a meshed echo server, a
-/// meshed client, `plain-0` (no sidecar) and `sink-0` (no sidecar, but labelled
-/// as meshed: a raw listener there poses as a meshed endpoint).
-fn mesh(agent_extra: &[&str], proxy_extra: &[&str]) -> MeshNet {
-    let specs = [
-        ECHO,
-        CLIENT,
-        PodSpec {
-            name: "plain-0",
-            pod_sa: "plain",
-            token_sa: None,
-            labels: &[("app", "plain")],
-        },
-        PodSpec {
-            name: "sink-0",
-            pod_sa: "sink",
-            token_sa: None,
-            labels: &[("app", "sink"), MESHED],
-        },
-    ];
-    let services = format!("{ECHO_SERVICE}---\n{SINK_SERVICE}");
-    MeshNet::with(&services, &specs, agent_extra, proxy_extra)
-}
-
-/// An unlabelled counter's value.
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Listens on `port` in `pod` and returns the first bytes of the first connection.
-fn capture_once(
-    pod: &Pod,
-    port: u16,
-) -> (
-    std::thread::JoinHandle<Vec<u8>>,
-    std::sync::mpsc::Receiver<()>,
-) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = in_netns(pod, move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-        tx.send(()).unwrap();
-        let (mut c, _) = l.accept().unwrap();
-        c.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut got = 0;
-        // A ClientHello's record length tells when it is complete; plaintext HTTP ends its head with CRLFCRLF.
-        while got < buf.len() {
-            match c.read(&mut buf[got..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n,
-            }
-            if got >= 5 && buf[0] == 0x16 {
-                if got >= 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]])) {
-                    break;
-                }
-            } else if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        buf.truncate(got);
-        buf
-    });
-    (h, rx)
-}
-
-/// What a meshed client's sidecar puts on the wire towards the sink service.
-fn wire_bytes(client: &Pod, sink: &Pod) -> Vec<u8> {
-    let (h, ready) = capture_once(sink, 7000);
-    ready.recv().unwrap();
-    // curl fails (the sink never answers HTTP); only the bytes matter.
-    let _ = client.exec(
-        APP,
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "3",
-            &format!("http://{SINK_VIP}:7000/"),
-        ],
-    );
-    h.join().unwrap()
-}
+use wire::wire_bytes;
 
 #[test]
 fn sidecars_speak_mtls_with_xfcc_principals_and_peer_authentication() {
@@ -362,37 +286,6 @@ fn rotation_under_load_loses_no_request() {
         last["notAfter"].as_u64() > first["notAfter"].as_u64(),
         "{first} {last}"
     );
-}
-
-/// SHA-256 of a CA's certificate, as the proxies' /certs shows it.
-fn sha(ca: &TestCa) -> String {
-    mesh_proxy::mtls::cert_hash(pem::parse(&ca.pem).unwrap().contents())
-}
-
-/// Waits until both sidecars' /certs satisfy `f`.
-fn until_certs(pods: [&Pod; 2], what: &str, f: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for pod in pods {
-        loop {
-            let c = admin_json(pod, "/certs");
-            if f(&c) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{what}: {} has {c}", pod.name());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn sorted(v: &serde_json::Value) -> Vec<String> {
-    let mut l: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect();
-    l.sort();
-    l
 }
 
 #[test]
