@@ -19,7 +19,7 @@ fn agent(args: &[&str]) -> (i32, String, String) {
 fn bad_config_exits_non_zero_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--source", "files"],
             "--source files needs --config-dir <folder>",
@@ -56,6 +56,17 @@ fn bad_config_exits_non_zero_with_a_clear_message() {
                 "127.0.0.1:15999",
             ],
             "--listen and --debug-listen are both 127.0.0.1:15999",
+        ),
+        (
+            &[
+                "--config-dir",
+                d,
+                "--debug-listen",
+                "127.0.0.1:15998",
+                "--ready-listen",
+                "127.0.0.1:15998",
+            ],
+            "--debug-listen and --ready-listen are both 127.0.0.1:15998",
         ),
     ];
     for (args, msg) in cases {
