@@ -151,10 +151,7 @@ pub async fn start_live(
         None => None,
     };
     let plaintext_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
-    let ready = match cfg.ready_listen {
-        Some(addr) => Some(bind("readiness", addr)?),
-        None => None,
-    };
+    let ready = cfg.ready_listen.map(|a| bind("readiness", a)).transpose()?;
     let ready_addr = ready.as_ref().and_then(|l| l.local_addr().ok());
     let ca = ca.map(Arc::new);
     let tls = match &ca {
@@ -199,17 +196,13 @@ pub async fn start_live(
     if let (Some(ca), Some(t)) = (&ca, &tls) {
         tasks.extend(ca_tasks(cfg, ca, t, &shutdown));
     }
-    let (s2, sd2) = (shared.clone(), shutdown.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = server::debug::serve(debug, s2, sd2).await {
-            tracing::error!(error = %e, "debug server failed");
-        }
-    }));
-    if let Some(ready) = ready {
+    use server::debug::Endpoints;
+    for (listener, which) in [(Some(debug), Endpoints::Debug), (ready, Endpoints::Ready)] {
+        let Some(listener) = listener else { continue };
         let (s2, sd2) = (shared.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = server::debug::serve_ready(ready, s2, sd2).await {
-                tracing::error!(error = %e, "readiness server failed");
+            if let Err(e) = server::debug::serve(listener, which, s2, sd2).await {
+                tracing::error!(error = %e, endpoints = ?which, "HTTP server failed");
             }
         }));
     }

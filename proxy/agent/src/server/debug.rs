@@ -63,10 +63,11 @@ pub fn metrics(shared: &Shared) -> String {
     out
 }
 
-/// `GET /healthz/ready`: `200` once the first snapshot is published (the
-/// source synced, see `pipeline`), `503` while proxies would still wait for
-/// their first view, as istiod is not ready before its informers sync.
-fn ready(shared: &Shared) -> (axum::http::StatusCode, &'static str) {
+/// `GET /healthz/ready` (and `/ready`): `200` once the first snapshot is
+/// published (the source synced, see `pipeline`), `503` while proxies would
+/// still wait for their first view, as istiod is not ready before its
+/// informers sync.
+async fn ready(State(shared): State<Arc<Shared>>) -> (axum::http::StatusCode, &'static str) {
     if shared.snapshots.borrow().version > 0 {
         (axum::http::StatusCode::OK, "ok")
     } else {
@@ -81,43 +82,39 @@ async fn handler(State(shared): State<Arc<Shared>>) -> Json<Syncz> {
     Json(syncz(&shared))
 }
 
-/// Serves `GET /ready` alone on `listener` until `shutdown`: the kubelet's
-/// readiness probe, on an address it can reach.
-pub async fn serve_ready(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route(
-            "/ready",
-            get(|State(s): State<Arc<Shared>>| async move { ready(&s) }),
-        )
-        .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoints {
+    /// Everything above, on the loopback debug port.
+    Debug,
+    /// `GET /ready` alone: the kubelet's readiness probe, on an address it
+    /// can reach.
+    Ready,
 }
 
-/// Serves the debug endpoints on `listener` until `shutdown`.
+/// Serves `which` endpoints on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
+    which: Endpoints,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/debug/syncz", get(handler))
-        .route(
-            "/debug/gatewayapiz",
-            get(|State(s): State<Arc<Shared>>| async move { Json(gateway_api_statuses(&s)) }),
-        )
-        .route(
-            "/metrics",
-            get(|State(s): State<Arc<Shared>>| async move { metrics(&s) }),
-        )
-        .route("/healthz/ready", get(|State(s): State<Arc<Shared>>| async move { ready(&s) }))
-        .route("/version", get(|| async { axum::Json(serde_json::json!({"component": "mesh-agent", "version": env!("CARGO_PKG_VERSION")})) }))
-        .with_state(shared);
+    let app = match which {
+        Endpoints::Ready => Router::new().route("/ready", get(ready)),
+        Endpoints::Debug => Router::new()
+            .route("/debug/syncz", get(handler))
+            .route(
+                "/debug/gatewayapiz",
+                get(|State(s): State<Arc<Shared>>| async move { Json(gateway_api_statuses(&s)) }),
+            )
+            .route(
+                "/metrics",
+                get(|State(s): State<Arc<Shared>>| async move { metrics(&s) }),
+            )
+            .route("/healthz/ready", get(ready))
+            .route("/version", get(|| async { axum::Json(serde_json::json!({"component": "mesh-agent", "version": env!("CARGO_PKG_VERSION")})) })),
+    }
+    .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
