@@ -23,6 +23,8 @@ pub mod validate;
 mod validate_grpc;
 mod validate_route;
 #[cfg(test)]
+mod validate_route_tests;
+#[cfg(test)]
 mod validate_tests;
 
 #[cfg(test)]
