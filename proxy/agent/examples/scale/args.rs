@@ -32,6 +32,13 @@ pub struct Args {
     /// agent's 100 ms debounce, so every change is measured on its own).
     #[arg(long, default_value_t = 250)]
     pub change_gap_ms: u64,
+    /// Services rolled out together in phase 3b (each replaces its pods one
+    /// by one: one EndpointSlice change per pod); 0 skips the phase.
+    #[arg(long, default_value_t = 50)]
+    pub rollout_services: usize,
+    /// How long the rollout's changes are spread over.
+    #[arg(long, default_value_t = 2000)]
+    pub rollout_ms: u64,
     /// Where the agent reads the mesh: `files` (a YAML directory) or
     /// `kubernetes` (the in-process fake API server, watched by kube-rs).
     #[arg(long, value_enum, default_value = "files")]

@@ -1,6 +1,7 @@
 //! The in-process proxies: sync clients (`spawn_client`, the library the
 //! sidecar uses) on the benchmark's tokio runtime, and the probe their apply
-//! callbacks write to (first view, change markers, resync after a restart).
+//! callbacks write to (first view, change markers, the rollout's end,
+//! resync after a restart).
 //! A leaf: it imports no sibling.
 
 use mesh_agent::client::{Client, ClientConfig};
@@ -23,6 +24,12 @@ pub struct Slot {
     pub resync: Option<Instant>,
     /// The first newer view holding every wanted host.
     pub hosts_back: Option<Instant>,
+    /// Views applied so far.
+    pub applies: u64,
+    /// The rollout's services in this proxy's view: (host, the address its
+    /// last step gives), and when a view first held all of them.
+    pub rollout: Vec<(String, String)>,
+    pub rolled: Option<Instant>,
 }
 
 /// The change being measured: host, marker IP, change number.
@@ -56,6 +63,15 @@ impl Probe {
         let target = self.target.read().unwrap().clone();
         let mut slot = self.slots[i].lock().unwrap();
         slot.first.get_or_insert(now);
+        slot.applies += 1;
+        if slot.rolled.is_none()
+            && !slot.rollout.is_empty()
+            && slot.rollout.iter().all(|(h, ip)| {
+                has(v, h).is_some_and(|k| v.services[k].endpoints.iter().any(|e| e.address == *ip))
+            })
+        {
+            slot.rolled = Some(now);
+        }
         if let Some((host, ip, change)) = target {
             if slot.marker.map(|m| m.0) != Some(change) {
                 if let Some(k) = has(v, &host) {

@@ -11,7 +11,7 @@
 //! EndpointSlice object updated (one MODIFIED watch event). Imports only
 //! `mesh` and `procs`.
 
-use crate::mesh::{service_yaml, write_mesh};
+use crate::mesh::{service_yaml, service_yaml_with, write_mesh};
 use crate::procs::{start_agent, Agent, AgentCmd};
 use mesh_e2e::fake_api::{docs, Fake, Threaded};
 use serde_json::json;
@@ -101,7 +101,24 @@ impl Feed {
     /// Replaces service `i`'s EndpointSlice with `marker` as its first
     /// endpoint's address, in one step.
     pub fn change(&self, i: usize, shape: Shape, marker: &str) {
-        let text = service_yaml(i, shape.namespaces, i < shape.vs, Some(marker));
+        self.write(
+            i,
+            service_yaml(i, shape.namespaces, i < shape.vs, Some(marker)),
+        );
+    }
+
+    /// Replaces service `i`'s EndpointSlice with one endpoint per address of
+    /// `addrs`, in one step.
+    pub fn set_endpoints(&self, i: usize, shape: Shape, addrs: &[String]) {
+        self.write(
+            i,
+            service_yaml_with(i, shape.namespaces, i < shape.vs, addrs),
+        );
+    }
+
+    /// Writes service `i` as `text` says: its file renamed over, or its
+    /// EndpointSlice object updated.
+    fn write(&self, i: usize, text: String) {
         match self {
             Feed::Files { dir } => {
                 let name = format!("svc-{i}.yaml");

@@ -35,6 +35,10 @@
 //!    callback seeing the marker; p50/p99/max, agent CPU and view bytes
 //!    (`/metrics`) per change; the agent's CPU at rest is sampled first, so
 //!    the per-change figure is also given net of what the series' pauses cost;
+//!    3b. a rollout storm: `--rollout-services` (50) services replace their
+//!    pods one by one together, `--rollout-services` × 10 EndpointSlice
+//!    changes over `--rollout-ms` (2,000): the agent's CPU per change, views
+//!    per affected proxy, last change -> final endpoints applied;
 //! 4. agent restart: SIGKILL, start again on the same sync port, time until
 //!    every proxy applies a newer view and has its looked-up hosts back;
 //! 5. a real `target/release/mesh-proxy` (on loopback, ports of its own) against
@@ -49,7 +53,7 @@
 //! Files: `mesh` (the YAML), `feed` (where the agent reads it), `procs` (child processes, `/proc`, HTTP),
 //! `clients` (the in-process proxies and their probe), `stats` (waits,
 //! percentiles), `args` (the command line), `ctx` (what phases 1-4 share), one file per phase
-//! (`startup`, `changes`, `restart`, `sidecar`) and `report` (the table and
+//! (`startup`, `changes`, `rollout`, `restart`, `sidecar`) and `report` (the table and
 //! the JSON).
 
 mod args;
@@ -61,6 +65,7 @@ mod mesh;
 mod procs;
 mod report;
 mod restart;
+mod rollout;
 mod sidecar;
 mod startup;
 mod stats;
@@ -83,6 +88,10 @@ fn main() {
     assert!(
         args.changes <= args.services,
         "--changes must not exceed --services"
+    );
+    assert!(
+        args.rollout_services <= args.services.min(4096),
+        "--rollout-services must not exceed --services (nor 4096)"
     );
     let started = Instant::now();
     let tck = clk_tck();
@@ -161,6 +170,7 @@ fn main() {
             "endpoints": cx.args.services * ENDPOINTS_PER_SERVICE, "virtual_services": vs,
             "destination_rules": vs, "lookups_per_proxy": cx.args.lookups, "changes": cx.args.changes,
             "change_gap_ms": cx.args.change_gap_ms, "source": cx.feed.label(),
+            "rollout_services": cx.args.rollout_services, "rollout_ms": cx.args.rollout_ms,
             "clients": "in-process sync-client tasks on one tokio runtime over loopback TCP",
         },
         "agent_listening_s": agent_listen_first.as_secs_f64(),
@@ -172,6 +182,11 @@ fn main() {
         let st = startup::run(&cx, &agent, &shutdown).await;
         // ---- phase 3: endpoint changes
         let ch = changes::run(&cx, &agent, &st.clients).await;
+        // ---- phase 3b: a rollout storm
+        let ro = match cx.args.rollout_services {
+            0 => None,
+            _ => Some(rollout::run(&cx, &agent, &st.clients).await),
+        };
         // ---- phase 4: restart
         let re = restart::run(&cx, &mut agent, &st.clients).await;
         report::in_process(
@@ -179,9 +194,12 @@ fn main() {
             &mut report,
             &cx,
             agent_listen_first,
-            &st,
-            &ch,
-            &re,
+            report::Phases {
+                st: &st,
+                ch: &ch,
+                ro: ro.as_ref(),
+                re: &re,
+            },
         );
         st.clients
     });

@@ -1,7 +1,7 @@
 //! The synthetic mesh the benchmark serves: one YAML file per Service (with
 //! its EndpointSlice, and for the first services a VirtualService and a
-//! DestinationRule), the hosts proxies look up, and the one-step file
-//! replacement the change series uses. A leaf: it imports no sibling.
+//! DestinationRule), the hosts proxies look up, and the EndpointSlices the
+//! change series and the rollout write. A leaf: it imports no sibling.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,10 +12,30 @@ pub fn host(i: usize, namespaces: usize) -> String {
     format!("svc-{i}.ns-{}.svc.cluster.local", i % namespaces)
 }
 
+/// Service `i`'s endpoint addresses as the mesh is written.
+pub fn addresses(i: usize) -> Vec<String> {
+    (0..ENDPOINTS_PER_SERVICE)
+        .map(|e| {
+            let ip = i * ENDPOINTS_PER_SERVICE + e;
+            format!("10.{}.{}.{}", 1 + ip / 65536, (ip / 256) % 256, ip % 256)
+        })
+        .collect()
+}
+
 /// Service `i` (bench.rs's shapes): Service + EndpointSlice, and a
 /// VirtualService with a DestinationRule when `vs`. `marker` replaces the
 /// first endpoint's address.
 pub fn service_yaml(i: usize, namespaces: usize, vs: bool, marker: Option<&str>) -> String {
+    let mut addrs = addresses(i);
+    if let Some(m) = marker {
+        addrs[0] = m.to_string();
+    }
+    service_yaml_with(i, namespaces, vs, &addrs)
+}
+
+/// [`service_yaml`] with the EndpointSlice's addresses given, one endpoint
+/// each (a rollout step replaces some of them).
+pub fn service_yaml_with(i: usize, namespaces: usize, vs: bool, addrs: &[String]) -> String {
     let ns = format!("ns-{}", i % namespaces);
     let mut y = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: {ns}}}\nspec:\n  clusterIP: 10.96.{}.{}\n  selector: {{app: svc-{i}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: grpc-api, port: 9090}}]\n---\n",
@@ -23,12 +43,7 @@ pub fn service_yaml(i: usize, namespaces: usize, vs: bool, marker: Option<&str>)
         i % 250
     );
     write!(y, "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc-{i}-x, namespace: {ns}, labels: {{kubernetes.io/service-name: svc-{i}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}, {{name: grpc-api, port: 9090}}]\nendpoints:\n").unwrap();
-    for e in 0..ENDPOINTS_PER_SERVICE {
-        let ip = i * ENDPOINTS_PER_SERVICE + e;
-        let addr = match marker {
-            Some(m) if e == 0 => m.to_string(),
-            _ => format!("10.{}.{}.{}", 1 + ip / 65536, (ip / 256) % 256, ip % 256),
-        };
+    for (e, addr) in addrs.iter().enumerate() {
         writeln!(
             y,
             "- addresses: [{addr}]\n  conditions: {{ready: true}}\n  zone: zone-{}",

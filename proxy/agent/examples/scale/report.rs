@@ -1,4 +1,4 @@
-//! The report: phases 1 to 4's rows of the final table and their JSON
+//! The report: phases 1 to 4's rows (3b's when it ran) of the final table and their JSON
 //! sections (built after phase 4, since rows mix figures of several phases),
 //! and the end of the run: the table printed, the goals, and `--out`.
 
@@ -7,11 +7,20 @@ use crate::ctx::Ctx;
 use crate::mesh::ENDPOINTS_PER_SERVICE;
 use crate::procs::{rss_mib, Sample};
 use crate::restart::Restart;
+use crate::rollout::Rollout;
 use crate::startup::Startup;
 use crate::stats::{ms, pct, Row};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// What phases 1 to 4 measured.
+pub struct Phases<'a> {
+    pub st: &'a Startup,
+    pub ch: &'a Changes,
+    pub ro: Option<&'a Rollout>,
+    pub re: &'a Restart,
+}
 
 /// Adds phases 1 to 4's rows and their `startup`, `agent`, `changes`,
 /// `restart` and `benchmark_process_rss_mib` entries to the report (and
@@ -21,10 +30,9 @@ pub fn in_process(
     report: &mut serde_json::Value,
     cx: &Ctx,
     agent_listen_first: Duration,
-    st: &Startup,
-    ch: &Changes,
-    re: &Restart,
+    phases: Phases,
 ) {
+    let Phases { st, ch, ro, re } = phases;
     let own_rss = rss_mib(std::process::id());
     let vs = cx.vs;
     let (lat, all) = (&st.lat, &ch.all);
@@ -126,6 +134,9 @@ pub fn in_process(
         format!("{full_b:.0} / {delta_b:.0} / {unch_b:.0}"),
         String::new(),
     ));
+    if let Some(ro) = ro {
+        rollout_rows(rows, report, ro);
+    }
     rows.push((
         "restart: all proxies newer view".into(),
         format!("{:.2} s after SIGKILL", re.resync.as_secs_f64()),
@@ -188,6 +199,56 @@ pub fn in_process(
         }),
     );
     r.insert("benchmark_process_rss_mib".into(), json!(own_rss));
+}
+
+/// Phase 3b's rows and its `rollout` entry.
+fn rollout_rows(rows: &mut Vec<Row>, report: &mut serde_json::Value, ro: &Rollout) {
+    let st = &ro.settled;
+    rows.push((
+        "rollout: EndpointSlice changes (services x pods)".into(),
+        format!(
+            "{} ({} x {ENDPOINTS_PER_SERVICE}) over {:.2} s",
+            ro.changes, ro.services, ro.span_s
+        ),
+        String::new(),
+    ));
+    rows.push((
+        "rollout: affected proxies; views each applied".into(),
+        format!("{}; {:.1}", ro.affected, ro.views_per_proxy),
+        String::new(),
+    ));
+    rows.push((
+        "rollout: last change -> final endpoints p50 / p99 / max".into(),
+        format!(
+            "{:.1} / {:.1} / {:.1} ms",
+            ms(pct(st, 50.0)),
+            ms(pct(st, 99.0)),
+            ms(pct(st, 100.0))
+        ),
+        String::new(),
+    ));
+    rows.push((
+        "rollout: agent CPU per 1,000 changes".into(),
+        format!("{:.2} vCPU-s", ro.cpu_per_change * 1000.0),
+        String::new(),
+    ));
+    rows.push((
+        "rollout: deltas / bytes per change".into(),
+        format!("{:.1} / {:.0}", ro.delta_m, ro.delta_b),
+        String::new(),
+    ));
+    report.as_object_mut().unwrap().insert(
+        "rollout".into(),
+        json!({
+            "services": ro.services, "changes": ro.changes, "span_s": ro.span_s,
+            "affected_proxies": ro.affected, "pairs": ro.pairs,
+            "views_per_affected_proxy": ro.views_per_proxy,
+            "settled_p50_ms": ms(pct(st, 50.0)), "settled_p99_ms": ms(pct(st, 99.0)),
+            "settled_max_ms": ms(pct(st, 100.0)),
+            "agent_cpu_s_per_1000_changes": ro.cpu_per_change * 1000.0,
+            "delta_messages_per_change": ro.delta_m, "delta_bytes_per_change": ro.delta_b,
+        }),
+    );
 }
 
 /// Ends the run: the reference row, the table printed, the total run time,
