@@ -28,6 +28,12 @@
 //! [`IdlePolicy::interval`] the client drops the idle ones from what it asks
 //! for and sends the agent `Forget`.
 
+mod certificate;
+mod transport;
+
+pub use certificate::{request_certificate, SignedCert};
+pub use transport::{connect, connect_as, ClientCert, CurrentCert, Io, Transport};
+
 use crate::syncapi::{AgentMessage, ClientMessage, ProxyIdentity, ProxyView};
 use crate::syncdelta::DeltaError;
 use crate::syncframe::{encode, framed, ProtocolError};
@@ -39,114 +45,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-
-/// How connections to the agent are secured.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// An agent without CA (config only).
-    #[default]
-    Plaintext,
-    /// TLS 1.3; the agent's certificate must chain to a root in `root_file` and
-    /// carry `server_name`.
-    Tls {
-        root_file: std::path::PathBuf,
-        server_name: String,
-    },
-}
-
-/// A connected, possibly TLS-wrapped, stream to the agent.
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// A workload certificate to present as TLS client: chain (leaf first) and
-/// its PKCS#8 key.
-#[derive(Clone)]
-pub struct ClientCert {
-    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    pub key_der: Vec<u8>,
-}
-
-/// The certificate to present now (`None`: none yet).
-#[derive(Clone)]
-pub struct CurrentCert(pub Arc<dyn Fn() -> Option<ClientCert> + Send + Sync>);
-
-impl std::fmt::Debug for CurrentCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CurrentCert")
-    }
-}
-
-/// Connects to `addr` as `transport` says.
-pub async fn connect(addr: &str, transport: &Transport) -> Result<Box<dyn Io>, ProtocolError> {
-    connect_as(addr, transport, None).await
-}
-
-/// [`connect`], presenting `cert` as TLS client certificate (TLS only).
-pub async fn connect_as(
-    addr: &str,
-    transport: &Transport,
-    cert: Option<&ClientCert>,
-) -> Result<Box<dyn Io>, ProtocolError> {
-    let sock = tokio::net::TcpStream::connect(addr).await?;
-    let _ = sock.set_nodelay(true);
-    let (root_file, server_name) = match transport {
-        Transport::Plaintext => return Ok(Box::new(sock)),
-        Transport::Tls {
-            root_file,
-            server_name,
-        } => (root_file, server_name),
-    };
-    let tls_err = |why: String| ProtocolError::Tls(why);
-    let text = tokio::fs::read_to_string(root_file).await.map_err(|e| {
-        tls_err(format!(
-            "reading the CA root bundle {}: {e}",
-            root_file.display()
-        ))
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for block in pem::parse_many(&text).unwrap_or_default() {
-        if block.tag() == "CERTIFICATE" {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(
-                    block.into_contents(),
-                ))
-                .map_err(|e| tls_err(format!("{}: bad root: {e}", root_file.display())))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(tls_err(format!(
-            "the CA root bundle {} holds no certificate",
-            root_file.display()
-        )));
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .map_err(|e| tls_err(e.to_string()))?
-    .with_root_certificates(roots);
-    let cfg = match cert {
-        None => cfg.with_no_client_auth(),
-        Some(c) => cfg
-            .with_client_auth_cert(
-                c.chain.clone(),
-                rustls::pki_types::PrivateKeyDer::Pkcs8(c.key_der.clone().into()),
-            )
-            .map_err(|e| tls_err(format!("the workload certificate: {e}")))?,
-    };
-    let name = rustls::pki_types::ServerName::try_from(server_name.clone())
-        .map_err(|e| tls_err(format!("server name {server_name:?}: {e}")))?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(name, sock)
-        .await
-        .map_err(|e| {
-            tls_err(format!(
-                "TLS to {addr} as {server_name:?} (roots {}): {e}",
-                root_file.display()
-            ))
-        })?;
-    Ok(Box::new(tls))
-}
 
 /// How to reach the agent and who we are.
 #[derive(Debug, Clone)]
@@ -536,67 +434,5 @@ async fn read_token(file: &std::path::Path) -> Result<String, ProtocolError> {
     Ok(text.trim().to_string())
 }
 
-/// A signed chain (leaf first) and the mesh roots, PEM.
-#[derive(Debug, Clone)]
-pub struct SignedCert {
-    pub chain: Vec<String>,
-    pub roots: Vec<String>,
-}
-
-/// Asks the mesh CA at `addr` to sign `csr_pem` (one connection, one answer).
-pub async fn request_certificate(
-    addr: &str,
-    transport: &Transport,
-    token: &str,
-    csr_pem: &str,
-    ttl: Duration,
-) -> Result<SignedCert, ProtocolError> {
-    let exchange = async {
-        let mut io = framed(connect(addr, transport).await?);
-        io.send(encode(&ClientMessage::Csr {
-            token: token.to_string(),
-            csr: csr_pem.to_string(),
-            ttl_seconds: ttl.as_secs(),
-        }))
-        .await?;
-        let frame = io.next().await.ok_or(ProtocolError::Closed)??;
-        match crate::syncframe::decode_agent(&frame)? {
-            AgentMessage::Certificate { cert_chain, roots } => Ok(SignedCert {
-                chain: cert_chain,
-                roots,
-            }),
-            AgentMessage::Error { message } => Err(ProtocolError::Unexpected(message)),
-            AgentMessage::View { .. }
-            | AgentMessage::Delta { .. }
-            | AgentMessage::Lookup { .. } => Err(ProtocolError::Unexpected(
-                "a sync message instead of a certificate".into(),
-            )),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| ProtocolError::Unexpected(format!("CA at {addr} did not answer within 10s")))?
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::{SinkExt, StreamExt};
-
-    #[tokio::test]
-    async fn a_large_frame_does_not_keep_its_read_buffer_a_small_one_does() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let (mut tx, mut rx) = (crate::syncframe::framed(a), crate::syncframe::framed(b));
-        for (len, kept) in [(200 * 1024, false), (1024, true)] {
-            tx.send(bytes::Bytes::from(vec![b'x'; len])).await.unwrap();
-            let frame = rx.next().await.unwrap().unwrap();
-            assert_eq!(frame.len(), len);
-            release_large_frame(&mut rx, frame);
-            assert_eq!(
-                rx.read_buffer().capacity() > 0,
-                kept,
-                "frame of {len} bytes"
-            );
-        }
-    }
-}
+mod tests;
