@@ -3,7 +3,7 @@
 //! answered after a view that carries it; one for a service `exportTo`
 //! hides, or an address outside the mesh, answers nothing and sends no view;
 //! a stream flooding lookups gets refusals while another stream's lookup is
-//! still answered.
+//! still answered; lookups sent together share one view.
 
 use mesh_agent::config::Config;
 use mesh_agent::source::files::FilesSource;
@@ -168,6 +168,56 @@ async fn lookups_extend_the_view_hide_what_istio_hides_and_are_rate_limited() {
     .await;
     assert!(matches!(recv(&mut other).await, AgentMessage::View { .. }));
     assert_eq!(answer(recv(&mut other).await).1.as_deref(), Some(STOCK));
+}
+
+/// Lookups a proxy sends together (a pod's first connections, opened at
+/// once) are answered after one view holding every host they found, not a
+/// view per host; each answer still comes after the view that carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_sent_together_share_one_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let agent = on_demand_agent(dir.path(), &shutdown).await;
+    let mut web = subscribe(agent.sync_addr, "web-1").await;
+    let targets = ["10.96.0.20", "203.0.113.7", "10.96.0.40"];
+    // One write, so the agent reads the three frames in one go.
+    let mut frames = Vec::new();
+    for target in targets {
+        let b = serde_json::to_vec(&ClientMessage::Lookup {
+            target: target.into(),
+        })
+        .unwrap();
+        frames.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        frames.extend_from_slice(&b);
+    }
+    web.write_all(&frames).await.unwrap();
+    let view = hosts(recv(&mut web).await);
+    assert!(
+        view.contains(&STOCK.to_string()) && view.contains(&CATALOG.to_string()),
+        "one view with both hosts: {view:?}"
+    );
+    let mut answers = Vec::new();
+    for _ in targets {
+        answers.push(answer(recv(&mut web).await));
+    }
+    assert_eq!(
+        answers,
+        vec![
+            ("10.96.0.20".into(), Some(STOCK.into()), None),
+            ("203.0.113.7".into(), None, None),
+            ("10.96.0.40".into(), Some(CATALOG.into()), None),
+        ]
+    );
+    // Nothing else was sent: the next message answers the next question.
+    send(
+        &mut web,
+        &ClientMessage::Lookup {
+            target: "stock.inventory".into(),
+        },
+    )
+    .await;
+    assert_eq!(answer(recv(&mut web).await).1.as_deref(), Some(STOCK));
 }
 
 /// The sync client's half: a lookup answered `Found` means the view carrying

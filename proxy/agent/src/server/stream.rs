@@ -206,6 +206,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     // poke and of the shutdown token every stream shares, under their locks.
     let mut cancelled = std::pin::pin!(shutdown.cancelled());
     let mut poked = std::pin::pin!(poke.notified());
+    // Lookups the proxy sent together (already read, as frames in the read
+    // buffer) are answered together, after one view that holds all their
+    // hosts instead of one view per host. `answers` is non-empty only while
+    // a whole frame is still buffered, so the next turn reads it without I/O
+    // and ends with the answers sent.
+    let mut answers: Vec<bytes::Bytes> = Vec::new();
+    let mut view_due = false;
     loop {
         tokio::select! {
             _ = cancelled.as_mut() => return Ok(()),
@@ -233,6 +240,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 }
                 send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id, &mut pushed,
                     &pending).await?;
+                view_due = false;
                 shared.xds.pushed(started.elapsed());
             }
             frame = io.next() => {
@@ -263,14 +271,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                             if let Some(h) = host.as_ref().filter(|_| on_demand) {
                                 let room = requested.len() < ondemand::MAX_REQUESTED;
                                 if room && requested.insert(h.clone()) && snap.version > 0 {
-                                    send_view(&shared, &mut w, &snap, &identity, secrets,
-                                        &requested, id, &mut pushed, &Pending::unknown()).await?;
+                                    view_due = true;
                                 }
                             }
                             AgentMessage::Lookup { target, host, refused: None }
                         };
-                        write_frame(&mut w, &encode(&answer)).await?;
-                        w.flush().await?;
+                        answers.push(encode(&answer));
                     }
                     Ok(ClientMessage::Forget { targets }) => {
                         // Aged out on the proxy: out of its view. A host the
@@ -285,6 +291,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         if requested.len() < before && on_demand && snap.version > 0 {
                             send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id,
                                 &mut pushed, &Pending::unknown()).await?;
+                            view_due = false;
                         }
                     }
                     Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {
@@ -294,6 +301,37 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 }
             }
         }
+        if !answers.is_empty() && !frame_buffered(io.read_buffer()) {
+            if view_due {
+                let snap = snaps.borrow().clone();
+                send_view(
+                    &shared,
+                    &mut w,
+                    &snap,
+                    &identity,
+                    secrets,
+                    &requested,
+                    id,
+                    &mut pushed,
+                    &Pending::unknown(),
+                )
+                .await?;
+                view_due = false;
+            }
+            for a in answers.drain(..) {
+                write_frame(&mut w, &a).await?;
+            }
+            w.flush().await?;
+        }
+    }
+}
+
+/// Whether `buf` holds a whole frame of the sync stream's codec (a 4-byte
+/// big-endian length, then that many bytes): the next read needs no I/O.
+fn frame_buffered(buf: &[u8]) -> bool {
+    match buf.first_chunk::<4>() {
+        Some(len) => buf.len() - 4 >= u32::from_be_bytes(*len) as usize,
+        None => false,
     }
 }
 
@@ -426,4 +464,25 @@ async fn reject<W: AsyncWrite + Unpin>(w: &mut W, message: String) -> Result<(),
     let _ = write_frame(w, &msg).await;
     let _ = w.flush().await;
     Err(ProtocolError::Unexpected(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_buffered;
+    use bytes::BytesMut;
+    use tokio_util::codec::Encoder;
+
+    #[test]
+    fn a_frame_is_buffered_once_its_last_byte_is() {
+        let mut buf = BytesMut::new();
+        crate::protocol::codec()
+            .encode(bytes::Bytes::from_static(b"{\"ack\":1}"), &mut buf)
+            .unwrap();
+        for cut in 0..buf.len() {
+            assert!(!frame_buffered(&buf[..cut]), "{cut} of {} bytes", buf.len());
+        }
+        assert!(frame_buffered(&buf));
+        buf.extend_from_slice(&[0, 0]);
+        assert!(frame_buffered(&buf));
+    }
 }
