@@ -206,11 +206,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     // poke and of the shutdown token every stream shares, under their locks.
     let mut cancelled = std::pin::pin!(shutdown.cancelled());
     let mut poked = std::pin::pin!(poke.notified());
-    // Lookups the proxy sent together (already read, as frames in the read
-    // buffer) are answered together, after one view that holds all their
-    // hosts instead of one view per host. `answers` is non-empty only while
-    // a whole frame is still buffered, so the next turn reads it without I/O
-    // and ends with the answers sent.
+    // Lookups and forgets the proxy sent together (already read, as frames
+    // in the read buffer) get one view that holds what they changed, then
+    // the answers, instead of a view per message. A view stays due and
+    // answers wait only while a whole frame is still buffered, so the next
+    // turn reads it without I/O and ends with them sent.
     let mut answers: Vec<bytes::Bytes> = Vec::new();
     let mut view_due = false;
     loop {
@@ -289,9 +289,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                         let snap = snaps.borrow().clone();
                         let on_demand = snap.settings.visibility == Visibility::OnDemand;
                         if requested.len() < before && on_demand && snap.version > 0 {
-                            send_view(&shared, &mut w, &snap, &identity, secrets, &requested, id,
-                                &mut pushed, &Pending::unknown()).await?;
-                            view_due = false;
+                            view_due = true;
                         }
                     }
                     Ok(ClientMessage::Subscribe { .. } | ClientMessage::Csr { .. }) => {
@@ -301,7 +299,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 }
             }
         }
-        if !answers.is_empty() && !frame_buffered(io.read_buffer()) {
+        if (view_due || !answers.is_empty()) && !frame_buffered(io.read_buffer()) {
             if view_due {
                 let snap = snaps.borrow().clone();
                 send_view(
@@ -318,10 +316,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 .await?;
                 view_due = false;
             }
-            for a in answers.drain(..) {
-                write_frame(&mut w, &a).await?;
+            if !answers.is_empty() {
+                for a in answers.drain(..) {
+                    write_frame(&mut w, &a).await?;
+                }
+                w.flush().await?;
             }
-            w.flush().await?;
         }
     }
 }
