@@ -7,7 +7,10 @@
 use crate::clients::has;
 use crate::ctx::Ctx;
 use crate::mesh::host;
-use crate::procs::{cpu_secs, sample, view_counters, Agent, Sample, ViewCounters, SETTLE};
+use crate::procs::{
+    context_switches, cpu_secs, cpu_split, sample, view_counters, Agent, Sample, ViewCounters,
+    SETTLE,
+};
 use crate::stats::{ms, pct, wait_all};
 use mesh_agent::client::Client;
 use serde_json::json;
@@ -33,6 +36,11 @@ pub struct Changes {
     /// The agent's CPU seconds per change, and net of its CPU at rest.
     pub cpu_per_change: f64,
     pub net_per_change: f64,
+    /// The agent's CPU seconds per change in user space and in the kernel,
+    /// and its threads' context switches per change.
+    pub user_per_change: f64,
+    pub kernel_per_change: f64,
+    pub switches_per_change: f64,
     /// This process's CPU seconds per change.
     pub own_per_change: f64,
     /// View counters before and after the series.
@@ -67,6 +75,8 @@ pub async fn run(cx: &Ctx, agent: &Agent, clients: &[Client]) -> Changes {
     let m0 = view_counters(&agent.debug);
     let series_started = Instant::now();
     let c0 = cpu_secs(agent.proc.pid(), tck);
+    let (u0, k0) = cpu_split(agent.proc.pid(), tck);
+    let x0 = context_switches(agent.proc.pid());
     let own0 = cpu_secs(own, tck);
     let mut all = Vec::new();
     let mut per_change = Vec::new();
@@ -130,6 +140,8 @@ pub async fn run(cx: &Ctx, agent: &Agent, clients: &[Client]) -> Changes {
     *probe.target.write().unwrap() = None;
     tokio::time::sleep(SETTLE).await;
     let c1 = cpu_secs(agent.proc.pid(), tck);
+    let (u1, k1) = cpu_split(agent.proc.pid(), tck);
+    let x1 = context_switches(agent.proc.pid());
     let series_s = series_started.elapsed().as_secs_f64();
     let own1 = cpu_secs(own, tck);
     let m1 = view_counters(&agent.debug);
@@ -139,6 +151,8 @@ pub async fn run(cx: &Ctx, agent: &Agent, clients: &[Client]) -> Changes {
     let cpu_per_change = (c1 - c0) / n;
     let net_per_change = (c1 - c0 - rest_per_s * series_s).max(0.0) / n;
     let own_per_change = (own1 - own0) / n;
+    let (user_per_change, kernel_per_change) = ((u1 - u0) / n, (k1 - k0) / n);
+    let switches_per_change = x1.saturating_sub(x0) as f64 / n;
     let full_b = (m1.full_bytes - m0.full_bytes) / n;
     let delta_b = (m1.delta_bytes - m0.delta_bytes) / n;
     let full_m = (m1.full_msgs - m0.full_msgs) / n;
@@ -161,6 +175,11 @@ pub async fn run(cx: &Ctx, agent: &Agent, clients: &[Client]) -> Changes {
         own_per_change
     );
     println!(
+        "[3] per change: agent user {:.2} ms + kernel {:.2} ms, {switches_per_change:.1} context switches",
+        user_per_change * 1e3,
+        kernel_per_change * 1e3
+    );
+    println!(
         "[3] the series took {series_s:.1}s; net of the agent's CPU at rest over that time: {:.1}s per 1,000 changes",
         net_per_change * 1000.0
     );
@@ -177,6 +196,9 @@ pub async fn run(cx: &Ctx, agent: &Agent, clients: &[Client]) -> Changes {
         series_s,
         cpu_per_change,
         net_per_change,
+        user_per_change,
+        kernel_per_change,
+        switches_per_change,
         own_per_change,
         m0,
         m1,

@@ -186,12 +186,42 @@ pub fn listen_overflows() -> u64 {
 
 /// utime + stime of `pid`, in seconds.
 pub fn cpu_secs(pid: u32, tck: f64) -> f64 {
+    let (user, kernel) = cpu_split(pid, tck);
+    user + kernel
+}
+
+/// utime and stime of `pid` (all its threads), in seconds: what it ran
+/// itself, and what the kernel ran for it (its syscalls, and the loopback
+/// peer's TCP receive path its sends run).
+pub fn cpu_split(pid: u32, tck: f64) -> (f64, f64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after "(comm)": state is field 3, utime 14, stime 15.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / tck
+    (ticks(11) / tck, ticks(12) / tck)
+}
+
+/// Context switches of `pid` so far, summed over its threads (voluntary:
+/// a thread that parked for want of work, then woke for the next event;
+/// involuntary: preempted).
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        n += s
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    n
 }
 
 /// VmRSS of `pid`, in MiB.

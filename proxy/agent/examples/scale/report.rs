@@ -115,6 +115,16 @@ pub fn in_process(
         "<= 1 vCPU-s (issue 19)".into(),
     ));
     rows.push((
+        "of which user space / kernel; context switches per change".into(),
+        format!(
+            "{:.2} / {:.2} vCPU-s; {:.1}",
+            ch.user_per_change * 1000.0,
+            ch.kernel_per_change * 1000.0,
+            ch.switches_per_change
+        ),
+        String::new(),
+    ));
+    rows.push((
         "agent CPU at rest, all proxies connected".into(),
         format!("{:.1} ms per second", ch.rest_per_s * 1e3),
         String::new(),
@@ -184,6 +194,9 @@ pub fn in_process(
         "series_s": ch.series_s, "agent_rest_cpu_s_per_s": ch.rest_per_s,
         "agent_cpu_s_per_1000_changes_net_of_rest": ch.net_per_change * 1000.0,
         "benchmark_cpu_s_per_change": ch.own_per_change,
+        "agent_user_s_per_1000_changes": ch.user_per_change * 1000.0,
+        "agent_kernel_s_per_1000_changes": ch.kernel_per_change * 1000.0,
+        "agent_context_switches_per_change": ch.switches_per_change,
         "full_messages_per_change": full_m, "delta_messages_per_change": delta_m,
         "full_bytes_per_change": full_b, "delta_bytes_per_change": delta_b,
         "unchanged_messages_per_change": unch_m, "unchanged_bytes_per_change": unch_b,
