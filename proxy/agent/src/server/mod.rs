@@ -13,7 +13,6 @@ pub mod interest;
 pub mod peer;
 pub mod pipeline;
 pub mod push;
-pub mod requested;
 pub mod stream;
 pub mod tls;
 pub mod tracker;

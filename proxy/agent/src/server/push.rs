@@ -11,13 +11,13 @@
 //! (the new version number) without its view being built.
 
 use super::interest::Pending;
-use super::requested::Requested;
 use super::shared::Shared;
 use super::xds_metrics::PushKind;
 use crate::compile::{Snapshot, Visibility};
 use crate::protocol::{encode, write_frame, ProtocolError};
 use crate::view;
 use mesh_api::syncapi::{AgentMessage, ProxyIdentity, ProxyView, Service};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -30,11 +30,11 @@ pub(super) struct Pushed {
     /// The version the proxy has now: `last`'s, or a later one sent as an
     /// empty delta because nothing in its view changed.
     version: u64,
-    /// The snapshot structure `last` was built at, and the generation of
-    /// the on-demand hosts it was built with: while both hold, `last` is
-    /// patched with new endpoints instead of being built again.
+    /// The snapshot structure `last` was built at, and with which on-demand
+    /// hosts: while both hold, `last` is patched with new endpoints instead
+    /// of being built again.
     structure: u64,
-    requested: u64,
+    requested: BTreeSet<String>,
 }
 
 impl Pushed {
@@ -44,7 +44,7 @@ impl Pushed {
             last: None,
             version: 0,
             structure: 0,
-            requested: 0,
+            requested: BTreeSet::new(),
         }
     }
 
@@ -58,7 +58,7 @@ impl Pushed {
         &self,
         snap: &Snapshot,
         id: &ProxyIdentity,
-        requested: &Requested,
+        requested: &BTreeSet<String>,
         pending: &Pending,
     ) -> Option<Vec<Arc<Service>>> {
         let last = self.last.as_ref()?;
@@ -68,7 +68,7 @@ impl Pushed {
             || id.router
             || self.structure == 0
             || self.structure != snap.structure
-            || self.requested != requested.generation()
+            || self.requested != *requested
         {
             return None;
         }
@@ -118,7 +118,7 @@ impl Pushed {
     /// none is in its view or asked for, and none can enter its
     /// namespace-scoped view. Gateways and proxies with a Sidecar or
     /// mesh-wide visibility are always rebuilt.
-    fn untouched(&self, snap: &Snapshot, id: &ProxyIdentity, requested: &Requested) -> bool {
+    fn untouched(&self, snap: &Snapshot, id: &ProxyIdentity, requested: &BTreeSet<String>) -> bool {
         let (Some(last), Some(change)) = (&self.last, &snap.change) else {
             return false;
         };
@@ -127,13 +127,13 @@ impl Pushed {
         // concern it), so `version` alone does not say the view is current.
         self.deltas
             && !id.router
-            && self.requested == requested.generation()
+            && self.requested == *requested
             && self.version == change.prev_version
             && snap.settings.visibility != Visibility::Mesh
             && !view::has_sidecar(snap, id)
             && change.hosts.iter().all(|(h, reach)| {
                 !reach.admits(&id.namespace)
-                    && !requested.hosts().contains(h)
+                    && !requested.contains(h)
                     // Views list services sorted by hostname.
                     && last
                         .services
@@ -154,7 +154,7 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     snap: &Snapshot,
     identity: &ProxyIdentity,
     secrets: bool,
-    requested: &Requested,
+    requested: &BTreeSet<String>,
     id: u64,
     pushed: &mut Pushed,
     pending: &Pending,
@@ -182,7 +182,7 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     if pushed.untouched(snap, identity, requested) {
         return send_services(shared, w, snap, id, pushed, Vec::new(), PushKind::Unchanged).await;
     }
-    let built = shared.views.get(snap, identity, secrets, requested.hosts());
+    let built = shared.views.get(snap, identity, secrets, requested);
     let delta = pushed
         .last
         .as_ref()
@@ -208,14 +208,14 @@ pub(super) async fn send_view<W: AsyncWrite + Unpin>(
     if pushed.deltas {
         pushed.last = Some(built.view.clone());
         pushed.structure = snap.structure;
-        pushed.requested = requested.generation();
+        pushed.requested.clone_from(requested);
     }
     // Whether every change must wake this stream: its view is not
     // namespace-scoped (see `Pushed::untouched`).
     let always = identity.router
         || snap.settings.visibility == Visibility::Mesh
         || view::has_sidecar(snap, identity);
-    shared.interest.update(id, always, requested.hosts());
+    shared.interest.update(id, always, requested);
     pushed.version = snap.version;
     shared
         .tracker

@@ -10,7 +10,6 @@
 use super::access::{self, Auth, Refusal};
 use super::interest::Pending;
 use super::push::{send_view, Pushed};
-use super::requested::Requested;
 use super::shared::Shared;
 use crate::compile::{Snapshot, Visibility};
 use crate::ondemand;
@@ -18,6 +17,7 @@ use crate::protocol::{codec, decode, decode_client, encode, write_frame, Protoco
 use futures::StreamExt;
 use mesh_api::syncapi::{AgentMessage, ClientMessage};
 use rustls::pki_types::CertificateDer;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -195,7 +195,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     // Hosts this proxy looked up on demand, kept in its view until it forgets them.
     // A reconnecting proxy names what it had: bounded, and every host still
     // goes through exportTo and Sidecar when its view is built.
-    let mut requested = Requested::new(asked_before);
+    let mut requested: BTreeSet<String> = asked_before
+        .into_iter()
+        .take(ondemand::MAX_REQUESTED)
+        .collect();
     let mut budget = ondemand::Budget::new(std::time::Instant::now());
     let mut pushed = Pushed::new(deltas);
     // Both waits live across iterations. Made anew at each (a push and its
@@ -266,7 +269,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                             tracing::debug!(%target, ?host, "lookup");
                             let on_demand = snap.settings.visibility == Visibility::OnDemand;
                             if let Some(h) = host.as_ref().filter(|_| on_demand) {
-                                if requested.insert(h) && snap.version > 0 {
+                                let room = requested.len() < ondemand::MAX_REQUESTED;
+                                if room && requested.insert(h.clone()) && snap.version > 0 {
                                     view_due = true;
                                 }
                             }
@@ -277,11 +281,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                     Ok(ClientMessage::Forget { targets }) => {
                         // Aged out on the proxy: out of its view. A host the
                         // view has anyway (namespace scope) stays, as it must.
-                        let removed = requested.remove(&targets);
+                        let before = requested.len();
+                        for t in &targets {
+                            requested.remove(t);
+                        }
                         tracing::debug!(hosts = ?targets, "proxy forgot on-demand hosts");
                         let snap = snaps.borrow().clone();
                         let on_demand = snap.settings.visibility == Visibility::OnDemand;
-                        if removed && on_demand && snap.version > 0 {
+                        if requested.len() < before && on_demand && snap.version > 0 {
                             view_due = true;
                         }
                     }
