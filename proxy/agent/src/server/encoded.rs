@@ -27,10 +27,17 @@ pub struct Encoded {
 
 impl Encoded {
     /// The `AgentMessage::Delta` frame from `agent` taking a proxy from
-    /// `base` to `version` (a snapshot's) by upserting `upsert`.
-    pub fn delta(&self, agent: &str, base: u64, version: u64, upsert: &[Arc<Service>]) -> Bytes {
+    /// `base` to `version` (a snapshot's) by upserting `upsert`, with its
+    /// length prefix: written to the stream as it is.
+    pub fn delta_frame(
+        &self,
+        agent: &str,
+        base: u64,
+        version: u64,
+        upsert: &[Arc<Service>],
+    ) -> Bytes {
         let parts: Vec<Bytes> = upsert.iter().map(|s| self.service(version, s)).collect();
-        mesh_api::syncencode::encode_delta(agent, base, version, &parts, &[])
+        mesh_api::syncencode::encode_delta_frame(agent, base, version, &parts, &[])
     }
 
     fn service(&self, version: u64, s: &Arc<Service>) -> Bytes {
@@ -73,6 +80,13 @@ mod tests {
         })
     }
 
+    /// A frame's body, after checking its length prefix.
+    fn body(frame: Bytes) -> Bytes {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4, "prefix gives the body's length");
+        frame.slice(4..)
+    }
+
     fn derived(base: u64, version: u64, upsert: &[Arc<Service>]) -> Bytes {
         encode(&AgentMessage::Delta {
             agent: "agent".into(),
@@ -92,7 +106,7 @@ mod tests {
         let b = svc("b", "10.0.0.2");
         for base in [3, 5, 9] {
             assert_eq!(
-                e.delta("agent", base, 10, &[a.clone(), b.clone()]),
+                body(e.delta_frame("agent", base, 10, &[a.clone(), b.clone()])),
                 derived(base, 10, &[a.clone(), b.clone()])
             );
         }
@@ -101,11 +115,14 @@ mod tests {
         // and a service changed in place is encoded anew.
         let a2 = svc("a", "10.0.0.9");
         assert_eq!(
-            e.delta("agent", 10, 11, std::slice::from_ref(&a2)),
+            body(e.delta_frame("agent", 10, 11, std::slice::from_ref(&a2))),
             derived(10, 11, &[a2])
         );
         assert_eq!(e.inner.lock().unwrap().1.len(), 1);
         // A version-only delta.
-        assert_eq!(e.delta("agent", 11, 12, &[]), derived(11, 12, &[]));
+        assert_eq!(
+            body(e.delta_frame("agent", 11, 12, &[])),
+            derived(11, 12, &[])
+        );
     }
 }

@@ -234,12 +234,14 @@ async fn send_services<W: AsyncWrite + Unpin>(
     upsert: Vec<Arc<Service>>,
     kind: PushKind,
 ) -> Result<(), ProtocolError> {
-    let bytes = shared
+    // Framed where it is built: written as it is, without `write_frame`'s
+    // copy to put the prefix in front (one per affected proxy and change).
+    let frame = shared
         .encoded
-        .delta(&shared.agent, pushed.version, snap.version, &upsert);
-    write_frame(w, &bytes).await?;
+        .delta_frame(&shared.agent, pushed.version, snap.version, &upsert);
+    w.write_all(&frame).await?;
     w.flush().await?;
-    shared.xds.sent(kind, bytes.len());
+    shared.xds.sent(kind, frame.len() - 4);
     pushed.version = snap.version;
     shared.tracker.sent(id, snap.version);
     Ok(())
