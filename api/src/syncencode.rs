@@ -5,8 +5,8 @@
 //! own `base` version. Encoding the whole `AgentMessage::Delta` per stream
 //! serializes the same service again for each of them; instead the agent
 //! encodes each changed service once ([`encode_service`]) and
-//! [`encode_delta`] writes the few per-stream fields around the shared bytes.
-//! The result is byte for byte what `encode(&AgentMessage::Delta { .. })`
+//! [`encode_delta_frame`] writes the few per-stream fields around the shared bytes.
+//! Its body is byte for byte what `encode(&AgentMessage::Delta { .. })`
 //! gives, so the proxy reads it as any other delta.
 //!
 //! [`ViewDelta`]: crate::syncdelta::ViewDelta
@@ -20,28 +20,13 @@ pub fn encode_service(s: &Service) -> Bytes {
     Bytes::from(serde_json::to_vec(s).unwrap_or_default())
 }
 
-/// The `AgentMessage::Delta` frame body from `agent` upserting the
-/// services `upsert` (each from [`encode_service`], sorted by hostname) and
-/// removing `remove`, from version `base` to `version`.
-pub fn encode_delta(
-    agent: &str,
-    base: u64,
-    version: u64,
-    upsert: &[Bytes],
-    remove: &[String],
-) -> Bytes {
-    encode_delta_frame(agent, base, version, upsert, remove).slice(PREFIX..)
-}
-
-/// Bytes of a frame's length prefix ([`crate::syncframe`]).
-const PREFIX: usize = 4;
-
-/// [`encode_delta`] as a whole frame: the big-endian length prefix of
-/// [`crate::syncframe`], then the body, in one buffer written once. The
-/// agent sends one per affected proxy for every endpoint change, so the
-/// body is written straight into a buffer of its final size: no temporary
-/// strings for the numbers and the agent's name, and no second copy to put
-/// the prefix in front (with the cheaper numbers below, callgrind counts the
+/// The `AgentMessage::Delta` frame (length prefix and body,
+/// [`crate::syncframe::build`]) from `agent` upserting the services `upsert`
+/// (each from [`encode_service`], sorted by hostname) and removing `remove`,
+/// from version `base` to `version`. The agent sends one per affected proxy
+/// for every endpoint change, so the body is written straight into the frame:
+/// no temporary strings for the numbers and the agent's name, no second copy
+/// for the prefix (with the cheaper numbers below, callgrind counts the
 /// agent's instructions per change of the scale benchmark 8 % lower).
 pub fn encode_delta_frame(
     agent: &str,
@@ -52,32 +37,27 @@ pub fn encode_delta_frame(
 ) -> Bytes {
     // The fixed text, two u64s and the agent's name (escapes aside) fit in
     // 128 bytes; a longer name or a removal only costs one regrowth.
-    let room = PREFIX + 128 + agent.len() + upsert.iter().map(|s| s.len() + 1).sum::<usize>();
-    let mut out = Vec::with_capacity(room);
-    out.extend_from_slice(&[0; PREFIX]);
-    out.extend_from_slice(br#"{"type":"delta","agent":"#);
-    // Strings go through serde_json for their escapes. Writing into a
-    // `Vec` cannot fail.
-    let _ = serde_json::to_writer(&mut out, agent);
-    out.extend_from_slice(br#","delta":{"base":"#);
-    push_u64(&mut out, base);
-    out.extend_from_slice(br#","version":"#);
-    push_u64(&mut out, version);
-    out.extend_from_slice(br#","upsert":["#);
-    for (i, s) in upsert.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let room = 128 + agent.len() + upsert.iter().map(|s| s.len() + 1).sum::<usize>();
+    crate::syncframe::build(room, |out| {
+        out.extend_from_slice(br#"{"type":"delta","agent":"#);
+        // Strings go through serde_json for their escapes. Writing into a
+        // `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, agent);
+        out.extend_from_slice(br#","delta":{"base":"#);
+        push_u64(out, base);
+        out.extend_from_slice(br#","version":"#);
+        push_u64(out, version);
+        out.extend_from_slice(br#","upsert":["#);
+        for (i, s) in upsert.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(s);
         }
-        out.extend_from_slice(s);
-    }
-    out.extend_from_slice(br#"],"remove":"#);
-    let _ = serde_json::to_writer(&mut out, remove);
-    out.extend_from_slice(b"}}");
-    // Past 4 GiB the prefix saturates and the reader refuses the frame as
-    // over `MAX_FRAME`, as it would any frame that large.
-    let len = u32::try_from(out.len() - PREFIX).unwrap_or(u32::MAX);
-    out[..PREFIX].copy_from_slice(&len.to_be_bytes());
-    Bytes::from(out)
+        out.extend_from_slice(br#"],"remove":"#);
+        let _ = serde_json::to_writer(&mut *out, remove);
+        out.extend_from_slice(b"}}");
+    })
 }
 
 /// Appends `n` in decimal, as serde_json writes a `u64` (`core::fmt` costs
@@ -127,6 +107,19 @@ mod tests {
         })
     }
 
+    /// A frame's body, read by the stream's own codec: the frame must be
+    /// exactly one whole frame.
+    fn body(frame: Bytes) -> Bytes {
+        use tokio_util::codec::Decoder;
+        let mut buf = bytes::BytesMut::from(&frame[..]);
+        let body = crate::syncframe::codec()
+            .decode(&mut buf)
+            .unwrap()
+            .expect("one whole frame");
+        assert!(buf.is_empty(), "nothing after the frame");
+        body.freeze()
+    }
+
     fn derived(agent: &str, delta: ViewDelta) -> Vec<u8> {
         serde_json::to_vec(&AgentMessage::Delta {
             agent: agent.into(),
@@ -149,7 +142,13 @@ mod tests {
                 remove: vec!["gone.ns.svc.cluster.local".into()],
             };
             let agent = "agent-\"0\"\n";
-            let bytes = encode_delta(agent, delta.base, delta.version, &shared, &delta.remove);
+            let bytes = body(encode_delta_frame(
+                agent,
+                delta.base,
+                delta.version,
+                &shared,
+                &delta.remove,
+            ));
             assert_eq!(
                 String::from_utf8(bytes.to_vec()).unwrap(),
                 String::from_utf8(derived(agent, delta.clone())).unwrap()
@@ -167,19 +166,13 @@ mod tests {
 
     #[test]
     fn a_delta_frame_is_the_body_behind_its_length_prefix() {
-        use tokio_util::codec::Decoder;
         let shared = [encode_service(&svc("a", &["10.0.0.1"]))];
         // A name longer than the room set aside for it: the buffer grows.
         let agent = "\"agent\"-".repeat(40);
         let remove = vec!["gone.ns.svc.cluster.local".to_string()];
         let frame = encode_delta_frame(&agent, 3, 4, &shared, &remove);
-        let mut buf = bytes::BytesMut::from(&frame[..]);
-        let body = crate::syncframe::codec()
-            .decode(&mut buf)
-            .unwrap()
-            .expect("one whole frame");
-        assert!(buf.is_empty(), "nothing after the frame");
-        assert_eq!(body, encode_delta(&agent, 3, 4, &shared, &remove));
+        let body = body(frame.clone());
+        assert_eq!(body, frame.slice(crate::syncframe::PREFIX..));
         let back: AgentMessage = serde_json::from_slice(&body).unwrap();
         let AgentMessage::Delta { agent: a, delta } = back else {
             panic!("not a delta: {back:?}");
@@ -206,7 +199,7 @@ mod tests {
             remove: vec![],
         };
         assert_eq!(
-            encode_delta("agent", 3, 4, &[], &[]).to_vec(),
+            body(encode_delta_frame("agent", 3, 4, &[], &[])).to_vec(),
             derived("agent", delta)
         );
     }

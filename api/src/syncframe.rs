@@ -42,6 +42,24 @@ pub fn framed<T: AsyncRead + AsyncWrite>(io: T) -> Stream<T> {
     Framed::new(io, codec())
 }
 
+/// Bytes of a frame's length prefix (big-endian `u32`).
+pub const PREFIX: usize = 4;
+
+/// A whole frame, prefix and body, whose body `body` writes in place (`room`:
+/// its expected size). For a message put together from parts (a delta, once
+/// per affected proxy and change): written as it is, with no second copy to
+/// put the prefix in front as [`write_frame`] makes.
+pub fn build(room: usize, body: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut out = Vec::with_capacity(PREFIX + room);
+    out.extend_from_slice(&[0; PREFIX]);
+    body(&mut out);
+    // Past 4 GiB the prefix saturates and the reader refuses the frame as
+    // over `MAX_FRAME`, as it would any frame that large.
+    let len = u32::try_from(out.len() - PREFIX).unwrap_or(u32::MAX);
+    out[..PREFIX].copy_from_slice(&len.to_be_bytes());
+    Bytes::from(out)
+}
+
 /// Frames up to this size are written in one piece (prefix and body copied
 /// together); larger ones (whole views) without the copy, in two writes.
 const ONE_WRITE: usize = 16 * 1024;
@@ -53,7 +71,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> std::
     use tokio::io::AsyncWriteExt;
     let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
     if body.len() <= ONE_WRITE {
-        let mut frame = Vec::with_capacity(4 + body.len());
+        let mut frame = Vec::with_capacity(PREFIX + body.len());
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(body);
         return w.write_all(&frame).await;

@@ -82,9 +82,10 @@ mod tests {
 
     /// A frame's body, after checking its length prefix.
     fn body(frame: Bytes) -> Bytes {
-        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
-        assert_eq!(len, frame.len() - 4, "prefix gives the body's length");
-        frame.slice(4..)
+        use mesh_api::syncframe::PREFIX;
+        let len = u32::from_be_bytes(frame[..PREFIX].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - PREFIX, "prefix gives the body's length");
+        frame.slice(PREFIX..)
     }
 
     fn derived(base: u64, version: u64, upsert: &[Arc<Service>]) -> Bytes {

@@ -241,7 +241,9 @@ async fn send_services<W: AsyncWrite + Unpin>(
         .delta_frame(&shared.agent, pushed.version, snap.version, &upsert);
     w.write_all(&frame).await?;
     w.flush().await?;
-    shared.xds.sent(kind, frame.len() - 4);
+    shared
+        .xds
+        .sent(kind, frame.len() - mesh_api::syncframe::PREFIX);
     pushed.version = snap.version;
     shared.tracker.sent(id, snap.version);
     Ok(())
