@@ -240,6 +240,9 @@ async fn serve(
                 going_away = Some(tokio::time::Instant::now());
             }
             r = conn.as_mut() => {
+                // Ended, or upgraded: then the stream (still read through
+                // `Activity`) belongs to a tunnel, whose bytes are no flood.
+                state.set_opaque();
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "http connection ended");
                     if crate::downstream::is_protocol_violation(e.as_ref()) {

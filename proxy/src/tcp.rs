@@ -62,7 +62,7 @@ pub async fn splice_io<D, U>(
     let (local, remote) = addrs;
     // Counted on the downstream side (every byte passes it), which is also
     // where idleness is seen: no byte either way for --tcp-idle-timeout closes.
-    let state = crate::downstream::ConnState::new(crate::downstream::ResetBudget::DEFAULT);
+    let state = crate::downstream::ConnState::opaque();
     let mut down = crate::downstream::Activity::new(down, state.clone());
     {
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);

@@ -407,6 +407,54 @@ fn silent_connections_are_closed_and_the_cap_refuses_one_more() {
     assert!(idle_closes >= 1.0, "no TCP idle close counted");
 }
 
+/// Sends 1 MiB from the client app on a connection set up by `open`
+/// (bash, fd 3) while reading the echo; returns how many bytes came back.
+fn echo_through(w: &World, open: &str) -> usize {
+    const BYTES: usize = 1 << 20;
+    let script = format!(
+        "{open} (head -c {BYTES} /dev/zero | tr '\\0' y >&3) & timeout 15 head -c {BYTES} <&3 | wc -c"
+    );
+    let out = w
+        .client
+        .exec(APP, &["timeout", "30", "bash", "-c", &script])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| {
+        panic!("{text} {}", String::from_utf8_lossy(&out.stderr));
+    })
+}
+
+#[test]
+fn long_streams_are_not_floods() {
+    // A megabyte each way through both sidecars, four times the byte budget
+    // of a connection with no request in flight: an opaque TCP connection
+    // never has one, and neither has a WebSocket after its upgrade. Both once
+    // stopped being read after 256 KiB from the client.
+    let w = world(1, "ALLOW_ANY");
+    let tcp = echo_through(&w, &format!("exec 3<>/dev/tcp/{TCP_VIP}/9000;"));
+    assert_eq!(tcp, 1 << 20, "opaque TCP echoed");
+    let ws = echo_through(
+        &w,
+        &format!(
+            "exec 3<>/dev/tcp/{VIP}/8080; printf 'GET /ws HTTP/1.1\\r\\nHost: echo\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n' >&3; \\
+             read -r status <&3; [[ $status == 'HTTP/1.1 101'* ]] || exit 1; \\
+             while read -r line <&3; do [ \"$line\" = $'\\r' ] && break; done;"
+        ),
+    );
+    assert_eq!(ws, 1 << 20, "WebSocket tunnel echoed");
+    let floods: f64 = [&w.client, &w.servers[0]]
+        .iter()
+        .map(|pod| {
+            metric_sum(
+                &metrics(pod),
+                "mesh_downstream_cx_closed_total",
+                &["reason=\"control_flood\""],
+            )
+        })
+        .sum();
+    assert_eq!(floods, 0.0, "no connection taken for a control flood");
+}
+
 #[test]
 fn idle_connection_flood_is_released() {
     let _one_at_a_time = serial();

@@ -80,6 +80,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         self.burst += n;
         if n > 0 {
             self.state.io(true, n);
+            if self.state.is_opaque() {
+                return r;
+            }
             let filled = buf.filled();
             let frames = self.scan.feed(&filled[filled.len() - n..]);
             let this = &mut *self;

@@ -37,6 +37,12 @@ pub struct ConnState {
     spent: AtomicBool,
     /// The control-frame bucket ran dry (see [`Activity`](super::Activity)).
     control_frames_spent: AtomicBool,
+    /// The bytes are an opaque stream (TCP, or a tunnel after an HTTP
+    /// upgrade): the application's data, not requests or control frames for
+    /// this proxy, so no flood budget counts them. Why: with no request ever
+    /// in flight, every byte of such a stream counted as a control flood, and
+    /// reads stopped for good after 256 KiB from the client.
+    opaque: AtomicBool,
     /// Signalled when the reset budget is spent (a stored permit: never missed).
     pub flood: tokio::sync::Notify,
 }
@@ -57,8 +63,28 @@ impl ConnState {
             budget,
             spent: AtomicBool::new(false),
             control_frames_spent: AtomicBool::new(false),
+            opaque: AtomicBool::new(false),
             flood: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The state of an opaque TCP connection: bytes and idleness are
+    /// counted, no flood budget applies (see [`ConnState::set_opaque`]).
+    pub fn opaque() -> Arc<ConnState> {
+        let s = ConnState::new(ResetBudget::DEFAULT);
+        s.set_opaque();
+        s
+    }
+
+    /// From now on the connection carries an opaque stream: an HTTP
+    /// connection handed to a tunnel by an upgrade (WebSocket, CONNECT).
+    pub fn set_opaque(&self) {
+        self.opaque.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the bytes are an opaque stream (no flood budget applies).
+    pub fn is_opaque(&self) -> bool {
+        self.opaque.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -72,7 +98,7 @@ impl ConnState {
     pub(super) fn io(&self, read: bool, n: usize) {
         if read {
             self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            if self.in_flight.load(Ordering::Relaxed) == 0 {
+            if self.in_flight.load(Ordering::Relaxed) == 0 && !self.is_opaque() {
                 let q = self.quiet_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
                 if q > CONTROL_BYTES && q - n as u64 <= CONTROL_BYTES {
                     self.spend();
@@ -105,7 +131,7 @@ impl ConnState {
         n: u32,
         now: Instant,
     ) {
-        if n > 0 && self.quiet() && !bucket.take(n, now) && !self.is_spent() {
+        if n > 0 && self.quiet() && !self.is_opaque() && !bucket.take(n, now) && !self.is_spent() {
             self.control_frames_spent.store(true, Ordering::Relaxed);
             self.spend();
         }

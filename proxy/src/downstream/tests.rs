@@ -236,6 +236,68 @@ async fn a_ping_flood_spends_the_control_frame_budget() {
     assert!(s.read_bytes.load(Ordering::Relaxed) < CONTROL_BYTES);
 }
 
+/// Reads `total` bytes from `io`, or panics if its flood budget stops the
+/// reads first.
+async fn read_all<S: AsyncRead + Unpin>(io: &mut Activity<S>, total: usize) {
+    let mut buf = vec![0u8; READ_SLICE];
+    let mut read = 0;
+    while read < total {
+        let r = std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut buf);
+            Poll::Ready(match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Ready(r) => Some(r.map(|()| rb.filled().len())),
+                Poll::Pending => None,
+            })
+        })
+        .await;
+        match r {
+            Some(Ok(n)) => read += n,
+            Some(Err(e)) => panic!("{e}"),
+            None => {
+                // A slice's yield or tokio's budget; never a spent budget.
+                assert!(
+                    !io.state.is_spent(),
+                    "reads stopped after {read} of {total} bytes"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_opaque_stream_is_never_a_flood() {
+    // The worst case: a TCP stream that looks like an HTTP/2 PING flood, four
+    // times the byte budget, with no request ever in flight.
+    let s = ConnState::opaque();
+    let bytes = pings(4 * CONTROL_BYTES as usize / 17, true);
+    let (a, mut b) = tokio::io::duplex(bytes.len() + 1);
+    let mut io = Activity::new(a, s.clone());
+    b.write_all(&bytes).await.unwrap();
+    read_all(&mut io, bytes.len()).await;
+    assert!(!s.is_spent());
+    assert!(!s.facts(None).control_flood);
+    assert_eq!(s.read_bytes.load(Ordering::Relaxed), bytes.len() as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upgraded_connection_carries_its_tunnel_without_a_budget() {
+    let s = ConnState::new(ResetBudget::DEFAULT);
+    let (a, mut b) = tokio::io::duplex(4 * CONTROL_BYTES as usize);
+    let mut io = Activity::new(a, s.clone());
+    // The upgrade request, answered (101) and gone: nothing in flight.
+    let g = s.open_stream();
+    drop(g.respond(crate::util::full(http::StatusCode::SWITCHING_PROTOCOLS, "").into_body()));
+    s.set_opaque();
+    // The tunnel's bytes: more than the budget.
+    b.write_all(&vec![7u8; 2 * CONTROL_BYTES as usize])
+        .await
+        .unwrap();
+    read_all(&mut io, 2 * CONTROL_BYTES as usize).await;
+    assert!(!s.is_spent());
+    assert!(!s.facts(None).control_flood);
+}
+
 #[tokio::test(start_paused = true)]
 async fn tcp_idle_counts_bytes_either_way() {
     let s = ConnState::new(ResetBudget::DEFAULT);
