@@ -10,6 +10,7 @@
 
 pub mod certs;
 pub mod envoy;
+pub mod failures;
 pub mod gateway;
 pub mod load;
 mod output;

@@ -285,10 +285,21 @@ fn bench(a: RunArgs) -> anyhow::Result<ExitCode> {
     for f in &files {
         eprintln!("mesh-bench: wrote {}", f.display());
     }
+    let failed = mesh_bench::failures::failed_runs(&raw.runs);
+    for f in &failed {
+        eprintln!("mesh-bench: failed requests: {f}");
+    }
     match err {
         Some(e) => {
             eprintln!("mesh-bench: stopped early: {e:#}");
             Ok(ExitCode::FAILURE)
+        }
+        None if !failed.is_empty() => {
+            eprintln!(
+                "mesh-bench: {} run(s) had failed requests; their figures do not measure a proxy that carried the load",
+                failed.len()
+            );
+            Ok(ExitCode::from(mesh_bench::failures::EXIT_FAILED_REQUESTS))
         }
         None => Ok(ExitCode::SUCCESS),
     }
