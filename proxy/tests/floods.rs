@@ -394,17 +394,23 @@ fn silent_connections_are_closed_and_the_cap_refuses_one_more() {
     eprintln!("tcp echo|ms until idle close: {}", text.trim());
     // Both sidecars carry it with the same timeout: whichever fired first
     // closed it (the other then saw the close, not the idleness).
-    let idle_closes: f64 = [&w.client, &w.servers[0]]
+    let idle_closes = closes_on_both_sidecars(&w, "tcp_idle_timeout");
+    assert!(idle_closes >= 1.0, "no TCP idle close counted");
+}
+
+/// Downstream connections the client's and the first server's sidecar closed
+/// for `reason`.
+fn closes_on_both_sidecars(w: &World, reason: &str) -> f64 {
+    [&w.client, &w.servers[0]]
         .iter()
         .map(|pod| {
             metric_sum(
                 &metrics(pod),
                 "mesh_downstream_cx_closed_total",
-                &["reason=\"tcp_idle_timeout\""],
+                &[&format!("reason=\"{reason}\"")],
             )
         })
-        .sum();
-    assert!(idle_closes >= 1.0, "no TCP idle close counted");
+        .sum()
 }
 
 /// Sends 1 MiB from the client app on a connection set up by `open`
@@ -436,22 +442,13 @@ fn long_streams_are_not_floods() {
     let ws = echo_through(
         &w,
         &format!(
-            "exec 3<>/dev/tcp/{VIP}/8080; printf 'GET /ws HTTP/1.1\\r\\nHost: echo\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n' >&3; \\
+            "exec 3<>/dev/tcp/{VIP}/8080; printf '{WS_UPGRADE}' >&3; \\
              read -r status <&3; [[ $status == 'HTTP/1.1 101'* ]] || exit 1; \\
              while read -r line <&3; do [ \"$line\" = $'\\r' ] && break; done;"
         ),
     );
     assert_eq!(ws, 1 << 20, "WebSocket tunnel echoed");
-    let floods: f64 = [&w.client, &w.servers[0]]
-        .iter()
-        .map(|pod| {
-            metric_sum(
-                &metrics(pod),
-                "mesh_downstream_cx_closed_total",
-                &["reason=\"control_flood\""],
-            )
-        })
-        .sum();
+    let floods = closes_on_both_sidecars(&w, "control_flood");
     assert_eq!(floods, 0.0, "no connection taken for a control flood");
 }
 

@@ -169,7 +169,7 @@ fn oversized_headers_get_431_and_the_proxy_keeps_serving() {
 fn websocket_upgrade_is_tunnelled() {
     let w = world(1, "ALLOW_ANY");
     let script = format!(
-        "trap '' PIPE; exec 3<>/dev/tcp/{VIP}/8080; printf 'GET /ws HTTP/1.1\\r\\nHost: echo\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n' >&3; \
+        "trap '' PIPE; exec 3<>/dev/tcp/{VIP}/8080; printf '{WS_UPGRADE}' >&3; \
          read -r status <&3; while read -r line <&3; do [ \"$line\" = $'\\r' ] && break; done; \
          echo hello-ws >&3; read -r echoed <&3; echo \"$status|$echoed\""
     );

@@ -23,59 +23,36 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use clap::Parser;
 use nix::sys::resource::{getrusage, UsageWho};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The change series with the agent taken out.
+#[derive(clap::Parser)]
 struct Args {
+    /// Streams, one per affected proxy.
+    #[arg(long, default_value_t = 52)]
     proxies: usize,
+    /// Changes measured (after five to warm up).
+    #[arg(long, default_value_t = 150)]
     changes: usize,
-    frame: usize,
-    ack: usize,
-    gap: Duration,
+    /// Bytes of each delta frame, its 4-byte length prefix included.
+    #[arg(long, default_value_t = 1780, value_parser = clap::value_parser!(u32).range(4..))]
+    frame: u32,
+    /// Bytes of each ack.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    ack: u32,
+    /// Milliseconds between changes.
+    #[arg(long, default_value_t = 250)]
+    gap_ms: u64,
     /// One task writes every stream, then reads every ack (no task per stream).
+    #[arg(long)]
     one_task: bool,
-}
-
-fn args() -> anyhow::Result<(bool, Args)> {
-    let mut a = Args {
-        proxies: 52,
-        changes: 150,
-        frame: 1780,
-        ack: 40,
-        gap: Duration::from_millis(250),
-        one_task: false,
-    };
-    let mut peer = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        if k == "peer" {
-            peer = true;
-            continue;
-        }
-        if k == "--one-task" {
-            a.one_task = true;
-            continue;
-        }
-        let v: u64 = it
-            .next()
-            .with_context(|| format!("{k} needs a value"))?
-            .parse()
-            .with_context(|| format!("{k}: not a number"))?;
-        match k.as_str() {
-            "--proxies" => a.proxies = v as usize,
-            "--changes" => a.changes = v as usize,
-            "--frame" => a.frame = v as usize,
-            "--ack" => a.ack = v as usize,
-            "--gap-ms" => a.gap = Duration::from_millis(v),
-            _ => bail!("unknown option {k}"),
-        }
-    }
-    if a.frame < 4 || a.ack == 0 || a.proxies == 0 {
-        bail!("--frame must be at least 4, --ack and --proxies at least 1");
-    }
-    Ok((peer, a))
+    /// Run as the proxies' process (started by the sender itself).
+    #[arg(long, hide = true)]
+    peer: bool,
 }
 
 /// The proxies: each connection reads length-prefixed frames and answers
@@ -118,8 +95,8 @@ async fn sender(a: &Args, port: u16) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(0usize);
     let acked = Arc::new(AtomicUsize::new(0));
     let all_acked = Arc::new(tokio::sync::Notify::new());
-    let mut frame = vec![b'd'; a.frame];
-    frame[..4].copy_from_slice(&((a.frame - 4) as u32).to_be_bytes());
+    let mut frame = vec![b'd'; a.frame as usize];
+    frame[..4].copy_from_slice(&(a.frame - 4).to_be_bytes());
     let frame: Arc<[u8]> = frame.into();
     let mut streams = Vec::with_capacity(a.proxies);
     for _ in 0..a.proxies {
@@ -127,40 +104,31 @@ async fn sender(a: &Args, port: u16) -> anyhow::Result<()> {
         s.set_nodelay(true)?;
         streams.push(s);
     }
-    if a.one_task {
-        let (frame, acked, all_acked, ack) =
-            (frame.clone(), acked.clone(), all_acked.clone(), a.ack);
-        let mut rx = rx.clone();
+    // A task per stream, or one task for all of them: each writes its
+    // streams' frames, then reads their acks.
+    let groups: Vec<Vec<TcpStream>> = if a.one_task {
+        vec![streams]
+    } else {
+        streams.into_iter().map(|s| vec![s]).collect()
+    };
+    for mut group in groups {
+        let (mut rx, frame, acked, all_acked) =
+            (rx.clone(), frame.clone(), acked.clone(), all_acked.clone());
+        let (n, ack) = (a.proxies, a.ack as usize);
         tokio::spawn(async move {
             let mut buf = vec![0u8; ack];
             while rx.changed().await.is_ok() {
-                for s in &mut streams {
+                for s in &mut group {
                     if s.write_all(&frame).await.is_err() {
                         return;
                     }
                 }
-                for s in &mut streams {
+                for s in &mut group {
                     if s.read_exact(&mut buf).await.is_err() {
                         return;
                     }
                 }
-                acked.store(streams.len(), Ordering::Release);
-                all_acked.notify_one();
-            }
-        });
-        streams = Vec::new();
-    }
-    for mut s in streams {
-        let (mut rx, frame, acked, all_acked) =
-            (rx.clone(), frame.clone(), acked.clone(), all_acked.clone());
-        let (n, ack) = (a.proxies, a.ack);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; ack];
-            while rx.changed().await.is_ok() {
-                if s.write_all(&frame).await.is_err() || s.read_exact(&mut buf).await.is_err() {
-                    return;
-                }
-                if acked.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                if acked.fetch_add(group.len(), Ordering::AcqRel) + group.len() == n {
                     all_acked.notify_one();
                 }
             }
@@ -182,7 +150,7 @@ async fn sender(a: &Args, port: u16) -> anyhow::Result<()> {
         if i >= 5 {
             took.push(start.elapsed());
         }
-        tokio::time::sleep(a.gap).await;
+        tokio::time::sleep(Duration::from_millis(a.gap_ms)).await;
     }
     let (u0, k0, c0) = before.expect("measured");
     let (u1, k1, c1) = usage()?;
@@ -190,11 +158,7 @@ async fn sender(a: &Args, port: u16) -> anyhow::Result<()> {
     took.sort();
     println!(
         "{} changes to {} streams, {} B frames, {} B acks, {} ms apart",
-        a.changes,
-        a.proxies,
-        a.frame,
-        a.ack,
-        a.gap.as_millis()
+        a.changes, a.proxies, a.frame, a.ack, a.gap_ms
     );
     println!(
         "sender CPU per change: {:.3} ms ({:.3} user, {:.3} kernel); vCPU-s per 1,000 changes: {:.2}",
@@ -213,13 +177,17 @@ async fn sender(a: &Args, port: u16) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (is_peer, a) = args()?;
+    let a = Args::parse();
+    anyhow::ensure!(
+        a.proxies > 0 && a.changes > 0,
+        "--proxies and --changes must be at least 1"
+    );
     let rt = tokio::runtime::Runtime::new()?;
-    if is_peer {
-        return rt.block_on(peer(a.ack));
+    if a.peer {
+        return rt.block_on(peer(a.ack as usize));
     }
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["peer", "--ack", &a.ack.to_string()])
+        .args(["--peer", "--ack", &a.ack.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();

@@ -131,7 +131,7 @@ impl ConnState {
         n: u32,
         now: Instant,
     ) {
-        if n > 0 && self.quiet() && !self.is_opaque() && !bucket.take(n, now) && !self.is_spent() {
+        if n > 0 && self.quiet() && !bucket.take(n, now) && !self.is_spent() {
             self.control_frames_spent.store(true, Ordering::Relaxed);
             self.spend();
         }

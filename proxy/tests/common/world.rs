@@ -15,6 +15,10 @@ pub const BANNER_VIP: &str = "10.96.0.12";
 pub const H2_VIP: &str = "10.96.0.13";
 pub const GRPC_VIP: &str = "10.96.0.14";
 
+/// A WebSocket upgrade request to the echo service, as bash's `printf` takes
+/// it (the echo app answers 101 and echoes every byte after it).
+pub const WS_UPGRADE: &str = "GET /ws HTTP/1.1\\r\\nHost: echo\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n";
+
 pub struct World {
     pub dir: ViewDir,
     pub view: ProxyView,
