@@ -62,6 +62,7 @@ pub mod direction;
 pub mod downstream;
 pub mod endpoint;
 pub mod gateway;
+pub mod h1client;
 pub mod h1guard;
 pub mod h1scan;
 pub mod h2scan;

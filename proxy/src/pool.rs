@@ -4,7 +4,9 @@
 //! endpoint the load balancer chose, and so limits can be applied per endpoint.
 //!
 //! HTTP/1.1: idle connections are reused when the previous response has been
-//! read to the end (the response body hands its sender back). HTTP/2: one
+//! read to the end (the response body hands its connection back). A request
+//! whose body is whole goes over the sidecar's own client ([`crate::h1client`]),
+//! anything else over hyper's; each keeps its own idle connections. HTTP/2: one
 //! multiplexed connection per endpoint, replaced when it closes.
 
 use std::collections::HashMap;
@@ -12,11 +14,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
+use crate::h1client;
 pub use crate::mtls::stream::{MaybeTls, TlsDial};
 
 /// Where a pool's connections go.
@@ -41,8 +43,17 @@ pub enum SendError {
     Upstream {
         addr: SocketAddr,
         #[source]
-        source: hyper::Error,
+        source: UpstreamError,
     },
+}
+
+/// What went wrong on an upstream connection, by the client that used it.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    Own(#[from] crate::h1client::Error),
 }
 
 impl SendError {
@@ -55,7 +66,11 @@ impl SendError {
     /// gone mid-body): Envoy's response flag for it. The upstream request was
     /// aborted; the answer is 400, and the endpoint is not to blame.
     pub fn downstream_body_flags(&self) -> Option<&'static str> {
-        let SendError::Upstream { source, .. } = self else {
+        let SendError::Upstream {
+            source: UpstreamError::Hyper(source),
+            ..
+        } = self
+        else {
             return None;
         };
         if !source.is_user() {
@@ -118,6 +133,8 @@ struct PoolInner {
     dial: Dial,
     tls: Arc<crate::mtls::certs::TlsState>,
     h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Body>>, Fast>>,
+    /// Idle connections of the own HTTP/1.1 client.
+    own: Mutex<HashMap<Key, Vec<h1client::Conn>, Fast>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<Body>, Fast>>,
 }
 
@@ -133,6 +150,7 @@ impl Pool {
                 dial,
                 tls,
                 h1: Mutex::new(HashMap::default()),
+                own: Mutex::new(HashMap::default()),
                 h2: Mutex::new(HashMap::default()),
             }),
         }
@@ -170,7 +188,7 @@ impl Pool {
         &self,
         addr: SocketAddr,
         req: Request<Body>,
-    ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
+    ) -> Result<(Response<Body>, Option<Checkin>), SendError> {
         self.send_h1_via(addr, None, req).await
     }
 
@@ -179,20 +197,25 @@ impl Pool {
         &self,
         addr: SocketAddr,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Body>, SendError> {
         self.send_h2_via(addr, None, req).await
     }
 
     /// Sends an HTTP/1.1 request to `addr`, over mTLS when `tls` says so. On
-    /// success also returns the connection's check-in, to be completed when the
-    /// response body ends.
+    /// success also returns hyper's connection's check-in, to be completed
+    /// when the response body ends (the own client's body checks its
+    /// connection in itself).
     pub async fn send_h1_via(
         &self,
         addr: SocketAddr,
         tls: Option<&TlsDial>,
         req: Request<Body>,
-    ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
+    ) -> Result<(Response<Body>, Option<Checkin>), SendError> {
         let key = (addr, tls.map_or(0, |t| t.pool_key));
+        let req = match h1client::outgoing(req) {
+            Ok(out) => return self.send_own(addr, tls, key, out).await.map(|r| (r, None)),
+            Err(req) => *req,
+        };
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
         // A connection checked in when its last response ended may not be
         // marked ready yet (its task has not run since): wait for it briefly
@@ -228,7 +251,8 @@ impl Pool {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|source| SendError::Upstream { addr, source })?;
+            .map_err(|e| upstream(addr, e))?
+            .map(crate::body::from_hyper);
         let reusable = !upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
         let checkin = reusable.then(|| Checkin {
             pool: self.inner.clone(),
@@ -248,7 +272,7 @@ impl Pool {
         let (s, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| SendError::Upstream { addr, source })?;
+            .map_err(|e| upstream(addr, e))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -268,7 +292,7 @@ impl Pool {
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| SendError::Upstream { addr, source })?;
+            .map_err(|e| upstream(addr, e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -286,7 +310,7 @@ impl Pool {
         addr: SocketAddr,
         tls: Option<&TlsDial>,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Body>, SendError> {
         let key = (addr, tls.map_or(0, |t| t.pool_key));
         let existing = {
             let m = self.inner.h2.lock().expect("pool lock");
@@ -297,13 +321,87 @@ impl Pool {
             // Boxed for the reason given in `send_h1_via`.
             None => Box::pin(self.dial_h2(addr, tls, key)).await?,
         };
-        sender
-            .ready()
-            .await
-            .map_err(|source| SendError::Upstream { addr, source })?;
+        sender.ready().await.map_err(|e| upstream(addr, e))?;
         sender
             .send_request(req)
             .await
-            .map_err(|source| SendError::Upstream { addr, source })
+            .map(|r| r.map(crate::body::from_hyper))
+            .map_err(|e| upstream(addr, e))
+    }
+
+    /// Sends a request the own client takes, on an idle connection of its
+    /// own if one is usable, or a new one.
+    async fn send_own(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&TlsDial>,
+        key: Key,
+        out: h1client::Outgoing,
+    ) -> Result<Response<Body>, SendError> {
+        let idle = loop {
+            let candidate = {
+                let mut m = self.inner.own.lock().expect("pool lock");
+                m.get_mut(&key).and_then(Vec::pop)
+            };
+            match candidate {
+                Some(mut c) => {
+                    if c.is_usable() {
+                        break Some(c);
+                    }
+                }
+                None => break None,
+            }
+        };
+        let conn = match idle {
+            Some(c) => c,
+            // Boxed for the reason given in `send_h1_via`.
+            None => h1client::Conn::new(Box::pin(self.connect(addr, tls)).await?),
+        };
+        let back = Back {
+            pool: self.inner.clone(),
+            key,
+        };
+        conn.send(out, back)
+            .await
+            .map(|r| r.map(http_body_util::BodyExt::boxed))
+            .map_err(|e| upstream(addr, e))
+    }
+}
+
+fn upstream(addr: SocketAddr, e: impl Into<UpstreamError>) -> SendError {
+    SendError::Upstream {
+        addr,
+        source: e.into(),
+    }
+}
+
+/// Where an own-client connection goes when its response has been read.
+struct Back {
+    pool: Arc<PoolInner>,
+    key: Key,
+}
+
+impl h1client::Reuse for Back {
+    fn reuse(self, conn: h1client::Conn) {
+        let mut idle = self.pool.own.lock().expect("pool lock");
+        let list = idle.entry(self.key).or_default();
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+impl Pool {
+    /// The own client's idle plaintext connection to `addr`, taken out.
+    pub(crate) fn take_own_idle(&self, addr: SocketAddr) -> Option<h1client::Conn> {
+        let mut m = self.inner.own.lock().expect("pool lock");
+        m.get_mut(&(addr, 0)).and_then(Vec::pop)
+    }
+
+    /// Puts an idle connection back, as [`Pool::take_own_idle`] found it.
+    pub(crate) fn put_own_idle(&self, addr: SocketAddr, conn: h1client::Conn) {
+        let mut m = self.inner.own.lock().expect("pool lock");
+        m.entry((addr, 0)).or_default().push(conn);
     }
 }

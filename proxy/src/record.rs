@@ -174,12 +174,12 @@ pub(crate) struct Metered {
 
 impl hyper::body::Body for Metered {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         let p = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match &p {
             std::task::Poll::Ready(Some(Ok(f))) => {

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 
 use http::header;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::Body;
@@ -85,7 +84,12 @@ pub(crate) async fn relay(
         Some(port) => format!("127.0.0.1:{port}"),
         None => "-".into(),
     });
-    let Some(up) = upstream_request(parts, body.boxed(), relay.proto, &authority) else {
+    let Some(up) = upstream_request(
+        parts,
+        crate::body::from_hyper(body),
+        relay.proto,
+        &authority,
+    ) else {
         return metered(
             full(StatusCode::BAD_REQUEST, "bad request target\n"),
             record,
@@ -106,7 +110,7 @@ pub(crate) async fn relay(
 
 /// The downstream answer for the result of one upstream exchange.
 fn answer(
-    result: Result<(Response<Incoming>, Option<Checkin>), SendError>,
+    result: Result<(Response<Body>, Option<Checkin>), SendError>,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     direction: Direction,
     answer_metadata: bool,
@@ -142,7 +146,7 @@ fn answer(
                 (Some(_), None) if inbound => {}
                 _ => strip_hop_by_hop(&mut rparts.headers, false),
             }
-            metered(Response::from_parts(rparts, rbody.boxed()), record)
+            metered(Response::from_parts(rparts, rbody), record)
         }
         Err(e) if e.downstream_body_flags().is_some() => {
             record.labels.response_code = 400;

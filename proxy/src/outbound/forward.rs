@@ -67,7 +67,7 @@ pub(super) async fn request_body(body: Incoming) -> Result<ReqBody, hyper::Error
     }
     match body.size_hint().exact() {
         Some(n) if n <= REPLAY_LIMIT => Ok(ReqBody::Replayable(body.collect().await?.to_bytes())),
-        _ => Ok(ReqBody::Stream(body.boxed())),
+        _ => Ok(ReqBody::Stream(crate::body::from_hyper(body))),
     }
 }
 
@@ -121,7 +121,7 @@ pub(super) async fn send_to(
     let host = ensure_host(&mut parts);
     let authority = host.unwrap_or_default();
     let body = if is_upgrade {
-        ReqBody::Stream(body.boxed())
+        ReqBody::Stream(crate::body::from_hyper(body))
     } else {
         match request_body(body).await {
             Ok(b) => b,
@@ -194,7 +194,7 @@ pub(super) async fn send_to(
             if let Some(ops) = &response_ops {
                 apply_ops(&mut rparts.headers, ops);
             }
-            metered(Response::from_parts(rparts, rbody.boxed()), record)
+            metered(Response::from_parts(rparts, rbody), record)
         }
         Err(f) => {
             if let Some(ep) = &f.endpoint {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::Body;
@@ -160,7 +159,7 @@ impl ReqBody {
 
 /// A successful exchange.
 pub struct Sent {
-    pub response: Response<Incoming>,
+    pub response: Response<Body>,
     pub checkin: Option<Checkin>,
     pub endpoint: EndpointRef,
     /// The endpoint's in-flight count, held until the response is done with.
@@ -356,7 +355,7 @@ async fn attempt_once(
     ep: &Endpoint,
     req: Request<Body>,
     proto: Protocol,
-) -> Result<(Response<Incoming>, Option<Checkin>), crate::pool::SendError> {
+) -> Result<(Response<Body>, Option<Checkin>), crate::pool::SendError> {
     use crate::mtls::stream::{Alpn, TlsDial};
     let alpn = if proto == Protocol::Http2 {
         Alpn::Http2
