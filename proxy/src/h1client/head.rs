@@ -2,6 +2,8 @@
 //! into an `http::Response` whose header values share that buffer (no copy
 //! per header), and the framing of the body that follows it (RFC 9112 §6.3).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
@@ -34,9 +36,16 @@ pub(crate) struct Head {
 /// are dropped), `Ok(None)` when more bytes are needed.
 pub(crate) fn take(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut headers);
-        let len = match parsed.parse(buf) {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        // First only where the head ends (the slots need no initialising);
+        // then, with the head frozen, once more so that each header value can
+        // be a slice of it rather than a copy.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let config = httparse::ParserConfig::default();
+        let mut probe = httparse::Response::new(&mut []);
+        let len = match config.parse_response_with_uninit_headers(&mut probe, buf, &mut slots) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                 return Err(Error::HeadTooLarge)
@@ -44,13 +53,18 @@ pub(crate) fn take(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(Error::Head(e)),
         };
+        let head: Bytes = buf.split_to(len).freeze();
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        config
+            .parse_response_with_uninit_headers(&mut parsed, &head, &mut slots)
+            .map_err(Error::Head)?;
         let code = parsed.code.unwrap_or(0);
         let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("status code"))?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(Error::Invalid("101 to a request that asked for no upgrade"));
         }
         if status.is_informational() {
-            let _ = buf.split_to(len);
             continue;
         }
         let version = if parsed.version == Some(0) {
@@ -58,27 +72,25 @@ pub(crate) fn take(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
         } else {
             Version::HTTP_11
         };
-        // Where each name and value sits in the head, so the values can be
-        // slices of it once the parser's borrow of the buffer ends.
-        let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let n = parsed.headers.len();
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-        }
-        let head: Bytes = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(n);
-        for &(ns, ne, vs, ve) in &spans[..n] {
-            let name =
-                HeaderName::from_bytes(&head[ns..ne]).map_err(|_| Error::Invalid("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+        let mut map = HeaderMap::with_capacity(parsed.headers.len());
+        // What the framing depends on, noted while the map is built (no
+        // lookups afterwards).
+        let mut seen = Seen::default();
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| Error::Invalid("header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
                 .map_err(|_| Error::Invalid("header value"))?;
+            seen.note(&name, &value)?;
             map.append(name, value);
         }
-        let (framing, reuse_framing) = framing(&map, status, head_request)?;
-        let keep_alive = reuse_framing && keeps_alive(&map, version);
+        let (framing, reuse_framing) = framing(&seen, status, head_request);
+        let keep_alive = reuse_framing
+            && if version == Version::HTTP_10 {
+                seen.keep_alive
+            } else {
+                !seen.close
+            };
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -91,62 +103,56 @@ pub(crate) fn take(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
     }
 }
 
-/// The body's framing, and whether it leaves the connection reusable.
-fn framing(
-    map: &HeaderMap,
-    status: StatusCode,
-    head_request: bool,
-) -> Result<(Framing, bool), Error> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((Framing::Empty, true));
-    }
-    let lengths = map.get_all(header::CONTENT_LENGTH);
-    if let Some(te) = map.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let chunked = te
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        // Both headers: the length is ignored, and so is the connection
-        // afterwards (a smuggling hazard, RFC 9112 §6.3).
-        let clean = lengths.iter().next().is_none();
-        return Ok(if chunked {
-            (Framing::Chunked, clean)
-        } else {
-            (Framing::Close, false)
-        });
-    }
-    let mut length = None;
-    for v in lengths {
-        let n = std::str::from_utf8(v.as_bytes())
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or(Error::Invalid("content-length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Error::Invalid("content-length"));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
-        Some(0) => (Framing::Empty, true),
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::Close, false),
-    })
+/// The framing headers of a response head.
+#[derive(Default)]
+struct Seen {
+    /// `Content-Length`, all copies agreeing.
+    length: Option<u64>,
+    /// The last `Transfer-Encoding` value ends in `chunked`.
+    chunked: Option<bool>,
+    /// `Connection: close` / `keep-alive` tokens.
+    close: bool,
+    keep_alive: bool,
 }
 
-/// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when told
-/// `keep-alive`.
-fn keeps_alive(map: &HeaderMap, version: Version) -> bool {
-    let has = |token: &[u8]| {
-        map.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Error> {
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(Error::Invalid("content-length"))?;
+            if self.length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("content-length"));
+            }
+            self.length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value.as_bytes().rsplit(|b| *b == b',').next();
+            self.chunked =
+                Some(last.is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked")));
+        } else if name == header::CONNECTION {
+            for t in value.as_bytes().split(|b| *b == b',') {
+                let t = t.trim_ascii();
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The body's framing, and whether it leaves the connection reusable.
+fn framing(seen: &Seen, status: StatusCode, head_request: bool) -> (Framing, bool) {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return (Framing::Empty, true);
+    }
+    match (seen.chunked, seen.length) {
+        // Both headers: the length is ignored, and so is the connection
+        // afterwards (a smuggling hazard, RFC 9112 §6.3).
+        (Some(true), length) => (Framing::Chunked, length.is_none()),
+        (Some(false), _) => (Framing::Close, false),
+        (None, Some(0)) => (Framing::Empty, true),
+        (None, Some(n)) => (Framing::Length(n), true),
+        (None, None) => (Framing::Close, false),
     }
 }
