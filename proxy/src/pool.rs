@@ -19,6 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
 use crate::h1client;
+
+mod idle;
 pub use crate::mtls::stream::{MaybeTls, TlsDial};
 
 /// Where a pool's connections go.
@@ -134,7 +136,7 @@ struct PoolInner {
     tls: Arc<crate::mtls::certs::TlsState>,
     h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Body>>, Fast>>,
     /// Idle connections of the own HTTP/1.1 client.
-    own: Mutex<HashMap<Key, Vec<h1client::Conn>, Fast>>,
+    own: Arc<idle::Idle<Key>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<Body>, Fast>>,
 }
 
@@ -150,7 +152,7 @@ impl Pool {
                 dial,
                 tls,
                 h1: Mutex::new(HashMap::default()),
-                own: Mutex::new(HashMap::default()),
+                own: idle::Idle::new(),
                 h2: Mutex::new(HashMap::default()),
             }),
         }
@@ -338,21 +340,7 @@ impl Pool {
         key: Key,
         out: h1client::Outgoing,
     ) -> Result<Response<Body>, SendError> {
-        let idle = loop {
-            let candidate = {
-                let mut m = self.inner.own.lock().expect("pool lock");
-                m.get_mut(&key).and_then(Vec::pop)
-            };
-            match candidate {
-                Some(mut c) => {
-                    if c.is_usable() {
-                        break Some(c);
-                    }
-                }
-                None => break None,
-            }
-        };
-        let conn = match idle {
+        let conn = match self.inner.own.checkout(&key) {
             Some(c) => c,
             // Boxed for the reason given in `send_h1_via`.
             None => h1client::Conn::new(Box::pin(self.connect(addr, tls)).await?),
@@ -383,25 +371,24 @@ struct Back {
 
 impl h1client::Reuse for Back {
     fn reuse(self, conn: h1client::Conn) {
-        let mut idle = self.pool.own.lock().expect("pool lock");
-        let list = idle.entry(self.key).or_default();
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push(conn);
-        }
+        self.pool.own.checkin(self.key, conn);
     }
 }
 
 #[cfg(test)]
 impl Pool {
-    /// The own client's idle plaintext connection to `addr`, taken out.
-    pub(crate) fn take_own_idle(&self, addr: SocketAddr) -> Option<h1client::Conn> {
-        let mut m = self.inner.own.lock().expect("pool lock");
-        m.get_mut(&(addr, 0)).and_then(Vec::pop)
+    /// The own client's idle plaintext connections to `addr`.
+    pub(crate) fn own_idle(&self, addr: SocketAddr) -> usize {
+        self.inner.own.count(&(addr, 0))
     }
 
-    /// Puts an idle connection back, as [`Pool::take_own_idle`] found it.
-    pub(crate) fn put_own_idle(&self, addr: SocketAddr, conn: h1client::Conn) {
-        let mut m = self.inner.own.lock().expect("pool lock");
-        m.entry((addr, 0)).or_default().push(conn);
+    /// Whether the idle connection to `addr` the next request would take is usable.
+    pub(crate) fn own_idle_usable(&self, addr: SocketAddr) -> Option<bool> {
+        self.inner.own.peek_usable(&(addr, 0))
+    }
+
+    /// Runs the idle sweep now; how many connections it dropped.
+    pub(crate) fn sweep_own_idle(&self) -> usize {
+        self.inner.own.sweep()
     }
 }

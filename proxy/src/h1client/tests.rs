@@ -406,7 +406,7 @@ async fn the_pool_reuses_own_connections_until_the_server_says_close() {
 }
 
 #[tokio::test]
-async fn an_idle_connection_the_server_closed_is_not_used() {
+async fn idle_connections_the_server_closed_are_skipped_and_swept() {
     let pool = Pool::new(Dial::Direct, Arc::new(TlsState::default()));
     // The server answers and closes without saying so (as a keep-alive
     // timeout does): the pooled connection must be found dead, not failed on.
@@ -428,52 +428,31 @@ async fn an_idle_connection_the_server_closed_is_not_used() {
             closed_tx.send(()).await.unwrap();
         }
     });
+    let wait = std::time::Duration::from_secs(5);
+    let tick = std::time::Duration::from_millis(5);
+
+    // Taken out at the next request: skipped, and a new connection made.
     assert_eq!(&send_through(&pool, addr, b"").await[..], b"ok");
     closed_rx.recv().await.unwrap();
-    // The close reaches the pooled socket: wait until it is readable.
-    tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            let ready = {
-                let mut m = pool_idle(&pool, addr);
-                m.as_mut().is_some_and(|c| !c.is_usable())
-            };
-            if ready {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    tokio::time::timeout(wait, async {
+        while pool.own_idle_usable(addr) != Some(false) {
+            tokio::time::sleep(tick).await;
         }
     })
     .await
     .expect("the pooled connection sees the close");
     assert_eq!(&send_through(&pool, addr, b"").await[..], b"ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
-}
 
-/// Takes the pool's idle own connection to `addr` out, checks it, and puts it back.
-fn pool_idle(pool: &Pool, addr: SocketAddr) -> PeekIdle<'_> {
-    PeekIdle {
-        pool,
-        addr,
-        conn: pool.take_own_idle(addr),
-    }
-}
-
-struct PeekIdle<'a> {
-    pool: &'a Pool,
-    addr: SocketAddr,
-    conn: Option<Conn>,
-}
-
-impl PeekIdle<'_> {
-    fn as_mut(&mut self) -> Option<&mut Conn> {
-        self.conn.as_mut()
-    }
-}
-
-impl Drop for PeekIdle<'_> {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            self.pool.put_own_idle(self.addr, c);
+    // Left idle: the sweep closes it.
+    closed_rx.recv().await.unwrap();
+    assert_eq!(pool.own_idle(addr), 1);
+    tokio::time::timeout(wait, async {
+        while pool.sweep_own_idle() == 0 {
+            tokio::time::sleep(tick).await;
         }
-    }
+    })
+    .await
+    .expect("the sweep drops the closed connection");
+    assert_eq!(pool.own_idle(addr), 0);
 }
