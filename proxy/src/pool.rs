@@ -22,6 +22,7 @@ use crate::h1client;
 
 mod idle;
 pub use crate::mtls::stream::{MaybeTls, TlsDial};
+use idle::Fast;
 
 /// Where a pool's connections go.
 #[derive(Clone, Copy)]
@@ -113,7 +114,7 @@ impl Checkin {
             if !s.is_closed() {
                 let mut idle = self.pool.h1.lock().expect("pool lock");
                 let list = idle.entry(self.addr).or_default();
-                if list.len() < MAX_IDLE_PER_ENDPOINT {
+                if list.len() < idle::MAX_PER_KEY {
                     list.push(s);
                 }
             }
@@ -121,15 +122,10 @@ impl Checkin {
     }
 }
 
-const MAX_IDLE_PER_ENDPOINT: usize = 64;
-
 /// Connections are pooled per address and per security: an mTLS connection
 /// is never reused for a plaintext request to the same endpoint, or vice versa,
 /// nor across different TLS settings ([`TlsDial::pool_key`]).
 type Key = (SocketAddr, u64);
-
-/// Hashes a [`Key`] per request (check-out and check-in) without SipHash.
-type Fast = foldhash::fast::RandomState;
 
 struct PoolInner {
     dial: Dial,

@@ -12,25 +12,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use hyper::body::Frame;
 
-use super::conn::{Conn, Error, Reuse, MAX_HEAD};
+use super::conn::{Conn, Error, Reuse};
 use super::head::Framing;
 use crate::body::BodyError;
+use crate::h1scan::{self, Chunk, MAX_HEAD_BYTES};
 
 /// How much is asked of the socket per read of a body.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Where the chunked decoder is between reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes left.
-    Data(u64),
-    /// After a chunk's data, at its CRLF.
-    DataEnd,
-    /// After the last chunk, at the trailer section.
-    Trailers,
-}
 
 /// What [`next_chunk`] found.
 #[derive(Debug, PartialEq)]
@@ -42,91 +30,74 @@ pub(crate) enum Step {
     End(Option<HeaderMap>),
 }
 
-/// Decodes what it can of a chunked body from the front of `buf`.
+/// Decodes what it can of a chunked body from the front of `buf`. The framing
+/// is [`h1scan::chunk_step`]'s, hyper's grammar byte for byte (the same the
+/// downstream guard checks request bodies with); this only takes the data out
+/// and, at the end, the trailer section, held until it is complete.
 pub(crate) fn next_chunk(state: &mut Chunk, buf: &mut BytesMut) -> Result<Step, Error> {
+    let bad = |_| Error::Body("chunked framing");
     loop {
         match *state {
-            Chunk::Size => {
-                let Some(eol) = find_crlf(buf) else {
-                    return too_long(buf, 1024);
-                };
-                let line = &buf[..eol];
-                let digits = line.split(|b| *b == b';').next().unwrap_or_default();
-                let size = std::str::from_utf8(digits)
-                    .ok()
-                    .map(str::trim_ascii)
-                    .filter(|d| !d.is_empty() && d.len() <= 16)
-                    .and_then(|d| u64::from_str_radix(d, 16).ok())
-                    .ok_or(Error::Body("chunk size"))?;
-                buf.advance(eol + 2);
-                *state = if size == 0 {
-                    Chunk::Trailers
-                } else {
-                    Chunk::Data(size)
-                };
-            }
             Chunk::Data(left) => {
                 if buf.is_empty() {
                     return Ok(Step::More);
                 }
                 let n = (buf.len() as u64).min(left) as usize;
-                let data = buf.split_to(n).freeze();
-                *state = if n as u64 == left {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left - n as u64)
-                };
-                return Ok(Step::Data(data));
+                *state = h1scan::chunk_step(*state, &buf[..n]).map_err(bad)?.0;
+                return Ok(Step::Data(buf.split_to(n).freeze()));
             }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
+            // After the last chunk's size line: trailer fields, then CRLF.
+            Chunk::EndCr => {
+                let (end, used) = h1scan::chunk_step(Chunk::EndCr, buf).map_err(bad)?;
+                if end != Chunk::Done {
+                    return too_long(buf, MAX_HEAD_BYTES);
+                }
+                let section = buf.split_to(used);
+                *state = Chunk::Done;
+                return trailers(&section).map(Step::End);
+            }
+            Chunk::Done => return Ok(Step::End(None)),
+            // A size line or a chunk's CRLF: a byte at a time, up to the data
+            // or the trailer section.
+            _ => {
+                if buf.is_empty() {
                     return Ok(Step::More);
                 }
-                if &buf[..2] != b"\r\n" {
-                    return Err(Error::Body("chunk data end"));
-                }
-                buf.advance(2);
-                *state = Chunk::Size;
-            }
-            Chunk::Trailers => {
-                if buf.starts_with(b"\r\n") {
-                    buf.advance(2);
-                    return Ok(Step::End(None));
-                }
-                // Trailer fields end at an empty line; parsed as headers.
-                let mut fields = [httparse::EMPTY_HEADER; 64];
-                return match httparse::parse_headers(buf, &mut fields) {
-                    Ok(httparse::Status::Complete((len, fields))) => {
-                        let mut map = HeaderMap::with_capacity(fields.len());
-                        for f in fields {
-                            let name = http::HeaderName::from_bytes(f.name.as_bytes())
-                                .map_err(|_| Error::Body("trailer name"))?;
-                            let value = http::HeaderValue::from_bytes(f.value)
-                                .map_err(|_| Error::Body("trailer value"))?;
-                            map.append(name, value);
-                        }
-                        buf.advance(len);
-                        Ok(Step::End(Some(map)))
-                    }
-                    Ok(httparse::Status::Partial) => too_long(buf, MAX_HEAD),
-                    Err(_) => Err(Error::Body("trailers")),
-                };
+                *state = h1scan::chunk_step(*state, &buf[..1]).map_err(bad)?.0;
+                buf.advance(1);
             }
         }
     }
 }
 
-/// `More`, unless `buf` already holds more than a line of this kind may be.
+/// The trailer fields of a complete trailer section (ending in an empty line).
+fn trailers(section: &[u8]) -> Result<Option<HeaderMap>, Error> {
+    if section == b"\r\n" {
+        return Ok(None);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let Ok(httparse::Status::Complete((_, fields))) = httparse::parse_headers(section, &mut fields)
+    else {
+        return Err(Error::Body("trailers"));
+    };
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name = http::HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| Error::Body("trailer name"))?;
+        let value =
+            http::HeaderValue::from_bytes(f.value).map_err(|_| Error::Body("trailer value"))?;
+        map.append(name, value);
+    }
+    Ok(Some(map))
+}
+
+/// `More`, unless `buf` already holds more than a trailer section may be.
 fn too_long(buf: &BytesMut, limit: usize) -> Result<Step, Error> {
     if buf.len() > limit {
-        Err(Error::Body("chunk line too long"))
+        Err(Error::Body("trailer section too long"))
     } else {
         Ok(Step::More)
     }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
 }
 
 /// Where the body is.
@@ -148,9 +119,9 @@ pub struct ResponseBody<R: Reuse> {
 impl<R: Reuse> ResponseBody<R> {
     pub(crate) fn new(conn: Conn, framing: Framing, keep_alive: bool, reuse: R) -> Self {
         let state = match framing {
-            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Empty => State::Done,
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::Chunked => State::Chunked(Chunk::Start),
             Framing::Close => State::Close,
         };
         let mut b = ResponseBody {
@@ -175,6 +146,13 @@ impl<R: Reuse> ResponseBody<R> {
         if self.keep_alive && conn.buf.is_empty() {
             reuse.reuse(conn);
         }
+    }
+
+    /// The body cannot go on: the connection is closed, never reused.
+    fn fail(&mut self) {
+        self.state = State::Done;
+        self.conn = None;
+        self.reuse = None;
     }
 
     /// Reads more of the body into the connection's buffer; `Ok(false)` at
@@ -273,14 +251,5 @@ impl<R: Reuse> hyper::body::Body for ResponseBody<R> {
             State::Length(n) => hyper::body::SizeHint::with_exact(n),
             _ => hyper::body::SizeHint::default(),
         }
-    }
-}
-
-impl<R: Reuse> ResponseBody<R> {
-    /// The body cannot go on: the connection is closed, never reused.
-    fn fail(&mut self) {
-        self.state = State::Done;
-        self.conn = None;
-        self.reuse = None;
     }
 }

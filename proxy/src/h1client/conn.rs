@@ -9,9 +9,6 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::mtls::stream::MaybeTls;
 
-/// Largest response head read before giving up: Envoy's 60 KiB header budget.
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
-
 /// Why an exchange on the own client failed. All of them are the upstream's
 /// doing (Envoy's `UC`): the request body was whole before anything was sent.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +17,7 @@ pub enum Error {
     Closed,
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("response head larger than {MAX_HEAD} bytes")]
+    #[error("response head larger than {} bytes", crate::h1scan::MAX_HEAD_BYTES)]
     HeadTooLarge,
     #[error("malformed response head: {0}")]
     Head(httparse::Error),

@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
-use super::conn::{Error, MAX_HEAD};
+use super::conn::Error;
+use crate::h1scan::MAX_HEAD_BYTES;
 
 /// The same 100 headers the downstream side allows.
 const MAX_HEADERS: usize = 100;
@@ -47,7 +48,7 @@ pub(crate) fn take(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
         let mut probe = httparse::Response::new(&mut []);
         let len = match config.parse_response_with_uninit_headers(&mut probe, buf, &mut slots) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
                 return Err(Error::HeadTooLarge)
             }
             Ok(httparse::Status::Partial) => return Ok(None),

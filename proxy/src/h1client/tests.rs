@@ -12,10 +12,11 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::body::{next_chunk, Chunk, Step};
+use super::body::{next_chunk, Step};
 use super::head::{self, Framing};
 use super::*;
 use crate::body::Body;
+use crate::h1scan::Chunk;
 use crate::mtls::certs::TlsState;
 use crate::mtls::stream::MaybeTls;
 use crate::pool::{Dial, Pool};
@@ -205,7 +206,7 @@ fn bad_response_heads_are_named() {
         assert_eq!(e.to_string(), want);
     }
     let mut huge = b"HTTP/1.1 200 OK\r\n".to_vec();
-    huge.extend(std::iter::repeat_n(b'a', super::conn::MAX_HEAD));
+    huge.extend(std::iter::repeat_n(b'a', crate::h1scan::MAX_HEAD_BYTES));
     assert!(matches!(parse(&huge, false), Err(Error::HeadTooLarge)));
 }
 
@@ -213,7 +214,7 @@ fn bad_response_heads_are_named() {
 fn chunked_bodies_decode_across_reads() {
     let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\ngrpc-status: 0\r\n\r\n";
     // Fed one byte at a time, as the worst network would.
-    let mut state = Chunk::Size;
+    let mut state = Chunk::Start;
     let mut buf = BytesMut::new();
     let mut data = Vec::new();
     let mut trailers = None;
@@ -235,7 +236,7 @@ fn chunked_bodies_decode_across_reads() {
     assert_eq!(t["grpc-status"], "0");
     assert!(buf.is_empty());
     for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"11111111111111111\r\n"] {
-        let mut state = Chunk::Size;
+        let mut state = Chunk::Start;
         let mut buf = BytesMut::from(bad);
         let mut r = next_chunk(&mut state, &mut buf);
         while let Ok(Step::Data(_)) = r {

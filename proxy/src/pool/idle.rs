@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use crate::h1client::Conn;
 
-/// Idle connections kept per key; more are closed when checked in.
-const MAX_PER_KEY: usize = 64;
+/// Idle connections kept per key (by either client); more are closed when
+/// checked in.
+pub(super) const MAX_PER_KEY: usize = 64;
 
 /// How often idle connections are checked for a close.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Hashes a key per request (check-out and check-in) without SipHash.
-type Fast = foldhash::fast::RandomState;
+pub(super) type Fast = foldhash::fast::RandomState;
 
 pub(crate) struct Idle<K> {
     conns: Mutex<HashMap<K, Vec<Conn>, Fast>>,
