@@ -85,31 +85,30 @@ async fn what_the_own_client_does_not_take_goes_back_intact() {
     let old = Request::get("/").version(Version::HTTP_10);
     assert!(outgoing(old.body(crate::util::empty()).unwrap()).is_err());
     // A streamed body not all there yet: nothing taken from it.
-    let (mut tx, rx) = futures::channel::mpsc::channel::<
-        Result<hyper::body::Frame<Bytes>, crate::body::BodyError>,
-    >(4);
-    let streamed = http_body_util::StreamBody::new(rx).boxed();
-    let back = outgoing(Request::post("/s").body(streamed).unwrap())
-        .err()
-        .unwrap();
-    tx.try_send(Ok(hyper::body::Frame::data(Bytes::from_static(b"ab"))))
-        .unwrap();
-    drop(tx);
-    let body = back.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"ab");
+    assert_eq!(&streamed_through_outgoing(&[], &[b"ab"]).await[..], b"ab");
     // One frame there and more to come: the first is put back in front.
-    let (mut tx, rx) = futures::channel::mpsc::channel(4);
-    tx.try_send(Ok(hyper::body::Frame::data(Bytes::from_static(b"one"))))
-        .unwrap();
+    assert_eq!(
+        &streamed_through_outgoing(&[b"one"], &[b"two"]).await[..],
+        b"onetwo"
+    );
+}
+
+/// A streamed request body with `before` sent when `outgoing` sees it and
+/// `after` sent once it gave the request back: the body hyper's client gets.
+async fn streamed_through_outgoing(before: &[&'static [u8]], after: &[&'static [u8]]) -> Bytes {
+    let (mut tx, rx) = futures::channel::mpsc::channel(8);
+    let mut send = |chunk: &'static [u8]| {
+        tx.try_send(Ok(hyper::body::Frame::data(Bytes::from_static(chunk))))
+            .unwrap()
+    };
+    before.iter().for_each(|c| send(c));
     let streamed: Body = http_body_util::StreamBody::new(rx).boxed();
     let back = outgoing(Request::post("/s").body(streamed).unwrap())
         .err()
         .unwrap();
-    tx.try_send(Ok(hyper::body::Frame::data(Bytes::from_static(b"two"))))
-        .unwrap();
+    after.iter().for_each(|c| send(c));
     drop(tx);
-    let body = back.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"onetwo");
+    back.into_body().collect().await.unwrap().to_bytes()
 }
 
 fn parse(bytes: &[u8], head_request: bool) -> Result<Option<head::Head>, Error> {
