@@ -9,7 +9,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -23,6 +25,7 @@ use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 use crate::body::Body;
 use crate::direction::Direction;
 use crate::downstream::{decide, Activity, ConnState, Next, Reason, ResetBudget, Timeouts};
+use crate::h1server::{Ended, Rewind};
 use crate::shared::Shared;
 
 /// The connection a request arrived on.
@@ -44,7 +47,7 @@ pub fn http_builder() -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         // A started request's headers must arrive within this.
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(crate::h1server::HEADER_READ_TIMEOUT)
         // 60 KiB / 100 headers, Envoy's max_request_headers_kb/count defaults.
         // 100 is hyper's own default; setting it explicitly (`max_headers`)
         // makes hyper fill a 100-slot array per request head instead of using
@@ -117,7 +120,7 @@ impl Drain {
 pub async fn serve_http<S, H, F>(stream: S, ctx: Arc<ConnCtx>, drain: DrainWatch, handler: H)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, Arc<ConnCtx>) -> F + Send + Sync + 'static,
+    H: Fn(Request<Body>, Arc<ConnCtx>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler: Handler = Arc::new(move |req, ctx| Box::pin(handler(req, ctx)));
@@ -136,25 +139,21 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 type BoxIo = Box<dyn Io>;
 
 /// A direction's request handler, erased (see [`Io`]).
-type Handler = Arc<dyn Fn(Request<Incoming>, Arc<ConnCtx>) -> Reply + Send + Sync>;
+type Handler = Arc<dyn Fn(Request<Body>, Arc<ConnCtx>) -> Reply + Send + Sync>;
 type Reply = std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// Every request first: the guard's and framing refusals; afterwards, a
 /// draining proxy asks the client to close the connection.
-async fn handle(
-    req: Request<Incoming>,
-    ctx: Arc<ConnCtx>,
-    handler: &Handler,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<Body>, ctx: Arc<ConnCtx>, handler: &Handler) -> Response<Body> {
     // Stands in for a request the connection's guard refused (crate::h1guard).
     if req.method().as_str() == crate::h1guard::REJECT_METHOD {
-        return Ok(crate::h1guard::local_reply(req.uri().path()));
+        return crate::h1guard::local_reply(req.uri().path());
     }
     if let Some(why) = crate::util::framing_hazard(req.headers()) {
         let mut r = crate::util::full(StatusCode::BAD_REQUEST, why);
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(r);
+        return r;
     }
     let shared = ctx.shared.clone();
     let mut resp = handler(req, ctx).await;
@@ -162,7 +161,56 @@ async fn handle(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(resp)
+    resp
+}
+
+/// A connection's HTTP server as its watchdog sees it: it ends (the own
+/// HTTP/1.1 server possibly handing the connection to hyper's), or is asked
+/// to end gracefully. Erased so the watchdog is compiled once.
+trait Served: Future<Output = Result<Ended, BoxError>> + Send {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// [`crate::h1server`] on its way.
+struct Own<'a, F> {
+    fut: std::pin::Pin<&'a mut F>,
+    shutdown: &'a AtomicBool,
+}
+
+impl<F: Future<Output = Result<Ended, crate::h1server::Error>>> Future for Own<'_, F> {
+    type Output = Result<Ended, BoxError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.fut.as_mut().poll(cx).map_err(BoxError::from)
+    }
+}
+
+impl<F: Future<Output = Result<Ended, crate::h1server::Error>> + Send> Served for Own<'_, F> {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+}
+
+/// hyper's server (HTTP/2, and HTTP/1 from the first request the own server
+/// does not take); `graceful` is its `graceful_shutdown`.
+struct Hyper<'a, C> {
+    conn: std::pin::Pin<&'a mut C>,
+    graceful: fn(std::pin::Pin<&mut C>),
+}
+
+impl<C: Future<Output = Result<(), BoxError>>> Future for Hyper<'_, C> {
+    type Output = Result<Ended, BoxError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.conn.as_mut().poll(cx).map_ok(|()| Ended::Closed)
+    }
+}
+
+impl<C: Future<Output = Result<(), BoxError>> + Send> Served for Hyper<'_, C> {
+    fn graceful_shutdown(mut self: std::pin::Pin<&mut Self>) {
+        let graceful = self.graceful;
+        graceful(self.conn.as_mut());
+    }
 }
 
 async fn serve(
@@ -172,16 +220,44 @@ async fn serve(
     handler: Handler,
 ) {
     let shared = ctx.shared.clone();
-    let peer = ctx.peer;
-    let timeouts = Timeouts {
-        first_byte: shared.cfg.first_byte_timeout,
-        idle: shared.cfg.http_idle_timeout,
-        close_grace: shared.cfg.drain_duration,
+    let w = Watch {
+        timeouts: Timeouts {
+            first_byte: shared.cfg.first_byte_timeout,
+            idle: shared.cfg.http_idle_timeout,
+            close_grace: shared.cfg.drain_duration,
+        },
+        state: ConnState::new(ResetBudget::DEFAULT),
+        shared,
+        peer: ctx.peer,
+        drain,
     };
-    let state = ConnState::new(ResetBudget::DEFAULT);
-    let io = TokioIo::new(Activity::new(stream, state.clone()));
-    let st = state.clone();
-    let svc = hyper::service::service_fn(move |req| {
+    let mut io = Activity::new(stream, w.state.clone());
+    let mut buf = bytes::BytesMut::new();
+    let shutdown = AtomicBool::new(false);
+    let mut going_away: Option<tokio::time::Instant> = None;
+    let ended = {
+        let own = crate::h1server::serve(&mut io, &mut buf, &shutdown, |req| {
+            let guard = w.state.open_stream();
+            let reply = handle(req, ctx.clone(), &handler);
+            async move { reply.await.map(|b| guard.respond(b)) }
+        });
+        let mut own = std::pin::pin!(own);
+        let served = std::pin::pin!(Own {
+            fut: own.as_mut(),
+            shutdown: &shutdown,
+        });
+        w.watch(served, &mut going_away).await
+    };
+    match ended {
+        Some(Ok(Ended::HandOff)) => {}
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "http connection ended");
+            return;
+        }
+        _ => return,
+    }
+    let st = w.state.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         // Dropped unanswered when the client resets the stream: a premature reset.
         let guard = st.open_stream();
         let h2 = req.version() == http::Version::HTTP_2;
@@ -193,64 +269,103 @@ async fn serve(
                 // HEADERS, and drops the stream before we dial or forward.
                 tokio::task::yield_now().await;
             }
-            let resp = handle(req, ctx, &handler).await?;
-            Ok::<_, std::convert::Infallible>(resp.map(|b| guard.respond(b)))
+            let resp = handle(req.map(crate::body::from_hyper), ctx, &handler).await;
+            Ok::<_, Infallible>(resp.map(|b| guard.respond(b)))
         }
     });
+    let io = TokioIo::new(Rewind::new(io, buf.freeze()));
     let builder = http_builder();
     let conn = builder.serve_connection_with_upgrades(io, svc);
     let mut conn = std::pin::pin!(conn);
-    let mut going_away: Option<tokio::time::Instant> = None;
-    loop {
-        let now = tokio::time::Instant::now();
-        let check_at = match decide(now, &state.facts(going_away), &timeouts) {
-            Next::CheckAt(t) => t,
-            Next::Close(reason) => {
-                tracing::debug!(?reason, "downstream connection closed");
-                shared.metrics.conn.closed(reason);
-                return;
-            }
-            Next::GoAway(reason) => {
-                shared.metrics.conn.closed(reason);
-                shared.penalty.closed(peer.ip(), reason);
+    // One turn first, so hyper has read what the own server read and started
+    // its protocol (an HTTP/2 server writes its SETTINGS): a flood or a drain
+    // noticed meanwhile then ends the connection with a GOAWAY, not in
+    // silence.
+    let first = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
+    let r = match first {
+        Poll::Ready(r) => Some(r.map(|()| Ended::Closed)),
+        Poll::Pending => {
+            if going_away.is_some() {
+                // Told to go away while the own server had the connection.
                 conn.as_mut().graceful_shutdown();
-                if matches!(reason, Reason::ResetFlood | Reason::ControlFlood) {
-                    // An attack or a broken client: operators want the peer. No
-                    // grace: every further frame costs us, so the GOAWAY gets a
-                    // moment to be written, then the connection is dropped.
-                    tracing::info!(%peer, ?reason, "downstream flood: GOAWAY and close");
-                    let _ = tokio::time::timeout(FLOOD_FLUSH, conn.as_mut()).await;
-                    return;
+            }
+            let served = std::pin::pin!(Hyper {
+                conn: conn.as_mut(),
+                graceful: |c| c.graceful_shutdown(),
+            });
+            w.watch(served, &mut going_away).await
+        }
+    };
+    // Ended, or upgraded: then the stream (still read through `Activity`)
+    // belongs to a tunnel, whose bytes are no flood.
+    w.state.set_opaque();
+    if let Some(Err(e)) = r {
+        tracing::debug!(error = %e, "http connection ended");
+        if crate::downstream::is_protocol_violation(e.as_ref()) {
+            w.shared.metrics.conn.closed(Reason::ProtocolError);
+            w.shared.penalty.closed(w.peer.ip(), Reason::ProtocolError);
+        }
+    }
+}
+
+/// The watchdog of one connection: enforces [`crate::downstream`]'s
+/// decisions while its server runs.
+struct Watch {
+    timeouts: Timeouts,
+    state: Arc<ConnState>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    drain: DrainWatch,
+}
+
+impl Watch {
+    /// Runs `conn` under the watchdog: its result when it ends by itself,
+    /// `None` when the watchdog dropped it.
+    async fn watch(
+        &self,
+        mut conn: std::pin::Pin<&mut (dyn Served + '_)>,
+        going_away: &mut Option<tokio::time::Instant>,
+    ) -> Option<Result<Ended, BoxError>> {
+        let (shared, peer, state) = (&self.shared, self.peer, &self.state);
+        loop {
+            let now = tokio::time::Instant::now();
+            let check_at = match decide(now, &state.facts(*going_away), &self.timeouts) {
+                Next::CheckAt(t) => t,
+                Next::Close(reason) => {
+                    tracing::debug!(?reason, "downstream connection closed");
+                    shared.metrics.conn.closed(reason);
+                    return None;
                 }
-                tracing::debug!(?reason, "downstream connection told to go away");
-                going_away = Some(now);
-                continue;
-            }
-        };
-        tokio::select! {
-            // The watchdog first, with the task's fresh coop budget: a client
-            // that keeps the connection always readable (a SETTINGS or PING
-            // flood) must not starve it.
-            biased;
-            _ = tokio::time::sleep_until(check_at) => {}
-            // Acted on at once (not at the next deadline): a flood budget is spent.
-            _ = state.flood.notified(), if going_away.is_none() => {}
-            _ = drain.token.cancelled(), if going_away.is_none() => {
-                conn.as_mut().graceful_shutdown();
-                going_away = Some(tokio::time::Instant::now());
-            }
-            r = conn.as_mut() => {
-                // Ended, or upgraded: then the stream (still read through
-                // `Activity`) belongs to a tunnel, whose bytes are no flood.
-                state.set_opaque();
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "http connection ended");
-                    if crate::downstream::is_protocol_violation(e.as_ref()) {
-                        shared.metrics.conn.closed(Reason::ProtocolError);
-                        shared.penalty.closed(peer.ip(), Reason::ProtocolError);
+                Next::GoAway(reason) => {
+                    shared.metrics.conn.closed(reason);
+                    shared.penalty.closed(peer.ip(), reason);
+                    conn.as_mut().graceful_shutdown();
+                    if matches!(reason, Reason::ResetFlood | Reason::ControlFlood) {
+                        // An attack or a broken client: operators want the peer. No
+                        // grace: every further frame costs us, so the GOAWAY gets a
+                        // moment to be written, then the connection is dropped.
+                        tracing::info!(%peer, ?reason, "downstream flood: GOAWAY and close");
+                        let _ = tokio::time::timeout(FLOOD_FLUSH, conn.as_mut()).await;
+                        return None;
                     }
+                    tracing::debug!(?reason, "downstream connection told to go away");
+                    *going_away = Some(now);
+                    continue;
                 }
-                return;
+            };
+            tokio::select! {
+                // The watchdog first, with the task's fresh coop budget: a client
+                // that keeps the connection always readable (a SETTINGS or PING
+                // flood) must not starve it.
+                biased;
+                _ = tokio::time::sleep_until(check_at) => {}
+                // Acted on at once (not at the next deadline): a flood budget is spent.
+                _ = state.flood.notified(), if going_away.is_none() => {}
+                _ = self.drain.token.cancelled(), if going_away.is_none() => {
+                    conn.as_mut().graceful_shutdown();
+                    *going_away = Some(tokio::time::Instant::now());
+                }
+                r = conn.as_mut() => return Some(r),
             }
         }
     }

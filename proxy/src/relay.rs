@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 
 use http::header;
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::direction::Direction;
@@ -71,7 +70,7 @@ impl<'a> Relay<'a> {
 /// Sends `req` as `relay` says and answers with the upstream's response (or
 /// a local reply), wrapped so `record` is written when the body ends.
 pub(crate) async fn relay(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     relay: Relay<'_>,
     record: Record,
 ) -> Response<Body> {
@@ -84,12 +83,7 @@ pub(crate) async fn relay(
         Some(port) => format!("127.0.0.1:{port}"),
         None => "-".into(),
     });
-    let Some(up) = upstream_request(
-        parts,
-        crate::body::from_hyper(body),
-        relay.proto,
-        &authority,
-    ) else {
+    let Some(up) = upstream_request(parts, body, relay.proto, &authority) else {
         return metered(
             full(StatusCode::BAD_REQUEST, "bad request target\n"),
             record,

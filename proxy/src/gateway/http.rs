@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::{Bound, GatewayConn, Server};
 use crate::body::Body;
@@ -118,7 +117,7 @@ pub fn edge_headers(h: &mut http::HeaderMap, scheme: &'static str, peer: std::ne
 }
 
 pub(crate) async fn route(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     ctx: &ConnCtx,
     gw: &GatewayConn,
 ) -> Response<Body> {

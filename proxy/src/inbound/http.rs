@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::conn::{ConnCtx, DrainWatch};
@@ -32,7 +31,7 @@ where
     .await
 }
 
-async fn inbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
+async fn inbound(mut req: Request<Body>, ctx: &ConnCtx) -> Response<Body> {
     let shared = &ctx.shared;
     let start = Instant::now();
     // The principal is what the peer proved with its certificate, never what

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use super::send::{self, Policy, ReqBody};
 use crate::body::Body;
@@ -60,21 +59,21 @@ pub(super) fn apply_ops(h: &mut http::HeaderMap, ops: &mesh_api::networking::Hea
 /// Decided from the body as hyper framed it, not from headers: by now the
 /// hop-by-hop `Transfer-Encoding` is gone, and a chunked body must still be
 /// streamed (and its errors seen), never taken for an empty one.
-pub(super) async fn request_body(body: Incoming) -> Result<ReqBody, hyper::Error> {
+pub(super) async fn request_body(body: Body) -> Result<ReqBody, crate::body::BodyError> {
     use hyper::body::Body as _;
     if body.is_end_stream() {
         return Ok(ReqBody::Replayable(Bytes::new()));
     }
     match body.size_hint().exact() {
         Some(n) if n <= REPLAY_LIMIT => Ok(ReqBody::Replayable(body.collect().await?.to_bytes())),
-        _ => Ok(ReqBody::Stream(crate::body::from_hyper(body))),
+        _ => Ok(ReqBody::Stream(body)),
     }
 }
 
 /// Sends to a cluster with `policy` (connection-pool admission first) and
 /// wraps the response for metrics; applies response header operations.
 pub(super) async fn send_to(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     cluster: &Arc<Cluster>,
     ctx: &ConnCtx,
     mut record: Record,
@@ -121,7 +120,7 @@ pub(super) async fn send_to(
     let host = ensure_host(&mut parts);
     let authority = host.unwrap_or_default();
     let body = if is_upgrade {
-        ReqBody::Stream(crate::body::from_hyper(body))
+        ReqBody::Stream(body)
     } else {
         match request_body(body).await {
             Ok(b) => b,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::send::Policy;
 use crate::body::Body;
@@ -37,7 +36,7 @@ where
     .await
 }
 
-pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
+pub(crate) async fn outbound(mut req: Request<Body>, ctx: &ConnCtx) -> Response<Body> {
     let shared = &ctx.shared;
     let Some(snap) = shared.store.load() else {
         return full(
@@ -147,7 +146,7 @@ pub(crate) async fn outbound(mut req: Request<Incoming>, ctx: &ConnCtx) -> Respo
 /// `reporter=source`, this workload (a sidecar's app, or the gateway) as the
 /// source, the destination filled in once routing picks one.
 pub(crate) fn source_record(
-    req: &Request<Incoming>,
+    req: &Request<Body>,
     ctx: &ConnCtx,
     authority: &str,
     start: Instant,
@@ -194,7 +193,7 @@ pub(crate) fn source_record(
 }
 
 /// ALLOW_ANY: the request goes where the app sent it, one attempt.
-async fn passthrough(req: Request<Incoming>, ctx: &ConnCtx, record: Record) -> Response<Body> {
+async fn passthrough(req: Request<Body>, ctx: &ConnCtx, record: Record) -> Response<Body> {
     let relay = Relay::passthrough(&ctx.shared, ctx.orig_dst);
     crate::relay::relay(req, relay, record).await
 }

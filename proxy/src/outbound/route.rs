@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::send::{self, Policy, ReqBody};
 use crate::body::Body;
@@ -32,7 +31,7 @@ fn roll() -> f64 {
 /// header operations, mirroring, timeout and retries. Sidecars and gateways
 /// share it.
 pub(crate) async fn apply_route(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     route: &Route,
     rewritten_path: Option<String>,
     fallback_port: u16,
@@ -262,7 +261,7 @@ fn grpc_code(name: &str) -> u32 {
 
 /// Fire-and-forget copy of a bodiless request to the mirror cluster, with the
 /// authority suffixed `-shadow` as Envoy does.
-fn mirror(req: &Request<Incoming>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
+fn mirror(req: &Request<Body>, cluster: Arc<Cluster>, ctx: &ConnCtx) {
     use hyper::body::Body as _;
     if !req.body().is_end_stream() && content_length(req.headers()) > 0 {
         return;
