@@ -1,10 +1,11 @@
 //! One downstream HTTP connection (HTTP/1 or HTTP/2, plaintext or after mTLS):
-//! what a connection knows ([`ConnCtx`]), the one server builder every
-//! downstream listener shares, the checks every request passes before its
-//! direction's handler (the HTTP/1 guard's refusals, framing hazards), and the
-//! watchdog that enforces [`crate::downstream`]'s decisions on the connection
-//! (first-byte and idle timeouts, the premature-reset budget, the drain). The
-//! handler (inbound, outbound, a gateway's) is passed in by the layer above.
+//! what a connection knows ([`ConnCtx`]), its servers (the own HTTP/1.1 one,
+//! then hyper's, from the one builder every downstream listener shares), the
+//! checks every request passes before its direction's handler (the HTTP/1
+//! guard's refusals, framing hazards), and the watchdog that enforces
+//! [`crate::downstream`]'s decisions on the connection (first-byte and idle
+//! timeouts, the premature-reset budget, the drain). The handler (inbound,
+//! outbound, a gateway's) is passed in by the layer above.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -115,8 +116,10 @@ impl Drain {
 }
 
 /// Serves one downstream HTTP connection until it ends or is closed, each
-/// request by `handler`. The HTTP/1 head guard sits right under hyper: it sees
-/// exactly the bytes hyper would parse (HTTP/2 passes through it untouched).
+/// request by `handler`: the own HTTP/1.1 server ([`crate::h1server`]) first,
+/// hyper's from the first request it does not take (HTTP/2 from the start).
+/// The HTTP/1 head guard sits right under both: it sees exactly the bytes they
+/// parse (HTTP/2 passes through it untouched).
 pub async fn serve_http<S, H, F>(stream: S, ctx: Arc<ConnCtx>, drain: DrainWatch, handler: H)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

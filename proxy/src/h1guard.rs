@@ -1,5 +1,6 @@
 //! The I/O side of [`crate::h1scan`]: a wrapper around a downstream connection
-//! that shows hyper only request heads the scan accepted. A head is held back
+//! that shows the HTTP/1 servers above it (the own one, [`crate::h1server`],
+//! and hyper's) only request heads the scan accepted. A head is held back
 //! until it is complete (at most [`h1scan::MAX_HEAD_BYTES`]); a refused request
 //! is replaced, from its first byte, by a local request ([`REJECT_METHOD`])
 //! that [`local_reply`] answers with 400 or 414 and `Connection: close`, so
