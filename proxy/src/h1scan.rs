@@ -97,10 +97,7 @@ pub fn analyze(head: &[u8]) -> Result<Framing, Reject> {
         let value = line[colon + 1..].trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
-            length = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok());
+            length = crate::h1fields::content_length(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             encodings += 1;
             chunked = value.eq_ignore_ascii_case(b"chunked");

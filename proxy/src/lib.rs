@@ -63,6 +63,7 @@ pub mod downstream;
 pub mod endpoint;
 pub mod gateway;
 pub mod h1client;
+pub mod h1fields;
 pub mod h1guard;
 pub mod h1scan;
 pub mod h1server;

@@ -2,8 +2,9 @@
 //! `http_desync_guardian` crate (its Severe and Ambiguous cases) is sent through
 //! the client sidecar with a second request hidden behind each; none may reach
 //! the app as a separate request. Oversized headers get 431, over-long request
-//! targets 414; bare-LF line ends and invalid chunk sizes get 400, and none of
-//! those requests reaches the app.
+//! targets 414; bare-LF line ends, invalid chunk sizes and a `Content-Length`
+//! that is not plain digits get 400, and none of those requests reaches the
+//! app.
 
 mod common;
 
@@ -354,6 +355,27 @@ fn bare_lf_in_the_request_head_is_400() {
         assert_eq!(raw_status(&w, &f), "HTTP/1.1 400 Bad Request", "{head:?}");
     }
     app_never_saw(&mut w, "barelf");
+}
+
+#[test]
+fn content_length_that_is_not_digits_is_400() {
+    // Rust's integer parser reads `+5` as 5; hyper and RFC 9110 do not. Any
+    // hop that framed it as five bytes would desync from one that refused it.
+    let mut w = world(1, "ALLOW_ANY");
+    for (i, len) in ["+5", "0x5", "5 5", "-5"].iter().enumerate() {
+        let raw = format!(
+            "POST /badlen-{i} HTTP/1.1\r\nHost: {VIP}:8080\r\nContent-Length: {len}\r\n\r\nhello"
+        );
+        let f = w.dir.0.join(format!("len-{i}.bin"));
+        std::fs::write(&f, &raw).unwrap();
+        assert_eq!(raw_status(&w, &f), "HTTP/1.1 400 Bad Request", "{len}");
+    }
+    app_never_saw(&mut w, "badlen");
+    // The client's sidecar refused them itself: none went to the server's
+    // sidecar (whose app, hyper too, would also have answered 400).
+    let sm = metrics(&w.servers[0]);
+    let forwarded = metric_sum(&sm, "istio_requests_total", &["response_code=\"400\""]);
+    assert_eq!(forwarded, 0.0, "{sm}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame};
 
 use crate::body::{Body, BodyError};
+use crate::h1fields;
 
 /// A request ready to be written, and what its response's framing depends on.
 pub struct Outgoing {
@@ -98,7 +99,7 @@ pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<Vec<u
             continue;
         }
         if name == header::CONTENT_LENGTH {
-            let n: u64 = value.to_str().ok()?.trim().parse().ok()?;
+            let n = h1fields::content_length(value.as_bytes())?;
             if n != body.len() as u64 || has_length {
                 return None;
             }
@@ -111,7 +112,7 @@ pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<Vec<u
     }
     if !body.is_empty() && !has_length {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
+        h1fields::push_decimal(&mut out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");

@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::conn::Error;
+use crate::h1fields;
 use crate::h1scan::MAX_HEAD_BYTES;
 
 /// The same 100 headers the downstream side allows.
@@ -119,9 +120,7 @@ struct Seen {
 impl Seen {
     fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Error> {
         if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+            let n = h1fields::content_length(value.as_bytes())
                 .ok_or(Error::Invalid("content-length"))?;
             if self.length.is_some_and(|l| l != n) {
                 return Err(Error::Invalid("content-length"));
@@ -132,11 +131,8 @@ impl Seen {
             self.chunked =
                 Some(last.is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked")));
         } else if name == header::CONNECTION {
-            for t in value.as_bytes().split(|b| *b == b',') {
-                let t = t.trim_ascii();
-                self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-            }
+            self.close |= h1fields::has_token(value.as_bytes(), b"close");
+            self.keep_alive |= h1fields::has_token(value.as_bytes(), b"keep-alive");
         }
         Ok(())
     }

@@ -77,6 +77,12 @@ async fn what_the_own_client_does_not_take_goes_back_intact() {
     let back = outgoing(req).err().unwrap();
     let body = back.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"hello");
+    // A length that is not `1*DIGIT`: hyper's client refuses it.
+    let req = Request::post("/p")
+        .header("content-length", "+5")
+        .body(full(b"hello"))
+        .unwrap();
+    assert!(outgoing(req).is_err(), "+5 is not a content-length");
     // An upgrade, CONNECT, HTTP/1.0.
     let up = Request::get("/ws").header("upgrade", "websocket");
     assert!(outgoing(up.body(crate::util::empty()).unwrap()).is_err());
@@ -182,9 +188,13 @@ fn response_heads_and_their_framing() {
 
 #[test]
 fn bad_response_heads_are_named() {
-    let bad: [(&[u8], &str); 4] = [
+    let bad: [(&[u8], &str); 5] = [
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\n",
+            "invalid response: content-length",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: +4\r\n\r\n",
             "invalid response: content-length",
         ),
         (

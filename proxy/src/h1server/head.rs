@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
+use crate::h1fields;
+
 /// The 100 headers hyper's server allows (Envoy's default count): a head with
 /// more goes to hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
@@ -55,10 +57,7 @@ pub(crate) fn probe(buf: &[u8]) -> Probe {
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            match n {
+            match h1fields::content_length(h.value) {
                 // One length, small enough to buffer (duplicates and bad
                 // values are hyper's to refuse).
                 Some(n) if length.is_none() && n <= MAX_BODY => length = Some(n),
@@ -70,7 +69,7 @@ pub(crate) fn probe(buf: &[u8]) -> Probe {
         {
             return Probe::HandOff;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            keep_alive &= !says_close(h.value);
+            keep_alive &= !h1fields::has_token(h.value, b"close");
         }
     }
     Probe::Take {
@@ -131,11 +130,4 @@ pub(crate) fn request(head: &Bytes) -> Result<Request<()>, Invalid> {
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
     Ok(req)
-}
-
-/// Whether a `Connection` header value holds the `close` token.
-pub(crate) fn says_close(value: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }

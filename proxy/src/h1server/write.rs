@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header;
 use http::{response, StatusCode};
 
+use crate::h1fields;
+
 /// How the body is written after the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -57,7 +59,7 @@ pub(crate) fn head(
             if no_body && status != StatusCode::NOT_MODIFIED {
                 continue;
             }
-            match value.to_str().ok().and_then(|v| v.trim().parse().ok()) {
+            match h1fields::content_length(value.as_bytes()) {
                 Some(n) if length.is_none() => length = Some(n),
                 // A second or unreadable length is dropped; the body's own
                 // size decides below.
@@ -66,7 +68,7 @@ pub(crate) fn head(
         } else if name == header::DATE {
             has_date = true;
         } else if name == header::CONNECTION {
-            has_close |= super::head::says_close(value.as_bytes());
+            has_close |= h1fields::has_token(value.as_bytes(), b"close");
         }
         line(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -84,7 +86,9 @@ pub(crate) fn head(
         } else {
             body.exact.unwrap_or(0)
         };
-        line(out, b"content-length", n.to_string().as_bytes());
+        out.extend_from_slice(b"content-length: ");
+        h1fields::push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
         if head_request {
             Framing::None
         } else {
@@ -118,8 +122,8 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// A chunk's size line.
 pub(crate) fn chunk_size(out: &mut Vec<u8>, n: usize) {
-    use std::io::Write;
-    let _ = write!(out, "{n:X}\r\n");
+    h1fields::push_hex(out, n as u64);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The last chunk, without trailers (hyper's server writes them only to a
