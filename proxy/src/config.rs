@@ -20,6 +20,8 @@ pub enum ConfigError {
     NoEmbeddedAgent(String),
     #[error("--concurrency must be 1..=64, got {0}")]
     Concurrency(usize),
+    #[error("{0}")]
+    CpuPolicy(String),
     #[error("--{flag}: {value:?} is not a duration (e.g. 5s, 250ms)")]
     Duration { flag: &'static str, value: String },
     #[error("--local-rate-limit / MESH_LOCAL_RATE_LIMIT: {0}")]
@@ -91,6 +93,11 @@ pub struct Args {
     /// Worker threads (1 = a single-threaded runtime, like Envoy `--concurrency 1`).
     #[arg(long, env = "PROXY_CONCURRENCY", default_value_t = 1)]
     pub concurrency: usize,
+    /// The threads' CPU scheduling class: `adaptive` (SCHED_BATCH while the
+    /// CPUs have room, SCHED_OTHER while they are contended), `normal` or
+    /// `batch` (see `sched.rs`).
+    #[arg(long, env = "MESH_PROXY_CPU_POLICY", default_value = "adaptive")]
+    pub cpu_policy: String,
     /// How long to wait for the first bytes of an undeclared protocol.
     #[arg(long, default_value = "100ms")]
     pub protocol_detection_timeout: String,
@@ -199,6 +206,7 @@ pub struct Config {
     pub trust_domain: String,
     pub source: Source,
     pub concurrency: usize,
+    pub cpu_policy: crate::sched::CpuPolicy,
     pub detect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub http_idle_timeout: Duration,
@@ -397,6 +405,7 @@ impl Args {
             trust_domain: self.trust_domain,
             source,
             concurrency: self.concurrency,
+            cpu_policy: self.cpu_policy.parse().map_err(ConfigError::CpuPolicy)?,
             detect_timeout: parse_duration(
                 "protocol-detection-timeout",
                 &self.protocol_detection_timeout,

@@ -83,6 +83,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod relay;
 pub mod route;
+pub mod sched;
 pub mod server;
 pub mod shared;
 pub mod snapshot;

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use mesh_proxy::app_probe::Probers;
+use mesh_proxy::sched::{self, CpuPolicy};
 use mesh_proxy::Proxy;
 
 #[derive(Parser)]
@@ -84,6 +85,16 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // Before the runtime exists, so every thread it starts inherits the class.
+    let policy = cfg.cpu_policy;
+    let batch = policy != CpuPolicy::Normal
+        && match sched::set_current(sched::Class::Batch) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("mesh-proxy: cannot use SCHED_BATCH ({e}); staying in SCHED_OTHER");
+                false
+            }
+        };
     let rt = if cfg.concurrency == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -95,6 +106,9 @@ fn main() -> anyhow::Result<()> {
             .build()?
     };
     rt.block_on(async move {
+        if batch && policy == CpuPolicy::Adaptive {
+            tokio::spawn(sched::govern(std::time::Duration::from_secs(1)));
+        }
         let proxy = Proxy::bind_with(cfg, probers, app_metrics).await?;
         let b = proxy.bound();
         match (b.outbound, b.inbound) {

@@ -52,6 +52,11 @@ fn validates() {
     assert!(e.to_string().contains("LOOSE"), "{e}");
     let c = parse(&["--view-file", "/x", "--local-rate-limit", "5/s"]).unwrap();
     assert_eq!(c.rate_limits.len(), 1);
+    assert_eq!(c.cpu_policy, crate::sched::CpuPolicy::Adaptive);
+    let c = parse(&["--view-file", "/x", "--cpu-policy", "normal"]).unwrap();
+    assert_eq!(c.cpu_policy, crate::sched::CpuPolicy::Normal);
+    let e = parse(&["--view-file", "/x", "--cpu-policy", "fifo"]).unwrap_err();
+    assert!(e.to_string().contains("\"fifo\""), "{e}");
 }
 
 #[test]

@@ -1,0 +1,153 @@
+//! The governor's decisions over synthetic samples, and the `schedstat` parser.
+
+use super::*;
+
+/// Samples one second apart whose per-slice wait is `wait_us`, with
+/// `slices` slices each.
+struct Feed {
+    at: Instant,
+    sum: Sample,
+}
+
+impl Feed {
+    fn new(at: Instant) -> Feed {
+        Feed {
+            at,
+            sum: Sample {
+                wait_ns: 5_000_000,
+                slices: 1_000,
+            },
+        }
+    }
+    fn next(&mut self, wait_us: u64, slices: u64) -> (Instant, Sample) {
+        self.at += Duration::from_secs(1);
+        self.sum.wait_ns += wait_us * 1_000 * slices;
+        self.sum.slices += slices;
+        (self.at, self.sum)
+    }
+}
+
+fn step(g: &mut Governor, f: &mut Feed, wait_us: u64, slices: u64) -> Option<Switch> {
+    let (at, s) = f.next(wait_us, slices);
+    g.observe(at, s)
+}
+
+#[test]
+fn calm_cpus_keep_batch() {
+    let start = Instant::now();
+    let (mut g, mut f) = (Governor::new(start), Feed::new(start));
+    assert_eq!(
+        g.observe(start, f.sum),
+        None,
+        "the first sample is a baseline"
+    );
+    for _ in 0..30 {
+        assert_eq!(step(&mut g, &mut f, 30, 2_000), None);
+    }
+    assert_eq!(g.class(), Class::Batch);
+}
+
+#[test]
+fn contention_switches_to_other_and_batch_is_retried_with_backoff() {
+    let start = Instant::now();
+    let (mut g, mut f) = (Governor::new(start), Feed::new(start));
+    g.observe(start, f.sum);
+    let to_other = step(&mut g, &mut f, 300, 1_000).unwrap();
+    assert_eq!(to_other.to, Class::Other);
+    assert_eq!(to_other.mean_wait, Some(Duration::from_micros(300)));
+    // SCHED_OTHER holds for the first backoff (10 s), however calm.
+    for _ in 0..9 {
+        assert_eq!(step(&mut g, &mut f, 20, 1_000), None);
+    }
+    let retry = step(&mut g, &mut f, 20, 1_000).unwrap();
+    assert_eq!(
+        retry,
+        Switch {
+            to: Class::Batch,
+            mean_wait: None
+        }
+    );
+    // Contended again at once: the next try waits twice as long, and so on
+    // up to five minutes.
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        assert_eq!(step(&mut g, &mut f, 400, 500).unwrap().to, Class::Other);
+        let mut secs = 0;
+        loop {
+            secs += 1;
+            if let Some(s) = step(&mut g, &mut f, 40, 500) {
+                assert_eq!(s.to, Class::Batch);
+                break;
+            }
+        }
+        waits.push(secs);
+    }
+    assert_eq!(waits, [20, 40, 80, 160, 300, 300, 300]);
+}
+
+#[test]
+fn a_minute_of_calm_batch_resets_the_backoff() {
+    let start = Instant::now();
+    let (mut g, mut f) = (Governor::new(start), Feed::new(start));
+    g.observe(start, f.sum);
+    // Two contended spells make the next backoff 40 s...
+    for _ in 0..2 {
+        step(&mut g, &mut f, 500, 100).unwrap();
+        while step(&mut g, &mut f, 10, 100).is_none() {}
+    }
+    // ...but a calm minute in SCHED_BATCH brings it back to 10 s.
+    for _ in 0..61 {
+        assert_eq!(step(&mut g, &mut f, 10, 100), None);
+    }
+    step(&mut g, &mut f, 500, 100).unwrap();
+    let mut secs = 0;
+    while step(&mut g, &mut f, 10, 100).is_none() {
+        secs += 1;
+    }
+    assert_eq!(secs + 1, 10);
+}
+
+#[test]
+fn too_few_slices_or_a_shrinking_sum_decide_nothing() {
+    let start = Instant::now();
+    let (mut g, mut f) = (Governor::new(start), Feed::new(start));
+    g.observe(start, f.sum);
+    // A nearly idle proxy: long waits, but only a few slices.
+    for _ in 0..5 {
+        assert_eq!(step(&mut g, &mut f, 5_000, MIN_SLICES - 1), None);
+    }
+    // A thread ended: the sum went down.
+    let (at, mut s) = f.next(0, 0);
+    s.slices -= 500;
+    s.wait_ns += 1_000_000_000;
+    assert_eq!(g.observe(at, s), None);
+    assert_eq!(g.class(), Class::Batch);
+    // Exactly at the threshold is not contended; just above it is.
+    let mut f = Feed::new(at);
+    g.observe(at, f.sum);
+    assert_eq!(step(&mut g, &mut f, 100, 1_000), None);
+    assert_eq!(step(&mut g, &mut f, 101, 1_000).unwrap().to, Class::Other);
+}
+
+#[test]
+fn schedstat_lines_parse() {
+    assert_eq!(
+        parse_schedstat("471523000 291900000 10951\n"),
+        Some(Sample {
+            wait_ns: 291_900_000,
+            slices: 10_951
+        })
+    );
+    assert_eq!(parse_schedstat("1 2\n"), None);
+    assert_eq!(parse_schedstat("a b c\n"), None);
+    assert_eq!(parse_schedstat(""), None);
+}
+
+#[test]
+fn policies_parse_and_name_the_bad_value() {
+    assert_eq!("adaptive".parse(), Ok(CpuPolicy::Adaptive));
+    assert_eq!("normal".parse(), Ok(CpuPolicy::Normal));
+    assert_eq!("batch".parse(), Ok(CpuPolicy::Batch));
+    let e = "fifo".parse::<CpuPolicy>().unwrap_err();
+    assert!(e.contains("\"fifo\""), "{e}");
+}

@@ -1,0 +1,113 @@
+//! The sidecar's CPU scheduling class (`proxy/src/sched.rs`) on the real
+//! kernel. The client's proxy runs unprivileged (UID 1337) in its pod, as
+//! injected: it starts in SCHED_BATCH; with a busy loop on every CPU and
+//! traffic through it, its run-queue waits show contention and it goes back
+//! to SCHED_OTHER; with the loops gone, it tries SCHED_BATCH again after its
+//! first backoff (10 s). `--cpu-policy normal` leaves the class alone.
+
+mod common;
+
+use std::process::{Child, Command};
+
+use common::*;
+use mesh_e2e::wait::eventually_blocking;
+
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of each thread of `pid` (`/proc/<pid>/task/*/stat`,
+/// field 41).
+fn policies(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name, which may hold spaces: state is 3.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push(policy);
+    }
+    assert!(!out.is_empty(), "no threads under /proc/{pid}/task");
+    out
+}
+
+fn all_in(pid: u32, policy: u32) -> bool {
+    policies(pid).iter().all(|&p| p == policy)
+}
+
+/// Busy loops, one per CPU, each ended by `timeout` after 90 s at the latest
+/// and by SIGTERM (which `timeout` passes on) when dropped.
+struct Hogs(Vec<Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    Command::new("timeout")
+                        .args(["90", "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn the_proxy_leaves_sched_batch_while_the_cpus_are_contended() {
+    let w = world(1, "ALLOW_ANY");
+    let pid = w.client_proxy.pid();
+    eventually_blocking(
+        "the proxy's threads in SCHED_BATCH",
+        Duration::from_secs(10),
+        || all_in(pid, SCHED_BATCH),
+    );
+    // Traffic through the client's proxy for at most 90 s, ended when the
+    // test ends (PodProcess kills it on drop).
+    let script = format!(
+        "end=$((SECONDS + 90)); while [ $SECONDS -lt $end ]; do \
+         curl -s -o /dev/null 'http://{VIP}:8080/sched-[1-200]'; done"
+    );
+    let _traffic = w.client.spawn(APP, &["bash", "-c", &script]).unwrap();
+    let hogs = Hogs::start();
+    let took = eventually_blocking(
+        "SCHED_OTHER with every CPU busy",
+        Duration::from_secs(40),
+        || all_in(pid, SCHED_OTHER),
+    );
+    eprintln!("contention seen after {took:?}");
+    drop(hogs);
+    let took = eventually_blocking(
+        "SCHED_BATCH tried again once the CPUs are free",
+        Duration::from_secs(30),
+        || all_in(pid, SCHED_BATCH),
+    );
+    eprintln!("SCHED_BATCH again after {took:?}");
+    // And the proxy served throughout.
+    let r = curl_echo(&w.client, &[&format!("http://{VIP}:8080/after")]);
+    assert_eq!(r.path, "/after");
+}
+
+#[test]
+fn cpu_policy_normal_leaves_the_class_alone() {
+    let w = world_with(1, "ALLOW_ANY", &["--cpu-policy", "normal"]);
+    // Bound and serving (`world_with` waited for both): the class is the
+    // one the process started with.
+    let r = curl_echo(&w.client, &[&format!("http://{VIP}:8080/normal")]);
+    assert_eq!(r.path, "/normal");
+    let pid = w.client_proxy.pid();
+    assert!(all_in(pid, SCHED_OTHER), "{:?}", policies(pid));
+}
