@@ -63,6 +63,7 @@ async fn ready(State(s): State<AdminState>) -> Response {
 async fn prometheus(State(s): State<AdminState>) -> Response {
     let mut body = s.shared.metrics.render();
     body.push_str(&s.shared.tracer.render());
+    body.push_str(&crate::sched::render());
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -80,6 +81,7 @@ async fn prometheus(State(s): State<AdminState>) -> Response {
 async fn merged_prometheus(State(s): State<AdminState>) -> Response {
     let mut body = s.shared.metrics.render();
     body.push_str(&s.shared.tracer.render());
+    body.push_str(&crate::sched::render());
     if let Some(app) = &s.app_metrics {
         match app.fetch().await {
             Ok(text) => {

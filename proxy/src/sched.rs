@@ -19,7 +19,33 @@
 //! that wait shows a contended CPU, trying `SCHED_BATCH` again after a backoff.
 //! `--cpu-policy normal` or `batch` fixes the class instead.
 
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+/// The class this process last put its threads in: 0 while it has never
+/// changed it (`--cpu-policy normal`, a refused call, a library user), then
+/// 1 + the `Class` discriminant.
+static CLASS: AtomicU8 = AtomicU8::new(0);
+/// Changes the governor made.
+static SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+fn record(class: Class) {
+    CLASS.store(1 + class as u8, Ordering::Relaxed);
+}
+
+/// Prometheus lines for `/stats/prometheus`: whether the threads are in
+/// `SCHED_BATCH` now, and how often the governor changed the class. Empty
+/// while the process never changed its class.
+pub fn render() -> String {
+    let batch = match CLASS.load(Ordering::Relaxed) {
+        0 => return String::new(),
+        c => u8::from(c == 1 + Class::Batch as u8),
+    };
+    format!(
+        "# TYPE mesh_proxy_cpu_class_batch gauge\nmesh_proxy_cpu_class_batch {batch}\n# TYPE mesh_proxy_cpu_class_switches_total counter\nmesh_proxy_cpu_class_switches_total {}\n",
+        SWITCHES.load(Ordering::Relaxed)
+    )
+}
 
 /// `--cpu-policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -201,7 +227,10 @@ fn policy_of(class: Class) -> scheduler::Policy {
 /// Puts the calling thread in `class`; threads it starts afterwards inherit
 /// it (the binary calls this before building its runtime).
 pub fn set_current(class: Class) -> std::io::Result<()> {
-    scheduler::set_self_policy(policy_of(class), 0).map_err(|()| std::io::Error::last_os_error())
+    scheduler::set_self_policy(policy_of(class), 0)
+        .map_err(|()| std::io::Error::last_os_error())?;
+    record(class);
+    Ok(())
 }
 
 /// Puts every thread of this process in `class`.
@@ -223,6 +252,7 @@ pub fn set_all(class: Class) -> std::io::Result<()> {
             }
         }
     }
+    record(class);
     Ok(())
 }
 
@@ -244,6 +274,7 @@ pub async fn govern(period: Duration) {
         let Some(switch) = governor.observe(Instant::now(), sample) else {
             continue;
         };
+        SWITCHES.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = set_all(switch.to) {
             tracing::warn!(class = switch.to.name(), error = %e, "cpu scheduling: cannot change the class; governor stopped");
             return;

@@ -3,7 +3,9 @@
 //! injected: it starts in SCHED_BATCH; with a busy loop on every CPU and
 //! traffic through it, its run-queue waits show contention and it goes back
 //! to SCHED_OTHER; with the loops gone, it tries SCHED_BATCH again after its
-//! first backoff (10 s). `--cpu-policy normal` leaves the class alone.
+//! first backoff (10 s); `mesh_proxy_cpu_class_batch` and
+//! `mesh_proxy_cpu_class_switches_total` report it. `--cpu-policy normal`
+//! leaves the class alone.
 
 mod common;
 
@@ -34,6 +36,13 @@ fn policies(pid: u32) -> Vec<u32> {
 
 fn all_in(pid: u32, policy: u32) -> bool {
     policies(pid).iter().all(|&p| p == policy)
+}
+
+/// The value of the unlabelled sample `name` in the client proxy's metrics.
+fn gauge(w: &World, name: &str) -> Option<f64> {
+    metrics(&w.client)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Busy loops, one per CPU, each ended by `timeout` after 90 s at the latest
@@ -75,6 +84,7 @@ fn the_proxy_leaves_sched_batch_while_the_cpus_are_contended() {
         Duration::from_secs(10),
         || all_in(pid, SCHED_BATCH),
     );
+    assert_eq!(gauge(&w, "mesh_proxy_cpu_class_batch"), Some(1.0));
     // Traffic through the client's proxy for at most 90 s, ended when the
     // test ends (PodProcess kills it on drop).
     let script = format!(
@@ -89,6 +99,13 @@ fn the_proxy_leaves_sched_batch_while_the_cpus_are_contended() {
         || all_in(pid, SCHED_OTHER),
     );
     eprintln!("contention seen after {took:?}");
+    // The metrics say so too (recorded once every thread is switched).
+    eventually_blocking(
+        "mesh_proxy_cpu_class_batch 0",
+        Duration::from_secs(5),
+        || gauge(&w, "mesh_proxy_cpu_class_batch") == Some(0.0),
+    );
+    assert!(gauge(&w, "mesh_proxy_cpu_class_switches_total") >= Some(1.0));
     drop(hogs);
     let took = eventually_blocking(
         "SCHED_BATCH tried again once the CPUs are free",
@@ -96,6 +113,7 @@ fn the_proxy_leaves_sched_batch_while_the_cpus_are_contended() {
         || all_in(pid, SCHED_BATCH),
     );
     eprintln!("SCHED_BATCH again after {took:?}");
+    assert!(gauge(&w, "mesh_proxy_cpu_class_switches_total") >= Some(2.0));
     // And the proxy served throughout.
     let r = curl_echo(&w.client, &[&format!("http://{VIP}:8080/after")]);
     assert_eq!(r.path, "/after");
@@ -110,4 +128,6 @@ fn cpu_policy_normal_leaves_the_class_alone() {
     assert_eq!(r.path, "/normal");
     let pid = w.client_proxy.pid();
     assert!(all_in(pid, SCHED_OTHER), "{:?}", policies(pid));
+    // A class the proxy never changed is not reported.
+    assert_eq!(gauge(&w, "mesh_proxy_cpu_class_batch"), None);
 }
