@@ -60,10 +60,17 @@ async fn ready(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn prometheus(State(s): State<AdminState>) -> Response {
+/// The sidecar's own Prometheus text: request metrics, span export counters,
+/// the CPU class.
+fn own_metrics(s: &AdminState) -> String {
     let mut body = s.shared.metrics.render();
     body.push_str(&s.shared.tracer.render());
     body.push_str(&crate::sched::render());
+    body
+}
+
+async fn prometheus(State(s): State<AdminState>) -> Response {
+    let body = own_metrics(&s);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -79,9 +86,7 @@ async fn prometheus(State(s): State<AdminState>) -> Response {
 /// `ISTIO_PROMETHEUS_ANNOTATIONS`) ask for scraping, so one scrape of 15020
 /// works even when mTLS keeps Prometheus away from the app's port.
 async fn merged_prometheus(State(s): State<AdminState>) -> Response {
-    let mut body = s.shared.metrics.render();
-    body.push_str(&s.shared.tracer.render());
-    body.push_str(&crate::sched::render());
+    let mut body = own_metrics(&s);
     if let Some(app) = &s.app_metrics {
         match app.fetch().await {
             Ok(text) => {
