@@ -31,8 +31,11 @@ use crate::shared::Shared;
 
 /// The connection a request arrived on.
 pub struct ConnCtx {
-    /// SHA-256 of the peer's leaf certificate (hex), for XFCC.
-    pub peer_cert_hash: Option<String>,
+    /// The `X-Forwarded-Client-Cert` value for every request on this
+    /// connection: it names the verified peer, so it is built once at the
+    /// handshake. Formatting and validating it per request was 10 k of the
+    /// mTLS server sidecar's 66 k instructions per request (callgrind).
+    pub xfcc: Option<http::HeaderValue>,
     pub shared: Arc<Shared>,
     pub peer: SocketAddr,
     pub orig_dst: SocketAddr,

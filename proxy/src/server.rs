@@ -161,7 +161,7 @@ async fn handle_conn(a: Accepted, direction: Direction) {
     } = a;
     let snap = shared.store.load();
     let ctx = Arc::new(ConnCtx {
-        peer_cert_hash: None,
+        xfcc: None,
         shared: shared.clone(),
         peer,
         orig_dst,

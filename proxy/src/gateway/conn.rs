@@ -53,7 +53,7 @@ pub(crate) async fn serve(
     }
     let ctx = |identity| {
         Arc::new(ConnCtx {
-            peer_cert_hash: None,
+            xfcc: None,
             shared: shared.clone(),
             peer,
             orig_dst: local,
@@ -124,12 +124,7 @@ pub(crate) async fn serve(
                     .await;
                 return;
             }
-            let hash = cert.map(|c| crate::mtls::cert_hash(c));
-            let mut c = ctx(None);
-            if let Some(c) = Arc::get_mut(&mut c) {
-                c.peer_cert_hash = hash;
-            }
-            super::http::serve(tls, c, watcher, gw(Some(server.clone()))).await
+            super::http::serve(tls, ctx(None), watcher, gw(Some(server.clone()))).await
         }
         ServerTls::IstioMutual => {
             let Some(creds) = shared.tls.current() else {

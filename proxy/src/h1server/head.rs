@@ -116,7 +116,9 @@ pub(crate) fn request(head: &Bytes) -> Result<Request<()>, Invalid> {
     let path = parsed.path.unwrap_or_default();
     let uri =
         Uri::from_maybe_shared(head.slice_ref(path.as_bytes())).map_err(|_| Invalid::Target)?;
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for the headers the inbound path adds (x-request-id, XFCC, trace
+    // context) without growing the map (a rehash and two reallocations).
+    let mut map = HeaderMap::with_capacity(parsed.headers.len() + 4);
     for h in parsed.headers.iter() {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Invalid::Header("name"))?;

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HeaderValue;
 use http::{Request, Response, Version};
 
 use crate::body::Body;
@@ -50,13 +49,11 @@ async fn inbound(mut req: Request<Body>, ctx: &ConnCtx) -> Response<Body> {
             None => Workload::unknown(),
         },
     };
-    req.headers_mut().remove(crate::mtls::XFCC);
-    if let (Some(id), Some(hash)) = (&ctx.peer_identity, &ctx.peer_cert_hash) {
-        let v = crate::mtls::xfcc(&shared.me.principal, hash, id);
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            req.headers_mut().insert(crate::mtls::XFCC, v);
-        }
-    }
+    // `insert` drops every value the client sent: it cannot forge XFCC.
+    match &ctx.xfcc {
+        Some(v) => req.headers_mut().insert(crate::mtls::XFCC, v.clone()),
+        None => req.headers_mut().remove(crate::mtls::XFCC),
+    };
     if !req.headers().contains_key(&X_REQUEST_ID) {
         req.headers_mut().insert(X_REQUEST_ID, request_id());
     }

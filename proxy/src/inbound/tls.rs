@@ -97,7 +97,9 @@ pub async fn serve(
     tracing::debug!(identity = %peer.identity, alpn = %String::from_utf8_lossy(&alpn), "mTLS accepted");
     if http {
         let ctx = Arc::new(ConnCtx {
-            peer_cert_hash: Some(peer.hash.clone()),
+            xfcc: crate::mtls::xfcc(&shared.me.principal, &peer.hash, &peer.identity)
+                .try_into()
+                .ok(),
             shared: ctx.shared.clone(),
             peer: ctx.peer,
             orig_dst: ctx.orig_dst,
