@@ -36,8 +36,13 @@ per_request() {
   total=$(callgrind_annotate --threshold=100 "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   memset=$(callgrind_annotate --threshold=100 --inclusive=yes "$1" 2>/dev/null |
     awk '/__memset_avx2|__memset_evex|__memset_sse2/ {gsub(",", "", $1); s += $1} END {print s + 0}')
+  # The calls into `Record::finish`: the caller lines ("<", with a count)
+  # of the block whose own line ("*") is that function. Lines naming it as a
+  # caller elsewhere count its calls to other functions.
   requests=$(callgrind_annotate --threshold=100 --tree=caller "$1" 2>/dev/null |
-    sed -n 's/.*< ???:mesh_proxy::record::Record::finish (\([0-9,]*\)x).*/\1/p' | head -1 | tr -d ,)
+    awk '/^$/ { n = 0; next }
+         /^ *[0-9,]+ .*< / { c = $0; sub(/.*\(/, "", c); sub(/x\).*/, "", c); gsub(",", "", c); n += c; next }
+         /\*  \?\?\?:mesh_proxy::record::Record::finish / { print n; exit }')
   [ -n "$requests" ] && [ "$requests" -gt 0 ] || { echo "- 0"; return; }
   echo "$(((total - memset) / requests)) $requests"
 }

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::h1repeat::Repeats;
 use crate::mtls::stream::MaybeTls;
 
 /// Why an exchange on the own client failed. All of them are the upstream's
@@ -34,6 +35,8 @@ pub enum Error {
 pub struct Conn {
     pub(super) io: MaybeTls,
     pub(super) buf: BytesMut,
+    /// The long header values of this connection's earlier responses.
+    pub(super) repeats: Repeats,
 }
 
 /// Gives a connection whose response was read to the end back to its pool.
@@ -46,6 +49,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            repeats: Repeats::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use http::{Response, StatusCode, Version};
 
 use super::conn::Error;
 use crate::h1fields;
+use crate::h1repeat::{self, Repeats};
 use crate::h1scan::MAX_HEAD_BYTES;
 
 /// The same 100 headers the downstream side allows.
@@ -35,8 +36,13 @@ pub(crate) struct Head {
 }
 
 /// Takes a complete final response head off `buf` (interim 1xx responses
-/// are dropped), `Ok(None)` when more bytes are needed.
-pub(crate) fn take(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+/// are dropped), `Ok(None)` when more bytes are needed. `repeats` holds the
+/// long values of the connection's earlier heads.
+pub(crate) fn take(
+    buf: &mut BytesMut,
+    head_request: bool,
+    repeats: &mut Repeats,
+) -> Result<Option<Head>, Error> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -79,10 +85,18 @@ pub(crate) fn take(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
         // lookups afterwards).
         let mut seen = Seen::default();
         for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| Error::Invalid("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
-                .map_err(|_| Error::Invalid("header value"))?;
+            let kept = (h.value.len() >= h1repeat::MIN_LEN)
+                .then(|| repeats.header(h.name.as_bytes(), h.value))
+                .flatten();
+            let (name, value) = match kept {
+                Some(kept) => kept,
+                None => (
+                    HeaderName::from_bytes(h.name.as_bytes())
+                        .map_err(|_| Error::Invalid("header name"))?,
+                    HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+                        .map_err(|_| Error::Invalid("header value"))?,
+                ),
+            };
             seen.note(&name, &value)?;
             map.append(name, value);
         }

@@ -35,7 +35,7 @@ impl Conn {
         self.io.write_all(&req.bytes).await?;
         self.io.flush().await?;
         let head = loop {
-            if let Some(h) = head::take(&mut self.buf, req.head)? {
+            if let Some(h) = head::take(&mut self.buf, req.head, &mut self.repeats)? {
                 break h;
             }
             self.buf.reserve(8 * 1024);

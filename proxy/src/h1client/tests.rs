@@ -118,12 +118,35 @@ async fn streamed_through_outgoing(before: &[&'static [u8]], after: &[&'static [
 }
 
 fn parse(bytes: &[u8], head_request: bool) -> Result<Option<head::Head>, Error> {
-    head::take(&mut BytesMut::from(bytes), head_request)
+    head::take(
+        &mut BytesMut::from(bytes),
+        head_request,
+        &mut Default::default(),
+    )
 }
 
 fn framing_of(bytes: &str) -> (Framing, bool) {
     let h = parse(bytes.as_bytes(), false).unwrap().unwrap();
     (h.framing, h.keep_alive)
+}
+
+#[test]
+fn long_values_repeated_by_a_connection_arrive_as_sent() {
+    let (a, b) = ("a".repeat(70), "b".repeat(70));
+    let mut buf = BytesMut::from(
+        format!(
+            "HTTP/1.1 200 OK\r\nx-mesh-peer-metadata: {a}\r\ncontent-length: 0\r\n\r\n\
+             HTTP/1.1 200 OK\r\nX-Mesh-Peer-Metadata: {a}\r\ncontent-length: 0\r\n\r\n\
+             HTTP/1.1 200 OK\r\nx-mesh-peer-metadata: {b}\r\ncontent-length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let mut repeats = Default::default();
+    let mut seen = Vec::new();
+    while let Some(h) = head::take(&mut buf, false, &mut repeats).unwrap() {
+        seen.push(h.response.headers()["x-mesh-peer-metadata"].clone());
+    }
+    assert_eq!(seen, [a.as_str(), a.as_str(), b.as_str()]);
 }
 
 #[test]
@@ -134,7 +157,9 @@ fn response_heads_and_their_framing() {
     let mut buf = BytesMut::from(
         &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\n\r\nokNEXT"[..],
     );
-    let h = head::take(&mut buf, false).unwrap().unwrap();
+    let h = head::take(&mut buf, false, &mut Default::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(h.response.status(), StatusCode::OK);
     assert_eq!(h.response.headers()["server"], "x");
     assert_eq!((h.framing, h.keep_alive), (Framing::Length(2), true));

@@ -10,6 +10,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use crate::h1fields;
+use crate::h1repeat::{self, Repeats};
 
 /// The 100 headers hyper's server allows (Envoy's default count): a head with
 /// more goes to hyper, which answers 431.
@@ -101,8 +102,9 @@ impl Invalid {
     }
 }
 
-/// Builds the request of a head [`probe`] took; `head` is exactly that head.
-pub(crate) fn request(head: &Bytes) -> Result<Request<()>, Invalid> {
+/// Builds the request of a head [`probe`] took; `head` is exactly that head,
+/// `repeats` the long values of the connection's earlier heads.
+pub(crate) fn request(head: &Bytes, repeats: &mut Repeats) -> Result<Request<()>, Invalid> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     // Cannot fail: the same bytes parsed completely in `probe`.
@@ -120,10 +122,17 @@ pub(crate) fn request(head: &Bytes) -> Result<Request<()>, Invalid> {
     // context) without growing the map (a rehash and two reallocations).
     let mut map = HeaderMap::with_capacity(parsed.headers.len() + 4);
     for h in parsed.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Invalid::Header("name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
-            .map_err(|_| Invalid::Header("value"))?;
+        let kept = (h.value.len() >= h1repeat::MIN_LEN)
+            .then(|| repeats.header(h.name.as_bytes(), h.value))
+            .flatten();
+        let (name, value) = match kept {
+            Some(kept) => kept,
+            None => (
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Invalid::Header("name"))?,
+                HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+                    .map_err(|_| Invalid::Header("value"))?,
+            ),
+        };
         map.append(name, value);
     }
     let mut req = Request::new(());

@@ -94,6 +94,7 @@ where
     B: hyper::body::Body<Data = Bytes, Error = BodyError> + Unpin,
 {
     let mut out: Vec<u8> = Vec::new();
+    let mut repeats = crate::h1repeat::Repeats::default();
     loop {
         let (head_len, body_len, keep_alive) = match read_head(io, buf, shutdown).await? {
             Next::Take {
@@ -109,7 +110,7 @@ where
             }
         }
         let msg = buf.split_to(head_len + body_len).freeze();
-        let req = match head::request(&msg.slice(..head_len)) {
+        let req = match head::request(&msg.slice(..head_len), &mut repeats) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "bad request head");

@@ -190,6 +190,23 @@ async fn keep_alive_pipelined_requests_answered_in_order_with_lengths_and_a_date
 }
 
 #[tokio::test]
+async fn long_values_that_repeat_on_a_connection_arrive_as_sent() {
+    // Values this long are kept per connection (h1repeat): a repeat is
+    // shared, a change is not mistaken for the kept value.
+    let (a, b) = ("a".repeat(70), "b".repeat(70));
+    let input = format!(
+        "GET /1 HTTP/1.1\r\nHost: {a}\r\n\r\nGET /2 HTTP/1.1\r\nhost: {a}\r\n\r\n\
+         GET /3 HTTP/1.1\r\nHost: {b}\r\n\r\nGET /4 HTTP/1.1\r\nHost: {a}x\r\n\r\n"
+    );
+    let mut io = Script::new(&[input.as_bytes()], true);
+    let mut buf = BytesMut::new();
+    let (r, seen) = run(&mut io, &mut buf, &AtomicBool::new(false), ok).await;
+    assert_eq!(r.unwrap(), Ended::Closed);
+    let hosts: Vec<String> = seen.iter().map(|s| s.host.clone().unwrap()).collect();
+    assert_eq!(hosts, [a.clone(), a.clone(), b, format!("{a}x")]);
+}
+
+#[tokio::test]
 async fn a_body_arriving_in_pieces_is_handed_over_whole() {
     let mut io = Script::new(
         &[
