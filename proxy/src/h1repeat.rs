@@ -39,7 +39,9 @@ impl Repeats {
         value: &[u8],
     ) -> Option<(HeaderName, HeaderValue)> {
         let found = self.slots.iter().find(|(n, v)| {
-            v.as_bytes() == value && n.as_str().as_bytes().eq_ignore_ascii_case(name)
+            let n = n.as_str().as_bytes();
+            // Names arrive as the sender spells them, mostly in lower case.
+            v.as_bytes() == value && (n == name || n.eq_ignore_ascii_case(name))
         });
         if let Some((n, v)) = found {
             return Some((n.clone(), v.clone()));

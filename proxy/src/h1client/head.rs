@@ -80,7 +80,9 @@ pub(crate) fn take(
         } else {
             Version::HTTP_11
         };
-        let mut map = HeaderMap::with_capacity(parsed.headers.len());
+        // Room for the peer metadata an inbound sidecar adds to the answer
+        // (see `h1server::head::request` on the size).
+        let mut map = HeaderMap::with_capacity(parsed.headers.len() + 2);
         // What the framing depends on, noted while the map is built (no
         // lookups afterwards).
         let mut seen = Seen::default();
