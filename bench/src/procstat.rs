@@ -35,6 +35,17 @@ pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     Some((utime / clk_tck(), stime / clk_tck()))
 }
 
+/// Whether the process's main thread runs in `SCHED_BATCH` (policy 3, field
+/// 41 of stat(5)): mesh-proxy's `--cpu-policy adaptive` moves all its threads
+/// between that class and `SCHED_OTHER` together.
+pub fn sched_batch(pid: u32) -> Option<bool> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // Field 41; `rest` starts at field 3.
+    let policy: u32 = rest.split_whitespace().nth(38)?.parse().ok()?;
+    Some(policy == 3)
+}
+
 /// Read-like plus write-like system calls so far (every thread).
 pub fn syscalls(pid: u32) -> Option<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
@@ -126,5 +137,31 @@ mod tests {
         assert_eq!(resolve(me), me);
         assert!(alive(me));
         assert_eq!(cpu_secs(u32::MAX), None);
+    }
+
+    #[test]
+    fn reads_the_scheduling_class_the_kernel_reports() {
+        // `chrt` (util-linux, essential in Debian) starts a child in each class.
+        for (flag, batch) in [("-o", false), ("-b", true)] {
+            let mut child = std::process::Command::new("chrt")
+                .args([flag, "0", "sleep", "30"])
+                .spawn()
+                .expect("chrt");
+            let pid = child.id();
+            // chrt sets the class, then execs sleep in place: wait for that.
+            let mut seen = None;
+            for _ in 0..200 {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+                if comm.trim() == "sleep" {
+                    seen = sched_batch(pid);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(seen, Some(batch), "chrt {flag}");
+        }
+        assert_eq!(sched_batch(u32::MAX), None);
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gateway::GATEWAY_PORTS;
 use crate::load::{LoadResult, Mode};
-use crate::procstat::{cpu_split, private_bytes, rss_bytes, syscalls};
+use crate::procstat::{cpu_split, private_bytes, rss_bytes, sched_batch, syscalls};
 use crate::topology::{Bins, Deployment, MeshCa, Variant, APP_UID, PORTS};
 
 /// Set by Ctrl-C / SIGTERM; checked between runs.
@@ -163,6 +163,10 @@ pub struct SidecarFigures {
     /// Peak private memory under load (client, server).
     #[serde(default)]
     pub private_load_peak: [u64; 2],
+    /// Share of the window's 100 ms samples in which the sidecar ran in
+    /// `SCHED_BATCH` (client, server): the class its governor chose.
+    #[serde(default)]
+    pub batch_share: [f64; 2],
 }
 
 /// Spans of one run of a tracing variant.
@@ -325,10 +329,12 @@ fn line(r: &RunRecord) -> String {
     );
     if let Some(f) = &r.sidecars {
         s += &format!(
-            " | cpu {:.3}s/1k rss {}+{}",
+            " | cpu {:.3}s/1k rss {}+{} batch {:.0}%+{:.0}%",
             f.cpu_s_per_1000,
             mib(f.rss_load_peak[0]),
-            mib(f.rss_load_peak[1])
+            mib(f.rss_load_peak[1]),
+            f.batch_share[0] * 100.0,
+            f.batch_share[1] * 100.0
         );
     }
     if let Some(t) = &r.spans {
@@ -436,8 +442,9 @@ fn run_one(
     let cpu0 = pids.map(|(c, s)| [usage(c), usage(s)]);
     let spans0 = d.sink.as_ref().map(|s| s.spans());
     let stop = Arc::new(AtomicBool::new(false));
-    // [rss client, rss server, private client, private server]
-    let peak = Arc::new(Mutex::new([0u64; 4]));
+    // [rss client, rss server, private client, private server, samples,
+    // client samples in SCHED_BATCH, server samples in SCHED_BATCH]
+    let peak = Arc::new(Mutex::new([0u64; 7]));
     let sampler = pids.map(|(c, s)| {
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
@@ -447,6 +454,9 @@ fn run_one(
                 pk[1] = pk[1].max(rss_bytes(s).unwrap_or(0));
                 pk[2] = pk[2].max(private_bytes(c).unwrap_or(0));
                 pk[3] = pk[3].max(private_bytes(s).unwrap_or(0));
+                pk[4] += 1;
+                pk[5] += u64::from(sched_batch(c).unwrap_or(false));
+                pk[6] += u64::from(sched_batch(s).unwrap_or(false));
                 drop(pk);
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -493,6 +503,10 @@ fn run_one(
                 rss_before: before,
                 rss_load_peak: [pk[0], pk[1]],
                 private_load_peak: [pk[2], pk[3]],
+                batch_share: [
+                    pk[5] as f64 / pk[4].max(1) as f64,
+                    pk[6] as f64 / pk[4].max(1) as f64,
+                ],
                 rss_after: [rss_bytes(c).unwrap_or(0), rss_bytes(s).unwrap_or(0)],
             })
         }
