@@ -15,8 +15,9 @@
 //! waits for the running task's time slice to end (median latency rose from
 //! 0.35 to 0.83 ms next to two busy loops on two cores). So [`Governor`] watches
 //! how long the threads wait on a run queue per time slice
-//! (`/proc/self/task/*/schedstat`) and goes back to `SCHED_OTHER` as soon as
-//! that wait shows a contended CPU, trying `SCHED_BATCH` again after a backoff.
+//! (`/proc/self/task/*/schedstat`) and goes back to `SCHED_OTHER` once that
+//! wait has shown contended CPUs for three seconds in a row, trying
+//! `SCHED_BATCH` again after a backoff.
 //! `--cpu-policy normal` or `batch` fixes the class instead.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -104,8 +105,15 @@ pub struct Sample {
 /// on an otherwise idle 2-core VM, 260–390 µs with two busy loops beside it
 /// (and 48–66 µs for a `SCHED_OTHER` one there).
 pub const CONTENDED_WAIT: Duration = Duration::from_micros(100);
-/// Fewer slices than this in a period say too little to judge by.
-pub const MIN_SLICES: u64 = 20;
+/// Fewer slices than this in a period say too little to judge by. An idle
+/// sidecar runs about 20 a second (its timers), and while its neighbours are
+/// busy those few wait 60–300 µs each: that says nothing about the traffic
+/// it would carry. A sidecar at 1000 req/s runs about 1,700.
+pub const MIN_SLICES: u64 = 200;
+/// Contended periods in a row before the class changes: one busy second (a
+/// neighbour starting up, a burst) is not contention worth leaving
+/// `SCHED_BATCH` for minutes over.
+pub const CONTENDED_PERIODS: u32 = 3;
 /// First wait before `SCHED_BATCH` is tried again; doubled after each try
 /// that meets contention again, up to [`MAX_RETRY`].
 pub const FIRST_RETRY: Duration = Duration::from_secs(10);
@@ -122,6 +130,8 @@ pub struct Governor {
     retry_at: Option<Instant>,
     backoff: Duration,
     calm_since: Instant,
+    /// Contended periods in a row so far.
+    streak: u32,
 }
 
 /// A change of class, with the mean wait that caused it (none for a retry).
@@ -140,6 +150,7 @@ impl Governor {
             retry_at: None,
             backoff: FIRST_RETRY,
             calm_since: now,
+            streak: 0,
         }
     }
 
@@ -170,7 +181,12 @@ impl Governor {
             .filter(|&(_, slices)| slices >= MIN_SLICES)
             .map(|(wait, slices)| Duration::from_nanos(wait / slices));
         match mean {
+            Some(mean) if mean > CONTENDED_WAIT && self.streak + 1 < CONTENDED_PERIODS => {
+                self.streak += 1;
+                None
+            }
             Some(mean) if mean > CONTENDED_WAIT => {
+                self.streak = 0;
                 self.class = Class::Other;
                 self.retry_at = Some(now + self.backoff);
                 self.backoff = (self.backoff * 2).min(MAX_RETRY);
@@ -180,6 +196,7 @@ impl Governor {
                 })
             }
             _ => {
+                self.streak = 0;
                 if now.duration_since(self.calm_since) >= CALM_RESET {
                     self.backoff = FIRST_RETRY;
                 }

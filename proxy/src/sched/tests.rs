@@ -52,6 +52,10 @@ fn contention_switches_to_other_and_batch_is_retried_with_backoff() {
     let start = Instant::now();
     let (mut g, mut f) = (Governor::new(start), Feed::new(start));
     g.observe(start, f.sum);
+    // Two contended seconds are not enough; the third switches.
+    for _ in 1..CONTENDED_PERIODS {
+        assert_eq!(step(&mut g, &mut f, 300, 1_000), None);
+    }
     let to_other = step(&mut g, &mut f, 300, 1_000).unwrap();
     assert_eq!(to_other.to, Class::Other);
     assert_eq!(to_other.mean_wait, Some(Duration::from_micros(300)));
@@ -71,6 +75,9 @@ fn contention_switches_to_other_and_batch_is_retried_with_backoff() {
     // up to five minutes.
     let mut waits = Vec::new();
     for _ in 0..7 {
+        for _ in 1..CONTENDED_PERIODS {
+            assert_eq!(step(&mut g, &mut f, 400, 500), None);
+        }
         assert_eq!(step(&mut g, &mut f, 400, 500).unwrap().to, Class::Other);
         let mut secs = 0;
         loop {
@@ -90,21 +97,45 @@ fn a_minute_of_calm_batch_resets_the_backoff() {
     let start = Instant::now();
     let (mut g, mut f) = (Governor::new(start), Feed::new(start));
     g.observe(start, f.sum);
+    let contended = |g: &mut Governor, f: &mut Feed| {
+        for _ in 1..CONTENDED_PERIODS {
+            assert_eq!(step(g, f, 500, 300), None);
+        }
+        step(g, f, 500, 300).unwrap();
+    };
     // Two contended spells make the next backoff 40 s...
     for _ in 0..2 {
-        step(&mut g, &mut f, 500, 100).unwrap();
-        while step(&mut g, &mut f, 10, 100).is_none() {}
+        contended(&mut g, &mut f);
+        while step(&mut g, &mut f, 10, 300).is_none() {}
     }
     // ...but a calm minute in SCHED_BATCH brings it back to 10 s.
     for _ in 0..61 {
-        assert_eq!(step(&mut g, &mut f, 10, 100), None);
+        assert_eq!(step(&mut g, &mut f, 10, 300), None);
     }
-    step(&mut g, &mut f, 500, 100).unwrap();
+    contended(&mut g, &mut f);
     let mut secs = 0;
-    while step(&mut g, &mut f, 10, 100).is_none() {
+    while step(&mut g, &mut f, 10, 300).is_none() {
         secs += 1;
     }
     assert_eq!(secs + 1, 10);
+}
+
+#[test]
+fn contended_seconds_must_follow_each_other() {
+    let start = Instant::now();
+    let (mut g, mut f) = (Governor::new(start), Feed::new(start));
+    g.observe(start, f.sum);
+    // Spikes broken by a calm second, or by an idle one (an idle sidecar's
+    // few slices wait long behind busy neighbours), never add up.
+    for _ in 0..20 {
+        for _ in 1..CONTENDED_PERIODS {
+            assert_eq!(step(&mut g, &mut f, 300, 1_000), None);
+        }
+        assert_eq!(step(&mut g, &mut f, 30, 1_000), None);
+        assert_eq!(step(&mut g, &mut f, 300, 1_000), None);
+        assert_eq!(step(&mut g, &mut f, 300, 20), None);
+    }
+    assert_eq!(g.class(), Class::Batch);
 }
 
 #[test]
@@ -125,7 +156,12 @@ fn too_few_slices_or_a_shrinking_sum_decide_nothing() {
     // Exactly at the threshold is not contended; just above it is.
     let mut f = Feed::new(at);
     g.observe(at, f.sum);
-    assert_eq!(step(&mut g, &mut f, 100, 1_000), None);
+    for _ in 0..CONTENDED_PERIODS {
+        assert_eq!(step(&mut g, &mut f, 100, 1_000), None);
+    }
+    for _ in 1..CONTENDED_PERIODS {
+        assert_eq!(step(&mut g, &mut f, 101, 1_000), None);
+    }
     assert_eq!(step(&mut g, &mut f, 101, 1_000).unwrap().to, Class::Other);
 }
 
