@@ -12,6 +12,7 @@
 //! What is kept is a copy, not a slice of the head: a slice would keep the
 //! connection's read buffer shared, so that each read allocated a new one.
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 /// Shorter values are checked faster than they are looked up.
@@ -20,6 +21,13 @@ pub(crate) const MIN_LEN: usize = 64;
 /// Values kept per connection: a sidecar sends one such value, a browser
 /// behind a gateway a few (`user-agent`, `cookie`, `accept`).
 const SLOTS: usize = 4;
+
+/// The part of a header line that is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadPart {
+    Name,
+    Value,
+}
 
 /// The long header values one connection sent last.
 #[derive(Default)]
@@ -30,14 +38,30 @@ pub(crate) struct Repeats {
 }
 
 impl Repeats {
-    /// The header `name: value` of a parsed head, shared with an earlier head
-    /// of this connection when it repeats one; `None` when the name or value
-    /// is not valid. Call only for values of at least [`MIN_LEN`] bytes.
-    pub(crate) fn header(
+    /// The header `name: value` of the parsed head `head` (`value` is a slice
+    /// of it): a long value this connection sent before is shared, any other
+    /// value is a slice of `head` (no copy).
+    pub(crate) fn parse(
         &mut self,
+        head: &Bytes,
         name: &[u8],
         value: &[u8],
-    ) -> Option<(HeaderName, HeaderValue)> {
+    ) -> Result<(HeaderName, HeaderValue), BadPart> {
+        if value.len() >= MIN_LEN {
+            if let Some(kept) = self.header(name, value) {
+                return Ok(kept);
+            }
+        }
+        Ok((
+            HeaderName::from_bytes(name).map_err(|_| BadPart::Name)?,
+            HeaderValue::from_maybe_shared(head.slice_ref(value)).map_err(|_| BadPart::Value)?,
+        ))
+    }
+
+    /// The header `name: value`, shared with an earlier head of this
+    /// connection when it repeats one; `None` when the name or value is not
+    /// valid. For values of at least [`MIN_LEN`] bytes.
+    fn header(&mut self, name: &[u8], value: &[u8]) -> Option<(HeaderName, HeaderValue)> {
         let found = self.slots.iter().find(|(n, v)| {
             let n = n.as_str().as_bytes();
             // Names arrive as the sender spells them, mostly in lower case.
@@ -100,6 +124,21 @@ mod tests {
         assert!(r.header(b"user-agent", bad.as_bytes()).is_none());
         assert!(r.header(b"bad name", long('a').as_bytes()).is_none());
         assert!(r.slots.is_empty());
+    }
+
+    #[test]
+    fn parse_names_the_bad_part_and_slices_short_values() {
+        let mut r = Repeats::default();
+        let head = Bytes::from(format!("short{}\u{7f}", long('a')));
+        let (short, bad_long) = (&head[..5], &head[5..]);
+        let (_, v) = r.parse(&head, b"x-a", short).unwrap();
+        assert_eq!(v.as_bytes().as_ptr(), head.as_ptr(), "a slice, not a copy");
+        assert_eq!(r.parse(&head, b"bad name", short), Err(BadPart::Name));
+        assert_eq!(r.parse(&head, b"x-a", bad_long), Err(BadPart::Value));
+        assert_eq!(
+            r.parse(&head, b"x-a", &head[head.len() - 1..]),
+            Err(BadPart::Value)
+        );
     }
 
     #[test]

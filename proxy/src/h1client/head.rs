@@ -10,7 +10,7 @@ use http::{Response, StatusCode, Version};
 
 use super::conn::Error;
 use crate::h1fields;
-use crate::h1repeat::{self, Repeats};
+use crate::h1repeat::{BadPart, Repeats};
 use crate::h1scan::MAX_HEAD_BYTES;
 
 /// The same 100 headers the downstream side allows.
@@ -87,18 +87,14 @@ pub(crate) fn take(
         // lookups afterwards).
         let mut seen = Seen::default();
         for h in parsed.headers.iter() {
-            let kept = (h.value.len() >= h1repeat::MIN_LEN)
-                .then(|| repeats.header(h.name.as_bytes(), h.value))
-                .flatten();
-            let (name, value) = match kept {
-                Some(kept) => kept,
-                None => (
-                    HeaderName::from_bytes(h.name.as_bytes())
-                        .map_err(|_| Error::Invalid("header name"))?,
-                    HeaderValue::from_maybe_shared(head.slice_ref(h.value))
-                        .map_err(|_| Error::Invalid("header value"))?,
-                ),
-            };
+            let (name, value) = repeats
+                .parse(&head, h.name.as_bytes(), h.value)
+                .map_err(|p| {
+                    Error::Invalid(match p {
+                        BadPart::Name => "header name",
+                        BadPart::Value => "header value",
+                    })
+                })?;
             seen.note(&name, &value)?;
             map.append(name, value);
         }

@@ -6,11 +6,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use http::{Method, Request, Uri, Version};
 
 use crate::h1fields;
-use crate::h1repeat::{self, Repeats};
+use crate::h1repeat::{BadPart, Repeats};
 
 /// The 100 headers hyper's server allows (Envoy's default count): a head with
 /// more goes to hyper, which answers 431.
@@ -124,17 +124,14 @@ pub(crate) fn request(head: &Bytes, repeats: &mut Repeats) -> Result<Request<()>
     // a larger one takes its slow path (610 instead of 250 instructions).
     let mut map = HeaderMap::with_capacity(parsed.headers.len() + 2);
     for h in parsed.headers.iter() {
-        let kept = (h.value.len() >= h1repeat::MIN_LEN)
-            .then(|| repeats.header(h.name.as_bytes(), h.value))
-            .flatten();
-        let (name, value) = match kept {
-            Some(kept) => kept,
-            None => (
-                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Invalid::Header("name"))?,
-                HeaderValue::from_maybe_shared(head.slice_ref(h.value))
-                    .map_err(|_| Invalid::Header("value"))?,
-            ),
-        };
+        let (name, value) = repeats
+            .parse(head, h.name.as_bytes(), h.value)
+            .map_err(|p| {
+                Invalid::Header(match p {
+                    BadPart::Name => "name",
+                    BadPart::Value => "value",
+                })
+            })?;
         map.append(name, value);
     }
     let mut req = Request::new(());
