@@ -23,15 +23,24 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     cpu_split(pid).map(|(u, s)| u + s)
 }
 
+/// The fields of `/proc/<pid>/stat` from field 3 (the state) on: the command
+/// name before them may contain spaces, so they resume after the last ')'.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Field `n` (numbered as in stat(5)) of `fields` from [`stat_fields`].
+fn stat_field<T: std::str::FromStr>(fields: &[String], n: usize) -> Option<T> {
+    fields.get(n - 3)?.parse().ok()
+}
+
 /// CPU seconds the process has used so far: (user, system).
 pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
+    let f = stat_fields(pid)?;
+    let utime: f64 = stat_field(&f, 14)?;
+    let stime: f64 = stat_field(&f, 15)?;
     Some((utime / clk_tck(), stime / clk_tck()))
 }
 
@@ -39,10 +48,7 @@ pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
 /// 41 of stat(5)): mesh-proxy's `--cpu-policy adaptive` moves all its threads
 /// between that class and `SCHED_OTHER` together.
 pub fn sched_batch(pid: u32) -> Option<bool> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // Field 41; `rest` starts at field 3.
-    let policy: u32 = rest.split_whitespace().nth(38)?.parse().ok()?;
+    let policy: u32 = stat_field(&stat_fields(pid)?, 41)?;
     Some(policy == 3)
 }
 
@@ -102,13 +108,8 @@ pub fn resolve(pid: u32) -> u32 {
 
 /// Whether `pid` is alive (a zombie, exited but not yet reaped, is not).
 pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    !matches!(state, None | Some("Z") | Some("X"))
+    let state = stat_fields(pid).and_then(|f| stat_field::<String>(&f, 3));
+    !matches!(state.as_deref(), None | Some("Z") | Some("X"))
 }
 
 #[cfg(test)]

@@ -70,23 +70,20 @@ impl Repeats {
         if let Some((n, v)) = found {
             return Some((n.clone(), v.clone()));
         }
-        let n = HeaderName::from_bytes(name).ok()?;
-        let v = HeaderValue::from_bytes(value).ok()?;
+        let kept = (
+            HeaderName::from_bytes(name).ok()?,
+            HeaderValue::from_bytes(value).ok()?,
+        );
         // Same name, new value (a changing cookie): the old value is gone.
-        let slot = match self.slots.iter().position(|(old, _)| *old == n) {
-            Some(i) => i,
-            None if self.slots.len() < SLOTS => {
-                self.slots.push((n.clone(), v.clone()));
-                return Some((n, v));
-            }
+        match self.slots.iter().position(|(old, _)| *old == kept.0) {
+            Some(i) => self.slots[i] = kept.clone(),
+            None if self.slots.len() < SLOTS => self.slots.push(kept.clone()),
             None => {
-                let i = self.next;
+                self.slots[self.next] = kept.clone();
                 self.next = (self.next + 1) % SLOTS;
-                i
             }
-        };
-        self.slots[slot] = (n.clone(), v.clone());
-        Some((n, v))
+        }
+        Some(kept)
     }
 }
 
