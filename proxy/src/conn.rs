@@ -241,8 +241,9 @@ async fn serve(
     let mut buf = bytes::BytesMut::new();
     let shutdown = AtomicBool::new(false);
     let mut going_away: Option<tokio::time::Instant> = None;
+    let mut peer = crate::h1server::PeerMemo::default();
     let ended = {
-        let own = crate::h1server::serve(&mut io, &mut buf, &shutdown, |req| {
+        let own = crate::h1server::serve(&mut io, &mut buf, &shutdown, &mut peer, |req| {
             let guard = w.state.open_stream();
             let reply = handle(req, ctx.clone(), &handler);
             async move { reply.await.map(|b| guard.respond(b)) }
@@ -263,10 +264,24 @@ async fn serve(
         _ => return,
     }
     let st = w.state.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    // A client the own server told it keeps the peer metadata goes on leaving
+    // it out (see `crate::h1peer`): put it back here too.
+    let kept = peer
+        .into_missing()
+        .map(|v| Arc::new(std::sync::Mutex::new(v)));
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Dropped unanswered when the client resets the stream: a premature reset.
         let guard = st.open_stream();
         let h2 = req.version() == http::Version::HTTP_2;
+        if let Some(kept) = &kept {
+            let mut kept = kept.lock().expect("kept peer metadata");
+            match req.headers().get(crate::peer::HEADER) {
+                Some(v) => *kept = v.clone(),
+                None => {
+                    req.headers_mut().insert(crate::peer::HEADER, kept.clone());
+                }
+            }
+        }
         let (ctx, handler) = (ctx.clone(), handler.clone());
         async move {
             if h2 {

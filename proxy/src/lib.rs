@@ -65,6 +65,7 @@ pub mod gateway;
 pub mod h1client;
 pub mod h1fields;
 pub mod h1guard;
+pub mod h1peer;
 mod h1repeat;
 pub mod h1scan;
 pub mod h1server;

@@ -79,6 +79,9 @@ fn http1_and_h2c_go_through_both_sidecars() {
             svc,
             "response_code=\"200\"",
             "source_workload=\"client\"",
+            // Every answer named its workload, also those on a reused
+            // connection that left the peer metadata out (`h1peer`).
+            "destination_workload=\"echo-v1\"",
         ],
     );
     let dst = metric_sum(
@@ -311,6 +314,78 @@ fn upstream_http1_connections_are_reused() {
         peers.len() <= 3,
         "40 requests used {} upstream connections: {peers:?}",
         peers.len()
+    );
+}
+
+#[test]
+fn peer_metadata_left_out_on_a_reused_connection_is_still_counted() {
+    let w = world(1, "ALLOW_ANY");
+    let url = |p: &str| format!("http://{VIP}:8080/{p}");
+    // One client connection, so one upstream connection between the
+    // sidecars: the first request tells, the others leave the metadata out.
+    // The second asks `Expect: 100-continue`, which the server sidecar's own
+    // HTTP/1 server leaves to hyper's, mid-connection.
+    let (a, b, c) = (url("a"), url("b"), url("c"));
+    let out = curl(
+        &w.client,
+        &[
+            "-s",
+            &a,
+            "--next",
+            "-s",
+            "-H",
+            "Expect: 100-continue",
+            "-d",
+            "hello",
+            &b,
+            "--next",
+            "-s",
+            &c,
+            "--next",
+            "-s",
+            &a,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace("}{", "}\n{");
+    let replies: Vec<EchoReply> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 4, "{text}");
+    for r in &replies {
+        assert!(
+            !r.headers.contains_key("x-mesh-peer-metadata"),
+            "{:?}",
+            r.headers
+        );
+    }
+    assert_eq!(
+        replies[1].headers.get("expect").map(String::as_str),
+        Some("100-continue")
+    );
+    let named = |m: &str, needles: &[&str]| metric_sum(m, "istio_requests_total", needles);
+    let sm = metrics(&w.servers[0]);
+    assert_eq!(
+        named(
+            &sm,
+            &["reporter=\"destination\"", "source_workload=\"client\""]
+        ),
+        4.0,
+        "{sm}"
+    );
+    let cm = metrics(&w.client);
+    assert_eq!(
+        named(
+            &cm,
+            &["reporter=\"source\"", "destination_workload=\"echo-v1\""]
+        ),
+        4.0,
+        "{cm}"
     );
 }
 

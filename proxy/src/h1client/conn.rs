@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::h1peer::PeerMemo;
 use crate::h1repeat::Repeats;
 use crate::mtls::stream::MaybeTls;
 
@@ -37,6 +38,8 @@ pub struct Conn {
     pub(super) buf: BytesMut,
     /// The long header values of this connection's earlier responses.
     pub(super) repeats: Repeats,
+    /// The peer metadata exchanged on this connection.
+    pub(super) peer: PeerMemo,
 }
 
 /// Gives a connection whose response was read to the end back to its pool.
@@ -50,6 +53,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             repeats: Repeats::default(),
+            peer: PeerMemo::default(),
         }
     }
 

@@ -22,6 +22,9 @@ pub struct Outgoing {
     pub(crate) bytes: Vec<u8>,
     /// A `HEAD` request's response has no body whatever its headers say.
     pub(crate) head: bool,
+    /// The peer metadata header, the last line of the head at this offset:
+    /// the connection decides whether it goes as it is ([`crate::h1peer`]).
+    pub(crate) peer: PeerLine,
 }
 
 /// The request's bytes when the own client can send it; otherwise the request
@@ -50,9 +53,10 @@ pub fn outgoing(req: Request<Body>) -> Result<Outgoing, Box<Request<Body>>> {
         }
     };
     match encode(&parts, &whole) {
-        Some(bytes) => Ok(Outgoing {
+        Some((bytes, peer)) => Ok(Outgoing {
             bytes,
             head: parts.method == Method::HEAD,
+            peer,
         }),
         None => Err(Box::new(Request::from_parts(
             parts,
@@ -81,9 +85,13 @@ fn take_whole(body: &mut Body) -> Result<Bytes, Option<Result<Frame<Bytes>, Body
     }
 }
 
-/// Head and body, or `None` when the head's `Content-Length` contradicts the
-/// body (hyper's client then decides what to do with it).
-pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<Vec<u8>> {
+/// The peer metadata header's line in an encoded request: its offset and value.
+type PeerLine = Option<(usize, http::HeaderValue)>;
+
+/// Head and body, with the peer metadata header last in the head; `None` when
+/// the head's `Content-Length` contradicts the body (hyper's client then
+/// decides what to do with it).
+pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<(Vec<u8>, PeerLine)> {
     let target = match parts.uri.path_and_query() {
         Some(p) if !p.as_str().is_empty() => p.as_str(),
         _ => "/",
@@ -94,8 +102,13 @@ pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<Vec<u
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_length = false;
+    let mut peer = None;
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == crate::peer::HEADER {
+            peer = Some(value);
             continue;
         }
         if name == header::CONTENT_LENGTH {
@@ -115,9 +128,14 @@ pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<Vec<u
         h1fields::push_decimal(&mut out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
+    let peer = peer.map(|v| {
+        let at = out.len();
+        crate::h1peer::write(&mut out, v, crate::h1peer::Send::Plain);
+        (at, v.clone())
+    });
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
-    Some(out)
+    Some((out, peer))
 }
 
 /// A body with one frame, already taken from it, put back in front.

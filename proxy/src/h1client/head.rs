@@ -10,6 +10,7 @@ use http::{Response, StatusCode, Version};
 
 use super::conn::Error;
 use crate::h1fields;
+use crate::h1peer::PeerMemo;
 use crate::h1repeat::{BadPart, Repeats};
 use crate::h1scan::MAX_HEAD_BYTES;
 
@@ -37,11 +38,13 @@ pub(crate) struct Head {
 
 /// Takes a complete final response head off `buf` (interim 1xx responses
 /// are dropped), `Ok(None)` when more bytes are needed. `repeats` holds the
-/// long values of the connection's earlier heads.
+/// long values of the connection's earlier heads, `peer` its peer metadata
+/// (put back when the server left it out).
 pub(crate) fn take(
     buf: &mut BytesMut,
     head_request: bool,
     repeats: &mut Repeats,
+    peer: &mut PeerMemo,
 ) -> Result<Option<Head>, Error> {
     loop {
         if buf.is_empty() {
@@ -87,8 +90,8 @@ pub(crate) fn take(
         // lookups afterwards).
         let mut seen = Seen::default();
         for h in parsed.headers.iter() {
-            let (name, value) = repeats
-                .parse(&head, h.name.as_bytes(), h.value)
+            let (name, value) = peer
+                .parse(repeats, &head, h.name.as_bytes(), h.value)
                 .map_err(|p| {
                     Error::Invalid(match p {
                         BadPart::Name => "header name",
@@ -97,6 +100,9 @@ pub(crate) fn take(
                 })?;
             seen.note(&name, &value)?;
             map.append(name, value);
+        }
+        if let Some(v) = peer.end_head() {
+            map.append(crate::peer::HEADER, v);
         }
         let (framing, reuse_framing) = framing(&seen, status, head_request);
         let keep_alive = reuse_framing

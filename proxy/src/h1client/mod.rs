@@ -29,13 +29,18 @@ impl Conn {
     /// rest from this connection and hands it to `reuse` when done.
     pub async fn send<R: Reuse>(
         mut self,
-        req: Outgoing,
+        mut req: Outgoing,
         reuse: R,
     ) -> Result<Response<ResponseBody<R>>, Error> {
+        if let Some((at, value)) = &req.peer {
+            let how = self.peer.send(value);
+            crate::h1peer::apply(&mut req.bytes, *at, value, how);
+        }
         self.io.write_all(&req.bytes).await?;
         self.io.flush().await?;
         let head = loop {
-            if let Some(h) = head::take(&mut self.buf, req.head, &mut self.repeats)? {
+            if let Some(h) = head::take(&mut self.buf, req.head, &mut self.repeats, &mut self.peer)?
+            {
                 break h;
             }
             self.buf.reserve(8 * 1024);

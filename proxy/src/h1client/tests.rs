@@ -122,6 +122,7 @@ fn parse(bytes: &[u8], head_request: bool) -> Result<Option<head::Head>, Error> 
         &mut BytesMut::from(bytes),
         head_request,
         &mut Default::default(),
+        &mut Default::default(),
     )
 }
 
@@ -143,7 +144,8 @@ fn long_values_repeated_by_a_connection_arrive_as_sent() {
     );
     let mut repeats = Default::default();
     let mut seen = Vec::new();
-    while let Some(h) = head::take(&mut buf, false, &mut repeats).unwrap() {
+    while let Some(h) = head::take(&mut buf, false, &mut repeats, &mut Default::default()).unwrap()
+    {
         seen.push(h.response.headers()["x-mesh-peer-metadata"].clone());
     }
     assert_eq!(seen, [a.as_str(), a.as_str(), b.as_str()]);
@@ -157,9 +159,14 @@ fn response_heads_and_their_framing() {
     let mut buf = BytesMut::from(
         &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\n\r\nokNEXT"[..],
     );
-    let h = head::take(&mut buf, false, &mut Default::default())
-        .unwrap()
-        .unwrap();
+    let h = head::take(
+        &mut buf,
+        false,
+        &mut Default::default(),
+        &mut Default::default(),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(h.response.status(), StatusCode::OK);
     assert_eq!(h.response.headers()["server"], "x");
     assert_eq!((h.framing, h.keep_alive), (Framing::Length(2), true));
@@ -490,4 +497,126 @@ async fn idle_connections_the_server_closed_are_skipped_and_swept() {
     .await
     .expect("the sweep drops the closed connection");
     assert_eq!(pool.own_idle(addr), 0);
+}
+
+/// A server connection that keeps a copy of every byte read and written.
+struct Recorded {
+    io: tokio::net::TcpStream,
+    wire: Arc<std::sync::Mutex<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl tokio::io::AsyncRead for Recorded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        self.wire.lock().unwrap().0.extend_from_slice(read);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Recorded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        b: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, b);
+        if let std::task::Poll::Ready(Ok(n)) = r {
+            self.wire.lock().unwrap().1.extend_from_slice(&b[..n]);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Hands a connection whose response ended back to the test.
+struct Handback(tokio::sync::mpsc::UnboundedSender<Conn>);
+
+impl Reuse for Handback {
+    fn reuse(self, conn: Conn) {
+        let _ = self.0.send(conn);
+    }
+}
+
+#[tokio::test]
+async fn the_own_client_and_server_exchange_peer_metadata_once_per_connection() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let wire = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+    let w = wire.clone();
+    // The own server, answering with its metadata and, in `x-seen`, the
+    // caller's metadata as its handler got it.
+    tokio::spawn(async move {
+        let (io, _) = l.accept().await.unwrap();
+        let mut io = Recorded { io, wire: w };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut memo = crate::h1server::PeerMemo::default();
+        let _ = crate::h1server::serve(
+            &mut io,
+            &mut BytesMut::new(),
+            &stop,
+            &mut memo,
+            |req: Request<Body>| {
+                let seen = req.headers().get(crate::peer::HEADER).cloned();
+                let mut r = crate::util::full(StatusCode::OK, "hi");
+                let h = r.headers_mut();
+                h.insert(crate::peer::HEADER, "workload=server".parse().unwrap());
+                if let Some(v) = seen {
+                    h.insert("x-seen", v);
+                }
+                std::future::ready(r)
+            },
+        )
+        .await;
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut conn = Conn::new(MaybeTls::Plain(
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    ));
+    for i in 0..4 {
+        let mut req = get("/");
+        // The caller's metadata changes once, before the third request.
+        let me = if i < 2 {
+            "workload=client"
+        } else {
+            "workload=client2"
+        };
+        req.headers_mut()
+            .insert(crate::peer::HEADER, me.parse().unwrap());
+        let resp = conn.send(outgoing(req).ok().unwrap(), Handback(tx.clone()));
+        let resp = resp.await.unwrap();
+        let h = resp.headers();
+        assert_eq!(h[crate::peer::HEADER], "workload=server", "answer {i}");
+        assert_eq!(h["x-seen"], me, "request {i}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "hi");
+        conn = rx.recv().await.unwrap();
+    }
+    let (requests, answers) = wire.lock().unwrap().clone();
+    let (requests, answers) = (
+        String::from_utf8(requests).unwrap(),
+        String::from_utf8(answers).unwrap(),
+    );
+    // Each side's first value went told; the client's new value once more.
+    let lines = |s: &str| s.lines().filter(|l| l.starts_with("x-mesh-peer")).count();
+    assert_eq!(lines(&requests), 2, "{requests}");
+    assert!(requests.contains("x-mesh-peer-metadata: workload=client;kept=1\r\n"));
+    assert!(requests.contains("x-mesh-peer-metadata: workload=client2\r\n"));
+    assert_eq!(lines(&answers), 1, "{answers}");
+    assert!(answers.contains("x-mesh-peer-metadata: workload=server;kept=1\r\n"));
 }

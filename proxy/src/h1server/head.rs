@@ -10,6 +10,7 @@ use http::header::HeaderMap;
 use http::{Method, Request, Uri, Version};
 
 use crate::h1fields;
+use crate::h1peer::PeerMemo;
 use crate::h1repeat::{BadPart, Repeats};
 
 /// The 100 headers hyper's server allows (Envoy's default count): a head with
@@ -103,8 +104,13 @@ impl Invalid {
 }
 
 /// Builds the request of a head [`probe`] took; `head` is exactly that head,
-/// `repeats` the long values of the connection's earlier heads.
-pub(crate) fn request(head: &Bytes, repeats: &mut Repeats) -> Result<Request<()>, Invalid> {
+/// `repeats` the long values of the connection's earlier heads, `peer` the
+/// connection's peer metadata (put back when the client left it out).
+pub(crate) fn request(
+    head: &Bytes,
+    repeats: &mut Repeats,
+    peer: &mut PeerMemo,
+) -> Result<Request<()>, Invalid> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     // Cannot fail: the same bytes parsed completely in `probe`.
@@ -124,8 +130,8 @@ pub(crate) fn request(head: &Bytes, repeats: &mut Repeats) -> Result<Request<()>
     // a larger one takes its slow path (610 instead of 250 instructions).
     let mut map = HeaderMap::with_capacity(parsed.headers.len() + 2);
     for h in parsed.headers.iter() {
-        let (name, value) = repeats
-            .parse(head, h.name.as_bytes(), h.value)
+        let (name, value) = peer
+            .parse(repeats, head, h.name.as_bytes(), h.value)
             .map_err(|p| {
                 Invalid::Header(match p {
                     BadPart::Name => "name",
@@ -133,6 +139,9 @@ pub(crate) fn request(head: &Bytes, repeats: &mut Repeats) -> Result<Request<()>
                 })
             })?;
         map.append(name, value);
+    }
+    if let Some(v) = peer.end_head() {
+        map.append(crate::peer::HEADER, v);
     }
     let mut req = Request::new(());
     *req.method_mut() = method;

@@ -33,6 +33,7 @@ use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::body::{Body, BodyError};
+pub use crate::h1peer::PeerMemo;
 use crate::h1scan::MAX_HEAD_BYTES;
 pub use rewind::Rewind;
 use write::{BodyHint, Framing};
@@ -80,11 +81,14 @@ pub enum Error {
 /// Serves the requests of `io` with `handler`, in order, until the
 /// connection ends or a request is hyper's. `buf` holds what was read and not
 /// yet served. `shutdown` asks for a graceful end: an idle connection is
-/// closed, a request being served gets `Connection: close`.
+/// closed, a request being served gets `Connection: close`. `peer` is the
+/// connection's peer metadata exchange ([`crate::h1peer`]), left for whoever
+/// serves the connection next.
 pub async fn serve<S, F, Fut, B>(
     io: &mut S,
     buf: &mut BytesMut,
     shutdown: &AtomicBool,
+    peer: &mut PeerMemo,
     handler: F,
 ) -> Result<Ended, Error>
 where
@@ -110,7 +114,7 @@ where
             }
         }
         let msg = buf.split_to(head_len + body_len).freeze();
-        let req = match head::request(&msg.slice(..head_len), &mut repeats) {
+        let req = match head::request(&msg.slice(..head_len), &mut repeats, peer) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "bad request head");
@@ -119,7 +123,7 @@ where
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
-                respond(io, &mut out, r, false, true).await?;
+                respond(io, &mut out, r, false, true, peer).await?;
                 let _ = io.shutdown().await;
                 return Ok(Ended::Closed);
             }
@@ -135,7 +139,7 @@ where
         drop(msg);
         let resp = handler(req.map(|()| body)).await;
         let close = !keep_alive || shutdown.load(Ordering::Relaxed);
-        if respond(io, &mut out, resp, head_request, close).await? {
+        if respond(io, &mut out, resp, head_request, close, peer).await? {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);
         }
@@ -227,6 +231,7 @@ async fn respond<S, B>(
     resp: Response<B>,
     head_request: bool,
     close: bool,
+    peer: &mut PeerMemo,
 ) -> Result<bool, Error>
 where
     S: AsyncWrite + Unpin,
@@ -238,7 +243,7 @@ where
         exact: body.size_hint().exact(),
     };
     out.clear();
-    let (framing, close) = write::head(out, &parts, head_request, hint, close);
+    let (framing, close) = write::head(out, &parts, head_request, hint, close, peer);
     drop(parts);
     write_body(io, out, &mut body, framing).await?;
     Ok(close)

@@ -105,28 +105,34 @@ async fn run(
 ) -> (Result<Ended, Error>, Vec<Seen>) {
     let seen: Seens = Arc::default();
     let s = seen.clone();
-    let r = serve(io, buf, shutdown, move |req: Request<Body>| {
-        let s = s.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let target = parts.uri.to_string();
-            s.lock().unwrap().push(Seen {
-                method: parts.method.to_string(),
-                target: target.clone(),
-                host: parts
-                    .headers
-                    .get("host")
-                    .map(|h| h.to_str().unwrap().to_string()),
-                body,
-            });
-            answer(&target)
-        }
-    })
+    let r = serve(
+        io,
+        buf,
+        shutdown,
+        &mut Default::default(),
+        move |req: Request<Body>| {
+            let s = s.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let target = parts.uri.to_string();
+                s.lock().unwrap().push(Seen {
+                    method: parts.method.to_string(),
+                    target: target.clone(),
+                    host: parts
+                        .headers
+                        .get("host")
+                        .map(|h| h.to_str().unwrap().to_string()),
+                    body,
+                });
+                answer(&target)
+            }
+        },
+    )
     .await;
     let seen = seen.lock().unwrap().clone();
     (r, seen)
@@ -278,11 +284,17 @@ async fn a_drain_ends_an_idle_connection_and_closes_after_the_current_response()
     let mut buf = BytesMut::new();
     let shutdown = AtomicBool::new(false);
     let served = AtomicUsize::new(0);
-    let r = serve(&mut io, &mut buf, &shutdown, |_req: Request<Body>| {
-        served.fetch_add(1, Ordering::Relaxed);
-        shutdown.store(true, Ordering::Relaxed);
-        std::future::ready(ok(""))
-    })
+    let r = serve(
+        &mut io,
+        &mut buf,
+        &shutdown,
+        &mut Default::default(),
+        |_req: Request<Body>| {
+            served.fetch_add(1, Ordering::Relaxed);
+            shutdown.store(true, Ordering::Relaxed);
+            std::future::ready(ok(""))
+        },
+    )
     .await;
     assert_eq!(r.unwrap(), Ended::Closed);
     assert_eq!(served.load(Ordering::Relaxed), 1);
@@ -390,4 +402,75 @@ async fn a_body_that_contradicts_its_length_ends_the_connection() {
     let mut io = Script::new(&[b"GET / HTTP/1.1\r\n\r\n"], true);
     let (r, _) = run(&mut io, &mut BytesMut::new(), &AtomicBool::new(false), long).await;
     assert!(matches!(r, Err(Error::Long)), "{r:?}");
+}
+
+/// Serves `input` with a handler that answers every request with the peer
+/// metadata `workload=s`; returns the peer metadata each request arrived
+/// with, and what was written.
+async fn exchange_metadata(input: &[&[u8]]) -> (Vec<Option<String>>, String) {
+    let mut io = Script::new(input, true);
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let r = serve(
+        &mut io,
+        &mut BytesMut::new(),
+        &AtomicBool::new(false),
+        &mut Default::default(),
+        |req: Request<Body>| {
+            let v = req.headers().get(crate::peer::HEADER);
+            seen.lock()
+                .unwrap()
+                .push(v.map(|v| v.to_str().unwrap().to_string()));
+            let mut r = ok("");
+            r.headers_mut().insert(
+                crate::peer::HEADER,
+                http::HeaderValue::from_static("workload=s"),
+            );
+            std::future::ready(r)
+        },
+    )
+    .await;
+    assert_eq!(r.unwrap(), Ended::Closed);
+    let seen = seen.lock().unwrap().clone();
+    (seen, io.text())
+}
+
+#[tokio::test]
+async fn peer_metadata_crosses_once_each_way_with_a_client_that_keeps_it() {
+    let (seen, out) = exchange_metadata(&[
+        b"GET /1 HTTP/1.1\r\nx-mesh-peer-metadata: workload=c;kept=1\r\n\r\n",
+        b"GET /2 HTTP/1.1\r\nhost: a\r\n\r\n",
+        b"GET /3 HTTP/1.1\r\nx-mesh-peer-metadata: workload=c2\r\n\r\n",
+        b"GET /4 HTTP/1.1\r\n\r\n",
+    ])
+    .await;
+    let c = |s: &str| Some(s.to_string());
+    // The handler sees every request's metadata, the marker taken off.
+    assert_eq!(
+        seen,
+        [
+            c("workload=c"),
+            c("workload=c"),
+            c("workload=c2"),
+            c("workload=c2")
+        ]
+    );
+    // The answers carry it once, told; the client keeps it from then on.
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 4);
+    assert_eq!(out.matches("x-mesh-peer-metadata").count(), 1, "{out}");
+    assert!(out.contains("\r\nx-mesh-peer-metadata: workload=s;kept=1\r\n"));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_keep_peer_metadata_gets_it_on_every_answer() {
+    let one = b"GET / HTTP/1.1\r\nx-mesh-peer-metadata: workload=c\r\n\r\n";
+    let (seen, out) = exchange_metadata(&[one, one, one]).await;
+    assert_eq!(seen, vec![Some("workload=c".to_string()); 3]);
+    assert_eq!(out.matches("x-mesh-peer-metadata: workload=s").count(), 3);
+    assert_eq!(out.matches(";kept=1").count(), 1);
+    // A client that never sent any (an app) has none put back.
+    let bare: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+    let (seen, out) = exchange_metadata(&[bare, bare]).await;
+    assert_eq!(seen, [None, None]);
+    assert_eq!(out.matches("x-mesh-peer-metadata").count(), 2);
+    assert_eq!(out.matches(";kept=1").count(), 1);
 }

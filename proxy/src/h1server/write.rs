@@ -10,6 +10,7 @@ use http::header;
 use http::{response, StatusCode};
 
 use crate::h1fields;
+use crate::h1peer::{self, PeerMemo};
 
 /// How the body is written after the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +32,14 @@ pub(crate) struct BodyHint {
 /// whether the connection ends after this response. `close` adds
 /// `connection: close` unless the response already says so; a response that
 /// says so, or a 101 (no upgrade is served here), ends the connection too.
+/// The peer metadata header is written as `peer` decides.
 pub(crate) fn head(
     out: &mut Vec<u8>,
     parts: &response::Parts,
     head_request: bool,
     body: BodyHint,
     close: bool,
+    peer: &mut PeerMemo,
 ) -> (Framing, bool) {
     let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -53,6 +56,10 @@ pub(crate) fn head(
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING {
             // Hop-by-hop: this connection's framing is decided below.
+            continue;
+        }
+        if name == crate::peer::HEADER {
+            h1peer::write(out, value, peer.send(value));
             continue;
         }
         if name == header::CONTENT_LENGTH {
