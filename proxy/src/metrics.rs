@@ -149,6 +149,27 @@ pub struct RequestLabels {
     pub connection_security_policy: &'static str,
 }
 
+impl RequestLabels {
+    /// Equal because every shared label is the same allocation (a cheap
+    /// test: `false` says nothing, `Eq` decides then).
+    fn same_as(&self, o: &RequestLabels) -> bool {
+        self.reporter == o.reporter
+            && self.response_code == o.response_code
+            && Arc::ptr_eq(&self.source, &o.source)
+            && Arc::ptr_eq(&self.destination, &o.destination)
+            && Arc::ptr_eq(&self.destination_service, &o.destination_service)
+            && Arc::ptr_eq(&self.destination_service_name, &o.destination_service_name)
+            && Arc::ptr_eq(
+                &self.destination_service_namespace,
+                &o.destination_service_namespace,
+            )
+            && self.request_protocol == o.request_protocol
+            && self.grpc_response_status == o.grpc_response_status
+            && self.response_flags == o.response_flags
+            && self.connection_security_policy == o.connection_security_policy
+    }
+}
+
 /// Labels of one TCP series (no per-request fields).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TcpLabels {
@@ -208,12 +229,42 @@ struct TcpStats {
 
 type Hasher = foldhash::fast::RandomState;
 
+/// The request series in the order they appeared, found by their labels,
+/// and the one the last request was counted in. Consecutive requests mostly
+/// carry the very same labels (one peer, one answer, the same shared strings):
+/// comparing pointers first spares hashing some twenty label strings per
+/// request (600 of a sidecar's 50 k instructions, callgrind).
+#[derive(Debug, Default)]
+struct RequestSeries {
+    series: Vec<(RequestLabels, RequestStats)>,
+    index: HashMap<RequestLabels, usize, Hasher>,
+    last: usize,
+}
+
+impl RequestSeries {
+    /// The series of `labels`, created if new.
+    fn of(&mut self, labels: RequestLabels) -> &mut RequestStats {
+        let last = self.series.get(self.last).map(|(l, _)| l);
+        if !last.is_some_and(|l| l.same_as(&labels)) {
+            let next = self.series.len();
+            self.last = match self.index.entry(labels) {
+                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    self.series.push((e.key().clone(), RequestStats::default()));
+                    *e.insert(next)
+                }
+            };
+        }
+        &mut self.series[self.last].1
+    }
+}
+
 /// The registry. One short, uncontended lock per finished request or connection.
 #[derive(Debug, Default)]
 pub struct Metrics {
     // Hashed with foldhash (seeded per process): SipHash over every label
     // string was a visible part of the per-request cost.
-    requests: Mutex<HashMap<RequestLabels, RequestStats, Hasher>>,
+    requests: Mutex<RequestSeries>,
     tcp: Mutex<HashMap<TcpLabels, TcpStats, Hasher>>,
     /// Inbound mTLS handshakes that failed (bad chain, no certificate, old TLS).
     mtls_failed: std::sync::atomic::AtomicU64,
@@ -258,7 +309,7 @@ impl Metrics {
         resp_bytes: u64,
     ) {
         let mut m = self.requests.lock().expect("metrics lock");
-        let s = m.entry(labels).or_default();
+        let s = m.of(labels);
         s.total += 1;
         s.duration.observe(&DURATION_BUCKETS, duration_ms);
         s.req_bytes.observe(&BYTES_BUCKETS, req_bytes as f64);
@@ -284,7 +335,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let reqs = self.requests.lock().expect("metrics lock");
         out.push_str("# TYPE istio_requests_total counter\n");
-        for (l, s) in reqs.iter() {
+        for (l, s) in &reqs.series {
             let _ = writeln!(
                 out,
                 "istio_requests_total{{{}}} {}",
@@ -302,7 +353,7 @@ impl Metrics {
             ("istio_response_bytes", 2, &BYTES_BUCKETS[..]),
         ] {
             let _ = writeln!(out, "# TYPE {name} histogram");
-            for (l, s) in reqs.iter() {
+            for (l, s) in &reqs.series {
                 let h = match pick {
                     0 => &s.duration,
                     1 => &s.req_bytes,

@@ -39,6 +39,59 @@ fn renders_istio_names_and_labels() {
 }
 
 #[test]
+fn requests_with_equal_labels_share_a_series_however_their_strings_are_held() {
+    let m = Metrics::default();
+    let labels = |code: u16, service: &str| RequestLabels {
+        reporter: Reporter::Destination,
+        source: Workload::unknown(),
+        destination: Workload::unknown(),
+        destination_service: Arc::from(service),
+        destination_service_name: Arc::from("reviews"),
+        destination_service_namespace: Arc::from("default"),
+        request_protocol: "http",
+        response_code: code,
+        grpc_response_status: None,
+        response_flags: "-",
+        connection_security_policy: "mutual_tls",
+    };
+    let a = labels(200, "reviews.default.svc.cluster.local");
+    // The same allocations (the last series, found by pointers), equal
+    // strings held apart (found by hashing), another code, another service,
+    // and back to the first series after others.
+    for l in [
+        a.clone(),
+        a.clone(),
+        labels(200, "reviews.default.svc.cluster.local"),
+        labels(503, "reviews.default.svc.cluster.local"),
+        labels(200, "ratings.default.svc.cluster.local"),
+        a.clone(),
+        a,
+    ] {
+        m.record_request(l, 1.0, 0, 0);
+    }
+    let text = m.render();
+    let counts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .collect();
+    assert_eq!(counts.len(), 3, "{text}");
+    let count = |needles: &[&str]| {
+        counts
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    let reviews = "destination_service=\"reviews.default";
+    assert_eq!(count(&[reviews, "code=\"200\""]).as_deref(), Some("5"));
+    assert_eq!(count(&[reviews, "code=\"503\""]).as_deref(), Some("1"));
+    assert_eq!(count(&["\"ratings.default"]).as_deref(), Some("1"));
+    // Series render in the order they appeared.
+    assert!(counts[0].contains(reviews) && counts[0].contains("code=\"200\""));
+    assert!(counts[2].contains("\"ratings.default"));
+}
+
+#[test]
 fn an_endpoint_describes_its_canonical_service_and_namespace() {
     let labels: BTreeMap<String, String> = [
         ("app", "ratings"),
