@@ -4,8 +4,9 @@
 //! Between sidecars, every request carries the caller's metadata and every
 //! answer the callee's ([`crate::peer`]): some 300 bytes each way that never
 //! change on a connection, and that each side writes, encrypts, decrypts and
-//! scans again per message (about 4 k of an mTLS sidecar's 53 k instructions
-//! per request, callgrind). Here each end of a connection served by the own
+//! scans again per message. Sending it once cut the mTLS server sidecar from
+//! 53.2 k to 49.0 k instructions per request and the client from 52.8 k to
+//! 51.0 k (callgrind). Here each end of a connection served by the own
 //! HTTP/1 server or client remembers the last value it received and tells
 //! the other end so, once, by appending [`KEEPS`] to the value; an end told so
 //! leaves the header out while its value is unchanged, and the other end puts
