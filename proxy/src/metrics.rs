@@ -233,7 +233,7 @@ type Hasher = foldhash::fast::RandomState;
 /// and the one the last request was counted in. Consecutive requests mostly
 /// carry the very same labels (one peer, one answer, the same shared strings):
 /// comparing pointers first spares hashing some twenty label strings per
-/// request (600 of a sidecar's 50 k instructions, callgrind).
+/// request (see `peer::PeerCache` for what the two fast paths saved).
 #[derive(Debug, Default)]
 struct RequestSeries {
     series: Vec<(RequestLabels, RequestStats)>,

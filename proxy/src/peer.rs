@@ -91,7 +91,9 @@ pub struct PeerCache {
 
 /// The decoded headers, and the one looked up last: a connection between two
 /// sidecars carries the same header on every message, and comparing its 300
-/// bytes costs a sixth of hashing them and probing the map.
+/// bytes is cheaper than hashing them and probing the map (together with the
+/// series fast path in `metrics`, 0.8 k fewer instructions per mTLS request
+/// on each side, callgrind).
 #[derive(Default)]
 struct Entries {
     map: HashMap<Arc<[u8]>, Decoded, foldhash::fast::RandomState>,
