@@ -267,8 +267,8 @@ async fn serve(
     // A client the own server told it keeps the peer metadata goes on leaving
     // it out (see `crate::h1peer`): put it back here too.
     let kept = peer
-        .into_missing()
-        .map(|v| Arc::new(std::sync::Mutex::new(v)));
+        .missing()
+        .map(|v| Arc::new(std::sync::Mutex::new(v.clone())));
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Dropped unanswered when the client resets the stream: a premature reset.
         let guard = st.open_stream();

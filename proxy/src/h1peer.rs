@@ -39,7 +39,7 @@ pub(crate) fn is_peer(name: &[u8]) -> bool {
 
 /// How to write the peer metadata header of an outgoing message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Send {
+pub(crate) enum Sending {
     /// Leave it out: the peer keeps this very value.
     Omit,
     /// Write it as it is.
@@ -65,22 +65,22 @@ pub struct PeerMemo {
 
 impl PeerMemo {
     /// How to write `value` on an outgoing message, noting that it was.
-    pub(crate) fn send(&mut self, value: &HeaderValue) -> Send {
+    pub(crate) fn send(&mut self, value: &HeaderValue) -> Sending {
         let same = self
             .sent
             .as_ref()
             .is_some_and(|s| s.as_bytes() == value.as_bytes());
         if self.peer_keeps && same {
-            return Send::Omit;
+            return Sending::Omit;
         }
         if !same {
             self.sent = Some(value.clone());
         }
         if self.told {
-            Send::Plain
+            Sending::Plain
         } else {
             self.told = true;
-            Send::Tell
+            Sending::Tell
         }
     }
 
@@ -138,46 +138,30 @@ impl PeerMemo {
     /// The value a received head without the header stands for: the last one
     /// received, once this end has said it keeps it (before that, the peer
     /// never leaves it out, and a head without it has none).
-    fn missing(&self) -> Option<&HeaderValue> {
+    pub(crate) fn missing(&self) -> Option<&HeaderValue> {
         self.received.as_ref().filter(|_| self.told)
     }
-
-    /// What is left for whoever serves the connection after the own server:
-    /// the value it must put back into heads without one, if the peer may
-    /// leave it out.
-    pub(crate) fn into_missing(self) -> Option<HeaderValue> {
-        self.received.filter(|_| self.told)
-    }
 }
 
-/// `line` (`name: value\r\n` of the peer metadata header, at `at` in `out`)
-/// as [`PeerMemo::send`] decides for `value`: removed, kept or told.
-pub(crate) fn apply(out: &mut Vec<u8>, at: usize, value: &HeaderValue, how: Send) {
-    let value_end = at + NAME.len() + 2 + value.len();
-    match how {
-        Send::Plain => {}
-        Send::Omit => {
-            out.drain(at..value_end + 2);
-        }
-        Send::Tell => {
-            out.splice(value_end..value_end, KEEPS.iter().copied());
-        }
-    }
-}
-
-/// Appends the header line for `value` as `how` says ([`apply`] on a line
-/// written as it is).
-pub(crate) fn write(out: &mut Vec<u8>, value: &HeaderValue, how: Send) {
-    if how == Send::Omit {
+/// Inserts the header line for `value` at `at` in `out` (a head being
+/// encoded), as `how` says: nothing when the peer keeps it.
+pub(crate) fn insert(out: &mut Vec<u8>, at: usize, value: &HeaderValue, how: Sending) {
+    if how == Sending::Omit {
         return;
     }
-    out.extend_from_slice(NAME);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    if how == Send::Tell {
-        out.extend_from_slice(KEEPS);
-    }
-    out.extend_from_slice(b"\r\n");
+    let keeps = if how == Sending::Tell { KEEPS } else { b"" };
+    let line = NAME
+        .iter()
+        .chain(b": ")
+        .chain(value.as_bytes())
+        .chain(keeps);
+    out.splice(at..at, line.chain(b"\r\n").copied());
+}
+
+/// Appends the header line for `value` as `how` says.
+pub(crate) fn write(out: &mut Vec<u8>, value: &HeaderValue, how: Sending) {
+    let at = out.len();
+    insert(out, at, value, how);
 }
 
 #[cfg(test)]
@@ -192,16 +176,16 @@ mod tests {
     fn a_value_is_left_out_only_once_the_peer_keeps_it() {
         let mut m = PeerMemo::default();
         let a = v("workload=a");
-        assert_eq!(m.send(&a), Send::Tell);
+        assert_eq!(m.send(&a), Sending::Tell);
         // The peer has not said it keeps anything: always written.
-        assert_eq!(m.send(&a), Send::Plain);
+        assert_eq!(m.send(&a), Sending::Plain);
         assert_eq!(m.strip(b"workload=b;kept=1"), b"workload=b");
-        assert_eq!(m.send(&a), Send::Omit);
-        assert_eq!(m.send(&a), Send::Omit);
+        assert_eq!(m.send(&a), Sending::Omit);
+        assert_eq!(m.send(&a), Sending::Omit);
         // A new value is written, then kept in its turn.
         let b = v("workload=a2");
-        assert_eq!(m.send(&b), Send::Plain);
-        assert_eq!(m.send(&b), Send::Omit);
+        assert_eq!(m.send(&b), Sending::Plain);
+        assert_eq!(m.send(&b), Sending::Omit);
     }
 
     #[test]
@@ -210,11 +194,11 @@ mod tests {
         m.received(&v("workload=b"));
         // Not told yet: the peer never leaves it out, so none is meant.
         assert_eq!(m.missing(), None);
-        assert_eq!(m.send(&v("workload=a")), Send::Tell);
+        assert_eq!(m.send(&v("workload=a")), Sending::Tell);
         assert_eq!(m.missing(), Some(&v("workload=b")));
         m.received(&v("workload=c"));
         assert_eq!(m.missing(), Some(&v("workload=c")));
-        assert_eq!(m.into_missing(), Some(v("workload=c")));
+        assert_eq!(m.missing().cloned(), Some(v("workload=c")));
         // A value without the marker leaves `peer_keeps` alone.
         let mut m = PeerMemo::default();
         assert_eq!(m.strip(b"workload=b"), b"workload=b");
@@ -224,25 +208,22 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_written_removed_and_told_in_place() {
+    fn lines_are_written_and_inserted_alike() {
         let a = v("workload=a");
-        for how in [Send::Omit, Send::Plain, Send::Tell] {
+        for how in [Sending::Omit, Sending::Plain, Sending::Tell] {
             let mut written = b"GET / HTTP/1.1\r\n".to_vec();
             write(&mut written, &a, how);
             written.extend_from_slice(b"\r\nbody");
-            let mut applied = b"GET / HTTP/1.1\r\n".to_vec();
-            let at = applied.len();
-            write(&mut applied, &a, Send::Plain);
-            applied.extend_from_slice(b"\r\nbody");
-            apply(&mut applied, at, &a, how);
+            let mut inserted = b"GET / HTTP/1.1\r\n\r\nbody".to_vec();
+            insert(&mut inserted, 16, &a, how);
             assert_eq!(
-                String::from_utf8_lossy(&applied),
+                String::from_utf8_lossy(&inserted),
                 String::from_utf8_lossy(&written),
                 "{how:?}"
             );
         }
         let mut out = Vec::new();
-        write(&mut out, &a, Send::Tell);
+        write(&mut out, &a, Sending::Tell);
         assert_eq!(out, b"x-mesh-peer-metadata: workload=a;kept=1\r\n");
         assert!(is_peer(b"X-Mesh-Peer-Metadata"));
         assert!(!is_peer(b"x-mesh-peer-metadatb"));

@@ -22,8 +22,9 @@ pub struct Outgoing {
     pub(crate) bytes: Vec<u8>,
     /// A `HEAD` request's response has no body whatever its headers say.
     pub(crate) head: bool,
-    /// The peer metadata header, the last line of the head at this offset:
-    /// the connection decides whether it goes as it is ([`crate::h1peer`]).
+    /// The peer metadata header, not written yet: the connection decides
+    /// whether it goes, as the last line of the head at this offset
+    /// ([`crate::h1peer`]).
     pub(crate) peer: PeerLine,
 }
 
@@ -85,10 +86,11 @@ fn take_whole(body: &mut Body) -> Result<Bytes, Option<Result<Frame<Bytes>, Body
     }
 }
 
-/// The peer metadata header's line in an encoded request: its offset and value.
+/// The peer metadata header of an encoded request: where its line goes, and
+/// its value.
 type PeerLine = Option<(usize, http::HeaderValue)>;
 
-/// Head and body, with the peer metadata header last in the head; `None` when
+/// Head and body, without the peer metadata header, and where it goes; `None` when
 /// the head's `Content-Length` contradicts the body (hyper's client then
 /// decides what to do with it).
 pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<(Vec<u8>, PeerLine)> {
@@ -128,11 +130,7 @@ pub(crate) fn encode(parts: &http::request::Parts, body: &Bytes) -> Option<(Vec<
         h1fields::push_decimal(&mut out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
-    let peer = peer.map(|v| {
-        let at = out.len();
-        crate::h1peer::write(&mut out, v, crate::h1peer::Send::Plain);
-        (at, v.clone())
-    });
+    let peer = peer.map(|v| (out.len(), v.clone()));
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     Some((out, peer))

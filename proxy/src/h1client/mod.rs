@@ -34,7 +34,7 @@ impl Conn {
     ) -> Result<Response<ResponseBody<R>>, Error> {
         if let Some((at, value)) = &req.peer {
             let how = self.peer.send(value);
-            crate::h1peer::apply(&mut req.bytes, *at, value, how);
+            crate::h1peer::insert(&mut req.bytes, *at, value, how);
         }
         self.io.write_all(&req.bytes).await?;
         self.io.flush().await?;
