@@ -16,7 +16,9 @@
 //! 0.35 to 0.83 ms next to two busy loops on two cores). So [`Governor`] watches
 //! how long the threads wait on a run queue per time slice
 //! (`/proc/self/task/*/schedstat`) and goes back to `SCHED_OTHER` once that
-//! wait has shown contended CPUs for three seconds in a row, trying
+//! wait has shown contended CPUs in three windows in a row (a window is a
+//! second, or as many seconds as it takes to gather enough time slices: the
+//! busier the CPUs, the fewer requests a sidecar gets through), trying
 //! `SCHED_BATCH` again after a backoff.
 //! `--cpu-policy normal` or `batch` fixes the class instead.
 
@@ -105,12 +107,19 @@ pub struct Sample {
 /// on an otherwise idle 2-core VM, 260–390 µs with two busy loops beside it
 /// (and 48–66 µs for a `SCHED_OTHER` one there).
 pub const CONTENDED_WAIT: Duration = Duration::from_micros(100);
-/// Fewer slices than this in a period say too little to judge by. An idle
-/// sidecar runs about 20 a second (its timers), and while its neighbours are
-/// busy those few wait 60–300 µs each: that says nothing about the traffic
-/// it would carry. A sidecar at 1000 req/s runs about 1,700.
+/// Fewer slices than this say too little to judge by: a window stays open
+/// until it has this many. An idle sidecar runs about 20 a second (its
+/// timers), and while its neighbours are busy those few wait 60–300 µs each:
+/// that says nothing about the traffic it would carry. A sidecar at
+/// 1000 req/s runs about 1,700; one carrying a sequential client's requests
+/// next to eight busy loops on two cores, 230–320 (measured), so a threshold
+/// judged per second alone would miss the most contended CPUs.
 pub const MIN_SLICES: u64 = 200;
-/// Contended periods in a row before the class changes: one busy second (a
+/// A window that has not gathered [`MIN_SLICES`] slices in this long is
+/// dropped unjudged (an idle sidecar's timers never add up to a verdict)
+/// and breaks a run of contended windows.
+pub const MAX_WINDOW: Duration = Duration::from_secs(5);
+/// Contended windows in a row before the class changes: one busy second (a
 /// neighbour starting up, a burst) is not contention worth leaving
 /// `SCHED_BATCH` for minutes over.
 pub const CONTENDED_PERIODS: u32 = 3;
@@ -126,7 +135,8 @@ pub const CALM_RESET: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Governor {
     class: Class,
-    last: Option<Sample>,
+    /// Where the open window started, and the sums then.
+    window: Option<(Instant, Sample)>,
     retry_at: Option<Instant>,
     backoff: Duration,
     calm_since: Instant,
@@ -146,7 +156,7 @@ impl Governor {
     pub fn new(now: Instant) -> Governor {
         Governor {
             class: Class::Batch,
-            last: None,
+            window: None,
             retry_at: None,
             backoff: FIRST_RETRY,
             calm_since: now,
@@ -160,8 +170,9 @@ impl Governor {
 
     /// Takes the sample read at `now`; returns the class to switch to, if any.
     pub fn observe(&mut self, now: Instant, sample: Sample) -> Option<Switch> {
-        let previous = self.last.replace(sample);
         if self.class == Class::Other {
+            // The next SCHED_BATCH spell opens a fresh window.
+            self.window = Some((now, sample));
             if self.retry_at.is_some_and(|t| now >= t) {
                 self.class = Class::Batch;
                 self.retry_at = None;
@@ -173,13 +184,28 @@ impl Governor {
             }
             return None;
         }
+        let Some((opened, start)) = self.window else {
+            self.window = Some((now, sample));
+            return None;
+        };
         // A thread that ended takes its counters with it: a sum that went
-        // down says nothing about this period.
-        let mean = previous
-            .filter(|p| sample.slices >= p.slices && sample.wait_ns >= p.wait_ns)
-            .map(|p| (sample.wait_ns - p.wait_ns, sample.slices - p.slices))
-            .filter(|&(_, slices)| slices >= MIN_SLICES)
-            .map(|(wait, slices)| Duration::from_nanos(wait / slices));
+        // down says nothing about this window; the next one starts here.
+        if sample.slices < start.slices || sample.wait_ns < start.wait_ns {
+            self.window = Some((now, sample));
+            return None;
+        }
+        let slices = sample.slices - start.slices;
+        let mean = if slices >= MIN_SLICES {
+            Some(Duration::from_nanos(
+                (sample.wait_ns - start.wait_ns) / slices,
+            ))
+        } else if now.duration_since(opened) >= MAX_WINDOW {
+            None
+        } else {
+            // Too few slices yet: the window stays open.
+            return None;
+        };
+        self.window = Some((now, sample));
         match mean {
             Some(mean) if mean > CONTENDED_WAIT && self.streak + 1 < CONTENDED_PERIODS => {
                 self.streak += 1;

@@ -2,7 +2,8 @@
 //! kernel. The client's proxy runs unprivileged (UID 1337) in its pod, as
 //! injected: it starts in SCHED_BATCH; with a busy loop on every CPU and
 //! traffic through it, its run-queue waits show contention and it goes back
-//! to SCHED_OTHER; with the loops gone, it tries SCHED_BATCH again after its
+//! to SCHED_OTHER (also when more busy loops than CPUs leave it only a few
+//! hundred time slices a second); with the loops gone, it tries SCHED_BATCH again after its
 //! first backoff (10 s); `mesh_proxy_cpu_class_batch` and
 //! `mesh_proxy_cpu_class_switches_total` report it. `--cpu-policy normal`
 //! leaves the class alone.
@@ -38,6 +39,49 @@ fn all_in(pid: u32, policy: u32) -> bool {
     policies(pid).iter().all(|&p| p == policy)
 }
 
+/// The run-queue wait (ns) and time slices summed over `pid`'s threads
+/// (`/proc/<pid>/task/*/schedstat`), as the governor reads them.
+fn schedstat(pid: u32) -> (u64, u64) {
+    let (mut wait, mut slices) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(text) = std::fs::read_to_string(task.unwrap().path().join("schedstat")) else {
+            continue;
+        };
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        wait += f[1];
+        slices += f[2];
+    }
+    (wait, slices)
+}
+
+/// Waits up to `limit` for every thread of `pid` to be in `policy`. On
+/// timeout the panic lists what the proxy went through each second (slices
+/// run, mean wait per slice): the figures its governor judges by.
+fn wait_for_policy(pid: u32, policy: u32, limit: Duration, what: &str) -> Duration {
+    let start = std::time::Instant::now();
+    let mut seconds = Vec::new();
+    let (mut mark, mut last) = (start, schedstat(pid));
+    while !all_in(pid, policy) {
+        if mark.elapsed() >= Duration::from_secs(1) {
+            let now = schedstat(pid);
+            let slices = now.1.saturating_sub(last.1);
+            let wait_us = now.0.saturating_sub(last.0) / slices.max(1) / 1_000;
+            seconds.push(format!("{slices} slices, {wait_us} µs"));
+            (mark, last) = (std::time::Instant::now(), now);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; each second: {}",
+            seconds.join("; ")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
 /// The value of the unlabelled sample `name` in the client proxy's metrics.
 fn gauge(w: &World, name: &str) -> Option<f64> {
     metrics(&w.client)
@@ -45,15 +89,18 @@ fn gauge(w: &World, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Busy loops, one per CPU, each ended by `timeout` after 90 s at the latest
-/// and by SIGTERM (which `timeout` passes on) when dropped.
+/// Busy loops, three per CPU, each ended by `timeout` after 90 s at the
+/// latest and by SIGTERM (which `timeout` passes on) when dropped. Three
+/// rather than one: the more loops, the fewer requests the sequential client
+/// gets through and the fewer time slices the proxy has to judge by (about
+/// 300 a second here with four loops a CPU, 800 with one).
 struct Hogs(Vec<Child>);
 
 impl Hogs {
     fn start() -> Hogs {
         let n = std::thread::available_parallelism().map_or(2, |n| n.get());
         Hogs(
-            (0..n)
+            (0..3 * n)
                 .map(|_| {
                     Command::new("timeout")
                         .args(["90", "sh", "-c", "while :; do :; done"])
@@ -93,10 +140,11 @@ fn the_proxy_leaves_sched_batch_while_the_cpus_are_contended() {
     );
     let _traffic = w.client.spawn(APP, &["bash", "-c", &script]).unwrap();
     let hogs = Hogs::start();
-    let took = eventually_blocking(
-        "SCHED_OTHER with every CPU busy",
+    let took = wait_for_policy(
+        pid,
+        SCHED_OTHER,
         Duration::from_secs(40),
-        || all_in(pid, SCHED_OTHER),
+        "SCHED_OTHER with every CPU busy",
     );
     eprintln!("contention seen after {took:?}");
     // The metrics say so too (recorded once every thread is switched).
@@ -107,10 +155,11 @@ fn the_proxy_leaves_sched_batch_while_the_cpus_are_contended() {
     );
     assert!(gauge(&w, "mesh_proxy_cpu_class_switches_total") >= Some(1.0));
     drop(hogs);
-    let took = eventually_blocking(
-        "SCHED_BATCH tried again once the CPUs are free",
+    let took = wait_for_policy(
+        pid,
+        SCHED_BATCH,
         Duration::from_secs(30),
-        || all_in(pid, SCHED_BATCH),
+        "SCHED_BATCH tried again once the CPUs are free",
     );
     eprintln!("SCHED_BATCH again after {took:?}");
     assert!(gauge(&w, "mesh_proxy_cpu_class_switches_total") >= Some(2.0));

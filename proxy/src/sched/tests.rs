@@ -125,17 +125,41 @@ fn contended_seconds_must_follow_each_other() {
     let start = Instant::now();
     let (mut g, mut f) = (Governor::new(start), Feed::new(start));
     g.observe(start, f.sum);
-    // Spikes broken by a calm second, or by an idle one (an idle sidecar's
-    // few slices wait long behind busy neighbours), never add up.
+    // Spikes broken by a calm second, or by an idle spell (an idle sidecar's
+    // few slices wait long behind busy neighbours, and its window expires
+    // unjudged), never add up.
     for _ in 0..20 {
         for _ in 1..CONTENDED_PERIODS {
             assert_eq!(step(&mut g, &mut f, 300, 1_000), None);
         }
         assert_eq!(step(&mut g, &mut f, 30, 1_000), None);
         assert_eq!(step(&mut g, &mut f, 300, 1_000), None);
-        assert_eq!(step(&mut g, &mut f, 300, 20), None);
+        for _ in 0..MAX_WINDOW.as_secs() {
+            assert_eq!(step(&mut g, &mut f, 300, 20), None);
+        }
     }
     assert_eq!(g.class(), Class::Batch);
+}
+
+#[test]
+fn a_contended_sidecar_with_little_traffic_still_switches() {
+    // The busier the CPUs, the fewer requests a sequential client gets
+    // through: 80 slices a second, each waiting 500 µs. A window gathers
+    // MIN_SLICES in three seconds; three such windows switch.
+    let start = Instant::now();
+    let (mut g, mut f) = (Governor::new(start), Feed::new(start));
+    g.observe(start, f.sum);
+    let mut secs = 0;
+    let switch = loop {
+        secs += 1;
+        assert!(secs <= 60, "never switched");
+        if let Some(s) = step(&mut g, &mut f, 500, 80) {
+            break s;
+        }
+    };
+    assert_eq!(secs, 9);
+    assert_eq!(switch.to, Class::Other);
+    assert_eq!(switch.mean_wait, Some(Duration::from_micros(500)));
 }
 
 #[test]
@@ -143,9 +167,11 @@ fn too_few_slices_or_a_shrinking_sum_decide_nothing() {
     let start = Instant::now();
     let (mut g, mut f) = (Governor::new(start), Feed::new(start));
     g.observe(start, f.sum);
-    // A nearly idle proxy: long waits, but only a few slices.
-    for _ in 0..5 {
-        assert_eq!(step(&mut g, &mut f, 5_000, MIN_SLICES - 1), None);
+    // A nearly idle proxy: long waits, but fewer slices in each window than
+    // a verdict needs, for a minute.
+    let per_second = (MIN_SLICES - 1) / MAX_WINDOW.as_secs();
+    for _ in 0..60 {
+        assert_eq!(step(&mut g, &mut f, 5_000, per_second), None);
     }
     // A thread ended: the sum went down.
     let (at, mut s) = f.next(0, 0);
