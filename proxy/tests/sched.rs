@@ -3,8 +3,8 @@
 //! injected: it starts in SCHED_BATCH; with a busy loop on every CPU and
 //! traffic through it, its run-queue waits show contention and it goes back
 //! to SCHED_OTHER (also when more busy loops than CPUs leave it only a few
-//! hundred time slices a second); with the loops gone, it tries SCHED_BATCH again after its
-//! first backoff (10 s); `mesh_proxy_cpu_class_batch` and
+//! hundred time slices a second); with the loops gone, it tries SCHED_BATCH
+//! again after its first backoff (10 s); `mesh_proxy_cpu_class_batch` and
 //! `mesh_proxy_cpu_class_switches_total` report it. `--cpu-policy normal`
 //! leaves the class alone.
 
@@ -92,8 +92,9 @@ fn gauge(w: &World, name: &str) -> Option<f64> {
 /// Busy loops, three per CPU, each ended by `timeout` after 90 s at the
 /// latest and by SIGTERM (which `timeout` passes on) when dropped. Three
 /// rather than one: the more loops, the fewer requests the sequential client
-/// gets through and the fewer time slices the proxy has to judge by (about
-/// 300 a second here with four loops a CPU, 800 with one).
+/// gets through and the fewer time slices the proxy has to judge by
+/// (measured on a 2-core VM: 230–390 a second with three loops a CPU,
+/// 700–900 with one).
 struct Hogs(Vec<Child>);
 
 impl Hogs {
