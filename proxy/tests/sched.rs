@@ -40,19 +40,16 @@ fn all_in(pid: u32, policy: u32) -> bool {
 }
 
 /// The run-queue wait (ns) and time slices summed over `pid`'s threads
-/// (`/proc/<pid>/task/*/schedstat`), as the governor reads them.
+/// (`/proc/<pid>/task/*/schedstat`), parsed as the governor parses them.
 fn schedstat(pid: u32) -> (u64, u64) {
     let (mut wait, mut slices) = (0, 0);
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let Ok(text) = std::fs::read_to_string(task.unwrap().path().join("schedstat")) else {
             continue;
         };
-        let f: Vec<u64> = text
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        wait += f[1];
-        slices += f[2];
+        let s = mesh_proxy::sched::parse_schedstat(&text).expect("a schedstat line");
+        wait += s.wait_ns;
+        slices += s.slices;
     }
     (wait, slices)
 }
