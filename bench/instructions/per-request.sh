@@ -38,11 +38,14 @@ per_request() {
     awk '/__memset_avx2|__memset_evex|__memset_sse2/ {gsub(",", "", $1); s += $1} END {print s + 0}')
   # The calls into `Record::finish`: the caller lines ("<", with a count)
   # of the block whose own line ("*") is that function. Lines naming it as a
-  # caller elsewhere count its calls to other functions.
+  # caller elsewhere count its calls to other functions. awk reads to the
+  # end: leaving early would kill callgrind_annotate with SIGPIPE, which
+  # pipefail turns into a silent exit of the whole script.
   requests=$(callgrind_annotate --threshold=100 --tree=caller "$1" 2>/dev/null |
     awk '/^$/ { n = 0; next }
          /^ *[0-9,]+ .*< / { c = $0; sub(/.*\(/, "", c); sub(/x\).*/, "", c); gsub(",", "", c); n += c; next }
-         /\*  \?\?\?:mesh_proxy::record::Record::finish / { print n; exit }')
+         /\*  \?\?\?:mesh_proxy::record::Record::finish / && !found { found = n }
+         END { print found }')
   [ -n "$requests" ] && [ "$requests" -gt 0 ] || { echo "- 0"; return; }
   echo "$(((total - memset) / requests)) $requests"
 }

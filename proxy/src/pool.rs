@@ -176,7 +176,6 @@ impl Pool {
             Some(t) => t
                 .connect(tcp)
                 .await
-                .map(|s| MaybeTls::Tls(Box::new(s)))
                 .map_err(|source| SendError::Connect { addr, source }),
         }
     }

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use mesh_proxy::mtls::certs::{build_creds, Creds};
+use mesh_proxy::mtls::handshake;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 struct Root {
     issuer: Issuer<'static, KeyPair>,
@@ -56,16 +58,22 @@ fn creds(by: &Root, spiffe: &str, from: i64, to: i64, roots: &[&Root]) -> Creds 
 const CLIENT: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 const SERVER: &str = "spiffe://cluster.local/ns/shop/sa/inventory";
 
-/// Runs one handshake; Ok(peer identity the server saw, ALPN) or the error text.
+fn sni() -> ServerName<'static> {
+    ServerName::try_from("outbound_.8080_._.inventory.shop.svc.cluster.local").unwrap()
+}
+
+/// Runs one handshake, a rustls client against the sidecar's acceptor;
+/// Ok(peer identity the server saw, ALPN) or the error text.
 async fn handshake(
     client: Arc<rustls::ClientConfig>,
     server: &Creds,
 ) -> Result<(String, Vec<u8>), String> {
     let (c, s) = tokio::io::duplex(64 * 1024);
-    let acceptor = tokio_rustls::TlsAcceptor::from(server.server.clone());
     let connector = tokio_rustls::TlsConnector::from(client);
-    let name = ServerName::try_from("outbound_.8080_._.inventory.shop.svc.cluster.local").unwrap();
-    let (cr, sr) = tokio::join!(connector.connect(name, c), acceptor.accept(s));
+    let (cr, sr) = tokio::join!(
+        connector.connect(sni(), c),
+        handshake::accept(server.server.clone(), s)
+    );
     let (sr, cr) = match (sr, cr) {
         (Ok(s), Ok(c)) => (s, c),
         (s, c) => {
@@ -77,14 +85,10 @@ async fn handshake(
         }
     };
     drop(cr);
-    let (_, conn) = sr.get_ref();
-    let der = conn.peer_certificates().unwrap()[0].clone();
-    let peer = mesh_proxy::mtls::PeerCert::from_der(&der, "cluster.local")
+    let (_, hello) = sr;
+    let peer = mesh_proxy::mtls::PeerCert::from_der(&hello.certs[0], "cluster.local")
         .map_err(|e| format!("identity: {e}"))?;
-    Ok((
-        peer.identity.to_string(),
-        conn.alpn_protocol().unwrap().to_vec(),
-    ))
+    Ok((peer.identity.to_string(), hello.alpn.unwrap()))
 }
 
 #[tokio::test]
@@ -190,4 +194,202 @@ async fn mesh_peers_handshake_and_bad_peers_are_refused() {
     let new_client = creds(&r2, CLIENT, -1, 1, &[&r1, &r2]);
     assert!(handshake(new_client.client_h1.clone(), &both).await.is_ok());
     assert!(handshake(good.client_h1.clone(), &both).await.is_ok());
+}
+
+/// Writes `data` in `chunk`-sized vectored writes (two slices each), then
+/// flushes.
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], chunk: usize) {
+    for c in data.chunks(chunk) {
+        let (a, b) = c.split_at(c.len() / 2);
+        let mut bufs = [std::io::IoSlice::new(a), std::io::IoSlice::new(b)];
+        let mut bufs = &mut bufs[..];
+        while !bufs.is_empty() {
+            let n = w.write_vectored(bufs).await.unwrap();
+            assert!(n > 0);
+            std::io::IoSlice::advance_slices(&mut bufs, n);
+        }
+    }
+    w.flush().await.unwrap();
+}
+
+async fn recv<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    tokio::time::timeout(std::time::Duration::from_secs(10), r.read_exact(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("{n} bytes did not arrive in 10 s"))
+        .unwrap();
+    got
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn sidecars_carry_data_over_their_own_records() {
+    let r1 = root("mesh");
+    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
+    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+    let (c, s) = tokio::io::duplex(16 * 1024);
+    let (cr, sr) = tokio::join!(
+        handshake::connect(client.client_h1.clone(), sni(), c),
+        handshake::accept(server.server.clone(), s)
+    );
+    let ((mut c, to_server), (mut s, to_client)) = (cr.unwrap(), sr.unwrap());
+    assert_eq!(to_server.alpn.as_deref(), Some(&b"istio-http/1.1"[..]));
+    let id = |der| mesh_proxy::mtls::PeerCert::from_der(der, "cluster.local").unwrap();
+    assert_eq!(id(&to_server.certs[0]).identity.to_string(), SERVER);
+    assert_eq!(id(&to_client.certs[0]).identity.to_string(), CLIENT);
+    // Small, one-record and many-record messages each way, concurrently (the
+    // duplex holds less than the largest message).
+    for (n, chunk) in [(1, 1), (1000, 1000), (200_000, 40_000), (70_000, 7)] {
+        let (up, down) = (pattern(n, 1), pattern(n, 2));
+        let ((), got) = tokio::join!(send(&mut c, &up, chunk), recv(&mut s, n));
+        assert!(got == up, "{n} bytes client to server");
+        let ((), got) = tokio::join!(send(&mut s, &down, chunk), recv(&mut c, n));
+        assert!(got == down, "{n} bytes server to client");
+    }
+    // A clean close: close_notify reads as the end of the stream.
+    c.shutdown().await.unwrap();
+    assert_eq!(s.read(&mut [0u8; 8]).await.unwrap(), 0);
+    // Half-closed: the server can still answer.
+    send(&mut s, b"bye", 3).await;
+    assert_eq!(recv(&mut c, 3).await, b"bye");
+    s.shutdown().await.unwrap();
+    assert_eq!(c.read(&mut [0u8; 8]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn key_updates_and_tickets_from_a_rustls_peer_are_followed() {
+    let r1 = root("mesh");
+    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
+    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+
+    // Our client against rustls' server, which sends session tickets after
+    // the handshake and then asks for a key update.
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server.server.clone());
+    let (cr, sr) = tokio::join!(
+        handshake::connect(client.client_h1.clone(), sni(), c),
+        acceptor.accept(s)
+    );
+    let ((mut c, _), mut s) = (cr.unwrap(), sr.unwrap());
+    for round in 0..3u8 {
+        s.get_mut().1.refresh_traffic_keys().unwrap();
+        let msg = pattern(5000, round);
+        let ((), got) = tokio::join!(send(&mut s, &msg, 5000), recv(&mut c, 5000));
+        assert!(
+            got == msg,
+            "round {round}: server to client after its key update"
+        );
+        // Our answer to the update request was sent under the old key, and
+        // what follows under the new one: rustls reads both.
+        let ((), got) = tokio::join!(send(&mut c, &msg, 1200), recv(&mut s, 5000));
+        assert!(
+            got == msg,
+            "round {round}: client to server after our key update"
+        );
+    }
+
+    // rustls' client against our server: the same, the other way round.
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let connector = tokio_rustls::TlsConnector::from(client.client_h1.clone());
+    let (cr, sr) = tokio::join!(
+        connector.connect(sni(), c),
+        handshake::accept(server.server.clone(), s)
+    );
+    let (mut c, (mut s, _)) = (cr.unwrap(), sr.unwrap());
+    for round in 0..3u8 {
+        c.get_mut().1.refresh_traffic_keys().unwrap();
+        let msg = pattern(3000, round);
+        let ((), got) = tokio::join!(send(&mut c, &msg, 3000), recv(&mut s, 3000));
+        assert!(got == msg, "round {round}: client to server");
+        let ((), got) = tokio::join!(send(&mut s, &msg, 3000), recv(&mut c, 3000));
+        assert!(got == msg, "round {round}: server to client");
+    }
+    s.shutdown().await.unwrap();
+    assert_eq!(c.read(&mut [0u8; 8]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn forged_and_truncated_records_are_errors() {
+    let r1 = root("mesh");
+    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
+    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+    let pair = || async {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.server.clone());
+        let (cr, sr) = tokio::join!(
+            handshake::connect(client.client_h1.clone(), sni(), c),
+            acceptor.accept(s)
+        );
+        (cr.unwrap().0, sr.unwrap())
+    };
+    let read_err = |mut c: mesh_proxy::mtls::session::TlsConn<tokio::io::DuplexStream>| async move {
+        let e = c.read(&mut [0u8; 64]).await.unwrap_err();
+        (e.kind(), e.to_string())
+    };
+
+    // A record that does not decrypt.
+    let (c, mut s) = pair().await;
+    let mut forged = vec![23, 3, 3, 0, 40];
+    forged.extend_from_slice(&[0x5a; 40]);
+    s.get_mut().0.write_all(&forged).await.unwrap();
+    let (kind, msg) = read_err(c).await;
+    assert_eq!(kind, std::io::ErrorKind::InvalidData);
+    assert!(msg.contains("bad record MAC"), "{msg}");
+
+    // A record longer than TLS allows, refused from its header.
+    let (c, mut s) = pair().await;
+    s.get_mut().0.write_all(&[23, 3, 3, 0x48, 0]).await.unwrap();
+    let (_, msg) = read_err(c).await;
+    assert!(msg.contains("18432 bytes exceeds"), "{msg}");
+
+    // The peer's socket closes mid-record, then without close_notify.
+    let (c, mut s) = pair().await;
+    s.get_mut()
+        .0
+        .write_all(&[23, 3, 3, 0, 40, 1, 2])
+        .await
+        .unwrap();
+    s.get_mut().0.shutdown().await.unwrap();
+    let (kind, msg) = read_err(c).await;
+    assert_eq!(kind, std::io::ErrorKind::UnexpectedEof);
+    assert!(msg.contains("middle of a TLS record"), "{msg}");
+    let (c, mut s) = pair().await;
+    s.get_mut().0.shutdown().await.unwrap();
+    let (kind, msg) = read_err(c).await;
+    assert_eq!(kind, std::io::ErrorKind::UnexpectedEof);
+    assert!(msg.contains("without sending TLS close_notify"), "{msg}");
+
+    // A close_notify from rustls ends the stream.
+    let (c, mut s) = pair().await;
+    s.get_mut().1.send_close_notify(); // queues a warning-level close_notify
+    s.flush().await.unwrap();
+    let mut c = c;
+    assert_eq!(c.read(&mut [0u8; 8]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn bytes_sent_right_after_the_client_finished_are_not_lost() {
+    // A client writes its first bytes in the same flight as its Finished,
+    // so the server reads both at once and rustls opens the data during the
+    // handshake.
+    let r1 = root("mesh");
+    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
+    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let connector = tokio_rustls::TlsConnector::from(client.client_tcp.clone());
+    let first = pattern(3000, 7);
+    let client = async {
+        let mut c = connector.connect(sni(), c).await.unwrap();
+        c.write_all(&first).await.unwrap();
+        c.flush().await.unwrap();
+        c
+    };
+    let (_c, sr) = tokio::join!(client, handshake::accept(server.server.clone(), s));
+    let (mut s, _) = sr.unwrap();
+    assert!(recv(&mut s, 3000).await == first);
 }

@@ -62,10 +62,7 @@ impl Conn {
     /// socket became readable while idle.
     pub fn is_usable(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let tcp = match &self.io {
-            MaybeTls::Plain(s) => s,
-            MaybeTls::Tls(s) => s.get_ref().0,
-        };
+        let tcp = self.io.tcp();
         if tcp.poll_read_ready(&mut cx).is_pending() {
             return true;
         }

@@ -63,8 +63,8 @@ pub async fn serve(
 ) {
     let shared = ctx.shared.clone();
     let addrs = (stream.local_addr().ok(), stream.peer_addr().ok());
-    let acceptor = tokio_rustls::TlsAcceptor::from(creds.server.clone());
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+    let accept = crate::mtls::handshake::accept(creds.server.clone(), stream);
+    let (tls, hello) = match tokio::time::timeout(Duration::from_secs(10), accept).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             tracing::info!(peer = %ctx.peer, error = %e, "mTLS handshake failed");
@@ -77,10 +77,9 @@ pub async fn serve(
             return;
         }
     };
-    let (_, conn) = tls.get_ref();
-    let peer = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
+    let peer = hello
+        .certs
+        .first()
         .map(|der| PeerCert::from_der(der, &shared.cfg.trust_domain));
     let peer = match peer {
         Some(Ok(p)) => p,
@@ -91,7 +90,7 @@ pub async fn serve(
         }
         None => return, // the verifier requires a certificate; unreachable in practice
     };
-    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec).unwrap_or_default();
+    let alpn = hello.alpn.unwrap_or_default();
     let http =
         alpn.starts_with(b"istio-http") || alpn == crate::mtls::ALPN_H2 || declared.is_http();
     tracing::debug!(identity = %peer.identity, alpn = %String::from_utf8_lossy(&alpn), "mTLS accepted");

@@ -281,6 +281,8 @@ fn build(
         .with_client_cert_verifier(client_verifier.clone())
         .with_single_cert(chain.clone(), key())?;
     server.alpn_protocols = super::ISTIO_ALPNS.iter().map(|a| a.to_vec()).collect();
+    // Mesh connections hand their keys to our record layer (`session`).
+    server.enable_secret_extraction = true;
     let server_verifier = Arc::new(MeshServerVerifier::new(
         client_verifier,
         trust_domain,
@@ -293,6 +295,7 @@ fn build(
             .with_custom_certificate_verifier(server_verifier.clone())
             .with_client_auth_cert(chain.clone(), key())?;
         c.alpn_protocols = vec![alpn.to_vec()];
+        c.enable_secret_extraction = true;
         Ok(Arc::new(c))
     };
     Ok(Creds {

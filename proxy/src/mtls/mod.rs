@@ -6,7 +6,10 @@
 //! `X-Forwarded-Client-Cert` value.
 
 pub mod certs;
+pub mod handshake;
 pub mod originate;
+pub mod record;
+pub mod session;
 pub mod stream;
 pub mod verify;
 

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::certs::TlsState;
+use super::session::TlsConn;
 use super::UpstreamTls;
 use crate::snapshot::{Cluster, Endpoint};
 
@@ -67,37 +68,37 @@ pub enum Alpn {
 }
 
 impl TlsDial {
-    pub async fn connect(
-        &self,
-        tcp: TcpStream,
-    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let c = tokio_rustls::TlsConnector::from(self.config.clone());
+    /// Handshakes over `tcp`. Mesh mTLS (a pinned identity) runs on our
+    /// record layer ([`super::session`]); TLS origination, which may meet
+    /// TLS 1.2 servers, on tokio-rustls.
+    pub async fn connect(&self, tcp: TcpStream) -> io::Result<MaybeTls> {
         let sni = self.sni.server_name();
-        let tls = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            c.connect(sni.clone(), tcp),
-        )
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
-        .map_err(|e| {
+        let timeout = std::time::Duration::from_secs(10);
+        let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
+        let logged = |e: io::Error| {
             tracing::debug!(?sni, error = %e, "upstream TLS handshake failed");
             e
-        })?;
+        };
+        let Some(expected) = &self.expected else {
+            let c = tokio_rustls::TlsConnector::from(self.config.clone());
+            let tls = tokio::time::timeout(timeout, c.connect(sni.clone(), tcp))
+                .await
+                .map_err(timed_out)?
+                .map_err(logged)?;
+            return Ok(MaybeTls::Tls(Box::new(tls)));
+        };
+        let connect = super::handshake::connect(self.config.clone(), sni.clone(), tcp);
+        let (tls, peer) = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(timed_out)?
+            .map_err(logged)?;
         // SAN pinning: checked before a single byte of the request is written.
-        if let Some(expected) = &self.expected {
-            let leaf = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.as_ref().to_vec())
-                .unwrap_or_default();
-            if let Err(reason) = super::verify::check_identity(&leaf, expected) {
-                tracing::warn!(?sni, %reason, "upstream refused: wrong mesh identity");
-                return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason));
-            }
+        let leaf = peer.certs.first().map(|c| c.as_ref()).unwrap_or_default();
+        if let Err(reason) = super::verify::check_identity(leaf, expected) {
+            tracing::warn!(?sni, %reason, "upstream refused: wrong mesh identity");
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason));
         }
-        Ok(tls)
+        Ok(MaybeTls::Mesh(Box::new(tls)))
     }
 
     /// How to reach `ep` of `cluster`: `Ok(None)` for plaintext, an error when
@@ -161,10 +162,22 @@ impl TlsDial {
     }
 }
 
-/// A client connection, plaintext or mTLS.
+/// A client connection: plaintext, TLS origination or mesh mTLS.
 pub enum MaybeTls {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Mesh(Box<TlsConn<TcpStream>>),
+}
+
+impl MaybeTls {
+    /// The socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            MaybeTls::Plain(s) => s,
+            MaybeTls::Tls(s) => s.get_ref().0,
+            MaybeTls::Mesh(s) => s.get_ref(),
+        }
+    }
 }
 
 impl AsyncRead for MaybeTls {
@@ -176,6 +189,7 @@ impl AsyncRead for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Mesh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -189,18 +203,21 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Mesh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Mesh(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Mesh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
     fn poll_write_vectored(
@@ -211,12 +228,14 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTls::Mesh(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
             MaybeTls::Plain(s) => s.is_write_vectored(),
             MaybeTls::Tls(s) => s.is_write_vectored(),
+            MaybeTls::Mesh(s) => s.is_write_vectored(),
         }
     }
 }
