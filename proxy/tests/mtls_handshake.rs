@@ -221,6 +221,15 @@ async fn recv<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Vec<u8> {
     got
 }
 
+/// Server and client credentials from one mesh root.
+fn mesh_pair() -> (Creds, Creds) {
+    let r1 = root("mesh");
+    (
+        creds(&r1, SERVER, -1, 1, &[&r1]),
+        creds(&r1, CLIENT, -1, 1, &[&r1]),
+    )
+}
+
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -229,9 +238,7 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 #[tokio::test]
 async fn sidecars_carry_data_over_their_own_records() {
-    let r1 = root("mesh");
-    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
-    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+    let (server, client) = mesh_pair();
     let (c, s) = tokio::io::duplex(16 * 1024);
     let (cr, sr) = tokio::join!(
         handshake::connect(client.client_h1.clone(), sni(), c),
@@ -263,9 +270,7 @@ async fn sidecars_carry_data_over_their_own_records() {
 
 #[tokio::test]
 async fn key_updates_and_tickets_from_a_rustls_peer_are_followed() {
-    let r1 = root("mesh");
-    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
-    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+    let (server, client) = mesh_pair();
 
     // Our client against rustls' server, which sends session tickets after
     // the handshake and then asks for a key update.
@@ -315,9 +320,7 @@ async fn key_updates_and_tickets_from_a_rustls_peer_are_followed() {
 
 #[tokio::test]
 async fn forged_and_truncated_records_are_errors() {
-    let r1 = root("mesh");
-    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
-    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+    let (server, client) = mesh_pair();
     let pair = || async {
         let (c, s) = tokio::io::duplex(64 * 1024);
         let acceptor = tokio_rustls::TlsAcceptor::from(server.server.clone());
@@ -377,9 +380,7 @@ async fn bytes_sent_right_after_the_client_finished_are_not_lost() {
     // A client writes its first bytes in the same flight as its Finished,
     // so the server reads both at once and rustls opens the data during the
     // handshake.
-    let r1 = root("mesh");
-    let server = creds(&r1, SERVER, -1, 1, &[&r1]);
-    let client = creds(&r1, CLIENT, -1, 1, &[&r1]);
+    let (server, client) = mesh_pair();
     let (c, s) = tokio::io::duplex(64 * 1024);
     let connector = tokio_rustls::TlsConnector::from(client.client_tcp.clone());
     let first = pattern(3000, 7);
