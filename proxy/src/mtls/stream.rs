@@ -1,6 +1,7 @@
 //! Connections that may be mTLS: the dial parameters for an upstream (config
-//! with the right ALPN and Istio's SNI) and a stream type that is either plain
-//! TCP or client TLS, so the pools and the TCP splice handle both.
+//! with the right ALPN and Istio's SNI) and a stream type that is plain TCP,
+//! TLS origination (tokio-rustls) or mesh mTLS (our record layer), so the
+//! pools and the TCP splice handle all three.
 
 use std::io;
 use std::net::IpAddr;
