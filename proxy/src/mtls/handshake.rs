@@ -11,7 +11,7 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{ClientConfig, ExtractedSecrets, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::session::{Kernel, TlsConn};
@@ -29,12 +29,14 @@ fn tls_err(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// One side's unbuffered connection, so the loop below serves both.
+/// One side's unbuffered connection, so the code below serves both.
 trait Side:
     std::ops::DerefMut<Target = rustls::unbuffered::UnbufferedConnectionCommon<Self::Data>>
 {
     type Data;
     fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// The traffic keys, and rustls' part of the session from now on.
+    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error>;
 }
 
 impl Side for UnbufferedClientConnection {
@@ -42,12 +44,20 @@ impl Side for UnbufferedClientConnection {
     fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(buf)
     }
+    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Client(Box::new(kernel))))
+    }
 }
 
 impl Side for UnbufferedServerConnection {
     type Data = ServerConnectionData;
     fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(buf)
+    }
+    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Server(Box::new(kernel))))
     }
 }
 
@@ -157,27 +167,29 @@ async fn drive<C: Side, S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
-    mut io: S,
+    io: S,
 ) -> io::Result<(TlsConn<S>, Peer)> {
-    let mut conn = UnbufferedClientConnection::new(config, name).map_err(tls_err)?;
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
-    let mut early = Vec::new();
-    let peer = drive(&mut conn, &mut io, &mut rbuf, &mut early).await?;
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls_err)?;
-    let conn = TlsConn::new(io, rbuf, early, secrets, Kernel::Client(Box::new(kernel)))?;
-    Ok((conn, peer))
+    let conn = UnbufferedClientConnection::new(config, name).map_err(tls_err)?;
+    establish(conn, io).await
 }
 
 /// Accepts TLS 1.3 over `io` (the mesh server config).
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     config: Arc<ServerConfig>,
+    io: S,
+) -> io::Result<(TlsConn<S>, Peer)> {
+    let conn = UnbufferedServerConnection::new(config).map_err(tls_err)?;
+    establish(conn, io).await
+}
+
+/// Runs the handshake, then moves the connection onto our record layer.
+async fn establish<C: Side, S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: C,
     mut io: S,
 ) -> io::Result<(TlsConn<S>, Peer)> {
-    let mut conn = UnbufferedServerConnection::new(config).map_err(tls_err)?;
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut early = Vec::new();
     let peer = drive(&mut conn, &mut io, &mut rbuf, &mut early).await?;
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls_err)?;
-    let conn = TlsConn::new(io, rbuf, early, secrets, Kernel::Server(Box::new(kernel)))?;
-    Ok((conn, peer))
+    let (secrets, kernel) = conn.into_kernel().map_err(tls_err)?;
+    Ok((TlsConn::new(io, rbuf, early, secrets, kernel)?, peer))
 }
